@@ -1,0 +1,301 @@
+//! One actor per TCP connection: decodes frames with `FramedRead`, writes with `FramedWrite`.
+//!
+//! The `conn_type` of the first frame fixes the connection's role for good:
+//! - a **client** connection turns each `C_DO_JOB` into a [`Job`] actor and writes each
+//!   [`JobReply`] back as `S_RETURN_DATA`, `CANT_DO`, `ERROR` or `RATELIMIT`;
+//! - a **worker** connection starts a [`Worker`] actor, forwards it the worker's frames as
+//!   commands, writes the frames it sends back ([`Outgoing`]), answers heartbeats, and closes
+//!   when the worker falls silent for longer than the heartbeat timeout.
+//!
+//! A malformed frame, or a frame of another role, closes this connection (with a log line
+//! naming the cause) and touches no other. When the connection stops, its client jobs are
+//! cancelled and its worker is told, so nothing it owned outlives it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::io::{FramedWrite, WriteHandler};
+use actix::prelude::*;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+
+use super::job::{Job, JobEvent, JobReply};
+use super::registry::Registry;
+use super::worker::{AddFunction, Disconnected, JobResult, Outgoing, RemoveFunction, SetName, Worker};
+use super::{CallError, FunctionName, JobId, JobSpec};
+use crate::codec::{CodecError, ConnType, DoJob, Frame, NmidCodec, ReturnData};
+
+/// Settings every connection reads; shared, never changed after start.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// Largest frame body accepted.
+    pub max_frame_bytes: usize,
+    /// Default deadline of a call.
+    pub job_timeout: Duration,
+    /// Retries of a job whose worker is lost.
+    pub job_retries: u32,
+    /// Jobs in flight on one worker.
+    pub max_jobs_per_worker: u32,
+    /// Silence after which a worker is treated as dead.
+    pub heartbeat_timeout: Duration,
+}
+
+/// What this connection is, decided by the `conn_type` of its first frame.
+enum Role {
+    Undecided,
+    Client {
+        /// Calls in flight, to cancel if the client goes away.
+        jobs: HashMap<JobId, Addr<Job>>,
+    },
+    Worker {
+        worker: Addr<Worker>,
+        last_heard: Instant,
+    },
+}
+
+/// One TCP connection.
+pub struct Connection {
+    peer: SocketAddr,
+    role: Role,
+    writer: FramedWrite<Frame, OwnedWriteHalf, NmidCodec>,
+    registry: Addr<Registry>,
+    settings: Arc<ConnectionSettings>,
+    /// Open connections of the dispatcher; this one leaves it when it stops.
+    open: Arc<AtomicUsize>,
+}
+
+impl Connection {
+    /// Starts the actor for `stream` on the current arbiter. `open` must already count it.
+    pub fn start(
+        stream: TcpStream,
+        peer: SocketAddr,
+        registry: Addr<Registry>,
+        settings: Arc<ConnectionSettings>,
+        open: Arc<AtomicUsize>,
+    ) -> Addr<Self> {
+        let codec = NmidCodec::new(settings.max_frame_bytes);
+        let (read, write) = stream.into_split();
+        Connection::create(move |ctx| {
+            ctx.add_stream(FramedRead::new(read, codec));
+            Connection {
+                peer,
+                role: Role::Undecided,
+                writer: FramedWrite::new(write, codec, ctx),
+                registry,
+                settings,
+                open,
+            }
+        })
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        debug!(peer = %self.peer, "connection opened");
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        match &mut self.role {
+            Role::Client { jobs } => {
+                for (_, job) in jobs.drain() {
+                    job.do_send(JobEvent::Cancel);
+                }
+            }
+            Role::Worker { worker, .. } => worker.do_send(Disconnected),
+            Role::Undecided => {}
+        }
+        Running::Stop
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        debug!(peer = %self.peer, "connection closed");
+    }
+}
+
+impl StreamHandler<Result<Frame, CodecError>> for Connection {
+    fn handle(&mut self, item: Result<Frame, CodecError>, ctx: &mut Self::Context) {
+        let frame = match item {
+            Ok(frame) => frame,
+            Err(err) => {
+                warn!(peer = %self.peer, cause = %err, "closing connection: malformed input");
+                ctx.stop();
+                return;
+            }
+        };
+        if let Err(reason) = self.take_role(frame.sender(), ctx) {
+            warn!(peer = %self.peer, frame = frame.name(), cause = reason, "closing connection: protocol violation");
+            ctx.stop();
+            return;
+        }
+        match frame {
+            Frame::DoJob(call) => self.call(call, ctx),
+            other => self.from_worker(other),
+        }
+    }
+}
+
+impl Handler<JobReply> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, reply: JobReply, _: &mut Self::Context) {
+        if let Role::Client { jobs } = &mut self.role {
+            jobs.remove(&reply.job_id);
+        }
+        self.writer.write(reply_frame(reply));
+    }
+}
+
+impl Handler<Outgoing> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outgoing, _: &mut Self::Context) {
+        self.writer.write(msg.frame);
+    }
+}
+
+impl WriteHandler<CodecError> for Connection {
+    fn error(&mut self, err: CodecError, _: &mut Self::Context) -> Running {
+        info!(peer = %self.peer, cause = %err, "closing connection: write failed");
+        Running::Stop
+    }
+}
+
+impl Connection {
+    /// Fixes the role on the first frame; refuses a frame of any other role afterwards.
+    fn take_role(&mut self, sender: ConnType, ctx: &mut Context<Self>) -> Result<(), &'static str> {
+        match (&mut self.role, sender) {
+            (Role::Client { .. }, ConnType::Client) => Ok(()),
+            (Role::Worker { last_heard, .. }, ConnType::Worker) => {
+                *last_heard = Instant::now();
+                Ok(())
+            }
+            (Role::Undecided, ConnType::Client) => {
+                self.role = Role::Client {
+                    jobs: HashMap::new(),
+                };
+                Ok(())
+            }
+            (Role::Undecided, ConnType::Worker) => {
+                let worker = Worker::new(
+                    self.peer,
+                    self.settings.max_jobs_per_worker,
+                    ctx.address().recipient(),
+                    self.registry.clone(),
+                )
+                .start();
+                self.role = Role::Worker {
+                    worker,
+                    last_heard: Instant::now(),
+                };
+                self.watch_heartbeat(ctx);
+                info!(peer = %self.peer, "worker connected");
+                Ok(())
+            }
+            (_, ConnType::Server) => Err("peer sent a server frame"),
+            (_, ConnType::Service) => Err("service connections are not supported"),
+            (Role::Client { .. }, _) => Err("client connection sent a worker frame"),
+            (Role::Worker { .. }, _) => Err("worker connection sent a client frame"),
+        }
+    }
+
+    /// A client's `C_DO_JOB`: refused at once if malformed, else handed to a new job actor.
+    fn call(&mut self, call: DoJob, ctx: &mut Context<Self>) {
+        let Role::Client { jobs } = &mut self.role else {
+            return;
+        };
+        let job_id = JobId::next();
+        let spec = JobSpec {
+            function: FunctionName(call.function),
+            params_type: call.params_type,
+            handle_type: call.handle_type,
+            params: call.params,
+        };
+        if spec.function.0.is_empty() || spec.params.is_empty() {
+            self.writer.write(reply_frame(JobReply {
+                job_id,
+                spec,
+                outcome: Err(CallError::BadRequest),
+            }));
+            return;
+        }
+        let job = Job::new(
+            job_id,
+            spec,
+            ctx.address().recipient(),
+            self.registry.clone(),
+            Instant::now() + self.settings.job_timeout,
+            self.settings.job_retries,
+        )
+        .start();
+        jobs.insert(job_id, job);
+    }
+
+    /// A worker's frame, turned into a command for its worker actor (or answered here).
+    fn from_worker(&mut self, frame: Frame) {
+        let Role::Worker { worker, .. } = &self.role else {
+            return;
+        };
+        match frame {
+            Frame::SetName { name } => worker.do_send(SetName { name }),
+            Frame::AddFunc { function } => worker.do_send(AddFunction {
+                function: FunctionName(function),
+            }),
+            Frame::DelFunc { function } => worker.do_send(RemoveFunction {
+                function: FunctionName(function),
+            }),
+            Frame::WorkerReturn(ret) => worker.do_send(JobResult {
+                job_id: ret.job_id,
+                ret: ret.ret,
+            }),
+            Frame::HeartbeatPing { .. } => self.writer.write(Frame::HeartbeatPong),
+            // Jobs are pushed, so a grab needs no answer (nmid's server sends none either);
+            // WAKEUP is answered as nmid's server does.
+            Frame::GrabJob => {}
+            Frame::WakeUp => self.writer.write(Frame::Wakeuped),
+            other => debug!(peer = %self.peer, frame = other.name(), "ignored worker frame"),
+        }
+    }
+
+    /// Closes a worker connection that stays silent longer than the heartbeat timeout.
+    fn watch_heartbeat(&self, ctx: &mut Context<Self>) {
+        let timeout = self.settings.heartbeat_timeout;
+        let every = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        ctx.run_interval(every, move |conn, ctx| {
+            if let Role::Worker { last_heard, .. } = &conn.role {
+                let silent = last_heard.elapsed();
+                if silent > timeout {
+                    warn!(peer = %conn.peer, silent_ms = silent.as_millis() as u64, "closing worker connection: heartbeat timeout");
+                    ctx.stop();
+                }
+            }
+        });
+    }
+}
+
+/// The v1 frame that tells a client how its call ended. v1 has no timeout or worker-lost
+/// frame, so those are `ERROR`, as the protocol documents for failed calls.
+fn reply_frame(reply: JobReply) -> Frame {
+    match reply.outcome {
+        Ok(ret) => Frame::ReturnData(ReturnData {
+            function: reply.spec.function.0,
+            params: reply.spec.params,
+            ret,
+        }),
+        Err(CallError::NoWorker) => Frame::CantDo,
+        Err(CallError::RateLimited) => Frame::RateLimit,
+        Err(
+            CallError::BadRequest
+            | CallError::Timeout
+            | CallError::WorkerLost
+            | CallError::ShuttingDown,
+        ) => Frame::Error,
+    }
+}

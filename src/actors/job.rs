@@ -1,0 +1,211 @@
+//! One actor per call. It owns the route back to the caller, the deadline and the retries.
+//!
+//! Started by the caller's connection; hears from the registry (refused), from the worker
+//! holding its [`JobLease`] (result, or worker lost), and from its caller (cancelled). It
+//! answers its caller exactly once with a [`JobReply`], and stops.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tracing::debug;
+
+use super::registry::{Dispatch, Registry, Withdraw};
+use super::{CallError, JobId, JobSpec};
+
+/// Sent to a job by the registry, its worker's lease, or its caller.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub enum JobEvent {
+    /// The registry could not place the job.
+    Refused {
+        /// Why.
+        error: CallError,
+    },
+    /// The worker answered.
+    Completed {
+        /// The worker's result bytes.
+        ret: Bytes,
+    },
+    /// The worker holding the job is gone (its lease was dropped unanswered).
+    WorkerLost,
+    /// The caller is gone; stop without answering.
+    Cancel,
+}
+
+/// The job's one answer to its caller.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct JobReply {
+    /// The job answered.
+    pub job_id: JobId,
+    /// The call, for building the reply frame.
+    pub spec: JobSpec,
+    /// The worker's result, or why there is none.
+    pub outcome: Result<Bytes, CallError>,
+}
+
+/// A call in flight.
+pub struct Job {
+    id: JobId,
+    spec: JobSpec,
+    reply_to: Recipient<JobReply>,
+    registry: Addr<Registry>,
+    deadline: Instant,
+    retries_left: u32,
+    /// Dispatch attempts so far; a retry that finds no worker is reported as `WorkerLost`.
+    attempts: u32,
+    answered: bool,
+}
+
+impl Job {
+    /// A job for `spec` that answers `reply_to`, gives up at `deadline`, and may be retried
+    /// `retries` times on another worker.
+    pub fn new(
+        id: JobId,
+        spec: JobSpec,
+        reply_to: Recipient<JobReply>,
+        registry: Addr<Registry>,
+        deadline: Instant,
+        retries: u32,
+    ) -> Self {
+        Self {
+            id,
+            spec,
+            reply_to,
+            registry,
+            deadline,
+            retries_left: retries,
+            attempts: 0,
+            answered: false,
+        }
+    }
+}
+
+impl Actor for Job {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        ctx.run_later(left.max(Duration::from_millis(1)), |job, ctx| {
+            debug!(job = %job.id, function = %job.spec.function, "job deadline passed");
+            job.withdraw();
+            job.answer(Err(CallError::Timeout), ctx);
+        });
+        self.dispatch(ctx);
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        // Safety net: a caller is never left hanging, even if a path above forgot to answer.
+        if !self.answered {
+            self.answered = true;
+            self.reply_to.do_send(JobReply {
+                job_id: self.id,
+                spec: self.spec.clone(),
+                outcome: Err(CallError::WorkerLost),
+            });
+        }
+        Running::Stop
+    }
+}
+
+impl Handler<JobEvent> for Job {
+    type Result = ();
+
+    fn handle(&mut self, event: JobEvent, ctx: &mut Self::Context) {
+        if self.answered {
+            return;
+        }
+        match event {
+            JobEvent::Completed { ret } => self.answer(Ok(ret), ctx),
+            JobEvent::Refused { error } => {
+                // A retry that finds the function's workers all gone is still a lost worker.
+                let error = if self.attempts > 1 && error == CallError::NoWorker {
+                    CallError::WorkerLost
+                } else {
+                    error
+                };
+                self.answer(Err(error), ctx)
+            }
+            JobEvent::WorkerLost => {
+                if self.retries_left > 0 && Instant::now() < self.deadline {
+                    self.retries_left -= 1;
+                    debug!(job = %self.id, function = %self.spec.function, "worker lost, retrying");
+                    self.dispatch(ctx);
+                } else {
+                    self.answer(Err(CallError::WorkerLost), ctx);
+                }
+            }
+            JobEvent::Cancel => {
+                self.answered = true;
+                self.withdraw();
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Job {
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        self.attempts += 1;
+        self.registry.do_send(Dispatch {
+            job_id: self.id,
+            spec: self.spec.clone(),
+            job: ctx.address(),
+            retry: self.attempts > 1,
+        });
+    }
+
+    /// Takes the job out of its function's queue, if it is still waiting there.
+    fn withdraw(&self) {
+        self.registry.do_send(Withdraw {
+            job_id: self.id,
+            function: self.spec.function.clone(),
+        });
+    }
+
+    fn answer(&mut self, outcome: Result<Bytes, CallError>, ctx: &mut Context<Self>) {
+        self.answered = true;
+        self.reply_to.do_send(JobReply {
+            job_id: self.id,
+            spec: self.spec.clone(),
+            outcome,
+        });
+        ctx.stop();
+    }
+}
+
+/// A job's place on a worker. The worker keeps it under the job id until the result comes
+/// back; if it is dropped unanswered (the worker stopped, or the assignment never arrived)
+/// it tells the job at once, so the job can retry or answer `WorkerLost`.
+#[derive(Debug)]
+pub struct JobLease {
+    job: Option<Addr<Job>>,
+}
+
+impl JobLease {
+    /// A lease that reports to `job`.
+    pub fn new(job: Addr<Job>) -> Self {
+        Self { job: Some(job) }
+    }
+
+    /// Hands the result to the job. Returns `false` when the job is already over (deadline
+    /// passed, caller gone): the result is late and is discarded.
+    pub fn complete(mut self, ret: Bytes) -> bool {
+        match self.job.take() {
+            Some(job) if job.connected() => {
+                job.do_send(JobEvent::Completed { ret });
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Drop for JobLease {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            job.do_send(JobEvent::WorkerLost);
+        }
+    }
+}

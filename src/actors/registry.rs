@@ -1,0 +1,558 @@
+//! The function registry: function name -> the workers serving it, and the scheduler.
+//!
+//! It alone knows every worker's load, so it alone places jobs: the least-loaded worker of
+//! the function (fewest jobs in flight, ties round-robin) under the per-worker limit, else the
+//! function's bounded FIFO queue, else `RateLimited`. Workers tell it when they join, add or
+//! remove functions, finish a job, and leave; jobs ask it to place or withdraw them.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use actix::prelude::*;
+use tracing::{debug, info};
+
+use super::job::{Job, JobEvent, JobLease};
+use super::worker::{Assign, Worker};
+use super::{CallError, FunctionName, JobId, JobSpec, WorkerId};
+
+/// A job asks to be placed on a worker.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Dispatch {
+    /// The job.
+    pub job_id: JobId,
+    /// What to run.
+    pub spec: JobSpec,
+    /// Where to report a refusal, and whom the lease reports to.
+    pub job: Addr<Job>,
+    /// A retry after a lost worker: still accepted while draining.
+    pub retry: bool,
+}
+
+/// A job that ended (deadline, caller gone) leaves its function's queue.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Withdraw {
+    /// The job.
+    pub job_id: JobId,
+    /// The function whose queue it may sit in.
+    pub function: FunctionName,
+}
+
+/// A worker connection has become a worker.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WorkerJoined {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Where to send its jobs.
+    pub addr: Addr<Worker>,
+    /// The worker program's address.
+    pub peer: SocketAddr,
+    /// Jobs it may hold at once.
+    pub max_jobs: u32,
+}
+
+/// A worker told its name (`W_SET_NAME`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WorkerNamed {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Its name, as sent.
+    pub name: String,
+}
+
+/// A worker serves a function (`W_ADD_FUNC`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FunctionAdded {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The function.
+    pub function: FunctionName,
+}
+
+/// A worker no longer serves a function (`W_DEL_FUNC`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FunctionRemoved {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The function.
+    pub function: FunctionName,
+}
+
+/// A worker answered a job (on time or late): its slot is free again.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct JobFinished {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The job's function.
+    pub function: FunctionName,
+    /// The job was already over; the result was discarded.
+    pub late: bool,
+}
+
+/// A worker is gone; its jobs are being reported lost by their leases.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WorkerLeft {
+    /// The worker.
+    pub worker: WorkerId,
+}
+
+/// Shutdown has begun: refuse new calls, keep serving the ones in flight.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// Asks for the registry's current state.
+#[derive(Debug, Message)]
+#[rtype(result = "RegistrySnapshot")]
+pub struct Snapshot;
+
+/// The registry's state at one moment: for the admin API, metrics, tests and draining.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySnapshot {
+    /// Every function with at least one worker or queued call, by name.
+    pub functions: Vec<FunctionSnapshot>,
+    /// Every connected worker, by id.
+    pub workers: Vec<WorkerSnapshot>,
+    /// Results that arrived after their job was over, since start.
+    pub late_results: u64,
+    /// Shutdown has begun.
+    pub draining: bool,
+}
+
+impl RegistrySnapshot {
+    /// Jobs running on workers, all functions together.
+    pub fn in_flight(&self) -> u64 {
+        self.workers.iter().map(|w| u64::from(w.in_flight)).sum()
+    }
+
+    /// Calls waiting for a worker, all functions together.
+    pub fn queued(&self) -> usize {
+        self.functions.iter().map(|f| f.queued).sum()
+    }
+
+    /// The entry for `name`, if any.
+    pub fn function(&self, name: &str) -> Option<&FunctionSnapshot> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+}
+
+/// One function in a [`RegistrySnapshot`].
+#[derive(Debug, Clone)]
+pub struct FunctionSnapshot {
+    /// The function's name.
+    pub name: String,
+    /// Workers serving it.
+    pub workers: usize,
+    /// Its jobs running on workers.
+    pub in_flight: u32,
+    /// Its calls waiting for a worker.
+    pub queued: usize,
+}
+
+/// One worker in a [`RegistrySnapshot`].
+#[derive(Debug, Clone)]
+pub struct WorkerSnapshot {
+    /// The worker's id.
+    pub id: WorkerId,
+    /// Its `W_SET_NAME` name, if it sent one.
+    pub name: Option<String>,
+    /// The worker program's address.
+    pub peer: SocketAddr,
+    /// Functions it serves, by name.
+    pub functions: Vec<String>,
+    /// Jobs it holds.
+    pub in_flight: u32,
+    /// Jobs it may hold at once.
+    pub max_jobs: u32,
+    /// When it connected.
+    pub connected_since: SystemTime,
+}
+
+/// A worker as the scheduler sees it.
+struct WorkerEntry {
+    addr: Addr<Worker>,
+    name: Option<String>,
+    peer: SocketAddr,
+    max_jobs: u32,
+    in_flight: u32,
+    /// Jobs in flight per function served (keys are exactly the functions it serves, plus
+    /// any it removed while jobs of it were still running).
+    functions: HashMap<FunctionName, FunctionLoad>,
+    connected_since: SystemTime,
+}
+
+#[derive(Default)]
+struct FunctionLoad {
+    serving: bool,
+    in_flight: u32,
+}
+
+/// A call waiting for a free worker.
+struct Waiting {
+    job_id: JobId,
+    spec: JobSpec,
+    job: Addr<Job>,
+}
+
+#[derive(Default)]
+struct FunctionEntry {
+    workers: Vec<WorkerId>,
+    /// Where the next search for the least-loaded worker starts, so ties go round-robin.
+    cursor: usize,
+    queue: VecDeque<Waiting>,
+}
+
+/// The function registry and scheduler. One per dispatcher.
+pub struct Registry {
+    functions: HashMap<FunctionName, FunctionEntry>,
+    workers: HashMap<WorkerId, WorkerEntry>,
+    max_queue_per_function: usize,
+    late_results: u64,
+    draining: bool,
+}
+
+impl Registry {
+    /// A registry whose functions each queue at most `max_queue_per_function` calls.
+    pub fn new(max_queue_per_function: usize) -> Self {
+        Self {
+            functions: HashMap::new(),
+            workers: HashMap::new(),
+            max_queue_per_function,
+            late_results: 0,
+            draining: false,
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+impl Handler<Dispatch> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) {
+        if self.draining && !msg.retry {
+            msg.job.do_send(JobEvent::Refused {
+                error: CallError::ShuttingDown,
+            });
+            return;
+        }
+        let waiting = Waiting {
+            job_id: msg.job_id,
+            spec: msg.spec,
+            job: msg.job,
+        };
+        if let Err((waiting, error)) = self.place(waiting) {
+            waiting.job.do_send(JobEvent::Refused { error });
+        }
+    }
+}
+
+impl Handler<Withdraw> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Withdraw, _: &mut Self::Context) {
+        if let Some(entry) = self.functions.get_mut(&msg.function) {
+            entry.queue.retain(|w| w.job_id != msg.job_id);
+            self.forget_if_unused(&msg.function);
+        }
+    }
+}
+
+impl Handler<WorkerJoined> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerJoined, _: &mut Self::Context) {
+        debug!(worker = %msg.worker, peer = %msg.peer, "worker joined");
+        self.workers.insert(
+            msg.worker,
+            WorkerEntry {
+                addr: msg.addr,
+                name: None,
+                peer: msg.peer,
+                max_jobs: msg.max_jobs,
+                in_flight: 0,
+                functions: HashMap::new(),
+                connected_since: SystemTime::now(),
+            },
+        );
+    }
+}
+
+impl Handler<WorkerNamed> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerNamed, _: &mut Self::Context) {
+        if let Some(worker) = self.workers.get_mut(&msg.worker) {
+            worker.name = Some(msg.name);
+        }
+    }
+}
+
+impl Handler<FunctionAdded> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: FunctionAdded, _: &mut Self::Context) {
+        let Some(worker) = self.workers.get_mut(&msg.worker) else {
+            return;
+        };
+        let load = worker.functions.entry(msg.function.clone()).or_default();
+        if load.serving {
+            return;
+        }
+        load.serving = true;
+        info!(worker = %msg.worker, name = worker.name.as_deref().unwrap_or(""), function = %msg.function, "function registered");
+        let entry = self.functions.entry(msg.function.clone()).or_default();
+        entry.workers.push(msg.worker);
+        self.drain_queue(&msg.function);
+    }
+}
+
+impl Handler<FunctionRemoved> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: FunctionRemoved, _: &mut Self::Context) {
+        if let Some(worker) = self.workers.get_mut(&msg.worker) {
+            if let Some(load) = worker.functions.get_mut(&msg.function) {
+                load.serving = false;
+                if load.in_flight == 0 {
+                    worker.functions.remove(&msg.function);
+                }
+            }
+        }
+        info!(worker = %msg.worker, function = %msg.function, "function removed");
+        self.unlink(msg.worker, &msg.function);
+    }
+}
+
+impl Handler<JobFinished> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: JobFinished, _: &mut Self::Context) {
+        if msg.late {
+            self.late_results += 1;
+        }
+        let Some(worker) = self.workers.get_mut(&msg.worker) else {
+            return;
+        };
+        worker.in_flight = worker.in_flight.saturating_sub(1);
+        if let Some(load) = worker.functions.get_mut(&msg.function) {
+            load.in_flight = load.in_flight.saturating_sub(1);
+            if !load.serving && load.in_flight == 0 {
+                worker.functions.remove(&msg.function);
+            }
+        }
+        // The freed slot goes to the oldest waiting call of any function this worker serves.
+        let serving: Vec<FunctionName> = worker
+            .functions
+            .iter()
+            .filter(|(_, load)| load.serving)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for function in serving {
+            if self.functions.get(&function).is_some_and(|f| !f.queue.is_empty()) {
+                self.drain_queue(&function);
+            }
+        }
+    }
+}
+
+impl Handler<WorkerLeft> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerLeft, _: &mut Self::Context) {
+        let Some(worker) = self.workers.remove(&msg.worker) else {
+            return;
+        };
+        info!(worker = %msg.worker, name = worker.name.as_deref().unwrap_or(""), peer = %worker.peer, jobs_in_flight = worker.in_flight, "worker left");
+        for function in worker.functions.keys() {
+            self.unlink(msg.worker, function);
+        }
+    }
+}
+
+impl Handler<Drain> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) {
+        self.draining = true;
+    }
+}
+
+impl Handler<Snapshot> for Registry {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.snapshot())
+    }
+}
+
+impl Registry {
+    /// Places a call on the least-loaded worker with a free slot, or queues it. Gives the call
+    /// back with the reason when neither is possible.
+    fn place(&mut self, waiting: Waiting) -> Result<(), (Waiting, CallError)> {
+        let Some(entry) = self.functions.get_mut(&waiting.spec.function) else {
+            return Err((waiting, CallError::NoWorker));
+        };
+        if entry.workers.is_empty() {
+            return Err((waiting, CallError::NoWorker));
+        }
+        match pick_worker(entry, &self.workers) {
+            Some(worker) => {
+                self.assign(worker, waiting);
+                Ok(())
+            }
+            None if entry.queue.len() < self.max_queue_per_function => {
+                entry.queue.push_back(waiting);
+                Ok(())
+            }
+            None => Err((waiting, CallError::RateLimited)),
+        }
+    }
+
+    fn assign(&mut self, worker_id: WorkerId, waiting: Waiting) {
+        let worker = self
+            .workers
+            .get_mut(&worker_id)
+            .expect("pick_worker returns registered workers");
+        worker.in_flight += 1;
+        worker
+            .functions
+            .entry(waiting.spec.function.clone())
+            .or_default()
+            .in_flight += 1;
+        // If the worker stops before handling this, the lease is dropped with the message
+        // and tells the job, which retries: nothing is lost in the mailbox.
+        worker.addr.do_send(Assign {
+            job_id: waiting.job_id,
+            spec: waiting.spec,
+            lease: JobLease::new(waiting.job),
+        });
+    }
+
+    /// Hands queued calls of `function` to free workers, oldest first.
+    fn drain_queue(&mut self, function: &FunctionName) {
+        loop {
+            let Some(entry) = self.functions.get_mut(function) else {
+                return;
+            };
+            if entry.queue.is_empty() {
+                return;
+            }
+            let Some(worker) = pick_worker(entry, &self.workers) else {
+                return;
+            };
+            let waiting = entry.queue.pop_front().expect("queue is not empty");
+            if !waiting.job.connected() {
+                continue;
+            }
+            self.assign(worker, waiting);
+        }
+    }
+
+    /// Removes `worker` from `function`'s list; if that was the last worker, the calls
+    /// waiting for it are refused at once rather than left to time out.
+    fn unlink(&mut self, worker: WorkerId, function: &FunctionName) {
+        let Some(entry) = self.functions.get_mut(function) else {
+            return;
+        };
+        entry.workers.retain(|w| *w != worker);
+        if entry.workers.is_empty() {
+            for waiting in entry.queue.drain(..) {
+                waiting.job.do_send(JobEvent::Refused {
+                    error: CallError::NoWorker,
+                });
+            }
+        }
+        self.forget_if_unused(function);
+    }
+
+    fn forget_if_unused(&mut self, function: &FunctionName) {
+        if self
+            .functions
+            .get(function)
+            .is_some_and(|f| f.workers.is_empty() && f.queue.is_empty())
+        {
+            self.functions.remove(function);
+        }
+    }
+
+    fn snapshot(&self) -> RegistrySnapshot {
+        let mut functions: Vec<FunctionSnapshot> = self
+            .functions
+            .iter()
+            .map(|(name, entry)| FunctionSnapshot {
+                name: name.to_string(),
+                workers: entry.workers.len(),
+                in_flight: self
+                    .workers
+                    .values()
+                    .filter_map(|w| w.functions.get(name))
+                    .map(|load| load.in_flight)
+                    .sum(),
+                queued: entry.queue.len(),
+            })
+            .collect();
+        functions.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut workers: Vec<WorkerSnapshot> = self
+            .workers
+            .iter()
+            .map(|(id, w)| {
+                let mut functions: Vec<String> = w
+                    .functions
+                    .iter()
+                    .filter(|(_, load)| load.serving)
+                    .map(|(name, _)| name.to_string())
+                    .collect();
+                functions.sort();
+                WorkerSnapshot {
+                    id: *id,
+                    name: w.name.clone(),
+                    peer: w.peer,
+                    functions,
+                    in_flight: w.in_flight,
+                    max_jobs: w.max_jobs,
+                    connected_since: w.connected_since,
+                }
+            })
+            .collect();
+        workers.sort_by_key(|w| w.id);
+        RegistrySnapshot {
+            functions,
+            workers,
+            late_results: self.late_results,
+            draining: self.draining,
+        }
+    }
+}
+
+/// The least-loaded worker of `entry` with a free slot; among equals, the first at or after
+/// the round-robin cursor, which then moves past it.
+fn pick_worker(entry: &mut FunctionEntry, workers: &HashMap<WorkerId, WorkerEntry>) -> Option<WorkerId> {
+    let n = entry.workers.len();
+    let mut best: Option<(usize, u32)> = None;
+    for step in 0..n {
+        let index = (entry.cursor + step) % n;
+        let Some(worker) = workers.get(&entry.workers[index]) else {
+            continue;
+        };
+        if worker.in_flight >= worker.max_jobs {
+            continue;
+        }
+        if best.is_none_or(|(_, load)| worker.in_flight < load) {
+            best = Some((index, worker.in_flight));
+        }
+    }
+    let (index, _) = best?;
+    entry.cursor = (index + 1) % n;
+    Some(entry.workers[index])
+}

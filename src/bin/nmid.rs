@@ -1,0 +1,80 @@
+//! The `nmid` dispatcher binary: CLI -> logging -> config -> [`nmid::server::run`].
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// nmid: a microservice RPC dispatcher, wire-compatible with nmid protocol v1.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML); see config/nmid.toml for every key.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address of the nmid binary protocol (overrides `tcp.addr`).
+    #[arg(long, value_name = "HOST:PORT")]
+    tcp_addr: Option<SocketAddr>,
+    /// Also run the embedded demo worker serving `ToUpper`.
+    #[arg(long)]
+    demo: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nmid: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut overrides = Vec::new();
+    if let Some(addr) = cli.tcp_addr {
+        overrides.push(("tcp.addr", addr.to_string()));
+    }
+    let config = nmid::config::Config::load(cli.config.as_deref(), &overrides)?;
+    let listener = std::net::TcpListener::bind(config.tcp.addr)
+        .with_context(|| format!("cannot listen on {} (tcp.addr)", config.tcp.addr))?;
+    let demo_addr = demo_target(listener.local_addr()?);
+    actix_rt::System::new().block_on(async move {
+        if cli.demo {
+            actix_rt::spawn(nmid::demo::run_demo_worker(demo_addr));
+        }
+        nmid::server::run(config, listener, shutdown_signal()).await
+    })?;
+    Ok(())
+}
+
+/// Where the embedded demo worker connects: the listener, through loopback when it is bound
+/// to every interface.
+fn demo_target(listen: SocketAddr) -> SocketAddr {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,89 @@
+//! The nmid wire protocol, version 1: frames and bodies as typed values. Pure, no I/O.
+//!
+//! # Format
+//!
+//! Every frame is a 12-byte header followed by its body. All integers are `u32` big-endian;
+//! strings are raw bytes with a `u32` length in front, never NUL-terminated.
+//!
+//! ```text
+//! +-----------+-----------+-----------+----------------------+
+//! | conn_type | data_type | body_len  | body (body_len bytes)|
+//! |  u32 BE   |  u32 BE   |  u32 BE   |                      |
+//! +-----------+-----------+-----------+----------------------+
+//! ```
+//!
+//! `conn_type` names the sender (1 server, 2 worker, 3 client, 4 service) and disambiguates
+//! `data_type` 23 (`W_SET_NAME` from a worker, `S_HEARTBEAT_PONG` from the server). Each
+//! [`Frame`] variant knows its own sender, so a frame round-trips byte-exactly.
+//!
+//! The bodies that carry data are laid out as follows (`len(x)` is `u32` BE):
+//!
+//! ```text
+//! C_DO_JOB (16)       params_type | handle_type | len(fn) | fn | len(params) | params
+//! S_GET_DATA (10)     params_type | handle_type | len(fn) | len(params) | len(job_id)
+//!                     | fn | params | job_id
+//! W_RETURN_DATA (15)  len(fn) | fn | len(params) | params | len(ret) | ret | len(job_id) | job_id
+//! S_RETURN_DATA (11)  len(fn) | len(params) | len(ret) | fn | params | ret
+//! ```
+//!
+//! [`decode`] checks the announced body length against the configured maximum before it
+//! allocates anything, and checks every inner length against the body it sits in.
+
+mod frame;
+mod wire;
+
+pub use frame::{
+    ConnType, DataType, DoJob, Frame, GetData, ParamsType, ReturnData, WorkerReturn,
+    HANDLE_TYPE_ENCODE, HANDLE_TYPE_ORIGINAL,
+};
+pub use wire::{decode, encode, encoded_len, NmidCodec, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
+
+/// Why a byte stream could not be read as nmid frames. Any of these ends the connection:
+/// after a bad frame the stream's framing can no longer be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The header announces a body larger than the configured maximum.
+    #[error("frame announces a {len}-byte body, over the {max}-byte limit")]
+    FrameTooLarge {
+        /// The announced body length.
+        len: u64,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// `conn_type` is not one of 1..=4.
+    #[error("unknown conn_type {0}")]
+    UnknownConnType(u32),
+    /// `data_type` is not one this sender may send.
+    #[error("data_type {data_type} is not valid from conn_type {conn_type}")]
+    UnknownDataType {
+        /// The sender's `conn_type`.
+        conn_type: u32,
+        /// The offending `data_type`.
+        data_type: u32,
+    },
+    /// The body ends before one of its fields (a length inside it overruns it).
+    #[error("malformed {frame} body: {field} overruns the body")]
+    Truncated {
+        /// The frame's name, e.g. `C_DO_JOB`.
+        frame: &'static str,
+        /// The field that does not fit.
+        field: &'static str,
+    },
+    /// The body is longer than its fields account for.
+    #[error("malformed {frame} body: {extra} trailing bytes")]
+    TrailingBytes {
+        /// The frame's name.
+        frame: &'static str,
+        /// How many bytes were left over.
+        extra: usize,
+    },
+    /// A frame we only ever send would not fit a `u32` length.
+    #[error("cannot encode {frame}: a field is larger than 4 GiB")]
+    FieldTooLarge {
+        /// The frame's name.
+        frame: &'static str,
+    },
+    /// The socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,186 @@
+//! The dispatcher's configuration: defaults <- file <- environment (`NMID__SECTION__KEY`) <-
+//! command-line overrides, read with the `config` crate and checked by [`Config::validate`].
+//!
+//! The defaults are `config/nmid.toml` itself, built into the binary, so the documented file
+//! and the behaviour cannot drift apart.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `config/nmid.toml`: every key with its default and its documentation.
+pub const DEFAULT_TOML: &str = include_str!("../config/nmid.toml");
+
+/// Why a configuration could not be loaded. The message names the bad key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a value has the wrong type or an unknown key.
+    #[error("config: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is out of range.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `jobs.timeout_ms`.
+        key: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+}
+
+/// The whole configuration. Tests build one with [`Config::default`] and change fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The binary protocol listener.
+    pub tcp: TcpConfig,
+    /// Calls: deadlines and retries.
+    pub jobs: JobsConfig,
+    /// Workers: load limits and liveness.
+    pub workers: WorkersConfig,
+    /// Process-wide settings.
+    pub server: ServerConfig,
+}
+
+/// `[tcp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    /// Listen address of the nmid protocol.
+    pub addr: SocketAddr,
+    /// Largest frame body accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Open connections beyond which new ones are closed at once.
+    pub max_connections: usize,
+}
+
+/// `[jobs]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Default deadline of a call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Retries on another worker when a job's worker is lost.
+    pub retries: u32,
+}
+
+/// `[workers]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Jobs in flight on one worker at once.
+    pub max_jobs_in_flight: u32,
+    /// Calls that may wait per function while its workers are full.
+    pub max_queue_per_function: usize,
+    /// Silence after which a worker connection is closed as dead, in milliseconds.
+    pub heartbeat_timeout_ms: u64,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Connection threads; 0 means one per CPU core.
+    pub io_threads: usize,
+    /// Longest wait for jobs to finish on shutdown, in milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for Config {
+    /// The values of `config/nmid.toml`.
+    fn default() -> Self {
+        Self::build(None, false, &[]).expect("config/nmid.toml is a valid configuration")
+    }
+}
+
+impl Config {
+    /// Builds the configuration: built-in defaults, then `file` if given, then `NMID__*`
+    /// environment variables, then `overrides` (dotted key, value), and validates it.
+    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
+        Self::build(file, true, overrides)
+    }
+
+    fn build(
+        file: Option<&Path>,
+        with_env: bool,
+        overrides: &[(&str, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        if with_env {
+            builder = builder.add_source(
+                config::Environment::with_prefix("NMID")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+        }
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, value.as_str())?;
+        }
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges the types cannot express; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, reason: &str) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        }
+        if self.tcp.max_frame_bytes < 64 {
+            return invalid("tcp.max_frame_bytes", "must be at least 64");
+        }
+        if self.tcp.max_frame_bytes > u32::MAX as usize {
+            return invalid("tcp.max_frame_bytes", "must fit a u32 (at most 4294967295)");
+        }
+        if self.tcp.max_connections == 0 {
+            return invalid("tcp.max_connections", "must be at least 1");
+        }
+        if self.jobs.timeout_ms == 0 {
+            return invalid("jobs.timeout_ms", "must be at least 1");
+        }
+        if self.workers.max_jobs_in_flight == 0 {
+            return invalid("workers.max_jobs_in_flight", "must be at least 1");
+        }
+        if self.workers.heartbeat_timeout_ms < 100 {
+            return invalid("workers.heartbeat_timeout_ms", "must be at least 100");
+        }
+        if self.server.io_threads > 1024 {
+            return invalid("server.io_threads", "must be at most 1024");
+        }
+        Ok(())
+    }
+
+    /// The default job deadline.
+    pub fn job_timeout(&self) -> Duration {
+        Duration::from_millis(self.jobs.timeout_ms)
+    }
+
+    /// How long a worker may stay silent.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(self.workers.heartbeat_timeout_ms)
+    }
+
+    /// The longest shutdown drain.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.drain_timeout_ms)
+    }
+
+    /// Connection threads to start.
+    pub fn io_threads(&self) -> usize {
+        match self.server.io_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}

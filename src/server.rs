@@ -1,0 +1,171 @@
+//! Start-up and shutdown: the accept loop, the connection arbiters, and the drain.
+//!
+//! [`run`] takes an already-bound listener and a shutdown future, so tests bind
+//! `127.0.0.1:0` and read the address before anything starts. Connections are spread
+//! round-robin over one arbiter (thread) per core; the registry lives on the system arbiter.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::actors::connection::{Connection, ConnectionSettings};
+use crate::actors::registry::{Drain, Registry, RegistrySnapshot, Snapshot};
+use crate::config::Config;
+
+/// How often the drain checks whether the jobs in flight are done.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A running dispatcher: the handle to inspect it and to shut it down.
+pub struct Dispatcher {
+    registry: Addr<Registry>,
+    local_addr: SocketAddr,
+    accept: JoinHandle<()>,
+    arbiters: Vec<Arbiter>,
+    drain_timeout: Duration,
+}
+
+impl Dispatcher {
+    /// Starts serving `listener` with `config`. Must be called inside a running actix
+    /// `System`; returns once the listener accepts.
+    pub fn start(config: &Config, listener: std::net::TcpListener) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        let local_addr = listener.local_addr()?;
+        let registry = Registry::new(config.workers.max_queue_per_function).start();
+        let arbiters: Vec<Arbiter> = (0..config.io_threads()).map(|_| Arbiter::new()).collect();
+        let settings = Arc::new(ConnectionSettings {
+            max_frame_bytes: config.tcp.max_frame_bytes,
+            job_timeout: config.job_timeout(),
+            job_retries: config.jobs.retries,
+            max_jobs_per_worker: config.workers.max_jobs_in_flight,
+            heartbeat_timeout: config.heartbeat_timeout(),
+        });
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            arbiters.iter().map(Arbiter::handle).collect(),
+            registry.clone(),
+            settings,
+            config.tcp.max_connections,
+        ));
+        info!(addr = %local_addr, "nmid protocol listening");
+        Ok(Self {
+            registry,
+            local_addr,
+            accept,
+            arbiters,
+            drain_timeout: config.drain_timeout(),
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The function registry, for inspection.
+    pub fn registry(&self) -> Addr<Registry> {
+        self.registry.clone()
+    }
+
+    /// The registry's current state.
+    pub async fn snapshot(&self) -> RegistrySnapshot {
+        self.registry.send(Snapshot).await.unwrap_or_default()
+    }
+
+    /// Shuts down in order: stop accepting -> stop taking new calls -> drain the jobs in
+    /// flight and queued (bounded by the drain timeout) -> stop the connection threads.
+    pub async fn shutdown(self) {
+        self.accept.abort();
+        self.registry.do_send(Drain);
+        let started = Instant::now();
+        loop {
+            let snapshot = self.snapshot().await;
+            let left = snapshot.in_flight() + snapshot.queued() as u64;
+            if left == 0 {
+                info!(waited_ms = started.elapsed().as_millis() as u64, "drained");
+                break;
+            }
+            if started.elapsed() >= self.drain_timeout {
+                warn!(jobs_left = left, "drain timeout: stopping with jobs unfinished");
+                break;
+            }
+            tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
+        }
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` completes, then shuts down in order (see
+/// [`Dispatcher::shutdown`]). Must be called inside a running actix `System`.
+pub async fn run(
+    config: Config,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let dispatcher = Dispatcher::start(&config, listener)?;
+    shutdown.await;
+    info!("shutting down: no new connections or calls, draining jobs in flight");
+    dispatcher.shutdown().await;
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    arbiters: Vec<ArbiterHandle>,
+    registry: Addr<Registry>,
+    settings: Arc<ConnectionSettings>,
+    max_connections: usize,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut next = 0usize;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(cause = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if open.load(Ordering::Relaxed) >= max_connections {
+            warn!(%peer, max_connections, "closing connection: connection limit reached");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                warn!(%peer, cause = %err, "dropping connection");
+                continue;
+            }
+        };
+        open.fetch_add(1, Ordering::Relaxed);
+        let arbiter = &arbiters[next % arbiters.len()];
+        next = next.wrapping_add(1);
+        let (registry, settings, counted) = (registry.clone(), settings.clone(), open.clone());
+        let spawned = arbiter.spawn_fn(move || match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => {
+                Connection::start(stream, peer, registry, settings, counted);
+            }
+            Err(err) => {
+                counted.fetch_sub(1, Ordering::Relaxed);
+                warn!(%peer, cause = %err, "dropping connection");
+            }
+        });
+        if !spawned {
+            open.fetch_sub(1, Ordering::Relaxed);
+            warn!(%peer, "dropping connection: connection thread stopped");
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Shared test helpers: one `start_dispatcher()` and raw v1 peers over real TCP on 127.0.0.1.
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use nmid::actors::registry::{Registry, RegistrySnapshot, Snapshot};
+use nmid::codec::{self, DoJob, Frame, GetData, NmidCodec, ParamsType, WorkerReturn};
+use nmid::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// How long a test waits for something that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// A dispatcher running in-process on its own actix `System` thread.
+pub struct TestDispatcher {
+    pub addr: SocketAddr,
+    registry: actix::Addr<Registry>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts a dispatcher with the default configuration on 127.0.0.1:0.
+pub fn start_dispatcher() -> TestDispatcher {
+    start_dispatcher_with(Config::default())
+}
+
+/// Starts a dispatcher with `config` (its address is replaced by 127.0.0.1:0).
+pub fn start_dispatcher_with(mut config: Config) -> TestDispatcher {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().unwrap();
+    config.tcp.addr = addr;
+    config.server.io_threads = 2;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let (registry_tx, registry_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let dispatcher = nmid::server::Dispatcher::start(&config, listener).expect("start");
+            registry_tx.send(dispatcher.registry()).unwrap();
+            let _ = shutdown_rx.await;
+            dispatcher.shutdown().await;
+        });
+    });
+    let registry = registry_rx.recv_timeout(PATIENCE).expect("dispatcher started");
+    TestDispatcher {
+        addr,
+        registry,
+        shutdown: Some(shutdown_tx),
+        thread: Some(thread),
+    }
+}
+
+impl TestDispatcher {
+    /// The registry's state now.
+    pub async fn snapshot(&self) -> RegistrySnapshot {
+        self.registry.send(Snapshot).await.expect("registry answers")
+    }
+
+    /// Polls the registry until `check` holds, or panics after [`PATIENCE`] with `what`.
+    pub async fn wait_for(&self, what: &str, check: impl Fn(&RegistrySnapshot) -> bool) -> RegistrySnapshot {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let snapshot = self.snapshot().await;
+            if check(&snapshot) {
+                return snapshot;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; last state: {snapshot:#?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Shuts the dispatcher down (drain included) and waits for its thread.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for TestDispatcher {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A raw v1 peer: frames in, frames out, over one TCP connection.
+pub struct Peer {
+    conn: Framed<TcpStream, NmidCodec>,
+}
+
+impl Peer {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect to dispatcher");
+        stream.set_nodelay(true).unwrap();
+        Self {
+            conn: Framed::new(stream, NmidCodec::default()),
+        }
+    }
+
+    pub async fn send(&mut self, frame: Frame) {
+        self.conn.send(frame).await.expect("send frame");
+    }
+
+    /// Writes raw bytes as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.conn.get_mut().write_all(bytes).await.expect("send bytes");
+    }
+
+    /// Exactly `n` raw bytes (after any already buffered), for byte-exact assertions.
+    pub async fn recv_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n);
+        let buffered = self.conn.read_buffer_mut();
+        let take = buffered.len().min(n);
+        out.extend_from_slice(&buffered.split_to(take));
+        out.resize(n, 0);
+        let filled = take;
+        tokio::time::timeout(PATIENCE, self.conn.get_mut().read_exact(&mut out[filled..]))
+            .await
+            .expect("bytes within patience")
+            .expect("read bytes");
+        out
+    }
+
+    /// One whole raw frame: header, then the body it announces.
+    pub async fn recv_raw_frame(&mut self) -> Vec<u8> {
+        let mut frame = self.recv_exact(codec::HEADER_LEN).await;
+        let len = u32::from_be_bytes(frame[8..12].try_into().unwrap()) as usize;
+        frame.extend(self.recv_exact(len).await);
+        frame
+    }
+
+    /// The next frame; panics if none comes within [`PATIENCE`] or the connection closes.
+    pub async fn recv(&mut self) -> Frame {
+        self.recv_within(PATIENCE).await.expect("a frame")
+    }
+
+    /// The next frame within `wait`, or `None` if nothing came.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Frame> {
+        match tokio::time::timeout(wait, self.conn.next()).await {
+            Err(_) => None,
+            Ok(Some(Ok(frame))) => Some(frame),
+            Ok(Some(Err(err))) => panic!("bad frame from dispatcher: {err}"),
+            Ok(None) => panic!("dispatcher closed the connection"),
+        }
+    }
+
+    /// Asserts the dispatcher closes this connection within [`PATIENCE`].
+    pub async fn expect_closed(mut self) {
+        let stream = self.conn.get_mut();
+        let mut buf = [0u8; 64];
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, stream.read(&mut buf)).await {
+                Err(_) => panic!("connection was not closed"),
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// A worker that named itself and registered `functions`, with every OK received.
+    pub async fn worker(addr: SocketAddr, name: &str, functions: &[&str]) -> Self {
+        let mut peer = Self::connect(addr).await;
+        peer.send(Frame::SetName { name: bytes(name) }).await;
+        assert_eq!(peer.recv().await, Frame::Ok, "OK for W_SET_NAME");
+        for function in functions {
+            peer.send(Frame::AddFunc { function: bytes(function) }).await;
+            assert_eq!(peer.recv().await, Frame::Ok, "OK for W_ADD_FUNC");
+        }
+        peer
+    }
+
+    /// Receives a job; panics on any other frame.
+    pub async fn recv_job(&mut self) -> GetData {
+        match self.recv().await {
+            Frame::GetData(job) => job,
+            other => panic!("expected S_GET_DATA, got {other:?}"),
+        }
+    }
+
+    /// Answers `job` with `ret`.
+    pub async fn answer(&mut self, job: &GetData, ret: &[u8]) {
+        self.send(Frame::WorkerReturn(WorkerReturn {
+            function: job.function.clone(),
+            params: job.params.clone(),
+            ret: Bytes::copy_from_slice(ret),
+            job_id: job.job_id.clone(),
+        }))
+        .await;
+    }
+
+    /// Sends a msgpack-typed call of `function` with `params`.
+    pub async fn call(&mut self, function: &str, params: &[u8]) {
+        self.send(Frame::DoJob(DoJob {
+            params_type: ParamsType::MSGPACK,
+            handle_type: codec::HANDLE_TYPE_ENCODE,
+            function: bytes(function),
+            params: Bytes::copy_from_slice(params),
+        }))
+        .await;
+    }
+}
+
+pub fn bytes(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// Encodes one frame to its wire bytes.
+pub fn wire(frame: &Frame) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    codec::encode(frame, &mut buf).unwrap();
+    buf.to_vec()
+}
+
+/// The golden vectors shipped in tests/fixtures, by name -> frame bytes.
+pub fn vector(name: &str) -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nmid-v1-vectors.json");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let hex = json["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no vector {name}"))["hex"]
+        .as_str()
+        .unwrap();
+    hex::decode(hex).unwrap()
+}
