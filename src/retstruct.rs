@@ -71,7 +71,12 @@ impl RetStruct {
         let mut data = Bytes::new();
         for (key, value) in entries {
             match (key.as_str(), value) {
-                (Some("Code"), v) => code = Some(v.as_i64().ok_or(RetStructError::Shape("Code is not an integer"))?),
+                (Some("Code"), v) => {
+                    code = Some(
+                        v.as_i64()
+                            .ok_or(RetStructError::Shape("Code is not an integer"))?,
+                    )
+                }
                 (Some("Msg"), Value::String(s)) => msg = s.into_str().unwrap_or_default(),
                 (Some("Msg"), Value::Nil) => {}
                 (Some("Msg"), _) => return Err(RetStructError::Shape("Msg is not a string")),
@@ -108,7 +113,10 @@ mod tests {
     fn error_result_round_trips_and_junk_is_refused() {
         let err = RetStruct::error(3, "bad name");
         assert_eq!(RetStruct::decode(&err.encode()).unwrap(), err);
-        assert!(matches!(RetStruct::decode(&[0x01]), Err(RetStructError::Shape(_))));
+        assert!(matches!(
+            RetStruct::decode(&[0x01]),
+            Err(RetStructError::Shape(_))
+        ));
         assert!(RetStruct::decode(&[0xc1]).is_err());
     }
 

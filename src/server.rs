@@ -94,7 +94,10 @@ impl Dispatcher {
                 break;
             }
             if started.elapsed() >= self.drain_timeout {
-                warn!(jobs_left = left, "drain timeout: stopping with jobs unfinished");
+                warn!(
+                    jobs_left = left,
+                    "drain timeout: stopping with jobs unfinished"
+                );
                 break;
             }
             tokio::time::sleep(DRAIN_POLL_INTERVAL).await;

@@ -51,9 +51,17 @@ async fn golden_worker_and_client_conversation_is_byte_exact() {
     let mut worker = Peer::connect(dispatcher.addr).await;
 
     worker.send_raw(&vector("worker_set_name")).await;
-    assert_eq!(worker.recv_raw_frame().await, vector("server_ok"), "W_SET_NAME -> OK");
+    assert_eq!(
+        worker.recv_raw_frame().await,
+        vector("server_ok"),
+        "W_SET_NAME -> OK"
+    );
     worker.send_raw(&vector("worker_add_func")).await;
-    assert_eq!(worker.recv_raw_frame().await, vector("server_ok"), "W_ADD_FUNC -> OK");
+    assert_eq!(
+        worker.recv_raw_frame().await,
+        vector("server_ok"),
+        "W_ADD_FUNC -> OK"
+    );
     worker.send_raw(&vector("worker_heartbeat_ping")).await;
     assert_eq!(
         worker.recv_raw_frame().await,
@@ -62,7 +70,10 @@ async fn golden_worker_and_client_conversation_is_byte_exact() {
     );
     worker.send_raw(&vector("worker_grab_job")).await;
     assert!(
-        worker.recv_within(Duration::from_millis(200)).await.is_none(),
+        worker
+            .recv_within(Duration::from_millis(200))
+            .await
+            .is_none(),
         "W_GRAB_JOB gets no reply"
     );
 

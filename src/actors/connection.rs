@@ -26,7 +26,9 @@ use tracing::{debug, info, warn};
 
 use super::job::{Job, JobEvent, JobReply};
 use super::registry::Registry;
-use super::worker::{AddFunction, Disconnected, JobResult, Outgoing, RemoveFunction, SetName, Worker};
+use super::worker::{
+    AddFunction, Disconnected, JobResult, Outgoing, RemoveFunction, SetName, Worker,
+};
 use super::{CallError, FunctionName, JobId, JobSpec};
 use crate::codec::{CodecError, ConnType, DoJob, Frame, NmidCodec, ReturnData};
 
@@ -137,7 +139,7 @@ impl StreamHandler<Result<Frame, CodecError>> for Connection {
         }
         match frame {
             Frame::DoJob(call) => self.call(call, ctx),
-            other => self.from_worker(other),
+            other => self.on_worker_frame(other),
         }
     }
 }
@@ -239,7 +241,7 @@ impl Connection {
     }
 
     /// A worker's frame, turned into a command for its worker actor (or answered here).
-    fn from_worker(&mut self, frame: Frame) {
+    fn on_worker_frame(&mut self, frame: Frame) {
         let Role::Worker { worker, .. } = &self.role else {
             return;
         };

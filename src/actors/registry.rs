@@ -359,7 +359,11 @@ impl Handler<JobFinished> for Registry {
             .map(|(name, _)| name.clone())
             .collect();
         for function in serving {
-            if self.functions.get(&function).is_some_and(|f| !f.queue.is_empty()) {
+            if self
+                .functions
+                .get(&function)
+                .is_some_and(|f| !f.queue.is_empty())
+            {
                 self.drain_queue(&function);
             }
         }
@@ -537,7 +541,10 @@ impl Registry {
 
 /// The least-loaded worker of `entry` with a free slot; among equals, the first at or after
 /// the round-robin cursor, which then moves past it.
-fn pick_worker(entry: &mut FunctionEntry, workers: &HashMap<WorkerId, WorkerEntry>) -> Option<WorkerId> {
+fn pick_worker(
+    entry: &mut FunctionEntry,
+    workers: &HashMap<WorkerId, WorkerEntry>,
+) -> Option<WorkerId> {
     let n = entry.workers.len();
     let mut best: Option<(usize, u32)> = None;
     for step in 0..n {

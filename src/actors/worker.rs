@@ -14,7 +14,9 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::job::JobLease;
-use super::registry::{FunctionAdded, FunctionRemoved, JobFinished, Registry, WorkerJoined, WorkerLeft, WorkerNamed};
+use super::registry::{
+    FunctionAdded, FunctionRemoved, JobFinished, Registry, WorkerJoined, WorkerLeft, WorkerNamed,
+};
 use super::{FunctionName, JobId, JobSpec, WorkerId};
 use crate::codec::{Frame, GetData};
 

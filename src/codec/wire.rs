@@ -15,6 +15,9 @@ pub const HEADER_LEN: usize = 12;
 /// the 4 GiB a hostile header can announce.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
+/// The most `decode` reserves at once for a body that has not arrived yet.
+const MAX_RESERVE_STEP: usize = 64 * 1024;
+
 /// Reads one frame from the front of `src`.
 ///
 /// Returns `Ok(None)` while `src` holds less than a whole frame (nothing is consumed then), and
@@ -37,7 +40,9 @@ pub fn decode(src: &mut BytesMut, max_frame_bytes: usize) -> Result<Option<Frame
     // Refuse a data type before waiting for its body: a bad header is bad at once.
     check_data_type(sender, data_type)?;
     if src.len() < HEADER_LEN + body_len {
-        src.reserve(HEADER_LEN + body_len - src.len());
+        // Grow toward the announced size in bounded steps, so a 12-byte header alone cannot
+        // make a connection hold `max_frame_bytes` of memory.
+        src.reserve((HEADER_LEN + body_len - src.len()).min(MAX_RESERVE_STEP));
         return Ok(None);
     }
     src.advance(HEADER_LEN);

@@ -45,7 +45,9 @@ pub fn start_dispatcher_with(mut config: Config) -> TestDispatcher {
             dispatcher.shutdown().await;
         });
     });
-    let registry = registry_rx.recv_timeout(PATIENCE).expect("dispatcher started");
+    let registry = registry_rx
+        .recv_timeout(PATIENCE)
+        .expect("dispatcher started");
     TestDispatcher {
         addr,
         registry,
@@ -57,18 +59,28 @@ pub fn start_dispatcher_with(mut config: Config) -> TestDispatcher {
 impl TestDispatcher {
     /// The registry's state now.
     pub async fn snapshot(&self) -> RegistrySnapshot {
-        self.registry.send(Snapshot).await.expect("registry answers")
+        self.registry
+            .send(Snapshot)
+            .await
+            .expect("registry answers")
     }
 
     /// Polls the registry until `check` holds, or panics after [`PATIENCE`] with `what`.
-    pub async fn wait_for(&self, what: &str, check: impl Fn(&RegistrySnapshot) -> bool) -> RegistrySnapshot {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        check: impl Fn(&RegistrySnapshot) -> bool,
+    ) -> RegistrySnapshot {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let snapshot = self.snapshot().await;
             if check(&snapshot) {
                 return snapshot;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; last state: {snapshot:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last state: {snapshot:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -103,7 +115,9 @@ pub struct Peer {
 
 impl Peer {
     pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.expect("connect to dispatcher");
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to dispatcher");
         stream.set_nodelay(true).unwrap();
         Self {
             conn: Framed::new(stream, NmidCodec::default()),
@@ -116,7 +130,11 @@ impl Peer {
 
     /// Writes raw bytes as they are.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.conn.get_mut().write_all(bytes).await.expect("send bytes");
+        self.conn
+            .get_mut()
+            .write_all(bytes)
+            .await
+            .expect("send bytes");
     }
 
     /// Exactly `n` raw bytes (after any already buffered), for byte-exact assertions.
@@ -178,7 +196,10 @@ impl Peer {
         peer.send(Frame::SetName { name: bytes(name) }).await;
         assert_eq!(peer.recv().await, Frame::Ok, "OK for W_SET_NAME");
         for function in functions {
-            peer.send(Frame::AddFunc { function: bytes(function) }).await;
+            peer.send(Frame::AddFunc {
+                function: bytes(function),
+            })
+            .await;
             assert_eq!(peer.recv().await, Frame::Ok, "OK for W_ADD_FUNC");
         }
         peer
@@ -228,8 +249,12 @@ pub fn wire(frame: &Frame) -> Vec<u8> {
 
 /// The golden vectors shipped in tests/fixtures, by name -> frame bytes.
 pub fn vector(name: &str) -> Vec<u8> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nmid-v1-vectors.json");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/nmid-v1-vectors.json"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let hex = json["vectors"]
         .as_array()
         .unwrap()

@@ -1,0 +1,426 @@
+//! Dispatch semantics over real TCP with raw v1 peers: routing by job id, refusals, limits and
+//! queueing, lost workers, deadlines, cancelled callers, heartbeats, and malformed input.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{bytes, start_dispatcher, start_dispatcher_with, Peer};
+use nmid::codec::{DoJob, Frame, ParamsType, HANDLE_TYPE_ENCODE};
+use nmid::config::Config;
+
+fn returned(frame: Frame) -> Bytes {
+    match frame {
+        Frame::ReturnData(ret) => ret.ret,
+        other => panic!("expected S_RETURN_DATA, got {other:?}"),
+    }
+}
+
+fn config(edit: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::default();
+    edit(&mut config);
+    config
+}
+
+/// Results answered in reverse order still reach the caller whose job they belong to.
+#[tokio::test]
+async fn reply_reaches_its_own_caller_when_results_return_out_of_order() {
+    let dispatcher = start_dispatcher();
+    let mut worker = Peer::worker(dispatcher.addr, "w", &["Echo"]).await;
+    let mut clients = Vec::new();
+    let mut jobs = Vec::new();
+    for i in 0..20u8 {
+        let mut client = Peer::connect(dispatcher.addr).await;
+        client.call("Echo", &[i]).await;
+        jobs.push(worker.recv_job().await);
+        clients.push(client);
+    }
+    for job in jobs.iter().rev() {
+        // The result names the caller by its params, e.g. [7] -> "r7".
+        worker
+            .answer(job, format!("r{}", job.params[0]).as_bytes())
+            .await;
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(returned(client.recv().await), format!("r{i}").as_bytes());
+    }
+    dispatcher.stop();
+}
+
+/// A call of a function nobody serves gets CANT_DO at once.
+#[tokio::test]
+async fn unknown_function_gets_cant_do_at_once() {
+    let dispatcher = start_dispatcher();
+    let mut client = Peer::connect(dispatcher.addr).await;
+    client.call("Nobody", b"\x80").await;
+    assert_eq!(
+        client.recv_within(Duration::from_secs(1)).await,
+        Some(Frame::CantDo)
+    );
+    dispatcher.stop();
+}
+
+/// An empty function name or empty params gets ERROR, and the connection keeps working.
+#[tokio::test]
+async fn empty_function_or_params_gets_error() {
+    let dispatcher = start_dispatcher();
+    let mut worker = Peer::worker(dispatcher.addr, "w", &["F"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+    client.call("", b"\x80").await;
+    assert_eq!(client.recv().await, Frame::Error);
+    client.call("F", b"").await;
+    assert_eq!(client.recv().await, Frame::Error);
+    client.call("F", b"\x80").await;
+    let job = worker.recv_job().await;
+    worker.answer(&job, b"ok").await;
+    assert_eq!(returned(client.recv().await), &b"ok"[..]);
+    dispatcher.stop();
+}
+
+/// With every worker at its limit, calls wait in a bounded queue; past it, RATELIMIT.
+#[tokio::test]
+async fn full_workers_queue_calls_then_rate_limit() {
+    let dispatcher = start_dispatcher_with(config(|c| {
+        c.workers.max_jobs_in_flight = 1;
+        c.workers.max_queue_per_function = 1;
+    }));
+    let mut worker = Peer::worker(dispatcher.addr, "w", &["F"]).await;
+    let (mut a, mut b, mut c) = (
+        Peer::connect(dispatcher.addr).await,
+        Peer::connect(dispatcher.addr).await,
+        Peer::connect(dispatcher.addr).await,
+    );
+    a.call("F", b"a").await;
+    let job_a = worker.recv_job().await;
+    b.call("F", b"b").await;
+    dispatcher
+        .wait_for("b to be queued", |s| {
+            s.function("F").is_some_and(|f| f.queued == 1)
+        })
+        .await;
+    assert!(
+        worker
+            .recv_within(Duration::from_millis(100))
+            .await
+            .is_none(),
+        "a worker at its limit gets no second job"
+    );
+    c.call("F", b"c").await;
+    assert_eq!(c.recv().await, Frame::RateLimit);
+
+    worker.answer(&job_a, b"A").await;
+    assert_eq!(returned(a.recv().await), &b"A"[..]);
+    let job_b = worker.recv_job().await;
+    assert_eq!(
+        &job_b.params[..],
+        b"b",
+        "the queued call runs when the slot frees"
+    );
+    worker.answer(&job_b, b"B").await;
+    assert_eq!(returned(b.recv().await), &b"B"[..]);
+    dispatcher
+        .wait_for("all idle", |s| s.in_flight() == 0 && s.queued() == 0)
+        .await;
+    dispatcher.stop();
+}
+
+/// The least-loaded worker gets the next job: two workers share four calls two and two.
+#[tokio::test]
+async fn least_loaded_worker_gets_the_next_job() {
+    let dispatcher = start_dispatcher();
+    let mut w1 = Peer::worker(dispatcher.addr, "w1", &["F"]).await;
+    let mut w2 = Peer::worker(dispatcher.addr, "w2", &["F"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+    for i in 0..4u8 {
+        client.call("F", &[i]).await;
+    }
+    let snapshot = dispatcher
+        .wait_for("4 jobs in flight", |s| s.in_flight() == 4)
+        .await;
+    let loads: Vec<u32> = snapshot.workers.iter().map(|w| w.in_flight).collect();
+    assert_eq!(loads, vec![2, 2]);
+    for _ in 0..2 {
+        let job = w1.recv_job().await;
+        w1.answer(&job, b"1").await;
+        let job = w2.recv_job().await;
+        w2.answer(&job, b"2").await;
+    }
+    for _ in 0..4 {
+        returned(client.recv().await);
+    }
+    dispatcher.stop();
+}
+
+/// A worker that disconnects mid-job: the job is retried on another worker of the function.
+#[tokio::test]
+async fn lost_workers_job_is_retried_on_another_worker() {
+    let dispatcher = start_dispatcher();
+    let mut w1 = Peer::worker(dispatcher.addr, "w1", &["F"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+    client.call("F", b"p").await;
+    let first = w1.recv_job().await;
+    let mut w2 = Peer::worker(dispatcher.addr, "w2", &["F"]).await;
+    drop(w1);
+    let retried = w2.recv_job().await;
+    assert_eq!(retried.params, first.params);
+    w2.answer(&retried, b"from w2").await;
+    assert_eq!(returned(client.recv().await), &b"from w2"[..]);
+    dispatcher.stop();
+}
+
+/// A worker that disconnects mid-job with no other worker: the caller gets ERROR at once.
+#[tokio::test]
+async fn lost_worker_without_spare_answers_error_at_once() {
+    let dispatcher = start_dispatcher(); // job deadline 30 s
+    let mut worker = Peer::worker(dispatcher.addr, "w", &["F"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+    client.call("F", b"p").await;
+    worker.recv_job().await;
+    let lost_at = Instant::now();
+    drop(worker);
+    assert_eq!(
+        client.recv_within(Duration::from_secs(1)).await,
+        Some(Frame::Error)
+    );
+    assert!(lost_at.elapsed() < Duration::from_secs(1));
+    dispatcher
+        .wait_for("worker gone", |s| s.workers.is_empty())
+        .await;
+    dispatcher.stop();
+}
+
+/// A worker that stops heart-beating is closed, and its caller gets ERROR; one that pings
+/// stays registered.
+#[tokio::test]
+async fn silent_worker_is_dropped_after_heartbeat_timeout() {
+    let dispatcher = start_dispatcher_with(config(|c| c.workers.heartbeat_timeout_ms = 300));
+    let mut silent = Peer::worker(dispatcher.addr, "silent", &["F"]).await;
+    let mut alive = Peer::worker(dispatcher.addr, "alive", &["G"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+    client.call("F", b"p").await;
+    silent.recv_job().await;
+
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(900) {
+        alive
+            .send(Frame::HeartbeatPing {
+                body: Bytes::from_static(b"PING"),
+            })
+            .await;
+        assert_eq!(alive.recv().await, Frame::HeartbeatPong);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(client.recv().await, Frame::Error);
+    silent.expect_closed().await;
+    let snapshot = dispatcher.snapshot().await;
+    assert!(snapshot.function("F").is_none());
+    assert!(snapshot.function("G").is_some(), "a pinging worker stays");
+    dispatcher.stop();
+}
+
+/// Past the deadline the caller gets ERROR; the worker's late result is discarded and its
+/// slot freed.
+#[tokio::test]
+async fn deadline_answers_error_and_late_result_is_discarded() {
+    let dispatcher = start_dispatcher_with(config(|c| c.jobs.timeout_ms = 200));
+    let mut worker = Peer::worker(dispatcher.addr, "w", &["F"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+    let called = Instant::now();
+    client.call("F", b"p").await;
+    let job = worker.recv_job().await;
+    assert_eq!(client.recv().await, Frame::Error);
+    let waited = called.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+
+    worker.answer(&job, b"late").await;
+    let snapshot = dispatcher
+        .wait_for("the late result to be counted", |s| s.late_results == 1)
+        .await;
+    assert_eq!(snapshot.in_flight(), 0);
+    assert!(client
+        .recv_within(Duration::from_millis(100))
+        .await
+        .is_none());
+    dispatcher.stop();
+}
+
+/// A caller that disconnects: its queued call is withdrawn, its running job's result is
+/// discarded, and in-flight and queued counts return to zero.
+#[tokio::test]
+async fn caller_disconnect_cancels_its_jobs_and_leaks_nothing() {
+    let dispatcher = start_dispatcher_with(config(|c| c.workers.max_jobs_in_flight = 1));
+    let mut worker = Peer::worker(dispatcher.addr, "w", &["F"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+    client.call("F", b"running").await;
+    client.call("F", b"queued").await;
+    let job = worker.recv_job().await;
+    dispatcher
+        .wait_for("one running, one queued", |s| {
+            s.in_flight() == 1 && s.queued() == 1
+        })
+        .await;
+    drop(client);
+    dispatcher
+        .wait_for("queue emptied", |s| s.queued() == 0)
+        .await;
+    worker.answer(&job, b"nobody listens").await;
+    let snapshot = dispatcher
+        .wait_for("nothing in flight", |s| {
+            s.in_flight() == 0 && s.late_results == 1
+        })
+        .await;
+    assert_eq!(snapshot.queued(), 0);
+    assert!(
+        worker
+            .recv_within(Duration::from_millis(200))
+            .await
+            .is_none(),
+        "the withdrawn call never reaches the worker"
+    );
+    dispatcher.stop();
+}
+
+/// W_SET_NAME and W_ADD_FUNC are acknowledged and visible; W_DEL_FUNC removes the function;
+/// W_GRAB_JOB is accepted without a reply.
+#[tokio::test]
+async fn worker_registration_frames_are_honoured() {
+    let dispatcher = start_dispatcher();
+    let mut worker = Peer::worker(dispatcher.addr, "Worker1", &["A", "B"]).await;
+    let snapshot = dispatcher
+        .wait_for("two functions", |s| s.functions.len() == 2)
+        .await;
+    assert_eq!(snapshot.workers[0].name.as_deref(), Some("Worker1"));
+    assert_eq!(snapshot.workers[0].functions, vec!["A", "B"]);
+
+    worker.send(Frame::GrabJob).await;
+    worker
+        .send(Frame::DelFunc {
+            function: bytes("A"),
+        })
+        .await;
+    let snapshot = dispatcher
+        .wait_for("A removed", |s| s.function("A").is_none())
+        .await;
+    assert_eq!(snapshot.workers[0].functions, vec!["B"]);
+    assert!(worker
+        .recv_within(Duration::from_millis(100))
+        .await
+        .is_none());
+
+    let mut client = Peer::connect(dispatcher.addr).await;
+    client.call("A", b"\x80").await;
+    assert_eq!(client.recv().await, Frame::CantDo);
+    client.call("B", b"\x80").await;
+    let job = worker.recv_job().await;
+    worker.answer(&job, b"b").await;
+    assert_eq!(returned(client.recv().await), &b"b"[..]);
+    dispatcher.stop();
+}
+
+/// Each kind of malformed input closes only the connection that sent it; a worker and a
+/// client connected beside it keep working.
+#[tokio::test]
+async fn malformed_input_closes_only_that_connection() {
+    let dispatcher = start_dispatcher_with(config(|c| c.tcp.max_frame_bytes = 1024));
+    let mut worker = Peer::worker(dispatcher.addr, "w", &["F"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+
+    let header = |conn: u32, data: u32, len: u32| {
+        [conn.to_be_bytes(), data.to_be_bytes(), len.to_be_bytes()].concat()
+    };
+    let mut overrun = header(3, 16, 12);
+    overrun.extend([0, 0, 0, 5, 0, 0, 0, 10, 0, 0, 0, 200]); // handle_len 200 in a 12-byte body
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("unknown conn_type", header(9, 16, 0)),
+        ("unknown data_type", header(3, 77, 0)),
+        ("worker data_type from a client", header(3, 13, 0)),
+        ("server frame from a peer", header(1, 1, 0)),
+        ("length inside the body overruns it", overrun),
+        ("announced frame over the limit", header(3, 16, 1025)),
+        ("announced 4 GiB", header(2, 15, u32::MAX)),
+    ];
+    for (what, bytes) in cases {
+        let mut bad = Peer::connect(dispatcher.addr).await;
+        bad.send_raw(&bytes).await;
+        tokio::time::timeout(Duration::from_secs(5), bad.expect_closed())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: connection not closed"));
+    }
+    // A client that then speaks as a worker is closed too.
+    let mut switcher = Peer::connect(dispatcher.addr).await;
+    switcher.call("F", b"x").await;
+    let job = worker.recv_job().await;
+    switcher.send(Frame::GrabJob).await;
+    switcher.expect_closed().await;
+    worker.answer(&job, b"late").await;
+
+    client.call("F", b"still fine").await;
+    let job = worker.recv_job().await;
+    assert_eq!(&job.params[..], b"still fine");
+    worker.answer(&job, b"ok").await;
+    assert_eq!(returned(client.recv().await), &b"ok"[..]);
+    dispatcher.stop();
+}
+
+/// A frame split across many writes, and many frames in one write, are both read right.
+#[tokio::test]
+async fn frames_split_and_coalesced_on_the_socket_are_read_right() {
+    let dispatcher = start_dispatcher();
+    let mut worker = Peer::worker(dispatcher.addr, "w", &["F"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+    let call = |p: &'static [u8]| {
+        common::wire(&Frame::DoJob(DoJob {
+            params_type: ParamsType::MSGPACK,
+            handle_type: HANDLE_TYPE_ENCODE,
+            function: bytes("F"),
+            params: Bytes::from_static(p),
+        }))
+    };
+    for byte in call(b"split") {
+        client.send_raw(&[byte]).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    client
+        .send_raw(&[call(b"one"), call(b"two")].concat())
+        .await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let job = worker.recv_job().await;
+        seen.push(job.params.clone());
+        worker.answer(&job, &job.params.clone()).await;
+    }
+    assert_eq!(seen, vec![&b"split"[..], &b"one"[..], &b"two"[..]]);
+    for _ in 0..3 {
+        returned(client.recv().await);
+    }
+    dispatcher.stop();
+}
+
+/// On shutdown a job in flight still finishes and reaches its caller, while a new call is
+/// refused with ERROR.
+#[tokio::test]
+async fn shutdown_drains_jobs_in_flight_and_refuses_new_calls() {
+    let dispatcher = start_dispatcher();
+    let mut worker = Peer::worker(dispatcher.addr, "w", &["F"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+    let mut late_caller = Peer::connect(dispatcher.addr).await;
+    client.call("F", b"p").await;
+    let job = worker.recv_job().await;
+
+    let registry_view = dispatcher.snapshot().await;
+    assert_eq!(registry_view.in_flight(), 1);
+    let stopping = std::thread::spawn(move || dispatcher.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    late_caller.call("F", b"too late").await;
+    assert_eq!(late_caller.recv().await, Frame::Error);
+
+    worker.answer(&job, b"finished").await;
+    assert_eq!(returned(client.recv().await), &b"finished"[..]);
+    tokio::task::spawn_blocking(move || stopping.join().unwrap())
+        .await
+        .unwrap();
+}
