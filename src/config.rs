@@ -17,8 +17,9 @@ pub const DEFAULT_TOML: &str = include_str!("../config/nmid.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read or parsed, or a value has the wrong type or an unknown key.
+    /// (Not marked as the source: its message already says everything, once.)
     #[error("config: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     /// A value parsed but is out of range.
     #[error("config key `{key}`: {reason}")]
     Invalid {
@@ -85,6 +86,12 @@ pub struct ServerConfig {
     pub io_threads: usize,
     /// Longest wait for jobs to finish on shutdown, in milliseconds.
     pub drain_timeout_ms: u64,
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(err: config::ConfigError) -> Self {
+        Self::Load(err)
+    }
 }
 
 impl Default for Config {

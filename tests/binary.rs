@@ -1,0 +1,210 @@
+//! The `nmid` binary as a user runs it: `--demo`, SIGTERM drain, and configuration errors.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{vector, Peer};
+use nmid::codec::Frame;
+
+const NMID: &str = env!("CARGO_BIN_EXE_nmid");
+
+/// A running `nmid` process, killed on drop if still running.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// Starts `nmid` with `args` on 127.0.0.1:0 and reads its address from its log.
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(NMID)
+            .args(["--tcp-addr", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start nmid");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = Self {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+        };
+        let line = process.wait_for_log("nmid protocol listening");
+        let addr = line.rsplit("addr=").next().unwrap().trim();
+        process.addr = addr.parse().unwrap_or_else(|_| panic!("address in {line:?}"));
+        process
+    }
+
+    /// The first log line containing `needle`, within 10 s.
+    fn wait_for_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("nmid never logged {needle:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "nmid did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `nmid --demo` answers nmid's golden ToUpper call with the golden result bytes.
+#[tokio::test]
+async fn demo_mode_serves_to_upper() {
+    let mut nmid = Process::start(&["--demo"]);
+    nmid.wait_for_log("function registered");
+    let mut client = Peer::connect(nmid.addr).await;
+    client.send_raw(&vector("client_do_job_msgpack")).await;
+    assert_eq!(client.recv_raw_frame().await, vector("server_return_data"));
+
+    // Params without a string `name` get an error RetStruct, not a hang.
+    client.call("ToUpper", b"\x80").await;
+    let Frame::ReturnData(ret) = client.recv().await else {
+        panic!("expected S_RETURN_DATA");
+    };
+    let ret = nmid::retstruct::RetStruct::decode(&ret.ret).unwrap();
+    assert_eq!(ret.code, 1);
+    assert!(ret.msg.contains("name"), "{}", ret.msg);
+}
+
+/// SIGTERM: the job in flight finishes and reaches its caller, then nmid exits 0.
+#[tokio::test]
+async fn sigterm_drains_the_job_in_flight_then_exits_zero() {
+    let mut nmid = Process::start(&[]);
+    let mut worker = Peer::worker(nmid.addr, "w", &["F"]).await;
+    let mut client = Peer::connect(nmid.addr).await;
+    client.call("F", b"p").await;
+    let job = worker.recv_job().await;
+
+    nmid.signal("-TERM");
+    nmid.wait_for_log("shutting down");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    worker.answer(&job, b"done").await;
+    let Frame::ReturnData(ret) = client.recv().await else {
+        panic!("expected S_RETURN_DATA");
+    };
+    assert_eq!(&ret.ret[..], b"done");
+    let status = tokio::task::spawn_blocking(move || nmid.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+/// SIGINT with nothing in flight exits 0 at once.
+#[test]
+fn sigint_when_idle_exits_zero() {
+    let mut nmid = Process::start(&[]);
+    nmid.signal("-INT");
+    let status = nmid.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "exit status {status}");
+}
+
+/// Runs `nmid` expecting a configuration error; returns its stderr.
+fn config_error(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(NMID);
+    command.args(["--tcp-addr", "127.0.0.1:0"]).args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run nmid");
+    assert_eq!(output.status.code(), Some(2), "config errors exit 2");
+    String::from_utf8(output.stderr).unwrap()
+}
+
+/// Bad configuration from the environment, a file, or a range check names the bad key.
+#[test]
+fn config_errors_name_the_bad_key() {
+    let stderr = config_error(&[], &[("NMID__JOBS__TIMEOUT_MS", "soon")]);
+    assert!(stderr.contains("jobs.timeout_ms"), "{stderr}");
+
+    let stderr = config_error(&[], &[("NMID__WORKERS__MAX_JOBS_IN_FLIGHT", "0")]);
+    assert!(stderr.contains("workers.max_jobs_in_flight"), "{stderr}");
+
+    let dir = std::env::temp_dir().join(format!("nmid-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("typo.toml");
+    std::fs::write(&file, "[jobs]\ntimeout = 5\n").unwrap();
+    let stderr = config_error(&["--config", file.to_str().unwrap()], &[]);
+    assert!(stderr.contains("timeout"), "{stderr}");
+
+    let stderr = config_error(&["--config", "/nonexistent/nmid.toml"], &[]);
+    assert!(stderr.contains("/nonexistent/nmid.toml"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A config file and an environment variable both take effect, the environment winning.
+#[tokio::test]
+async fn config_file_and_environment_apply_in_order() {
+    let dir = std::env::temp_dir().join(format!("nmid-config-order-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("nmid.toml");
+    std::fs::write(&file, "[jobs]\ntimeout_ms = 60000\n").unwrap();
+    let mut child = Command::new(NMID)
+        .args(["--tcp-addr", "127.0.0.1:0", "--config", file.to_str().unwrap()])
+        .env("NMID__JOBS__TIMEOUT_MS", "150")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.contains("listening")))
+        .expect("listening line")
+        .unwrap();
+    let addr: SocketAddr = line.rsplit("addr=").next().unwrap().trim().parse().unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let mut worker = Peer::worker(addr, "w", &["F"]).await;
+    let mut client = Peer::connect(addr).await;
+    let started = Instant::now();
+    client.call("F", b"p").await;
+    worker.recv_job().await;
+    assert_eq!(client.recv().await, Frame::Error);
+    assert!(started.elapsed() < Duration::from_secs(5), "the 150 ms from the environment applied");
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(dir).unwrap();
+}
