@@ -33,7 +33,11 @@ async fn main() -> anyhow::Result<()> {
         params: Bytes::from(encoded),
     }))
     .await?;
-    match conn.next().await.context("dispatcher closed the connection")?? {
+    match conn
+        .next()
+        .await
+        .context("dispatcher closed the connection")??
+    {
         Frame::ReturnData(ret) => {
             let ret = RetStruct::decode(&ret.ret)?;
             if ret.code != 0 {

@@ -46,7 +46,9 @@ impl Process {
         };
         let line = process.wait_for_log("nmid protocol listening");
         let addr = line.rsplit("addr=").next().unwrap().trim();
-        process.addr = addr.parse().unwrap_or_else(|_| panic!("address in {line:?}"));
+        process.addr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("address in {line:?}"));
         process
     }
 
@@ -78,7 +80,10 @@ impl Process {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "nmid did not exit within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "nmid did not exit within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -183,7 +188,12 @@ async fn config_file_and_environment_apply_in_order() {
     let file = dir.join("nmid.toml");
     std::fs::write(&file, "[jobs]\ntimeout_ms = 60000\n").unwrap();
     let mut child = Command::new(NMID)
-        .args(["--tcp-addr", "127.0.0.1:0", "--config", file.to_str().unwrap()])
+        .args([
+            "--tcp-addr",
+            "127.0.0.1:0",
+            "--config",
+            file.to_str().unwrap(),
+        ])
         .env("NMID__JOBS__TIMEOUT_MS", "150")
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
@@ -203,7 +213,10 @@ async fn config_file_and_environment_apply_in_order() {
     client.call("F", b"p").await;
     worker.recv_job().await;
     assert_eq!(client.recv().await, Frame::Error);
-    assert!(started.elapsed() < Duration::from_secs(5), "the 150 ms from the environment applied");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the 150 ms from the environment applied"
+    );
     let _ = child.kill();
     let _ = child.wait();
     std::fs::remove_dir_all(dir).unwrap();
