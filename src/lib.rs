@@ -6,14 +6,18 @@
 //! - [`codec`]: frames and bodies of the nmid wire protocol; pure, no I/O.
 //! - [`actors`]: the dispatcher: connection, worker, registry and job actors.
 //! - [`server`]: start-up (listener, arbiters) and ordered shutdown; [`server::run`].
+//! - [`client`]: the async client library (tagged, pipelined; or v1).
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
 //! - [`retstruct`]: nmid's `{"Code","Msg","Data"}` result convention.
+//! - [`worker`]: the worker library (actix actors; tagged or v1).
 //! - [`demo`]: the embedded `ToUpper` worker of `nmid --demo`.
 #![warn(missing_docs)]
 
 pub mod actors;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod retstruct;
 pub mod server;
+pub mod worker;

@@ -3,8 +3,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nmid::codec::{
-    decode, encode, encoded_len, DoJob, Frame, GetData, NmidCodec, ParamsType, ReturnData,
-    WorkerReturn, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN,
+    decode, encode, encoded_len, Call, CallError, CallResult, CodecError, DoJob, ErrorCode, Frame,
+    GetData, Job, JobError, JobResult, Metadata, NmidCodec, ParamsType, ReturnData, WorkerReturn,
+    DEFAULT_MAX_FRAME_BYTES, HEADER_LEN,
 };
 use proptest::prelude::*;
 use tokio_util::codec::Decoder;
@@ -17,8 +18,97 @@ fn field() -> impl Strategy<Value = Bytes> {
     prop::collection::vec(any::<u8>(), 0..48).prop_map(Bytes::from)
 }
 
-/// Any valid frame of any variant, with arbitrary bytes in its fields.
+/// A metadata key or value: shorter than `field`, so that a tagged frame with four pairs
+/// still fits `SMALL_MAX_FRAME_BYTES` and the near-miss streams reach past it.
+fn meta_field() -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 0..24).prop_map(Bytes::from)
+}
+
+/// Arbitrary metadata of 0 to 4 pairs, empty keys and values included.
+fn meta() -> impl Strategy<Value = Metadata> {
+    prop::collection::vec((meta_field(), meta_field()), 0..=4)
+}
+
+/// Any valid frame of any variant, v1 or tagged, with arbitrary bytes in its fields.
 fn frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![v1_frame(), tagged_frame()]
+}
+
+/// The common fields of `C_CALL` and `S_JOB`: id, timeout, params type, handle type,
+/// function, params and metadata.
+type TaggedCallFields = (u64, u32, u32, u32, Bytes, Bytes, Metadata);
+
+fn tagged_call_fields() -> impl Strategy<Value = TaggedCallFields> {
+    (
+        any::<u64>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        field(),
+        field(),
+        meta(),
+    )
+}
+
+/// Any valid `C_CALL`.
+fn call_frame() -> impl Strategy<Value = Frame> {
+    tagged_call_fields().prop_map(
+        |(request_id, timeout_ms, params_type, handle_type, function, params, meta)| {
+            Frame::Call(Call {
+                request_id,
+                timeout_ms,
+                params_type: ParamsType(params_type),
+                handle_type,
+                function,
+                params,
+                meta,
+            })
+        },
+    )
+}
+
+/// Any valid `S_JOB`.
+fn job_frame() -> impl Strategy<Value = Frame> {
+    tagged_call_fields().prop_map(
+        |(job_id, timeout_ms, params_type, handle_type, function, params, meta)| {
+            Frame::Job(Job {
+                job_id,
+                timeout_ms,
+                params_type: ParamsType(params_type),
+                handle_type,
+                function,
+                params,
+                meta,
+            })
+        },
+    )
+}
+
+/// Any valid tagged extension frame (data types 100 and up).
+fn tagged_frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        prop::sample::select(vec![Frame::Bye, Frame::ByeAck]),
+        any::<u32>().prop_map(|slots| Frame::Slots { slots }),
+        call_frame(),
+        job_frame(),
+        (any::<u64>(), field())
+            .prop_map(|(request_id, ret)| Frame::CallResult(CallResult { request_id, ret })),
+        (any::<u64>(), any::<u32>(), field()).prop_map(|(request_id, code, message)| {
+            Frame::CallError(CallError {
+                request_id,
+                code: ErrorCode(code),
+                message,
+            })
+        }),
+        (any::<u64>(), field())
+            .prop_map(|(job_id, ret)| Frame::JobResult(JobResult { job_id, ret })),
+        (any::<u64>(), field())
+            .prop_map(|(job_id, message)| Frame::JobError(JobError { job_id, message })),
+    ]
+}
+
+/// Any valid frame of protocol v1, with arbitrary bytes in its fields.
+fn v1_frame() -> impl Strategy<Value = Frame> {
     let empty_body = prop::sample::select(vec![
         Frame::Ok,
         Frame::Error,
@@ -73,8 +163,8 @@ fn frame() -> impl Strategy<Value = Frame> {
     ]
 }
 
-/// Every (conn_type, data_type) pair a v1 peer may send.
-const VALID_TYPES: [(u32, u32); 19] = [
+/// Every (conn_type, data_type) pair a peer may send, v1 and tagged.
+const VALID_TYPES: [(u32, u32); 28] = [
     (1, 1),
     (1, 2),
     (1, 4),
@@ -94,6 +184,15 @@ const VALID_TYPES: [(u32, u32); 19] = [
     (2, 22),
     (2, 23),
     (3, 16),
+    (3, 100), // C_CALL
+    (1, 101), // S_CALL_RESULT
+    (1, 102), // S_CALL_ERROR
+    (2, 110), // W_SLOTS
+    (1, 111), // S_JOB
+    (2, 112), // W_JOB_RESULT
+    (2, 113), // W_JOB_ERROR
+    (2, 114), // W_BYE
+    (1, 115), // S_BYE_ACK
 ];
 
 /// A header with plausible types, a random body, and a `body_len` that may be honest,
@@ -102,6 +201,7 @@ fn near_miss_raw() -> impl Strategy<Value = Vec<u8>> {
     let types = prop_oneof![
         3 => prop::sample::select(VALID_TYPES.to_vec()),
         1 => (0u32..=5, 0u32..=25),
+        1 => (0u32..=5, 98u32..=117),
     ];
     let skew = prop_oneof![
         4 => Just(0i64),
@@ -265,6 +365,51 @@ proptest! {
     }
 }
 
+/// A `C_CALL` or `S_JOB` frame, for the metadata-count property.
+fn call_or_job() -> impl Strategy<Value = Frame> {
+    prop_oneof![call_frame(), job_frame()]
+}
+
+/// The offset of `meta_count` in an encoded `C_CALL` or `S_JOB`, and the frame's pair count.
+fn meta_count_at(frame: &Frame) -> (usize, usize, &'static str) {
+    let (function, params, meta) = match frame {
+        Frame::Call(c) => (&c.function, &c.params, &c.meta),
+        Frame::Job(j) => (&j.function, &j.params, &j.meta),
+        other => panic!("not a C_CALL or S_JOB: {}", other.name()),
+    };
+    // id u64, timeout, params_type, handle_type, len(fn) fn, len(params) params
+    let at = HEADER_LEN + 20 + 4 + function.len() + 4 + params.len();
+    (at, meta.len(), frame.name())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A wrong metadata count never decodes: more pairs than sent runs out of body
+    /// (`Truncated`), fewer leaves the rest as `TrailingBytes`. Either way at once, however
+    /// large the count.
+    #[test]
+    fn a_wrong_meta_count_is_refused(frame in call_or_job(), count in any::<u32>()) {
+        let (at, pairs, name) = meta_count_at(&frame);
+        prop_assume!(count as usize != pairs);
+        let mut bytes = encoded(&frame);
+        bytes[at..at + 4].copy_from_slice(&count.to_be_bytes());
+        let mut buf = BytesMut::from(&bytes[..]);
+        let got = decode(&mut buf, DEFAULT_MAX_FRAME_BYTES);
+        if count as usize > pairs {
+            prop_assert!(
+                matches!(got, Err(CodecError::Truncated { frame, field: "meta_key" }) if frame == name),
+                "count {} over {} pairs: {:?}", count, pairs, got
+            );
+        } else {
+            prop_assert!(
+                matches!(got, Err(CodecError::TrailingBytes { frame, .. }) if frame == name),
+                "count {} under {} pairs: {:?}", count, pairs, got
+            );
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
@@ -314,7 +459,7 @@ proptest! {
         buf.put_u32(body_len);
         let got = decode(&mut buf, SMALL_MAX_FRAME_BYTES);
         prop_assert!(
-            matches!(got, Err(nmid::codec::CodecError::FrameTooLarge { len, .. }) if len == u64::from(body_len)),
+            matches!(got, Err(CodecError::FrameTooLarge { len, .. }) if len == u64::from(body_len)),
             "{:?}",
             got
         );

@@ -24,13 +24,14 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
-use super::job::{Job, JobEvent, JobReply};
+use super::job::{Job, JobEvent, JobReply, Request};
 use super::registry::Registry;
 use super::worker::{
-    AddFunction, Disconnected, JobResult, Outgoing, RemoveFunction, SetName, Worker,
+    AddFunction, Bye, Disconnected, JobAnswer, Outgoing, RemoveFunction, SetName, SetSlots, Worker,
 };
-use super::{CallError, FunctionName, JobId, JobSpec};
-use crate::codec::{CodecError, ConnType, DoJob, Frame, NmidCodec, ReturnData};
+use super::{CallError, FunctionName, JobId, JobOutcome, JobSpec};
+use crate::codec::{self, CodecError, ConnType, Frame, NmidCodec, ParamsType, ReturnData};
+use crate::retstruct::RetStruct;
 
 /// Settings every connection reads; shared, never changed after start.
 #[derive(Debug, Clone)]
@@ -138,7 +139,40 @@ impl StreamHandler<Result<Frame, CodecError>> for Connection {
             return;
         }
         match frame {
-            Frame::DoJob(call) => self.call(call, ctx),
+            Frame::DoJob(call) => {
+                let request = Request::V1 {
+                    function: call.function.clone(),
+                    params: call.params.clone(),
+                };
+                let call = NewCall {
+                    function: call.function,
+                    params_type: call.params_type,
+                    handle_type: call.handle_type,
+                    params: call.params,
+                    meta: None,
+                    timeout: self.settings.job_timeout,
+                };
+                self.call(call, request, ctx)
+            }
+            Frame::Call(call) => {
+                let timeout = match call.timeout_ms {
+                    0 => self.settings.job_timeout,
+                    ms => Duration::from_millis(u64::from(ms)),
+                };
+                let call_meta = (!call.meta.is_empty()).then(|| Arc::new(call.meta));
+                let request = Request::Tagged {
+                    request_id: call.request_id,
+                };
+                let call = NewCall {
+                    function: call.function,
+                    params_type: call.params_type,
+                    handle_type: call.handle_type,
+                    params: call.params,
+                    meta: call_meta,
+                    timeout,
+                };
+                self.call(call, request, ctx)
+            }
             other => self.on_worker_frame(other),
         }
     }
@@ -208,32 +242,35 @@ impl Connection {
         }
     }
 
-    /// A client's `C_DO_JOB`: refused at once if malformed, else handed to a new job actor.
-    fn call(&mut self, call: DoJob, ctx: &mut Context<Self>) {
+    /// A client's call (`C_DO_JOB` or `C_CALL`): refused at once if malformed, else handed to
+    /// a new job actor.
+    fn call(&mut self, call: NewCall, request: Request, ctx: &mut Context<Self>) {
         let Role::Client { jobs } = &mut self.role else {
             return;
         };
         let job_id = JobId::next();
+        if call.function.is_empty() || call.params.is_empty() {
+            self.writer.write(reply_frame(JobReply {
+                job_id,
+                request,
+                outcome: JobOutcome::Failed(CallError::BadRequest),
+            }));
+            return;
+        }
         let spec = JobSpec {
             function: FunctionName(call.function),
             params_type: call.params_type,
             handle_type: call.handle_type,
             params: call.params,
+            meta: call.meta,
+            deadline: Instant::now() + call.timeout,
         };
-        if spec.function.0.is_empty() || spec.params.is_empty() {
-            self.writer.write(reply_frame(JobReply {
-                job_id,
-                spec,
-                outcome: Err(CallError::BadRequest),
-            }));
-            return;
-        }
         let job = Job::new(
             job_id,
             spec,
+            request,
             ctx.address().recipient(),
             self.registry.clone(),
-            Instant::now() + self.settings.job_timeout,
             self.settings.job_retries,
         )
         .start();
@@ -253,10 +290,20 @@ impl Connection {
             Frame::DelFunc { function } => worker.do_send(RemoveFunction {
                 function: FunctionName(function),
             }),
-            Frame::WorkerReturn(ret) => worker.do_send(JobResult {
-                job_id: ret.job_id,
-                ret: ret.ret,
+            Frame::WorkerReturn(ret) => worker.do_send(JobAnswer {
+                job_id: JobId::from_wire(&ret.job_id),
+                outcome: JobOutcome::Done(ret.ret),
             }),
+            Frame::JobResult(ret) => worker.do_send(JobAnswer {
+                job_id: Some(JobId(ret.job_id)),
+                outcome: JobOutcome::Done(ret.ret),
+            }),
+            Frame::JobError(err) => worker.do_send(JobAnswer {
+                job_id: Some(JobId(err.job_id)),
+                outcome: JobOutcome::WorkerFailed(err.message),
+            }),
+            Frame::Slots { slots } => worker.do_send(SetSlots { slots }),
+            Frame::Bye => worker.do_send(Bye),
             Frame::HeartbeatPing { .. } => self.writer.write(Frame::HeartbeatPong),
             // Jobs are pushed, so a grab needs no answer (nmid's server sends none either);
             // WAKEUP is answered as nmid's server does.
@@ -282,22 +329,65 @@ impl Connection {
     }
 }
 
-/// The v1 frame that tells a client how its call ended. v1 has no timeout or worker-lost
-/// frame, so those are `ERROR`, as the protocol documents for failed calls.
+/// The frame that tells a client how its call ended, in the protocol it called with.
+///
+/// v1 has no frame for a timeout or a lost worker, so those are `ERROR`, as the protocol
+/// documents for failed calls; a tagged worker's failure reaches a v1 caller as a RetStruct
+/// with [`WORKER_ERROR_RET_CODE`], which nmid's SDKs read as a failed call with a message.
 fn reply_frame(reply: JobReply) -> Frame {
-    match reply.outcome {
-        Ok(ret) => Frame::ReturnData(ReturnData {
-            function: reply.spec.function.0,
-            params: reply.spec.params,
-            ret,
-        }),
-        Err(CallError::NoWorker) => Frame::CantDo,
-        Err(CallError::RateLimited) => Frame::RateLimit,
-        Err(
+    match (reply.request, reply.outcome) {
+        (Request::V1 { function, params }, JobOutcome::Done(ret)) => {
+            Frame::ReturnData(ReturnData {
+                function,
+                params,
+                ret,
+            })
+        }
+        (Request::V1 { function, params }, JobOutcome::WorkerFailed(message)) => {
+            let ret = RetStruct::error(WORKER_ERROR_RET_CODE, String::from_utf8_lossy(&message));
+            Frame::ReturnData(ReturnData {
+                function,
+                params,
+                ret: ret.encode().into(),
+            })
+        }
+        (Request::V1 { .. }, JobOutcome::Failed(error)) => match error {
+            CallError::NoWorker => Frame::CantDo,
+            CallError::RateLimited => Frame::RateLimit,
             CallError::BadRequest
             | CallError::Timeout
             | CallError::WorkerLost
-            | CallError::ShuttingDown,
-        ) => Frame::Error,
+            | CallError::ShuttingDown => Frame::Error,
+        },
+        (Request::Tagged { request_id }, JobOutcome::Done(ret)) => {
+            Frame::CallResult(codec::CallResult { request_id, ret })
+        }
+        (Request::Tagged { request_id }, JobOutcome::WorkerFailed(message)) => {
+            Frame::CallError(codec::CallError {
+                request_id,
+                code: codec::ErrorCode::WORKER_ERROR,
+                message,
+            })
+        }
+        (Request::Tagged { request_id }, JobOutcome::Failed(error)) => {
+            Frame::CallError(codec::CallError {
+                request_id,
+                code: error.code(),
+                message: error.to_string().into(),
+            })
+        }
     }
+}
+
+/// The RetStruct `Code` a v1 caller sees when a tagged worker reports its function failed.
+pub const WORKER_ERROR_RET_CODE: i64 = 1;
+
+/// A call as both client frames carry it, before it becomes a job.
+struct NewCall {
+    function: bytes::Bytes,
+    params_type: ParamsType,
+    handle_type: u32,
+    params: bytes::Bytes,
+    meta: Option<Arc<codec::Metadata>>,
+    timeout: Duration,
 }

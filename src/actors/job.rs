@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::registry::{Dispatch, Registry, Withdraw};
-use super::{CallError, JobId, JobSpec};
+use super::{CallError, JobId, JobOutcome, JobSpec};
 
 /// Sent to a job by the registry, its worker's lease, or its caller.
 #[derive(Debug, Message)]
@@ -22,10 +22,10 @@ pub enum JobEvent {
         /// Why.
         error: CallError,
     },
-    /// The worker answered.
+    /// The worker answered: a result, or its function's failure.
     Completed {
-        /// The worker's result bytes.
-        ret: Bytes,
+        /// [`JobOutcome::Done`] or [`JobOutcome::WorkerFailed`].
+        outcome: JobOutcome,
     },
     /// The worker holding the job is gone (its lease was dropped unanswered).
     WorkerLost,
@@ -39,16 +39,35 @@ pub enum JobEvent {
 pub struct JobReply {
     /// The job answered.
     pub job_id: JobId,
-    /// The call, for building the reply frame.
-    pub spec: JobSpec,
+    /// How the caller asked, so the reply is framed the way it can read.
+    pub request: Request,
     /// The worker's result, or why there is none.
-    pub outcome: Result<Bytes, CallError>,
+    pub outcome: JobOutcome,
+}
+
+/// How a call was made: it decides the reply frame.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// `C_DO_JOB`: the reply is `S_RETURN_DATA` (function and params echoed) or a bare
+    /// `CANT_DO`/`ERROR`/`RATELIMIT`.
+    V1 {
+        /// The function called.
+        function: Bytes,
+        /// The call's params.
+        params: Bytes,
+    },
+    /// `C_CALL`: the reply is `S_CALL_RESULT` or `S_CALL_ERROR` with this request id.
+    Tagged {
+        /// The client's request id.
+        request_id: u64,
+    },
 }
 
 /// A call in flight.
 pub struct Job {
     id: JobId,
     spec: JobSpec,
+    request: Request,
     reply_to: Recipient<JobReply>,
     registry: Addr<Registry>,
     deadline: Instant,
@@ -59,22 +78,23 @@ pub struct Job {
 }
 
 impl Job {
-    /// A job for `spec` that answers `reply_to`, gives up at `deadline`, and may be retried
-    /// `retries` times on another worker.
+    /// A job for `spec` that answers `reply_to` as `request` asked, gives up at the spec's
+    /// deadline, and may be retried `retries` times on another worker.
     pub fn new(
         id: JobId,
         spec: JobSpec,
+        request: Request,
         reply_to: Recipient<JobReply>,
         registry: Addr<Registry>,
-        deadline: Instant,
         retries: u32,
     ) -> Self {
         Self {
             id,
+            deadline: spec.deadline,
             spec,
+            request,
             reply_to,
             registry,
-            deadline,
             retries_left: retries,
             attempts: 0,
             answered: false,
@@ -90,7 +110,7 @@ impl Actor for Job {
         ctx.run_later(left.max(Duration::from_millis(1)), |job, ctx| {
             debug!(job = %job.id, function = %job.spec.function, "job deadline passed");
             job.withdraw();
-            job.answer(Err(CallError::Timeout), ctx);
+            job.answer(JobOutcome::Failed(CallError::Timeout), ctx);
         });
         self.dispatch(ctx);
     }
@@ -101,8 +121,8 @@ impl Actor for Job {
             self.answered = true;
             self.reply_to.do_send(JobReply {
                 job_id: self.id,
-                spec: self.spec.clone(),
-                outcome: Err(CallError::WorkerLost),
+                request: self.request.clone(),
+                outcome: JobOutcome::Failed(CallError::WorkerLost),
             });
         }
         Running::Stop
@@ -117,7 +137,7 @@ impl Handler<JobEvent> for Job {
             return;
         }
         match event {
-            JobEvent::Completed { ret } => self.answer(Ok(ret), ctx),
+            JobEvent::Completed { outcome } => self.answer(outcome, ctx),
             JobEvent::Refused { error } => {
                 // A retry that finds the function's workers all gone is still a lost worker.
                 let error = if self.attempts > 1 && error == CallError::NoWorker {
@@ -125,7 +145,7 @@ impl Handler<JobEvent> for Job {
                 } else {
                     error
                 };
-                self.answer(Err(error), ctx)
+                self.answer(JobOutcome::Failed(error), ctx)
             }
             JobEvent::WorkerLost => {
                 if self.retries_left > 0 && Instant::now() < self.deadline {
@@ -133,7 +153,7 @@ impl Handler<JobEvent> for Job {
                     debug!(job = %self.id, function = %self.spec.function, "worker lost, retrying");
                     self.dispatch(ctx);
                 } else {
-                    self.answer(Err(CallError::WorkerLost), ctx);
+                    self.answer(JobOutcome::Failed(CallError::WorkerLost), ctx);
                 }
             }
             JobEvent::Cancel => {
@@ -164,11 +184,11 @@ impl Job {
         });
     }
 
-    fn answer(&mut self, outcome: Result<Bytes, CallError>, ctx: &mut Context<Self>) {
+    fn answer(&mut self, outcome: JobOutcome, ctx: &mut Context<Self>) {
         self.answered = true;
         self.reply_to.do_send(JobReply {
             job_id: self.id,
-            spec: self.spec.clone(),
+            request: self.request.clone(),
             outcome,
         });
         ctx.stop();
@@ -189,12 +209,13 @@ impl JobLease {
         Self { job: Some(job) }
     }
 
-    /// Hands the result to the job. Returns `false` when the job is already over (deadline
-    /// passed, caller gone): the result is late and is discarded.
-    pub fn complete(mut self, ret: Bytes) -> bool {
+    /// Hands the worker's answer ([`JobOutcome::Done`] or [`JobOutcome::WorkerFailed`]) to
+    /// the job. Returns `false` when the job is already over (deadline passed, caller gone):
+    /// the answer is late and is discarded.
+    pub fn complete(mut self, outcome: JobOutcome) -> bool {
         match self.job.take() {
             Some(job) if job.connected() => {
-                job.do_send(JobEvent::Completed { ret });
+                job.do_send(JobEvent::Completed { outcome });
                 true
             }
             _ => false,

@@ -20,10 +20,12 @@ pub mod worker;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::codec::ParamsType;
+use crate::codec::{ErrorCode, Metadata, ParamsType};
 
 /// Identifies one call for its whole life, retries included. On the wire (v1) it is the
 /// decimal text of the number, which workers echo back.
@@ -99,10 +101,14 @@ pub struct JobSpec {
     pub handle_type: u32,
     /// The call's parameters, opaque here.
     pub params: Bytes,
+    /// The caller's metadata (trace context), if it sent any (tagged calls only).
+    pub meta: Option<Arc<Metadata>>,
+    /// When the caller stops waiting; tagged workers are told the time left.
+    pub deadline: Instant,
 }
 
 /// Why a call got no result. Each maps to one v1 reply frame (see
-/// [`connection`]) and, for tagged peers, to a typed error.
+/// [`connection`]) and, for tagged peers, to an [`ErrorCode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     /// Empty function name or empty params.
@@ -123,4 +129,29 @@ pub enum CallError {
     /// The dispatcher is shutting down and takes no new calls.
     #[error("dispatcher is shutting down")]
     ShuttingDown,
+}
+
+impl CallError {
+    /// The tagged protocol's code for this error.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            CallError::BadRequest => ErrorCode::BAD_REQUEST,
+            CallError::NoWorker => ErrorCode::NO_WORKER,
+            CallError::RateLimited => ErrorCode::RATE_LIMITED,
+            CallError::Timeout => ErrorCode::TIMEOUT,
+            CallError::WorkerLost => ErrorCode::WORKER_LOST,
+            CallError::ShuttingDown => ErrorCode::SHUTTING_DOWN,
+        }
+    }
+}
+
+/// How a call ended, as its job reports it to the caller's connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// The worker's result bytes.
+    Done(Bytes),
+    /// The worker reported its function failed, with this message (tagged workers only).
+    WorkerFailed(Bytes),
+    /// The dispatcher could not get a result.
+    Failed(CallError),
 }

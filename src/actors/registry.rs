@@ -13,7 +13,7 @@ use actix::prelude::*;
 use tracing::{debug, info};
 
 use super::job::{Job, JobEvent, JobLease};
-use super::worker::{Assign, Worker};
+use super::worker::{Assign, ByeDone, Worker};
 use super::{CallError, FunctionName, JobId, JobSpec, WorkerId};
 
 /// A job asks to be placed on a worker.
@@ -62,6 +62,25 @@ pub struct WorkerNamed {
     pub worker: WorkerId,
     /// Its name, as sent.
     pub name: String,
+}
+
+/// A worker set how many jobs it takes at once (`W_SLOTS`, already capped by the config).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WorkerCapacity {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Jobs it may hold at once.
+    pub max_jobs: u32,
+}
+
+/// A worker is leaving (`W_BYE`): remove it from all its functions, then tell it
+/// ([`ByeDone`](super::worker::ByeDone)) once no further job can be placed on it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WorkerBye {
+    /// The worker.
+    pub worker: WorkerId,
 }
 
 /// A worker serves a function (`W_ADD_FUNC`).
@@ -189,6 +208,16 @@ struct WorkerEntry {
     connected_since: SystemTime,
 }
 
+impl WorkerEntry {
+    /// The functions the worker serves now.
+    fn serving(&self) -> impl Iterator<Item = &FunctionName> {
+        self.functions
+            .iter()
+            .filter(|(_, load)| load.serving)
+            .map(|(name, _)| name)
+    }
+}
+
 #[derive(Default)]
 struct FunctionLoad {
     serving: bool,
@@ -251,9 +280,7 @@ impl Handler<Dispatch> for Registry {
             spec: msg.spec,
             job: msg.job,
         };
-        if let Err((waiting, error)) = self.place(waiting) {
-            waiting.job.do_send(JobEvent::Refused { error });
-        }
+        self.place(waiting);
     }
 }
 
@@ -294,6 +321,42 @@ impl Handler<WorkerNamed> for Registry {
     fn handle(&mut self, msg: WorkerNamed, _: &mut Self::Context) {
         if let Some(worker) = self.workers.get_mut(&msg.worker) {
             worker.name = Some(msg.name);
+        }
+    }
+}
+
+impl Handler<WorkerCapacity> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerCapacity, _: &mut Self::Context) {
+        let Some(worker) = self.workers.get_mut(&msg.worker) else {
+            return;
+        };
+        worker.max_jobs = msg.max_jobs;
+        let serving: Vec<FunctionName> = worker.serving().cloned().collect();
+        for function in serving {
+            self.drain_queue(&function);
+        }
+    }
+}
+
+impl Handler<WorkerBye> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerBye, _: &mut Self::Context) {
+        let Some(worker) = self.workers.get_mut(&msg.worker) else {
+            return;
+        };
+        let serving: Vec<FunctionName> = worker.serving().cloned().collect();
+        for load in worker.functions.values_mut() {
+            load.serving = false;
+        }
+        worker.functions.retain(|_, load| load.in_flight > 0);
+        // Every Assign for this worker was sent before this: the ack arrives after them.
+        worker.addr.do_send(ByeDone);
+        info!(worker = %msg.worker, functions = serving.len(), "worker leaving: functions removed");
+        for function in serving {
+            self.unlink(msg.worker, &function);
         }
     }
 }
@@ -352,20 +415,15 @@ impl Handler<JobFinished> for Registry {
             }
         }
         // The freed slot goes to the oldest waiting call of any function this worker serves.
-        let serving: Vec<FunctionName> = worker
-            .functions
-            .iter()
-            .filter(|(_, load)| load.serving)
-            .map(|(name, _)| name.clone())
+        // (An empty Vec does not allocate: the common case, no queue, costs nothing here.)
+        let functions = &self.functions;
+        let waiting: Vec<FunctionName> = worker
+            .serving()
+            .filter(|f| functions.get(*f).is_some_and(|e| !e.queue.is_empty()))
+            .cloned()
             .collect();
-        for function in serving {
-            if self
-                .functions
-                .get(&function)
-                .is_some_and(|f| !f.queue.is_empty())
-            {
-                self.drain_queue(&function);
-            }
+        for function in waiting {
+            self.drain_queue(&function);
         }
     }
 }
@@ -401,25 +459,22 @@ impl Handler<Snapshot> for Registry {
 }
 
 impl Registry {
-    /// Places a call on the least-loaded worker with a free slot, or queues it. Gives the call
-    /// back with the reason when neither is possible.
-    fn place(&mut self, waiting: Waiting) -> Result<(), (Waiting, CallError)> {
-        let Some(entry) = self.functions.get_mut(&waiting.spec.function) else {
-            return Err((waiting, CallError::NoWorker));
+    /// Places a call on the least-loaded worker with a free slot, or queues it, or refuses
+    /// it (no worker, queue full) with a message to its job.
+    fn place(&mut self, waiting: Waiting) {
+        let entry = self
+            .functions
+            .get_mut(&waiting.spec.function)
+            .filter(|entry| !entry.workers.is_empty());
+        let Some(entry) = entry else {
+            return refuse(waiting, CallError::NoWorker);
         };
-        if entry.workers.is_empty() {
-            return Err((waiting, CallError::NoWorker));
-        }
         match pick_worker(entry, &self.workers) {
-            Some(worker) => {
-                self.assign(worker, waiting);
-                Ok(())
-            }
+            Some(worker) => self.assign(worker, waiting),
             None if entry.queue.len() < self.max_queue_per_function => {
                 entry.queue.push_back(waiting);
-                Ok(())
             }
-            None => Err((waiting, CallError::RateLimited)),
+            None => refuse(waiting, CallError::RateLimited),
         }
     }
 
@@ -472,9 +527,7 @@ impl Registry {
         entry.workers.retain(|w| *w != worker);
         if entry.workers.is_empty() {
             for waiting in entry.queue.drain(..) {
-                waiting.job.do_send(JobEvent::Refused {
-                    error: CallError::NoWorker,
-                });
+                refuse(waiting, CallError::NoWorker);
             }
         }
         self.forget_if_unused(function);
@@ -511,12 +564,7 @@ impl Registry {
             .workers
             .iter()
             .map(|(id, w)| {
-                let mut functions: Vec<String> = w
-                    .functions
-                    .iter()
-                    .filter(|(_, load)| load.serving)
-                    .map(|(name, _)| name.to_string())
-                    .collect();
+                let mut functions: Vec<String> = w.serving().map(|name| name.to_string()).collect();
                 functions.sort();
                 WorkerSnapshot {
                     id: *id,
@@ -537,6 +585,10 @@ impl Registry {
             draining: self.draining,
         }
     }
+}
+
+fn refuse(waiting: Waiting, error: CallError) {
+    waiting.job.do_send(JobEvent::Refused { error });
 }
 
 /// The least-loaded worker of `entry` with a free slot; among equals, the first at or after

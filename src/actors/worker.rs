@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -15,10 +16,11 @@ use tracing::{debug, warn};
 
 use super::job::JobLease;
 use super::registry::{
-    FunctionAdded, FunctionRemoved, JobFinished, Registry, WorkerJoined, WorkerLeft, WorkerNamed,
+    FunctionAdded, FunctionRemoved, JobFinished, Registry, WorkerBye, WorkerCapacity, WorkerJoined,
+    WorkerLeft, WorkerNamed,
 };
-use super::{FunctionName, JobId, JobSpec, WorkerId};
-use crate::codec::{Frame, GetData};
+use super::{FunctionName, JobId, JobOutcome, JobSpec, WorkerId};
+use crate::codec::{Frame, GetData, Job};
 
 /// A frame for the worker's connection to write.
 #[derive(Debug, Message)]
@@ -52,15 +54,33 @@ pub struct RemoveFunction {
     pub function: FunctionName,
 }
 
-/// `W_RETURN_DATA`: the result of a job.
+/// `W_RETURN_DATA`, `W_JOB_RESULT` or `W_JOB_ERROR`: the worker's answer to a job.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct JobResult {
-    /// The job id as the worker echoed it.
-    pub job_id: Bytes,
-    /// The result bytes.
-    pub ret: Bytes,
+pub struct JobAnswer {
+    /// The job, `None` when the worker echoed an id we never sent.
+    pub job_id: Option<JobId>,
+    /// [`JobOutcome::Done`] or [`JobOutcome::WorkerFailed`].
+    pub outcome: JobOutcome,
 }
+
+/// `W_SLOTS`: the worker speaks the tagged protocol and runs `slots` jobs at once.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetSlots {
+    /// Jobs the worker runs at once.
+    pub slots: u32,
+}
+
+/// `W_BYE`: the worker is leaving; stop placing jobs on it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Bye;
+
+/// From the registry: no further job will be placed on this worker.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ByeDone;
 
 /// The registry gives the worker a job to run.
 #[derive(Debug, Message)]
@@ -90,6 +110,8 @@ pub struct Worker {
     id: WorkerId,
     peer: SocketAddr,
     max_jobs: u32,
+    /// The peer sent `W_SLOTS`: it gets `S_JOB` frames with deadline and metadata.
+    tagged: bool,
     conn: Recipient<Outgoing>,
     registry: Addr<Registry>,
     jobs: HashMap<JobId, Running>,
@@ -107,6 +129,7 @@ impl Worker {
             id: WorkerId::next(),
             peer,
             max_jobs,
+            tagged: false,
             conn,
             registry,
             jobs: HashMap::new(),
@@ -177,44 +200,90 @@ impl Handler<RemoveFunction> for Worker {
     }
 }
 
+impl Handler<SetSlots> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetSlots, _: &mut Self::Context) {
+        self.tagged = true;
+        // The configured limit stays a ceiling; a worker may ask for fewer, not more.
+        let max_jobs = msg.slots.clamp(1, self.max_jobs);
+        self.registry.do_send(WorkerCapacity {
+            worker: self.id,
+            max_jobs,
+        });
+        self.conn.do_send(Outgoing { frame: Frame::Ok });
+    }
+}
+
+impl Handler<Bye> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, _: Bye, _: &mut Self::Context) {
+        self.registry.do_send(WorkerBye { worker: self.id });
+    }
+}
+
+impl Handler<ByeDone> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, _: ByeDone, _: &mut Self::Context) {
+        self.conn.do_send(Outgoing {
+            frame: Frame::ByeAck,
+        });
+    }
+}
+
 impl Handler<Assign> for Worker {
     type Result = ();
 
     fn handle(&mut self, msg: Assign, _: &mut Self::Context) {
-        self.conn.do_send(Outgoing {
-            frame: Frame::GetData(GetData {
-                params_type: msg.spec.params_type,
-                handle_type: msg.spec.handle_type,
-                function: msg.spec.function.0.clone(),
-                params: msg.spec.params,
+        let spec = msg.spec;
+        let frame = if self.tagged {
+            let left = spec.deadline.saturating_duration_since(Instant::now());
+            Frame::Job(Job {
+                job_id: msg.job_id.0,
+                timeout_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1),
+                params_type: spec.params_type,
+                handle_type: spec.handle_type,
+                function: spec.function.0.clone(),
+                params: spec.params,
+                meta: spec.meta.map(|m| (*m).clone()).unwrap_or_default(),
+            })
+        } else {
+            Frame::GetData(GetData {
+                params_type: spec.params_type,
+                handle_type: spec.handle_type,
+                function: spec.function.0.clone(),
+                params: spec.params,
                 job_id: msg.job_id.to_wire(),
-            }),
-        });
+            })
+        };
+        self.conn.do_send(Outgoing { frame });
         self.jobs.insert(
             msg.job_id,
             Running {
-                function: msg.spec.function,
+                function: spec.function,
                 lease: msg.lease,
             },
         );
     }
 }
 
-impl Handler<JobResult> for Worker {
+impl Handler<JobAnswer> for Worker {
     type Result = ();
 
-    fn handle(&mut self, msg: JobResult, _: &mut Self::Context) {
-        let running = JobId::from_wire(&msg.job_id).and_then(|id| self.jobs.remove(&id));
+    fn handle(&mut self, msg: JobAnswer, _: &mut Self::Context) {
+        let running = msg.job_id.and_then(|id| self.jobs.remove(&id));
         let Some(running) = running else {
             warn!(
                 worker = %self.id,
                 peer = %self.peer,
-                job_id = %String::from_utf8_lossy(&msg.job_id),
-                "result for a job this worker does not hold; discarded"
+                job_id = ?msg.job_id,
+                "answer for a job this worker does not hold; discarded"
             );
             return;
         };
-        let late = !running.lease.complete(msg.ret);
+        let late = !running.lease.complete(msg.outcome);
         if late {
             debug!(worker = %self.id, function = %running.function, "late result discarded");
         }

@@ -52,10 +52,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (tcp.addr)", config.tcp.addr))?;
     let demo_addr = demo_target(listener.local_addr()?);
     actix_rt::System::new().block_on(async move {
-        if cli.demo {
-            actix_rt::spawn(nmid::demo::run_demo_worker(demo_addr));
+        let dispatcher = nmid::server::Dispatcher::start(&config, listener)?;
+        let demo = match cli.demo {
+            true => Some(nmid::demo::start_demo_worker(demo_addr)?),
+            false => None,
+        };
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new connections or calls, draining jobs in flight");
+        dispatcher.shutdown().await;
+        if let Some(demo) = demo {
+            demo.stop().await;
         }
-        nmid::server::run(config, listener, shutdown_signal()).await
+        anyhow::Ok(())
     })?;
     Ok(())
 }

@@ -59,6 +59,117 @@ impl DataType {
     pub const W_HEARTBEAT_PING: u32 = 22;
     pub const W_SET_NAME: u32 = 23;
     pub const S_HEARTBEAT_PONG: u32 = 23;
+    // Tagged extension frames (100 and up): never sent to a peer that did not send one first.
+    pub const C_CALL: u32 = 100;
+    pub const S_CALL_RESULT: u32 = 101;
+    pub const S_CALL_ERROR: u32 = 102;
+    pub const W_SLOTS: u32 = 110;
+    pub const S_JOB: u32 = 111;
+    pub const W_JOB_RESULT: u32 = 112;
+    pub const W_JOB_ERROR: u32 = 113;
+    pub const W_BYE: u32 = 114;
+    pub const S_BYE_ACK: u32 = 115;
+}
+
+/// Metadata of a tagged call or job: ordered key/value pairs such as `traceparent` and
+/// `tracestate`. On the wire: `count u32`, then `len(key) key len(value) value` per pair.
+pub type Metadata = Vec<(Bytes, Bytes)>;
+
+/// Why a tagged call failed (`S_CALL_ERROR`), as a number a caller can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ErrorCode(pub u32);
+
+impl ErrorCode {
+    /// Empty function name or params, or an invalid request.
+    pub const BAD_REQUEST: Self = Self(1);
+    /// No worker serves the function.
+    pub const NO_WORKER: Self = Self(2);
+    /// Every worker is full and the queue is full.
+    pub const RATE_LIMITED: Self = Self(3);
+    /// The call's deadline passed.
+    pub const TIMEOUT: Self = Self(4);
+    /// The job's worker was lost and no retry was possible.
+    pub const WORKER_LOST: Self = Self(5);
+    /// The worker's function failed (`W_JOB_ERROR`); the message is the worker's.
+    pub const WORKER_ERROR: Self = Self(6);
+    /// The dispatcher is shutting down.
+    pub const SHUTTING_DOWN: Self = Self(7);
+}
+
+/// `C_CALL` (100), client -> server: a call tagged with the client's request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Chosen by the client; echoed in the reply, so calls pipeline on one connection.
+    pub request_id: u64,
+    /// The call's time budget in milliseconds; 0 means the dispatcher's default.
+    pub timeout_ms: u32,
+    /// How `params` is encoded.
+    pub params_type: ParamsType,
+    /// `params_handle_type`, passed through.
+    pub handle_type: u32,
+    /// The function name.
+    pub function: Bytes,
+    /// The call's parameters.
+    pub params: Bytes,
+    /// Trace context and other small metadata.
+    pub meta: Metadata,
+}
+
+/// `S_CALL_RESULT` (101), server -> client: the result of a tagged call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallResult {
+    /// The request id of the call.
+    pub request_id: u64,
+    /// The worker's result bytes.
+    pub ret: Bytes,
+}
+
+/// `S_CALL_ERROR` (102), server -> client: why a tagged call got no result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    /// The request id of the call.
+    pub request_id: u64,
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// A human-readable message (the worker's, for `WORKER_ERROR`).
+    pub message: Bytes,
+}
+
+/// `S_JOB` (111), server -> tagged worker: a job with its id, time budget and metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The dispatcher's job id, to echo in the result.
+    pub job_id: u64,
+    /// Milliseconds left before the caller stops waiting.
+    pub timeout_ms: u32,
+    /// How `params` is encoded.
+    pub params_type: ParamsType,
+    /// `params_handle_type`, as the client sent it.
+    pub handle_type: u32,
+    /// The function to run.
+    pub function: Bytes,
+    /// The call's parameters.
+    pub params: Bytes,
+    /// The call's metadata (trace context).
+    pub meta: Metadata,
+}
+
+/// `W_JOB_RESULT` (112), worker -> server: a tagged job's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResult {
+    /// The job id from `S_JOB`.
+    pub job_id: u64,
+    /// The result bytes.
+    pub ret: Bytes,
+}
+
+/// `W_JOB_ERROR` (113), worker -> server: a tagged job's function failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    /// The job id from `S_JOB`.
+    pub job_id: u64,
+    /// Why, for the caller.
+    pub message: Bytes,
 }
 
 /// `params_type`: how the params bytes are encoded. Kept as the raw value so that any value a
@@ -183,6 +294,28 @@ pub enum Frame {
     },
     /// `C_DO_JOB` (16), client -> server.
     DoJob(DoJob),
+    /// `C_CALL` (100), client -> server: a tagged call.
+    Call(Call),
+    /// `S_CALL_RESULT` (101), server -> client.
+    CallResult(CallResult),
+    /// `S_CALL_ERROR` (102), server -> client.
+    CallError(CallError),
+    /// `W_SLOTS` (110), worker -> server: the worker takes tagged jobs, at most `slots` at
+    /// once. Answered with `OK`.
+    Slots {
+        /// Jobs the worker runs at once.
+        slots: u32,
+    },
+    /// `S_JOB` (111), server -> tagged worker.
+    Job(Job),
+    /// `W_JOB_RESULT` (112), worker -> server.
+    JobResult(JobResult),
+    /// `W_JOB_ERROR` (113), worker -> server.
+    JobError(JobError),
+    /// `W_BYE` (114), worker -> server: send me no more jobs.
+    Bye,
+    /// `S_BYE_ACK` (115), server -> worker: every job for this worker has been sent.
+    ByeAck,
 }
 
 impl Frame {
@@ -199,15 +332,23 @@ impl Frame {
             | Frame::ReturnData(_)
             | Frame::RateLimit
             | Frame::Breaker
-            | Frame::HeartbeatPong => ConnType::Server,
+            | Frame::HeartbeatPong
+            | Frame::CallResult(_)
+            | Frame::CallError(_)
+            | Frame::Job(_)
+            | Frame::ByeAck => ConnType::Server,
             Frame::WakeUp
             | Frame::GrabJob
             | Frame::AddFunc { .. }
             | Frame::DelFunc { .. }
             | Frame::WorkerReturn(_)
             | Frame::HeartbeatPing { .. }
-            | Frame::SetName { .. } => ConnType::Worker,
-            Frame::DoJob(_) => ConnType::Client,
+            | Frame::SetName { .. }
+            | Frame::Slots { .. }
+            | Frame::JobResult(_)
+            | Frame::JobError(_)
+            | Frame::Bye => ConnType::Worker,
+            Frame::DoJob(_) | Frame::Call(_) => ConnType::Client,
         }
     }
 
@@ -233,6 +374,15 @@ impl Frame {
             Frame::HeartbeatPing { .. } => DataType::W_HEARTBEAT_PING,
             Frame::SetName { .. } => DataType::W_SET_NAME,
             Frame::DoJob(_) => DataType::C_DO_JOB,
+            Frame::Call(_) => DataType::C_CALL,
+            Frame::CallResult(_) => DataType::S_CALL_RESULT,
+            Frame::CallError(_) => DataType::S_CALL_ERROR,
+            Frame::Slots { .. } => DataType::W_SLOTS,
+            Frame::Job(_) => DataType::S_JOB,
+            Frame::JobResult(_) => DataType::W_JOB_RESULT,
+            Frame::JobError(_) => DataType::W_JOB_ERROR,
+            Frame::Bye => DataType::W_BYE,
+            Frame::ByeAck => DataType::S_BYE_ACK,
         }
     }
 
@@ -258,6 +408,15 @@ impl Frame {
             Frame::HeartbeatPing { .. } => "W_HEARTBEAT_PING",
             Frame::SetName { .. } => "W_SET_NAME",
             Frame::DoJob(_) => "C_DO_JOB",
+            Frame::Call(_) => "C_CALL",
+            Frame::CallResult(_) => "S_CALL_RESULT",
+            Frame::CallError(_) => "S_CALL_ERROR",
+            Frame::Slots { .. } => "W_SLOTS",
+            Frame::Job(_) => "S_JOB",
+            Frame::JobResult(_) => "W_JOB_RESULT",
+            Frame::JobError(_) => "W_JOB_ERROR",
+            Frame::Bye => "W_BYE",
+            Frame::ByeAck => "S_BYE_ACK",
         }
     }
 }

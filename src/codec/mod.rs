@@ -26,6 +26,24 @@
 //! S_RETURN_DATA (11)  len(fn) | len(params) | len(ret) | fn | params | ret
 //! ```
 //!
+//! Tagged extension frames (data types 100 and up; a v1 peer never receives one unless it
+//! sent one first). `u64` ids are big-endian; `meta` is `count u32` then `len(k) k len(v) v`
+//! per pair:
+//!
+//! ```text
+//! C_CALL (100)        request_id u64 | timeout_ms | params_type | handle_type | len(fn) | fn
+//!                     | len(params) | params | meta
+//! S_CALL_RESULT (101) request_id u64 | len(ret) | ret
+//! S_CALL_ERROR (102)  request_id u64 | code | len(message) | message
+//! W_SLOTS (110)       slots
+//! S_JOB (111)         job_id u64 | timeout_ms | params_type | handle_type | len(fn) | fn
+//!                     | len(params) | params | meta
+//! W_JOB_RESULT (112)  job_id u64 | len(ret) | ret
+//! W_JOB_ERROR (113)   job_id u64 | len(message) | message
+//! W_BYE (114)         (empty)
+//! S_BYE_ACK (115)     (empty)
+//! ```
+//!
 //! [`decode`] checks the announced body length against the configured maximum before it
 //! allocates anything, and checks every inner length against the body it sits in.
 
@@ -33,8 +51,9 @@ mod frame;
 mod wire;
 
 pub use frame::{
-    ConnType, DataType, DoJob, Frame, GetData, ParamsType, ReturnData, WorkerReturn,
-    HANDLE_TYPE_ENCODE, HANDLE_TYPE_ORIGINAL,
+    Call, CallError, CallResult, ConnType, DataType, DoJob, ErrorCode, Frame, GetData, Job,
+    JobError, JobResult, Metadata, ParamsType, ReturnData, WorkerReturn, HANDLE_TYPE_ENCODE,
+    HANDLE_TYPE_ORIGINAL,
 };
 pub use wire::{decode, encode, encoded_len, NmidCodec, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
 

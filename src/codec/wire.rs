@@ -4,7 +4,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::frame::{
-    ConnType, DataType, DoJob, Frame, GetData, ParamsType, ReturnData, WorkerReturn,
+    Call, CallError, CallResult, ConnType, DataType, DoJob, ErrorCode, Frame, GetData, Job,
+    JobError, JobResult, Metadata, ParamsType, ReturnData, WorkerReturn,
 };
 use super::CodecError;
 
@@ -91,6 +92,42 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
             dst.put_slice(&ret.params);
             dst.put_slice(&ret.ret);
         }
+        Frame::Call(call) => {
+            dst.put_u64(call.request_id);
+            dst.put_u32(call.timeout_ms);
+            dst.put_u32(call.params_type.0);
+            dst.put_u32(call.handle_type);
+            put_field(dst, &call.function);
+            put_field(dst, &call.params);
+            put_meta(dst, &call.meta);
+        }
+        Frame::Job(job) => {
+            dst.put_u64(job.job_id);
+            dst.put_u32(job.timeout_ms);
+            dst.put_u32(job.params_type.0);
+            dst.put_u32(job.handle_type);
+            put_field(dst, &job.function);
+            put_field(dst, &job.params);
+            put_meta(dst, &job.meta);
+        }
+        Frame::CallResult(r) => {
+            dst.put_u64(r.request_id);
+            put_field(dst, &r.ret);
+        }
+        Frame::CallError(e) => {
+            dst.put_u64(e.request_id);
+            dst.put_u32(e.code.0);
+            put_field(dst, &e.message);
+        }
+        Frame::JobResult(r) => {
+            dst.put_u64(r.job_id);
+            put_field(dst, &r.ret);
+        }
+        Frame::JobError(e) => {
+            dst.put_u64(e.job_id);
+            put_field(dst, &e.message);
+        }
+        Frame::Slots { slots } => dst.put_u32(*slots),
         Frame::AddFunc { function } | Frame::DelFunc { function } => dst.put_slice(function),
         Frame::HeartbeatPing { body } => dst.put_slice(body),
         Frame::SetName { name } => dst.put_slice(name),
@@ -104,7 +141,9 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
         | Frame::Breaker
         | Frame::HeartbeatPong
         | Frame::WakeUp
-        | Frame::GrabJob => {}
+        | Frame::GrabJob
+        | Frame::Bye
+        | Frame::ByeAck => {}
     }
     Ok(())
 }
@@ -121,7 +160,26 @@ pub fn encoded_len(frame: &Frame) -> usize {
         Frame::AddFunc { function } | Frame::DelFunc { function } => function.len(),
         Frame::HeartbeatPing { body } => body.len(),
         Frame::SetName { name } => name.len(),
-        _ => 0,
+        Frame::Call(c) => 28 + c.function.len() + c.params.len() + meta_len(&c.meta),
+        Frame::Job(j) => 28 + j.function.len() + j.params.len() + meta_len(&j.meta),
+        Frame::CallResult(r) => 12 + r.ret.len(),
+        Frame::CallError(e) => 16 + e.message.len(),
+        Frame::JobResult(r) => 12 + r.ret.len(),
+        Frame::JobError(e) => 12 + e.message.len(),
+        Frame::Slots { .. } => 4,
+        Frame::Ok
+        | Frame::Error
+        | Frame::CantDo
+        | Frame::NoJob
+        | Frame::ToSleep
+        | Frame::Wakeuped
+        | Frame::RateLimit
+        | Frame::Breaker
+        | Frame::HeartbeatPong
+        | Frame::WakeUp
+        | Frame::GrabJob
+        | Frame::Bye
+        | Frame::ByeAck => 0,
     };
     HEADER_LEN + body
 }
@@ -129,6 +187,21 @@ pub fn encoded_len(frame: &Frame) -> usize {
 fn put_field(dst: &mut BytesMut, field: &[u8]) {
     dst.put_u32(field.len() as u32);
     dst.put_slice(field);
+}
+
+fn put_meta(dst: &mut BytesMut, meta: &Metadata) {
+    dst.put_u32(meta.len() as u32);
+    for (key, value) in meta {
+        put_field(dst, key);
+        put_field(dst, value);
+    }
+}
+
+fn meta_len(meta: &Metadata) -> usize {
+    4 + meta
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.len())
+        .sum::<usize>()
 }
 
 fn check_data_type(sender: ConnType, data_type: u32) -> Result<(), CodecError> {
@@ -146,6 +219,10 @@ fn check_data_type(sender: ConnType, data_type: u32) -> Result<(), CodecError> {
                 | DataType::RATELIMIT
                 | DataType::BREAKER
                 | DataType::S_HEARTBEAT_PONG
+                | DataType::S_CALL_RESULT
+                | DataType::S_CALL_ERROR
+                | DataType::S_JOB
+                | DataType::S_BYE_ACK
         ),
         ConnType::Worker => matches!(
             data_type,
@@ -156,8 +233,12 @@ fn check_data_type(sender: ConnType, data_type: u32) -> Result<(), CodecError> {
                 | DataType::W_RETURN_DATA
                 | DataType::W_HEARTBEAT_PING
                 | DataType::W_SET_NAME
+                | DataType::W_SLOTS
+                | DataType::W_JOB_RESULT
+                | DataType::W_JOB_ERROR
+                | DataType::W_BYE
         ),
-        ConnType::Client => data_type == DataType::C_DO_JOB,
+        ConnType::Client => matches!(data_type, DataType::C_DO_JOB | DataType::C_CALL),
         ConnType::Service => false,
     };
     if valid {
@@ -234,6 +315,79 @@ fn parse_body(sender: ConnType, data_type: u32, body: Bytes) -> Result<Frame, Co
                 ret,
             })
         }
+        (ConnType::Client, DataType::C_CALL) => {
+            let mut r = BodyReader::new("C_CALL", body);
+            let frame = Frame::Call(Call {
+                request_id: r.u64("request_id")?,
+                timeout_ms: r.u32("timeout_ms")?,
+                params_type: ParamsType(r.u32("params_type")?),
+                handle_type: r.u32("params_handle_type")?,
+                function: r.field("handle")?,
+                params: r.field("params")?,
+                meta: r.meta()?,
+            });
+            r.finish()?;
+            frame
+        }
+        (ConnType::Server, DataType::S_JOB) => {
+            let mut r = BodyReader::new("S_JOB", body);
+            let frame = Frame::Job(Job {
+                job_id: r.u64("job_id")?,
+                timeout_ms: r.u32("timeout_ms")?,
+                params_type: ParamsType(r.u32("params_type")?),
+                handle_type: r.u32("params_handle_type")?,
+                function: r.field("handle")?,
+                params: r.field("params")?,
+                meta: r.meta()?,
+            });
+            r.finish()?;
+            frame
+        }
+        (ConnType::Server, DataType::S_CALL_RESULT) => {
+            let mut r = BodyReader::new("S_CALL_RESULT", body);
+            let frame = Frame::CallResult(CallResult {
+                request_id: r.u64("request_id")?,
+                ret: r.field("ret")?,
+            });
+            r.finish()?;
+            frame
+        }
+        (ConnType::Server, DataType::S_CALL_ERROR) => {
+            let mut r = BodyReader::new("S_CALL_ERROR", body);
+            let frame = Frame::CallError(CallError {
+                request_id: r.u64("request_id")?,
+                code: ErrorCode(r.u32("code")?),
+                message: r.field("message")?,
+            });
+            r.finish()?;
+            frame
+        }
+        (ConnType::Worker, DataType::W_JOB_RESULT) => {
+            let mut r = BodyReader::new("W_JOB_RESULT", body);
+            let frame = Frame::JobResult(JobResult {
+                job_id: r.u64("job_id")?,
+                ret: r.field("ret")?,
+            });
+            r.finish()?;
+            frame
+        }
+        (ConnType::Worker, DataType::W_JOB_ERROR) => {
+            let mut r = BodyReader::new("W_JOB_ERROR", body);
+            let frame = Frame::JobError(JobError {
+                job_id: r.u64("job_id")?,
+                message: r.field("message")?,
+            });
+            r.finish()?;
+            frame
+        }
+        (ConnType::Worker, DataType::W_SLOTS) => {
+            let mut r = BodyReader::new("W_SLOTS", body);
+            let slots = r.u32("slots")?;
+            r.finish()?;
+            Frame::Slots { slots }
+        }
+        (ConnType::Worker, DataType::W_BYE) => empty("W_BYE", body, Frame::Bye)?,
+        (ConnType::Server, DataType::S_BYE_ACK) => empty("S_BYE_ACK", body, Frame::ByeAck)?,
         (ConnType::Worker, DataType::W_ADD_FUNC) => Frame::AddFunc { function: body },
         (ConnType::Worker, DataType::W_DEL_FUNC) => Frame::DelFunc { function: body },
         (ConnType::Worker, DataType::W_HEARTBEAT_PING) => Frame::HeartbeatPing { body },
@@ -296,6 +450,26 @@ impl BodyReader {
             return Err(self.truncated(field));
         }
         Ok(self.body.split_to(len))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, CodecError> {
+        if self.body.len() < 8 {
+            return Err(self.truncated(field));
+        }
+        Ok(self.body.get_u64())
+    }
+
+    /// `count u32`, then that many key/value fields. The count cannot make us allocate more
+    /// than the body could hold (each pair takes at least 8 bytes).
+    fn meta(&mut self) -> Result<Metadata, CodecError> {
+        let count = self.u32("meta_count")? as usize;
+        let mut meta = Vec::with_capacity(count.min(self.body.len() / 8));
+        for _ in 0..count {
+            let key = self.field("meta_key")?;
+            let value = self.field("meta_value")?;
+            meta.push((key, value));
+        }
+        Ok(meta)
     }
 
     /// A `u32` length followed by that many bytes.
@@ -364,6 +538,7 @@ impl Encoder<Frame> for NmidCodec {
 mod tests {
     use super::*;
     use crate::codec::{HANDLE_TYPE_ENCODE, HANDLE_TYPE_ORIGINAL};
+    use std::time::{Duration, Instant};
 
     // Fixture pairs: each `sample_x()` is the frame, `sample_x_bytes()` its exact wire form.
 
@@ -512,6 +687,207 @@ mod tests {
         parts.concat()
     }
 
+    // Tagged extension frames (data types 100 and up).
+
+    /// W3C trace context of the tagged samples.
+    const TRACEPARENT: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const TRACESTATE: &[u8] = b"congo=t61rcWkgMzE";
+
+    /// A request id with bits in both halves, so that a u32 write of it would show.
+    const REQUEST_ID: u64 = 0x0000_0001_0000_002a;
+    /// A job id with the top bit set, so that a signed or narrowed write of it would show.
+    const JOB_ID: u64 = 0x8000_0000_0000_0009;
+
+    /// A client's tagged call of `ToUpper`, carrying trace context as two metadata pairs.
+    fn sample_call() -> Frame {
+        Frame::Call(Call {
+            request_id: REQUEST_ID,
+            timeout_ms: 5000,
+            params_type: ParamsType::MSGPACK,
+            handle_type: HANDLE_TYPE_ENCODE,
+            function: Bytes::from_static(b"ToUpper"),
+            params: Bytes::from_static(b"\x81\xa4name\xa4nmid"),
+            meta: vec![
+                (
+                    Bytes::from_static(b"traceparent"),
+                    Bytes::from_static(TRACEPARENT),
+                ),
+                (
+                    Bytes::from_static(b"tracestate"),
+                    Bytes::from_static(TRACESTATE),
+                ),
+            ],
+        })
+    }
+
+    fn sample_call_bytes() -> Vec<u8> {
+        let parts: &[&[u8]] = &[
+            &[0, 0, 0, 3],                // conn_type: client
+            &[0, 0, 0, 100],              // data_type: C_CALL
+            &[0, 0, 0, 159],              // body_len
+            &[0, 0, 0, 1, 0, 0, 0, 0x2a], // request_id: u64 BE 0x1_0000_002a
+            &[0, 0, 0x13, 0x88],          // timeout_ms: 5000
+            &[0, 0, 0, 5],                // params_type: msgpack
+            &[0, 0, 0, 10],               // params_handle_type: encode
+            &[0, 0, 0, 7],                // handle_len
+            b"ToUpper",                   // handle
+            &[0, 0, 0, 11],               // params_len
+            &[0x81, 0xa4],                // params: fixmap(1), fixstr(4)
+            b"name",                      //   key
+            &[0xa4],                      //   fixstr(4)
+            b"nmid",                      //   value
+            &[0, 0, 0, 2],                // meta_count
+            &[0, 0, 0, 11],               // meta[0] key_len
+            b"traceparent",               // meta[0] key
+            &[0, 0, 0, 55],               // meta[0] value_len
+            TRACEPARENT,                  // meta[0] value
+            &[0, 0, 0, 10],               // meta[1] key_len
+            b"tracestate",                // meta[1] key
+            &[0, 0, 0, 17],               // meta[1] value_len
+            TRACESTATE,                   // meta[1] value
+        ];
+        parts.concat()
+    }
+
+    /// A tagged job pushed to a worker: JSON params, the remaining budget, one metadata pair.
+    fn sample_job() -> Frame {
+        Frame::Job(Job {
+            job_id: JOB_ID,
+            timeout_ms: 4750,
+            params_type: ParamsType::JSON,
+            handle_type: HANDLE_TYPE_ORIGINAL,
+            function: Bytes::from_static(b"ToUpper"),
+            params: Bytes::from_static(b"{\"a\":1}"),
+            meta: vec![(
+                Bytes::from_static(b"traceparent"),
+                Bytes::from_static(TRACEPARENT),
+            )],
+        })
+    }
+
+    fn sample_job_bytes() -> Vec<u8> {
+        let parts: &[&[u8]] = &[
+            &[0, 0, 0, 1],                // conn_type: server
+            &[0, 0, 0, 111],              // data_type: S_JOB
+            &[0, 0, 0, 120],              // body_len
+            &[0x80, 0, 0, 0, 0, 0, 0, 9], // job_id: u64 BE 0x8000_0000_0000_0009
+            &[0, 0, 0x12, 0x8e],          // timeout_ms: 4750
+            &[0, 0, 0, 6],                // params_type: JSON
+            &[0, 0, 0, 11],               // params_handle_type: original
+            &[0, 0, 0, 7],                // handle_len
+            b"ToUpper",                   // handle
+            &[0, 0, 0, 7],                // params_len
+            b"{\"a\":1}",                 // params
+            &[0, 0, 0, 1],                // meta_count
+            &[0, 0, 0, 11],               // meta[0] key_len
+            b"traceparent",               // meta[0] key
+            &[0, 0, 0, 55],               // meta[0] value_len
+            TRACEPARENT,                  // meta[0] value
+        ];
+        parts.concat()
+    }
+
+    /// The result of the sample call, tagged with its request id.
+    fn sample_call_result() -> Frame {
+        Frame::CallResult(CallResult {
+            request_id: REQUEST_ID,
+            ret: Bytes::from_static(b"\x81\xa4Code\x00"),
+        })
+    }
+
+    fn sample_call_result_bytes() -> Vec<u8> {
+        let parts: &[&[u8]] = &[
+            &[0, 0, 0, 1],                // conn_type: server
+            &[0, 0, 0, 101],              // data_type: S_CALL_RESULT
+            &[0, 0, 0, 19],               // body_len
+            &[0, 0, 0, 1, 0, 0, 0, 0x2a], // request_id
+            &[0, 0, 0, 7],                // ret_len
+            &[0x81, 0xa4],                // ret: fixmap(1), fixstr(4)
+            b"Code",                      //   key
+            &[0x00],                      //   value: positive fixint 0
+        ];
+        parts.concat()
+    }
+
+    /// The sample call refused: no worker serves the function.
+    fn sample_call_error() -> Frame {
+        Frame::CallError(CallError {
+            request_id: REQUEST_ID,
+            code: ErrorCode::NO_WORKER,
+            message: Bytes::from_static(b"no worker for ToUpper"),
+        })
+    }
+
+    fn sample_call_error_bytes() -> Vec<u8> {
+        let parts: &[&[u8]] = &[
+            &[0, 0, 0, 1],                // conn_type: server
+            &[0, 0, 0, 102],              // data_type: S_CALL_ERROR
+            &[0, 0, 0, 37],               // body_len
+            &[0, 0, 0, 1, 0, 0, 0, 0x2a], // request_id
+            &[0, 0, 0, 2],                // code: NO_WORKER
+            &[0, 0, 0, 21],               // message_len
+            b"no worker for ToUpper",     // message
+        ];
+        parts.concat()
+    }
+
+    /// A tagged worker's result for the sample job.
+    fn sample_job_result() -> Frame {
+        Frame::JobResult(JobResult {
+            job_id: JOB_ID,
+            ret: Bytes::from_static(b"\x81\xa4Code\x00"),
+        })
+    }
+
+    fn sample_job_result_bytes() -> Vec<u8> {
+        let parts: &[&[u8]] = &[
+            &[0, 0, 0, 2],                // conn_type: worker
+            &[0, 0, 0, 112],              // data_type: W_JOB_RESULT
+            &[0, 0, 0, 19],               // body_len
+            &[0x80, 0, 0, 0, 0, 0, 0, 9], // job_id
+            &[0, 0, 0, 7],                // ret_len
+            &[0x81, 0xa4],                // ret: fixmap(1), fixstr(4)
+            b"Code",                      //   key
+            &[0x00],                      //   value: positive fixint 0
+        ];
+        parts.concat()
+    }
+
+    /// The sample job's function failed on the worker.
+    fn sample_job_error() -> Frame {
+        Frame::JobError(JobError {
+            job_id: JOB_ID,
+            message: Bytes::from_static(b"division by zero"),
+        })
+    }
+
+    fn sample_job_error_bytes() -> Vec<u8> {
+        let parts: &[&[u8]] = &[
+            &[0, 0, 0, 2],                // conn_type: worker
+            &[0, 0, 0, 113],              // data_type: W_JOB_ERROR
+            &[0, 0, 0, 28],               // body_len
+            &[0x80, 0, 0, 0, 0, 0, 0, 9], // job_id
+            &[0, 0, 0, 16],               // message_len
+            b"division by zero",          // message
+        ];
+        parts.concat()
+    }
+
+    /// A worker switching to tagged jobs, eight at a time.
+    fn sample_slots() -> Frame {
+        Frame::Slots { slots: 8 }
+    }
+
+    fn sample_slots_bytes() -> Vec<u8> {
+        let parts: &[&[u8]] = &[
+            &[0, 0, 0, 2],   // conn_type: worker
+            &[0, 0, 0, 110], // data_type: W_SLOTS
+            &[0, 0, 0, 4],   // body_len
+            &[0, 0, 0, 8],   // slots, no length prefix
+        ];
+        parts.concat()
+    }
+
     fn samples() -> Vec<(Frame, Vec<u8>)> {
         vec![
             (sample_do_job(), sample_do_job_bytes()),
@@ -520,6 +896,13 @@ mod tests {
             (sample_return_data(), sample_return_data_bytes()),
             (sample_set_name(), sample_set_name_bytes()),
             (sample_heartbeat_ping(), sample_heartbeat_ping_bytes()),
+            (sample_call(), sample_call_bytes()),
+            (sample_job(), sample_job_bytes()),
+            (sample_call_result(), sample_call_result_bytes()),
+            (sample_call_error(), sample_call_error_bytes()),
+            (sample_job_result(), sample_job_result_bytes()),
+            (sample_job_error(), sample_job_error_bytes()),
+            (sample_slots(), sample_slots_bytes()),
         ]
     }
 
@@ -546,10 +929,19 @@ mod tests {
             Frame::HeartbeatPing { .. } => 16,
             Frame::SetName { .. } => 17,
             Frame::DoJob(_) => 18,
+            Frame::Call(_) => 19,
+            Frame::CallResult(_) => 20,
+            Frame::CallError(_) => 21,
+            Frame::Slots { .. } => 22,
+            Frame::Job(_) => 23,
+            Frame::JobResult(_) => 24,
+            Frame::JobError(_) => 25,
+            Frame::Bye => 26,
+            Frame::ByeAck => 27,
         }
     }
 
-    const VARIANT_COUNT: usize = 19;
+    const VARIANT_COUNT: usize = 28;
 
     /// One frame of every variant, in `variant_index` order.
     fn every_frame() -> Vec<Frame> {
@@ -577,6 +969,15 @@ mod tests {
             sample_heartbeat_ping(),
             sample_set_name(),
             sample_do_job(),
+            sample_call(),
+            sample_call_result(),
+            sample_call_error(),
+            sample_slots(),
+            sample_job(),
+            sample_job_result(),
+            sample_job_error(),
+            Frame::Bye,
+            Frame::ByeAck,
         ]
     }
 
@@ -679,6 +1080,52 @@ mod tests {
             },
             Frame::HeartbeatPing { body: Bytes::new() },
             Frame::SetName { name: Bytes::new() },
+            Frame::Call(Call {
+                request_id: 0,
+                timeout_ms: 0,
+                params_type: ParamsType(0),
+                handle_type: 0,
+                function: Bytes::new(),
+                params: Bytes::new(),
+                meta: Vec::new(),
+            }),
+            Frame::Call(Call {
+                request_id: u64::MAX,
+                timeout_ms: u32::MAX,
+                params_type: ParamsType(u32::MAX),
+                handle_type: u32::MAX,
+                function: Bytes::new(),
+                params: Bytes::new(),
+                meta: vec![(Bytes::new(), Bytes::new()), (Bytes::new(), Bytes::new())],
+            }),
+            Frame::Job(Job {
+                job_id: u64::MAX,
+                timeout_ms: 0,
+                params_type: ParamsType(0),
+                handle_type: 0,
+                function: Bytes::new(),
+                params: Bytes::new(),
+                meta: Vec::new(),
+            }),
+            Frame::CallResult(CallResult {
+                request_id: 0,
+                ret: Bytes::new(),
+            }),
+            Frame::CallError(CallError {
+                request_id: u64::MAX,
+                code: ErrorCode(u32::MAX),
+                message: Bytes::new(),
+            }),
+            Frame::JobResult(JobResult {
+                job_id: 0,
+                ret: Bytes::new(),
+            }),
+            Frame::JobError(JobError {
+                job_id: u64::MAX,
+                message: Bytes::new(),
+            }),
+            Frame::Slots { slots: 0 },
+            Frame::Slots { slots: u32::MAX },
         ];
         for frame in frames {
             let mut buf = BytesMut::from(&encoded(&frame)[..]);
@@ -836,7 +1283,24 @@ mod tests {
             (1, 6),   // HAVE_JOB: reserved
             (3, 17),  // C_GET_DATA: reserved
             (1, 0),   // zero
-            (1, 100), // beyond v1
+            (3, 111), // client sends S_JOB
+            (3, 101), // client sends S_CALL_RESULT
+            (3, 110), // client sends W_SLOTS
+            (3, 114), // client sends W_BYE
+            (2, 100), // worker sends C_CALL
+            (2, 101), // worker sends S_CALL_RESULT
+            (2, 111), // worker sends S_JOB
+            (2, 115), // worker sends S_BYE_ACK
+            (1, 100), // server sends C_CALL
+            (1, 110), // server sends W_SLOTS
+            (1, 112), // server sends W_JOB_RESULT
+            (1, 113), // server sends W_JOB_ERROR
+            (1, 114), // server sends W_BYE
+            (4, 100), // service sends C_CALL
+            (4, 111), // service sends S_JOB
+            (3, 103), // unassigned, between the call and worker ranges
+            (2, 116), // unassigned, past the last tagged type
+            (1, 99),  // unassigned, just below the tagged range
         ];
         for &(conn_type, data_type) in cases {
             let mut buf = raw_frame(conn_type, data_type, b"");
@@ -886,6 +1350,22 @@ mod tests {
             (sample_return_data_bytes(), 12, "S_RETURN_DATA", "handle"),
             (sample_return_data_bytes(), 16, "S_RETURN_DATA", "params"),
             (sample_return_data_bytes(), 20, "S_RETURN_DATA", "ret"),
+            (sample_call_bytes(), 32, "C_CALL", "handle"),
+            (sample_call_bytes(), 43, "C_CALL", "params"),
+            (sample_call_bytes(), 58, "C_CALL", "meta_key"), // meta_count
+            (sample_call_bytes(), 62, "C_CALL", "meta_key"),
+            (sample_call_bytes(), 77, "C_CALL", "meta_value"),
+            (sample_call_bytes(), 136, "C_CALL", "meta_key"),
+            (sample_call_bytes(), 150, "C_CALL", "meta_value"),
+            (sample_job_bytes(), 32, "S_JOB", "handle"),
+            (sample_job_bytes(), 43, "S_JOB", "params"),
+            (sample_job_bytes(), 54, "S_JOB", "meta_key"), // meta_count
+            (sample_job_bytes(), 58, "S_JOB", "meta_key"),
+            (sample_job_bytes(), 73, "S_JOB", "meta_value"),
+            (sample_call_result_bytes(), 20, "S_CALL_RESULT", "ret"),
+            (sample_call_error_bytes(), 24, "S_CALL_ERROR", "message"),
+            (sample_job_result_bytes(), 20, "W_JOB_RESULT", "ret"),
+            (sample_job_error_bytes(), 20, "W_JOB_ERROR", "message"),
         ];
         for (mut bytes, offset, frame, field) in cases {
             for bad_len in [1000u32, u32::MAX] {
@@ -919,6 +1399,24 @@ mod tests {
             (1, 10, &[0; 16], "S_GET_DATA", "job_id_len"),
             (2, 15, &[0, 0, 0, 0, 0, 0, 0, 0, 0], "W_RETURN_DATA", "ret"),
             (1, 11, &[0; 11], "S_RETURN_DATA", "ret_len"),
+            (3, 100, &[0; 7], "C_CALL", "request_id"),
+            (3, 100, &[0; 8], "C_CALL", "timeout_ms"),
+            (3, 100, &[0; 12], "C_CALL", "params_type"),
+            (3, 100, &[0; 16], "C_CALL", "params_handle_type"),
+            (3, 100, &[0; 20], "C_CALL", "handle"),
+            (3, 100, &[0; 24], "C_CALL", "params"),
+            (3, 100, &[0; 28], "C_CALL", "meta_count"),
+            (3, 100, &[0; 31], "C_CALL", "meta_count"),
+            (1, 111, &[], "S_JOB", "job_id"),
+            (1, 111, &[0; 8], "S_JOB", "timeout_ms"),
+            (1, 111, &[0; 28], "S_JOB", "meta_count"),
+            (1, 101, &[0; 8], "S_CALL_RESULT", "ret"),
+            (1, 102, &[0; 8], "S_CALL_ERROR", "code"),
+            (1, 102, &[0; 12], "S_CALL_ERROR", "message"),
+            (2, 112, &[0; 4], "W_JOB_RESULT", "job_id"),
+            (2, 113, &[0; 11], "W_JOB_ERROR", "message"),
+            (2, 110, &[], "W_SLOTS", "slots"),
+            (2, 110, &[0; 3], "W_SLOTS", "slots"),
         ];
         for &(conn_type, data_type, body, frame, field) in cases {
             let mut buf = raw_frame(conn_type, data_type, body);
@@ -941,6 +1439,13 @@ mod tests {
             (sample_get_data_bytes(), "S_GET_DATA"),
             (sample_worker_return_bytes(), "W_RETURN_DATA"),
             (sample_return_data_bytes(), "S_RETURN_DATA"),
+            (sample_call_bytes(), "C_CALL"),
+            (sample_job_bytes(), "S_JOB"),
+            (sample_call_result_bytes(), "S_CALL_RESULT"),
+            (sample_call_error_bytes(), "S_CALL_ERROR"),
+            (sample_job_result_bytes(), "W_JOB_RESULT"),
+            (sample_job_error_bytes(), "W_JOB_ERROR"),
+            (sample_slots_bytes(), "W_SLOTS"),
         ];
         for (bytes, frame) in cases {
             let conn_type = u32::from_be_bytes(bytes[0..4].try_into().unwrap());
@@ -974,6 +1479,8 @@ mod tests {
             (1, 23, "S_HEARTBEAT_PONG"),
             (2, 8, "WAKEUP"),
             (2, 12, "W_GRAB_JOB"),
+            (2, 114, "W_BYE"),
+            (1, 115, "S_BYE_ACK"),
         ];
         for &(conn_type, data_type, frame) in cases {
             let mut buf = raw_frame(conn_type, data_type, b"!");
@@ -986,5 +1493,143 @@ mod tests {
                 "{frame}: {got:?}"
             );
         }
+    }
+    /// A tagged data type from the wrong sender is refused from the header alone, before its
+    /// body arrives, exactly like a v1 one.
+    #[test]
+    fn a_tagged_data_type_from_the_wrong_sender_is_refused_from_the_header_alone() {
+        for (conn_type, data_type) in [(3, 111), (2, 100), (1, 112), (3, 110), (2, 102)] {
+            let mut buf = BytesMut::new();
+            buf.put_u32(conn_type);
+            buf.put_u32(data_type);
+            buf.put_u32(64); // body_len, none of which has arrived
+            let got = decode(&mut buf, DEFAULT_MAX_FRAME_BYTES);
+            assert!(
+                matches!(
+                    got,
+                    Err(CodecError::UnknownDataType { conn_type: c, data_type: d })
+                        if c == conn_type && d == data_type
+                ),
+                "({conn_type}, {data_type}): {got:?}"
+            );
+        }
+    }
+
+    /// A meta count far beyond what the body holds fails at the first missing pair, at once,
+    /// and without reserving room for the announced count (`u32::MAX` pairs of two `Bytes`
+    /// would be 256 GiB: such a reservation aborts the process rather than fail the test).
+    #[test]
+    fn a_meta_count_overrunning_the_body_is_truncated_without_a_huge_allocation() {
+        // (fixture, offset of meta_count in the whole frame, frame name)
+        let cases = [
+            (sample_call_bytes(), 58, "C_CALL"),
+            (sample_job_bytes(), 54, "S_JOB"),
+        ];
+        for (bytes, at, frame) in cases {
+            let conn_type = u32::from_be_bytes(bytes[0..4].try_into().unwrap());
+            let data_type = u32::from_be_bytes(bytes[4..8].try_into().unwrap());
+            // The body up to meta_count, then `padding` zero bytes: each 8 zero bytes read as
+            // one pair with an empty key and value, so the count still runs out of body.
+            for padding in [0usize, 3, 8, 64 * 1024] {
+                let mut body = bytes[HEADER_LEN..at].to_vec();
+                body.extend_from_slice(&u32::MAX.to_be_bytes()); // meta_count: u32::MAX
+                body.resize(body.len() + padding, 0);
+                let mut buf = raw_frame(conn_type, data_type, &body);
+                let started = Instant::now();
+                let got = decode(&mut buf, DEFAULT_MAX_FRAME_BYTES);
+                let took = started.elapsed();
+                let field = if padding % 8 < 4 {
+                    "meta_key"
+                } else {
+                    "meta_value"
+                };
+                assert!(
+                    matches!(
+                        got,
+                        Err(CodecError::Truncated { frame: f, field: g }) if f == frame && g == field
+                    ),
+                    "{frame} + {padding} bytes: {got:?}"
+                );
+                assert!(
+                    took < Duration::from_secs(2),
+                    "{frame} + {padding} bytes took {took:?}"
+                );
+            }
+        }
+    }
+
+    /// A meta count short of the pairs that follow leaves them as trailing bytes.
+    #[test]
+    fn a_meta_count_short_of_its_pairs_leaves_trailing_bytes() {
+        // (fixture, offset of meta_count, count to write, bytes of the pairs left over)
+        let cases = [
+            (sample_call_bytes(), 58, 1u32, 35usize, "C_CALL"),
+            (sample_call_bytes(), 58, 0, 74 + 35, "C_CALL"),
+            (sample_job_bytes(), 54, 0, 74, "S_JOB"),
+        ];
+        for (mut bytes, at, count, extra, frame) in cases {
+            bytes[at..at + 4].copy_from_slice(&count.to_be_bytes());
+            let mut buf = BytesMut::from(&bytes[..]);
+            let got = decode(&mut buf, DEFAULT_MAX_FRAME_BYTES);
+            assert!(
+                matches!(
+                    got,
+                    Err(CodecError::TrailingBytes { frame: f, extra: e }) if f == frame && e == extra
+                ),
+                "{frame} count {count}: {got:?}"
+            );
+        }
+    }
+
+    /// `W_SLOTS` is exactly one `u32`: shorter is truncated, longer is trailing bytes.
+    #[test]
+    fn a_slots_body_must_be_exactly_four_bytes() {
+        let max = DEFAULT_MAX_FRAME_BYTES;
+        for short in [&[][..], &[0], &[0, 0, 8]] {
+            let got = decode(&mut raw_frame(2, 110, short), max);
+            assert!(
+                matches!(
+                    got,
+                    Err(CodecError::Truncated {
+                        frame: "W_SLOTS",
+                        field: "slots"
+                    })
+                ),
+                "{} bytes: {got:?}",
+                short.len()
+            );
+        }
+        for (long, extra) in [(&[0, 0, 0, 8, 0][..], 1), (&[0, 0, 0, 8, 0, 0, 0, 8], 4)] {
+            let got = decode(&mut raw_frame(2, 110, long), max);
+            assert!(
+                matches!(
+                    got,
+                    Err(CodecError::TrailingBytes { frame: "W_SLOTS", extra: e }) if e == extra
+                ),
+                "{} bytes: {got:?}",
+                long.len()
+            );
+        }
+        let got = decode(&mut raw_frame(2, 110, &[0, 0, 0, 8]), max);
+        assert_eq!(got.unwrap(), Some(Frame::Slots { slots: 8 }));
+    }
+
+    /// Tagged replies pipelined on one connection come out in order, each with its own id.
+    #[test]
+    fn pipelined_tagged_frames_decode_in_order_with_their_ids() {
+        let mut second = sample_call_result();
+        if let Frame::CallResult(r) = &mut second {
+            r.request_id = REQUEST_ID + 1;
+        }
+        let mut buf = BytesMut::new();
+        buf.put_slice(&sample_call_error_bytes());
+        buf.put_slice(&encoded(&second));
+        buf.put_slice(&sample_call_result_bytes());
+        let max = DEFAULT_MAX_FRAME_BYTES;
+        assert_eq!(decode(&mut buf, max).unwrap(), Some(sample_call_error()));
+        assert_eq!(decode(&mut buf, max).unwrap(), Some(second));
+        assert_eq!(decode(&mut buf, max).unwrap(), Some(sample_call_result()));
+        assert_eq!(decode(&mut buf, max).unwrap(), None);
+        assert!(buf.is_empty());
     }
 }

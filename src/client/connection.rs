@@ -1,0 +1,301 @@
+//! The client's two transports: tagged (pipelined, matched by request id) and v1 (one call
+//! at a time).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{Framed, FramedRead};
+use tracing::debug;
+
+use super::{ClientError, Settings};
+use crate::codec::{self, Call, DoJob, Frame, Metadata, NmidCodec, ParamsType, HANDLE_TYPE_ENCODE};
+
+/// Extra time the client waits past a call's deadline for the dispatcher's own timeout reply,
+/// before it gives up on its own.
+const DEADLINE_GRACE: Duration = Duration::from_millis(500);
+/// Bytes of frames gathered into one write at most.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+type Reply = Result<Bytes, ClientError>;
+
+async fn dial(settings: &Settings) -> Result<TcpStream, ClientError> {
+    let stream = TcpStream::connect(&settings.addr)
+        .await
+        .map_err(|e| ClientError::Connect {
+            addr: settings.addr.clone(),
+            reason: e.to_string(),
+        })?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Calls in flight on one tagged connection, by request id.
+#[derive(Debug, Default)]
+struct Pending {
+    calls: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Set (under the same lock) when the connection is gone: no call is added after that.
+    closed: bool,
+}
+
+/// One tagged connection: a writer task fed by `outgoing`, a reader task resolving `pending`.
+#[derive(Debug)]
+struct Conn {
+    outgoing: mpsc::UnboundedSender<Frame>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+impl Conn {
+    fn is_closed(&self) -> bool {
+        self.pending.lock().expect("pending lock").closed
+    }
+}
+
+/// The tagged transport: many calls in flight over one connection, reconnecting on demand.
+#[derive(Debug)]
+pub(super) struct Tagged {
+    settings: Arc<Settings>,
+    current: Mutex<Option<Arc<Conn>>>,
+    /// Serialises reconnection, so concurrent calls do not each open a connection.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Tagged {
+    pub(super) fn new(settings: Arc<Settings>) -> Self {
+        Self {
+            settings,
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn live(&self) -> Option<Arc<Conn>> {
+        let current = self.current.lock().expect("connection lock");
+        current.as_ref().filter(|c| !c.is_closed()).cloned()
+    }
+
+    /// Opens the connection now if there is none.
+    pub(super) async fn ensure_connected(&self) -> Result<(), ClientError> {
+        self.connection().await.map(drop)
+    }
+
+    /// The open connection, opening one if there is none.
+    async fn connection(&self) -> Result<Arc<Conn>, ClientError> {
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let _guard = self.connecting.lock().await;
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let stream = dial(&self.settings).await?;
+        let (read, write) = stream.into_split();
+        let (outgoing, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        tokio::spawn(write_loop(rx, write));
+        tokio::spawn(read_loop(
+            read,
+            pending.clone(),
+            self.settings.max_frame_bytes,
+        ));
+        let conn = Arc::new(Conn { outgoing, pending });
+        *self.current.lock().expect("connection lock") = Some(conn.clone());
+        debug!(addr = %self.settings.addr, "client connected");
+        Ok(conn)
+    }
+
+    pub(super) async fn call(
+        &self,
+        request_id: u64,
+        function: Bytes,
+        params: Bytes,
+        params_type: ParamsType,
+        timeout: Duration,
+        meta: Metadata,
+    ) -> Reply {
+        let conn = self.connection().await?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = conn.pending.lock().expect("pending lock");
+            if pending.closed {
+                return Err(ClientError::ConnectionLost);
+            }
+            pending.calls.insert(request_id, tx);
+        }
+        let frame = Frame::Call(Call {
+            request_id,
+            timeout_ms: u32::try_from(timeout.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1),
+            params_type,
+            handle_type: HANDLE_TYPE_ENCODE,
+            function,
+            params,
+            meta,
+        });
+        if conn.outgoing.send(frame).is_err() {
+            conn.pending
+                .lock()
+                .expect("pending lock")
+                .calls
+                .remove(&request_id);
+            return Err(ClientError::ConnectionLost);
+        }
+        match tokio::time::timeout(timeout + DEADLINE_GRACE, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(ClientError::ConnectionLost),
+            Err(_) => {
+                conn.pending
+                    .lock()
+                    .expect("pending lock")
+                    .calls
+                    .remove(&request_id);
+                Err(ClientError::Timeout)
+            }
+        }
+    }
+}
+
+/// Writes queued frames, as many per syscall as are waiting. Ends when the client drops the
+/// connection (closing the write side, so the dispatcher closes too) or a write fails.
+async fn write_loop(mut rx: mpsc::UnboundedReceiver<Frame>, mut write: OwnedWriteHalf) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    while let Some(frame) = rx.recv().await {
+        if codec::encode(&frame, &mut buf).is_err() {
+            continue;
+        }
+        while buf.len() < WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(frame) => {
+                    let _ = codec::encode(&frame, &mut buf);
+                }
+                Err(_) => break,
+            }
+        }
+        if write.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+    let _ = write.shutdown().await;
+}
+
+/// Resolves calls from replies; on end of stream or a bad frame, fails every call in flight.
+async fn read_loop(read: OwnedReadHalf, pending: Arc<Mutex<Pending>>, max_frame_bytes: usize) {
+    let mut frames = FramedRead::new(read, NmidCodec::new(max_frame_bytes));
+    while let Some(item) = frames.next().await {
+        let (request_id, reply) = match item {
+            Ok(Frame::CallResult(r)) => (r.request_id, Ok(r.ret)),
+            Ok(Frame::CallError(e)) => (
+                e.request_id,
+                Err(ClientError::from_code(e.code, &e.message)),
+            ),
+            Ok(other) => {
+                debug!(frame = other.name(), "client ignored frame");
+                continue;
+            }
+            Err(err) => {
+                debug!(cause = %err, "client connection failed");
+                break;
+            }
+        };
+        let waiter = pending
+            .lock()
+            .expect("pending lock")
+            .calls
+            .remove(&request_id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(reply);
+        }
+    }
+    let mut pending = pending.lock().expect("pending lock");
+    pending.closed = true;
+    for (_, waiter) in pending.calls.drain() {
+        let _ = waiter.send(Err(ClientError::ConnectionLost));
+    }
+}
+
+/// The v1 transport: one call at a time, since v1 replies carry no id.
+#[derive(Debug)]
+pub(super) struct V1 {
+    settings: Arc<Settings>,
+    conn: tokio::sync::Mutex<Option<Framed<TcpStream, NmidCodec>>>,
+}
+
+impl V1 {
+    pub(super) fn new(settings: Arc<Settings>) -> Self {
+        Self {
+            settings,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub(super) async fn ensure_connected(&self) -> Result<(), ClientError> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            *conn = Some(self.open().await?);
+        }
+        Ok(())
+    }
+
+    async fn open(&self) -> Result<Framed<TcpStream, NmidCodec>, ClientError> {
+        let stream = dial(&self.settings).await?;
+        Ok(Framed::new(
+            stream,
+            NmidCodec::new(self.settings.max_frame_bytes),
+        ))
+    }
+
+    pub(super) async fn call(
+        &self,
+        function: Bytes,
+        params: Bytes,
+        params_type: ParamsType,
+        timeout: Duration,
+    ) -> Reply {
+        let mut slot = self.conn.lock().await;
+        let mut conn = match slot.take() {
+            Some(conn) => conn,
+            None => self.open().await?,
+        };
+        let call = Frame::DoJob(DoJob {
+            params_type,
+            handle_type: HANDLE_TYPE_ENCODE,
+            function,
+            params,
+        });
+        let exchange = async {
+            conn.send(call).await?;
+            match conn.next().await {
+                Some(frame) => Ok(frame?),
+                None => Err(ClientError::ConnectionLost),
+            }
+        };
+        let reply = match tokio::time::timeout(timeout, exchange).await {
+            // Without ids a late reply could be taken for the next call's: drop the connection.
+            Err(_) => return Err(ClientError::Timeout),
+            Ok(Err(err)) => return Err(err),
+            Ok(Ok(frame)) => frame,
+        };
+        let result = match reply {
+            Frame::ReturnData(ret) => Ok(ret.ret),
+            Frame::CantDo => Err(ClientError::NoWorker),
+            Frame::RateLimit => Err(ClientError::RateLimited),
+            Frame::Error => Err(ClientError::Failed),
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "unexpected {} reply",
+                    other.name()
+                )))
+            }
+        };
+        *slot = Some(conn);
+        result
+    }
+}

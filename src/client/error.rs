@@ -1,0 +1,95 @@
+//! The one error type of the client library: every way a call can fail, to match on.
+
+use crate::codec::{CodecError, ErrorCode};
+
+/// Why a call returned no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The dispatcher could not be reached.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The connection dropped while the call was in flight (its outcome is unknown).
+    #[error("connection to the dispatcher lost")]
+    ConnectionLost,
+    /// No worker serves the function.
+    #[error("no worker serves this function")]
+    NoWorker,
+    /// The dispatcher refused the call for load.
+    #[error("rate limited: every worker is busy and the queue is full")]
+    RateLimited,
+    /// The call's deadline passed.
+    #[error("call timed out")]
+    Timeout,
+    /// The job's worker was lost and no retry was possible.
+    #[error("worker lost while running the call")]
+    WorkerLost,
+    /// The request was invalid (empty function name or params).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The dispatcher is shutting down.
+    #[error("dispatcher is shutting down")]
+    ShuttingDown,
+    /// The worker's function reported a failure (tagged workers), with its message.
+    #[error("worker error: {0}")]
+    WorkerError(String),
+    /// The function answered with a RetStruct whose `Code` is not 0.
+    #[error("function failed with code {code}: {message}")]
+    Function {
+        /// The RetStruct `Code`.
+        code: i64,
+        /// The RetStruct `Msg`.
+        message: String,
+    },
+    /// A v1 dispatcher answered `ERROR`: bad request, timeout or lost worker (v1 does not
+    /// say which).
+    #[error("the call failed (v1 ERROR)")]
+    Failed,
+    /// The dispatcher sent an error code this library does not know.
+    #[error("call failed with code {code}: {message}")]
+    Other {
+        /// The code.
+        code: u32,
+        /// The dispatcher's message.
+        message: String,
+    },
+    /// The params could not be encoded.
+    #[error("cannot encode params: {0}")]
+    Encode(String),
+    /// The result could not be decoded as expected.
+    #[error("cannot decode result: {0}")]
+    Decode(String),
+    /// The dispatcher sent bytes that are not valid frames.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The error for an `S_CALL_ERROR` code and message.
+    pub(crate) fn from_code(code: ErrorCode, message: &[u8]) -> Self {
+        let message = String::from_utf8_lossy(message).into_owned();
+        match code {
+            ErrorCode::BAD_REQUEST => Self::BadRequest(message),
+            ErrorCode::NO_WORKER => Self::NoWorker,
+            ErrorCode::RATE_LIMITED => Self::RateLimited,
+            ErrorCode::TIMEOUT => Self::Timeout,
+            ErrorCode::WORKER_LOST => Self::WorkerLost,
+            ErrorCode::WORKER_ERROR => Self::WorkerError(message),
+            ErrorCode::SHUTTING_DOWN => Self::ShuttingDown,
+            ErrorCode(code) => Self::Other { code, message },
+        }
+    }
+}
+
+impl From<CodecError> for ClientError {
+    fn from(err: CodecError) -> Self {
+        match err {
+            CodecError::Io(_) => Self::ConnectionLost,
+            other => Self::Protocol(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The async client library: call functions on a dispatcher.
+//!
+//! In the default **tagged** mode every call carries a request id, so thousands of calls run
+//! concurrently over one connection, each with its own deadline and trace metadata, and each
+//! reply is matched by id. In **v1** mode (for nmid's Go dispatcher) the client speaks plain
+//! `C_DO_JOB`; v1 replies carry no id, so a v1 connection runs one call at a time.
+//!
+//! A [`Client`] is cheap to clone and can be shared across tasks and threads. When the
+//! connection drops (the dispatcher restarted), calls in flight fail with
+//! [`ClientError::ConnectionLost`] and the next call connects again.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), nmid::client::ClientError> {
+//! use nmid::client::Client;
+//! use serde::Serialize;
+//!
+//! #[derive(Serialize)]
+//! struct Name<'a> {
+//!     name: &'a str,
+//! }
+//!
+//! let client = Client::connect("127.0.0.1:6808").await?;
+//! // The RetStruct's `Data` of the demo worker's ToUpper.
+//! let upper = client.call_data("ToUpper", &Name { name: "nmid" }).await?;
+//! assert_eq!(&upper[..], b"NMID");
+//! # Ok(())
+//! # }
+//! ```
+
+mod connection;
+mod error;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use error::ClientError;
+
+use crate::codec::{Metadata, ParamsType, DEFAULT_MAX_FRAME_BYTES};
+use crate::retstruct::RetStruct;
+use connection::{Tagged, V1};
+
+/// The per-call deadline when neither the call nor the builder sets one.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which protocol the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Tagged extension frames: pipelined calls, deadlines, metadata. Needs this dispatcher.
+    #[default]
+    Tagged,
+    /// nmid protocol v1, for nmid's own dispatcher: one call at a time per connection, no
+    /// deadline or metadata on the wire.
+    V1,
+}
+
+/// Options of one call.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// The call's deadline; `None` uses the client's default.
+    pub timeout: Option<Duration>,
+    /// How the params are encoded; msgpack unless set.
+    pub params_type: Option<ParamsType>,
+    /// Metadata sent with the call (tagged mode), e.g. `traceparent`.
+    pub metadata: Metadata,
+}
+
+impl CallOptions {
+    /// Sets the deadline.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the params encoding.
+    pub fn params_type(mut self, params_type: ParamsType) -> Self {
+        self.params_type = Some(params_type);
+        self
+    }
+
+    /// Adds one metadata pair.
+    pub fn meta(mut self, key: &str, value: &str) -> Self {
+        self.metadata.push((
+            Bytes::copy_from_slice(key.as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        ));
+        self
+    }
+}
+
+/// Builds a [`Client`] with non-default settings.
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    addr: String,
+    protocol: Protocol,
+    timeout: Duration,
+    max_frame_bytes: usize,
+}
+
+impl ClientBuilder {
+    /// Speaks `protocol` (tagged by default).
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The deadline of calls that do not set their own.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The largest reply frame body accepted.
+    pub fn max_frame_bytes(mut self, max: usize) -> Self {
+        self.max_frame_bytes = max;
+        self
+    }
+
+    /// Connects now, so a wrong address fails here rather than at the first call.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        let settings = Arc::new(Settings {
+            addr: self.addr,
+            timeout: self.timeout,
+            max_frame_bytes: self.max_frame_bytes,
+        });
+        let transport = match self.protocol {
+            Protocol::Tagged => Transport::Tagged(Tagged::new(settings.clone())),
+            Protocol::V1 => Transport::V1(V1::new(settings.clone())),
+        };
+        let client = Client {
+            inner: Arc::new(Inner {
+                settings,
+                transport,
+                next_request: AtomicU64::new(1),
+            }),
+        };
+        client.inner.transport.ensure_connected().await?;
+        Ok(client)
+    }
+}
+
+/// What the transports share.
+#[derive(Debug)]
+struct Settings {
+    addr: String,
+    timeout: Duration,
+    max_frame_bytes: usize,
+}
+
+#[derive(Debug)]
+enum Transport {
+    Tagged(Tagged),
+    V1(V1),
+}
+
+impl Transport {
+    async fn ensure_connected(&self) -> Result<(), ClientError> {
+        match self {
+            Transport::Tagged(t) => t.ensure_connected().await,
+            Transport::V1(v) => v.ensure_connected().await,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: Arc<Settings>,
+    transport: Transport,
+    next_request: AtomicU64,
+}
+
+/// A connection to one dispatcher. Clones share it.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects in tagged mode with default settings.
+    pub async fn connect(addr: impl Into<String>) -> Result<Self, ClientError> {
+        Self::builder(addr).connect().await
+    }
+
+    /// A builder for `addr` (`HOST:PORT`).
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            addr: addr.into(),
+            protocol: Protocol::Tagged,
+            timeout: DEFAULT_CALL_TIMEOUT,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+
+    /// The dispatcher address.
+    pub fn addr(&self) -> &str {
+        &self.inner.settings.addr
+    }
+
+    /// Calls `function` with msgpack `params`; returns the worker's raw result bytes (by
+    /// nmid's convention a msgpack RetStruct; see [`Client::call_data`]).
+    pub async fn call(
+        &self,
+        function: &str,
+        params: impl Into<Bytes>,
+    ) -> Result<Bytes, ClientError> {
+        self.call_with(function, params, CallOptions::default())
+            .await
+    }
+
+    /// Calls `function` with `params` and per-call `options`.
+    pub async fn call_with(
+        &self,
+        function: &str,
+        params: impl Into<Bytes>,
+        options: CallOptions,
+    ) -> Result<Bytes, ClientError> {
+        let params = params.into();
+        if function.is_empty() || params.is_empty() {
+            return Err(ClientError::BadRequest(
+                "function name and params must not be empty".to_owned(),
+            ));
+        }
+        let timeout = options.timeout.unwrap_or(self.inner.settings.timeout);
+        let params_type = options.params_type.unwrap_or(ParamsType::MSGPACK);
+        let function = Bytes::copy_from_slice(function.as_bytes());
+        match &self.inner.transport {
+            Transport::Tagged(t) => {
+                let request_id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+                t.call(
+                    request_id,
+                    function,
+                    params,
+                    params_type,
+                    timeout,
+                    options.metadata,
+                )
+                .await
+            }
+            Transport::V1(v) => v.call(function, params, params_type, timeout).await,
+        }
+    }
+
+    /// Calls `function` with `params` encoded as a msgpack map (what nmid's SDKs send) and
+    /// returns the `Data` of the worker's RetStruct; a non-zero `Code` is
+    /// [`ClientError::Function`].
+    pub async fn call_data<P: Serialize + ?Sized>(
+        &self,
+        function: &str,
+        params: &P,
+    ) -> Result<Bytes, ClientError> {
+        let params =
+            rmp_serde::to_vec_named(params).map_err(|e| ClientError::Encode(e.to_string()))?;
+        let ret = self.call(function, params).await?;
+        let ret = RetStruct::decode(&ret).map_err(|e| ClientError::Decode(e.to_string()))?;
+        if ret.code != 0 {
+            return Err(ClientError::Function {
+                code: ret.code,
+                message: ret.msg,
+            });
+        }
+        Ok(ret.data)
+    }
+
+    /// Like [`Client::call_data`], with the `Data` decoded from msgpack into `R`.
+    pub async fn call_msgpack<P, R>(&self, function: &str, params: &P) -> Result<R, ClientError>
+    where
+        P: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let data = self.call_data(function, params).await?;
+        rmp_serde::from_slice(&data).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}

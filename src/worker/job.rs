@@ -1,0 +1,172 @@
+//! What a handler receives ([`Job`]) and what it may fail with ([`JobError`]).
+
+use std::fmt;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::client::{CallOptions, Client, ClientError};
+use crate::codec::{Metadata, ParamsType};
+
+/// One job for a handler: the call's function, params, deadline and trace context.
+#[derive(Debug)]
+pub struct Job {
+    pub(super) function: String,
+    pub(super) id: String,
+    pub(super) params: Bytes,
+    pub(super) params_type: ParamsType,
+    pub(super) deadline: Option<Instant>,
+    pub(super) metadata: Metadata,
+    pub(super) nested: Rc<NestedCalls>,
+}
+
+impl Job {
+    /// The function called.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    /// The dispatcher's job id, as text.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The raw params bytes.
+    pub fn params(&self) -> &Bytes {
+        &self.params
+    }
+
+    /// How the params are encoded (5 msgpack, 6 JSON).
+    pub fn params_type(&self) -> ParamsType {
+        self.params_type
+    }
+
+    /// Decodes the params into `T`: from JSON when the params type says JSON, else msgpack
+    /// (a msgpack map decodes into a struct by field names, as nmid's SDKs send it).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, JobError> {
+        if self.params_type == ParamsType::JSON {
+            serde_json::from_slice(&self.params)
+                .map_err(|e| JobError::new(format!("bad JSON params: {e}")))
+        } else {
+            rmp_serde::from_slice(&self.params)
+                .map_err(|e| JobError::new(format!("bad msgpack params: {e}")))
+        }
+    }
+
+    /// When the caller stops waiting (tagged dispatchers say; v1 ones do not).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The value of one metadata key, e.g. `traceparent`.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| &k[..] == key.as_bytes())
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// All metadata of the call.
+    pub fn all_metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Options for a call made on this job's behalf: the time this job has left as its
+    /// deadline, and this job's trace context (`traceparent`, `tracestate`).
+    pub fn call_options(&self) -> CallOptions {
+        let mut options = CallOptions::default();
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            options.timeout = Some(left.max(Duration::from_millis(1)));
+        }
+        options.metadata = self
+            .metadata
+            .iter()
+            .filter(|(k, _)| &k[..] == b"traceparent" || &k[..] == b"tracestate")
+            .cloned()
+            .collect();
+        options
+    }
+
+    /// Calls another function through the dispatcher this job came from, carrying this
+    /// job's deadline and trace context (nmid's `ClientCall`). Params are msgpack.
+    pub async fn call(
+        &self,
+        function: &str,
+        params: impl Into<Bytes>,
+    ) -> Result<Bytes, ClientError> {
+        let client = self.nested.client().await?;
+        client
+            .call_with(function, params, self.call_options())
+            .await
+    }
+
+    /// The client [`Job::call`] uses: connected to this job's dispatcher, shared by the
+    /// worker's jobs.
+    pub async fn client(&self) -> Result<Client, ClientError> {
+        self.nested.client().await
+    }
+}
+
+/// The client of nested calls, connected on first use and shared by a session's jobs.
+#[derive(Debug)]
+pub(super) struct NestedCalls {
+    addr: String,
+    client: tokio::sync::OnceCell<Client>,
+}
+
+impl NestedCalls {
+    pub(super) fn new(addr: String) -> Self {
+        Self {
+            addr,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn client(&self) -> Result<Client, ClientError> {
+        self.client
+            .get_or_try_init(|| Client::connect(self.addr.clone()))
+            .await
+            .cloned()
+    }
+}
+
+/// A handler's failure: a message for the caller. Any error converts into it with `?`.
+pub struct JobError {
+    message: String,
+}
+
+impl JobError {
+    /// A failure with `message`.
+    pub fn new(message: impl fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+        }
+    }
+
+    /// The message the caller receives.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Debug for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("JobError").field(&self.message).finish()
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Like `anyhow`, `JobError` is not itself an `Error`, so that every error converts into it.
+impl<E: std::error::Error> From<E> for JobError {
+    fn from(err: E) -> Self {
+        Self::new(err)
+    }
+}

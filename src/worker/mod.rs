@@ -1,0 +1,266 @@
+//! The worker library: serve functions to one or more dispatchers, on actix actors.
+//!
+//! A [`Worker`] is built with a name, the dispatchers to serve (nmid's `AddServer`), and one
+//! async handler per function. Starting it starts one session actor per dispatcher, which
+//! registers, heart-beats every 10 s, reconnects with backoff and registers again after a
+//! dispatcher restart, and runs at most `slots` jobs at once. [`WorkerHandle::stop`] stops
+//! gracefully: no new jobs, the ones in flight finish, then the connections close.
+//!
+//! Results follow nmid's RetStruct convention (see [`RetStruct`]) so that callers using
+//! nmid's SDKs read them too. A handler's `Err` reaches a tagged caller as a worker error with
+//! its message (and a v1 caller as a RetStruct with `Code` 1).
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use nmid::retstruct::RetStruct;
+//! use nmid::worker::{Job, JobError, Worker};
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! struct Params {
+//!     name: String,
+//! }
+//!
+//! async fn to_upper(job: Job) -> Result<RetStruct, JobError> {
+//!     let params: Params = job.decode()?;
+//!     Ok(RetStruct::ok(params.name.to_uppercase()))
+//! }
+//!
+//! #[actix_rt::main]
+//! async fn main() {
+//!     let worker = Worker::builder()
+//!         .name("Worker1")
+//!         .server("127.0.0.1:6808")
+//!         .function("ToUpper", to_upper)
+//!         .start()
+//!         .expect("a valid worker");
+//!     tokio::signal::ctrl_c().await.unwrap();
+//!     worker.stop().await;
+//! }
+//! ```
+
+mod job;
+mod session;
+
+use std::fmt;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
+
+pub use job::{Job, JobError};
+
+use crate::client::Protocol;
+use crate::codec::DEFAULT_MAX_FRAME_BYTES;
+use crate::retstruct::RetStruct;
+use session::{Session, SessionSettings, Shutdown};
+
+/// Jobs a worker runs at once unless told otherwise.
+pub const DEFAULT_SLOTS: u32 = 16;
+/// How long a graceful stop waits for jobs in flight unless told otherwise.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a handler returns: bytes for the caller, usually a RetStruct.
+pub type HandlerResult = Result<Bytes, JobError>;
+
+type BoxedHandler = Rc<dyn Fn(Job) -> LocalBoxFuture<'static, HandlerResult>>;
+
+/// Why a worker could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkerError {
+    /// `server(..)` was never called.
+    #[error("a worker needs at least one dispatcher address (server)")]
+    NoServer,
+    /// `function(..)` was never called.
+    #[error("a worker needs at least one function")]
+    NoFunction,
+    /// A function name is empty or registered twice.
+    #[error("function name {0:?} is empty or registered twice")]
+    BadFunction(String),
+}
+
+/// The functions and settings shared by a worker's sessions.
+pub(crate) struct Functions {
+    handlers: Vec<(String, BoxedHandler)>,
+}
+
+impl Functions {
+    fn handler(&self, name: &[u8]) -> Option<&BoxedHandler> {
+        self.handlers
+            .iter()
+            .find(|(n, _)| n.as_bytes() == name)
+            .map(|(_, h)| h)
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.handlers.iter().map(|(n, _)| n.as_str())
+    }
+}
+
+/// Entry point of the worker library; see [`Worker::builder`].
+#[derive(Debug)]
+pub struct Worker;
+
+impl Worker {
+    /// A builder with no name, server or function yet.
+    pub fn builder() -> WorkerBuilder {
+        WorkerBuilder {
+            name: String::from("nmid-rust-worker"),
+            servers: Vec::new(),
+            handlers: Vec::new(),
+            slots: DEFAULT_SLOTS,
+            protocol: Protocol::Tagged,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+        }
+    }
+}
+
+/// Configures and starts a worker.
+pub struct WorkerBuilder {
+    name: String,
+    servers: Vec<String>,
+    handlers: Vec<(String, BoxedHandler)>,
+    slots: u32,
+    protocol: Protocol,
+    max_frame_bytes: usize,
+    stop_timeout: Duration,
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("name", &self.name)
+            .field("servers", &self.servers)
+            .field(
+                "functions",
+                &self.handlers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("slots", &self.slots)
+            .field("protocol", &self.protocol)
+            .finish()
+    }
+}
+
+impl WorkerBuilder {
+    /// The worker's name (`W_SET_NAME`), shown in the dispatcher's admin API and logs.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Adds a dispatcher to serve (`HOST:PORT`); call it once per dispatcher.
+    pub fn server(mut self, addr: impl Into<String>) -> Self {
+        self.servers.push(addr.into());
+        self
+    }
+
+    /// Serves `name` with `handler`, an async function of a [`Job`] returning the result
+    /// bytes (anything `Into<Bytes>`, such as a [`RetStruct`] or a `Vec<u8>`) or an error.
+    pub fn function<F, Fut, R>(mut self, name: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Job) -> Fut + 'static,
+        Fut: Future<Output = Result<R, JobError>> + 'static,
+        R: Into<Bytes>,
+    {
+        let handler: BoxedHandler = Rc::new(move |job| {
+            let fut = handler(job);
+            Box::pin(async move { fut.await.map(Into::into) })
+        });
+        self.handlers.push((name.into(), handler));
+        self
+    }
+
+    /// Jobs run at once on each dispatcher connection (default 16). Tagged dispatchers are
+    /// told (`W_SLOTS`) and never send more; from a v1 dispatcher extra jobs wait here.
+    pub fn slots(mut self, slots: u32) -> Self {
+        self.slots = slots.max(1);
+        self
+    }
+
+    /// The protocol to speak: tagged (default) or v1 for nmid's Go dispatcher.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The largest frame body accepted from the dispatcher.
+    pub fn max_frame_bytes(mut self, max: usize) -> Self {
+        self.max_frame_bytes = max;
+        self
+    }
+
+    /// How long [`WorkerHandle::stop`] waits for jobs in flight (default 30 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Starts one session per dispatcher on the current actix arbiter. Must be called inside
+    /// a running actix `System` (e.g. `#[actix_rt::main]`). Connection failures are not
+    /// errors: each session keeps reconnecting with backoff.
+    pub fn start(self) -> Result<WorkerHandle, WorkerError> {
+        if self.servers.is_empty() {
+            return Err(WorkerError::NoServer);
+        }
+        if self.handlers.is_empty() {
+            return Err(WorkerError::NoFunction);
+        }
+        for (i, (name, _)) in self.handlers.iter().enumerate() {
+            if name.is_empty() || self.handlers[..i].iter().any(|(n, _)| n == name) {
+                return Err(WorkerError::BadFunction(name.clone()));
+            }
+        }
+        let functions = Rc::new(Functions {
+            handlers: self.handlers,
+        });
+        let sessions = self
+            .servers
+            .into_iter()
+            .map(|addr| {
+                Session::new(SessionSettings {
+                    addr,
+                    name: self.name.clone(),
+                    slots: self.slots,
+                    protocol: self.protocol,
+                    max_frame_bytes: self.max_frame_bytes,
+                    stop_timeout: self.stop_timeout,
+                    functions: functions.clone(),
+                })
+                .start()
+            })
+            .collect();
+        Ok(WorkerHandle { sessions })
+    }
+}
+
+/// A running worker.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    sessions: Vec<Addr<Session>>,
+}
+
+impl WorkerHandle {
+    /// Stops gracefully on every dispatcher: unregister the functions (`W_DEL_FUNC`), make
+    /// sure no further job is on its way (tagged: `W_BYE` until `S_BYE_ACK`), finish the
+    /// jobs in flight (bounded by the stop timeout), then close. Returns when all are closed.
+    pub async fn stop(self) {
+        let waits: Vec<_> = self.sessions.iter().map(|s| s.send(Shutdown)).collect();
+        for wait in waits {
+            if let Ok(done) = wait.await {
+                let _ = done.await;
+            }
+        }
+    }
+}
+
+/// `RetStruct` results convert into the bytes a handler returns.
+impl From<RetStruct> for Bytes {
+    fn from(ret: RetStruct) -> Self {
+        Bytes::from(ret.encode())
+    }
+}

@@ -1,0 +1,420 @@
+//! One actor per dispatcher a worker serves: connects, registers, heart-beats, runs jobs,
+//! reconnects, and stops gracefully.
+//!
+//! Receives the dispatcher's frames (as a stream) and [`Shutdown`] from the worker handle.
+//! Each connection has a generation number; an answer computed for an earlier connection is
+//! dropped rather than sent on the new one, since the dispatcher has already retried or failed
+//! that job.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix::io::{FramedWrite, WriteHandler};
+use actix::prelude::*;
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+
+use super::job::{Job, JobError, NestedCalls};
+use super::{Functions, HandlerResult};
+use crate::client::Protocol;
+use crate::codec::{self, CodecError, Frame, NmidCodec, WorkerReturn};
+use crate::retstruct::RetStruct;
+
+/// Heartbeat period, as nmid's workers use.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// Silence from the dispatcher after which the connection is presumed dead.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(35);
+/// First and largest wait between connection attempts.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// A v1 dispatcher does not acknowledge `W_DEL_FUNC`: how long to wait for jobs it may
+/// still have sent before the removal took effect.
+const V1_STOP_GRACE: Duration = Duration::from_millis(200);
+/// The RetStruct `Code` a v1 caller sees when a handler fails.
+const HANDLER_ERROR_CODE: i64 = 1;
+
+/// Stop gracefully; the receiver completes when the session has closed.
+#[derive(Debug, Message)]
+#[rtype(result = "oneshot::Receiver<()>")]
+pub(super) struct Shutdown;
+
+/// What a session needs to know.
+pub(super) struct SessionSettings {
+    pub(super) addr: String,
+    pub(super) name: String,
+    pub(super) slots: u32,
+    pub(super) protocol: Protocol,
+    pub(super) max_frame_bytes: usize,
+    pub(super) stop_timeout: Duration,
+    pub(super) functions: Rc<Functions>,
+}
+
+/// Where a job's answer goes, in the protocol the job came in.
+enum ReplyTo {
+    V1 {
+        function: Bytes,
+        params: Bytes,
+        job_id: Bytes,
+    },
+    Tagged {
+        job_id: u64,
+    },
+}
+
+/// A job received while every slot was busy.
+struct Waiting {
+    job: Job,
+    reply: ReplyTo,
+}
+
+/// An open connection to the dispatcher.
+struct Link {
+    writer: FramedWrite<Frame, OwnedWriteHalf, NmidCodec>,
+    reader: SpawnHandle,
+}
+
+/// A graceful stop in progress.
+struct Stopping {
+    /// No further job can arrive (tagged: `S_BYE_ACK` received; v1: grace elapsed).
+    sealed: bool,
+    done: Vec<oneshot::Sender<()>>,
+}
+
+/// A worker's session with one dispatcher.
+pub(super) struct Session {
+    settings: SessionSettings,
+    link: Option<Link>,
+    generation: u64,
+    backoff: Duration,
+    last_heard: Instant,
+    running: u32,
+    backlog: VecDeque<Waiting>,
+    nested: Rc<NestedCalls>,
+    stopping: Option<Stopping>,
+}
+
+impl Session {
+    pub(super) fn new(settings: SessionSettings) -> Self {
+        let nested = Rc::new(NestedCalls::new(settings.addr.clone()));
+        Self {
+            settings,
+            link: None,
+            generation: 0,
+            backoff: RECONNECT_MIN,
+            last_heard: Instant::now(),
+            running: 0,
+            backlog: VecDeque::new(),
+            nested,
+            stopping: None,
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.connect(ctx);
+        ctx.run_interval(HEARTBEAT_INTERVAL, |session, ctx| session.heartbeat(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(stopping) = self.stopping.take() {
+            for done in stopping.done {
+                let _ = done.send(());
+            }
+        }
+        info!(addr = %self.settings.addr, "worker session closed");
+    }
+}
+
+impl StreamHandler<Result<Frame, CodecError>> for Session {
+    fn handle(&mut self, item: Result<Frame, CodecError>, ctx: &mut Self::Context) {
+        let frame = match item {
+            Ok(frame) => frame,
+            Err(err) => {
+                warn!(addr = %self.settings.addr, cause = %err, "bad frame from dispatcher; reconnecting");
+                self.link_down(ctx);
+                return;
+            }
+        };
+        self.last_heard = Instant::now();
+        match frame {
+            Frame::Job(job) => {
+                let reply = ReplyTo::Tagged { job_id: job.job_id };
+                let job = Job {
+                    function: String::from_utf8_lossy(&job.function).into_owned(),
+                    id: job.job_id.to_string(),
+                    params: job.params,
+                    params_type: job.params_type,
+                    deadline: Some(
+                        Instant::now() + Duration::from_millis(u64::from(job.timeout_ms)),
+                    ),
+                    metadata: job.meta,
+                    nested: self.nested.clone(),
+                };
+                self.accept(job, reply, ctx);
+            }
+            Frame::GetData(job) => {
+                let reply = ReplyTo::V1 {
+                    function: job.function.clone(),
+                    params: job.params.clone(),
+                    job_id: job.job_id.clone(),
+                };
+                let job = Job {
+                    function: String::from_utf8_lossy(&job.function).into_owned(),
+                    id: String::from_utf8_lossy(&job.job_id).into_owned(),
+                    params: job.params,
+                    params_type: job.params_type,
+                    deadline: None,
+                    metadata: Vec::new(),
+                    nested: self.nested.clone(),
+                };
+                self.accept(job, reply, ctx);
+            }
+            Frame::ByeAck => {
+                if let Some(stopping) = &mut self.stopping {
+                    stopping.sealed = true;
+                }
+                self.check_stop(ctx);
+            }
+            Frame::Ok | Frame::HeartbeatPong | Frame::NoJob | Frame::Wakeuped => {}
+            other => debug!(frame = other.name(), "worker ignored frame"),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        info!(addr = %self.settings.addr, "dispatcher closed the connection");
+        self.link_down(ctx);
+    }
+}
+
+impl WriteHandler<CodecError> for Session {
+    fn error(&mut self, err: CodecError, ctx: &mut Self::Context) -> Running {
+        warn!(addr = %self.settings.addr, cause = %err, "write to dispatcher failed");
+        self.link_down(ctx);
+        Running::Continue
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // Our own close completed (graceful stop).
+        if self.stopping.is_some() {
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<Shutdown> for Session {
+    type Result = MessageResult<Shutdown>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if let Some(stopping) = &mut self.stopping {
+            stopping.done.push(tx);
+            return MessageResult(rx);
+        }
+        self.stopping = Some(Stopping {
+            sealed: false,
+            done: vec![tx],
+        });
+        let Some(link) = &mut self.link else {
+            ctx.stop();
+            return MessageResult(rx);
+        };
+        for name in self.settings.functions.names() {
+            link.writer.write(Frame::DelFunc {
+                function: Bytes::copy_from_slice(name.as_bytes()),
+            });
+        }
+        match self.settings.protocol {
+            Protocol::Tagged => link.writer.write(Frame::Bye),
+            Protocol::V1 => {
+                ctx.run_later(V1_STOP_GRACE, |session, ctx| {
+                    if let Some(stopping) = &mut session.stopping {
+                        stopping.sealed = true;
+                    }
+                    session.check_stop(ctx);
+                });
+            }
+        }
+        ctx.run_later(self.settings.stop_timeout, |session, ctx| {
+            warn!(addr = %session.settings.addr, jobs = session.running, "stop timeout: closing with jobs unfinished");
+            ctx.stop();
+        });
+        info!(addr = %self.settings.addr, "worker stopping: functions removed, finishing jobs in flight");
+        MessageResult(rx)
+    }
+}
+
+impl Session {
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        let addr = self.settings.addr.clone();
+        async move { TcpStream::connect(addr).await }
+            .into_actor(self)
+            .map(|result, session, ctx| match result {
+                _ if session.stopping.is_some() => ctx.stop(),
+                Ok(stream) => session.link_up(stream, ctx),
+                Err(err) => {
+                    debug!(addr = %session.settings.addr, cause = %err, "cannot reach dispatcher");
+                    session.schedule_reconnect(ctx);
+                }
+            })
+            .wait(ctx);
+    }
+
+    fn schedule_reconnect(&mut self, ctx: &mut Context<Self>) {
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(RECONNECT_MAX);
+        ctx.run_later(wait, |session, ctx| session.connect(ctx));
+    }
+
+    /// Registers on a fresh connection: name, slots (tagged), then every function.
+    fn link_up(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let codec = NmidCodec::new(self.settings.max_frame_bytes);
+        self.generation += 1;
+        self.backoff = RECONNECT_MIN;
+        self.last_heard = Instant::now();
+        let reader = ctx.add_stream(FramedRead::new(read, codec));
+        let mut writer = FramedWrite::new(write, codec, ctx);
+        writer.write(Frame::SetName {
+            name: Bytes::copy_from_slice(self.settings.name.as_bytes()),
+        });
+        if self.settings.protocol == Protocol::Tagged {
+            writer.write(Frame::Slots {
+                slots: self.settings.slots,
+            });
+        }
+        for name in self.settings.functions.names() {
+            writer.write(Frame::AddFunc {
+                function: Bytes::copy_from_slice(name.as_bytes()),
+            });
+        }
+        self.link = Some(Link { writer, reader });
+        info!(addr = %self.settings.addr, name = %self.settings.name, "worker registered");
+    }
+
+    /// The connection is gone: jobs received on it will not be answered on the next one.
+    fn link_down(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = self.link.take() else {
+            return;
+        };
+        ctx.cancel_future(link.reader);
+        self.generation += 1;
+        self.backlog.clear();
+        if self.stopping.is_some() {
+            ctx.stop();
+            return;
+        }
+        self.schedule_reconnect(ctx);
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = &mut self.link else {
+            return;
+        };
+        if self.last_heard.elapsed() > HEARTBEAT_TIMEOUT {
+            warn!(addr = %self.settings.addr, "no heartbeat answer from dispatcher; reconnecting");
+            self.link_down(ctx);
+            return;
+        }
+        link.writer.write(Frame::HeartbeatPing {
+            body: Bytes::from_static(b"PING"),
+        });
+    }
+
+    /// Runs the job now if a slot is free, else keeps it for later (only v1 dispatchers
+    /// send more jobs than slots).
+    fn accept(&mut self, job: Job, reply: ReplyTo, ctx: &mut Context<Self>) {
+        if self.running >= self.settings.slots {
+            self.backlog.push_back(Waiting { job, reply });
+            return;
+        }
+        self.run(job, reply, ctx);
+    }
+
+    fn run(&mut self, job: Job, reply: ReplyTo, ctx: &mut Context<Self>) {
+        let Some(handler) = self.settings.functions.handler(job.function.as_bytes()) else {
+            let message = format!("function {:?} is not served by this worker", job.function);
+            self.answer(self.generation, reply, Err(JobError::new(message)));
+            return;
+        };
+        self.running += 1;
+        let generation = self.generation;
+        // A panicking handler fails its job; it does not take the worker down.
+        AssertUnwindSafe(handler(job))
+            .catch_unwind()
+            .into_actor(self)
+            .map(move |result, session, ctx| {
+                session.running -= 1;
+                let result = result.unwrap_or_else(|_| Err(JobError::new("handler panicked")));
+                session.answer(generation, reply, result);
+                if let Some(next) = session.backlog.pop_front() {
+                    session.run(next.job, next.reply, ctx);
+                }
+                session.check_stop(ctx);
+            })
+            .spawn(ctx);
+    }
+
+    fn answer(&mut self, generation: u64, reply: ReplyTo, result: HandlerResult) {
+        if generation != self.generation {
+            debug!("answer for a job of a previous connection dropped");
+            return;
+        }
+        let Some(link) = &mut self.link else {
+            return;
+        };
+        let frame = match (reply, result) {
+            (ReplyTo::Tagged { job_id }, Ok(ret)) => {
+                Frame::JobResult(codec::JobResult { job_id, ret })
+            }
+            (ReplyTo::Tagged { job_id }, Err(err)) => Frame::JobError(codec::JobError {
+                job_id,
+                message: Bytes::from(err.message().to_owned()),
+            }),
+            (
+                ReplyTo::V1 {
+                    function,
+                    params,
+                    job_id,
+                },
+                result,
+            ) => {
+                let ret = result.unwrap_or_else(|err| {
+                    RetStruct::error(HANDLER_ERROR_CODE, err.message()).into()
+                });
+                Frame::WorkerReturn(WorkerReturn {
+                    function,
+                    params,
+                    ret,
+                    job_id,
+                })
+            }
+        };
+        link.writer.write(frame);
+    }
+
+    /// Closes once stopping, sealed, and idle.
+    fn check_stop(&mut self, ctx: &mut Context<Self>) {
+        let Some(stopping) = &self.stopping else {
+            return;
+        };
+        if !stopping.sealed || self.running > 0 || !self.backlog.is_empty() {
+            return;
+        }
+        match &mut self.link {
+            // The write side flushes, then WriteHandler::finished stops the actor.
+            Some(link) => link.writer.close(),
+            None => ctx.stop(),
+        }
+    }
+}
