@@ -45,7 +45,7 @@ async fn reply_reaches_its_own_caller_when_results_return_out_of_order() {
     for (i, client) in clients.iter_mut().enumerate() {
         assert_eq!(returned(client.recv().await), format!("r{i}").as_bytes());
     }
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// A call of a function nobody serves gets CANT_DO at once.
@@ -58,7 +58,7 @@ async fn unknown_function_gets_cant_do_at_once() {
         client.recv_within(Duration::from_secs(1)).await,
         Some(Frame::CantDo)
     );
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// An empty function name or empty params gets ERROR, and the connection keeps working.
@@ -75,7 +75,7 @@ async fn empty_function_or_params_gets_error() {
     let job = worker.recv_job().await;
     worker.answer(&job, b"ok").await;
     assert_eq!(returned(client.recv().await), &b"ok"[..]);
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// With every worker at its limit, calls wait in a bounded queue; past it, RATELIMIT.
@@ -122,7 +122,7 @@ async fn full_workers_queue_calls_then_rate_limit() {
     dispatcher
         .wait_for("all idle", |s| s.in_flight() == 0 && s.queued() == 0)
         .await;
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// The least-loaded worker gets the next job: two workers share four calls two and two.
@@ -149,7 +149,7 @@ async fn least_loaded_worker_gets_the_next_job() {
     for _ in 0..4 {
         returned(client.recv().await);
     }
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// A worker that disconnects mid-job: the job is retried on another worker of the function.
@@ -166,7 +166,7 @@ async fn lost_workers_job_is_retried_on_another_worker() {
     assert_eq!(retried.params, first.params);
     w2.answer(&retried, b"from w2").await;
     assert_eq!(returned(client.recv().await), &b"from w2"[..]);
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// A worker that disconnects mid-job with no other worker: the caller gets ERROR at once.
@@ -187,7 +187,7 @@ async fn lost_worker_without_spare_answers_error_at_once() {
     dispatcher
         .wait_for("worker gone", |s| s.workers.is_empty())
         .await;
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// A worker that stops heart-beating is closed, and its caller gets ERROR; one that pings
@@ -216,7 +216,7 @@ async fn silent_worker_is_dropped_after_heartbeat_timeout() {
     let snapshot = dispatcher.snapshot().await;
     assert!(snapshot.function("F").is_none());
     assert!(snapshot.function("G").is_some(), "a pinging worker stays");
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// Past the deadline the caller gets ERROR; the worker's late result is discarded and its
@@ -245,7 +245,7 @@ async fn deadline_answers_error_and_late_result_is_discarded() {
         .recv_within(Duration::from_millis(100))
         .await
         .is_none());
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// A caller that disconnects: its queued call is withdrawn, its running job's result is
@@ -281,7 +281,7 @@ async fn caller_disconnect_cancels_its_jobs_and_leaks_nothing() {
             .is_none(),
         "the withdrawn call never reaches the worker"
     );
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// W_SET_NAME and W_ADD_FUNC are acknowledged and visible; W_DEL_FUNC removes the function;
@@ -318,7 +318,7 @@ async fn worker_registration_frames_are_honoured() {
     let job = worker.recv_job().await;
     worker.answer(&job, b"b").await;
     assert_eq!(returned(client.recv().await), &b"b"[..]);
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// Each kind of malformed input closes only the connection that sent it; a worker and a
@@ -363,7 +363,7 @@ async fn malformed_input_closes_only_that_connection() {
     assert_eq!(&job.params[..], b"still fine");
     worker.answer(&job, b"ok").await;
     assert_eq!(returned(client.recv().await), &b"ok"[..]);
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// A frame split across many writes, and many frames in one write, are both read right.
@@ -397,7 +397,7 @@ async fn frames_split_and_coalesced_on_the_socket_are_read_right() {
     for _ in 0..3 {
         returned(client.recv().await);
     }
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// On shutdown a job in flight still finishes and reaches its caller, while a new call is
@@ -413,14 +413,12 @@ async fn shutdown_drains_jobs_in_flight_and_refuses_new_calls() {
 
     let registry_view = dispatcher.snapshot().await;
     assert_eq!(registry_view.in_flight(), 1);
-    let stopping = std::thread::spawn(move || dispatcher.stop());
+    let stopping = tokio::spawn(dispatcher.stop());
     tokio::time::sleep(Duration::from_millis(100)).await;
     late_caller.call("F", b"too late").await;
     assert_eq!(late_caller.recv().await, Frame::Error);
 
     worker.answer(&job, b"finished").await;
     assert_eq!(returned(client.recv().await), &b"finished"[..]);
-    tokio::task::spawn_blocking(move || stopping.join().unwrap())
-        .await
-        .unwrap();
+    stopping.await.unwrap();
 }

@@ -97,7 +97,7 @@ async fn golden_worker_and_client_conversation_is_byte_exact() {
         .await;
     client.send_raw(&vector("client_do_job_msgpack")).await;
     assert_eq!(client.recv_raw_frame().await, vector("server_cant_do"));
-    dispatcher.stop();
+    dispatcher.stop().await;
 }
 
 /// A JSON call (params type 6) reaches the worker with its params type and bytes intact.
@@ -121,5 +121,5 @@ async fn json_call_passes_params_type_and_bytes_through() {
         }
         other => panic!("expected S_RETURN_DATA, got {other:?}"),
     }
-    dispatcher.stop();
+    dispatcher.stop().await;
 }

@@ -412,8 +412,15 @@ impl Session {
             return;
         }
         match &mut self.link {
-            // The write side flushes, then WriteHandler::finished stops the actor.
-            Some(link) => link.writer.close(),
+            // The write side flushes, then WriteHandler::finished stops the actor. actix's
+            // `FramedWrite::close` does not wake its writer task, so a last (harmless)
+            // heartbeat does; without it the close waits for the next write.
+            Some(link) => {
+                link.writer.close();
+                link.writer.write(Frame::HeartbeatPing {
+                    body: Bytes::from_static(b"PING"),
+                });
+            }
             None => ctx.stop(),
         }
     }

@@ -30,8 +30,13 @@ pub fn start_dispatcher() -> TestDispatcher {
 }
 
 /// Starts a dispatcher with `config` (its address is replaced by 127.0.0.1:0).
-pub fn start_dispatcher_with(mut config: Config) -> TestDispatcher {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+pub fn start_dispatcher_with(config: Config) -> TestDispatcher {
+    start_dispatcher_on("127.0.0.1:0".parse().unwrap(), config)
+}
+
+/// Starts a dispatcher with `config` listening on `addr` (to restart one on its old port).
+pub fn start_dispatcher_on(addr: SocketAddr, mut config: Config) -> TestDispatcher {
+    let listener = std::net::TcpListener::bind(addr).expect("bind the test address");
     let addr = listener.local_addr().unwrap();
     config.tcp.addr = addr;
     config.server.io_threads = 2;
@@ -85,9 +90,12 @@ impl TestDispatcher {
         }
     }
 
-    /// Shuts the dispatcher down (drain included) and waits for its thread.
-    pub fn stop(mut self) {
-        self.stop_inner();
+    /// Shuts the dispatcher down (drain included) and waits for its thread, off the test's
+    /// runtime so that workers running on it can still finish their jobs meanwhile.
+    pub async fn stop(mut self) {
+        tokio::task::spawn_blocking(move || self.stop_inner())
+            .await
+            .expect("dispatcher thread");
     }
 
     fn stop_inner(&mut self) {

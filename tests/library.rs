@@ -1,0 +1,508 @@
+//! The Rust worker and client libraries end to end, against an in-process dispatcher over
+//! real TCP on 127.0.0.1: routing under load, lost and stopped workers, deadlines, slots,
+//! mixed v1/tagged peers, nested calls, and a dispatcher restart.
+
+mod common;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{start_dispatcher, start_dispatcher_on, PATIENCE};
+use futures_util::future::join_all;
+use nmid::client::{CallOptions, Client, ClientError, Protocol};
+use nmid::config::Config;
+use nmid::retstruct::RetStruct;
+use nmid::worker::{Job, JobError, Worker, WorkerBuilder, WorkerHandle};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Name<'a> {
+    name: &'a str,
+}
+
+/// Echoes the params back after a delay derived from them (0-7 ms), so answers come back
+/// in an order unrelated to the calls'.
+async fn echo_scrambled(job: Job) -> Result<Bytes, JobError> {
+    let delay = job
+        .params()
+        .iter()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)))
+        % 8;
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    Ok(job.params().clone())
+}
+
+async fn sleep_then_echo(job: Job) -> Result<Bytes, JobError> {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(job.params().clone())
+}
+
+fn worker(addr: std::net::SocketAddr, name: &str) -> WorkerBuilder {
+    Worker::builder().name(name).server(addr.to_string())
+}
+
+/// Waits until `count` workers serve `function`.
+async fn serving(dispatcher: &common::TestDispatcher, function: &str, count: usize) {
+    dispatcher
+        .wait_for(&format!("{count} workers of {function}"), |s| {
+            s.function(function).is_some_and(|f| f.workers == count)
+        })
+        .await;
+}
+
+/// Runs a worker on a thread of its own, so the test can kill it abruptly.
+struct WorkerThread {
+    system: actix_rt::System,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl WorkerThread {
+    fn spawn(build: impl FnOnce() -> WorkerBuilder + Send + 'static) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let system = actix_rt::System::new();
+            let worker = system.block_on(async move {
+                tx.send(actix_rt::System::current()).unwrap();
+                build().start().expect("worker starts")
+            });
+            // Runs until `kill` stops the system; then the runtime and its sockets drop.
+            let _ = system.run();
+            drop(worker);
+        });
+        let system = rx.recv_timeout(PATIENCE).expect("worker thread started");
+        Self { system, thread }
+    }
+
+    /// Kills the worker: its runtime stops, its sockets close, no goodbye is said.
+    fn kill(self) {
+        self.system.stop();
+        let _ = self.thread.join();
+    }
+}
+
+/// The seed's ToUpper, through the worker and client libraries.
+#[actix_rt::test]
+async fn to_upper_end_to_end() {
+    let dispatcher = start_dispatcher();
+    let w = worker(dispatcher.addr, "Worker1")
+        .function("ToUpper", nmid::demo::to_upper)
+        .start()
+        .unwrap();
+    serving(&dispatcher, "ToUpper", 1).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let data = client
+        .call_data("ToUpper", &Name { name: "nmid" })
+        .await
+        .unwrap();
+    assert_eq!(&data[..], b"NMID");
+    w.stop().await;
+    dispatcher.stop().await;
+}
+
+/// The seed's two hops: client -> Worker2 (ToUpper2) -> Worker1 (ToUpper). The nested call
+/// carries the caller's trace context and a deadline no later than the caller's.
+#[actix_rt::test]
+async fn two_hop_chain_carries_trace_context_and_deadline() {
+    let dispatcher = start_dispatcher();
+    let seen: Rc<Cell<Option<(String, Instant)>>> = Rc::new(Cell::new(None));
+    let seen_in_worker = seen.clone();
+    let w1 = worker(dispatcher.addr, "Worker1")
+        .function("ToUpper", move |job: Job| {
+            let seen = seen_in_worker.clone();
+            async move {
+                let trace = job.metadata("traceparent").unwrap_or_default().to_owned();
+                seen.set(Some((
+                    trace,
+                    job.deadline().expect("tagged jobs have a deadline"),
+                )));
+                nmid::demo::to_upper(job).await
+            }
+        })
+        .start()
+        .unwrap();
+    let w2 = worker(dispatcher.addr, "Worker2")
+        .function("ToUpper2", |job: Job| async move {
+            Ok::<_, JobError>(job.call("ToUpper", job.params().clone()).await?)
+        })
+        .start()
+        .unwrap();
+    serving(&dispatcher, "ToUpper", 1).await;
+    serving(&dispatcher, "ToUpper2", 1).await;
+
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let started = Instant::now();
+    let params = rmp_serde::to_vec_named(&Name { name: "nmid" }).unwrap();
+    let options = CallOptions::default()
+        .timeout(Duration::from_secs(3))
+        .meta("traceparent", traceparent);
+    let ret = client.call_with("ToUpper2", params, options).await.unwrap();
+    assert_eq!(RetStruct::decode(&ret).unwrap(), RetStruct::ok("NMID"));
+    let (trace, deadline) = seen.take().expect("Worker1 ran");
+    assert_eq!(trace, traceparent);
+    assert!(deadline <= started + Duration::from_secs(3) + Duration::from_millis(50));
+    w1.stop().await;
+    w2.stop().await;
+    dispatcher.stop().await;
+}
+
+/// 2000 concurrent calls with unique payloads over one client connection, served by 4
+/// workers answering in scrambled order: every caller gets its own answer.
+#[actix_rt::test]
+async fn two_thousand_concurrent_calls_each_get_their_own_answer() {
+    let dispatcher = start_dispatcher();
+    let workers: Vec<WorkerHandle> = (0..4)
+        .map(|i| {
+            worker(dispatcher.addr, &format!("w{i}"))
+                .slots(64)
+                .function("Echo", echo_scrambled)
+                .start()
+                .unwrap()
+        })
+        .collect();
+    serving(&dispatcher, "Echo", 4).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let started = Instant::now();
+    let calls = (0..2000u32).map(|i| {
+        let client = client.clone();
+        async move {
+            let payload = format!("payload-{i}");
+            let ret = client.call("Echo", payload.clone()).await;
+            (payload, ret)
+        }
+    });
+    let results = join_all(calls).await;
+    let elapsed = started.elapsed();
+    let misrouted = results
+        .iter()
+        .filter(|(payload, ret)| ret.as_ref().map(|r| &r[..]) != Ok(payload.as_bytes()))
+        .count();
+    assert_eq!(misrouted, 0, "misrouted or failed replies");
+    eprintln!(
+        "2000 concurrent calls over one connection: {:.0} calls/s",
+        2000.0 / elapsed.as_secs_f64()
+    );
+    for w in workers {
+        w.stop().await;
+    }
+    dispatcher
+        .wait_for("nothing in flight", |s| s.in_flight() == 0)
+        .await;
+    dispatcher.stop().await;
+}
+
+/// A worker killed mid-job with another worker available: the job is retried there and
+/// the caller gets its answer within 1 s.
+#[actix_rt::test]
+async fn killed_workers_job_is_retried_elsewhere_within_a_second() {
+    let dispatcher = start_dispatcher();
+    let addr = dispatcher.addr;
+    let doomed = WorkerThread::spawn(move || {
+        worker(addr, "doomed").function("F", |_job: Job| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<_, JobError>(Bytes::from_static(b"never"))
+        })
+    });
+    serving(&dispatcher, "F", 1).await;
+    let client = Client::connect(addr.to_string()).await.unwrap();
+    let call = actix_rt::spawn({
+        let client = client.clone();
+        async move { client.call("F", Bytes::from_static(b"p")).await }
+    });
+    dispatcher
+        .wait_for("the job to run", |s| s.in_flight() == 1)
+        .await;
+    let spare = worker(addr, "spare")
+        .function("F", |_job: Job| async {
+            Ok::<_, JobError>(Bytes::from_static(b"spare"))
+        })
+        .start()
+        .unwrap();
+    serving(&dispatcher, "F", 2).await;
+
+    let killed_at = Instant::now();
+    doomed.kill();
+    let answer = call.await.unwrap();
+    assert_eq!(answer.as_deref(), Ok(&b"spare"[..]));
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    spare.stop().await;
+    dispatcher.stop().await;
+}
+
+/// A worker killed mid-job with no other worker: the caller gets a typed WorkerLost within 1 s.
+#[actix_rt::test]
+async fn killed_worker_without_spare_gives_typed_worker_lost() {
+    let dispatcher = start_dispatcher();
+    let addr = dispatcher.addr;
+    let doomed = WorkerThread::spawn(move || {
+        worker(addr, "doomed").function("F", |_job: Job| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<_, JobError>(Bytes::new())
+        })
+    });
+    serving(&dispatcher, "F", 1).await;
+    let client = Client::connect(addr.to_string()).await.unwrap();
+    let call = actix_rt::spawn(async move { client.call("F", Bytes::from_static(b"p")).await });
+    dispatcher
+        .wait_for("the job to run", |s| s.in_flight() == 1)
+        .await;
+    let killed_at = Instant::now();
+    doomed.kill();
+    assert_eq!(call.await.unwrap(), Err(ClientError::WorkerLost));
+    assert!(killed_at.elapsed() < Duration::from_secs(1));
+    dispatcher.stop().await;
+}
+
+/// Stopping a worker gracefully while calls stream in loses no call: its jobs in flight
+/// finish, and later calls go to the other worker.
+#[actix_rt::test]
+async fn graceful_stop_loses_no_job() {
+    let dispatcher = start_dispatcher();
+    let a = worker(dispatcher.addr, "a")
+        .function("F", sleep_then_echo)
+        .start()
+        .unwrap();
+    let b = worker(dispatcher.addr, "b")
+        .function("F", sleep_then_echo)
+        .start()
+        .unwrap();
+    serving(&dispatcher, "F", 2).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let calls: Vec<_> = (0..60u32)
+        .map(|i| {
+            let client = client.clone();
+            actix_rt::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(u64::from(i) * 5)).await;
+                let payload = i.to_string();
+                (payload.clone(), client.call("F", payload).await)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.stop().await;
+    for call in calls {
+        let (payload, ret) = call.await.unwrap();
+        assert_eq!(ret.as_deref(), Ok(payload.as_bytes()), "call {payload}");
+    }
+    let snapshot = dispatcher.snapshot().await;
+    assert_eq!(
+        snapshot.function("F").unwrap().workers,
+        1,
+        "a is gone, b stays"
+    );
+    b.stop().await;
+    dispatcher.stop().await;
+}
+
+/// A call whose deadline passes gets a typed Timeout, close to its deadline.
+#[actix_rt::test]
+async fn deadline_expiry_gives_typed_timeout() {
+    let dispatcher = start_dispatcher();
+    let w = worker(dispatcher.addr, "slow")
+        .function("Slow", |_job: Job| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, JobError>(Bytes::new())
+        })
+        .start()
+        .unwrap();
+    serving(&dispatcher, "Slow", 1).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let started = Instant::now();
+    let ret = client
+        .call_with(
+            "Slow",
+            Bytes::from_static(b"p"),
+            CallOptions::default().timeout(Duration::from_millis(200)),
+        )
+        .await;
+    assert_eq!(ret, Err(ClientError::Timeout));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_millis(700),
+        "{waited:?}"
+    );
+    drop(w);
+    dispatcher.stop().await;
+}
+
+/// A worker with 2 slots never holds 3 jobs, and every call is still answered.
+#[actix_rt::test]
+async fn slots_are_honoured() {
+    let dispatcher = start_dispatcher();
+    let running = Arc::new(AtomicU32::new(0));
+    let peak = Arc::new(AtomicU32::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    let w = worker(dispatcher.addr, "two-slots")
+        .slots(2)
+        .function("F", move |job: Job| {
+            let (running, peak) = (r.clone(), p.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, JobError>(job.params().clone())
+            }
+        })
+        .start()
+        .unwrap();
+    serving(&dispatcher, "F", 1).await;
+    let snapshot = dispatcher.snapshot().await;
+    assert_eq!(
+        snapshot.workers[0].max_jobs, 2,
+        "the dispatcher took the worker's slots"
+    );
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let results = join_all((0..20u32).map(|i| client.call("F", i.to_string()))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(peak.load(Ordering::SeqCst), 2);
+    w.stop().await;
+    dispatcher.stop().await;
+}
+
+/// A v1 client is served by a tagged worker, a tagged client by a v1 worker; a handler's
+/// error reaches each in its own protocol.
+#[actix_rt::test]
+async fn mixed_v1_and_tagged_peers_work_both_ways() {
+    let dispatcher = start_dispatcher();
+    let fails = |_job: Job| async { Err::<Bytes, _>(JobError::new("no such user")) };
+    let tagged = worker(dispatcher.addr, "tagged")
+        .function("TaggedUpper", nmid::demo::to_upper)
+        .function("TaggedFails", fails)
+        .start()
+        .unwrap();
+    let v1 = worker(dispatcher.addr, "v1")
+        .protocol(Protocol::V1)
+        .function("V1Upper", nmid::demo::to_upper)
+        .function("V1Fails", fails)
+        .start()
+        .unwrap();
+    serving(&dispatcher, "TaggedUpper", 1).await;
+    serving(&dispatcher, "V1Fails", 1).await;
+    let v1_client = Client::builder(dispatcher.addr.to_string())
+        .protocol(Protocol::V1)
+        .connect()
+        .await
+        .unwrap();
+    let tagged_client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    for client in [&v1_client, &tagged_client] {
+        for function in ["TaggedUpper", "V1Upper"] {
+            let data = client.call_data(function, &Name { name: "mixed" }).await;
+            assert_eq!(data.as_deref(), Ok(&b"MIXED"[..]), "{function}");
+        }
+    }
+    let error = tagged_client
+        .call("TaggedFails", Bytes::from_static(b"\x80"))
+        .await;
+    assert_eq!(error, Err(ClientError::WorkerError("no such user".into())));
+    for (client, function) in [
+        (&v1_client, "TaggedFails"),
+        (&v1_client, "V1Fails"),
+        (&tagged_client, "V1Fails"),
+    ] {
+        let error = client.call_data(function, &Name { name: "x" }).await;
+        assert_eq!(
+            error,
+            Err(ClientError::Function {
+                code: 1,
+                message: "no such user".into()
+            }),
+            "{function}"
+        );
+    }
+    assert_eq!(
+        v1_client.call("Nobody", Bytes::from_static(b"\x80")).await,
+        Err(ClientError::NoWorker)
+    );
+    assert_eq!(
+        tagged_client
+            .call("Nobody", Bytes::from_static(b"\x80"))
+            .await,
+        Err(ClientError::NoWorker)
+    );
+    tagged.stop().await;
+    v1.stop().await;
+    dispatcher.stop().await;
+}
+
+/// The dispatcher restarts under a connected worker and client: both reconnect (the worker
+/// registers again) and calls succeed again.
+#[actix_rt::test]
+async fn worker_and_client_reconnect_after_dispatcher_restart() {
+    let dispatcher = start_dispatcher();
+    let addr = dispatcher.addr;
+    let w = worker(addr, "Worker1")
+        .function("ToUpper", nmid::demo::to_upper)
+        .start()
+        .unwrap();
+    serving(&dispatcher, "ToUpper", 1).await;
+    let client = Client::connect(addr.to_string()).await.unwrap();
+    assert!(client
+        .call_data("ToUpper", &Name { name: "a" })
+        .await
+        .is_ok());
+
+    dispatcher.stop().await;
+    let restarted = start_dispatcher_on(addr, Config::default());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    loop {
+        match client.call_data("ToUpper", &Name { name: "again" }).await {
+            Ok(data) => {
+                assert_eq!(&data[..], b"AGAIN");
+                break;
+            }
+            Err(err) => errors.lock().unwrap().push(err),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no success after restart: {errors:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.stop().await;
+    restarted.stop().await;
+}
+
+/// A worker with bad settings is refused at start with a reason.
+#[actix_rt::test]
+async fn worker_without_server_or_function_is_refused() {
+    let no_server = Worker::builder()
+        .function("F", nmid::demo::to_upper)
+        .start();
+    assert_eq!(no_server.err(), Some(nmid::worker::WorkerError::NoServer));
+    let no_function = Worker::builder().server("127.0.0.1:1").start();
+    assert_eq!(
+        no_function.err(),
+        Some(nmid::worker::WorkerError::NoFunction)
+    );
+    let twice = Worker::builder()
+        .server("127.0.0.1:1")
+        .function("F", nmid::demo::to_upper)
+        .function("F", nmid::demo::to_upper)
+        .start();
+    assert_eq!(
+        twice.err(),
+        Some(nmid::worker::WorkerError::BadFunction("F".into()))
+    );
+}
+
+/// A client pointed at a closed port fails with a Connect error naming the address.
+#[actix_rt::test]
+async fn client_connect_failure_is_typed() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    match Client::connect(addr.to_string()).await {
+        Err(ClientError::Connect { addr: a, .. }) => assert_eq!(a, addr.to_string()),
+        other => panic!("expected a Connect error, got {other:?}"),
+    }
+}
