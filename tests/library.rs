@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{start_dispatcher, start_dispatcher_on, PATIENCE};
+use common::{start_dispatcher, start_dispatcher_on, start_dispatcher_with, PATIENCE};
 use futures_util::future::join_all;
 use nmid::client::{CallOptions, Client, ClientError, Protocol};
 use nmid::config::Config;
@@ -154,7 +154,10 @@ async fn two_hop_chain_carries_trace_context_and_deadline() {
 /// workers answering in scrambled order: every caller gets its own answer.
 #[actix_rt::test]
 async fn two_thousand_concurrent_calls_each_get_their_own_answer() {
-    let dispatcher = start_dispatcher();
+    // 4 workers x 64 slots run 256 at once; the rest must fit the queue, not be rate-limited.
+    let mut config = Config::default();
+    config.workers.max_queue_per_function = 2000;
+    let dispatcher = start_dispatcher_with(config);
     let workers: Vec<WorkerHandle> = (0..4)
         .map(|i| {
             worker(dispatcher.addr, &format!("w{i}"))
@@ -181,7 +184,15 @@ async fn two_thousand_concurrent_calls_each_get_their_own_answer() {
         .iter()
         .filter(|(payload, ret)| ret.as_ref().map(|r| &r[..]) != Ok(payload.as_bytes()))
         .count();
-    assert_eq!(misrouted, 0, "misrouted or failed replies");
+    let failures: Vec<_> = results
+        .iter()
+        .filter(|(_, ret)| ret.is_err())
+        .take(3)
+        .collect();
+    assert_eq!(
+        misrouted, 0,
+        "misrouted or failed replies, e.g. {failures:?}"
+    );
     eprintln!(
         "2000 concurrent calls over one connection: {:.0} calls/s",
         2000.0 / elapsed.as_secs_f64()
