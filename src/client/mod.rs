@@ -214,6 +214,26 @@ impl Client {
     }
 
     /// Calls `function` with `params` and per-call `options`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: nmid::client::Client) -> Result<(), nmid::client::ClientError> {
+    /// use std::time::Duration;
+    /// use nmid::client::{CallOptions, ClientError};
+    ///
+    /// let options = CallOptions::default()
+    ///     .timeout(Duration::from_millis(250))
+    ///     .meta("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    /// match client.call_with("ToUpper", &b"\x81\xa4name\xa4nmid"[..], options).await {
+    ///     Ok(ret) => println!("{} bytes of RetStruct", ret.len()),
+    ///     Err(ClientError::Timeout) => println!("too slow"),
+    ///     Err(ClientError::NoWorker) => println!("nobody serves ToUpper"),
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn call_with(
         &self,
         function: &str,

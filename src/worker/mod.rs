@@ -161,6 +161,19 @@ impl WorkerBuilder {
 
     /// Serves `name` with `handler`, an async function of a [`Job`] returning the result
     /// bytes (anything `Into<Bytes>`, such as a [`RetStruct`] or a `Vec<u8>`) or an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nmid::worker::{Job, JobError, Worker};
+    ///
+    /// // A closure works as well as an `async fn`; `?` turns any error into a JobError,
+    /// // which the caller receives as a worker error with its message.
+    /// let builder = Worker::builder()
+    ///     .server("127.0.0.1:6808")
+    ///     .function("Echo", |job: Job| async move { Ok::<_, JobError>(job.params().clone()) })
+    ///     .function("Fail", |_job: Job| async { Err::<Vec<u8>, _>(JobError::new("nope")) });
+    /// ```
     pub fn function<F, Fut, R>(mut self, name: impl Into<String>, handler: F) -> Self
     where
         F: Fn(Job) -> Fut + 'static,
