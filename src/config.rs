@@ -36,6 +36,8 @@ pub enum ConfigError {
 pub struct Config {
     /// The binary protocol listener.
     pub tcp: TcpConfig,
+    /// The HTTP front end.
+    pub http: HttpConfig,
     /// Calls: deadlines and retries.
     pub jobs: JobsConfig,
     /// Workers: load limits and liveness.
@@ -54,6 +56,18 @@ pub struct TcpConfig {
     pub max_frame_bytes: usize,
     /// Open connections beyond which new ones are closed at once.
     pub max_connections: usize,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve HTTP at all.
+    pub enabled: bool,
+    /// Listen address of the HTTP front end.
+    pub addr: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
 }
 
 /// `[jobs]`
@@ -153,8 +167,14 @@ impl Config {
         if self.tcp.max_connections == 0 {
             return invalid("tcp.max_connections", "must be at least 1");
         }
+        if self.http.max_body_bytes == 0 {
+            return invalid("http.max_body_bytes", "must be at least 1");
+        }
         if self.jobs.timeout_ms == 0 {
             return invalid("jobs.timeout_ms", "must be at least 1");
+        }
+        if self.jobs.timeout_ms > u64::from(u32::MAX) {
+            return invalid("jobs.timeout_ms", "must be at most 4294967295");
         }
         if self.workers.max_jobs_in_flight == 0 {
             return invalid("workers.max_jobs_in_flight", "must be at least 1");

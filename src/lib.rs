@@ -5,9 +5,11 @@
 //!
 //! - [`codec`]: frames and bodies of the nmid wire protocol; pure, no I/O.
 //! - [`actors`]: the dispatcher: connection, worker, registry and job actors.
+//! - [`http`]: the actix-web front end: `POST /call/<func>`, nmid's gateway, admin API.
 //! - [`server`]: start-up (listener, arbiters) and ordered shutdown; [`server::run`].
 //! - [`client`]: the async client library (tagged, pipelined; or v1).
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
+//! - [`stats`]: call counters by outcome.
 //! - [`retstruct`]: nmid's `{"Code","Msg","Data"}` result convention.
 //! - [`worker`]: the worker library (actix actors; tagged or v1).
 //! - [`demo`]: the embedded `ToUpper` worker of `nmid --demo`.
@@ -18,6 +20,8 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod demo;
+pub mod http;
 pub mod retstruct;
 pub mod server;
+pub mod stats;
 pub mod worker;

@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use tokio::net::TcpListener;
@@ -17,8 +17,11 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::actors::connection::{Connection, ConnectionSettings};
+use crate::actors::job::JobServices;
 use crate::actors::registry::{Drain, Registry, RegistrySnapshot, Snapshot};
 use crate::config::Config;
+use crate::http::HttpState;
+use crate::stats::CallStats;
 
 /// How often the drain checks whether the jobs in flight are done.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -26,40 +29,77 @@ const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// A running dispatcher: the handle to inspect it and to shut it down.
 pub struct Dispatcher {
     registry: Addr<Registry>,
+    stats: Arc<CallStats>,
     local_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     accept: JoinHandle<()>,
+    http: Option<actix_web::dev::ServerHandle>,
     arbiters: Vec<Arbiter>,
     drain_timeout: Duration,
 }
 
 impl Dispatcher {
-    /// Starts serving `listener` with `config`. Must be called inside a running actix
-    /// `System`; returns once the listener accepts.
+    /// Starts serving the nmid protocol on `listener` with `config`, without HTTP. Must be
+    /// called inside a running actix `System`; returns once the listener accepts.
     pub fn start(config: &Config, listener: std::net::TcpListener) -> io::Result<Self> {
+        Self::start_with_http(config, listener, None)
+    }
+
+    /// Starts serving the nmid protocol on `listener` and, if given, HTTP on `http`. Must be
+    /// called inside a running actix `System`.
+    pub fn start_with_http(
+        config: &Config,
+        listener: std::net::TcpListener,
+        http: Option<std::net::TcpListener>,
+    ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(listener)?;
         let local_addr = listener.local_addr()?;
         let registry = Registry::new(config.workers.max_queue_per_function).start();
-        let arbiters: Vec<Arbiter> = (0..config.io_threads()).map(|_| Arbiter::new()).collect();
+        let stats = Arc::new(CallStats::default());
+        let jobs = JobServices {
+            registry: registry.clone(),
+            retries: config.jobs.retries,
+            stats: stats.clone(),
+        };
+        let threads = config.io_threads();
+        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let settings = Arc::new(ConnectionSettings {
             max_frame_bytes: config.tcp.max_frame_bytes,
             job_timeout: config.job_timeout(),
-            job_retries: config.jobs.retries,
+            jobs: jobs.clone(),
             max_jobs_per_worker: config.workers.max_jobs_in_flight,
             heartbeat_timeout: config.heartbeat_timeout(),
         });
         let accept = tokio::spawn(accept_loop(
             listener,
             arbiters.iter().map(Arbiter::handle).collect(),
-            registry.clone(),
             settings,
             config.tcp.max_connections,
         ));
         info!(addr = %local_addr, "nmid protocol listening");
+        let (http, http_addr) = match http {
+            Some(listener) => {
+                let state = HttpState {
+                    jobs,
+                    job_timeout: config.job_timeout(),
+                    max_body_bytes: config.http.max_body_bytes,
+                    started: SystemTime::now(),
+                };
+                let addr = listener.local_addr()?;
+                let server = start_http(state, listener, threads, config.drain_timeout())?;
+                info!(%addr, "http listening");
+                (Some(server), Some(addr))
+            }
+            None => (None, None),
+        };
         Ok(Self {
             registry,
+            stats,
             local_addr,
+            http_addr,
             accept,
+            http,
             arbiters,
             drain_timeout: config.drain_timeout(),
         })
@@ -68,6 +108,16 @@ impl Dispatcher {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the HTTP listener, if HTTP is served.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Call counters by outcome.
+    pub fn stats(&self) -> Arc<CallStats> {
+        self.stats.clone()
     }
 
     /// The function registry, for inspection.
@@ -85,6 +135,12 @@ impl Dispatcher {
     pub async fn shutdown(self) {
         self.accept.abort();
         self.registry.do_send(Drain);
+        // HTTP stops accepting at once and finishes its requests in flight (they are jobs,
+        // drained below) within the same bound.
+        let http = self
+            .http
+            .clone()
+            .map(|server| actix_rt::spawn(async move { server.stop(true).await }));
         let started = Instant::now();
         loop {
             let snapshot = self.snapshot().await;
@@ -102,30 +158,57 @@ impl Dispatcher {
             }
             tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
         }
+        if let Some(http) = http {
+            let _ = http.await;
+        }
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
     }
 }
 
-/// Serves `listener` until `shutdown` completes, then shuts down in order (see
-/// [`Dispatcher::shutdown`]). Must be called inside a running actix `System`.
+/// Serves `listener` (and HTTP on `http`, if given) until `shutdown` completes, then shuts
+/// down in order (see [`Dispatcher::shutdown`]). Must be called inside a running actix
+/// `System`.
 pub async fn run(
     config: Config,
     listener: std::net::TcpListener,
+    http: Option<std::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let dispatcher = Dispatcher::start(&config, listener)?;
+    let dispatcher = Dispatcher::start_with_http(&config, listener, http)?;
     shutdown.await;
     info!("shutting down: no new connections or calls, draining jobs in flight");
     dispatcher.shutdown().await;
     Ok(())
 }
 
+/// Starts actix-web on `listener` with one worker thread per connection thread.
+fn start_http(
+    state: HttpState,
+    listener: std::net::TcpListener,
+    threads: usize,
+    drain_timeout: Duration,
+) -> io::Result<actix_web::dev::ServerHandle> {
+    let state = actix_web::web::Data::new(state);
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .configure(crate::http::configure)
+    })
+    .workers(threads)
+    .disable_signals()
+    .shutdown_timeout(drain_timeout.as_secs().max(1))
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok(handle)
+}
+
 async fn accept_loop(
     listener: TcpListener,
     arbiters: Vec<ArbiterHandle>,
-    registry: Addr<Registry>,
     settings: Arc<ConnectionSettings>,
     max_connections: usize,
 ) {
@@ -156,10 +239,10 @@ async fn accept_loop(
         open.fetch_add(1, Ordering::Relaxed);
         let arbiter = &arbiters[next % arbiters.len()];
         next = next.wrapping_add(1);
-        let (registry, settings, counted) = (registry.clone(), settings.clone(), open.clone());
+        let (settings, counted) = (settings.clone(), open.clone());
         let spawned = arbiter.spawn_fn(move || match tokio::net::TcpStream::from_std(stream) {
             Ok(stream) => {
-                Connection::start(stream, peer, registry, settings, counted);
+                Connection::start(stream, peer, settings, counted);
             }
             Err(err) => {
                 counted.fetch_sub(1, Ordering::Relaxed);

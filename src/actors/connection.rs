@@ -24,14 +24,14 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
-use super::job::{Job, JobEvent, JobReply, Request};
-use super::registry::Registry;
+use super::job::{Job, JobEvent, JobReply, JobServices, NewCall, ReplyTo, Request};
 use super::worker::{
     AddFunction, Bye, Disconnected, JobAnswer, Outgoing, RemoveFunction, SetName, SetSlots, Worker,
 };
-use super::{CallError, FunctionName, JobId, JobOutcome, JobSpec};
-use crate::codec::{self, CodecError, ConnType, Frame, NmidCodec, ParamsType, ReturnData};
+use super::{CallError, FunctionName, JobId, JobOutcome};
+use crate::codec::{self, CodecError, ConnType, Frame, NmidCodec, ReturnData};
 use crate::retstruct::RetStruct;
+use crate::stats::Outcome;
 
 /// Settings every connection reads; shared, never changed after start.
 #[derive(Debug, Clone)]
@@ -40,8 +40,8 @@ pub struct ConnectionSettings {
     pub max_frame_bytes: usize,
     /// Default deadline of a call.
     pub job_timeout: Duration,
-    /// Retries of a job whose worker is lost.
-    pub job_retries: u32,
+    /// Registry, retries and counters for the jobs this connection starts.
+    pub jobs: JobServices,
     /// Jobs in flight on one worker.
     pub max_jobs_per_worker: u32,
     /// Silence after which a worker is treated as dead.
@@ -66,7 +66,6 @@ pub struct Connection {
     peer: SocketAddr,
     role: Role,
     writer: FramedWrite<Frame, OwnedWriteHalf, NmidCodec>,
-    registry: Addr<Registry>,
     settings: Arc<ConnectionSettings>,
     /// Open connections of the dispatcher; this one leaves it when it stops.
     open: Arc<AtomicUsize>,
@@ -77,7 +76,6 @@ impl Connection {
     pub fn start(
         stream: TcpStream,
         peer: SocketAddr,
-        registry: Addr<Registry>,
         settings: Arc<ConnectionSettings>,
         open: Arc<AtomicUsize>,
     ) -> Addr<Self> {
@@ -89,7 +87,6 @@ impl Connection {
                 peer,
                 role: Role::Undecided,
                 writer: FramedWrite::new(write, codec, ctx),
-                registry,
                 settings,
                 open,
             }
@@ -224,7 +221,7 @@ impl Connection {
                     self.peer,
                     self.settings.max_jobs_per_worker,
                     ctx.address().recipient(),
-                    self.registry.clone(),
+                    self.settings.jobs.registry.clone(),
                 )
                 .start();
                 self.role = Role::Worker {
@@ -249,31 +246,20 @@ impl Connection {
             return;
         };
         let job_id = JobId::next();
-        if call.function.is_empty() || call.params.is_empty() {
+        if let Err(error) = call.validate() {
+            self.settings.jobs.stats.record(Outcome::of_error(error));
             self.writer.write(reply_frame(JobReply {
                 job_id,
                 request,
-                outcome: JobOutcome::Failed(CallError::BadRequest),
+                outcome: JobOutcome::Failed(error),
             }));
             return;
         }
-        let spec = JobSpec {
-            function: FunctionName(call.function),
-            params_type: call.params_type,
-            handle_type: call.handle_type,
-            params: call.params,
-            meta: call.meta,
-            deadline: Instant::now() + call.timeout,
-        };
-        let job = Job::new(
-            job_id,
-            spec,
+        let reply_to = ReplyTo::Connection {
+            recipient: ctx.address().recipient(),
             request,
-            ctx.address().recipient(),
-            self.registry.clone(),
-            self.settings.job_retries,
-        )
-        .start();
+        };
+        let job = Job::new(job_id, call.into_spec(), reply_to, &self.settings.jobs).start();
         jobs.insert(job_id, job);
     }
 
@@ -352,7 +338,7 @@ fn reply_frame(reply: JobReply) -> Frame {
             })
         }
         (Request::V1 { .. }, JobOutcome::Failed(error)) => match error {
-            CallError::NoWorker => Frame::CantDo,
+            CallError::NoWorker | CallError::UnknownFunction => Frame::CantDo,
             CallError::RateLimited => Frame::RateLimit,
             CallError::BadRequest
             | CallError::Timeout
@@ -381,13 +367,3 @@ fn reply_frame(reply: JobReply) -> Frame {
 
 /// The RetStruct `Code` a v1 caller sees when a tagged worker reports its function failed.
 pub const WORKER_ERROR_RET_CODE: i64 = 1;
-
-/// A call as both client frames carry it, before it becomes a job.
-struct NewCall {
-    function: bytes::Bytes,
-    params_type: ParamsType,
-    handle_type: u32,
-    params: bytes::Bytes,
-    meta: Option<Arc<codec::Metadata>>,
-    timeout: Duration,
-}

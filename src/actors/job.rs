@@ -4,6 +4,7 @@
 //! holding its [`JobLease`] (result, or worker lost), and from its caller (cancelled). It
 //! answers its caller exactly once with a [`JobReply`], and stops.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -11,7 +12,9 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::registry::{Dispatch, Registry, Withdraw};
-use super::{CallError, JobId, JobOutcome, JobSpec};
+use super::{CallError, FunctionName, JobId, JobOutcome, JobSpec};
+use crate::codec::{Metadata, ParamsType};
+use crate::stats::{CallStats, Outcome};
 
 /// Sent to a job by the registry, its worker's lease, or its caller.
 #[derive(Debug, Message)]
@@ -45,6 +48,84 @@ pub struct JobReply {
     pub outcome: JobOutcome,
 }
 
+/// A call as any front end (TCP frame, HTTP request) receives it, before it becomes a job.
+#[derive(Debug)]
+pub struct NewCall {
+    /// The function name.
+    pub function: Bytes,
+    /// How `params` is encoded.
+    pub params_type: ParamsType,
+    /// `params_handle_type`, passed through.
+    pub handle_type: u32,
+    /// The call's parameters.
+    pub params: Bytes,
+    /// Metadata (trace context), if any.
+    pub meta: Option<Arc<Metadata>>,
+    /// Time the caller gives the call.
+    pub timeout: Duration,
+}
+
+impl NewCall {
+    /// Refuses what nmid refuses: an empty function name or empty params.
+    pub fn validate(&self) -> Result<(), CallError> {
+        if self.function.is_empty() || self.params.is_empty() {
+            Err(CallError::BadRequest)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The job's spec, its deadline counted from now.
+    pub fn into_spec(self) -> JobSpec {
+        JobSpec {
+            function: FunctionName(self.function),
+            params_type: self.params_type,
+            handle_type: self.handle_type,
+            params: self.params,
+            meta: self.meta,
+            deadline: Instant::now() + self.timeout,
+        }
+    }
+}
+
+/// Where a job's one answer goes.
+#[derive(Debug)]
+pub enum ReplyTo {
+    /// The caller's TCP connection actor, which frames the reply as `request` asked.
+    Connection {
+        /// The connection.
+        recipient: Recipient<JobReply>,
+        /// How the call was made.
+        request: Request,
+    },
+    /// A waiting future in this process (an HTTP request); taken by the first answer.
+    Once(Option<tokio::sync::oneshot::Sender<JobOutcome>>),
+}
+
+impl ReplyTo {
+    /// A reply target for a future that awaits the returned receiver.
+    pub fn once() -> (Self, tokio::sync::oneshot::Receiver<JobOutcome>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Self::Once(Some(tx)), rx)
+    }
+
+    fn send(&mut self, job_id: JobId, outcome: JobOutcome) {
+        match self {
+            ReplyTo::Connection { recipient, request } => recipient.do_send(JobReply {
+                job_id,
+                request: request.clone(),
+                outcome,
+            }),
+            ReplyTo::Once(sender) => {
+                if let Some(sender) = sender.take() {
+                    // The waiter may be gone (HTTP client disconnected): nothing to tell.
+                    let _ = sender.send(outcome);
+                }
+            }
+        }
+    }
+}
+
 /// How a call was made: it decides the reply frame.
 #[derive(Debug, Clone)]
 pub enum Request {
@@ -63,13 +144,25 @@ pub enum Request {
     },
 }
 
+/// What every job needs from the dispatcher: where to dispatch, how often to retry, where
+/// to count. Cheap to clone; held by each front end.
+#[derive(Debug, Clone)]
+pub struct JobServices {
+    /// The function registry.
+    pub registry: Addr<Registry>,
+    /// Retries of a job whose worker is lost.
+    pub retries: u32,
+    /// Outcome counters.
+    pub stats: Arc<CallStats>,
+}
+
 /// A call in flight.
 pub struct Job {
     id: JobId,
     spec: JobSpec,
-    request: Request,
-    reply_to: Recipient<JobReply>,
+    reply_to: ReplyTo,
     registry: Addr<Registry>,
+    stats: Arc<CallStats>,
     deadline: Instant,
     retries_left: u32,
     /// Dispatch attempts so far; a retry that finds no worker is reported as `WorkerLost`.
@@ -78,24 +171,17 @@ pub struct Job {
 }
 
 impl Job {
-    /// A job for `spec` that answers `reply_to` as `request` asked, gives up at the spec's
-    /// deadline, and may be retried `retries` times on another worker.
-    pub fn new(
-        id: JobId,
-        spec: JobSpec,
-        request: Request,
-        reply_to: Recipient<JobReply>,
-        registry: Addr<Registry>,
-        retries: u32,
-    ) -> Self {
+    /// A job for `spec` that answers `reply_to`, gives up at the spec's deadline, and may be
+    /// retried `retries` times on another worker.
+    pub fn new(id: JobId, spec: JobSpec, reply_to: ReplyTo, services: &JobServices) -> Self {
         Self {
             id,
             deadline: spec.deadline,
             spec,
-            request,
             reply_to,
-            registry,
-            retries_left: retries,
+            registry: services.registry.clone(),
+            stats: services.stats.clone(),
+            retries_left: services.retries,
             attempts: 0,
             answered: false,
         }
@@ -119,11 +205,9 @@ impl Actor for Job {
         // Safety net: a caller is never left hanging, even if a path above forgot to answer.
         if !self.answered {
             self.answered = true;
-            self.reply_to.do_send(JobReply {
-                job_id: self.id,
-                request: self.request.clone(),
-                outcome: JobOutcome::Failed(CallError::WorkerLost),
-            });
+            self.stats.record(Outcome::WorkerLost);
+            self.reply_to
+                .send(self.id, JobOutcome::Failed(CallError::WorkerLost));
         }
         Running::Stop
     }
@@ -186,11 +270,8 @@ impl Job {
 
     fn answer(&mut self, outcome: JobOutcome, ctx: &mut Context<Self>) {
         self.answered = true;
-        self.reply_to.do_send(JobReply {
-            job_id: self.id,
-            request: self.request.clone(),
-            outcome,
-        });
+        self.stats.record(Outcome::of(&outcome));
+        self.reply_to.send(self.id, outcome);
         ctx.stop();
     }
 }

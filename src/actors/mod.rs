@@ -114,9 +114,12 @@ pub enum CallError {
     /// Empty function name or empty params.
     #[error("bad request: empty function name or params")]
     BadRequest,
-    /// No worker serves the function.
+    /// The function was served once, but no worker serves it now.
     #[error("no worker serves this function")]
     NoWorker,
+    /// No worker has ever registered the function.
+    #[error("no such function")]
+    UnknownFunction,
     /// Every worker is full and the function's queue is full too.
     #[error("rate limited: every worker is busy and the queue is full")]
     RateLimited,
@@ -136,7 +139,7 @@ impl CallError {
     pub fn code(self) -> ErrorCode {
         match self {
             CallError::BadRequest => ErrorCode::BAD_REQUEST,
-            CallError::NoWorker => ErrorCode::NO_WORKER,
+            CallError::NoWorker | CallError::UnknownFunction => ErrorCode::NO_WORKER,
             CallError::RateLimited => ErrorCode::RATE_LIMITED,
             CallError::Timeout => ErrorCode::TIMEOUT,
             CallError::WorkerLost => ErrorCode::WORKER_LOST,

@@ -5,7 +5,7 @@
 //! function's bounded FIFO queue, else `RateLimited`. Workers tell it when they join, add or
 //! remove functions, finish a job, and leave; jobs ask it to place or withdraw them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
@@ -15,6 +15,11 @@ use tracing::{debug, info};
 use super::job::{Job, JobEvent, JobLease};
 use super::worker::{Assign, ByeDone, Worker};
 use super::{CallError, FunctionName, JobId, JobSpec, WorkerId};
+
+/// Function names remembered as "known" at most, so that workers registering endless new
+/// names cannot grow memory without bound. Past it, a function first registered later is
+/// reported as unknown (not "no worker") once its last worker is gone.
+pub const MAX_KNOWN_FUNCTIONS: usize = 10_000;
 
 /// A job asks to be placed on a worker.
 #[derive(Debug, Message)]
@@ -242,6 +247,9 @@ struct FunctionEntry {
 /// The function registry and scheduler. One per dispatcher.
 pub struct Registry {
     functions: HashMap<FunctionName, FunctionEntry>,
+    /// Every function ever registered (up to [`MAX_KNOWN_FUNCTIONS`]), to tell "no such
+    /// function" from "no worker right now".
+    known: HashSet<FunctionName>,
     workers: HashMap<WorkerId, WorkerEntry>,
     max_queue_per_function: usize,
     late_results: u64,
@@ -253,6 +261,7 @@ impl Registry {
     pub fn new(max_queue_per_function: usize) -> Self {
         Self {
             functions: HashMap::new(),
+            known: HashSet::new(),
             workers: HashMap::new(),
             max_queue_per_function,
             late_results: 0,
@@ -374,6 +383,9 @@ impl Handler<FunctionAdded> for Registry {
         }
         load.serving = true;
         info!(worker = %msg.worker, name = worker.name.as_deref().unwrap_or(""), function = %msg.function, "function registered");
+        if self.known.len() < MAX_KNOWN_FUNCTIONS {
+            self.known.insert(msg.function.clone());
+        }
         let entry = self.functions.entry(msg.function.clone()).or_default();
         entry.workers.push(msg.worker);
         self.drain_queue(&msg.function);
@@ -467,7 +479,11 @@ impl Registry {
             .get_mut(&waiting.spec.function)
             .filter(|entry| !entry.workers.is_empty());
         let Some(entry) = entry else {
-            return refuse(waiting, CallError::NoWorker);
+            let error = match self.known.contains(&waiting.spec.function) {
+                true => CallError::NoWorker,
+                false => CallError::UnknownFunction,
+            };
+            return refuse(waiting, error);
         };
         match pick_worker(entry, &self.workers) {
             Some(worker) => self.assign(worker, waiting),

@@ -19,6 +19,12 @@ struct Cli {
     /// Listen address of the nmid binary protocol (overrides `tcp.addr`).
     #[arg(long, value_name = "HOST:PORT")]
     tcp_addr: Option<SocketAddr>,
+    /// Listen address of the HTTP front end (overrides `http.addr`).
+    #[arg(long, value_name = "HOST:PORT")]
+    http_addr: Option<SocketAddr>,
+    /// Do not serve HTTP (overrides `http.enabled`).
+    #[arg(long)]
+    no_http: bool,
     /// Also run the embedded demo worker serving `ToUpper`.
     #[arg(long)]
     demo: bool,
@@ -47,12 +53,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(addr) = cli.tcp_addr {
         overrides.push(("tcp.addr", addr.to_string()));
     }
+    if let Some(addr) = cli.http_addr {
+        overrides.push(("http.addr", addr.to_string()));
+    }
+    if cli.no_http {
+        overrides.push(("http.enabled", "false".to_owned()));
+    }
     let config = nmid::config::Config::load(cli.config.as_deref(), &overrides)?;
     let listener = std::net::TcpListener::bind(config.tcp.addr)
         .with_context(|| format!("cannot listen on {} (tcp.addr)", config.tcp.addr))?;
+    let http = match config.http.enabled {
+        true => Some(
+            std::net::TcpListener::bind(config.http.addr)
+                .with_context(|| format!("cannot listen on {} (http.addr)", config.http.addr))?,
+        ),
+        false => None,
+    };
     let demo_addr = demo_target(listener.local_addr()?);
     actix_rt::System::new().block_on(async move {
-        let dispatcher = nmid::server::Dispatcher::start(&config, listener)?;
+        let dispatcher = nmid::server::Dispatcher::start_with_http(&config, listener, http)?;
         let demo = match cli.demo {
             true => Some(nmid::demo::start_demo_worker(demo_addr)?),
             false => None,

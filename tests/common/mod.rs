@@ -19,6 +19,8 @@ pub const PATIENCE: Duration = Duration::from_secs(5);
 /// A dispatcher running in-process on its own actix `System` thread.
 pub struct TestDispatcher {
     pub addr: SocketAddr,
+    /// The HTTP listener, when started with [`start_dispatcher_with_http`].
+    pub http: Option<SocketAddr>,
     registry: actix::Addr<Registry>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -35,16 +37,30 @@ pub fn start_dispatcher_with(config: Config) -> TestDispatcher {
 }
 
 /// Starts a dispatcher with `config` listening on `addr` (to restart one on its old port).
-pub fn start_dispatcher_on(addr: SocketAddr, mut config: Config) -> TestDispatcher {
+pub fn start_dispatcher_on(addr: SocketAddr, config: Config) -> TestDispatcher {
+    start(addr, config, false)
+}
+
+/// Starts a dispatcher with `config` serving the nmid protocol and HTTP, both on 127.0.0.1:0.
+pub fn start_dispatcher_with_http(config: Config) -> TestDispatcher {
+    start("127.0.0.1:0".parse().unwrap(), config, true)
+}
+
+fn start(addr: SocketAddr, mut config: Config, with_http: bool) -> TestDispatcher {
     let listener = std::net::TcpListener::bind(addr).expect("bind the test address");
     let addr = listener.local_addr().unwrap();
+    let http_listener =
+        with_http.then(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind http"));
+    let http = http_listener.as_ref().map(|l| l.local_addr().unwrap());
     config.tcp.addr = addr;
     config.server.io_threads = 2;
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let (registry_tx, registry_rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
-            let dispatcher = nmid::server::Dispatcher::start(&config, listener).expect("start");
+            let dispatcher =
+                nmid::server::Dispatcher::start_with_http(&config, listener, http_listener)
+                    .expect("start");
             registry_tx.send(dispatcher.registry()).unwrap();
             let _ = shutdown_rx.await;
             dispatcher.shutdown().await;
@@ -55,6 +71,7 @@ pub fn start_dispatcher_on(addr: SocketAddr, mut config: Config) -> TestDispatch
         .expect("dispatcher started");
     TestDispatcher {
         addr,
+        http,
         registry,
         shutdown: Some(shutdown_tx),
         thread: Some(thread),
@@ -62,6 +79,11 @@ pub fn start_dispatcher_on(addr: SocketAddr, mut config: Config) -> TestDispatch
 }
 
 impl TestDispatcher {
+    /// `http://127.0.0.1:PORT` of the HTTP front end.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http.expect("started with HTTP"))
+    }
+
     /// The registry's state now.
     pub async fn snapshot(&self) -> RegistrySnapshot {
         self.registry

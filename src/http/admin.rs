@@ -1,0 +1,132 @@
+//! Admin and introspection JSON: functions, workers, stats, health and readiness.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use super::error::HttpError;
+use super::HttpState;
+use crate::actors::registry::{RegistrySnapshot, Snapshot};
+use crate::stats::CallCounts;
+
+#[derive(Serialize)]
+struct FunctionView {
+    name: String,
+    workers: usize,
+    in_flight: u32,
+    queued: usize,
+}
+
+#[derive(Serialize)]
+struct WorkerView {
+    id: u64,
+    name: Option<String>,
+    address: String,
+    functions: Vec<String>,
+    in_flight: u32,
+    max_jobs: u32,
+    /// Unix seconds.
+    connected_since: u64,
+}
+
+#[derive(Serialize)]
+struct StatsView {
+    version: &'static str,
+    uptime_seconds: f64,
+    calls: CallCounts,
+    workers: usize,
+    functions: usize,
+    in_flight: u64,
+    queued: usize,
+    late_results: u64,
+    draining: bool,
+}
+
+async fn snapshot(state: &HttpState) -> Result<RegistrySnapshot, HttpError> {
+    state
+        .jobs
+        .registry
+        .send(Snapshot)
+        .await
+        .map_err(|e| HttpError::Internal(format!("registry unavailable: {e}")))
+}
+
+/// `GET /api/v1/functions`: each function with its workers, jobs in flight and queued calls.
+pub async fn functions(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
+    let snapshot = snapshot(&state).await?;
+    let view: Vec<FunctionView> = snapshot
+        .functions
+        .into_iter()
+        .map(|f| FunctionView {
+            name: f.name,
+            workers: f.workers,
+            in_flight: f.in_flight,
+            queued: f.queued,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `GET /api/v1/workers`: each connected worker.
+pub async fn workers(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
+    let snapshot = snapshot(&state).await?;
+    let view: Vec<WorkerView> = snapshot
+        .workers
+        .into_iter()
+        .map(|w| WorkerView {
+            id: w.id.0,
+            name: w.name,
+            address: w.peer.to_string(),
+            functions: w.functions,
+            in_flight: w.in_flight,
+            max_jobs: w.max_jobs,
+            connected_since: w
+                .connected_since
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `GET /api/v1/stats`: version, uptime, call counts by outcome, load. The dashboard's feed.
+pub async fn stats(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
+    let snapshot = snapshot(&state).await?;
+    Ok(HttpResponse::Ok().json(StatsView {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: SystemTime::now()
+            .duration_since(state.started)
+            .unwrap_or_default()
+            .as_secs_f64(),
+        calls: state.jobs.stats.read(),
+        workers: snapshot.workers.len(),
+        functions: snapshot.functions.len(),
+        in_flight: snapshot.in_flight(),
+        queued: snapshot.queued(),
+        late_results: snapshot.late_results,
+        draining: snapshot.draining,
+    }))
+}
+
+/// `GET /healthz`: the process serves HTTP and its registry answers.
+pub async fn healthz(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
+    snapshot(&state).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok"})))
+}
+
+/// `GET /readyz`: ready to take calls: not shutting down. (Workers come and go; a dispatcher
+/// with none is still ready to accept them.) 503 while draining.
+pub async fn readyz(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
+    let snapshot = snapshot(&state).await?;
+    if snapshot.draining {
+        return Ok(
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "draining"}))
+        );
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": "ready",
+        "workers": snapshot.workers.len(),
+        "functions": snapshot.functions.len(),
+    })))
+}

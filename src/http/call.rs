@@ -1,0 +1,355 @@
+//! `POST /call/{func}` and nmid's gateway protocol (`N-NMID-*` headers on any path): each
+//! request becomes a job actor directly, no loopback TCP hop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::error::HttpError;
+use super::HttpState;
+use crate::actors::job::{Job, JobEvent, NewCall, ReplyTo};
+use crate::actors::{JobId, JobOutcome};
+use crate::codec::{Metadata, ParamsType, HANDLE_TYPE_ENCODE};
+use crate::retstruct::RetStruct;
+
+/// Per-call deadline, in milliseconds.
+pub const TIMEOUT_HEADER: &str = "x-nmid-timeout-ms";
+/// The request id echoed (or made up) on every `/call` response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// nmid gateway request headers.
+pub const NMID_REQUEST_TYPE: &str = "n-nmid-requesttype";
+/// nmid gateway: the function name (else the URL path).
+pub const NMID_FUNCTION_NAME: &str = "n-nmid-functionname";
+/// nmid gateway: 5 (JSON object -> msgpack map, the default) or 6 (JSON passed as is).
+pub const NMID_PARAMS_TYPE: &str = "n-nmid-paramstype";
+/// nmid gateway response header on success (`PDT_S_RETURN_DATA`).
+const NMID_PDT_DATA_TYPE: &str = "n-nmid-pdtdatatype";
+/// nmid gateway response header on failure: the v1 reply type (`PDT_CANT_DO`, ...).
+const NMID_MESSAGE_STATUS_TYPE: &str = "n-nmid-messagestatustype";
+/// nmid gateway response header on failure: the error message.
+const NMID_ERROR_MESSAGE: &str = "n-nmid-errormessage";
+
+/// Query of `POST /call/{func}`.
+#[derive(Debug, Deserialize)]
+pub struct CallQuery {
+    /// `json`: pass the JSON body to the worker as JSON (params type 6).
+    params: Option<String>,
+}
+
+/// `POST /call/{func}`.
+pub async fn call(
+    req: HttpRequest,
+    function: web::Path<String>,
+    query: web::Query<CallQuery>,
+    payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, HttpError> {
+    let function = function.into_inner();
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let pass_json = match query.params.as_deref() {
+        None => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(HttpError::BadRequest(format!(
+                "unknown params mode {other:?}: use ?params=json or nothing"
+            )))
+        }
+    };
+    let (params, params_type) = params_from_body(req.headers(), body, pass_json)?;
+    let timeout = timeout_from(req.headers(), state.job_timeout)?;
+    let job_id = JobId::next();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(job_id.0));
+    let call = NewCall {
+        function: Bytes::copy_from_slice(function.as_bytes()),
+        params_type,
+        handle_type: HANDLE_TYPE_ENCODE,
+        params,
+        meta: trace_meta(req.headers()),
+        timeout,
+    };
+    let data = run_call(&state, job_id, call).await?;
+    let mut response = data_response(data);
+    response.headers_mut().insert(
+        header::HeaderName::from_static(REQUEST_ID_HEADER),
+        request_id,
+    );
+    Ok(response)
+}
+
+/// nmid's gateway: any path, `N-NMID-RequestType: HTTP_DO_WORK`. Answered with nmid's
+/// headers, but with truthful status codes.
+pub async fn gateway(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> HttpResponse {
+    let result = async {
+        let function = match req.headers().get(NMID_FUNCTION_NAME) {
+            Some(name) => name
+                .to_str()
+                .map_err(|_| HttpError::BadRequest("N-NMID-FunctionName is not text".to_owned()))?
+                .to_owned(),
+            None => req.path().trim_start_matches('/').to_owned(),
+        };
+        let pass_json = match req.headers().get(NMID_PARAMS_TYPE).map(|v| v.to_str()) {
+            None | Some(Ok("5")) => false,
+            Some(Ok("6")) => true,
+            Some(_) => {
+                return Err(HttpError::BadRequest(
+                    "N-NMID-ParamsType must be 5 or 6".to_owned(),
+                ))
+            }
+        };
+        let body = read_body(&req, payload, state.max_body_bytes).await?;
+        let body = if body.is_empty() {
+            Bytes::from_static(b"{}")
+        } else {
+            body
+        };
+        let params = json_params(&body, pass_json)?;
+        let params_type = if pass_json {
+            ParamsType::JSON
+        } else {
+            ParamsType::MSGPACK
+        };
+        let call = NewCall {
+            function: Bytes::copy_from_slice(function.as_bytes()),
+            params_type,
+            handle_type: HANDLE_TYPE_ENCODE,
+            params,
+            meta: trace_meta(req.headers()),
+            timeout: timeout_from(req.headers(), state.job_timeout)?,
+        };
+        run_call(&state, JobId::next(), call).await
+    }
+    .await;
+    match result {
+        Ok(data) => {
+            let mut response = data_response(data);
+            response.headers_mut().insert(
+                header::HeaderName::from_static(NMID_PDT_DATA_TYPE),
+                HeaderValue::from_static("PDT_S_RETURN_DATA"),
+            );
+            response
+        }
+        Err(err) => {
+            let mut response = actix_web::ResponseError::error_response(&err);
+            let headers = response.headers_mut();
+            headers.insert(
+                header::HeaderName::from_static(NMID_MESSAGE_STATUS_TYPE),
+                HeaderValue::from_static(err.nmid_status_type()),
+            );
+            if let Ok(message) = HeaderValue::from_str(&err.to_string()) {
+                headers.insert(header::HeaderName::from_static(NMID_ERROR_MESSAGE), message);
+            }
+            response
+        }
+    }
+}
+
+/// What a successful call answers: the RetStruct's `Data` (or the raw result when the worker
+/// does not follow the convention).
+pub struct CallData {
+    bytes: Bytes,
+    /// The result was a RetStruct (its `Data` is `bytes`).
+    ret_struct: bool,
+}
+
+/// Runs one call as a job and waits for it. If the HTTP client goes away first, the
+/// handler's future is dropped and so is the guard, which cancels the job: nothing leaks.
+async fn run_call(state: &HttpState, job_id: JobId, call: NewCall) -> Result<CallData, HttpError> {
+    let function = String::from_utf8_lossy(&call.function).into_owned();
+    let function = function.as_str();
+    if let Err(error) = call.validate() {
+        state
+            .jobs
+            .stats
+            .record(crate::stats::Outcome::of_error(error));
+        return Err(HttpError::from_call(error, function));
+    }
+    let (reply_to, reply) = ReplyTo::once();
+    let job = Job::new(job_id, call.into_spec(), reply_to, &state.jobs).start();
+    let mut guard = CancelOnDrop(Some(job));
+    let outcome = reply
+        .await
+        .map_err(|_| HttpError::Internal("the job ended without an answer".to_owned()))?;
+    guard.0 = None;
+    match outcome {
+        JobOutcome::Done(ret) => Ok(match RetStruct::decode(&ret) {
+            Ok(ret) if ret.code != 0 => {
+                return Err(HttpError::Function {
+                    code: ret.code,
+                    message: ret.msg,
+                })
+            }
+            Ok(ret) => CallData {
+                bytes: ret.data,
+                ret_struct: true,
+            },
+            Err(_) => CallData {
+                bytes: ret,
+                ret_struct: false,
+            },
+        }),
+        JobOutcome::WorkerFailed(message) => Err(HttpError::WorkerError(
+            String::from_utf8_lossy(&message).into_owned(),
+        )),
+        JobOutcome::Failed(error) => Err(HttpError::from_call(error, function)),
+    }
+}
+
+/// Cancels its job when dropped while armed.
+struct CancelOnDrop(Option<Addr<Job>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            job.do_send(JobEvent::Cancel);
+        }
+    }
+}
+
+/// The response body: JSON when the data is JSON, text when UTF-8, else bytes.
+fn data_response(data: CallData) -> HttpResponse {
+    let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&data.bytes).is_ok() {
+        "application/json"
+    } else if std::str::from_utf8(&data.bytes).is_ok() {
+        "text/plain; charset=utf-8"
+    } else if data.ret_struct {
+        "application/octet-stream"
+    } else {
+        "application/msgpack"
+    };
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .body(data.bytes)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (from `Content-Length` at once, or
+/// as it streams in).
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, HttpError> {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|len| len > limit) {
+        return Err(HttpError::BodyTooLarge(limit));
+    }
+    let mut body = BytesMut::with_capacity(announced.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| HttpError::BadRequest(format!("cannot read body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(HttpError::BodyTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The worker's params from a `/call` body: msgpack as is; a JSON object as a msgpack map
+/// (or, with `?params=json`, the JSON as is). An empty body is the empty map.
+fn params_from_body(
+    headers: &HeaderMap,
+    body: Bytes,
+    pass_json: bool,
+) -> Result<(Bytes, ParamsType), HttpError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
+            if body.is_empty() {
+                return Err(HttpError::BadRequest("empty msgpack body".to_owned()));
+            }
+            Ok((body, ParamsType::MSGPACK))
+        }
+        "application/json" | "" => {
+            let body = if body.is_empty() {
+                Bytes::from_static(b"{}")
+            } else {
+                body
+            };
+            let params_type = if pass_json {
+                ParamsType::JSON
+            } else {
+                ParamsType::MSGPACK
+            };
+            Ok((json_params(&body, pass_json)?, params_type))
+        }
+        _ => Err(HttpError::UnsupportedMediaType(content_type.to_owned())),
+    }
+}
+
+/// Checks a JSON body; returns it as is (`pass_json`) or as a msgpack map.
+fn json_params(body: &Bytes, pass_json: bool) -> Result<Bytes, HttpError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| HttpError::BadRequest(format!("body is not valid JSON: {e}")))?;
+    if pass_json {
+        return Ok(body.clone());
+    }
+    if !value.is_object() {
+        return Err(HttpError::BadRequest(
+            "JSON body must be an object (it becomes the worker's msgpack map); use ?params=json to pass other JSON".to_owned(),
+        ));
+    }
+    rmp_serde::to_vec_named(&value)
+        .map(Bytes::from)
+        .map_err(|e| HttpError::Internal(format!("cannot encode params: {e}")))
+}
+
+fn timeout_from(headers: &HeaderMap, default: Duration) -> Result<Duration, HttpError> {
+    let Some(value) = headers.get(TIMEOUT_HEADER) else {
+        return Ok(default);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|ms| *ms > 0)
+        .map(|ms| Duration::from_millis(u64::from(ms)))
+        .ok_or_else(|| {
+            HttpError::BadRequest(
+                "X-NMID-Timeout-Ms must be a whole number of milliseconds, 1 to 4294967295"
+                    .to_owned(),
+            )
+        })
+}
+
+/// W3C trace context headers, carried to tagged workers as call metadata.
+fn trace_meta(headers: &HeaderMap) -> Option<Arc<Metadata>> {
+    let meta: Metadata = ["traceparent", "tracestate"]
+        .iter()
+        .filter_map(|key| {
+            headers.get(*key).map(|v| {
+                (
+                    Bytes::from_static(key.as_bytes()),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+            })
+        })
+        .collect();
+    (!meta.is_empty()).then(|| Arc::new(meta))
+}

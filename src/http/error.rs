@@ -1,0 +1,133 @@
+//! The HTTP front end's one error type: each variant's status code and JSON body, in one
+//! place. Bodies are `{"error": "<message>", "code": "<code>"}`.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::actors::CallError;
+
+/// Why an HTTP call got no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    /// No worker has ever served the function: 404.
+    #[error("no such function: {0}")]
+    UnknownFunction(String),
+    /// The function was served, but no worker serves it now: 503.
+    #[error("no worker serves {0} right now")]
+    NoWorker(String),
+    /// The body or a header cannot be used: 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is over `http.max_body_bytes`: 413.
+    #[error("request body over the {0}-byte limit")]
+    BodyTooLarge(usize),
+    /// The body's content type is not JSON or msgpack: 415.
+    #[error("unsupported content type {0:?}: send application/json or application/msgpack")]
+    UnsupportedMediaType(String),
+    /// The function answered with a RetStruct whose `Code` is not 0: 502 with its `Msg`.
+    #[error("{message}")]
+    Function {
+        /// The RetStruct `Code`.
+        code: i64,
+        /// The RetStruct `Msg`.
+        message: String,
+    },
+    /// A tagged worker reported its function failed: 502 with its message.
+    #[error("{0}")]
+    WorkerError(String),
+    /// The worker was lost and no retry was possible: 502.
+    #[error("worker lost while running the call")]
+    WorkerLost,
+    /// The deadline passed: 504.
+    #[error("call timed out")]
+    Timeout,
+    /// Every worker busy and the queue full: 429 with `Retry-After`.
+    #[error("rate limited: every worker is busy and the queue is full")]
+    RateLimited,
+    /// Shutting down: 503.
+    #[error("dispatcher is shutting down")]
+    ShuttingDown,
+    /// The dispatcher failed to answer (an actor was gone): 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl HttpError {
+    /// The error for a call that failed with `error` on `function`.
+    pub fn from_call(error: CallError, function: &str) -> Self {
+        match error {
+            CallError::BadRequest => Self::BadRequest("empty function name or params".to_owned()),
+            CallError::UnknownFunction => Self::UnknownFunction(function.to_owned()),
+            CallError::NoWorker => Self::NoWorker(function.to_owned()),
+            CallError::RateLimited => Self::RateLimited,
+            CallError::Timeout => Self::Timeout,
+            CallError::WorkerLost => Self::WorkerLost,
+            CallError::ShuttingDown => Self::ShuttingDown,
+        }
+    }
+
+    /// The machine-readable `code` of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HttpError::UnknownFunction(_) => "unknown_function",
+            HttpError::NoWorker(_) => "no_worker",
+            HttpError::BadRequest(_) => "bad_request",
+            HttpError::BodyTooLarge(_) => "body_too_large",
+            HttpError::UnsupportedMediaType(_) => "unsupported_media_type",
+            HttpError::Function { .. } => "function_error",
+            HttpError::WorkerError(_) => "worker_error",
+            HttpError::WorkerLost => "worker_lost",
+            HttpError::Timeout => "timeout",
+            HttpError::RateLimited => "rate_limited",
+            HttpError::ShuttingDown => "shutting_down",
+            HttpError::Internal(_) => "internal",
+        }
+    }
+
+    /// nmid's gateway name for the error (`N-NMID-MessageStatusType`): the v1 frame a TCP
+    /// client would have received.
+    pub fn nmid_status_type(&self) -> &'static str {
+        match self {
+            HttpError::UnknownFunction(_) | HttpError::NoWorker(_) => "PDT_CANT_DO",
+            HttpError::RateLimited => "PDT_RATELIMIT",
+            _ => "PDT_ERROR",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    code: &'a str,
+}
+
+impl ResponseError for HttpError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            HttpError::UnknownFunction(_) => StatusCode::NOT_FOUND,
+            HttpError::NoWorker(_) | HttpError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::Function { .. } | HttpError::WorkerError(_) | HttpError::WorkerLost => {
+                StatusCode::BAD_GATEWAY
+            }
+            HttpError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if *self == HttpError::RateLimited {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        response.json(ErrorBody {
+            error: self.to_string(),
+            code: self.code(),
+        })
+    }
+}
