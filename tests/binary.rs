@@ -16,6 +16,7 @@ const NMID: &str = env!("CARGO_BIN_EXE_nmid");
 struct Process {
     child: Child,
     addr: SocketAddr,
+    http: Option<SocketAddr>,
     log: std::sync::mpsc::Receiver<String>,
 }
 
@@ -23,7 +24,7 @@ impl Process {
     /// Starts `nmid` with `args` on 127.0.0.1:0 and reads its address from its log.
     fn start(args: &[&str]) -> Self {
         let mut child = Command::new(NMID)
-            .args(["--tcp-addr", "127.0.0.1:0"])
+            .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
@@ -42,13 +43,14 @@ impl Process {
         let mut process = Self {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
+            http: None,
             log,
         };
         let line = process.wait_for_log("nmid protocol listening");
-        let addr = line.rsplit("addr=").next().unwrap().trim();
-        process.addr = addr
-            .parse()
-            .unwrap_or_else(|_| panic!("address in {line:?}"));
+        process.addr = addr_in(&line);
+        if !args.contains(&"--no-http") {
+            process.http = Some(addr_in(&process.wait_for_log("http listening")));
+        }
         process
     }
 
@@ -89,6 +91,13 @@ impl Process {
     }
 }
 
+/// The `addr=` field of a log line.
+fn addr_in(line: &str) -> SocketAddr {
+    let addr = line.rsplit("addr=").next().unwrap().trim();
+    addr.parse()
+        .unwrap_or_else(|_| panic!("address in {line:?}"))
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -96,8 +105,9 @@ impl Drop for Process {
     }
 }
 
-/// `nmid --demo` answers nmid's golden ToUpper call with the golden result bytes.
-#[tokio::test]
+/// `nmid --demo` answers nmid's golden ToUpper call with the golden result bytes, and the
+/// README's curl call over HTTP with `NMID`.
+#[actix_rt::test]
 async fn demo_mode_serves_to_upper() {
     let mut nmid = Process::start(&["--demo"]);
     nmid.wait_for_log("function registered");
@@ -113,6 +123,20 @@ async fn demo_mode_serves_to_upper() {
     let ret = nmid::retstruct::RetStruct::decode(&ret.ret).unwrap();
     assert_eq!(ret.code, 1);
     assert!(ret.msg.contains("name"), "{}", ret.msg);
+
+    // curl -s -X POST localhost:6809/call/ToUpper -H 'content-type: application/json' -d '{"name":"nmid"}'
+    let url = format!(
+        "http://{}/call/ToUpper",
+        nmid.http.expect("http is on by default")
+    );
+    let mut response = awc::Client::default()
+        .post(url)
+        .insert_header(("content-type", "application/json"))
+        .send_body(r#"{"name":"nmid"}"#)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(&response.body().await.unwrap()[..], b"NMID");
 }
 
 /// SIGTERM: the job in flight finishes and reaches its caller, then nmid exits 0.
@@ -204,7 +228,7 @@ async fn config_file_and_environment_apply_in_order() {
         .find(|l| l.as_ref().is_ok_and(|l| l.contains("listening")))
         .expect("listening line")
         .unwrap();
-    let addr: SocketAddr = line.rsplit("addr=").next().unwrap().trim().parse().unwrap();
+    let addr = addr_in(&line);
     std::thread::spawn(move || lines.for_each(drop));
 
     let mut worker = Peer::worker(addr, "w", &["F"]).await;
