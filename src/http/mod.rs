@@ -74,3 +74,125 @@ async fn dashboard() -> HttpResponse {
         .content_type("text/html; charset=utf-8")
         .body(DASHBOARD_HTML)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use actix::Actor;
+    use actix_web::http::StatusCode;
+    use actix_web::{test, App};
+
+    use super::*;
+    use crate::actors::registry::Registry;
+    use crate::stats::CallStats;
+
+    fn state() -> web::Data<HttpState> {
+        web::Data::new(HttpState {
+            jobs: JobServices {
+                registry: Registry::new(16).start(),
+                retries: 1,
+                stats: Arc::new(CallStats::default()),
+            },
+            job_timeout: Duration::from_secs(1),
+            max_body_bytes: 32,
+            started: SystemTime::now(),
+        })
+    }
+
+    async fn status_and_code(req: test::TestRequest) -> (StatusCode, serde_json::Value) {
+        let app = test::init_service(App::new().app_data(state()).configure(configure)).await;
+        let response = test::call_service(&app, req.to_request()).await;
+        let status = response.status();
+        let body: serde_json::Value = test::read_body_json(response).await;
+        (status, body)
+    }
+
+    /// A call of a function no worker ever served is 404 `unknown_function`.
+    #[actix_web::test]
+    async fn unknown_function_is_404() {
+        let req = test::TestRequest::post()
+            .uri("/call/Nobody")
+            .insert_header(("content-type", "application/json"))
+            .set_payload(r#"{"name":"x"}"#);
+        let (status, body) = status_and_code(req).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["code"], "unknown_function");
+        assert!(body["error"].as_str().unwrap().contains("Nobody"));
+    }
+
+    /// Malformed JSON is 400, a body over the limit 413, an unknown content type 415, a bad
+    /// timeout header 400: each refused before any job starts.
+    #[actix_web::test]
+    async fn bad_requests_are_refused_with_their_status() {
+        let json = ("content-type", "application/json");
+        let cases = [
+            (
+                test::TestRequest::post()
+                    .uri("/call/F")
+                    .insert_header(json)
+                    .set_payload("{nope"),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                test::TestRequest::post()
+                    .uri("/call/F")
+                    .insert_header(json)
+                    .set_payload(vec![b' '; 33]),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+            ),
+            (
+                test::TestRequest::post()
+                    .uri("/call/F")
+                    .insert_header(("content-type", "text/plain"))
+                    .set_payload("x"),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            ),
+            (
+                test::TestRequest::post()
+                    .uri("/call/F")
+                    .insert_header(json)
+                    .insert_header((TIMEOUT_HEADER, "soon"))
+                    .set_payload("{}"),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                test::TestRequest::post()
+                    .uri("/call/F?params=yaml")
+                    .insert_header(json)
+                    .set_payload("{}"),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+        ];
+        for (req, want_status, want_code) in cases {
+            let (status, body) = status_and_code(req).await;
+            assert_eq!(
+                (status, body["code"].as_str().unwrap()),
+                (want_status, want_code),
+                "{body}"
+            );
+        }
+    }
+
+    /// Readiness and health answer from the registry; an unknown route is a JSON 404.
+    #[actix_web::test]
+    async fn health_readiness_and_unknown_routes() {
+        let (status, body) = status_and_code(test::TestRequest::get().uri("/readyz")).await;
+        assert_eq!(
+            (status, body["status"].as_str().unwrap()),
+            (StatusCode::OK, "ready")
+        );
+        let (status, _) = status_and_code(test::TestRequest::get().uri("/healthz")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = status_and_code(test::TestRequest::get().uri("/nothing")).await;
+        assert_eq!(
+            (status, body["code"].as_str().unwrap()),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
+    }
+}
