@@ -9,7 +9,7 @@
 //! - [`server`]: start-up (listener, arbiters) and ordered shutdown; [`server::run`].
 //! - [`client`]: the async client library (tagged, pipelined; or v1).
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
-//! - [`stats`]: call counters by outcome.
+//! - [`metrics`]: Prometheus metrics (bounded labels) and call totals.
 //! - [`retstruct`]: nmid's `{"Code","Msg","Data"}` result convention.
 //! - [`worker`]: the worker library (actix actors; tagged or v1).
 //! - [`demo`]: the embedded `ToUpper` worker of `nmid --demo`.
@@ -21,7 +21,7 @@ pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod metrics;
 pub mod retstruct;
 pub mod server;
-pub mod stats;
 pub mod worker;

@@ -21,7 +21,7 @@ use crate::actors::job::JobServices;
 use crate::actors::registry::{Drain, Registry, RegistrySnapshot, Snapshot};
 use crate::config::Config;
 use crate::http::HttpState;
-use crate::stats::CallStats;
+use crate::metrics::Metrics;
 
 /// How often the drain checks whether the jobs in flight are done.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -29,7 +29,7 @@ const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// A running dispatcher: the handle to inspect it and to shut it down.
 pub struct Dispatcher {
     registry: Addr<Registry>,
-    stats: Arc<CallStats>,
+    metrics: Arc<Metrics>,
     local_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     accept: JoinHandle<()>,
@@ -56,11 +56,11 @@ impl Dispatcher {
         let listener = TcpListener::from_std(listener)?;
         let local_addr = listener.local_addr()?;
         let registry = Registry::new(config.workers.max_queue_per_function).start();
-        let stats = Arc::new(CallStats::default());
+        let metrics = Arc::new(Metrics::new());
         let jobs = JobServices {
             registry: registry.clone(),
             retries: config.jobs.retries,
-            stats: stats.clone(),
+            metrics: metrics.clone(),
         };
         let threads = config.io_threads();
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
@@ -95,7 +95,7 @@ impl Dispatcher {
         };
         Ok(Self {
             registry,
-            stats,
+            metrics,
             local_addr,
             http_addr,
             accept,
@@ -115,9 +115,9 @@ impl Dispatcher {
         self.http_addr
     }
 
-    /// Call counters by outcome.
-    pub fn stats(&self) -> Arc<CallStats> {
-        self.stats.clone()
+    /// The dispatcher's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The function registry, for inspection.
@@ -194,10 +194,14 @@ fn start_http(
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(crate::http::count_requests))
             .configure(crate::http::configure)
     })
     .workers(threads)
     .disable_signals()
+    // A caller that closes its side ends the connection, which drops the handler's future
+    // and so cancels its job (queued calls are withdrawn) instead of running it for nobody.
+    .h1_allow_half_closed(false)
     .shutdown_timeout(drain_timeout.as_secs().max(1))
     .listen(listener)?
     .run();

@@ -30,8 +30,8 @@ use super::worker::{
 };
 use super::{CallError, FunctionName, JobId, JobOutcome};
 use crate::codec::{self, CodecError, ConnType, Frame, NmidCodec, ReturnData};
+use crate::metrics::{self, Outcome};
 use crate::retstruct::RetStruct;
-use crate::stats::Outcome;
 
 /// Settings every connection reads; shared, never changed after start.
 #[derive(Debug, Clone)]
@@ -98,6 +98,10 @@ impl Actor for Connection {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
+        self.settings
+            .jobs
+            .metrics
+            .connection(Role::Undecided.metric(), 1);
         debug!(peer = %self.peer, "connection opened");
     }
 
@@ -115,6 +119,10 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.settings
+            .jobs
+            .metrics
+            .connection(self.role.metric(), -1);
         self.open.fetch_sub(1, Ordering::Relaxed);
         debug!(peer = %self.peer, "connection closed");
     }
@@ -201,7 +209,24 @@ impl WriteHandler<CodecError> for Connection {
     }
 }
 
+impl Role {
+    fn metric(&self) -> metrics::Role {
+        match self {
+            Role::Undecided => metrics::Role::Undecided,
+            Role::Client { .. } => metrics::Role::Client,
+            Role::Worker { .. } => metrics::Role::Worker,
+        }
+    }
+}
+
 impl Connection {
+    /// Moves this connection's count from undecided to its role.
+    fn took_role(&self) {
+        let metrics = &self.settings.jobs.metrics;
+        metrics.connection(metrics::Role::Undecided, -1);
+        metrics.connection(self.role.metric(), 1);
+    }
+
     /// Fixes the role on the first frame; refuses a frame of any other role afterwards.
     fn take_role(&mut self, sender: ConnType, ctx: &mut Context<Self>) -> Result<(), &'static str> {
         match (&mut self.role, sender) {
@@ -214,6 +239,7 @@ impl Connection {
                 self.role = Role::Client {
                     jobs: HashMap::new(),
                 };
+                self.took_role();
                 Ok(())
             }
             (Role::Undecided, ConnType::Worker) => {
@@ -222,12 +248,14 @@ impl Connection {
                     self.settings.max_jobs_per_worker,
                     ctx.address().recipient(),
                     self.settings.jobs.registry.clone(),
+                    self.settings.jobs.metrics.clone(),
                 )
                 .start();
                 self.role = Role::Worker {
                     worker,
                     last_heard: Instant::now(),
                 };
+                self.took_role();
                 self.watch_heartbeat(ctx);
                 info!(peer = %self.peer, "worker connected");
                 Ok(())
@@ -247,7 +275,10 @@ impl Connection {
         };
         let job_id = JobId::next();
         if let Err(error) = call.validate() {
-            self.settings.jobs.stats.record(Outcome::of_error(error));
+            self.settings
+                .jobs
+                .metrics
+                .record_refused(Outcome::of_error(error));
             self.writer.write(reply_frame(JobReply {
                 job_id,
                 request,

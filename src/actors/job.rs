@@ -14,7 +14,7 @@ use tracing::debug;
 use super::registry::{Dispatch, Registry, Withdraw};
 use super::{CallError, FunctionName, JobId, JobOutcome, JobSpec};
 use crate::codec::{Metadata, ParamsType};
-use crate::stats::{CallStats, Outcome};
+use crate::metrics::Metrics;
 
 /// Sent to a job by the registry, its worker's lease, or its caller.
 #[derive(Debug, Message)]
@@ -152,8 +152,8 @@ pub struct JobServices {
     pub registry: Addr<Registry>,
     /// Retries of a job whose worker is lost.
     pub retries: u32,
-    /// Outcome counters.
-    pub stats: Arc<CallStats>,
+    /// Call metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A call in flight.
@@ -162,7 +162,9 @@ pub struct Job {
     spec: JobSpec,
     reply_to: ReplyTo,
     registry: Addr<Registry>,
-    stats: Arc<CallStats>,
+    metrics: Arc<Metrics>,
+    /// When the call arrived, for its duration.
+    started: Instant,
     deadline: Instant,
     retries_left: u32,
     /// Dispatch attempts so far; a retry that finds no worker is reported as `WorkerLost`.
@@ -180,7 +182,8 @@ impl Job {
             spec,
             reply_to,
             registry: services.registry.clone(),
-            stats: services.stats.clone(),
+            metrics: services.metrics.clone(),
+            started: Instant::now(),
             retries_left: services.retries,
             attempts: 0,
             answered: false,
@@ -205,7 +208,9 @@ impl Actor for Job {
         // Safety net: a caller is never left hanging, even if a path above forgot to answer.
         if !self.answered {
             self.answered = true;
-            self.stats.record(Outcome::WorkerLost);
+            let outcome = JobOutcome::Failed(CallError::WorkerLost);
+            self.metrics
+                .record_job(&self.spec.function, &outcome, self.started.elapsed());
             self.reply_to
                 .send(self.id, JobOutcome::Failed(CallError::WorkerLost));
         }
@@ -234,6 +239,7 @@ impl Handler<JobEvent> for Job {
             JobEvent::WorkerLost => {
                 if self.retries_left > 0 && Instant::now() < self.deadline {
                     self.retries_left -= 1;
+                    self.metrics.record_retry();
                     debug!(job = %self.id, function = %self.spec.function, "worker lost, retrying");
                     self.dispatch(ctx);
                 } else {
@@ -270,7 +276,8 @@ impl Job {
 
     fn answer(&mut self, outcome: JobOutcome, ctx: &mut Context<Self>) {
         self.answered = true;
-        self.stats.record(Outcome::of(&outcome));
+        self.metrics
+            .record_job(&self.spec.function, &outcome, self.started.elapsed());
         self.reply_to.send(self.id, outcome);
         ctx.stop();
     }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -21,6 +22,8 @@ use super::registry::{
 };
 use super::{FunctionName, JobId, JobOutcome, JobSpec, WorkerId};
 use crate::codec::{Frame, GetData, Job};
+use crate::metrics::Metrics;
+use prometheus::IntCounter;
 
 /// A frame for the worker's connection to write.
 #[derive(Debug, Message)]
@@ -115,6 +118,9 @@ pub struct Worker {
     conn: Recipient<Outgoing>,
     registry: Addr<Registry>,
     jobs: HashMap<JobId, Running>,
+    metrics: Arc<Metrics>,
+    /// Jobs answered by this worker, labelled with its name once it has one.
+    answered: IntCounter,
 }
 
 impl Worker {
@@ -124,7 +130,9 @@ impl Worker {
         max_jobs: u32,
         conn: Recipient<Outgoing>,
         registry: Addr<Registry>,
+        metrics: Arc<Metrics>,
     ) -> Self {
+        let answered = metrics.worker_jobs("");
         Self {
             id: WorkerId::next(),
             peer,
@@ -133,6 +141,8 @@ impl Worker {
             conn,
             registry,
             jobs: HashMap::new(),
+            metrics,
+            answered,
         }
     }
 }
@@ -153,6 +163,7 @@ impl Actor for Worker {
         // The registry must forget this worker before the jobs hear they are lost, so that
         // their retries are not placed here again.
         self.registry.do_send(WorkerLeft { worker: self.id });
+        self.metrics.record_worker_disconnect();
         if !self.jobs.is_empty() {
             warn!(worker = %self.id, peer = %self.peer, jobs = self.jobs.len(), "worker lost with jobs in flight");
         }
@@ -167,6 +178,7 @@ impl Handler<SetName> for Worker {
     fn handle(&mut self, msg: SetName, _: &mut Self::Context) {
         let name = String::from_utf8_lossy(&msg.name).into_owned();
         debug!(worker = %self.id, %name, "worker named");
+        self.answered = self.metrics.worker_jobs(&name);
         self.registry.do_send(WorkerNamed {
             worker: self.id,
             name,
@@ -284,7 +296,9 @@ impl Handler<JobAnswer> for Worker {
             return;
         };
         let late = !running.lease.complete(msg.outcome);
+        self.answered.inc();
         if late {
+            self.metrics.record_late_result();
             debug!(worker = %self.id, function = %running.function, "late result discarded");
         }
         self.registry.do_send(JobFinished {

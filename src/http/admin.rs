@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::error::HttpError;
 use super::HttpState;
 use crate::actors::registry::{RegistrySnapshot, Snapshot};
-use crate::stats::CallCounts;
+use crate::metrics::CallCounts;
 
 #[derive(Serialize)]
 struct FunctionView {
@@ -99,7 +99,7 @@ pub async fn stats(state: web::Data<HttpState>) -> Result<HttpResponse, HttpErro
             .duration_since(state.started)
             .unwrap_or_default()
             .as_secs_f64(),
-        calls: state.jobs.stats.read(),
+        calls: state.jobs.metrics.read(),
         workers: snapshot.workers.len(),
         functions: snapshot.functions.len(),
         in_flight: snapshot.in_flight(),
@@ -107,6 +107,14 @@ pub async fn stats(state: web::Data<HttpState>) -> Result<HttpResponse, HttpErro
         late_results: snapshot.late_results,
         draining: snapshot.draining,
     }))
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub async fn metrics(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
+    let snapshot = snapshot(&state).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.jobs.metrics.render(&snapshot)))
 }
 
 /// `GET /healthz`: the process serves HTTP and its registry answers.

@@ -174,8 +174,8 @@ async fn run_call(state: &HttpState, job_id: JobId, call: NewCall) -> Result<Cal
     if let Err(error) = call.validate() {
         state
             .jobs
-            .stats
-            .record(crate::stats::Outcome::of_error(error));
+            .metrics
+            .record_refused(crate::metrics::Outcome::of_error(error));
         return Err(HttpError::from_call(error, function));
     }
     let (reply_to, reply) = ReplyTo::once();

@@ -6,6 +6,7 @@
 //! | `POST /call/{func}` | call `func`; body JSON (object -> msgpack map) or msgpack |
 //! | any path + `N-NMID-RequestType: HTTP_DO_WORK` | nmid's gateway protocol |
 //! | `GET /api/v1/functions`, `/api/v1/workers`, `/api/v1/stats` | introspection JSON |
+//! | `GET /metrics` | Prometheus metrics |
 //! | `GET /healthz`, `GET /readyz` | liveness, readiness (503 while draining) |
 //! | `GET /dashboard` | the built-in dashboard page |
 
@@ -15,6 +16,9 @@ mod error;
 
 use std::time::{Duration, SystemTime};
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 pub use call::{REQUEST_ID_HEADER, TIMEOUT_HEADER};
@@ -44,10 +48,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/functions", web::get().to(admin::functions))
         .route("/api/v1/workers", web::get().to(admin::workers))
         .route("/api/v1/stats", web::get().to(admin::stats))
+        .route("/metrics", web::get().to(admin::metrics))
         .route("/healthz", web::get().to(admin::healthz))
         .route("/readyz", web::get().to(admin::readyz))
         .route("/dashboard", web::get().to(dashboard))
         .default_service(web::to(fallback));
+}
+
+/// Middleware: counts every request by route pattern (bounded: unmatched paths are
+/// `default`) and status.
+pub async fn count_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let metrics = req
+        .app_data::<web::Data<HttpState>>()
+        .map(|state| state.jobs.metrics.clone());
+    let route = req.match_pattern();
+    let response = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        metrics.record_http(
+            route.as_deref().unwrap_or("default"),
+            response.status().as_u16(),
+        );
+    }
+    Ok(response)
 }
 
 /// Any other request: nmid's gateway when it says `HTTP_DO_WORK`, else a JSON 404.
@@ -85,14 +110,14 @@ mod tests {
 
     use super::*;
     use crate::actors::registry::Registry;
-    use crate::stats::CallStats;
+    use crate::metrics::Metrics;
 
     fn state() -> web::Data<HttpState> {
         web::Data::new(HttpState {
             jobs: JobServices {
                 registry: Registry::new(16).start(),
                 retries: 1,
-                stats: Arc::new(CallStats::default()),
+                metrics: Arc::new(Metrics::new()),
             },
             job_timeout: Duration::from_secs(1),
             max_body_bytes: 32,

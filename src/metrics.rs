@@ -1,0 +1,501 @@
+//! Prometheus metrics, one registry per dispatcher, with bounded labels only (function,
+//! worker name, outcome, role, route, status — never ids or times).
+//!
+//! The hot path costs no lock: each thread keeps its own handles to a function's counters
+//! and histogram (prometheus' label lookup takes a read lock, so it runs once per function and
+//! thread, not per call); counting itself is an atomic add. State (jobs in flight, queue
+//! depth, workers) is read from the registry at scrape time, so it costs nothing per call.
+//!
+//! The same struct keeps plain per-outcome totals for the admin API and the dashboard.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry as PromRegistry, TextEncoder,
+};
+use serde::Serialize;
+
+use crate::actors::registry::RegistrySnapshot;
+use crate::actors::{CallError, FunctionName, JobOutcome};
+
+/// The `function` label of calls to a function no worker ever registered: caller-chosen
+/// names must not create label values.
+pub const UNKNOWN_FUNCTION_LABEL: &str = "_unknown";
+/// Functions whose handles one thread caches at most; past it the cache starts over.
+const MAX_CACHED_FUNCTIONS: usize = 4096;
+/// Call duration buckets, in seconds: 50 µs to 30 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0,
+];
+
+/// How a call ended, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The worker answered.
+    Ok,
+    /// The worker reported its function failed.
+    WorkerError,
+    /// No worker (or no such function).
+    CantDo,
+    /// Refused for load.
+    RateLimited,
+    /// Deadline passed.
+    Timeout,
+    /// The worker was lost.
+    WorkerLost,
+    /// Empty function name or params, or an unreadable HTTP body.
+    BadRequest,
+    /// Refused during shutdown.
+    ShuttingDown,
+}
+
+impl Outcome {
+    /// Every outcome, in counter order.
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Ok,
+        Outcome::WorkerError,
+        Outcome::CantDo,
+        Outcome::RateLimited,
+        Outcome::Timeout,
+        Outcome::WorkerLost,
+        Outcome::BadRequest,
+        Outcome::ShuttingDown,
+    ];
+
+    /// The `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::WorkerError => "error",
+            Outcome::CantDo => "cant_do",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Timeout => "timeout",
+            Outcome::WorkerLost => "worker_lost",
+            Outcome::BadRequest => "bad_request",
+            Outcome::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// The outcome of a job.
+    pub fn of(outcome: &JobOutcome) -> Self {
+        match outcome {
+            JobOutcome::Done(_) => Outcome::Ok,
+            JobOutcome::WorkerFailed(_) => Outcome::WorkerError,
+            JobOutcome::Failed(error) => Self::of_error(*error),
+        }
+    }
+
+    /// The outcome of a call that failed with `error`.
+    pub fn of_error(error: CallError) -> Self {
+        match error {
+            CallError::BadRequest => Outcome::BadRequest,
+            CallError::NoWorker | CallError::UnknownFunction => Outcome::CantDo,
+            CallError::RateLimited => Outcome::RateLimited,
+            CallError::Timeout => Outcome::Timeout,
+            CallError::WorkerLost => Outcome::WorkerLost,
+            CallError::ShuttingDown => Outcome::ShuttingDown,
+        }
+    }
+}
+
+/// Totals by outcome, for the admin API and the dashboard.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CallCounts {
+    /// Every call answered.
+    pub total: u64,
+    /// Calls answered with anything but a result.
+    pub errors: u64,
+    /// Counts by outcome label.
+    pub by_outcome: Vec<(&'static str, u64)>,
+}
+
+/// The role of a connection, for `nmid_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sent no frame yet.
+    Undecided,
+    /// A client.
+    Client,
+    /// A worker.
+    Worker,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Undecided => "undecided",
+            Role::Client => "client",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// A function's handles, cached per thread.
+#[derive(Clone)]
+struct FunctionHandles {
+    calls: [IntCounter; Outcome::ALL.len()],
+    duration: prometheus::Histogram,
+}
+
+thread_local! {
+    /// (metrics instance, function) -> handles. Keyed by instance, since tests run several
+    /// dispatchers in one process.
+    static HANDLES: RefCell<HashMap<(usize, FunctionName), FunctionHandles>> = RefCell::new(HashMap::new());
+}
+
+/// Every metric of one dispatcher.
+pub struct Metrics {
+    registry: PromRegistry,
+    calls: IntCounterVec,
+    duration: HistogramVec,
+    totals: [AtomicU64; Outcome::ALL.len()],
+    in_flight: IntGaugeVec,
+    queued: IntGaugeVec,
+    function_workers: IntGaugeVec,
+    functions: IntGauge,
+    workers: IntGauge,
+    worker_in_flight: IntGaugeVec,
+    worker_jobs: IntCounterVec,
+    connections: IntGaugeVec,
+    worker_disconnects: IntCounter,
+    retries: IntCounter,
+    late_results: IntCounter,
+    http_requests: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("calls", &self.read())
+            .finish()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics in its own registry, with build info and process metrics.
+    pub fn new() -> Self {
+        let registry = PromRegistry::new();
+        let calls = IntCounterVec::new(
+            Opts::new(
+                "nmid_calls_total",
+                "Calls answered, by function and outcome.",
+            ),
+            &["function", "outcome"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "nmid_call_duration_seconds",
+                "Time from a call's arrival to its answer (queue wait + worker time), by function.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["function"],
+        )
+        .expect("valid metric");
+        let gauge_vec = |name: &str, help: &str, label: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+        };
+        let in_flight = gauge_vec(
+            "nmid_jobs_in_flight",
+            "Jobs running on workers, by function.",
+            "function",
+        );
+        let queued = gauge_vec(
+            "nmid_queue_depth",
+            "Calls waiting for a free worker, by function.",
+            "function",
+        );
+        let function_workers = gauge_vec(
+            "nmid_function_workers",
+            "Workers serving each function.",
+            "function",
+        );
+        let worker_in_flight = gauge_vec(
+            "nmid_worker_jobs_in_flight",
+            "Jobs running on each worker, by worker name.",
+            "worker",
+        );
+        let connections = gauge_vec("nmid_connections", "Open TCP connections, by role.", "role");
+        let worker_jobs = IntCounterVec::new(
+            Opts::new(
+                "nmid_worker_jobs_total",
+                "Jobs answered by each worker, by worker name.",
+            ),
+            &["worker"],
+        )
+        .expect("valid metric");
+        let functions = IntGauge::new("nmid_functions", "Functions with at least one worker.")
+            .expect("valid metric");
+        let workers = IntGauge::new("nmid_workers", "Connected workers.").expect("valid metric");
+        let worker_disconnects = IntCounter::new(
+            "nmid_worker_disconnects_total",
+            "Workers that disconnected or were dropped.",
+        )
+        .expect("valid metric");
+        let retries = IntCounter::new(
+            "nmid_job_retries_total",
+            "Jobs retried on another worker after a lost worker.",
+        )
+        .expect("valid metric");
+        let late_results = IntCounter::new(
+            "nmid_late_results_total",
+            "Worker results discarded because their call was over.",
+        )
+        .expect("valid metric");
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "nmid_http_requests_total",
+                "HTTP requests, by route pattern and status code.",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "nmid_build_info",
+                "Always 1; the version label says which build runs.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for collector in [
+            Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(queued.clone()),
+            Box::new(function_workers.clone()),
+            Box::new(functions.clone()),
+            Box::new(workers.clone()),
+            Box::new(worker_in_flight.clone()),
+            Box::new(worker_jobs.clone()),
+            Box::new(connections.clone()),
+            Box::new(worker_disconnects.clone()),
+            Box::new(retries.clone()),
+            Box::new(late_results.clone()),
+            Box::new(http_requests.clone()),
+            Box::new(build_info),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Self {
+            registry,
+            calls,
+            duration,
+            totals: Default::default(),
+            in_flight,
+            queued,
+            function_workers,
+            functions,
+            workers,
+            worker_in_flight,
+            worker_jobs,
+            connections,
+            worker_disconnects,
+            retries,
+            late_results,
+            http_requests,
+        }
+    }
+
+    /// Counts one answered call of `function` that took `elapsed`.
+    pub fn record_call(&self, function: &FunctionName, outcome: Outcome, elapsed: Duration) {
+        self.totals[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        let key = (self as *const Self as usize, function.clone());
+        HANDLES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() >= MAX_CACHED_FUNCTIONS && !cache.contains_key(&key) {
+                cache.clear();
+            }
+            let handles = cache.entry(key).or_insert_with(|| self.handles(function));
+            handles.calls[outcome as usize].inc();
+            handles.duration.observe(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Counts one answered job: its outcome, and its time since `started`. A call of a
+    /// function nobody ever registered is counted under [`UNKNOWN_FUNCTION_LABEL`].
+    pub fn record_job(&self, function: &FunctionName, outcome: &JobOutcome, elapsed: Duration) {
+        let outcome_kind = Outcome::of(outcome);
+        if matches!(outcome, JobOutcome::Failed(CallError::UnknownFunction)) {
+            self.record_refused(outcome_kind);
+        } else {
+            self.record_call(function, outcome_kind, elapsed);
+        }
+    }
+
+    /// Counts a call refused before it became a job (bad request): no function label value
+    /// is created for it.
+    pub fn record_refused(&self, outcome: Outcome) {
+        self.record_call(
+            &FunctionName::from(UNKNOWN_FUNCTION_LABEL),
+            outcome,
+            Duration::ZERO,
+        );
+    }
+
+    fn handles(&self, function: &FunctionName) -> FunctionHandles {
+        let name = function.to_string();
+        FunctionHandles {
+            calls: Outcome::ALL.map(|o| self.calls.with_label_values(&[name.as_str(), o.as_str()])),
+            duration: self.duration.with_label_values(&[name.as_str()]),
+        }
+    }
+
+    /// A job was retried on another worker.
+    pub fn record_retry(&self) {
+        self.retries.inc();
+    }
+
+    /// A worker's result arrived after its call was over.
+    pub fn record_late_result(&self) {
+        self.late_results.inc();
+    }
+
+    /// A worker disconnected or was dropped.
+    pub fn record_worker_disconnect(&self) {
+        self.worker_disconnects.inc();
+    }
+
+    /// The counter of jobs answered by the worker named `name`.
+    pub fn worker_jobs(&self, name: &str) -> IntCounter {
+        self.worker_jobs.with_label_values(&[name])
+    }
+
+    /// A connection took `role` (or left it, with `delta` -1).
+    pub fn connection(&self, role: Role, delta: i64) {
+        self.connections
+            .with_label_values(&[role.as_str()])
+            .add(delta);
+    }
+
+    /// Counts one HTTP request.
+    pub fn record_http(&self, route: &str, status: u16) {
+        self.http_requests
+            .with_label_values(&[route, itoa_status(status)])
+            .inc();
+    }
+
+    /// Totals by outcome since start.
+    pub fn read(&self) -> CallCounts {
+        let by_outcome: Vec<(&'static str, u64)> = Outcome::ALL
+            .iter()
+            .map(|o| (o.as_str(), self.totals[*o as usize].load(Ordering::Relaxed)))
+            .collect();
+        let total = by_outcome.iter().map(|(_, n)| n).sum();
+        let ok = by_outcome[Outcome::Ok as usize].1;
+        CallCounts {
+            total,
+            errors: total - ok,
+            by_outcome,
+        }
+    }
+
+    /// The text exposition, with the registry's state (in flight, queues, workers) as of
+    /// `snapshot`.
+    pub fn render(&self, snapshot: &RegistrySnapshot) -> String {
+        self.in_flight.reset();
+        self.queued.reset();
+        self.function_workers.reset();
+        self.worker_in_flight.reset();
+        for function in &snapshot.functions {
+            let name = function.name.as_str();
+            self.in_flight
+                .with_label_values(&[name])
+                .set(i64::from(function.in_flight));
+            self.queued
+                .with_label_values(&[name])
+                .set(function.queued as i64);
+            self.function_workers
+                .with_label_values(&[name])
+                .set(function.workers as i64);
+        }
+        for worker in &snapshot.workers {
+            let name = worker.name.as_deref().unwrap_or("");
+            self.worker_in_flight
+                .with_label_values(&[name])
+                .add(i64::from(worker.in_flight));
+        }
+        self.functions
+            .set(snapshot.functions.iter().filter(|f| f.workers > 0).count() as i64);
+        self.workers.set(snapshot.workers.len() as i64);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// Status codes as label values without allocating.
+fn itoa_status(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        404 => "404",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calls are counted by function and outcome in the exposition, and in the totals.
+    #[test]
+    fn calls_are_counted_by_function_and_outcome() {
+        let metrics = Metrics::new();
+        let f = FunctionName::from("ToUpper");
+        metrics.record_call(&f, Outcome::Ok, Duration::from_millis(2));
+        metrics.record_call(&f, Outcome::Ok, Duration::from_millis(3));
+        metrics.record_call(&f, Outcome::Timeout, Duration::from_secs(1));
+        let text = metrics.render(&RegistrySnapshot::default());
+        assert!(
+            text.contains(r#"nmid_calls_total{function="ToUpper",outcome="ok"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"nmid_calls_total{function="ToUpper",outcome="timeout"} 1"#));
+        assert!(text.contains(r#"nmid_call_duration_seconds_count{function="ToUpper"} 3"#));
+        assert!(text.contains("nmid_build_info{version="));
+        let counts = metrics.read();
+        assert_eq!((counts.total, counts.errors), (3, 1));
+    }
+
+    /// Two metrics instances on one thread keep separate counts.
+    #[test]
+    fn instances_do_not_share_counts() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        let f = FunctionName::from("F");
+        a.record_call(&f, Outcome::Ok, Duration::ZERO);
+        assert!(!b
+            .render(&RegistrySnapshot::default())
+            .contains(r#"function="F",outcome="ok"} 1"#));
+        assert_eq!(b.read().total, 0);
+    }
+}
