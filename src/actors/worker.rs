@@ -119,8 +119,9 @@ pub struct Worker {
     registry: Addr<Registry>,
     jobs: HashMap<JobId, Running>,
     metrics: Arc<Metrics>,
-    /// Jobs answered by this worker, labelled with its name once it has one.
-    answered: IntCounter,
+    /// Jobs answered by this worker, labelled with its name (taken on first use, so a
+    /// worker that names itself first creates no unnamed series).
+    answered: Option<IntCounter>,
 }
 
 impl Worker {
@@ -132,7 +133,6 @@ impl Worker {
         registry: Addr<Registry>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let answered = metrics.worker_jobs("");
         Self {
             id: WorkerId::next(),
             peer,
@@ -142,7 +142,7 @@ impl Worker {
             registry,
             jobs: HashMap::new(),
             metrics,
-            answered,
+            answered: None,
         }
     }
 }
@@ -178,7 +178,7 @@ impl Handler<SetName> for Worker {
     fn handle(&mut self, msg: SetName, _: &mut Self::Context) {
         let name = String::from_utf8_lossy(&msg.name).into_owned();
         debug!(worker = %self.id, %name, "worker named");
-        self.answered = self.metrics.worker_jobs(&name);
+        self.answered = Some(self.metrics.worker_jobs(&name));
         self.registry.do_send(WorkerNamed {
             worker: self.id,
             name,
@@ -296,7 +296,9 @@ impl Handler<JobAnswer> for Worker {
             return;
         };
         let late = !running.lease.complete(msg.outcome);
-        self.answered.inc();
+        self.answered
+            .get_or_insert_with(|| self.metrics.worker_jobs(""))
+            .inc();
         if late {
             self.metrics.record_late_result();
             debug!(worker = %self.id, function = %running.function, "late result discarded");
