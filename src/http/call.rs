@@ -70,14 +70,7 @@ pub async fn call(
         .get(REQUEST_ID_HEADER)
         .cloned()
         .unwrap_or_else(|| HeaderValue::from(job_id.0));
-    let call = NewCall {
-        function: Bytes::copy_from_slice(function.as_bytes()),
-        params_type,
-        handle_type: HANDLE_TYPE_ENCODE,
-        params,
-        meta: trace_meta(req.headers()),
-        timeout,
-    };
+    let call = new_call(req.headers(), &function, params, params_type, timeout);
     let data = run_call(&state, job_id, call).await?;
     let mut response = data_response(data);
     response.headers_mut().insert(
@@ -112,25 +105,9 @@ pub async fn gateway(
             }
         };
         let body = read_body(&req, payload, state.max_body_bytes).await?;
-        let body = if body.is_empty() {
-            Bytes::from_static(b"{}")
-        } else {
-            body
-        };
-        let params = json_params(&body, pass_json)?;
-        let params_type = if pass_json {
-            ParamsType::JSON
-        } else {
-            ParamsType::MSGPACK
-        };
-        let call = NewCall {
-            function: Bytes::copy_from_slice(function.as_bytes()),
-            params_type,
-            handle_type: HANDLE_TYPE_ENCODE,
-            params,
-            meta: trace_meta(req.headers()),
-            timeout: timeout_from(req.headers(), state.job_timeout)?,
-        };
+        let (params, params_type) = json_body_params(body, pass_json)?;
+        let timeout = timeout_from(req.headers(), state.job_timeout)?;
+        let call = new_call(req.headers(), &function, params, params_type, timeout);
         run_call(&state, JobId::next(), call).await
     }
     .await;
@@ -286,21 +263,43 @@ fn params_from_body(
             }
             Ok((body, ParamsType::MSGPACK))
         }
-        "application/json" | "" => {
-            let body = if body.is_empty() {
-                Bytes::from_static(b"{}")
-            } else {
-                body
-            };
-            let params_type = if pass_json {
-                ParamsType::JSON
-            } else {
-                ParamsType::MSGPACK
-            };
-            Ok((json_params(&body, pass_json)?, params_type))
-        }
+        "application/json" | "" => json_body_params(body, pass_json),
         _ => Err(HttpError::UnsupportedMediaType(content_type.to_owned())),
     }
+}
+
+/// A call as the HTTP front end makes it: trace context from the headers.
+fn new_call(
+    headers: &HeaderMap,
+    function: &str,
+    params: Bytes,
+    params_type: ParamsType,
+    timeout: Duration,
+) -> NewCall {
+    NewCall {
+        function: Bytes::copy_from_slice(function.as_bytes()),
+        params_type,
+        handle_type: HANDLE_TYPE_ENCODE,
+        params,
+        meta: trace_meta(headers),
+        timeout,
+    }
+}
+
+/// The params of a JSON body (empty means `{}`): a msgpack map, or the JSON as is with
+/// `pass_json`.
+fn json_body_params(body: Bytes, pass_json: bool) -> Result<(Bytes, ParamsType), HttpError> {
+    let body = if body.is_empty() {
+        Bytes::from_static(b"{}")
+    } else {
+        body
+    };
+    let params_type = if pass_json {
+        ParamsType::JSON
+    } else {
+        ParamsType::MSGPACK
+    };
+    Ok((json_params(&body, pass_json)?, params_type))
 }
 
 /// Checks a JSON body; returns it as is (`pass_json`) or as a msgpack map.
