@@ -44,6 +44,42 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// Process-wide settings.
     pub server: ServerConfig,
+    /// Logs.
+    pub log: LogConfig,
+    /// Distributed tracing.
+    pub tracing: TracingConfig,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormatConfig,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatConfig {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[tracing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Export spans over OTLP.
+    pub enabled: bool,
+    /// OTLP/HTTP base URL; empty means the environment or the OTLP default.
+    pub endpoint: String,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Add `traceparent` to msgpack-map params of calls to v1 workers.
+    pub inject_v1_params: bool,
 }
 
 /// `[tcp]`
@@ -201,6 +237,24 @@ impl Config {
     /// The longest shutdown drain.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.server.drain_timeout_ms)
+    }
+
+    /// The tracing settings: on when configured, or when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub fn tracing_settings(&self) -> crate::telemetry::TracingSettings {
+        let from_env = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty());
+        crate::telemetry::TracingSettings {
+            enabled: self.tracing.enabled || from_env,
+            endpoint: self.tracing.endpoint.clone(),
+            service_name: self.tracing.service_name.clone(),
+        }
+    }
+
+    /// The log format.
+    pub fn log_format(&self) -> crate::telemetry::LogFormat {
+        match self.log.format {
+            LogFormatConfig::Text => crate::telemetry::LogFormat::Text,
+            LogFormatConfig::Json => crate::telemetry::LogFormat::Json,
+        }
     }
 
     /// Connection threads to start.

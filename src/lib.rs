@@ -8,6 +8,7 @@
 //! - [`http`]: the actix-web front end: `POST /call/<func>`, nmid's gateway, admin API.
 //! - [`server`]: start-up (listener, arbiters) and ordered shutdown; [`server::run`].
 //! - [`client`]: the async client library (tagged, pipelined; or v1).
+//! - [`telemetry`]: logs and OTLP tracing across hops.
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
 //! - [`metrics`]: Prometheus metrics (bounded labels) and call totals.
 //! - [`retstruct`]: nmid's `{"Code","Msg","Data"}` result convention.
@@ -24,4 +25,5 @@ pub mod http;
 pub mod metrics;
 pub mod retstruct;
 pub mod server;
+pub mod telemetry;
 pub mod worker;

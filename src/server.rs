@@ -70,6 +70,7 @@ impl Dispatcher {
             jobs: jobs.clone(),
             max_jobs_per_worker: config.workers.max_jobs_in_flight,
             heartbeat_timeout: config.heartbeat_timeout(),
+            inject_trace_v1: config.tracing.inject_v1_params,
         });
         let accept = tokio::spawn(accept_loop(
             listener,

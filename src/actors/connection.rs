@@ -46,6 +46,8 @@ pub struct ConnectionSettings {
     pub max_jobs_per_worker: u32,
     /// Silence after which a worker is treated as dead.
     pub heartbeat_timeout: Duration,
+    /// Add `traceparent` to msgpack-map params of jobs for v1 workers.
+    pub inject_trace_v1: bool,
 }
 
 /// What this connection is, decided by the `conn_type` of its first frame.
@@ -249,6 +251,7 @@ impl Connection {
                     ctx.address().recipient(),
                     self.settings.jobs.registry.clone(),
                     self.settings.jobs.metrics.clone(),
+                    self.settings.inject_trace_v1,
                 )
                 .start();
                 self.role = Role::Worker {

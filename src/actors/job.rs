@@ -14,7 +14,8 @@ use tracing::debug;
 use super::registry::{Dispatch, Registry, Withdraw};
 use super::{CallError, FunctionName, JobId, JobOutcome, JobSpec};
 use crate::codec::{Metadata, ParamsType};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome};
+use crate::telemetry::{self, Hop};
 
 /// Sent to a job by the registry, its worker's lease, or its caller.
 #[derive(Debug, Message)]
@@ -165,6 +166,8 @@ pub struct Job {
     metrics: Arc<Metrics>,
     /// When the call arrived, for its duration.
     started: Instant,
+    /// The dispatch span (disabled unless tracing is on).
+    span: tracing::Span,
     deadline: Instant,
     retries_left: u32,
     /// Dispatch attempts so far; a retry that finds no worker is reported as `WorkerLost`.
@@ -175,8 +178,20 @@ pub struct Job {
 impl Job {
     /// A job for `spec` that answers `reply_to`, gives up at the spec's deadline, and may be
     /// retried `retries` times on another worker.
-    pub fn new(id: JobId, spec: JobSpec, reply_to: ReplyTo, services: &JobServices) -> Self {
+    pub fn new(id: JobId, mut spec: JobSpec, reply_to: ReplyTo, services: &JobServices) -> Self {
+        let span = match telemetry::enabled() {
+            true => {
+                let function = spec.function.to_string();
+                let span = telemetry::hop_span(Hop::Dispatcher, &function, spec.meta.as_deref());
+                // Workers get the dispatch span as their parent.
+                let meta = spec.meta.take().map(|m| (*m).clone()).unwrap_or_default();
+                spec.meta = Some(Arc::new(telemetry::with_span_context(&span, meta)));
+                span
+            }
+            false => tracing::Span::none(),
+        };
         Self {
+            span,
             id,
             deadline: spec.deadline,
             spec,
@@ -209,6 +224,7 @@ impl Actor for Job {
         if !self.answered {
             self.answered = true;
             let outcome = JobOutcome::Failed(CallError::WorkerLost);
+            telemetry::finish(&self.span, Outcome::of(&outcome).as_str());
             self.metrics
                 .record_job(&self.spec.function, &outcome, self.started.elapsed());
             self.reply_to
@@ -276,6 +292,7 @@ impl Job {
 
     fn answer(&mut self, outcome: JobOutcome, ctx: &mut Context<Self>) {
         self.answered = true;
+        telemetry::finish(&self.span, Outcome::of(&outcome).as_str());
         self.metrics
             .record_job(&self.spec.function, &outcome, self.started.elapsed());
         self.reply_to.send(self.id, outcome);

@@ -21,8 +21,9 @@ use super::registry::{
     WorkerLeft, WorkerNamed,
 };
 use super::{FunctionName, JobId, JobOutcome, JobSpec, WorkerId};
-use crate::codec::{Frame, GetData, Job};
+use crate::codec::{Frame, GetData, Job, ParamsType};
 use crate::metrics::Metrics;
+use crate::telemetry;
 use prometheus::IntCounter;
 
 /// A frame for the worker's connection to write.
@@ -119,6 +120,8 @@ pub struct Worker {
     registry: Addr<Registry>,
     jobs: HashMap<JobId, Running>,
     metrics: Arc<Metrics>,
+    /// Add `traceparent` to msgpack-map params (v1 workers get no metadata).
+    inject_trace: bool,
     /// Jobs answered by this worker, labelled with its name (taken on first use, so a
     /// worker that names itself first creates no unnamed series).
     answered: Option<IntCounter>,
@@ -132,6 +135,7 @@ impl Worker {
         conn: Recipient<Outgoing>,
         registry: Addr<Registry>,
         metrics: Arc<Metrics>,
+        inject_trace: bool,
     ) -> Self {
         Self {
             id: WorkerId::next(),
@@ -142,6 +146,7 @@ impl Worker {
             registry,
             jobs: HashMap::new(),
             metrics,
+            inject_trace,
             answered: None,
         }
     }
@@ -262,11 +267,17 @@ impl Handler<Assign> for Worker {
                 meta: spec.meta.map(|m| (*m).clone()).unwrap_or_default(),
             })
         } else {
+            let params = match (&spec.meta, self.inject_trace) {
+                (Some(meta), true) if spec.params_type == ParamsType::MSGPACK => {
+                    telemetry::inject_into_msgpack_map(&spec.params, meta).unwrap_or(spec.params)
+                }
+                _ => spec.params,
+            };
             Frame::GetData(GetData {
                 params_type: spec.params_type,
                 handle_type: spec.handle_type,
                 function: spec.function.0.clone(),
-                params: spec.params,
+                params,
                 job_id: msg.job_id.to_wire(),
             })
         };

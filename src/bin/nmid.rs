@@ -1,13 +1,11 @@
-//! The `nmid` dispatcher binary: CLI -> logging -> config -> [`nmid::server::run`].
+//! The `nmid` dispatcher binary: CLI -> config -> logging/telemetry -> dispatcher -> flush.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 /// nmid: a microservice RPC dispatcher, wire-compatible with nmid protocol v1.
 #[derive(Debug, Parser)]
@@ -32,13 +30,6 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -60,6 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         overrides.push(("http.enabled", "false".to_owned()));
     }
     let config = nmid::config::Config::load(cli.config.as_deref(), &overrides)?;
+    let telemetry = nmid::telemetry::init(&config.tracing_settings(), config.log_format())?;
     let listener = std::net::TcpListener::bind(config.tcp.addr)
         .with_context(|| format!("cannot listen on {} (tcp.addr)", config.tcp.addr))?;
     let http = match config.http.enabled {
@@ -70,7 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         false => None,
     };
     let demo_addr = demo_target(listener.local_addr()?);
-    actix_rt::System::new().block_on(async move {
+    let served = actix_rt::System::new().block_on(async move {
         let dispatcher = nmid::server::Dispatcher::start_with_http(&config, listener, http)?;
         let demo = match cli.demo {
             true => Some(nmid::demo::start_demo_worker(demo_addr)?),
@@ -83,8 +75,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             demo.stop().await;
         }
         anyhow::Ok(())
-    })?;
-    Ok(())
+    });
+    // Last in the shutdown order: export the spans still buffered.
+    telemetry.shutdown();
+    served
 }
 
 /// Where the embedded demo worker connects: the listener, through loopback when it is bound

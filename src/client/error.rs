@@ -69,6 +69,24 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A short label of the error's kind, for span attributes and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect",
+            Self::ConnectionLost => "connection_lost",
+            Self::NoWorker => "cant_do",
+            Self::RateLimited => "rate_limited",
+            Self::Timeout => "timeout",
+            Self::WorkerLost => "worker_lost",
+            Self::BadRequest(_) => "bad_request",
+            Self::ShuttingDown => "shutting_down",
+            Self::WorkerError(_) | Self::Function { .. } | Self::Failed | Self::Other { .. } => {
+                "error"
+            }
+            Self::Encode(_) | Self::Decode(_) | Self::Protocol(_) => "protocol",
+        }
+    }
+
     /// The error for an `S_CALL_ERROR` code and message.
     pub(crate) fn from_code(code: ErrorCode, message: &[u8]) -> Self {
         let message = String::from_utf8_lossy(message).into_owned();

@@ -44,7 +44,9 @@ pub use error::ClientError;
 
 use crate::codec::{Metadata, ParamsType, DEFAULT_MAX_FRAME_BYTES};
 use crate::retstruct::RetStruct;
+use crate::telemetry::{self, Hop};
 use connection::{Tagged, V1};
+use tracing::Instrument;
 
 /// The per-call deadline when neither the call nor the builder sets one.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -248,22 +250,27 @@ impl Client {
         }
         let timeout = options.timeout.unwrap_or(self.inner.settings.timeout);
         let params_type = options.params_type.unwrap_or(ParamsType::MSGPACK);
+        let span = telemetry::hop_span(Hop::Client, function, Some(&options.metadata));
+        let metadata = telemetry::with_span_context(&span, options.metadata);
         let function = Bytes::copy_from_slice(function.as_bytes());
-        match &self.inner.transport {
+        let result = match &self.inner.transport {
             Transport::Tagged(t) => {
                 let request_id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
-                t.call(
-                    request_id,
-                    function,
-                    params,
-                    params_type,
-                    timeout,
-                    options.metadata,
-                )
-                .await
+                t.call(request_id, function, params, params_type, timeout, metadata)
+                    .instrument(span.clone())
+                    .await
             }
-            Transport::V1(v) => v.call(function, params, params_type, timeout).await,
-        }
+            Transport::V1(v) => {
+                v.call(function, params, params_type, timeout)
+                    .instrument(span.clone())
+                    .await
+            }
+        };
+        telemetry::finish(
+            &span,
+            result.as_ref().map_or_else(ClientError::kind, |_| "ok"),
+        );
+        result
     }
 
     /// Calls `function` with `params` encoded as a msgpack map (what nmid's SDKs send) and

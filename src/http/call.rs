@@ -17,6 +17,8 @@ use crate::actors::job::{Job, JobEvent, NewCall, ReplyTo};
 use crate::actors::{JobId, JobOutcome};
 use crate::codec::{Metadata, ParamsType, HANDLE_TYPE_ENCODE};
 use crate::retstruct::RetStruct;
+use crate::telemetry::{self, Hop};
+use tracing::Instrument;
 
 /// Per-call deadline, in milliseconds.
 pub const TIMEOUT_HEADER: &str = "x-nmid-timeout-ms";
@@ -145,7 +147,28 @@ pub struct CallData {
 
 /// Runs one call as a job and waits for it. If the HTTP client goes away first, the
 /// handler's future is dropped and so is the guard, which cancels the job: nothing leaks.
-async fn run_call(state: &HttpState, job_id: JobId, call: NewCall) -> Result<CallData, HttpError> {
+async fn run_call(
+    state: &HttpState,
+    job_id: JobId,
+    mut call: NewCall,
+) -> Result<CallData, HttpError> {
+    if !telemetry::enabled() {
+        return run_job(state, job_id, call).await;
+    }
+    // The HTTP hop's span: child of the request's traceparent, parent of the dispatch span.
+    let function = String::from_utf8_lossy(&call.function).into_owned();
+    let span = telemetry::hop_span(Hop::Http, &function, call.meta.as_deref());
+    let meta = call.meta.take().map(|m| (*m).clone()).unwrap_or_default();
+    call.meta = Some(Arc::new(telemetry::with_span_context(&span, meta)));
+    let result = run_job(state, job_id, call).instrument(span.clone()).await;
+    telemetry::finish(
+        &span,
+        result.as_ref().map_or_else(HttpError::code, |_| "ok"),
+    );
+    result
+}
+
+async fn run_job(state: &HttpState, job_id: JobId, call: NewCall) -> Result<CallData, HttpError> {
     let function = String::from_utf8_lossy(&call.function).into_owned();
     let function = function.as_str();
     if let Err(error) = call.validate() {

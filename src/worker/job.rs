@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::client::{CallOptions, Client, ClientError};
 use crate::codec::{Metadata, ParamsType};
+use crate::telemetry::{self, TRACE_KEYS};
 
 /// One job for a handler: the call's function, params, deadline and trace context.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct Job {
     pub(super) deadline: Option<Instant>,
     pub(super) metadata: Metadata,
     pub(super) nested: Rc<NestedCalls>,
+    /// This job's span (disabled unless tracing is on); nested calls are its children.
+    pub(super) span: tracing::Span,
 }
 
 impl Job {
@@ -81,12 +84,13 @@ impl Job {
             let left = deadline.saturating_duration_since(Instant::now());
             options.timeout = Some(left.max(Duration::from_millis(1)));
         }
-        options.metadata = self
+        let trace: Metadata = self
             .metadata
             .iter()
-            .filter(|(k, _)| &k[..] == b"traceparent" || &k[..] == b"tracestate")
+            .filter(|(k, _)| TRACE_KEYS.iter().any(|t| k[..] == *t.as_bytes()))
             .cloned()
             .collect();
+        options.metadata = telemetry::with_span_context(&self.span, trace);
         options
     }
 

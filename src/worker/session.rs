@@ -26,6 +26,8 @@ use super::{Functions, HandlerResult};
 use crate::client::Protocol;
 use crate::codec::{self, CodecError, Frame, NmidCodec, WorkerReturn};
 use crate::retstruct::RetStruct;
+use crate::telemetry::{self, Hop};
+use tracing::Instrument;
 
 /// Heartbeat period, as nmid's workers use.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
@@ -159,6 +161,7 @@ impl StreamHandler<Result<Frame, CodecError>> for Session {
                     ),
                     metadata: job.meta,
                     nested: self.nested.clone(),
+                    span: tracing::Span::none(),
                 };
                 self.accept(job, reply, ctx);
             }
@@ -176,6 +179,7 @@ impl StreamHandler<Result<Frame, CodecError>> for Session {
                     deadline: None,
                     metadata: Vec::new(),
                     nested: self.nested.clone(),
+                    span: tracing::Span::none(),
                 };
                 self.accept(job, reply, ctx);
             }
@@ -349,13 +353,18 @@ impl Session {
         };
         self.running += 1;
         let generation = self.generation;
+        let mut job = job;
+        job.span = telemetry::hop_span(Hop::Worker, &job.function, Some(&job.metadata));
+        let span = job.span.clone();
         // A panicking handler fails its job; it does not take the worker down.
         AssertUnwindSafe(handler(job))
             .catch_unwind()
+            .instrument(span.clone())
             .into_actor(self)
             .map(move |result, session, ctx| {
                 session.running -= 1;
                 let result = result.unwrap_or_else(|_| Err(JobError::new("handler panicked")));
+                telemetry::finish(&span, if result.is_ok() { "ok" } else { "error" });
                 session.answer(generation, reply, result);
                 if let Some(next) = session.backlog.pop_front() {
                     session.run(next.job, next.reply, ctx);

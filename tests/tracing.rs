@@ -1,0 +1,252 @@
+//! Tracing across hops: an OTLP/HTTP receiver runs inside the test (spans decoded with the
+//! `opentelemetry-proto` crate), the seed's two-hop chain runs (client -> Worker2's
+//! `ToUpper2` -> Worker1's `ToUpper`, and the same over HTTP with a `traceparent` header),
+//! and the spans of caller, dispatcher and both workers form one trace with the right
+//! parent links.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::start_dispatcher_with_http;
+use nmid::client::Client;
+use nmid::config::Config;
+use nmid::telemetry::{self, TracingSettings};
+use nmid::worker::{Job, JobError, Worker};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use prost::Message;
+use serde::Serialize;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// One received span, reduced to what the assertions need.
+#[derive(Debug, Clone)]
+struct Received {
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    role: String,
+    method: String,
+    outcome: String,
+}
+
+/// An OTLP/HTTP receiver on 127.0.0.1: answers `POST /v1/traces` and keeps the spans.
+fn start_receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let sink = spans.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let sink = sink.clone();
+            std::thread::spawn(move || serve_otlp(stream, &sink));
+        }
+    });
+    (url, spans)
+}
+
+/// Serves one keep-alive HTTP/1.1 connection of the exporter.
+fn serve_otlp(stream: std::net::TcpStream, sink: &Mutex<Vec<Received>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut content_length = 0usize;
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    content_length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; content_length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let request = ExportTraceServiceRequest::decode(&body[..]).expect("an OTLP trace export");
+        let mut spans = sink.lock().unwrap();
+        for resource in request.resource_spans {
+            for scope in resource.scope_spans {
+                for span in scope.spans {
+                    let attr = |key: &str| {
+                        span.attributes
+                            .iter()
+                            .find(|kv| kv.key == key)
+                            .and_then(|kv| kv.value.as_ref()?.value.clone())
+                            .map(|v| match v {
+                                Value::StringValue(s) => s,
+                                other => format!("{other:?}"),
+                            })
+                            .unwrap_or_default()
+                    };
+                    spans.push(Received {
+                        trace_id: hex::encode(&span.trace_id),
+                        span_id: hex::encode(&span.span_id),
+                        parent: hex::encode(&span.parent_span_id),
+                        role: attr("nmid.role"),
+                        method: attr("rpc.method"),
+                        outcome: attr("nmid.outcome"),
+                    });
+                }
+            }
+        }
+        drop(spans);
+        let reply =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Name<'a> {
+    name: &'a str,
+}
+
+/// The one span with `role` and `method` whose parent is `parent`.
+fn child<'a>(spans: &'a [Received], parent: &str, role: &str, method: &str) -> &'a Received {
+    let found: Vec<&Received> = spans
+        .iter()
+        .filter(|s| s.parent == parent && s.role == role && s.method == method)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {role} span of {method} under {parent}, in {spans:#?}"
+    );
+    found[0]
+}
+
+/// Waits until the receiver holds at least `count` spans.
+fn wait_for_spans(spans: &Mutex<Vec<Received>>, count: usize) -> Vec<Received> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = spans.lock().unwrap().clone();
+        if now.len() >= count {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} spans arrived: {now:#?}",
+            now.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Client -> dispatcher -> Worker2 -> (nested client) -> dispatcher -> Worker1 is one trace
+/// with each span the child of the one before; an HTTP call with a `traceparent` header
+/// continues the caller's trace.
+#[actix_rt::test]
+async fn two_hop_chain_is_one_trace_with_correct_parents() {
+    let (url, spans) = start_receiver();
+    let provider = telemetry::tracer_provider(&TracingSettings {
+        enabled: true,
+        endpoint: url,
+        service_name: "nmid-tracing-test".to_owned(),
+    })
+    .unwrap();
+    tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("nmid-test")))
+        .init();
+    telemetry::enable();
+
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let worker1 = Worker::builder()
+        .name("Worker1")
+        .server(dispatcher.addr.to_string())
+        .function("ToUpper", nmid::demo::to_upper)
+        .start()
+        .unwrap();
+    let worker2 = Worker::builder()
+        .name("Worker2")
+        .server(dispatcher.addr.to_string())
+        .function("ToUpper2", |job: Job| async move {
+            Ok::<Bytes, JobError>(job.call("ToUpper", job.params().clone()).await?)
+        })
+        .start()
+        .unwrap();
+    dispatcher
+        .wait_for("both workers", |s| s.functions.len() == 2)
+        .await;
+
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let data = client
+        .call_data("ToUpper2", &Name { name: "nmid" })
+        .await
+        .unwrap();
+    assert_eq!(&data[..], b"NMID");
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let mut response = awc::Client::default()
+        .post(format!("{}/call/ToUpper2", dispatcher.http_url()))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("traceparent", format!("00-{trace_id}-{caller_span}-01")))
+        .send_body(r#"{"name":"http"}"#)
+        .await
+        .unwrap();
+    assert_eq!(&response.body().await.unwrap()[..], b"HTTP");
+
+    provider.force_flush().unwrap();
+    // 6 spans per chain through the client, 6 through HTTP (http, dispatch, worker, nested
+    // client, dispatch, worker).
+    let all = wait_for_spans(&spans, 12);
+
+    // Through the client library: the client span is the root.
+    let root = all
+        .iter()
+        .find(|s| s.role == "client" && s.method == "ToUpper2" && s.parent.is_empty())
+        .unwrap_or_else(|| panic!("no root client span in {all:#?}"));
+    let dispatch2 = child(&all, &root.span_id, "dispatcher", "ToUpper2");
+    let worker2_span = child(&all, &dispatch2.span_id, "worker", "ToUpper2");
+    let nested = child(&all, &worker2_span.span_id, "client", "ToUpper");
+    let dispatch1 = child(&all, &nested.span_id, "dispatcher", "ToUpper");
+    let worker1_span = child(&all, &dispatch1.span_id, "worker", "ToUpper");
+    for span in [
+        root,
+        dispatch2,
+        worker2_span,
+        nested,
+        dispatch1,
+        worker1_span,
+    ] {
+        assert_eq!(span.trace_id, root.trace_id, "one trace: {span:?}");
+        assert_eq!(span.outcome, "ok", "{span:?}");
+    }
+
+    // Through HTTP: the caller's traceparent is the parent of the HTTP span.
+    let http = child(&all, caller_span, "http", "ToUpper2");
+    assert_eq!(http.trace_id, trace_id);
+    let dispatch = child(&all, &http.span_id, "dispatcher", "ToUpper2");
+    let worker = child(&all, &dispatch.span_id, "worker", "ToUpper2");
+    let nested = child(&all, &worker.span_id, "client", "ToUpper");
+    let dispatch = child(&all, &nested.span_id, "dispatcher", "ToUpper");
+    let worker = child(&all, &dispatch.span_id, "worker", "ToUpper");
+    assert_eq!(
+        worker.trace_id, trace_id,
+        "the caller's trace reaches Worker1"
+    );
+
+    worker1.stop().await;
+    worker2.stop().await;
+    dispatcher.stop().await;
+    provider.shutdown().unwrap();
+}
