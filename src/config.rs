@@ -38,6 +38,8 @@ pub struct Config {
     pub tcp: TcpConfig,
     /// The HTTP front end.
     pub http: HttpConfig,
+    /// The metrics port.
+    pub metrics: MetricsConfig,
     /// Calls: deadlines and retries.
     pub jobs: JobsConfig,
     /// Workers: load limits and liveness.
@@ -104,6 +106,30 @@ pub struct HttpConfig {
     pub addr: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A port of its own for `GET /metrics`; empty for none.
+    pub addr: String,
+}
+
+impl MetricsConfig {
+    /// The separate metrics address, if one is set.
+    pub fn addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.addr.is_empty() {
+            return Ok(None);
+        }
+        self.addr
+            .parse()
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                key: "metrics.addr",
+                reason: format!("{e}: expected HOST:PORT or empty"),
+            })
+    }
 }
 
 /// `[jobs]`
@@ -203,6 +229,7 @@ impl Config {
         if self.tcp.max_connections == 0 {
             return invalid("tcp.max_connections", "must be at least 1");
         }
+        self.metrics.addr()?;
         if self.http.max_body_bytes == 0 {
             return invalid("http.max_body_bytes", "must be at least 1");
         }

@@ -166,6 +166,7 @@ pub struct Metrics {
     retries: IntCounter,
     late_results: IntCounter,
     http_requests: IntCounterVec,
+    scrape: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -197,7 +198,7 @@ impl Metrics {
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "nmid_call_duration_seconds",
-                "Time from a call's arrival to its answer (queue wait + worker time), by function.",
+                "Time from a call's arrival to the worker's answer (queue wait + worker time), by function; answered calls only.",
             )
             .buckets(DURATION_BUCKETS.to_vec()),
             &["function"],
@@ -272,6 +273,9 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        for role in [Role::Undecided, Role::Client, Role::Worker] {
+            connections.with_label_values(&[role.as_str()]);
+        }
         for collector in [
             Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -311,6 +315,7 @@ impl Metrics {
             retries,
             late_results,
             http_requests,
+            scrape: std::sync::Mutex::new(()),
         }
     }
 
@@ -325,7 +330,11 @@ impl Metrics {
             }
             let handles = cache.entry(key).or_insert_with(|| self.handles(function));
             handles.calls[outcome as usize].inc();
-            handles.duration.observe(elapsed.as_secs_f64());
+            // Latency of answered calls only: refusals (instant) and timeouts (the whole
+            // deadline) would skew the function's percentiles.
+            if matches!(outcome, Outcome::Ok | Outcome::WorkerError) {
+                handles.duration.observe(elapsed.as_secs_f64());
+            }
         });
     }
 
@@ -373,9 +382,10 @@ impl Metrics {
         self.worker_disconnects.inc();
     }
 
-    /// The counter of jobs answered by the worker named `name`.
+    /// The counter of jobs answered by the worker named `name` (unnamed workers count under
+    /// [`UNNAMED_WORKER_LABEL`]).
     pub fn worker_jobs(&self, name: &str) -> IntCounter {
-        self.worker_jobs.with_label_values(&[name])
+        self.worker_jobs.with_label_values(&[worker_label(name)])
     }
 
     /// A connection took `role` (or left it, with `delta` -1).
@@ -410,12 +420,20 @@ impl Metrics {
     /// The text exposition, with the registry's state (in flight, queues, workers) as of
     /// `snapshot`.
     pub fn render(&self, snapshot: &RegistrySnapshot) -> String {
+        // Two scrapes at once must not interleave their resets and refills.
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.in_flight.reset();
         self.queued.reset();
         self.function_workers.reset();
         self.worker_in_flight.reset();
         for function in &snapshot.functions {
             let name = function.name.as_str();
+            // A served function's call series exist from its first scrape, at 0, so that
+            // rate() counts its first calls too.
+            for outcome in Outcome::ALL {
+                self.calls.with_label_values(&[name, outcome.as_str()]);
+            }
+            self.duration.with_label_values(&[name]);
             self.in_flight
                 .with_label_values(&[name])
                 .set(i64::from(function.in_flight));
@@ -427,7 +445,7 @@ impl Metrics {
                 .set(function.workers as i64);
         }
         for worker in &snapshot.workers {
-            let name = worker.name.as_deref().unwrap_or("");
+            let name = worker_label(worker.name.as_deref().unwrap_or(""));
             self.worker_in_flight
                 .with_label_values(&[name])
                 .add(i64::from(worker.in_flight));
@@ -440,6 +458,17 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// The `worker` label of workers that sent no name.
+pub const UNNAMED_WORKER_LABEL: &str = "_unnamed";
+
+fn worker_label(name: &str) -> &str {
+    if name.is_empty() {
+        UNNAMED_WORKER_LABEL
+    } else {
+        name
     }
 }
 

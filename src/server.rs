@@ -33,7 +33,9 @@ pub struct Dispatcher {
     local_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     accept: JoinHandle<()>,
-    http: Option<actix_web::dev::ServerHandle>,
+    /// HTTP servers: the front end, and the metrics port when it has one of its own.
+    http: Vec<actix_web::dev::ServerHandle>,
+    http_state: HttpState,
     arbiters: Vec<Arbiter>,
     drain_timeout: Duration,
 }
@@ -79,16 +81,22 @@ impl Dispatcher {
             config.tcp.max_connections,
         ));
         info!(addr = %local_addr, "nmid protocol listening");
+        let http_state = HttpState {
+            jobs,
+            job_timeout: config.job_timeout(),
+            max_body_bytes: config.http.max_body_bytes,
+            started: SystemTime::now(),
+        };
         let (http, http_addr) = match http {
             Some(listener) => {
-                let state = HttpState {
-                    jobs,
-                    job_timeout: config.job_timeout(),
-                    max_body_bytes: config.http.max_body_bytes,
-                    started: SystemTime::now(),
-                };
                 let addr = listener.local_addr()?;
-                let server = start_http(state, listener, threads, config.drain_timeout())?;
+                let server = start_http(
+                    http_state.clone(),
+                    listener,
+                    threads,
+                    config.drain_timeout(),
+                    crate::http::configure,
+                )?;
                 info!(%addr, "http listening");
                 (Some(server), Some(addr))
             }
@@ -100,7 +108,8 @@ impl Dispatcher {
             local_addr,
             http_addr,
             accept,
-            http,
+            http: http.into_iter().collect(),
+            http_state,
             arbiters,
             drain_timeout: config.drain_timeout(),
         })
@@ -109,6 +118,22 @@ impl Dispatcher {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Serves `GET /metrics` (only) on `listener` too: a port of its own for Prometheus, as
+    /// nmid's `Prometheus:` config block offers.
+    pub fn serve_metrics(&mut self, listener: std::net::TcpListener) -> io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        let server = start_http(
+            self.http_state.clone(),
+            listener,
+            1,
+            self.drain_timeout,
+            crate::http::configure_metrics,
+        )?;
+        self.http.push(server);
+        info!(%addr, "metrics listening");
+        Ok(addr)
     }
 
     /// The address of the HTTP listener, if HTTP is served.
@@ -138,10 +163,12 @@ impl Dispatcher {
         self.registry.do_send(Drain);
         // HTTP stops accepting at once and finishes its requests in flight (they are jobs,
         // drained below) within the same bound.
-        let http = self
+        let http: Vec<_> = self
             .http
-            .clone()
-            .map(|server| actix_rt::spawn(async move { server.stop(true).await }));
+            .iter()
+            .cloned()
+            .map(|server| actix_rt::spawn(async move { server.stop(true).await }))
+            .collect();
         let started = Instant::now();
         loop {
             let snapshot = self.snapshot().await;
@@ -159,8 +186,8 @@ impl Dispatcher {
             }
             tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
         }
-        if let Some(http) = http {
-            let _ = http.await;
+        for server in http {
+            let _ = server.await;
         }
         for arbiter in &self.arbiters {
             arbiter.stop();
@@ -184,19 +211,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts actix-web on `listener` with one worker thread per connection thread.
+/// Starts actix-web on `listener` with `threads` worker threads and the routes of `routes`.
 fn start_http(
     state: HttpState,
     listener: std::net::TcpListener,
     threads: usize,
     drain_timeout: Duration,
+    routes: fn(&mut actix_web::web::ServiceConfig),
 ) -> io::Result<actix_web::dev::ServerHandle> {
     let state = actix_web::web::Data::new(state);
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(state.clone())
             .wrap(actix_web::middleware::from_fn(crate::http::count_requests))
-            .configure(crate::http::configure)
+            .configure(routes)
     })
     .workers(threads)
     .disable_signals()

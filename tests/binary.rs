@@ -245,3 +245,44 @@ async fn config_file_and_environment_apply_in_order() {
     let _ = child.wait();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// With `metrics.addr` set, Prometheus metrics are also served on a port of their own, which
+/// serves nothing else.
+#[actix_rt::test]
+async fn metrics_can_have_a_port_of_their_own() {
+    let mut child = Command::new(NMID)
+        .args(["--tcp-addr", "127.0.0.1:0", "--no-http"])
+        .env("NMID__METRICS__ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.contains("metrics listening")))
+        .expect("metrics listening line")
+        .unwrap();
+    let addr = addr_in(&line);
+    std::thread::spawn(move || lines.for_each(drop));
+    let client = awc::Client::default();
+    let mut response = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.body().await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("nmid_build_info"));
+    let response = client
+        .post(format!("http://{addr}/call/ToUpper"))
+        .send_body("{}")
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        404,
+        "the metrics port serves only /metrics"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -250,3 +250,69 @@ async fn two_hop_chain_is_one_trace_with_correct_parents() {
     dispatcher.stop().await;
     provider.shutdown().unwrap();
 }
+
+/// The `nmid` binary, traced through `OTEL_EXPORTER_OTLP_ENDPOINT`, exports the spans of an
+/// HTTP call under its service name by the time it exits on SIGTERM (flushed on shutdown).
+#[actix_rt::test]
+async fn binary_exports_spans_and_flushes_them_on_shutdown() {
+    use std::process::{Command, Stdio};
+    let (url, spans) = start_receiver();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nmid"))
+        .args([
+            "--demo",
+            "--tcp-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &url)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut http = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("http listening") {
+            http = Some(line.rsplit("addr=").next().unwrap().trim().to_owned());
+        }
+        if line.contains("function registered") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let http = http.expect("http listening line");
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut response = awc::Client::default()
+        .post(format!("http://{http}/call/ToUpper"))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01")))
+        .send_body(r#"{"name":"flush"}"#)
+        .await
+        .unwrap();
+    assert_eq!(&response.body().await.unwrap()[..], b"FLUSH");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = actix_rt::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let received = spans.lock().unwrap().clone();
+    let roles: Vec<&str> = received
+        .iter()
+        .filter(|s| s.trace_id == trace_id)
+        .map(|s| s.role.as_str())
+        .collect();
+    for role in ["http", "dispatcher", "worker"] {
+        assert!(
+            roles.contains(&role),
+            "{role} span exported before exit: {received:#?}"
+        );
+    }
+}

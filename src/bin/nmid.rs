@@ -61,9 +61,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         false => None,
     };
+    let metrics = match config.metrics.addr()? {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} (metrics.addr)"))?,
+        ),
+        None => None,
+    };
     let demo_addr = demo_target(listener.local_addr()?);
     let served = actix_rt::System::new().block_on(async move {
-        let dispatcher = nmid::server::Dispatcher::start_with_http(&config, listener, http)?;
+        let mut dispatcher = nmid::server::Dispatcher::start_with_http(&config, listener, http)?;
+        if let Some(metrics) = metrics {
+            dispatcher.serve_metrics(metrics)?;
+        }
         let demo = match cli.demo {
             true => Some(nmid::demo::start_demo_worker(demo_addr)?),
             false => None,

@@ -94,6 +94,11 @@ async fn fallback(
     }))
 }
 
+/// Registers only `GET /metrics`, for a metrics port of its own.
+pub fn configure_metrics(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(admin::metrics));
+}
+
 async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
