@@ -517,3 +517,34 @@ async fn client_connect_failure_is_typed() {
         other => panic!("expected a Connect error, got {other:?}"),
     }
 }
+
+/// One worker serving two dispatchers at once (nmid's `AddServer`): each dispatcher's
+/// callers are served, and a graceful stop leaves both.
+#[actix_rt::test]
+async fn one_worker_serves_several_dispatchers() {
+    let first = start_dispatcher();
+    let second = start_dispatcher();
+    let w = Worker::builder()
+        .name("both")
+        .server(first.addr.to_string())
+        .server(second.addr.to_string())
+        .function("ToUpper", nmid::demo::to_upper)
+        .start()
+        .unwrap();
+    serving(&first, "ToUpper", 1).await;
+    serving(&second, "ToUpper", 1).await;
+    for (dispatcher, name) in [(&first, "one"), (&second, "two")] {
+        let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+        let data = client.call_data("ToUpper", &Name { name }).await.unwrap();
+        assert_eq!(data, name.to_uppercase().as_bytes());
+    }
+    w.stop().await;
+    first
+        .wait_for("the worker gone", |s| s.workers.is_empty())
+        .await;
+    second
+        .wait_for("the worker gone", |s| s.workers.is_empty())
+        .await;
+    first.stop().await;
+    second.stop().await;
+}
