@@ -23,7 +23,16 @@ struct Process {
 impl Process {
     /// Starts `nmid` with `args` on 127.0.0.1:0 and reads its address from its log.
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(NMID)
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`Process::start`], with environment variables set.
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(NMID);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
             .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
@@ -211,25 +220,12 @@ async fn config_file_and_environment_apply_in_order() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("nmid.toml");
     std::fs::write(&file, "[jobs]\ntimeout_ms = 60000\n").unwrap();
-    let mut child = Command::new(NMID)
-        .args([
-            "--tcp-addr",
-            "127.0.0.1:0",
-            "--config",
-            file.to_str().unwrap(),
-        ])
-        .env("NMID__JOBS__TIMEOUT_MS", "150")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines
-        .find(|l| l.as_ref().is_ok_and(|l| l.contains("listening")))
-        .expect("listening line")
-        .unwrap();
-    let addr = addr_in(&line);
-    std::thread::spawn(move || lines.for_each(drop));
+    let config = file.to_str().unwrap();
+    let nmid = Process::start_with_env(
+        &["--no-http", "--config", config],
+        &[("NMID__JOBS__TIMEOUT_MS", "150")],
+    );
+    let addr = nmid.addr;
 
     let mut worker = Peer::worker(addr, "w", &["F"]).await;
     let mut client = Peer::connect(addr).await;
@@ -241,8 +237,7 @@ async fn config_file_and_environment_apply_in_order() {
         started.elapsed() < Duration::from_secs(5),
         "the 150 ms from the environment applied"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(nmid);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -250,20 +245,9 @@ async fn config_file_and_environment_apply_in_order() {
 /// serves nothing else.
 #[actix_rt::test]
 async fn metrics_can_have_a_port_of_their_own() {
-    let mut child = Command::new(NMID)
-        .args(["--tcp-addr", "127.0.0.1:0", "--no-http"])
-        .env("NMID__METRICS__ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines
-        .find(|l| l.as_ref().is_ok_and(|l| l.contains("metrics listening")))
-        .expect("metrics listening line")
-        .unwrap();
-    let addr = addr_in(&line);
-    std::thread::spawn(move || lines.for_each(drop));
+    let mut nmid =
+        Process::start_with_env(&["--no-http"], &[("NMID__METRICS__ADDR", "127.0.0.1:0")]);
+    let addr = addr_in(&nmid.wait_for_log("metrics listening"));
     let client = awc::Client::default();
     let mut response = client
         .get(format!("http://{addr}/metrics"))
@@ -283,6 +267,5 @@ async fn metrics_can_have_a_port_of_their_own() {
         404,
         "the metrics port serves only /metrics"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(nmid);
 }
