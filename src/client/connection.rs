@@ -20,18 +20,22 @@ use crate::codec::{self, Call, DoJob, Frame, Metadata, NmidCodec, ParamsType, HA
 /// Extra time the client waits past a call's deadline for the dispatcher's own timeout reply,
 /// before it gives up on its own.
 const DEADLINE_GRACE: Duration = Duration::from_millis(500);
+/// The longest wait for the dispatcher to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of frames gathered into one write at most.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 type Reply = Result<Bytes, ClientError>;
 
 async fn dial(settings: &Settings) -> Result<TcpStream, ClientError> {
-    let stream = TcpStream::connect(&settings.addr)
+    let failed = |reason: String| ClientError::Connect {
+        addr: settings.addr.clone(),
+        reason,
+    };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&settings.addr))
         .await
-        .map_err(|e| ClientError::Connect {
-            addr: settings.addr.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|_| failed(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| failed(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }

@@ -33,6 +33,8 @@ use tracing::Instrument;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 /// Silence from the dispatcher after which the connection is presumed dead.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(35);
+/// The longest wait for the dispatcher to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and largest wait between connection attempts.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
@@ -260,17 +262,22 @@ impl Handler<Shutdown> for Session {
 impl Session {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let addr = self.settings.addr.clone();
-        async move { TcpStream::connect(addr).await }
-            .into_actor(self)
-            .map(|result, session, ctx| match result {
-                _ if session.stopping.is_some() => ctx.stop(),
-                Ok(stream) => session.link_up(stream, ctx),
-                Err(err) => {
-                    debug!(addr = %session.settings.addr, cause = %err, "cannot reach dispatcher");
-                    session.schedule_reconnect(ctx);
-                }
-            })
-            .wait(ctx);
+        async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(connected) => connected,
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            }
+        }
+        .into_actor(self)
+        .map(|result, session, ctx| match result {
+            _ if session.stopping.is_some() => ctx.stop(),
+            Ok(stream) => session.link_up(stream, ctx),
+            Err(err) => {
+                debug!(addr = %session.settings.addr, cause = %err, "cannot reach dispatcher");
+                session.schedule_reconnect(ctx);
+            }
+        })
+        .spawn(ctx);
     }
 
     fn schedule_reconnect(&mut self, ctx: &mut Context<Self>) {
