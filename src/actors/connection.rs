@@ -1,10 +1,11 @@
 //! One actor per TCP connection: decodes frames with `FramedRead`, writes with `FramedWrite`.
 //!
 //! The `conn_type` of the first frame fixes the connection's role for good:
-//! - a **client** connection turns each `C_DO_JOB` into a [`Job`] actor and writes each
-//!   [`JobReply`] back as `S_RETURN_DATA`, `CANT_DO`, `ERROR` or `RATELIMIT`;
-//! - a **worker** connection starts a [`Worker`] actor, forwards it the worker's frames as
-//!   commands, writes the frames it sends back ([`Outgoing`]), answers heartbeats, and closes
+//! - a **client** connection turns each `C_DO_JOB` (v1) or `C_CALL` (tagged) into a [`Job`]
+//!   actor and writes each [`JobReply`] back in the protocol of its call: `S_RETURN_DATA`,
+//!   `CANT_DO`, `ERROR` or `RATELIMIT` for v1, `S_CALL_RESULT` or `S_CALL_ERROR` for tagged;
+//! - a **worker** connection starts a [`Worker`] actor, forwards it the worker's frames (v1
+//!   and tagged) as commands, writes the frames it sends back ([`Outgoing`]), answers heartbeats, and closes
 //!   when the worker falls silent for longer than the heartbeat timeout.
 //!
 //! A malformed frame, or a frame of another role, closes this connection (with a log line
