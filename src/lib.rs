@@ -3,16 +3,16 @@
 //!
 //! # Layout
 //!
-//! - [`codec`]: frames and bodies of the nmid wire protocol; pure, no I/O.
+//! - [`codec`]: frames and bodies of the nmid wire protocol (v1 and tagged); pure, no I/O.
 //! - [`actors`]: the dispatcher: connection, worker, registry and job actors.
+//! - [`server`]: start-up (listeners, arbiters) and ordered shutdown; [`server::run`].
 //! - [`http`]: the actix-web front end: `POST /call/<func>`, nmid's gateway, admin API.
-//! - [`server`]: start-up (listener, arbiters) and ordered shutdown; [`server::run`].
-//! - [`client`]: the async client library (tagged, pipelined; or v1).
-//! - [`telemetry`]: logs and OTLP tracing across hops.
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
 //! - [`metrics`]: Prometheus metrics (bounded labels) and call totals.
-//! - [`retstruct`]: nmid's `{"Code","Msg","Data"}` result convention.
+//! - [`telemetry`]: logs and OTLP tracing across hops.
+//! - [`client`]: the async client library (tagged, pipelined; or v1).
 //! - [`worker`]: the worker library (actix actors; tagged or v1).
+//! - [`retstruct`]: nmid's `{"Code","Msg","Data"}` result convention.
 //! - [`demo`]: the embedded `ToUpper` worker of `nmid --demo`.
 #![warn(missing_docs)]
 
