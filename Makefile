@@ -1,7 +1,7 @@
 # Entry points a person types. `make run` and `make test` are all a fresh machine needs.
 CARGO ?= cargo
 
-.PHONY: run test deps lint fmt build release bench doc
+.PHONY: run test deps lint fmt build release bench bench-quick doc
 
 ## Start the dispatcher on 0.0.0.0:6808 with the embedded demo worker serving ToUpper.
 run:
@@ -30,3 +30,19 @@ release:
 
 doc:
 	$(CARGO) doc --no-deps
+
+## Benchmark us against NATS request-reply, gearmand, the one-hop floor and HTTP, then the
+## codec micro-benchmarks (about 16 minutes). Installs what it lacks (nats-server, gearmand,
+## wrk); results in bench-results/<time>.json and .md. See BENCHMARKS.md.
+bench:
+	./scripts/bench-deps
+	$(CARGO) build --locked --release --bin nmid
+	ulimit -n "$$(ulimit -H -n)" 2>/dev/null || true; $(CARGO) bench --locked --bench compare
+	$(CARGO) bench --locked --bench micro
+
+## Under a minute once built: 64 calls in flight, 32 B, us vs NATS vs the floor. The last
+## line printed is `ratio_vs_nats=<x> ratio_vs_floor=<y>`.
+bench-quick:
+	./scripts/bench-deps
+	$(CARGO) build --locked --release --bin nmid
+	$(CARGO) bench --locked --bench compare -- --quick

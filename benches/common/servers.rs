@@ -1,0 +1,222 @@
+//! Server-side roles, each run in a process of its own (re-executed from the harness binary
+//! with `--role NAME`) so that its CPU time can be read from /proc:
+//!
+//! - `nmid-worker`: our worker library (`nmid::worker::Worker`) serving `Echo`;
+//! - `nats-responder`: an async-nats queue-group responder on subject `echo`;
+//! - `gearman-worker`: Gearman binary-protocol workers (CAN_DO, GRAB_JOB, PRE_SLEEP/NOOP,
+//!   WORK_COMPLETE);
+//! - `echo-server`: the one-hop floor, answering our tagged `C_CALL` frames directly.
+//!
+//! Each prints `READY` on stdout once it serves, or `FAIL <reason>` and exits 1.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::gearman::{self, Packet};
+use super::{Args, FUNCTION, NATS_QUEUE, NATS_SUBJECT};
+use nmid::codec::{self, CallResult, Frame, DEFAULT_MAX_FRAME_BYTES};
+use nmid::worker::{Job, JobError, Worker};
+
+/// Runs the server role `role` until the harness closes stdin.
+pub fn run(role: &str, args: &Args) -> anyhow::Result<()> {
+    match role {
+        "nmid-worker" => nmid_worker(args),
+        "nats-responder" => current_thread()?.block_on(nats_responder(args)),
+        "gearman-worker" => current_thread()?.block_on(gearman_workers(args)),
+        "echo-server" => current_thread()?.block_on(echo_server(args)),
+        other => bail!("unknown role {other:?}"),
+    }
+}
+
+/// A single-threaded tokio runtime: every peer's processes get the same one.
+pub fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// The workload: the payload upper-cased.
+pub fn upper(bytes: &[u8]) -> Bytes {
+    Bytes::from(bytes.to_ascii_uppercase())
+}
+
+/// `--sessions` workers (one dispatcher connection each) with `--slots`, serving `Echo` and
+/// `--functions - 1` dummy functions, on one actix system.
+fn nmid_worker(args: &Args) -> anyhow::Result<()> {
+    let addr = args.required("addr")?.to_owned();
+    let slots: u32 = args.num("slots", 256)?;
+    let functions: usize = args.num("functions", 1)?;
+    let sessions: usize = args.num("sessions", 1)?;
+    actix_rt::System::new().block_on(async move {
+        let mut handles = Vec::new();
+        for s in 0..sessions {
+            let mut builder = Worker::builder()
+                .name(format!("bench-{}-{s}", std::process::id()))
+                .server(addr.clone())
+                .slots(slots)
+                .function(FUNCTION, |job: Job| async move {
+                    Ok::<_, JobError>(upper(job.params()))
+                });
+            for f in 1..functions {
+                builder = builder.function(format!("Dummy{f:04}"), |job: Job| async move {
+                    Ok::<_, JobError>(job.params().clone())
+                });
+            }
+            handles.push(builder.start().map_err(|e| anyhow!("worker: {e}"))?);
+        }
+        println!("READY");
+        std::future::pending::<()>().await;
+        drop(handles);
+        anyhow::Ok(())
+    })
+}
+
+/// A NATS responder in the queue group: each request's reply is the payload upper-cased.
+async fn nats_responder(args: &Args) -> anyhow::Result<()> {
+    let addr = args.required("addr")?;
+    let client = async_nats::connect(addr)
+        .await
+        .with_context(|| format!("connect to nats-server at {addr}"))?;
+    let mut requests = client
+        .queue_subscribe(NATS_SUBJECT, NATS_QUEUE.to_owned())
+        .await?;
+    client.flush().await?;
+    println!("READY");
+    while let Some(request) = requests.next().await {
+        if let Some(reply) = request.reply {
+            client.publish(reply, upper(&request.payload)).await?;
+        }
+    }
+    bail!("nats-server closed the subscription")
+}
+
+/// `--conns` Gearman worker connections serving `Echo`, one job at a time each.
+async fn gearman_workers(args: &Args) -> anyhow::Result<()> {
+    let addr = args.required("addr")?.to_owned();
+    let conns: usize = args.num("conns", 2)?;
+    let mut streams = Vec::new();
+    for _ in 0..conns {
+        streams.push(gearman_register(&addr).await?);
+    }
+    println!("READY");
+    let loops = streams.into_iter().map(gearman_serve);
+    for result in futures_util::future::join_all(loops).await {
+        result?;
+    }
+    Ok(())
+}
+
+/// Connects and registers `Echo`; returns once gearmand has processed the registration
+/// (its answer to an ECHO_REQ sent after CAN_DO).
+async fn gearman_register(addr: &str) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect to gearmand at {addr}"))?;
+    stream.set_nodelay(true)?;
+    let mut out = BytesMut::new();
+    gearman::put_request(&mut out, Packet::CAN_DO, &[FUNCTION.as_bytes()]);
+    gearman::put_request(&mut out, Packet::ECHO_REQ, &[b"ready"]);
+    stream.write_all(&out).await?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let registered = async {
+        loop {
+            while let Some((kind, _)) = gearman::take_response(&mut buf)? {
+                if kind == Packet::ECHO_RES {
+                    return anyhow::Ok(());
+                }
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                bail!("gearmand closed the connection");
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), registered)
+        .await
+        .map_err(|_| anyhow!("gearmand did not answer ECHO_REQ"))??;
+    Ok(stream)
+}
+
+/// GRAB_JOB -> JOB_ASSIGN -> WORK_COMPLETE (+ the next GRAB_JOB in the same write); on
+/// NO_JOB, PRE_SLEEP until gearmand's NOOP wakes us.
+async fn gearman_serve(mut stream: TcpStream) -> anyhow::Result<()> {
+    let mut out = BytesMut::with_capacity(8192);
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut sleeping = false;
+    gearman::put_request(&mut out, Packet::GRAB_JOB, &[]);
+    loop {
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            bail!("gearmand closed the worker connection");
+        }
+        while let Some((kind, data)) = gearman::take_response(&mut buf)? {
+            match kind {
+                Packet::JOB_ASSIGN => {
+                    let args = gearman::split_args(&data, 3);
+                    let [handle, _function, arg] = &args[..] else {
+                        bail!("gearman: short JOB_ASSIGN");
+                    };
+                    gearman::put_request(&mut out, Packet::WORK_COMPLETE, &[handle, &upper(arg)]);
+                    gearman::put_request(&mut out, Packet::GRAB_JOB, &[]);
+                }
+                Packet::NO_JOB => {
+                    sleeping = true;
+                    gearman::put_request(&mut out, Packet::PRE_SLEEP, &[]);
+                }
+                Packet::NOOP if sleeping => {
+                    sleeping = false;
+                    gearman::put_request(&mut out, Packet::GRAB_JOB, &[]);
+                }
+                Packet::ERROR => bail!("gearmand error: {:?}", String::from_utf8_lossy(&data)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The one-hop floor: answers each `C_CALL` with `S_CALL_RESULT` (payload upper-cased) on
+/// the same connection, all frames read at once answered in one write.
+async fn echo_server(args: &Args) -> anyhow::Result<()> {
+    let port: u16 = args.num("port", 0)?;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("READY");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        tokio::spawn(async move {
+            if let Err(e) = echo_connection(stream).await {
+                eprintln!("echo-server: connection ended: {e:#}");
+            }
+        });
+    }
+}
+
+async fn echo_connection(mut stream: TcpStream) -> anyhow::Result<()> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    loop {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        while let Some(frame) = codec::decode(&mut buf, DEFAULT_MAX_FRAME_BYTES)? {
+            if let Frame::Call(call) = frame {
+                let reply = Frame::CallResult(CallResult {
+                    request_id: call.request_id,
+                    ret: upper(&call.params),
+                });
+                codec::encode(&reply, &mut out)?;
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+    }
+}
