@@ -422,3 +422,31 @@ async fn shutdown_drains_jobs_in_flight_and_refuses_new_calls() {
     assert_eq!(returned(client.recv().await), &b"finished"[..]);
     stopping.await.unwrap();
 }
+
+/// A slot freed by one function's job goes to a call queued for another function the same
+/// worker serves.
+#[tokio::test]
+async fn freed_slot_serves_a_call_queued_for_another_function() {
+    let dispatcher = start_dispatcher_with(config(|c| c.workers.max_jobs_in_flight = 1));
+    let mut worker = Peer::worker(dispatcher.addr, "w", &["A", "B"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+    client.call("A", b"a").await;
+    let job_a = worker.recv_job().await;
+    client.call("B", b"b").await;
+    dispatcher
+        .wait_for("B queued", |s| {
+            s.function("B").is_some_and(|f| f.queued == 1)
+        })
+        .await;
+    worker.answer(&job_a, b"A").await;
+    let job_b = worker.recv_job().await;
+    assert_eq!(&job_b.function[..], b"B");
+    worker.answer(&job_b, b"B").await;
+    let mut answers = vec![returned(client.recv().await), returned(client.recv().await)];
+    answers.sort();
+    assert_eq!(
+        answers,
+        vec![Bytes::from_static(b"A"), Bytes::from_static(b"B")]
+    );
+    dispatcher.stop().await;
+}

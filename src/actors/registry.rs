@@ -250,6 +250,9 @@ pub struct Registry {
     /// Every function ever registered (up to [`MAX_KNOWN_FUNCTIONS`]), to tell "no such
     /// function" from "no worker right now".
     known: HashSet<FunctionName>,
+    /// Functions whose queue is not empty: a finished job looks only at these (usually none)
+    /// instead of every function its worker serves.
+    backlogged: HashSet<FunctionName>,
     workers: HashMap<WorkerId, WorkerEntry>,
     max_queue_per_function: usize,
     late_results: u64,
@@ -262,6 +265,7 @@ impl Registry {
         Self {
             functions: HashMap::new(),
             known: HashSet::new(),
+            backlogged: HashSet::new(),
             workers: HashMap::new(),
             max_queue_per_function,
             late_results: 0,
@@ -299,6 +303,7 @@ impl Handler<Withdraw> for Registry {
     fn handle(&mut self, msg: Withdraw, _: &mut Self::Context) {
         if let Some(entry) = self.functions.get_mut(&msg.function) {
             entry.queue.retain(|w| w.job_id != msg.job_id);
+            self.note_backlog(&msg.function);
             self.forget_if_unused(&msg.function);
         }
     }
@@ -427,11 +432,15 @@ impl Handler<JobFinished> for Registry {
             }
         }
         // The freed slot goes to the oldest waiting call of any function this worker serves.
-        // (An empty Vec does not allocate: the common case, no queue, costs nothing here.)
-        let functions = &self.functions;
-        let waiting: Vec<FunctionName> = worker
-            .serving()
-            .filter(|f| functions.get(*f).is_some_and(|e| !e.queue.is_empty()))
+        // Only backlogged functions are looked at, so the common case (no queue) is free
+        // however many functions the worker serves.
+        if self.backlogged.is_empty() {
+            return;
+        }
+        let waiting: Vec<FunctionName> = self
+            .backlogged
+            .iter()
+            .filter(|f| worker.functions.get(*f).is_some_and(|load| load.serving))
             .cloned()
             .collect();
         for function in waiting {
@@ -488,6 +497,7 @@ impl Registry {
         match pick_worker(entry, &self.workers) {
             Some(worker) => self.assign(worker, waiting),
             None if entry.queue.len() < self.max_queue_per_function => {
+                self.backlogged.insert(waiting.spec.function.clone());
                 entry.queue.push_back(waiting);
             }
             None => refuse(waiting, CallError::RateLimited),
@@ -516,6 +526,11 @@ impl Registry {
 
     /// Hands queued calls of `function` to free workers, oldest first.
     fn drain_queue(&mut self, function: &FunctionName) {
+        self.drain_queue_inner(function);
+        self.note_backlog(function);
+    }
+
+    fn drain_queue_inner(&mut self, function: &FunctionName) {
         loop {
             let Some(entry) = self.functions.get_mut(function) else {
                 return;
@@ -546,7 +561,21 @@ impl Registry {
                 refuse(waiting, CallError::NoWorker);
             }
         }
+        self.note_backlog(function);
         self.forget_if_unused(function);
+    }
+
+    /// Keeps [`Registry::backlogged`] in step with `function`'s queue.
+    fn note_backlog(&mut self, function: &FunctionName) {
+        if self
+            .functions
+            .get(function)
+            .is_some_and(|entry| !entry.queue.is_empty())
+        {
+            self.backlogged.insert(function.clone());
+        } else {
+            self.backlogged.remove(function);
+        }
     }
 
     fn forget_if_unused(&mut self, function: &FunctionName) {
