@@ -80,7 +80,7 @@ pub struct WorkerCapacity {
 }
 
 /// A worker is leaving (`W_BYE`): remove it from all its functions, then tell it
-/// ([`ByeDone`](super::worker::ByeDone)) once no further job can be placed on it.
+/// ([`ByeDone`]) once no further job can be placed on it.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct WorkerBye {
