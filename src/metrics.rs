@@ -142,14 +142,31 @@ struct FunctionHandles {
     duration: prometheus::Histogram,
 }
 
-thread_local! {
-    /// (metrics instance, function) -> handles. Keyed by instance, since tests run several
-    /// dispatchers in one process.
-    static HANDLES: RefCell<HashMap<(usize, FunctionName), FunctionHandles>> = RefCell::new(HashMap::new());
+impl FunctionHandles {
+    fn count(&self, outcome: Outcome, elapsed: Duration) {
+        self.calls[outcome as usize].inc();
+        // Latency of answered calls only: refusals (instant) and timeouts (the whole
+        // deadline) would skew the function's percentiles.
+        if matches!(outcome, Outcome::Ok | Outcome::WorkerError) {
+            self.duration.observe(elapsed.as_secs_f64());
+        }
+    }
 }
+
+thread_local! {
+    /// Metrics instance id -> function -> handles. Keyed by instance (a unique id, not an
+    /// address that a later instance could reuse), since tests run several dispatchers in
+    /// one process.
+    static HANDLES: RefCell<HashMap<u64, HashMap<FunctionName, FunctionHandles>>> = RefCell::new(HashMap::new());
+}
+
+/// Ids of [`Metrics`] instances.
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 /// Every metric of one dispatcher.
 pub struct Metrics {
+    /// This instance's key in the per-thread handle cache.
+    instance: u64,
     registry: PromRegistry,
     calls: IntCounterVec,
     duration: HistogramVec,
@@ -299,6 +316,7 @@ impl Metrics {
                 .expect("metric names are unique");
         }
         Self {
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             registry,
             calls,
             duration,
@@ -322,19 +340,19 @@ impl Metrics {
     /// Counts one answered call of `function` that took `elapsed`.
     pub fn record_call(&self, function: &FunctionName, outcome: Outcome, elapsed: Duration) {
         self.totals[outcome as usize].fetch_add(1, Ordering::Relaxed);
-        let key = (self as *const Self as usize, function.clone());
         HANDLES.with(|cache| {
             let mut cache = cache.borrow_mut();
-            if cache.len() >= MAX_CACHED_FUNCTIONS && !cache.contains_key(&key) {
-                cache.clear();
+            let mine = cache.entry(self.instance).or_default();
+            // Looked up by reference: the common case clones nothing and hashes once.
+            if let Some(handles) = mine.get(function) {
+                return handles.count(outcome, elapsed);
             }
-            let handles = cache.entry(key).or_insert_with(|| self.handles(function));
-            handles.calls[outcome as usize].inc();
-            // Latency of answered calls only: refusals (instant) and timeouts (the whole
-            // deadline) would skew the function's percentiles.
-            if matches!(outcome, Outcome::Ok | Outcome::WorkerError) {
-                handles.duration.observe(elapsed.as_secs_f64());
+            if mine.len() >= MAX_CACHED_FUNCTIONS {
+                mine.clear();
             }
+            let handles = self.handles(function);
+            handles.count(outcome, elapsed);
+            mine.insert(function.clone(), handles);
         });
     }
 
