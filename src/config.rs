@@ -158,7 +158,7 @@ pub struct WorkersConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Connection threads; 0 means one per CPU core.
+    /// Connection threads (the registry runs on the first); 0 means one per CPU core.
     pub io_threads: usize,
     /// Longest wait for jobs to finish on shutdown, in milliseconds.
     pub drain_timeout_ms: u64,

@@ -2,7 +2,8 @@
 //!
 //! [`run`] takes an already-bound listener and a shutdown future, so tests bind
 //! `127.0.0.1:0` and read the address before anything starts. Connections are spread
-//! round-robin over one arbiter (thread) per core; the registry lives on the system arbiter.
+//! round-robin over the io arbiters (threads, `server.io_threads`); the registry lives on the
+//! first of them, so with one io thread (the default) a call never crosses threads.
 
 use std::future::Future;
 use std::io;
@@ -57,15 +58,20 @@ impl Dispatcher {
         listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(listener)?;
         let local_addr = listener.local_addr()?;
-        let registry = Registry::new(config.workers.max_queue_per_function).start();
         let metrics = Arc::new(Metrics::new());
+        let threads = config.io_threads();
+        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+        // The registry shares the first connection thread: a message between actors on one
+        // thread is a queue push, between threads it is a wake-up (eventfd, often a context
+        // switch), and every call sends the registry two.
+        let max_queue = config.workers.max_queue_per_function;
+        let registry =
+            Registry::start_in_arbiter(&arbiters[0].handle(), move |_| Registry::new(max_queue));
         let jobs = JobServices {
             registry: registry.clone(),
             retries: config.jobs.retries,
             metrics: metrics.clone(),
         };
-        let threads = config.io_threads();
-        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let settings = Arc::new(ConnectionSettings {
             max_frame_bytes: config.tcp.max_frame_bytes,
             job_timeout: config.job_timeout(),
