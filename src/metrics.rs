@@ -8,8 +8,8 @@
 //!
 //! The same struct keeps plain per-outcome totals for the admin API and the dashboard.
 
+use foldhash::{HashMap, HashMapExt};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 

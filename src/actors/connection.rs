@@ -12,7 +12,7 @@
 //! naming the cause) and touches no other. When the connection stops, its client jobs are
 //! cancelled and its worker is told, so nothing it owned outlives it.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -5,7 +5,9 @@
 //! function's bounded FIFO queue, else `RateLimited`. Workers tell it when they join, add or
 //! remove functions, finish a job, and leave; jobs ask it to place or withdraw them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
@@ -431,10 +433,23 @@ impl Handler<JobFinished> for Registry {
                 worker.functions.remove(&msg.function);
             }
         }
-        // The freed slot goes to the oldest waiting call of any function this worker serves.
-        // Only backlogged functions are looked at, so the common case (no queue) is free
-        // however many functions the worker serves.
+        // The freed slot goes to a waiting call of a function this worker serves. Only
+        // backlogged functions are looked at, so the common case (no queue) is free however
+        // many functions the worker serves.
         if self.backlogged.is_empty() {
+            return;
+        }
+        // (A worker whose W_SLOTS lowered its limit may still be full.)
+        let serves_own = worker.in_flight < worker.max_jobs
+            && worker
+                .functions
+                .get(&msg.function)
+                .is_some_and(|load| load.serving);
+        if serves_own && self.backlogged.contains(&msg.function) {
+            // Under sustained load: its own function's queue. A backlogged function's workers
+            // are all full (a free slot takes the queue's head at once), so this worker is
+            // the least loaded and the call goes straight to it.
+            self.hand_over(msg.worker, &msg.function);
             return;
         }
         let waiting: Vec<FunctionName> = self
@@ -545,6 +560,20 @@ impl Registry {
             if !waiting.job.connected() {
                 continue;
             }
+            self.assign(worker, waiting);
+        }
+    }
+
+    /// Gives the freed slot of `worker` to the oldest live call waiting for `function`.
+    fn hand_over(&mut self, worker: WorkerId, function: &FunctionName) {
+        let Some(entry) = self.functions.get_mut(function) else {
+            return;
+        };
+        let next = std::iter::from_fn(|| entry.queue.pop_front()).find(|w| w.job.connected());
+        if entry.queue.is_empty() {
+            self.backlogged.remove(function);
+        }
+        if let Some(waiting) = next {
             self.assign(worker, waiting);
         }
     }

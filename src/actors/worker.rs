@@ -6,7 +6,7 @@
 //! connection and matches each `W_RETURN_DATA` to its job by the job id, never by function.
 //! When it stops, its leases are dropped, which reports every job it held as lost.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;

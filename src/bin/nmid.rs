@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: a call allocates a few small objects (its job actor,
+/// its messages) that live for microseconds, and glibc's malloc and free took ~20% of the
+/// dispatcher's CPU under load (perf, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// nmid: a microservice RPC dispatcher, wire-compatible with nmid protocol v1.
 #[derive(Debug, Parser)]
 #[command(version, about)]
