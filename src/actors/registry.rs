@@ -5,7 +5,9 @@
 //! function's bounded FIFO queue, else `RateLimited`. Workers tell it when they join, add or
 //! remove functions, finish a job, and leave; jobs ask it to place or withdraw them.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::SocketAddr;
@@ -202,13 +204,27 @@ pub struct WorkerSnapshot {
     pub connected_since: SystemTime,
 }
 
+/// A worker's load, shared by its entry and the entries of the functions it serves, so that
+/// choosing among a function's workers reads their loads without a lookup per worker.
+#[derive(Debug)]
+struct Load {
+    worker: WorkerId,
+    in_flight: Cell<u32>,
+    max_jobs: Cell<u32>,
+}
+
+impl Load {
+    fn has_room(&self) -> bool {
+        self.in_flight.get() < self.max_jobs.get()
+    }
+}
+
 /// A worker as the scheduler sees it.
 struct WorkerEntry {
     addr: Addr<Worker>,
     name: Option<String>,
     peer: SocketAddr,
-    max_jobs: u32,
-    in_flight: u32,
+    load: Rc<Load>,
     /// Jobs in flight per function served (keys are exactly the functions it serves, plus
     /// any it removed while jobs of it were still running).
     functions: HashMap<FunctionName, FunctionLoad>,
@@ -240,13 +256,17 @@ struct Waiting {
 
 #[derive(Default)]
 struct FunctionEntry {
-    workers: Vec<WorkerId>,
+    workers: Vec<Rc<Load>>,
     /// Where the next search for the least-loaded worker starts, so ties go round-robin.
     cursor: usize,
     queue: VecDeque<Waiting>,
 }
 
 /// The function registry and scheduler. One per dispatcher.
+///
+/// Its maps use foldhash, not SipHash (hashing was ~18% of the dispatcher's instructions):
+/// their keys are ids it generates and names that workers register; a client's name is
+/// only ever looked up, so no caller can fill a map with colliding keys.
 pub struct Registry {
     functions: HashMap<FunctionName, FunctionEntry>,
     /// Every function ever registered (up to [`MAX_KNOWN_FUNCTIONS`]), to tell "no such
@@ -322,8 +342,11 @@ impl Handler<WorkerJoined> for Registry {
                 addr: msg.addr,
                 name: None,
                 peer: msg.peer,
-                max_jobs: msg.max_jobs,
-                in_flight: 0,
+                load: Rc::new(Load {
+                    worker: msg.worker,
+                    in_flight: Cell::new(0),
+                    max_jobs: Cell::new(msg.max_jobs),
+                }),
                 functions: HashMap::new(),
                 connected_since: SystemTime::now(),
             },
@@ -348,7 +371,7 @@ impl Handler<WorkerCapacity> for Registry {
         let Some(worker) = self.workers.get_mut(&msg.worker) else {
             return;
         };
-        worker.max_jobs = msg.max_jobs;
+        worker.load.max_jobs.set(msg.max_jobs);
         let serving: Vec<FunctionName> = worker.serving().cloned().collect();
         for function in serving {
             self.drain_queue(&function);
@@ -394,7 +417,7 @@ impl Handler<FunctionAdded> for Registry {
             self.known.insert(msg.function.clone());
         }
         let entry = self.functions.entry(msg.function.clone()).or_default();
-        entry.workers.push(msg.worker);
+        entry.workers.push(worker.load.clone());
         self.drain_queue(&msg.function);
     }
 }
@@ -426,7 +449,8 @@ impl Handler<JobFinished> for Registry {
         let Some(worker) = self.workers.get_mut(&msg.worker) else {
             return;
         };
-        worker.in_flight = worker.in_flight.saturating_sub(1);
+        let in_flight = &worker.load.in_flight;
+        in_flight.set(in_flight.get().saturating_sub(1));
         if let Some(load) = worker.functions.get_mut(&msg.function) {
             load.in_flight = load.in_flight.saturating_sub(1);
             if !load.serving && load.in_flight == 0 {
@@ -440,7 +464,7 @@ impl Handler<JobFinished> for Registry {
             return;
         }
         // (A worker whose W_SLOTS lowered its limit may still be full.)
-        let serves_own = worker.in_flight < worker.max_jobs
+        let serves_own = worker.load.has_room()
             && worker
                 .functions
                 .get(&msg.function)
@@ -471,7 +495,7 @@ impl Handler<WorkerLeft> for Registry {
         let Some(worker) = self.workers.remove(&msg.worker) else {
             return;
         };
-        info!(worker = %msg.worker, name = worker.name.as_deref().unwrap_or(""), peer = %worker.peer, jobs_in_flight = worker.in_flight, "worker left");
+        info!(worker = %msg.worker, name = worker.name.as_deref().unwrap_or(""), peer = %worker.peer, jobs_in_flight = worker.load.in_flight.get(), "worker left");
         for function in worker.functions.keys() {
             self.unlink(msg.worker, function);
         }
@@ -509,7 +533,7 @@ impl Registry {
             };
             return refuse(waiting, error);
         };
-        match pick_worker(entry, &self.workers) {
+        match pick_worker(entry) {
             Some(worker) => self.assign(worker, waiting),
             None if entry.queue.len() < self.max_queue_per_function => {
                 self.backlogged.insert(waiting.spec.function.clone());
@@ -524,7 +548,7 @@ impl Registry {
             .workers
             .get_mut(&worker_id)
             .expect("pick_worker returns registered workers");
-        worker.in_flight += 1;
+        worker.load.in_flight.set(worker.load.in_flight.get() + 1);
         worker
             .functions
             .entry(waiting.spec.function.clone())
@@ -553,7 +577,7 @@ impl Registry {
             if entry.queue.is_empty() {
                 return;
             }
-            let Some(worker) = pick_worker(entry, &self.workers) else {
+            let Some(worker) = pick_worker(entry) else {
                 return;
             };
             let waiting = entry.queue.pop_front().expect("queue is not empty");
@@ -584,7 +608,7 @@ impl Registry {
         let Some(entry) = self.functions.get_mut(function) else {
             return;
         };
-        entry.workers.retain(|w| *w != worker);
+        entry.workers.retain(|load| load.worker != worker);
         if entry.workers.is_empty() {
             for waiting in entry.queue.drain(..) {
                 refuse(waiting, CallError::NoWorker);
@@ -645,8 +669,8 @@ impl Registry {
                     name: w.name.clone(),
                     peer: w.peer,
                     functions,
-                    in_flight: w.in_flight,
-                    max_jobs: w.max_jobs,
+                    in_flight: w.load.in_flight.get(),
+                    max_jobs: w.load.max_jobs.get(),
                     connected_since: w.connected_since,
                 }
             })
@@ -666,26 +690,77 @@ fn refuse(waiting: Waiting, error: CallError) {
 }
 
 /// The least-loaded worker of `entry` with a free slot; among equals, the first at or after
-/// the round-robin cursor, which then moves past it.
-fn pick_worker(
-    entry: &mut FunctionEntry,
-    workers: &HashMap<WorkerId, WorkerEntry>,
-) -> Option<WorkerId> {
+/// the round-robin cursor, which then moves past it. An idle worker ends the search at once.
+fn pick_worker(entry: &mut FunctionEntry) -> Option<WorkerId> {
     let n = entry.workers.len();
     let mut best: Option<(usize, u32)> = None;
     for step in 0..n {
         let index = (entry.cursor + step) % n;
-        let Some(worker) = workers.get(&entry.workers[index]) else {
-            continue;
-        };
-        if worker.in_flight >= worker.max_jobs {
+        let load = &entry.workers[index];
+        let in_flight = load.in_flight.get();
+        if !load.has_room() || best.is_some_and(|(_, least)| least <= in_flight) {
             continue;
         }
-        if best.is_none_or(|(_, load)| worker.in_flight < load) {
-            best = Some((index, worker.in_flight));
+        best = Some((index, in_flight));
+        if in_flight == 0 {
+            break;
         }
     }
     let (index, _) = best?;
     entry.cursor = (index + 1) % n;
-    Some(entry.workers[index])
+    Some(entry.workers[index].worker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(loads: &[(u32, u32)]) -> FunctionEntry {
+        let workers = loads
+            .iter()
+            .enumerate()
+            .map(|(i, &(in_flight, max_jobs))| {
+                Rc::new(Load {
+                    worker: WorkerId(i as u64),
+                    in_flight: Cell::new(in_flight),
+                    max_jobs: Cell::new(max_jobs),
+                })
+            })
+            .collect();
+        FunctionEntry {
+            workers,
+            ..FunctionEntry::default()
+        }
+    }
+
+    fn take(entry: &mut FunctionEntry) -> Option<u64> {
+        let picked = pick_worker(entry)?;
+        let load = entry.workers.iter().find(|l| l.worker == picked).unwrap();
+        load.in_flight.set(load.in_flight.get() + 1);
+        Some(picked.0)
+    }
+
+    #[test]
+    fn picks_the_least_loaded_worker_with_room() {
+        // Worker 2 is least loaded but full; worker 3 is the least loaded with room.
+        let mut entry = entry(&[(3, 8), (2, 8), (0, 0), (1, 8)]);
+        assert_eq!(take(&mut entry), Some(3));
+        // Now 1 and 3 tie at 2: the cursor (after 3) wraps to 0, so 1 comes first.
+        assert_eq!(take(&mut entry), Some(1));
+        assert_eq!(take(&mut entry), Some(3));
+    }
+
+    #[test]
+    fn ties_go_round_robin() {
+        let mut entry = entry(&[(0, 8), (0, 8), (0, 8)]);
+        let order: Vec<u64> = (0..6).filter_map(|_| take(&mut entry)).collect();
+        assert_eq!(order, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn no_worker_with_room_means_none() {
+        let mut entry = entry(&[(4, 4), (1, 1)]);
+        assert_eq!(pick_worker(&mut entry), None);
+        assert_eq!(pick_worker(&mut FunctionEntry::default()), None);
+    }
 }
