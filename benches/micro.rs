@@ -1,22 +1,41 @@
 //! Run: `cargo bench --bench micro` (part of `make bench`). Criterion micro-benchmarks of
-//! the pure codec: encode and decode of the frames on the hot paths — v1 (`C_DO_JOB`,
+//! the pure codec (with the `nmid` binary's allocator, mimalloc): encode and decode of the frames on the hot paths — v1 (`C_DO_JOB`,
 //! `S_GET_DATA`) and tagged (`C_CALL`, `S_JOB`, `S_CALL_RESULT`) — with 32 B and 4 KiB
 //! params, and RetStruct encode/decode.
 //!
-//! The dispatch path without sockets (registry placement, job actor, result routing) is not
-//! here: it needs the actors' internals, which the library does not export; `compare`
-//! measures it end to end, with its CPU per call.
+//! `dispatch` measures the dispatch path without sockets: one call's whole trip through the
+//! actors, wired as the server wires them. A [`job::Job`] is started, sends `Dispatch` to
+//! the [`Registry`], which sends `Assign` to a [`Worker`]; the worker's `S_JOB` goes to an
+//! [`EchoConn`] standing in for its connection, which answers at once with the params; the
+//! `JobAnswer` completes the job's lease and the job replies to the caller. All on one
+//! thread, as in the server (the registry shares the first connection thread). The time
+//! reported is per call, with 1 and 64 calls in flight, over 1, 2 and 100 workers serving
+//! the function: the cost per call should stay flat as workers grow. `compare` measures
+//! the same path end to end over TCP, with its CPU per call.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use nmid::actors::job::{self, JobServices, NewCall, ReplyTo};
+use nmid::actors::registry::{Registry, Snapshot};
+use nmid::actors::worker::{AddFunction, JobAnswer, Outgoing, SetSlots, Worker};
+use nmid::actors::{FunctionName, JobId, JobOutcome};
 use nmid::codec::{
     self, Call, CallResult, DoJob, Frame, GetData, Job, ParamsType, DEFAULT_MAX_FRAME_BYTES,
     HANDLE_TYPE_ENCODE,
 };
+use nmid::metrics::Metrics;
 use nmid::retstruct::RetStruct;
+
+/// The allocator of the `nmid` binary, so the dispatch path costs what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SIZES: [usize; 2] = [32, 4096];
 
@@ -154,6 +173,158 @@ fn retstruct(c: &mut Criterion) {
     group.finish();
 }
 
+/// The function every benchmark worker serves.
+const FUNCTION: &str = "Echo";
+
+/// Jobs each worker takes at once: the default `max_jobs_in_flight`, so 64 calls in flight
+/// never queue, even on one worker.
+const SLOTS: u32 = 64;
+
+/// The default `max_queue_per_function`.
+const MAX_QUEUE: usize = 1024;
+
+/// Long enough that no call times out, so a timeout fails the check instead of being timed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest wait for the workers to register.
+const SETUP_PATIENCE: Duration = Duration::from_secs(10);
+
+/// A worker's connection without a socket: answers each `S_JOB` at once with its params.
+struct EchoConn {
+    worker: Addr<Worker>,
+}
+
+impl Actor for EchoConn {
+    type Context = Context<Self>;
+}
+
+impl Handler<Outgoing> for EchoConn {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outgoing, _: &mut Self::Context) {
+        // The worker is tagged (SetSlots comes first), so its jobs are S_JOB; the OKs to
+        // SetSlots and AddFunction need no answer.
+        if let Frame::Job(assigned) = msg.frame {
+            self.worker.do_send(JobAnswer {
+                job_id: Some(JobId(assigned.job_id)),
+                outcome: JobOutcome::Done(assigned.params),
+            });
+        }
+    }
+}
+
+/// A registry with `workers` echo workers serving [`FUNCTION`], each with [`SLOTS`] slots,
+/// ready to take calls. Must run inside the benchmark's `System`.
+async fn start_dispatch(workers: usize) -> JobServices {
+    let services = JobServices {
+        registry: Registry::new(MAX_QUEUE).start(),
+        retries: 1,
+        metrics: Arc::new(Metrics::new()),
+    };
+    let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+    for _ in 0..workers {
+        EchoConn::create(|ctx| {
+            let worker = Worker::new(
+                peer,
+                SLOTS,
+                ctx.address().recipient(),
+                services.registry.clone(),
+                services.metrics.clone(),
+                false,
+            )
+            .start();
+            worker.do_send(SetSlots { slots: SLOTS });
+            worker.do_send(AddFunction {
+                function: FunctionName::from(FUNCTION),
+            });
+            EchoConn { worker }
+        });
+    }
+    let deadline = Instant::now() + SETUP_PATIENCE;
+    loop {
+        let snapshot = services
+            .registry
+            .send(Snapshot)
+            .await
+            .expect("registry answers");
+        let serving = snapshot.function(FUNCTION).map_or(0, |f| f.workers);
+        if serving == workers && snapshot.workers.iter().all(|w| w.max_jobs == SLOTS) {
+            return services;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{serving} of {workers} workers registered; last state: {snapshot:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Makes `calls` calls of [`FUNCTION`], `in_flight` of them outstanding at any time, and
+/// returns the time they took. Panics on any reply but the echoed params.
+async fn run_calls(
+    services: &JobServices,
+    params: &Bytes,
+    calls: u64,
+    in_flight: usize,
+) -> Duration {
+    let started = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    let mut made = 0;
+    while made < calls && pending.len() < in_flight {
+        pending.push(call(services, params));
+        made += 1;
+    }
+    while let Some(reply) = pending.next().await {
+        match reply.expect("the job answers") {
+            JobOutcome::Done(ret) if ret == *params => {}
+            other => panic!("call failed: {other:?}"),
+        }
+        if made < calls {
+            pending.push(call(services, params));
+            made += 1;
+        }
+    }
+    started.elapsed()
+}
+
+/// Starts one call's job, as a front end does; the receiver gets its outcome.
+fn call(services: &JobServices, params: &Bytes) -> tokio::sync::oneshot::Receiver<JobOutcome> {
+    let spec = NewCall {
+        function: Bytes::from_static(FUNCTION.as_bytes()),
+        params_type: ParamsType::MSGPACK,
+        handle_type: HANDLE_TYPE_ENCODE,
+        params: params.clone(),
+        meta: None,
+        timeout: CALL_TIMEOUT,
+    }
+    .into_spec();
+    let (reply_to, reply) = ReplyTo::once();
+    job::Job::new(JobId::next(), spec, reply_to, services).start();
+    reply
+}
+
+fn dispatch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dispatch");
+    group.throughput(Throughput::Elements(1));
+    let runner = actix_rt::System::new();
+    let params = params(32);
+    for workers in [1, 2, 100] {
+        let services = runner.block_on(start_dispatch(workers));
+        for in_flight in [1, 64] {
+            let id = BenchmarkId::new(
+                format!("workers={workers}"),
+                format!("in_flight={in_flight}"),
+            );
+            group.bench_function(id, |b| {
+                b.iter_custom(|calls| {
+                    runner.block_on(run_calls(&services, &params, calls, in_flight))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .without_plots()
@@ -164,6 +335,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = encode, decode, retstruct
+    targets = encode, decode, retstruct, dispatch
 }
 criterion_main!(benches);

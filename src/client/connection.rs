@@ -1,7 +1,7 @@
 //! The client's two transports: tagged (pipelined, matched by request id) and v1 (one call
 //! at a time).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
