@@ -1,7 +1,7 @@
-//! Run: `cargo bench --bench micro` (part of `make bench`). Criterion micro-benchmarks of
-//! the pure codec (with the `nmid` binary's allocator, mimalloc): encode and decode of the frames on the hot paths — v1 (`C_DO_JOB`,
-//! `S_GET_DATA`) and tagged (`C_CALL`, `S_JOB`, `S_CALL_RESULT`) — with 32 B and 4 KiB
-//! params, and RetStruct encode/decode.
+//! Run: `cargo bench --bench micro` (part of `make bench`). Criterion micro-benchmarks, with
+//! the `nmid` binary's allocator (mimalloc), of the pure codec: encode and decode of the
+//! frames on the hot paths — v1 (`C_DO_JOB`, `S_GET_DATA`) and tagged (`C_CALL`, `S_JOB`,
+//! `S_CALL_RESULT`) — with 32 B and 4 KiB params, and RetStruct encode/decode.
 //!
 //! `dispatch` measures the dispatch path without sockets: one call's whole trip through the
 //! actors, wired as the server wires them. A [`job::Job`] is started, sends `Dispatch` to
