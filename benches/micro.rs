@@ -34,6 +34,7 @@ use nmid::metrics::Metrics;
 use nmid::retstruct::RetStruct;
 
 /// The allocator of the `nmid` binary, so the dispatch path costs what it costs there.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

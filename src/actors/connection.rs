@@ -34,6 +34,11 @@ use crate::codec::{self, CodecError, ConnType, Frame, NmidCodec, ReturnData};
 use crate::metrics::{self, Outcome};
 use crate::retstruct::RetStruct;
 
+/// The read buffer a connection starts with: room for dozens of small frames per read
+/// syscall; the codec grows it for a larger frame. (tokio-util's default is 8 KiB, most of
+/// an idle connection's memory.)
+const READ_BUFFER_BYTES: usize = 4096;
+
 /// Settings every connection reads; shared, never changed after start.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
@@ -85,7 +90,7 @@ impl Connection {
         let codec = NmidCodec::new(settings.max_frame_bytes);
         let (read, write) = stream.into_split();
         Connection::create(move |ctx| {
-            ctx.add_stream(FramedRead::new(read, codec));
+            ctx.add_stream(FramedRead::with_capacity(read, codec, READ_BUFFER_BYTES));
             Connection {
                 peer,
                 role: Role::Undecided,

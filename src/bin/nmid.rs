@@ -10,6 +10,7 @@ use clap::Parser;
 /// mimalloc instead of glibc's malloc: a call allocates a few small objects (its job actor,
 /// its messages) that live for microseconds, and glibc's malloc and free took ~20% of the
 /// dispatcher's CPU under load (perf, BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
