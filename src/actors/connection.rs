@@ -68,6 +68,9 @@ enum Role {
     },
     Worker {
         worker: Addr<Worker>,
+        /// A frame arrived since the last heartbeat check (a flag, not a clock read per frame).
+        heard: bool,
+        /// When the heartbeat check last found `heard` set.
         last_heard: Instant,
     },
 }
@@ -264,8 +267,8 @@ impl Connection {
     fn take_role(&mut self, sender: ConnType, ctx: &mut Context<Self>) -> Result<(), &'static str> {
         match (&mut self.role, sender) {
             (Role::Client { .. }, ConnType::Client) => Ok(()),
-            (Role::Worker { last_heard, .. }, ConnType::Worker) => {
-                *last_heard = Instant::now();
+            (Role::Worker { heard, .. }, ConnType::Worker) => {
+                *heard = true;
                 Ok(())
             }
             (Role::Undecided, ConnType::Client) => {
@@ -287,6 +290,7 @@ impl Connection {
                 .start();
                 self.role = Role::Worker {
                     worker,
+                    heard: false,
                     last_heard: Instant::now(),
                 };
                 self.took_role();
@@ -365,12 +369,20 @@ impl Connection {
         }
     }
 
-    /// Closes a worker connection that stays silent longer than the heartbeat timeout.
+    /// Closes a worker connection that stays silent longer than the heartbeat timeout (as
+    /// seen by a check every quarter of it, at most every second).
     fn watch_heartbeat(&self, ctx: &mut Context<Self>) {
         let timeout = self.settings.heartbeat_timeout;
         let every = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         ctx.run_interval(every, move |conn, ctx| {
-            if let Role::Worker { last_heard, .. } = &conn.role {
+            if let Role::Worker {
+                heard, last_heard, ..
+            } = &mut conn.role
+            {
+                if std::mem::take(heard) {
+                    *last_heard = Instant::now();
+                    return;
+                }
                 let silent = last_heard.elapsed();
                 if silent > timeout {
                     warn!(peer = %conn.peer, silent_ms = silent.as_millis() as u64, "closing worker connection: heartbeat timeout");
