@@ -234,8 +234,13 @@ impl Bench {
             self.cells_total += (FUNCTION_SERIES.len() + WORKER_SERIES.len()) * s.reps;
         }
         if s.table {
-            for system in &s.systems {
-                self.run_system(system)?;
+            // Repetition by repetition, every system in each: a disturbance of the machine
+            // (the build's write-back at the start, say) then spoils one repetition of each
+            // system rather than every repetition of the first.
+            for rep in 1..=s.reps {
+                for system in &s.systems {
+                    self.run_system(system, rep)?;
+                }
             }
         }
         let scale = match s.scale {
@@ -332,18 +337,15 @@ impl Bench {
         Ok(())
     }
 
-    fn run_system(&mut self, system: &str) -> anyhow::Result<()> {
+    /// Repetition `rep` of every cell (payload x level) of `system`, on a fresh start of it.
+    fn run_system(&mut self, system: &str, rep: usize) -> anyhow::Result<()> {
         let s = self.settings.clone();
         let cells: Vec<(usize, usize, usize)> = s
             .payloads
             .iter()
-            .flat_map(|&p| {
-                s.levels
-                    .iter()
-                    .flat_map(move |&l| (1..=s.reps).map(move |r| (p, l, r)))
-            })
+            .flat_map(|&p| s.levels.iter().map(move |&l| (p, l, rep)))
             .collect();
-        eprintln!("compare: starting {system}");
+        eprintln!("compare: starting {system} (repetition {rep})");
         let mut running = match self.start_system(system) {
             Ok(running) => Some(running),
             Err(e) => {
