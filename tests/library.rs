@@ -313,6 +313,41 @@ async fn graceful_stop_loses_no_job() {
     dispatcher.stop().await;
 }
 
+/// A dispatcher that takes calls and never answers: each call in flight gives up by itself
+/// shortly after its own deadline and the grace (500 ms), with a typed Timeout.
+#[actix_rt::test]
+async fn a_silent_dispatcher_still_gives_typed_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut sink = Vec::new();
+        // Read everything, answer nothing.
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut sink).await;
+    });
+    let client = Client::connect(addr.to_string()).await.unwrap();
+    let started = Instant::now();
+    let first = client.call_with(
+        "F",
+        Bytes::from_static(b"p"),
+        CallOptions::default().timeout(Duration::from_millis(200)),
+    );
+    let second = client.call_with(
+        "F",
+        Bytes::from_static(b"q"),
+        CallOptions::default().timeout(Duration::from_millis(400)),
+    );
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(first, Err(ClientError::Timeout));
+    assert_eq!(second, Err(ClientError::Timeout));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    silent.abort();
+}
+
 /// A call whose deadline passes gets a typed Timeout, close to its deadline.
 #[actix_rt::test]
 async fn deadline_expiry_gives_typed_timeout() {

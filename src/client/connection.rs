@@ -2,8 +2,8 @@
 //! at a time).
 
 use foldhash::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -20,6 +20,9 @@ use crate::codec::{self, Call, DoJob, Frame, Metadata, NmidCodec, ParamsType, HA
 /// Extra time the client waits past a call's deadline for the dispatcher's own timeout reply,
 /// before it gives up on its own.
 const DEADLINE_GRACE: Duration = Duration::from_millis(500);
+/// How often a connection looks for calls to give up on (the dispatcher normally answers a
+/// call that ran out of time itself, so this only matters when it cannot).
+const GIVE_UP_CHECK: Duration = Duration::from_millis(100);
 /// The longest wait for the dispatcher to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of frames gathered into one write at most.
@@ -43,12 +46,21 @@ async fn dial(settings: &Settings) -> Result<TcpStream, ClientError> {
 /// Calls in flight on one tagged connection, by request id.
 #[derive(Debug, Default)]
 struct Pending {
-    calls: HashMap<u64, oneshot::Sender<Reply>>,
+    calls: HashMap<u64, Waiter>,
     /// Set (under the same lock) when the connection is gone: no call is added after that.
     closed: bool,
 }
 
-/// One tagged connection: a writer task fed by `outgoing`, a reader task resolving `pending`.
+/// A call waiting for its reply.
+#[derive(Debug)]
+struct Waiter {
+    reply: oneshot::Sender<Reply>,
+    /// Past its deadline and the grace, the call fails with `Timeout` without the reply.
+    give_up_at: Instant,
+}
+
+/// One tagged connection: a writer task fed by `outgoing`, a reader task resolving `pending`,
+/// and a task that gives up on calls the dispatcher never answers.
 #[derive(Debug)]
 struct Conn {
     outgoing: mpsc::UnboundedSender<Frame>,
@@ -108,6 +120,7 @@ impl Tagged {
             pending.clone(),
             self.settings.max_frame_bytes,
         ));
+        tokio::spawn(give_up_loop(Arc::downgrade(&pending)));
         let conn = Arc::new(Conn { outgoing, pending });
         *self.current.lock().expect("connection lock") = Some(conn.clone());
         debug!(addr = %self.settings.addr, "client connected");
@@ -130,7 +143,12 @@ impl Tagged {
             if pending.closed {
                 return Err(ClientError::ConnectionLost);
             }
-            pending.calls.insert(request_id, tx);
+            let give_up_at = Instant::now() + timeout + DEADLINE_GRACE;
+            let waiter = Waiter {
+                reply: tx,
+                give_up_at,
+            };
+            pending.calls.insert(request_id, waiter);
         }
         let frame = Frame::Call(Call {
             request_id,
@@ -151,18 +169,8 @@ impl Tagged {
                 .remove(&request_id);
             return Err(ClientError::ConnectionLost);
         }
-        match tokio::time::timeout(timeout + DEADLINE_GRACE, rx).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(ClientError::ConnectionLost),
-            Err(_) => {
-                conn.pending
-                    .lock()
-                    .expect("pending lock")
-                    .calls
-                    .remove(&request_id);
-                Err(ClientError::Timeout)
-            }
-        }
+        // One timer per connection (`give_up_loop`), not one per call.
+        rx.await.unwrap_or(Err(ClientError::ConnectionLost))
     }
 }
 
@@ -215,13 +223,40 @@ async fn read_loop(read: OwnedReadHalf, pending: Arc<Mutex<Pending>>, max_frame_
             .calls
             .remove(&request_id);
         if let Some(waiter) = waiter {
-            let _ = waiter.send(reply);
+            let _ = waiter.reply.send(reply);
         }
     }
     let mut pending = pending.lock().expect("pending lock");
     pending.closed = true;
     for (_, waiter) in pending.calls.drain() {
-        let _ = waiter.send(Err(ClientError::ConnectionLost));
+        let _ = waiter.reply.send(Err(ClientError::ConnectionLost));
+    }
+}
+
+/// Fails with `Timeout` the calls whose deadline and grace have passed without a reply;
+/// ends with the connection.
+async fn give_up_loop(pending: Weak<Mutex<Pending>>) {
+    let mut every = tokio::time::interval(GIVE_UP_CHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(pending) = pending.upgrade() else {
+            return;
+        };
+        let mut pending = pending.lock().expect("pending lock");
+        if pending.closed {
+            return;
+        }
+        let now = Instant::now();
+        let expired: Vec<u64> = (pending.calls.iter())
+            .filter(|(_, waiter)| waiter.give_up_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(waiter) = pending.calls.remove(&id) {
+                let _ = waiter.reply.send(Err(ClientError::Timeout));
+            }
+        }
     }
 }
 
