@@ -4,10 +4,10 @@
 //! `S_CALL_RESULT`) — with 32 B and 4 KiB params, and RetStruct encode/decode.
 //!
 //! `dispatch` measures the dispatch path without sockets: one call's whole trip through the
-//! actors, wired as the server wires them. A [`job::Job`] is started, sends `Dispatch` to
-//! the [`Registry`], which sends `Assign` to a [`Worker`]; the worker's `S_JOB` goes to an
-//! [`EchoConn`] standing in for its connection, which answers at once with the params; the
-//! `JobAnswer` completes the job's lease and the job replies to the caller. All on one
+//! actors, wired as the server wires them. A [`JobActor`] is started, sends `Dispatch` to
+//! the [`Registry`], whose scheduler places it on an [`EchoWorker`] (a worker session
+//! without its socket: it encodes the `S_JOB`, answers at once with the params through the
+//! lease and frees the slot with `JobFinished`); the job replies to the caller. All on one
 //! thread, as in the server (the registry shares the first connection thread). The time
 //! reported is per call, with 1 and 64 calls in flight, over 1, 2 and 100 workers serving
 //! the function: the cost per call should stay flat as workers grow. `compare` measures
@@ -22,12 +22,13 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use nmid::actors::job::{self, JobServices, NewCall, ReplyTo};
-use nmid::actors::registry::{Registry, Snapshot};
-use nmid::actors::worker::{AddFunction, JobAnswer, Outgoing, SetSlots, Worker};
-use nmid::actors::{FunctionName, JobId, JobOutcome};
+use nmid::actors::job::{JobActor, JobServices};
+use nmid::actors::registry::{
+    Assignment, FunctionAdded, JobFinished, Registry, Snapshot, WorkerJoined, WorkerPort,
+};
+use nmid::call::{CallOutcome, CallSpec, FunctionName, JobId, WorkerId};
 use nmid::codec::{
-    self, Call, CallResult, DoJob, Frame, GetData, Job, ParamsType, DEFAULT_MAX_FRAME_BYTES,
+    self, CDoJob, Frame, ParamsType, SGetData, TaggedCall, TaggedResult, DEFAULT_MAX_FRAME_BYTES,
     HANDLE_TYPE_ENCODE,
 };
 use nmid::metrics::Metrics;
@@ -54,7 +55,7 @@ fn frames(len: usize) -> Vec<(&'static str, Frame)> {
     vec![
         (
             "C_DO_JOB",
-            Frame::DoJob(DoJob {
+            Frame::CDoJob(CDoJob {
                 params_type: ParamsType::MSGPACK,
                 handle_type: HANDLE_TYPE_ENCODE,
                 function: function.clone(),
@@ -63,7 +64,7 @@ fn frames(len: usize) -> Vec<(&'static str, Frame)> {
         ),
         (
             "S_GET_DATA",
-            Frame::GetData(GetData {
+            Frame::SGetData(SGetData {
                 params_type: ParamsType::MSGPACK,
                 handle_type: HANDLE_TYPE_ENCODE,
                 function: function.clone(),
@@ -73,8 +74,8 @@ fn frames(len: usize) -> Vec<(&'static str, Frame)> {
         ),
         (
             "C_CALL",
-            Frame::Call(Call {
-                request_id: 42,
+            Frame::CCall(TaggedCall {
+                id: 42,
                 timeout_ms: 30_000,
                 params_type: ParamsType::MSGPACK,
                 handle_type: HANDLE_TYPE_ENCODE,
@@ -85,8 +86,8 @@ fn frames(len: usize) -> Vec<(&'static str, Frame)> {
         ),
         (
             "C_CALL+traceparent",
-            Frame::Call(Call {
-                request_id: 42,
+            Frame::CCall(TaggedCall {
+                id: 42,
                 timeout_ms: 30_000,
                 params_type: ParamsType::MSGPACK,
                 handle_type: HANDLE_TYPE_ENCODE,
@@ -97,8 +98,8 @@ fn frames(len: usize) -> Vec<(&'static str, Frame)> {
         ),
         (
             "S_JOB",
-            Frame::Job(Job {
-                job_id: 1_234_567,
+            Frame::SJob(TaggedCall {
+                id: 1_234_567,
                 timeout_ms: 29_000,
                 params_type: ParamsType::MSGPACK,
                 handle_type: HANDLE_TYPE_ENCODE,
@@ -109,8 +110,8 @@ fn frames(len: usize) -> Vec<(&'static str, Frame)> {
         ),
         (
             "S_CALL_RESULT",
-            Frame::CallResult(CallResult {
-                request_id: 42,
+            Frame::SCallResult(TaggedResult {
+                id: 42,
                 ret: params(len),
             }),
         ),
@@ -190,27 +191,63 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for the workers to register.
 const SETUP_PATIENCE: Duration = Duration::from_secs(10);
 
-/// A worker's connection without a socket: answers each `S_JOB` at once with its params.
-struct EchoConn {
-    worker: Addr<Worker>,
+/// A worker session without its socket: it writes each call as `S_JOB` into a buffer (the
+/// encoding a session's outbox does), answers at once with the params through the lease, and
+/// frees the slot, as a worker session does when the answer comes back.
+struct EchoWorker {
+    id: WorkerId,
+    registry: Addr<Registry>,
+    written: BytesMut,
 }
 
-impl Actor for EchoConn {
+impl Actor for EchoWorker {
     type Context = Context<Self>;
 }
 
-impl Handler<Outgoing> for EchoConn {
+/// What the registry sends an echo worker.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Assign {
+    assignment: Assignment,
+}
+
+/// The registry's way to an echo worker.
+struct EchoPort(Addr<EchoWorker>);
+
+impl WorkerPort for EchoPort {
+    fn assign(&self, assignment: Assignment) {
+        self.0.do_send(Assign { assignment });
+    }
+
+    fn sealed(&self) {}
+}
+
+impl Handler<Assign> for EchoWorker {
     type Result = ();
 
-    fn handle(&mut self, msg: Outgoing, _: &mut Self::Context) {
-        // The worker is tagged (SetSlots comes first), so its jobs are S_JOB; the OKs to
-        // SetSlots and AddFunction need no answer.
-        if let Frame::Job(assigned) = msg.frame {
-            self.worker.do_send(JobAnswer {
-                job_id: Some(JobId(assigned.job_id)),
-                outcome: JobOutcome::Done(assigned.params),
-            });
-        }
+    fn handle(&mut self, msg: Assign, _: &mut Self::Context) {
+        let Assignment {
+            job_id,
+            spec,
+            lease,
+        } = msg.assignment;
+        let frame = Frame::SJob(TaggedCall {
+            id: job_id.0,
+            timeout_ms: 30_000,
+            params_type: spec.params_type,
+            handle_type: spec.handle_type,
+            function: spec.function.0.clone(),
+            params: spec.params.clone(),
+            meta: Vec::new(),
+        });
+        self.written.clear();
+        codec::encode(&frame, &mut self.written).expect("encodes");
+        let late = !lease.answer(CallOutcome::Done(spec.params));
+        self.registry.do_send(JobFinished {
+            worker: self.id,
+            function: spec.function,
+            late,
+        });
     }
 }
 
@@ -224,21 +261,23 @@ async fn start_dispatch(workers: usize) -> JobServices {
     };
     let peer = SocketAddr::from(([127, 0, 0, 1], 0));
     for _ in 0..workers {
-        EchoConn::create(|ctx| {
-            let worker = Worker::new(
-                peer,
-                SLOTS,
-                ctx.address().recipient(),
-                services.registry.clone(),
-                services.metrics.clone(),
-                false,
-            )
-            .start();
-            worker.do_send(SetSlots { slots: SLOTS });
-            worker.do_send(AddFunction {
-                function: FunctionName::from(FUNCTION),
-            });
-            EchoConn { worker }
+        let id = WorkerId::next();
+        let registry = services.registry.clone();
+        let worker = EchoWorker {
+            id,
+            registry: registry.clone(),
+            written: BytesMut::with_capacity(4096),
+        }
+        .start();
+        registry.do_send(WorkerJoined {
+            worker: id,
+            port: Box::new(EchoPort(worker)),
+            peer,
+            max_jobs: SLOTS,
+        });
+        registry.do_send(FunctionAdded {
+            worker: id,
+            function: FunctionName::from(FUNCTION),
         });
     }
     let deadline = Instant::now() + SETUP_PATIENCE;
@@ -277,7 +316,7 @@ async fn run_calls(
     }
     while let Some(reply) = pending.next().await {
         match reply.expect("the job answers") {
-            JobOutcome::Done(ret) if ret == *params => {}
+            CallOutcome::Done(ret) if ret == *params => {}
             other => panic!("call failed: {other:?}"),
         }
         if made < calls {
@@ -289,19 +328,20 @@ async fn run_calls(
 }
 
 /// Starts one call's job, as a front end does; the receiver gets its outcome.
-fn call(services: &JobServices, params: &Bytes) -> tokio::sync::oneshot::Receiver<JobOutcome> {
-    let spec = NewCall {
-        function: Bytes::from_static(FUNCTION.as_bytes()),
-        params_type: ParamsType::MSGPACK,
-        handle_type: HANDLE_TYPE_ENCODE,
-        params: params.clone(),
-        meta: None,
-        timeout: CALL_TIMEOUT,
-    }
-    .into_spec();
-    let (reply_to, reply) = ReplyTo::once();
-    job::Job::new(JobId::next(), spec, reply_to, services).start();
-    reply
+fn call(services: &JobServices, params: &Bytes) -> tokio::sync::oneshot::Receiver<CallOutcome> {
+    let function = Bytes::from_static(FUNCTION.as_bytes());
+    let params = params.clone();
+    let spec = CallSpec::new(
+        function,
+        ParamsType::MSGPACK,
+        HANDLE_TYPE_ENCODE,
+        params,
+        CALL_TIMEOUT,
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let reply = Box::new(move |outcome| drop(tx.send(outcome)));
+    JobActor::start(JobId::next(), spec, reply, services);
+    rx
 }
 
 fn dispatch(c: &mut Criterion) {

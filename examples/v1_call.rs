@@ -6,7 +6,7 @@
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use nmid::codec::{DoJob, Frame, NmidCodec, ParamsType, HANDLE_TYPE_ENCODE};
+use nmid::codec::{CDoJob, Frame, NmidCodec, ParamsType, HANDLE_TYPE_ENCODE};
 use nmid::retstruct::RetStruct;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connect to {addr}"))?;
     let mut conn = Framed::new(stream, NmidCodec::default());
-    conn.send(Frame::DoJob(DoJob {
+    conn.send(Frame::CDoJob(CDoJob {
         params_type: ParamsType::MSGPACK,
         handle_type: HANDLE_TYPE_ENCODE,
         function: Bytes::from(function.clone()),
@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("dispatcher closed the connection")??
     {
-        Frame::ReturnData(ret) => {
+        Frame::SReturnData(ret) => {
             let ret = RetStruct::decode(&ret.ret)?;
             if ret.code != 0 {
                 bail!("{function} failed with code {}: {}", ret.code, ret.msg);

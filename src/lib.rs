@@ -4,8 +4,10 @@
 //! # Layout
 //!
 //! - [`codec`]: frames and bodies of the nmid wire protocol (v1 and tagged); pure, no I/O.
-//! - [`actors`]: the dispatcher: connection, worker, registry and job actors.
-//! - [`server`]: start-up (listeners, arbiters) and ordered shutdown; [`server::run`].
+//! - [`call`]: the ground floor: ids, a call's spec and outcome, leases, snapshots.
+//! - [`scheduler`]: the placement policy as plain data (which worker, queue or refuse).
+//! - [`actors`]: the dispatcher: client and worker sessions, the registry, one job per call.
+//! - [`server`]: [`server::run`]: listeners, arbiters, the accept loop, ordered shutdown.
 //! - [`http`]: the actix-web front end: `POST /call/<func>`, nmid's gateway, admin API.
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
 //! - [`metrics`]: Prometheus metrics (bounded labels) and call totals.
@@ -17,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod actors;
+pub mod call;
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -24,6 +27,7 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod retstruct;
+pub mod scheduler;
 pub mod server;
 pub mod telemetry;
 pub mod worker;

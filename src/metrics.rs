@@ -19,8 +19,7 @@ use prometheus::{
 };
 use serde::Serialize;
 
-use crate::actors::registry::RegistrySnapshot;
-use crate::actors::{CallError, FunctionName, JobOutcome};
+use crate::call::{CallOutcome, DispatchError, FunctionName, RegistrySnapshot};
 
 /// The `function` label of calls to a function no worker ever registered: caller-chosen
 /// names must not create label values.
@@ -82,23 +81,23 @@ impl Outcome {
     }
 
     /// The outcome of a job.
-    pub fn of(outcome: &JobOutcome) -> Self {
+    pub fn of(outcome: &CallOutcome) -> Self {
         match outcome {
-            JobOutcome::Done(_) => Outcome::Ok,
-            JobOutcome::WorkerFailed(_) => Outcome::WorkerError,
-            JobOutcome::Failed(error) => Self::of_error(*error),
+            CallOutcome::Done(_) => Outcome::Ok,
+            CallOutcome::WorkerFailed(_) => Outcome::WorkerError,
+            CallOutcome::Failed(error) => Self::of_error(*error),
         }
     }
 
     /// The outcome of a call that failed with `error`.
-    pub fn of_error(error: CallError) -> Self {
+    pub fn of_error(error: DispatchError) -> Self {
         match error {
-            CallError::BadRequest => Outcome::BadRequest,
-            CallError::NoWorker | CallError::UnknownFunction => Outcome::CantDo,
-            CallError::RateLimited => Outcome::RateLimited,
-            CallError::Timeout => Outcome::Timeout,
-            CallError::WorkerLost => Outcome::WorkerLost,
-            CallError::ShuttingDown => Outcome::ShuttingDown,
+            DispatchError::BadRequest => Outcome::BadRequest,
+            DispatchError::NoWorker | DispatchError::UnknownFunction => Outcome::CantDo,
+            DispatchError::RateLimited => Outcome::RateLimited,
+            DispatchError::Timeout => Outcome::Timeout,
+            DispatchError::WorkerLost => Outcome::WorkerLost,
+            DispatchError::ShuttingDown => Outcome::ShuttingDown,
         }
     }
 }
@@ -204,117 +203,85 @@ impl Metrics {
     /// A fresh set of metrics in its own registry, with build info and process metrics.
     pub fn new() -> Self {
         let registry = PromRegistry::new();
-        let calls = IntCounterVec::new(
-            Opts::new(
-                "nmid_calls_total",
-                "Calls answered, by function and outcome.",
-            ),
+        let add = Registrar(&registry);
+        let calls = add.counter_vec(
+            "nmid_calls_total",
+            "Calls answered, by function and outcome.",
             &["function", "outcome"],
-        )
-        .expect("valid metric");
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "nmid_call_duration_seconds",
-                "Time from a call's arrival to the worker's answer (queue wait + worker time), by function; answered calls only.",
+        );
+        let duration = add.metric(
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "nmid_call_duration_seconds",
+                    "Time from a call's arrival to the worker's answer (queue wait + worker time), by function; answered calls only.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["function"],
             )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["function"],
-        )
-        .expect("valid metric");
-        let gauge_vec = |name: &str, help: &str, label: &str| {
-            IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric")
-        };
-        let in_flight = gauge_vec(
+            .expect("valid metric"),
+        );
+        let in_flight = add.gauge_vec(
             "nmid_jobs_in_flight",
             "Jobs running on workers, by function.",
             "function",
         );
-        let queued = gauge_vec(
+        let queued = add.gauge_vec(
             "nmid_queue_depth",
             "Calls waiting for a free worker, by function.",
             "function",
         );
-        let function_workers = gauge_vec(
+        let function_workers = add.gauge_vec(
             "nmid_function_workers",
             "Workers serving each function.",
             "function",
         );
-        let worker_in_flight = gauge_vec(
+        let functions = add.metric(
+            IntGauge::new("nmid_functions", "Functions with at least one worker.")
+                .expect("valid metric"),
+        );
+        let workers =
+            add.metric(IntGauge::new("nmid_workers", "Connected workers.").expect("valid metric"));
+        let worker_in_flight = add.gauge_vec(
             "nmid_worker_jobs_in_flight",
             "Jobs running on each worker, by worker name.",
             "worker",
         );
-        let connections = gauge_vec("nmid_connections", "Open TCP connections, by role.", "role");
-        let worker_jobs = IntCounterVec::new(
-            Opts::new(
-                "nmid_worker_jobs_total",
-                "Jobs answered by each worker, by worker name.",
-            ),
+        let worker_jobs = add.counter_vec(
+            "nmid_worker_jobs_total",
+            "Jobs answered by each worker, by worker name.",
             &["worker"],
-        )
-        .expect("valid metric");
-        let functions = IntGauge::new("nmid_functions", "Functions with at least one worker.")
-            .expect("valid metric");
-        let workers = IntGauge::new("nmid_workers", "Connected workers.").expect("valid metric");
-        let worker_disconnects = IntCounter::new(
-            "nmid_worker_disconnects_total",
-            "Workers that disconnected or were dropped.",
-        )
-        .expect("valid metric");
-        let retries = IntCounter::new(
-            "nmid_job_retries_total",
-            "Jobs retried on another worker after a lost worker.",
-        )
-        .expect("valid metric");
-        let late_results = IntCounter::new(
-            "nmid_late_results_total",
-            "Worker results discarded because their call was over.",
-        )
-        .expect("valid metric");
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "nmid_http_requests_total",
-                "HTTP requests, by route pattern and status code.",
-            ),
-            &["route", "status"],
-        )
-        .expect("valid metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "nmid_build_info",
-                "Always 1; the version label says which build runs.",
-            ),
-            &["version"],
-        )
-        .expect("valid metric");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        );
+        let connections =
+            add.gauge_vec("nmid_connections", "Open TCP connections, by role.", "role");
         for role in [Role::Undecided, Role::Client, Role::Worker] {
             connections.with_label_values(&[role.as_str()]);
         }
-        for collector in [
-            Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(duration.clone()),
-            Box::new(in_flight.clone()),
-            Box::new(queued.clone()),
-            Box::new(function_workers.clone()),
-            Box::new(functions.clone()),
-            Box::new(workers.clone()),
-            Box::new(worker_in_flight.clone()),
-            Box::new(worker_jobs.clone()),
-            Box::new(connections.clone()),
-            Box::new(worker_disconnects.clone()),
-            Box::new(retries.clone()),
-            Box::new(late_results.clone()),
-            Box::new(http_requests.clone()),
-            Box::new(build_info),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
-        ] {
-            registry
-                .register(collector)
-                .expect("metric names are unique");
-        }
+        let worker_disconnects = add.counter(
+            "nmid_worker_disconnects_total",
+            "Workers that disconnected or were dropped.",
+        );
+        let retries = add.counter(
+            "nmid_job_retries_total",
+            "Jobs retried on another worker after a lost worker.",
+        );
+        let late_results = add.counter(
+            "nmid_late_results_total",
+            "Worker results discarded because their call was over.",
+        );
+        let http_requests = add.counter_vec(
+            "nmid_http_requests_total",
+            "HTTP requests, by route pattern and status code.",
+            &["route", "status"],
+        );
+        add.gauge_vec(
+            "nmid_build_info",
+            "Always 1; the version label says which build runs.",
+            "version",
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        (registry.register(Box::new(process))).expect("metric names are unique");
         Self {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             registry,
@@ -358,9 +325,9 @@ impl Metrics {
 
     /// Counts one answered job: its outcome, and its time since `started`. A call of a
     /// function nobody ever registered is counted under [`UNKNOWN_FUNCTION_LABEL`].
-    pub fn record_job(&self, function: &FunctionName, outcome: &JobOutcome, elapsed: Duration) {
+    pub fn record_job(&self, function: &FunctionName, outcome: &CallOutcome, elapsed: Duration) {
         let outcome_kind = Outcome::of(outcome);
-        if matches!(outcome, JobOutcome::Failed(CallError::UnknownFunction)) {
+        if matches!(outcome, CallOutcome::Failed(DispatchError::UnknownFunction)) {
             self.record_refused(outcome_kind);
         } else {
             self.record_call(function, outcome_kind, elapsed);
@@ -476,6 +443,29 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// Creates metrics and registers them in one registry.
+struct Registrar<'a>(&'a PromRegistry);
+
+impl Registrar<'_> {
+    /// Registers `metric` and returns it.
+    fn metric<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
+        (self.0.register(Box::new(metric.clone()))).expect("metric names are unique");
+        metric
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.metric(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.metric(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, label: &str) -> IntGaugeVec {
+        self.metric(IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
     }
 }
 

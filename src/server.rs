@@ -1,63 +1,183 @@
-//! Start-up and shutdown: the accept loop, the connection arbiters, and the drain.
+//! Start-up and shutdown: [`run`], the one way to start a dispatcher (the binary and the
+//! tests' helper both call it), the accept loop, and the drain.
 //!
-//! [`run`] takes an already-bound listener and a shutdown future, so tests bind
-//! `127.0.0.1:0` and read the address before anything starts. Connections are spread
-//! round-robin over the io arbiters (threads, `server.io_threads`); the registry lives on the
-//! first of them, so with one io thread (the default) a call never crosses threads.
+//! [`run`] takes already-bound [`Listeners`], so tests bind `127.0.0.1:0` and read the
+//! addresses before anything starts (as mini-redis's `server::run` does). Connections are
+//! spread round-robin over the io arbiters (threads, `server.io_threads`); the registry lives
+//! on the first of them, so with one io thread (the default) a call never crosses threads.
+//! Each connection holds a permit of the `tcp.max_connections` semaphore for its whole life:
+//! first while its first frame is read, then in its session actor.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use tokio::net::TcpListener;
+use futures_util::stream::{self, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
 
-use crate::actors::connection::{Connection, ConnectionSettings};
+use crate::actors::client_session::ClientSession;
 use crate::actors::job::JobServices;
-use crate::actors::registry::{Drain, Registry, RegistrySnapshot, Snapshot};
+use crate::actors::registry::{Drain, Registry, Snapshot};
+use crate::actors::worker_session::WorkerSession;
+use crate::actors::{Accepted, SessionSettings};
+use crate::call::RegistrySnapshot;
+use crate::codec::{ConnType, NmidCodec};
 use crate::config::Config;
 use crate::http::HttpState;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Role};
 
 /// How often the drain checks whether the jobs in flight are done.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// A running dispatcher: the handle to inspect it and to shut it down.
-pub struct Dispatcher {
+/// The read buffer a connection starts with: room for dozens of small frames per read
+/// syscall; the codec grows it for a larger frame. (tokio-util's default is 8 KiB, most of
+/// an idle connection's memory.)
+const READ_BUFFER_BYTES: usize = 4096;
+
+/// Why the dispatcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listen address could not be bound; `key` is the config key that set it.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The config key, e.g. `tcp.addr`.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// A listener could not be set up or served.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The bound sockets a dispatcher serves: the nmid protocol, and optionally HTTP and a port
+/// of its own for `GET /metrics`.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The nmid protocol (`tcp.addr`).
+    pub tcp: std::net::TcpListener,
+    /// The HTTP front end (`http.addr`), if served.
+    pub http: Option<std::net::TcpListener>,
+    /// Prometheus metrics only (`metrics.addr`), if set.
+    pub metrics: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses `config` names: `tcp.addr`, `http.addr` when `http.enabled`, and
+    /// `metrics.addr` when set.
+    pub fn bind(config: &Config) -> Result<Self, ServerError> {
+        let bind = |key, addr| {
+            std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind {
+                key,
+                addr,
+                source,
+            })
+        };
+        let metrics = config
+            .metrics
+            .addr()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Self {
+            tcp: bind("tcp.addr", config.tcp.addr)?,
+            http: match config.http.enabled {
+                true => Some(bind("http.addr", config.http.addr)?),
+                false => None,
+            },
+            metrics: metrics.map(|addr| bind("metrics.addr", addr)).transpose()?,
+        })
+    }
+}
+
+/// A running dispatcher as [`run`]'s caller sees it: its addresses and its state.
+#[derive(Debug, Clone)]
+pub struct Handle {
     registry: Addr<Registry>,
     metrics: Arc<Metrics>,
-    local_addr: SocketAddr,
+    tcp_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl Handle {
+    /// The address of the nmid protocol listener.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// The address of the HTTP front end, if served.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The address of the metrics port, if it has one of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The dispatcher's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The registry's state now (empty once the dispatcher has stopped).
+    pub async fn snapshot(&self) -> RegistrySnapshot {
+        self.registry.send(Snapshot).await.unwrap_or_default()
+    }
+}
+
+/// Serves `listeners` with `config` until the future that `shutdown` returns completes, then
+/// shuts down in order (see below). `shutdown` is called once everything listens, with a
+/// [`Handle`] to the running dispatcher. Must be called inside a running actix `System`.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), nmid::server::ServerError> {
+/// use nmid::config::Config;
+/// use nmid::server::{run, Listeners};
+///
+/// let config = Config::default();
+/// let listeners = Listeners::bind(&config)?;
+/// run(config, listeners, |handle| async move {
+///     println!("serving on {}", handle.tcp_addr());
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await
+/// # }
+/// ```
+pub async fn run<F, S>(config: Config, listeners: Listeners, shutdown: F) -> Result<(), ServerError>
+where
+    F: FnOnce(Handle) -> S,
+    S: Future<Output = ()>,
+{
+    let dispatcher = Dispatcher::start(&config, listeners)?;
+    shutdown(dispatcher.handle.clone()).await;
+    info!("shutting down: no new connections or calls, draining jobs in flight");
+    dispatcher.shutdown().await;
+    Ok(())
+}
+
+/// What [`run`] started, to be shut down in order.
+struct Dispatcher {
+    handle: Handle,
     accept: JoinHandle<()>,
     /// HTTP servers: the front end, and the metrics port when it has one of its own.
     http: Vec<actix_web::dev::ServerHandle>,
-    http_state: HttpState,
     arbiters: Vec<Arbiter>,
     drain_timeout: Duration,
 }
 
 impl Dispatcher {
-    /// Starts serving the nmid protocol on `listener` with `config`, without HTTP. Must be
-    /// called inside a running actix `System`; returns once the listener accepts.
-    pub fn start(config: &Config, listener: std::net::TcpListener) -> io::Result<Self> {
-        Self::start_with_http(config, listener, None)
-    }
-
-    /// Starts serving the nmid protocol on `listener` and, if given, HTTP on `http`. Must be
-    /// called inside a running actix `System`.
-    pub fn start_with_http(
-        config: &Config,
-        listener: std::net::TcpListener,
-        http: Option<std::net::TcpListener>,
-    ) -> io::Result<Self> {
-        listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(listener)?;
-        let local_addr = listener.local_addr()?;
+    fn start(config: &Config, listeners: Listeners) -> Result<Self, ServerError> {
         let metrics = Arc::new(Metrics::new());
         let threads = config.io_threads();
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
@@ -72,7 +192,7 @@ impl Dispatcher {
             retries: config.jobs.retries,
             metrics: metrics.clone(),
         };
-        let settings = Arc::new(ConnectionSettings {
+        let settings = Arc::new(SessionSettings {
             max_frame_bytes: config.tcp.max_frame_bytes,
             job_timeout: config.job_timeout(),
             jobs: jobs.clone(),
@@ -80,104 +200,63 @@ impl Dispatcher {
             heartbeat_timeout: config.heartbeat_timeout(),
             inject_trace_v1: config.tracing.inject_v1_params,
         });
-        let accept = tokio::spawn(accept_loop(
-            listener,
-            arbiters.iter().map(Arbiter::handle).collect(),
-            settings,
-            config.tcp.max_connections,
-        ));
-        info!(addr = %local_addr, "nmid protocol listening");
-        let http_state = HttpState {
+        listeners.tcp.set_nonblocking(true)?;
+        let tcp = TcpListener::from_std(listeners.tcp)?;
+        let tcp_addr = tcp.local_addr()?;
+        let connections = Arc::new(Semaphore::new(config.tcp.max_connections));
+        let io = arbiters.iter().map(Arbiter::handle).collect();
+        let accept = tokio::spawn(accept_loop(tcp, io, settings, connections));
+        info!(addr = %tcp_addr, "nmid protocol listening");
+        let state = HttpState {
             jobs,
             job_timeout: config.job_timeout(),
             max_body_bytes: config.http.max_body_bytes,
             started: SystemTime::now(),
         };
-        let (http, http_addr) = match http {
-            Some(listener) => {
-                let addr = listener.local_addr()?;
-                let server = start_http(
-                    http_state.clone(),
-                    listener,
-                    threads,
-                    config.drain_timeout(),
-                    crate::http::configure,
-                )?;
-                info!(%addr, "http listening");
-                (Some(server), Some(addr))
-            }
-            None => (None, None),
+        let drain_timeout = config.drain_timeout();
+        let mut http = Vec::new();
+        let mut serve = |listener: std::net::TcpListener, threads, routes, what| {
+            let addr = listener.local_addr()?;
+            let server = start_http(state.clone(), listener, threads, drain_timeout, routes)?;
+            http.push(server);
+            info!(%addr, "{what} listening");
+            Ok::<_, io::Error>(addr)
         };
+        let http_addr = (listeners.http)
+            .map(|l| serve(l, threads, crate::http::configure, "http"))
+            .transpose()?;
+        let metrics_addr = (listeners.metrics)
+            .map(|l| serve(l, 1, crate::http::configure_metrics, "metrics"))
+            .transpose()?;
         Ok(Self {
-            registry,
-            metrics,
-            local_addr,
-            http_addr,
+            handle: Handle {
+                registry,
+                metrics,
+                tcp_addr,
+                http_addr,
+                metrics_addr,
+            },
             accept,
-            http: http.into_iter().collect(),
-            http_state,
+            http,
             arbiters,
-            drain_timeout: config.drain_timeout(),
+            drain_timeout,
         })
     }
 
-    /// The address the listener is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Serves `GET /metrics` (only) on `listener` too: a port of its own for Prometheus, as
-    /// nmid's `Prometheus:` config block offers.
-    pub fn serve_metrics(&mut self, listener: std::net::TcpListener) -> io::Result<SocketAddr> {
-        let addr = listener.local_addr()?;
-        let server = start_http(
-            self.http_state.clone(),
-            listener,
-            1,
-            self.drain_timeout,
-            crate::http::configure_metrics,
-        )?;
-        self.http.push(server);
-        info!(%addr, "metrics listening");
-        Ok(addr)
-    }
-
-    /// The address of the HTTP listener, if HTTP is served.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http_addr
-    }
-
-    /// The dispatcher's metrics.
-    pub fn metrics(&self) -> Arc<Metrics> {
-        self.metrics.clone()
-    }
-
-    /// The function registry, for inspection.
-    pub fn registry(&self) -> Addr<Registry> {
-        self.registry.clone()
-    }
-
-    /// The registry's current state.
-    pub async fn snapshot(&self) -> RegistrySnapshot {
-        self.registry.send(Snapshot).await.unwrap_or_default()
-    }
-
     /// Shuts down in order: stop accepting -> stop taking new calls -> drain the jobs in
-    /// flight and queued (bounded by the drain timeout) -> stop the connection threads.
-    pub async fn shutdown(self) {
+    /// flight and queued (bounded by `server.drain_timeout_ms`) -> stop the connection
+    /// threads. (The binary then flushes telemetry.)
+    async fn shutdown(self) {
         self.accept.abort();
-        self.registry.do_send(Drain);
+        self.handle.registry.do_send(Drain);
         // HTTP stops accepting at once and finishes its requests in flight (they are jobs,
         // drained below) within the same bound.
-        let http: Vec<_> = self
-            .http
-            .iter()
-            .cloned()
+        let http: Vec<_> = (self.http.iter().cloned())
             .map(|server| actix_rt::spawn(async move { server.stop(true).await }))
             .collect();
         let started = Instant::now();
         loop {
-            let snapshot = self.snapshot().await;
+            let snapshot = self.handle.snapshot().await;
             let left = snapshot.in_flight() + snapshot.queued() as u64;
             if left == 0 {
                 info!(waited_ms = started.elapsed().as_millis() as u64, "drained");
@@ -199,22 +278,6 @@ impl Dispatcher {
             arbiter.stop();
         }
     }
-}
-
-/// Serves `listener` (and HTTP on `http`, if given) until `shutdown` completes, then shuts
-/// down in order (see [`Dispatcher::shutdown`]). Must be called inside a running actix
-/// `System`.
-pub async fn run(
-    config: Config,
-    listener: std::net::TcpListener,
-    http: Option<std::net::TcpListener>,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
-    let dispatcher = Dispatcher::start_with_http(&config, listener, http)?;
-    shutdown.await;
-    info!("shutting down: no new connections or calls, draining jobs in flight");
-    dispatcher.shutdown().await;
-    Ok(())
 }
 
 /// Starts actix-web on `listener` with `threads` worker threads and the routes of `routes`.
@@ -245,13 +308,13 @@ fn start_http(
     Ok(handle)
 }
 
+/// Accepts connections while there is a permit for them, and hands each to an io arbiter.
 async fn accept_loop(
     listener: TcpListener,
     arbiters: Vec<ArbiterHandle>,
-    settings: Arc<ConnectionSettings>,
-    max_connections: usize,
+    settings: Arc<SessionSettings>,
+    connections: Arc<Semaphore>,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
     let mut next = 0usize;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -263,11 +326,13 @@ async fn accept_loop(
                 continue;
             }
         };
-        if open.load(Ordering::Relaxed) >= max_connections {
-            warn!(%peer, max_connections, "closing connection: connection limit reached");
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            warn!(%peer, "closing connection: connection limit (tcp.max_connections) reached");
             continue;
-        }
+        };
         let _ = stream.set_nodelay(true);
+        // Moved as a std socket: a tokio socket belongs to the runtime that registered it,
+        // and each arbiter runs a runtime of its own.
         let stream = match stream.into_std() {
             Ok(stream) => stream,
             Err(err) => {
@@ -275,22 +340,64 @@ async fn accept_loop(
                 continue;
             }
         };
-        open.fetch_add(1, Ordering::Relaxed);
         let arbiter = &arbiters[next % arbiters.len()];
         next = next.wrapping_add(1);
-        let (settings, counted) = (settings.clone(), open.clone());
-        let spawned = arbiter.spawn_fn(move || match tokio::net::TcpStream::from_std(stream) {
+        let settings = settings.clone();
+        let spawned = arbiter.spawn_fn(move || match TcpStream::from_std(stream) {
             Ok(stream) => {
-                Connection::start(stream, peer, settings, counted);
+                actix_rt::spawn(greet(stream, peer, permit, settings));
             }
-            Err(err) => {
-                counted.fetch_sub(1, Ordering::Relaxed);
-                warn!(%peer, cause = %err, "dropping connection");
-            }
+            Err(err) => warn!(%peer, cause = %err, "dropping connection"),
         });
         if !spawned {
-            open.fetch_sub(1, Ordering::Relaxed);
             warn!(%peer, "dropping connection: connection thread stopped");
+        }
+    }
+}
+
+/// Reads a connection's first frame and starts the session of the role its `conn_type`
+/// names: a client or a worker.
+async fn greet(
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    settings: Arc<SessionSettings>,
+) {
+    let metrics = settings.jobs.metrics.clone();
+    metrics.connection(Role::Undecided, 1);
+    let (read, write) = stream.into_split();
+    let codec = NmidCodec::new(settings.max_frame_bytes);
+    let mut frames = FramedRead::with_capacity(read, codec, READ_BUFFER_BYTES);
+    let first = frames.next().await;
+    metrics.connection(Role::Undecided, -1);
+    let first = match first {
+        Some(Ok(frame)) => frame,
+        Some(Err(err)) => {
+            warn!(%peer, cause = %err, "closing connection: malformed input");
+            return;
+        }
+        None => {
+            debug!(%peer, "connection closed before its first frame");
+            return;
+        }
+    };
+    let sender = first.sender();
+    let frames = stream::iter([Ok(first)]).chain(frames);
+    let accepted = Accepted {
+        peer,
+        write,
+        permit,
+        settings,
+    };
+    match sender {
+        ConnType::Client => {
+            ClientSession::start(frames, accepted);
+        }
+        ConnType::Worker => {
+            WorkerSession::start(frames, accepted);
+        }
+        ConnType::Server | ConnType::Service => {
+            warn!(%peer, conn_type = ?sender, "closing connection: not a client or a worker");
         }
     }
 }

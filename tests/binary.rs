@@ -126,7 +126,7 @@ async fn demo_mode_serves_to_upper() {
 
     // Params without a string `name` get an error RetStruct, not a hang.
     client.call("ToUpper", b"\x80").await;
-    let Frame::ReturnData(ret) = client.recv().await else {
+    let Frame::SReturnData(ret) = client.recv().await else {
         panic!("expected S_RETURN_DATA");
     };
     let ret = nmid::retstruct::RetStruct::decode(&ret.ret).unwrap();
@@ -161,7 +161,7 @@ async fn sigterm_drains_the_job_in_flight_then_exits_zero() {
     nmid.wait_for_log("shutting down");
     tokio::time::sleep(Duration::from_millis(200)).await;
     worker.answer(&job, b"done").await;
-    let Frame::ReturnData(ret) = client.recv().await else {
+    let Frame::SReturnData(ret) = client.recv().await else {
         panic!("expected S_RETURN_DATA");
     };
     assert_eq!(&ret.ret[..], b"done");

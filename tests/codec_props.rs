@@ -3,9 +3,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nmid::codec::{
-    decode, encode, encoded_len, Call, CallError, CallResult, CodecError, DoJob, ErrorCode, Frame,
-    GetData, Job, JobError, JobResult, Metadata, NmidCodec, ParamsType, ReturnData, WorkerReturn,
-    DEFAULT_MAX_FRAME_BYTES, HEADER_LEN,
+    decode, encode, encoded_len, CDoJob, CodecError, ErrorCode, Frame, Metadata, NmidCodec,
+    ParamsType, SCallError, SGetData, SReturnData, TaggedCall, TaggedResult, WJobError,
+    WReturnData, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN,
 };
 use proptest::prelude::*;
 use tokio_util::codec::Decoder;
@@ -54,8 +54,8 @@ fn tagged_call_fields() -> impl Strategy<Value = TaggedCallFields> {
 fn call_frame() -> impl Strategy<Value = Frame> {
     tagged_call_fields().prop_map(
         |(request_id, timeout_ms, params_type, handle_type, function, params, meta)| {
-            Frame::Call(Call {
-                request_id,
+            Frame::CCall(TaggedCall {
+                id: request_id,
                 timeout_ms,
                 params_type: ParamsType(params_type),
                 handle_type,
@@ -71,8 +71,8 @@ fn call_frame() -> impl Strategy<Value = Frame> {
 fn job_frame() -> impl Strategy<Value = Frame> {
     tagged_call_fields().prop_map(
         |(job_id, timeout_ms, params_type, handle_type, function, params, meta)| {
-            Frame::Job(Job {
-                job_id,
+            Frame::SJob(TaggedCall {
+                id: job_id,
                 timeout_ms,
                 params_type: ParamsType(params_type),
                 handle_type,
@@ -87,23 +87,25 @@ fn job_frame() -> impl Strategy<Value = Frame> {
 /// Any valid tagged extension frame (data types 100 and up).
 fn tagged_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        prop::sample::select(vec![Frame::Bye, Frame::ByeAck]),
-        any::<u32>().prop_map(|slots| Frame::Slots { slots }),
+        prop::sample::select(vec![Frame::WBye, Frame::SByeAck]),
+        any::<u32>().prop_map(|slots| Frame::WSlots { slots }),
         call_frame(),
         job_frame(),
-        (any::<u64>(), field())
-            .prop_map(|(request_id, ret)| Frame::CallResult(CallResult { request_id, ret })),
+        (any::<u64>(), field()).prop_map(|(request_id, ret)| Frame::SCallResult(TaggedResult {
+            id: request_id,
+            ret
+        })),
         (any::<u64>(), any::<u32>(), field()).prop_map(|(request_id, code, message)| {
-            Frame::CallError(CallError {
+            Frame::SCallError(SCallError {
                 request_id,
                 code: ErrorCode(code),
                 message,
             })
         }),
         (any::<u64>(), field())
-            .prop_map(|(job_id, ret)| Frame::JobResult(JobResult { job_id, ret })),
+            .prop_map(|(job_id, ret)| Frame::WJobResult(TaggedResult { id: job_id, ret })),
         (any::<u64>(), field())
-            .prop_map(|(job_id, message)| Frame::JobError(JobError { job_id, message })),
+            .prop_map(|(job_id, message)| Frame::WJobError(WJobError { job_id, message })),
     ]
 }
 
@@ -118,18 +120,18 @@ fn v1_frame() -> impl Strategy<Value = Frame> {
         Frame::Wakeuped,
         Frame::RateLimit,
         Frame::Breaker,
-        Frame::HeartbeatPong,
+        Frame::SHeartbeatPong,
         Frame::WakeUp,
-        Frame::GrabJob,
+        Frame::WGrabJob,
     ]);
     prop_oneof![
         empty_body,
-        field().prop_map(|function| Frame::AddFunc { function }),
-        field().prop_map(|function| Frame::DelFunc { function }),
-        field().prop_map(|body| Frame::HeartbeatPing { body }),
-        field().prop_map(|name| Frame::SetName { name }),
+        field().prop_map(|function| Frame::WAddFunc { function }),
+        field().prop_map(|function| Frame::WDelFunc { function }),
+        field().prop_map(|body| Frame::WHeartbeatPing { body }),
+        field().prop_map(|name| Frame::WSetName { name }),
         (any::<u32>(), any::<u32>(), field(), field()).prop_map(
-            |(params_type, handle_type, function, params)| Frame::DoJob(DoJob {
+            |(params_type, handle_type, function, params)| Frame::CDoJob(CDoJob {
                 params_type: ParamsType(params_type),
                 handle_type,
                 function,
@@ -137,7 +139,7 @@ fn v1_frame() -> impl Strategy<Value = Frame> {
             })
         ),
         (any::<u32>(), any::<u32>(), field(), field(), field()).prop_map(
-            |(params_type, handle_type, function, params, job_id)| Frame::GetData(GetData {
+            |(params_type, handle_type, function, params, job_id)| Frame::SGetData(SGetData {
                 params_type: ParamsType(params_type),
                 handle_type,
                 function,
@@ -146,7 +148,7 @@ fn v1_frame() -> impl Strategy<Value = Frame> {
             })
         ),
         (field(), field(), field(), field()).prop_map(|(function, params, ret, job_id)| {
-            Frame::WorkerReturn(WorkerReturn {
+            Frame::WReturnData(WReturnData {
                 function,
                 params,
                 ret,
@@ -154,7 +156,7 @@ fn v1_frame() -> impl Strategy<Value = Frame> {
             })
         }),
         (field(), field(), field()).prop_map(|(function, params, ret)| {
-            Frame::ReturnData(ReturnData {
+            Frame::SReturnData(SReturnData {
                 function,
                 params,
                 ret,
@@ -373,8 +375,8 @@ fn call_or_job() -> impl Strategy<Value = Frame> {
 /// The offset of `meta_count` in an encoded `C_CALL` or `S_JOB`, and the frame's pair count.
 fn meta_count_at(frame: &Frame) -> (usize, usize, &'static str) {
     let (function, params, meta) = match frame {
-        Frame::Call(c) => (&c.function, &c.params, &c.meta),
-        Frame::Job(j) => (&j.function, &j.params, &j.meta),
+        Frame::CCall(c) => (&c.function, &c.params, &c.meta),
+        Frame::SJob(j) => (&j.function, &j.params, &j.meta),
         other => panic!("not a C_CALL or S_JOB: {}", other.name()),
     };
     // id u64, timeout, params_type, handle_type, len(fn) fn, len(params) params

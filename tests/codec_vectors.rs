@@ -85,14 +85,14 @@ struct FrameFields {
 impl FrameFields {
     fn of(frame: &Frame) -> Self {
         match frame {
-            Frame::DoJob(job) => Self {
+            Frame::CDoJob(job) => Self {
                 params_type: Some(job.params_type.0),
                 handle_type: Some(job.handle_type),
                 handle: Some(job.function.clone()),
                 params: Some(job.params.clone()),
                 ..Self::default()
             },
-            Frame::GetData(job) => Self {
+            Frame::SGetData(job) => Self {
                 params_type: Some(job.params_type.0),
                 handle_type: Some(job.handle_type),
                 handle: Some(job.function.clone()),
@@ -100,28 +100,28 @@ impl FrameFields {
                 job_id: Some(job.job_id.clone()),
                 ..Self::default()
             },
-            Frame::WorkerReturn(r) => Self {
+            Frame::WReturnData(r) => Self {
                 handle: Some(r.function.clone()),
                 params: Some(r.params.clone()),
                 ret: Some(r.ret.clone()),
                 job_id: Some(r.job_id.clone()),
                 ..Self::default()
             },
-            Frame::ReturnData(r) => Self {
+            Frame::SReturnData(r) => Self {
                 handle: Some(r.function.clone()),
                 params: Some(r.params.clone()),
                 ret: Some(r.ret.clone()),
                 ..Self::default()
             },
-            Frame::AddFunc { function } | Frame::DelFunc { function } => Self {
+            Frame::WAddFunc { function } | Frame::WDelFunc { function } => Self {
                 body: Some(function.clone()),
                 ..Self::default()
             },
-            Frame::HeartbeatPing { body } => Self {
+            Frame::WHeartbeatPing { body } => Self {
                 body: Some(body.clone()),
                 ..Self::default()
             },
-            Frame::SetName { name } => Self {
+            Frame::WSetName { name } => Self {
                 body: Some(name.clone()),
                 ..Self::default()
             },
@@ -133,20 +133,20 @@ impl FrameFields {
             | Frame::Wakeuped
             | Frame::RateLimit
             | Frame::Breaker
-            | Frame::HeartbeatPong
+            | Frame::SHeartbeatPong
             | Frame::WakeUp
-            | Frame::GrabJob => Self::default(),
+            | Frame::WGrabJob => Self::default(),
             // The tagged extension frames are this crate's own; nmid's SDK produces none, so no
             // golden vector may decode to one. They are covered by the codec's unit tests.
-            Frame::Call(_)
-            | Frame::CallResult(_)
-            | Frame::CallError(_)
-            | Frame::Slots { .. }
-            | Frame::Job(_)
-            | Frame::JobResult(_)
-            | Frame::JobError(_)
-            | Frame::Bye
-            | Frame::ByeAck => panic!(
+            Frame::CCall(_)
+            | Frame::SCallResult(_)
+            | Frame::SCallError(_)
+            | Frame::WSlots { .. }
+            | Frame::SJob(_)
+            | Frame::WJobResult(_)
+            | Frame::WJobError(_)
+            | Frame::WBye
+            | Frame::SByeAck => panic!(
                 "a v1 golden vector decoded to the tagged extension frame {}",
                 frame.name()
             ),

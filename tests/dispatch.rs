@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{bytes, start_dispatcher, start_dispatcher_with, Peer};
-use nmid::codec::{DoJob, Frame, ParamsType, HANDLE_TYPE_ENCODE};
+use nmid::codec::{CDoJob, Frame, ParamsType, HANDLE_TYPE_ENCODE};
 use nmid::config::Config;
 
 fn returned(frame: Frame) -> Bytes {
     match frame {
-        Frame::ReturnData(ret) => ret.ret,
+        Frame::SReturnData(ret) => ret.ret,
         other => panic!("expected S_RETURN_DATA, got {other:?}"),
     }
 }
@@ -204,11 +204,11 @@ async fn silent_worker_is_dropped_after_heartbeat_timeout() {
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(900) {
         alive
-            .send(Frame::HeartbeatPing {
+            .send(Frame::WHeartbeatPing {
                 body: Bytes::from_static(b"PING"),
             })
             .await;
-        assert_eq!(alive.recv().await, Frame::HeartbeatPong);
+        assert_eq!(alive.recv().await, Frame::SHeartbeatPong);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(client.recv().await, Frame::Error);
@@ -296,9 +296,9 @@ async fn worker_registration_frames_are_honoured() {
     assert_eq!(snapshot.workers[0].name.as_deref(), Some("Worker1"));
     assert_eq!(snapshot.workers[0].functions, vec!["A", "B"]);
 
-    worker.send(Frame::GrabJob).await;
+    worker.send(Frame::WGrabJob).await;
     worker
-        .send(Frame::DelFunc {
+        .send(Frame::WDelFunc {
             function: bytes("A"),
         })
         .await;
@@ -354,7 +354,7 @@ async fn malformed_input_closes_only_that_connection() {
     let mut switcher = Peer::connect(dispatcher.addr).await;
     switcher.call("F", b"x").await;
     let job = worker.recv_job().await;
-    switcher.send(Frame::GrabJob).await;
+    switcher.send(Frame::WGrabJob).await;
     switcher.expect_closed().await;
     worker.answer(&job, b"late").await;
 
@@ -373,7 +373,7 @@ async fn frames_split_and_coalesced_on_the_socket_are_read_right() {
     let mut worker = Peer::worker(dispatcher.addr, "w", &["F"]).await;
     let mut client = Peer::connect(dispatcher.addr).await;
     let call = |p: &'static [u8]| {
-        common::wire(&Frame::DoJob(DoJob {
+        common::wire(&Frame::CDoJob(CDoJob {
             params_type: ParamsType::MSGPACK,
             handle_type: HANDLE_TYPE_ENCODE,
             function: bytes("F"),

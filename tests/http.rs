@@ -158,7 +158,7 @@ async fn seen_by_raw_worker(
     url_suffix: &'static str,
     headers: &'static [(&'static str, &'static str)],
     body: &'static [u8],
-) -> (nmid::codec::GetData, Reply) {
+) -> (nmid::codec::SGetData, Reply) {
     let dispatcher = start_dispatcher_with_http(config());
     let mut peer = Peer::worker(dispatcher.addr, "raw", &[function]).await;
     let url = format!("{}{url_suffix}", dispatcher.http_url());

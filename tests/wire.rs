@@ -20,26 +20,26 @@ fn vector_frame(name: &str) -> Frame {
 /// The S_GET_DATA our dispatcher must send for the golden call: the golden frame with the
 /// job id we chose in place of the Go server's UUID (all else byte-identical).
 fn expected_get_data(job_id: &Bytes) -> Vec<u8> {
-    let Frame::GetData(mut job) = vector_frame("server_get_data") else {
+    let Frame::SGetData(mut job) = vector_frame("server_get_data") else {
         panic!("server_get_data is an S_GET_DATA");
     };
     job.job_id = job_id.clone();
-    wire(&Frame::GetData(job))
+    wire(&Frame::SGetData(job))
 }
 
 /// The golden W_RETURN_DATA with our job id in place of the UUID.
 fn worker_return_for(job_id: &Bytes) -> Vec<u8> {
-    let Frame::WorkerReturn(mut ret) = vector_frame("worker_return_data") else {
+    let Frame::WReturnData(mut ret) = vector_frame("worker_return_data") else {
         panic!("worker_return_data is a W_RETURN_DATA");
     };
     ret.job_id = job_id.clone();
-    wire(&Frame::WorkerReturn(ret))
+    wire(&Frame::WReturnData(ret))
 }
 
 fn job_id_of(raw_get_data: &[u8]) -> Bytes {
     let mut buf = BytesMut::from(raw_get_data);
     match codec::decode(&mut buf, codec::DEFAULT_MAX_FRAME_BYTES).unwrap() {
-        Some(Frame::GetData(job)) => job.job_id,
+        Some(Frame::SGetData(job)) => job.job_id,
         other => panic!("expected S_GET_DATA, got {other:?}"),
     }
 }
@@ -114,7 +114,7 @@ async fn json_call_passes_params_type_and_bytes_through() {
     assert_eq!(&job.params[..], br#"{"name": "nmid"}"#);
     worker.answer(&job, b"\x80").await;
     match client.recv().await {
-        Frame::ReturnData(ret) => {
+        Frame::SReturnData(ret) => {
             assert_eq!(&ret.function[..], b"ToUpper");
             assert_eq!(&ret.params[..], br#"{"name": "nmid"}"#);
             assert_eq!(&ret.ret[..], b"\x80");

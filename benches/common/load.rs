@@ -29,7 +29,9 @@ use super::hist::Hist;
 use super::servers::{current_thread, upper};
 use super::{payload, Args, FUNCTION, NATS_SUBJECT};
 use nmid::client::{Client, Protocol};
-use nmid::codec::{self, Call, Frame, ParamsType, DEFAULT_MAX_FRAME_BYTES, HANDLE_TYPE_ENCODE};
+use nmid::codec::{
+    self, Frame, ParamsType, TaggedCall, DEFAULT_MAX_FRAME_BYTES, HANDLE_TYPE_ENCODE,
+};
 
 /// A call not answered in this long is an error (every system's client gets the same).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -451,8 +453,8 @@ async fn floor_conn(
     let out = RefCell::new(BytesMut::with_capacity(64 * 1024));
     let wake = Notify::new();
     let call = |slot: usize, out: &mut BytesMut| {
-        let frame = Frame::Call(Call {
-            request_id: slot as u64,
+        let frame = Frame::CCall(TaggedCall {
+            id: slot as u64,
             timeout_ms: CALL_TIMEOUT.as_millis() as u32,
             params_type: ParamsType::MSGPACK,
             handle_type: HANDLE_TYPE_ENCODE,
@@ -475,10 +477,10 @@ async fn floor_conn(
                 bail!("echo server closed the connection");
             }
             while let Some(frame) = codec::decode(&mut buf, DEFAULT_MAX_FRAME_BYTES)? {
-                let Frame::CallResult(result) = frame else {
+                let Frame::SCallResult(result) = frame else {
                     bail!("unexpected {} from the echo server", frame.name());
                 };
-                let slot = result.request_id as usize;
+                let slot = result.id as usize;
                 let t0 = *sent
                     .get(slot)
                     .ok_or_else(|| anyhow!("unknown request id"))?;

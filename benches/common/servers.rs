@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::gearman::{self, Packet};
 use super::{Args, FUNCTION, NATS_QUEUE, NATS_SUBJECT};
-use nmid::codec::{self, CallResult, Frame, DEFAULT_MAX_FRAME_BYTES};
+use nmid::codec::{self, Frame, TaggedResult, DEFAULT_MAX_FRAME_BYTES};
 use nmid::worker::{Job, JobError, Worker};
 
 /// Runs the server role `role` until the harness closes stdin.
@@ -206,9 +206,9 @@ async fn echo_connection(mut stream: TcpStream) -> anyhow::Result<()> {
             return Ok(());
         }
         while let Some(frame) = codec::decode(&mut buf, DEFAULT_MAX_FRAME_BYTES)? {
-            if let Frame::Call(call) = frame {
-                let reply = Frame::CallResult(CallResult {
-                    request_id: call.request_id,
+            if let Frame::CCall(call) = frame {
+                let reply = Frame::SCallResult(TaggedResult {
+                    id: call.id,
                     ret: upper(&call.params),
                 });
                 codec::encode(&reply, &mut out)?;

@@ -1,10 +1,10 @@
-//! The `nmid` dispatcher binary: CLI -> config -> logging/telemetry -> dispatcher -> flush.
+//! The `nmid` dispatcher binary: CLI -> config -> logging/telemetry -> listeners ->
+//! [`nmid::server::run`] (with the demo worker if asked) -> flush telemetry.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
 
 /// mimalloc instead of glibc's malloc: a call allocates a few small objects (its job actor,
@@ -59,35 +59,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = nmid::config::Config::load(cli.config.as_deref(), &overrides)?;
     let telemetry = nmid::telemetry::init(&config.tracing_settings(), config.log_format())?;
-    let listener = std::net::TcpListener::bind(config.tcp.addr)
-        .with_context(|| format!("cannot listen on {} (tcp.addr)", config.tcp.addr))?;
-    let http = match config.http.enabled {
-        true => Some(
-            std::net::TcpListener::bind(config.http.addr)
-                .with_context(|| format!("cannot listen on {} (http.addr)", config.http.addr))?,
-        ),
-        false => None,
-    };
-    let metrics = match config.metrics.addr()? {
-        Some(addr) => Some(
-            std::net::TcpListener::bind(addr)
-                .with_context(|| format!("cannot listen on {addr} (metrics.addr)"))?,
-        ),
-        None => None,
-    };
-    let demo_addr = demo_target(listener.local_addr()?);
+    let listeners = nmid::server::Listeners::bind(&config)?;
+    let demo_addr = demo_target(listeners.tcp.local_addr()?);
     let served = actix_rt::System::new().block_on(async move {
-        let mut dispatcher = nmid::server::Dispatcher::start_with_http(&config, listener, http)?;
-        if let Some(metrics) = metrics {
-            dispatcher.serve_metrics(metrics)?;
-        }
-        let demo = match cli.demo {
-            true => Some(nmid::demo::start_demo_worker(demo_addr)?),
-            false => None,
-        };
-        shutdown_signal().await;
-        tracing::info!("shutting down: no new connections or calls, draining jobs in flight");
-        dispatcher.shutdown().await;
+        let mut demo = None;
+        nmid::server::run(config, listeners, |_| async {
+            if cli.demo {
+                match nmid::demo::start_demo_worker(demo_addr) {
+                    Ok(worker) => demo = Some(worker),
+                    Err(err) => tracing::error!(cause = %err, "demo worker not started"),
+                }
+            }
+            shutdown_signal().await;
+        })
+        .await?;
         if let Some(demo) = demo {
             demo.stop().await;
         }

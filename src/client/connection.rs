@@ -15,7 +15,9 @@ use tokio_util::codec::{Framed, FramedRead};
 use tracing::debug;
 
 use super::{ClientError, Settings};
-use crate::codec::{self, Call, DoJob, Frame, Metadata, NmidCodec, ParamsType, HANDLE_TYPE_ENCODE};
+use crate::codec::{
+    self, CDoJob, Frame, Metadata, NmidCodec, ParamsType, TaggedCall, HANDLE_TYPE_ENCODE,
+};
 
 /// Extra time the client waits past a call's deadline for the dispatcher's own timeout reply,
 /// before it gives up on its own.
@@ -150,8 +152,8 @@ impl Tagged {
             };
             pending.calls.insert(request_id, waiter);
         }
-        let frame = Frame::Call(Call {
-            request_id,
+        let frame = Frame::CCall(TaggedCall {
+            id: request_id,
             timeout_ms: u32::try_from(timeout.as_millis())
                 .unwrap_or(u32::MAX)
                 .max(1),
@@ -203,8 +205,8 @@ async fn read_loop(read: OwnedReadHalf, pending: Arc<Mutex<Pending>>, max_frame_
     let mut frames = FramedRead::new(read, NmidCodec::new(max_frame_bytes));
     while let Some(item) = frames.next().await {
         let (request_id, reply) = match item {
-            Ok(Frame::CallResult(r)) => (r.request_id, Ok(r.ret)),
-            Ok(Frame::CallError(e)) => (
+            Ok(Frame::SCallResult(r)) => (r.id, Ok(r.ret)),
+            Ok(Frame::SCallError(e)) => (
                 e.request_id,
                 Err(ClientError::from_code(e.code, &e.message)),
             ),
@@ -303,7 +305,7 @@ impl V1 {
             Some(conn) => conn,
             None => self.open().await?,
         };
-        let call = Frame::DoJob(DoJob {
+        let call = Frame::CDoJob(CDoJob {
             params_type,
             handle_type: HANDLE_TYPE_ENCODE,
             function,
@@ -323,7 +325,7 @@ impl V1 {
             Ok(Ok(frame)) => frame,
         };
         let result = match reply {
-            Frame::ReturnData(ret) => Ok(ret.ret),
+            Frame::SReturnData(ret) => Ok(ret.ret),
             Frame::CantDo => Err(ClientError::NoWorker),
             Frame::RateLimit => Err(ClientError::RateLimited),
             Frame::Error => Err(ClientError::Failed),

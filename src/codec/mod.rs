@@ -1,4 +1,14 @@
-//! The nmid wire protocol, version 1: frames and bodies as typed values. Pure, no I/O.
+//! The nmid wire protocol: frames and bodies as typed values. Pure, no I/O.
+//!
+//! - `frame`: the [`Frame`] enum and the table of empty-body frames, the header, the
+//!   decoder's bounded read-ahead, and the `tokio_util` codec ([`NmidCodec`]);
+//! - `body`: what the families share: kinds ([`ConnType`], [`DataType`], [`Kind`]), the body
+//!   reader and writer;
+//! - `v1`: the bodies of protocol v1 ([`CDoJob`], [`SGetData`], [`WReturnData`],
+//!   [`SReturnData`]);
+//! - `tagged`: the bodies of the tagged extension ([`TaggedCall`], the shared body of
+//!   `C_CALL` and `S_JOB`; [`TaggedResult`], that of `S_CALL_RESULT` and `W_JOB_RESULT`;
+//!   [`SCallError`], [`WJobError`]).
 //!
 //! # Format
 //!
@@ -47,15 +57,21 @@
 //! [`decode`] checks the announced body length against the configured maximum before it
 //! allocates anything, and checks every inner length against the body it sits in.
 
+mod body;
 mod frame;
-mod wire;
+mod tagged;
+mod v1;
 
+pub use body::{ConnType, DataType, Kind};
 pub use frame::{
-    Call, CallError, CallResult, ConnType, DataType, DoJob, ErrorCode, Frame, GetData, Job,
-    JobError, JobResult, Metadata, ParamsType, ReturnData, WorkerReturn, HANDLE_TYPE_ENCODE,
+    decode, encode, encoded_len, Frame, NmidCodec, DEFAULT_MAX_FRAME_BYTES, EMPTY_BODY_FRAMES,
+    HEADER_LEN,
+};
+pub use tagged::{ErrorCode, Metadata, SCallError, TaggedCall, TaggedResult, WJobError};
+pub use v1::{
+    CDoJob, ParamsType, SGetData, SReturnData, WReturnData, HANDLE_TYPE_ENCODE,
     HANDLE_TYPE_ORIGINAL,
 };
-pub use wire::{decode, encode, encoded_len, NmidCodec, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
 
 /// Why a byte stream could not be read as nmid frames. Any of these ends the connection:
 /// after a bad frame the stream's framing can no longer be trusted.
@@ -106,3 +122,6 @@ pub enum CodecError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,17 +7,11 @@ use serde::Serialize;
 
 use super::error::HttpError;
 use super::HttpState;
-use crate::actors::registry::{RegistrySnapshot, Snapshot};
+use crate::actors::registry::Snapshot;
+use crate::call::{RegistrySnapshot, WorkerSnapshot};
 use crate::metrics::CallCounts;
 
-#[derive(Serialize)]
-struct FunctionView {
-    name: String,
-    workers: usize,
-    in_flight: u32,
-    queued: usize,
-}
-
+/// A worker as `/api/v1/workers` shows it.
 #[derive(Serialize)]
 struct WorkerView {
     id: u64,
@@ -54,40 +48,29 @@ async fn snapshot(state: &HttpState) -> Result<RegistrySnapshot, HttpError> {
 
 /// `GET /api/v1/functions`: each function with its workers, jobs in flight and queued calls.
 pub async fn functions(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
-    let snapshot = snapshot(&state).await?;
-    let view: Vec<FunctionView> = snapshot
-        .functions
-        .into_iter()
-        .map(|f| FunctionView {
-            name: f.name,
-            workers: f.workers,
-            in_flight: f.in_flight,
-            queued: f.queued,
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(snapshot(&state).await?.functions))
 }
 
 /// `GET /api/v1/workers`: each connected worker.
 pub async fn workers(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
-    let snapshot = snapshot(&state).await?;
-    let view: Vec<WorkerView> = snapshot
-        .workers
-        .into_iter()
-        .map(|w| WorkerView {
+    let workers = snapshot(&state).await?.workers;
+    let view: Vec<WorkerView> = workers.into_iter().map(WorkerView::from).collect();
+    Ok(HttpResponse::Ok().json(view))
+}
+
+impl From<WorkerSnapshot> for WorkerView {
+    fn from(w: WorkerSnapshot) -> Self {
+        let since = w.connected_since.duration_since(UNIX_EPOCH);
+        Self {
             id: w.id.0,
             name: w.name,
             address: w.peer.to_string(),
             functions: w.functions,
             in_flight: w.in_flight,
             max_jobs: w.max_jobs,
-            connected_since: w
-                .connected_since
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(view))
+            connected_since: since.map_or(0, |d| d.as_secs()),
+        }
+    }
 }
 
 /// `GET /api/v1/stats`: version, uptime, call counts by outcome, load. The dashboard's feed.

@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use super::error::HttpError;
 use super::HttpState;
-use crate::actors::job::{Job, JobEvent, NewCall, ReplyTo};
-use crate::actors::{JobId, JobOutcome};
+use crate::actors::job::JobActor;
+use crate::call::{CallOutcome, CallSpec, JobId};
 use crate::codec::{Metadata, ParamsType, HANDLE_TYPE_ENCODE};
 use crate::retstruct::RetStruct;
 use crate::telemetry::{self, Hop};
@@ -150,13 +150,13 @@ pub struct CallData {
 async fn run_call(
     state: &HttpState,
     job_id: JobId,
-    mut call: NewCall,
+    mut call: CallSpec,
 ) -> Result<CallData, HttpError> {
     if !telemetry::enabled() {
         return run_job(state, job_id, call).await;
     }
     // The HTTP hop's span: child of the request's traceparent, parent of the dispatch span.
-    let function = String::from_utf8_lossy(&call.function).into_owned();
+    let function = call.function.to_string();
     let span = telemetry::hop_span(Hop::Http, &function, call.meta.as_deref());
     let meta = call.meta.take().map(|m| (*m).clone()).unwrap_or_default();
     call.meta = Some(Arc::new(telemetry::with_span_context(&span, meta)));
@@ -168,8 +168,8 @@ async fn run_call(
     result
 }
 
-async fn run_job(state: &HttpState, job_id: JobId, call: NewCall) -> Result<CallData, HttpError> {
-    let function = String::from_utf8_lossy(&call.function).into_owned();
+async fn run_job(state: &HttpState, job_id: JobId, call: CallSpec) -> Result<CallData, HttpError> {
+    let function = call.function.to_string();
     let function = function.as_str();
     if let Err(error) = call.validate() {
         state
@@ -178,15 +178,17 @@ async fn run_job(state: &HttpState, job_id: JobId, call: NewCall) -> Result<Call
             .record_refused(crate::metrics::Outcome::of_error(error));
         return Err(HttpError::from_call(error, function));
     }
-    let (reply_to, reply) = ReplyTo::once();
-    let job = Job::new(job_id, call.into_spec(), reply_to, &state.jobs).start();
+    let (tx, answer) = tokio::sync::oneshot::channel();
+    // The waiter may be gone (the HTTP client disconnected): nothing to tell then.
+    let reply = Box::new(move |outcome| drop(tx.send(outcome)));
+    let job = JobActor::start(job_id, call, reply, &state.jobs);
     let mut guard = CancelOnDrop(Some(job));
-    let outcome = reply
+    let outcome = answer
         .await
         .map_err(|_| HttpError::Internal("the job ended without an answer".to_owned()))?;
     guard.0 = None;
     match outcome {
-        JobOutcome::Done(ret) => Ok(match RetStruct::decode(&ret) {
+        CallOutcome::Done(ret) => Ok(match RetStruct::decode(&ret) {
             Ok(ret) if ret.code != 0 => {
                 return Err(HttpError::Function {
                     code: ret.code,
@@ -202,20 +204,20 @@ async fn run_job(state: &HttpState, job_id: JobId, call: NewCall) -> Result<Call
                 ret_struct: false,
             },
         }),
-        JobOutcome::WorkerFailed(message) => Err(HttpError::WorkerError(
+        CallOutcome::WorkerFailed(message) => Err(HttpError::WorkerError(
             String::from_utf8_lossy(&message).into_owned(),
         )),
-        JobOutcome::Failed(error) => Err(HttpError::from_call(error, function)),
+        CallOutcome::Failed(error) => Err(HttpError::from_call(error, function)),
     }
 }
 
 /// Cancels its job when dropped while armed.
-struct CancelOnDrop(Option<Addr<Job>>);
+struct CancelOnDrop(Option<Addr<JobActor>>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(job) = self.0.take() {
-            job.do_send(JobEvent::Cancel);
+            JobActor::cancel(&job);
         }
     }
 }
@@ -298,15 +300,11 @@ fn new_call(
     params: Bytes,
     params_type: ParamsType,
     timeout: Duration,
-) -> NewCall {
-    NewCall {
-        function: Bytes::copy_from_slice(function.as_bytes()),
-        params_type,
-        handle_type: HANDLE_TYPE_ENCODE,
-        params,
-        meta: trace_meta(headers),
-        timeout,
-    }
+) -> CallSpec {
+    let function = Bytes::copy_from_slice(function.as_bytes());
+    let mut call = CallSpec::new(function, params_type, HANDLE_TYPE_ENCODE, params, timeout);
+    call.meta = trace_meta(headers);
+    call
 }
 
 /// The params of a JSON body (empty means `{}`): a msgpack map, or the JSON as is with

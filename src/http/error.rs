@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::actors::CallError;
+use crate::call::DispatchError;
 
 /// Why an HTTP call got no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,15 +56,17 @@ pub enum HttpError {
 
 impl HttpError {
     /// The error for a call that failed with `error` on `function`.
-    pub fn from_call(error: CallError, function: &str) -> Self {
+    pub fn from_call(error: DispatchError, function: &str) -> Self {
         match error {
-            CallError::BadRequest => Self::BadRequest("empty function name or params".to_owned()),
-            CallError::UnknownFunction => Self::UnknownFunction(function.to_owned()),
-            CallError::NoWorker => Self::NoWorker(function.to_owned()),
-            CallError::RateLimited => Self::RateLimited,
-            CallError::Timeout => Self::Timeout,
-            CallError::WorkerLost => Self::WorkerLost,
-            CallError::ShuttingDown => Self::ShuttingDown,
+            DispatchError::BadRequest => {
+                Self::BadRequest("empty function name or params".to_owned())
+            }
+            DispatchError::UnknownFunction => Self::UnknownFunction(function.to_owned()),
+            DispatchError::NoWorker => Self::NoWorker(function.to_owned()),
+            DispatchError::RateLimited => Self::RateLimited,
+            DispatchError::Timeout => Self::Timeout,
+            DispatchError::WorkerLost => Self::WorkerLost,
+            DispatchError::ShuttingDown => Self::ShuttingDown,
         }
     }
 

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::job::{Job, JobError, NestedCalls};
 use super::{Functions, HandlerResult};
 use crate::client::Protocol;
-use crate::codec::{self, CodecError, Frame, NmidCodec, WorkerReturn};
+use crate::codec::{CodecError, Frame, NmidCodec, TaggedResult, WJobError, WReturnData};
 use crate::retstruct::RetStruct;
 use crate::telemetry::{self, Hop};
 use tracing::Instrument;
@@ -151,11 +151,11 @@ impl StreamHandler<Result<Frame, CodecError>> for Session {
         };
         self.last_heard = Instant::now();
         match frame {
-            Frame::Job(job) => {
-                let reply = ReplyTo::Tagged { job_id: job.job_id };
+            Frame::SJob(job) => {
+                let reply = ReplyTo::Tagged { job_id: job.id };
                 let job = Job {
                     function: String::from_utf8_lossy(&job.function).into_owned(),
-                    id: job.job_id.to_string(),
+                    id: job.id.to_string(),
                     params: job.params,
                     params_type: job.params_type,
                     deadline: Some(
@@ -167,7 +167,7 @@ impl StreamHandler<Result<Frame, CodecError>> for Session {
                 };
                 self.accept(job, reply, ctx);
             }
-            Frame::GetData(job) => {
+            Frame::SGetData(job) => {
                 let reply = ReplyTo::V1 {
                     function: job.function.clone(),
                     params: job.params.clone(),
@@ -185,13 +185,13 @@ impl StreamHandler<Result<Frame, CodecError>> for Session {
                 };
                 self.accept(job, reply, ctx);
             }
-            Frame::ByeAck => {
+            Frame::SByeAck => {
                 if let Some(stopping) = &mut self.stopping {
                     stopping.sealed = true;
                 }
                 self.check_stop(ctx);
             }
-            Frame::Ok | Frame::HeartbeatPong | Frame::NoJob | Frame::Wakeuped => {}
+            Frame::Ok | Frame::SHeartbeatPong | Frame::NoJob | Frame::Wakeuped => {}
             other => debug!(frame = other.name(), "worker ignored frame"),
         }
     }
@@ -235,12 +235,12 @@ impl Handler<Shutdown> for Session {
             return MessageResult(rx);
         };
         for name in self.settings.functions.names() {
-            link.writer.write(Frame::DelFunc {
+            link.writer.write(Frame::WDelFunc {
                 function: Bytes::copy_from_slice(name.as_bytes()),
             });
         }
         match self.settings.protocol {
-            Protocol::Tagged => link.writer.write(Frame::Bye),
+            Protocol::Tagged => link.writer.write(Frame::WBye),
             Protocol::V1 => {
                 ctx.run_later(V1_STOP_GRACE, |session, ctx| {
                     if let Some(stopping) = &mut session.stopping {
@@ -296,16 +296,16 @@ impl Session {
         self.last_heard = Instant::now();
         let reader = ctx.add_stream(FramedRead::new(read, codec));
         let mut writer = FramedWrite::new(write, codec, ctx);
-        writer.write(Frame::SetName {
+        writer.write(Frame::WSetName {
             name: Bytes::copy_from_slice(self.settings.name.as_bytes()),
         });
         if self.settings.protocol == Protocol::Tagged {
-            writer.write(Frame::Slots {
+            writer.write(Frame::WSlots {
                 slots: self.settings.slots,
             });
         }
         for name in self.settings.functions.names() {
-            writer.write(Frame::AddFunc {
+            writer.write(Frame::WAddFunc {
                 function: Bytes::copy_from_slice(name.as_bytes()),
             });
         }
@@ -337,7 +337,7 @@ impl Session {
             self.link_down(ctx);
             return;
         }
-        link.writer.write(Frame::HeartbeatPing {
+        link.writer.write(Frame::WHeartbeatPing {
             body: Bytes::from_static(b"PING"),
         });
     }
@@ -391,9 +391,9 @@ impl Session {
         };
         let frame = match (reply, result) {
             (ReplyTo::Tagged { job_id }, Ok(ret)) => {
-                Frame::JobResult(codec::JobResult { job_id, ret })
+                Frame::WJobResult(TaggedResult { id: job_id, ret })
             }
-            (ReplyTo::Tagged { job_id }, Err(err)) => Frame::JobError(codec::JobError {
+            (ReplyTo::Tagged { job_id }, Err(err)) => Frame::WJobError(WJobError {
                 job_id,
                 message: Bytes::from(err.message().to_owned()),
             }),
@@ -408,7 +408,7 @@ impl Session {
                 let ret = result.unwrap_or_else(|err| {
                     RetStruct::error(HANDLER_ERROR_CODE, err.message()).into()
                 });
-                Frame::WorkerReturn(WorkerReturn {
+                Frame::WReturnData(WReturnData {
                     function,
                     params,
                     ret,
@@ -433,7 +433,7 @@ impl Session {
             // heartbeat does; without it the close waits for the next write.
             Some(link) => {
                 link.writer.close();
-                link.writer.write(Frame::HeartbeatPing {
+                link.writer.write(Frame::WHeartbeatPing {
                     body: Bytes::from_static(b"PING"),
                 });
             }

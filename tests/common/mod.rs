@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use nmid::actors::registry::{Registry, RegistrySnapshot, Snapshot};
-use nmid::codec::{self, DoJob, Frame, GetData, NmidCodec, ParamsType, WorkerReturn};
+use nmid::call::RegistrySnapshot;
+use nmid::codec::{self, CDoJob, Frame, NmidCodec, ParamsType, SGetData, WReturnData};
 use nmid::config::Config;
+use nmid::server::{Handle, Listeners};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -21,9 +22,9 @@ pub struct TestDispatcher {
     pub addr: SocketAddr,
     /// The HTTP listener, when started with [`start_dispatcher_with_http`].
     pub http: Option<SocketAddr>,
-    registry: actix::Addr<Registry>,
+    handle: Handle,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), nmid::server::ServerError>>>,
 }
 
 /// Starts a dispatcher with the default configuration on 127.0.0.1:0.
@@ -47,32 +48,32 @@ pub fn start_dispatcher_with_http(config: Config) -> TestDispatcher {
 }
 
 fn start(addr: SocketAddr, mut config: Config, with_http: bool) -> TestDispatcher {
-    let listener = std::net::TcpListener::bind(addr).expect("bind the test address");
-    let addr = listener.local_addr().unwrap();
-    let http_listener =
-        with_http.then(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind http"));
-    let http = http_listener.as_ref().map(|l| l.local_addr().unwrap());
+    let listeners = Listeners {
+        tcp: std::net::TcpListener::bind(addr).expect("bind the test address"),
+        http: with_http.then(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind http")),
+        metrics: None,
+    };
+    let addr = listeners.tcp.local_addr().unwrap();
+    let http = listeners.http.as_ref().map(|l| l.local_addr().unwrap());
     config.tcp.addr = addr;
     config.server.io_threads = 2;
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let (registry_tx, registry_rx) = std::sync::mpsc::channel();
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
-        actix_rt::System::new().block_on(async move {
-            let dispatcher =
-                nmid::server::Dispatcher::start_with_http(&config, listener, http_listener)
-                    .expect("start");
-            registry_tx.send(dispatcher.registry()).unwrap();
-            let _ = shutdown_rx.await;
-            dispatcher.shutdown().await;
-        });
+        actix_rt::System::new().block_on(nmid::server::run(config, listeners, |handle| {
+            handle_tx.send(handle).unwrap();
+            async {
+                let _ = shutdown_rx.await;
+            }
+        }))
     });
-    let registry = registry_rx
+    let handle = handle_rx
         .recv_timeout(PATIENCE)
         .expect("dispatcher started");
     TestDispatcher {
         addr,
         http,
-        registry,
+        handle,
         shutdown: Some(shutdown_tx),
         thread: Some(thread),
     }
@@ -86,10 +87,7 @@ impl TestDispatcher {
 
     /// The registry's state now.
     pub async fn snapshot(&self) -> RegistrySnapshot {
-        self.registry
-            .send(Snapshot)
-            .await
-            .expect("registry answers")
+        self.handle.snapshot().await
     }
 
     /// Polls the registry until `check` holds, or panics after [`PATIENCE`] with `what`.
@@ -125,7 +123,8 @@ impl TestDispatcher {
             let _ = tx.send(());
         }
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            let served = thread.join().expect("the dispatcher's thread panicked");
+            served.expect("the dispatcher ran and shut down");
         }
     }
 }
@@ -223,10 +222,10 @@ impl Peer {
     /// A worker that named itself and registered `functions`, with every OK received.
     pub async fn worker(addr: SocketAddr, name: &str, functions: &[&str]) -> Self {
         let mut peer = Self::connect(addr).await;
-        peer.send(Frame::SetName { name: bytes(name) }).await;
+        peer.send(Frame::WSetName { name: bytes(name) }).await;
         assert_eq!(peer.recv().await, Frame::Ok, "OK for W_SET_NAME");
         for function in functions {
-            peer.send(Frame::AddFunc {
+            peer.send(Frame::WAddFunc {
                 function: bytes(function),
             })
             .await;
@@ -236,16 +235,16 @@ impl Peer {
     }
 
     /// Receives a job; panics on any other frame.
-    pub async fn recv_job(&mut self) -> GetData {
+    pub async fn recv_job(&mut self) -> SGetData {
         match self.recv().await {
-            Frame::GetData(job) => job,
+            Frame::SGetData(job) => job,
             other => panic!("expected S_GET_DATA, got {other:?}"),
         }
     }
 
     /// Answers `job` with `ret`.
-    pub async fn answer(&mut self, job: &GetData, ret: &[u8]) {
-        self.send(Frame::WorkerReturn(WorkerReturn {
+    pub async fn answer(&mut self, job: &SGetData, ret: &[u8]) {
+        self.send(Frame::WReturnData(WReturnData {
             function: job.function.clone(),
             params: job.params.clone(),
             ret: Bytes::copy_from_slice(ret),
@@ -256,7 +255,7 @@ impl Peer {
 
     /// Sends a msgpack-typed call of `function` with `params`.
     pub async fn call(&mut self, function: &str, params: &[u8]) {
-        self.send(Frame::DoJob(DoJob {
+        self.send(Frame::CDoJob(CDoJob {
             params_type: ParamsType::MSGPACK,
             handle_type: codec::HANDLE_TYPE_ENCODE,
             function: bytes(function),

@@ -1,0 +1,222 @@
+//! One actor per client connection: turns each call frame into a job actor and writes each
+//! job's [`Answer`] back in the protocol of its call.
+//!
+//! - `C_DO_JOB` (v1) is answered with `S_RETURN_DATA` (function and params echoed), or a bare
+//!   `CANT_DO`, `ERROR` or `RATELIMIT`;
+//! - `C_CALL` (tagged) with `S_CALL_RESULT` or `S_CALL_ERROR` carrying its request id.
+//!
+//! Started by the accept loop once the connection's first frame says it is a client. A
+//! malformed frame, or a frame of another role, closes this connection (with a log line
+//! naming the cause) and touches no other. When it closes, its calls in flight are cancelled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::io::WriteHandler;
+use actix::prelude::*;
+use bytes::Bytes;
+use foldhash::{HashMap, HashMapExt};
+use futures_util::stream::Stream;
+
+use super::job::{JobActor, Reply};
+use super::{start_session, Accepted, Connection, Session};
+use crate::call::{CallOutcome, CallSpec, DispatchError, JobId};
+use crate::codec::{CodecError, ErrorCode, Frame};
+use crate::codec::{SCallError, SReturnData, TaggedResult};
+use crate::metrics::{Outcome, Role};
+use crate::retstruct::RetStruct;
+
+/// The RetStruct `Code` a v1 caller sees when a tagged worker reports its function failed.
+pub const WORKER_ERROR_RET_CODE: i64 = 1;
+
+/// A job's one answer to a call of this session.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Answer {
+    /// The call's job.
+    pub job_id: JobId,
+    /// The worker's result, or why there is none.
+    pub outcome: CallOutcome,
+}
+
+/// How a call was made: it decides the reply frame.
+#[derive(Debug)]
+enum Request {
+    /// `C_DO_JOB`: the reply echoes the function and params.
+    V1 { function: Bytes, params: Bytes },
+    /// `C_CALL`: the reply carries the client's request id.
+    Tagged { request_id: u64 },
+}
+
+/// A call of this session in flight.
+struct InFlight {
+    job: Addr<JobActor>,
+    request: Request,
+}
+
+/// One client connection.
+pub struct ClientSession {
+    conn: Connection,
+    calls: HashMap<JobId, InFlight>,
+}
+
+impl ClientSession {
+    /// Starts the session on the current arbiter: `frames` are the connection's frames, the
+    /// first of which was a client's.
+    pub fn start<S>(frames: S, accepted: Accepted) -> Addr<Self>
+    where
+        S: Stream<Item = Result<Frame, CodecError>> + 'static,
+    {
+        start_session(frames, accepted, Role::Client, |conn| ClientSession {
+            conn,
+            calls: HashMap::new(),
+        })
+    }
+}
+
+impl Session for ClientSession {
+    fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Actor for ClientSession {
+    type Context = Context<Self>;
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        for (_, call) in self.calls.drain() {
+            JobActor::cancel(&call.job);
+        }
+        Running::Stop
+    }
+}
+
+impl StreamHandler<Result<Frame, CodecError>> for ClientSession {
+    fn handle(&mut self, item: Result<Frame, CodecError>, ctx: &mut Self::Context) {
+        let Some(frame) = self.conn.frame(item, ctx) else {
+            return;
+        };
+        match frame {
+            Frame::CDoJob(call) => {
+                let request = Request::V1 {
+                    function: call.function.clone(),
+                    params: call.params.clone(),
+                };
+                let timeout = self.conn.settings.job_timeout;
+                let spec = CallSpec::new(
+                    call.function,
+                    call.params_type,
+                    call.handle_type,
+                    call.params,
+                    timeout,
+                );
+                self.call(spec, request, ctx)
+            }
+            Frame::CCall(call) => {
+                let timeout = match call.timeout_ms {
+                    0 => self.conn.settings.job_timeout,
+                    ms => Duration::from_millis(u64::from(ms)),
+                };
+                let request = Request::Tagged {
+                    request_id: call.id,
+                };
+                let mut spec = CallSpec::new(
+                    call.function,
+                    call.params_type,
+                    call.handle_type,
+                    call.params,
+                    timeout,
+                );
+                spec.meta = (!call.meta.is_empty()).then(|| Arc::new(call.meta));
+                self.call(spec, request, ctx)
+            }
+            other => self.conn.refuse(&other, ctx),
+        }
+    }
+}
+
+impl Handler<Answer> for ClientSession {
+    type Result = ();
+
+    fn handle(&mut self, answer: Answer, ctx: &mut Self::Context) {
+        if let Some(call) = self.calls.remove(&answer.job_id) {
+            self.send(reply_frame(call.request, answer.outcome), ctx);
+        }
+    }
+}
+
+impl WriteHandler<CodecError> for ClientSession {
+    fn error(&mut self, err: CodecError, _: &mut Self::Context) -> Running {
+        self.conn.write_failed(err)
+    }
+}
+
+impl ClientSession {
+    /// A client's call: refused at once if malformed, else handed to a new job actor.
+    fn call(&mut self, spec: CallSpec, request: Request, ctx: &mut Context<Self>) {
+        if let Err(error) = spec.validate() {
+            let metrics = &self.conn.settings.jobs.metrics;
+            metrics.record_refused(Outcome::of_error(error));
+            self.send(reply_frame(request, CallOutcome::Failed(error)), ctx);
+            return;
+        }
+        let job_id = JobId::next();
+        let session = ctx.address();
+        let reply: Reply = Box::new(move |outcome| session.do_send(Answer { job_id, outcome }));
+        let job = JobActor::start(job_id, spec, reply, &self.conn.settings.jobs);
+        self.calls.insert(job_id, InFlight { job, request });
+    }
+}
+
+/// The frame that tells a client how its call ended, in the protocol it called with.
+///
+/// v1 has no frame for a timeout or a lost worker, so those are `ERROR`, as the protocol
+/// documents for failed calls; a tagged worker's failure reaches a v1 caller as a RetStruct
+/// with [`WORKER_ERROR_RET_CODE`], which nmid's SDKs read as a failed call with a message.
+fn reply_frame(request: Request, outcome: CallOutcome) -> Frame {
+    match (request, outcome) {
+        (Request::V1 { function, params }, CallOutcome::Done(ret)) => {
+            Frame::SReturnData(SReturnData {
+                function,
+                params,
+                ret,
+            })
+        }
+        (Request::V1 { function, params }, CallOutcome::WorkerFailed(message)) => {
+            let ret = RetStruct::error(WORKER_ERROR_RET_CODE, String::from_utf8_lossy(&message));
+            Frame::SReturnData(SReturnData {
+                function,
+                params,
+                ret: ret.encode().into(),
+            })
+        }
+        (Request::V1 { .. }, CallOutcome::Failed(error)) => match error {
+            DispatchError::NoWorker | DispatchError::UnknownFunction => Frame::CantDo,
+            DispatchError::RateLimited => Frame::RateLimit,
+            DispatchError::BadRequest
+            | DispatchError::Timeout
+            | DispatchError::WorkerLost
+            | DispatchError::ShuttingDown => Frame::Error,
+        },
+        (Request::Tagged { request_id }, CallOutcome::Done(ret)) => {
+            Frame::SCallResult(TaggedResult {
+                id: request_id,
+                ret,
+            })
+        }
+        (Request::Tagged { request_id }, CallOutcome::WorkerFailed(message)) => {
+            Frame::SCallError(SCallError {
+                request_id,
+                code: ErrorCode::WORKER_ERROR,
+                message,
+            })
+        }
+        (Request::Tagged { request_id }, CallOutcome::Failed(error)) => {
+            Frame::SCallError(SCallError {
+                request_id,
+                code: error.code(),
+                message: error.to_string().into(),
+            })
+        }
+    }
+}

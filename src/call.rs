@@ -1,0 +1,384 @@
+//! The ground floor of the dispatcher: what a call is, how it ends, who is who, and the two
+//! handles through which the actors pass a call along without naming each other. Imports no
+//! actor; the actors, the scheduler, the metrics and the HTTP front end all import it.
+//!
+//! - [`JobId`], [`WorkerId`], [`FunctionName`]: who is who.
+//! - [`CallSpec`]: a call as every front end hands it to its job actor.
+//! - [`CallOutcome`], [`DispatchError`]: how a call ends.
+//! - [`JobLease`] (over a [`JobHandle`]): a job's place while it is queued or running; whoever
+//!   holds it (the registry, then a worker session) reports through it exactly once.
+//! - [`RegistrySnapshot`]: the registry's state, for the admin API, metrics and tests.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::codec::{ErrorCode, Metadata, ParamsType};
+
+/// Declares a process-wide id: a `u64` newtype, allocated by `next()`, shown as the number.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u64);
+
+        impl $name {
+            /// A process-wide unique id.
+            pub fn next() -> Self {
+                static NEXT: AtomicU64 = AtomicU64::new(1);
+                Self(NEXT.fetch_add(1, Ordering::Relaxed))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifies one call for its whole life, retries included. On the wire (v1) it is the
+    /// decimal text of the number, which workers echo back.
+    JobId
+);
+
+id_type!(
+    /// Identifies one worker connection for as long as it is connected.
+    WorkerId
+);
+
+impl JobId {
+    /// The id as v1 workers see it.
+    pub fn to_wire(self) -> Bytes {
+        Bytes::from(self.0.to_string())
+    }
+
+    /// Parses an id echoed by a worker; `None` for anything we did not send.
+    pub fn from_wire(bytes: &[u8]) -> Option<Self> {
+        std::str::from_utf8(bytes).ok()?.parse().ok().map(Self)
+    }
+}
+
+/// A function name as it travels on the wire: bytes, cheap to clone, shown lossily as UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FunctionName(pub Bytes);
+
+impl fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl From<&str> for FunctionName {
+    fn from(name: &str) -> Self {
+        Self(Bytes::copy_from_slice(name.as_bytes()))
+    }
+}
+
+/// A call as a front end (a client session's `C_DO_JOB` or `C_CALL`, an HTTP request) hands
+/// it to its job actor, and as a worker receives it: everything but the sender.
+#[derive(Debug, Clone)]
+pub struct CallSpec {
+    /// The function to run.
+    pub function: FunctionName,
+    /// How `params` is encoded, passed through.
+    pub params_type: ParamsType,
+    /// `params_handle_type`, passed through.
+    pub handle_type: u32,
+    /// The call's parameters, opaque here.
+    pub params: Bytes,
+    /// The caller's metadata (trace context), if it sent any (tagged calls and HTTP only).
+    pub meta: Option<Arc<Metadata>>,
+    /// When the caller stops waiting; tagged workers are told the time left.
+    pub deadline: Instant,
+}
+
+impl CallSpec {
+    /// A call of `function` with `params` that the caller gives `timeout` from now.
+    pub fn new(
+        function: Bytes,
+        params_type: ParamsType,
+        handle_type: u32,
+        params: Bytes,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            function: FunctionName(function),
+            params_type,
+            handle_type,
+            params,
+            meta: None,
+            deadline: Instant::now() + timeout,
+        }
+    }
+
+    /// Refuses what nmid refuses: an empty function name or empty params.
+    pub fn validate(&self) -> Result<(), DispatchError> {
+        if self.function.0.is_empty() || self.params.is_empty() {
+            Err(DispatchError::BadRequest)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Why the dispatcher got no result for a call. Each maps to one v1 reply frame (see the
+/// client session) and, for tagged peers, to an [`ErrorCode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// Empty function name or empty params.
+    #[error("bad request: empty function name or params")]
+    BadRequest,
+    /// The function was served once, but no worker serves it now.
+    #[error("no worker serves this function")]
+    NoWorker,
+    /// No worker has ever registered the function.
+    #[error("no such function")]
+    UnknownFunction,
+    /// Every worker is full and the function's queue is full too.
+    #[error("rate limited: every worker is busy and the queue is full")]
+    RateLimited,
+    /// The call's deadline passed.
+    #[error("deadline exceeded")]
+    Timeout,
+    /// The job's worker disconnected or went silent, and no retry was possible.
+    #[error("worker lost while running the job")]
+    WorkerLost,
+    /// The dispatcher is shutting down and takes no new calls.
+    #[error("dispatcher is shutting down")]
+    ShuttingDown,
+}
+
+impl DispatchError {
+    /// The tagged protocol's code for this error.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            DispatchError::BadRequest => ErrorCode::BAD_REQUEST,
+            DispatchError::NoWorker | DispatchError::UnknownFunction => ErrorCode::NO_WORKER,
+            DispatchError::RateLimited => ErrorCode::RATE_LIMITED,
+            DispatchError::Timeout => ErrorCode::TIMEOUT,
+            DispatchError::WorkerLost => ErrorCode::WORKER_LOST,
+            DispatchError::ShuttingDown => ErrorCode::SHUTTING_DOWN,
+        }
+    }
+}
+
+/// How a call ended, as its job tells its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The worker's result bytes.
+    Done(Bytes),
+    /// The worker reported its function failed, with this message (tagged workers only).
+    WorkerFailed(Bytes),
+    /// The dispatcher could not get a result.
+    Failed(DispatchError),
+}
+
+/// What becomes of a job once it was handed on: reported to the job through its lease.
+#[derive(Debug)]
+pub enum LeaseReport {
+    /// The registry could not place it.
+    Refused(DispatchError),
+    /// The worker answered: [`CallOutcome::Done`] or [`CallOutcome::WorkerFailed`].
+    Answered(CallOutcome),
+    /// The worker holding it is gone (the lease was dropped unanswered).
+    Lost,
+}
+
+/// The job actor as the holder of its lease reaches it. Implemented by the job actor's
+/// address, so that the registry and the worker sessions never name the job actor.
+pub trait JobHandle: Send {
+    /// The job still waits for this report (its actor runs).
+    fn is_live(&self) -> bool;
+    /// Tells the job what became of it.
+    fn report(&self, report: LeaseReport);
+}
+
+/// A job's place in the dispatcher while it is queued (held by the registry) or running
+/// (held by a worker session). Whoever holds it reports through it exactly once: refused,
+/// answered, or, by dropping it unanswered (the worker stopped, or the assignment never
+/// arrived), lost. Nothing can lose a job silently.
+pub struct JobLease {
+    job: Option<Box<dyn JobHandle>>,
+}
+
+impl JobLease {
+    /// A lease that reports to `job`.
+    pub fn new(job: Box<dyn JobHandle>) -> Self {
+        Self { job: Some(job) }
+    }
+
+    /// The job still waits (its deadline has not passed, its caller is still there).
+    pub fn is_live(&self) -> bool {
+        self.job.as_ref().is_some_and(|job| job.is_live())
+    }
+
+    /// The registry could not place the job.
+    pub fn refuse(mut self, error: DispatchError) {
+        if let Some(job) = self.job.take() {
+            job.report(LeaseReport::Refused(error));
+        }
+    }
+
+    /// Hands the worker's answer to the job. Returns `false` when the job is already over
+    /// (deadline passed, caller gone): the answer is late and is discarded.
+    pub fn answer(mut self, outcome: CallOutcome) -> bool {
+        match self.job.take() {
+            Some(job) if job.is_live() => {
+                job.report(LeaseReport::Answered(outcome));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for JobLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobLease")
+            .field("held", &self.job.is_some())
+            .finish()
+    }
+}
+
+impl Drop for JobLease {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            job.report(LeaseReport::Lost);
+        }
+    }
+}
+
+/// The registry's state at one moment: for the admin API, metrics, tests and draining.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySnapshot {
+    /// Every function with at least one worker or queued call, by name.
+    pub functions: Vec<FunctionSnapshot>,
+    /// Every connected worker, by id.
+    pub workers: Vec<WorkerSnapshot>,
+    /// Results that arrived after their job was over, since start.
+    pub late_results: u64,
+    /// Shutdown has begun.
+    pub draining: bool,
+}
+
+impl RegistrySnapshot {
+    /// Jobs running on workers, all functions together.
+    pub fn in_flight(&self) -> u64 {
+        self.workers.iter().map(|w| u64::from(w.in_flight)).sum()
+    }
+
+    /// Calls waiting for a worker, all functions together.
+    pub fn queued(&self) -> usize {
+        self.functions.iter().map(|f| f.queued).sum()
+    }
+
+    /// The entry for `name`, if any.
+    pub fn function(&self, name: &str) -> Option<&FunctionSnapshot> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+}
+
+/// One function in a [`RegistrySnapshot`], as `/api/v1/functions` shows it too.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FunctionSnapshot {
+    /// The function's name.
+    pub name: String,
+    /// Workers serving it.
+    pub workers: usize,
+    /// Its jobs running on workers.
+    pub in_flight: u32,
+    /// Its calls waiting for a worker.
+    pub queued: usize,
+}
+
+/// One worker in a [`RegistrySnapshot`].
+#[derive(Debug, Clone)]
+pub struct WorkerSnapshot {
+    /// The worker's id.
+    pub id: WorkerId,
+    /// Its `W_SET_NAME` name, if it sent one.
+    pub name: Option<String>,
+    /// The worker program's address.
+    pub peer: SocketAddr,
+    /// Functions it serves, by name.
+    pub functions: Vec<String>,
+    /// Jobs it holds.
+    pub in_flight: u32,
+    /// Jobs it may hold at once.
+    pub max_jobs: u32,
+    /// When it connected.
+    pub connected_since: SystemTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A job handle that records what it is told.
+    struct Recorder {
+        live: bool,
+        told: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl JobHandle for Recorder {
+        fn is_live(&self) -> bool {
+            self.live
+        }
+
+        fn report(&self, report: LeaseReport) {
+            self.told.lock().unwrap().push(format!("{report:?}"));
+        }
+    }
+
+    fn lease(live: bool) -> (JobLease, Arc<Mutex<Vec<String>>>) {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let handle = Recorder {
+            live,
+            told: told.clone(),
+        };
+        (JobLease::new(Box::new(handle)), told)
+    }
+
+    /// A lease reports exactly once: an answer, a refusal, or (dropped) a loss.
+    #[test]
+    fn a_lease_reports_exactly_once() {
+        let (answered, told) = lease(true);
+        assert!(answered.answer(CallOutcome::Done(Bytes::from_static(b"x"))));
+        assert_eq!(told.lock().unwrap().len(), 1);
+        assert!(told.lock().unwrap()[0].starts_with("Answered"));
+
+        let (refused, told) = lease(true);
+        refused.refuse(DispatchError::NoWorker);
+        assert_eq!(*told.lock().unwrap(), vec!["Refused(NoWorker)"]);
+
+        let (dropped, told) = lease(true);
+        drop(dropped);
+        assert_eq!(*told.lock().unwrap(), vec!["Lost"]);
+    }
+
+    /// An answer for a job that is over is late: not delivered, and not reported as lost.
+    #[test]
+    fn an_answer_to_a_finished_job_is_late() {
+        let (over, told) = lease(false);
+        assert!(!over.is_live());
+        assert!(!over.answer(CallOutcome::Done(Bytes::new())));
+        assert!(told.lock().unwrap().is_empty());
+    }
+
+    /// Job ids survive the v1 wire text; anything else is not ours.
+    #[test]
+    fn job_ids_round_trip_through_their_wire_text() {
+        let id = JobId(1234567890123);
+        assert_eq!(JobId::from_wire(&id.to_wire()), Some(id));
+        assert_eq!(JobId::from_wire(b"job-1"), None);
+        assert_eq!(JobId::from_wire(b"\xff"), None);
+    }
+}

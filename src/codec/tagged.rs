@@ -1,0 +1,237 @@
+//! The bodies of the tagged extension frames (data types 100 and up; see [`super`] for their
+//! layout): calls and jobs carry an id, a time budget and metadata, so they pipeline.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::body::{put_field, Body, BodyReader, ConnType, DataType, Kind};
+use super::v1::ParamsType;
+use super::CodecError;
+
+/// Metadata of a tagged call or job: ordered key/value pairs such as `traceparent` and
+/// `tracestate`. On the wire: `count u32`, then `len(key) key len(value) value` per pair.
+pub type Metadata = Vec<(Bytes, Bytes)>;
+
+/// Why a tagged call failed (`S_CALL_ERROR`), as a number a caller can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ErrorCode(pub u32);
+
+impl ErrorCode {
+    /// Empty function name or params, or an invalid request.
+    pub const BAD_REQUEST: Self = Self(1);
+    /// No worker serves the function.
+    pub const NO_WORKER: Self = Self(2);
+    /// Every worker is full and the queue is full.
+    pub const RATE_LIMITED: Self = Self(3);
+    /// The call's deadline passed.
+    pub const TIMEOUT: Self = Self(4);
+    /// The job's worker was lost and no retry was possible.
+    pub const WORKER_LOST: Self = Self(5);
+    /// The worker's function failed (`W_JOB_ERROR`); the message is the worker's.
+    pub const WORKER_ERROR: Self = Self(6);
+    /// The dispatcher is shutting down.
+    pub const SHUTTING_DOWN: Self = Self(7);
+}
+
+pub(super) const C_CALL: Kind = Kind::new(ConnType::Client, DataType::C_CALL, "C_CALL");
+pub(super) const S_JOB: Kind = Kind::new(ConnType::Server, DataType::S_JOB, "S_JOB");
+pub(super) const W_JOB_RESULT: Kind =
+    Kind::new(ConnType::Worker, DataType::W_JOB_RESULT, "W_JOB_RESULT");
+pub(super) const S_CALL_RESULT: Kind =
+    Kind::new(ConnType::Server, DataType::S_CALL_RESULT, "S_CALL_RESULT");
+pub(super) const S_CALL_ERROR: Kind =
+    Kind::new(ConnType::Server, DataType::S_CALL_ERROR, "S_CALL_ERROR");
+pub(super) const W_JOB_ERROR: Kind =
+    Kind::new(ConnType::Worker, DataType::W_JOB_ERROR, "W_JOB_ERROR");
+pub(super) const W_SLOTS: Kind = Kind::new(ConnType::Worker, DataType::W_SLOTS, "W_SLOTS");
+
+/// The tagged kinds with a body, the frames of a call first.
+pub(super) const KINDS: [Kind; 7] = [
+    C_CALL,
+    S_JOB,
+    W_JOB_RESULT,
+    S_CALL_RESULT,
+    S_CALL_ERROR,
+    W_JOB_ERROR,
+    W_SLOTS,
+];
+
+/// The body of `C_CALL` (100, client -> server, `id` the client's request id) and of `S_JOB`
+/// (111, server -> tagged worker, `id` the dispatcher's job id): the same fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedCall {
+    /// `C_CALL`: chosen by the client, echoed in the reply, so calls pipeline on one
+    /// connection. `S_JOB`: the job id the worker echoes in its result.
+    pub id: u64,
+    /// The time budget in milliseconds. `C_CALL`: 0 means the dispatcher's default;
+    /// `S_JOB`: the time left before the caller stops waiting.
+    pub timeout_ms: u32,
+    /// How `params` is encoded.
+    pub params_type: ParamsType,
+    /// `params_handle_type`, passed through.
+    pub handle_type: u32,
+    /// The function name.
+    pub function: Bytes,
+    /// The call's parameters.
+    pub params: Bytes,
+    /// Trace context and other small metadata.
+    pub meta: Metadata,
+}
+
+impl TaggedCall {
+    /// Reads the body; `id` names the id field in errors (`request_id` or `job_id`).
+    pub(super) fn read(r: &mut BodyReader, id: &'static str) -> Result<Self, CodecError> {
+        Ok(Self {
+            id: r.u64(id)?,
+            timeout_ms: r.u32("timeout_ms")?,
+            params_type: ParamsType(r.u32("params_type")?),
+            handle_type: r.u32("params_handle_type")?,
+            function: r.field("handle")?,
+            params: r.field("params")?,
+            meta: read_meta(r)?,
+        })
+    }
+}
+
+impl Body for TaggedCall {
+    fn body_len(&self) -> usize {
+        28 + self.function.len() + self.params.len() + meta_len(&self.meta)
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        dst.put_u64(self.id);
+        dst.put_u32(self.timeout_ms);
+        dst.put_u32(self.params_type.0);
+        dst.put_u32(self.handle_type);
+        put_field(dst, &self.function);
+        put_field(dst, &self.params);
+        dst.put_u32(self.meta.len() as u32);
+        for (key, value) in &self.meta {
+            put_field(dst, key);
+            put_field(dst, value);
+        }
+    }
+}
+
+/// The body of `S_CALL_RESULT` (101, server -> client, `id` the call's request id) and of
+/// `W_JOB_RESULT` (112, worker -> server, `id` the job id from `S_JOB`): the same fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedResult {
+    /// `S_CALL_RESULT`: the request id of the call. `W_JOB_RESULT`: the job id.
+    pub id: u64,
+    /// The worker's result bytes.
+    pub ret: Bytes,
+}
+
+impl TaggedResult {
+    /// Reads the body; `id` names the id field in errors (`request_id` or `job_id`).
+    pub(super) fn read(r: &mut BodyReader, id: &'static str) -> Result<Self, CodecError> {
+        Ok(Self {
+            id: r.u64(id)?,
+            ret: r.field("ret")?,
+        })
+    }
+}
+
+impl Body for TaggedResult {
+    fn body_len(&self) -> usize {
+        12 + self.ret.len()
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        dst.put_u64(self.id);
+        put_field(dst, &self.ret);
+    }
+}
+
+/// `S_CALL_ERROR` (102), server -> client: why a tagged call got no result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SCallError {
+    /// The request id of the call.
+    pub request_id: u64,
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// A human-readable message (the worker's, for `WORKER_ERROR`).
+    pub message: Bytes,
+}
+
+impl SCallError {
+    pub(super) fn read(r: &mut BodyReader) -> Result<Self, CodecError> {
+        Ok(Self {
+            request_id: r.u64("request_id")?,
+            code: ErrorCode(r.u32("code")?),
+            message: r.field("message")?,
+        })
+    }
+}
+
+impl Body for SCallError {
+    fn body_len(&self) -> usize {
+        16 + self.message.len()
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        dst.put_u64(self.request_id);
+        dst.put_u32(self.code.0);
+        put_field(dst, &self.message);
+    }
+}
+
+/// `W_JOB_ERROR` (113), worker -> server: a tagged job's function failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WJobError {
+    /// The job id from `S_JOB`.
+    pub job_id: u64,
+    /// Why, for the caller.
+    pub message: Bytes,
+}
+
+impl WJobError {
+    pub(super) fn read(r: &mut BodyReader) -> Result<Self, CodecError> {
+        Ok(Self {
+            job_id: r.u64("job_id")?,
+            message: r.field("message")?,
+        })
+    }
+}
+
+impl Body for WJobError {
+    fn body_len(&self) -> usize {
+        12 + self.message.len()
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        dst.put_u64(self.job_id);
+        put_field(dst, &self.message);
+    }
+}
+
+/// `W_SLOTS`: the body is the slot count.
+impl Body for u32 {
+    fn body_len(&self) -> usize {
+        4
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        dst.put_u32(*self);
+    }
+}
+
+/// `count u32`, then that many key/value fields. The count cannot make us allocate more than
+/// the body could hold (each pair takes at least 8 bytes).
+fn read_meta(r: &mut BodyReader) -> Result<Metadata, CodecError> {
+    let count = r.u32("meta_count")? as usize;
+    let mut meta = Vec::with_capacity(count.min(r.remaining() / 8));
+    for _ in 0..count {
+        let key = r.field("meta_key")?;
+        let value = r.field("meta_value")?;
+        meta.push((key, value));
+    }
+    Ok(meta)
+}
+
+fn meta_len(meta: &Metadata) -> usize {
+    4 + meta
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.len())
+        .sum::<usize>()
+}

@@ -1,0 +1,498 @@
+//! The placement policy as plain data, apart from the registry actor that carries it out
+//! (as rumqttd keeps its router's scheduler apart from the router): which worker runs a
+//! call, or whether the call waits or is refused. No actix here, so every rule is pinned by
+//! a unit test without a `System`.
+//!
+//! The rules:
+//! - a call goes to the **least-loaded** worker of its function (fewest jobs in flight) that
+//!   has a free slot; among equals, round-robin;
+//! - when every worker of the function is full, the call waits in the function's **FIFO
+//!   queue**, bounded by `max_queue_per_function`; past that bound it is refused
+//!   (`RateLimited`);
+//! - a slot that frees (a job finished, a worker raised its slots, a worker came) goes to the
+//!   **oldest waiting call** it can serve; calls whose job is over are skipped;
+//! - when the last worker of a function leaves, its waiting calls are refused at once
+//!   (`NoWorker`) rather than left to time out;
+//! - a function no worker ever served is `UnknownFunction`, one served before is `NoWorker`;
+//! - while draining, new calls are refused (`ShuttingDown`) and retries still placed.
+//!
+//! Every method returns its [`Decision`]s; it never sends anything.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+
+use crate::call::{DispatchError, FunctionName, FunctionSnapshot, JobId, WorkerId};
+
+/// Function names remembered as "known" at most, so that workers registering endless new
+/// names cannot grow memory without bound. Past it, a function first registered later is
+/// reported as unknown (not "no worker") once its last worker is gone.
+pub const MAX_KNOWN_FUNCTIONS: usize = 10_000;
+
+/// A call as the scheduler queues it: it needs its id (to withdraw it) and whether its job
+/// still waits (to skip it when a slot frees).
+pub trait Waiting {
+    /// The call's job.
+    fn job_id(&self) -> JobId;
+    /// The job still waits for a worker.
+    fn is_live(&self) -> bool;
+}
+
+/// What the registry must do with a call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision<C> {
+    /// Send `call` to `worker`; its slot is already counted.
+    Assign {
+        /// The worker chosen.
+        worker: WorkerId,
+        /// The call.
+        call: C,
+    },
+    /// Answer `call`'s job with `error`.
+    Refuse {
+        /// The call.
+        call: C,
+        /// Why.
+        error: DispatchError,
+    },
+}
+
+/// A worker's load, shared by its entry and the entries of the functions it serves, so that
+/// choosing among a function's workers reads their loads without a lookup per worker.
+#[derive(Debug)]
+struct Load {
+    worker: WorkerId,
+    in_flight: Cell<u32>,
+    max_jobs: Cell<u32>,
+}
+
+impl Load {
+    fn has_room(&self) -> bool {
+        self.in_flight.get() < self.max_jobs.get()
+    }
+}
+
+/// A worker as the scheduler sees it.
+struct WorkerEntry {
+    load: Rc<Load>,
+    /// Jobs in flight per function (keys are exactly the functions it serves, plus any it
+    /// stopped serving while jobs of it were still running).
+    functions: HashMap<FunctionName, FunctionLoad>,
+}
+
+impl WorkerEntry {
+    fn serving(&self) -> impl Iterator<Item = &FunctionName> {
+        self.functions
+            .iter()
+            .filter(|(_, load)| load.serving)
+            .map(|(name, _)| name)
+    }
+
+    fn serves(&self, function: &FunctionName) -> bool {
+        self.functions.get(function).is_some_and(|l| l.serving)
+    }
+}
+
+#[derive(Debug, Default)]
+struct FunctionLoad {
+    serving: bool,
+    in_flight: u32,
+}
+
+struct FunctionEntry<C> {
+    workers: Vec<Rc<Load>>,
+    /// Where the next search for the least-loaded worker starts, so ties go round-robin.
+    cursor: usize,
+    queue: VecDeque<C>,
+}
+
+impl<C> Default for FunctionEntry<C> {
+    fn default() -> Self {
+        Self {
+            workers: Vec::new(),
+            cursor: 0,
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+/// One worker's load, for snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerLoad {
+    /// Jobs it holds.
+    pub in_flight: u32,
+    /// Jobs it may hold at once.
+    pub max_jobs: u32,
+    /// Functions it serves, sorted.
+    pub functions: Vec<String>,
+}
+
+/// The scheduler: functions, their workers' loads and their queues of waiting calls `C`.
+///
+/// Its maps use foldhash, not SipHash (hashing was ~18% of the dispatcher's instructions):
+/// their keys are ids the dispatcher generates and names that workers register; a client's
+/// name is only ever looked up, so no caller can fill a map with colliding keys.
+pub struct Scheduler<C> {
+    functions: HashMap<FunctionName, FunctionEntry<C>>,
+    /// Every function ever registered (up to [`MAX_KNOWN_FUNCTIONS`]), to tell "no such
+    /// function" from "no worker right now".
+    known: HashSet<FunctionName>,
+    /// Functions whose queue is not empty: a finished job looks only at these (usually
+    /// none) instead of every function its worker serves.
+    backlogged: HashSet<FunctionName>,
+    workers: HashMap<WorkerId, WorkerEntry>,
+    max_queue_per_function: usize,
+    draining: bool,
+}
+
+impl<C: Waiting> Scheduler<C> {
+    /// A scheduler whose functions each queue at most `max_queue_per_function` calls.
+    pub fn new(max_queue_per_function: usize) -> Self {
+        Self {
+            functions: HashMap::new(),
+            known: HashSet::new(),
+            backlogged: HashSet::new(),
+            workers: HashMap::new(),
+            max_queue_per_function,
+            draining: false,
+        }
+    }
+
+    /// Places a call of `function`: on the least-loaded worker with a free slot, else in the
+    /// queue (`None`), else refused. A `retry` (after a lost worker) is placed even while
+    /// draining.
+    pub fn place(&mut self, function: &FunctionName, call: C, retry: bool) -> Option<Decision<C>> {
+        if self.draining && !retry {
+            let error = DispatchError::ShuttingDown;
+            return Some(Decision::Refuse { call, error });
+        }
+        let entry = self
+            .functions
+            .get_mut(function)
+            .filter(|entry| !entry.workers.is_empty());
+        let Some(entry) = entry else {
+            let error = match self.known.contains(function) {
+                true => DispatchError::NoWorker,
+                false => DispatchError::UnknownFunction,
+            };
+            return Some(Decision::Refuse { call, error });
+        };
+        match pick_worker(entry) {
+            Some(worker) => Some(assign(&mut self.workers, worker, function, call)),
+            None if entry.queue.len() < self.max_queue_per_function => {
+                entry.queue.push_back(call);
+                if entry.queue.len() == 1 {
+                    self.backlogged.insert(function.clone());
+                }
+                None
+            }
+            None => Some(Decision::Refuse {
+                call,
+                error: DispatchError::RateLimited,
+            }),
+        }
+    }
+
+    /// Takes a call out of `function`'s queue, if it still waits there (its job ended).
+    pub fn withdraw(&mut self, function: &FunctionName, job_id: JobId) {
+        if let Some(entry) = self.functions.get_mut(function) {
+            entry.queue.retain(|call| call.job_id() != job_id);
+            self.note_backlog(function);
+            self.forget_if_unused(function);
+        }
+    }
+
+    /// A worker connected; it may hold `max_jobs` jobs at once and serves nothing yet.
+    pub fn join(&mut self, worker: WorkerId, max_jobs: u32) {
+        let load = Rc::new(Load {
+            worker,
+            in_flight: Cell::new(0),
+            max_jobs: Cell::new(max_jobs),
+        });
+        let functions = HashMap::new();
+        self.workers.insert(worker, WorkerEntry { load, functions });
+    }
+
+    /// The worker now holds at most `max_jobs` jobs; a raise serves waiting calls.
+    pub fn set_slots(&mut self, worker: WorkerId, max_jobs: u32) -> Vec<Decision<C>> {
+        let Some(entry) = self.workers.get(&worker) else {
+            return Vec::new();
+        };
+        entry.load.max_jobs.set(max_jobs);
+        let serving: Vec<FunctionName> = entry.serving().cloned().collect();
+        let mut decisions = Vec::new();
+        for function in serving {
+            self.serve_queue(&function, &mut decisions);
+        }
+        decisions
+    }
+
+    /// Whether `worker` serves `function` now.
+    pub fn serves(&self, worker: WorkerId, function: &FunctionName) -> bool {
+        self.workers
+            .get(&worker)
+            .is_some_and(|w| w.serves(function))
+    }
+
+    /// The functions `worker` serves now.
+    pub fn serving(&self, worker: WorkerId) -> Vec<FunctionName> {
+        self.workers
+            .get(&worker)
+            .map(|w| w.serving().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// `worker` serves `function` (again); waiting calls of it may go to the worker now.
+    pub fn serve(&mut self, worker: WorkerId, function: &FunctionName) -> Vec<Decision<C>> {
+        let Some(entry) = self.workers.get_mut(&worker) else {
+            return Vec::new();
+        };
+        let load = entry.functions.entry(function.clone()).or_default();
+        if load.serving {
+            return Vec::new();
+        }
+        load.serving = true;
+        if self.known.len() < MAX_KNOWN_FUNCTIONS {
+            self.known.insert(function.clone());
+        }
+        let worker_load = entry.load.clone();
+        let function_entry = self.functions.entry(function.clone()).or_default();
+        function_entry.workers.push(worker_load);
+        let mut decisions = Vec::new();
+        self.serve_queue(function, &mut decisions);
+        decisions
+    }
+
+    /// `worker` no longer serves `function`; if it was the last, the calls waiting for it
+    /// are refused. Its jobs of `function` in flight still finish.
+    pub fn unserve(&mut self, worker: WorkerId, function: &FunctionName) -> Vec<Decision<C>> {
+        if let Some(entry) = self.workers.get_mut(&worker) {
+            if let Some(load) = entry.functions.get_mut(function) {
+                load.serving = false;
+                if load.in_flight == 0 {
+                    entry.functions.remove(function);
+                }
+            }
+        }
+        let mut decisions = Vec::new();
+        self.unlink(worker, function, &mut decisions);
+        decisions
+    }
+
+    /// `worker` is leaving (`W_BYE`): it serves nothing from now on, its jobs in flight
+    /// still finish.
+    pub fn seal(&mut self, worker: WorkerId) -> Vec<Decision<C>> {
+        let mut decisions = Vec::new();
+        for function in self.serving(worker) {
+            decisions.extend(self.unserve(worker, &function));
+        }
+        decisions
+    }
+
+    /// `worker` answered a job of `function` (on time or late): its slot goes to the oldest
+    /// waiting call it can serve.
+    pub fn finished(&mut self, worker: WorkerId, function: &FunctionName) -> Vec<Decision<C>> {
+        let Some(entry) = self.workers.get_mut(&worker) else {
+            return Vec::new();
+        };
+        let in_flight = &entry.load.in_flight;
+        in_flight.set(in_flight.get().saturating_sub(1));
+        if let Some(load) = entry.functions.get_mut(function) {
+            load.in_flight = load.in_flight.saturating_sub(1);
+            if !load.serving && load.in_flight == 0 {
+                entry.functions.remove(function);
+            }
+        }
+        // Only backlogged functions are looked at, so the common case (no queue) is free
+        // however many functions the worker serves.
+        if self.backlogged.is_empty() {
+            return Vec::new();
+        }
+        let mut decisions = Vec::new();
+        // (A worker whose slots were lowered may still be full.)
+        let room_for_own = entry.load.has_room() && entry.serves(function);
+        if room_for_own && self.backlogged.contains(function) {
+            // Under sustained load: its own function's queue. A backlogged function's
+            // workers are all full (a free slot takes the queue's head at once), so this
+            // worker is the least loaded and the call goes straight to it.
+            decisions.extend(self.hand_over(worker, function));
+            return decisions;
+        }
+        let entry = &self.workers[&worker];
+        let waiting: Vec<FunctionName> = (self.backlogged.iter())
+            .filter(|f| entry.serves(f))
+            .cloned()
+            .collect();
+        for function in waiting {
+            self.serve_queue(&function, &mut decisions);
+        }
+        decisions
+    }
+
+    /// `worker` is gone. Its jobs in flight are reported lost by their leases (not here);
+    /// calls waiting only for it are refused.
+    pub fn leave(&mut self, worker: WorkerId) -> Vec<Decision<C>> {
+        let mut decisions = Vec::new();
+        if let Some(entry) = self.workers.remove(&worker) {
+            for function in entry.functions.keys() {
+                self.unlink(worker, function, &mut decisions);
+            }
+        }
+        decisions
+    }
+
+    /// Shutdown has begun: refuse new calls from now on, keep placing retries.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// `worker`'s load, if it is connected.
+    pub fn worker_load(&self, worker: WorkerId) -> Option<WorkerLoad> {
+        let entry = self.workers.get(&worker)?;
+        let mut functions: Vec<String> = entry.serving().map(|f| f.to_string()).collect();
+        functions.sort();
+        Some(WorkerLoad {
+            in_flight: entry.load.in_flight.get(),
+            max_jobs: entry.load.max_jobs.get(),
+            functions,
+        })
+    }
+
+    /// Every function with a worker or a waiting call, sorted by name.
+    pub fn functions(&self) -> Vec<FunctionSnapshot> {
+        let mut functions: Vec<FunctionSnapshot> = (self.functions.iter())
+            .map(|(name, entry)| FunctionSnapshot {
+                name: name.to_string(),
+                workers: entry.workers.len(),
+                in_flight: (self.workers.values())
+                    .filter_map(|w| w.functions.get(name))
+                    .map(|load| load.in_flight)
+                    .sum(),
+                queued: entry.queue.len(),
+            })
+            .collect();
+        functions.sort_by(|a, b| a.name.cmp(&b.name));
+        functions
+    }
+
+    /// Hands waiting calls of `function` to free workers, oldest first.
+    fn serve_queue(&mut self, function: &FunctionName, decisions: &mut Vec<Decision<C>>) {
+        while let Some(entry) = self.functions.get_mut(function) {
+            if entry.queue.is_empty() {
+                break;
+            }
+            let Some(worker) = pick_worker(entry) else {
+                break;
+            };
+            let call = entry.queue.pop_front().expect("queue is not empty");
+            if call.is_live() {
+                decisions.push(assign(&mut self.workers, worker, function, call));
+            }
+        }
+        self.note_backlog(function);
+    }
+
+    /// Gives the freed slot of `worker` to the oldest live call waiting for `function`.
+    fn hand_over(&mut self, worker: WorkerId, function: &FunctionName) -> Option<Decision<C>> {
+        let entry = self.functions.get_mut(function)?;
+        let next = std::iter::from_fn(|| entry.queue.pop_front()).find(|call| call.is_live());
+        if entry.queue.is_empty() {
+            self.backlogged.remove(function);
+        }
+        next.map(|call| assign(&mut self.workers, worker, function, call))
+    }
+
+    /// Removes `worker` from `function`'s list; if that was the last worker, the calls
+    /// waiting for it are refused at once rather than left to time out.
+    fn unlink(
+        &mut self,
+        worker: WorkerId,
+        function: &FunctionName,
+        decisions: &mut Vec<Decision<C>>,
+    ) {
+        let Some(entry) = self.functions.get_mut(function) else {
+            return;
+        };
+        entry.workers.retain(|load| load.worker != worker);
+        if entry.workers.is_empty() {
+            let error = DispatchError::NoWorker;
+            decisions.extend((entry.queue.drain(..)).map(|call| Decision::Refuse { call, error }));
+        }
+        self.note_backlog(function);
+        self.forget_if_unused(function);
+    }
+
+    /// Keeps [`Scheduler::backlogged`] in step with `function`'s queue.
+    fn note_backlog(&mut self, function: &FunctionName) {
+        let waiting = (self.functions.get(function)).is_some_and(|e| !e.queue.is_empty());
+        if waiting {
+            self.backlogged.insert(function.clone());
+        } else {
+            self.backlogged.remove(function);
+        }
+    }
+
+    fn forget_if_unused(&mut self, function: &FunctionName) {
+        let unused = (self.functions.get(function))
+            .is_some_and(|f| f.workers.is_empty() && f.queue.is_empty());
+        if unused {
+            self.functions.remove(function);
+        }
+    }
+}
+
+/// Places `call` of `function` on `worker`, counting it in the worker's load.
+fn assign<C>(
+    workers: &mut HashMap<WorkerId, WorkerEntry>,
+    worker: WorkerId,
+    function: &FunctionName,
+    call: C,
+) -> Decision<C> {
+    let entry = workers
+        .get_mut(&worker)
+        .expect("the scheduler places calls only on workers it knows");
+    entry.load.in_flight.set(entry.load.in_flight.get() + 1);
+    match entry.functions.get_mut(function) {
+        Some(load) => load.in_flight += 1,
+        None => {
+            let load = FunctionLoad {
+                serving: false,
+                in_flight: 1,
+            };
+            entry.functions.insert(function.clone(), load);
+        }
+    }
+    Decision::Assign { worker, call }
+}
+
+/// The least-loaded worker of `entry` with a free slot; among equals, the first at or after
+/// the round-robin cursor, which then moves past it. An idle worker ends the search at once.
+fn pick_worker<C>(entry: &mut FunctionEntry<C>) -> Option<WorkerId> {
+    let n = entry.workers.len();
+    let mut best: Option<(usize, u32)> = None;
+    for step in 0..n {
+        let index = (entry.cursor + step) % n;
+        let load = &entry.workers[index];
+        let in_flight = load.in_flight.get();
+        if !load.has_room() || best.is_some_and(|(_, least)| least <= in_flight) {
+            continue;
+        }
+        best = Some((index, in_flight));
+        if in_flight == 0 {
+            break;
+        }
+    }
+    let (index, _) = best?;
+    entry.cursor = (index + 1) % n;
+    Some(entry.workers[index].worker)
+}
+
+#[cfg(test)]
+mod tests;
