@@ -57,30 +57,53 @@ async fn serving(dispatcher: &common::TestDispatcher, function: &str, count: usi
 /// Runs a worker on a thread of its own, so the test can kill it abruptly.
 struct WorkerThread {
     system: actix_rt::System,
-    thread: std::thread::JoinHandle<()>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+    name: String,
 }
 
 impl WorkerThread {
     fn spawn(build: impl FnOnce() -> WorkerBuilder + Send + 'static) -> Self {
+        common::record_panics();
+        static SPAWNED: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "nmid-test-worker-{}",
+            SPAWNED.fetch_add(1, Ordering::Relaxed)
+        );
         let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let system = actix_rt::System::new();
-            let worker = system.block_on(async move {
-                tx.send(actix_rt::System::current()).unwrap();
-                build().start().expect("worker starts")
-            });
-            // Runs until `kill` stops the system; then the runtime and its sockets drop.
-            let _ = system.run();
-            drop(worker);
-        });
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                let worker = system.block_on(async move {
+                    tx.send(actix_rt::System::current()).unwrap();
+                    build().start().expect("worker starts")
+                });
+                // Runs until `kill` stops the system; then the runtime and its sockets drop.
+                let ran = system.run();
+                drop(worker);
+                ran
+            })
+            .expect("spawn the worker thread");
         let system = rx.recv_timeout(PATIENCE).expect("worker thread started");
-        Self { system, thread }
+        Self {
+            system,
+            thread,
+            name,
+        }
     }
 
-    /// Kills the worker: its runtime stops, its sockets close, no goodbye is said.
+    /// Kills the worker: its runtime stops, its sockets close, no goodbye is said. Panics if
+    /// the worker's thread (its session actors included) panicked before it died.
     fn kill(self) {
         self.system.stop();
-        let _ = self.thread.join();
+        let ran = common::join_within(self.thread, PATIENCE, "the killed worker's thread");
+        let panics = common::panics_on(|thread| thread == self.name);
+        assert!(
+            panics.is_empty(),
+            "the killed worker panicked:\n{}",
+            panics.join("\n")
+        );
+        ran.expect("the killed worker's system ran");
     }
 }
 
