@@ -162,19 +162,15 @@ impl Dispatcher {
         self.registry.send(Snapshot).await.unwrap_or_default()
     }
 
-    /// Shuts down in order: stop accepting -> stop taking new calls -> drain the jobs in
-    /// flight and queued (bounded by the drain timeout) -> stop the connection threads.
+    /// Shuts down in order: stop accepting nmid connections -> stop taking new calls ->
+    /// drain the jobs in flight and queued (bounded by the drain timeout) -> stop HTTP ->
+    /// stop the connection threads.
     pub async fn shutdown(self) {
         self.accept.abort();
         self.registry.do_send(Drain);
-        // HTTP stops accepting at once and finishes its requests in flight (they are jobs,
-        // drained below) within the same bound.
-        let http: Vec<_> = self
-            .http
-            .iter()
-            .cloned()
-            .map(|server| actix_rt::spawn(async move { server.stop(true).await }))
-            .collect();
+        // HTTP keeps answering while the jobs drain, so that `/readyz` says 503 and a new
+        // call gets 503 `shutting_down` (actix-web's graceful stop would close even its idle
+        // keep-alive connections at once, leaving probes nothing but a refused connection).
         let started = Instant::now();
         loop {
             let snapshot = self.snapshot().await;
@@ -192,9 +188,7 @@ impl Dispatcher {
             }
             tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
         }
-        for server in http {
-            let _ = server.await;
-        }
+        futures_util::future::join_all(self.http.iter().map(|server| server.stop(true))).await;
         for arbiter in &self.arbiters {
             arbiter.stop();
         }

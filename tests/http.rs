@@ -495,6 +495,40 @@ async fn a_worker_lost_mid_call_is_502_worker_lost() {
     dispatcher.stop().await;
 }
 
+/// While the dispatcher drains a call in flight, `/readyz` is 503 `draining` and a new call
+/// is 503 `shutting_down`; the call in flight completes.
+#[actix_rt::test]
+async fn while_draining_readyz_and_new_calls_are_503() {
+    // The default drain bound (10 s): the drain lasts until the job in flight is answered.
+    let mut dispatcher = start_dispatcher_with_http(Config::default());
+    let mut peer = Peer::worker(dispatcher.addr, "w", &["F"]).await;
+    let in_flight = actix_rt::spawn(post_json(call_url(&dispatcher, "F"), "{}"));
+    let job = peer.recv_job().await;
+    let readyz = format!("{}/readyz", dispatcher.http_url());
+    let ready = get(readyz.clone()).await;
+    assert_eq!(
+        (ready.status, &ready.json()["status"]),
+        (200, &"ready".into())
+    );
+
+    dispatcher.begin_shutdown();
+    dispatcher
+        .wait_for("the drain to begin", |s| s.draining)
+        .await;
+    let draining = get(readyz).await;
+    assert_eq!(
+        (draining.status, &draining.json()["status"]),
+        (503, &"draining".into())
+    );
+    let refused = post_json(call_url(&dispatcher, "F"), "{}").await;
+    refused.assert_error(503, "shutting_down");
+
+    peer.answer(&job, &RetStruct::ok("finished").encode()).await;
+    let reply = in_flight.await.expect("the call task");
+    assert_eq!((reply.status, reply.text()), (200, "finished"));
+    dispatcher.stop().await;
+}
+
 /// A path with no route and no gateway headers is a JSON 404 `not_found`.
 #[actix_rt::test]
 async fn an_unknown_route_is_404_not_found() {
