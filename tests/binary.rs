@@ -226,6 +226,18 @@ fn sigint_when_idle_exits_zero() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// SIGTERM sent the moment nmid logs that it listens (it accepts connections from then on)
+/// is a graceful shutdown, not death by the signal: nmid exits 0, every time.
+#[test]
+fn sigterm_right_after_listening_exits_zero() {
+    for attempt in 1..=10 {
+        let mut nmid = Process::start(&["--no-http"]);
+        nmid.signal("-TERM");
+        let status = nmid.wait_exit(PROCESS_PATIENCE);
+        assert!(status.success(), "attempt {attempt}: exit status {status}");
+    }
+}
+
 /// Runs `nmid` expecting a configuration error; returns its stderr. A `nmid` that accepts
 /// the configuration and keeps running is killed (by its PID) and fails the test.
 fn config_error(args: &[&str], env: &[(&str, &str)]) -> String {
