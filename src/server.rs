@@ -161,7 +161,7 @@ where
 {
     let dispatcher = Dispatcher::start(&config, listeners)?;
     shutdown(dispatcher.handle.clone()).await;
-    info!("shutting down: no new connections or calls, draining jobs in flight");
+    info!("shutting down: no new nmid connections or calls, draining jobs in flight");
     dispatcher.shutdown().await;
     Ok(())
 }
@@ -243,17 +243,15 @@ impl Dispatcher {
         })
     }
 
-    /// Shuts down in order: stop accepting -> stop taking new calls -> drain the jobs in
-    /// flight and queued (bounded by `server.drain_timeout_ms`) -> stop the connection
-    /// threads. (The binary then flushes telemetry.)
+    /// Shuts down in order: stop accepting nmid connections -> stop taking new calls ->
+    /// drain the jobs in flight and queued (bounded by `server.drain_timeout_ms`) -> stop
+    /// HTTP -> stop the connection threads. (The binary then flushes telemetry.)
     async fn shutdown(self) {
         self.accept.abort();
         self.handle.registry.do_send(Drain);
-        // HTTP stops accepting at once and finishes its requests in flight (they are jobs,
-        // drained below) within the same bound.
-        let http: Vec<_> = (self.http.iter().cloned())
-            .map(|server| actix_rt::spawn(async move { server.stop(true).await }))
-            .collect();
+        // HTTP keeps answering while the jobs drain, so that `/readyz` says 503 and a new
+        // call gets 503 `shutting_down` (actix-web's graceful stop would close even its idle
+        // keep-alive connections at once, leaving probes nothing but a refused connection).
         let started = Instant::now();
         loop {
             let snapshot = self.handle.snapshot().await;
@@ -271,9 +269,7 @@ impl Dispatcher {
             }
             tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
         }
-        for server in http {
-            let _ = server.await;
-        }
+        futures_util::future::join_all(self.http.iter().map(|server| server.stop(true))).await;
         for arbiter in &self.arbiters {
             arbiter.stop();
         }

@@ -1,4 +1,5 @@
-//! The `nmid` binary as a user runs it: `--demo`, SIGTERM drain, and configuration errors.
+//! The `nmid` binary as a user runs it: `--demo`, SIGTERM drain, configuration (file,
+//! environment, errors) and JSON logs.
 
 mod common;
 
@@ -11,6 +12,8 @@ use common::{vector, Peer};
 use nmid::codec::Frame;
 
 const NMID: &str = env!("CARGO_BIN_EXE_nmid");
+/// How long `nmid` may take to start, to log something, or to exit when it should.
+const PROCESS_PATIENCE: Duration = Duration::from_secs(10);
 
 /// A running `nmid` process, killed on drop if still running.
 struct Process {
@@ -18,6 +21,8 @@ struct Process {
     addr: SocketAddr,
     http: Option<SocketAddr>,
     log: std::sync::mpsc::Receiver<String>,
+    /// Every log line read so far.
+    seen: Vec<String>,
 }
 
 impl Process {
@@ -54,6 +59,7 @@ impl Process {
             addr: "0.0.0.0:0".parse().unwrap(),
             http: None,
             log,
+            seen: Vec::new(),
         };
         let line = process.wait_for_log("nmid protocol listening");
         process.addr = addr_in(&line);
@@ -63,15 +69,36 @@ impl Process {
         process
     }
 
-    /// The first log line containing `needle`, within 10 s.
+    /// The first log line containing `needle`, within [`PROCESS_PATIENCE`].
     fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + PROCESS_PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => continue,
-                Err(_) => panic!("nmid never logged {needle:?}"),
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("nmid never logged {needle:?}; it logged {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Every log line, once the process has exited and closed its stderr.
+    fn whole_log(mut self) -> Vec<String> {
+        let deadline = Instant::now() + PROCESS_PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return std::mem::take(&mut self.seen)
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("nmid's stderr stayed open; it logged {:#?}", self.seen)
+                }
             }
         }
     }
@@ -100,9 +127,15 @@ impl Process {
     }
 }
 
-/// The `addr=` field of a log line.
+/// The `addr` field of a log line: `addr=..` in text, `"fields": {"addr": ..}` in JSON.
 fn addr_in(line: &str) -> SocketAddr {
-    let addr = line.rsplit("addr=").next().unwrap().trim();
+    let addr = match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(json) => json["fields"]["addr"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        Err(_) => line.rsplit("addr=").next().unwrap().trim().to_owned(),
+    };
     addr.parse()
         .unwrap_or_else(|_| panic!("address in {line:?}"))
 }
@@ -157,15 +190,28 @@ async fn sigterm_drains_the_job_in_flight_then_exits_zero() {
     client.call("F", b"p").await;
     let job = worker.recv_job().await;
 
+    let mut late_caller = Peer::connect(nmid.addr).await;
     nmid.signal("-TERM");
+    // Draining shows on a connection already open: a call of a function nobody serves gets
+    // CANT_DO until the drain begins, ERROR from then on.
+    let deadline = Instant::now() + PROCESS_PATIENCE;
+    loop {
+        late_caller.call("Nobody", b"\x80").await;
+        match late_caller.recv().await {
+            Frame::Error => break,
+            Frame::CantDo => {}
+            other => panic!("expected CANT_DO or ERROR, got {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "nmid never began to drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     nmid.wait_for_log("shutting down");
-    tokio::time::sleep(Duration::from_millis(200)).await;
     worker.answer(&job, b"done").await;
     let Frame::SReturnData(ret) = client.recv().await else {
         panic!("expected S_RETURN_DATA");
     };
     assert_eq!(&ret.ret[..], b"done");
-    let status = tokio::task::spawn_blocking(move || nmid.wait_exit(Duration::from_secs(10)))
+    let status = tokio::task::spawn_blocking(move || nmid.wait_exit(PROCESS_PATIENCE))
         .await
         .unwrap();
     assert!(status.success(), "exit status {status}");
@@ -180,16 +226,56 @@ fn sigint_when_idle_exits_zero() {
     assert!(status.success(), "exit status {status}");
 }
 
-/// Runs `nmid` expecting a configuration error; returns its stderr.
+/// SIGTERM sent the moment nmid logs that it listens (it accepts connections from then on)
+/// is a graceful shutdown, not death by the signal: nmid exits 0, every time.
+#[test]
+fn sigterm_right_after_listening_exits_zero() {
+    for attempt in 1..=10 {
+        let mut nmid = Process::start(&["--no-http"]);
+        nmid.signal("-TERM");
+        let status = nmid.wait_exit(PROCESS_PATIENCE);
+        assert!(status.success(), "attempt {attempt}: exit status {status}");
+    }
+}
+
+/// Runs `nmid` expecting a configuration error; returns its stderr. A `nmid` that accepts
+/// the configuration and keeps running is killed (by its PID) and fails the test.
 fn config_error(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut command = Command::new(NMID);
-    command.args(["--tcp-addr", "127.0.0.1:0"]).args(args);
+    command
+        .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     for (key, value) in env {
         command.env(key, value);
     }
-    let output = command.output().expect("run nmid");
-    assert_eq!(output.status.code(), Some(2), "config errors exit 2");
-    String::from_utf8(output.stderr).unwrap()
+    let mut child = command.spawn().expect("run nmid");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + PROCESS_PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nmid {args:?} {env:?} kept running: the bad configuration was accepted");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = reader.join().expect("stderr reader");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "config errors exit 2; stderr: {stderr}"
+    );
+    stderr
 }
 
 /// Bad configuration from the environment, a file, or a range check names the bad key.
@@ -213,13 +299,19 @@ fn config_errors_name_the_bad_key() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// A config file and an environment variable both take effect, the environment winning.
+/// A config file's values replace the defaults, and an environment variable replaces the
+/// file's value of its key.
 #[tokio::test]
 async fn config_file_and_environment_apply_in_order() {
     let dir = std::env::temp_dir().join(format!("nmid-config-order-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("nmid.toml");
-    std::fs::write(&file, "[jobs]\ntimeout_ms = 60000\n").unwrap();
+    std::fs::write(
+        &file,
+        "[jobs]\ntimeout_ms = 60000\n\
+         [workers]\nmax_jobs_in_flight = 1\nmax_queue_per_function = 0\n",
+    )
+    .unwrap();
     let config = file.to_str().unwrap();
     let nmid = Process::start_with_env(
         &["--no-http", "--config", config],
@@ -228,17 +320,49 @@ async fn config_file_and_environment_apply_in_order() {
     let addr = nmid.addr;
 
     let mut worker = Peer::worker(addr, "w", &["F"]).await;
-    let mut client = Peer::connect(addr).await;
+    let mut first = Peer::connect(addr).await;
+    let mut second = Peer::connect(addr).await;
     let started = Instant::now();
-    client.call("F", b"p").await;
+    first.call("F", b"p").await;
     worker.recv_job().await;
-    assert_eq!(client.recv().await, Frame::Error);
+    // The file's one job per worker and empty queue (the defaults are 64 and 1024).
+    second.call("F", b"q").await;
+    assert_eq!(second.recv().await, Frame::RateLimit);
+    // The environment's 150 ms deadline, not the file's 60 s.
+    assert_eq!(first.recv().await, Frame::Error);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "the 150 ms from the environment applied"
     );
     drop(nmid);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `log.format = "json"`: every line nmid writes to stderr, from start to exit, is a JSON
+/// object with a level and a message, and the listening line carries the address.
+#[test]
+fn json_log_format_writes_only_json_lines() {
+    let mut nmid = Process::start_with_env(&["--no-http"], &[("NMID__LOG__FORMAT", "json")]);
+    nmid.signal("-INT");
+    let status = nmid.wait_exit(PROCESS_PATIENCE);
+    assert!(status.success(), "exit status {status}");
+    let addr = nmid.addr;
+    let lines = nmid.whole_log();
+    assert!(
+        lines.len() >= 3,
+        "start, signal and drain are logged: {lines:#?}"
+    );
+    for line in &lines {
+        let json: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+        assert!(json["level"].is_string(), "no level: {line}");
+        assert!(json["fields"]["message"].is_string(), "no message: {line}");
+    }
+    let listening = lines
+        .iter()
+        .find(|l| l.contains("nmid protocol listening"))
+        .expect("the listening line");
+    assert_eq!(addr_in(listening), addr);
 }
 
 /// With `metrics.addr` set, Prometheus metrics are also served on a port of their own, which

@@ -4,7 +4,11 @@
 
 mod common;
 
-use std::process::Command;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use common::start_dispatcher_with_http;
 use nmid::config::Config;
@@ -12,11 +16,27 @@ use nmid::worker::Worker;
 
 /// The Chromium binary the test setup installs (Debian package `chromium`).
 const CHROMIUM: &str = "chromium";
+/// The longest Chromium may take to render the page (its virtual time budget is 5 s); past
+/// it, it is killed and the test fails.
+const CHROMIUM_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Reads `pipe` to its end on a thread; the receiver gets the bytes.
+fn read_all(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = tx.send(bytes);
+    });
+    rx
+}
 
 /// Renders `url` in headless Chromium after its scripts ran; returns the DOM as HTML.
+/// Chromium runs in a process group of its own, which is killed (by its leader's PID) once
+/// it is done or has run out of time, so that no helper process outlives the test.
 fn render(url: &str) -> String {
     let profile = std::env::temp_dir().join(format!("nmid-dashboard-test-{}", std::process::id()));
-    let output = Command::new(CHROMIUM)
+    let mut child = Command::new(CHROMIUM)
         .args([
             "--headless",
             "--no-sandbox",
@@ -31,19 +51,60 @@ fn render(url: &str) -> String {
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--dump-dom")
         .arg(url)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
         .unwrap_or_else(|err| {
             panic!(
                 "cannot run {CHROMIUM} ({err}): `make test` installs it (Debian package chromium)"
             )
         });
+    let stdout = read_all(child.stdout.take().unwrap());
+    let stderr = read_all(child.stderr.take().unwrap());
+    let deadline = Instant::now() + CHROMIUM_PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for chromium") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The group's ID is Chromium's PID; this also ends its renderer and other helpers.
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &group])
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.wait();
+    // Until the group is gone (a bounded wait: they were sent SIGKILL).
+    let gone_by = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < gone_by {
+        let alive = Command::new("kill")
+            .args(["-0", "--", &group])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !alive {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = std::fs::remove_dir_all(&profile);
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("DOM is UTF-8")
+    let read = |pipe: mpsc::Receiver<Vec<u8>>| {
+        pipe.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| b"<still open>".to_vec())
+    };
+    let (stdout, stderr) = (read(stdout), read(stderr));
+    let stderr = String::from_utf8_lossy(&stderr);
+    let status = status.unwrap_or_else(|| {
+        panic!("chromium did not finish within {CHROMIUM_PATIENCE:?}, killed: {stderr}")
+    });
+    assert!(status.success(), "chromium failed ({status}): {stderr}");
+    String::from_utf8(stdout).expect("DOM is UTF-8")
 }
 
 /// The dashboard, opened in Chromium, lists the connected worker and its function.

@@ -133,16 +133,38 @@ impl PrometheusServer {
         std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
     }
 
-    /// Waits until Prometheus answers `/-/ready`; panics if it exits or takes too long.
-    async fn wait_ready(&mut self) {
+    /// Starts Prometheus scraping `target` and waits until it is ready. Its port comes from
+    /// [`free_port`], which another process may take between its release and Prometheus'
+    /// bind: then Prometheus exits with "address already in use", and another port is tried.
+    async fn start_ready(target: SocketAddr) -> Self {
+        const ATTEMPTS: u32 = 5;
+        for attempt in 1..=ATTEMPTS {
+            let mut prometheus = Self::start(target);
+            match prometheus.wait_ready().await {
+                Ok(()) => return prometheus,
+                Err(log) if log.contains("address already in use") && attempt < ATTEMPTS => {
+                    eprintln!(
+                        "{}: port taken before Prometheus bound it; retrying",
+                        prometheus.url
+                    );
+                }
+                Err(log) => panic!("prometheus exited at start:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Waits until Prometheus answers `/-/ready`; `Err` with its log if it exits first,
+    /// panics if it takes too long.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + PROMETHEUS_PATIENCE;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("prometheus exited ({status}) at start:\n{}", self.log());
+                return Err(format!("exit status {status}\n{}", self.log()));
             }
             let ready = self.http.get(format!("{}/-/ready", self.url)).send().await;
             if ready.is_ok_and(|r| r.status().is_success()) {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -218,7 +240,8 @@ impl Drop for PrometheusServer {
     }
 }
 
-/// A port free on 127.0.0.1 right now: bound, read, and released.
+/// A port free on 127.0.0.1 right now: bound, read, and released (so it may be taken before
+/// Prometheus binds it: see [`PrometheusServer::start_ready`]).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -436,8 +459,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     // show in rates (a series' first sample counts as no increase).
     drive_calls(&dispatcher, &client).await;
 
-    let mut prometheus = PrometheusServer::start(dispatcher.http.expect("HTTP listener"));
-    prometheus.wait_ready().await;
+    let prometheus = PrometheusServer::start_ready(dispatcher.http.expect("HTTP listener")).await;
     prometheus
         .wait_for(
             "a first scrape of the dispatcher",

@@ -28,6 +28,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// One received span, reduced to what the assertions need.
 #[derive(Debug, Clone)]
 struct Received {
+    /// The `service.name` of the resource that exported it.
+    service: String,
     trace_id: String,
     span_id: String,
     parent: String,
@@ -36,19 +38,52 @@ struct Received {
     outcome: String,
 }
 
-/// An OTLP/HTTP receiver on 127.0.0.1: answers `POST /v1/traces` and keeps the spans.
-fn start_receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
+/// An OTLP/HTTP receiver on 127.0.0.1: answers `POST /v1/traces` and keeps the spans. Its
+/// threads are named after its port, so that a panic in one (an export that does not
+/// decode) fails the test instead of only losing spans.
+struct Receiver {
+    url: String,
+    spans: Arc<Mutex<Vec<Received>>>,
+    threads: String,
+}
+
+fn start_receiver() -> Receiver {
+    common::record_panics();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap();
+    let threads = format!("otlp-receiver-{}", addr.port());
     let spans = Arc::new(Mutex::new(Vec::new()));
     let sink = spans.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let sink = sink.clone();
-            std::thread::spawn(move || serve_otlp(stream, &sink));
-        }
-    });
-    (url, spans)
+    let name = threads.clone();
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let sink = sink.clone();
+                std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn(move || serve_otlp(stream, &sink))
+                    .expect("spawn a receiver thread");
+            }
+        })
+        .expect("spawn the receiver");
+    Receiver {
+        url: format!("http://{addr}"),
+        spans,
+        threads,
+    }
+}
+
+impl Receiver {
+    /// Fails the test if a thread of the receiver panicked.
+    fn assert_no_panics(&self) {
+        let panics = common::panics_on(|thread| thread == self.threads);
+        assert!(
+            panics.is_empty(),
+            "the OTLP receiver panicked:\n{}",
+            panics.join("\n")
+        );
+    }
 }
 
 /// Serves one keep-alive HTTP/1.1 connection of the exporter.
@@ -82,6 +117,17 @@ fn serve_otlp(stream: std::net::TcpStream, sink: &Mutex<Vec<Received>>) {
         let request = ExportTraceServiceRequest::decode(&body[..]).expect("an OTLP trace export");
         let mut spans = sink.lock().unwrap();
         for resource in request.resource_spans {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref()?.value.clone())
+                .map(|v| match v {
+                    Value::StringValue(s) => s,
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
             for scope in resource.scope_spans {
                 for span in scope.spans {
                     let attr = |key: &str| {
@@ -96,6 +142,7 @@ fn serve_otlp(stream: std::net::TcpStream, sink: &Mutex<Vec<Received>>) {
                             .unwrap_or_default()
                     };
                     spans.push(Received {
+                        service: service.clone(),
                         trace_id: hex::encode(&span.trace_id),
                         span_id: hex::encode(&span.span_id),
                         parent: hex::encode(&span.parent_span_id),
@@ -135,10 +182,11 @@ fn child<'a>(spans: &'a [Received], parent: &str, role: &str, method: &str) -> &
 }
 
 /// Waits until the receiver holds at least `count` spans.
-fn wait_for_spans(spans: &Mutex<Vec<Received>>, count: usize) -> Vec<Received> {
+fn wait_for_spans(receiver: &Receiver, count: usize) -> Vec<Received> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let now = spans.lock().unwrap().clone();
+        receiver.assert_no_panics();
+        let now = receiver.spans.lock().unwrap().clone();
         if now.len() >= count {
             return now;
         }
@@ -156,10 +204,10 @@ fn wait_for_spans(spans: &Mutex<Vec<Received>>, count: usize) -> Vec<Received> {
 /// continues the caller's trace.
 #[actix_rt::test]
 async fn two_hop_chain_is_one_trace_with_correct_parents() {
-    let (url, spans) = start_receiver();
+    let receiver = start_receiver();
     let provider = telemetry::tracer_provider(&TracingSettings {
         enabled: true,
-        endpoint: url,
+        endpoint: receiver.url.clone(),
         service_name: "nmid-tracing-test".to_owned(),
     })
     .unwrap();
@@ -208,7 +256,13 @@ async fn two_hop_chain_is_one_trace_with_correct_parents() {
     provider.force_flush().unwrap();
     // 6 spans per chain through the client, 6 through HTTP (http, dispatch, worker, nested
     // client, dispatch, worker).
-    let all = wait_for_spans(&spans, 12);
+    let all = wait_for_spans(&receiver, 12);
+    // (`OTEL_SERVICE_NAME`, when set, would win over the configured name.)
+    let services: Vec<&str> = all.iter().map(|s| s.service.as_str()).collect();
+    assert!(
+        services.iter().all(|s| *s == "nmid-tracing-test"),
+        "every span under the configured service name: {services:?}"
+    );
 
     // Through the client library: the client span is the root.
     let root = all
@@ -249,31 +303,60 @@ async fn two_hop_chain_is_one_trace_with_correct_parents() {
     worker2.stop().await;
     dispatcher.stop().await;
     provider.shutdown().unwrap();
+    receiver.assert_no_panics();
+}
+
+/// A running `nmid`, killed (by its PID) and waited for on drop if still running.
+struct Nmid(std::process::Child);
+
+impl Drop for Nmid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The `nmid` binary, traced through `OTEL_EXPORTER_OTLP_ENDPOINT`, exports the spans of an
-/// HTTP call under its service name by the time it exits on SIGTERM (flushed on shutdown).
+/// HTTP call under its default service name (`nmid`) by the time it exits on SIGTERM
+/// (flushed on shutdown).
 #[actix_rt::test]
 async fn binary_exports_spans_and_flushes_them_on_shutdown() {
     use std::process::{Command, Stdio};
-    let (url, spans) = start_receiver();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nmid"))
-        .args([
-            "--demo",
-            "--tcp-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &url)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    const PROCESS_PATIENCE: Duration = Duration::from_secs(10);
+    let receiver = start_receiver();
+    let mut nmid = Nmid(
+        Command::new(env!("CARGO_BIN_EXE_nmid"))
+            .args([
+                "--demo",
+                "--tcp-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.url)
+            .env_remove("OTEL_SERVICE_NAME")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nmid"),
+    );
+    let stderr = nmid.0.stderr.take().unwrap();
+    let (tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + PROCESS_PATIENCE;
     let mut http = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = log
+            .recv_timeout(left)
+            .expect("nmid logs that its demo function is registered");
         if line.contains("http listening") {
             http = Some(line.rsplit("addr=").next().unwrap().trim().to_owned());
         }
@@ -281,7 +364,6 @@ async fn binary_exports_spans_and_flushes_them_on_shutdown() {
             break;
         }
     }
-    std::thread::spawn(move || lines.for_each(drop));
     let http = http.expect("http listening line");
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let mut response = awc::Client::default()
@@ -294,25 +376,37 @@ async fn binary_exports_spans_and_flushes_them_on_shutdown() {
     assert_eq!(&response.body().await.unwrap()[..], b"FLUSH");
 
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &nmid.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = actix_rt::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let (nmid, status) = actix_rt::task::spawn_blocking(move || {
+        let deadline = Instant::now() + PROCESS_PATIENCE;
+        loop {
+            if let Some(status) = nmid.0.try_wait().expect("wait for nmid") {
+                return (nmid, status);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nmid did not exit within {PROCESS_PATIENCE:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    drop(nmid);
     assert!(status.success(), "{status}");
-    let received = spans.lock().unwrap().clone();
-    let roles: Vec<&str> = received
-        .iter()
-        .filter(|s| s.trace_id == trace_id)
-        .map(|s| s.role.as_str())
-        .collect();
+    receiver.assert_no_panics();
+    let received = receiver.spans.lock().unwrap().clone();
+    let traced: Vec<&Received> = received.iter().filter(|s| s.trace_id == trace_id).collect();
     for role in ["http", "dispatcher", "worker"] {
         assert!(
-            roles.contains(&role),
+            traced.iter().any(|s| s.role == role),
             "{role} span exported before exit: {received:#?}"
         );
+    }
+    for span in traced {
+        assert_eq!(span.service, "nmid", "the default service.name: {span:?}");
     }
 }

@@ -62,6 +62,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let listeners = nmid::server::Listeners::bind(&config)?;
     let demo_addr = demo_target(listeners.tcp.local_addr()?);
     let served = actix_rt::System::new().block_on(async move {
+        // Before anything accepts: a signal from now on drains instead of killing.
+        let shutdown = shutdown_signal();
         let mut demo = None;
         nmid::server::run(config, listeners, |_| async {
             if cli.demo {
@@ -70,7 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Err(err) => tracing::error!(cause = %err, "demo worker not started"),
                 }
             }
-            shutdown_signal().await;
+            shutdown.await;
         })
         .await?;
         if let Some(demo) = demo {
@@ -93,13 +95,18 @@ fn demo_target(listen: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT. The handlers are installed by this call, not when the
+/// future is first polled: a signal that arrives while the dispatcher starts (it accepts
+/// connections as soon as it logs that it listens) must not meet the default action, which
+/// kills the process without draining.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

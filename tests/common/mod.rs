@@ -2,6 +2,8 @@
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -17,6 +19,57 @@ use tokio_util::codec::Framed;
 /// How long a test waits for something that should happen promptly.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
+/// Every panic in this test binary so far: (thread name, message with location). Actors run
+/// as tokio tasks, and tokio catches a task's panic (it ends only that task, and the thread
+/// goes on), so joining a thread cannot see them; a panic hook sees every one.
+static PANICS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// Installs (once per test binary) the hook that records every panic in [`PANICS`], then
+/// reports it as the default hook does.
+pub fn record_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current()
+                .name()
+                .unwrap_or("<unnamed>")
+                .to_owned();
+            PANICS
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push((thread, info.to_string()));
+            report(info);
+        }));
+    });
+}
+
+/// The panics recorded so far on threads whose name satisfies `on`, as "thread: message".
+pub fn panics_on(on: impl Fn(&str) -> bool) -> Vec<String> {
+    PANICS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .filter(|(thread, _)| on(thread))
+        .map(|(thread, message)| format!("{thread}: {message}"))
+        .collect()
+}
+
+/// Waits for `thread` to end, at most `limit` (a test fails rather than hangs), and joins it.
+pub fn join_within<T>(thread: std::thread::JoinHandle<T>, limit: Duration, what: &str) -> T {
+    let deadline = Instant::now() + limit;
+    while !thread.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not end within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// A dispatcher running in-process on its own actix `System` thread.
 pub struct TestDispatcher {
     pub addr: SocketAddr,
@@ -25,6 +78,11 @@ pub struct TestDispatcher {
     handle: Handle,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), nmid::server::ServerError>>>,
+    /// The name of the `System` thread; its arbiters' threads are `actix-rt|system:{id}|..`.
+    thread_name: String,
+    system_id: usize,
+    /// The longest a shutdown may take: the drain bound and some.
+    stop_within: Duration,
 }
 
 /// Starts a dispatcher with the default configuration on 127.0.0.1:0.
@@ -57,17 +115,28 @@ fn start(addr: SocketAddr, mut config: Config, with_http: bool) -> TestDispatche
     let http = listeners.http.as_ref().map(|l| l.local_addr().unwrap());
     config.tcp.addr = addr;
     config.server.io_threads = 2;
+    let stop_within = config.drain_timeout() + 3 * PATIENCE;
+    record_panics();
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
+    let thread_name = format!(
+        "nmid-test-dispatcher-{}",
+        STARTED.fetch_add(1, Ordering::Relaxed)
+    );
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        actix_rt::System::new().block_on(nmid::server::run(config, listeners, |handle| {
-            handle_tx.send(handle).unwrap();
-            async {
-                let _ = shutdown_rx.await;
-            }
-        }))
-    });
-    let handle = handle_rx
+    let thread = std::thread::Builder::new()
+        .name(thread_name.clone())
+        .spawn(move || {
+            actix_rt::System::new().block_on(nmid::server::run(config, listeners, |handle| {
+                let system_id = actix_rt::System::current().id();
+                handle_tx.send((handle, system_id)).unwrap();
+                async {
+                    let _ = shutdown_rx.await;
+                }
+            }))
+        })
+        .expect("spawn the dispatcher thread");
+    let (handle, system_id) = handle_rx
         .recv_timeout(PATIENCE)
         .expect("dispatcher started");
     TestDispatcher {
@@ -76,6 +145,9 @@ fn start(addr: SocketAddr, mut config: Config, with_http: bool) -> TestDispatche
         handle,
         shutdown: Some(shutdown_tx),
         thread: Some(thread),
+        thread_name,
+        system_id,
+        stop_within,
     }
 }
 
@@ -110,29 +182,60 @@ impl TestDispatcher {
         }
     }
 
-    /// Shuts the dispatcher down (drain included) and waits for its thread, off the test's
-    /// runtime so that workers running on it can still finish their jobs meanwhile.
-    pub async fn stop(mut self) {
-        tokio::task::spawn_blocking(move || self.stop_inner())
-            .await
-            .expect("dispatcher thread");
-    }
-
-    fn stop_inner(&mut self) {
+    /// Begins the shutdown (stop accepting, refuse new calls, drain) without waiting for it;
+    /// [`TestDispatcher::stop`] then waits. The registry answers until the drain is over.
+    pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Shuts the dispatcher down (drain included) and waits for its thread, off the test's
+    /// runtime so that workers running on it can still finish their jobs meanwhile. Panics if
+    /// any of the dispatcher's threads panicked (an actor, the drain) or it does not stop.
+    pub async fn stop(mut self) {
+        tokio::task::spawn_blocking(move || self.stop_inner())
+            .await
+            .unwrap_or_else(|err| match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(err) => panic!("stopping the dispatcher: {err}"),
+            });
+    }
+
+    fn stop_inner(&mut self) {
+        self.begin_shutdown();
         if let Some(thread) = self.thread.take() {
-            let served = thread.join().expect("the dispatcher's thread panicked");
-            served.expect("the dispatcher ran and shut down");
+            let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                join_within(thread, self.stop_within, "the dispatcher")
+            }));
+            self.assert_no_panics();
+            match joined {
+                Ok(served) => served.expect("the dispatcher ran and shut down"),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         }
+    }
+
+    /// Fails the test if a thread of this dispatcher (its `System` thread or one of its
+    /// arbiters: connections, registry, HTTP workers) has panicked.
+    fn assert_no_panics(&self) {
+        let arbiters = format!("|system:{}|", self.system_id);
+        let panics = panics_on(|thread| thread == self.thread_name || thread.contains(&arbiters));
+        assert!(
+            panics.is_empty(),
+            "the dispatcher panicked:\n{}",
+            panics.join("\n")
+        );
     }
 }
 
 impl Drop for TestDispatcher {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        self.begin_shutdown();
+        // Dropped without `stop` (which checks after the drain): check what happened so far,
+        // unless the test is already failing.
+        if self.thread.is_some() && !std::thread::panicking() {
+            self.assert_no_panics();
         }
     }
 }
