@@ -19,13 +19,13 @@ use anyhow::{anyhow, bail, Context as _};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::gearman::{self, Packet};
-use super::hist::Hist;
 use super::servers::{current_thread, upper};
 use super::{payload, Args, FUNCTION, NATS_SUBJECT};
 use nmid::client::{Client, Protocol};
@@ -37,6 +37,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_LIMIT: Duration = Duration::from_secs(15);
 /// Past the end of the window, a loop with no completion is cut off after this long.
 const STALL_GRACE: Duration = Duration::from_secs(5);
+/// Latencies are recorded in nanoseconds up to this (longer ones count as this); calls time
+/// out after CALL_TIMEOUT, well below it.
+const MAX_LATENCY_NS: u64 = 60_000_000_000;
+/// Significant digits the histogram keeps: 0.1% resolution at every magnitude.
+const LATENCY_SIGFIG: u8 = 3;
 
 /// What one measured window gave; printed as `RESULT {json}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -78,7 +83,7 @@ struct Recorder {
     issued: u64,
     phase: Phase,
     started: Option<Instant>,
-    hist: Hist,
+    hist: Histogram<u64>,
     calls: u64,
     errors: u64,
     warmup_errors: u64,
@@ -97,7 +102,8 @@ impl Recorder {
             issued: 0,
             phase: Phase::Warmup,
             started: None,
-            hist: Hist::default(),
+            hist: Histogram::new_with_bounds(1, MAX_LATENCY_NS, LATENCY_SIGFIG)
+                .expect("valid histogram bounds"),
             calls: 0,
             errors: 0,
             warmup_errors: 0,
@@ -124,7 +130,8 @@ impl Recorder {
                 match outcome {
                     Ok(()) => {
                         self.calls += 1;
-                        self.hist.record(now - t0);
+                        let ns = u64::try_from((now - t0).as_nanos()).unwrap_or(u64::MAX);
+                        self.hist.saturating_record(ns.max(1));
                     }
                     Err(e) => {
                         self.errors += 1;
@@ -154,6 +161,15 @@ impl Recorder {
         println!("START");
     }
 
+    /// The latency at quantile `q` (0..=1) of the answered calls, in microseconds; 0 when
+    /// none was answered.
+    fn quantile_us(&self, q: f64) -> f64 {
+        match self.hist.is_empty() {
+            true => 0.0,
+            false => self.hist.value_at_quantile(q) as f64 / 1000.0,
+        }
+    }
+
     /// Ends the window now and prints the result (once).
     fn finish(&mut self, now: Instant, stalled: bool) {
         if self.phase == Phase::Done {
@@ -169,9 +185,9 @@ impl Recorder {
             errors: self.errors,
             warmup_errors: self.warmup_errors,
             duration_s: (now - started).as_secs_f64(),
-            p50_us: self.hist.quantile_us(0.50),
-            p99_us: self.hist.quantile_us(0.99),
-            p999_us: self.hist.quantile_us(0.999),
+            p50_us: self.quantile_us(0.50),
+            p99_us: self.quantile_us(0.99),
+            p999_us: self.quantile_us(0.999),
             first_error: self.first_error.clone(),
             stalled,
         };

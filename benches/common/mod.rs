@@ -1,6 +1,5 @@
 //! Building blocks of the `compare` harness (benches/compare.rs): each file is one concern.
 //!
-//! - `hist`: a log-linear latency histogram (about 1% resolution, fixed memory).
 //! - `procs`: child processes with kill-and-wait guards, CPU and RSS from /proc, port checks.
 //! - `load`: the load-generator role: closed loops for every system, printing
 //!   `START` when warm-up ends and `RESULT {json}` when the measured window ends.
@@ -10,7 +9,6 @@
 //! - `report`: medians, the markdown tables and the ratio line.
 
 pub mod gearman;
-pub mod hist;
 pub mod load;
 pub mod procs;
 pub mod report;
