@@ -25,11 +25,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::frames;
 use super::gearman::{self, Packet};
 use super::servers::{current_thread, upper};
 use super::{payload, Args, FUNCTION, NATS_SUBJECT};
 use nmid::client::{Client, Protocol};
-use nmid::codec::{self, Call, Frame, ParamsType, DEFAULT_MAX_FRAME_BYTES, HANDLE_TYPE_ENCODE};
 
 /// A call not answered in this long is an error (every system's client gets the same).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -467,16 +467,8 @@ async fn floor_conn(
     let out = RefCell::new(BytesMut::with_capacity(64 * 1024));
     let wake = Notify::new();
     let call = |slot: usize, out: &mut BytesMut| {
-        let frame = Frame::Call(Call {
-            request_id: slot as u64,
-            timeout_ms: CALL_TIMEOUT.as_millis() as u32,
-            params_type: ParamsType::MSGPACK,
-            handle_type: HANDLE_TYPE_ENCODE,
-            function: Bytes::from_static(FUNCTION.as_bytes()),
-            params: cfg.payload.clone(),
-            meta: Vec::new(),
-        });
-        codec::encode(&frame, out).expect("a small frame encodes");
+        let timeout_ms = CALL_TIMEOUT.as_millis() as u32;
+        frames::put_call(out, slot as u64, timeout_ms, cfg.payload.clone());
     };
     let mut sent = vec![Instant::now(); k];
     for (slot, t0) in sent.iter_mut().enumerate() {
@@ -490,15 +482,12 @@ async fn floor_conn(
             if read.read_buf(&mut buf).await? == 0 {
                 bail!("echo server closed the connection");
             }
-            while let Some(frame) = codec::decode(&mut buf, DEFAULT_MAX_FRAME_BYTES)? {
-                let Frame::CallResult(result) = frame else {
-                    bail!("unexpected {} from the echo server", frame.name());
-                };
-                let slot = result.request_id as usize;
+            while let Some((request_id, ret)) = frames::take_result(&mut buf)? {
+                let slot = request_id as usize;
                 let t0 = *sent
                     .get(slot)
                     .ok_or_else(|| anyhow!("unknown request id"))?;
-                let outcome = match result.ret == cfg.expect {
+                let outcome = match ret == cfg.expect {
                     true => Ok(()),
                     false => Err("wrong answer".to_owned()),
                 };

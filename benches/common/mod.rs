@@ -6,8 +6,10 @@
 //! - `servers`: the server-side roles: our workers, NATS responders, Gearman workers and the
 //!   one-hop echo server.
 //! - `gearman`: the Gearman binary protocol packets the harness needs.
+//! - `frames`: raw tagged frames for the floor (the one file that uses `nmid::codec`).
 //! - `report`: medians, the markdown tables and the ratio line.
 
+pub mod frames;
 pub mod gearman;
 pub mod load;
 pub mod procs;

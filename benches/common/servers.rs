@@ -17,9 +17,9 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::frames;
 use super::gearman::{self, Packet};
 use super::{Args, FUNCTION, NATS_QUEUE, NATS_SUBJECT};
-use nmid::codec::{self, CallResult, Frame, DEFAULT_MAX_FRAME_BYTES};
 use nmid::worker::{Job, JobError, Worker};
 
 /// Runs the server role `role` until the harness closes stdin.
@@ -205,15 +205,7 @@ async fn echo_connection(mut stream: TcpStream) -> anyhow::Result<()> {
         if stream.read_buf(&mut buf).await? == 0 {
             return Ok(());
         }
-        while let Some(frame) = codec::decode(&mut buf, DEFAULT_MAX_FRAME_BYTES)? {
-            if let Frame::Call(call) = frame {
-                let reply = Frame::CallResult(CallResult {
-                    request_id: call.request_id,
-                    ret: upper(&call.params),
-                });
-                codec::encode(&reply, &mut out)?;
-            }
-        }
+        frames::answer_calls(&mut buf, &mut out, upper)?;
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();
