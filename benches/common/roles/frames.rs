@@ -11,7 +11,7 @@ use nmid::codec::{
     self, Call, CallResult, Frame, ParamsType, DEFAULT_MAX_FRAME_BYTES, HANDLE_TYPE_ENCODE,
 };
 
-use super::FUNCTION;
+use crate::common::FUNCTION;
 
 /// Appends a `C_CALL` of `FUNCTION` with `params` (msgpack, as the client library sends
 /// them), tagged `request_id`, that the callee may take `timeout_ms` to answer.
