@@ -16,7 +16,10 @@
 //! guard drops (and on SIGINT/SIGTERM); every load loop is bounded in count and time.
 //! Results go to `bench-results/<unix-time>.json` and `.md`. `--quick` (C=64, 32 B, us vs
 //! NATS vs floor, one ~4 s repetition) ends with the line
-//! `ratio_vs_nats=<x> ratio_vs_floor=<y>` and fails loudly on any error.
+//! `ratio_vs_nats=<x> ratio_vs_floor=<y>`. Any failed call in a measured window, or a
+//! process of a system dying, fails the cell: `--quick` stops there with an error naming the
+//! system and the count; a full run reports the cell as failed, writes its files, and exits
+//! non-zero at the end.
 //!
 //! This file is the main: parse the options, run the table and the scale section, write
 //! the results. How each part works is in `common/` (its `mod.rs` lists the files); the
@@ -53,7 +56,8 @@ fn main() -> ExitCode {
 }
 
 /// The harness: checks, the table, the scale section, then the result files, the markdown
-/// on stdout and, for `--quick`, the ratio line.
+/// on stdout and, for `--quick`, the ratio line. Fails when anything measured failed (a
+/// quick run at the first failure, a full run once its files are written).
 fn bench(settings: Settings) -> anyhow::Result<()> {
     let launcher = Launcher::new(settings.ports)?;
     launcher.preflight(&settings)?;
@@ -94,17 +98,24 @@ fn bench(settings: Settings) -> anyhow::Result<()> {
         json_path.display(),
         md_path.display()
     );
+    println!("{md}");
     let failures = report.failures();
-    if failures.is_empty() {
-        let _ = std::fs::remove_dir_all(h.launcher.logs());
-    } else {
+    if !failures.is_empty() {
         eprintln!(
-            "compare: {} runs failed; logs kept in {}",
-            failures.len(),
+            "compare: these failed (logs kept in {}):",
             h.launcher.logs().display()
         );
+        for failure in &failures {
+            eprintln!("compare:   {failure}");
+        }
+        bail!(
+            "{} of {} measurements failed; they are reported as failed and count in no \
+             median or ratio",
+            failures.len(),
+            report.runs.len() + usize::from(report.scale.is_some())
+        );
     }
-    println!("{md}");
+    let _ = std::fs::remove_dir_all(h.launcher.logs());
     if h.settings.quick {
         let Some((vs_nats, vs_floor)) = report.quick_ratios() else {
             bail!("quick run incomplete: us-tagged, nats and floor must all produce results");

@@ -31,7 +31,7 @@ const RESULT_GRACE: Duration = Duration::from_secs(20);
 const WRK_GRACE: Duration = Duration::from_secs(30);
 
 /// Measures the cell `key` of `running`, its calls driven by `driver`: a run, failed when
-/// the measurement could not be made or its result is not usable.
+/// the measurement could not be made, any call failed, or a process of the system died.
 pub fn measure(
     launcher: &Launcher,
     settings: &Settings,
@@ -43,35 +43,44 @@ pub fn measure(
         Driver::Role(caller) => role_window(launcher, settings, caller, running, &key),
         Driver::Wrk => wrk_window(launcher, settings, running, &key),
     };
+    let dead = running.dead();
     match measured {
-        Ok((result, cpu)) => judge(key, result, cpu),
-        Err(e) => Run::failed(key, format!("{e:#}")),
+        Ok((result, cpu)) => judge(key, result, cpu, dead),
+        Err(e) => match dead {
+            Some(why) => Run::failed(key, format!("{why}; {e:#}")),
+            None => Run::failed(key, format!("{e:#}")),
+        },
     }
 }
 
-/// A run from a load result and the window's CPU.
-fn judge(key: RunKey, result: LoadResult, cpu: Vec<ProcCpu>) -> Run {
+/// A run from a load result, the window's CPU, and whether a process of the system died
+/// (`dead`): failed, keeping what it measured, for every reason there is to distrust it.
+fn judge(key: RunKey, result: LoadResult, cpu: Vec<ProcCpu>, dead: Option<String>) -> Run {
     let calls_per_s = match result.duration_s > 0.0 {
         true => result.calls as f64 / result.duration_s,
         false => 0.0,
     };
-    let error = if result.calls == 0 {
-        Some(format!(
-            "no call answered; first error: {}",
-            result.first_error.as_deref().unwrap_or("none")
-        ))
-    } else if result.stalled {
-        Some("the load loop stalled and was cut off".to_owned())
-    } else {
-        None
-    };
-    let ok = error.is_none();
+    let first_error = result.first_error.as_deref().unwrap_or("none");
+    let mut why = Vec::new();
+    why.extend(dead);
+    if result.calls == 0 {
+        why.push(format!("no call answered; first error: {first_error}"));
+    } else if result.errors > 0 {
+        why.push(format!(
+            "{} of {} calls failed in the measured window; first error: {first_error}",
+            result.errors,
+            result.calls + result.errors
+        ));
+    }
+    if result.stalled {
+        why.push("the load loop stalled and was cut off".to_owned());
+    }
     Run {
         key,
-        result: ok.then_some(result),
         calls_per_s,
         cpu,
-        error,
+        error: (!why.is_empty()).then(|| why.join("; ")),
+        result: Some(result),
     }
 }
 

@@ -117,7 +117,7 @@ pub fn us(v: f64) -> String {
 }
 
 /// The results table: one row per system and level, per payload. A failed cell's row says
-/// **failed**, and why.
+/// **failed**, its failed calls, and why.
 pub fn results_table(cells: &[Cell], payloads: &[usize], levels: &[usize]) -> String {
     let mut md = String::new();
     for &payload in payloads {
@@ -139,7 +139,8 @@ pub fn results_table(cells: &[Cell], payloads: &[usize], levels: &[usize]) -> St
                 if c.failed() {
                     let _ = writeln!(
                         md,
-                        "| {label} | {level} | **failed** | | | | | {} |",
+                        "| {label} | {level} | **failed** | | | | {} | {} |",
+                        c.errors,
                         c.error.as_deref().unwrap_or("no result").replace('|', "/")
                     );
                     continue;

@@ -56,16 +56,20 @@ impl Progress {
             self.total,
             run.key
         );
-        match (&run.result, &run.error) {
-            (Some(r), _) => format!(
-                "{head}: {} calls/s, p50 {}, p99 {}, p99.9 {}, errors {}, CPU {:.1} ms/1k calls",
+        let figures = run.result.as_ref().map(|r| {
+            format!(
+                "{} calls/s, p50 {}, p99 {}, p99.9 {}, errors {}, CPU {:.1} ms/1k calls",
                 kilo(run.calls_per_s),
                 us(r.p50_us),
                 us(r.p99_us),
                 us(r.p999_us),
                 r.errors,
                 run.cpu_ms_per_1k().get("total").copied().unwrap_or(0.0)
-            ),
+            )
+        });
+        match (figures, &run.error) {
+            (Some(figures), None) => format!("{head}: {figures}"),
+            (Some(figures), Some(e)) => format!("{head}: FAILED: {e} ({figures})"),
             (None, e) => format!("{head}: FAILED: {}", e.as_deref().unwrap_or("?")),
         }
     }

@@ -2,8 +2,10 @@
 //! issue-6 [`Target`]s, the [`Machine`], and the two files a run writes,
 //! `bench-results/<unix-time>.json` (everything) and `.md` (the tables, see `markdown`).
 //!
-//! A run fails when its load generator failed, answered nothing or stalled; a cell fails
-//! when none of its runs succeeded, and then counts in no ratio.
+//! A run fails when its load generator failed, answered nothing, stalled or saw any failed
+//! call in the measured window, or when a process of its system died; it keeps what it
+//! measured (in the JSON). A cell fails when any of its runs did: it is reported as failed,
+//! counts in no ratio, and makes the whole run exit non-zero once the files are written.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -59,7 +61,7 @@ pub struct Run {
     /// The cell and repetition (flattened into the JSON object).
     #[serde(flatten)]
     pub key: RunKey,
-    /// What the load generator measured (absent on failure).
+    /// What the load generator measured, when it got that far (kept on a failed run too).
     pub result: Option<LoadResult>,
     /// Answered calls per second.
     pub calls_per_s: f64,
@@ -125,7 +127,7 @@ pub struct Cell {
     pub payload: usize,
     /// Calls in flight.
     pub level: usize,
-    /// Repetitions that produced a result.
+    /// Repetitions that succeeded (the medians are theirs).
     pub reps_ok: usize,
     /// Median answered calls per second.
     pub calls_per_s: f64,
@@ -139,18 +141,18 @@ pub struct Cell {
     pub p99_us: f64,
     /// Median p99.9 latency, microseconds.
     pub p999_us: f64,
-    /// Failed calls over all repetitions.
+    /// Failed calls in the measured windows of all repetitions.
     pub errors: u64,
     /// Median CPU ms per 1000 calls, by role (`broker`, `workers`, `load`, `total`).
     pub cpu_ms_per_1k: BTreeMap<String, f64>,
-    /// Failures of repetitions, if any.
+    /// Failures of repetitions, if any: then the cell failed.
     pub error: Option<String>,
 }
 
 impl Cell {
-    /// Whether the cell failed: no repetition produced a result.
+    /// Whether the cell failed: a repetition failed, or none ran.
     pub fn failed(&self) -> bool {
-        self.reps_ok == 0
+        self.error.is_some() || self.reps_ok == 0
     }
 }
 
@@ -170,7 +172,10 @@ pub fn median(values: &mut [f64]) -> f64 {
 
 /// Summarises the runs of one cell.
 pub fn summarise(system: &str, payload: usize, level: usize, runs: &[&Run]) -> Cell {
-    let ok: Vec<&&Run> = runs.iter().filter(|r| r.result.is_some()).collect();
+    let ok: Vec<&&Run> = runs
+        .iter()
+        .filter(|r| r.error.is_none() && r.result.is_some())
+        .collect();
     let field = |f: &dyn Fn(&Run) -> f64| -> Vec<f64> { ok.iter().map(|r| f(r)).collect() };
     let mut tput = field(&|r| r.calls_per_s);
     let min = tput.iter().copied().fold(f64::INFINITY, f64::min);
@@ -201,7 +206,11 @@ pub fn summarise(system: &str, payload: usize, level: usize, runs: &[&Run]) -> C
         p50_us: median(&mut field(&|r| result(r).p50_us)),
         p99_us: median(&mut field(&|r| result(r).p99_us)),
         p999_us: median(&mut field(&|r| result(r).p999_us)),
-        errors: ok.iter().map(|r| result(r).errors).sum(),
+        errors: runs
+            .iter()
+            .filter_map(|r| r.result.as_ref())
+            .map(|r| r.errors)
+            .sum(),
         cpu_ms_per_1k: cpu,
         error: (!errors.is_empty()).then(|| errors.join("; ")),
     }
@@ -230,7 +239,7 @@ pub fn cells(settings: &Settings, runs: &[Run]) -> Vec<Cell> {
     cells
 }
 
-/// Finds a cell that produced a result: failed cells count in no ratio.
+/// Finds a cell that succeeded: failed cells count in no ratio.
 pub fn find<'a>(cells: &'a [Cell], system: &str, payload: usize, level: usize) -> Option<&'a Cell> {
     cells
         .iter()

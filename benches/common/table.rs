@@ -4,7 +4,8 @@
 //! a disturbance of the machine (the build's write-back at the start, say) then spoils one
 //! repetition of each system rather than every repetition of the first. A system that does
 //! not start has its cells recorded as failed; one whose process dies is started again for
-//! the cells after.
+//! the cells after. A quick run stops at the first failed cell instead: its ratios would
+//! count only the calls that succeeded.
 
 use super::load;
 use super::options::Settings;
@@ -60,7 +61,12 @@ fn run_system(h: &Harness, system: System, rep: usize, runs: &mut Vec<Run>) -> a
             h.progress.cell_done(&run);
             if let Some(e) = &run.error {
                 if s.quick {
-                    anyhow::bail!("{}: {e}", run.key);
+                    anyhow::bail!(
+                        "{} failed ({payload} B, {level} in flight): {e}; a quick run stops \
+                         here, without a ratio (logs in {})",
+                        system.id(),
+                        h.launcher.logs().display()
+                    );
                 }
                 // A dead process spoils the cells after it: start the system again.
                 if let Some(why) = running.as_mut().and_then(Running::dead) {

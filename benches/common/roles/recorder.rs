@@ -34,7 +34,7 @@ pub struct LoadResult {
     pub p99_us: f64,
     /// 99.9th percentile.
     pub p999_us: f64,
-    /// The first error seen, if any.
+    /// The first error of the measured window, or else of the warm-up, if any.
     pub first_error: Option<String>,
     /// True when the loop stopped completing calls and was cut off.
     pub stalled: bool,
@@ -110,7 +110,10 @@ impl Recorder {
                     }
                     Err(e) => {
                         self.errors += 1;
-                        self.first_error.get_or_insert(e);
+                        // The window's first error says more than a warm-up one.
+                        if self.errors == 1 {
+                            self.first_error = Some(e);
+                        }
                     }
                 }
                 if now >= self.end || self.calls + self.errors >= self.max_calls {
