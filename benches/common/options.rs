@@ -15,6 +15,7 @@ use super::systems::{Ports, System};
 #[derive(Debug, Parser)]
 #[command(
     name = "compare",
+    bin_name = "cargo bench --bench compare --",
     about = "nmid against nats-server, gearmand, the one-hop floor and HTTP, on this machine"
 )]
 pub struct Options {
