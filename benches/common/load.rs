@@ -1,586 +1,250 @@
-//! The load-generator role (`--role load --system S ...`): a closed loop keeping exactly
-//! `--concurrency` calls in flight, on one single-threaded tokio runtime for every system.
+//! The measurement of one cell: a closed-loop load against a running system for one window,
+//! with the CPU time of every process over that window, judged into a [`Run`].
 //!
-//! Warm-up runs for `--warmup-ms`; then the role prints `START` and measures for
-//! `--duration-ms` (or `--max-calls` completions, whichever comes first), then prints
-//! `RESULT {json}` at once and exits. The harness samples every process's CPU time when it
-//! reads each marker. A loop that stalls is cut off by a timer, so the role always ends.
-//!
-//! Systems: `tagged` and `v1` use our client library, `nats` async-nats, `gearman` and
-//! `floor` pipelined protocol clients written here (one reader and one writer per
-//! connection, all frames decoded at once answered in one write).
+//! The load comes from a child of its own: our load generator (`--role load`, see
+//! `roles::loadgen`) for every system but HTTP, wrk for HTTP. The harness reads each
+//! process's utime + stime from /proc when the generator marks the window's start (`START`)
+//! and its end (`RESULT {json}`; for wrk, the Lua `done` hook's summary line, after which
+//! wrk waits on stdin so that its own CPU can be read before it exits). Every wait is
+//! bounded in time, and the generator bounds its window in count too.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use bytes::{Bytes, BytesMut};
-use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
-use super::gearman::{self, Packet};
-use super::hist::Hist;
-use super::servers::{current_thread, upper};
-use super::{payload, Args, FUNCTION, NATS_SUBJECT};
-use nmid::client::{Client, Protocol};
-use nmid::codec::{
-    self, Frame, ParamsType, TaggedCall, DEFAULT_MAX_FRAME_BYTES, HANDLE_TYPE_ENCODE,
-};
+use super::options::{value_name, Settings};
+use super::payload;
+use super::procs::{Proc, Role};
+use super::report::{ProcCpu, Run, RunKey};
+use super::roles::loadgen::Caller;
+use super::roles::recorder::LoadResult;
+use super::systems::{Driver, Launcher, Running};
 
-/// A call not answered in this long is an error (every system's client gets the same).
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the role waits for a first successful call before giving up.
-const PROBE_LIMIT: Duration = Duration::from_secs(15);
-/// Past the end of the window, a loop with no completion is cut off after this long.
-const STALL_GRACE: Duration = Duration::from_secs(5);
+/// Completions counted at most in one window (a bound besides the window's length).
+const MAX_CALLS: u64 = 20_000_000;
+/// Longest wait for the generator's `START`, past its warm-up (connecting, the first call).
+const START_GRACE: Duration = Duration::from_secs(45);
+/// Longest wait for the generator's `RESULT`, past the window.
+const RESULT_GRACE: Duration = Duration::from_secs(20);
+/// Longest wait for wrk's summary, past the window.
+const WRK_GRACE: Duration = Duration::from_secs(30);
 
-/// What one measured window gave; printed as `RESULT {json}`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LoadResult {
-    /// Calls answered correctly inside the window.
-    pub calls: u64,
-    /// Calls that failed (error reply, wrong answer, timeout) inside the window.
-    pub errors: u64,
-    /// Failed calls during warm-up (not in `errors`).
-    pub warmup_errors: u64,
-    /// Length of the window, seconds.
-    pub duration_s: f64,
-    /// Latency percentiles of the answered calls, microseconds.
-    pub p50_us: f64,
-    /// 99th percentile.
-    pub p99_us: f64,
-    /// 99.9th percentile.
-    pub p999_us: f64,
-    /// The first error seen, if any.
-    pub first_error: Option<String>,
-    /// True when the loop stopped completing calls and was cut off.
-    pub stalled: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Warmup,
-    Measure,
-    Done,
-}
-
-/// The closed loop's bookkeeping: phase, counts, latencies, and the two markers.
-#[derive(Debug)]
-struct Recorder {
-    warm_end: Instant,
-    end: Instant,
-    max_calls: u64,
-    max_issued: u64,
-    issued: u64,
-    phase: Phase,
-    started: Option<Instant>,
-    hist: Hist,
-    calls: u64,
-    errors: u64,
-    warmup_errors: u64,
-    first_error: Option<String>,
-}
-
-impl Recorder {
-    fn new(warmup: Duration, duration: Duration, max_calls: u64) -> Self {
-        let now = Instant::now();
-        Self {
-            warm_end: now + warmup,
-            end: now + warmup + duration,
-            max_calls,
-            // Warm-up included; a second bound on count besides the window's.
-            max_issued: max_calls.saturating_mul(2),
-            issued: 0,
-            phase: Phase::Warmup,
-            started: None,
-            hist: Hist::default(),
-            calls: 0,
-            errors: 0,
-            warmup_errors: 0,
-            first_error: None,
-        }
-    }
-
-    /// A call started at `t0` ended with `outcome`; returns whether to start another.
-    fn complete(&mut self, t0: Instant, outcome: Result<(), String>) -> bool {
-        let now = Instant::now();
-        match self.phase {
-            Phase::Warmup => {
-                if outcome.is_err() {
-                    self.warmup_errors += 1;
-                    if self.first_error.is_none() {
-                        self.first_error = outcome.err().map(|e| format!("warm-up: {e}"));
-                    }
-                }
-                if now >= self.warm_end {
-                    self.begin(now);
-                }
-            }
-            Phase::Measure => {
-                match outcome {
-                    Ok(()) => {
-                        self.calls += 1;
-                        self.hist.record(now - t0);
-                    }
-                    Err(e) => {
-                        self.errors += 1;
-                        self.first_error.get_or_insert(e);
-                    }
-                }
-                if now >= self.end || self.calls + self.errors >= self.max_calls {
-                    self.finish(now, false);
-                }
-            }
-            Phase::Done => {}
-        }
-        self.issued += 1;
-        if self.issued >= self.max_issued {
-            self.finish(now, false);
-        }
-        self.phase != Phase::Done
-    }
-
-    fn done(&self) -> bool {
-        self.phase == Phase::Done
-    }
-
-    fn begin(&mut self, now: Instant) {
-        self.phase = Phase::Measure;
-        self.started = Some(now);
-        println!("START");
-    }
-
-    /// Ends the window now and prints the result (once).
-    fn finish(&mut self, now: Instant, stalled: bool) {
-        if self.phase == Phase::Done {
-            return;
-        }
-        if self.phase == Phase::Warmup {
-            self.begin(now);
-        }
-        self.phase = Phase::Done;
-        let started = self.started.unwrap_or(now);
-        let result = LoadResult {
-            calls: self.calls,
-            errors: self.errors,
-            warmup_errors: self.warmup_errors,
-            duration_s: (now - started).as_secs_f64(),
-            p50_us: self.hist.quantile_us(0.50),
-            p99_us: self.hist.quantile_us(0.99),
-            p999_us: self.hist.quantile_us(0.999),
-            first_error: self.first_error.clone(),
-            stalled,
-        };
-        println!(
-            "RESULT {}",
-            serde_json::to_string(&result).expect("result serializes")
-        );
-    }
-}
-
-/// The load role's settings.
-struct LoadConfig {
-    system: String,
-    addr: String,
-    concurrency: usize,
-    conns: usize,
-    payload: Bytes,
-    expect: Bytes,
-    warmup: Duration,
-    duration: Duration,
-    max_calls: u64,
-}
-
-/// Runs the load role; returns when the window is over.
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    let payload_len: usize = args.num("payload", 32)?;
-    let body = payload(payload_len);
-    let cfg = LoadConfig {
-        system: args.required("system")?.to_owned(),
-        addr: args.required("addr")?.to_owned(),
-        concurrency: args.num("concurrency", 64usize)?.max(1),
-        conns: args.num("conns", 1usize)?.max(1),
-        expect: upper(&body),
-        payload: Bytes::from(body),
-        warmup: Duration::from_millis(args.num("warmup-ms", 1000)?),
-        duration: Duration::from_millis(args.num("duration-ms", 5000)?),
-        max_calls: args.num("max-calls", 20_000_000)?,
+/// Measures the cell `key` of `running`, its calls driven by `driver`: a run, failed when
+/// the measurement could not be made, any call failed, or a process of the system died.
+pub fn measure(
+    launcher: &Launcher,
+    settings: &Settings,
+    driver: Driver,
+    running: &mut Running,
+    key: RunKey,
+) -> Run {
+    let measured = match driver {
+        Driver::Role(caller) => role_window(launcher, settings, caller, running, &key),
+        Driver::Wrk => wrk_window(launcher, settings, running, &key),
     };
-    // Bound in time whatever happens: set-up, warm-up, window, and a margin.
-    let lifetime = PROBE_LIMIT * 2 + cfg.warmup + cfg.duration + STALL_GRACE * 2;
-    std::thread::spawn(move || {
-        std::thread::sleep(lifetime);
-        println!("FAIL load role overran its {lifetime:?} bound");
-        std::process::exit(3);
-    });
-    let runtime = current_thread()?;
-    match runtime.block_on(drive(&cfg)) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            println!("FAIL {e:#}");
-            std::process::exit(1);
-        }
+    let dead = running.dead();
+    match measured {
+        Ok((result, cpu)) => judge(key, result, cpu, dead),
+        Err(e) => match dead {
+            Some(why) => Run::failed(key, format!("{why}; {e:#}")),
+            None => Run::failed(key, format!("{e:#}")),
+        },
     }
 }
 
-async fn drive(cfg: &LoadConfig) -> anyhow::Result<()> {
-    match cfg.system.as_str() {
-        "tagged" => {
-            let mut clients = Vec::new();
-            for _ in 0..cfg.conns.min(cfg.concurrency) {
-                clients.push(
-                    Client::builder(cfg.addr.clone())
-                        .timeout(CALL_TIMEOUT)
-                        .connect()
-                        .await?,
-                );
-            }
-            nmid_loop(cfg, &clients).await
-        }
-        "v1" => {
-            // A v1 connection runs one call at a time: one connection per call in flight.
-            let mut clients = Vec::new();
-            for _ in 0..cfg.concurrency.min(512) {
-                clients.push(
-                    Client::builder(cfg.addr.clone())
-                        .protocol(Protocol::V1)
-                        .timeout(CALL_TIMEOUT)
-                        .connect()
-                        .await?,
-                );
-            }
-            nmid_loop(cfg, &clients).await
-        }
-        "nats" => {
-            let mut clients = Vec::new();
-            for _ in 0..cfg.conns.min(cfg.concurrency) {
-                clients.push(
-                    async_nats::ConnectOptions::new()
-                        .request_timeout(Some(CALL_TIMEOUT))
-                        .connect(cfg.addr.as_str())
-                        .await
-                        .with_context(|| format!("connect to nats-server at {}", cfg.addr))?,
-                );
-            }
-            let call = |slot: usize| {
-                let client = &clients[slot % clients.len()];
-                let payload = cfg.payload.clone();
-                async move {
-                    match client.request(NATS_SUBJECT, payload).await {
-                        Ok(reply) if reply.payload == cfg.expect => Ok(()),
-                        Ok(_) => Err("wrong answer".to_owned()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            };
-            probe(call).await?;
-            let rec = RefCell::new(Recorder::new(cfg.warmup, cfg.duration, cfg.max_calls));
-            run_recorder(&rec, futures_loop(&rec, cfg.concurrency, call)).await
-        }
-        "gearman" => {
-            let rec = RefCell::new(Recorder::new(cfg.warmup, cfg.duration, cfg.max_calls));
-            let share = split_in_flight(cfg.concurrency, cfg.conns);
-            let mut streams = Vec::new();
-            for _ in &share {
-                streams.push(dial(&cfg.addr).await?);
-            }
-            let loops = streams
-                .into_iter()
-                .zip(share)
-                .map(|(s, k)| gearman_conn(&rec, s, k, cfg));
-            run_recorder(&rec, futures_util::future::try_join_all(loops)).await
-        }
-        "floor" => {
-            let rec = RefCell::new(Recorder::new(cfg.warmup, cfg.duration, cfg.max_calls));
-            let share = split_in_flight(cfg.concurrency, cfg.conns);
-            let mut streams = Vec::new();
-            for _ in &share {
-                streams.push(dial(&cfg.addr).await?);
-            }
-            let loops = streams
-                .into_iter()
-                .zip(share)
-                .map(|(s, k)| floor_conn(&rec, s, k, cfg));
-            run_recorder(&rec, futures_util::future::try_join_all(loops)).await
-        }
-        other => bail!("unknown system {other:?}"),
-    }
-}
-
-/// Tagged or v1: calls through our client library, slot `i` on client `i % clients`.
-async fn nmid_loop(cfg: &LoadConfig, clients: &[Client]) -> anyhow::Result<()> {
-    let call = |slot: usize| {
-        let client = &clients[slot % clients.len()];
-        let payload = cfg.payload.clone();
-        async move {
-            match client.call(FUNCTION, payload).await {
-                Ok(ret) if ret == cfg.expect => Ok(()),
-                Ok(_) => Err("wrong answer".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
-        }
+/// A run from a load result, the window's CPU, and whether a process of the system died
+/// (`dead`): failed, keeping what it measured, for every reason there is to distrust it.
+fn judge(key: RunKey, result: LoadResult, cpu: Vec<ProcCpu>, dead: Option<String>) -> Run {
+    let calls_per_s = match result.duration_s > 0.0 {
+        true => result.calls as f64 / result.duration_s,
+        false => 0.0,
     };
-    probe(call).await?;
-    let rec = RefCell::new(Recorder::new(cfg.warmup, cfg.duration, cfg.max_calls));
-    run_recorder(&rec, futures_loop(&rec, cfg.concurrency, call)).await
+    let first_error = result.first_error.as_deref().unwrap_or("none");
+    let mut why = Vec::new();
+    why.extend(dead);
+    if result.calls == 0 {
+        why.push(format!("no call answered; first error: {first_error}"));
+    } else if result.errors > 0 {
+        why.push(format!(
+            "{} of {} calls failed in the measured window; first error: {first_error}",
+            result.errors,
+            result.calls + result.errors
+        ));
+    }
+    if result.stalled {
+        why.push("the load loop stalled and was cut off".to_owned());
+    }
+    Run {
+        key,
+        calls_per_s,
+        cpu,
+        error: (!why.is_empty()).then(|| why.join("; ")),
+        result: Some(result),
+    }
 }
 
-/// Calls until one succeeds (the workers may still be registering), at most PROBE_LIMIT.
-async fn probe<F, Fut>(call: F) -> anyhow::Result<()>
-where
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = Result<(), String>>,
-{
-    let until = Instant::now() + PROBE_LIMIT;
+/// One load-generator window against `running`: the result and each process's CPU.
+fn role_window(
+    launcher: &Launcher,
+    s: &Settings,
+    caller: Caller,
+    running: &mut Running,
+    key: &RunKey,
+) -> anyhow::Result<(LoadResult, Vec<ProcCpu>)> {
+    let mut cmd = launcher.harness_command();
+    cmd.args(["--role", "load", "--system", &value_name(&caller)])
+        .args(["--addr", &running.target])
+        .arg("--concurrency")
+        .arg(key.level.to_string())
+        .arg("--conns")
+        .arg(s.conns(key.level).to_string())
+        .arg("--payload")
+        .arg(key.payload.to_string())
+        .arg("--warmup-ms")
+        .arg(s.warmup_ms.to_string())
+        .arg("--duration-ms")
+        .arg(s.window_ms.to_string())
+        .arg("--max-calls")
+        .arg(MAX_CALLS.to_string());
+    let mut load = Proc::spawn("load", Role::Load, cmd, &launcher.log("load"), true)?;
+    let until = Instant::now() + Duration::from_millis(s.warmup_ms) + START_GRACE;
     loop {
-        match call(0).await {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= until => {
-                bail!("no successful call in {PROBE_LIMIT:?}; last error: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        let line = load.next_line(until)?;
+        if line == "START" {
+            break;
+        }
+        if let Some(e) = line.strip_prefix("FAIL ") {
+            bail!("load generator: {e}");
         }
     }
-}
-
-/// Runs `body`, a closed loop feeding `rec`, and cuts it off when it stalls past the window.
-async fn run_recorder<T>(
-    rec: &RefCell<Recorder>,
-    body: impl Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<()> {
-    let cutoff = tokio::time::Instant::from_std(rec.borrow().end + STALL_GRACE);
-    tokio::select! {
-        result = body => {
-            if !rec.borrow().done() {
-                let e = match result {
-                    Ok(_) => anyhow!("load loop ended early"),
-                    Err(e) => e,
-                };
-                bail!("{e:#}");
-            }
+    let before = sample(&running.procs, &load)?;
+    let until = Instant::now() + Duration::from_millis(s.window_ms) + RESULT_GRACE;
+    let result: LoadResult = loop {
+        let line = load.next_line(until)?;
+        if let Some(json) = line.strip_prefix("RESULT ") {
+            break serde_json::from_str(json)?;
         }
-        _ = tokio::time::sleep_until(cutoff) => {
-            rec.borrow_mut().finish(Instant::now(), true);
-        }
-    }
-    Ok(())
-}
-
-/// Keeps `concurrency` futures of `call(slot)` in flight; each completion starts the next.
-async fn futures_loop<F, Fut>(
-    rec: &RefCell<Recorder>,
-    concurrency: usize,
-    call: F,
-) -> anyhow::Result<()>
-where
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = Result<(), String>>,
-{
-    let timed = |slot: usize| {
-        let fut = call(slot);
-        async move {
-            let t0 = Instant::now();
-            let outcome = fut.await;
-            (slot, t0, outcome)
+        if let Some(e) = line.strip_prefix("FAIL ") {
+            bail!("load generator: {e}");
         }
     };
-    let mut in_flight = FuturesUnordered::new();
-    for slot in 0..concurrency {
-        in_flight.push(timed(slot));
-    }
-    while let Some((slot, t0, outcome)) = in_flight.next().await {
-        if !rec.borrow_mut().complete(t0, outcome) {
-            return Ok(());
-        }
-        in_flight.push(timed(slot));
-    }
-    Ok(())
+    let after = sample(&running.procs, &load)?;
+    load.wait_exit(Duration::from_secs(2));
+    Ok((result, cpu_delta(before, after)))
 }
 
-/// `total` calls in flight over `conns` connections: how many on each.
-fn split_in_flight(total: usize, conns: usize) -> Vec<usize> {
-    let conns = conns.clamp(1, total);
-    (0..conns)
-        .map(|i| total / conns + usize::from(i < total % conns))
+/// HTTP under wrk: a warm-up run of wrk (the warm-up rounded up to whole seconds), then the
+/// measured run whose Lua `done` prints the summary and waits for a line on stdin.
+fn wrk_window(
+    launcher: &Launcher,
+    s: &Settings,
+    running: &mut Running,
+    key: &RunKey,
+) -> anyhow::Result<(LoadResult, Vec<ProcCpu>)> {
+    let script = launcher.logs().join(format!("wrk-{}.lua", key.payload));
+    std::fs::write(&script, wrk_script(key.payload))?;
+    let wrk = |secs: u64| {
+        let mut cmd = Command::new("wrk");
+        cmd.args(["-t1", "--latency", "--timeout", "10s"])
+            .arg(format!("-c{}", key.level))
+            .arg(format!("-d{secs}s"))
+            .arg("-s")
+            .arg(&script)
+            .arg(&running.target);
+        cmd
+    };
+    let warm_secs = s.warmup_ms.div_ceil(1000).max(1);
+    let log = launcher.log("wrk");
+    let mut warm = Proc::spawn("wrk-warmup", Role::Load, wrk(warm_secs), &log, false)?;
+    if warm.wait_exit(Duration::from_secs(warm_secs + 15)) == "still running" {
+        bail!("wrk warm-up did not finish; log: {}", warm.log_tail());
+    }
+    drop(warm);
+    let secs = (s.window_ms / 1000).max(1);
+    let mut cmd = wrk(secs);
+    cmd.env("BENCH_HANDSHAKE", "1");
+    let mut load = Proc::spawn("wrk", Role::Load, cmd, &log, true)?;
+    let before = sample(&running.procs, &load)?;
+    let until = Instant::now() + Duration::from_secs(secs) + WRK_GRACE;
+    let line = loop {
+        let line = load.next_line(until)?;
+        if line.starts_with("WRK_RESULT ") {
+            break line;
+        }
+    };
+    let after = sample(&running.procs, &load)?;
+    let _ = load.send_line("");
+    load.wait_exit(Duration::from_secs(5));
+    let field = |key: &str| -> anyhow::Result<f64> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("wrk summary without {key}: {line}"))
+    };
+    let errors = field("errors")? as u64;
+    let status_errors = field("status_errors")? as u64;
+    let result = LoadResult {
+        calls: (field("requests")? as u64).saturating_sub(status_errors),
+        errors,
+        warmup_errors: 0,
+        duration_s: field("duration_us")? / 1e6,
+        p50_us: field("p50")?,
+        p99_us: field("p99")?,
+        p999_us: field("p999")?,
+        first_error: (errors > 0).then(|| format!("wrk: {line}")),
+        stalled: false,
+    };
+    Ok((result, cpu_delta(before, after)))
+}
+
+/// CPU seconds of every process of the system, and of the load generator, now.
+fn sample(procs: &[Proc], load: &Proc) -> anyhow::Result<Vec<ProcCpu>> {
+    procs
+        .iter()
+        .chain(std::iter::once(load))
+        .map(|p| {
+            Ok(ProcCpu {
+                name: p.name.clone(),
+                role: p.role,
+                cpu_s: p
+                    .cpu_seconds()
+                    .with_context(|| format!("{} is gone", p.name))?,
+            })
+        })
         .collect()
 }
 
-async fn dial(addr: &str) -> anyhow::Result<TcpStream> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connect to {addr}"))?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+/// The CPU each process used between two samples.
+fn cpu_delta(before: Vec<ProcCpu>, after: Vec<ProcCpu>) -> Vec<ProcCpu> {
+    after
+        .into_iter()
+        .zip(before)
+        .map(|(a, b)| ProcCpu {
+            cpu_s: (a.cpu_s - b.cpu_s).max(0.0),
+            ..a
+        })
+        .collect()
 }
 
-/// The writer half of a raw pipelined connection: whatever the reader queued in `out`,
-/// in one write each time it is woken. Ends once the recorder is done.
-async fn writer_loop(
-    rec: &RefCell<Recorder>,
-    out: &RefCell<BytesMut>,
-    wake: &Notify,
-    mut write: tokio::net::tcp::OwnedWriteHalf,
-) -> anyhow::Result<()> {
-    let mut local = BytesMut::with_capacity(64 * 1024);
-    loop {
-        wake.notified().await;
-        if rec.borrow().done() {
-            return Ok(());
-        }
-        std::mem::swap(&mut local, &mut *out.borrow_mut());
-        if !local.is_empty() {
-            write.write_all(&local).await?;
-            local.clear();
-        }
-    }
-}
-
-/// One floor connection with `k` calls in flight: C_CALL frames of our codec, request id =
-/// slot, answered by the echo server's S_CALL_RESULT.
-async fn floor_conn(
-    rec: &RefCell<Recorder>,
-    stream: TcpStream,
-    k: usize,
-    cfg: &LoadConfig,
-) -> anyhow::Result<()> {
-    let (mut read, write) = stream.into_split();
-    let out = RefCell::new(BytesMut::with_capacity(64 * 1024));
-    let wake = Notify::new();
-    let call = |slot: usize, out: &mut BytesMut| {
-        let frame = Frame::CCall(TaggedCall {
-            id: slot as u64,
-            timeout_ms: CALL_TIMEOUT.as_millis() as u32,
-            params_type: ParamsType::MSGPACK,
-            handle_type: HANDLE_TYPE_ENCODE,
-            function: Bytes::from_static(FUNCTION.as_bytes()),
-            params: cfg.payload.clone(),
-            meta: Vec::new(),
-        });
-        codec::encode(&frame, out).expect("a small frame encodes");
-    };
-    let mut sent = vec![Instant::now(); k];
-    for (slot, t0) in sent.iter_mut().enumerate() {
-        *t0 = Instant::now();
-        call(slot, &mut out.borrow_mut());
-    }
-    wake.notify_one();
-    let reader = async {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        loop {
-            if read.read_buf(&mut buf).await? == 0 {
-                bail!("echo server closed the connection");
-            }
-            while let Some(frame) = codec::decode(&mut buf, DEFAULT_MAX_FRAME_BYTES)? {
-                let Frame::SCallResult(result) = frame else {
-                    bail!("unexpected {} from the echo server", frame.name());
-                };
-                let slot = result.id as usize;
-                let t0 = *sent
-                    .get(slot)
-                    .ok_or_else(|| anyhow!("unknown request id"))?;
-                let outcome = match result.ret == cfg.expect {
-                    true => Ok(()),
-                    false => Err("wrong answer".to_owned()),
-                };
-                if !rec.borrow_mut().complete(t0, outcome) {
-                    wake.notify_one();
-                    return Ok(());
-                }
-                sent[slot] = Instant::now();
-                call(slot, &mut out.borrow_mut());
-            }
-            wake.notify_one();
-        }
-    };
-    let writer = writer_loop(rec, &out, &wake, write);
-    // Whichever ends first ends the connection: the reader when the window is over or on
-    // an error, the writer on a write error.
-    tokio::select! {
-        r = reader => r,
-        w = writer => w,
-    }
-}
-
-/// One Gearman client connection with `k` jobs in flight: SUBMIT_JOB; JOB_CREATED (in
-/// submission order) gives the handle; WORK_COMPLETE is matched by handle.
-async fn gearman_conn(
-    rec: &RefCell<Recorder>,
-    stream: TcpStream,
-    k: usize,
-    cfg: &LoadConfig,
-) -> anyhow::Result<()> {
-    let (mut read, write) = stream.into_split();
-    let out = RefCell::new(BytesMut::with_capacity(64 * 1024));
-    let wake = Notify::new();
-    let submit = |out: &mut BytesMut| {
-        gearman::put_request(
-            out,
-            Packet::SUBMIT_JOB,
-            &[FUNCTION.as_bytes(), b"", &cfg.payload],
-        );
-    };
-    let mut awaiting_handle: VecDeque<Instant> = VecDeque::with_capacity(k);
-    let mut running: HashMap<Bytes, Instant> = HashMap::with_capacity(k);
-    for _ in 0..k {
-        awaiting_handle.push_back(Instant::now());
-        submit(&mut out.borrow_mut());
-    }
-    wake.notify_one();
-    let reader = async {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        loop {
-            if read.read_buf(&mut buf).await? == 0 {
-                bail!("gearmand closed the client connection");
-            }
-            while let Some((kind, data)) = gearman::take_response(&mut buf)? {
-                let (handle, outcome) = match kind {
-                    Packet::JOB_CREATED => {
-                        let t0 = awaiting_handle
-                            .pop_front()
-                            .ok_or_else(|| anyhow!("JOB_CREATED for no submission"))?;
-                        running.insert(data, t0);
-                        continue;
-                    }
-                    Packet::WORK_COMPLETE => {
-                        let args = gearman::split_args(&data, 2);
-                        let ok = args.get(1).is_some_and(|r| *r == cfg.expect);
-                        let outcome = match ok {
-                            true => Ok(()),
-                            false => Err("wrong answer".to_owned()),
-                        };
-                        (args[0].clone(), outcome)
-                    }
-                    Packet::WORK_FAIL | Packet::WORK_EXCEPTION => {
-                        let args = gearman::split_args(&data, 2);
-                        (args[0].clone(), Err("WORK_FAIL".to_owned()))
-                    }
-                    Packet::ERROR => bail!("gearmand error: {:?}", String::from_utf8_lossy(&data)),
-                    _ => continue,
-                };
-                let t0 = running
-                    .remove(&handle)
-                    .ok_or_else(|| anyhow!("result for unknown handle {handle:?}"))?;
-                if !rec.borrow_mut().complete(t0, outcome) {
-                    wake.notify_one();
-                    return Ok(());
-                }
-                awaiting_handle.push_back(Instant::now());
-                submit(&mut out.borrow_mut());
-            }
-            wake.notify_one();
-        }
-    };
-    let writer = writer_loop(rec, &out, &wake, write);
-    // Whichever ends first ends the connection: the reader when the window is over or on
-    // an error, the writer on a write error.
-    tokio::select! {
-        r = reader => r,
-        w = writer => w,
-    }
+/// The wrk script: POST the payload as msgpack (passed to the worker as is); `done` prints
+/// one parseable summary line and, under BENCH_HANDSHAKE, waits for a line on stdin.
+fn wrk_script(payload_len: usize) -> String {
+    let body = String::from_utf8(payload(payload_len)).expect("ASCII payload");
+    format!(
+        r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/msgpack"
+wrk.body = "{body}"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRK_RESULT requests=%d errors=%d status_errors=%d duration_us=%d p50=%d p99=%d p999=%d\n",
+    summary.requests, e.connect + e.read + e.write + e.status + e.timeout, e.status,
+    summary.duration, latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9)))
+  io.flush()
+  if os.getenv("BENCH_HANDSHAKE") then io.read("*l") end
+end
+"#
+    )
 }

@@ -1,96 +1,54 @@
-//! Building blocks of the `compare` harness (benches/compare.rs): each file is one concern.
+//! Building blocks of the `compare` harness (benches/compare.rs), one concern a file.
 //!
-//! - `hist`: a log-linear latency histogram (about 1% resolution, fixed memory).
+//! The harness side, in the order a run uses them:
+//! - `options`: the command line (clap), and the settings a run resolves from it.
+//! - `systems`: how each system is started (us tagged and v1, HTTP, NATS, gearmand, the
+//!   floors), its ports, and the checks before anything starts.
+//! - `load`: the measurement of one cell: a load generator (or wrk) against a running
+//!   system for one window, and the CPU of every process over it, judged into a run.
+//! - `table`: the main table, repetition by repetition over every system.
+//! - `scale`: throughput as functions grow 1 -> 1000 and worker connections 1 -> 100,
+//!   after `memory`: the dispatcher's memory with 10,000 idle connections.
+//! - `report`: runs, medians, targets, the machine, and the JSON and markdown files;
+//!   `markdown` renders the tables.
+//! - `progress`: what the harness says on stderr while it runs.
 //! - `procs`: child processes with kill-and-wait guards, CPU and RSS from /proc, port checks.
-//! - `load`: the load-generator role: closed loops for every system, printing
-//!   `START` when warm-up ends and `RESULT {json}` when the measured window ends.
-//! - `servers`: the server-side roles: our workers, NATS responders, Gearman workers and the
-//!   one-hop echo server.
-//! - `gearman`: the Gearman binary protocol packets the harness needs.
-//! - `report`: medians, the markdown tables and the ratio line.
+//!
+//! The child side is `roles`: the load generator, our workers, NATS responders, Gearman
+//! workers and the echo server, each a process of its own.
 
-pub mod gearman;
-pub mod hist;
 pub mod load;
+pub mod markdown;
+pub mod memory;
+pub mod options;
 pub mod procs;
+pub mod progress;
 pub mod report;
-pub mod servers;
+pub mod roles;
+pub mod scale;
+pub mod systems;
+pub mod table;
 
-use std::collections::HashMap;
-use std::time::Duration;
-
-use anyhow::{anyhow, Context as _};
+use options::Settings;
+use progress::Progress;
+use systems::Launcher;
 
 /// The function every system serves: upper-case the payload bytes.
 pub const FUNCTION: &str = "Echo";
-/// NATS subject and queue group of the echo responders.
-pub const NATS_SUBJECT: &str = "echo";
-/// The queue group the NATS responders share, so each request reaches one of them.
-pub const NATS_QUEUE: &str = "echo-workers";
-/// A role process exits by itself after this long, whatever happens to the harness.
-pub const ROLE_MAX_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// The payload of every call: `len` lower-case letters; the answer is the same upper-cased.
 pub fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
-/// `--key value` pairs and bare `--flag`s of a command line (cargo adds `--bench`).
-#[derive(Debug, Default)]
-pub struct Args {
-    values: HashMap<String, String>,
-    flags: Vec<String>,
-}
-
-impl Args {
-    /// Parses `args`; a `--key` followed by a value that does not start with `--` takes it.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Self> {
-        let mut parsed = Args::default();
-        let mut args = args.into_iter().peekable();
-        while let Some(arg) = args.next() {
-            let Some(key) = arg.strip_prefix("--") else {
-                return Err(anyhow!(
-                    "unexpected argument {arg:?} (options are --key value)"
-                ));
-            };
-            if let Some((k, v)) = key.split_once('=') {
-                parsed.values.insert(k.to_owned(), v.to_owned());
-            } else if args.peek().is_some_and(|next| !next.starts_with("--")) {
-                let value = args.next().unwrap_or_default();
-                parsed.values.insert(key.to_owned(), value);
-            } else {
-                parsed.flags.push(key.to_owned());
-            }
-        }
-        Ok(parsed)
-    }
-
-    /// Whether the bare flag `--name` was given.
-    pub fn flag(&self, name: &str) -> bool {
-        self.flags.iter().any(|f| f == name)
-    }
-
-    /// The value of `--name`, if given.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
-    }
-
-    /// The value of `--name`, which must be given.
-    pub fn required(&self, name: &str) -> anyhow::Result<&str> {
-        self.get(name).ok_or_else(|| anyhow!("missing --{name}"))
-    }
-
-    /// The value of `--name` parsed, or `default` when absent.
-    pub fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> anyhow::Result<T>
-    where
-        T::Err: std::fmt::Display,
-    {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|e| anyhow!("--{name} {v:?}: {e}"))
-                .context("bad number"),
-        }
-    }
+/// What every part of a run uses: what to do, how to start things, where to say how far
+/// it got.
+#[derive(Debug)]
+pub struct Harness {
+    /// What this run does.
+    pub settings: Settings,
+    /// Starts the systems and the role children.
+    pub launcher: Launcher,
+    /// Progress on stderr.
+    pub progress: Progress,
 }

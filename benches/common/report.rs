@@ -1,36 +1,25 @@
-//! Results: one [`Run`] per repetition of a cell, [`Cell`]s as medians over repetitions,
-//! the markdown tables (results, ratios, targets, scale) and the JSON file.
+//! Results: one [`Run`] per repetition of a cell, [`Cell`]s as medians over repetitions, the
+//! issue-6 [`Target`]s, the [`Machine`], and the two files a run writes,
+//! `bench-results/<unix-time>.json` (everything) and `.md` (the tables, see `markdown`).
+//!
+//! A run fails when its load generator failed, answered nothing, stalled or saw any failed
+//! call in the measured window, or when a process of its system died; it keeps what it
+//! measured (in the JSON). A cell fails when any of its runs did: it is reported as failed,
+//! counts in no ratio, and makes the whole run exit non-zero once the files are written.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use serde::Serialize;
 
-use super::load::LoadResult;
-use super::procs::Role;
-
-/// The systems compared, in table order.
-pub const SYSTEMS: [(&str, &str); 7] = [
-    (
-        "us-tagged",
-        "us, tagged (nmid + 2 workers, 1 pipelined client conn.)",
-    ),
-    ("us-v1", "us, v1 clients (1 conn. per call in flight)"),
-    ("nats", "nats-server request-reply (2 queue responders)"),
-    (
-        "gearmand",
-        "gearmand --threads=2 (4 worker conns, pipelined client)",
-    ),
-    (
-        "floor",
-        "one-hop floor (raw pipelined client <-> echo server, our frames)",
-    ),
-    (
-        "floor-client",
-        "one hop, our client library (tagged Client <-> echo server)",
-    ),
-    ("http", "us, HTTP POST /call/Echo (wrk)"),
-];
+use super::markdown;
+use super::options::Settings;
+use super::procs::{self, Role};
+use super::roles::recorder::LoadResult;
+use super::scale::Scale;
 
 /// CPU one process used inside a measured window.
 #[derive(Debug, Clone, Serialize)]
@@ -43,10 +32,10 @@ pub struct ProcCpu {
     pub cpu_s: f64,
 }
 
-/// One repetition of one cell.
-#[derive(Debug, Clone, Serialize)]
-pub struct Run {
-    /// System id (see [`SYSTEMS`]), or a scale-series name.
+/// Which cell, and which repetition of it, a run measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunKey {
+    /// System id (`us-tagged`, ...), or a scale-series point (`functions=100`).
     pub system: String,
     /// Payload bytes.
     pub payload: usize,
@@ -54,7 +43,25 @@ pub struct Run {
     pub level: usize,
     /// Repetition, from 1.
     pub rep: usize,
-    /// What the load generator measured (absent on failure).
+}
+
+impl fmt::Display for RunKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} B C={} rep {}",
+            self.system, self.payload, self.level, self.rep
+        )
+    }
+}
+
+/// One repetition of one cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    /// The cell and repetition (flattened into the JSON object).
+    #[serde(flatten)]
+    pub key: RunKey,
+    /// What the load generator measured, when it got that far (kept on a failed run too).
     pub result: Option<LoadResult>,
     /// Answered calls per second.
     pub calls_per_s: f64,
@@ -65,13 +72,10 @@ pub struct Run {
 }
 
 impl Run {
-    /// A failed run.
-    pub fn failed(system: &str, payload: usize, level: usize, rep: usize, error: String) -> Self {
+    /// A run that measured nothing, because of `error`.
+    pub fn failed(key: RunKey, error: String) -> Self {
         Self {
-            system: system.to_owned(),
-            payload,
-            level,
-            rep,
+            key,
             result: None,
             calls_per_s: 0.0,
             cpu: Vec::new(),
@@ -123,7 +127,7 @@ pub struct Cell {
     pub payload: usize,
     /// Calls in flight.
     pub level: usize,
-    /// Repetitions that produced a result.
+    /// Repetitions that succeeded (the medians are theirs).
     pub reps_ok: usize,
     /// Median answered calls per second.
     pub calls_per_s: f64,
@@ -137,12 +141,19 @@ pub struct Cell {
     pub p99_us: f64,
     /// Median p99.9 latency, microseconds.
     pub p999_us: f64,
-    /// Failed calls over all repetitions.
+    /// Failed calls in the measured windows of all repetitions.
     pub errors: u64,
     /// Median CPU ms per 1000 calls, by role (`broker`, `workers`, `load`, `total`).
     pub cpu_ms_per_1k: BTreeMap<String, f64>,
-    /// Failures of repetitions, if any.
+    /// Failures of repetitions, if any: then the cell failed.
     pub error: Option<String>,
+}
+
+impl Cell {
+    /// Whether the cell failed: a repetition failed, or none ran.
+    pub fn failed(&self) -> bool {
+        self.error.is_some() || self.reps_ok == 0
+    }
 }
 
 /// The median of `values` (0 when empty).
@@ -161,7 +172,10 @@ pub fn median(values: &mut [f64]) -> f64 {
 
 /// Summarises the runs of one cell.
 pub fn summarise(system: &str, payload: usize, level: usize, runs: &[&Run]) -> Cell {
-    let ok: Vec<&&Run> = runs.iter().filter(|r| r.result.is_some()).collect();
+    let ok: Vec<&&Run> = runs
+        .iter()
+        .filter(|r| r.error.is_none() && r.result.is_some())
+        .collect();
     let field = |f: &dyn Fn(&Run) -> f64| -> Vec<f64> { ok.iter().map(|r| f(r)).collect() };
     let mut tput = field(&|r| r.calls_per_s);
     let min = tput.iter().copied().fold(f64::INFINITY, f64::min);
@@ -179,7 +193,7 @@ pub fn summarise(system: &str, payload: usize, level: usize, runs: &[&Run]) -> C
     }
     let errors: Vec<String> = runs
         .iter()
-        .filter_map(|r| r.error.clone().map(|e| format!("rep {}: {e}", r.rep)))
+        .filter_map(|r| r.error.clone().map(|e| format!("rep {}: {e}", r.key.rep)))
         .collect();
     Cell {
         system: system.to_owned(),
@@ -192,140 +206,54 @@ pub fn summarise(system: &str, payload: usize, level: usize, runs: &[&Run]) -> C
         p50_us: median(&mut field(&|r| result(r).p50_us)),
         p99_us: median(&mut field(&|r| result(r).p99_us)),
         p999_us: median(&mut field(&|r| result(r).p999_us)),
-        errors: ok.iter().map(|r| result(r).errors).sum(),
+        errors: runs
+            .iter()
+            .filter_map(|r| r.result.as_ref())
+            .map(|r| r.errors)
+            .sum(),
         cpu_ms_per_1k: cpu,
         error: (!errors.is_empty()).then(|| errors.join("; ")),
     }
 }
 
-/// `12345.6` -> `12.3k`.
-pub fn kilo(v: f64) -> String {
-    if v >= 1000.0 {
-        format!("{:.1}k", v / 1000.0)
-    } else {
-        format!("{v:.0}")
-    }
-}
-
-/// Microseconds for a table: `87` or `1.42 ms`.
-pub fn us(v: f64) -> String {
-    if v >= 10_000.0 {
-        format!("{:.1} ms", v / 1000.0)
-    } else if v >= 1000.0 {
-        format!("{:.2} ms", v / 1000.0)
-    } else {
-        format!("{v:.0} µs")
-    }
-}
-
-fn ratio(a: f64, b: f64) -> Option<f64> {
-    (a > 0.0 && b > 0.0).then(|| a / b)
-}
-
-fn fmt_ratio(r: Option<f64>) -> String {
-    r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}x"))
-}
-
-/// Finds a cell.
-pub fn find<'a>(cells: &'a [Cell], system: &str, payload: usize, level: usize) -> Option<&'a Cell> {
-    cells
-        .iter()
-        .find(|c| c.system == system && c.payload == payload && c.level == level && c.reps_ok > 0)
-}
-
-/// The results table: one row per system and level, per payload.
-pub fn results_table(cells: &[Cell], payloads: &[usize], levels: &[usize]) -> String {
-    let mut md = String::new();
-    for &payload in payloads {
-        let _ = writeln!(md, "\n### Payload {payload} B\n");
-        md.push_str(
-            "| system | in flight | calls/s median (min–max) | p50 | p99 | p99.9 | errors \
-             | CPU ms / 1k calls: broker · workers · load = total |\n\
-             |---|---:|---:|---:|---:|---:|---:|---|\n",
-        );
-        for (id, label) in SYSTEMS {
-            for &level in levels {
-                let Some(c) = cells
+/// Medians of every table cell that ran, in the order of the settings.
+pub fn cells(settings: &Settings, runs: &[Run]) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for system in &settings.systems {
+        for &payload in &settings.payloads {
+            for &level in &settings.levels {
+                let of_cell: Vec<&Run> = runs
                     .iter()
-                    .find(|c| c.system == id && c.payload == payload && c.level == level)
-                else {
-                    continue;
-                };
-                if c.reps_ok == 0 {
-                    let _ = writeln!(
-                        md,
-                        "| {label} | {level} | **failed** | | | | | {} |",
-                        c.error.as_deref().unwrap_or("no result").replace('|', "/")
-                    );
-                    continue;
+                    .filter(|r| {
+                        r.key.system == system.id()
+                            && r.key.payload == payload
+                            && r.key.level == level
+                    })
+                    .collect();
+                if !of_cell.is_empty() {
+                    cells.push(summarise(system.id(), payload, level, &of_cell));
                 }
-                let cpu = |k: &str| {
-                    c.cpu_ms_per_1k
-                        .get(k)
-                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
-                };
-                let _ = writeln!(
-                    md,
-                    "| {label} | {level} | {} ({}–{}) | {} | {} | {} | {} | {} · {} · {} = {} |",
-                    kilo(c.calls_per_s),
-                    kilo(c.calls_per_s_min),
-                    kilo(c.calls_per_s_max),
-                    us(c.p50_us),
-                    us(c.p99_us),
-                    us(c.p999_us),
-                    c.errors,
-                    cpu("broker"),
-                    cpu("workers"),
-                    cpu("load"),
-                    cpu("total"),
-                );
             }
         }
     }
-    md
+    cells
 }
 
-/// The ratios table: us (tagged) against each peer, and HTTP against TCP.
-pub fn ratios_table(cells: &[Cell], payloads: &[usize], levels: &[usize]) -> String {
-    let mut md = String::from(
-        "| payload | in flight | us/NATS | us/gearmand | us/floor | us/one hop, our client \
-         | us v1/NATS | HTTP/us TCP | p99 us vs NATS | p50 us vs NATS | CPU/call us vs NATS |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for &payload in payloads {
-        for &level in levels {
-            let get = |s: &str| find(cells, s, payload, level);
-            let tput = |s: &str| get(s).map_or(0.0, |c| c.calls_per_s);
-            let us_cell = get("us-tagged");
-            let nats = get("nats");
-            let lat = |f: fn(&Cell) -> f64| match (us_cell, nats) {
-                (Some(a), Some(b)) => format!("{} vs {}", us(f(a)), us(f(b))),
-                _ => "n/a".to_owned(),
-            };
-            let cpu = match (us_cell, nats) {
-                (Some(a), Some(b)) => {
-                    let a = a.cpu_ms_per_1k.get("total").copied().unwrap_or(0.0);
-                    let b = b.cpu_ms_per_1k.get("total").copied().unwrap_or(0.0);
-                    fmt_ratio(ratio(a, b))
-                }
-                _ => "n/a".to_owned(),
-            };
-            let _ = writeln!(
-                md,
-                "| {payload} B | {level} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                fmt_ratio(ratio(tput("us-tagged"), tput("nats"))),
-                fmt_ratio(ratio(tput("us-tagged"), tput("gearmand"))),
-                fmt_ratio(ratio(tput("us-tagged"), tput("floor"))),
-                fmt_ratio(ratio(tput("us-tagged"), tput("floor-client"))),
-                fmt_ratio(ratio(tput("us-v1"), tput("nats"))),
-                fmt_ratio(ratio(tput("http"), tput("us-tagged"))),
-                lat(|c| c.p99_us),
-                lat(|c| c.p50_us),
-                cpu,
-            );
-        }
-    }
-    md
+/// Finds a cell that succeeded: failed cells count in no ratio.
+pub fn find<'a>(cells: &'a [Cell], system: &str, payload: usize, level: usize) -> Option<&'a Cell> {
+    cells
+        .iter()
+        .find(|c| c.system == system && c.payload == payload && c.level == level && !c.failed())
+}
+
+/// `a / b` when both are positive.
+pub fn ratio(a: f64, b: f64) -> Option<f64> {
+    (a > 0.0 && b > 0.0).then(|| a / b)
+}
+
+/// A ratio for a table: `1.50x`, or `n/a`.
+pub fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}x"))
 }
 
 /// One issue-6 target and whether this run meets it.
@@ -369,7 +297,7 @@ pub fn targets(cells: &[Cell], payloads: &[usize], levels: &[usize]) -> Vec<Targ
             out.push(Target {
                 target: format!("{payload} B, {level} in flight: p99 <= NATS"),
                 measured: pair.map_or("n/a".to_owned(), |(a, b)| {
-                    format!("{} vs {}", self::us(a.p99_us), self::us(b.p99_us))
+                    format!("{} vs {}", markdown::us(a.p99_us), markdown::us(b.p99_us))
                 }),
                 met: pair.map(|(a, b)| a.p99_us <= b.p99_us),
             });
@@ -377,7 +305,7 @@ pub fn targets(cells: &[Cell], payloads: &[usize], levels: &[usize]) -> Vec<Targ
                 out.push(Target {
                     target: format!("{payload} B, 1 in flight: p50 <= NATS"),
                     measured: pair.map_or("n/a".to_owned(), |(a, b)| {
-                        format!("{} vs {}", self::us(a.p50_us), self::us(b.p50_us))
+                        format!("{} vs {}", markdown::us(a.p50_us), markdown::us(b.p50_us))
                     }),
                     met: pair.map(|(a, b)| a.p50_us <= b.p50_us),
                 });
@@ -387,16 +315,182 @@ pub fn targets(cells: &[Cell], payloads: &[usize], levels: &[usize]) -> Vec<Targ
     out
 }
 
-/// The targets as a markdown list.
-pub fn targets_md(targets: &[Target]) -> String {
-    let mut md = String::from("| target | measured | |\n|---|---:|---|\n");
-    for t in targets {
-        let mark = match t.met {
-            Some(true) => "met",
-            Some(false) => "**missed**",
-            None => "not measured",
+/// What the results were measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Cores available.
+    pub nproc: usize,
+    /// `model name` of /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// Clock ticks per second of /proc's CPU times.
+    pub clk_tck: f64,
+    /// `rustc --version`.
+    pub rustc: String,
+    /// `nats-server --version`.
+    pub nats_server: String,
+    /// `gearmand --version`.
+    pub gearmand: String,
+    /// `wrk -v`.
+    pub wrk: String,
+    /// The commit nmid was built from, and whether src/ had uncommitted changes.
+    pub nmid_source: String,
+}
+
+impl Machine {
+    /// This machine, now.
+    pub fn probe() -> Self {
+        let first_line = |cmd: &str, args: &[&str]| -> String {
+            Command::new(cmd)
+                .args(args)
+                .output()
+                .ok()
+                .map(|o| {
+                    let text = format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    );
+                    text.lines()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned()
+                })
+                .unwrap_or_else(|| format!("{cmd}: not found"))
         };
-        let _ = writeln!(md, "| {} | {} | {mark} |", t.target, t.measured);
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let manifest = env!("CARGO_MANIFEST_DIR");
+        let commit = first_line("git", &["-C", manifest, "rev-parse", "--short", "HEAD"]);
+        let dirty = Command::new("git")
+            .args(["-C", manifest, "status", "--porcelain", "--", "src"])
+            .output()
+            .map_or(0, |o| String::from_utf8_lossy(&o.stdout).lines().count());
+        Self {
+            nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+                .unwrap_or_default(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            clk_tck: procs::clock_ticks(),
+            rustc: first_line("rustc", &["--version"]),
+            nats_server: first_line("nats-server", &["--version"]),
+            gearmand: first_line("gearmand", &["--version"]),
+            wrk: first_line("wrk", &["-v"])
+                .split(" Copyright")
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            nmid_source: match dirty {
+                0 => format!("nmid at {commit}"),
+                n => format!("nmid at {commit} + {n} uncommitted files in src/"),
+            },
+        }
     }
-    md
+}
+
+/// Everything a run measured, ready to be written.
+#[derive(Debug)]
+pub struct Report {
+    /// When the run started, Unix seconds: the name of its files.
+    pub started_unix: u64,
+    /// How it was asked for.
+    pub command: String,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// What it ran on.
+    pub machine: Machine,
+    /// What it did.
+    pub settings: Settings,
+    /// The table's medians.
+    pub cells: Vec<Cell>,
+    /// The issue-6 targets.
+    pub targets: Vec<Target>,
+    /// Memory and the scale series, in a full run.
+    pub scale: Option<Scale>,
+    /// Every repetition of every cell, the scale series' included.
+    pub runs: Vec<Run>,
+}
+
+impl Report {
+    /// The report of `runs` (and `scale`), made after `elapsed` of a run started at
+    /// `started_unix`.
+    pub fn new(
+        settings: Settings,
+        command: String,
+        started_unix: u64,
+        elapsed: Duration,
+        runs: Vec<Run>,
+        scale: Option<Scale>,
+    ) -> Self {
+        let cells = cells(&settings, &runs);
+        let targets = targets(&cells, &settings.payloads, &settings.levels);
+        Self {
+            started_unix,
+            command,
+            elapsed,
+            machine: Machine::probe(),
+            settings,
+            cells,
+            targets,
+            scale,
+            runs,
+        }
+    }
+
+    /// What failed, one line each: failed runs, and the memory test.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.key)))
+            .collect();
+        if let Some(e) = self.scale.as_ref().and_then(|s| s.memory_error.as_ref()) {
+            out.push(format!("memory test: {e}"));
+        }
+        out
+    }
+
+    /// `(us / NATS, us / floor)` throughput at the first payload and level, when all three
+    /// succeeded.
+    pub fn quick_ratios(&self) -> Option<(f64, f64)> {
+        let s = &self.settings;
+        let tput =
+            |sys: &str| find(&self.cells, sys, s.payloads[0], s.levels[0]).map(|c| c.calls_per_s);
+        let (us, nats, floor) = (tput("us-tagged")?, tput("nats")?, tput("floor")?);
+        Some((us / nats, us / floor))
+    }
+
+    /// The markdown document (see `markdown`).
+    pub fn markdown(&self) -> String {
+        markdown::document(self)
+    }
+
+    /// `bench-results/<started>.json` and `.md` under `dir`; their paths and the markdown.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, String)> {
+        let json = serde_json::json!({
+            "started_unix": self.started_unix,
+            "command": self.command,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "machine": self.machine,
+            "settings": self.settings,
+            "cells": self.cells,
+            "targets": self.targets,
+            "scale": self.scale,
+            "runs": self.runs,
+        });
+        let md = self.markdown();
+        std::fs::create_dir_all(dir)?;
+        let json_path = dir.join(format!("{}.json", self.started_unix));
+        let md_path = dir.join(format!("{}.md", self.started_unix));
+        std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
+        std::fs::write(&md_path, &md)?;
+        Ok((json_path, md_path, md))
+    }
 }

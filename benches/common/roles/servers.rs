@@ -12,46 +12,34 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::frames;
 use super::gearman::{self, Packet};
-use super::{Args, FUNCTION, NATS_QUEUE, NATS_SUBJECT};
-use nmid::codec::{self, Frame, TaggedResult, DEFAULT_MAX_FRAME_BYTES};
+use super::{current_thread, upper, RoleName, NATS_QUEUE, NATS_SUBJECT};
+use crate::common::options::ChildOptions;
+use crate::common::FUNCTION;
 use nmid::worker::{Job, JobError, Worker};
 
 /// Runs the server role `role` until the harness closes stdin.
-pub fn run(role: &str, args: &Args) -> anyhow::Result<()> {
+pub fn run(role: RoleName, args: &ChildOptions) -> anyhow::Result<()> {
     match role {
-        "nmid-worker" => nmid_worker(args),
-        "nats-responder" => current_thread()?.block_on(nats_responder(args)),
-        "gearman-worker" => current_thread()?.block_on(gearman_workers(args)),
-        "echo-server" => current_thread()?.block_on(echo_server(args)),
-        other => bail!("unknown role {other:?}"),
+        RoleName::NmidWorker => nmid_worker(args),
+        RoleName::NatsResponder => current_thread()?.block_on(nats_responder(args)),
+        RoleName::GearmanWorker => current_thread()?.block_on(gearman_workers(args)),
+        RoleName::EchoServer => current_thread()?.block_on(echo_server(args.port)),
+        RoleName::Load => bail!("the load role is not a server"),
     }
-}
-
-/// A single-threaded tokio runtime: every peer's processes get the same one.
-pub fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
-
-/// The workload: the payload upper-cased.
-pub fn upper(bytes: &[u8]) -> Bytes {
-    Bytes::from(bytes.to_ascii_uppercase())
 }
 
 /// `--sessions` workers (one dispatcher connection each) with `--slots`, serving `Echo` and
 /// `--functions - 1` dummy functions, on one actix system.
-fn nmid_worker(args: &Args) -> anyhow::Result<()> {
-    let addr = args.required("addr")?.to_owned();
-    let slots: u32 = args.num("slots", 256)?;
-    let functions: usize = args.num("functions", 1)?;
-    let sessions: usize = args.num("sessions", 1)?;
+fn nmid_worker(args: &ChildOptions) -> anyhow::Result<()> {
+    let addr = args.addr()?.to_owned();
+    let (slots, functions, sessions) = (args.slots, args.functions, args.sessions);
     actix_rt::System::new().block_on(async move {
         let mut handles = Vec::new();
         for s in 0..sessions {
@@ -77,8 +65,8 @@ fn nmid_worker(args: &Args) -> anyhow::Result<()> {
 }
 
 /// A NATS responder in the queue group: each request's reply is the payload upper-cased.
-async fn nats_responder(args: &Args) -> anyhow::Result<()> {
-    let addr = args.required("addr")?;
+async fn nats_responder(args: &ChildOptions) -> anyhow::Result<()> {
+    let addr = args.addr()?;
     let client = async_nats::connect(addr)
         .await
         .with_context(|| format!("connect to nats-server at {addr}"))?;
@@ -96,9 +84,9 @@ async fn nats_responder(args: &Args) -> anyhow::Result<()> {
 }
 
 /// `--conns` Gearman worker connections serving `Echo`, one job at a time each.
-async fn gearman_workers(args: &Args) -> anyhow::Result<()> {
-    let addr = args.required("addr")?.to_owned();
-    let conns: usize = args.num("conns", 2)?;
+async fn gearman_workers(args: &ChildOptions) -> anyhow::Result<()> {
+    let addr = args.addr()?.to_owned();
+    let conns = args.conns.unwrap_or(2);
     let mut streams = Vec::new();
     for _ in 0..conns {
         streams.push(gearman_register(&addr).await?);
@@ -183,8 +171,7 @@ async fn gearman_serve(mut stream: TcpStream) -> anyhow::Result<()> {
 
 /// The one-hop floor: answers each `C_CALL` with `S_CALL_RESULT` (payload upper-cased) on
 /// the same connection, all frames read at once answered in one write.
-async fn echo_server(args: &Args) -> anyhow::Result<()> {
-    let port: u16 = args.num("port", 0)?;
+async fn echo_server(port: u16) -> anyhow::Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     println!("READY");
     loop {
@@ -205,15 +192,7 @@ async fn echo_connection(mut stream: TcpStream) -> anyhow::Result<()> {
         if stream.read_buf(&mut buf).await? == 0 {
             return Ok(());
         }
-        while let Some(frame) = codec::decode(&mut buf, DEFAULT_MAX_FRAME_BYTES)? {
-            if let Frame::CCall(call) = frame {
-                let reply = Frame::SCallResult(TaggedResult {
-                    id: call.id,
-                    ret: upper(&call.params),
-                });
-                codec::encode(&reply, &mut out)?;
-            }
-        }
+        frames::answer_calls(&mut buf, &mut out, upper)?;
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();

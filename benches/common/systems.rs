@@ -1,0 +1,487 @@
+//! How each system is started, and the checks before anything is.
+//!
+//! - *us-tagged*, *us-v1*: the release `nmid` (`--no-http`) and 2 worker processes
+//!   (`--role nmid-worker`, our worker library); the load generator connects to nmid's TCP port.
+//! - *http*: the same nmid with its HTTP port; wrk posts to `/call/Echo`.
+//! - *nats*: `nats-server` and 2 responder processes in one queue group.
+//! - *gearmand*: `gearmand --threads=2` and 2 worker processes of 2 connections each.
+//! - *floor*, *floor-client*: no broker, just the echo server (`--role echo-server`).
+//!
+//! Every server binds 127.0.0.1 on a port from `--port-base` ([`Ports`]); every process is a
+//! [`Proc`], killed by its PID when the [`Running`] system is dropped.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::bail;
+use clap::ValueEnum;
+use serde::Serialize;
+
+use super::options::{value_name, Settings};
+use super::procs::{self, Proc, Role};
+use super::roles::loadgen::Caller;
+use super::roles::RoleName;
+use super::{payload, FUNCTION};
+
+/// Slots of each of our worker connections (the dispatcher caps them at
+/// `workers.max_jobs_in_flight`, 64 by default).
+pub const WORKER_SLOTS: u32 = 256;
+/// Longest start-up of any server.
+const START_LIMIT: Duration = Duration::from_secs(15);
+
+/// A system compared; the order of [`System::ALL`] is the table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum System {
+    /// nmid with our tagged (pipelined) client.
+    UsTagged,
+    /// nmid with v1 clients, one call at a time per connection.
+    UsV1,
+    /// nats-server request-reply.
+    Nats,
+    /// gearmand.
+    Gearmand,
+    /// The one-hop floor: a raw pipelined client and the echo server.
+    Floor,
+    /// One hop through our client library: the tagged client and the echo server.
+    FloorClient,
+    /// nmid's HTTP front end under wrk.
+    Http,
+}
+
+/// What drives the calls of a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// Our load-generator role with this client.
+    Role(Caller),
+    /// wrk, with the Lua script that `load` writes.
+    Wrk,
+}
+
+impl System {
+    /// Every system, in table order.
+    pub const ALL: [System; 7] = [
+        System::UsTagged,
+        System::UsV1,
+        System::Nats,
+        System::Gearmand,
+        System::Floor,
+        System::FloorClient,
+        System::Http,
+    ];
+    /// The systems of `--quick`: the two its ratio line divides by, and us.
+    pub const QUICK: [System; 3] = [System::UsTagged, System::Nats, System::Floor];
+
+    /// The id used on the command line and in the results (`us-tagged`).
+    pub fn id(self) -> &'static str {
+        match self {
+            System::UsTagged => "us-tagged",
+            System::UsV1 => "us-v1",
+            System::Nats => "nats",
+            System::Gearmand => "gearmand",
+            System::Floor => "floor",
+            System::FloorClient => "floor-client",
+            System::Http => "http",
+        }
+    }
+
+    /// The row label of the results table: what runs, and how many of each.
+    pub fn label(self) -> &'static str {
+        match self {
+            System::UsTagged => "us, tagged (nmid + 2 workers, 1 pipelined client conn.)",
+            System::UsV1 => "us, v1 clients (1 conn. per call in flight)",
+            System::Nats => "nats-server request-reply (2 queue responders)",
+            System::Gearmand => "gearmand --threads=2 (4 worker conns, pipelined client)",
+            System::Floor => "one-hop floor (raw pipelined client <-> echo server, our frames)",
+            System::FloorClient => "one hop, our client library (tagged Client <-> echo server)",
+            System::Http => "us, HTTP POST /call/Echo (wrk)",
+        }
+    }
+
+    /// What drives its calls.
+    pub fn driver(self) -> Driver {
+        match self {
+            System::UsTagged | System::FloorClient => Driver::Role(Caller::Tagged),
+            System::UsV1 => Driver::Role(Caller::V1),
+            System::Nats => Driver::Role(Caller::Nats),
+            System::Gearmand => Driver::Role(Caller::Gearman),
+            System::Floor => Driver::Role(Caller::Floor),
+            System::Http => Driver::Wrk,
+        }
+    }
+
+    /// The outside program it needs on PATH, if any.
+    fn tool(self) -> Option<&'static str> {
+        match self {
+            System::Nats => Some("nats-server"),
+            System::Gearmand => Some("gearmand"),
+            System::Http => Some("wrk"),
+            _ => None,
+        }
+    }
+
+    /// Whether it runs the release `nmid` binary.
+    fn runs_nmid(self) -> bool {
+        matches!(self, System::UsTagged | System::UsV1 | System::Http)
+    }
+}
+
+/// Listen ports, all on 127.0.0.1, at fixed offsets from `--port-base`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Ports {
+    /// nmid's TCP (nmid protocol) port.
+    pub nmid_tcp: u16,
+    /// nmid's HTTP port (the http system and the scale series).
+    pub nmid_http: u16,
+    /// nats-server.
+    pub nats: u16,
+    /// gearmand.
+    pub gearmand: u16,
+    /// The floor's echo server.
+    pub floor: u16,
+}
+
+impl Ports {
+    /// The ports of `--port-base base`.
+    pub fn new(base: u16) -> Self {
+        Self {
+            nmid_tcp: base + 8,
+            nmid_http: base + 9,
+            nats: base + 22,
+            gearmand: base + 30,
+            floor: base + 40,
+        }
+    }
+
+    fn all(&self) -> [(u16, &'static str); 5] {
+        [
+            (self.nmid_tcp, "nmid tcp"),
+            (self.nmid_http, "nmid http"),
+            (self.nats, "nats-server"),
+            (self.gearmand, "gearmand"),
+            (self.floor, "the floor's echo server"),
+        ]
+    }
+}
+
+/// A system's processes while its cells run; dropping it kills them all.
+#[derive(Debug)]
+pub struct Running {
+    /// Server first, then its workers.
+    pub procs: Vec<Proc>,
+    /// Where the load generator connects (`HOST:PORT`, or a URL for wrk).
+    pub target: String,
+}
+
+impl Running {
+    /// Why one of its processes is gone (`worker-1 exited (signal: 9)`), if one is.
+    pub fn dead(&mut self) -> Option<String> {
+        self.procs
+            .iter_mut()
+            .find_map(|p| p.exited().map(|s| format!("{} exited ({s})", p.name)))
+    }
+}
+
+/// Starts servers and role children: where the binaries and the logs are, and the ports.
+#[derive(Debug)]
+pub struct Launcher {
+    /// This harness binary, re-executed for every role.
+    exe: PathBuf,
+    /// The release `nmid` (`NMID_BIN` overrides `target/release/nmid`).
+    nmid_bin: PathBuf,
+    /// One log per process, kept when a run fails.
+    logs: PathBuf,
+    ports: Ports,
+}
+
+impl Launcher {
+    /// A launcher for `ports`, logging under a temporary directory named after this process
+    /// (made by [`Launcher::make_logs`]).
+    pub fn new(ports: Ports) -> anyhow::Result<Self> {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let nmid_bin = std::env::var_os("NMID_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| manifest.join("target/release/nmid"));
+        let logs = std::env::temp_dir().join(format!("nmid-bench-{}", std::process::id()));
+        Ok(Self {
+            exe: std::env::current_exe()?,
+            nmid_bin,
+            logs,
+            ports,
+        })
+    }
+
+    /// Makes the directory of the logs.
+    pub fn make_logs(&self) -> anyhow::Result<()> {
+        Ok(std::fs::create_dir_all(&self.logs)?)
+    }
+
+    /// The directory of the logs.
+    pub fn logs(&self) -> &Path {
+        &self.logs
+    }
+
+    /// The log file of the process `name`.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.logs.join(format!("{name}.log"))
+    }
+
+    /// This binary re-executed with `args`, for a role started elsewhere (the load role).
+    pub fn harness_command(&self) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.env("RUST_LOG", "warn");
+        cmd
+    }
+
+    /// Tools present, nmid built, ports free: otherwise refuse to start anything. A missing
+    /// tool fails a quick run; a full run records that system's cells as failed.
+    pub fn preflight(&self, s: &Settings) -> anyhow::Result<()> {
+        if s.scale || s.systems.iter().any(|x| x.runs_nmid()) {
+            if !self.nmid_bin.exists() {
+                bail!(
+                    "{} not found: build it with `cargo build --release --bin nmid` (make \
+                     bench does), or set NMID_BIN",
+                    self.nmid_bin.display()
+                );
+            }
+            warn_if_stale(&self.nmid_bin);
+        }
+        for system in &s.systems {
+            let Some(tool) = system.tool().filter(|t| !on_path(t)) else {
+                continue;
+            };
+            let msg = format!("{tool} not found: run ./scripts/bench-deps (make bench does)");
+            if s.quick {
+                bail!(msg);
+            }
+            eprintln!("compare: {msg}; its cells will be recorded as failed");
+        }
+        for (port, what) in s.ports.all() {
+            procs::ensure_port_free(port, what)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a system's server and workers; ready for load when this returns.
+    pub fn start(&self, system: System) -> anyhow::Result<Running> {
+        let ports = self.ports;
+        let local = |port: u16| format!("127.0.0.1:{port}");
+        match system {
+            System::UsTagged | System::UsV1 | System::Http => {
+                let http = (system == System::Http).then_some(ports.nmid_http);
+                let mut procs = vec![self.start_nmid(http, None)?];
+                for i in 1..=2 {
+                    procs.push(self.start_role(
+                        &format!("worker-{i}"),
+                        Role::Worker,
+                        RoleName::NmidWorker,
+                        &[
+                            ("addr", local(ports.nmid_tcp)),
+                            ("slots", WORKER_SLOTS.to_string()),
+                        ],
+                    )?);
+                }
+                let target = match http {
+                    Some(port) => {
+                        wait_http_echo(port)?;
+                        format!("http://127.0.0.1:{port}/call/{FUNCTION}")
+                    }
+                    None => local(ports.nmid_tcp),
+                };
+                Ok(Running { procs, target })
+            }
+            System::Nats => {
+                procs::ensure_port_free(ports.nats, "nats-server")?;
+                let mut cmd = Command::new("nats-server");
+                cmd.args(["-a", "127.0.0.1", "-p", &ports.nats.to_string()]);
+                let log = self.log("nats-server");
+                let mut server = Proc::spawn("nats-server", Role::Broker, cmd, &log, false)?;
+                procs::wait_listening(sock(ports.nats), &mut server, START_LIMIT)?;
+                let mut procs = vec![server];
+                for i in 1..=2 {
+                    procs.push(self.start_role(
+                        &format!("responder-{i}"),
+                        Role::Worker,
+                        RoleName::NatsResponder,
+                        &[("addr", local(ports.nats))],
+                    )?);
+                }
+                Ok(Running {
+                    procs,
+                    target: local(ports.nats),
+                })
+            }
+            System::Gearmand => {
+                procs::ensure_port_free(ports.gearmand, "gearmand")?;
+                let mut cmd = Command::new("gearmand");
+                cmd.arg("--threads=2")
+                    .arg("--listen=127.0.0.1")
+                    .arg(format!("--port={}", ports.gearmand))
+                    .arg(format!("--log-file={}", self.log("gearmand-own").display()))
+                    .arg(format!(
+                        "--pid-file={}",
+                        self.logs.join("gearmand.pid").display()
+                    ))
+                    .arg("--verbose=ERROR");
+                let log = self.log("gearmand");
+                let mut server = Proc::spawn("gearmand", Role::Broker, cmd, &log, false)?;
+                procs::wait_listening(sock(ports.gearmand), &mut server, START_LIMIT)?;
+                let mut procs = vec![server];
+                for i in 1..=2 {
+                    procs.push(self.start_role(
+                        &format!("gworker-{i}"),
+                        Role::Worker,
+                        RoleName::GearmanWorker,
+                        &[("addr", local(ports.gearmand)), ("conns", "2".to_owned())],
+                    )?);
+                }
+                Ok(Running {
+                    procs,
+                    target: local(ports.gearmand),
+                })
+            }
+            System::Floor | System::FloorClient => {
+                procs::ensure_port_free(ports.floor, "echo server")?;
+                let mut server = self.start_role(
+                    "echo-server",
+                    Role::Broker,
+                    RoleName::EchoServer,
+                    &[("port", ports.floor.to_string())],
+                )?;
+                procs::wait_listening(sock(ports.floor), &mut server, START_LIMIT)?;
+                Ok(Running {
+                    procs: vec![server],
+                    target: local(ports.floor),
+                })
+            }
+        }
+    }
+
+    /// The dispatcher, on 127.0.0.1 only, with RUST_LOG=warn; with `http` its HTTP port
+    /// too; `nofile` raises its open-file limit through prlimit.
+    pub fn start_nmid(&self, http: Option<u16>, nofile: Option<u64>) -> anyhow::Result<Proc> {
+        let ports = self.ports;
+        procs::ensure_port_free(ports.nmid_tcp, "nmid tcp")?;
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(&self.nmid_bin);
+                c
+            }
+            None => Command::new(&self.nmid_bin),
+        };
+        cmd.arg("--tcp-addr")
+            .arg(format!("127.0.0.1:{}", ports.nmid_tcp))
+            .env("RUST_LOG", "warn");
+        match http {
+            Some(port) => {
+                procs::ensure_port_free(port, "nmid http")?;
+                cmd.arg("--http-addr").arg(format!("127.0.0.1:{port}"));
+            }
+            None => {
+                cmd.arg("--no-http");
+            }
+        }
+        let mut nmid = Proc::spawn("nmid", Role::Broker, cmd, &self.log("nmid"), false)?;
+        procs::wait_listening(sock(ports.nmid_tcp), &mut nmid, START_LIMIT)?;
+        if let Some(port) = http {
+            procs::wait_listening(sock(port), &mut nmid, START_LIMIT)?;
+        }
+        Ok(nmid)
+    }
+
+    /// This binary re-executed as `role` with `--key value` `args`, named `name` in reports
+    /// and logs; returns once it printed READY.
+    pub fn start_role(
+        &self,
+        name: &str,
+        kind: Role,
+        role: RoleName,
+        args: &[(&str, String)],
+    ) -> anyhow::Result<Proc> {
+        let mut cmd = self.harness_command();
+        cmd.arg("--role").arg(value_name(&role));
+        for (k, v) in args {
+            cmd.arg(format!("--{k}")).arg(v);
+        }
+        let mut proc = Proc::spawn(name, kind, cmd, &self.log(name), true)?;
+        procs::wait_ready(&mut proc, START_LIMIT)?;
+        Ok(proc)
+    }
+}
+
+/// 127.0.0.1:`port`.
+pub fn sock(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+}
+
+/// Warns when target/release/nmid is older than a file under src/.
+fn warn_if_stale(bin: &Path) {
+    fn newest(dir: &Path) -> Option<SystemTime> {
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                match meta.is_dir() {
+                    true => newest(&e.path()),
+                    false => meta.modified().ok(),
+                }
+            })
+            .max()
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let built = std::fs::metadata(bin).and_then(|m| m.modified()).ok();
+    if let (Some(built), Some(newest)) = (built, newest(&src)) {
+        if newest > built {
+            eprintln!(
+                "compare: warning: {} is older than src/; run `cargo build --release --bin \
+                 nmid` (make bench does)",
+                bin.display()
+            );
+        }
+    }
+}
+
+/// Waits until `POST /call/Echo` answers the payload upper-cased (workers registered).
+fn wait_http_echo(port: u16) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let body = payload(32);
+    let want = body.to_ascii_uppercase();
+    let until = Instant::now() + START_LIMIT;
+    let mut last = String::new();
+    while Instant::now() < until {
+        let attempt = || -> anyhow::Result<Vec<u8>> {
+            let mut stream = TcpStream::connect(sock(port))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                stream,
+                "POST /call/{FUNCTION} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: \
+                 application/msgpack\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )?;
+            stream.write_all(&body)?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer)?;
+            Ok(answer)
+        };
+        match attempt() {
+            Ok(answer) if answer.ends_with(&want) && answer.get(8..13) == Some(b" 200 ") => {
+                return Ok(())
+            }
+            Ok(answer) => last = String::from_utf8_lossy(&answer).into_owned(),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("POST /call/{FUNCTION} never answered the upper-cased payload; last: {last:?}")
+}
