@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn ok_result_encodes_like_nmids_sdk() {
         // 83: map of 3; a4 "Code" 00; a3 "Msg" a2 "ok"; a4 "Data" c4 04 "NMID"
-        let golden = hex_bytes("83a4436f646500a34d7367a26f6ba444617461c4044e4d4944");
+        let golden = hex::decode("83a4436f646500a34d7367a26f6ba444617461c4044e4d4944").unwrap();
         assert_eq!(RetStruct::ok("NMID").encode(), golden);
         assert_eq!(RetStruct::decode(&golden).unwrap(), RetStruct::ok("NMID"));
     }
@@ -118,12 +118,5 @@ mod tests {
             Err(RetStructError::Shape(_))
         ));
         assert!(RetStruct::decode(&[0xc1]).is_err());
-    }
-
-    fn hex_bytes(hex: &str) -> Vec<u8> {
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect()
     }
 }

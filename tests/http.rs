@@ -356,6 +356,36 @@ async fn a_text_plain_body_is_415() {
     dispatcher.stop().await;
 }
 
+/// A chunked body (no `Content-Length`) that streams past `http.max_body_bytes` is 413
+/// `body_too_large` too, refused as it arrives.
+#[actix_rt::test]
+async fn a_chunked_body_over_the_limit_is_413() {
+    let mut config = config();
+    config.http.max_body_bytes = 64;
+    let dispatcher = start_dispatcher_with_http(config);
+    let mut stream = tokio::net::TcpStream::connect(dispatcher.http.unwrap())
+        .await
+        .unwrap();
+    let mut request = b"POST /call/ToUpper HTTP/1.1\r\nHost: nmid\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        request.extend_from_slice(b"20\r\n");
+        request.extend_from_slice(&[b' '; 32]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(&request).await.unwrap();
+    let mut response = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response);
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("body_too_large"), "{response}");
+    dispatcher.stop().await;
+}
+
 /// A body over `http.max_body_bytes` is 413 `body_too_large`; one at the limit is not.
 #[actix_rt::test]
 async fn a_body_over_the_limit_is_413_body_too_large() {

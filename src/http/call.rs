@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use actix_web::mime;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use serde::Deserialize;
 
 use super::error::HttpError;
@@ -64,7 +64,7 @@ pub async fn call(
             )))
         }
     };
-    let (params, params_type) = params_from_body(req.headers(), body, pass_json)?;
+    let (params, params_type) = params_from_body(&req, body, pass_json)?;
     let timeout = timeout_from(req.headers(), state.job_timeout)?;
     let job_id = JobId::next();
     let request_id = req
@@ -238,11 +238,11 @@ fn data_response(data: CallData) -> HttpResponse {
         .body(data.bytes)
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (from `Content-Length` at once, or
-/// as it streams in).
+/// Reads the whole body, refusing more than `limit` bytes: at once when `Content-Length`
+/// says so, else as it streams in (actix-web's `to_bytes_limited`).
 async fn read_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     limit: usize,
 ) -> Result<Bytes, HttpError> {
     let announced = req
@@ -253,43 +253,43 @@ async fn read_body(
     if announced.is_some_and(|len| len > limit) {
         return Err(HttpError::BodyTooLarge(limit));
     }
-    let mut body = BytesMut::with_capacity(announced.unwrap_or(0).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| HttpError::BadRequest(format!("cannot read body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(HttpError::BodyTooLarge(limit));
-        }
-        body.extend_from_slice(&chunk);
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => Err(HttpError::BadRequest(format!("cannot read body: {e}"))),
+        Err(_) => Err(HttpError::BodyTooLarge(limit)),
     }
-    Ok(body.freeze())
 }
 
 /// The worker's params from a `/call` body: msgpack as is; a JSON object as a msgpack map
 /// (or, with `?params=json`, the JSON as is). An empty body is the empty map.
 fn params_from_body(
-    headers: &HeaderMap,
+    req: &HttpRequest,
     body: Bytes,
     pass_json: bool,
 ) -> Result<(Bytes, ParamsType), HttpError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
-        "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
+    let unsupported = || {
+        let given = req.headers().get(header::CONTENT_TYPE);
+        let given = given.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        HttpError::UnsupportedMediaType(given.unwrap_or_default())
+    };
+    // No (or an empty) content type is JSON, as curl's `-d` users expect.
+    let given = req.headers().get(header::CONTENT_TYPE);
+    if given.is_none_or(|v| v.as_bytes().trim_ascii().is_empty()) {
+        return json_body_params(body, pass_json);
+    }
+    let mime = req.mime_type().map_err(|_| unsupported())?;
+    let Some(mime) = mime else {
+        return json_body_params(body, pass_json);
+    };
+    match (mime.type_(), mime.subtype().as_str()) {
+        (mime::APPLICATION, "msgpack" | "x-msgpack" | "vnd.msgpack") => {
             if body.is_empty() {
                 return Err(HttpError::BadRequest("empty msgpack body".to_owned()));
             }
             Ok((body, ParamsType::MSGPACK))
         }
-        "application/json" | "" => json_body_params(body, pass_json),
-        _ => Err(HttpError::UnsupportedMediaType(content_type.to_owned())),
+        (mime::APPLICATION, "json") => json_body_params(body, pass_json),
+        _ => Err(unsupported()),
     }
 }
 

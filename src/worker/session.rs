@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -35,9 +36,21 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(35);
 /// The longest wait for the dispatcher to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// First and largest wait between connection attempts.
+/// First and largest wait between connection attempts (before jitter).
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// The waits between connection attempts: doubling from [`RECONNECT_MIN`] to
+/// [`RECONNECT_MAX`], each plus a random jitter of up to itself, so that the workers of a
+/// restarted dispatcher come back spread out rather than in a herd.
+fn reconnect_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(RECONNECT_MIN)
+        .with_max_delay(RECONNECT_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
 /// A v1 dispatcher does not acknowledge `W_DEL_FUNC`: how long to wait for jobs it may
 /// still have sent before the removal took effect.
 const V1_STOP_GRACE: Duration = Duration::from_millis(200);
@@ -96,7 +109,7 @@ pub(super) struct Session {
     settings: SessionSettings,
     link: Option<Link>,
     generation: u64,
-    backoff: Duration,
+    backoff: ExponentialBackoff,
     last_heard: Instant,
     running: u32,
     backlog: VecDeque<Waiting>,
@@ -111,7 +124,7 @@ impl Session {
             settings,
             link: None,
             generation: 0,
-            backoff: RECONNECT_MIN,
+            backoff: reconnect_backoff(),
             last_heard: Instant::now(),
             running: 0,
             backlog: VecDeque::new(),
@@ -281,8 +294,7 @@ impl Session {
     }
 
     fn schedule_reconnect(&mut self, ctx: &mut Context<Self>) {
-        let wait = self.backoff;
-        self.backoff = (self.backoff * 2).min(RECONNECT_MAX);
+        let wait = self.backoff.next().unwrap_or(RECONNECT_MAX);
         ctx.run_later(wait, |session, ctx| session.connect(ctx));
     }
 
@@ -292,7 +304,7 @@ impl Session {
         let (read, write) = stream.into_split();
         let codec = NmidCodec::new(self.settings.max_frame_bytes);
         self.generation += 1;
-        self.backoff = RECONNECT_MIN;
+        self.backoff = reconnect_backoff();
         self.last_heard = Instant::now();
         let reader = ctx.add_stream(FramedRead::new(read, codec));
         let mut writer = FramedWrite::new(write, codec, ctx);
@@ -439,5 +451,29 @@ impl Session {
             }
             None => ctx.stop(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reconnect waits grow from 100 ms toward 5 s, each with its own jitter, so two
+    /// workers of a restarted dispatcher do not retry in step.
+    #[test]
+    fn reconnect_waits_grow_and_are_spread_by_jitter() {
+        let waits: Vec<Vec<Duration>> = (0..8)
+            .map(|_| reconnect_backoff().take(12).collect())
+            .collect();
+        for series in &waits {
+            assert!(series[0] >= RECONNECT_MIN && series[0] <= 2 * RECONNECT_MIN);
+            assert!(series.iter().all(|wait| *wait <= 2 * RECONNECT_MAX));
+            assert!(series[11] >= RECONNECT_MAX, "{series:?}");
+        }
+        let firsts: std::collections::HashSet<Duration> = waits.iter().map(|s| s[0]).collect();
+        assert!(
+            firsts.len() > 1,
+            "eight workers waited exactly alike: {firsts:?}"
+        );
     }
 }
