@@ -1,5 +1,8 @@
 //! The bodies of the tagged extension frames (data types 100 and up; see [`super`] for their
 //! layout): calls and jobs carry an id, a time budget and metadata, so they pipeline.
+//!
+//! As in `v1`, each body spells out its fields in wire order; bodies with the same layout
+//! share one struct ([`TaggedCall`], [`TaggedResult`]), the rest repeat the shape on purpose.
 
 use bytes::{BufMut, Bytes, BytesMut};
 

@@ -1,5 +1,10 @@
 //! The bodies of protocol v1, as nmid's SDKs send them (see [`super`] for their layout), and
 //! the raw-body frames whose body is one field as is.
+//!
+//! Each body's `read` and `write` spell out its fields in wire order, so that each can be
+//! checked against its layout at a glance. Their shapes repeat (and `duplicates` lists them
+//! as shape boilerplate) because the layouts do; a generic field list would hide the order
+//! a reader checks against nmid's docs.
 
 use bytes::{BufMut, Bytes, BytesMut};
 

@@ -1,4 +1,5 @@
-//! The scheduler's rules, one test each, on plain data: no actors, no sockets.
+//! The scheduler's rules, one test each, on plain data: no actors, no sockets. Each test
+//! sets its scene in full (similar shapes on purpose), so that it reads alone.
 
 use std::cell::Cell;
 use std::rc::Rc;

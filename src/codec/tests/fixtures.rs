@@ -1,5 +1,8 @@
 //! Fixture pairs, as rumqttd keeps them: each `sample_x()` is a frame and
 //! `sample_x_bytes()` its exact wire form, with a comment per field.
+//!
+//! Deliberately repetitive: every fixture spells out its bytes field by field, so that each
+//! can be read alone against the protocol's layout without following a helper.
 
 use bytes::Bytes;
 

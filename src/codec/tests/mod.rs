@@ -1,5 +1,8 @@
 //! The codec's tests: every frame kind round-trips, every strict prefix waits, oversize and
 //! junk are refused with a reason. The fixture pairs are in [`fixtures`].
+//!
+//! The error cases are written out one by one (similar shapes, different bytes) so that a
+//! failure names the exact input.
 
 mod fixtures;
 
