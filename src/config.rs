@@ -94,6 +94,20 @@ pub struct TcpConfig {
     pub max_frame_bytes: usize,
     /// Open connections beyond which new ones are closed at once.
     pub max_connections: usize,
+    /// Open connections from one IP beyond which its new ones are closed; 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Time for a new connection's first frame, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Time for a frame that has begun to arrive whole, in milliseconds.
+    pub frame_timeout_ms: u64,
+    /// Bytes all connections together may hold in frames not yet whole.
+    pub max_incomplete_frame_bytes: usize,
+    /// Bytes waiting to be written to one peer past which it is no longer read.
+    pub max_outbound_bytes: usize,
+    /// Time over `max_outbound_bytes` before a peer is closed as a slow consumer, in ms.
+    pub slow_consumer_timeout_ms: u64,
+    /// Silence after which an idle client connection is closed, in ms; 0: never.
+    pub client_idle_timeout_ms: u64,
 }
 
 /// `[http]`
@@ -114,6 +128,10 @@ pub struct HttpConfig {
 pub struct MetricsConfig {
     /// A port of its own for `GET /metrics`; empty for none.
     pub addr: String,
+    /// Functions with series of their own; the rest count under `_other`.
+    pub max_function_series: usize,
+    /// Worker names with series of their own; the rest count under `_other`.
+    pub max_worker_series: usize,
 }
 
 impl MetricsConfig {
@@ -148,6 +166,16 @@ pub struct JobsConfig {
 pub struct WorkersConfig {
     /// Jobs in flight on one worker at once.
     pub max_jobs_in_flight: u32,
+    /// Jobs in flight on one v1 worker at once.
+    pub v1_max_jobs_in_flight: u32,
+    /// Longest function name, in bytes.
+    pub max_function_name_bytes: usize,
+    /// Longest worker name, in bytes.
+    pub max_worker_name_bytes: usize,
+    /// Functions one worker connection may serve.
+    pub max_functions_per_worker: usize,
+    /// Control frames one worker connection may send per second.
+    pub max_control_frames_per_second: u32,
     /// Calls that may wait per function while its workers are full.
     pub max_queue_per_function: usize,
     /// Silence after which a worker connection is closed as dead, in milliseconds.
@@ -229,6 +257,24 @@ impl Config {
         if self.tcp.max_connections == 0 {
             return invalid("tcp.max_connections", "must be at least 1");
         }
+        if self.tcp.handshake_timeout_ms == 0 {
+            return invalid("tcp.handshake_timeout_ms", "must be at least 1");
+        }
+        if self.tcp.frame_timeout_ms == 0 {
+            return invalid("tcp.frame_timeout_ms", "must be at least 1");
+        }
+        if self.tcp.max_incomplete_frame_bytes < self.tcp.max_frame_bytes {
+            return invalid(
+                "tcp.max_incomplete_frame_bytes",
+                "must be at least tcp.max_frame_bytes, or no frame of the largest size could arrive",
+            );
+        }
+        if self.tcp.max_outbound_bytes < 64 * 1024 {
+            return invalid("tcp.max_outbound_bytes", "must be at least 65536");
+        }
+        if self.tcp.slow_consumer_timeout_ms == 0 {
+            return invalid("tcp.slow_consumer_timeout_ms", "must be at least 1");
+        }
         self.metrics.addr()?;
         if self.http.max_body_bytes == 0 {
             return invalid("http.max_body_bytes", "must be at least 1");
@@ -241,6 +287,30 @@ impl Config {
         }
         if self.workers.max_jobs_in_flight == 0 {
             return invalid("workers.max_jobs_in_flight", "must be at least 1");
+        }
+        if self.workers.v1_max_jobs_in_flight == 0 {
+            return invalid("workers.v1_max_jobs_in_flight", "must be at least 1");
+        }
+        if self.workers.v1_max_jobs_in_flight > self.workers.max_jobs_in_flight {
+            return invalid(
+                "workers.v1_max_jobs_in_flight",
+                "must be at most workers.max_jobs_in_flight",
+            );
+        }
+        if self.workers.max_function_name_bytes == 0 {
+            return invalid("workers.max_function_name_bytes", "must be at least 1");
+        }
+        if self.workers.max_worker_name_bytes == 0 {
+            return invalid("workers.max_worker_name_bytes", "must be at least 1");
+        }
+        if self.workers.max_functions_per_worker == 0 {
+            return invalid("workers.max_functions_per_worker", "must be at least 1");
+        }
+        if self.workers.max_control_frames_per_second == 0 {
+            return invalid(
+                "workers.max_control_frames_per_second",
+                "must be at least 1",
+            );
         }
         if self.workers.heartbeat_timeout_ms < 100 {
             return invalid("workers.heartbeat_timeout_ms", "must be at least 100");

@@ -102,6 +102,106 @@ impl Outcome {
     }
 }
 
+/// A limit a peer ran into, for `nmid_limit_hits_total{limit}` (docs/limits.md lists each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `tcp.max_connections`: a connection was closed at accept.
+    Connections,
+    /// `tcp.max_connections_per_ip`: a connection was closed at accept.
+    ConnectionsPerIp,
+    /// `tcp.handshake_timeout_ms`: no first frame in time.
+    Handshake,
+    /// `tcp.frame_timeout_ms`: a frame did not arrive whole in time.
+    FrameTimeout,
+    /// `tcp.max_incomplete_frame_bytes`: too many bytes in frames not yet whole.
+    IncompleteFrames,
+    /// `tcp.max_outbound_bytes`: a peer's frames were held back until it read its replies.
+    Backpressure,
+    /// `tcp.slow_consumer_timeout_ms`: a peer stayed over the outbound bound and was closed.
+    SlowConsumer,
+    /// `tcp.client_idle_timeout_ms`: an idle client was closed.
+    ClientIdle,
+    /// `workers.max_function_name_bytes` or `workers.max_worker_name_bytes`.
+    NameTooLong,
+    /// `workers.max_functions_per_worker`.
+    FunctionsPerWorker,
+    /// `workers.max_control_frames_per_second`: a worker's frames were read more slowly.
+    ControlFrames,
+    /// `tcp.max_frame_bytes` on the way out: a call or result too large for its receiver.
+    OutboundFrameSize,
+}
+
+impl Limit {
+    /// Every limit, in label order.
+    pub const ALL: [Limit; 12] = [
+        Limit::Connections,
+        Limit::ConnectionsPerIp,
+        Limit::Handshake,
+        Limit::FrameTimeout,
+        Limit::IncompleteFrames,
+        Limit::Backpressure,
+        Limit::SlowConsumer,
+        Limit::ClientIdle,
+        Limit::NameTooLong,
+        Limit::FunctionsPerWorker,
+        Limit::ControlFrames,
+        Limit::OutboundFrameSize,
+    ];
+
+    /// The `limit` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Connections => "connections",
+            Limit::ConnectionsPerIp => "connections_per_ip",
+            Limit::Handshake => "handshake_timeout",
+            Limit::FrameTimeout => "frame_timeout",
+            Limit::IncompleteFrames => "incomplete_frame_bytes",
+            Limit::Backpressure => "outbound_backpressure",
+            Limit::SlowConsumer => "slow_consumer",
+            Limit::ClientIdle => "client_idle_timeout",
+            Limit::NameTooLong => "name_too_long",
+            Limit::FunctionsPerWorker => "functions_per_worker",
+            Limit::ControlFrames => "control_frame_rate",
+            Limit::OutboundFrameSize => "outbound_frame_size",
+        }
+    }
+}
+
+/// A frame nmid's server accepts though it is not as the protocol says, and so do we.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leniency {
+    /// `W_GRAB_JOB` with a body (nmid's C SDK sends one byte).
+    GrabJobBody,
+    /// Bytes after a complete `W_RETURN_DATA` (nmid's Go SDK, two jobs in flight).
+    ReturnDataTrailing,
+    /// A `W_RETURN_DATA` whose body cannot be read, though its frame is whole: only the job
+    /// it names (if any) fails.
+    ReturnDataMalformed,
+    /// A `W_RETURN_DATA` whose echoed function or params are not its job's: it answered
+    /// another job (nmid's Go SDK race); that answer is discarded, not delivered.
+    ReturnDataMismatch,
+}
+
+impl Leniency {
+    /// Every kind, in label order.
+    pub const ALL: [Leniency; 4] = [
+        Leniency::GrabJobBody,
+        Leniency::ReturnDataTrailing,
+        Leniency::ReturnDataMalformed,
+        Leniency::ReturnDataMismatch,
+    ];
+
+    /// The `kind` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Leniency::GrabJobBody => "grab_job_body",
+            Leniency::ReturnDataTrailing => "return_data_trailing_bytes",
+            Leniency::ReturnDataMalformed => "return_data_malformed",
+            Leniency::ReturnDataMismatch => "return_data_mismatch",
+        }
+    }
+}
+
 /// Totals by outcome, for the admin API and the dashboard.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CallCounts {
@@ -182,6 +282,8 @@ pub struct Metrics {
     retries: IntCounter,
     late_results: IntCounter,
     http_requests: IntCounterVec,
+    limit_hits: [IntCounter; Limit::ALL.len()],
+    lenient_frames: [IntCounter; Leniency::ALL.len()],
     scrape: std::sync::Mutex<()>,
 }
 
@@ -273,6 +375,18 @@ impl Metrics {
             "HTTP requests, by route pattern and status code.",
             &["route", "status"],
         );
+        let limit_hits = add.counter_vec(
+            "nmid_limit_hits_total",
+            "Times a peer ran into a limit, by limit (docs/limits.md).",
+            &["limit"],
+        );
+        let limit_hits = Limit::ALL.map(|l| limit_hits.with_label_values(&[l.as_str()]));
+        let lenient_frames = add.counter_vec(
+            "nmid_lenient_frames_total",
+            "Frames accepted though not as the protocol says, as nmid's server accepts them, by kind.",
+            &["kind"],
+        );
+        let lenient_frames = Leniency::ALL.map(|k| lenient_frames.with_label_values(&[k.as_str()]));
         add.gauge_vec(
             "nmid_build_info",
             "Always 1; the version label says which build runs.",
@@ -300,6 +414,8 @@ impl Metrics {
             retries,
             late_results,
             http_requests,
+            limit_hits,
+            lenient_frames,
             scrape: std::sync::Mutex::new(()),
         }
     }
@@ -350,6 +466,16 @@ impl Metrics {
             calls: Outcome::ALL.map(|o| self.calls.with_label_values(&[name.as_str(), o.as_str()])),
             duration: self.duration.with_label_values(&[name.as_str()]),
         }
+    }
+
+    /// A peer ran into `limit`.
+    pub fn record_limit(&self, limit: Limit) {
+        self.limit_hits[limit as usize].inc();
+    }
+
+    /// A frame was accepted leniently.
+    pub fn record_lenient(&self, kind: Leniency) {
+        self.lenient_frames[kind as usize].inc();
     }
 
     /// A job was retried on another worker.

@@ -17,21 +17,23 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
 use crate::actors::client_session::ClientSession;
+use crate::actors::connection::Accepted;
+use crate::actors::inbound::{FrameBudget, InboundCodec, InboundError, PartialSince};
 use crate::actors::job::JobServices;
 use crate::actors::registry::{Drain, Registry, Snapshot};
 use crate::actors::worker_session::WorkerSession;
-use crate::actors::{Accepted, SessionSettings};
+use crate::actors::{ConnectionLimits, ConnectionPermit, IpSlots, SessionSettings};
 use crate::call::RegistrySnapshot;
-use crate::codec::{ConnType, NmidCodec};
+use crate::codec::ConnType;
 use crate::config::Config;
 use crate::http::HttpState;
-use crate::metrics::{Metrics, Role};
+use crate::metrics::{Limit, Metrics, Role};
 
 /// How often the drain checks whether the jobs in flight are done.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -199,13 +201,26 @@ impl Dispatcher {
             max_jobs_per_worker: config.workers.max_jobs_in_flight,
             heartbeat_timeout: config.heartbeat_timeout(),
             inject_trace_v1: config.tracing.inject_v1_params,
+            limits: ConnectionLimits {
+                max_outbound_bytes: config.tcp.max_outbound_bytes,
+                slow_consumer_timeout: Duration::from_millis(config.tcp.slow_consumer_timeout_ms),
+                handshake_timeout: Duration::from_millis(config.tcp.handshake_timeout_ms),
+                frame_timeout: Duration::from_millis(config.tcp.frame_timeout_ms),
+                incomplete_frames: FrameBudget::new(config.tcp.max_incomplete_frame_bytes),
+                client_idle_timeout: (config.tcp.client_idle_timeout_ms > 0)
+                    .then(|| Duration::from_millis(config.tcp.client_idle_timeout_ms)),
+            },
         });
         listeners.tcp.set_nonblocking(true)?;
         let tcp = TcpListener::from_std(listeners.tcp)?;
         let tcp_addr = tcp.local_addr()?;
-        let connections = Arc::new(Semaphore::new(config.tcp.max_connections));
+        let admission = Admission {
+            connections: Arc::new(Semaphore::new(config.tcp.max_connections)),
+            per_ip: (config.tcp.max_connections_per_ip > 0)
+                .then(|| IpSlots::new(config.tcp.max_connections_per_ip)),
+        };
         let io = arbiters.iter().map(Arbiter::handle).collect();
-        let accept = tokio::spawn(accept_loop(tcp, io, settings, connections));
+        let accept = tokio::spawn(accept_loop(tcp, io, settings, admission));
         info!(addr = %tcp_addr, "nmid protocol listening");
         let state = HttpState {
             jobs,
@@ -304,12 +319,33 @@ fn start_http(
     Ok(handle)
 }
 
+/// The connection limits the accept loop enforces.
+struct Admission {
+    /// `tcp.max_connections` permits.
+    connections: Arc<Semaphore>,
+    /// `tcp.max_connections_per_ip`, when set.
+    per_ip: Option<Arc<IpSlots>>,
+}
+
+impl Admission {
+    /// A permit for a connection from `peer`, or why there is none.
+    fn admit(&self, peer: SocketAddr) -> Result<ConnectionPermit, Limit> {
+        let global =
+            (self.connections.clone().try_acquire_owned()).map_err(|_| Limit::Connections)?;
+        let per_ip = match &self.per_ip {
+            Some(slots) => Some(slots.take(peer.ip()).ok_or(Limit::ConnectionsPerIp)?),
+            None => None,
+        };
+        Ok(ConnectionPermit::new(global, per_ip))
+    }
+}
+
 /// Accepts connections while there is a permit for them, and hands each to an io arbiter.
 async fn accept_loop(
     listener: TcpListener,
     arbiters: Vec<ArbiterHandle>,
     settings: Arc<SessionSettings>,
-    connections: Arc<Semaphore>,
+    admission: Admission,
 ) {
     let mut next = 0usize;
     loop {
@@ -322,9 +358,13 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            warn!(%peer, "closing connection: connection limit (tcp.max_connections) reached");
-            continue;
+        let permit = match admission.admit(peer) {
+            Ok(permit) => permit,
+            Err(limit) => {
+                settings.jobs.metrics.record_limit(limit);
+                warn!(%peer, limit = limit.as_str(), "closing connection: connection limit reached");
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         // Moved as a std socket: a tokio socket belongs to the runtime that registered it,
@@ -351,29 +391,44 @@ async fn accept_loop(
     }
 }
 
-/// Reads a connection's first frame and starts the session of the role its `conn_type`
-/// names: a client or a worker.
+/// Reads a connection's first frame (within `tcp.handshake_timeout_ms`) and starts the
+/// session of the role its `conn_type` names: a client or a worker.
 async fn greet(
     stream: TcpStream,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    permit: ConnectionPermit,
     settings: Arc<SessionSettings>,
 ) {
     let metrics = settings.jobs.metrics.clone();
     metrics.connection(Role::Undecided, 1);
     let (read, write) = stream.into_split();
-    let codec = NmidCodec::new(settings.max_frame_bytes);
+    let partial_since = PartialSince::default();
+    let limits = &settings.limits;
+    let codec = InboundCodec::new(
+        settings.max_frame_bytes,
+        limits.incomplete_frames.clone(),
+        partial_since.clone(),
+    );
     let mut frames = FramedRead::with_capacity(read, codec, READ_BUFFER_BYTES);
-    let first = frames.next().await;
+    let first = tokio::time::timeout(limits.handshake_timeout, frames.next()).await;
     metrics.connection(Role::Undecided, -1);
     let first = match first {
-        Some(Ok(frame)) => frame,
-        Some(Err(err)) => {
-            warn!(%peer, cause = %err, "closing connection: malformed input");
+        Ok(Some(Ok(frame))) => frame,
+        Ok(Some(Err(err))) => {
+            if matches!(err, InboundError::IncompleteFrames { .. }) {
+                metrics.record_limit(Limit::IncompleteFrames);
+            }
+            warn!(%peer, cause = %err, "closing connection: its first frame was refused");
             return;
         }
-        None => {
+        Ok(None) => {
             debug!(%peer, "connection closed before its first frame");
+            return;
+        }
+        Err(_) => {
+            metrics.record_limit(Limit::Handshake);
+            let timeout_ms = limits.handshake_timeout.as_millis() as u64;
+            warn!(%peer, timeout_ms, "closing connection: no first frame in time (tcp.handshake_timeout_ms)");
             return;
         }
     };
@@ -381,6 +436,7 @@ async fn greet(
     let frames = stream::iter([Ok(first)]).chain(frames);
     let accepted = Accepted {
         peer,
+        partial_since,
         write,
         permit,
         settings,

@@ -10,20 +10,21 @@
 //! naming the cause) and touches no other. When it closes, its calls in flight are cancelled.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix::io::WriteHandler;
 use actix::prelude::*;
 use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use futures_util::stream::Stream;
+use tracing::info;
 
+use super::connection::{start_session, Accepted, Connection, Session};
+use super::inbound::InboundError;
 use super::job::{JobActor, Reply};
-use super::{start_session, Accepted, Connection, Session};
 use crate::call::{CallOutcome, CallSpec, DispatchError, JobId};
-use crate::codec::{CodecError, ErrorCode, Frame};
+use crate::codec::{ErrorCode, Frame};
 use crate::codec::{SCallError, SReturnData, TaggedResult};
-use crate::metrics::{Outcome, Role};
+use crate::metrics::{Limit, Outcome, Role};
 use crate::retstruct::RetStruct;
 
 /// The RetStruct `Code` a v1 caller sees when a tagged worker reports its function failed.
@@ -58,6 +59,10 @@ struct InFlight {
 pub struct ClientSession {
     conn: Connection,
     calls: HashMap<JobId, InFlight>,
+    /// A frame arrived since the last idle check (a flag, not a clock read per frame).
+    heard: bool,
+    /// When the idle check last found `heard` set.
+    last_heard: Instant,
 }
 
 impl ClientSession {
@@ -65,11 +70,13 @@ impl ClientSession {
     /// first of which was a client's.
     pub fn start<S>(frames: S, accepted: Accepted) -> Addr<Self>
     where
-        S: Stream<Item = Result<Frame, CodecError>> + 'static,
+        S: Stream<Item = Result<Frame, InboundError>> + Unpin + 'static,
     {
         start_session(frames, accepted, Role::Client, |conn| ClientSession {
             conn,
             calls: HashMap::new(),
+            heard: false,
+            last_heard: Instant::now(),
         })
     }
 }
@@ -83,6 +90,12 @@ impl Session for ClientSession {
 impl Actor for ClientSession {
     type Context = Context<Self>;
 
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(idle) = self.conn.settings.limits.client_idle_timeout {
+            self.watch_idle(idle, ctx);
+        }
+    }
+
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         for (_, call) in self.calls.drain() {
             JobActor::cancel(&call.job);
@@ -91,11 +104,12 @@ impl Actor for ClientSession {
     }
 }
 
-impl StreamHandler<Result<Frame, CodecError>> for ClientSession {
-    fn handle(&mut self, item: Result<Frame, CodecError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Frame, InboundError>> for ClientSession {
+    fn handle(&mut self, item: Result<Frame, InboundError>, ctx: &mut Self::Context) {
         let Some(frame) = self.conn.frame(item, ctx) else {
             return;
         };
+        self.heard = true;
         match frame {
             Frame::CDoJob(call) => {
                 let request = Request::V1 {
@@ -145,13 +159,25 @@ impl Handler<Answer> for ClientSession {
     }
 }
 
-impl WriteHandler<CodecError> for ClientSession {
-    fn error(&mut self, err: CodecError, _: &mut Self::Context) -> Running {
-        self.conn.write_failed(err)
-    }
-}
-
 impl ClientSession {
+    /// Closes the connection once the client has sent nothing for `idle`, with no call in
+    /// flight (checked every quarter of it, at most every second).
+    fn watch_idle(&self, idle: Duration, ctx: &mut Context<Self>) {
+        let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        ctx.run_interval(every, move |session, ctx| {
+            if std::mem::take(&mut session.heard) || !session.calls.is_empty() {
+                session.last_heard = Instant::now();
+                return;
+            }
+            if session.last_heard.elapsed() >= idle {
+                let conn = &session.conn;
+                conn.settings.jobs.metrics.record_limit(Limit::ClientIdle);
+                info!(peer = %conn.peer, "closing idle client connection (tcp.client_idle_timeout_ms)");
+                ctx.stop();
+            }
+        });
+    }
+
     /// A client's call: refused at once if malformed, else handed to a new job actor.
     fn call(&mut self, spec: CallSpec, request: Request, ctx: &mut Context<Self>) {
         if let Err(error) = spec.validate() {

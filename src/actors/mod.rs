@@ -21,30 +21,23 @@
 //! sessions through [`registry::WorkerPort`] and jobs through their leases, and a job
 //! reaches its caller through the callback it was given.
 //!
-//! Both sessions hold a [`Connection`], defined here: the writer, the peer, the permit.
+//! Both sessions hold a [`connection::Connection`]: the peer, the permit, the read gate and
+//! the bounded outbound buffer.
 
 pub mod client_session;
+pub mod connection;
+pub mod inbound;
 pub mod job;
 pub mod registry;
 pub mod worker_session;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use actix::io::{FramedWrite, WriteHandler};
-use actix::prelude::*;
-use futures_util::stream::Stream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, info, warn};
 
-use crate::codec::{CodecError, ConnType, Frame, NmidCodec};
-use crate::metrics::Role;
 use job::JobServices;
 
 /// What both kinds of session read; shared, never changed after start.
@@ -62,163 +55,96 @@ pub struct SessionSettings {
     pub heartbeat_timeout: Duration,
     /// Add `traceparent` to msgpack-map params of jobs for v1 workers.
     pub inject_trace_v1: bool,
+    /// What one connection may make the dispatcher hold, and for how long.
+    pub limits: ConnectionLimits,
 }
 
-/// What a session holds of its TCP connection: the peer, the writer with its frames of this
-/// round, the settings, and the connection's permit under `tcp.max_connections`.
-pub struct Connection {
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// Settings shared by every session.
-    pub settings: Arc<SessionSettings>,
-    role: Role,
-    writer: FramedWrite<Frame, OwnedWriteHalf, NmidCodec>,
-    /// Frames of this round, not written yet.
-    frames: Vec<Frame>,
-    /// Given back (to the semaphore) when the session drops it.
-    _permit: OwnedSemaphorePermit,
+/// What one connection may make the dispatcher hold, and for how long (`[tcp]` and
+/// `[workers]` keys in the configuration).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Bytes waiting to be written to a peer past which its frames are no longer read
+    /// (`tcp.max_outbound_bytes`).
+    pub max_outbound_bytes: usize,
+    /// How long a peer may stay over that bound before it is closed as a slow consumer
+    /// (`tcp.slow_consumer_timeout_ms`).
+    pub slow_consumer_timeout: Duration,
+    /// Time for a new connection's first frame (`tcp.handshake_timeout_ms`).
+    pub handshake_timeout: Duration,
+    /// Time for a frame that has begun to arrive whole (`tcp.frame_timeout_ms`).
+    pub frame_timeout: Duration,
+    /// Bytes all connections may hold in frames not yet whole
+    /// (`tcp.max_incomplete_frame_bytes`).
+    pub incomplete_frames: Arc<inbound::FrameBudget>,
+    /// Silence after which a client connection with no call in flight is closed
+    /// (`tcp.client_idle_timeout_ms`; `None`: never).
+    pub client_idle_timeout: Option<Duration>,
 }
 
-impl Connection {
-    /// The connection of the session `ctx` runs, whose first frame said it is a `role`;
-    /// counted in `nmid_connections` until it drops.
-    pub fn new<A>(accepted: Accepted, role: Role, ctx: &mut Context<A>) -> Self
-    where
-        A: Actor<Context = Context<A>> + WriteHandler<CodecError>,
-    {
-        let codec = NmidCodec::new(accepted.settings.max_frame_bytes);
-        accepted.settings.jobs.metrics.connection(role, 1);
-        debug!(peer = %accepted.peer, ?role, "connection took its role");
+/// A connection's place under `tcp.max_connections` and `tcp.max_connections_per_ip`, given
+/// back when the connection (its session) drops it.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    _global: OwnedSemaphorePermit,
+    _per_ip: Option<IpSlot>,
+}
+
+impl ConnectionPermit {
+    /// A permit made of the global one and, if there is a per-IP limit, the IP's slot.
+    pub fn new(global: OwnedSemaphorePermit, per_ip: Option<IpSlot>) -> Self {
         Self {
-            peer: accepted.peer,
-            role,
-            writer: FramedWrite::new(accepted.write, codec, ctx),
-            frames: Vec::new(),
-            settings: accepted.settings,
-            _permit: accepted.permit,
+            _global: global,
+            _per_ip: per_ip,
         }
     }
+}
 
-    /// The frame `item` carries, or `None` once the connection is closed over malformed
-    /// input (after a bad frame the stream's framing can no longer be trusted).
-    pub fn frame<A>(&self, item: Result<Frame, CodecError>, ctx: &mut Context<A>) -> Option<Frame>
-    where
-        A: Actor<Context = Context<A>>,
-    {
-        match item {
-            Ok(frame) => Some(frame),
-            Err(err) => {
-                warn!(peer = %self.peer, cause = %err, "closing connection: malformed input");
-                ctx.stop();
-                None
+/// Open connections by peer IP, under a limit.
+#[derive(Debug)]
+pub struct IpSlots {
+    max_per_ip: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl IpSlots {
+    /// At most `max_per_ip` connections from one IP.
+    pub fn new(max_per_ip: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_per_ip,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for one more connection from `ip`, unless it has its maximum open.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's slot under its IP's limit.
+#[derive(Debug)]
+pub struct IpSlot {
+    slots: Arc<IpSlots>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = (self.slots.open.lock()).unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
             }
         }
-    }
-
-    /// Closes the connection over `frame`, which its role may not send.
-    pub fn refuse<A>(&self, frame: &Frame, ctx: &mut Context<A>)
-    where
-        A: Actor<Context = Context<A>>,
-    {
-        let cause = match frame.sender() {
-            ConnType::Server => "peer sent a server frame",
-            ConnType::Service => "service connections are not supported",
-            _ if self.role == Role::Client => "client connection sent a worker frame",
-            _ => "worker connection sent a client frame",
-        };
-        warn!(peer = %self.peer, frame = frame.name(), cause, "closing connection: protocol violation");
-        ctx.stop();
-    }
-
-    /// The write side failed: the session stops.
-    pub fn write_failed(&self, err: CodecError) -> Running {
-        info!(peer = %self.peer, cause = %err, "closing connection: write failed");
-        Running::Stop
-    }
-
-    fn flush(&mut self) {
-        for frame in self.frames.drain(..) {
-            self.writer.write(frame);
-        }
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.settings.jobs.metrics.connection(self.role, -1);
-        debug!(peer = %self.peer, "connection closed");
-    }
-}
-
-/// A connection whose first frame has been read: what a session starts from.
-pub struct Accepted {
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// The write side.
-    pub write: OwnedWriteHalf,
-    /// The connection's permit under `tcp.max_connections`.
-    pub permit: OwnedSemaphorePermit,
-    /// Settings shared by every session.
-    pub settings: Arc<SessionSettings>,
-}
-
-/// Starts a session actor `A` on the current arbiter: it reads `frames` (the first of which
-/// named its `role`), and `make` builds it around its [`Connection`].
-pub fn start_session<A, S>(
-    frames: S,
-    accepted: Accepted,
-    role: Role,
-    make: impl FnOnce(Connection) -> A + 'static,
-) -> Addr<A>
-where
-    A: Session + StreamHandler<Result<Frame, CodecError>> + WriteHandler<CodecError>,
-    S: Stream<Item = Result<Frame, CodecError>> + 'static,
-{
-    A::create(move |ctx| {
-        ctx.add_stream(frames);
-        make(Connection::new(accepted, role, ctx))
-    })
-}
-
-/// A session actor: it owns a [`Connection`] and writes frames through it.
-pub trait Session: Actor<Context = Context<Self>> {
-    /// The session's connection.
-    fn connection(&mut self) -> &mut Connection;
-
-    /// Writes `frame` once the actors that are ready to run on this thread have run.
-    ///
-    /// The frames of one round (replies of many jobs, jobs for one worker) then leave in one
-    /// write syscall instead of one each: a write to a local peer also wakes it, and those
-    /// wake-ups were the largest single cost in the kernel. At 512 calls in flight this cut
-    /// the CPU per call of the dispatcher, its workers and its client together by ~15%; with
-    /// one call in flight the round is empty and the frame leaves at once.
-    fn send(&mut self, frame: Frame, ctx: &mut Context<Self>) {
-        let frames = &mut self.connection().frames;
-        frames.push(frame);
-        if frames.len() > 1 {
-            return; // a flush is already scheduled
-        }
-        let flush = NextRound::default().into_actor(self);
-        ctx.spawn(flush.map(|(), session, _| session.connection().flush()));
-    }
-}
-
-/// Completes on its second poll: having woken its task at the first, it lets every task
-/// queued on this thread before it run in between.
-#[derive(Default)]
-struct NextRound {
-    yielded: bool,
-}
-
-impl Future for NextRound {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        if self.yielded {
-            return Poll::Ready(());
-        }
-        self.yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
     }
 }

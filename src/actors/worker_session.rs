@@ -14,20 +14,20 @@
 
 use std::time::{Duration, Instant};
 
-use actix::io::WriteHandler;
 use actix::prelude::*;
 use foldhash::{HashMap, HashMapExt};
 use futures_util::stream::Stream;
 use prometheus::IntCounter;
 use tracing::{debug, info, warn};
 
+use super::connection::{start_session, Accepted, Connection, Session};
+use super::inbound::InboundError;
 use super::registry::{
     Assignment, FunctionAdded, FunctionRemoved, JobFinished, WorkerBye, WorkerJoined, WorkerLeft,
     WorkerNamed, WorkerPort, WorkerSlots,
 };
-use super::{start_session, Accepted, Connection, Session};
 use crate::call::{CallOutcome, FunctionName, JobId, JobLease, WorkerId};
-use crate::codec::{CodecError, ConnType, Frame, ParamsType, SGetData, TaggedCall};
+use crate::codec::{ConnType, Frame, ParamsType, SGetData, TaggedCall};
 use crate::metrics::Role;
 use crate::telemetry;
 
@@ -82,7 +82,7 @@ impl WorkerSession {
     /// first of which was a worker's.
     pub fn start<S>(frames: S, accepted: Accepted) -> Addr<Self>
     where
-        S: Stream<Item = Result<Frame, CodecError>> + 'static,
+        S: Stream<Item = Result<Frame, InboundError>> + Unpin + 'static,
     {
         start_session(frames, accepted, Role::Worker, |conn| WorkerSession {
             id: WorkerId::next(),
@@ -134,8 +134,8 @@ impl Actor for WorkerSession {
     }
 }
 
-impl StreamHandler<Result<Frame, CodecError>> for WorkerSession {
-    fn handle(&mut self, item: Result<Frame, CodecError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Frame, InboundError>> for WorkerSession {
+    fn handle(&mut self, item: Result<Frame, InboundError>, ctx: &mut Self::Context) {
         let Some(frame) = self.conn.frame(item, ctx) else {
             return;
         };
@@ -239,12 +239,6 @@ impl Handler<Sealed> for WorkerSession {
 
     fn handle(&mut self, _: Sealed, ctx: &mut Self::Context) {
         self.send(Frame::SByeAck, ctx);
-    }
-}
-
-impl WriteHandler<CodecError> for WorkerSession {
-    fn error(&mut self, err: CodecError, _: &mut Self::Context) -> Running {
-        self.conn.write_failed(err)
     }
 }
 

@@ -32,9 +32,9 @@ pub(super) const MAX_RESERVE_STEP: usize = 64 * 1024;
 /// The least `decode` reserves for a frame that has begun but not arrived whole: room for
 /// the frames that follow it too, so a stream of 4 KiB frames is read several frames per
 /// syscall rather than one (+25% calls/s at 4 KiB, +4% at 32 B in `make bench`). An idle
-/// connection reserves nothing; a hostile header still gets no more than
-/// [`MAX_RESERVE_STEP`].
-pub(super) const READ_AHEAD: usize = 32 * 1024;
+/// connection reserves nothing; a connection that has not yet sent this much in whole
+/// frames gets room only in proportion to what it sent ([`NmidCodec`]).
+pub const READ_AHEAD: usize = 32 * 1024;
 
 /// One frame. Each variant is named after nmid's frame and fixes both `conn_type` and
 /// `data_type`, so a frame round-trips byte-exactly.
@@ -238,12 +238,25 @@ fn kind_of(sender: ConnType, data_type: u32) -> Option<(Kind, Family)> {
 ///
 /// Returns `Ok(None)` while `src` holds less than a whole frame (nothing is consumed then), and
 /// `Ok(Some(frame))` with the frame's bytes removed from `src`. A body announced larger than
-/// `max_frame_bytes` is refused from the header alone, before anything is allocated.
+/// `max_frame_bytes` is refused from the header alone, before anything is allocated. A frame
+/// that has begun makes room for [`READ_AHEAD`] more bytes, for the frames behind it.
 pub fn decode(src: &mut BytesMut, max_frame_bytes: usize) -> Result<Option<Frame>, CodecError> {
+    decode_with(src, max_frame_bytes, READ_AHEAD)
+}
+
+/// Like [`decode`], but a frame that has begun makes room for at most `read_ahead` more
+/// bytes (at least its header). [`NmidCodec`] passes what the connection has earned: a peer
+/// that has sent little gets room in proportion to what it sent, so a header, or half of
+/// one, cannot make a connection reserve more than the bytes it sent.
+pub fn decode_with(
+    src: &mut BytesMut,
+    max_frame_bytes: usize,
+    read_ahead: usize,
+) -> Result<Option<Frame>, CodecError> {
     if src.len() < HEADER_LEN {
         if !src.is_empty() {
             // A frame has begun: make room for it and the frames behind it.
-            src.reserve(READ_AHEAD);
+            src.reserve(read_ahead.max(HEADER_LEN));
         }
         return Ok(None);
     }
@@ -266,7 +279,11 @@ pub fn decode(src: &mut BytesMut, max_frame_bytes: usize) -> Result<Option<Frame
         // Grow toward the announced size in bounded steps, so a 12-byte header alone cannot
         // make a connection hold `max_frame_bytes` of memory.
         let missing = HEADER_LEN + body_len - src.len();
-        src.reserve(missing.clamp(READ_AHEAD, MAX_RESERVE_STEP));
+        let room = match read_ahead >= READ_AHEAD {
+            true => missing.clamp(READ_AHEAD, MAX_RESERVE_STEP),
+            false => missing.min(read_ahead.max(HEADER_LEN)),
+        };
+        src.reserve(room);
         return Ok(None);
     }
     src.advance(HEADER_LEN);
@@ -338,17 +355,26 @@ pub fn encoded_len(frame: &Frame) -> usize {
     HEADER_LEN + frame.parts().1.map_or(0, Body::body_len)
 }
 
-/// The `tokio_util` codec over [`decode`] and [`encode`], for `Framed`, `FramedRead` and
-/// actix's `FramedWrite`.
+/// The `tokio_util` codec over [`decode`] and [`encode`], for `Framed` and `FramedRead`.
+///
+/// Its read-ahead is earned: until a connection has sent [`READ_AHEAD`] bytes of whole
+/// frames, a frame that has begun makes room only in proportion to the bytes it has sent
+/// (see [`decode_with`]); after that, a full [`READ_AHEAD`], so a busy stream of frames is
+/// read many frames per syscall.
 #[derive(Debug, Clone, Copy)]
 pub struct NmidCodec {
     max_frame_bytes: usize,
+    /// Bytes of whole frames decoded so far (saturating).
+    decoded: usize,
 }
 
 impl NmidCodec {
     /// A codec that refuses bodies over `max_frame_bytes`.
     pub fn new(max_frame_bytes: usize) -> Self {
-        Self { max_frame_bytes }
+        Self {
+            max_frame_bytes,
+            decoded: 0,
+        }
     }
 }
 
@@ -363,7 +389,16 @@ impl Decoder for NmidCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        decode(src, self.max_frame_bytes)
+        let read_ahead = match self.decoded >= READ_AHEAD {
+            true => READ_AHEAD,
+            false => src.len(),
+        };
+        let before = src.len();
+        let frame = decode_with(src, self.max_frame_bytes, read_ahead)?;
+        if frame.is_some() {
+            self.decoded = self.decoded.saturating_add(before - src.len());
+        }
+        Ok(frame)
     }
 }
 

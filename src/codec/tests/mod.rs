@@ -751,3 +751,29 @@ fn pipelined_tagged_frames_decode_in_order_with_their_ids() {
     assert_eq!(decode(&mut buf, max).unwrap(), None);
     assert!(buf.is_empty());
 }
+
+/// A new connection earns its read-ahead: half a header, or a header announcing a large
+/// body, makes the codec reserve no more than about the bytes the peer sent; once the
+/// connection has sent `READ_AHEAD` bytes of whole frames, it reads ahead in full.
+#[test]
+fn a_new_connection_earns_its_read_ahead() {
+    let mut codec = NmidCodec::new(DEFAULT_MAX_FRAME_BYTES);
+    let mut half_header = BytesMut::from(&[0u8, 0, 0, 3, 0, 0][..]);
+    assert_eq!(codec.decode(&mut half_header).unwrap(), None);
+    assert!(half_header.capacity() <= 64, "{}", half_header.capacity());
+
+    let mut big = BytesMut::from(&raw_frame(3, 16, &[])[..]);
+    big[8..12].copy_from_slice(&(8u32 << 20).to_be_bytes()); // announces 8 MiB
+    assert_eq!(codec.decode(&mut big).unwrap(), None);
+    assert!(big.capacity() <= 64, "{}", big.capacity());
+
+    let frame = sample_do_job_bytes();
+    let mut busy = BytesMut::new();
+    while busy.len() < READ_AHEAD + frame.len() {
+        busy.put_slice(&frame);
+    }
+    while codec.decode(&mut busy).unwrap().is_some() {}
+    let mut next = BytesMut::from(&frame[..5]);
+    assert_eq!(codec.decode(&mut next).unwrap(), None);
+    assert!(next.capacity() >= READ_AHEAD, "{}", next.capacity());
+}

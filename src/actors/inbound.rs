@@ -1,0 +1,217 @@
+//! What a connection may make the dispatcher hold on the way in: the decoder of every session,
+//! [`InboundCodec`], wraps the pure codec with the dispatcher-wide bound on bytes held in
+//! frames that have begun but not arrived whole (`tcp.max_incomplete_frame_bytes`), and notes
+//! since when the connection's current frame has been incomplete, for the deadline on
+//! completing it (`tcp.frame_timeout_ms`, checked by the session).
+
+use std::cell::Cell;
+use std::io;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio_util::codec::Decoder;
+
+use crate::codec::{CodecError, Frame, NmidCodec};
+
+/// Why a connection's input was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    /// The bytes are not valid frames.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Frames not yet whole hold too much memory across all connections.
+    #[error(
+        "frames not yet whole would hold {wanted} bytes on all connections, over \
+         tcp.max_incomplete_frame_bytes ({max})"
+    )]
+    IncompleteFrames {
+        /// What they would hold with this connection's frame.
+        wanted: usize,
+        /// The bound.
+        max: usize,
+    },
+}
+
+impl From<io::Error> for InboundError {
+    fn from(err: io::Error) -> Self {
+        Self::Codec(CodecError::Io(err))
+    }
+}
+
+/// Bytes held in incomplete frames by all connections of one dispatcher, under a bound.
+#[derive(Debug)]
+pub struct FrameBudget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl FrameBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            held: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Takes `more` bytes, unless that would go past the bound.
+    fn take(&self, more: usize) -> Result<(), InboundError> {
+        let mut held = self.held.load(Ordering::Relaxed);
+        loop {
+            let wanted = held.saturating_add(more);
+            if wanted > self.max {
+                return Err(InboundError::IncompleteFrames {
+                    wanted,
+                    max: self.max,
+                });
+            }
+            match (self.held).compare_exchange_weak(
+                held,
+                wanted,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Since when a connection's current frame has been incomplete (`None`: no frame begun).
+pub type PartialSince = Rc<Cell<Option<Instant>>>;
+
+/// The decoder of a dispatcher connection: [`NmidCodec`], plus the bytes it holds in an
+/// incomplete frame counted against the dispatcher's [`FrameBudget`].
+#[derive(Debug)]
+pub struct InboundCodec {
+    codec: NmidCodec,
+    budget: Arc<FrameBudget>,
+    /// Bytes of an incomplete frame this connection holds in the budget.
+    held: usize,
+    partial_since: PartialSince,
+}
+
+impl InboundCodec {
+    /// A decoder refusing bodies over `max_frame_bytes`, holding incomplete frames in
+    /// `budget`, and noting in `partial_since` when a frame begins.
+    pub fn new(
+        max_frame_bytes: usize,
+        budget: Arc<FrameBudget>,
+        partial_since: PartialSince,
+    ) -> Self {
+        Self {
+            codec: NmidCodec::new(max_frame_bytes),
+            budget,
+            held: 0,
+            partial_since,
+        }
+    }
+
+    /// This connection's incomplete frame is now `bytes` long (0: none).
+    fn hold(&mut self, bytes: usize) -> Result<(), InboundError> {
+        match bytes.cmp(&self.held) {
+            std::cmp::Ordering::Greater => self.budget.take(bytes - self.held)?,
+            std::cmp::Ordering::Less => self.budget.give_back(self.held - bytes),
+            std::cmp::Ordering::Equal => {}
+        }
+        self.held = bytes;
+        match (bytes, self.partial_since.get()) {
+            (0, _) => self.partial_since.set(None),
+            (_, None) => self.partial_since.set(Some(Instant::now())),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Decoder for InboundCodec {
+    type Item = Frame;
+    type Error = InboundError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, InboundError> {
+        let frame = self.codec.decode(src);
+        match &frame {
+            // Whole frames leave the buffer; what is left (if anything) is the next frame's
+            // beginning, counted when the decoder comes back for it and finds it incomplete.
+            Ok(Some(_)) if self.held > 0 => self.hold(0)?,
+            Ok(Some(_)) => {}
+            Ok(None) => self.hold(src.len())?,
+            Err(_) => self.hold(0)?,
+        }
+        Ok(frame?)
+    }
+}
+
+impl Drop for InboundCodec {
+    fn drop(&mut self) {
+        self.budget.give_back(self.held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BufMut;
+
+    use super::*;
+
+    fn partial_frame(body_len: u32, sent: usize) -> BytesMut {
+        let mut buf = BytesMut::new();
+        buf.put_u32(3); // client
+        buf.put_u32(16); // C_DO_JOB
+        buf.put_u32(body_len);
+        buf.put_slice(&vec![0; sent]);
+        buf
+    }
+
+    /// Two connections' incomplete frames share one budget: the one that would go past it is
+    /// refused, and a connection's bytes come back when its frame completes or it closes.
+    #[test]
+    fn incomplete_frames_share_one_bounded_budget() {
+        let budget = FrameBudget::new(100);
+        let mut a = InboundCodec::new(1000, budget.clone(), PartialSince::default());
+        let mut b = InboundCodec::new(1000, budget.clone(), PartialSince::default());
+        assert!(a.decode(&mut partial_frame(500, 48)).unwrap().is_none());
+        assert_eq!(budget.held(), 60);
+        let refused = b.decode(&mut partial_frame(500, 30));
+        assert!(matches!(
+            refused,
+            Err(InboundError::IncompleteFrames {
+                wanted: 102,
+                max: 100
+            })
+        ));
+        drop(a);
+        assert_eq!(budget.held(), 0);
+        assert!(b.decode(&mut partial_frame(500, 30)).unwrap().is_none());
+        assert_eq!(budget.held(), 42);
+    }
+
+    /// The clock starts when a frame begins and stops when no frame is incomplete.
+    #[test]
+    fn the_partial_clock_runs_only_while_a_frame_is_incomplete() {
+        let since = PartialSince::default();
+        let mut codec = InboundCodec::new(1000, FrameBudget::new(1 << 20), since.clone());
+        let mut buf = BytesMut::new();
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(since.get().is_none());
+        buf.put_u32(3);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(since.get().is_some());
+        buf.clear();
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(since.get().is_none());
+    }
+}
