@@ -220,6 +220,8 @@ impl WorkerPort for EchoPort {
     }
 
     fn sealed(&self) {}
+
+    fn abandon(&self) {}
 }
 
 impl Handler<Assign> for EchoWorker {

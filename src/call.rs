@@ -118,13 +118,31 @@ impl CallSpec {
         }
     }
 
-    /// Refuses what nmid refuses: an empty function name or empty params.
-    pub fn validate(&self) -> Result<(), DispatchError> {
+    /// Refuses what nmid refuses (an empty function name or empty params) and a call whose
+    /// job frame would be larger than `max_frame_bytes`, the largest body workers accept:
+    /// refused now, it cannot reach a worker that would close its connection over it.
+    pub fn validate(&self, max_frame_bytes: usize) -> Result<(), DispatchError> {
         if self.function.0.is_empty() || self.params.is_empty() {
-            Err(DispatchError::BadRequest)
-        } else {
-            Ok(())
+            return Err(DispatchError::BadRequest);
         }
+        if self.job_frame_bound() > max_frame_bytes {
+            return Err(DispatchError::TooLarge);
+        }
+        Ok(())
+    }
+
+    /// The most a worker's job frame for this call can take, body only: the larger of
+    /// `S_GET_DATA` (with a 20-digit job id, and room for the `traceparent` a v1 worker may
+    /// get in its params) and `S_JOB` (with this call's metadata and the dispatch span's).
+    pub fn job_frame_bound(&self) -> usize {
+        const TRACE_ROOM: usize = 128;
+        let meta: usize = (self.meta.iter().flat_map(|m| m.iter()))
+            .map(|(k, v)| 8 + k.len() + v.len())
+            .sum();
+        let fields = self.function.0.len() + self.params.len();
+        let get_data = 20 + 20 + fields + TRACE_ROOM;
+        let job = 28 + fields + 4 + meta + TRACE_ROOM;
+        get_data.max(job)
     }
 }
 
@@ -153,6 +171,9 @@ pub enum DispatchError {
     /// The dispatcher is shutting down and takes no new calls.
     #[error("dispatcher is shutting down")]
     ShuttingDown,
+    /// The call's job frame would be larger than workers accept (`tcp.max_frame_bytes`).
+    #[error("call too large: its job would exceed tcp.max_frame_bytes")]
+    TooLarge,
 }
 
 impl DispatchError {
@@ -165,6 +186,7 @@ impl DispatchError {
             DispatchError::Timeout => ErrorCode::TIMEOUT,
             DispatchError::WorkerLost => ErrorCode::WORKER_LOST,
             DispatchError::ShuttingDown => ErrorCode::SHUTTING_DOWN,
+            DispatchError::TooLarge => ErrorCode::TOO_LARGE,
         }
     }
 }

@@ -98,6 +98,7 @@ impl Outcome {
             DispatchError::Timeout => Outcome::Timeout,
             DispatchError::WorkerLost => Outcome::WorkerLost,
             DispatchError::ShuttingDown => Outcome::ShuttingDown,
+            DispatchError::TooLarge => Outcome::BadRequest,
         }
     }
 }

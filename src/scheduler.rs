@@ -348,6 +348,23 @@ impl<C: Waiting> Scheduler<C> {
         self.draining = true;
     }
 
+    /// The drain took too long: every waiting call is refused (`ShuttingDown`).
+    pub fn abandon_queued(&mut self) -> Vec<Decision<C>> {
+        let error = DispatchError::ShuttingDown;
+        let mut decisions = Vec::new();
+        for entry in self.functions.values_mut() {
+            decisions.extend(
+                entry
+                    .queue
+                    .drain(..)
+                    .map(|call| Decision::Refuse { call, error }),
+            );
+        }
+        self.backlogged.clear();
+        self.functions.retain(|_, entry| !entry.workers.is_empty());
+        decisions
+    }
+
     /// Shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining

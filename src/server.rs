@@ -26,9 +26,9 @@ use crate::actors::client_session::ClientSession;
 use crate::actors::connection::Accepted;
 use crate::actors::inbound::{FrameBudget, InboundCodec, InboundError, PartialSince};
 use crate::actors::job::JobServices;
-use crate::actors::registry::{Drain, Registry, Snapshot};
+use crate::actors::registry::{Abandon, Drain, Registry, Snapshot};
 use crate::actors::worker_session::WorkerSession;
-use crate::actors::{ConnectionLimits, ConnectionPermit, IpSlots, SessionSettings};
+use crate::actors::{ConnectionLimits, ConnectionPermit, IpSlots, SessionSettings, WorkerLimits};
 use crate::call::RegistrySnapshot;
 use crate::codec::ConnType;
 use crate::config::Config;
@@ -37,6 +37,9 @@ use crate::metrics::{Limit, Metrics, Role};
 
 /// How often the drain checks whether the jobs in flight are done.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How long, past the drain timeout, the calls left have to be answered `ShuttingDown`.
+const ABANDON_GRACE: Duration = Duration::from_secs(2);
 
 /// The read buffer a connection starts with: room for dozens of small frames per read
 /// syscall; the codec grows it for a larger frame. (tokio-util's default is 8 KiB, most of
@@ -149,14 +152,20 @@ impl Handle {
 ///
 /// let config = Config::default();
 /// let listeners = Listeners::bind(&config)?;
-/// run(config, listeners, |handle| async move {
+/// let stopped = run(config, listeners, |handle| async move {
 ///     println!("serving on {}", handle.tcp_addr());
 ///     let _ = tokio::signal::ctrl_c().await;
 /// })
-/// .await
+/// .await?;
+/// println!("{} calls abandoned at the drain timeout", stopped.abandoned_calls);
+/// # Ok(())
 /// # }
 /// ```
-pub async fn run<F, S>(config: Config, listeners: Listeners, shutdown: F) -> Result<(), ServerError>
+pub async fn run<F, S>(
+    config: Config,
+    listeners: Listeners,
+    shutdown: F,
+) -> Result<Stopped, ServerError>
 where
     F: FnOnce(Handle) -> S,
     S: Future<Output = ()>,
@@ -164,8 +173,16 @@ where
     let dispatcher = Dispatcher::start(&config, listeners)?;
     shutdown(dispatcher.handle.clone()).await;
     info!("shutting down: no new nmid connections or calls, draining jobs in flight");
-    dispatcher.shutdown().await;
-    Ok(())
+    Ok(dispatcher.shutdown().await)
+}
+
+/// How a dispatcher stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stopped {
+    /// Calls still in flight or queued when `server.drain_timeout_ms` ran out: their callers
+    /// were answered `ERROR` (tagged: `shutting_down`; HTTP: 503) instead of a result. The
+    /// `nmid` binary then exits with status 3.
+    pub abandoned_calls: u64,
 }
 
 /// What [`run`] started, to be shut down in order.
@@ -210,6 +227,13 @@ impl Dispatcher {
                 client_idle_timeout: (config.tcp.client_idle_timeout_ms > 0)
                     .then(|| Duration::from_millis(config.tcp.client_idle_timeout_ms)),
             },
+            worker_limits: WorkerLimits {
+                v1_max_jobs: config.workers.v1_max_jobs_in_flight,
+                max_function_name_bytes: config.workers.max_function_name_bytes,
+                max_worker_name_bytes: config.workers.max_worker_name_bytes,
+                max_functions: config.workers.max_functions_per_worker,
+                control_frames_per_second: config.workers.max_control_frames_per_second,
+            },
         });
         listeners.tcp.set_nonblocking(true)?;
         let tcp = TcpListener::from_std(listeners.tcp)?;
@@ -226,6 +250,7 @@ impl Dispatcher {
             jobs,
             job_timeout: config.job_timeout(),
             max_body_bytes: config.http.max_body_bytes,
+            max_frame_bytes: config.tcp.max_frame_bytes,
             started: SystemTime::now(),
         };
         let drain_timeout = config.drain_timeout();
@@ -261,32 +286,50 @@ impl Dispatcher {
     /// Shuts down in order: stop accepting nmid connections -> stop taking new calls ->
     /// drain the jobs in flight and queued (bounded by `server.drain_timeout_ms`) -> stop
     /// HTTP -> stop the connection threads. (The binary then flushes telemetry.)
-    async fn shutdown(self) {
+    async fn shutdown(self) -> Stopped {
         self.accept.abort();
         self.handle.registry.do_send(Drain);
         // HTTP keeps answering while the jobs drain, so that `/readyz` says 503 and a new
         // call gets 503 `shutting_down` (actix-web's graceful stop would close even its idle
         // keep-alive connections at once, leaving probes nothing but a refused connection).
+        let abandoned_calls = match self.wait_for_jobs(self.drain_timeout).await {
+            0 => 0,
+            left => {
+                // Every caller still waiting is answered ShuttingDown before its connection
+                // closes, rather than left to find the connection gone.
+                warn!(
+                    jobs_left = left,
+                    "drain timeout: answering the calls left ShuttingDown"
+                );
+                self.handle.registry.do_send(Abandon);
+                self.wait_for_jobs(ABANDON_GRACE).await;
+                left
+            }
+        };
+        futures_util::future::join_all(self.http.iter().map(|server| server.stop(true))).await;
+        // The sessions write their last answers at the end of a round.
+        tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        Stopped { abandoned_calls }
+    }
+
+    /// Waits at most `limit` for the jobs in flight and queued to finish; returns how many
+    /// are left.
+    async fn wait_for_jobs(&self, limit: Duration) -> u64 {
         let started = Instant::now();
         loop {
             let snapshot = self.handle.snapshot().await;
             let left = snapshot.in_flight() + snapshot.queued() as u64;
             if left == 0 {
                 info!(waited_ms = started.elapsed().as_millis() as u64, "drained");
-                break;
+                return 0;
             }
-            if started.elapsed() >= self.drain_timeout {
-                warn!(
-                    jobs_left = left,
-                    "drain timeout: stopping with jobs unfinished"
-                );
-                break;
+            if started.elapsed() >= limit {
+                return left;
             }
             tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
-        }
-        futures_util::future::join_all(self.http.iter().map(|server| server.stop(true))).await;
-        for arbiter in &self.arbiters {
-            arbiter.stop();
         }
     }
 }
@@ -413,7 +456,11 @@ async fn greet(
     let first = tokio::time::timeout(limits.handshake_timeout, frames.next()).await;
     metrics.connection(Role::Undecided, -1);
     let first = match first {
-        Ok(Some(Ok(frame))) => frame,
+        Ok(Some(Ok(Ok(frame)))) => frame,
+        Ok(Some(Ok(Err(bad)))) => {
+            warn!(%peer, cause = %bad.error, "closing connection: its first frame was malformed");
+            return;
+        }
         Ok(Some(Err(err))) => {
             if matches!(err, InboundError::IncompleteFrames { .. }) {
                 metrics.record_limit(Limit::IncompleteFrames);
@@ -433,7 +480,7 @@ async fn greet(
         }
     };
     let sender = first.sender();
-    let frames = stream::iter([Ok(first)]).chain(frames);
+    let frames = stream::iter([Ok(Ok(first))]).chain(frames);
     let accepted = Accepted {
         peer,
         partial_since,

@@ -29,10 +29,42 @@ fn config(edit: impl FnOnce(&mut Config)) -> Config {
     config
 }
 
+/// A dispatcher that trusts v1 workers with concurrent jobs (by default each gets one at a
+/// time: `workers.v1_max_jobs_in_flight`), for tests of what concurrency brings.
+fn concurrent_v1() -> Config {
+    let mut config = Config::default();
+    config.workers.v1_max_jobs_in_flight = config.workers.max_jobs_in_flight;
+    config
+}
+
+/// By default a v1 worker holds one job at a time: the second call waits in the queue until
+/// the first is answered, then reaches the same worker.
+#[tokio::test]
+async fn a_v1_worker_gets_one_job_at_a_time_by_default() {
+    let dispatcher = start_dispatcher();
+    let mut worker = Peer::worker(dispatcher.addr, "w", &["Echo"]).await;
+    let mut first = Peer::connect(dispatcher.addr).await;
+    let mut second = Peer::connect(dispatcher.addr).await;
+    first.call("Echo", b"1").await;
+    let job = worker.recv_job().await;
+    second.call("Echo", b"2").await;
+    dispatcher
+        .wait_for("the second call to queue", |s| s.queued() == 1)
+        .await;
+    assert_eq!(worker.recv_within(Duration::from_millis(200)).await, None);
+    worker.answer(&job, b"r1").await;
+    assert_eq!(returned(first.recv().await), Bytes::from_static(b"r1"));
+    let job = worker.recv_job().await;
+    assert_eq!(job.params, Bytes::from_static(b"2"));
+    worker.answer(&job, b"r2").await;
+    assert_eq!(returned(second.recv().await), Bytes::from_static(b"r2"));
+    dispatcher.stop().await;
+}
+
 /// Results answered in reverse order still reach the caller whose job they belong to.
 #[tokio::test]
 async fn reply_reaches_its_own_caller_when_results_return_out_of_order() {
-    let dispatcher = start_dispatcher();
+    let dispatcher = start_dispatcher_with(concurrent_v1());
     let mut worker = Peer::worker(dispatcher.addr, "w", &["Echo"]).await;
     let mut clients = Vec::new();
     let mut jobs = Vec::new();
@@ -131,7 +163,7 @@ async fn full_workers_queue_calls_then_rate_limit() {
 /// The least-loaded worker gets the next job: two workers share four calls two and two.
 #[tokio::test]
 async fn least_loaded_worker_gets_the_next_job() {
-    let dispatcher = start_dispatcher();
+    let dispatcher = start_dispatcher_with(concurrent_v1());
     let mut w1 = Peer::worker(dispatcher.addr, "w1", &["F"]).await;
     let mut w2 = Peer::worker(dispatcher.addr, "w2", &["F"]).await;
     let mut client = Peer::connect(dispatcher.addr).await;

@@ -16,10 +16,10 @@ use actix::prelude::*;
 use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use futures_util::stream::Stream;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::connection::{start_session, Accepted, Connection, Session};
-use super::inbound::InboundError;
+use super::inbound::{Inbound, InboundError};
 use super::job::{JobActor, Reply};
 use crate::call::{CallOutcome, CallSpec, DispatchError, JobId};
 use crate::codec::{ErrorCode, Frame};
@@ -70,7 +70,7 @@ impl ClientSession {
     /// first of which was a client's.
     pub fn start<S>(frames: S, accepted: Accepted) -> Addr<Self>
     where
-        S: Stream<Item = Result<Frame, InboundError>> + Unpin + 'static,
+        S: Stream<Item = Result<Inbound, InboundError>> + Unpin + 'static,
     {
         start_session(frames, accepted, Role::Client, |conn| ClientSession {
             conn,
@@ -104,8 +104,8 @@ impl Actor for ClientSession {
     }
 }
 
-impl StreamHandler<Result<Frame, InboundError>> for ClientSession {
-    fn handle(&mut self, item: Result<Frame, InboundError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Inbound, InboundError>> for ClientSession {
+    fn handle(&mut self, item: Result<Inbound, InboundError>, ctx: &mut Self::Context) {
         let Some(frame) = self.conn.frame(item, ctx) else {
             return;
         };
@@ -153,9 +153,30 @@ impl Handler<Answer> for ClientSession {
     type Result = ();
 
     fn handle(&mut self, answer: Answer, ctx: &mut Self::Context) {
-        if let Some(call) = self.calls.remove(&answer.job_id) {
-            self.send(reply_frame(call.request, answer.outcome), ctx);
+        let Some(call) = self.calls.remove(&answer.job_id) else {
+            return;
+        };
+        let (request, outcome) = (call.request, answer.outcome);
+        let max = self.conn.settings.max_frame_bytes;
+        // A v1 reply echoes the call's params beside the result, so a worker that echoed
+        // less than it was sent can make it larger than the client accepts.
+        let oversized = match (&request, &outcome) {
+            (Request::V1 { function, params }, CallOutcome::Done(ret)) => {
+                12 + function.len() + params.len() + ret.len() > max
+            }
+            _ => false,
+        };
+        if oversized {
+            self.conn
+                .settings
+                .jobs
+                .metrics
+                .record_limit(Limit::OutboundFrameSize);
+            warn!(peer = %self.conn.peer, "result too large for its caller (tcp.max_frame_bytes); ERROR sent instead");
+            let refusal = CallOutcome::Failed(DispatchError::TooLarge);
+            return self.send(reply_frame(request, refusal), ctx);
         }
+        self.send(reply_frame(request, outcome), ctx);
     }
 }
 
@@ -180,7 +201,14 @@ impl ClientSession {
 
     /// A client's call: refused at once if malformed, else handed to a new job actor.
     fn call(&mut self, spec: CallSpec, request: Request, ctx: &mut Context<Self>) {
-        if let Err(error) = spec.validate() {
+        if let Err(error) = spec.validate(self.conn.settings.max_frame_bytes) {
+            if error == DispatchError::TooLarge {
+                self.conn
+                    .settings
+                    .jobs
+                    .metrics
+                    .record_limit(Limit::OutboundFrameSize);
+            }
             let metrics = &self.conn.settings.jobs.metrics;
             metrics.record_refused(Outcome::of_error(error));
             self.send(reply_frame(request, CallOutcome::Failed(error)), ctx);
@@ -222,7 +250,8 @@ fn reply_frame(request: Request, outcome: CallOutcome) -> Frame {
             DispatchError::BadRequest
             | DispatchError::Timeout
             | DispatchError::WorkerLost
-            | DispatchError::ShuttingDown => Frame::Error,
+            | DispatchError::ShuttingDown
+            | DispatchError::TooLarge => Frame::Error,
         },
         (Request::Tagged { request_id }, CallOutcome::Done(ret)) => {
             Frame::SCallResult(TaggedResult {

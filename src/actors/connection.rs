@@ -24,7 +24,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
 use tracing::{debug, info, warn};
 
-use super::inbound::{InboundError, PartialSince};
+use super::inbound::{Inbound, InboundError, PartialSince};
 use super::{ConnectionPermit, SessionSettings};
 use crate::codec::{self, ConnType, Frame};
 use crate::metrics::{Limit, Role};
@@ -47,31 +47,49 @@ pub struct Accepted {
     pub settings: Arc<SessionSettings>,
 }
 
-/// Lets a connection's frames through, or holds them back while its peer is over a bound.
+/// Lets a connection's frames through, or holds them back for as long as any reason to hold
+/// them lasts (the peer does not read its replies; a worker sends control frames too fast).
 #[derive(Debug, Default)]
 pub struct ReadGate {
-    closed: Cell<bool>,
+    holds: Cell<u8>,
     waiting: RefCell<Option<Waker>>,
 }
 
+/// Why a connection's frames are held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Hold {
+    /// Its outbound buffer is over `tcp.max_outbound_bytes`.
+    Backpressure = 1,
+    /// It sent more than `workers.max_control_frames_per_second`.
+    ControlRate = 2,
+}
+
 impl ReadGate {
-    /// Stops reading: the stream yields nothing until [`ReadGate::open`].
-    pub fn close(&self) {
-        self.closed.set(true);
+    /// Holds frames back for `reason` (until [`ReadGate::release`] with the same reason).
+    pub fn hold(&self, reason: Hold) {
+        self.holds.set(self.holds.get() | reason as u8);
     }
 
-    /// Reads again.
-    pub fn open(&self) {
-        if self.closed.replace(false) {
+    /// `reason` is over; frames flow again unless another reason still holds them.
+    pub fn release(&self, reason: Hold) {
+        let holds = self.holds.get() & !(reason as u8);
+        self.holds.set(holds);
+        if holds == 0 {
             if let Some(waker) = self.waiting.borrow_mut().take() {
                 waker.wake();
             }
         }
     }
 
-    /// Whether reading is held back.
+    /// Whether frames are held back for `reason`.
+    pub fn holds(&self, reason: Hold) -> bool {
+        self.holds.get() & reason as u8 != 0
+    }
+
+    /// Whether frames are held back at all.
     pub fn is_closed(&self) -> bool {
-        self.closed.get()
+        self.holds.get() != 0
     }
 }
 
@@ -146,13 +164,37 @@ impl Connection {
     }
 
     /// The frame `item` carries, or `None` once the connection is closed over malformed
-    /// input (after a bad frame the stream's framing can no longer be trusted).
-    pub fn frame<A>(&self, item: Result<Frame, InboundError>, ctx: &mut Context<A>) -> Option<Frame>
+    /// input (a frame whose body cannot be read included: clients get no leniency).
+    pub fn frame<A>(
+        &self,
+        item: Result<Inbound, InboundError>,
+        ctx: &mut Context<A>,
+    ) -> Option<Frame>
+    where
+        A: Actor<Context = Context<A>>,
+    {
+        match self.inbound(item, ctx)? {
+            Ok(frame) => Some(frame),
+            Err(bad) => {
+                warn!(peer = %self.peer, cause = %bad.error, "closing connection: malformed input");
+                ctx.stop();
+                None
+            }
+        }
+    }
+
+    /// The frame `item` carries, or the body of one that cannot be read, or `None` once the
+    /// connection is closed over input that leaves the stream out of step.
+    pub fn inbound<A>(
+        &self,
+        item: Result<Inbound, InboundError>,
+        ctx: &mut Context<A>,
+    ) -> Option<Inbound>
     where
         A: Actor<Context = Context<A>>,
     {
         match item {
-            Ok(frame) => Some(frame),
+            Ok(inbound) => Some(inbound),
             Err(err @ InboundError::IncompleteFrames { .. }) => {
                 self.settings
                     .jobs
@@ -224,18 +266,23 @@ impl Connection {
         let len = self.outbound.len();
         if len > bound && self.over_since.is_none() {
             self.over_since = Some(Instant::now());
-            self.gate.close();
+            self.gate.hold(Hold::Backpressure);
             self.settings.jobs.metrics.record_limit(Limit::Backpressure);
             debug!(peer = %self.peer, outbound = len, "peer reads slowly: holding its frames back");
         } else if len <= bound / 2 && self.over_since.is_some() {
             self.over_since = None;
-            self.gate.open();
+            self.gate.release(Hold::Backpressure);
         }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        // Best effort, without waiting: the frames of the session's last round (answers to
+        // its callers at shutdown, say) leave if the socket takes them now.
+        if !self.outbound.is_empty() {
+            let _ = self.write.try_write(&self.outbound);
+        }
         self.settings.jobs.metrics.connection(self.role, -1);
         debug!(peer = %self.peer, "connection closed");
     }
@@ -250,8 +297,8 @@ pub fn start_session<A, S>(
     make: impl FnOnce(Connection) -> A + 'static,
 ) -> Addr<A>
 where
-    A: Session + StreamHandler<Result<Frame, InboundError>>,
-    S: Stream<Item = Result<Frame, InboundError>> + Unpin + 'static,
+    A: Session + StreamHandler<Result<Inbound, InboundError>>,
+    S: Stream<Item = Result<Inbound, InboundError>> + Unpin + 'static,
 {
     let gate = Rc::new(ReadGate::default());
     let frames = Gated::new(frames, gate.clone());

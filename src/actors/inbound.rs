@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
-use crate::codec::{CodecError, Frame, NmidCodec};
+use crate::codec::{BadBody, CodecError, Frame, NmidCodec};
 
 /// Why a connection's input was refused.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,10 @@ impl FrameBudget {
     }
 }
 
+/// A frame as a session receives it: whole, or with a body that could not be read (its
+/// bytes consumed, so the frames after it are still in step).
+pub type Inbound = Result<Frame, BadBody>;
+
 /// Since when a connection's current frame has been incomplete (`None`: no frame begun).
 pub type PartialSince = Rc<Cell<Option<Instant>>>;
 
@@ -138,11 +142,11 @@ impl InboundCodec {
 }
 
 impl Decoder for InboundCodec {
-    type Item = Frame;
+    type Item = Inbound;
     type Error = InboundError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, InboundError> {
-        let frame = self.codec.decode(src);
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, InboundError> {
+        let frame = self.codec.decode_frame(src);
         match &frame {
             // Whole frames leave the buffer; what is left (if anything) is the next frame's
             // beginning, counted when the decoder comes back for it and finds it incomplete.

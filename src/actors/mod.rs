@@ -57,6 +57,23 @@ pub struct SessionSettings {
     pub inject_trace_v1: bool,
     /// What one connection may make the dispatcher hold, and for how long.
     pub limits: ConnectionLimits,
+    /// What one worker connection may register and send.
+    pub worker_limits: WorkerLimits,
+}
+
+/// What one worker connection may register and send (`[workers]` keys).
+#[derive(Debug, Clone)]
+pub struct WorkerLimits {
+    /// Jobs in flight on a v1 worker (`workers.v1_max_jobs_in_flight`).
+    pub v1_max_jobs: u32,
+    /// Longest function name, in bytes (`workers.max_function_name_bytes`).
+    pub max_function_name_bytes: usize,
+    /// Longest worker name, in bytes (`workers.max_worker_name_bytes`).
+    pub max_worker_name_bytes: usize,
+    /// Functions one connection may serve (`workers.max_functions_per_worker`).
+    pub max_functions: usize,
+    /// Control frames per second (`workers.max_control_frames_per_second`).
+    pub control_frames_per_second: u32,
 }
 
 /// What one connection may make the dispatcher hold, and for how long (`[tcp]` and

@@ -131,6 +131,12 @@ pub struct WorkerLeft {
 #[rtype(result = "()")]
 pub struct Drain;
 
+/// The drain took too long: refuse every waiting call and have every worker answer its jobs
+/// `ShuttingDown`, so that every caller hears before the dispatcher stops.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Abandon;
+
 /// Asks for the registry's current state.
 #[derive(Debug, Message)]
 #[rtype(result = "RegistrySnapshot")]
@@ -154,6 +160,8 @@ pub trait WorkerPort: Send {
     fn assign(&self, assignment: Assignment);
     /// After `W_BYE`: every call for this worker has been handed over, no more will come.
     fn sealed(&self);
+    /// Shutdown gave up waiting: answer every held job `ShuttingDown` now.
+    fn abandon(&self);
 }
 
 /// A call waiting in the scheduler's queue.
@@ -335,6 +343,18 @@ impl Handler<Drain> for Registry {
 
     fn handle(&mut self, _: Drain, _: &mut Self::Context) {
         self.scheduler.drain();
+    }
+}
+
+impl Handler<Abandon> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, _: Abandon, _: &mut Self::Context) {
+        let decisions = self.scheduler.abandon_queued();
+        self.carry_out_all(decisions);
+        for worker in self.workers.values() {
+            worker.port.abandon();
+        }
     }
 }
 

@@ -15,20 +15,23 @@
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use foldhash::{HashMap, HashMapExt};
+use bytes::Bytes;
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures_util::stream::Stream;
 use prometheus::IntCounter;
 use tracing::{debug, info, warn};
 
-use super::connection::{start_session, Accepted, Connection, Session};
-use super::inbound::InboundError;
+use super::connection::{start_session, Accepted, Connection, Hold, Session};
+use super::inbound::{Inbound, InboundError};
 use super::registry::{
     Assignment, FunctionAdded, FunctionRemoved, JobFinished, WorkerBye, WorkerJoined, WorkerLeft,
     WorkerNamed, WorkerPort, WorkerSlots,
 };
-use crate::call::{CallOutcome, FunctionName, JobId, JobLease, WorkerId};
-use crate::codec::{ConnType, Frame, ParamsType, SGetData, TaggedCall};
-use crate::metrics::Role;
+use crate::call::{CallOutcome, DispatchError, FunctionName, JobId, JobLease, WorkerId};
+use crate::codec::{
+    BadBody, CodecError, ConnType, DataType, Frame, ParamsType, SGetData, TaggedCall, WReturnData,
+};
+use crate::metrics::{Leniency, Limit, Role};
 use crate::telemetry;
 
 /// From the registry: a call for this worker.
@@ -44,6 +47,12 @@ pub struct Assign {
 #[rtype(result = "()")]
 pub struct Sealed;
 
+/// From the registry at shutdown, past the drain timeout: answer every held job
+/// `ShuttingDown`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Abandon;
+
 /// The registry reaches a worker session through its address.
 impl WorkerPort for Addr<WorkerSession> {
     fn assign(&self, assignment: Assignment) {
@@ -53,12 +62,46 @@ impl WorkerPort for Addr<WorkerSession> {
     fn sealed(&self) {
         self.do_send(Sealed);
     }
+
+    fn abandon(&self) {
+        self.do_send(Abandon);
+    }
 }
 
 /// A job the worker holds.
 struct Held {
     function: FunctionName,
+    /// The params sent to a v1 worker, which it echoes (checked; see `v1_result`).
+    params: Option<Bytes>,
     lease: JobLease,
+}
+
+/// A token bucket for a worker's control frames (`workers.max_control_frames_per_second`).
+struct ControlRate {
+    per_second: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl ControlRate {
+    fn new(per_second: u32) -> Self {
+        let per_second = f64::from(per_second);
+        Self {
+            per_second,
+            tokens: per_second,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes a token; `Some(wait)` when none was left: the wait for the next one.
+    fn take(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + earned).min(self.per_second);
+        self.refilled = now;
+        self.tokens -= 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.per_second))
+    }
 }
 
 /// One worker connection.
@@ -68,6 +111,9 @@ pub struct WorkerSession {
     /// The worker sent `W_SLOTS`: it gets `S_JOB` frames with deadline and metadata.
     tagged: bool,
     jobs: HashMap<JobId, Held>,
+    /// The functions it serves, bounded by `workers.max_functions_per_worker`.
+    serving: HashSet<FunctionName>,
+    control: ControlRate,
     /// A frame arrived since the last heartbeat check (a flag, not a clock read per frame).
     heard: bool,
     /// When the heartbeat check last found `heard` set.
@@ -82,13 +128,16 @@ impl WorkerSession {
     /// first of which was a worker's.
     pub fn start<S>(frames: S, accepted: Accepted) -> Addr<Self>
     where
-        S: Stream<Item = Result<Frame, InboundError>> + Unpin + 'static,
+        S: Stream<Item = Result<Inbound, InboundError>> + Unpin + 'static,
     {
+        let control = ControlRate::new(accepted.settings.worker_limits.control_frames_per_second);
         start_session(frames, accepted, Role::Worker, |conn| WorkerSession {
             id: WorkerId::next(),
             conn,
             tagged: false,
             jobs: HashMap::new(),
+            serving: HashSet::new(),
+            control,
             heard: false,
             last_heard: Instant::now(),
             answered: None,
@@ -111,7 +160,8 @@ impl Actor for WorkerSession {
             worker: self.id,
             port: Box::new(ctx.address()),
             peer: self.conn.peer,
-            max_jobs: settings.max_jobs_per_worker,
+            // A v1 worker until it says W_SLOTS (the worker library does before any W_ADD_FUNC).
+            max_jobs: settings.worker_limits.v1_max_jobs,
         });
         self.watch_heartbeat(ctx);
         info!(peer = %self.conn.peer, worker = %self.id, "worker connected");
@@ -134,31 +184,27 @@ impl Actor for WorkerSession {
     }
 }
 
-impl StreamHandler<Result<Frame, InboundError>> for WorkerSession {
-    fn handle(&mut self, item: Result<Frame, InboundError>, ctx: &mut Self::Context) {
-        let Some(frame) = self.conn.frame(item, ctx) else {
+impl StreamHandler<Result<Inbound, InboundError>> for WorkerSession {
+    fn handle(&mut self, item: Result<Inbound, InboundError>, ctx: &mut Self::Context) {
+        let Some(inbound) = self.conn.inbound(item, ctx) else {
             return;
         };
         self.heard = true;
+        let frame = match inbound {
+            Ok(frame) => frame,
+            Err(bad) => return self.lenient(bad, ctx),
+        };
+        if is_control(&frame) {
+            self.pace_control(ctx);
+        }
         let registry = &self.conn.settings.jobs.registry;
         let worker = self.id;
         match frame {
-            Frame::WSetName { name } => {
-                let name = String::from_utf8_lossy(&name).into_owned();
-                debug!(worker = %self.id, %name, "worker named");
-                self.answered = Some(self.conn.settings.jobs.metrics.worker_jobs(&name));
-                registry.do_send(WorkerNamed { worker, name });
-                self.send(Frame::Ok, ctx);
-            }
-            Frame::WAddFunc { function } => {
-                // The registry hears of the function before the worker hears OK, so a call
-                // made after the worker's OK always finds it.
-                let function = FunctionName(function);
-                registry.do_send(FunctionAdded { worker, function });
-                self.send(Frame::Ok, ctx);
-            }
+            Frame::WSetName { name } => self.set_name(name, ctx),
+            Frame::WAddFunc { function } => self.add_function(FunctionName(function), ctx),
             Frame::WDelFunc { function } => {
                 let function = FunctionName(function);
+                self.serving.remove(&function);
                 registry.do_send(FunctionRemoved { worker, function });
             }
             Frame::WSlots { slots } => {
@@ -168,10 +214,7 @@ impl StreamHandler<Result<Frame, InboundError>> for WorkerSession {
                 registry.do_send(WorkerSlots { worker, max_jobs });
                 self.send(Frame::Ok, ctx);
             }
-            Frame::WReturnData(ret) => {
-                let job_id = JobId::from_wire(&ret.job_id);
-                self.answer(job_id, CallOutcome::Done(ret.ret));
-            }
+            Frame::WReturnData(ret) => self.v1_result(ret),
             Frame::WJobResult(ret) => {
                 self.answer(Some(JobId(ret.id)), CallOutcome::Done(ret.ret));
             }
@@ -228,9 +271,38 @@ impl Handler<Assign> for WorkerSession {
                 job_id: job_id.to_wire(),
             })
         };
+        let params = match &frame {
+            Frame::SGetData(job) => Some(job.params.clone()),
+            _ => None,
+        };
         self.send(frame, ctx);
         let function = spec.function;
-        self.jobs.insert(job_id, Held { function, lease });
+        self.jobs.insert(
+            job_id,
+            Held {
+                function,
+                params,
+                lease,
+            },
+        );
+    }
+}
+
+impl Handler<Abandon> for WorkerSession {
+    type Result = ();
+
+    fn handle(&mut self, _: Abandon, _: &mut Self::Context) {
+        if !self.jobs.is_empty() {
+            warn!(worker = %self.id, jobs = self.jobs.len(), "shutdown: answering the jobs still running here ShuttingDown");
+        }
+        for (_, held) in self.jobs.drain() {
+            held.lease.refuse(DispatchError::ShuttingDown);
+            self.conn.settings.jobs.registry.do_send(JobFinished {
+                worker: self.id,
+                function: held.function,
+                late: false,
+            });
+        }
     }
 }
 
@@ -242,7 +314,172 @@ impl Handler<Sealed> for WorkerSession {
     }
 }
 
+/// A frame that changes what the registry knows of the worker (and so costs it work).
+fn is_control(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::WSetName { .. }
+            | Frame::WAddFunc { .. }
+            | Frame::WDelFunc { .. }
+            | Frame::WSlots { .. }
+            | Frame::WBye
+    )
+}
+
 impl WorkerSession {
+    /// `W_SET_NAME`: recorded and answered `OK`, unless the name is too long (`ERROR`).
+    fn set_name(&mut self, name: Bytes, ctx: &mut Context<Self>) {
+        let limits = &self.conn.settings.worker_limits;
+        if name.len() > limits.max_worker_name_bytes {
+            let max = limits.max_worker_name_bytes;
+            self.conn
+                .settings
+                .jobs
+                .metrics
+                .record_limit(Limit::NameTooLong);
+            warn!(peer = %self.conn.peer, len = name.len(), max, "worker name refused: longer than workers.max_worker_name_bytes");
+            self.send(Frame::Error, ctx);
+            return;
+        }
+        let name = String::from_utf8_lossy(&name).into_owned();
+        debug!(worker = %self.id, %name, "worker named");
+        self.answered = Some(self.conn.settings.jobs.metrics.worker_jobs(&name));
+        let registry = &self.conn.settings.jobs.registry;
+        registry.do_send(WorkerNamed {
+            worker: self.id,
+            name,
+        });
+        self.send(Frame::Ok, ctx);
+    }
+
+    /// `W_ADD_FUNC`: registered and answered `OK`, unless its name is too long or the worker
+    /// serves as many functions as it may (`ERROR`, and it never receives a job of it).
+    fn add_function(&mut self, function: FunctionName, ctx: &mut Context<Self>) {
+        let limits = &self.conn.settings.worker_limits;
+        let refused = if function.0.len() > limits.max_function_name_bytes {
+            Some((
+                Limit::NameTooLong,
+                "longer than workers.max_function_name_bytes",
+            ))
+        } else if !self.serving.contains(&function) && self.serving.len() >= limits.max_functions {
+            Some((
+                Limit::FunctionsPerWorker,
+                "over workers.max_functions_per_worker",
+            ))
+        } else {
+            None
+        };
+        if let Some((limit, reason)) = refused {
+            self.conn.settings.jobs.metrics.record_limit(limit);
+            let len = function.0.len();
+            warn!(peer = %self.conn.peer, worker = %self.id, len, reason, "function registration refused");
+            self.send(Frame::Error, ctx);
+            return;
+        }
+        self.serving.insert(function.clone());
+        // The registry hears of the function before the worker hears OK, so a call made
+        // after the worker's OK always finds it.
+        let worker = self.id;
+        let registry = &self.conn.settings.jobs.registry;
+        registry.do_send(FunctionAdded { worker, function });
+        self.send(Frame::Ok, ctx);
+    }
+
+    /// Takes a control frame's token; out of tokens, holds the connection's frames back until
+    /// the next one, so a flood from one worker cannot stall the registry for the others.
+    fn pace_control(&mut self, ctx: &mut Context<Self>) {
+        let Some(wait) = self.control.take() else {
+            return;
+        };
+        let gate = self.conn.gate();
+        if gate.holds(Hold::ControlRate) {
+            return;
+        }
+        gate.hold(Hold::ControlRate);
+        self.conn
+            .settings
+            .jobs
+            .metrics
+            .record_limit(Limit::ControlFrames);
+        ctx.run_later(wait, |session, _| {
+            session.conn.gate().release(Hold::ControlRate);
+        });
+    }
+
+    /// A frame whose body cannot be read, though its frame is whole: tolerated where nmid's
+    /// server tolerates it, else the connection is closed.
+    fn lenient(&mut self, bad: BadBody, ctx: &mut Context<Self>) {
+        let metrics = self.conn.settings.jobs.metrics.clone();
+        match bad.kind.data_type {
+            // nmid's C SDK sends one byte with W_GRAB_JOB; a grab needs no answer anyway.
+            DataType::W_GRAB_JOB => metrics.record_lenient(Leniency::GrabJobBody),
+            DataType::W_RETURN_DATA => match WReturnData::read_leniently(bad.body) {
+                Some((ret, _)) => {
+                    metrics.record_lenient(Leniency::ReturnDataTrailing);
+                    self.v1_result(ret);
+                }
+                None => {
+                    metrics.record_lenient(Leniency::ReturnDataMalformed);
+                    self.malformed_result(&bad.error);
+                }
+            },
+            _ => {
+                warn!(peer = %self.conn.peer, cause = %bad.error, "closing connection: malformed input");
+                ctx.stop();
+            }
+        }
+    }
+
+    /// A v1 worker's result. nmid's workers echo the function and params of their job; one
+    /// that echoes another job's (nmid's Go SDK, with two jobs overlapping on one connection,
+    /// can write one job's id with another's data) answered the wrong job: the answer is
+    /// discarded and the job named is reported lost (retried, or failed), never delivered to
+    /// the wrong caller. Empty echoed params are not checked (an SDK may omit them).
+    fn v1_result(&mut self, ret: WReturnData) {
+        let job_id = JobId::from_wire(&ret.job_id);
+        let mismatch = job_id
+            .and_then(|id| self.jobs.get(&id))
+            .is_some_and(|held| {
+                let params_differ = held
+                    .params
+                    .as_ref()
+                    .is_some_and(|sent| !ret.params.is_empty() && *sent != ret.params);
+                held.function.0 != ret.function || params_differ
+            });
+        if !mismatch {
+            return self.answer(job_id, CallOutcome::Done(ret.ret));
+        }
+        let metrics = &self.conn.settings.jobs.metrics;
+        metrics.record_lenient(Leniency::ReturnDataMismatch);
+        warn!(worker = %self.id, job_id = ?job_id, "v1 result echoes another job's function or params; discarded, its job reported lost");
+        if let Some(id) = job_id {
+            self.lose(id);
+        }
+    }
+
+    /// A `W_RETURN_DATA` whose fields cannot be read: the job it answers cannot be known from
+    /// it, so it fails only when the worker holds exactly one job (the default for v1
+    /// workers); otherwise the jobs it holds run on to their answers or deadlines.
+    fn malformed_result(&mut self, error: &CodecError) {
+        warn!(worker = %self.id, peer = %self.conn.peer, cause = %error, "malformed W_RETURN_DATA; the connection stays");
+        if self.jobs.len() == 1 {
+            let id = *self.jobs.keys().next().expect("one job");
+            self.lose(id);
+        }
+    }
+
+    /// Drops job `id`'s lease unanswered (its job retries or fails) and frees its slot.
+    fn lose(&mut self, id: JobId) {
+        if let Some(held) = self.jobs.remove(&id) {
+            drop(held.lease);
+            self.conn.settings.jobs.registry.do_send(JobFinished {
+                worker: self.id,
+                function: held.function,
+                late: false,
+            });
+        }
+    }
+
     /// The worker's answer to job `job_id` (`None`: an id we never sent): to its job through
     /// the lease, and its slot back to the registry.
     fn answer(&mut self, job_id: Option<JobId>, outcome: CallOutcome) {

@@ -35,18 +35,32 @@ struct Cli {
     demo: bool,
 }
 
+/// Exit status when the dispatcher could not start or failed (bad configuration, a port in
+/// use).
+const EXIT_FAILED: u8 = 2;
+/// Exit status when the drain timed out and calls were answered `ERROR`/`shutting_down`
+/// instead of a result.
+const EXIT_ABANDONED_CALLS: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(stopped) if stopped.abandoned_calls > 0 => {
+            eprintln!(
+                "nmid: stopped with {} calls abandoned at the drain timeout (server.drain_timeout_ms)",
+                stopped.abandoned_calls
+            );
+            ExitCode::from(EXIT_ABANDONED_CALLS)
+        }
+        Ok(_) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("nmid: {err:#}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<nmid::server::Stopped> {
     let mut overrides = Vec::new();
     if let Some(addr) = cli.tcp_addr {
         overrides.push(("tcp.addr", addr.to_string()));
@@ -65,7 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // Before anything accepts: a signal from now on drains instead of killing.
         let shutdown = shutdown_signal();
         let mut demo = None;
-        nmid::server::run(config, listeners, |_| async {
+        let stopped = nmid::server::run(config, listeners, |_| async {
             if cli.demo {
                 match nmid::demo::start_demo_worker(demo_addr) {
                     Ok(worker) => demo = Some(worker),
@@ -78,7 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         if let Some(demo) = demo {
             demo.stop().await;
         }
-        anyhow::Ok(())
+        anyhow::Ok(stopped)
     });
     // Last in the shutdown order: export the spans still buffered.
     telemetry.shutdown();

@@ -34,6 +34,9 @@ pub enum ClientError {
     /// The dispatcher is shutting down.
     #[error("dispatcher is shutting down")]
     ShuttingDown,
+    /// The call is larger than the dispatcher's workers accept (`tcp.max_frame_bytes`).
+    #[error("call too large: {0}")]
+    TooLarge(String),
     /// The worker's function reported a failure (tagged workers), with its message.
     #[error("worker error: {0}")]
     WorkerError(String),
@@ -80,6 +83,7 @@ impl ClientError {
             Self::WorkerLost => "worker_lost",
             Self::BadRequest(_) => "bad_request",
             Self::ShuttingDown => "shutting_down",
+            Self::TooLarge(_) => "too_large",
             Self::WorkerError(_) | Self::Function { .. } | Self::Failed | Self::Other { .. } => {
                 "error"
             }
@@ -98,6 +102,7 @@ impl ClientError {
             ErrorCode::WORKER_LOST => Self::WorkerLost,
             ErrorCode::WORKER_ERROR => Self::WorkerError(message),
             ErrorCode::SHUTTING_DOWN => Self::ShuttingDown,
+            ErrorCode::TOO_LARGE => Self::TooLarge(message),
             ErrorCode(code) => Self::Other { code, message },
         }
     }

@@ -253,6 +253,33 @@ pub fn decode_with(
     max_frame_bytes: usize,
     read_ahead: usize,
 ) -> Result<Option<Frame>, CodecError> {
+    match decode_frame(src, max_frame_bytes, read_ahead)? {
+        None => Ok(None),
+        Some(Ok(frame)) => Ok(Some(frame)),
+        Some(Err(bad)) => Err(bad.error),
+    }
+}
+
+/// A frame whose header was valid and whose body was consumed whole, but could not be read
+/// (a length inside it overruns it, or bytes are left over). The frames after it are still
+/// in step, so a tolerant reader may skip it, or read what it can of it.
+#[derive(Debug)]
+pub struct BadBody {
+    /// The frame's kind, from its header.
+    pub kind: Kind,
+    /// The whole body, as received.
+    pub body: Bytes,
+    /// What is wrong with it.
+    pub error: CodecError,
+}
+
+/// Like [`decode_with`], but a frame whose body cannot be read comes back as a [`BadBody`]
+/// instead of an error; only a bad header (which leaves the stream out of step) is an error.
+pub fn decode_frame(
+    src: &mut BytesMut,
+    max_frame_bytes: usize,
+    read_ahead: usize,
+) -> Result<Option<Result<Frame, BadBody>>, CodecError> {
     if src.len() < HEADER_LEN {
         if !src.is_empty() {
             // A frame has begun: make room for it and the frames behind it.
@@ -288,7 +315,8 @@ pub fn decode_with(
     }
     src.advance(HEADER_LEN);
     let body = src.split_to(body_len).freeze();
-    parse_body(kind, family, body).map(Some)
+    let parsed = parse_body(kind, family, body.clone());
+    Ok(Some(parsed.map_err(|error| BadBody { kind, body, error })))
 }
 
 /// The frame of `kind` from its whole `body`.
@@ -378,6 +406,41 @@ impl NmidCodec {
     }
 }
 
+impl NmidCodec {
+    /// The next frame, or the [`BadBody`] of a frame whose body cannot be read (see
+    /// [`decode_frame`]), with the read-ahead this connection has earned.
+    pub fn decode_frame(
+        &mut self,
+        src: &mut BytesMut,
+    ) -> Result<Option<Result<Frame, BadBody>>, CodecError> {
+        let read_ahead = match self.decoded >= READ_AHEAD {
+            true => READ_AHEAD,
+            false => src.len(),
+        };
+        let before = src.len();
+        let frame = decode_frame(src, self.max_frame_bytes, read_ahead)?;
+        if frame.is_some() {
+            self.decoded = self.decoded.saturating_add(before - src.len());
+        }
+        Ok(frame)
+    }
+}
+
+/// Like [`NmidCodec`], but yields a frame whose body cannot be read as a [`BadBody`] item
+/// instead of ending the stream: for readers that are lenient with what peers really send
+/// (nmid's own SDKs), or that should fail only the frame, not the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct TolerantCodec(pub NmidCodec);
+
+impl Decoder for TolerantCodec {
+    type Item = Result<Frame, BadBody>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
+        self.0.decode_frame(src)
+    }
+}
+
 impl Default for NmidCodec {
     fn default() -> Self {
         Self::new(DEFAULT_MAX_FRAME_BYTES)
@@ -389,16 +452,11 @@ impl Decoder for NmidCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        let read_ahead = match self.decoded >= READ_AHEAD {
-            true => READ_AHEAD,
-            false => src.len(),
-        };
-        let before = src.len();
-        let frame = decode_with(src, self.max_frame_bytes, read_ahead)?;
-        if frame.is_some() {
-            self.decoded = self.decoded.saturating_add(before - src.len());
+        match self.decode_frame(src)? {
+            None => Ok(None),
+            Some(Ok(frame)) => Ok(Some(frame)),
+            Some(Err(bad)) => Err(bad.error),
         }
-        Ok(frame)
     }
 }
 

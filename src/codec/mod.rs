@@ -64,8 +64,8 @@ mod v1;
 
 pub use body::{ConnType, DataType, Kind};
 pub use frame::{
-    decode, decode_with, encode, encoded_len, Frame, NmidCodec, DEFAULT_MAX_FRAME_BYTES,
-    EMPTY_BODY_FRAMES, HEADER_LEN, READ_AHEAD,
+    decode, decode_frame, decode_with, encode, encoded_len, BadBody, Frame, NmidCodec,
+    TolerantCodec, DEFAULT_MAX_FRAME_BYTES, EMPTY_BODY_FRAMES, HEADER_LEN, READ_AHEAD,
 };
 pub use tagged::{ErrorCode, Metadata, SCallError, TaggedCall, TaggedResult, WJobError};
 pub use v1::{

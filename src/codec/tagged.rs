@@ -33,6 +33,8 @@ impl ErrorCode {
     pub const WORKER_ERROR: Self = Self(6);
     /// The dispatcher is shutting down.
     pub const SHUTTING_DOWN: Self = Self(7);
+    /// The call is larger than the frames its worker accepts.
+    pub const TOO_LARGE: Self = Self(8);
 }
 
 pub(super) const C_CALL: Kind = Kind::new(ConnType::Client, DataType::C_CALL, "C_CALL");

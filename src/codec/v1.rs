@@ -166,6 +166,17 @@ impl WReturnData {
     }
 }
 
+impl WReturnData {
+    /// Reads a `W_RETURN_DATA` body that has bytes after its four fields (nmid's Go worker
+    /// SDK sends one byte too many when two jobs overlap on its connection): the fields and
+    /// how many bytes were left over. `None` when the four fields themselves do not fit.
+    pub fn read_leniently(body: Bytes) -> Option<(Self, usize)> {
+        let mut r = BodyReader::new("W_RETURN_DATA", body);
+        let ret = Self::read(&mut r).ok()?;
+        Some((ret, r.remaining()))
+    }
+}
+
 impl Body for WReturnData {
     fn body_len(&self) -> usize {
         16 + self.function.len() + self.params.len() + self.ret.len() + self.job_id.len()

@@ -171,7 +171,7 @@ async fn run_call(
 async fn run_job(state: &HttpState, job_id: JobId, call: CallSpec) -> Result<CallData, HttpError> {
     let function = call.function.to_string();
     let function = function.as_str();
-    if let Err(error) = call.validate() {
+    if let Err(error) = call.validate(state.max_frame_bytes) {
         state
             .jobs
             .metrics

@@ -49,6 +49,9 @@ pub enum HttpError {
     /// Shutting down: 503.
     #[error("dispatcher is shutting down")]
     ShuttingDown,
+    /// The call's job would be larger than workers accept: 413.
+    #[error("call too large: its job would exceed the dispatcher's tcp.max_frame_bytes")]
+    TooLarge,
     /// The dispatcher failed to answer (an actor was gone): 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -67,6 +70,7 @@ impl HttpError {
             DispatchError::Timeout => Self::Timeout,
             DispatchError::WorkerLost => Self::WorkerLost,
             DispatchError::ShuttingDown => Self::ShuttingDown,
+            DispatchError::TooLarge => Self::TooLarge,
         }
     }
 
@@ -84,6 +88,7 @@ impl HttpError {
             HttpError::Timeout => "timeout",
             HttpError::RateLimited => "rate_limited",
             HttpError::ShuttingDown => "shutting_down",
+            HttpError::TooLarge => "too_large",
             HttpError::Internal(_) => "internal",
         }
     }
@@ -111,7 +116,7 @@ impl ResponseError for HttpError {
             HttpError::UnknownFunction(_) => StatusCode::NOT_FOUND,
             HttpError::NoWorker(_) | HttpError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            HttpError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::BodyTooLarge(_) | HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::Function { .. } | HttpError::WorkerError(_) | HttpError::WorkerLost => {
                 StatusCode::BAD_GATEWAY

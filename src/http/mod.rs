@@ -35,6 +35,9 @@ pub struct HttpState {
     pub job_timeout: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Largest frame body workers accept (`tcp.max_frame_bytes`): a call whose job would be
+    /// larger is refused with 413.
+    pub max_frame_bytes: usize,
     /// When the dispatcher started, for the uptime.
     pub started: SystemTime,
 }
@@ -126,6 +129,7 @@ mod tests {
             },
             job_timeout: Duration::from_secs(1),
             max_body_bytes: 32,
+            max_frame_bytes: crate::codec::DEFAULT_MAX_FRAME_BYTES,
             started: SystemTime::now(),
         })
     }

@@ -25,7 +25,9 @@ use tracing::{debug, info, warn};
 use super::job::{Job, JobError, NestedCalls};
 use super::{Functions, HandlerResult};
 use crate::client::Protocol;
-use crate::codec::{CodecError, Frame, NmidCodec, TaggedResult, WJobError, WReturnData};
+use crate::codec::{
+    BadBody, CodecError, Frame, NmidCodec, TaggedResult, TolerantCodec, WJobError, WReturnData,
+};
 use crate::retstruct::RetStruct;
 use crate::telemetry::{self, Hop};
 use tracing::Instrument;
@@ -95,6 +97,8 @@ struct Waiting {
 struct Link {
     writer: FramedWrite<Frame, OwnedWriteHalf, NmidCodec>,
     reader: SpawnHandle,
+    /// What the dispatcher's next `OK` or `ERROR` answers (registrations, in order).
+    awaiting: VecDeque<String>,
 }
 
 /// A graceful stop in progress.
@@ -152,10 +156,20 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<Frame, CodecError>> for Session {
-    fn handle(&mut self, item: Result<Frame, CodecError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for Session {
+    fn handle(
+        &mut self,
+        item: Result<Result<Frame, BadBody>, CodecError>,
+        ctx: &mut Self::Context,
+    ) {
         let frame = match item {
-            Ok(frame) => frame,
+            Ok(Ok(frame)) => frame,
+            // The frame's body is unreadable but the frames after it are in step: only this
+            // frame (if it was a job, only that job; the dispatcher times it out) is lost.
+            Ok(Err(bad)) => {
+                warn!(addr = %self.settings.addr, frame = bad.kind.name, cause = %bad.error, "unreadable frame from dispatcher skipped");
+                return;
+            }
             Err(err) => {
                 warn!(addr = %self.settings.addr, cause = %err, "bad frame from dispatcher; reconnecting");
                 self.link_down(ctx);
@@ -204,7 +218,21 @@ impl StreamHandler<Result<Frame, CodecError>> for Session {
                 }
                 self.check_stop(ctx);
             }
-            Frame::Ok | Frame::SHeartbeatPong | Frame::NoJob | Frame::Wakeuped => {}
+            Frame::Ok => {
+                if let Some(link) = &mut self.link {
+                    link.awaiting.pop_front();
+                }
+            }
+            // The dispatcher refused a registration (a limit; its log says which).
+            Frame::Error => {
+                let refused = self
+                    .link
+                    .as_mut()
+                    .and_then(|link| link.awaiting.pop_front());
+                let refused = refused.unwrap_or_default();
+                warn!(addr = %self.settings.addr, %refused, "dispatcher refused a registration");
+            }
+            Frame::SHeartbeatPong | Frame::NoJob | Frame::Wakeuped => {}
             other => debug!(frame = other.name(), "worker ignored frame"),
         }
     }
@@ -306,22 +334,30 @@ impl Session {
         self.generation += 1;
         self.backoff = reconnect_backoff();
         self.last_heard = Instant::now();
-        let reader = ctx.add_stream(FramedRead::new(read, codec));
+        let reader = ctx.add_stream(FramedRead::new(read, TolerantCodec(codec)));
         let mut writer = FramedWrite::new(write, codec, ctx);
+        let mut awaiting = VecDeque::new();
         writer.write(Frame::WSetName {
             name: Bytes::copy_from_slice(self.settings.name.as_bytes()),
         });
+        awaiting.push_back(format!("worker name {:?}", self.settings.name));
         if self.settings.protocol == Protocol::Tagged {
             writer.write(Frame::WSlots {
                 slots: self.settings.slots,
             });
+            awaiting.push_back("slots".to_owned());
         }
         for name in self.settings.functions.names() {
             writer.write(Frame::WAddFunc {
                 function: Bytes::copy_from_slice(name.as_bytes()),
             });
+            awaiting.push_back(format!("function {name:?}"));
         }
-        self.link = Some(Link { writer, reader });
+        self.link = Some(Link {
+            writer,
+            reader,
+            awaiting,
+        });
         info!(addr = %self.settings.addr, name = %self.settings.name, "worker registered");
     }
 
@@ -330,7 +366,10 @@ impl Session {
         let Some(link) = self.link.take() else {
             return;
         };
+        // Both halves go, so the socket closes now: a writer left running would keep it half
+        // open, and the dispatcher would hold this worker until its heartbeat timeout.
         ctx.cancel_future(link.reader);
+        ctx.cancel_future(link.writer.handle());
         self.generation += 1;
         self.backlog.clear();
         if self.stopping.is_some() {

@@ -77,7 +77,8 @@ pub struct TestDispatcher {
     pub http: Option<SocketAddr>,
     handle: Handle,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), nmid::server::ServerError>>>,
+    thread:
+        Option<std::thread::JoinHandle<Result<nmid::server::Stopped, nmid::server::ServerError>>>,
     /// The name of the `System` thread; its arbiters' threads are `actix-rt|system:{id}|..`.
     thread_name: String,
     system_id: usize,
@@ -210,7 +211,7 @@ impl TestDispatcher {
             }));
             self.assert_no_panics();
             match joined {
-                Ok(served) => served.expect("the dispatcher ran and shut down"),
+                Ok(served) => drop(served.expect("the dispatcher ran and shut down")),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
