@@ -254,10 +254,70 @@ impl FunctionHandles {
 }
 
 thread_local! {
-    /// Metrics instance id -> function -> handles. Keyed by instance (a unique id, not an
-    /// address that a later instance could reuse), since tests run several dispatchers in
-    /// one process.
-    static HANDLES: RefCell<HashMap<u64, HashMap<FunctionName, FunctionHandles>>> = RefCell::new(HashMap::new());
+    /// Metrics instance id -> (label epoch, function -> handles). Keyed by instance (a unique
+    /// id, not an address that a later instance could reuse), since tests run several
+    /// dispatchers in one process; emptied when the instance's function labels change.
+    static HANDLES: RefCell<HashMap<u64, CachedHandles>> = RefCell::new(HashMap::new());
+}
+
+/// One thread's handles of one metrics instance: the label epoch they were taken in, and
+/// the handles by function.
+type CachedHandles = (u64, HashMap<FunctionName, FunctionHandles>);
+
+/// The label value shared by the functions (or worker names) past their series limit.
+pub const OTHER_LABEL: &str = "_other";
+
+/// Label values of one kind (function or worker names) under a cap, so that names peers
+/// choose cannot grow the series without bound: the first `max` names get series of their
+/// own, any further ones share [`OTHER_LABEL`]; at each scrape, names no longer in use are
+/// forgotten and their series removed. Names starting with `_` (ours) are not counted.
+struct Labels {
+    max: usize,
+    admitted: std::sync::Mutex<foldhash::HashSet<String>>,
+    /// Bumped whenever names are forgotten, so that cached handles are dropped.
+    epoch: AtomicU64,
+}
+
+impl Labels {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            admitted: std::sync::Mutex::new(foldhash::HashSet::default()),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// The label value for `name`: itself if it has (or may get) series of its own.
+    fn label<'a>(&self, name: &'a str) -> &'a str {
+        if name.starts_with('_') {
+            return name;
+        }
+        let mut admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
+        if admitted.contains(name) {
+            return name;
+        }
+        if admitted.len() < self.max {
+            admitted.insert(name.to_owned());
+            return name;
+        }
+        OTHER_LABEL
+    }
+
+    /// Forgets the names not in `live`; returns them, for their series to be removed.
+    fn forget_all_but(&self, live: &foldhash::HashSet<&str>) -> Vec<String> {
+        let mut admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<String> = (admitted.iter())
+            .filter(|name| !live.contains(name.as_str()))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            for name in &gone {
+                admitted.remove(name);
+            }
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+        }
+        gone
+    }
 }
 
 /// Ids of [`Metrics`] instances.
@@ -283,6 +343,8 @@ pub struct Metrics {
     retries: IntCounter,
     late_results: IntCounter,
     http_requests: IntCounterVec,
+    function_labels: Labels,
+    worker_labels: Labels,
     limit_hits: [IntCounter; Limit::ALL.len()],
     lenient_frames: [IntCounter; Leniency::ALL.len()],
     scrape: std::sync::Mutex<()>,
@@ -303,8 +365,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh set of metrics in its own registry, with build info and process metrics.
+    /// A fresh set of metrics in its own registry, with build info and process metrics, and
+    /// the default series limits (1000 functions, 1000 worker names).
     pub fn new() -> Self {
+        Self::with_series_limits(1000, 1000)
+    }
+
+    /// Like [`Metrics::new`], with at most `functions` function names and `workers` worker
+    /// names getting series of their own (`metrics.max_function_series`,
+    /// `metrics.max_worker_series`).
+    pub fn with_series_limits(max_functions: usize, max_workers: usize) -> Self {
         let registry = PromRegistry::new();
         let add = Registrar(&registry);
         let calls = add.counter_vec(
@@ -415,6 +485,8 @@ impl Metrics {
             retries,
             late_results,
             http_requests,
+            function_labels: Labels::new(max_functions),
+            worker_labels: Labels::new(max_workers),
             limit_hits,
             lenient_frames,
             scrape: std::sync::Mutex::new(()),
@@ -426,7 +498,12 @@ impl Metrics {
         self.totals[outcome as usize].fetch_add(1, Ordering::Relaxed);
         HANDLES.with(|cache| {
             let mut cache = cache.borrow_mut();
-            let mine = cache.entry(self.instance).or_default();
+            let (epoch, mine) = cache.entry(self.instance).or_default();
+            let now = self.function_labels.epoch.load(Ordering::Relaxed);
+            if *epoch != now {
+                *epoch = now;
+                mine.clear();
+            }
             // Looked up by reference: the common case clones nothing and hashes once.
             if let Some(handles) = mine.get(function) {
                 return handles.count(outcome, elapsed);
@@ -463,9 +540,10 @@ impl Metrics {
 
     fn handles(&self, function: &FunctionName) -> FunctionHandles {
         let name = function.to_string();
+        let name = self.function_labels.label(&name);
         FunctionHandles {
-            calls: Outcome::ALL.map(|o| self.calls.with_label_values(&[name.as_str(), o.as_str()])),
-            duration: self.duration.with_label_values(&[name.as_str()]),
+            calls: Outcome::ALL.map(|o| self.calls.with_label_values(&[name, o.as_str()])),
+            duration: self.duration.with_label_values(&[name]),
         }
     }
 
@@ -477,6 +555,24 @@ impl Metrics {
     /// A frame was accepted leniently.
     pub fn record_lenient(&self, kind: Leniency) {
         self.lenient_frames[kind as usize].inc();
+    }
+
+    /// Removes the series of functions no worker serves and of worker names no worker has.
+    fn forget_departed(&self, snapshot: &RegistrySnapshot) {
+        let live: foldhash::HashSet<&str> =
+            snapshot.functions.iter().map(|f| f.name.as_str()).collect();
+        for name in self.function_labels.forget_all_but(&live) {
+            for outcome in Outcome::ALL {
+                let _ = self.calls.remove_label_values(&[&name, outcome.as_str()]);
+            }
+            let _ = self.duration.remove_label_values(&[&name]);
+        }
+        let live: foldhash::HashSet<&str> = (snapshot.workers.iter())
+            .map(|w| worker_label(w.name.as_deref().unwrap_or("")))
+            .collect();
+        for name in self.worker_labels.forget_all_but(&live) {
+            let _ = self.worker_jobs.remove_label_values(&[&name]);
+        }
     }
 
     /// A job was retried on another worker.
@@ -497,7 +593,8 @@ impl Metrics {
     /// The counter of jobs answered by the worker named `name` (unnamed workers count under
     /// [`UNNAMED_WORKER_LABEL`]).
     pub fn worker_jobs(&self, name: &str) -> IntCounter {
-        self.worker_jobs.with_label_values(&[worker_label(name)])
+        let label = self.worker_labels.label(worker_label(name));
+        self.worker_jobs.with_label_values(&[label])
     }
 
     /// A connection took `role` (or left it, with `delta` -1).
@@ -538,26 +635,29 @@ impl Metrics {
         self.queued.reset();
         self.function_workers.reset();
         self.worker_in_flight.reset();
+        self.forget_departed(snapshot);
         for function in &snapshot.functions {
-            let name = function.name.as_str();
+            let name = self.function_labels.label(&function.name);
             // A served function's call series exist from its first scrape, at 0, so that
             // rate() counts its first calls too.
             for outcome in Outcome::ALL {
                 self.calls.with_label_values(&[name, outcome.as_str()]);
             }
             self.duration.with_label_values(&[name]);
+            // Added, not set: the functions past the series limit share one label value.
             self.in_flight
                 .with_label_values(&[name])
-                .set(i64::from(function.in_flight));
+                .add(i64::from(function.in_flight));
             self.queued
                 .with_label_values(&[name])
-                .set(function.queued as i64);
+                .add(function.queued as i64);
             self.function_workers
                 .with_label_values(&[name])
-                .set(function.workers as i64);
+                .add(function.workers as i64);
         }
         for worker in &snapshot.workers {
             let name = worker_label(worker.name.as_deref().unwrap_or(""));
+            let name = self.worker_labels.label(name);
             self.worker_in_flight
                 .with_label_values(&[name])
                 .add(i64::from(worker.in_flight));
@@ -640,7 +740,7 @@ mod tests {
         metrics.record_call(&f, Outcome::Ok, Duration::from_millis(2));
         metrics.record_call(&f, Outcome::Ok, Duration::from_millis(3));
         metrics.record_call(&f, Outcome::Timeout, Duration::from_secs(1));
-        let text = metrics.render(&RegistrySnapshot::default());
+        let text = metrics.render(&serving(&["ToUpper"], &[]));
         assert!(
             text.contains(r#"nmid_calls_total{function="ToUpper",outcome="ok"} 2"#),
             "{text}"
@@ -650,6 +750,81 @@ mod tests {
         assert!(text.contains("nmid_build_info{version="));
         let counts = metrics.read();
         assert_eq!((counts.total, counts.errors), (3, 1));
+    }
+
+    /// A snapshot in which `functions` are served by workers named `workers`.
+    fn serving(functions: &[&str], workers: &[&str]) -> RegistrySnapshot {
+        let functions = (functions.iter())
+            .map(|name| crate::call::FunctionSnapshot {
+                name: name.to_string(),
+                workers: 1,
+                in_flight: 0,
+                queued: 0,
+            })
+            .collect();
+        let workers = (workers.iter().enumerate())
+            .map(|(i, name)| crate::call::WorkerSnapshot {
+                id: crate::call::WorkerId(i as u64),
+                name: Some(name.to_string()),
+                peer: "127.0.0.1:1".parse().unwrap(),
+                functions: Vec::new(),
+                in_flight: 0,
+                max_jobs: 1,
+                connected_since: std::time::SystemTime::now(),
+            })
+            .collect();
+        RegistrySnapshot {
+            functions,
+            workers,
+            ..RegistrySnapshot::default()
+        }
+    }
+
+    /// Past `max_function_series` functions, calls are counted under `_other`; the series of
+    /// a function no worker serves any more are gone at the next scrape.
+    #[test]
+    fn function_series_are_bounded_and_removed_when_the_function_departs() {
+        let metrics = Metrics::with_series_limits(2, 2);
+        for name in ["A", "B", "C", "D"] {
+            metrics.record_call(&FunctionName::from(name), Outcome::Ok, Duration::ZERO);
+        }
+        let text = metrics.render(&serving(&["A", "B", "C", "D"], &[]));
+        assert!(
+            text.contains(r#"nmid_calls_total{function="A",outcome="ok"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"nmid_calls_total{function="B",outcome="ok"} 1"#));
+        assert!(text.contains(r#"nmid_calls_total{function="_other",outcome="ok"} 2"#));
+        assert!(!text.contains(r#"function="C""#));
+        assert!(text.contains(r#"nmid_function_workers{function="_other"} 2"#));
+
+        let text = metrics.render(&serving(&["B"], &[]));
+        assert!(!text.contains(r#"function="A""#), "{text}");
+        assert!(text.contains(r#"nmid_calls_total{function="B",outcome="ok"} 1"#));
+        // A's place is free again: a new function gets series of its own.
+        metrics.record_call(&FunctionName::from("E"), Outcome::Ok, Duration::ZERO);
+        let text = metrics.render(&serving(&["B", "E"], &[]));
+        assert!(
+            text.contains(r#"nmid_calls_total{function="E",outcome="ok"} 1"#),
+            "{text}"
+        );
+    }
+
+    /// Worker names past `max_worker_series` share `_other`; a departed name's series go.
+    #[test]
+    fn worker_series_are_bounded_and_removed_when_the_worker_departs() {
+        let metrics = Metrics::with_series_limits(10, 1);
+        metrics.worker_jobs("w1").inc();
+        metrics.worker_jobs("w2").inc();
+        metrics.worker_jobs("w3").inc();
+        let text = metrics.render(&serving(&[], &["w1", "w2", "w3"]));
+        assert!(
+            text.contains(r#"nmid_worker_jobs_total{worker="w1"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"nmid_worker_jobs_total{worker="_other"} 2"#));
+        let text = metrics.render(&serving(&[], &[]));
+        assert!(!text.contains(r#"worker="w1""#), "{text}");
     }
 
     /// Two metrics instances on one thread keep separate counts.

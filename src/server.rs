@@ -197,7 +197,10 @@ struct Dispatcher {
 
 impl Dispatcher {
     fn start(config: &Config, listeners: Listeners) -> Result<Self, ServerError> {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_series_limits(
+            config.metrics.max_function_series,
+            config.metrics.max_worker_series,
+        ));
         let threads = config.io_threads();
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         // The registry shares the first connection thread: a message between actors on one
