@@ -792,3 +792,46 @@ async fn one_worker_serves_several_dispatchers() {
     first.stop().await;
     second.stop().await;
 }
+
+/// A worker that reconnects after a bad frame from its dispatcher closes its old socket (no
+/// half-open link for the dispatcher to hold until its heartbeat timeout), and registers on
+/// the new one.
+#[actix_rt::test]
+async fn a_reconnecting_worker_closes_its_old_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let w = worker(addr, "w")
+        .function("F", echo_scrambled)
+        .start()
+        .unwrap();
+    let (mut first, _) = tokio::time::timeout(AT_ONCE, listener.accept())
+        .await
+        .expect("the worker connects")
+        .unwrap();
+    // A header with conn_type 9: the stream can no longer be trusted.
+    first
+        .write_all(&[0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(AT_ONCE, async {
+        loop {
+            match first.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the old socket stayed open");
+    let (mut second, _) = tokio::time::timeout(AT_ONCE, listener.accept())
+        .await
+        .expect("the worker reconnects")
+        .unwrap();
+    let mut header = [0u8; 12];
+    second.read_exact(&mut header).await.unwrap();
+    assert_eq!(&header[..8], &[0, 0, 0, 2, 0, 0, 0, 23], "W_SET_NAME first");
+    drop(second);
+    w.stop().await;
+}

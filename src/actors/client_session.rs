@@ -53,6 +53,8 @@ enum Request {
 struct InFlight {
     job: Addr<JobActor>,
     request: Request,
+    /// Its params' size: about what its reply will take (counted against the outbound bound).
+    owed: usize,
 }
 
 /// One client connection.
@@ -156,6 +158,7 @@ impl Handler<Answer> for ClientSession {
         let Some(call) = self.calls.remove(&answer.job_id) else {
             return;
         };
+        self.conn.owe(-(call.owed as isize));
         let (request, outcome) = (call.request, answer.outcome);
         let max = self.conn.settings.max_frame_bytes;
         // A v1 reply echoes the call's params beside the result, so a worker that echoed
@@ -217,8 +220,10 @@ impl ClientSession {
         let job_id = JobId::next();
         let session = ctx.address();
         let reply: Reply = Box::new(move |outcome| session.do_send(Answer { job_id, outcome }));
+        let owed = spec.params.len();
         let job = JobActor::start(job_id, spec, reply, &self.conn.settings.jobs);
-        self.calls.insert(job_id, InFlight { job, request });
+        self.calls.insert(job_id, InFlight { job, request, owed });
+        self.conn.owe(owed as isize);
     }
 }
 

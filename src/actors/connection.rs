@@ -132,8 +132,10 @@ pub struct Connection {
     flushing: bool,
     /// The gate of this connection's frames.
     gate: Rc<ReadGate>,
-    /// Since when the outbound buffer is over its bound (reading is held back).
+    /// Since when the outbound buffer is over its bound: replies the peer does not read.
     over_since: Option<Instant>,
+    /// Bytes of calls accepted from the peer and not answered yet: replies to come.
+    owed: usize,
     /// Close once the outbound buffer is written.
     closing: bool,
     /// Since when the frame being read has been incomplete.
@@ -156,6 +158,7 @@ impl Connection {
             flushing: false,
             gate,
             over_since: None,
+            owed: 0,
             closing: false,
             partial_since: accepted.partial_since,
             settings: accepted.settings,
@@ -259,18 +262,31 @@ impl Connection {
         Poll::Ready(Ok(()))
     }
 
-    /// Holds reading back while the outbound buffer is over `tcp.max_outbound_bytes`, and
-    /// lets it resume once the buffer is down to half of it.
+    /// The peer's calls now owe it `bytes` more of replies (or fewer, when answered).
+    pub fn owe(&mut self, bytes: isize) {
+        self.owed = self.owed.saturating_add_signed(bytes);
+        self.check_bound();
+    }
+
+    /// Holds reading back while the replies waiting to be written and those still to come
+    /// are over `tcp.max_outbound_bytes`, and lets it resume once they are down to half of
+    /// it. Notes since when the replies waiting alone are over it: a peer that does not read
+    /// them is a slow consumer.
     fn check_bound(&mut self) {
         let bound = self.settings.limits.max_outbound_bytes;
-        let len = self.outbound.len();
-        if len > bound && self.over_since.is_none() {
+        let waiting = self.outbound.len();
+        if waiting > bound && self.over_since.is_none() {
             self.over_since = Some(Instant::now());
+        } else if waiting <= bound / 2 {
+            self.over_since = None;
+        }
+        let owed = waiting + self.owed;
+        let held = self.gate.holds(Hold::Backpressure);
+        if owed > bound && !held {
             self.gate.hold(Hold::Backpressure);
             self.settings.jobs.metrics.record_limit(Limit::Backpressure);
-            debug!(peer = %self.peer, outbound = len, "peer reads slowly: holding its frames back");
-        } else if len <= bound / 2 && self.over_since.is_some() {
-            self.over_since = None;
+            debug!(peer = %self.peer, waiting, owed, "holding the peer's frames back until its replies leave");
+        } else if owed <= bound / 2 && held {
             self.gate.release(Hold::Backpressure);
         }
     }

@@ -62,6 +62,11 @@ impl FrameBudget {
         self.held.load(Ordering::Relaxed)
     }
 
+    /// Bytes that may still be taken.
+    fn free(&self) -> usize {
+        self.max.saturating_sub(self.held())
+    }
+
     /// Takes `more` bytes, unless that would go past the bound.
     fn take(&self, more: usize) -> Result<(), InboundError> {
         let mut held = self.held.load(Ordering::Relaxed);
@@ -146,7 +151,11 @@ impl Decoder for InboundCodec {
     type Error = InboundError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, InboundError> {
-        let frame = self.codec.decode_frame(src);
+        // No more room is made for an incomplete frame than the budget has left (this
+        // connection's own share included), so memory is not taken before it is refused.
+        let room = self.budget.free() + self.held;
+        let read_ahead = self.codec.earned_read_ahead(src).min(room);
+        let frame = self.codec.decode_frame_within(src, read_ahead);
         match &frame {
             // Whole frames leave the buffer; what is left (if anything) is the next frame's
             // beginning, counted when the decoder comes back for it and finds it incomplete.

@@ -432,27 +432,40 @@ impl WorkerSession {
 
     /// A v1 worker's result. nmid's workers echo the function and params of their job; one
     /// that echoes another job's (nmid's Go SDK, with two jobs overlapping on one connection,
-    /// can write one job's id with another's data) answered the wrong job: the answer is
-    /// discarded and the job named is reported lost (retried, or failed), never delivered to
-    /// the wrong caller. Empty echoed params are not checked (an SDK may omit them).
+    /// can write one job's id with another's data) cannot be trusted with either job: the
+    /// answer is discarded, and both the job it names and the job whose params it echoes are
+    /// reported lost (retried, or failed) — never delivered to the wrong caller, never left
+    /// waiting for an answer that went out under another id. Empty echoed params are not
+    /// checked (an SDK may omit them).
     fn v1_result(&mut self, ret: WReturnData) {
-        let job_id = JobId::from_wire(&ret.job_id);
-        let mismatch = job_id
-            .and_then(|id| self.jobs.get(&id))
-            .is_some_and(|held| {
-                let params_differ = held
-                    .params
-                    .as_ref()
-                    .is_some_and(|sent| !ret.params.is_empty() && *sent != ret.params);
-                held.function.0 != ret.function || params_differ
-            });
-        if !mismatch {
-            return self.answer(job_id, CallOutcome::Done(ret.ret));
+        let echoes = |held: &Held| {
+            let params_match = held
+                .params
+                .as_ref()
+                .is_none_or(|sent| ret.params.is_empty() || *sent == ret.params);
+            held.function.0 == ret.function && params_match
+        };
+        let named = JobId::from_wire(&ret.job_id).filter(|id| self.jobs.contains_key(id));
+        if let Some(id) = named.filter(|id| echoes(&self.jobs[id])) {
+            return self.answer(Some(id), CallOutcome::Done(ret.ret));
+        }
+        // The job whose params it echoes (when they say something: they are not empty).
+        let echoed = (!ret.params.is_empty())
+            .then(|| {
+                (self.jobs.iter())
+                    .find(|(id, held)| Some(**id) != named && held.params.is_some() && echoes(held))
+                    .map(|(id, _)| *id)
+            })
+            .flatten();
+        if named.is_none() && echoed.is_none() {
+            let job_id = String::from_utf8_lossy(&ret.job_id);
+            warn!(worker = %self.id, %job_id, "answer for a job this worker does not hold; discarded");
+            return;
         }
         let metrics = &self.conn.settings.jobs.metrics;
         metrics.record_lenient(Leniency::ReturnDataMismatch);
-        warn!(worker = %self.id, job_id = ?job_id, "v1 result echoes another job's function or params; discarded, its job reported lost");
-        if let Some(id) = job_id {
+        warn!(worker = %self.id, job_id = ?named, echoed = ?echoed, "v1 result does not echo its job's function and params; discarded, the jobs it concerns reported lost");
+        for id in named.into_iter().chain(echoed) {
             self.lose(id);
         }
     }

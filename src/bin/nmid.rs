@@ -42,7 +42,31 @@ const EXIT_FAILED: u8 = 2;
 /// instead of a result.
 const EXIT_ABANDONED_CALLS: u8 = 3;
 
+/// How often memory freed by the dispatcher is handed back to the operating system.
+#[cfg(feature = "mimalloc")]
+const RETURN_MEMORY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// mimalloc keeps freed memory for reuse and gives it back only when asked again (it purges
+/// lazily, on later allocation): after a burst (large frames, many connections) the
+/// dispatcher's RSS would stay at its peak. A thread asks it once a second; each call
+/// decommits what was freed (measured in tests/limits.rs and docs/limits.md).
+#[cfg(feature = "mimalloc")]
+fn return_freed_memory() {
+    let spawned = std::thread::Builder::new()
+        .name("nmid-memory".to_owned())
+        .spawn(|| loop {
+            std::thread::sleep(RETURN_MEMORY_EVERY);
+            // SAFETY: mi_collect takes no pointers; any thread may call it at any time.
+            unsafe { libmimalloc_sys::mi_collect(true) };
+        });
+    if let Err(err) = spawned {
+        eprintln!("nmid: freed memory will not be returned to the system: {err}");
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(feature = "mimalloc")]
+    return_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(stopped) if stopped.abandoned_calls > 0 => {

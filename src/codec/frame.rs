@@ -413,10 +413,26 @@ impl NmidCodec {
         &mut self,
         src: &mut BytesMut,
     ) -> Result<Option<Result<Frame, BadBody>>, CodecError> {
-        let read_ahead = match self.decoded >= READ_AHEAD {
+        let read_ahead = self.earned_read_ahead(src);
+        self.decode_frame_within(src, read_ahead)
+    }
+
+    /// The read-ahead this connection has earned: [`READ_AHEAD`] once it has sent that much
+    /// in whole frames, else as much as `src` holds.
+    pub fn earned_read_ahead(&self, src: &BytesMut) -> usize {
+        match self.decoded >= READ_AHEAD {
             true => READ_AHEAD,
             false => src.len(),
-        };
+        }
+    }
+
+    /// Like [`NmidCodec::decode_frame`], with the read-ahead given (a caller may lower it,
+    /// e.g. to the memory it has left).
+    pub fn decode_frame_within(
+        &mut self,
+        src: &mut BytesMut,
+        read_ahead: usize,
+    ) -> Result<Option<Result<Frame, BadBody>>, CodecError> {
         let before = src.len();
         let frame = decode_frame(src, self.max_frame_bytes, read_ahead)?;
         if frame.is_some() {

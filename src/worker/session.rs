@@ -246,7 +246,8 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for Session {
 impl WriteHandler<CodecError> for Session {
     fn error(&mut self, err: CodecError, ctx: &mut Self::Context) -> Running {
         warn!(addr = %self.settings.addr, cause = %err, "write to dispatcher failed");
-        self.link_down(ctx);
+        // Called from inside the writer, which cannot be cancelled or dropped from here.
+        ctx.run_later(Duration::ZERO, |session, ctx| session.link_down(ctx));
         Running::Continue
     }
 

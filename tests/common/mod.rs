@@ -1,6 +1,8 @@
 //! Shared test helpers: one `start_dispatcher()` and raw v1 peers over real TCP on 127.0.0.1.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
@@ -305,6 +307,16 @@ impl Peer {
             Ok(Some(Ok(frame))) => Some(frame),
             Ok(Some(Err(err))) => panic!("bad frame from dispatcher: {err}"),
             Ok(None) => panic!("dispatcher closed the connection"),
+        }
+    }
+
+    /// A frame already received, without waiting; `None` if none is there yet.
+    pub fn try_recv(&mut self) -> Option<Frame> {
+        use futures_util::FutureExt;
+        match self.conn.next().now_or_never()? {
+            Some(Ok(frame)) => Some(frame),
+            Some(Err(err)) => panic!("bad frame from dispatcher: {err}"),
+            None => panic!("dispatcher closed the connection"),
         }
     }
 
