@@ -1,7 +1,7 @@
 # Entry points a person types. `make run` and `make test` are all a fresh machine needs.
 CARGO ?= cargo
 
-.PHONY: run test deps lint fmt build release bench bench-quick doc
+.PHONY: run test deps lint fmt build release bench bench-quick doc fuzz soak
 
 ## Start the dispatcher on 0.0.0.0:6808 with the embedded demo worker serving ToUpper.
 run:
@@ -47,3 +47,18 @@ bench-quick:
 	./scripts/bench-deps
 	$(CARGO) build --locked --release --bin nmid
 	$(CARGO) bench --locked --bench compare -- --quick
+
+## Fuzz for FUZZ_SECS seconds per target (default 60): the frame decoder, the tagged bodies,
+## the HTTP params conversion and the config parser (cargo-fuzz, nightly; both installed if
+## missing), seeded with nmid's golden vectors; then the live fuzzer against a running
+## dispatcher for as long. Crashes are saved in fuzz/artifacts/<target>/.
+FUZZ_SECS ?= 60
+fuzz:
+	rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	cargo +nightly fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	./scripts/fuzz-corpus
+	for target in frame_decoder tagged_bodies http_params config; do \
+		cargo +nightly fuzz run --fuzz-dir fuzz $$target fuzz/corpus/$$target -- \
+			-max_total_time=$(FUZZ_SECS) -print_final_stats=1 || exit 1; \
+	done
+	NMID_LIVE_FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --locked --release --test live_fuzz -- --nocapture

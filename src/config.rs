@@ -212,6 +212,20 @@ impl Config {
         Self::build(file, true, overrides)
     }
 
+    /// Builds the configuration from the defaults and the TOML `text` (no file, no
+    /// environment), and validates it: what `--config` does with a file's contents.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let builder = config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .add_source(config::File::from_str(text, config::FileFormat::Toml));
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
     fn build(
         file: Option<&Path>,
         with_env: bool,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::mime;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -64,7 +64,11 @@ pub async fn call(
             )))
         }
     };
-    let (params, params_type) = params_from_body(&req, body, pass_json)?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes());
+    let (params, params_type) = call_params(content_type, body, pass_json)?;
     let timeout = timeout_from(req.headers(), state.job_timeout)?;
     let job_id = JobId::next();
     let request_id = req
@@ -260,27 +264,24 @@ async fn read_body(
     }
 }
 
-/// The worker's params from a `/call` body: msgpack as is; a JSON object as a msgpack map
-/// (or, with `?params=json`, the JSON as is). An empty body is the empty map.
-fn params_from_body(
-    req: &HttpRequest,
+/// The worker's params from a `/call` body with `content_type` (the header's value, if
+/// any): msgpack as is; a JSON object as a msgpack map (or, with `pass_json`, the JSON as
+/// is). No content type, or an empty one, is JSON, as curl's `-d` users expect; an empty
+/// JSON body is the empty map.
+pub fn call_params(
+    content_type: Option<&[u8]>,
     body: Bytes,
     pass_json: bool,
 ) -> Result<(Bytes, ParamsType), HttpError> {
-    let unsupported = || {
-        let given = req.headers().get(header::CONTENT_TYPE);
-        let given = given.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        HttpError::UnsupportedMediaType(given.unwrap_or_default())
-    };
-    // No (or an empty) content type is JSON, as curl's `-d` users expect.
-    let given = req.headers().get(header::CONTENT_TYPE);
-    if given.is_none_or(|v| v.as_bytes().trim_ascii().is_empty()) {
-        return json_body_params(body, pass_json);
-    }
-    let mime = req.mime_type().map_err(|_| unsupported())?;
-    let Some(mime) = mime else {
+    let content_type = content_type.filter(|v| !v.trim_ascii().is_empty());
+    let Some(content_type) = content_type else {
         return json_body_params(body, pass_json);
     };
+    let unsupported =
+        || HttpError::UnsupportedMediaType(String::from_utf8_lossy(content_type).into_owned());
+    let mime: mime::Mime = (std::str::from_utf8(content_type).ok())
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(unsupported)?;
     match (mime.type_(), mime.subtype().as_str()) {
         (mime::APPLICATION, "msgpack" | "x-msgpack" | "vnd.msgpack") => {
             if body.is_empty() {
