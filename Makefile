@@ -62,3 +62,10 @@ fuzz:
 			-max_total_time=$(FUZZ_SECS) -print_final_stats=1 || exit 1; \
 	done
 	NMID_LIVE_FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --locked --release --test live_fuzz -- --nocapture
+
+## 100,000 calls (SOAK_CALLS) through a real nmid while its workers are SIGKILLed and
+## restarted at random and hostile peers press on it; prints lost / misrouted / duplicated
+## (all must be 0) and the dispatcher's peak RSS. `make test` runs 5,000.
+SOAK_CALLS ?= 100000
+soak:
+	NMID_SOAK_CALLS=$(SOAK_CALLS) $(CARGO) test --locked --release --test soak -- --nocapture
