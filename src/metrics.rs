@@ -130,11 +130,13 @@ pub enum Limit {
     ControlFrames,
     /// `tcp.max_frame_bytes` on the way out: a call or result too large for its receiver.
     OutboundFrameSize,
+    /// `tcp.max_frame_bytes` on the way in: a header announced a larger body.
+    InboundFrameSize,
 }
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 12] = [
+    pub const ALL: [Limit; 13] = [
         Limit::Connections,
         Limit::ConnectionsPerIp,
         Limit::Handshake,
@@ -147,6 +149,7 @@ impl Limit {
         Limit::FunctionsPerWorker,
         Limit::ControlFrames,
         Limit::OutboundFrameSize,
+        Limit::InboundFrameSize,
     ];
 
     /// The `limit` label.
@@ -164,6 +167,7 @@ impl Limit {
             Limit::FunctionsPerWorker => "functions_per_worker",
             Limit::ControlFrames => "control_frame_rate",
             Limit::OutboundFrameSize => "outbound_frame_size",
+            Limit::InboundFrameSize => "inbound_frame_size",
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::actors::registry::{Abandon, Drain, Registry, Snapshot};
 use crate::actors::worker_session::WorkerSession;
 use crate::actors::{ConnectionLimits, ConnectionPermit, IpSlots, SessionSettings, WorkerLimits};
 use crate::call::RegistrySnapshot;
-use crate::codec::ConnType;
+use crate::codec::{CodecError, ConnType};
 use crate::config::Config;
 use crate::http::HttpState;
 use crate::metrics::{Limit, Metrics, Role};
@@ -465,8 +465,14 @@ async fn greet(
             return;
         }
         Ok(Some(Err(err))) => {
-            if matches!(err, InboundError::IncompleteFrames { .. }) {
-                metrics.record_limit(Limit::IncompleteFrames);
+            match &err {
+                InboundError::IncompleteFrames { .. } => {
+                    metrics.record_limit(Limit::IncompleteFrames)
+                }
+                InboundError::Codec(CodecError::FrameTooLarge { .. }) => {
+                    metrics.record_limit(Limit::InboundFrameSize)
+                }
+                InboundError::Codec(_) => {}
             }
             warn!(%peer, cause = %err, "closing connection: its first frame was refused");
             return;

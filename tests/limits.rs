@@ -434,8 +434,26 @@ async fn sigterm_past_the_drain_timeout_answers_every_caller_and_exits_3() {
     for _ in 0..64 {
         worker.recv_job().await;
     }
-    nmid.signal("-TERM");
     let http = nmid.http.unwrap();
+    // An HTTP caller of the same function, waiting in the queue.
+    let http_call = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(http).ok()?;
+        let body = r#"{"name":"http"}"#;
+        write!(
+            stream,
+            "POST /call/Stuck HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        Some(text)
+    });
+    eventually("the HTTP call to queue", PATIENCE, || {
+        metric(http, r#"nmid_queue_depth{function="Stuck"}"#) >= f64::from(count as u32 - 64 + 1)
+    })
+    .await;
+    nmid.signal("-TERM");
     let ready = tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(http).ok()?;
         write!(stream, "GET /readyz HTTP/1.0\r\n\r\n").ok()?;
@@ -628,5 +646,58 @@ async fn a_malformed_result_fails_only_its_job() {
         text.contains(r#"kind="return_data_trailing_bytes"} 1"#),
         "{text}"
     );
+    dispatcher.stop().await;
+}
+
+/// A client idle past `tcp.client_idle_timeout_ms` with no call in flight is closed; one
+/// waiting for an answer is not.
+#[actix_rt::test]
+async fn an_idle_client_is_closed_but_a_waiting_one_is_not() {
+    let mut config = Config::default();
+    config.tcp.client_idle_timeout_ms = 300;
+    let dispatcher = start_dispatcher_with(config);
+    let mut worker = Peer::worker(dispatcher.addr, "slow", &["Slow"]).await;
+    let mut waiting = Peer::connect(dispatcher.addr).await;
+    waiting.call("Slow", b"x").await;
+    let job = worker.recv_job().await;
+    let mut idle = Peer::connect(dispatcher.addr).await;
+    idle.call("Nobody", b"x").await;
+    assert_eq!(idle.recv().await, Frame::CantDo);
+    idle.expect_closed().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    worker.answer(&job, b"late but welcome").await;
+    assert!(matches!(waiting.recv().await, Frame::SReturnData(_)));
+    dispatcher.stop().await;
+}
+
+/// `tcp.max_connections_per_ip`: the connection past it from one address is closed at once,
+/// and one more is accepted once one of them closes.
+#[actix_rt::test]
+async fn connections_per_ip_are_limited() {
+    let mut config = Config::default();
+    config.tcp.max_connections_per_ip = 3;
+    let dispatcher = start_dispatcher_with(config);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut peer = Peer::connect(dispatcher.addr).await;
+        peer.call("Nobody", b"x").await;
+        assert_eq!(peer.recv().await, Frame::CantDo);
+        open.push(peer);
+    }
+    Peer::connect(dispatcher.addr).await.expect_closed().await;
+    drop(open.pop());
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        // The closed connection's slot comes back once its session has stopped.
+        let mut stream = TcpStream::connect(dispatcher.addr).await.unwrap();
+        let _ = stream.write_all(&call_bytes("Nobody", b"x")).await;
+        let mut reply = [0u8; 12];
+        if let Ok(Ok(_)) = tokio::time::timeout(PATIENCE, stream.read_exact(&mut reply)).await {
+            assert_eq!(reply, wire(&Frame::CantDo)[..]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "a slot never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     dispatcher.stop().await;
 }

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::inbound::{Inbound, InboundError, PartialSince};
 use super::{ConnectionPermit, SessionSettings};
-use crate::codec::{self, ConnType, Frame};
+use crate::codec::{self, CodecError, ConnType, Frame};
 use crate::metrics::{Limit, Role};
 
 /// Capacity an emptied outbound buffer may keep; a larger one is freed, so a burst does not
@@ -208,6 +208,12 @@ impl Connection {
                 None
             }
             Err(InboundError::Codec(err)) => {
+                if matches!(err, CodecError::FrameTooLarge { .. }) {
+                    self.settings
+                        .jobs
+                        .metrics
+                        .record_limit(Limit::InboundFrameSize);
+                }
                 warn!(peer = %self.peer, cause = %err, "closing connection: malformed input");
                 ctx.stop();
                 None
