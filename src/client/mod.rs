@@ -126,6 +126,14 @@ impl ClientBuilder {
 
     /// Connects now, so a wrong address fails here rather than at the first call.
     pub async fn connect(self) -> Result<Client, ClientError> {
+        let client = self.build();
+        client.inner.transport.ensure_connected().await?;
+        Ok(client)
+    }
+
+    /// The client without connecting: the first call connects (the dispatcher's links to
+    /// its peers, which must not wait on a peer at start-up).
+    pub(crate) fn build(self) -> Client {
         let settings = Arc::new(Settings {
             addr: self.addr,
             timeout: self.timeout,
@@ -135,15 +143,13 @@ impl ClientBuilder {
             Protocol::Tagged => Transport::Tagged(Tagged::new(settings.clone())),
             Protocol::V1 => Transport::V1(V1::new(settings.clone())),
         };
-        let client = Client {
+        Client {
             inner: Arc::new(Inner {
                 settings,
                 transport,
                 next_request: AtomicU64::new(1),
             }),
-        };
-        client.inner.transport.ensure_connected().await?;
-        Ok(client)
+        }
     }
 }
 
