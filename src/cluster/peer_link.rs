@@ -110,6 +110,7 @@ impl Handler<Forward> for PeerLink {
             timeout: Some(time_left(spec.deadline)),
             params_type: Some(spec.params_type),
             metadata: telemetry::with_span_context(&span, meta),
+            idempotent: false,
         };
         let hop = Bytes::from_static(FORWARDED_META_KEY.as_bytes());
         options.metadata.push((hop, self.own_id.clone()));
@@ -164,6 +165,7 @@ fn answer_of(result: Result<Bytes, ClientError>) -> Option<CallOutcome> {
             ClientError::ShuttingDown
             | ClientError::ConnectionLost
             | ClientError::Connect { .. }
+            | ClientError::NoDispatcher
             | ClientError::Protocol(_)
             | ClientError::Failed
             | ClientError::Function { .. }

@@ -40,6 +40,7 @@
 //! }
 //! ```
 
+mod discover;
 mod job;
 mod session;
 
@@ -55,9 +56,15 @@ use futures_util::future::LocalBoxFuture;
 pub use job::{Job, JobError};
 
 use crate::client::Protocol;
+use crate::client::DEFAULT_CLUSTER_PREFIX;
+use crate::cluster::etcd::EtcdSettings;
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
 use crate::retstruct::RetStruct;
+use discover::{Discovery, Follower, StopAll, Template};
 use session::{Session, SessionSettings, Shutdown};
+
+/// TTL of the lease a worker registers `nmid/<name>` under (`etcd_register`).
+pub const DEFAULT_REGISTER_TTL: Duration = Duration::from_secs(10);
 
 /// Jobs a worker runs at once unless told otherwise.
 pub const DEFAULT_SLOTS: u32 = 16;
@@ -72,8 +79,8 @@ type BoxedHandler = Rc<dyn Fn(Job) -> LocalBoxFuture<'static, HandlerResult>>;
 /// Why a worker could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WorkerError {
-    /// `server(..)` was never called.
-    #[error("a worker needs at least one dispatcher address (server)")]
+    /// Neither `server(..)` nor `discover(..)` was called.
+    #[error("a worker needs at least one dispatcher address (server) or etcd (discover)")]
     NoServer,
     /// `function(..)` was never called.
     #[error("a worker needs at least one function")]
@@ -116,6 +123,7 @@ impl Worker {
             protocol: Protocol::Tagged,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            discovery: None,
         }
     }
 }
@@ -129,6 +137,7 @@ pub struct WorkerBuilder {
     protocol: Protocol,
     max_frame_bytes: usize,
     stop_timeout: Duration,
+    discovery: Option<Discovery>,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -156,6 +165,50 @@ impl WorkerBuilder {
     /// Adds a dispatcher to serve (`HOST:PORT`); call it once per dispatcher.
     pub fn server(mut self, addr: impl Into<String>) -> Self {
         self.servers.push(addr.into());
+        self
+    }
+
+    /// Serves every dispatcher registered in etcd at `endpoints` (`http://host:2379`), and
+    /// follows them: a dispatcher that joins the cluster gets this worker registered within
+    /// a second or so, one that leaves (or drains) is dropped. May be combined with
+    /// `server(..)`, whose dispatchers are not connected twice.
+    pub fn discover<E: Into<String>>(mut self, endpoints: impl IntoIterator<Item = E>) -> Self {
+        let endpoints = endpoints.into_iter().map(Into::into).collect();
+        self.discovery = Some(Discovery {
+            etcd: EtcdSettings::new(endpoints),
+            prefix: DEFAULT_CLUSTER_PREFIX.to_owned(),
+            register_ttl: None,
+        });
+        self
+    }
+
+    /// etcd's user and password, with `discover(..)`.
+    pub fn etcd_credentials(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        if let Some(discovery) = &mut self.discovery {
+            discovery.etcd.credentials = Some((user.into(), password.into()));
+        }
+        self
+    }
+
+    /// The dispatchers' membership prefix (`cluster.prefix`), with `discover(..)`.
+    pub fn cluster_prefix(mut self, prefix: impl Into<String>) -> Self {
+        if let Some(discovery) = &mut self.discovery {
+            discovery.prefix = prefix.into();
+        }
+        self
+    }
+
+    /// With `discover(..)`: also keep `nmid/<worker name>` in etcd, mapping each function
+    /// to the dispatchers served, as nmid's Go worker's `Register` does — but under a lease
+    /// of `ttl`, so the key vanishes with the worker.
+    pub fn etcd_register(mut self, ttl: Duration) -> Self {
+        if let Some(discovery) = &mut self.discovery {
+            discovery.register_ttl = Some(ttl.max(Duration::from_secs(1)));
+        }
         self
     }
 
@@ -217,7 +270,7 @@ impl WorkerBuilder {
     /// a running actix `System` (e.g. `#[actix_rt::main]`). Connection failures are not
     /// errors: each session keeps reconnecting with backoff.
     pub fn start(self) -> Result<WorkerHandle, WorkerError> {
-        if self.servers.is_empty() {
+        if self.servers.is_empty() && self.discovery.is_none() {
             return Err(WorkerError::NoServer);
         }
         if self.handlers.is_empty() {
@@ -230,6 +283,17 @@ impl WorkerBuilder {
         }
         let functions = Rc::new(Functions {
             handlers: self.handlers,
+        });
+        let follower = self.discovery.map(|discovery| {
+            let template = Template {
+                name: self.name.clone(),
+                slots: self.slots,
+                protocol: self.protocol,
+                max_frame_bytes: self.max_frame_bytes,
+                stop_timeout: self.stop_timeout,
+                functions: functions.clone(),
+            };
+            Follower::new(discovery, template, self.servers.clone()).start()
         });
         let sessions = self
             .servers
@@ -247,7 +311,7 @@ impl WorkerBuilder {
                 .start()
             })
             .collect();
-        Ok(WorkerHandle { sessions })
+        Ok(WorkerHandle { sessions, follower })
     }
 }
 
@@ -255,6 +319,8 @@ impl WorkerBuilder {
 #[derive(Debug, Clone)]
 pub struct WorkerHandle {
     sessions: Vec<Addr<Session>>,
+    /// The sessions of discovered dispatchers, with `discover(..)`.
+    follower: Option<Addr<Follower>>,
 }
 
 impl WorkerHandle {
@@ -262,7 +328,14 @@ impl WorkerHandle {
     /// sure no further job is on its way (tagged: `W_BYE` until `S_BYE_ACK`), finish the
     /// jobs in flight (bounded by the stop timeout), then close. Returns when all are closed.
     pub async fn stop(self) {
+        let discovered = self.follower.as_ref().map(|f| f.send(StopAll));
         let waits: Vec<_> = self.sessions.iter().map(|s| s.send(Shutdown)).collect();
+        if let Some(Ok(done)) = match discovered {
+            Some(wait) => Some(wait.await),
+            None => None,
+        } {
+            let _ = done.await;
+        }
         for wait in waits {
             if let Ok(done) = wait.await {
                 let _ = done.await;
