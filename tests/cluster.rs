@@ -12,11 +12,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use cluster_support::{member, serves, Etcd, Nmid, TEST_LEASE_TTL_S};
+use cluster_support::{free_port, member, serves, Etcd, Nmid, TEST_LEASE_TTL_S};
 use common::{vector, Peer, PATIENCE};
 use nmid::client::{CallOptions, Client, ClientError};
 use nmid::cluster::record::{merge_nmid_values, NMID_PREFIX};
 use nmid::codec::{self, Frame};
+use nmid::config::{Config, ConfigError};
 use nmid::worker::{Job, JobError, Worker};
 
 /// An echo handler that upper-cases its params after `delay`.
@@ -428,4 +429,119 @@ async fn an_etcd_outage_fails_no_call_and_registration_comes_back() {
     assert!(ok > 100, "only {ok} calls ran");
     println!("etcd outage: {ok} calls (local and forwarded), 0 failed; A re-registered {back:?} after etcd was back");
     worker.stop().await;
+}
+
+/// A dispatcher whose etcd is down at start serves local calls, says etcd is down, and
+/// joins the cluster by itself once etcd comes up (retrying with backoff meanwhile).
+#[actix_rt::test]
+async fn a_dispatcher_started_before_etcd_serves_and_joins_when_it_comes_up() {
+    let port = free_port();
+    let nmid = Nmid::start_without_etcd(&format!("http://127.0.0.1:{port}"));
+    let worker = Worker::builder()
+        .name("early")
+        .server(nmid.tcp.to_string())
+        .function("Early", |job| echo_upper(job, Duration::ZERO))
+        .start()
+        .unwrap();
+    let client = Client::connect(nmid.tcp.to_string()).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let ret = loop {
+        match client.call("Early", &b"e"[..]).await {
+            Ok(ret) => break ret,
+            Err(ClientError::NoWorker) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(other) => panic!("local call failed with etcd down: {other:?}"),
+        }
+    };
+    assert_eq!(&ret[..], b"E");
+    let report = nmid.get_json("/api/v1/cluster").await;
+    assert_eq!(report["etcd"]["state"], "down", "{report:#}");
+    assert!(report["etcd"]["last_error"].is_string(), "{report:#}");
+
+    let etcd = Etcd::start_on(Some(port)).await;
+    let joined = nmid
+        .wait_json("/api/v1/cluster", PATIENCE, "the session up", |v| {
+            v["etcd"]["state"] == "up"
+        })
+        .await;
+    let id = nmid.get_json("/api/v1/cluster").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + PATIENCE;
+    while !etcd
+        .get_prefix("")
+        .await
+        .iter()
+        .any(|(k, _)| k.ends_with(&id))
+    {
+        assert!(Instant::now() < deadline, "its record never reached etcd");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("etcd down at start: local call ok; joined {joined:?} after etcd came up");
+    worker.stop().await;
+}
+
+/// Discovery settings are checked at start-up and a bad one is named: a wildcard listen
+/// address without `cluster.advertise_addr`, endpoints that are not URLs, a zero TTL,
+/// half a credential, a prefix inside `nmid/`; endpoints read from one comma-separated
+/// string (as `--etcd` and the environment give them). The binary exits 2 saying so.
+#[test]
+fn discovery_settings_are_checked_and_the_bad_key_named() {
+    let load = |overrides: &[(&str, &str)]| {
+        let overrides: Vec<(&str, String)> =
+            overrides.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        Config::load(None, &overrides)
+    };
+    let key_of = |result: Result<Config, ConfigError>| match result {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected an invalid key, got {other:?}"),
+    };
+    let etcd = ("discovery.etcd_endpoints", "http://127.0.0.1:2379");
+    let local = ("tcp.addr", "127.0.0.1:6808");
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[etcd], "cluster.advertise_addr"),
+        (
+            &[("discovery.etcd_endpoints", "127.0.0.1:2379"), local],
+            "discovery.etcd_endpoints",
+        ),
+        (
+            &[etcd, local, ("discovery.lease_ttl_s", "0")],
+            "discovery.lease_ttl_s",
+        ),
+        (
+            &[etcd, local, ("discovery.username", "root")],
+            "discovery.password",
+        ),
+        (
+            &[etcd, local, ("cluster.prefix", "nmid/cluster/")],
+            "cluster.prefix",
+        ),
+        (
+            &[etcd, ("cluster.advertise_addr", "0.0.0.0:6808")],
+            "cluster.advertise_addr",
+        ),
+    ];
+    for (overrides, key) in cases {
+        assert_eq!(key_of(load(overrides)), key, "{overrides:?}");
+    }
+    let two = load(&[
+        ("discovery.etcd_endpoints", "http://a:2379, http://b:2379,"),
+        local,
+    ]);
+    assert_eq!(
+        two.unwrap().discovery.etcd_endpoints,
+        ["http://a:2379", "http://b:2379"]
+    );
+    let advertised = load(&[etcd, ("cluster.advertise_addr", "10.0.0.5:6808")]);
+    assert!(advertised.is_ok(), "{advertised:?}");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nmid"))
+        .args(["--etcd", "http://127.0.0.1:2379", "--no-http"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cluster.advertise_addr"), "{stderr}");
 }

@@ -1,6 +1,7 @@
 //! What the cluster tests run for real: an etcd server (Debian's `etcd-server`, installed by
 //! `make test`) and `nmid` processes joined to it, all on 127.0.0.1 with ports the test
 //! picks, each killed by its PID when its guard drops (also when the test fails).
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -38,6 +39,12 @@ pub struct Etcd {
 impl Etcd {
     /// Starts etcd and waits until it answers; fails loudly when `etcd` is not installed.
     pub async fn start() -> Self {
+        Self::start_on(None).await
+    }
+
+    /// Like [`Etcd::start`], serving clients on `client_port` when given (a port picked
+    /// earlier, for a dispatcher started before its etcd).
+    pub async fn start_on(client_port: Option<u16>) -> Self {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("nmid-etcd-{}-{n}", std::process::id()));
@@ -51,7 +58,7 @@ impl Etcd {
         };
         // A port picked free may be taken before etcd binds it: pick again then.
         for _ in 0..3 {
-            etcd.client_port = free_port();
+            etcd.client_port = client_port.unwrap_or_else(free_port);
             etcd.peer_port = free_port();
             etcd.url = format!("http://127.0.0.1:{}", etcd.client_port);
             etcd.spawn();
@@ -178,6 +185,16 @@ impl Nmid {
     /// Starts `nmid --etcd <url>` with a 2 s lease and quick publishing, and waits until it
     /// has registered in etcd.
     pub fn start(etcd_url: &str) -> Self {
+        Self::spawn(etcd_url, true)
+    }
+
+    /// Starts `nmid --etcd <url>` and waits until it listens, not for etcd (which may be
+    /// down); `id` is then empty.
+    pub fn start_without_etcd(etcd_url: &str) -> Self {
+        Self::spawn(etcd_url, false)
+    }
+
+    fn spawn(etcd_url: &str, registered: bool) -> Self {
         let mut child = Command::new(NMID)
             .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--etcd", etcd_url])
@@ -214,7 +231,10 @@ impl Nmid {
         };
         let tcp = field(&wait_for("nmid protocol listening"), "addr");
         let http = field(&wait_for("http listening"), "addr");
-        let id = field(&wait_for("etcd session up"), "id");
+        let id = match registered {
+            true => field(&wait_for("etcd session up"), "id"),
+            false => String::new(),
+        };
         // Keep draining its log, so that it never blocks on a full pipe.
         std::thread::spawn(move || while log.recv().is_ok() {});
         Self {
