@@ -118,7 +118,7 @@ async fn a_discovering_client_survives_a_dispatcher_killed_mid_run() {
     let elapsed = started.elapsed();
     let reaped = killed_at.borrow().unwrap();
 
-    let results = results.borrow();
+    let results = std::mem::take(&mut *results.borrow_mut());
     // The client has seen the kill once a caller got its first `ConnectionLost` (the
     // connection was marked closed before that, so no call is sent on it from then on).
     let seen = (results.iter())
