@@ -185,17 +185,26 @@ impl Nmid {
     /// Starts `nmid --etcd <url>` with a 2 s lease and quick publishing, and waits until it
     /// has registered in etcd.
     pub fn start(etcd_url: &str) -> Self {
-        Self::spawn(etcd_url, true)
+        Self::spawn(etcd_url, true, &[])
+    }
+
+    /// Like [`Nmid::start`], with environment variables set (e.g. the OTLP endpoint).
+    pub fn start_with_env(etcd_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(etcd_url, true, env)
     }
 
     /// Starts `nmid --etcd <url>` and waits until it listens, not for etcd (which may be
     /// down); `id` is then empty.
     pub fn start_without_etcd(etcd_url: &str) -> Self {
-        Self::spawn(etcd_url, false)
+        Self::spawn(etcd_url, false, &[])
     }
 
-    fn spawn(etcd_url: &str, registered: bool) -> Self {
-        let mut child = Command::new(NMID)
+    fn spawn(etcd_url: &str, registered: bool, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(NMID);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
             .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--etcd", etcd_url])
             .env("NMID__DISCOVERY__LEASE_TTL_S", TEST_LEASE_TTL_S.to_string())
@@ -252,6 +261,24 @@ impl Nmid {
         let _ = self.child.kill();
         let _ = self.child.wait();
         Instant::now()
+    }
+
+    /// SIGTERM by its PID; waits (bounded) for it to drain and exit, and returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "SIGTERM to nmid {pid}");
+        let deadline = Instant::now() + PROCESS_PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for nmid") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nmid {pid} did not exit on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `GET <path>` on its HTTP port, as JSON.
