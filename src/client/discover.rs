@@ -25,19 +25,12 @@ use tracing::debug;
 
 use super::connection::Tagged;
 use super::{ClientError, Settings};
-use crate::cluster::etcd::{follow_members, EtcdSettings, Members};
+use crate::cluster::etcd::{follow_members, Discovery, Members};
 use crate::cluster::record::MemberRecord;
 use crate::codec::{Metadata, ParamsType};
 
 /// How long a dispatcher that failed a call is skipped by new calls.
 pub const SKIP_DOWN: Duration = Duration::from_secs(2);
-
-/// Where the dispatchers are registered.
-#[derive(Debug, Clone)]
-pub(super) struct Discovery {
-    pub(super) etcd: EtcdSettings,
-    pub(super) prefix: String,
-}
 
 /// One dispatcher's connection.
 #[derive(Debug)]

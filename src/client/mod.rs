@@ -48,16 +48,13 @@ use serde::Serialize;
 
 pub use error::ClientError;
 
-use crate::cluster::etcd::EtcdSettings;
+use crate::cluster::etcd::Discovery;
 use crate::cluster::record::MemberRecord;
 use crate::codec::{Metadata, ParamsType, DEFAULT_MAX_FRAME_BYTES};
 use crate::retstruct::RetStruct;
 use crate::telemetry::{self, Hop};
 use connection::{Tagged, V1};
-use discover::{Discovered, DiscoveredCall, Discovery};
-
-/// The etcd prefix of the dispatchers' membership records (`cluster.prefix`'s default).
-pub const DEFAULT_CLUSTER_PREFIX: &str = "nmid-rs/cluster/";
+use discover::{Discovered, DiscoveredCall};
 use tracing::Instrument;
 
 /// The per-call deadline when neither the call nor the builder sets one.
@@ -130,32 +127,14 @@ pub struct ClientBuilder {
 impl ClientBuilder {
     /// Finds the dispatchers in etcd at `endpoints` (`http://host:2379`) instead of the
     /// builder's address; see [`Client::discover`].
-    pub fn discover<E: Into<String>>(mut self, endpoints: impl IntoIterator<Item = E>) -> Self {
-        let endpoints = endpoints.into_iter().map(Into::into).collect();
-        self.discovery = Some(Discovery {
-            etcd: EtcdSettings::new(endpoints),
-            prefix: DEFAULT_CLUSTER_PREFIX.to_owned(),
-        });
-        self
+    pub fn discover<E: Into<String>>(self, endpoints: impl IntoIterator<Item = E>) -> Self {
+        self.discovery(Discovery::new(endpoints))
     }
 
-    /// etcd's user and password, for a discovering client.
-    pub fn etcd_credentials(
-        mut self,
-        user: impl Into<String>,
-        password: impl Into<String>,
-    ) -> Self {
-        if let Some(discovery) = &mut self.discovery {
-            discovery.etcd.credentials = Some((user.into(), password.into()));
-        }
-        self
-    }
-
-    /// The membership prefix the dispatchers use (`cluster.prefix`), for a discovering client.
-    pub fn cluster_prefix(mut self, prefix: impl Into<String>) -> Self {
-        if let Some(discovery) = &mut self.discovery {
-            discovery.prefix = prefix.into();
-        }
+    /// Like [`ClientBuilder::discover`], with etcd credentials, timeouts or a membership
+    /// prefix other than the defaults (`Discovery`'s fields).
+    pub fn discovery(mut self, discovery: Discovery) -> Self {
+        self.discovery = Some(discovery);
         self
     }
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use etcd_client::{
+    Client, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, WatchOptions,
+};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -71,6 +73,48 @@ impl EtcdSettings {
             .with_jitter()
             .without_max_times()
             .build()
+    }
+}
+
+/// Where a discovering client or worker finds the dispatchers: etcd, and the prefix of
+/// their membership records (`cluster.prefix`).
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// How to reach etcd.
+    pub etcd: EtcdSettings,
+    /// The membership records' prefix.
+    pub prefix: String,
+}
+
+impl Discovery {
+    /// etcd at `endpoints`, the default prefix, no authentication.
+    pub fn new<E: Into<String>>(endpoints: impl IntoIterator<Item = E>) -> Self {
+        let endpoints = endpoints.into_iter().map(Into::into).collect();
+        Self {
+            etcd: EtcdSettings::new(endpoints),
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+}
+
+/// The etcd prefix of the dispatchers' membership records (`cluster.prefix`'s default).
+pub const DEFAULT_PREFIX: &str = "nmid-rs/cluster/";
+
+/// One keep-alive of a lease: sends it and waits, at most `timeout`, for etcd's answer. A
+/// lease etcd no longer knows (it expired) is an error, as is no answer.
+pub async fn keep_alive(
+    keeper: &mut LeaseKeeper,
+    replies: &mut LeaseKeepAliveStream,
+    timeout: Duration,
+) -> Result<(), etcd_client::Error> {
+    let lost = |why: &str| etcd_client::Error::LeaseKeepAliveError(why.to_owned());
+    keeper.keep_alive().await?;
+    let reply = tokio::time::timeout(timeout, replies.message())
+        .await
+        .map_err(|_| lost("no keep-alive answer in time"))??;
+    match reply {
+        Some(reply) if reply.ttl() > 0 => Ok(()),
+        _ => Err(lost("lease expired")),
     }
 }
 

@@ -17,7 +17,7 @@ use etcd_client::{Client, PutOptions};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::etcd::EtcdSettings;
+use super::etcd::{self, EtcdSettings};
 use super::metrics::ClusterMetrics;
 use super::record::{dispatcher_nmid_key, member_key, MemberRecord};
 use crate::actors::registry::{Registry, Snapshot};
@@ -107,13 +107,7 @@ impl Session {
         loop {
             tokio::select! {
                 _ = keep_alive.tick() => {
-                    keeper.keep_alive().await?;
-                    let reply = tokio::time::timeout(self.etcd.request_timeout, replies.message())
-                        .await
-                        .map_err(|_| lost("no keep-alive answer in time"))??;
-                    if reply.is_none_or(|r| r.ttl() <= 0) {
-                        return Err(lost("lease expired"));
-                    }
+                    etcd::keep_alive(&mut keeper, &mut replies, self.etcd.request_timeout).await?;
                 }
                 _ = publish.tick() => {
                     let now = self.current(record.draining).await;
@@ -197,8 +191,4 @@ impl Session {
             state.last_error = error;
         }
     }
-}
-
-fn lost(why: &str) -> etcd_client::Error {
-    etcd_client::Error::LeaseKeepAliveError(why.to_owned())
 }

@@ -23,19 +23,11 @@ use tracing::{info, warn};
 use super::session::{Session, SessionSettings, Shutdown};
 use super::Functions;
 use crate::client::Protocol;
-use crate::cluster::etcd::{follow_members, EtcdSettings, Members};
+use crate::cluster::etcd::{self, follow_members, Discovery, EtcdSettings, Members};
 use crate::cluster::record::{worker_nmid_key, worker_nmid_value};
 
-/// Where a discovering worker finds the dispatchers, and whether it registers itself.
-#[derive(Debug, Clone)]
-pub(super) struct Discovery {
-    pub(super) etcd: EtcdSettings,
-    pub(super) prefix: String,
-    /// Keep `nmid/<name>` under a lease of this TTL.
-    pub(super) register_ttl: Option<Duration>,
-}
-
 /// Everything a session is made from, but its address.
+#[derive(Clone)]
 pub(super) struct Template {
     pub(super) name: String,
     pub(super) slots: u32,
@@ -43,6 +35,21 @@ pub(super) struct Template {
     pub(super) max_frame_bytes: usize,
     pub(super) stop_timeout: Duration,
     pub(super) functions: Rc<Functions>,
+}
+
+impl Template {
+    /// The settings of a session with the dispatcher at `addr`.
+    pub(super) fn settings_for(&self, addr: &str) -> SessionSettings {
+        SessionSettings {
+            addr: addr.to_owned(),
+            name: self.name.clone(),
+            slots: self.slots,
+            protocol: self.protocol,
+            max_frame_bytes: self.max_frame_bytes,
+            stop_timeout: self.stop_timeout,
+            functions: self.functions.clone(),
+        }
+    }
 }
 
 /// Stop every discovered session gracefully; the receiver completes when all have closed.
@@ -53,6 +60,8 @@ pub(super) struct StopAll;
 /// The follower of one discovering worker.
 pub(super) struct Follower {
     discovery: Discovery,
+    /// Keep `nmid/<name>` under a lease of this TTL.
+    register_ttl: Option<Duration>,
     template: Template,
     /// Addresses served by sessions the builder started (`server(..)`).
     fixed: BTreeSet<String>,
@@ -64,10 +73,16 @@ pub(super) struct Follower {
 }
 
 impl Follower {
-    pub(super) fn new(discovery: Discovery, template: Template, fixed: Vec<String>) -> Self {
+    pub(super) fn new(
+        discovery: Discovery,
+        register_ttl: Option<Duration>,
+        template: Template,
+        fixed: Vec<String>,
+    ) -> Self {
         let (served, _) = watch::channel(fixed.clone());
         Self {
             discovery,
+            register_ttl,
             template,
             fixed: fixed.into_iter().collect(),
             sessions: BTreeMap::new(),
@@ -95,7 +110,7 @@ impl Actor for Follower {
             Some((now, (members, false)))
         });
         ctx.add_stream(changes);
-        if let Some(ttl) = self.discovery.register_ttl {
+        if let Some(ttl) = self.register_ttl {
             let names: Vec<String> = self.template.functions.names().map(str::to_owned).collect();
             let register = Registration {
                 etcd: self.discovery.etcd.clone(),
@@ -133,7 +148,7 @@ impl StreamHandler<Members> for Follower {
                 continue;
             }
             info!(dispatcher = %id, %addr, "dispatcher found in etcd: connecting");
-            let session = Session::new(self.settings_for(&addr)).start();
+            let session = Session::new(self.template.settings_for(&addr)).start();
             self.sessions.insert(id.clone(), (addr, session));
         }
         let mut served: Vec<String> = self.fixed.iter().cloned().collect();
@@ -167,21 +182,6 @@ impl Handler<StopAll> for Follower {
         })
         .spawn(ctx);
         MessageResult(rx)
-    }
-}
-
-impl Follower {
-    fn settings_for(&self, addr: &str) -> SessionSettings {
-        let t = &self.template;
-        SessionSettings {
-            addr: addr.to_owned(),
-            name: t.name.clone(),
-            slots: t.slots,
-            protocol: t.protocol,
-            max_frame_bytes: t.max_frame_bytes,
-            stop_timeout: t.stop_timeout,
-            functions: t.functions.clone(),
-        }
     }
 }
 
@@ -229,13 +229,7 @@ impl Registration {
             loop {
                 tokio::select! {
                     _ = keep_alive.tick() => {
-                        keeper.keep_alive().await?;
-                        let reply = tokio::time::timeout(self.etcd.request_timeout, replies.message())
-                            .await
-                            .map_err(|_| etcd_client::Error::LeaseKeepAliveError("no answer".into()))??;
-                        if reply.is_none_or(|r| r.ttl() <= 0) {
-                            return Err(etcd_client::Error::LeaseKeepAliveError("lease expired".into()));
-                        }
+                        etcd::keep_alive(&mut keeper, &mut replies, self.etcd.request_timeout).await?;
                     }
                     changed = served.changed() => {
                         if changed.is_err() {

@@ -56,12 +56,11 @@ use futures_util::future::LocalBoxFuture;
 pub use job::{Job, JobError};
 
 use crate::client::Protocol;
-use crate::client::DEFAULT_CLUSTER_PREFIX;
-use crate::cluster::etcd::EtcdSettings;
+use crate::cluster::etcd::Discovery;
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
 use crate::retstruct::RetStruct;
-use discover::{Discovery, Follower, StopAll, Template};
-use session::{Session, SessionSettings, Shutdown};
+use discover::{Follower, StopAll, Template};
+use session::{Session, Shutdown};
 
 /// TTL of the lease a worker registers `nmid/<name>` under (`etcd_register`).
 pub const DEFAULT_REGISTER_TTL: Duration = Duration::from_secs(10);
@@ -124,6 +123,7 @@ impl Worker {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             discovery: None,
+            register_ttl: None,
         }
     }
 }
@@ -138,6 +138,7 @@ pub struct WorkerBuilder {
     max_frame_bytes: usize,
     stop_timeout: Duration,
     discovery: Option<Discovery>,
+    register_ttl: Option<Duration>,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -172,33 +173,14 @@ impl WorkerBuilder {
     /// follows them: a dispatcher that joins the cluster gets this worker registered within
     /// a second or so, one that leaves (or drains) is dropped. May be combined with
     /// `server(..)`, whose dispatchers are not connected twice.
-    pub fn discover<E: Into<String>>(mut self, endpoints: impl IntoIterator<Item = E>) -> Self {
-        let endpoints = endpoints.into_iter().map(Into::into).collect();
-        self.discovery = Some(Discovery {
-            etcd: EtcdSettings::new(endpoints),
-            prefix: DEFAULT_CLUSTER_PREFIX.to_owned(),
-            register_ttl: None,
-        });
-        self
+    pub fn discover<E: Into<String>>(self, endpoints: impl IntoIterator<Item = E>) -> Self {
+        self.discovery(Discovery::new(endpoints))
     }
 
-    /// etcd's user and password, with `discover(..)`.
-    pub fn etcd_credentials(
-        mut self,
-        user: impl Into<String>,
-        password: impl Into<String>,
-    ) -> Self {
-        if let Some(discovery) = &mut self.discovery {
-            discovery.etcd.credentials = Some((user.into(), password.into()));
-        }
-        self
-    }
-
-    /// The dispatchers' membership prefix (`cluster.prefix`), with `discover(..)`.
-    pub fn cluster_prefix(mut self, prefix: impl Into<String>) -> Self {
-        if let Some(discovery) = &mut self.discovery {
-            discovery.prefix = prefix.into();
-        }
+    /// Like [`WorkerBuilder::discover`], with etcd credentials, timeouts or a membership
+    /// prefix other than the defaults (`Discovery`'s fields).
+    pub fn discovery(mut self, discovery: Discovery) -> Self {
+        self.discovery = Some(discovery);
         self
     }
 
@@ -206,9 +188,7 @@ impl WorkerBuilder {
     /// to the dispatchers served, as nmid's Go worker's `Register` does — but under a lease
     /// of `ttl`, so the key vanishes with the worker.
     pub fn etcd_register(mut self, ttl: Duration) -> Self {
-        if let Some(discovery) = &mut self.discovery {
-            discovery.register_ttl = Some(ttl.max(Duration::from_secs(1)));
-        }
+        self.register_ttl = Some(ttl.max(Duration::from_secs(1)));
         self
     }
 
@@ -284,33 +264,20 @@ impl WorkerBuilder {
         let functions = Rc::new(Functions {
             handlers: self.handlers,
         });
-        let follower = self.discovery.map(|discovery| {
-            let template = Template {
-                name: self.name.clone(),
-                slots: self.slots,
-                protocol: self.protocol,
-                max_frame_bytes: self.max_frame_bytes,
-                stop_timeout: self.stop_timeout,
-                functions: functions.clone(),
-            };
-            Follower::new(discovery, template, self.servers.clone()).start()
-        });
-        let sessions = self
-            .servers
-            .into_iter()
-            .map(|addr| {
-                Session::new(SessionSettings {
-                    addr,
-                    name: self.name.clone(),
-                    slots: self.slots,
-                    protocol: self.protocol,
-                    max_frame_bytes: self.max_frame_bytes,
-                    stop_timeout: self.stop_timeout,
-                    functions: functions.clone(),
-                })
-                .start()
-            })
+        let template = Template {
+            name: self.name,
+            slots: self.slots,
+            protocol: self.protocol,
+            max_frame_bytes: self.max_frame_bytes,
+            stop_timeout: self.stop_timeout,
+            functions,
+        };
+        let sessions = (self.servers.iter())
+            .map(|addr| Session::new(template.settings_for(addr)).start())
             .collect();
+        let follower = self.discovery.map(|discovery| {
+            Follower::new(discovery, self.register_ttl, template, self.servers).start()
+        });
         Ok(WorkerHandle { sessions, follower })
     }
 }
