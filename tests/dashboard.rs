@@ -36,7 +36,12 @@ fn read_all(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
 /// Chromium runs in a process group of its own, which is killed (by its leader's PID) once
 /// it is done or has run out of time, so that no helper process outlives the test.
 fn render(url: &str) -> String {
-    let profile = std::env::temp_dir().join(format!("nmid-dashboard-test-{}", std::process::id()));
+    // A profile per rendering: Chromium refuses a profile another instance holds, and the
+    // tests of this file render at the same time.
+    static RENDERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RENDERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile =
+        std::env::temp_dir().join(format!("nmid-dashboard-test-{}-{n}", std::process::id()));
     let mut child = Command::new(CHROMIUM)
         .args([
             "--headless",
