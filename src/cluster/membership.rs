@@ -70,6 +70,13 @@ impl PeerFollower {
             let load = record.load;
             match known.get(id) {
                 Some(old) if old == record => continue,
+                // Same id, new address (a dispatcher with a fixed `cluster.id` restarted
+                // elsewhere): a new link.
+                Some(old) if old.tcp_addr != record.tcp_addr => {
+                    let left = PeerLeft { peer: peer.clone() };
+                    self.registry.do_send(left);
+                    self.join(peer, record, functions);
+                }
                 Some(_) => {
                     let update = PeerUpdated {
                         peer,
@@ -78,20 +85,23 @@ impl PeerFollower {
                     };
                     self.registry.do_send(update);
                 }
-                None => {
-                    let port = Box::new(self.start_link(peer.clone(), record));
-                    let joined = PeerJoined {
-                        peer,
-                        port,
-                        functions,
-                        load,
-                    };
-                    self.registry.do_send(joined);
-                }
+                None => self.join(peer, record, functions),
             }
             known.insert(id.clone(), record.clone());
         }
         self.metrics.set_peers(known.len());
+    }
+
+    /// Starts a link to `peer` and tells the registry it joined.
+    fn join(&self, peer: PeerId, record: &MemberRecord, functions: Vec<FunctionName>) {
+        let port = Box::new(self.start_link(peer.clone(), record));
+        let joined = PeerJoined {
+            peer,
+            port,
+            functions,
+            load: record.load,
+        };
+        self.registry.do_send(joined);
     }
 
     fn start_link(&self, peer: PeerId, record: &MemberRecord) -> Addr<PeerLink> {
