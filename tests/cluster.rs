@@ -484,9 +484,10 @@ async fn a_dispatcher_started_before_etcd_serves_and_joins_when_it_comes_up() {
 }
 
 /// Discovery settings are checked at start-up and a bad one is named: a wildcard listen
-/// address without `cluster.advertise_addr`, endpoints that are not URLs, a zero TTL,
-/// half a credential, a prefix inside `nmid/`; endpoints read from one comma-separated
-/// string (as `--etcd` and the environment give them). The binary exits 2 saying so.
+/// address without `cluster.advertise_addr`, endpoints that are not http:// URLs (no TLS in
+/// this build), a zero TTL, half a credential, a prefix inside `nmid/`; endpoints read from
+/// one comma-separated string (as `--etcd` and the environment give them). The binary exits
+/// 2 saying so.
 #[test]
 fn discovery_settings_are_checked_and_the_bad_key_named() {
     let load = |overrides: &[(&str, &str)]| {
@@ -500,10 +501,14 @@ fn discovery_settings_are_checked_and_the_bad_key_named() {
     };
     let etcd = ("discovery.etcd_endpoints", "http://127.0.0.1:2379");
     let local = ("tcp.addr", "127.0.0.1:6808");
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 7] = [
         (&[etcd], "cluster.advertise_addr"),
         (
             &[("discovery.etcd_endpoints", "127.0.0.1:2379"), local],
+            "discovery.etcd_endpoints",
+        ),
+        (
+            &[("discovery.etcd_endpoints", "https://127.0.0.1:2379"), local],
             "discovery.etcd_endpoints",
         ),
         (
