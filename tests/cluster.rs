@@ -508,7 +508,10 @@ fn discovery_settings_are_checked_and_the_bad_key_named() {
             "discovery.etcd_endpoints",
         ),
         (
-            &[("discovery.etcd_endpoints", "https://127.0.0.1:2379"), local],
+            &[
+                ("discovery.etcd_endpoints", "https://127.0.0.1:2379"),
+                local,
+            ],
             "discovery.etcd_endpoints",
         ),
         (
