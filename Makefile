@@ -1,17 +1,23 @@
 # Entry points a person types. `make run` and `make test` are all a fresh machine needs.
 CARGO ?= cargo
 
-.PHONY: run test deps lint fmt build release bench bench-quick doc fuzz soak
+.PHONY: run test deps lint fmt build release bench bench-quick doc fuzz soak cluster-demo
 
 ## Start the dispatcher on 0.0.0.0:6808 with the embedded demo worker serving ToUpper.
-run:
+run: deps
 	$(CARGO) run --release --locked --bin nmid -- --demo
 
 ## Install what the tests need, check formatting and lints, then run every test.
 test: deps lint
 	$(CARGO) test --locked
 
-## Install the system packages the build and the tests need (Debian; idempotent).
+## The cluster walkthrough of docs/cluster.md: etcd, three dispatchers, a worker, calls
+## through each, a discovering client, a SIGKILLed dispatcher leaving etcd (127.0.0.1 only).
+cluster-demo: deps
+	./scripts/cluster-walkthrough
+
+## Install the system packages the build and the tests need (Debian; idempotent: etcd,
+## protoc for the etcd-client crate, Chromium and Prometheus for the tests).
 deps:
 	./scripts/install-deps
 
@@ -23,10 +29,10 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-build:
+build: deps
 	$(CARGO) build --locked
 
-release:
+release: deps
 	$(CARGO) build --locked --release
 
 doc:
@@ -35,7 +41,7 @@ doc:
 ## Benchmark us against NATS request-reply, gearmand, the one-hop floor and HTTP, then the
 ## codec micro-benchmarks (about 16 minutes). Installs what it lacks (nats-server, gearmand,
 ## wrk); results in bench-results/<time>.json and .md. See BENCHMARKS.md.
-bench:
+bench: deps
 	./scripts/bench-deps
 	$(CARGO) build --locked --release --bin nmid
 	ulimit -n "$$(ulimit -H -n)" 2>/dev/null || true; $(CARGO) bench --locked --bench compare
@@ -43,7 +49,7 @@ bench:
 
 ## Under a minute once built: 64 calls in flight, 32 B, us vs NATS vs the floor. The last
 ## line printed is `ratio_vs_nats=<x> ratio_vs_floor=<y>`.
-bench-quick:
+bench-quick: deps
 	./scripts/bench-deps
 	$(CARGO) build --locked --release --bin nmid
 	$(CARGO) bench --locked --bench compare -- --quick

@@ -9,7 +9,10 @@
 //! our workers, the peers' workers and every load generator — so the CPU time of each
 //! process (utime + stime from /proc over the measured window) is reported per 1000 calls.
 //! A full run also measures the dispatcher's memory with 10,000 idle connections and its
-//! throughput as functions grow 1 -> 1000 and worker connections 1 -> 100.
+//! throughput as functions grow 1 -> 1000 and worker connections 1 -> 100, and a cluster
+//! of three dispatchers on etcd: a forwarded call's cost against a direct one (calls/s and
+//! p99 in the same run) and a discovering client's failover time (`--cluster-only` runs
+//! just that).
 //!
 //! Every server binds 127.0.0.1 only, on ports from `--port-base` (default 26800); a busy
 //! port stops the run before anything starts. Every child is killed by its PID when its
@@ -39,7 +42,7 @@ use common::procs;
 use common::progress::Progress;
 use common::report::Report;
 use common::systems::Launcher;
-use common::{roles, scale, table, Harness};
+use common::{cluster, roles, scale, table, Harness};
 
 fn main() -> ExitCode {
     let options = Options::parse();
@@ -82,8 +85,9 @@ fn bench(settings: Settings) -> anyhow::Result<()> {
         table::run(&h, &mut runs)?;
     }
     let scale = h.settings.scale.then(|| scale::run(&h, &mut runs));
+    let cluster = h.settings.cluster.then(|| cluster::run(&h));
     h.progress.finish();
-    let report = Report::new(
+    let mut report = Report::new(
         h.settings.clone(),
         options::command_line(),
         started,
@@ -91,6 +95,7 @@ fn bench(settings: Settings) -> anyhow::Result<()> {
         runs,
         scale,
     );
+    report.cluster = cluster;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
     let (json_path, md_path, md) = report.write(&dir)?;
     eprintln!(

@@ -53,6 +53,28 @@ id_type!(
     WorkerId
 );
 
+/// The metadata key that marks a call forwarded by another dispatcher of the cluster. A call
+/// carrying it is never forwarded again (the hop limit), so two dispatchers that each think
+/// the other serves a function cannot pass a call back and forth.
+pub const FORWARDED_META_KEY: &str = "nmid-forwarded-by";
+
+/// Identifies a dispatcher of the cluster (its membership record's id): shared text, cheap
+/// to clone, the same in every dispatcher's view.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub Arc<str>);
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for PeerId {
+    fn from(id: &str) -> Self {
+        Self(Arc::from(id))
+    }
+}
+
 impl JobId {
     /// The id as v1 workers see it.
     pub fn to_wire(self) -> Bytes {
@@ -116,6 +138,14 @@ impl CallSpec {
             meta: None,
             deadline: Instant::now() + timeout,
         }
+    }
+
+    /// Another dispatcher forwarded this call here: it must not be forwarded again.
+    pub fn is_forwarded(&self) -> bool {
+        self.meta.as_deref().is_some_and(|meta| {
+            meta.iter()
+                .any(|(key, _)| &key[..] == FORWARDED_META_KEY.as_bytes())
+        })
     }
 
     /// Refuses what nmid refuses (an empty function name or empty params) and a call whose
@@ -286,6 +316,8 @@ pub struct RegistrySnapshot {
     pub workers: Vec<WorkerSnapshot>,
     /// Results that arrived after their job was over, since start.
     pub late_results: u64,
+    /// Every peer dispatcher the scheduler may forward to, by id.
+    pub peers: Vec<PeerSnapshot>,
     /// Shutdown has begun.
     pub draining: bool,
 }
@@ -294,6 +326,11 @@ impl RegistrySnapshot {
     /// Jobs running on workers, all functions together.
     pub fn in_flight(&self) -> u64 {
         self.workers.iter().map(|w| u64::from(w.in_flight)).sum()
+    }
+
+    /// Calls forwarded to peer dispatchers and not answered yet.
+    pub fn forwarded(&self) -> u64 {
+        self.peers.iter().map(|p| u64::from(p.forwarded)).sum()
     }
 
     /// Calls waiting for a worker, all functions together.
@@ -318,6 +355,21 @@ pub struct FunctionSnapshot {
     pub in_flight: u32,
     /// Its calls waiting for a worker.
     pub queued: usize,
+}
+
+/// One peer dispatcher in a [`RegistrySnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSnapshot {
+    /// The peer's id.
+    pub id: PeerId,
+    /// Functions its workers serve, as it advertises them.
+    pub functions: Vec<String>,
+    /// Its advertised load (jobs in flight and queued there).
+    pub load: u32,
+    /// Calls this dispatcher forwarded to it that are not answered yet.
+    pub forwarded: u32,
+    /// It answered its last connection attempt (an unreachable peer is skipped a while).
+    pub reachable: bool,
 }
 
 /// One worker in a [`RegistrySnapshot`].

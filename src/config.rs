@@ -50,6 +50,96 @@ pub struct Config {
     pub log: LogConfig,
     /// Distributed tracing.
     pub tracing: TracingConfig,
+    /// etcd discovery: endpoints, credentials, lease.
+    pub discovery: DiscoveryConfig,
+    /// The cluster of dispatchers: advertised addresses, forwarding limits.
+    pub cluster: ClusterConfig,
+}
+
+/// `[discovery]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// etcd endpoints; empty turns the cluster off. A TOML list, or one comma-separated
+    /// string (environment variables, `--etcd`).
+    #[serde(deserialize_with = "endpoint_list")]
+    pub etcd_endpoints: Vec<String>,
+    /// etcd user name; empty: no authentication.
+    pub username: String,
+    /// etcd password.
+    pub password: String,
+    /// TTL of the dispatcher's lease, in seconds.
+    pub lease_ttl_s: u64,
+    /// Longest wait for one etcd request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Ceiling of the reconnect backoff, in milliseconds.
+    pub retry_max_ms: u64,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The nmid protocol address peers reach; empty: `tcp.addr` (not a wildcard).
+    pub advertise_addr: String,
+    /// The HTTP address shown to peers; empty: derived.
+    pub advertise_http_addr: String,
+    /// This dispatcher's id; empty: generated at start.
+    pub id: String,
+    /// etcd prefix of the membership records.
+    pub prefix: String,
+    /// Shortest time between two writes of this dispatcher's records, in milliseconds.
+    pub publish_interval_ms: u64,
+    /// Tagged connections per peer dispatcher.
+    pub peer_connections: usize,
+    /// Calls forwarded to one peer at once at most.
+    pub max_forwarded_per_peer: u32,
+    /// How long an unreachable peer is skipped, in milliseconds.
+    pub peer_retry_ms: u64,
+    /// Largest membership record read from etcd, in bytes.
+    pub max_record_bytes: usize,
+}
+
+impl ClusterConfig {
+    /// `advertise_addr`, parsed, if set.
+    pub fn advertise_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_optional_addr("cluster.advertise_addr", &self.advertise_addr)
+    }
+
+    /// `advertise_http_addr`, parsed, if set.
+    pub fn advertise_http_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_optional_addr("cluster.advertise_http_addr", &self.advertise_http_addr)
+    }
+}
+
+fn parse_optional_addr(key: &'static str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|e| ConfigError::Invalid {
+        key,
+        reason: format!("{e}: expected IP:PORT or empty"),
+    })
+}
+
+/// Reads `discovery.etcd_endpoints` from a list or from one comma-separated string; blank
+/// entries are dropped, so `""` is the empty list.
+fn endpoint_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Endpoints {
+        List(Vec<String>),
+        Text(String),
+    }
+    let endpoints = match Endpoints::deserialize(de)? {
+        Endpoints::List(list) => list,
+        Endpoints::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(endpoints
+        .into_iter()
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect())
 }
 
 /// `[log]`
@@ -332,7 +422,95 @@ impl Config {
         if self.server.io_threads > 1024 {
             return invalid("server.io_threads", "must be at most 1024");
         }
+        self.validate_cluster()
+    }
+
+    /// The `[discovery]` and `[cluster]` checks; the address checks only matter, and only
+    /// run, when discovery is on.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, reason: &str) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        }
+        let discovery = &self.discovery;
+        if !(1..=86_400).contains(&discovery.lease_ttl_s) {
+            return invalid("discovery.lease_ttl_s", "must be 1 to 86400 seconds");
+        }
+        if discovery.request_timeout_ms < 10 {
+            return invalid("discovery.request_timeout_ms", "must be at least 10");
+        }
+        if discovery.retry_max_ms < 100 {
+            return invalid("discovery.retry_max_ms", "must be at least 100");
+        }
+        if discovery.password.is_empty() != discovery.username.is_empty() {
+            let key = match discovery.username.is_empty() {
+                true => "discovery.username",
+                false => "discovery.password",
+            };
+            return invalid(key, "username and password are set together or not at all");
+        }
+        for endpoint in &discovery.etcd_endpoints {
+            if !endpoint.starts_with("http://") {
+                return Err(ConfigError::Invalid {
+                    key: "discovery.etcd_endpoints",
+                    reason: format!(
+                        "{endpoint:?} must be an http:// URL (this build speaks to etcd \
+                         without TLS)"
+                    ),
+                });
+            }
+        }
+        let cluster = &self.cluster;
+        if cluster.prefix.is_empty() || cluster.prefix.starts_with("nmid/") {
+            return invalid(
+                "cluster.prefix",
+                "must be set, and outside nmid/ (which holds nmid's function keys)",
+            );
+        }
+        if cluster.id.contains('/') {
+            return invalid("cluster.id", "must not contain '/'");
+        }
+        if cluster.publish_interval_ms < 10 {
+            return invalid("cluster.publish_interval_ms", "must be at least 10");
+        }
+        if !(1..=64).contains(&cluster.peer_connections) {
+            return invalid("cluster.peer_connections", "must be 1 to 64");
+        }
+        if cluster.max_forwarded_per_peer == 0 {
+            return invalid("cluster.max_forwarded_per_peer", "must be at least 1");
+        }
+        if cluster.max_record_bytes < 1024 {
+            return invalid("cluster.max_record_bytes", "must be at least 1024");
+        }
+        let advertised = cluster.advertise_addr()?;
+        cluster.advertise_http_addr()?;
+        if let Some(addr) = advertised {
+            if addr.ip().is_unspecified() || addr.port() == 0 {
+                return invalid(
+                    "cluster.advertise_addr",
+                    "must be an address peers can reach: not a wildcard, not port 0",
+                );
+            }
+        }
+        let wildcard = self.tcp.addr.ip().is_unspecified();
+        if self.discovery_enabled() && advertised.is_none() && wildcard {
+            return Err(ConfigError::Invalid {
+                key: "cluster.advertise_addr",
+                reason: format!(
+                    "required with discovery on, since tcp.addr {} listens on every interface: \
+                     set the address peers reach this dispatcher at (or listen on one address)",
+                    self.tcp.addr
+                ),
+            });
+        }
         Ok(())
+    }
+
+    /// Discovery (and so the cluster) is on: etcd endpoints are set.
+    pub fn discovery_enabled(&self) -> bool {
+        !self.discovery.etcd_endpoints.is_empty()
     }
 
     /// The default job deadline.

@@ -7,6 +7,8 @@
 //! - [`call`]: the ground floor: ids, a call's spec and outcome, leases, snapshots.
 //! - [`scheduler`]: the placement policy as plain data (which worker, queue or refuse).
 //! - [`actors`]: the dispatcher: client and worker sessions, the registry, one job per call.
+//! - [`cluster`]: dispatchers on etcd: membership with leases, nmid's function keys,
+//!   forwarding to peers (off unless etcd endpoints are set).
 //! - [`server`]: [`server::run`]: listeners, arbiters, the accept loop, ordered shutdown.
 //! - [`http`]: the actix-web front end: `POST /call/<func>`, nmid's gateway, admin API.
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
@@ -21,6 +23,7 @@
 pub mod actors;
 pub mod call;
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod demo;

@@ -579,6 +579,12 @@ impl Metrics {
         }
     }
 
+    /// Adds `metric` to this dispatcher's registry, so that `GET /metrics` shows it too (the
+    /// cluster's metrics live beside the parts they count). Panics on a duplicate name.
+    pub fn register<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
+        Registrar(&self.registry).metric(metric)
+    }
+
     /// A job was retried on another worker.
     pub fn record_retry(&self) {
         self.retries.inc();

@@ -14,7 +14,13 @@
 //! - when the last worker of a function leaves, its waiting calls are refused at once
 //!   (`NoWorker`) rather than left to time out;
 //! - a function no worker ever served is `UnknownFunction`, one served before is `NoWorker`;
-//! - while draining, new calls are refused (`ShuttingDown`) and retries still placed.
+//! - while draining, new calls are refused (`ShuttingDown`) and retries still placed;
+//! - a call of a function **no local worker serves**, but a peer dispatcher advertises, is
+//!   **forwarded** to the peer with the lowest advertised load (local workers are always
+//!   preferred: a peer is never chosen while a local worker serves the function, even a
+//!   full one); a call that was itself forwarded here is never forwarded again (the hop
+//!   limit), and when the last local worker leaves, its waiting calls go to a peer if one
+//!   serves the function; `UnknownFunction`/`NoWorker` only when no dispatcher does.
 //!
 //! Every method returns its [`Decision`]s; it never sends anything.
 
@@ -24,7 +30,16 @@ use std::rc::Rc;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
-use crate::call::{DispatchError, FunctionName, FunctionSnapshot, JobId, WorkerId};
+use crate::call::{
+    DispatchError, FunctionName, FunctionSnapshot, JobId, PeerId, PeerSnapshot, WorkerId,
+};
+use peers::{NoPeer, Peers};
+
+mod peers;
+
+/// Calls forwarded to one peer at once unless [`Scheduler::set_max_forwarded_per_peer`]
+/// says otherwise (`cluster.max_forwarded_per_peer`).
+pub const DEFAULT_MAX_FORWARDED_PER_PEER: u32 = 4096;
 
 /// Function names remembered as "known" at most, so that workers registering endless new
 /// names cannot grow memory without bound. Past it, a function first registered later is
@@ -38,6 +53,10 @@ pub trait Waiting {
     fn job_id(&self) -> JobId;
     /// The job still waits for a worker.
     fn is_live(&self) -> bool;
+    /// The call may be forwarded to a peer dispatcher: it was not forwarded here itself.
+    fn forwardable(&self) -> bool {
+        true
+    }
 }
 
 /// What the registry must do with a call.
@@ -47,6 +66,13 @@ pub enum Decision<C> {
     Assign {
         /// The worker chosen.
         worker: WorkerId,
+        /// The call.
+        call: C,
+    },
+    /// Forward `call` to the peer dispatcher `peer`; its forwarded count is already raised.
+    Forward {
+        /// The peer chosen.
+        peer: PeerId,
         /// The call.
         call: C,
     },
@@ -143,6 +169,8 @@ pub struct Scheduler<C> {
     /// none) instead of every function its worker serves.
     backlogged: HashSet<FunctionName>,
     workers: HashMap<WorkerId, WorkerEntry>,
+    /// Peer dispatchers of the cluster (none without discovery).
+    peers: Peers,
     max_queue_per_function: usize,
     draining: bool,
 }
@@ -155,9 +183,15 @@ impl<C: Waiting> Scheduler<C> {
             known: HashSet::new(),
             backlogged: HashSet::new(),
             workers: HashMap::new(),
+            peers: Peers::new(DEFAULT_MAX_FORWARDED_PER_PEER),
             max_queue_per_function,
             draining: false,
         }
+    }
+
+    /// Forwards at most `max` calls at once to one peer; past it the peer counts as full.
+    pub fn set_max_forwarded_per_peer(&mut self, max: u32) {
+        self.peers.set_max_forwarded(max);
     }
 
     /// Places a call of `function`: on the least-loaded worker with a free slot, else in the
@@ -173,11 +207,7 @@ impl<C: Waiting> Scheduler<C> {
             .get_mut(function)
             .filter(|entry| !entry.workers.is_empty());
         let Some(entry) = entry else {
-            let error = match self.known.contains(function) {
-                true => DispatchError::NoWorker,
-                false => DispatchError::UnknownFunction,
-            };
-            return Some(Decision::Refuse { call, error });
+            return Some(self.forward_or_refuse(function, call));
         };
         match pick_worker(entry) {
             Some(worker) => Some(assign(&mut self.workers, worker, function, call)),
@@ -343,6 +373,31 @@ impl<C: Waiting> Scheduler<C> {
         decisions
     }
 
+    /// A peer dispatcher joined, or published its functions and load anew.
+    pub fn peer_seen(&mut self, peer: PeerId, functions: Vec<FunctionName>, load: u32) {
+        self.peers.seen(peer, functions, load);
+    }
+
+    /// A peer dispatcher left the cluster. Its forwarded calls are reported by their leases.
+    pub fn peer_gone(&mut self, peer: &PeerId) {
+        self.peers.gone(peer);
+    }
+
+    /// A peer could not be reached (skipped until marked reachable again), or can again.
+    pub fn peer_reachable(&mut self, peer: &PeerId, reachable: bool) {
+        self.peers.set_reachable(peer, reachable);
+    }
+
+    /// A call forwarded to `peer` was answered or lost: it no longer counts against it.
+    pub fn forward_finished(&mut self, peer: &PeerId) {
+        self.peers.finished(peer);
+    }
+
+    /// Every peer dispatcher, sorted by id.
+    pub fn peers(&self) -> Vec<PeerSnapshot> {
+        self.peers.snapshot()
+    }
+
     /// Shutdown has begun: refuse new calls from now on, keep placing retries.
     pub fn drain(&mut self) {
         self.draining = true;
@@ -399,6 +454,22 @@ impl<C: Waiting> Scheduler<C> {
         functions
     }
 
+    /// A call of `function`, which no local worker serves: to the least-loaded peer that
+    /// serves it, unless the call was forwarded here; else refused, `RateLimited` when every
+    /// serving peer is full, `NoWorker` when the function is served somewhere (or was
+    /// here), else `UnknownFunction`.
+    fn forward_or_refuse(&mut self, function: &FunctionName, call: C) -> Decision<C> {
+        let error = match call.forwardable().then(|| self.peers.pick(function)) {
+            Some(Ok(peer)) => return Decision::Forward { peer, call },
+            Some(Err(NoPeer::AllBusy)) => DispatchError::RateLimited,
+            _ if self.known.contains(function) || self.peers.serve(function) => {
+                DispatchError::NoWorker
+            }
+            _ => DispatchError::UnknownFunction,
+        };
+        Decision::Refuse { call, error }
+    }
+
     /// Hands waiting calls of `function` to free workers, oldest first.
     fn serve_queue(&mut self, function: &FunctionName, decisions: &mut Vec<Decision<C>>) {
         while let Some(entry) = self.functions.get_mut(function) {
@@ -439,8 +510,17 @@ impl<C: Waiting> Scheduler<C> {
         };
         entry.workers.retain(|load| load.worker != worker);
         if entry.workers.is_empty() {
-            let error = DispatchError::NoWorker;
-            decisions.extend((entry.queue.drain(..)).map(|call| Decision::Refuse { call, error }));
+            let waiting: Vec<C> = entry.queue.drain(..).collect();
+            for call in waiting {
+                decisions.push(match self.forward_or_refuse(function, call) {
+                    // A local worker served it: "unknown" would be a lie.
+                    Decision::Refuse { call, .. } => Decision::Refuse {
+                        call,
+                        error: DispatchError::NoWorker,
+                    },
+                    forward => forward,
+                });
+            }
         }
         self.note_backlog(function);
         self.forget_if_unused(function);
@@ -513,3 +593,6 @@ fn pick_worker<C>(entry: &mut FunctionEntry<C>) -> Option<WorkerId> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod peer_tests;

@@ -30,8 +30,9 @@ use crate::actors::registry::{Abandon, Drain, Registry, Snapshot};
 use crate::actors::worker_session::WorkerSession;
 use crate::actors::{ConnectionLimits, ConnectionPermit, IpSlots, SessionSettings, WorkerLimits};
 use crate::call::RegistrySnapshot;
+use crate::cluster::{Cluster, ClusterReport, ClusterSettings, ClusterView};
 use crate::codec::{CodecError, ConnType};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::http::HttpState;
 use crate::metrics::{Limit, Metrics, Role};
 
@@ -62,6 +63,10 @@ pub enum ServerError {
     /// A listener could not be set up or served.
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
+    /// The configuration does not fit the listeners (e.g. discovery on a wildcard address
+    /// without `cluster.advertise_addr`).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
 }
 
 /// The bound sockets a dispatcher serves: the nmid protocol, and optionally HTTP and a port
@@ -110,9 +115,18 @@ pub struct Handle {
     tcp_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    cluster: Option<ClusterView>,
 }
 
 impl Handle {
+    /// The cluster as `GET /api/v1/cluster` reports it (`enabled: false` without discovery).
+    pub async fn cluster(&self) -> ClusterReport {
+        match &self.cluster {
+            Some(view) => view.report(&self.snapshot().await),
+            None => ClusterView::disabled(),
+        }
+    }
+
     /// The address of the nmid protocol listener.
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
@@ -193,6 +207,8 @@ struct Dispatcher {
     http: Vec<actix_web::dev::ServerHandle>,
     arbiters: Vec<Arbiter>,
     drain_timeout: Duration,
+    /// The etcd membership, when discovery is on.
+    cluster: Option<Cluster>,
 }
 
 impl Dispatcher {
@@ -207,8 +223,13 @@ impl Dispatcher {
         // thread is a queue push, between threads it is a wake-up (eventfd, often a context
         // switch), and every call sends the registry two.
         let max_queue = config.workers.max_queue_per_function;
-        let registry =
-            Registry::start_in_arbiter(&arbiters[0].handle(), move |_| Registry::new(max_queue));
+        let (max_forwarded, peer_retry) = (
+            config.cluster.max_forwarded_per_peer,
+            Duration::from_millis(config.cluster.peer_retry_ms),
+        );
+        let registry = Registry::start_in_arbiter(&arbiters[0].handle(), move |_| {
+            Registry::new(max_queue).cluster_limits(max_forwarded, peer_retry)
+        });
         let jobs = JobServices {
             registry: registry.clone(),
             retries: config.jobs.retries,
@@ -241,6 +262,14 @@ impl Dispatcher {
         listeners.tcp.set_nonblocking(true)?;
         let tcp = TcpListener::from_std(listeners.tcp)?;
         let tcp_addr = tcp.local_addr()?;
+        let http_listen = (listeners.http.as_ref())
+            .map(|l| l.local_addr())
+            .transpose()?;
+        let cluster = ClusterSettings::resolve(config, tcp_addr, http_listen)?.map(|settings| {
+            let links = arbiters[0].handle();
+            Cluster::start(settings, registry.clone(), links, &metrics)
+        });
+        let cluster_view = cluster.as_ref().map(Cluster::view);
         let admission = Admission {
             connections: Arc::new(Semaphore::new(config.tcp.max_connections)),
             per_ip: (config.tcp.max_connections_per_ip > 0)
@@ -255,6 +284,7 @@ impl Dispatcher {
             max_body_bytes: config.http.max_body_bytes,
             max_frame_bytes: config.tcp.max_frame_bytes,
             started: SystemTime::now(),
+            cluster: cluster_view.clone(),
         };
         let drain_timeout = config.drain_timeout();
         let mut http = Vec::new();
@@ -278,20 +308,27 @@ impl Dispatcher {
                 tcp_addr,
                 http_addr,
                 metrics_addr,
+                cluster: cluster_view,
             },
             accept,
             http,
             arbiters,
             drain_timeout,
+            cluster,
         })
     }
 
-    /// Shuts down in order: stop accepting nmid connections -> stop taking new calls ->
-    /// drain the jobs in flight and queued (bounded by `server.drain_timeout_ms`) -> stop
-    /// HTTP -> stop the connection threads. (The binary then flushes telemetry.)
+    /// Shuts down in order: stop accepting nmid connections -> stop taking new calls (in a
+    /// cluster: the membership record says `draining`, so peers and clients send no more)
+    /// -> drain the jobs in flight, queued and forwarded (bounded by
+    /// `server.drain_timeout_ms`) -> stop HTTP -> leave the cluster (revoke the etcd lease)
+    /// -> stop the connection threads. (The binary then flushes telemetry.)
     async fn shutdown(self) -> Stopped {
         self.accept.abort();
         self.handle.registry.do_send(Drain);
+        if let Some(cluster) = &self.cluster {
+            cluster.begin_drain();
+        }
         // HTTP keeps answering while the jobs drain, so that `/readyz` says 503 and a new
         // call gets 503 `shutting_down` (actix-web's graceful stop would close even its idle
         // keep-alive connections at once, leaving probes nothing but a refused connection).
@@ -310,6 +347,9 @@ impl Dispatcher {
             }
         };
         futures_util::future::join_all(self.http.iter().map(|server| server.stop(true))).await;
+        if let Some(cluster) = self.cluster {
+            cluster.leave().await;
+        }
         // The sessions write their last answers at the end of a round.
         tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
         for arbiter in &self.arbiters {
@@ -324,7 +364,7 @@ impl Dispatcher {
         let started = Instant::now();
         loop {
             let snapshot = self.handle.snapshot().await;
-            let left = snapshot.in_flight() + snapshot.queued() as u64;
+            let left = snapshot.in_flight() + snapshot.queued() as u64 + snapshot.forwarded();
             if left == 0 {
                 info!(waited_ms = started.elapsed().as_millis() as u64, "drained");
                 return 0;

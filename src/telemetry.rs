@@ -161,6 +161,8 @@ pub enum Hop {
     Dispatcher,
     /// A worker running a job.
     Worker,
+    /// A dispatcher forwarding a call to a peer dispatcher of the cluster.
+    Forward,
 }
 
 impl Hop {
@@ -170,6 +172,7 @@ impl Hop {
             Hop::Http => "http",
             Hop::Dispatcher => "dispatcher",
             Hop::Worker => "worker",
+            Hop::Forward => "forward",
         }
     }
 }
@@ -182,9 +185,11 @@ pub fn hop_span(hop: Hop, function: &str, parent: Option<&Metadata>) -> Span {
     }
     let name = format!("nmid/{function}");
     let span = match hop {
-        Hop::Client => tracing::info_span!("nmid.call", otel.name = %name, otel.kind = "client",
+        Hop::Client | Hop::Forward => {
+            tracing::info_span!("nmid.call", otel.name = %name, otel.kind = "client",
             rpc.system = "nmid", rpc.service = "nmid", rpc.method = %function, nmid.role = hop.role(),
-            nmid.outcome = tracing::field::Empty, otel.status_code = tracing::field::Empty),
+            nmid.outcome = tracing::field::Empty, otel.status_code = tracing::field::Empty)
+        }
         Hop::Http | Hop::Dispatcher | Hop::Worker => {
             tracing::info_span!("nmid.serve", otel.name = %name,
             otel.kind = "server", rpc.system = "nmid", rpc.service = "nmid", rpc.method = %function,

@@ -2,6 +2,7 @@
 //! loads `/dashboard` from a live dispatcher with a worker, runs its JavaScript, and shows
 //! the worker and its function.
 
+mod cluster_support;
 mod common;
 
 use std::io::Read;
@@ -35,7 +36,12 @@ fn read_all(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
 /// Chromium runs in a process group of its own, which is killed (by its leader's PID) once
 /// it is done or has run out of time, so that no helper process outlives the test.
 fn render(url: &str) -> String {
-    let profile = std::env::temp_dir().join(format!("nmid-dashboard-test-{}", std::process::id()));
+    // A profile per rendering: Chromium refuses a profile another instance holds, and the
+    // tests of this file render at the same time.
+    static RENDERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RENDERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile =
+        std::env::temp_dir().join(format!("nmid-dashboard-test-{}-{n}", std::process::id()));
     let mut child = Command::new(CHROMIUM)
         .args([
             "--headless",
@@ -139,6 +145,44 @@ async fn dashboard_in_chromium_shows_the_workers_function() {
     let status = section(&dom, "id=\"status\"");
     assert!(status.contains(">serving</span>"), "status line: {status}");
     worker.stop().await;
+    dispatcher.stop().await;
+}
+
+/// In a cluster, the dashboard's cluster section shows etcd up and lists this dispatcher
+/// and its peer (a real etcd and a second `nmid` process).
+#[actix_rt::test]
+async fn dashboard_in_chromium_shows_the_cluster() {
+    let etcd = cluster_support::Etcd::start().await;
+    let mut config = Config::default();
+    config.discovery.etcd_endpoints = vec![etcd.url.clone()];
+    let dispatcher = start_dispatcher_with_http(config);
+    let peer = cluster_support::Nmid::start(&etcd.url);
+    let api = format!("{}/api/v1/cluster", dispatcher.http_url());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut response = awc::Client::default().get(&api).send().await.unwrap();
+        let report: serde_json::Value = response.json().await.unwrap();
+        let members = report["members"].as_array().map_or(0, Vec::len);
+        if report["etcd"]["state"] == "up" && members == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster never formed: {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let url = format!("{}/dashboard", dispatcher.http_url());
+    let dom = actix_rt::task::spawn_blocking(move || render(&url))
+        .await
+        .unwrap();
+    let status = section(&dom, "id=\"cluster-status\"");
+    assert!(status.contains("etcd up · 2 dispatchers"), "{status}");
+    let rows = section(&dom, "id=\"cluster-rows\"");
+    assert!(rows.contains(&dispatcher.addr.to_string()), "{rows}");
+    assert!(rows.contains("(this one)"), "{rows}");
+    assert!(rows.contains(&peer.tcp.to_string()), "{rows}");
     dispatcher.stop().await;
 }
 

@@ -470,7 +470,10 @@ async fn sigterm_past_the_drain_timeout_answers_every_caller_and_exits_3() {
         .unwrap()
         .expect("/readyz answered during the drain");
     assert!(readyz.starts_with("HTTP/1.0 503"), "{readyz}");
-    let http_answer = http_call.await.unwrap().expect("the HTTP caller was answered");
+    let http_answer = http_call
+        .await
+        .unwrap()
+        .expect("the HTTP caller was answered");
     assert!(http_answer.starts_with("HTTP/1.0 503"), "{http_answer}");
     assert!(http_answer.contains("shutting_down"), "{http_answer}");
     let status = nmid.wait_exit(PATIENCE);

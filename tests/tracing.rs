@@ -4,6 +4,7 @@
 //! and the spans of caller, dispatcher and both workers form one trace with the right
 //! parent links.
 
+mod cluster_support;
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -303,6 +304,57 @@ async fn two_hop_chain_is_one_trace_with_correct_parents() {
     worker2.stop().await;
     dispatcher.stop().await;
     provider.shutdown().unwrap();
+    receiver.assert_no_panics();
+}
+
+/// A call forwarded between dispatchers is one trace: B's HTTP span, B's dispatch span, B's
+/// forwarding hop (`nmid.role = forward`), the peer link's client span and A's dispatch span,
+/// each the child of the one before (two `nmid` processes on a real etcd, exporting over
+/// OTLP; their spans flushed on SIGTERM).
+#[actix_rt::test]
+async fn a_forwarded_call_is_one_trace_across_dispatchers() {
+    let receiver = start_receiver();
+    let etcd = cluster_support::Etcd::start().await;
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str())];
+    let mut a = cluster_support::Nmid::start_with_env(&etcd.url, &env);
+    let mut b = cluster_support::Nmid::start_with_env(&etcd.url, &env);
+    let worker = Worker::builder()
+        .name("Traced")
+        .server(a.tcp.to_string())
+        .function("ToUpper", nmid::demo::to_upper)
+        .start()
+        .unwrap();
+    b.wait_json(
+        "/api/v1/cluster",
+        Duration::from_secs(10),
+        "B sees A's ToUpper",
+        |v| cluster_support::serves(v, &a.id, "ToUpper"),
+    )
+    .await;
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "10f067aa0ba902b7";
+    let mut response = awc::Client::default()
+        .post(format!("http://{}/call/ToUpper", b.http))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("traceparent", format!("00-{trace_id}-{caller_span}-01")))
+        .send_body(r#"{"name":"hop"}"#)
+        .await
+        .unwrap();
+    assert_eq!(&response.body().await.unwrap()[..], b"HOP");
+    worker.stop().await;
+    assert!(b.terminate().success());
+    assert!(a.terminate().success());
+
+    let all = wait_for_spans(&receiver, 5);
+    let http = child(&all, caller_span, "http", "ToUpper");
+    let dispatch_b = child(&all, &http.span_id, "dispatcher", "ToUpper");
+    let forward = child(&all, &dispatch_b.span_id, "forward", "ToUpper");
+    let link = child(&all, &forward.span_id, "client", "ToUpper");
+    let dispatch_a = child(&all, &link.span_id, "dispatcher", "ToUpper");
+    for span in [http, dispatch_b, forward, link, dispatch_a] {
+        assert_eq!(span.trace_id, trace_id, "one trace: {span:?}");
+        assert_eq!(span.outcome, "ok", "{span:?}");
+    }
     receiver.assert_no_panics();
 }
 

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::cluster::ClusterBench;
 use super::report::{find, fmt_ratio, ratio, Cell, Report, Target};
 use super::systems::System;
 use super::FUNCTION;
@@ -92,6 +93,10 @@ pub fn document(report: &Report) -> String {
                 cpu("total"),
             );
         }
+    }
+    if let Some(cluster) = &report.cluster {
+        md.push_str("\n### Cluster: a forwarded call against a direct one, and failover\n\n");
+        md.push_str(&cluster_md(cluster));
     }
     md
 }
@@ -224,6 +229,61 @@ pub fn targets_md(targets: &[Target]) -> String {
             None => "not measured",
         };
         let _ = writeln!(md, "| {} | {} | {mark} |", t.target, t.measured);
+    }
+    md
+}
+
+/// The cluster section: the direct and forwarded windows side by side, then the failover.
+pub fn cluster_md(cluster: &ClusterBench) -> String {
+    let mut md = String::from(
+        "etcd and three dispatchers; tagged client, 64 in flight, 32 B, one window each.\n\n\
+         | calls | calls/s | p50 | p99 | |\n|---|---|---|---|---|\n",
+    );
+    for (what, run) in [
+        ("direct (A, local workers)", &cluster.direct),
+        ("forwarded (B -> peer)", &cluster.forwarded),
+    ] {
+        match (&run.result, &run.error) {
+            (Some(r), None) => {
+                let _ = writeln!(
+                    md,
+                    "| {what} | {} | {} | {} | |",
+                    kilo(run.calls_per_s),
+                    us(r.p50_us),
+                    us(r.p99_us)
+                );
+            }
+            (_, error) => {
+                let _ = writeln!(
+                    md,
+                    "| {what} | **failed** | | | {} |",
+                    error.as_deref().unwrap_or("no result")
+                );
+            }
+        }
+    }
+    let ratio = match (&cluster.direct.error, &cluster.forwarded.error) {
+        (None, None) if cluster.direct.calls_per_s > 0.0 => {
+            format!(
+                "{:.2}",
+                cluster.forwarded.calls_per_s / cluster.direct.calls_per_s
+            )
+        }
+        _ => "-".to_owned(),
+    };
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+    let _ = writeln!(
+        md,
+        "\nForwarded / direct throughput: {ratio}.\n\nFailover of a discovering client (16 \
+         callers, dispatcher A SIGKILLed): first successful call on a survivor by a caller that \
+         lost one {} after the kill; every caller recovered {} after it; {} calls lost \
+         (`ConnectionLost`, in flight on A).",
+        ms(cluster.failover_ms),
+        ms(cluster.all_recovered_ms),
+        cluster.failover_lost,
+    );
+    if let Some(error) = &cluster.error {
+        let _ = writeln!(md, "\n**Cluster section failed**: {error}");
     }
     md
 }

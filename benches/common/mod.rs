@@ -9,6 +9,8 @@
 //! - `table`: the main table, repetition by repetition over every system.
 //! - `scale`: throughput as functions grow 1 -> 1000 and worker connections 1 -> 100,
 //!   after `memory`: the dispatcher's memory with 10,000 idle connections.
+//! - `cluster`: three dispatchers on etcd: a forwarded call against a direct one, and the
+//!   failover time of a discovering client.
 //! - `report`: runs, medians, targets, the machine, and the JSON and markdown files;
 //!   `markdown` renders the tables.
 //! - `progress`: what the harness says on stderr while it runs.
@@ -17,6 +19,7 @@
 //! The child side is `roles`: the load generator, our workers, NATS responders, Gearman
 //! workers and the echo server, each a process of its own.
 
+pub mod cluster;
 pub mod load;
 pub mod markdown;
 pub mod memory;

@@ -48,6 +48,12 @@ pub struct Options {
     /// Only the memory test and the scale series, no table.
     #[arg(long)]
     pub scale_only: bool,
+    /// Skip the cluster section (a full run has it): forwarded vs direct calls, failover.
+    #[arg(long)]
+    pub no_cluster: bool,
+    /// Only the cluster section: etcd and three dispatchers on ports P+50, P+51, P+60..P+63.
+    #[arg(long)]
+    pub cluster_only: bool,
     /// Ports P+8, P+9, P+22, P+30 and P+40 on 127.0.0.1; a busy one stops the run before
     /// anything starts.
     #[arg(long, default_value_t = 26800, value_parser = clap::value_parser!(u16).range(1..=65_495))]
@@ -137,6 +143,8 @@ pub struct Settings {
     pub table: bool,
     /// Whether the memory test and the scale series run (full run, not `--no-scale`).
     pub scale: bool,
+    /// Whether the cluster section runs (full run, not `--no-cluster`; or `--cluster-only`).
+    pub cluster: bool,
     /// Listen ports, all on 127.0.0.1.
     pub ports: Ports,
     /// Pipelined connections of the load generators at 512 calls in flight.
@@ -165,8 +173,9 @@ impl Settings {
             reps: options.reps.unwrap_or(if quick { 1 } else { 3 }),
             warmup_ms: options.warmup_ms,
             window_ms: options.secs.unwrap_or(if quick { 4 } else { 5 }) * 1000,
-            table: !options.scale_only,
-            scale: !quick && !options.no_scale,
+            table: !options.scale_only && !options.cluster_only,
+            scale: !quick && !options.no_scale && !options.cluster_only,
+            cluster: options.cluster_only || (!quick && !options.no_cluster && !options.scale_only),
             ports: Ports::new(options.port_base),
             pipelined_conns_at_512: options.conns_512,
         }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::cluster::ClusterBench;
 use super::markdown;
 use super::options::Settings;
 use super::procs::{self, Role};
@@ -416,6 +417,8 @@ pub struct Report {
     pub scale: Option<Scale>,
     /// Every repetition of every cell, the scale series' included.
     pub runs: Vec<Run>,
+    /// The cluster section: forwarded vs direct calls, failover (set after `new`).
+    pub cluster: Option<ClusterBench>,
 }
 
 impl Report {
@@ -441,6 +444,7 @@ impl Report {
             targets,
             scale,
             runs,
+            cluster: None,
         }
     }
 
@@ -454,6 +458,7 @@ impl Report {
         if let Some(e) = self.scale.as_ref().and_then(|s| s.memory_error.as_ref()) {
             out.push(format!("memory test: {e}"));
         }
+        out.extend(self.cluster.iter().flat_map(ClusterBench::failures));
         out
     }
 
@@ -484,6 +489,7 @@ impl Report {
             "targets": self.targets,
             "scale": self.scale,
             "runs": self.runs,
+            "cluster": self.cluster,
         });
         let md = self.markdown();
         std::fs::create_dir_all(dir)?;

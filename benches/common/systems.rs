@@ -141,6 +141,11 @@ pub struct Ports {
     pub gearmand: u16,
     /// The floor's echo server.
     pub floor: u16,
+    /// The cluster section's etcd (clients; its peer port is the next one).
+    pub etcd: u16,
+    /// The cluster section's dispatchers A, B, C (nmid protocol) and B's HTTP: this port
+    /// and the three after it.
+    pub cluster_tcp: u16,
 }
 
 impl Ports {
@@ -152,16 +157,24 @@ impl Ports {
             nats: base + 22,
             gearmand: base + 30,
             floor: base + 40,
+            etcd: base + 50,
+            cluster_tcp: base + 60,
         }
     }
 
-    fn all(&self) -> [(u16, &'static str); 5] {
+    fn all(&self) -> [(u16, &'static str); 11] {
         [
             (self.nmid_tcp, "nmid tcp"),
             (self.nmid_http, "nmid http"),
             (self.nats, "nats-server"),
             (self.gearmand, "gearmand"),
             (self.floor, "the floor's echo server"),
+            (self.etcd, "the cluster's etcd"),
+            (self.etcd + 1, "the cluster's etcd peers"),
+            (self.cluster_tcp, "the cluster's dispatcher A"),
+            (self.cluster_tcp + 1, "the cluster's dispatcher B"),
+            (self.cluster_tcp + 2, "the cluster's dispatcher C"),
+            (self.cluster_tcp + 3, "the cluster's dispatcher B (http)"),
         ]
     }
 }
@@ -221,6 +234,11 @@ impl Launcher {
     /// The directory of the logs.
     pub fn logs(&self) -> &Path {
         &self.logs
+    }
+
+    /// The release `nmid` binary.
+    pub fn nmid_bin(&self) -> &Path {
+        &self.nmid_bin
     }
 
     /// The log file of the process `name`.

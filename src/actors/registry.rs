@@ -6,16 +6,21 @@
 //! function, changes its slots, finishes a job, says goodbye, and leaves. It sends calls to
 //! workers through their [`WorkerPort`], and refusals to jobs through their leases. The
 //! admin API, the metrics and the drain read its [`Snapshot`].
+//!
+//! In a cluster, the etcd session tells it of peer dispatchers ([`PeerJoined`],
+//! [`PeerUpdated`], [`PeerLeft`]); calls the scheduler forwards go to the peer's link
+//! through its [`PeerPort`], which reports each forwarded call's end ([`ForwardFinished`])
+//! and a peer it cannot reach ([`PeerUnreachable`]; skipped for `cluster.peer_retry_ms`).
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use foldhash::{HashMap, HashMapExt};
 use tracing::{debug, info};
 
 use crate::call::{
-    CallSpec, FunctionName, JobId, JobLease, RegistrySnapshot, WorkerId, WorkerSnapshot,
+    CallSpec, FunctionName, JobId, JobLease, PeerId, RegistrySnapshot, WorkerId, WorkerSnapshot,
 };
 use crate::scheduler::{Decision, Scheduler, Waiting};
 
@@ -136,6 +141,55 @@ pub struct Drain;
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Abandon;
+/// A peer dispatcher joined the cluster (its membership record appeared in etcd).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerJoined {
+    /// The peer.
+    pub peer: PeerId,
+    /// Where to send the calls forwarded to it.
+    pub port: Box<dyn PeerPort>,
+    /// Functions its workers serve.
+    pub functions: Vec<FunctionName>,
+    /// Its advertised load.
+    pub load: u32,
+}
+
+/// A peer published new functions or a new load.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PeerUpdated {
+    /// The peer.
+    pub peer: PeerId,
+    /// Functions its workers serve.
+    pub functions: Vec<FunctionName>,
+    /// Its advertised load.
+    pub load: u32,
+}
+
+/// A peer left the cluster (its record is gone: it stopped, or its lease expired).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PeerLeft {
+    /// The peer.
+    pub peer: PeerId,
+}
+
+/// A call forwarded to a peer was answered or lost: it no longer counts against the peer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ForwardFinished {
+    /// The peer.
+    pub peer: PeerId,
+}
+
+/// A peer could not be reached (or refused a call while draining): skip it for a while.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PeerUnreachable {
+    /// The peer.
+    pub peer: PeerId,
+}
 
 /// Asks for the registry's current state.
 #[derive(Debug, Message)]
@@ -164,6 +218,16 @@ pub trait WorkerPort: Send {
     fn abandon(&self);
 }
 
+/// How the registry reaches a peer dispatcher it forwards calls to. The peer's link
+/// implements it for its address, so the registry never names the cluster's actors.
+pub trait PeerPort: Send {
+    /// Forwards a call; its lease is answered with the peer's reply, or dropped if the peer
+    /// cannot give one (the job then retries or fails with `WorkerLost`).
+    fn forward(&self, assignment: Assignment);
+    /// Shutdown gave up waiting: answer every call forwarded there `ShuttingDown` now.
+    fn abandon(&self);
+}
+
 /// A call waiting in the scheduler's queue.
 struct Pending {
     job_id: JobId,
@@ -179,6 +243,10 @@ impl Waiting for Pending {
     fn is_live(&self) -> bool {
         self.lease.is_live()
     }
+
+    fn forwardable(&self) -> bool {
+        !self.spec.is_forwarded()
+    }
 }
 
 /// A connected worker as the registry knows it, besides its load (the scheduler's).
@@ -193,8 +261,15 @@ struct WorkerInfo {
 pub struct Registry {
     scheduler: Scheduler<Pending>,
     workers: HashMap<WorkerId, WorkerInfo>,
+    /// The links of the peer dispatchers, by id (none without discovery).
+    peers: HashMap<PeerId, Box<dyn PeerPort>>,
+    /// How long a peer that could not be reached is skipped.
+    peer_retry: Duration,
     late_results: u64,
 }
+
+/// How long an unreachable peer is skipped unless [`Registry::cluster_limits`] says.
+const DEFAULT_PEER_RETRY: Duration = Duration::from_secs(1);
 
 impl Registry {
     /// A registry whose functions each queue at most `max_queue_per_function` calls.
@@ -202,8 +277,19 @@ impl Registry {
         Self {
             scheduler: Scheduler::new(max_queue_per_function),
             workers: HashMap::new(),
+            peers: HashMap::new(),
+            peer_retry: DEFAULT_PEER_RETRY,
             late_results: 0,
         }
+    }
+
+    /// Forwards at most `max_forwarded_per_peer` calls at once to one peer, and skips a peer
+    /// that could not be reached for `peer_retry`.
+    pub fn cluster_limits(mut self, max_forwarded_per_peer: u32, peer_retry: Duration) -> Self {
+        self.scheduler
+            .set_max_forwarded_per_peer(max_forwarded_per_peer);
+        self.peer_retry = peer_retry;
+        self
     }
 }
 
@@ -338,6 +424,58 @@ impl Handler<WorkerLeft> for Registry {
     }
 }
 
+impl Handler<PeerJoined> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerJoined, _: &mut Self::Context) {
+        info!(peer = %msg.peer, functions = msg.functions.len(), "peer dispatcher joined");
+        self.scheduler
+            .peer_seen(msg.peer.clone(), msg.functions, msg.load);
+        self.peers.insert(msg.peer, msg.port);
+    }
+}
+
+impl Handler<PeerUpdated> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerUpdated, _: &mut Self::Context) {
+        if self.peers.contains_key(&msg.peer) {
+            self.scheduler.peer_seen(msg.peer, msg.functions, msg.load);
+        }
+    }
+}
+
+impl Handler<PeerLeft> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerLeft, _: &mut Self::Context) {
+        if self.peers.remove(&msg.peer).is_some() {
+            info!(peer = %msg.peer, "peer dispatcher left");
+        }
+        self.scheduler.peer_gone(&msg.peer);
+    }
+}
+
+impl Handler<ForwardFinished> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForwardFinished, _: &mut Self::Context) {
+        self.scheduler.forward_finished(&msg.peer);
+    }
+}
+
+impl Handler<PeerUnreachable> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerUnreachable, ctx: &mut Self::Context) {
+        debug!(peer = %msg.peer, retry_ms = self.peer_retry.as_millis() as u64, "peer unreachable: skipped for a while");
+        self.scheduler.peer_reachable(&msg.peer, false);
+        ctx.run_later(self.peer_retry, move |registry, _| {
+            registry.scheduler.peer_reachable(&msg.peer, true);
+        });
+    }
+}
+
 impl Handler<Drain> for Registry {
     type Result = ();
 
@@ -354,6 +492,9 @@ impl Handler<Abandon> for Registry {
         self.carry_out_all(decisions);
         for worker in self.workers.values() {
             worker.port.abandon();
+        }
+        for peer in self.peers.values() {
+            peer.abandon();
         }
     }
 }
@@ -380,6 +521,18 @@ impl Registry {
                 // lease would drop here and its job would hear the worker was lost.
                 if let Some(worker) = self.workers.get(&worker) {
                     worker.port.assign(assignment);
+                }
+            }
+            Decision::Forward { peer, call } => {
+                let assignment = Assignment {
+                    job_id: call.job_id,
+                    spec: call.spec,
+                    lease: call.lease,
+                };
+                // As for workers: a peer missing here drops the lease, reporting it lost.
+                match self.peers.get(&peer) {
+                    Some(link) => link.forward(assignment),
+                    None => self.scheduler.forward_finished(&peer),
                 }
             }
             Decision::Refuse { call, error } => call.lease.refuse(error),
@@ -412,6 +565,7 @@ impl Registry {
             functions: self.scheduler.functions(),
             workers,
             late_results: self.late_results,
+            peers: self.scheduler.peers(),
             draining: self.scheduler.is_draining(),
         }
     }

@@ -33,6 +33,14 @@ struct Cli {
     /// Also run the embedded demo worker serving `ToUpper`.
     #[arg(long)]
     demo: bool,
+    /// Join the cluster of dispatchers on these etcd endpoints, comma-separated (overrides
+    /// `discovery.etcd_endpoints`), e.g. `http://127.0.0.1:2379`.
+    #[arg(long, value_name = "URL[,URL...]")]
+    etcd: Option<String>,
+    /// The address peers, clients and workers reach this dispatcher at (overrides
+    /// `cluster.advertise_addr`); required with `--etcd` when listening on 0.0.0.0.
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise_addr: Option<SocketAddr>,
 }
 
 /// Exit status when the dispatcher could not start or failed (bad configuration, a port in
@@ -94,6 +102,12 @@ fn run(cli: Cli) -> anyhow::Result<nmid::server::Stopped> {
     }
     if cli.no_http {
         overrides.push(("http.enabled", "false".to_owned()));
+    }
+    if let Some(endpoints) = &cli.etcd {
+        overrides.push(("discovery.etcd_endpoints", endpoints.clone()));
+    }
+    if let Some(addr) = cli.advertise_addr {
+        overrides.push(("cluster.advertise_addr", addr.to_string()));
     }
     let config = nmid::config::Config::load(cli.config.as_deref(), &overrides)?;
     let telemetry = nmid::telemetry::init(&config.tracing_settings(), config.log_format())?;

@@ -13,6 +13,10 @@ pub enum ClientError {
         /// The operating system's reason.
         reason: String,
     },
+    /// A discovering client found no live dispatcher in etcd (none registered, all draining,
+    /// or every one tried failed).
+    #[error("no dispatcher available in the cluster")]
+    NoDispatcher,
     /// The connection dropped while the call was in flight (its outcome is unknown).
     #[error("connection to the dispatcher lost")]
     ConnectionLost,
@@ -75,7 +79,7 @@ impl ClientError {
     /// A short label of the error's kind, for span attributes and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Connect { .. } => "connect",
+            Self::Connect { .. } | Self::NoDispatcher => "connect",
             Self::ConnectionLost => "connection_lost",
             Self::NoWorker => "cant_do",
             Self::RateLimited => "rate_limited",

@@ -9,6 +9,11 @@
 //! connection drops (the dispatcher restarted), calls in flight fail with
 //! [`ClientError::ConnectionLost`] and the next call connects again.
 //!
+//! A **discovering** client ([`Client::discover`], [`ClientBuilder::discover`]) finds the
+//! dispatchers of a cluster in etcd, spreads calls over those that serve each function and
+//! fails over when one dies: calls in flight on it fail with `ConnectionLost` (at most
+//! once), unless marked [`CallOptions::idempotent`], which are sent to another dispatcher.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -30,6 +35,7 @@
 //! ```
 
 mod connection;
+mod discover;
 mod error;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,10 +48,13 @@ use serde::Serialize;
 
 pub use error::ClientError;
 
+use crate::cluster::etcd::Discovery;
+use crate::cluster::record::MemberRecord;
 use crate::codec::{Metadata, ParamsType, DEFAULT_MAX_FRAME_BYTES};
 use crate::retstruct::RetStruct;
 use crate::telemetry::{self, Hop};
 use connection::{Tagged, V1};
+use discover::{Discovered, DiscoveredCall};
 use tracing::Instrument;
 
 /// The per-call deadline when neither the call nor the builder sets one.
@@ -71,6 +80,9 @@ pub struct CallOptions {
     pub params_type: Option<ParamsType>,
     /// Metadata sent with the call (tagged mode), e.g. `traceparent`.
     pub metadata: Metadata,
+    /// The call may run more than once: a discovering client whose dispatcher dies with the
+    /// call in flight sends it to another one instead of failing with `ConnectionLost`.
+    pub idempotent: bool,
 }
 
 impl CallOptions {
@@ -83,6 +95,12 @@ impl CallOptions {
     /// Sets the params encoding.
     pub fn params_type(mut self, params_type: ParamsType) -> Self {
         self.params_type = Some(params_type);
+        self
+    }
+
+    /// Marks the call idempotent (see [`CallOptions::idempotent`]).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
         self
     }
 
@@ -103,9 +121,23 @@ pub struct ClientBuilder {
     protocol: Protocol,
     timeout: Duration,
     max_frame_bytes: usize,
+    discovery: Option<Discovery>,
 }
 
 impl ClientBuilder {
+    /// Finds the dispatchers in etcd at `endpoints` (`http://host:2379`) instead of the
+    /// builder's address; see [`Client::discover`].
+    pub fn discover<E: Into<String>>(self, endpoints: impl IntoIterator<Item = E>) -> Self {
+        self.discovery(Discovery::new(endpoints))
+    }
+
+    /// Like [`ClientBuilder::discover`], with etcd credentials, timeouts or a membership
+    /// prefix other than the defaults (`Discovery`'s fields).
+    pub fn discovery(mut self, discovery: Discovery) -> Self {
+        self.discovery = Some(discovery);
+        self
+    }
+
     /// Speaks `protocol` (tagged by default).
     pub fn protocol(mut self, protocol: Protocol) -> Self {
         self.protocol = protocol;
@@ -125,7 +157,40 @@ impl ClientBuilder {
     }
 
     /// Connects now, so a wrong address fails here rather than at the first call.
-    pub async fn connect(self) -> Result<Client, ClientError> {
+    pub async fn connect(mut self) -> Result<Client, ClientError> {
+        if let Some(discovery) = self.discovery.take() {
+            return self.discovering(discovery).await;
+        }
+        let client = self.build();
+        client.inner.transport.ensure_connected().await?;
+        Ok(client)
+    }
+
+    /// A discovering client: waits for etcd's first list of dispatchers.
+    async fn discovering(self, discovery: Discovery) -> Result<Client, ClientError> {
+        if self.protocol != Protocol::Tagged {
+            return Err(ClientError::BadRequest(
+                "a discovering client speaks the tagged protocol".to_owned(),
+            ));
+        }
+        let settings = Arc::new(Settings {
+            addr: discovery.etcd.endpoints.join(","),
+            timeout: self.timeout,
+            max_frame_bytes: self.max_frame_bytes,
+        });
+        let transport = Transport::Discover(Discovered::start(settings.clone(), discovery).await?);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                settings,
+                transport,
+                next_request: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The client without connecting: the first call connects (the dispatcher's links to
+    /// its peers, which must not wait on a peer at start-up).
+    pub(crate) fn build(self) -> Client {
         let settings = Arc::new(Settings {
             addr: self.addr,
             timeout: self.timeout,
@@ -135,15 +200,17 @@ impl ClientBuilder {
             Protocol::Tagged => Transport::Tagged(Tagged::new(settings.clone())),
             Protocol::V1 => Transport::V1(V1::new(settings.clone())),
         };
-        let client = Client {
+        debug_assert!(
+            self.discovery.is_none(),
+            "discovering clients start in connect"
+        );
+        Client {
             inner: Arc::new(Inner {
                 settings,
                 transport,
                 next_request: AtomicU64::new(1),
             }),
-        };
-        client.inner.transport.ensure_connected().await?;
-        Ok(client)
+        }
     }
 }
 
@@ -159,6 +226,7 @@ struct Settings {
 enum Transport {
     Tagged(Tagged),
     V1(V1),
+    Discover(Discovered),
 }
 
 impl Transport {
@@ -166,6 +234,7 @@ impl Transport {
         match self {
             Transport::Tagged(t) => t.ensure_connected().await,
             Transport::V1(v) => v.ensure_connected().await,
+            Transport::Discover(_) => Ok(()),
         }
     }
 }
@@ -196,10 +265,44 @@ impl Client {
             protocol: Protocol::Tagged,
             timeout: DEFAULT_CALL_TIMEOUT,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            discovery: None,
         }
     }
 
-    /// The dispatcher address.
+    /// A client of the cluster whose dispatchers are registered in etcd at `endpoints`
+    /// (`http://host:2379`): it follows them as they come and go, spreads calls over those
+    /// serving each function, and fails over when one dies (see the module's docs).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), nmid::client::ClientError> {
+    /// use nmid::client::{CallOptions, Client};
+    ///
+    /// let client = Client::discover(["http://127.0.0.1:2379"]).await?;
+    /// // {"name": "nmid"} as msgpack; retried on another dispatcher if one dies mid-call.
+    /// let params = &b"\x81\xa4name\xa4nmid"[..];
+    /// let ret = client
+    ///     .call_with("ToUpper", params, CallOptions::default().idempotent())
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn discover<E: Into<String>>(
+        endpoints: impl IntoIterator<Item = E>,
+    ) -> Result<Self, ClientError> {
+        Self::builder("").discover(endpoints).connect().await
+    }
+
+    /// The dispatchers a discovering client knows now (empty for a client of one address).
+    pub fn dispatchers(&self) -> Vec<MemberRecord> {
+        match &self.inner.transport {
+            Transport::Discover(d) => d.members(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The dispatcher address (a discovering client: its etcd endpoints).
     pub fn addr(&self) -> &str {
         &self.inner.settings.addr
     }
@@ -264,6 +367,17 @@ impl Client {
                 v.call(function, params, params_type, timeout)
                     .instrument(span.clone())
                     .await
+            }
+            Transport::Discover(d) => {
+                let call = DiscoveredCall {
+                    function,
+                    params,
+                    params_type,
+                    timeout,
+                    metadata,
+                    idempotent: options.idempotent,
+                };
+                d.call(call).instrument(span.clone()).await
             }
         };
         telemetry::finish(

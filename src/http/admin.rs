@@ -92,6 +92,17 @@ pub async fn stats(state: web::Data<HttpState>) -> Result<HttpResponse, HttpErro
     }))
 }
 
+/// `GET /api/v1/cluster`: each dispatcher of the cluster (this one first) with its
+/// addresses, functions, load and when it was last seen, and the etcd session's state;
+/// `{"enabled": false, ...}` without discovery.
+pub async fn cluster(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
+    let report = match &state.cluster {
+        Some(view) => view.report(&snapshot(&state).await?),
+        None => crate::cluster::ClusterView::disabled(),
+    };
+    Ok(HttpResponse::Ok().json(report))
+}
+
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn metrics(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
     let snapshot = snapshot(&state).await?;

@@ -6,6 +6,7 @@
 //! | `POST /call/{func}` | call `func`; body JSON (object -> msgpack map) or msgpack |
 //! | any path + `N-NMID-RequestType: HTTP_DO_WORK` | nmid's gateway protocol |
 //! | `GET /api/v1/functions`, `/api/v1/workers`, `/api/v1/stats` | introspection JSON |
+//! | `GET /api/v1/cluster` | the dispatchers of the cluster (etcd discovery) |
 //! | `GET /metrics` | Prometheus metrics |
 //! | `GET /healthz`, `GET /readyz` | liveness, readiness (503 while draining) |
 //! | `GET /dashboard` | the built-in dashboard page |
@@ -40,6 +41,8 @@ pub struct HttpState {
     pub max_frame_bytes: usize,
     /// When the dispatcher started, for the uptime.
     pub started: SystemTime,
+    /// The cluster, when discovery is on (`GET /api/v1/cluster`).
+    pub cluster: Option<crate::cluster::ClusterView>,
 }
 
 /// The dashboard page: plain HTML and JS, no build step.
@@ -51,6 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/functions", web::get().to(admin::functions))
         .route("/api/v1/workers", web::get().to(admin::workers))
         .route("/api/v1/stats", web::get().to(admin::stats))
+        .route("/api/v1/cluster", web::get().to(admin::cluster))
         .route("/metrics", web::get().to(admin::metrics))
         .route("/healthz", web::get().to(admin::healthz))
         .route("/readyz", web::get().to(admin::readyz))
@@ -131,6 +135,7 @@ mod tests {
             max_body_bytes: 32,
             max_frame_bytes: crate::codec::DEFAULT_MAX_FRAME_BYTES,
             started: SystemTime::now(),
+            cluster: None,
         })
     }
 

@@ -40,6 +40,7 @@
 //! }
 //! ```
 
+mod discover;
 mod job;
 mod session;
 
@@ -55,9 +56,14 @@ use futures_util::future::LocalBoxFuture;
 pub use job::{Job, JobError};
 
 use crate::client::Protocol;
+use crate::cluster::etcd::Discovery;
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
 use crate::retstruct::RetStruct;
-use session::{Session, SessionSettings, Shutdown};
+use discover::{Follower, StopAll, Template};
+use session::{Session, Shutdown};
+
+/// TTL of the lease a worker registers `nmid/<name>` under (`etcd_register`).
+pub const DEFAULT_REGISTER_TTL: Duration = Duration::from_secs(10);
 
 /// Jobs a worker runs at once unless told otherwise.
 pub const DEFAULT_SLOTS: u32 = 16;
@@ -72,8 +78,8 @@ type BoxedHandler = Rc<dyn Fn(Job) -> LocalBoxFuture<'static, HandlerResult>>;
 /// Why a worker could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WorkerError {
-    /// `server(..)` was never called.
-    #[error("a worker needs at least one dispatcher address (server)")]
+    /// Neither `server(..)` nor `discover(..)` was called.
+    #[error("a worker needs at least one dispatcher address (server) or etcd (discover)")]
     NoServer,
     /// `function(..)` was never called.
     #[error("a worker needs at least one function")]
@@ -116,6 +122,8 @@ impl Worker {
             protocol: Protocol::Tagged,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            discovery: None,
+            register_ttl: None,
         }
     }
 }
@@ -129,6 +137,8 @@ pub struct WorkerBuilder {
     protocol: Protocol,
     max_frame_bytes: usize,
     stop_timeout: Duration,
+    discovery: Option<Discovery>,
+    register_ttl: Option<Duration>,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -156,6 +166,29 @@ impl WorkerBuilder {
     /// Adds a dispatcher to serve (`HOST:PORT`); call it once per dispatcher.
     pub fn server(mut self, addr: impl Into<String>) -> Self {
         self.servers.push(addr.into());
+        self
+    }
+
+    /// Serves every dispatcher registered in etcd at `endpoints` (`http://host:2379`), and
+    /// follows them: a dispatcher that joins the cluster gets this worker registered within
+    /// a second or so, one that leaves (or drains) is dropped. May be combined with
+    /// `server(..)`, whose dispatchers are not connected twice.
+    pub fn discover<E: Into<String>>(self, endpoints: impl IntoIterator<Item = E>) -> Self {
+        self.discovery(Discovery::new(endpoints))
+    }
+
+    /// Like [`WorkerBuilder::discover`], with etcd credentials, timeouts or a membership
+    /// prefix other than the defaults (`Discovery`'s fields).
+    pub fn discovery(mut self, discovery: Discovery) -> Self {
+        self.discovery = Some(discovery);
+        self
+    }
+
+    /// With `discover(..)`: also keep `nmid/<worker name>` in etcd, mapping each function
+    /// to the dispatchers served, as nmid's Go worker's `Register` does — but under a lease
+    /// of `ttl`, so the key vanishes with the worker.
+    pub fn etcd_register(mut self, ttl: Duration) -> Self {
+        self.register_ttl = Some(ttl.max(Duration::from_secs(1)));
         self
     }
 
@@ -217,7 +250,7 @@ impl WorkerBuilder {
     /// a running actix `System` (e.g. `#[actix_rt::main]`). Connection failures are not
     /// errors: each session keeps reconnecting with backoff.
     pub fn start(self) -> Result<WorkerHandle, WorkerError> {
-        if self.servers.is_empty() {
+        if self.servers.is_empty() && self.discovery.is_none() {
             return Err(WorkerError::NoServer);
         }
         if self.handlers.is_empty() {
@@ -231,23 +264,21 @@ impl WorkerBuilder {
         let functions = Rc::new(Functions {
             handlers: self.handlers,
         });
-        let sessions = self
-            .servers
-            .into_iter()
-            .map(|addr| {
-                Session::new(SessionSettings {
-                    addr,
-                    name: self.name.clone(),
-                    slots: self.slots,
-                    protocol: self.protocol,
-                    max_frame_bytes: self.max_frame_bytes,
-                    stop_timeout: self.stop_timeout,
-                    functions: functions.clone(),
-                })
-                .start()
-            })
+        let template = Template {
+            name: self.name,
+            slots: self.slots,
+            protocol: self.protocol,
+            max_frame_bytes: self.max_frame_bytes,
+            stop_timeout: self.stop_timeout,
+            functions,
+        };
+        let sessions = (self.servers.iter())
+            .map(|addr| Session::new(template.settings_for(addr)).start())
             .collect();
-        Ok(WorkerHandle { sessions })
+        let follower = self.discovery.map(|discovery| {
+            Follower::new(discovery, self.register_ttl, template, self.servers).start()
+        });
+        Ok(WorkerHandle { sessions, follower })
     }
 }
 
@@ -255,6 +286,8 @@ impl WorkerBuilder {
 #[derive(Debug, Clone)]
 pub struct WorkerHandle {
     sessions: Vec<Addr<Session>>,
+    /// The sessions of discovered dispatchers, with `discover(..)`.
+    follower: Option<Addr<Follower>>,
 }
 
 impl WorkerHandle {
@@ -262,7 +295,14 @@ impl WorkerHandle {
     /// sure no further job is on its way (tagged: `W_BYE` until `S_BYE_ACK`), finish the
     /// jobs in flight (bounded by the stop timeout), then close. Returns when all are closed.
     pub async fn stop(self) {
+        let discovered = self.follower.as_ref().map(|f| f.send(StopAll));
         let waits: Vec<_> = self.sessions.iter().map(|s| s.send(Shutdown)).collect();
+        if let Some(Ok(done)) = match discovered {
+            Some(wait) => Some(wait.await),
+            None => None,
+        } {
+            let _ = done.await;
+        }
         for wait in waits {
             if let Ok(done) = wait.await {
                 let _ = done.await;

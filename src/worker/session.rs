@@ -246,8 +246,14 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for Session {
 impl WriteHandler<CodecError> for Session {
     fn error(&mut self, err: CodecError, ctx: &mut Self::Context) -> Running {
         warn!(addr = %self.settings.addr, cause = %err, "write to dispatcher failed");
-        // Called from inside the writer, which cannot be cancelled or dropped from here.
-        ctx.run_later(Duration::ZERO, |session, ctx| session.link_down(ctx));
+        // actix calls this from inside the writer, which panics if it is dropped here
+        // (`FramedWrite`'s drop borrows what the writer holds): drop the link just after.
+        let generation = self.generation;
+        ctx.run_later(Duration::ZERO, move |session, ctx| {
+            if session.generation == generation {
+                session.link_down(ctx);
+            }
+        });
         Running::Continue
     }
 

@@ -1,0 +1,255 @@
+//! One actor per peer dispatcher: carries out the scheduler's `Forward` decisions for it.
+//!
+//! Started by the membership follower when a peer's record appears; the registry holds its
+//! address as the peer's [`PeerPort`] and sends it [`Forward`]. It holds a small pool of
+//! tagged connections to the peer (`cluster.peer_connections`, connected on first use) and
+//! sends each call as `C_CALL` with the time its caller has left, its trace context, and the
+//! hop marker ([`FORWARDED_META_KEY`]) that stops the peer from forwarding it again.
+//!
+//! The peer's answer goes to the job through its lease. When the peer cannot give one (its
+//! connection drops with the call in flight, it cannot be reached, it is draining), the link
+//! first tells the registry the peer is unreachable, then drops the lease: the job hears its
+//! "worker" was lost and retries (elsewhere: the registry skips the peer a while) or fails
+//! with `WorkerLost`. Nothing waits forever: the job's own deadline answers its caller.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use foldhash::{HashMap, HashMapExt};
+use tracing::{debug, Instrument};
+
+use super::metrics::{ClusterMetrics, ForwardOutcome};
+use crate::actors::registry::{Assignment, ForwardFinished, PeerPort, PeerUnreachable, Registry};
+use crate::call::{CallOutcome, DispatchError, JobId, JobLease, PeerId, FORWARDED_META_KEY};
+use crate::client::{CallOptions, Client, ClientError};
+use crate::telemetry::{self, Hop};
+
+/// From the registry: a call to forward to this peer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Forward {
+    /// The call, with its job's lease.
+    pub assignment: Assignment,
+}
+
+/// From the registry at shutdown, past the drain timeout: answer every call in flight here
+/// `ShuttingDown`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Abandon;
+
+/// The registry forwards calls through the link's address.
+impl PeerPort for Addr<PeerLink> {
+    fn forward(&self, assignment: Assignment) {
+        self.do_send(Forward { assignment });
+    }
+
+    fn abandon(&self) {
+        self.do_send(Abandon);
+    }
+}
+
+/// The link to one peer dispatcher.
+pub struct PeerLink {
+    peer: PeerId,
+    /// This dispatcher's id: the hop marker's value, for the peer's logs and traces.
+    own_id: Bytes,
+    clients: Vec<Client>,
+    next: usize,
+    /// The leases of the calls in flight at the peer, until their answers come.
+    in_flight: HashMap<JobId, JobLease>,
+    registry: Addr<Registry>,
+    metrics: ClusterMetrics,
+}
+
+impl PeerLink {
+    /// A link to `peer` at `addr` over `connections` tagged connections (connected on first
+    /// use), reading frames of at most `max_frame_bytes`.
+    pub fn new(
+        peer: PeerId,
+        addr: String,
+        own_id: &str,
+        connections: usize,
+        max_frame_bytes: usize,
+        registry: Addr<Registry>,
+        metrics: ClusterMetrics,
+    ) -> Self {
+        let clients = (0..connections.max(1))
+            .map(|_| {
+                Client::builder(addr.clone())
+                    .max_frame_bytes(max_frame_bytes)
+                    .build()
+            })
+            .collect();
+        Self {
+            peer,
+            own_id: Bytes::copy_from_slice(own_id.as_bytes()),
+            clients,
+            next: 0,
+            in_flight: HashMap::new(),
+            registry,
+            metrics,
+        }
+    }
+}
+
+impl Actor for PeerLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        debug!(peer = %self.peer, "peer link started");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        debug!(peer = %self.peer, "peer link stopped");
+    }
+}
+
+impl Handler<Forward> for PeerLink {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forward, ctx: &mut Self::Context) {
+        let Assignment {
+            job_id,
+            spec,
+            lease,
+        } = msg.assignment;
+        let client = self.clients[self.next % self.clients.len()].clone();
+        self.next = self.next.wrapping_add(1);
+        let function = spec.function.to_string();
+        let span = telemetry::hop_span(Hop::Forward, &function, spec.meta.as_deref());
+        let meta = spec.meta.map(|m| (*m).clone()).unwrap_or_default();
+        let mut options = CallOptions {
+            timeout: Some(time_left(spec.deadline)),
+            params_type: Some(spec.params_type),
+            metadata: telemetry::with_span_context(&span, meta),
+            idempotent: false,
+        };
+        let hop = Bytes::from_static(FORWARDED_META_KEY.as_bytes());
+        options.metadata.push((hop, self.own_id.clone()));
+        debug!(job = %job_id, peer = %self.peer, function = %function, "forwarding call");
+        self.in_flight.insert(job_id, lease);
+        let call = async move { client.call_with(&function, spec.params, options).await };
+        call.instrument(span.clone())
+            .into_actor(self)
+            .map(move |result, link, _| {
+                let outcome = forward_outcome(&result);
+                telemetry::finish(&span, outcome.as_str());
+                link.metrics.forwarded(outcome);
+                // Abandoned at shutdown: answered already.
+                let Some(lease) = link.in_flight.remove(&job_id) else {
+                    return;
+                };
+                match answer_of(result) {
+                    Some(answer) => {
+                        lease.answer(answer);
+                    }
+                    None => {
+                        // The registry hears first, so the job's retry skips this peer.
+                        let peer = link.peer.clone();
+                        link.registry.do_send(PeerUnreachable { peer });
+                        drop(lease);
+                    }
+                }
+                let peer = link.peer.clone();
+                link.registry.do_send(ForwardFinished { peer });
+            })
+            .spawn(ctx);
+    }
+}
+
+impl Handler<Abandon> for PeerLink {
+    type Result = ();
+
+    fn handle(&mut self, _: Abandon, _: &mut Self::Context) {
+        for (_, lease) in self.in_flight.drain() {
+            lease.refuse(DispatchError::ShuttingDown);
+            let peer = self.peer.clone();
+            self.registry.do_send(ForwardFinished { peer });
+        }
+    }
+}
+
+/// The time a call has left, at least 1 ms (0 would mean "the peer's default").
+fn time_left(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+/// The job's answer for the peer's reply; `None` when the peer gave none that counts (the
+/// call must be retried or reported lost).
+fn answer_of(result: Result<Bytes, ClientError>) -> Option<CallOutcome> {
+    let failed = |error| Some(CallOutcome::Failed(error));
+    match result {
+        Ok(ret) => Some(CallOutcome::Done(ret)),
+        Err(ClientError::WorkerError(message)) => Some(CallOutcome::WorkerFailed(message.into())),
+        Err(ClientError::NoWorker) => failed(DispatchError::NoWorker),
+        Err(ClientError::RateLimited) => failed(DispatchError::RateLimited),
+        Err(ClientError::Timeout) => failed(DispatchError::Timeout),
+        Err(ClientError::WorkerLost) => failed(DispatchError::WorkerLost),
+        Err(ClientError::BadRequest(_)) => failed(DispatchError::BadRequest),
+        Err(ClientError::TooLarge(_)) => failed(DispatchError::TooLarge),
+        Err(ClientError::Other { message, .. }) => Some(CallOutcome::WorkerFailed(message.into())),
+        // Never ran there, or unknown whether it ran: hand it back.
+        Err(
+            ClientError::ShuttingDown
+            | ClientError::ConnectionLost
+            | ClientError::Connect { .. }
+            | ClientError::NoDispatcher
+            | ClientError::Protocol(_)
+            | ClientError::Failed
+            | ClientError::Function { .. }
+            | ClientError::Encode(_)
+            | ClientError::Decode(_),
+        ) => None,
+    }
+}
+
+/// How the forwarded call ended, for the metrics and the span.
+fn forward_outcome(result: &Result<Bytes, ClientError>) -> ForwardOutcome {
+    match result {
+        Ok(_) => ForwardOutcome::Ok,
+        Err(ClientError::WorkerError(_) | ClientError::Other { .. }) => ForwardOutcome::Error,
+        Err(ClientError::NoWorker) => ForwardOutcome::CantDo,
+        Err(ClientError::RateLimited) => ForwardOutcome::RateLimited,
+        Err(ClientError::Timeout) => ForwardOutcome::Timeout,
+        Err(ClientError::WorkerLost | ClientError::BadRequest(_)) => ForwardOutcome::WorkerLost,
+        Err(_) => ForwardOutcome::PeerLost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replies that say what happened reach the job; replies that leave the call's fate to
+    /// the caller (the peer vanished, was draining, could not be reached) hand it back.
+    #[test]
+    fn peer_replies_map_to_job_outcomes() {
+        assert_eq!(
+            answer_of(Ok(Bytes::from_static(b"r"))),
+            Some(CallOutcome::Done(Bytes::from_static(b"r")))
+        );
+        assert_eq!(
+            answer_of(Err(ClientError::NoWorker)),
+            Some(CallOutcome::Failed(DispatchError::NoWorker))
+        );
+        assert_eq!(
+            answer_of(Err(ClientError::WorkerError("boom".into()))),
+            Some(CallOutcome::WorkerFailed(Bytes::from_static(b"boom")))
+        );
+        assert_eq!(answer_of(Err(ClientError::ConnectionLost)), None);
+        assert_eq!(answer_of(Err(ClientError::ShuttingDown)), None);
+        let unreachable = ClientError::Connect {
+            addr: "127.0.0.1:1".into(),
+            reason: "refused".into(),
+        };
+        assert_eq!(
+            forward_outcome(&Err(unreachable.clone())),
+            ForwardOutcome::PeerLost
+        );
+        assert_eq!(answer_of(Err(unreachable)), None);
+    }
+}

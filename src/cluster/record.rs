@@ -1,0 +1,171 @@
+//! What the cluster keeps in etcd, as plain data: a dispatcher's membership record, nmid's
+//! function keys, and the key names. Pure: no I/O, so each format is pinned by a unit test.
+//!
+//! ```text
+//! <cluster.prefix><id>          {"id", "tcp_addr", "http_addr", "version", "started_at",
+//!                                "functions", "load", "draining"}      one per dispatcher
+//! nmid/dispatcher-<id>          {"<function>": ["<tcp_addr>"], ...}   nmid's convention
+//! nmid/<worker name>            {"<function>": ["<dispatcher>", ...]} a worker's (optional)
+//! ```
+//!
+//! Both kinds of key live under the dispatcher's (or the worker's) lease, so they vanish
+//! within the lease TTL of a crash. nmid's Go consumer reads the prefix `nmid/`, decodes
+//! each value as a map from function name to address list, and merges the maps.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The prefix nmid's Go consumer reads (`cli.Consumer`): function keys live under it.
+pub const NMID_PREFIX: &str = "nmid/";
+
+/// A dispatcher's membership record: who it is, where to reach it, what it serves now and
+/// how loaded it is (jobs in flight and queued), as published at most every
+/// `cluster.publish_interval_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// The dispatcher's id, also the last part of its key.
+    pub id: String,
+    /// Its nmid protocol address (`cluster.advertise_addr`).
+    pub tcp_addr: SocketAddr,
+    /// Its HTTP address, when it serves HTTP.
+    pub http_addr: Option<SocketAddr>,
+    /// The `nmid` version it runs.
+    pub version: String,
+    /// When it started, in Unix seconds.
+    pub started_at: u64,
+    /// Functions its own workers serve, sorted.
+    pub functions: Vec<String>,
+    /// Its jobs in flight and queued calls, all functions together.
+    pub load: u32,
+    /// It is shutting down: take no new calls there.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+impl MemberRecord {
+    /// The record as stored: JSON.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a member record always serialises")
+    }
+
+    /// Reads a stored record; `None` for anything larger than `max_bytes` or not a record.
+    pub fn decode(value: &[u8], max_bytes: usize) -> Option<Self> {
+        if value.len() > max_bytes {
+            return None;
+        }
+        serde_json::from_slice(value).ok()
+    }
+
+    /// This dispatcher's nmid key value: each function mapped to its own address.
+    pub fn nmid_value(&self) -> String {
+        let addr = vec![self.tcp_addr.to_string()];
+        let functions: BTreeMap<&str, Vec<String>> = (self.functions.iter())
+            .map(|f| (f.as_str(), addr.clone()))
+            .collect();
+        serde_json::to_string(&functions).expect("a map of strings always serialises")
+    }
+}
+
+/// The key of dispatcher `id`'s membership record.
+pub fn member_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}{id}")
+}
+
+/// The nmid key of dispatcher `id`: where nmid's Go consumer finds the functions of the
+/// workers connected to it.
+pub fn dispatcher_nmid_key(id: &str) -> String {
+    format!("{NMID_PREFIX}dispatcher-{id}")
+}
+
+/// The nmid key a worker named `name` registers under (nmid's Go worker's `Register`).
+pub fn worker_nmid_key(name: &str) -> String {
+    format!("{NMID_PREFIX}{name}")
+}
+
+/// A worker's nmid key value: each of its functions mapped to the dispatchers it serves.
+pub fn worker_nmid_value<'a>(
+    functions: impl IntoIterator<Item = &'a str>,
+    dispatchers: &[String],
+) -> String {
+    let map: BTreeMap<&str, &[String]> = functions.into_iter().map(|f| (f, dispatchers)).collect();
+    serde_json::to_string(&map).expect("a map of strings always serialises")
+}
+
+/// Reads the values under `nmid/` as nmid's Go consumer does: each a JSON object of function
+/// name to address list, merged (addresses of one function from several keys are joined,
+/// without repeats). A value that is not such an object is skipped, as the consumer does.
+pub fn merge_nmid_values<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut merged: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for value in values {
+        let Ok(map) = serde_json::from_slice::<BTreeMap<String, Vec<String>>>(value) else {
+            continue;
+        };
+        for (function, addrs) in map {
+            let known = merged.entry(function).or_default();
+            for addr in addrs {
+                if !known.contains(&addr) {
+                    known.push(addr);
+                }
+            }
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> MemberRecord {
+        MemberRecord {
+            id: "a".to_owned(),
+            tcp_addr: "127.0.0.1:6808".parse().unwrap(),
+            http_addr: Some("127.0.0.1:6809".parse().unwrap()),
+            version: "0.1.0".to_owned(),
+            started_at: 1_700_000_000,
+            functions: vec!["ToLower".to_owned(), "ToUpper".to_owned()],
+            load: 3,
+            draining: false,
+        }
+    }
+
+    /// A record survives its JSON; an oversized or foreign value is not a record.
+    #[test]
+    fn records_round_trip_and_junk_is_refused() {
+        let text = record().encode();
+        assert_eq!(MemberRecord::decode(text.as_bytes(), 65536), Some(record()));
+        assert_eq!(MemberRecord::decode(text.as_bytes(), 16), None);
+        assert_eq!(MemberRecord::decode(b"{\"ToUpper\":[]}", 65536), None);
+        assert_eq!(MemberRecord::decode(b"\xff", 65536), None);
+    }
+
+    /// The nmid value is nmid's shape: function -> [address], readable by the consumer.
+    #[test]
+    fn the_nmid_value_maps_each_function_to_the_dispatcher_address() {
+        assert_eq!(
+            record().nmid_value(),
+            r#"{"ToLower":["127.0.0.1:6808"],"ToUpper":["127.0.0.1:6808"]}"#
+        );
+        let worker = worker_nmid_value(["F"], &["a:1".to_owned(), "b:2".to_owned()]);
+        assert_eq!(worker, r#"{"F":["a:1","b:2"]}"#);
+    }
+
+    /// Merging several keys joins the address lists per function and skips junk values.
+    #[test]
+    fn values_merge_as_the_go_consumer_merges_them() {
+        let values: [&[u8]; 4] = [
+            br#"{"F":["a:1"],"G":["a:1"]}"#,
+            br#"{"F":["b:2","a:1"]}"#,
+            b"not json",
+            br#"{"F":"a:1"}"#,
+        ];
+        let merged = merge_nmid_values(values);
+        assert_eq!(merged["F"], vec!["a:1", "b:2"]);
+        assert_eq!(merged["G"], vec!["a:1"]);
+        assert_eq!(merged.len(), 2);
+    }
+}

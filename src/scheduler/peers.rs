@@ -1,0 +1,148 @@
+//! The peer dispatchers as the scheduler sees them: which functions each advertises, its
+//! advertised load, the calls this dispatcher forwarded to it, and whether it answered.
+//! Plain data like the rest of the scheduler; the registry feeds it from the etcd watch and
+//! the peer links.
+//!
+//! A peer is chosen by its advertised load plus the calls already forwarded to it and not
+//! answered (the advertised figure is at most `cluster.publish_interval_ms` old; the second
+//! term keeps a burst from piling onto the peer that was idlest half a second ago); among
+//! equals, round-robin. A peer at `max_forwarded` is full; an unreachable one is skipped.
+
+use foldhash::{HashMap, HashMapExt, HashSet};
+
+use crate::call::{FunctionName, PeerId, PeerSnapshot};
+
+/// One peer dispatcher.
+#[derive(Debug, Default)]
+struct PeerEntry {
+    functions: HashSet<FunctionName>,
+    load: u32,
+    forwarded: u32,
+    unreachable: bool,
+}
+
+/// Why no peer takes a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NoPeer {
+    /// No peer advertises the function.
+    NoneServes,
+    /// Peers serve it, and the reachable ones are all at their forwarding limit.
+    AllBusy,
+    /// Peers serve it, but none can be reached now.
+    Unreachable,
+}
+
+/// Every peer dispatcher, by id.
+#[derive(Debug)]
+pub(super) struct Peers {
+    peers: HashMap<PeerId, PeerEntry>,
+    max_forwarded: u32,
+    /// Where the next search among equally loaded peers starts.
+    cursor: usize,
+}
+
+impl Peers {
+    pub(super) fn new(max_forwarded: u32) -> Self {
+        Self {
+            peers: HashMap::new(),
+            max_forwarded,
+            cursor: 0,
+        }
+    }
+
+    pub(super) fn set_max_forwarded(&mut self, max_forwarded: u32) {
+        self.max_forwarded = max_forwarded.max(1);
+    }
+
+    /// A peer joined or published new functions or load. Its reachability is kept.
+    pub(super) fn seen(&mut self, peer: PeerId, functions: Vec<FunctionName>, load: u32) {
+        let entry = self.peers.entry(peer).or_default();
+        entry.functions = functions.into_iter().collect();
+        entry.load = load;
+    }
+
+    /// A peer left the cluster (its etcd record is gone).
+    pub(super) fn gone(&mut self, peer: &PeerId) {
+        self.peers.remove(peer);
+    }
+
+    /// A peer could (not) be reached.
+    pub(super) fn set_reachable(&mut self, peer: &PeerId, reachable: bool) {
+        if let Some(entry) = self.peers.get_mut(peer) {
+            entry.unreachable = !reachable;
+        }
+    }
+
+    /// A call forwarded to `peer` was answered, or lost.
+    pub(super) fn finished(&mut self, peer: &PeerId) {
+        if let Some(entry) = self.peers.get_mut(peer) {
+            entry.forwarded = entry.forwarded.saturating_sub(1);
+        }
+    }
+
+    /// Any peer advertises `function` (reachable or not, full or not).
+    pub(super) fn serve(&self, function: &FunctionName) -> bool {
+        self.peers.values().any(|p| p.functions.contains(function))
+    }
+
+    /// The peer to forward a call of `function` to, its forwarded count already raised.
+    pub(super) fn pick(&mut self, function: &FunctionName) -> Result<PeerId, NoPeer> {
+        let mut serving: Vec<(&PeerId, &PeerEntry)> = (self.peers.iter())
+            .filter(|(_, p)| p.functions.contains(function))
+            .collect();
+        if serving.is_empty() {
+            return Err(NoPeer::NoneServes);
+        }
+        serving.sort_by(|a, b| a.0.cmp(b.0));
+        let n = serving.len();
+        let mut best: Option<(usize, u64)> = None;
+        let mut busy = false;
+        for step in 0..n {
+            let index = (self.cursor + step) % n;
+            let peer = serving[index].1;
+            if peer.unreachable {
+                continue;
+            }
+            if peer.forwarded >= self.max_forwarded {
+                busy = true;
+                continue;
+            }
+            let score = u64::from(peer.load) + u64::from(peer.forwarded);
+            if best.is_none_or(|(_, least)| score < least) {
+                best = Some((index, score));
+            }
+        }
+        let no_peer = if busy {
+            NoPeer::AllBusy
+        } else {
+            NoPeer::Unreachable
+        };
+        let (index, _) = best.ok_or(no_peer)?;
+        self.cursor = (index + 1) % n;
+        let id = serving[index].0.clone();
+        if let Some(entry) = self.peers.get_mut(&id) {
+            entry.forwarded += 1;
+        }
+        Ok(id)
+    }
+
+    /// Every peer, sorted by id.
+    pub(super) fn snapshot(&self) -> Vec<PeerSnapshot> {
+        let mut peers: Vec<PeerSnapshot> = (self.peers.iter())
+            .map(|(id, p)| {
+                let mut functions: Vec<String> =
+                    p.functions.iter().map(|f| f.to_string()).collect();
+                functions.sort();
+                PeerSnapshot {
+                    id: id.clone(),
+                    functions,
+                    load: p.load,
+                    forwarded: p.forwarded,
+                    reachable: !p.unreachable,
+                }
+            })
+            .collect();
+        peers.sort_by(|a, b| a.id.cmp(&b.id));
+        peers
+    }
+}
