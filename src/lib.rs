@@ -16,6 +16,7 @@
 //! - [`worker`]: the worker library (actix actors; tagged or v1).
 //! - [`retstruct`]: nmid's `{"Code","Msg","Data"}` result convention.
 //! - [`demo`]: the embedded `ToUpper` worker of `nmid --demo`.
+//! - [`faas`]: `nmid-faas`: commands and local HTTP services served as functions.
 #![warn(missing_docs)]
 
 pub mod actors;
@@ -24,6 +25,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod demo;
+pub mod faas;
 pub mod http;
 pub mod metrics;
 pub mod retstruct;

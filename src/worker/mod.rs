@@ -41,6 +41,7 @@
 //! ```
 
 mod job;
+mod metrics;
 mod session;
 
 use std::fmt;
@@ -53,11 +54,12 @@ use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
 pub use job::{Job, JobError};
+pub use metrics::{serve_metrics, WorkerMetrics};
 
 use crate::client::Protocol;
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
 use crate::retstruct::RetStruct;
-use session::{Session, SessionSettings, Shutdown};
+use session::{Session, SessionSettings, SetSlots, Shutdown};
 
 /// Jobs a worker runs at once unless told otherwise.
 pub const DEFAULT_SLOTS: u32 = 16;
@@ -116,6 +118,7 @@ impl Worker {
             protocol: Protocol::Tagged,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            metrics: None,
         }
     }
 }
@@ -129,6 +132,7 @@ pub struct WorkerBuilder {
     protocol: Protocol,
     max_frame_bytes: usize,
     stop_timeout: Duration,
+    metrics: Option<WorkerMetrics>,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -213,6 +217,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Counts this worker's jobs (per function: outcome, duration, in flight) and its
+    /// connections in `metrics`; serve them with [`serve_metrics`]. Off unless set.
+    pub fn metrics(mut self, metrics: WorkerMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Starts one session per dispatcher on the current actix arbiter. Must be called inside
     /// a running actix `System` (e.g. `#[actix_rt::main]`). Connection failures are not
     /// errors: each session keeps reconnecting with backoff.
@@ -231,6 +242,9 @@ impl WorkerBuilder {
         let functions = Rc::new(Functions {
             handlers: self.handlers,
         });
+        if let Some(metrics) = &self.metrics {
+            functions.names().for_each(|name| metrics.serve(name));
+        }
         let sessions = self
             .servers
             .into_iter()
@@ -243,6 +257,7 @@ impl WorkerBuilder {
                     max_frame_bytes: self.max_frame_bytes,
                     stop_timeout: self.stop_timeout,
                     functions: functions.clone(),
+                    metrics: self.metrics.clone(),
                 })
                 .start()
             })
@@ -258,6 +273,16 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// Runs at most `slots` jobs at once on each dispatcher from now on, without a
+    /// reconnect: tagged dispatchers are told (`W_SLOTS`) and place accordingly; jobs already
+    /// running beyond a lowered count finish. (nmid-faas applies a changed `concurrency`
+    /// this way.)
+    pub fn set_slots(&self, slots: u32) {
+        for session in &self.sessions {
+            session.do_send(SetSlots { slots });
+        }
+    }
+
     /// Stops gracefully on every dispatcher: unregister the functions (`W_DEL_FUNC`), make
     /// sure no further job is on its way (tagged: `W_BYE` until `S_BYE_ACK`), finish the
     /// jobs in flight (bounded by the stop timeout), then close. Returns when all are closed.

@@ -62,6 +62,13 @@ const HANDLER_ERROR_CODE: i64 = 1;
 #[rtype(result = "oneshot::Receiver<()>")]
 pub(super) struct Shutdown;
 
+/// Run this many jobs at once from now on (tagged dispatchers are told with `W_SLOTS`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct SetSlots {
+    pub(super) slots: u32,
+}
+
 /// What a session needs to know.
 pub(super) struct SessionSettings {
     pub(super) addr: String,
@@ -71,6 +78,7 @@ pub(super) struct SessionSettings {
     pub(super) max_frame_bytes: usize,
     pub(super) stop_timeout: Duration,
     pub(super) functions: Rc<Functions>,
+    pub(super) metrics: Option<super::WorkerMetrics>,
 }
 
 /// Where a job's answer goes, in the protocol the job came in.
@@ -272,6 +280,26 @@ impl Handler<Shutdown> for Session {
     }
 }
 
+impl Handler<SetSlots> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetSlots, ctx: &mut Self::Context) {
+        self.settings.slots = msg.slots.max(1);
+        if let (Some(link), Protocol::Tagged) = (&mut self.link, self.settings.protocol) {
+            link.writer.write(Frame::WSlots {
+                slots: self.settings.slots,
+            });
+        }
+        // Raised: jobs waiting here (only v1 dispatchers send more than the slots) start.
+        while self.running < self.settings.slots {
+            let Some(next) = self.backlog.pop_front() else {
+                break;
+            };
+            self.run(next.job, next.reply, ctx);
+        }
+    }
+}
+
 impl Session {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let addr = self.settings.addr.clone();
@@ -322,6 +350,10 @@ impl Session {
             });
         }
         self.link = Some(Link { writer, reader });
+        if let Some(metrics) = &self.settings.metrics {
+            // The first connection makes the generation 1; each loss and return adds 2.
+            metrics.link(&self.settings.addr, true, self.generation > 1);
+        }
         info!(addr = %self.settings.addr, name = %self.settings.name, "worker registered");
     }
 
@@ -332,6 +364,9 @@ impl Session {
         };
         ctx.cancel_future(link.reader);
         self.generation += 1;
+        if let Some(metrics) = &self.settings.metrics {
+            metrics.link(&self.settings.addr, false, false);
+        }
         self.backlog.clear();
         if self.stopping.is_some() {
             ctx.stop();
@@ -372,6 +407,10 @@ impl Session {
         };
         self.running += 1;
         let generation = self.generation;
+        let started = (self.settings.metrics.clone()).map(|metrics| {
+            metrics.job_started(&job.function);
+            (metrics, job.function.clone(), Instant::now())
+        });
         let mut job = job;
         job.span = telemetry::hop_span(Hop::Worker, &job.function, Some(&job.metadata));
         let span = job.span.clone();
@@ -383,6 +422,9 @@ impl Session {
             .map(move |result, session, ctx| {
                 session.running -= 1;
                 let result = result.unwrap_or_else(|_| Err(JobError::new("handler panicked")));
+                if let Some((metrics, function, at)) = &started {
+                    metrics.job_done(function, result.is_ok(), at.elapsed());
+                }
                 telemetry::finish(&span, if result.is_ok() { "ok" } else { "error" });
                 session.answer(generation, reply, result);
                 if let Some(next) = session.backlog.pop_front() {
