@@ -11,6 +11,8 @@
 //! - [`http`]: the actix-web front end: `POST /call/<func>`, nmid's gateway, admin API.
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
 //! - [`metrics`]: Prometheus metrics (bounded labels) and call totals.
+//! - [`rates`]: calls/s, error ratio and percentiles between two readings of the totals.
+//! - [`history`]: the last minutes of those rates, for the dashboard's charts.
 //! - [`telemetry`]: logs and OTLP tracing across hops.
 //! - [`client`]: the async client library (tagged, pipelined; or v1).
 //! - [`worker`]: the worker library (actix actors; tagged or v1).
@@ -26,8 +28,10 @@ pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod faas;
+pub mod history;
 pub mod http;
 pub mod metrics;
+pub mod rates;
 pub mod retstruct;
 pub mod scheduler;
 pub mod server;

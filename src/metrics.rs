@@ -402,6 +402,49 @@ impl Metrics {
         }
     }
 
+    /// Every function's cumulative calls, errors and latency buckets (`GET /api/v1/calls`,
+    /// the dashboard's history, `nmidctl top`).
+    pub fn calls_view(&self) -> crate::rates::CallsView {
+        use prometheus::core::Collector;
+        let mut by_function: HashMap<String, crate::rates::CallTotals> = HashMap::new();
+        let label = |metric: &prometheus::proto::Metric, name: &str| {
+            (metric.get_label().iter())
+                .find(|l| l.name() == name)
+                .map(|l| l.value().to_owned())
+                .unwrap_or_default()
+        };
+        for family in self.calls.collect() {
+            for metric in family.get_metric() {
+                let function = label(metric, "function");
+                let entry = by_function.entry(function.clone()).or_default();
+                entry.function = function;
+                let count = metric.get_counter().get_value() as u64;
+                entry.calls += count;
+                if label(metric, "outcome") != Outcome::Ok.as_str() {
+                    entry.errors += count;
+                }
+            }
+        }
+        for family in self.duration.collect() {
+            for metric in family.get_metric() {
+                let histogram = metric.get_histogram();
+                let mut buckets: Vec<u64> = (histogram.get_bucket().iter())
+                    .map(|b| b.cumulative_count())
+                    .collect();
+                buckets.push(histogram.get_sample_count());
+                if let Some(entry) = by_function.get_mut(&label(metric, "function")) {
+                    entry.buckets = buckets;
+                }
+            }
+        }
+        let mut functions: Vec<_> = by_function.into_values().collect();
+        functions.sort_by(|a, b| a.function.cmp(&b.function));
+        crate::rates::CallsView {
+            bounds: DURATION_BUCKETS.to_vec(),
+            functions,
+        }
+    }
+
     /// The text exposition, with the registry's state (in flight, queues, workers) as of
     /// `snapshot`.
     pub fn render(&self, snapshot: &RegistrySnapshot) -> String {
@@ -523,6 +566,25 @@ mod tests {
         assert!(text.contains("nmid_build_info{version="));
         let counts = metrics.read();
         assert_eq!((counts.total, counts.errors), (3, 1));
+    }
+
+    /// The calls view has each function's totals, errors and cumulative latency buckets.
+    #[test]
+    fn calls_view_has_totals_and_buckets_per_function() {
+        let metrics = Metrics::new();
+        let f = FunctionName::from("F");
+        metrics.record_call(&f, Outcome::Ok, Duration::from_millis(2));
+        metrics.record_call(&f, Outcome::WorkerError, Duration::from_millis(200));
+        metrics.record_call(&f, Outcome::Timeout, Duration::from_secs(1));
+        let view = metrics.calls_view();
+        assert_eq!(view.bounds.len(), DURATION_BUCKETS.len());
+        let totals = &view.functions[0];
+        assert_eq!(
+            (totals.function.as_str(), totals.calls, totals.errors),
+            ("F", 3, 2)
+        );
+        assert_eq!(totals.buckets.len(), DURATION_BUCKETS.len() + 1);
+        assert_eq!(totals.buckets.last(), Some(&2), "timeouts take no latency");
     }
 
     /// Two metrics instances on one thread keep separate counts.

@@ -170,6 +170,8 @@ where
 struct Dispatcher {
     handle: Handle,
     accept: JoinHandle<()>,
+    /// Reads the call counters into the dashboard's history.
+    sampler: JoinHandle<()>,
     /// HTTP servers: the front end, and the metrics port when it has one of its own.
     http: Vec<actix_web::dev::ServerHandle>,
     arbiters: Vec<Arbiter>,
@@ -207,11 +209,19 @@ impl Dispatcher {
         let io = arbiters.iter().map(Arbiter::handle).collect();
         let accept = tokio::spawn(accept_loop(tcp, io, settings, connections));
         info!(addr = %tcp_addr, "nmid protocol listening");
+        let history = Arc::new(std::sync::Mutex::new(crate::history::History::new(
+            config.history_settings(),
+        )));
+        let sampler = tokio::spawn(crate::history::sample_every(
+            history.clone(),
+            metrics.clone(),
+        ));
         let state = HttpState {
             jobs,
             job_timeout: config.job_timeout(),
             max_body_bytes: config.http.max_body_bytes,
             started: SystemTime::now(),
+            history,
         };
         let drain_timeout = config.drain_timeout();
         let mut http = Vec::new();
@@ -237,6 +247,7 @@ impl Dispatcher {
                 metrics_addr,
             },
             accept,
+            sampler,
             http,
             arbiters,
             drain_timeout,
@@ -270,6 +281,7 @@ impl Dispatcher {
             tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
         }
         futures_util::future::join_all(self.http.iter().map(|server| server.stop(true))).await;
+        self.sampler.abort();
         for arbiter in &self.arbiters {
             arbiter.stop();
         }

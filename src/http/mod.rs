@@ -6,6 +6,7 @@
 //! | `POST /call/{func}` | call `func`; body JSON (object -> msgpack map) or msgpack |
 //! | any path + `N-NMID-RequestType: HTTP_DO_WORK` | nmid's gateway protocol |
 //! | `GET /api/v1/functions`, `/api/v1/workers`, `/api/v1/stats` | introspection JSON |
+//! | `GET /api/v1/calls`, `/api/v1/history` | call counters per function; recent rates |
 //! | `GET /metrics` | Prometheus metrics |
 //! | `GET /healthz`, `GET /readyz` | liveness, readiness (503 while draining) |
 //! | `GET /dashboard` | the built-in dashboard page |
@@ -37,6 +38,8 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// When the dispatcher started, for the uptime.
     pub started: SystemTime,
+    /// The recent rates the dashboard charts.
+    pub history: std::sync::Arc<std::sync::Mutex<crate::history::History>>,
 }
 
 /// The dashboard page: plain HTML and JS, no build step.
@@ -48,6 +51,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/functions", web::get().to(admin::functions))
         .route("/api/v1/workers", web::get().to(admin::workers))
         .route("/api/v1/stats", web::get().to(admin::stats))
+        .route("/api/v1/calls", web::get().to(admin::calls))
+        .route("/api/v1/history", web::get().to(admin::history))
         .route("/metrics", web::get().to(admin::metrics))
         .route("/healthz", web::get().to(admin::healthz))
         .route("/readyz", web::get().to(admin::readyz))
@@ -127,6 +132,9 @@ mod tests {
             job_timeout: Duration::from_secs(1),
             max_body_bytes: 32,
             started: SystemTime::now(),
+            history: std::sync::Arc::new(std::sync::Mutex::new(crate::history::History::new(
+                crate::config::Config::default().history_settings(),
+            ))),
         })
     }
 
