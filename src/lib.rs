@@ -19,6 +19,7 @@
 //! - [`retstruct`]: nmid's `{"Code","Msg","Data"}` result convention.
 //! - [`demo`]: the embedded `ToUpper` worker of `nmid --demo`.
 //! - [`faas`]: `nmid-faas`: commands and local HTTP services served as functions.
+//! - [`ctl`]: `nmidctl`: call, inspect, top, bench, health.
 #![warn(missing_docs)]
 
 pub mod actors;
@@ -26,6 +27,7 @@ pub mod call;
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod faas;
 pub mod history;
