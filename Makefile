@@ -1,7 +1,12 @@
 # Entry points a person types. `make run` and `make test` are all a fresh machine needs.
 CARGO ?= cargo
 
-.PHONY: run test deps lint fmt build release bench bench-quick doc
+.PHONY: run test deps lint fmt build release bench bench-quick doc image
+
+## The container image (Dockerfile): nmid, nmid-faas and nmidctl, non-root, ports 6808/6809.
+## Override the tool or the tag: `make image DOCKER=podman IMAGE=registry/nmid:tag`.
+DOCKER ?= docker
+IMAGE ?= nmid:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
 ## Start the dispatcher on 0.0.0.0:6808 with the embedded demo worker serving ToUpper.
 run:
@@ -47,3 +52,6 @@ bench-quick:
 	./scripts/bench-deps
 	$(CARGO) build --locked --release --bin nmid
 	$(CARGO) bench --locked --bench compare -- --quick
+
+image:
+	$(DOCKER) build -t $(IMAGE) .

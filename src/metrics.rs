@@ -182,6 +182,7 @@ pub struct Metrics {
     retries: IntCounter,
     late_results: IntCounter,
     http_requests: IntCounterVec,
+    queue_limit: IntGauge,
     scrape: std::sync::Mutex<()>,
 }
 
@@ -273,6 +274,13 @@ impl Metrics {
             "HTTP requests, by route pattern and status code.",
             &["route", "status"],
         );
+        let queue_limit = add.metric(
+            IntGauge::new(
+                "nmid_queue_limit",
+                "Calls that may wait per function (workers.max_queue_per_function), for alerts on nmid_queue_depth.",
+            )
+            .expect("valid metric"),
+        );
         add.gauge_vec(
             "nmid_build_info",
             "Always 1; the version label says which build runs.",
@@ -300,6 +308,7 @@ impl Metrics {
             retries,
             late_results,
             http_requests,
+            queue_limit,
             scrape: std::sync::Mutex::new(()),
         }
     }
@@ -350,6 +359,12 @@ impl Metrics {
             calls: Outcome::ALL.map(|o| self.calls.with_label_values(&[name.as_str(), o.as_str()])),
             duration: self.duration.with_label_values(&[name.as_str()]),
         }
+    }
+
+    /// Exports the configured queue bound (`nmid_queue_limit`).
+    pub fn set_queue_limit(&self, limit: usize) {
+        self.queue_limit
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
     /// A job was retried on another worker.

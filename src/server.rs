@@ -181,6 +181,7 @@ struct Dispatcher {
 impl Dispatcher {
     fn start(config: &Config, listeners: Listeners) -> Result<Self, ServerError> {
         let metrics = Arc::new(Metrics::new());
+        metrics.set_queue_limit(config.workers.max_queue_per_function);
         let threads = config.io_threads();
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         // The registry shares the first connection thread: a message between actors on one

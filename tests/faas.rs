@@ -107,6 +107,16 @@ impl Drop for Faas {
     }
 }
 
+/// A helper process, killed by its PID when the test ends (or fails).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends `signal` (a name for kill(1)) to `pid`.
 fn send_signal(pid: u32, signal: &str) {
     let _ = Command::new("kill")
@@ -599,5 +609,95 @@ async fn http_functions_map_results_statuses_and_failures() {
     );
     faas.stop().await;
     server.stop(false).await;
+    dispatcher.stop().await;
+}
+
+/// The examples in examples/faas serve as their comments say: the shell one-liners, the
+/// Python script (its error exit included) and the HTTP service behind nmid-faas.
+#[actix_rt::test]
+async fn the_examples_serve_as_documented() {
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let example = |name: &str| std::fs::read_to_string(format!("examples/faas/{name}")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _service = KillOnDrop(
+        Command::new("python3")
+            .args(["examples/faas/http_service.py", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs the example service"),
+    );
+    let files = format!(
+        "{}\n{}\n{}",
+        example("shell.toml"),
+        example("python.toml"),
+        example("http.toml").replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+    );
+    let faas = Faas::start(&dispatcher, &files);
+    for function in ["Upper", "WordCount", "Greet", "GetProduct", "Echo"] {
+        served(&dispatcher, function, 1).await;
+    }
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let data = client
+        .call_data("Upper", &Name { name: "nmid" })
+        .await
+        .unwrap();
+    assert_eq!(&data[..], br#"{"NAME":"NMID"}"#);
+    let options = nmid::client::CallOptions::default().params_type(nmid::codec::ParamsType::JSON);
+    let ret = client
+        .call_with("WordCount", &br#""three small words""#[..], options)
+        .await
+        .unwrap();
+    assert_eq!(
+        &nmid::retstruct::RetStruct::decode(&ret).unwrap().data[..],
+        b"3"
+    );
+    let greeting = client
+        .call_data("Greet", &Name { name: "nmid" })
+        .await
+        .unwrap();
+    let greeting: serde_json::Value = serde_json::from_slice(&greeting).unwrap();
+    assert_eq!(greeting["greeting"], "Hello, nmid!");
+    match client.call_data("Greet", &serde_json::json!({})).await {
+        Err(ClientError::Function { code: 3, message }) => {
+            assert!(message.contains("Greet wants params"), "{message}")
+        }
+        other => panic!("expected Greet's error, got {other:?}"),
+    }
+    // The service may still be starting: the first calls can find it unreachable.
+    let deadline = Instant::now() + PATIENCE;
+    let product = loop {
+        match client
+            .call_data("GetProduct", &serde_json::json!({"id": "1"}))
+            .await
+        {
+            Ok(product) => break product,
+            Err(err) => assert!(Instant::now() < deadline, "{err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let product: serde_json::Value = serde_json::from_slice(&product).unwrap();
+    assert_eq!(product["name"], "teapot");
+    match client
+        .call_data("GetProduct", &serde_json::json!({"id": "9"}))
+        .await
+    {
+        Err(ClientError::Function { code: 404, message }) => {
+            assert!(message.contains("no such product"), "{message}")
+        }
+        other => panic!("expected a 404, got {other:?}"),
+    }
+    let echoed = client.call_data("Echo", &Name { name: "e" }).await.unwrap();
+    let echoed: serde_json::Value = serde_json::from_slice(&echoed).unwrap();
+    assert_eq!(
+        echoed,
+        serde_json::json!({"function": "Echo", "params": {"name": "e"}})
+    );
+    faas.stop().await;
     dispatcher.stop().await;
 }

@@ -1,4 +1,4 @@
-//! The `nmid-faas` binary: CLI -> the functions file -> logging -> [`nmid::faas::serve`]
+//! The `nmid-faas` binary: CLI -> the functions file -> logging -> [`nmid::faas::serve()`]
 //! until SIGTERM/SIGINT (SIGHUP reloads the file at once).
 
 use std::net::SocketAddr;
