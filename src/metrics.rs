@@ -583,25 +583,6 @@ mod tests {
         assert_eq!((counts.total, counts.errors), (3, 1));
     }
 
-    /// The calls view has each function's totals, errors and cumulative latency buckets.
-    #[test]
-    fn calls_view_has_totals_and_buckets_per_function() {
-        let metrics = Metrics::new();
-        let f = FunctionName::from("F");
-        metrics.record_call(&f, Outcome::Ok, Duration::from_millis(2));
-        metrics.record_call(&f, Outcome::WorkerError, Duration::from_millis(200));
-        metrics.record_call(&f, Outcome::Timeout, Duration::from_secs(1));
-        let view = metrics.calls_view();
-        assert_eq!(view.bounds.len(), DURATION_BUCKETS.len());
-        let totals = &view.functions[0];
-        assert_eq!(
-            (totals.function.as_str(), totals.calls, totals.errors),
-            ("F", 3, 2)
-        );
-        assert_eq!(totals.buckets.len(), DURATION_BUCKETS.len() + 1);
-        assert_eq!(totals.buckets.last(), Some(&2), "timeouts take no latency");
-    }
-
     /// Two metrics instances on one thread keep separate counts.
     #[test]
     fn instances_do_not_share_counts() {
