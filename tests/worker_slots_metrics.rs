@@ -108,10 +108,10 @@ async fn worker_metrics_count_jobs_errors_and_reconnects() {
     let scrape = || async { reqwest::get(&url).await.unwrap().text().await.unwrap() };
     let text = scrape().await;
     for line in [
-        r#"nmid_worker_jobs_total{function="Echo",outcome="ok"} 2"#,
-        r#"nmid_worker_jobs_total{function="Fail",outcome="error"} 1"#,
-        r#"nmid_worker_job_duration_seconds_count{function="Echo"} 2"#,
-        r#"nmid_worker_jobs_in_flight{function="Echo"} 0"#,
+        r#"nmid_worker_handled_total{function="Echo",outcome="ok"} 2"#,
+        r#"nmid_worker_handled_total{function="Fail",outcome="error"} 1"#,
+        r#"nmid_worker_handler_duration_seconds_count{function="Echo"} 2"#,
+        r#"nmid_worker_handlers_running{function="Echo"} 0"#,
     ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }

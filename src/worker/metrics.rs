@@ -67,7 +67,7 @@ impl WorkerMetrics {
         };
         let jobs = IntCounterVec::new(
             Opts::new(
-                "nmid_worker_jobs_total",
+                "nmid_worker_handled_total",
                 "Jobs this worker answered, by function and outcome (ok or error).",
             ),
             &["function", "outcome"],
@@ -75,7 +75,7 @@ impl WorkerMetrics {
         .expect("valid metric");
         let duration = HistogramVec::new(
             HistogramOpts::new(
-                "nmid_worker_job_duration_seconds",
+                "nmid_worker_handler_duration_seconds",
                 "Time a handler took, by function.",
             )
             .buckets(DURATION_BUCKETS.to_vec()),
@@ -84,7 +84,7 @@ impl WorkerMetrics {
         .expect("valid metric");
         let in_flight = IntGaugeVec::new(
             Opts::new(
-                "nmid_worker_jobs_in_flight",
+                "nmid_worker_handlers_running",
                 "Jobs running now, by function.",
             ),
             &["function"],
