@@ -1,7 +1,7 @@
 # Entry points a person types. `make run` and `make test` are all a fresh machine needs.
 CARGO ?= cargo
 
-.PHONY: run test deps lint fmt build release bench bench-quick doc image
+.PHONY: run test deps lint fmt build release bench bench-quick bench-faas doc image
 
 ## The container image (Dockerfile): nmid, nmid-faas and nmidctl, non-root, ports 6808/6809.
 ## Override the tool or the tag: `make image DOCKER=podman IMAGE=registry/nmid:tag`.
@@ -55,3 +55,8 @@ bench-quick:
 
 image:
 	$(DOCKER) build -t $(IMAGE) .
+
+## nmidctl bench against nmid-faas: an exec and an http function at 1-64 calls in flight, and
+## the in-process demo worker for scale (about 2 minutes once built). BENCHMARKS.md has a run.
+bench-faas:
+	./scripts/bench-faas

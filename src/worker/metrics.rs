@@ -30,7 +30,9 @@ const DURATION_BUCKETS: &[f64] = &[
 ///     .server("127.0.0.1:6808")
 ///     .metrics(metrics.clone())
 ///     .function("Echo", |job: Job| async move { Ok::<_, JobError>(job.params().clone()) });
-/// assert!(metrics.render().contains("nmid_worker_reconnects_total"));
+/// // Once started, its jobs are counted: `metrics.render()` is the Prometheus text, or
+/// // `serve_metrics(listener, metrics)` serves it at /metrics.
+/// # let _ = (builder, metrics.render());
 /// ```
 #[derive(Clone)]
 pub struct WorkerMetrics {

@@ -273,6 +273,58 @@ async fn reload_adds_changes_and_removes_functions_while_calls_run() {
     dispatcher.stop().await;
 }
 
+/// SIGHUP reads the file at once, whatever `reload_interval_ms` says.
+#[actix_rt::test]
+async fn sighup_reloads_the_file_at_once() {
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let hour = "reload_interval_ms = 3600000\n";
+    let faas = Faas::start(&dispatcher, &format!("{hour}{UPPER}"));
+    served(&dispatcher, "Upper", 1).await;
+    faas.rewrite(&format!(
+        "{hour}[[function]]\nname = \"Hello\"\ncommand = [\"echo\", \"hi\"]\n"
+    ));
+    faas.signal("HUP");
+    served(&dispatcher, "Hello", 1).await;
+    served(&dispatcher, "Upper", 0).await;
+    faas.stop().await;
+    dispatcher.stop().await;
+}
+
+/// `--metrics-addr` serves the functions' own metrics (calls by outcome) and `/healthz`.
+#[actix_rt::test]
+async fn metrics_addr_serves_the_functions_metrics() {
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let faas = Faas::start_with(&dispatcher, UPPER, &["--metrics-addr", &addr]);
+    served(&dispatcher, "Upper", 1).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    client
+        .call_data("Upper", &Name { name: "m" })
+        .await
+        .unwrap();
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"nmid_worker_handled_total{function="Upper",outcome="ok"} 1"#),
+        "{text}"
+    );
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    faas.stop().await;
+    dispatcher.stop().await;
+}
+
 /// A bad file at start is a clear error and exit status 2; `--check` says whether a file
 /// is valid without serving it.
 #[test]

@@ -34,9 +34,15 @@ pub struct Faas {
 impl Faas {
     /// Writes `functions` as the file and starts `nmid-faas` for `dispatcher`.
     pub fn start(dispatcher: &TestDispatcher, functions: &str) -> Self {
+        Self::start_with(dispatcher, functions, &[])
+    }
+
+    /// As [`Faas::start`], with more command-line arguments.
+    pub fn start_with(dispatcher: &TestDispatcher, functions: &str, args: &[&str]) -> Self {
         let dir = temp_dir();
         std::fs::write(dir.join("functions.toml"), functions).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_nmid-faas"))
+            .args(args)
             .arg("--server")
             .arg(dispatcher.addr.to_string())
             .arg(dir.join("functions.toml"))
@@ -75,6 +81,11 @@ impl Faas {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends `signal` (a name for kill(1)) to the process.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.child.id(), signal);
     }
 
     /// SIGTERM, then waits for a graceful exit 0.
