@@ -101,12 +101,20 @@ fn list<'a>(value: &'a Value, what: &str) -> Result<&'a Vec<Value>, CtlError> {
         .ok_or_else(|| CtlError::Protocol(format!("{what}: expected a JSON array")))
 }
 
-pub(super) async fn functions(cli: &Cli, args: &ListArgs) -> Result<(), CtlError> {
-    let value = Admin::new(cli)?.json("/api/v1/functions").await?;
+/// GETs `path`: printed as JSON (and `None`) with `--json`, else the value for a table.
+async fn fetch(cli: &Cli, args: &ListArgs, path: &str) -> Result<Option<Value>, CtlError> {
+    let value = Admin::new(cli)?.json(path).await?;
     if args.json {
         print_json(&value);
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(value))
+}
+
+pub(super) async fn functions(cli: &Cli, args: &ListArgs) -> Result<(), CtlError> {
+    let Some(value) = fetch(cli, args, "/api/v1/functions").await? else {
+        return Ok(());
+    };
     let rows: Vec<Vec<String>> = list(&value, "functions")?
         .iter()
         .map(|f| {
@@ -124,11 +132,9 @@ pub(super) async fn functions(cli: &Cli, args: &ListArgs) -> Result<(), CtlError
 }
 
 pub(super) async fn workers(cli: &Cli, args: &ListArgs) -> Result<(), CtlError> {
-    let value = Admin::new(cli)?.json("/api/v1/workers").await?;
-    if args.json {
-        print_json(&value);
+    let Some(value) = fetch(cli, args, "/api/v1/workers").await? else {
         return Ok(());
-    }
+    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -164,11 +170,9 @@ pub(super) async fn workers(cli: &Cli, args: &ListArgs) -> Result<(), CtlError> 
 }
 
 pub(super) async fn stats(cli: &Cli, args: &ListArgs) -> Result<(), CtlError> {
-    let value = Admin::new(cli)?.json("/api/v1/stats").await?;
-    if args.json {
-        print_json(&value);
+    let Some(value) = fetch(cli, args, "/api/v1/stats").await? else {
         return Ok(());
-    }
+    };
     let uptime = Duration::from_secs_f64(value["uptime_seconds"].as_f64().unwrap_or(0.0));
     let mut rows = vec![
         vec!["version".to_owned(), cell(&value["version"])],
@@ -195,18 +199,16 @@ pub(super) async fn stats(cli: &Cli, args: &ListArgs) -> Result<(), CtlError> {
 /// `cluster`: the members when the dispatcher has a cluster API; a clear "not available"
 /// (exit 9) when it answers 404.
 pub(super) async fn cluster(cli: &Cli, args: &ListArgs) -> Result<(), CtlError> {
-    let value = match Admin::new(cli)?.json("/api/v1/cluster").await {
+    let value = match fetch(cli, args, "/api/v1/cluster").await {
         Err(CtlError::NotAvailable(_)) => {
             return Err(CtlError::NotAvailable(
                 "this dispatcher has no cluster API (GET /api/v1/cluster is 404)".to_owned(),
             ))
         }
-        other => other?,
+        Ok(None) => return Ok(()),
+        Ok(Some(value)) => value,
+        Err(other) => return Err(other),
     };
-    if args.json {
-        print_json(&value);
-        return Ok(());
-    }
     // Shown generically: an array of objects (or an object with one) as a table.
     let members = match &value {
         Value::Array(items) => items.clone(),

@@ -9,7 +9,7 @@
 
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -17,7 +17,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::params::{stdin_of, ParamsFormat};
+use super::params::{stdin_of, Call, ParamsFormat};
 use super::spec::{ExecSpec, FunctionSpec};
 use crate::retstruct::RetStruct;
 use crate::worker::JobError;
@@ -35,21 +35,6 @@ pub struct ExecFunction {
     exec: ExecSpec,
 }
 
-/// A call's input as the process sees it.
-#[derive(Debug)]
-pub struct ExecCall<'a> {
-    /// The function called (`NMID_FUNCTION`).
-    pub function: &'a str,
-    /// The dispatcher's job id (`NMID_JOB_ID`).
-    pub job_id: &'a str,
-    /// The params bytes as the call carried them.
-    pub params: &'a [u8],
-    /// Whether the params are JSON (type 6).
-    pub json: bool,
-    /// When the caller stops waiting, if the dispatcher said.
-    pub deadline: Option<Instant>,
-}
-
 impl ExecFunction {
     /// An exec function of `spec` (whose kind is `exec`).
     pub fn new(spec: FunctionSpec, exec: ExecSpec) -> Self {
@@ -57,15 +42,9 @@ impl ExecFunction {
     }
 
     /// Runs the command once for `call`: the RetStruct of its output, or why it failed.
-    pub async fn run(&self, call: ExecCall<'_>) -> Result<RetStruct, JobError> {
+    pub async fn run(&self, call: Call<'_>) -> Result<RetStruct, JobError> {
         let (stdin, format) = stdin_of(call.params, call.json);
-        let timeout = match call.deadline {
-            Some(deadline) => self
-                .spec
-                .timeout
-                .min(deadline.saturating_duration_since(Instant::now())),
-            None => self.spec.timeout,
-        };
+        let timeout = call.time_limit(self.spec.timeout);
         let mut child = self.spawn(&call, format)?;
         let group = Arc::new(ProcessGroup::of(&child));
         let input = child.stdin.take().map(|mut pipe| {
@@ -115,7 +94,7 @@ impl ExecFunction {
         Ok(result_of(status, output, &errors))
     }
 
-    fn spawn(&self, call: &ExecCall<'_>, format: ParamsFormat) -> Result<Child, JobError> {
+    fn spawn(&self, call: &Call<'_>, format: ParamsFormat) -> Result<Child, JobError> {
         let program = &self.exec.command[0];
         let mut command = Command::new(program);
         command
@@ -124,6 +103,7 @@ impl ExecFunction {
             .env("NMID_FUNCTION", call.function)
             .env("NMID_JOB_ID", call.job_id)
             .env("NMID_PARAMS_FORMAT", format.as_str())
+            .envs(call.trace.iter().map(|(k, v)| (k.to_uppercase(), v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

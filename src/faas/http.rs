@@ -7,12 +7,10 @@
 //! body as its message. Connections are pooled per function; the connect and the whole
 //! request have deadlines.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 
-use super::params::{stdin_of, ParamsFormat};
+use super::params::{stdin_of, Call, ParamsFormat};
 use super::spec::{FunctionSpec, HttpSpec};
 use crate::retstruct::RetStruct;
 use crate::worker::JobError;
@@ -29,23 +27,6 @@ pub struct HttpFunction {
     url: reqwest::Url,
     headers: HeaderMap,
     client: reqwest::Client,
-}
-
-/// A call as the service receives it.
-#[derive(Debug)]
-pub struct HttpCall<'a> {
-    /// The function called.
-    pub function: &'a str,
-    /// The dispatcher's job id.
-    pub job_id: &'a str,
-    /// The params bytes as the call carried them.
-    pub params: &'a [u8],
-    /// Whether the params are JSON (type 6).
-    pub json: bool,
-    /// When the caller stops waiting, if the dispatcher said.
-    pub deadline: Option<Instant>,
-    /// `traceparent` / `tracestate` of the call, passed on.
-    pub trace: Vec<(&'a str, &'a str)>,
 }
 
 impl HttpFunction {
@@ -78,14 +59,8 @@ impl HttpFunction {
     }
 
     /// POSTs `call` to the service: its 2xx body as the RetStruct's `Data`, or why not.
-    pub async fn run(&self, call: HttpCall<'_>) -> Result<RetStruct, JobError> {
-        let timeout = match call.deadline {
-            Some(deadline) => self
-                .spec
-                .timeout
-                .min(deadline.saturating_duration_since(Instant::now())),
-            None => self.spec.timeout,
-        };
+    pub async fn run(&self, call: Call<'_>) -> Result<RetStruct, JobError> {
+        let timeout = call.time_limit(self.spec.timeout);
         let (body, format) = stdin_of(call.params, call.json);
         let content_type = match format {
             ParamsFormat::Json => "application/json",

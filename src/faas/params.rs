@@ -1,10 +1,40 @@
-//! A call's params as a function's program or HTTP service receives them: a msgpack map
-//! (what nmid's SDKs and our HTTP front end send) or JSON params become JSON object text;
-//! anything else passes as the raw bytes it arrived as.
+//! A call as a function's program or HTTP service receives it ([`Call`]), and its params:
+//! a msgpack map (what nmid's SDKs and our HTTP front end send) or JSON params become JSON
+//! object text; anything else passes as the raw bytes it arrived as.
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rmpv::Value;
 use serde_json::{Map, Number, Value as Json};
+
+/// One call, as exec and http functions run it.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// The function called (`NMID_FUNCTION`, `X-Nmid-Function`).
+    pub function: &'a str,
+    /// The dispatcher's job id (`NMID_JOB_ID`, `X-Nmid-Job-Id`).
+    pub job_id: &'a str,
+    /// The params bytes as the call carried them.
+    pub params: &'a [u8],
+    /// Whether the params are JSON (type 6).
+    pub json: bool,
+    /// When the caller stops waiting, if the dispatcher said.
+    pub deadline: Option<Instant>,
+    /// `traceparent` / `tracestate` of the call, passed on.
+    pub trace: Vec<(&'a str, &'a str)>,
+}
+
+impl Call<'_> {
+    /// How long the call may run: the function's `limit`, or less when the caller's deadline
+    /// comes first.
+    pub fn time_limit(&self, limit: Duration) -> Duration {
+        match self.deadline {
+            Some(deadline) => limit.min(deadline.saturating_duration_since(Instant::now())),
+            None => limit,
+        }
+    }
+}
 
 /// How the params were handed over (`NMID_PARAMS_FORMAT` for exec functions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

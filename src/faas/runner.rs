@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use super::exec::{ExecCall, ExecFunction};
-use super::http::{HttpCall, HttpFunction};
+use super::exec::ExecFunction;
+use super::http::HttpFunction;
+use super::params::Call;
 use super::spec::{FaasSpec, FunctionKind, FunctionSpec};
 use crate::client::Protocol;
 use crate::retstruct::RetStruct;
@@ -249,33 +250,19 @@ impl Active {
                 "deadline passed while waiting for a free slot",
             ));
         }
-        let json = job.params_type() == crate::codec::ParamsType::JSON;
+        let call = Call {
+            function: job.function(),
+            job_id: job.id(),
+            params: job.params(),
+            json: job.params_type() == crate::codec::ParamsType::JSON,
+            deadline: job.deadline(),
+            trace: (TRACE_KEYS.iter())
+                .filter_map(|key| Some((*key, job.metadata(key)?)))
+                .collect(),
+        };
         match &self.backend {
-            Backend::Exec(exec) => {
-                exec.run(ExecCall {
-                    function: job.function(),
-                    job_id: job.id(),
-                    params: job.params(),
-                    json,
-                    deadline: job.deadline(),
-                })
-                .await
-            }
-            Backend::Http(http) => {
-                let trace = TRACE_KEYS
-                    .iter()
-                    .filter_map(|key| Some((*key, job.metadata(key)?)))
-                    .collect();
-                http.run(HttpCall {
-                    function: job.function(),
-                    job_id: job.id(),
-                    params: job.params(),
-                    json,
-                    deadline: job.deadline(),
-                    trace,
-                })
-                .await
-            }
+            Backend::Exec(exec) => exec.run(call).await,
+            Backend::Http(http) => http.run(call).await,
         }
     }
 }

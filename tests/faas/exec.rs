@@ -8,14 +8,13 @@ use nmid::client::{Client, ClientError, Protocol};
 use nmid::config::Config;
 
 use super::common::{start_dispatcher_with_http, PATIENCE};
-use super::{alive, http_post, read_pids, served, temp_dir, Faas, Name, SLOW, UPPER};
+use super::{alive, http_post, read_pids, served, serving, temp_dir, Faas, Name, SLOW, UPPER};
 
 /// `tr a-z A-Z` as a function answers upper-cased text to a tagged client, a v1 client and
 /// an HTTP caller, each in its own protocol.
 #[actix_rt::test]
 async fn tr_upper_cases_through_tagged_v1_and_http() {
-    let dispatcher = start_dispatcher_with_http(Config::default());
-    let faas = Faas::start(&dispatcher, UPPER);
+    let (dispatcher, faas) = serving(UPPER);
     served(&dispatcher, "Upper", 1).await;
 
     let tagged = Client::connect(dispatcher.addr.to_string()).await.unwrap();
@@ -46,9 +45,7 @@ async fn tr_upper_cases_through_tagged_v1_and_http() {
 /// Msg (tagged), and as a 502 `function_error` with the message (HTTP).
 #[actix_rt::test]
 async fn a_failing_scripts_exit_code_and_stderr_reach_the_caller() {
-    let dispatcher = start_dispatcher_with_http(Config::default());
-    let faas = Faas::start(
-        &dispatcher,
+    let (dispatcher, faas) = serving(
         r#"
         [[function]]
         name = "Fail"
@@ -162,11 +159,8 @@ async fn concurrency_two_never_runs_three_at_once() {
 /// 200 concurrent calls of an exec function each get their own answer.
 #[actix_rt::test]
 async fn two_hundred_concurrent_calls_are_all_answered() {
-    let dispatcher = start_dispatcher_with_http(Config::default());
-    let faas = Faas::start(
-        &dispatcher,
-        "[[function]]\nname = \"Echo\"\ncommand = [\"cat\"]\nconcurrency = 16\n",
-    );
+    let (dispatcher, faas) =
+        serving("[[function]]\nname = \"Echo\"\ncommand = [\"cat\"]\nconcurrency = 16\n");
     served(&dispatcher, "Echo", 1).await;
     let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
     let names: Vec<String> = (0..200).map(|i| format!("caller-{i}")).collect();

@@ -148,6 +148,13 @@ pub fn temp_dir() -> PathBuf {
     dir
 }
 
+/// A dispatcher (nmid protocol and HTTP) and an `nmid-faas` serving `functions` to it.
+pub fn serving(functions: &str) -> (TestDispatcher, Faas) {
+    let dispatcher = common::start_dispatcher_with_http(nmid::config::Config::default());
+    let faas = Faas::start(&dispatcher, functions);
+    (dispatcher, faas)
+}
+
 /// Waits until `function` has `workers` workers.
 pub async fn served(dispatcher: &TestDispatcher, function: &str, workers: usize) {
     dispatcher
