@@ -70,7 +70,7 @@ impl WorkerMetrics {
         let jobs = IntCounterVec::new(
             Opts::new(
                 "nmid_worker_handled_total",
-                "Jobs this worker answered, by function and outcome (ok or error).",
+                "Jobs this worker answered, by function and outcome: ok, or error (the handler failed or answered a RetStruct whose Code is not 0).",
             ),
             &["function", "outcome"],
         )
@@ -153,8 +153,10 @@ impl WorkerMetrics {
         self.inner.in_flight.with_label_values(&[function]).inc();
     }
 
-    /// A job of `function` ended after `elapsed`.
-    pub(super) fn job_done(&self, function: &str, ok: bool, elapsed: Duration) {
+    /// A job of `function` ended after `elapsed` with `result`: an error when the handler
+    /// failed or answered a RetStruct whose `Code` is not 0.
+    pub(super) fn job_done(&self, function: &str, result: Result<&[u8], ()>, elapsed: Duration) {
+        let ok = result.is_ok_and(|ret| retstruct_code(ret).unwrap_or(0) == 0);
         let outcome = if ok { "ok" } else { "error" };
         self.inner.in_flight.with_label_values(&[function]).dec();
         self.inner
@@ -178,6 +180,20 @@ impl WorkerMetrics {
             reconnects.inc();
         }
     }
+}
+
+/// The `Code` of a RetStruct, read without copying its `Data`; `None` for other results.
+fn retstruct_code(mut ret: &[u8]) -> Option<i64> {
+    let rmpv::ValueRef::Map(entries) = rmpv::decode::read_value_ref(&mut ret).ok()? else {
+        return None;
+    };
+    entries
+        .iter()
+        .find(|(key, _)| matches!(key, rmpv::ValueRef::String(s) if s.as_str() == Some("Code")))
+        .and_then(|(_, code)| match code {
+            rmpv::ValueRef::Integer(n) => n.as_i64(),
+            _ => None,
+        })
 }
 
 /// Serves `GET /metrics` (and `GET /healthz`) of `metrics` on `listener` with actix-web, on

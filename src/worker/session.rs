@@ -423,7 +423,8 @@ impl Session {
                 session.running -= 1;
                 let result = result.unwrap_or_else(|_| Err(JobError::new("handler panicked")));
                 if let Some((metrics, function, at)) = &started {
-                    metrics.job_done(function, result.is_ok(), at.elapsed());
+                    let answer = result.as_ref().map(|ret| &ret[..]).map_err(|_| ());
+                    metrics.job_done(function, answer, at.elapsed());
                 }
                 telemetry::finish(&span, if result.is_ok() { "ok" } else { "error" });
                 session.answer(generation, reply, result);

@@ -284,7 +284,8 @@ async fn sighup_reloads_the_file_at_once() {
     dispatcher.stop().await;
 }
 
-/// `--metrics-addr` serves the functions' own metrics (calls by outcome) and `/healthz`.
+/// `--metrics-addr` serves the functions' own metrics (calls by outcome, a non-zero exit
+/// counted as an error) and `/healthz`.
 #[actix_rt::test]
 async fn metrics_addr_serves_the_functions_metrics() {
     let dispatcher = start_dispatcher_with_http(Config::default());
@@ -294,13 +295,19 @@ async fn metrics_addr_serves_the_functions_metrics() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let faas = Faas::start_with(&dispatcher, UPPER, &["--metrics-addr", &addr]);
-    served(&dispatcher, "Upper", 1).await;
+    let functions = format!("{UPPER}[[function]]\nname = \"Fail\"\ncommand = [\"false\"]\n");
+    let faas = Faas::start_with(&dispatcher, &functions, &["--metrics-addr", &addr]);
+    served(&dispatcher, "Fail", 1).await;
     let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
     client
         .call_data("Upper", &Name { name: "m" })
         .await
         .unwrap();
+    let failed = client.call_data("Fail", &Name { name: "m" }).await;
+    assert!(
+        matches!(failed, Err(ClientError::Function { code: 1, .. })),
+        "{failed:?}"
+    );
     let text = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()
@@ -310,6 +317,10 @@ async fn metrics_addr_serves_the_functions_metrics() {
     assert!(
         text.contains(r#"nmid_worker_handled_total{function="Upper",outcome="ok"} 1"#),
         "{text}"
+    );
+    assert!(
+        text.contains(r#"nmid_worker_handled_total{function="Fail",outcome="error"} 1"#),
+        "a non-zero exit counts as an error: {text}"
     );
     let health = reqwest::get(format!("http://{addr}/healthz"))
         .await
