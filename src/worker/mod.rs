@@ -59,7 +59,7 @@ pub use metrics::{serve_metrics, WorkerMetrics};
 use crate::client::Protocol;
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
 use crate::retstruct::RetStruct;
-use session::{Session, SessionSettings, SetSlots, Shutdown};
+use session::{AddFunction, RemoveFunction, Session, SessionSettings, SetSlots, Shutdown};
 
 /// Jobs a worker runs at once unless told otherwise.
 pub const DEFAULT_SLOTS: u32 = 16;
@@ -70,6 +70,13 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub type HandlerResult = Result<Bytes, JobError>;
 
 type BoxedHandler = Rc<dyn Fn(Job) -> LocalBoxFuture<'static, HandlerResult>>;
+/// A handler added to a running worker: shared by its sessions through their mailboxes.
+type SharedHandler =
+    std::sync::Arc<dyn Fn(Job) -> LocalBoxFuture<'static, HandlerResult> + Send + Sync>;
+
+/// How long a removed function's handler still serves jobs the dispatcher sent before it
+/// read `W_DEL_FUNC` (the frame has no acknowledgement).
+const REMOVED_FUNCTION_GRACE: Duration = Duration::from_secs(2);
 
 /// Why a worker could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,21 +92,58 @@ pub enum WorkerError {
     BadFunction(String),
 }
 
-/// The functions and settings shared by a worker's sessions.
+/// The functions one session serves: its own copy, so that functions added or removed
+/// while it runs are registered on its connection as they change.
+#[derive(Clone)]
 pub(crate) struct Functions {
     handlers: Vec<(String, BoxedHandler)>,
+    /// Removed functions, still serving jobs that arrive until their deadline.
+    retiring: Vec<(String, BoxedHandler, std::time::Instant)>,
 }
 
 impl Functions {
     fn handler(&self, name: &[u8]) -> Option<&BoxedHandler> {
-        self.handlers
-            .iter()
+        let retiring = self.retiring.iter().map(|(n, h, _)| (n, h));
+        (self.handlers.iter().map(|(n, h)| (n, h)))
+            .chain(retiring)
             .find(|(n, _)| n.as_bytes() == name)
             .map(|(_, h)| h)
     }
 
     fn names(&self) -> impl Iterator<Item = &str> {
         self.handlers.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Serves `name` with `handler`; true when the name is new (to register).
+    fn insert(&mut self, name: String, handler: BoxedHandler) -> bool {
+        self.retiring.retain(|(n, _, _)| *n != name);
+        match self.handlers.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, old)) => {
+                *old = handler;
+                false
+            }
+            None => {
+                self.handlers.push((name, handler));
+                true
+            }
+        }
+    }
+
+    /// Stops serving `name` (its handler retires for the grace); true when it was served.
+    fn remove(&mut self, name: &str) -> bool {
+        let Some(i) = self.handlers.iter().position(|(n, _)| n == name) else {
+            return false;
+        };
+        let (name, handler) = self.handlers.remove(i);
+        let until = std::time::Instant::now() + REMOVED_FUNCTION_GRACE;
+        self.retiring.push((name, handler, until));
+        true
+    }
+
+    /// Forgets retired handlers whose grace is over.
+    fn prune(&mut self) {
+        let now = std::time::Instant::now();
+        self.retiring.retain(|(_, _, until)| *until > now);
     }
 }
 
@@ -239,9 +283,10 @@ impl WorkerBuilder {
                 return Err(WorkerError::BadFunction(name.clone()));
             }
         }
-        let functions = Rc::new(Functions {
+        let functions = Functions {
             handlers: self.handlers,
-        });
+            retiring: Vec::new(),
+        };
         if let Some(metrics) = &self.metrics {
             functions.names().for_each(|name| metrics.serve(name));
         }
@@ -273,6 +318,62 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// Serves `name` with `handler` from now on, on every dispatcher (`W_ADD_FUNC`; also
+    /// after a reconnect). A function of that name already served gets the new handler:
+    /// new jobs run it, jobs running finish with the old one. Unlike
+    /// [`WorkerBuilder::function`], the handler must be `Send + Sync` (it reaches each
+    /// session through its mailbox); its future need not be.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(worker: nmid::worker::WorkerHandle) {
+    /// use nmid::worker::{Job, JobError};
+    ///
+    /// worker
+    ///     .add_function("Echo", |job: Job| async move { Ok::<_, JobError>(job.params().clone()) })
+    ///     .expect("a valid name");
+    /// worker.remove_function("Echo");
+    /// # }
+    /// ```
+    pub fn add_function<F, Fut, R>(
+        &self,
+        name: impl Into<String>,
+        handler: F,
+    ) -> Result<(), WorkerError>
+    where
+        F: Fn(Job) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, JobError>> + 'static,
+        R: Into<Bytes>,
+    {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(WorkerError::BadFunction(name));
+        }
+        let handler: SharedHandler = std::sync::Arc::new(move |job| {
+            let fut = handler(job);
+            Box::pin(async move { fut.await.map(Into::into) })
+        });
+        for session in &self.sessions {
+            session.do_send(AddFunction {
+                name: name.clone(),
+                handler: handler.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops serving `name` on every dispatcher (`W_DEL_FUNC`); its jobs running finish and
+    /// are answered, and jobs the dispatcher sent before it read the removal are still
+    /// served. Removing a function not served does nothing.
+    pub fn remove_function(&self, name: &str) {
+        for session in &self.sessions {
+            session.do_send(RemoveFunction {
+                name: name.to_owned(),
+            });
+        }
+    }
+
     /// Runs at most `slots` jobs at once on each dispatcher from now on, without a
     /// reconnect: tagged dispatchers are told (`W_SLOTS`) and place accordingly; jobs already
     /// running beyond a lowered count finish. (nmid-faas applies a changed `concurrency`

@@ -69,6 +69,21 @@ pub(super) struct SetSlots {
     pub(super) slots: u32,
 }
 
+/// Serve `name` with `handler` from now on (replacing the handler of a function served).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct AddFunction {
+    pub(super) name: String,
+    pub(super) handler: super::SharedHandler,
+}
+
+/// Stop serving `name`; its jobs running finish.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct RemoveFunction {
+    pub(super) name: String,
+}
+
 /// What a session needs to know.
 pub(super) struct SessionSettings {
     pub(super) addr: String,
@@ -77,7 +92,7 @@ pub(super) struct SessionSettings {
     pub(super) protocol: Protocol,
     pub(super) max_frame_bytes: usize,
     pub(super) stop_timeout: Duration,
-    pub(super) functions: Rc<Functions>,
+    pub(super) functions: Functions,
     pub(super) metrics: Option<super::WorkerMetrics>,
 }
 
@@ -297,6 +312,44 @@ impl Handler<SetSlots> for Session {
             };
             self.run(next.job, next.reply, ctx);
         }
+    }
+}
+
+impl Handler<AddFunction> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddFunction, _: &mut Self::Context) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let shared = msg.handler;
+        let handler: super::BoxedHandler = Rc::new(move |job| shared(job));
+        if let Some(metrics) = &self.settings.metrics {
+            metrics.serve(&msg.name);
+        }
+        let function = Bytes::copy_from_slice(msg.name.as_bytes());
+        let new = self.settings.functions.insert(msg.name, handler);
+        if let (true, Some(link)) = (new, &mut self.link) {
+            link.writer.write(Frame::WAddFunc { function });
+        }
+    }
+}
+
+impl Handler<RemoveFunction> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveFunction, ctx: &mut Self::Context) {
+        if !self.settings.functions.remove(&msg.name) {
+            return;
+        }
+        if let Some(link) = &mut self.link {
+            link.writer.write(Frame::WDelFunc {
+                function: Bytes::copy_from_slice(msg.name.as_bytes()),
+            });
+        }
+        ctx.run_later(super::REMOVED_FUNCTION_GRACE, |session, _| {
+            session.settings.functions.prune()
+        });
     }
 }
 

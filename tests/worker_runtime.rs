@@ -1,5 +1,6 @@
-//! The worker library's runtime controls and its own metrics, against an in-process
-//! dispatcher over real TCP on 127.0.0.1: slots changed on a running worker without a
+//! The worker library changed while it runs, and its own metrics, against in-process
+//! dispatchers over real TCP on 127.0.0.1: functions added, replaced and removed (calls in
+//! flight finish; a reconnect registers the current set), slots changed without a
 //! reconnect, and `/metrics` counting jobs by function and outcome, and reconnects.
 
 mod common;
@@ -10,14 +11,18 @@ use std::time::Duration;
 
 use common::{start_dispatcher, start_dispatcher_on, TestDispatcher};
 use futures_util::future::join_all;
-use nmid::client::Client;
+use nmid::client::{Client, ClientError};
 use nmid::config::Config;
 use nmid::worker::{serve_metrics, Job, JobError, Worker, WorkerMetrics};
 
 async fn serving(dispatcher: &TestDispatcher, function: &str) {
+    workers_of(dispatcher, function, 1).await;
+}
+
+async fn workers_of(dispatcher: &TestDispatcher, function: &str, workers: usize) {
     dispatcher
-        .wait_for(function, |s| {
-            s.function(function).is_some_and(|f| f.workers == 1)
+        .wait_for(&format!("{workers} workers of {function}"), |s| {
+            s.function(function).map_or(0, |f| f.workers) == workers
         })
         .await;
 }
@@ -139,5 +144,115 @@ async fn worker_metrics_count_jobs_errors_and_reconnects() {
     }
     worker.stop().await;
     server.stop(true).await;
+    restarted.stop().await;
+}
+
+/// A function added to a running worker is registered on each of its dispatchers; added
+/// again under the same name, new calls get the new handler while a running call finishes
+/// with the old one.
+#[actix_rt::test]
+async fn functions_added_while_running_are_served_on_every_dispatcher() {
+    let (first, second) = (start_dispatcher(), start_dispatcher());
+    let worker = Worker::builder()
+        .name("growing")
+        .server(first.addr.to_string())
+        .server(second.addr.to_string())
+        .function("Base", |job: Job| async move {
+            Ok::<_, JobError>(job.params().clone())
+        })
+        .start()
+        .unwrap();
+    serving(&first, "Base").await;
+    worker
+        .add_function("Added", |_job: Job| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, JobError>(b"old".to_vec())
+        })
+        .unwrap();
+    serving(&first, "Added").await;
+    serving(&second, "Added").await;
+    let client = Client::connect(second.addr.to_string()).await.unwrap();
+    let running = client.call("Added", "x");
+    let replace = async {
+        second
+            .wait_for("the call running", |s| s.in_flight() == 1)
+            .await;
+        worker
+            .add_function("Added", |_job: Job| async {
+                Ok::<_, JobError>(b"new".to_vec())
+            })
+            .unwrap();
+    };
+    let (running, ()) = tokio::join!(running, replace);
+    assert_eq!(
+        &running.unwrap()[..],
+        b"old",
+        "the running call kept its handler"
+    );
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while client.call("Added", "x").await.unwrap() != b"new"[..] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new handler never answered"
+        );
+    }
+    assert_eq!(
+        worker.add_function("", |_job: Job| async { Ok::<_, JobError>(Vec::new()) }),
+        Err(nmid::worker::WorkerError::BadFunction(String::new()))
+    );
+    worker.stop().await;
+    first.stop().await;
+    second.stop().await;
+}
+
+/// A function removed while its job runs: the job finishes and is answered, later calls
+/// find no worker, and after a dispatcher restart the worker registers its current set
+/// (the added function, not the removed one).
+#[actix_rt::test]
+async fn removed_functions_finish_their_jobs_and_stay_removed_after_a_reconnect() {
+    let dispatcher = start_dispatcher();
+    let addr = dispatcher.addr;
+    let worker = Worker::builder()
+        .name("shrinking")
+        .server(addr.to_string())
+        .function("Leaving", |_job: Job| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, JobError>(b"finished".to_vec())
+        })
+        .function("Staying", |job: Job| async move {
+            Ok::<_, JobError>(job.params().clone())
+        })
+        .start()
+        .unwrap();
+    serving(&dispatcher, "Leaving").await;
+    worker
+        .add_function("Added", |job: Job| async move {
+            Ok::<_, JobError>(job.params().clone())
+        })
+        .unwrap();
+    serving(&dispatcher, "Added").await;
+    let client = Client::connect(addr.to_string()).await.unwrap();
+    let running = client.call("Leaving", "x");
+    let remove = async {
+        dispatcher
+            .wait_for("the job running", |s| s.in_flight() == 1)
+            .await;
+        worker.remove_function("Leaving");
+        workers_of(&dispatcher, "Leaving", 0).await;
+    };
+    let (running, ()) = tokio::join!(running, remove);
+    assert_eq!(&running.unwrap()[..], b"finished");
+    assert_eq!(
+        client.call("Leaving", "x").await,
+        Err(ClientError::NoWorker)
+    );
+
+    dispatcher.stop().await;
+    let restarted = start_dispatcher_on(addr, Config::default());
+    serving(&restarted, "Added").await;
+    serving(&restarted, "Staying").await;
+    let snapshot = restarted.snapshot().await;
+    assert!(snapshot.function("Leaving").is_none(), "{snapshot:?}");
+    worker.stop().await;
     restarted.stop().await;
 }
