@@ -7,17 +7,17 @@
 //! - a new function starts its worker;
 //! - a removed function's worker stops gracefully in the background (`W_DEL_FUNC`, then the
 //!   dispatcher's seal, then its calls in flight finish);
-//! - a changed function swaps what runs its calls: calls already running finish with the
-//!   old definition, new calls get the new one; a changed `concurrency` is sent as the
-//!   worker's new slots (`W_SLOTS`), no reconnect;
+//! - a changed function gets a new handler (`WorkerHandle::add_function` under its name):
+//!   calls already running finish with the old definition, new calls get the new one; a
+//!   changed `concurrency` is sent as the worker's new slots (`W_SLOTS`), no reconnect;
 //! - changed `servers`, `name` or `protocol` restart every function's worker: the new one
 //!   first, then the old one stops gracefully.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::LocalBoxFuture;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
@@ -64,7 +64,6 @@ enum Backend {
 /// One function being served.
 struct Served {
     spec: FunctionSpec,
-    active: Rc<RefCell<Rc<Active>>>,
     worker: WorkerHandle,
 }
 
@@ -121,7 +120,7 @@ impl Runner {
             if unchanged && !restart_all {
                 continue;
             }
-            prepared.push((function.clone(), Rc::new(Active::new(function)?)));
+            prepared.push((function.clone(), Arc::new(Active::new(function)?)));
         }
         self.stop_timeout = spec.stop_timeout;
         let mut applied = Applied::default();
@@ -132,7 +131,10 @@ impl Runner {
                     if served.spec.concurrency != function.concurrency {
                         served.worker.set_slots(function.concurrency);
                     }
-                    *served.active.borrow_mut() = active;
+                    // Calls running keep the handler they started with.
+                    (served.worker)
+                        .add_function(function.name.clone(), active.handler())
+                        .map_err(JobError::new)?;
                     served.spec = function;
                     applied.changed.push(name);
                 }
@@ -182,20 +184,14 @@ impl Runner {
         &self,
         shared: &Shared,
         spec: FunctionSpec,
-        active: Rc<Active>,
+        active: Arc<Active>,
     ) -> Result<Served, WorkerError> {
-        let active = Rc::new(RefCell::new(active));
-        let current = active.clone();
         let mut builder = Worker::builder()
             .name(format!("{}/{}", shared.name, spec.name))
             .slots(spec.concurrency)
             .protocol(shared.protocol)
             .stop_timeout(self.stop_timeout)
-            .function(spec.name.clone(), move |job: Job| {
-                // This call keeps the definition it started with, whatever a reload does.
-                let active = current.borrow().clone();
-                async move { active.call(job).await }
-            });
+            .function(spec.name.clone(), active.handler());
         if let Some(metrics) = &self.metrics {
             builder = builder.metrics(metrics.clone());
         }
@@ -204,11 +200,7 @@ impl Runner {
         }
         let worker = builder.start()?;
         info!(function = %spec.name, concurrency = spec.concurrency, "function served");
-        Ok(Served {
-            spec,
-            active,
-            worker,
-        })
+        Ok(Served { spec, worker })
     }
 
     fn stop_later(&mut self, served: Served) {
@@ -222,6 +214,19 @@ impl Runner {
 }
 
 impl Active {
+    /// The worker's handler of this definition: each call holds the definition it started
+    /// with, whatever a reload does.
+    fn handler(
+        self: &Arc<Self>,
+    ) -> impl Fn(Job) -> LocalBoxFuture<'static, Result<RetStruct, JobError>> + Send + Sync + 'static
+    {
+        let active = self.clone();
+        move |job: Job| {
+            let active = active.clone();
+            Box::pin(async move { active.call(job).await })
+        }
+    }
+
     fn new(spec: &FunctionSpec) -> Result<Self, JobError> {
         let backend = match &spec.kind {
             FunctionKind::Exec(exec) => {
