@@ -1,7 +1,12 @@
 # Entry points a person types. `make run` and `make test` are all a fresh machine needs.
 CARGO ?= cargo
 
-.PHONY: run test deps lint fmt build release bench bench-quick doc fuzz soak cluster-demo
+.PHONY: run test deps lint fmt build release bench bench-quick bench-faas doc image fuzz soak cluster-demo
+
+## The container image (Dockerfile): nmid, nmid-faas and nmidctl, non-root, ports 6808/6809.
+## Override the tool or the tag: `make image DOCKER=podman IMAGE=registry/nmid:tag`.
+DOCKER ?= docker
+IMAGE ?= nmid:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
 ## Start the dispatcher on 0.0.0.0:6808 with the embedded demo worker serving ToUpper.
 run: deps
@@ -75,3 +80,10 @@ fuzz:
 SOAK_CALLS ?= 100000
 soak:
 	NMID_SOAK_CALLS=$(SOAK_CALLS) $(CARGO) test --locked --release --test soak -- --nocapture
+image:
+	$(DOCKER) build -t $(IMAGE) .
+
+## nmidctl bench against nmid-faas: an exec and an http function at 1-64 calls in flight, and
+## the in-process demo worker for scale (about 2 minutes once built). BENCHMARKS.md has a run.
+bench-faas:
+	./scripts/bench-faas

@@ -46,6 +46,8 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// Process-wide settings.
     pub server: ServerConfig,
+    /// The dashboard's history.
+    pub history: HistoryConfig,
     /// Logs.
     pub log: LogConfig,
     /// Distributed tracing.
@@ -282,6 +284,18 @@ pub struct ServerConfig {
     pub drain_timeout_ms: u64,
 }
 
+/// `[history]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Time between two readings, in milliseconds.
+    pub interval_ms: u64,
+    /// Readings kept.
+    pub samples: usize,
+    /// Functions kept per reading.
+    pub max_functions: usize,
+}
+
 impl From<config::ConfigError> for ConfigError {
     fn from(err: config::ConfigError) -> Self {
         Self::Load(err)
@@ -422,6 +436,15 @@ impl Config {
         if self.server.io_threads > 1024 {
             return invalid("server.io_threads", "must be at most 1024");
         }
+        if !(100..=3_600_000).contains(&self.history.interval_ms) {
+            return invalid("history.interval_ms", "must be 100 to 3600000");
+        }
+        if !(2..=100_000).contains(&self.history.samples) {
+            return invalid("history.samples", "must be 2 to 100000");
+        }
+        if self.history.max_functions > 1000 {
+            return invalid("history.max_functions", "must be at most 1000");
+        }
         self.validate_cluster()
     }
 
@@ -543,6 +566,15 @@ impl Config {
         match self.log.format {
             LogFormatConfig::Text => crate::telemetry::LogFormat::Text,
             LogFormatConfig::Json => crate::telemetry::LogFormat::Json,
+        }
+    }
+
+    /// The dashboard history's settings.
+    pub fn history_settings(&self) -> crate::history::HistorySettings {
+        crate::history::HistorySettings {
+            interval: Duration::from_millis(self.history.interval_ms),
+            samples: self.history.samples,
+            max_functions: self.history.max_functions,
         }
     }
 

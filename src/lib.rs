@@ -13,11 +13,15 @@
 //! - [`http`]: the actix-web front end: `POST /call/<func>`, nmid's gateway, admin API.
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
 //! - [`metrics`]: Prometheus metrics (bounded labels) and call totals.
+//! - [`rates`]: calls/s, error ratio and percentiles between two readings of the totals.
+//! - [`history`]: the last minutes of those rates, for the dashboard's charts.
 //! - [`telemetry`]: logs and OTLP tracing across hops.
 //! - [`client`]: the async client library (tagged, pipelined; or v1).
 //! - [`worker`]: the worker library (actix actors; tagged or v1).
 //! - [`retstruct`]: nmid's `{"Code","Msg","Data"}` result convention.
 //! - [`demo`]: the embedded `ToUpper` worker of `nmid --demo`.
+//! - [`faas`]: `nmid-faas`: commands and local HTTP services served as functions.
+//! - [`ctl`]: `nmidctl`: call, inspect, top, bench, health.
 #![warn(missing_docs)]
 
 pub mod actors;
@@ -26,9 +30,13 @@ pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+pub mod ctl;
 pub mod demo;
+pub mod faas;
+pub mod history;
 pub mod http;
 pub mod metrics;
+pub mod rates;
 pub mod retstruct;
 pub mod scheduler;
 pub mod server;

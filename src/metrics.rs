@@ -351,6 +351,7 @@ pub struct Metrics {
     worker_labels: Labels,
     limit_hits: [IntCounter; Limit::ALL.len()],
     lenient_frames: [IntCounter; Leniency::ALL.len()],
+    queue_limit: IntGauge,
     scrape: std::sync::Mutex<()>,
 }
 
@@ -462,6 +463,13 @@ impl Metrics {
             &["kind"],
         );
         let lenient_frames = Leniency::ALL.map(|k| lenient_frames.with_label_values(&[k.as_str()]));
+        let queue_limit = add.metric(
+            IntGauge::new(
+                "nmid_queue_limit",
+                "Calls that may wait per function (workers.max_queue_per_function), for alerts on nmid_queue_depth.",
+            )
+            .expect("valid metric"),
+        );
         add.gauge_vec(
             "nmid_build_info",
             "Always 1; the version label says which build runs.",
@@ -493,6 +501,7 @@ impl Metrics {
             worker_labels: Labels::new(max_workers),
             limit_hits,
             lenient_frames,
+            queue_limit,
             scrape: std::sync::Mutex::new(()),
         }
     }
@@ -585,6 +594,12 @@ impl Metrics {
         Registrar(&self.registry).metric(metric)
     }
 
+    /// Exports the configured queue bound (`nmid_queue_limit`).
+    pub fn set_queue_limit(&self, limit: usize) {
+        self.queue_limit
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+
     /// A job was retried on another worker.
     pub fn record_retry(&self) {
         self.retries.inc();
@@ -633,6 +648,49 @@ impl Metrics {
             total,
             errors: total - ok,
             by_outcome,
+        }
+    }
+
+    /// Every function's cumulative calls, errors and latency buckets (`GET /api/v1/calls`,
+    /// the dashboard's history, `nmidctl top`).
+    pub fn calls_view(&self) -> crate::rates::CallsView {
+        use prometheus::core::Collector;
+        let mut by_function: HashMap<String, crate::rates::CallTotals> = HashMap::new();
+        let label = |metric: &prometheus::proto::Metric, name: &str| {
+            (metric.get_label().iter())
+                .find(|l| l.name() == name)
+                .map(|l| l.value().to_owned())
+                .unwrap_or_default()
+        };
+        for family in self.calls.collect() {
+            for metric in family.get_metric() {
+                let function = label(metric, "function");
+                let entry = by_function.entry(function.clone()).or_default();
+                entry.function = function;
+                let count = metric.get_counter().get_value() as u64;
+                entry.calls += count;
+                if label(metric, "outcome") != Outcome::Ok.as_str() {
+                    entry.errors += count;
+                }
+            }
+        }
+        for family in self.duration.collect() {
+            for metric in family.get_metric() {
+                let histogram = metric.get_histogram();
+                let mut buckets: Vec<u64> = (histogram.get_bucket().iter())
+                    .map(|b| b.cumulative_count())
+                    .collect();
+                buckets.push(histogram.get_sample_count());
+                if let Some(entry) = by_function.get_mut(&label(metric, "function")) {
+                    entry.buckets = buckets;
+                }
+            }
+        }
+        let mut functions: Vec<_> = by_function.into_values().collect();
+        functions.sort_by(|a, b| a.function.cmp(&b.function));
+        crate::rates::CallsView {
+            bounds: DURATION_BUCKETS.to_vec(),
+            functions,
         }
     }
 

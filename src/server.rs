@@ -203,6 +203,8 @@ pub struct Stopped {
 struct Dispatcher {
     handle: Handle,
     accept: JoinHandle<()>,
+    /// Reads the call counters into the dashboard's history.
+    sampler: JoinHandle<()>,
     /// HTTP servers: the front end, and the metrics port when it has one of its own.
     http: Vec<actix_web::dev::ServerHandle>,
     arbiters: Vec<Arbiter>,
@@ -217,6 +219,7 @@ impl Dispatcher {
             config.metrics.max_function_series,
             config.metrics.max_worker_series,
         ));
+        metrics.set_queue_limit(config.workers.max_queue_per_function);
         let threads = config.io_threads();
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         // The registry shares the first connection thread: a message between actors on one
@@ -278,6 +281,13 @@ impl Dispatcher {
         let io = arbiters.iter().map(Arbiter::handle).collect();
         let accept = tokio::spawn(accept_loop(tcp, io, settings, admission));
         info!(addr = %tcp_addr, "nmid protocol listening");
+        let history = Arc::new(std::sync::Mutex::new(crate::history::History::new(
+            config.history_settings(),
+        )));
+        let sampler = tokio::spawn(crate::history::sample_every(
+            history.clone(),
+            metrics.clone(),
+        ));
         let state = HttpState {
             jobs,
             job_timeout: config.job_timeout(),
@@ -285,6 +295,7 @@ impl Dispatcher {
             max_frame_bytes: config.tcp.max_frame_bytes,
             started: SystemTime::now(),
             cluster: cluster_view.clone(),
+            history,
         };
         let drain_timeout = config.drain_timeout();
         let mut http = Vec::new();
@@ -311,6 +322,7 @@ impl Dispatcher {
                 cluster: cluster_view,
             },
             accept,
+            sampler,
             http,
             arbiters,
             drain_timeout,
@@ -347,6 +359,7 @@ impl Dispatcher {
             }
         };
         futures_util::future::join_all(self.http.iter().map(|server| server.stop(true))).await;
+        self.sampler.abort();
         if let Some(cluster) = self.cluster {
             cluster.leave().await;
         }

@@ -186,13 +186,98 @@ async fn dashboard_in_chromium_shows_the_cluster() {
     dispatcher.stop().await;
 }
 
+/// After calls have flowed for a few history readings, the dashboard's charts (calls/s,
+/// error ratio, latency) are drawn with data, overall and for the function chosen.
+#[actix_rt::test]
+async fn dashboard_charts_have_data_after_load() {
+    let mut config = Config::default();
+    config.history.interval_ms = 200;
+    let dispatcher = start_dispatcher_with_http(config);
+    let worker = Worker::builder()
+        .name("chart-worker")
+        .server(dispatcher.addr.to_string())
+        .function("Charted", nmid::demo::to_upper)
+        .start()
+        .unwrap();
+    dispatcher
+        .wait_for("the worker", |s| s.function("Charted").is_some())
+        .await;
+    let client = nmid::client::Client::connect(dispatcher.addr.to_string())
+        .await
+        .unwrap();
+    let history_url = format!("{}/api/v1/history", dispatcher.http_url());
+    // Calls in three or more reading intervals, some of an unknown function (errors).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for i in 0..20 {
+            let function = if i % 5 == 0 { "Uncharted" } else { "Charted" };
+            let _ = client.call(function, b"\x81\xa4name\xa1x".to_vec()).await;
+        }
+        let body = reqwest::get(&history_url)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let history: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let busy = history["overall"]["calls_per_second"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v.as_f64().is_some_and(|r| r > 0.0))
+            .count();
+        if busy >= 3 && history["functions"][0]["name"] == "Charted" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "history never filled: {history}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let url = format!("{}/dashboard", dispatcher.http_url());
+    let dom = actix_rt::task::spawn_blocking(move || render(&url))
+        .await
+        .unwrap();
+    for chart in ["chart-rate", "chart-errors", "chart-latency"] {
+        let points = chart_points(&dom, chart);
+        assert!(points >= 3, "{chart} drew {points} points: {dom}");
+    }
+    let rate = &dom[dom.find("id=\"chart-rate\"").unwrap()..];
+    assert!(
+        rate[..rate.find("</svg>").unwrap()].contains("<path d=\"M"),
+        "{rate}"
+    );
+    let functions = section(&dom, "id=\"function-rows\"");
+    assert!(functions.contains("Charted"), "{functions}");
+    let options = section(&dom, "id=\"scope\"");
+    assert!(
+        options.contains("Charted"),
+        "the function can be chosen: {options}"
+    );
+    worker.stop().await;
+    dispatcher.stop().await;
+}
+
+/// The `data-points` a chart says it drew.
+fn chart_points(dom: &str, id: &str) -> usize {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no chart {id}: {dom}"));
+    let tag_end = start + dom[start..].find('>').unwrap();
+    let tag = &dom[start..tag_end];
+    let value = tag
+        .split("data-points=\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{id} has no data-points: {tag}"));
+    value[..value.find('"').unwrap()].parse().unwrap()
+}
+
 /// The HTML from `marker` to the end of its element (table body or span).
 fn section<'a>(dom: &'a str, marker: &str) -> &'a str {
     let start = dom
         .find(marker)
         .unwrap_or_else(|| panic!("{marker} not in the page: {dom}"));
     let rest = &dom[start..];
-    let end = ["</tbody>", "</span>"]
+    let end = ["</tbody>", "</span>", "</select>"]
         .iter()
         .filter_map(|close| rest.find(close).map(|i| i + close.len()))
         .min()

@@ -103,6 +103,22 @@ pub async fn cluster(state: web::Data<HttpState>) -> Result<HttpResponse, HttpEr
     Ok(HttpResponse::Ok().json(report))
 }
 
+/// `GET /api/v1/calls`: every function's cumulative calls, errors and latency buckets (what
+/// `nmidctl top` turns into rates).
+pub async fn calls(state: web::Data<HttpState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.jobs.metrics.calls_view())
+}
+
+/// `GET /api/v1/history`: the recent rates, overall and per function, for the charts.
+pub async fn history(state: web::Data<HttpState>) -> HttpResponse {
+    let view = state
+        .history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .view();
+    HttpResponse::Ok().json(view)
+}
+
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn metrics(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
     let snapshot = snapshot(&state).await?;

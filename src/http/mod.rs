@@ -7,6 +7,7 @@
 //! | any path + `N-NMID-RequestType: HTTP_DO_WORK` | nmid's gateway protocol |
 //! | `GET /api/v1/functions`, `/api/v1/workers`, `/api/v1/stats` | introspection JSON |
 //! | `GET /api/v1/cluster` | the dispatchers of the cluster (etcd discovery) |
+//! | `GET /api/v1/calls`, `/api/v1/history` | call counters per function; recent rates |
 //! | `GET /metrics` | Prometheus metrics |
 //! | `GET /healthz`, `GET /readyz` | liveness, readiness (503 while draining) |
 //! | `GET /dashboard` | the built-in dashboard page |
@@ -43,6 +44,8 @@ pub struct HttpState {
     pub started: SystemTime,
     /// The cluster, when discovery is on (`GET /api/v1/cluster`).
     pub cluster: Option<crate::cluster::ClusterView>,
+    /// The recent rates the dashboard charts.
+    pub history: std::sync::Arc<std::sync::Mutex<crate::history::History>>,
 }
 
 /// The dashboard page: plain HTML and JS, no build step.
@@ -55,6 +58,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/workers", web::get().to(admin::workers))
         .route("/api/v1/stats", web::get().to(admin::stats))
         .route("/api/v1/cluster", web::get().to(admin::cluster))
+        .route("/api/v1/calls", web::get().to(admin::calls))
+        .route("/api/v1/history", web::get().to(admin::history))
         .route("/metrics", web::get().to(admin::metrics))
         .route("/healthz", web::get().to(admin::healthz))
         .route("/readyz", web::get().to(admin::readyz))
@@ -136,6 +141,9 @@ mod tests {
             max_frame_bytes: crate::codec::DEFAULT_MAX_FRAME_BYTES,
             started: SystemTime::now(),
             cluster: None,
+            history: std::sync::Arc::new(std::sync::Mutex::new(crate::history::History::new(
+                crate::config::Config::default().history_settings(),
+            ))),
         })
     }
 

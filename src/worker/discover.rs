@@ -20,8 +20,8 @@ use futures_util::stream;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
-use super::session::{Session, SessionSettings, Shutdown};
-use super::Functions;
+use super::session::{AddFunction, RemoveFunction, Session, SessionSettings, SetSlots, Shutdown};
+use super::{Functions, WorkerMetrics};
 use crate::client::Protocol;
 use crate::cluster::etcd::{self, follow_members, Discovery, EtcdSettings, Members};
 use crate::cluster::record::{worker_nmid_key, worker_nmid_value};
@@ -34,7 +34,9 @@ pub(super) struct Template {
     pub(super) protocol: Protocol,
     pub(super) max_frame_bytes: usize,
     pub(super) stop_timeout: Duration,
-    pub(super) functions: Rc<Functions>,
+    /// The functions served now: a copy for each new session.
+    pub(super) functions: Functions,
+    pub(super) metrics: Option<WorkerMetrics>,
 }
 
 impl Template {
@@ -48,6 +50,7 @@ impl Template {
             max_frame_bytes: self.max_frame_bytes,
             stop_timeout: self.stop_timeout,
             functions: self.functions.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -157,6 +160,49 @@ impl StreamHandler<Members> for Follower {
     }
 
     fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+/// A function added to the running worker: served by every discovered session, and by the
+/// sessions of dispatchers found later.
+impl Handler<AddFunction> for Follower {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddFunction, _: &mut Self::Context) {
+        let shared = msg.handler.clone();
+        let handler: super::BoxedHandler = Rc::new(move |job| shared(job));
+        self.template.functions.insert(msg.name.clone(), handler);
+        for (_, session) in self.sessions.values() {
+            session.do_send(AddFunction {
+                name: msg.name.clone(),
+                handler: msg.handler.clone(),
+            });
+        }
+    }
+}
+
+impl Handler<RemoveFunction> for Follower {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveFunction, _: &mut Self::Context) {
+        self.template.functions.remove(&msg.name);
+        self.template.functions.prune();
+        for (_, session) in self.sessions.values() {
+            session.do_send(RemoveFunction {
+                name: msg.name.clone(),
+            });
+        }
+    }
+}
+
+impl Handler<SetSlots> for Follower {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetSlots, _: &mut Self::Context) {
+        self.template.slots = msg.slots.max(1);
+        for (_, session) in self.sessions.values() {
+            session.do_send(SetSlots { slots: msg.slots });
+        }
+    }
 }
 
 impl Handler<StopAll> for Follower {

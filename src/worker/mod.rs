@@ -42,6 +42,7 @@
 
 mod discover;
 mod job;
+mod metrics;
 mod session;
 
 use std::fmt;
@@ -54,13 +55,14 @@ use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
 pub use job::{Job, JobError};
+pub use metrics::{serve_metrics, WorkerMetrics};
 
 use crate::client::Protocol;
 use crate::cluster::etcd::Discovery;
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
 use crate::retstruct::RetStruct;
 use discover::{Follower, StopAll, Template};
-use session::{Session, Shutdown};
+use session::{AddFunction, RemoveFunction, Session, SetSlots, Shutdown};
 
 /// TTL of the lease a worker registers `nmid/<name>` under (`etcd_register`).
 pub const DEFAULT_REGISTER_TTL: Duration = Duration::from_secs(10);
@@ -74,6 +76,13 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub type HandlerResult = Result<Bytes, JobError>;
 
 type BoxedHandler = Rc<dyn Fn(Job) -> LocalBoxFuture<'static, HandlerResult>>;
+/// A handler added to a running worker: shared by its sessions through their mailboxes.
+type SharedHandler =
+    std::sync::Arc<dyn Fn(Job) -> LocalBoxFuture<'static, HandlerResult> + Send + Sync>;
+
+/// How long a removed function's handler still serves jobs the dispatcher sent before it
+/// read `W_DEL_FUNC` (the frame has no acknowledgement).
+const REMOVED_FUNCTION_GRACE: Duration = Duration::from_secs(2);
 
 /// Why a worker could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,21 +98,58 @@ pub enum WorkerError {
     BadFunction(String),
 }
 
-/// The functions and settings shared by a worker's sessions.
+/// The functions one session serves: its own copy, so that functions added or removed
+/// while it runs are registered on its connection as they change.
+#[derive(Clone)]
 pub(crate) struct Functions {
     handlers: Vec<(String, BoxedHandler)>,
+    /// Removed functions, still serving jobs that arrive until their deadline.
+    retiring: Vec<(String, BoxedHandler, std::time::Instant)>,
 }
 
 impl Functions {
     fn handler(&self, name: &[u8]) -> Option<&BoxedHandler> {
-        self.handlers
-            .iter()
+        let retiring = self.retiring.iter().map(|(n, h, _)| (n, h));
+        (self.handlers.iter().map(|(n, h)| (n, h)))
+            .chain(retiring)
             .find(|(n, _)| n.as_bytes() == name)
             .map(|(_, h)| h)
     }
 
     fn names(&self) -> impl Iterator<Item = &str> {
         self.handlers.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Serves `name` with `handler`; true when the name is new (to register).
+    fn insert(&mut self, name: String, handler: BoxedHandler) -> bool {
+        self.retiring.retain(|(n, _, _)| *n != name);
+        match self.handlers.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, old)) => {
+                *old = handler;
+                false
+            }
+            None => {
+                self.handlers.push((name, handler));
+                true
+            }
+        }
+    }
+
+    /// Stops serving `name` (its handler retires for the grace); true when it was served.
+    fn remove(&mut self, name: &str) -> bool {
+        let Some(i) = self.handlers.iter().position(|(n, _)| n == name) else {
+            return false;
+        };
+        let (name, handler) = self.handlers.remove(i);
+        let until = std::time::Instant::now() + REMOVED_FUNCTION_GRACE;
+        self.retiring.push((name, handler, until));
+        true
+    }
+
+    /// Forgets retired handlers whose grace is over.
+    fn prune(&mut self) {
+        let now = std::time::Instant::now();
+        self.retiring.retain(|(_, _, until)| *until > now);
     }
 }
 
@@ -124,6 +170,7 @@ impl Worker {
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             discovery: None,
             register_ttl: None,
+            metrics: None,
         }
     }
 }
@@ -139,6 +186,7 @@ pub struct WorkerBuilder {
     stop_timeout: Duration,
     discovery: Option<Discovery>,
     register_ttl: Option<Duration>,
+    metrics: Option<WorkerMetrics>,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -246,6 +294,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Counts this worker's jobs (per function: outcome, duration, in flight) and its
+    /// connections in `metrics`; serve them with [`serve_metrics`]. Off unless set.
+    pub fn metrics(mut self, metrics: WorkerMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Starts one session per dispatcher on the current actix arbiter. Must be called inside
     /// a running actix `System` (e.g. `#[actix_rt::main]`). Connection failures are not
     /// errors: each session keeps reconnecting with backoff.
@@ -261,9 +316,13 @@ impl WorkerBuilder {
                 return Err(WorkerError::BadFunction(name.clone()));
             }
         }
-        let functions = Rc::new(Functions {
+        let functions = Functions {
             handlers: self.handlers,
-        });
+            retiring: Vec::new(),
+        };
+        if let Some(metrics) = &self.metrics {
+            functions.names().for_each(|name| metrics.serve(name));
+        }
         let template = Template {
             name: self.name,
             slots: self.slots,
@@ -271,6 +330,7 @@ impl WorkerBuilder {
             max_frame_bytes: self.max_frame_bytes,
             stop_timeout: self.stop_timeout,
             functions,
+            metrics: self.metrics,
         };
         let sessions = (self.servers.iter())
             .map(|addr| Session::new(template.settings_for(addr)).start())
@@ -291,6 +351,83 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// Serves `name` with `handler` from now on, on every dispatcher (`W_ADD_FUNC`; also
+    /// after a reconnect). A function of that name already served gets the new handler:
+    /// new jobs run it, jobs running finish with the old one. Unlike
+    /// [`WorkerBuilder::function`], the handler must be `Send + Sync` (it reaches each
+    /// session through its mailbox); its future need not be.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(worker: nmid::worker::WorkerHandle) {
+    /// use nmid::worker::{Job, JobError};
+    ///
+    /// worker
+    ///     .add_function("Echo", |job: Job| async move { Ok::<_, JobError>(job.params().clone()) })
+    ///     .expect("a valid name");
+    /// worker.remove_function("Echo");
+    /// # }
+    /// ```
+    pub fn add_function<F, Fut, R>(
+        &self,
+        name: impl Into<String>,
+        handler: F,
+    ) -> Result<(), WorkerError>
+    where
+        F: Fn(Job) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, JobError>> + 'static,
+        R: Into<Bytes>,
+    {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(WorkerError::BadFunction(name));
+        }
+        let handler: SharedHandler = std::sync::Arc::new(move |job| {
+            let fut = handler(job);
+            Box::pin(async move { fut.await.map(Into::into) })
+        });
+        for session in &self.sessions {
+            session.do_send(AddFunction {
+                name: name.clone(),
+                handler: handler.clone(),
+            });
+        }
+        if let Some(follower) = &self.follower {
+            follower.do_send(AddFunction { name, handler });
+        }
+        Ok(())
+    }
+
+    /// Stops serving `name` on every dispatcher (`W_DEL_FUNC`); its jobs running finish and
+    /// are answered, and jobs the dispatcher sent before it read the removal are still
+    /// served. Removing a function not served does nothing.
+    pub fn remove_function(&self, name: &str) {
+        for session in &self.sessions {
+            session.do_send(RemoveFunction {
+                name: name.to_owned(),
+            });
+        }
+        if let Some(follower) = &self.follower {
+            follower.do_send(RemoveFunction {
+                name: name.to_owned(),
+            });
+        }
+    }
+
+    /// Runs at most `slots` jobs at once on each dispatcher from now on, without a
+    /// reconnect: tagged dispatchers are told (`W_SLOTS`) and place accordingly; jobs already
+    /// running beyond a lowered count finish. (nmid-faas applies a changed `concurrency`
+    /// this way.)
+    pub fn set_slots(&self, slots: u32) {
+        for session in &self.sessions {
+            session.do_send(SetSlots { slots });
+        }
+        if let Some(follower) = &self.follower {
+            follower.do_send(SetSlots { slots });
+        }
+    }
+
     /// Stops gracefully on every dispatcher: unregister the functions (`W_DEL_FUNC`), make
     /// sure no further job is on its way (tagged: `W_BYE` until `S_BYE_ACK`), finish the
     /// jobs in flight (bounded by the stop timeout), then close. Returns when all are closed.

@@ -64,6 +64,28 @@ const HANDLER_ERROR_CODE: i64 = 1;
 #[rtype(result = "oneshot::Receiver<()>")]
 pub(super) struct Shutdown;
 
+/// Run this many jobs at once from now on (tagged dispatchers are told with `W_SLOTS`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct SetSlots {
+    pub(super) slots: u32,
+}
+
+/// Serve `name` with `handler` from now on (replacing the handler of a function served).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct AddFunction {
+    pub(super) name: String,
+    pub(super) handler: super::SharedHandler,
+}
+
+/// Stop serving `name`; its jobs running finish.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct RemoveFunction {
+    pub(super) name: String,
+}
+
 /// What a session needs to know.
 pub(super) struct SessionSettings {
     pub(super) addr: String,
@@ -72,7 +94,8 @@ pub(super) struct SessionSettings {
     pub(super) protocol: Protocol,
     pub(super) max_frame_bytes: usize,
     pub(super) stop_timeout: Duration,
-    pub(super) functions: Rc<Functions>,
+    pub(super) functions: Functions,
+    pub(super) metrics: Option<super::WorkerMetrics>,
 }
 
 /// Where a job's answer goes, in the protocol the job came in.
@@ -307,6 +330,67 @@ impl Handler<Shutdown> for Session {
     }
 }
 
+impl Handler<SetSlots> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetSlots, ctx: &mut Self::Context) {
+        self.settings.slots = msg.slots.max(1);
+        if let (Some(link), Protocol::Tagged) = (&mut self.link, self.settings.protocol) {
+            link.writer.write(Frame::WSlots {
+                slots: self.settings.slots,
+            });
+            link.awaiting.push_back("slots".to_owned());
+        }
+        // Raised: jobs waiting here (only v1 dispatchers send more than the slots) start.
+        while self.running < self.settings.slots {
+            let Some(next) = self.backlog.pop_front() else {
+                break;
+            };
+            self.run(next.job, next.reply, ctx);
+        }
+    }
+}
+
+impl Handler<AddFunction> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddFunction, _: &mut Self::Context) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let shared = msg.handler;
+        let handler: super::BoxedHandler = Rc::new(move |job| shared(job));
+        if let Some(metrics) = &self.settings.metrics {
+            metrics.serve(&msg.name);
+        }
+        let function = Bytes::copy_from_slice(msg.name.as_bytes());
+        let awaiting = format!("function {:?}", msg.name);
+        let new = self.settings.functions.insert(msg.name, handler);
+        if let (true, Some(link)) = (new, &mut self.link) {
+            link.writer.write(Frame::WAddFunc { function });
+            link.awaiting.push_back(awaiting);
+        }
+    }
+}
+
+impl Handler<RemoveFunction> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveFunction, ctx: &mut Self::Context) {
+        if !self.settings.functions.remove(&msg.name) {
+            return;
+        }
+        if let Some(link) = &mut self.link {
+            link.writer.write(Frame::WDelFunc {
+                function: Bytes::copy_from_slice(msg.name.as_bytes()),
+            });
+        }
+        ctx.run_later(super::REMOVED_FUNCTION_GRACE, |session, _| {
+            session.settings.functions.prune()
+        });
+    }
+}
+
 impl Session {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let addr = self.settings.addr.clone();
@@ -365,6 +449,10 @@ impl Session {
             reader,
             awaiting,
         });
+        if let Some(metrics) = &self.settings.metrics {
+            // The first connection makes the generation 1; each loss and return adds 2.
+            metrics.link(&self.settings.addr, true, self.generation > 1);
+        }
         info!(addr = %self.settings.addr, name = %self.settings.name, "worker registered");
     }
 
@@ -378,6 +466,9 @@ impl Session {
         ctx.cancel_future(link.reader);
         ctx.cancel_future(link.writer.handle());
         self.generation += 1;
+        if let Some(metrics) = &self.settings.metrics {
+            metrics.link(&self.settings.addr, false, false);
+        }
         self.backlog.clear();
         if self.stopping.is_some() {
             ctx.stop();
@@ -418,6 +509,10 @@ impl Session {
         };
         self.running += 1;
         let generation = self.generation;
+        let started = (self.settings.metrics.clone()).map(|metrics| {
+            metrics.job_started(&job.function);
+            (metrics, job.function.clone(), Instant::now())
+        });
         let mut job = job;
         job.span = telemetry::hop_span(Hop::Worker, &job.function, Some(&job.metadata));
         let span = job.span.clone();
@@ -429,6 +524,10 @@ impl Session {
             .map(move |result, session, ctx| {
                 session.running -= 1;
                 let result = result.unwrap_or_else(|_| Err(JobError::new("handler panicked")));
+                if let Some((metrics, function, at)) = &started {
+                    let answer = result.as_ref().map(|ret| &ret[..]).map_err(|_| ());
+                    metrics.job_done(function, answer, at.elapsed());
+                }
                 telemetry::finish(&span, if result.is_ok() { "ok" } else { "error" });
                 session.answer(generation, reply, result);
                 if let Some(next) = session.backlog.pop_front() {

@@ -1,0 +1,29 @@
+# The nmid image: the dispatcher (nmid), the FaaS runner and HTTP sidecar (nmid-faas) and the
+# command-line tool (nmidctl). `make image` builds it; both bases can be overridden:
+#   docker build --build-arg RUST_IMAGE=rust:1-bookworm --build-arg RUNTIME_IMAGE=debian:bookworm-slim .
+# The test suite lints this file (hadolint) and checks that every binary copied below is built
+# by the cargo command below (tests/deploy.rs).
+ARG RUST_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
+FROM ${RUST_IMAGE} AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin nmid --bin nmid-faas --bin nmidctl
+
+# Debian slim: glibc for the binaries, and a shell and coreutils for exec functions (images
+# of your own functions start FROM this one and add their programs).
+FROM ${RUNTIME_IMAGE}
+COPY --from=build /src/target/release/nmid /usr/local/bin/nmid
+COPY --from=build /src/target/release/nmid-faas /usr/local/bin/nmid-faas
+COPY --from=build /src/target/release/nmidctl /usr/local/bin/nmidctl
+COPY config/nmid.toml /etc/nmid/nmid.toml
+COPY config/functions.toml /etc/nmid/functions.toml
+# Not root: any unprivileged uid works; nothing is written inside the image.
+USER 10001:10001
+# 6808: the nmid protocol; 6809: HTTP (calls, admin API, /metrics, /healthz, /readyz).
+EXPOSE 6808 6809
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["nmidctl", "health", "--request-timeout", "2s"]
+ENTRYPOINT ["nmid"]
+CMD ["--config", "/etc/nmid/nmid.toml"]

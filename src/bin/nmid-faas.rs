@@ -1,0 +1,97 @@
+//! The `nmid-faas` binary: CLI -> the functions file -> logging -> [`nmid::faas::serve()`]
+//! until SIGTERM/SIGINT (SIGHUP reloads the file at once).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nmid::faas::{FaasSpec, ServeOptions};
+
+/// nmid-faas: serve the commands and local HTTP services listed in a TOML file as nmid
+/// functions. Editing the file adds, changes and removes functions without a restart.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The functions file (TOML; config/functions.toml documents every key).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// A dispatcher to serve (HOST:PORT); repeat for several. Wins over the file's `servers`
+    /// and over NMID_ADDR; with none of them, 127.0.0.1:6808.
+    #[arg(long = "server", value_name = "HOST:PORT")]
+    servers: Vec<String>,
+    /// Serve this process's Prometheus metrics on HOST:PORT at /metrics (wins over the
+    /// file's `metrics_addr`).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
+    /// Check the file and exit: 0 when it is valid, 2 with the reason when not.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.check {
+        return match FaasSpec::load(&cli.file) {
+            Ok(spec) => {
+                println!(
+                    "{}: {} functions, valid",
+                    cli.file.display(),
+                    spec.functions.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("nmid-faas: {err}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nmid-faas: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let tracing = nmid::telemetry::TracingSettings {
+        enabled: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty()),
+        endpoint: String::new(),
+        service_name: "nmid-faas".to_owned(),
+    };
+    let telemetry = nmid::telemetry::init(&tracing, nmid::telemetry::LogFormat::Text)?;
+    let options = ServeOptions {
+        file: cli.file,
+        servers: cli.servers,
+        env_addr: std::env::var("NMID_ADDR").ok(),
+        metrics_addr: cli.metrics_addr,
+    };
+    let served = actix_rt::System::new().block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Installed before anything is served: a signal from now on stops gracefully.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        };
+        let reload = std::rc::Rc::new(tokio::sync::Notify::new());
+        let notify = reload.clone();
+        actix_rt::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reading the functions file again");
+                notify.notify_one();
+            }
+        });
+        nmid::faas::serve(options, &reload, shutdown).await?;
+        anyhow::Ok(())
+    });
+    telemetry.shutdown();
+    served
+}

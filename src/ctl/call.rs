@@ -1,0 +1,88 @@
+//! `nmidctl call FUNC [JSON]`: one call through the client library; the RetStruct's `Data`
+//! (or, with `--raw`, the result bytes) on stdout.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+
+use bytes::Bytes;
+
+use super::cli::{CallArgs, Cli};
+use super::CtlError;
+use crate::client::{CallOptions, Client};
+use crate::codec::ParamsType;
+use crate::retstruct::RetStruct;
+
+/// Params from the command line: a JSON object as a msgpack map, other JSON as JSON params,
+/// or a msgpack file's bytes.
+pub fn params_of(
+    json: Option<&str>,
+    msgpack: Option<&Path>,
+) -> Result<(Bytes, ParamsType), CtlError> {
+    if let Some(path) = msgpack {
+        let mut bytes = Vec::new();
+        let read = if path == Path::new("-") {
+            std::io::stdin().read_to_end(&mut bytes)
+        } else {
+            std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes))
+        };
+        read.map_err(|e| CtlError::Usage(format!("cannot read {}: {e}", path.display())))?;
+        if bytes.is_empty() {
+            return Err(CtlError::Usage(format!("{} is empty", path.display())));
+        }
+        return Ok((Bytes::from(bytes), ParamsType::MSGPACK));
+    }
+    let text = json.unwrap_or("{}");
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| CtlError::Usage(format!("params are not valid JSON ({e}): {text}")))?;
+    if value.is_object() {
+        let map = rmp_serde::to_vec_named(&value)
+            .map_err(|e| CtlError::Usage(format!("cannot encode params: {e}")))?;
+        return Ok((Bytes::from(map), ParamsType::MSGPACK));
+    }
+    Ok((Bytes::copy_from_slice(text.as_bytes()), ParamsType::JSON))
+}
+
+/// Connects the client the way the command line says.
+pub async fn connect(cli: &Cli, timeout: std::time::Duration) -> Result<Client, CtlError> {
+    Client::builder(cli.addr.clone())
+        .protocol(cli.protocol())
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| CtlError::of_call("", e))
+}
+
+pub(super) async fn call(cli: &Cli, args: &CallArgs) -> Result<(), CtlError> {
+    let (params, params_type) = params_of(args.params.as_deref(), args.msgpack.as_deref())?;
+    let client = connect(cli, args.timeout).await?;
+    let options = CallOptions::default()
+        .timeout(args.timeout)
+        .params_type(params_type);
+    let ret = client
+        .call_with(&args.function, params, options)
+        .await
+        .map_err(|e| CtlError::of_call(&args.function, e))?;
+    let data = if args.raw {
+        ret
+    } else {
+        match RetStruct::decode(&ret) {
+            Ok(ret) if ret.code != 0 => {
+                return Err(CtlError::Function {
+                    code: ret.code,
+                    message: ret.msg,
+                })
+            }
+            Ok(ret) => ret.data,
+            // Not a RetStruct: the worker's bytes are the answer.
+            Err(_) => ret,
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = out.write_all(&data).and_then(|()| {
+        if out.is_terminal() && !data.ends_with(b"\n") {
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    });
+    written.map_err(|e| CtlError::Usage(format!("cannot write the result: {e}")))
+}

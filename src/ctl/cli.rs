@@ -1,0 +1,171 @@
+//! `nmidctl`'s command line (clap derive): the global addresses and one subcommand each.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
+
+use super::parse_duration;
+use crate::client::Protocol;
+
+/// nmidctl: call functions on an nmid dispatcher, inspect it, watch it live, load it, and
+/// check its health. Exit status says the kind of error (see `nmidctl --help` below and the
+/// README's table).
+#[derive(Debug, Parser)]
+#[command(
+    name = "nmidctl",
+    version,
+    about,
+    after_help = "Exit status: 0 ok; 1 the function failed (health: not ready); 2 usage; \
+                  3 unreachable; 4 no worker; 5 timeout; 6 refused (rate limited, shutting \
+                  down); 7 worker lost; 8 unexpected answer; 9 API not available."
+)]
+pub struct Cli {
+    /// The dispatcher's nmid protocol address (TCP), for `call` and `bench`.
+    #[arg(
+        long,
+        global = true,
+        env = "NMID_ADDR",
+        default_value = "127.0.0.1:6808",
+        value_name = "HOST:PORT"
+    )]
+    pub addr: String,
+    /// The dispatcher's HTTP base URL, for the admin commands, `top` and `health`.
+    #[arg(
+        long,
+        global = true,
+        env = "NMID_HTTP",
+        default_value = "http://127.0.0.1:6809",
+        value_name = "URL"
+    )]
+    pub http: String,
+    /// Longest wait for one HTTP request (admin commands, top, health).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub request_timeout: Duration,
+    /// Speak nmid protocol v1 (nmid's own Go dispatcher) instead of the tagged frames.
+    #[arg(long, global = true)]
+    pub v1: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The protocol for `call` and `bench`.
+    pub fn protocol(&self) -> Protocol {
+        if self.v1 {
+            Protocol::V1
+        } else {
+            Protocol::Tagged
+        }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Call a function and print the `Data` of its result.
+    Call(CallArgs),
+    /// List the functions: workers, calls in flight, queued calls.
+    Functions(ListArgs),
+    /// List the connected workers.
+    Workers(ListArgs),
+    /// Show the dispatcher's version, uptime, call counts and load.
+    Stats(ListArgs),
+    /// Show etcd's state and every dispatcher of the cluster (`--etcd` dispatchers).
+    Cluster(ListArgs),
+    /// Live view of calls/s, errors, p99 and in flight per function (q or Ctrl-C quits).
+    Top(TopArgs),
+    /// Load a function with N calls in flight for a while; print a latency summary.
+    Bench(BenchArgs),
+    /// Exit 0 when the dispatcher is ready to take calls (GET /readyz), else 1.
+    Health,
+    /// Print a shell completion script (e.g. `nmidctl completions bash > /etc/bash_completion.d/nmidctl`).
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+}
+
+/// `call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The function.
+    pub function: String,
+    /// The params as JSON: an object is sent as a msgpack map (as nmid's SDKs send params),
+    /// anything else as JSON params. Default `{}`.
+    #[arg(value_name = "JSON", conflicts_with = "msgpack")]
+    pub params: Option<String>,
+    /// Send this file's bytes as msgpack params (`-` reads stdin).
+    #[arg(long, value_name = "FILE")]
+    pub msgpack: Option<PathBuf>,
+    /// Print the worker's result bytes as they are, not the RetStruct's `Data`.
+    #[arg(long)]
+    pub raw: bool,
+    /// The call's deadline.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// `functions`, `workers`, `stats`, `cluster`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print the dispatcher's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Time between two redraws.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
+    /// Print one snapshot (two readings one interval apart) and exit; the default when
+    /// stdout is not a terminal.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The function to load.
+    pub function: String,
+    /// Calls in flight at once.
+    #[arg(short = 'c', long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// How long to run.
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Duration,
+    /// Stop after this many calls, even before the duration is over.
+    #[arg(short = 'n', long, value_name = "CALLS")]
+    pub max_calls: Option<u64>,
+    /// The params of every call, as JSON (as for `call`).
+    #[arg(long, default_value = "{}", value_name = "JSON")]
+    pub params: String,
+    /// Each call's deadline.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Writes the completion script of `shell` to stdout.
+pub fn completions(shell: Shell) {
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "nmidctl", &mut std::io::stdout());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The clap definition is consistent (every subcommand has --help, no clashes).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

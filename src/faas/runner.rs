@@ -1,0 +1,314 @@
+//! The functions being served, and how a new version of the file is applied to them without
+//! a restart and without losing a call in flight.
+//!
+//! Each function is a worker of its own (named `<name>/<function>`, one connection per
+//! dispatcher), because a worker's slots are per connection: that is what lets each
+//! function's `concurrency` be the slots the dispatcher honours. Applying a file:
+//! - a new function starts its worker;
+//! - a removed function's worker stops gracefully in the background (`W_DEL_FUNC`, then the
+//!   dispatcher's seal, then its calls in flight finish);
+//! - a changed function gets a new handler (`WorkerHandle::add_function` under its name):
+//!   calls already running finish with the old definition, new calls get the new one; a
+//!   changed `concurrency` is sent as the worker's new slots (`W_SLOTS`), no reconnect;
+//! - changed `servers`, `name` or `protocol` restart every function's worker: the new one
+//!   first, then the old one stops gracefully.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::LocalBoxFuture;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use super::exec::ExecFunction;
+use super::http::HttpFunction;
+use super::params::Call;
+use super::spec::{FaasSpec, FunctionKind, FunctionSpec};
+use crate::client::Protocol;
+use crate::retstruct::RetStruct;
+use crate::telemetry::TRACE_KEYS;
+use crate::worker::{Job, JobError, Worker, WorkerError, WorkerHandle, WorkerMetrics};
+
+/// What the last [`Runner::apply`] changed, by function name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Functions now served that were not.
+    pub added: Vec<String>,
+    /// Functions whose definition changed.
+    pub changed: Vec<String>,
+    /// Functions no longer served.
+    pub removed: Vec<String>,
+}
+
+/// Settings every function's worker shares; a change restarts them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shared {
+    servers: Vec<String>,
+    name: String,
+    protocol: Protocol,
+}
+
+/// What runs a function's calls now: its backend and the local bound on calls at once.
+struct Active {
+    backend: Backend,
+    /// With several dispatchers each may send `concurrency` calls; this keeps the total.
+    permits: Semaphore,
+}
+
+enum Backend {
+    Exec(ExecFunction),
+    Http(HttpFunction),
+}
+
+/// One function being served.
+struct Served {
+    spec: FunctionSpec,
+    worker: WorkerHandle,
+}
+
+/// Every function served, by name.
+pub struct Runner {
+    shared: Option<Shared>,
+    stop_timeout: Duration,
+    metrics: Option<WorkerMetrics>,
+    functions: BTreeMap<String, Served>,
+    stopping: Vec<actix_rt::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("shared", &self.shared)
+            .field("functions", &self.functions.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Runner {
+    /// Serves nothing yet; `metrics`, when given, counts every function's jobs.
+    pub fn new(metrics: Option<WorkerMetrics>) -> Self {
+        Self {
+            shared: None,
+            stop_timeout: Duration::from_secs(30),
+            metrics,
+            functions: BTreeMap::new(),
+            stopping: Vec::new(),
+        }
+    }
+
+    /// The names of the functions served.
+    pub fn names(&self) -> Vec<String> {
+        self.functions.keys().cloned().collect()
+    }
+
+    /// Serves what `spec` lists, on `servers`. Everything that can fail is checked before
+    /// anything changes: on an error the functions served stay as they were.
+    pub fn apply(&mut self, spec: &FaasSpec, servers: Vec<String>) -> Result<Applied, JobError> {
+        let shared = Shared {
+            servers,
+            name: spec.name.clone(),
+            protocol: spec.protocol,
+        };
+        let restart_all = self.shared.as_ref().is_some_and(|s| *s != shared);
+        let mut prepared = Vec::new();
+        for function in &spec.functions {
+            let unchanged = self
+                .functions
+                .get(&function.name)
+                .is_some_and(|served| served.spec == *function);
+            if unchanged && !restart_all {
+                continue;
+            }
+            prepared.push((function.clone(), Arc::new(Active::new(function)?)));
+        }
+        self.stop_timeout = spec.stop_timeout;
+        let mut applied = Applied::default();
+        for (function, active) in prepared {
+            let name = function.name.clone();
+            match self.functions.get_mut(&name) {
+                Some(served) if !restart_all => {
+                    if served.spec.concurrency != function.concurrency {
+                        served.worker.set_slots(function.concurrency);
+                    }
+                    // Calls running keep the handler they started with.
+                    (served.worker)
+                        .add_function(function.name.clone(), active.handler())
+                        .map_err(JobError::new)?;
+                    served.spec = function;
+                    applied.changed.push(name);
+                }
+                _ => {
+                    let served = self
+                        .start(&shared, function, active)
+                        .map_err(JobError::new)?;
+                    if let Some(old) = self.functions.insert(name.clone(), served) {
+                        self.stop_later(old);
+                        applied.changed.push(name);
+                    } else {
+                        applied.added.push(name);
+                    }
+                }
+            }
+        }
+        let gone: Vec<String> = (self.functions.keys())
+            .filter(|name| !spec.functions.iter().any(|f| &f.name == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(old) = self.functions.remove(&name) {
+                self.stop_later(old);
+            }
+            applied.removed.push(name);
+        }
+        self.shared = Some(shared);
+        self.stopping.retain(|task| !task.is_finished());
+        Ok(applied)
+    }
+
+    /// Stops every function gracefully (their calls in flight finish, bounded by
+    /// `stop_timeout_ms`), and waits for the ones already stopping.
+    pub async fn shutdown(mut self) {
+        let names = self.names();
+        for name in names {
+            if let Some(served) = self.functions.remove(&name) {
+                self.stop_later(served);
+            }
+        }
+        for task in self.stopping.drain(..) {
+            let _ = task.await;
+        }
+    }
+
+    fn start(
+        &self,
+        shared: &Shared,
+        spec: FunctionSpec,
+        active: Arc<Active>,
+    ) -> Result<Served, WorkerError> {
+        let mut builder = Worker::builder()
+            .name(format!("{}/{}", shared.name, spec.name))
+            .slots(spec.concurrency)
+            .protocol(shared.protocol)
+            .stop_timeout(self.stop_timeout)
+            .function(spec.name.clone(), active.handler());
+        if let Some(metrics) = &self.metrics {
+            builder = builder.metrics(metrics.clone());
+        }
+        for server in &shared.servers {
+            builder = builder.server(server.clone());
+        }
+        let worker = builder.start()?;
+        info!(function = %spec.name, concurrency = spec.concurrency, "function served");
+        Ok(Served { spec, worker })
+    }
+
+    fn stop_later(&mut self, served: Served) {
+        let name = served.spec.name;
+        let worker = served.worker;
+        self.stopping.push(actix_rt::spawn(async move {
+            worker.stop().await;
+            info!(function = %name, "function no longer served");
+        }));
+    }
+}
+
+impl Active {
+    /// The worker's handler of this definition: each call holds the definition it started
+    /// with, whatever a reload does.
+    fn handler(
+        self: &Arc<Self>,
+    ) -> impl Fn(Job) -> LocalBoxFuture<'static, Result<RetStruct, JobError>> + Send + Sync + 'static
+    {
+        let active = self.clone();
+        move |job: Job| {
+            let active = active.clone();
+            Box::pin(async move { active.call(job).await })
+        }
+    }
+
+    fn new(spec: &FunctionSpec) -> Result<Self, JobError> {
+        let backend = match &spec.kind {
+            FunctionKind::Exec(exec) => {
+                Backend::Exec(ExecFunction::new(spec.clone(), exec.clone()))
+            }
+            FunctionKind::Http(http) => Backend::Http(HttpFunction::new(spec.clone(), http)?),
+        };
+        Ok(Self {
+            backend,
+            permits: Semaphore::new(spec.concurrency as usize),
+        })
+    }
+
+    async fn call(&self, job: Job) -> Result<RetStruct, JobError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| JobError::new("function is being removed"))?;
+        if job.deadline().is_some_and(|d| d <= Instant::now()) {
+            warn!(
+                function = job.function(),
+                "deadline passed while waiting for a slot"
+            );
+            return Err(JobError::new(
+                "deadline passed while waiting for a free slot",
+            ));
+        }
+        let call = Call {
+            function: job.function(),
+            job_id: job.id(),
+            params: job.params(),
+            json: job.params_type() == crate::codec::ParamsType::JSON,
+            deadline: job.deadline(),
+            trace: (TRACE_KEYS.iter())
+                .filter_map(|key| Some((*key, job.metadata(key)?)))
+                .collect(),
+        };
+        match &self.backend {
+            Backend::Exec(exec) => exec.run(call).await,
+            Backend::Http(http) => http.run(call).await,
+        }
+    }
+}
+
+/// The dispatchers to serve: `--server` flags, else the file's `servers`, else `NMID_ADDR`
+/// (comma-separated), else `127.0.0.1:6808`.
+pub fn resolve_servers(flags: &[String], file: &[String], env: Option<&str>) -> Vec<String> {
+    if !flags.is_empty() {
+        return flags.to_vec();
+    }
+    if !file.is_empty() {
+        return file.to_vec();
+    }
+    let from_env: Vec<String> = env
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if from_env.is_empty() {
+        vec![DEFAULT_SERVER.to_owned()]
+    } else {
+        from_env
+    }
+}
+
+/// The dispatcher served when nothing names one.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:6808";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flags win over the file, the file over `NMID_ADDR`, which wins over the default.
+    #[test]
+    fn servers_come_from_flags_then_file_then_environment() {
+        let (a, b) = (vec!["a:1".to_owned()], vec!["b:2".to_owned()]);
+        assert_eq!(resolve_servers(&a, &b, Some("c:3")), a);
+        assert_eq!(resolve_servers(&[], &b, Some("c:3")), b);
+        assert_eq!(resolve_servers(&[], &[], Some("c:3, d:4")), ["c:3", "d:4"]);
+        assert_eq!(resolve_servers(&[], &[], None), [DEFAULT_SERVER]);
+    }
+}

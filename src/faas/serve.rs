@@ -1,0 +1,141 @@
+//! The life of an `nmid-faas` process: serve the file, watch it, apply each valid new
+//! version, keep the old set when a new one is refused, stop gracefully.
+//!
+//! The file is read again every `reload_interval_ms` (and at once on SIGHUP) and applied
+//! when its text changed. Polling rather than inotify: it also sees a Kubernetes ConfigMap
+//! update (a symlink swapped under the mount) and an editor's rename-over, and costs one
+//! small read per interval.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tracing::{error, info, warn};
+
+use super::runner::{resolve_servers, Applied, Runner};
+use super::spec::{FaasSpec, SpecError};
+use crate::worker::{serve_metrics, WorkerMetrics};
+
+/// Why `nmid-faas` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The functions file was refused.
+    #[error("{0}")]
+    Spec(#[from] SpecError),
+    /// A function could not be served.
+    #[error("cannot serve the functions: {0}")]
+    Start(String),
+    /// The metrics address could not be bound.
+    #[error("cannot listen on {addr} (metrics_addr): {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+}
+
+/// What the command line says.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The functions file.
+    pub file: PathBuf,
+    /// `--server` flags.
+    pub servers: Vec<String>,
+    /// `NMID_ADDR`, if set.
+    pub env_addr: Option<String>,
+    /// `--metrics-addr`, over the file's `metrics_addr`.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Serves the file of `options` until `shutdown` completes, then stops every function
+/// gracefully. Must run inside an actix `System`. A notification on `reload` (the binary's
+/// SIGHUP) reads the file again at once.
+pub async fn serve(
+    options: ServeOptions,
+    reload: &tokio::sync::Notify,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let mut seen = FaasSpec::read(&options.file)?;
+    let spec = FaasSpec::parse(&options.file, &seen)?;
+    let metrics_addr = options.metrics_addr.or(spec.metrics_addr);
+    let mut metrics_server = None;
+    let metrics = match metrics_addr {
+        Some(addr) => {
+            let metrics = WorkerMetrics::new();
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|source| ServeError::Metrics { addr, source })?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            metrics_server = Some(
+                serve_metrics(listener, metrics.clone())
+                    .map_err(|source| ServeError::Metrics { addr, source })?,
+            );
+            info!(addr = %bound, "metrics listening");
+            Some(metrics)
+        }
+        None => None,
+    };
+    let mut runner = Runner::new(metrics);
+    let servers = |spec: &FaasSpec| {
+        resolve_servers(&options.servers, &spec.servers, options.env_addr.as_deref())
+    };
+    let applied = runner
+        .apply(&spec, servers(&spec))
+        .map_err(|e| ServeError::Start(e.to_string()))?;
+    info!(functions = ?applied.added, servers = ?servers(&spec), "serving");
+    let mut interval = spec.reload_interval;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = reload.notified() => info!("reload asked"),
+            _ = &mut shutdown => break,
+        }
+        let text = match FaasSpec::read(&options.file) {
+            Ok(text) => text,
+            Err(err) => {
+                warn!(cause = %err, "functions file unreadable; still serving the last good one");
+                continue;
+            }
+        };
+        if text == seen {
+            continue;
+        }
+        seen = text;
+        let spec = match FaasSpec::parse(&options.file, &seen) {
+            Ok(spec) => spec,
+            Err(err) => {
+                error!(cause = %err, "functions file refused; still serving the last good one");
+                continue;
+            }
+        };
+        match runner.apply(&spec, servers(&spec)) {
+            Ok(applied) => {
+                interval = spec.reload_interval;
+                log_applied(&applied);
+            }
+            Err(err) => {
+                error!(cause = %err, "functions file refused; still serving the last good one")
+            }
+        }
+    }
+    info!("stopping: functions removed, finishing calls in flight");
+    runner.shutdown().await;
+    if let Some(server) = metrics_server {
+        server.stop(true).await;
+    }
+    Ok(())
+}
+
+fn log_applied(applied: &Applied) {
+    if applied == &Applied::default() {
+        info!("functions file changed; no function changed");
+        return;
+    }
+    info!(
+        added = ?applied.added,
+        changed = ?applied.changed,
+        removed = ?applied.removed,
+        "functions file applied"
+    );
+}

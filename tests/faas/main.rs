@@ -1,0 +1,201 @@
+//! `nmid-faas`, the real binary, serving a live in-process dispatcher over real TCP on
+//! 127.0.0.1: exec functions (results over v1, tagged and HTTP; exit codes and stderr;
+//! timeouts that leave no process behind; concurrency; 200 calls at once; reloads that add,
+//! change and remove functions while calls run) in `exec.rs`, and http functions against a
+//! test HTTP service (results, non-2xx, upstream down or slow) and the examples in
+//! `http.rs`. This file holds the harness: a guarded `nmid-faas` process and helpers.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod exec;
+mod http;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestDispatcher, PATIENCE};
+use serde::Serialize;
+
+/// How long a call through a spawned process may take on a loaded 2-core machine.
+pub const SLOW: Duration = Duration::from_secs(20);
+
+#[derive(Serialize)]
+pub struct Name<'a> {
+    pub name: &'a str,
+}
+
+/// A running `nmid-faas` on a file of its own; killed (by PID) when dropped.
+pub struct Faas {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Faas {
+    /// Writes `functions` as the file and starts `nmid-faas` for `dispatcher`.
+    pub fn start(dispatcher: &TestDispatcher, functions: &str) -> Self {
+        Self::start_with(dispatcher, functions, &[])
+    }
+
+    /// As [`Faas::start`], with more command-line arguments.
+    pub fn start_with(dispatcher: &TestDispatcher, functions: &str, args: &[&str]) -> Self {
+        let dir = temp_dir();
+        std::fs::write(dir.join("functions.toml"), functions).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_nmid-faas"))
+            .args(args)
+            .arg("--server")
+            .arg(dispatcher.addr.to_string())
+            .arg(dir.join("functions.toml"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+            .spawn()
+            .expect("start nmid-faas");
+        Self { child, dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Replaces the functions file (atomically, as an editor or a ConfigMap update does).
+    pub fn rewrite(&self, functions: &str) {
+        let next = self.path("functions.toml.next");
+        std::fs::write(&next, functions).unwrap();
+        std::fs::rename(next, self.path("functions.toml")).unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("stderr.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `text`.
+    pub async fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "nmid-faas never logged {text:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends `signal` (a name for kill(1)) to the process.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.child.id(), signal);
+    }
+
+    /// SIGTERM, then waits for a graceful exit 0.
+    pub async fn stop(mut self) {
+        send_signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "nmid-faas exited {status}:\n{}",
+                    self.log()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nmid-faas did not stop on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Faas {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A helper process, killed by its PID when the test ends (or fails).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `signal` (a name for kill(1)) to `pid`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+pub fn temp_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "nmid-faas-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A dispatcher (nmid protocol and HTTP) and an `nmid-faas` serving `functions` to it.
+pub fn serving(functions: &str) -> (TestDispatcher, Faas) {
+    let dispatcher = common::start_dispatcher_with_http(nmid::config::Config::default());
+    let faas = Faas::start(&dispatcher, functions);
+    (dispatcher, faas)
+}
+
+/// Waits until `function` has `workers` workers.
+pub async fn served(dispatcher: &TestDispatcher, function: &str, workers: usize) {
+    dispatcher
+        .wait_for(&format!("{function} served by {workers}"), |s| {
+            s.function(function).map_or(0, |f| f.workers) == workers
+        })
+        .await;
+}
+
+/// Whether a process with `pid` is still running (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn read_pids(path: &Path) -> Vec<u32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+pub async fn http_post(dispatcher: &TestDispatcher, function: &str, body: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/call/{function}", dispatcher.http_url()))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("HTTP call");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+pub const UPPER: &str = r#"
+[[function]]
+name = "Upper"
+command = ["tr", "a-z", "A-Z"]
+"#;
