@@ -475,15 +475,12 @@ impl Config {
             return invalid(key, "username and password are set together or not at all");
         }
         for endpoint in &discovery.etcd_endpoints {
-            if !endpoint.starts_with("http://") {
-                return Err(ConfigError::Invalid {
+            crate::cluster::etcd::check_endpoint(endpoint).map_err(|reason| {
+                ConfigError::Invalid {
                     key: "discovery.etcd_endpoints",
-                    reason: format!(
-                        "{endpoint:?} must be an http:// URL (this build speaks to etcd \
-                         without TLS)"
-                    ),
-                });
-            }
+                    reason,
+                }
+            })?;
         }
         let cluster = &self.cluster;
         if cluster.prefix.is_empty() || cluster.prefix.starts_with("nmid/") {

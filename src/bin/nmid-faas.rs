@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use nmid::faas::{FaasSpec, ServeOptions};
+use nmid::faas::{Dispatchers, FaasSpec, ServeOptions};
 
 /// nmid-faas: serve the commands and local HTTP services listed in a TOML file as nmid
 /// functions. Editing the file adds, changes and removes functions without a restart.
@@ -16,10 +16,15 @@ struct Cli {
     /// The functions file (TOML; config/functions.toml documents every key).
     #[arg(value_name = "FILE")]
     file: PathBuf,
-    /// A dispatcher to serve (HOST:PORT); repeat for several. Wins over the file's `servers`
-    /// and over NMID_ADDR; with none of them, 127.0.0.1:6808.
+    /// A dispatcher to serve (HOST:PORT); repeat for several. With --etcd, wins over the
+    /// file's `servers` and `etcd` and over NMID_ADDR and NMID_ETCD; with none of them,
+    /// 127.0.0.1:6808.
     #[arg(long = "server", value_name = "HOST:PORT")]
     servers: Vec<String>,
+    /// Serve every dispatcher registered in the etcd at URL (http://host:2379), following
+    /// them as they join and leave; repeat or comma-separate for several endpoints.
+    #[arg(long = "etcd", value_name = "URL", value_delimiter = ',')]
+    etcd: Vec<String>,
     /// Serve this process's Prometheus metrics on HOST:PORT at /metrics (wins over the
     /// file's `metrics_addr`).
     #[arg(long, value_name = "HOST:PORT")]
@@ -63,10 +68,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         service_name: "nmid-faas".to_owned(),
     };
     let telemetry = nmid::telemetry::init(&tracing, nmid::telemetry::LogFormat::Text)?;
+    let env = Dispatchers::from_env(
+        std::env::var("NMID_ADDR").ok().as_deref(),
+        std::env::var("NMID_ETCD").ok().as_deref(),
+    );
+    for endpoint in cli.etcd.iter().chain(&env.etcd) {
+        nmid::cluster::etcd::check_endpoint(endpoint)
+            .map_err(|e| anyhow::anyhow!("--etcd: {e}"))?;
+    }
     let options = ServeOptions {
         file: cli.file,
-        servers: cli.servers,
-        env_addr: std::env::var("NMID_ADDR").ok(),
+        dispatchers: Dispatchers {
+            servers: cli.servers,
+            etcd: cli.etcd,
+        },
+        env,
         metrics_addr: cli.metrics_addr,
     };
     let served = actix_rt::System::new().block_on(async move {

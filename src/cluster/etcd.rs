@@ -97,6 +97,17 @@ impl Discovery {
     }
 }
 
+/// Whether `endpoint` is an etcd endpoint this build can reach: an `http://` URL (it speaks
+/// to etcd without TLS). The reason when not.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    match endpoint.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() => Ok(()),
+        _ => Err(format!(
+            "{endpoint:?} must be an http:// URL (this build speaks to etcd without TLS)"
+        )),
+    }
+}
+
 /// The etcd prefix of the dispatchers' membership records (`cluster.prefix`'s default).
 pub const DEFAULT_PREFIX: &str = "nmid-rs/cluster/";
 

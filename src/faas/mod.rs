@@ -17,6 +17,6 @@ pub mod runner;
 pub mod serve;
 pub mod spec;
 
-pub use runner::{resolve_servers, Applied, Runner};
+pub use runner::{resolve_dispatchers, Applied, Dispatchers, Runner};
 pub use serve::{serve, ServeError, ServeOptions};
 pub use spec::{FaasSpec, SpecError};

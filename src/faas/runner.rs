@@ -10,8 +10,8 @@
 //! - a changed function gets a new handler (`WorkerHandle::add_function` under its name):
 //!   calls already running finish with the old definition, new calls get the new one; a
 //!   changed `concurrency` is sent as the worker's new slots (`W_SLOTS`), no reconnect;
-//! - changed `servers`, `name` or `protocol` restart every function's worker: the new one
-//!   first, then the old one stops gracefully.
+//! - changed dispatchers (`servers`, `etcd`), `name` or `protocol` restart every function's
+//!   worker: the new one first, then the old one stops gracefully.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ pub struct Applied {
 /// Settings every function's worker shares; a change restarts them all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Shared {
-    servers: Vec<String>,
+    dispatchers: Dispatchers,
     name: String,
     protocol: Protocol,
 }
@@ -102,11 +102,15 @@ impl Runner {
         self.functions.keys().cloned().collect()
     }
 
-    /// Serves what `spec` lists, on `servers`. Everything that can fail is checked before
-    /// anything changes: on an error the functions served stay as they were.
-    pub fn apply(&mut self, spec: &FaasSpec, servers: Vec<String>) -> Result<Applied, JobError> {
+    /// Serves what `spec` lists, on `dispatchers`. Everything that can fail is checked
+    /// before anything changes: on an error the functions served stay as they were.
+    pub fn apply(
+        &mut self,
+        spec: &FaasSpec,
+        dispatchers: Dispatchers,
+    ) -> Result<Applied, JobError> {
         let shared = Shared {
-            servers,
+            dispatchers,
             name: spec.name.clone(),
             protocol: spec.protocol,
         };
@@ -195,8 +199,11 @@ impl Runner {
         if let Some(metrics) = &self.metrics {
             builder = builder.metrics(metrics.clone());
         }
-        for server in &shared.servers {
+        for server in &shared.dispatchers.servers {
             builder = builder.server(server.clone());
+        }
+        if !shared.dispatchers.etcd.is_empty() {
+            builder = builder.discover(shared.dispatchers.etcd.clone());
         }
         let worker = builder.start()?;
         info!(function = %spec.name, concurrency = spec.concurrency, "function served");
@@ -272,27 +279,56 @@ impl Active {
     }
 }
 
-/// The dispatchers to serve: `--server` flags, else the file's `servers`, else `NMID_ADDR`
-/// (comma-separated), else `127.0.0.1:6808`.
-pub fn resolve_servers(flags: &[String], file: &[String], env: Option<&str>) -> Vec<String> {
-    if !flags.is_empty() {
-        return flags.to_vec();
+/// Where a function's worker finds its dispatchers: addresses, etcd endpoints (every
+/// dispatcher registered there, followed as they come and go), or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dispatchers {
+    /// `HOST:PORT` of dispatchers.
+    pub servers: Vec<String>,
+    /// etcd endpoints (`http://host:2379`).
+    pub etcd: Vec<String>,
+}
+
+impl Dispatchers {
+    /// Named nowhere.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.etcd.is_empty()
     }
-    if !file.is_empty() {
-        return file.to_vec();
+
+    /// From `NMID_ADDR` and `NMID_ETCD` (each comma-separated).
+    pub fn from_env(addr: Option<&str>, etcd: Option<&str>) -> Self {
+        Self {
+            servers: split_list(addr.unwrap_or_default()),
+            etcd: split_list(etcd.unwrap_or_default()),
+        }
     }
-    let from_env: Vec<String> = env
-        .unwrap_or_default()
-        .split(',')
+}
+
+/// `a, b,c` as `[a, b, c]`, blanks dropped.
+pub fn split_list(text: &str) -> Vec<String> {
+    (text.split(','))
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
-        .collect();
-    if from_env.is_empty() {
-        vec![DEFAULT_SERVER.to_owned()]
-    } else {
-        from_env
-    }
+        .collect()
+}
+
+/// The dispatchers to serve, from the first place that names any: the command line
+/// (`--server`, `--etcd`), else the file (`servers`, `etcd`), else the environment
+/// (`NMID_ADDR`, `NMID_ETCD`), else `127.0.0.1:6808`.
+pub fn resolve_dispatchers(
+    flags: &Dispatchers,
+    file: &Dispatchers,
+    env: &Dispatchers,
+) -> Dispatchers {
+    [flags, file, env]
+        .into_iter()
+        .find(|d| !d.is_empty())
+        .cloned()
+        .unwrap_or_else(|| Dispatchers {
+            servers: vec![DEFAULT_SERVER.to_owned()],
+            etcd: Vec::new(),
+        })
 }
 
 /// The dispatcher served when nothing names one.
@@ -302,13 +338,34 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:6808";
 mod tests {
     use super::*;
 
-    /// Flags win over the file, the file over `NMID_ADDR`, which wins over the default.
+    /// Flags win over the file, the file over the environment, which wins over the default;
+    /// addresses and etcd endpoints at one level go together.
     #[test]
-    fn servers_come_from_flags_then_file_then_environment() {
-        let (a, b) = (vec!["a:1".to_owned()], vec!["b:2".to_owned()]);
-        assert_eq!(resolve_servers(&a, &b, Some("c:3")), a);
-        assert_eq!(resolve_servers(&[], &b, Some("c:3")), b);
-        assert_eq!(resolve_servers(&[], &[], Some("c:3, d:4")), ["c:3", "d:4"]);
-        assert_eq!(resolve_servers(&[], &[], None), [DEFAULT_SERVER]);
+    fn dispatchers_come_from_flags_then_file_then_environment() {
+        let servers = |s: &[&str]| Dispatchers {
+            servers: s.iter().map(|s| s.to_string()).collect(),
+            etcd: Vec::new(),
+        };
+        let etcd = Dispatchers {
+            servers: Vec::new(),
+            etcd: vec!["http://e:2379".to_owned()],
+        };
+        let env = Dispatchers::from_env(Some("c:3, d:4"), None);
+        let (a, b, none) = (servers(&["a:1"]), servers(&["b:2"]), Dispatchers::default());
+        assert_eq!(resolve_dispatchers(&a, &b, &env), a);
+        assert_eq!(resolve_dispatchers(&etcd, &b, &env), etcd);
+        assert_eq!(resolve_dispatchers(&none, &b, &env), b);
+        assert_eq!(resolve_dispatchers(&none, &etcd, &env), etcd);
+        assert_eq!(
+            resolve_dispatchers(&none, &none, &env),
+            servers(&["c:3", "d:4"])
+        );
+        let both = Dispatchers::from_env(Some("c:3"), Some("http://e:2379,http://f:2379"));
+        assert_eq!(both.etcd, ["http://e:2379", "http://f:2379"]);
+        assert_eq!(resolve_dispatchers(&none, &none, &both), both);
+        assert_eq!(
+            resolve_dispatchers(&none, &none, &none),
+            servers(&[DEFAULT_SERVER])
+        );
     }
 }

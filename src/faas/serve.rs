@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use tracing::{error, info, warn};
 
-use super::runner::{resolve_servers, Applied, Runner};
+use super::runner::{resolve_dispatchers, Applied, Dispatchers, Runner};
 use super::spec::{FaasSpec, SpecError};
 use crate::worker::{serve_metrics, WorkerMetrics};
 
@@ -40,10 +40,10 @@ pub enum ServeError {
 pub struct ServeOptions {
     /// The functions file.
     pub file: PathBuf,
-    /// `--server` flags.
-    pub servers: Vec<String>,
-    /// `NMID_ADDR`, if set.
-    pub env_addr: Option<String>,
+    /// `--server` and `--etcd` flags.
+    pub dispatchers: Dispatchers,
+    /// `NMID_ADDR` and `NMID_ETCD`.
+    pub env: Dispatchers,
     /// `--metrics-addr`, over the file's `metrics_addr`.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -76,13 +76,18 @@ pub async fn serve(
         None => None,
     };
     let mut runner = Runner::new(metrics);
-    let servers = |spec: &FaasSpec| {
-        resolve_servers(&options.servers, &spec.servers, options.env_addr.as_deref())
+    let dispatchers = |spec: &FaasSpec| {
+        let file = Dispatchers {
+            servers: spec.servers.clone(),
+            etcd: spec.etcd.clone(),
+        };
+        resolve_dispatchers(&options.dispatchers, &file, &options.env)
     };
     let applied = runner
-        .apply(&spec, servers(&spec))
+        .apply(&spec, dispatchers(&spec))
         .map_err(|e| ServeError::Start(e.to_string()))?;
-    info!(functions = ?applied.added, servers = ?servers(&spec), "serving");
+    let serving = dispatchers(&spec);
+    info!(functions = ?applied.added, servers = ?serving.servers, etcd = ?serving.etcd, "serving");
     let mut interval = spec.reload_interval;
     tokio::pin!(shutdown);
     loop {
@@ -109,7 +114,7 @@ pub async fn serve(
                 continue;
             }
         };
-        match runner.apply(&spec, servers(&spec)) {
+        match runner.apply(&spec, dispatchers(&spec)) {
             Ok(applied) => {
                 interval = spec.reload_interval;
                 log_applied(&applied);

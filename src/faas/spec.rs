@@ -40,6 +40,7 @@ pub const DEFAULT_NAME: &str = "nmid-faas";
 
 const TOP_KEYS: &[&str] = &[
     "servers",
+    "etcd",
     "name",
     "protocol",
     "reload_interval_ms",
@@ -118,8 +119,11 @@ pub enum SpecError {
 /// A whole functions file, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaasSpec {
-    /// Dispatchers from `servers` (may be empty: the command line or `NMID_ADDR` decide).
+    /// Dispatchers from `servers` (may be empty: the command line or the environment
+    /// decide).
     pub servers: Vec<String>,
+    /// etcd endpoints from `etcd`: serve every dispatcher registered there.
+    pub etcd: Vec<String>,
     /// Worker name prefix.
     pub name: String,
     /// Protocol spoken to the dispatchers.
@@ -238,6 +242,10 @@ impl FaasSpec {
         if let Some(bad) = servers.iter().find(|s| !looks_like_host_port(s)) {
             return Err(top.bad("servers", format!("{bad:?} is not HOST:PORT")));
         }
+        let etcd = top.strings("etcd")?.unwrap_or_default();
+        for endpoint in &etcd {
+            crate::cluster::etcd::check_endpoint(endpoint).map_err(|e| top.bad("etcd", e))?;
+        }
         let name = top
             .string("name")?
             .unwrap_or_else(|| DEFAULT_NAME.to_owned());
@@ -273,6 +281,7 @@ impl FaasSpec {
         }
         Ok(Self {
             servers,
+            etcd,
             name,
             protocol,
             reload_interval: reload,

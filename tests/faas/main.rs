@@ -3,10 +3,14 @@
 //! timeouts that leave no process behind; concurrency; 200 calls at once; reloads that add,
 //! change and remove functions while calls run) in `exec.rs`, and http functions against a
 //! test HTTP service (results, non-2xx, upstream down or slow) and the examples in
-//! `http.rs`. This file holds the harness: a guarded `nmid-faas` process and helpers.
+//! `http.rs`; `--etcd` against real `nmid` processes and a real etcd in `discovery.rs`.
+//! This file holds the harness: a guarded `nmid-faas` process and helpers.
 
+#[path = "../cluster_support/mod.rs"]
+mod cluster_support;
 #[path = "../common/mod.rs"]
 mod common;
+mod discovery;
 mod exec;
 mod http;
 
@@ -39,12 +43,16 @@ impl Faas {
 
     /// As [`Faas::start`], with more command-line arguments.
     pub fn start_with(dispatcher: &TestDispatcher, functions: &str, args: &[&str]) -> Self {
+        let server = dispatcher.addr.to_string();
+        Self::start_args(functions, &[args, &["--server", &server]].concat())
+    }
+
+    /// Writes `functions` as the file and starts `nmid-faas ARGS FILE`.
+    pub fn start_args(functions: &str, args: &[&str]) -> Self {
         let dir = temp_dir();
         std::fs::write(dir.join("functions.toml"), functions).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_nmid-faas"))
             .args(args)
-            .arg("--server")
-            .arg(dispatcher.addr.to_string())
             .arg(dir.join("functions.toml"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
