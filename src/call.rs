@@ -204,6 +204,9 @@ pub enum DispatchError {
     /// The call's job frame would be larger than workers accept (`tcp.max_frame_bytes`).
     #[error("call too large: its job would exceed tcp.max_frame_bytes")]
     TooLarge,
+    /// The caller's grant does not cover the function (`[auth]`).
+    #[error("forbidden: this caller may not call this function")]
+    Forbidden,
 }
 
 impl DispatchError {
@@ -217,6 +220,7 @@ impl DispatchError {
             DispatchError::WorkerLost => ErrorCode::WORKER_LOST,
             DispatchError::ShuttingDown => ErrorCode::SHUTTING_DOWN,
             DispatchError::TooLarge => ErrorCode::TOO_LARGE,
+            DispatchError::Forbidden => ErrorCode::FORBIDDEN,
         }
     }
 }

@@ -5,8 +5,6 @@
 //! and answers the RetStruct `{"Code": 0, "Msg": "ok", "Data": "<TEXT>"}`; params without a
 //! string `name` get `Code` 1 and a message saying so.
 
-use std::net::SocketAddr;
-
 use serde::Deserialize;
 
 use crate::retstruct::RetStruct;
@@ -30,11 +28,15 @@ pub async fn to_upper(job: Job) -> Result<RetStruct, JobError> {
     })
 }
 
-/// Starts the demo worker for the dispatcher at `addr` on the current actix arbiter.
-pub fn start_demo_worker(addr: SocketAddr) -> Result<WorkerHandle, WorkerError> {
+/// Starts the demo worker of the dispatcher `handle` on the current actix arbiter. It
+/// connects through the dispatcher's internal door (a loopback connection that skips the
+/// address lists, TLS and auth), so it serves whatever `[security]`, `[auth]` and `[tls]`
+/// say.
+pub fn start_demo_worker(handle: &crate::server::Handle) -> Result<WorkerHandle, WorkerError> {
     Worker::builder()
         .name(DEMO_WORKER_NAME)
-        .server(addr.to_string())
+        .server(handle.tcp_addr().to_string())
+        .internal(handle.internal_dial())
         .function(DEMO_FUNCTION, to_upper)
         .start()
 }

@@ -51,11 +51,13 @@ pub enum Outcome {
     BadRequest,
     /// Refused during shutdown.
     ShuttingDown,
+    /// The caller's grant does not cover the function (`[auth]`).
+    Forbidden,
 }
 
 impl Outcome {
     /// Every outcome, in counter order.
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Ok,
         Outcome::WorkerError,
         Outcome::CantDo,
@@ -64,6 +66,7 @@ impl Outcome {
         Outcome::WorkerLost,
         Outcome::BadRequest,
         Outcome::ShuttingDown,
+        Outcome::Forbidden,
     ];
 
     /// The `outcome` label.
@@ -77,6 +80,7 @@ impl Outcome {
             Outcome::WorkerLost => "worker_lost",
             Outcome::BadRequest => "bad_request",
             Outcome::ShuttingDown => "shutting_down",
+            Outcome::Forbidden => "forbidden",
         }
     }
 
@@ -99,6 +103,7 @@ impl Outcome {
             DispatchError::WorkerLost => Outcome::WorkerLost,
             DispatchError::ShuttingDown => Outcome::ShuttingDown,
             DispatchError::TooLarge => Outcome::BadRequest,
+            DispatchError::Forbidden => Outcome::Forbidden,
         }
     }
 }
@@ -168,6 +173,57 @@ impl Limit {
             Limit::ControlFrames => "control_frame_rate",
             Limit::OutboundFrameSize => "outbound_frame_size",
             Limit::InboundFrameSize => "inbound_frame_size",
+        }
+    }
+}
+
+/// Why a peer or a request was refused by `[security]`, `[auth]` or `[tls]`, for
+/// `nmid_security_refusals_total{reason}` (docs/security.md lists each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its address is denied, or not allowed (`security.allow` / `security.deny`).
+    Address,
+    /// A TLS handshake failed (or a plaintext peer where only TLS is accepted).
+    Tls,
+    /// A secret matched no token.
+    BadToken,
+    /// No token was presented and no `auth.v1_peers` entry matches the peer.
+    NoGrant,
+    /// The grant lacks the role: a worker without `worker`, a client without `client`, an
+    /// admin request without `admin`.
+    Role,
+    /// A call of a function the grant does not cover.
+    Call,
+    /// A registration of a function the grant does not cover.
+    Serve,
+    /// A reload revoked the grant (or denied the address) of an open connection.
+    Revoked,
+}
+
+impl Refusal {
+    /// Every reason, in label order.
+    pub const ALL: [Refusal; 8] = [
+        Refusal::Address,
+        Refusal::Tls,
+        Refusal::BadToken,
+        Refusal::NoGrant,
+        Refusal::Role,
+        Refusal::Call,
+        Refusal::Serve,
+        Refusal::Revoked,
+    ];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Address => "address",
+            Refusal::Tls => "tls",
+            Refusal::BadToken => "bad_token",
+            Refusal::NoGrant => "no_grant",
+            Refusal::Role => "role",
+            Refusal::Call => "call",
+            Refusal::Serve => "serve",
+            Refusal::Revoked => "revoked",
         }
     }
 }
@@ -351,6 +407,7 @@ pub struct Metrics {
     worker_labels: Labels,
     limit_hits: [IntCounter; Limit::ALL.len()],
     lenient_frames: [IntCounter; Leniency::ALL.len()],
+    refusals: [IntCounter; Refusal::ALL.len()],
     queue_limit: IntGauge,
     scrape: std::sync::Mutex<()>,
 }
@@ -463,6 +520,12 @@ impl Metrics {
             &["kind"],
         );
         let lenient_frames = Leniency::ALL.map(|k| lenient_frames.with_label_values(&[k.as_str()]));
+        let refusals = add.counter_vec(
+            "nmid_security_refusals_total",
+            "Connections, requests, calls and registrations refused by [security], [auth] or [tls], by reason.",
+            &["reason"],
+        );
+        let refusals = Refusal::ALL.map(|r| refusals.with_label_values(&[r.as_str()]));
         let queue_limit = add.metric(
             IntGauge::new(
                 "nmid_queue_limit",
@@ -501,6 +564,7 @@ impl Metrics {
             worker_labels: Labels::new(max_workers),
             limit_hits,
             lenient_frames,
+            refusals,
             queue_limit,
             scrape: std::sync::Mutex::new(()),
         }
@@ -563,6 +627,11 @@ impl Metrics {
     /// A peer ran into `limit`.
     pub fn record_limit(&self, limit: Limit) {
         self.limit_hits[limit as usize].inc();
+    }
+
+    /// A peer or a request was refused for `reason`.
+    pub fn record_refusal(&self, reason: Refusal) {
+        self.refusals[reason as usize].inc();
     }
 
     /// A frame was accepted leniently.

@@ -31,10 +31,12 @@ use crate::actors::worker_session::WorkerSession;
 use crate::actors::{ConnectionLimits, ConnectionPermit, IpSlots, SessionSettings, WorkerLimits};
 use crate::call::RegistrySnapshot;
 use crate::cluster::{Cluster, ClusterReport, ClusterSettings, ClusterView};
-use crate::codec::{CodecError, ConnType};
+use crate::codec::{CodecError, ConnType, Frame, SAuthResult};
 use crate::config::{Config, ConfigError};
 use crate::http::HttpState;
-use crate::metrics::{Limit, Metrics, Role};
+use crate::metrics::{Limit, Metrics, Refusal, Role};
+use crate::net::NetStream;
+use crate::security::{Identity, Security};
 
 /// How often the drain checks whether the jobs in flight are done.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -116,9 +118,29 @@ pub struct Handle {
     http_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     cluster: Option<ClusterView>,
+    security: Security,
+    door: Arc<InternalDoor>,
 }
 
 impl Handle {
+    /// Connections into this dispatcher, from this process, that skip the address lists,
+    /// TLS and auth: how the embedded demo worker (`--demo`) connects whatever `[auth]` and
+    /// `[tls]` say. Each is a real loopback TCP connection with a session like any other.
+    pub fn internal_dial(&self) -> crate::net::InternalDial {
+        let door = self.door.clone();
+        Arc::new(move || {
+            let door = door.clone();
+            Box::pin(async move { door.open().await })
+        })
+    }
+
+    /// Applies the `[security]`, `[auth]` and `[tls]` of `config` (the file read again, on
+    /// SIGHUP): new connections and requests see them at once, open connections within a
+    /// second (those no longer admitted are closed). On an error nothing changes.
+    pub fn reload_security(&self, config: &Config) -> Result<(), ConfigError> {
+        self.security.reload(config)
+    }
+
     /// The cluster as `GET /api/v1/cluster` reports it (`enabled: false` without discovery).
     pub async fn cluster(&self) -> ClusterReport {
         match &self.cluster {
@@ -215,6 +237,7 @@ struct Dispatcher {
 
 impl Dispatcher {
     fn start(config: &Config, listeners: Listeners) -> Result<Self, ServerError> {
+        let security = Security::from_config(config)?;
         let metrics = Arc::new(Metrics::with_series_limits(
             config.metrics.max_function_series,
             config.metrics.max_worker_series,
@@ -261,6 +284,7 @@ impl Dispatcher {
                 max_functions: config.workers.max_functions_per_worker,
                 control_frames_per_second: config.workers.max_control_frames_per_second,
             },
+            security: security.clone(),
         });
         listeners.tcp.set_nonblocking(true)?;
         let tcp = TcpListener::from_std(listeners.tcp)?;
@@ -273,11 +297,16 @@ impl Dispatcher {
             Cluster::start(settings, registry.clone(), links, &metrics)
         });
         let cluster_view = cluster.as_ref().map(Cluster::view);
-        let admission = Admission {
+        let admission = Arc::new(Admission {
             connections: Arc::new(Semaphore::new(config.tcp.max_connections)),
             per_ip: (config.tcp.max_connections_per_ip > 0)
                 .then(|| IpSlots::new(config.tcp.max_connections_per_ip)),
-        };
+        });
+        let door = Arc::new(InternalDoor {
+            arbiter: arbiters[0].handle(),
+            settings: settings.clone(),
+            admission: admission.clone(),
+        });
         let io = arbiters.iter().map(Arbiter::handle).collect();
         let accept = tokio::spawn(accept_loop(tcp, io, settings, admission));
         info!(addr = %tcp_addr, "nmid protocol listening");
@@ -296,12 +325,14 @@ impl Dispatcher {
             started: SystemTime::now(),
             cluster: cluster_view.clone(),
             history,
+            security: security.clone(),
         };
         let drain_timeout = config.drain_timeout();
         let mut http = Vec::new();
         let mut serve = |listener: std::net::TcpListener, threads, routes, what| {
             let addr = listener.local_addr()?;
-            let server = start_http(state.clone(), listener, threads, drain_timeout, routes)?;
+            let tls = security.tls().map(|tls| tls.server_config());
+            let server = start_http(state.clone(), listener, tls, threads, drain_timeout, routes)?;
             http.push(server);
             info!(%addr, "{what} listening");
             Ok::<_, io::Error>(addr)
@@ -320,6 +351,8 @@ impl Dispatcher {
                 http_addr,
                 metrics_addr,
                 cluster: cluster_view,
+                security,
+                door,
             },
             accept,
             sampler,
@@ -394,6 +427,7 @@ impl Dispatcher {
 fn start_http(
     state: HttpState,
     listener: std::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     threads: usize,
     drain_timeout: Duration,
     routes: fn(&mut actix_web::web::ServiceConfig),
@@ -402,6 +436,7 @@ fn start_http(
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(crate::http::guard))
             .wrap(actix_web::middleware::from_fn(crate::http::count_requests))
             .configure(routes)
     })
@@ -410,15 +445,62 @@ fn start_http(
     // A caller that closes its side ends the connection, which drops the handler's future
     // and so cancels its job (queued calls are withdrawn) instead of running it for nobody.
     .h1_allow_half_closed(false)
-    .shutdown_timeout(drain_timeout.as_secs().max(1))
-    .listen(listener)?
+    .shutdown_timeout(drain_timeout.as_secs().max(1));
+    let server = match tls {
+        // The rustls config is shared with the nmid listener: a reload reaches both.
+        Some(tls) => server.listen_rustls_0_23(listener, (*tls).clone())?,
+        None => server.listen(listener)?,
+    }
     .run();
     let handle = server.handle();
     actix_rt::spawn(server);
     Ok(handle)
 }
 
+/// Where the dispatcher's own connections come in (see [`Handle::internal_dial`]).
+#[derive(Debug)]
+struct InternalDoor {
+    arbiter: ArbiterHandle,
+    settings: Arc<SessionSettings>,
+    admission: Arc<Admission>,
+}
+
+impl InternalDoor {
+    /// A loopback TCP connection whose far end is a session of this dispatcher, granted
+    /// everything; the near end is returned.
+    async fn open(&self) -> io::Result<TcpStream> {
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let near = TcpStream::connect(listener.local_addr()?).await?;
+        let (far, peer) = listener.accept().await?;
+        // Only this process's own connection may come in through the door.
+        if peer != near.local_addr()? {
+            return Err(io::Error::other(
+                "internal connection: another peer came first",
+            ));
+        }
+        let permit = (self.admission.admit(peer))
+            .map_err(|limit| io::Error::other(format!("connection limit: {}", limit.as_str())))?;
+        let _ = far.set_nodelay(true);
+        let far = far.into_std()?;
+        let settings = self.settings.clone();
+        let grant = Arc::new(crate::security::Grant::internal("internal (this process)"));
+        let spawned = self
+            .arbiter
+            .spawn_fn(move || match TcpStream::from_std(far) {
+                Ok(far) => {
+                    actix_rt::spawn(greet(far, peer, permit, settings, Some(grant)));
+                }
+                Err(err) => warn!(cause = %err, "internal connection dropped"),
+            });
+        if !spawned {
+            return Err(io::Error::other("the connection thread has stopped"));
+        }
+        Ok(near)
+    }
+}
+
 /// The connection limits the accept loop enforces.
+#[derive(Debug)]
 struct Admission {
     /// `tcp.max_connections` permits.
     connections: Arc<Semaphore>,
@@ -444,7 +526,7 @@ async fn accept_loop(
     listener: TcpListener,
     arbiters: Vec<ArbiterHandle>,
     settings: Arc<SessionSettings>,
-    admission: Admission,
+    admission: Arc<Admission>,
 ) {
     let mut next = 0usize;
     loop {
@@ -457,6 +539,11 @@ async fn accept_loop(
                 continue;
             }
         };
+        if !settings.security.policy().admits(peer.ip()) {
+            settings.jobs.metrics.record_refusal(Refusal::Address);
+            warn!(%peer, "closing connection: address not allowed (security.allow / security.deny)");
+            continue;
+        }
         let permit = match admission.admit(peer) {
             Ok(permit) => permit,
             Err(limit) => {
@@ -480,7 +567,7 @@ async fn accept_loop(
         let settings = settings.clone();
         let spawned = arbiter.spawn_fn(move || match TcpStream::from_std(stream) {
             Ok(stream) => {
-                actix_rt::spawn(greet(stream, peer, permit, settings));
+                actix_rt::spawn(greet(stream, peer, permit, settings, None));
             }
             Err(err) => warn!(%peer, cause = %err, "dropping connection"),
         });
@@ -490,32 +577,117 @@ async fn accept_loop(
     }
 }
 
-/// Reads a connection's first frame (within `tcp.handshake_timeout_ms`) and starts the
-/// session of the role its `conn_type` names: a client or a worker.
+/// Sets up a connection: its TLS handshake (with `[tls]`), its first frame (within
+/// `tcp.handshake_timeout_ms`), its identity (with `[auth]`: the token of an `AUTH` first
+/// frame, or an `auth.v1_peers` grant), then the session of the role it asked for: a client
+/// or a worker.
 async fn greet(
     stream: TcpStream,
     peer: SocketAddr,
     permit: ConnectionPermit,
     settings: Arc<SessionSettings>,
+    internal: Option<Arc<crate::security::Grant>>,
 ) {
     let metrics = settings.jobs.metrics.clone();
     metrics.connection(Role::Undecided, 1);
-    let (read, write) = stream.into_split();
-    let partial_since = PartialSince::default();
+    let greeted = handshake(stream, peer, &settings, internal).await;
+    metrics.connection(Role::Undecided, -1);
+    let Some(Greeted {
+        first,
+        frames,
+        write,
+        identity,
+        greeting,
+        partial_since,
+        role,
+    }) = greeted
+    else {
+        return;
+    };
+    let frames = stream::iter(first.map(|frame| Ok(Ok(frame)))).chain(frames);
+    let accepted = Accepted {
+        peer,
+        partial_since,
+        write,
+        permit,
+        settings,
+        identity,
+        greeting,
+    };
+    match role {
+        ConnType::Client => {
+            ClientSession::start(frames, accepted);
+        }
+        ConnType::Worker => {
+            WorkerSession::start(frames, accepted);
+        }
+        ConnType::Server | ConnType::Service => {
+            warn!(%peer, conn_type = ?role, "closing connection: not a client or a worker");
+        }
+    }
+}
+
+/// A connection ready for its session.
+struct Greeted {
+    /// The first frame, for the session (`None`: it was the `AUTH` frame).
+    first: Option<Frame>,
+    frames: FramedRead<crate::net::ReadHalf, InboundCodec>,
+    write: crate::net::WriteHalf,
+    identity: Identity,
+    /// The answer to its `AUTH` frame.
+    greeting: Option<Frame>,
+    partial_since: PartialSince,
+    role: ConnType,
+}
+
+/// The TLS handshake, the first frame and the identity of a new connection, each refused
+/// with a log line (and a counter) naming why; `None` when the connection is closed. An
+/// `internal` connection (the dispatcher's own) has its grant already, and no TLS.
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: &Arc<SessionSettings>,
+    internal: Option<Arc<crate::security::Grant>>,
+) -> Option<Greeted> {
+    let metrics = &settings.jobs.metrics;
     let limits = &settings.limits;
+    let security = &settings.security;
+    let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    let stream = match security.tls() {
+        _ if internal.is_some() => NetStream::Plain(stream),
+        None => NetStream::Plain(stream),
+        Some(tls) => {
+            let secured = tokio::time::timeout_at(deadline, accept_tls(tls, stream)).await;
+            match secured {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    metrics.record_refusal(Refusal::Tls);
+                    warn!(%peer, cause = %err, "closing connection: TLS handshake failed");
+                    return None;
+                }
+                Err(_) => {
+                    metrics.record_limit(Limit::Handshake);
+                    warn!(%peer, "closing connection: no TLS handshake in time (tcp.handshake_timeout_ms)");
+                    return None;
+                }
+            }
+        }
+    };
+    let cert_names = stream.peer_cert_names();
+    let (read, mut write) = stream.into_split();
+    let partial_since = PartialSince::default();
     let codec = InboundCodec::new(
         settings.max_frame_bytes,
         limits.incomplete_frames.clone(),
         partial_since.clone(),
     );
     let mut frames = FramedRead::with_capacity(read, codec, READ_BUFFER_BYTES);
-    let first = tokio::time::timeout(limits.handshake_timeout, frames.next()).await;
-    metrics.connection(Role::Undecided, -1);
+    let first = tokio::time::timeout_at(deadline, frames.next()).await;
     let first = match first {
         Ok(Some(Ok(Ok(frame)))) => frame,
         Ok(Some(Ok(Err(bad)))) => {
             warn!(%peer, cause = %bad.error, "closing connection: its first frame was malformed");
-            return;
+            return None;
         }
         Ok(Some(Err(err))) => {
             match &err {
@@ -528,37 +700,161 @@ async fn greet(
                 InboundError::Codec(_) => {}
             }
             warn!(%peer, cause = %err, "closing connection: its first frame was refused");
-            return;
+            return None;
         }
         Ok(None) => {
             debug!(%peer, "connection closed before its first frame");
-            return;
+            return None;
         }
         Err(_) => {
             metrics.record_limit(Limit::Handshake);
             let timeout_ms = limits.handshake_timeout.as_millis() as u64;
             warn!(%peer, timeout_ms, "closing connection: no first frame in time (tcp.handshake_timeout_ms)");
-            return;
+            return None;
         }
     };
-    let sender = first.sender();
-    let frames = stream::iter([Ok(Ok(first))]).chain(frames);
-    let accepted = Accepted {
-        peer,
-        partial_since,
+    let role = first.sender();
+    let policy = security.policy();
+    let mut identity = Identity {
+        grant: None,
+        cert_names,
+        generation: security.generation(),
+    };
+    if let Some(grant) = internal {
+        identity.grant = Some(grant);
+        return Some(Greeted {
+            first: Some(first),
+            frames,
+            write,
+            identity,
+            greeting: None,
+            partial_since,
+            role,
+        });
+    }
+    let (first, greeting) = match (&policy.auth, first) {
+        // Auth off: a token is welcome and not needed.
+        (None, Frame::CAuth { .. } | Frame::WAuth { .. }) => (
+            None,
+            Some(auth_result(SAuthResult::ACCEPTED, "auth is off")),
+        ),
+        (None, first) => (Some(first), None),
+        (Some(auth), Frame::CAuth { secret } | Frame::WAuth { secret }) => {
+            let refusal = match auth.token(&secret) {
+                Some(grant) if grant.has(role_of(role)) => {
+                    let accepted = auth_result(SAuthResult::ACCEPTED, &grant.name);
+                    info!(%peer, grant = %grant.name, role = ?role, "authenticated");
+                    identity.grant = Some(grant);
+                    return Some(Greeted {
+                        first: None,
+                        frames,
+                        write,
+                        identity,
+                        greeting: Some(accepted),
+                        partial_since,
+                        role,
+                    });
+                }
+                Some(grant) => (
+                    Refusal::Role,
+                    format!("{} has no {} role", grant.name, role_name(role)),
+                ),
+                None => (Refusal::BadToken, "no token has this secret".to_owned()),
+            };
+            metrics.record_refusal(refusal.0);
+            warn!(%peer, reason = %refusal.1, "closing connection: authentication refused");
+            let refused = auth_result(SAuthResult::REFUSED, &refusal.1);
+            write_last(&mut write, &refused, deadline).await;
+            return None;
+        }
+        (Some(auth), first) => match auth.v1_peer(peer.ip(), &identity.cert_names) {
+            Some(grant) if grant.has(role_of(role)) => {
+                debug!(%peer, grant = %grant.name, "v1 peer granted");
+                identity.grant = Some(grant);
+                (Some(first), None)
+            }
+            grant => {
+                let (refusal, reason) = match grant {
+                    Some(grant) => (
+                        Refusal::Role,
+                        format!("{} has no {} role", grant.name, role_name(role)),
+                    ),
+                    None => (
+                        Refusal::NoGrant,
+                        "no AUTH frame, and no auth.v1_peers entry matches it".to_owned(),
+                    ),
+                };
+                metrics.record_refusal(refusal);
+                warn!(%peer, frame = first.name(), reason, "closing connection: not authenticated");
+                return None;
+            }
+        },
+    };
+    Some(Greeted {
+        first,
+        frames,
         write,
-        permit,
-        settings,
-    };
-    match sender {
-        ConnType::Client => {
-            ClientSession::start(frames, accepted);
+        identity,
+        greeting,
+        partial_since,
+        role,
+    })
+}
+
+/// The TLS handshake of a new connection; with `tls.allow_plaintext`, a connection whose
+/// first byte is not a TLS handshake record (nmid frames begin with a zero byte) stays
+/// plain.
+async fn accept_tls(tls: &crate::security::TlsServer, stream: TcpStream) -> io::Result<NetStream> {
+    /// The first byte of a TLS record carrying a handshake message (the ClientHello).
+    const TLS_HANDSHAKE: u8 = 0x16;
+    if tls.allow_plaintext {
+        let mut first = [0u8; 1];
+        if stream.peek(&mut first).await? == 1 && first[0] != TLS_HANDSHAKE {
+            return Ok(NetStream::Plain(stream));
         }
-        ConnType::Worker => {
-            WorkerSession::start(frames, accepted);
-        }
-        ConnType::Server | ConnType::Service => {
-            warn!(%peer, conn_type = ?sender, "closing connection: not a client or a worker");
-        }
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+    let stream = acceptor.accept(stream).await?;
+    Ok(NetStream::Tls(Box::new(tokio_rustls::TlsStream::Server(
+        stream,
+    ))))
+}
+
+fn auth_result(code: u32, message: &str) -> Frame {
+    Frame::SAuthResult(SAuthResult {
+        code,
+        message: bytes::Bytes::copy_from_slice(message.as_bytes()),
+    })
+}
+
+/// The role a connection of `conn_type` needs in its grant.
+fn role_of(conn_type: ConnType) -> crate::security::Roles {
+    match conn_type {
+        ConnType::Worker => crate::security::Roles::WORKER,
+        _ => crate::security::Roles::CLIENT,
+    }
+}
+
+fn role_name(conn_type: ConnType) -> &'static str {
+    match conn_type {
+        ConnType::Worker => "worker",
+        _ => "client",
+    }
+}
+
+/// Writes `frame` as a connection's last words, waiting at most until `deadline`.
+async fn write_last(
+    write: &mut crate::net::WriteHalf,
+    frame: &Frame,
+    deadline: tokio::time::Instant,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut bytes = bytes::BytesMut::new();
+    if crate::codec::encode(frame, &mut bytes).is_ok() {
+        let _ = tokio::time::timeout_at(deadline, async {
+            write.write_all(&bytes).await?;
+            write.shutdown().await
+        })
+        .await;
     }
 }

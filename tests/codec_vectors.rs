@@ -146,7 +146,10 @@ impl FrameFields {
             | Frame::WJobResult(_)
             | Frame::WJobError(_)
             | Frame::WBye
-            | Frame::SByeAck => panic!(
+            | Frame::SByeAck
+            | Frame::CAuth { .. }
+            | Frame::WAuth { .. }
+            | Frame::SAuthResult(_) => panic!(
                 "a v1 golden vector decoded to the tagged extension frame {}",
                 frame.name()
             ),

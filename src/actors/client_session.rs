@@ -16,7 +16,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use futures_util::stream::Stream;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::connection::{start_session, Accepted, Connection, Session};
 use super::inbound::{Inbound, InboundError};
@@ -24,7 +24,7 @@ use super::job::{JobActor, Reply};
 use crate::call::{CallOutcome, CallSpec, DispatchError, JobId};
 use crate::codec::{ErrorCode, Frame};
 use crate::codec::{SCallError, SReturnData, TaggedResult};
-use crate::metrics::{Limit, Outcome, Role};
+use crate::metrics::{Limit, Outcome, Refusal, Role};
 use crate::retstruct::RetStruct;
 
 /// The RetStruct `Code` a v1 caller sees when a tagged worker reports its function failed.
@@ -204,6 +204,16 @@ impl ClientSession {
 
     /// A client's call: refused at once if malformed, else handed to a new job actor.
     fn call(&mut self, spec: CallSpec, request: Request, ctx: &mut Context<Self>) {
+        if let Some(grant) = self.conn.grant() {
+            if !grant.may_call(&spec.function.0) {
+                let metrics = &self.conn.settings.jobs.metrics;
+                metrics.record_refusal(Refusal::Call);
+                metrics.record_refused(Outcome::Forbidden);
+                debug!(peer = %self.conn.peer, grant = %grant.name, function = %spec.function, "call refused: not in its grant");
+                let refusal = CallOutcome::Failed(DispatchError::Forbidden);
+                return self.send(reply_frame(request, refusal), ctx);
+            }
+        }
         if let Err(error) = spec.validate(self.conn.settings.max_frame_bytes) {
             if error == DispatchError::TooLarge {
                 self.conn
@@ -256,7 +266,8 @@ fn reply_frame(request: Request, outcome: CallOutcome) -> Frame {
             | DispatchError::Timeout
             | DispatchError::WorkerLost
             | DispatchError::ShuttingDown
-            | DispatchError::TooLarge => Frame::Error,
+            | DispatchError::TooLarge
+            | DispatchError::Forbidden => Frame::Error,
         },
         (Request::Tagged { request_id }, CallOutcome::Done(ret)) => {
             Frame::SCallResult(TaggedResult {

@@ -21,13 +21,14 @@ use actix::prelude::*;
 use bytes::{Buf, BytesMut};
 use futures_util::stream::Stream;
 use tokio::io::AsyncWrite;
-use tokio::net::tcp::OwnedWriteHalf;
 use tracing::{debug, info, warn};
 
 use super::inbound::{Inbound, InboundError, PartialSince};
 use super::{ConnectionPermit, SessionSettings};
 use crate::codec::{self, CodecError, ConnType, Frame};
-use crate::metrics::{Limit, Role};
+use crate::metrics::{Limit, Refusal, Role};
+use crate::net::WriteHalf;
+use crate::security::{Grant, Identity};
 
 /// Capacity an emptied outbound buffer may keep; a larger one is freed, so a burst does not
 /// pin its memory to the connection.
@@ -40,11 +41,15 @@ pub struct Accepted {
     /// Since when the frame being read has been incomplete (the decoder sets it).
     pub partial_since: PartialSince,
     /// The write side.
-    pub write: OwnedWriteHalf,
+    pub write: WriteHalf,
     /// The connection's place under the connection limits.
     pub permit: ConnectionPermit,
     /// Settings shared by every session.
     pub settings: Arc<SessionSettings>,
+    /// Who the peer is, and what it may do.
+    pub identity: Identity,
+    /// A frame to send first (the answer to its `AUTH`).
+    pub greeting: Option<Frame>,
 }
 
 /// Lets a connection's frames through, or holds them back for as long as any reason to hold
@@ -125,7 +130,9 @@ pub struct Connection {
     /// Settings shared by every session.
     pub settings: Arc<SessionSettings>,
     role: Role,
-    write: OwnedWriteHalf,
+    write: WriteHalf,
+    /// Who the peer is, and what it may do.
+    identity: Identity,
     /// Encoded frames not written yet.
     outbound: BytesMut,
     /// A flush is scheduled or running.
@@ -154,6 +161,7 @@ impl Connection {
             peer: accepted.peer,
             role,
             write: accepted.write,
+            identity: accepted.identity,
             outbound: BytesMut::new(),
             flushing: false,
             gate,
@@ -236,6 +244,11 @@ impl Connection {
         ctx.stop();
     }
 
+    /// What the peer may do; `None` with auth off (everything).
+    pub fn grant(&self) -> Option<&Grant> {
+        self.identity.grant.as_deref()
+    }
+
     /// The read gate, to hold this connection's frames back (or let them through again).
     pub fn gate(&self) -> &ReadGate {
         &self.gate
@@ -265,7 +278,8 @@ impl Connection {
             self.outbound = BytesMut::new();
         }
         self.check_bound();
-        Poll::Ready(Ok(()))
+        // TLS holds written bytes as records until flushed; plain TCP flushes at once.
+        Pin::new(&mut self.write).poll_flush(cx)
     }
 
     /// The peer's calls now owe it `bytes` more of replies (or fewer, when answered).
@@ -326,15 +340,21 @@ where
     let frames = Gated::new(frames, gate.clone());
     A::create(move |ctx| {
         ctx.add_stream(frames);
+        let greeting = accepted.greeting.clone();
         let conn = Connection::new(accepted, role, gate);
         watch_deadlines(&conn, ctx);
-        make(conn)
+        let mut session = make(conn);
+        if let Some(frame) = greeting {
+            session.send(frame, ctx);
+        }
+        session
     })
 }
 
 /// Closes a session whose peer stays over the outbound bound for longer than
 /// `tcp.slow_consumer_timeout_ms`, or takes longer than `tcp.frame_timeout_ms` to send a
-/// frame it has begun (checked every quarter of the shorter one, at most every second).
+/// frame it has begun (checked every quarter of the shorter one, at most every second), or
+/// that a reloaded security policy no longer admits.
 fn watch_deadlines<A: Session>(conn: &Connection, ctx: &mut Context<A>) {
     let limits = &conn.settings.limits;
     let shortest = limits.slow_consumer_timeout.min(limits.frame_timeout);
@@ -353,8 +373,17 @@ fn watch_deadlines<A: Session>(conn: &Connection, ctx: &mut Context<A>) {
             metrics.record_limit(Limit::FrameTimeout);
             warn!(%peer, "closing connection: a frame it began did not arrive whole in time (tcp.frame_timeout_ms)");
             ctx.stop();
+        } else if session.connection().security_changed() {
+            session.recheck(ctx);
         }
     });
+}
+
+impl Connection {
+    /// Whether the security policy was reloaded since this connection was last checked.
+    fn security_changed(&self) -> bool {
+        self.settings.security.generation() != self.identity.generation
+    }
 }
 
 /// A session actor: it owns a [`Connection`] and writes frames through it.
@@ -383,6 +412,35 @@ pub trait Session: Actor<Context = Context<Self>> {
         }
         let flush = NextRound::default().into_actor(self).then(|(), _, _| Flush);
         ctx.spawn(flush);
+    }
+
+    /// Checks the peer against the security policy again (it was reloaded): it keeps its
+    /// connection with what the policy grants it now, or is closed.
+    fn recheck(&mut self, ctx: &mut Context<Self>) {
+        let conn = self.connection();
+        let security = &conn.settings.security;
+        conn.identity.generation = security.generation();
+        let verdict = security.policy().recheck(conn.peer.ip(), &conn.identity);
+        let refused = match verdict {
+            Ok(grant) => {
+                conn.identity.grant = grant;
+                let grant = conn.identity.grant.clone();
+                self.still_granted(grant.as_deref()).err()
+            }
+            Err(reason) => Some(reason.to_owned()),
+        };
+        if let Some(reason) = refused {
+            let conn = self.connection();
+            conn.settings.jobs.metrics.record_refusal(Refusal::Revoked);
+            warn!(peer = %conn.peer, reason, "closing connection: the reloaded security policy no longer admits it");
+            ctx.stop();
+        }
+    }
+
+    /// Whether what the session does is still covered by `grant` (`None`: auth off); a
+    /// worker checks the functions it serves.
+    fn still_granted(&mut self, _grant: Option<&Grant>) -> Result<(), String> {
+        Ok(())
     }
 
     /// Writes what is waiting, then stops the session.

@@ -59,6 +59,8 @@ pub struct SessionSettings {
     pub limits: ConnectionLimits,
     /// What one worker connection may register and send.
     pub worker_limits: WorkerLimits,
+    /// Who may connect, serve and call (reloadable).
+    pub security: crate::security::Security,
 }
 
 /// What one worker connection may register and send (`[workers]` keys).

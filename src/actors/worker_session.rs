@@ -31,7 +31,8 @@ use crate::call::{CallOutcome, DispatchError, FunctionName, JobId, JobLease, Wor
 use crate::codec::{
     BadBody, CodecError, ConnType, DataType, Frame, ParamsType, SGetData, TaggedCall, WReturnData,
 };
-use crate::metrics::{Leniency, Limit, Role};
+use crate::metrics::{Leniency, Limit, Refusal, Role};
+use crate::security::Grant;
 use crate::telemetry;
 
 /// From the registry: a call for this worker.
@@ -148,6 +149,18 @@ impl WorkerSession {
 impl Session for WorkerSession {
     fn connection(&mut self) -> &mut Connection {
         &mut self.conn
+    }
+
+    /// A worker may keep its connection only while its grant covers every function it
+    /// serves.
+    fn still_granted(&mut self, grant: Option<&Grant>) -> Result<(), String> {
+        let Some(grant) = grant else {
+            return Ok(());
+        };
+        match self.serving.iter().find(|f| !grant.may_serve(&f.0)) {
+            Some(function) => Err(format!("{} no longer covers {function}", grant.name)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -356,6 +369,18 @@ impl WorkerSession {
     /// serves as many functions as it may (`ERROR`, and it never receives a job of it).
     fn add_function(&mut self, function: FunctionName, ctx: &mut Context<Self>) {
         let limits = &self.conn.settings.worker_limits;
+        if let Some(grant) = self.conn.grant() {
+            if !grant.may_serve(&function.0) {
+                self.conn
+                    .settings
+                    .jobs
+                    .metrics
+                    .record_refusal(Refusal::Serve);
+                warn!(peer = %self.conn.peer, worker = %self.id, grant = %grant.name, %function, "function registration refused: not in its grant");
+                self.send(Frame::Error, ctx);
+                return;
+            }
+        }
         let refused = if function.0.len() > limits.max_function_name_bytes {
             Some((
                 Limit::NameTooLong,

@@ -112,21 +112,40 @@ fn run(cli: Cli) -> anyhow::Result<nmid::server::Stopped> {
     let config = nmid::config::Config::load(cli.config.as_deref(), &overrides)?;
     let telemetry = nmid::telemetry::init(&config.tracing_settings(), config.log_format())?;
     let listeners = nmid::server::Listeners::bind(&config)?;
-    let demo_addr = demo_target(listeners.tcp.local_addr()?);
+    warn_if_open(&config, &listeners);
     let served = actix_rt::System::new().block_on(async move {
         // Before anything accepts: a signal from now on drains instead of killing.
         let shutdown = shutdown_signal();
-        let mut demo = None;
-        let stopped = nmid::server::run(config, listeners, |_| async {
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let demo = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let started_demo = demo.clone();
+        let stopped = nmid::server::run(config, listeners, |handle| async move {
             if cli.demo {
-                match nmid::demo::start_demo_worker(demo_addr) {
-                    Ok(worker) => demo = Some(worker),
+                match nmid::demo::start_demo_worker(&handle) {
+                    Ok(worker) => *started_demo.borrow_mut() = Some(worker),
                     Err(err) => tracing::error!(cause = %err, "demo worker not started"),
                 }
             }
-            shutdown.await;
+            // SIGHUP: the configuration is read again (file, environment, flags) and its
+            // [security], [auth] and [tls] applied; the other keys need a restart.
+            let reload = async {
+                while hangups.recv().await.is_some() {
+                    match nmid::config::Config::load(cli.config.as_deref(), &overrides) {
+                        Ok(config) => match handle.reload_security(&config) {
+                            Ok(()) => tracing::info!("SIGHUP: [security], [auth] and [tls] reloaded"),
+                            Err(err) => tracing::error!(cause = %err, "SIGHUP: reload refused; the previous settings stay"),
+                        },
+                        Err(err) => tracing::error!(cause = %err, "SIGHUP: configuration refused; the previous settings stay"),
+                    }
+                }
+            };
+            tokio::select! {
+                _ = shutdown => {}
+                _ = reload => {}
+            }
         })
         .await?;
+        let demo = demo.borrow_mut().take();
         if let Some(demo) = demo {
             demo.stop().await;
         }
@@ -137,14 +156,27 @@ fn run(cli: Cli) -> anyhow::Result<nmid::server::Stopped> {
     served
 }
 
-/// Where the embedded demo worker connects: the listener, through loopback when it is bound
-/// to every interface.
-fn demo_target(listen: SocketAddr) -> SocketAddr {
-    let mut addr = listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+/// Says so, loudly, when a listener is reachable beyond this host and anyone who reaches
+/// it may register workers and call functions (auth off).
+fn warn_if_open(config: &nmid::config::Config, listeners: &nmid::server::Listeners) {
+    if config.auth.enabled {
+        return;
     }
-    addr
+    let exposed = [Some(&listeners.tcp), listeners.http.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.local_addr().ok())
+        .filter(|addr| !addr.ip().is_loopback())
+        .map(|addr| addr.to_string())
+        .collect::<Vec<_>>();
+    if !exposed.is_empty() {
+        tracing::warn!(
+            listeners = %exposed.join(", "),
+            "auth is off and these listeners are not on loopback: anyone who reaches them can \
+             register a worker for any function (and read its callers' params) or call any \
+             function; see docs/security.md and config/hardened.toml"
+        );
+    }
 }
 
 /// Completes on SIGTERM or SIGINT. The handlers are installed by this call, not when the

@@ -8,16 +8,16 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, FramedRead};
 use tracing::debug;
 
 use super::{ClientError, Settings};
 use crate::codec::{
-    self, CDoJob, Frame, Metadata, NmidCodec, ParamsType, TaggedCall, HANDLE_TYPE_ENCODE,
+    self, CDoJob, Frame, Metadata, NmidCodec, ParamsType, SAuthResult, TaggedCall,
+    HANDLE_TYPE_ENCODE,
 };
+use crate::net::{NetStream, ReadHalf, WriteHalf};
 
 /// Extra time the client waits past a call's deadline for the dispatcher's own timeout reply,
 /// before it gives up on its own.
@@ -32,17 +32,62 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 type Reply = Result<Bytes, ClientError>;
 
-async fn dial(settings: &Settings) -> Result<TcpStream, ClientError> {
+/// Connects to the dispatcher: TCP, TLS if set, then the token if one is set (the
+/// dispatcher's answer is waited for, so a refused token fails here, with its reason).
+async fn dial(settings: &Settings) -> Result<NetStream, ClientError> {
     let failed = |reason: String| ClientError::Connect {
         addr: settings.addr.clone(),
         reason,
     };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&settings.addr))
+    let access = settings
+        .access
+        .as_ref()
+        .map_err(|reason| failed(reason.clone()))?;
+    let stream =
+        (access.dial(&settings.addr, CONNECT_TIMEOUT).await).map_err(|e| failed(e.to_string()))?;
+    match &access.token {
+        None => Ok(stream),
+        Some(secret) => authenticate(stream, secret, settings).await,
+    }
+}
+
+/// Presents `secret` in a client `AUTH` frame and waits for `S_AUTH_RESULT`.
+async fn authenticate(
+    stream: NetStream,
+    secret: &Bytes,
+    settings: &Settings,
+) -> Result<NetStream, ClientError> {
+    let mut framed = Framed::new(stream, NmidCodec::new(settings.max_frame_bytes));
+    let answer = async {
+        framed
+            .send(Frame::CAuth {
+                secret: secret.clone(),
+            })
+            .await?;
+        match framed.next().await {
+            Some(frame) => Ok(frame?),
+            None => Err(ClientError::ConnectionLost),
+        }
+    };
+    let answer = tokio::time::timeout(CONNECT_TIMEOUT, answer)
         .await
-        .map_err(|_| failed(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| failed(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+        .map_err(|_| ClientError::Connect {
+            addr: settings.addr.clone(),
+            reason: format!("no answer to AUTH within {CONNECT_TIMEOUT:?}"),
+        })?;
+    match answer? {
+        Frame::SAuthResult(result) if result.code == SAuthResult::ACCEPTED => {
+            // The dispatcher says nothing more before a call: nothing is left buffered.
+            Ok(framed.into_inner())
+        }
+        Frame::SAuthResult(result) => Err(ClientError::Unauthorized(
+            String::from_utf8_lossy(&result.message).into_owned(),
+        )),
+        other => Err(ClientError::Protocol(format!(
+            "{} in answer to AUTH (does this dispatcher take tokens?)",
+            other.name()
+        ))),
+    }
 }
 
 /// Calls in flight on one tagged connection, by request id.
@@ -178,7 +223,7 @@ impl Tagged {
 
 /// Writes queued frames, as many per syscall as are waiting. Ends when the client drops the
 /// connection (closing the write side, so the dispatcher closes too) or a write fails.
-async fn write_loop(mut rx: mpsc::UnboundedReceiver<Frame>, mut write: OwnedWriteHalf) {
+async fn write_loop(mut rx: mpsc::UnboundedReceiver<Frame>, mut write: WriteHalf) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     while let Some(frame) = rx.recv().await {
         if codec::encode(&frame, &mut buf).is_err() {
@@ -201,7 +246,7 @@ async fn write_loop(mut rx: mpsc::UnboundedReceiver<Frame>, mut write: OwnedWrit
 }
 
 /// Resolves calls from replies; on end of stream or a bad frame, fails every call in flight.
-async fn read_loop(read: OwnedReadHalf, pending: Arc<Mutex<Pending>>, max_frame_bytes: usize) {
+async fn read_loop(read: ReadHalf, pending: Arc<Mutex<Pending>>, max_frame_bytes: usize) {
     let mut frames = FramedRead::new(read, NmidCodec::new(max_frame_bytes));
     while let Some(item) = frames.next().await {
         let (request_id, reply) = match item {
@@ -266,7 +311,7 @@ async fn give_up_loop(pending: Weak<Mutex<Pending>>) {
 #[derive(Debug)]
 pub(super) struct V1 {
     settings: Arc<Settings>,
-    conn: tokio::sync::Mutex<Option<Framed<TcpStream, NmidCodec>>>,
+    conn: tokio::sync::Mutex<Option<Framed<NetStream, NmidCodec>>>,
 }
 
 impl V1 {
@@ -285,7 +330,7 @@ impl V1 {
         Ok(())
     }
 
-    async fn open(&self) -> Result<Framed<TcpStream, NmidCodec>, ClientError> {
+    async fn open(&self) -> Result<Framed<NetStream, NmidCodec>, ClientError> {
         let stream = dial(&self.settings).await?;
         Ok(Framed::new(
             stream,

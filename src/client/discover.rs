@@ -177,6 +177,7 @@ impl Discovered {
             addr: addr.to_owned(),
             timeout: self.settings.timeout,
             max_frame_bytes: self.settings.max_frame_bytes,
+            access: self.settings.access.clone(),
         };
         Dispatcher {
             addr: addr.to_owned(),

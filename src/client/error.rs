@@ -64,6 +64,13 @@ pub enum ClientError {
         /// The dispatcher's message.
         message: String,
     },
+    /// The dispatcher refused the token (or none was given and it needs one); the message is
+    /// the dispatcher's reason.
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
+    /// The token's grant does not cover the function (`[auth]` on the dispatcher).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The params could not be encoded.
     #[error("cannot encode params: {0}")]
     Encode(String),
@@ -88,6 +95,8 @@ impl ClientError {
             Self::BadRequest(_) => "bad_request",
             Self::ShuttingDown => "shutting_down",
             Self::TooLarge(_) => "too_large",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::WorkerError(_) | Self::Function { .. } | Self::Failed | Self::Other { .. } => {
                 "error"
             }
@@ -107,6 +116,7 @@ impl ClientError {
             ErrorCode::WORKER_ERROR => Self::WorkerError(message),
             ErrorCode::SHUTTING_DOWN => Self::ShuttingDown,
             ErrorCode::TOO_LARGE => Self::TooLarge(message),
+            ErrorCode::FORBIDDEN => Self::Forbidden(message),
             ErrorCode(code) => Self::Other { code, message },
         }
     }

@@ -51,7 +51,9 @@ pub use error::ClientError;
 use crate::cluster::etcd::Discovery;
 use crate::cluster::record::MemberRecord;
 use crate::codec::{Metadata, ParamsType, DEFAULT_MAX_FRAME_BYTES};
+use crate::net::Access;
 use crate::retstruct::RetStruct;
+use crate::security::ClientTls;
 use crate::telemetry::{self, Hop};
 use connection::{Tagged, V1};
 use discover::{Discovered, DiscoveredCall};
@@ -122,9 +124,41 @@ pub struct ClientBuilder {
     timeout: Duration,
     max_frame_bytes: usize,
     discovery: Option<Discovery>,
+    access: Access,
+    tls: Option<ClientTls>,
 }
 
 impl ClientBuilder {
+    /// Presents the token `secret` to the dispatcher (`[auth]`) on every connection. Without
+    /// this, the secret in `NMID_TOKEN` if set.
+    pub fn token(mut self, secret: impl Into<Bytes>) -> Self {
+        self.access.token = Some(secret.into());
+        self
+    }
+
+    /// Connects with TLS: trusting `tls.ca_file` (else the system's trust store), checking
+    /// the name `tls.server_name` (else the address's host), presenting a client
+    /// certificate for mutual TLS when set.
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Connects the way `access` says (TLS, token); for the dispatcher's own links.
+    pub(crate) fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// The access of the connections: the TLS connector built from the files, or why not.
+    fn build_access(&self) -> Result<Access, String> {
+        let mut access = self.access.clone();
+        if let Some(tls) = &self.tls {
+            access.tls = Some(tls.connector()?);
+        }
+        Ok(access)
+    }
+
     /// Finds the dispatchers in etcd at `endpoints` (`http://host:2379`) instead of the
     /// builder's address; see [`Client::discover`].
     pub fn discover<E: Into<String>>(self, endpoints: impl IntoIterator<Item = E>) -> Self {
@@ -177,6 +211,7 @@ impl ClientBuilder {
             addr: discovery.etcd.endpoints.join(","),
             timeout: self.timeout,
             max_frame_bytes: self.max_frame_bytes,
+            access: self.build_access(),
         });
         let transport = Transport::Discover(Discovered::start(settings.clone(), discovery).await?);
         Ok(Client {
@@ -191,10 +226,12 @@ impl ClientBuilder {
     /// The client without connecting: the first call connects (the dispatcher's links to
     /// its peers, which must not wait on a peer at start-up).
     pub(crate) fn build(self) -> Client {
+        let access = self.build_access();
         let settings = Arc::new(Settings {
             addr: self.addr,
             timeout: self.timeout,
             max_frame_bytes: self.max_frame_bytes,
+            access,
         });
         let transport = match self.protocol {
             Protocol::Tagged => Transport::Tagged(Tagged::new(settings.clone())),
@@ -220,6 +257,8 @@ struct Settings {
     addr: String,
     timeout: Duration,
     max_frame_bytes: usize,
+    /// TLS and token; the error of a TLS setup that failed, for every connection attempt.
+    access: Result<Access, String>,
 }
 
 #[derive(Debug)]
@@ -266,6 +305,11 @@ impl Client {
             timeout: DEFAULT_CALL_TIMEOUT,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             discovery: None,
+            access: Access {
+                token: Access::token_from_env(),
+                ..Access::default()
+            },
+            tls: None,
         }
     }
 

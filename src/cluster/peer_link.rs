@@ -191,6 +191,7 @@ fn answer_of(result: Result<Bytes, ClientError>) -> Option<CallOutcome> {
         Err(ClientError::WorkerLost) => failed(DispatchError::WorkerLost),
         Err(ClientError::BadRequest(_)) => failed(DispatchError::BadRequest),
         Err(ClientError::TooLarge(_)) => failed(DispatchError::TooLarge),
+        Err(ClientError::Forbidden(_)) => failed(DispatchError::Forbidden),
         Err(ClientError::Other { message, .. }) => Some(CallOutcome::WorkerFailed(message.into())),
         // Never ran there, or unknown whether it ran: hand it back.
         Err(
@@ -198,6 +199,7 @@ fn answer_of(result: Result<Bytes, ClientError>) -> Option<CallOutcome> {
             | ClientError::ConnectionLost
             | ClientError::Connect { .. }
             | ClientError::NoDispatcher
+            | ClientError::Unauthorized(_)
             | ClientError::Protocol(_)
             | ClientError::Failed
             | ClientError::Function { .. }

@@ -73,6 +73,8 @@ impl DataType {
     pub const W_JOB_ERROR: u32 = 113;
     pub const W_BYE: u32 = 114;
     pub const S_BYE_ACK: u32 = 115;
+    pub const AUTH: u32 = 120;
+    pub const S_AUTH_RESULT: u32 = 121;
 }
 
 /// A frame kind as the header names it: who sends it, its `data_type`, nmid's name for it.

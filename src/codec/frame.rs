@@ -15,7 +15,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::body::{Body, BodyReader, ConnType, DataType, Kind};
-use super::tagged::{self, SCallError, TaggedCall, TaggedResult, WJobError};
+use super::tagged::{self, SAuthResult, SCallError, TaggedCall, TaggedResult, WJobError};
 use super::v1::{self, CDoJob, SGetData, SReturnData, WReturnData};
 use super::CodecError;
 
@@ -112,6 +112,18 @@ pub enum Frame {
     WJobResult(TaggedResult),
     /// `W_JOB_ERROR` (113), worker -> server.
     WJobError(WJobError),
+    /// `AUTH` (120) from a client: the first frame, presenting a token's secret.
+    CAuth {
+        /// The secret: the whole body.
+        secret: Bytes,
+    },
+    /// `AUTH` (120) from a worker: the first frame, presenting a token's secret.
+    WAuth {
+        /// The secret: the whole body.
+        secret: Bytes,
+    },
+    /// `S_AUTH_RESULT` (121), server -> client or worker: accepted, or refused and closing.
+    SAuthResult(SAuthResult),
 }
 
 /// The frames whose body is empty, with their kinds: the one list that encode, decode and
@@ -178,6 +190,9 @@ impl Frame {
             Frame::WSlots { slots } => (tagged::W_SLOTS, Some(slots)),
             Frame::WJobResult(body) => (tagged::W_JOB_RESULT, Some(body)),
             Frame::WJobError(body) => (tagged::W_JOB_ERROR, Some(body)),
+            Frame::CAuth { secret } => (tagged::C_AUTH, Some(secret)),
+            Frame::WAuth { secret } => (tagged::W_AUTH, Some(secret)),
+            Frame::SAuthResult(body) => (tagged::S_AUTH_RESULT, Some(body)),
             empty => {
                 let (_, kind) = (EMPTY_BODY_FRAMES.iter())
                     .find(|(frame, _)| frame == empty)
@@ -358,6 +373,9 @@ fn read_tagged(kind: Kind, r: &mut BodyReader) -> Result<Frame, CodecError> {
         DataType::W_SLOTS => Frame::WSlots {
             slots: r.u32("slots")?,
         },
+        DataType::AUTH if kind.sender == ConnType::Client => Frame::CAuth { secret: r.rest() },
+        DataType::AUTH => Frame::WAuth { secret: r.rest() },
+        DataType::S_AUTH_RESULT => Frame::SAuthResult(SAuthResult::read(r)?),
         _ => unreachable!("{} is not a tagged kind with a body", kind.name),
     })
 }

@@ -67,7 +67,9 @@ pub use frame::{
     decode, decode_frame, decode_with, encode, encoded_len, BadBody, Frame, NmidCodec,
     TolerantCodec, DEFAULT_MAX_FRAME_BYTES, EMPTY_BODY_FRAMES, HEADER_LEN, READ_AHEAD,
 };
-pub use tagged::{ErrorCode, Metadata, SCallError, TaggedCall, TaggedResult, WJobError};
+pub use tagged::{
+    ErrorCode, Metadata, SAuthResult, SCallError, TaggedCall, TaggedResult, WJobError,
+};
 pub use v1::{
     CDoJob, ParamsType, SGetData, SReturnData, WReturnData, HANDLE_TYPE_ENCODE,
     HANDLE_TYPE_ORIGINAL,

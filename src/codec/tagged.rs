@@ -35,6 +35,8 @@ impl ErrorCode {
     pub const SHUTTING_DOWN: Self = Self(7);
     /// The call is larger than the frames its worker accepts.
     pub const TOO_LARGE: Self = Self(8);
+    /// The caller's grant does not cover the function (`[auth]`).
+    pub const FORBIDDEN: Self = Self(10);
 }
 
 pub(super) const C_CALL: Kind = Kind::new(ConnType::Client, DataType::C_CALL, "C_CALL");
@@ -48,9 +50,13 @@ pub(super) const S_CALL_ERROR: Kind =
 pub(super) const W_JOB_ERROR: Kind =
     Kind::new(ConnType::Worker, DataType::W_JOB_ERROR, "W_JOB_ERROR");
 pub(super) const W_SLOTS: Kind = Kind::new(ConnType::Worker, DataType::W_SLOTS, "W_SLOTS");
+pub(super) const C_AUTH: Kind = Kind::new(ConnType::Client, DataType::AUTH, "C_AUTH");
+pub(super) const W_AUTH: Kind = Kind::new(ConnType::Worker, DataType::AUTH, "W_AUTH");
+pub(super) const S_AUTH_RESULT: Kind =
+    Kind::new(ConnType::Server, DataType::S_AUTH_RESULT, "S_AUTH_RESULT");
 
 /// The tagged kinds with a body, the frames of a call first.
-pub(super) const KINDS: [Kind; 7] = [
+pub(super) const KINDS: [Kind; 10] = [
     C_CALL,
     S_JOB,
     W_JOB_RESULT,
@@ -58,6 +64,9 @@ pub(super) const KINDS: [Kind; 7] = [
     S_CALL_ERROR,
     W_JOB_ERROR,
     W_SLOTS,
+    C_AUTH,
+    W_AUTH,
+    S_AUTH_RESULT,
 ];
 
 /// The body of `C_CALL` (100, client -> server, `id` the client's request id) and of `S_JOB`
@@ -206,6 +215,40 @@ impl Body for WJobError {
 
     fn write(&self, dst: &mut BytesMut) {
         dst.put_u64(self.job_id);
+        put_field(dst, &self.message);
+    }
+}
+
+/// `S_AUTH_RESULT` (121), server -> client or worker: the answer to its `AUTH` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SAuthResult {
+    /// [`SAuthResult::ACCEPTED`], or why not.
+    pub code: u32,
+    /// Accepted: the grant's name (`token <name>`); refused: the reason.
+    pub message: Bytes,
+}
+
+impl SAuthResult {
+    /// The token is valid and grants the role the connection asked for.
+    pub const ACCEPTED: u32 = 0;
+    /// No token has this secret, or the token lacks the role; the connection closes.
+    pub const REFUSED: u32 = 1;
+
+    pub(super) fn read(r: &mut BodyReader) -> Result<Self, CodecError> {
+        Ok(Self {
+            code: r.u32("code")?,
+            message: r.field("message")?,
+        })
+    }
+}
+
+impl Body for SAuthResult {
+    fn body_len(&self) -> usize {
+        8 + self.message.len()
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        dst.put_u32(self.code);
         put_field(dst, &self.message);
     }
 }

@@ -14,6 +14,7 @@
 //! | 7 | the worker was lost while running the call |
 //! | 8 | an unexpected answer (protocol error, HTTP error status, malformed JSON) |
 //! | 9 | not available: the dispatcher has no such API (e.g. `cluster` against an older dispatcher) |
+//! | 10 | denied: the token was refused or missing, or its grant does not cover the request |
 
 mod admin;
 mod bench;
@@ -69,6 +70,9 @@ pub enum CtlError {
     /// The dispatcher lacks the API.
     #[error("not available: {0}")]
     NotAvailable(String),
+    /// The token was refused, or its grant does not cover the request.
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl CtlError {
@@ -84,6 +88,7 @@ impl CtlError {
             CtlError::WorkerLost => 7,
             CtlError::Protocol(_) => 8,
             CtlError::NotAvailable(_) => 9,
+            CtlError::Denied(_) => 10,
         }
     }
 
@@ -105,6 +110,9 @@ impl CtlError {
             ClientError::Failed => CtlError::Worker("the call failed (v1 ERROR)".to_owned()),
             ClientError::Encode(message) => CtlError::Usage(message),
             ClientError::TooLarge(_) => CtlError::Usage(err.to_string()),
+            ClientError::Unauthorized(_) | ClientError::Forbidden(_) => {
+                CtlError::Denied(err.to_string())
+            }
             ClientError::Other { .. } | ClientError::Decode(_) | ClientError::Protocol(_) => {
                 CtlError::Protocol(err.to_string())
             }

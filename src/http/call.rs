@@ -54,6 +54,7 @@ pub async fn call(
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, HttpError> {
     let function = function.into_inner();
+    super::guard::authorize_call(&req, &state, &function)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let pass_json = match query.params.as_deref() {
         None => false,
@@ -101,6 +102,7 @@ pub async fn gateway(
                 .to_owned(),
             None => req.path().trim_start_matches('/').to_owned(),
         };
+        super::guard::authorize_call(&req, &state, &function)?;
         let pass_json = match req.headers().get(NMID_PARAMS_TYPE).map(|v| v.to_str()) {
             None | Some(Ok("5")) => false,
             Some(Ok("6")) => true,

@@ -52,6 +52,12 @@ pub enum HttpError {
     /// The call's job would be larger than workers accept: 413.
     #[error("call too large: its job would exceed the dispatcher's tcp.max_frame_bytes")]
     TooLarge,
+    /// No credentials, or a secret no token has: 401 with `WWW-Authenticate`.
+    #[error("unauthorized: send Authorization: Bearer <token secret>")]
+    Unauthorized,
+    /// The credentials' grant does not cover the request (the role or the function): 403.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The dispatcher failed to answer (an actor was gone): 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -71,6 +77,9 @@ impl HttpError {
             DispatchError::WorkerLost => Self::WorkerLost,
             DispatchError::ShuttingDown => Self::ShuttingDown,
             DispatchError::TooLarge => Self::TooLarge,
+            DispatchError::Forbidden => {
+                Self::Forbidden(format!("this token may not call {function}"))
+            }
         }
     }
 
@@ -89,6 +98,8 @@ impl HttpError {
             HttpError::RateLimited => "rate_limited",
             HttpError::ShuttingDown => "shutting_down",
             HttpError::TooLarge => "too_large",
+            HttpError::Unauthorized => "unauthorized",
+            HttpError::Forbidden(_) => "forbidden",
             HttpError::Internal(_) => "internal",
         }
     }
@@ -123,6 +134,8 @@ impl ResponseError for HttpError {
             }
             HttpError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -131,6 +144,14 @@ impl ResponseError for HttpError {
         let mut response = HttpResponse::build(self.status_code());
         if *self == HttpError::RateLimited {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        if *self == HttpError::Unauthorized {
+            // Bearer for programs; Basic (any user name, the secret as the password) lets a
+            // browser ask for it, so the dashboard works with auth on.
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="nmid", Basic realm="nmid""#),
+            ));
         }
         response.json(ErrorBody {
             error: self.to_string(),

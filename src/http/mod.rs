@@ -15,6 +15,7 @@
 mod admin;
 mod call;
 mod error;
+mod guard;
 
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +26,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 pub use call::{call_params, REQUEST_ID_HEADER, TIMEOUT_HEADER};
 pub use error::HttpError;
+pub use guard::guard;
 
 use crate::actors::job::JobServices;
 
@@ -46,6 +48,8 @@ pub struct HttpState {
     pub cluster: Option<crate::cluster::ClusterView>,
     /// The recent rates the dashboard charts.
     pub history: std::sync::Arc<std::sync::Mutex<crate::history::History>>,
+    /// Who may connect and what each may do.
+    pub security: crate::security::Security,
 }
 
 /// The dashboard page: plain HTML and JS, no build step.
@@ -144,6 +148,7 @@ mod tests {
             history: std::sync::Arc::new(std::sync::Mutex::new(crate::history::History::new(
                 crate::config::Config::default().history_settings(),
             ))),
+            security: crate::security::Security::open(),
         })
     }
 

@@ -29,6 +29,8 @@ use crate::cluster::record::{worker_nmid_key, worker_nmid_value};
 /// Everything a session is made from, but its address.
 #[derive(Clone)]
 pub(super) struct Template {
+    /// TLS and token, for every dispatcher.
+    pub(super) access: crate::net::Access,
     pub(super) name: String,
     pub(super) slots: u32,
     pub(super) protocol: Protocol,
@@ -44,6 +46,7 @@ impl Template {
     pub(super) fn settings_for(&self, addr: &str) -> SessionSettings {
         SessionSettings {
             addr: addr.to_owned(),
+            access: self.access.clone(),
             name: self.name.clone(),
             slots: self.slots,
             protocol: self.protocol,

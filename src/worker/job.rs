@@ -118,22 +118,27 @@ impl Job {
 #[derive(Debug)]
 pub(super) struct NestedCalls {
     addr: String,
+    /// The worker's TLS and token: nested calls are made as the worker.
+    access: crate::net::Access,
     client: tokio::sync::OnceCell<Client>,
 }
 
 impl NestedCalls {
-    pub(super) fn new(addr: String) -> Self {
+    pub(super) fn new(addr: String, access: crate::net::Access) -> Self {
         Self {
             addr,
+            access,
             client: tokio::sync::OnceCell::new(),
         }
     }
 
     async fn client(&self) -> Result<Client, ClientError> {
-        self.client
-            .get_or_try_init(|| Client::connect(self.addr.clone()))
-            .await
-            .cloned()
+        let connect = || {
+            Client::builder(self.addr.clone())
+                .access(self.access.clone())
+                .connect()
+        };
+        self.client.get_or_try_init(connect).await.cloned()
     }
 }
 

@@ -60,7 +60,9 @@ pub use metrics::{serve_metrics, WorkerMetrics};
 use crate::client::Protocol;
 use crate::cluster::etcd::Discovery;
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
+use crate::net::Access;
 use crate::retstruct::RetStruct;
+use crate::security::ClientTls;
 use discover::{Follower, StopAll, Template};
 use session::{AddFunction, RemoveFunction, Session, SetSlots, Shutdown};
 
@@ -96,6 +98,9 @@ pub enum WorkerError {
     /// A function name is empty or registered twice.
     #[error("function name {0:?} is empty or registered twice")]
     BadFunction(String),
+    /// The TLS settings cannot be used (a file unreadable, a name invalid).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// The functions one session serves: its own copy, so that functions added or removed
@@ -171,6 +176,11 @@ impl Worker {
             discovery: None,
             register_ttl: None,
             metrics: None,
+            access: Access {
+                token: Access::token_from_env(),
+                ..Access::default()
+            },
+            tls: None,
         }
     }
 }
@@ -187,6 +197,8 @@ pub struct WorkerBuilder {
     discovery: Option<Discovery>,
     register_ttl: Option<Duration>,
     metrics: Option<WorkerMetrics>,
+    access: Access,
+    tls: Option<ClientTls>,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -205,6 +217,29 @@ impl fmt::Debug for WorkerBuilder {
 }
 
 impl WorkerBuilder {
+    /// Presents the token `secret` to each dispatcher (`[auth]`; it needs the `worker` role
+    /// and a grant covering the functions). Without this, the secret in `NMID_TOKEN` if set.
+    pub fn token(mut self, secret: impl Into<Bytes>) -> Self {
+        self.access.token = Some(secret.into());
+        self
+    }
+
+    /// Connects with TLS (see [`ClientTls`]): trusting its CA file (else the system's
+    /// trust store), with a client certificate for mutual TLS when set.
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Connects through `internal` instead of dialing (the embedded demo worker).
+    pub(crate) fn internal(mut self, internal: crate::net::InternalDial) -> Self {
+        self.access = Access {
+            internal: Some(internal),
+            ..Access::default()
+        };
+        self
+    }
+
     /// The worker's name (`W_SET_NAME`), shown in the dispatcher's admin API and logs.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -323,7 +358,12 @@ impl WorkerBuilder {
         if let Some(metrics) = &self.metrics {
             functions.names().for_each(|name| metrics.serve(name));
         }
+        let mut access = self.access;
+        if let Some(tls) = &self.tls {
+            access.tls = Some(tls.connector().map_err(WorkerError::Tls)?);
+        }
         let template = Template {
+            access,
             name: self.name,
             slots: self.slots,
             protocol: self.protocol,

@@ -16,18 +16,18 @@ use actix::prelude::*;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::job::{Job, JobError, NestedCalls};
 use super::{Functions, HandlerResult};
 use crate::client::Protocol;
 use crate::codec::{
-    BadBody, CodecError, Frame, NmidCodec, TaggedResult, TolerantCodec, WJobError, WReturnData,
+    BadBody, CodecError, Frame, NmidCodec, SAuthResult, TaggedResult, TolerantCodec, WJobError,
+    WReturnData,
 };
+use crate::net::{NetStream, WriteHalf};
 use crate::retstruct::RetStruct;
 use crate::telemetry::{self, Hop};
 use tracing::Instrument;
@@ -89,6 +89,7 @@ pub(super) struct RemoveFunction {
 /// What a session needs to know.
 pub(super) struct SessionSettings {
     pub(super) addr: String,
+    pub(super) access: crate::net::Access,
     pub(super) name: String,
     pub(super) slots: u32,
     pub(super) protocol: Protocol,
@@ -118,7 +119,7 @@ struct Waiting {
 
 /// An open connection to the dispatcher.
 struct Link {
-    writer: FramedWrite<Frame, OwnedWriteHalf, NmidCodec>,
+    writer: FramedWrite<Frame, WriteHalf, NmidCodec>,
     reader: SpawnHandle,
     /// What the dispatcher's next `OK` or `ERROR` answers (registrations, in order).
     awaiting: VecDeque<String>,
@@ -146,7 +147,10 @@ pub(super) struct Session {
 
 impl Session {
     pub(super) fn new(settings: SessionSettings) -> Self {
-        let nested = Rc::new(NestedCalls::new(settings.addr.clone()));
+        let nested = Rc::new(NestedCalls::new(
+            settings.addr.clone(),
+            settings.access.clone(),
+        ));
         Self {
             settings,
             link: None,
@@ -246,7 +250,15 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for Session {
                     link.awaiting.pop_front();
                 }
             }
-            // The dispatcher refused a registration (a limit; its log says which).
+            Frame::SAuthResult(result) if result.code == SAuthResult::ACCEPTED => {
+                debug!(addr = %self.settings.addr, grant = %String::from_utf8_lossy(&result.message), "token accepted");
+            }
+            // The dispatcher closes the connection after this: the reconnects back off.
+            Frame::SAuthResult(result) => {
+                error!(addr = %self.settings.addr, reason = %String::from_utf8_lossy(&result.message), "dispatcher refused the worker's token");
+            }
+            // The dispatcher refused a registration (a limit or the token's grant; its log
+            // says which).
             Frame::Error => {
                 let refused = self
                     .link
@@ -394,22 +406,18 @@ impl Handler<RemoveFunction> for Session {
 impl Session {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let addr = self.settings.addr.clone();
-        async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                Ok(connected) => connected,
-                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-            }
-        }
-        .into_actor(self)
-        .map(|result, session, ctx| match result {
-            _ if session.stopping.is_some() => ctx.stop(),
-            Ok(stream) => session.link_up(stream, ctx),
-            Err(err) => {
-                debug!(addr = %session.settings.addr, cause = %err, "cannot reach dispatcher");
-                session.schedule_reconnect(ctx);
-            }
-        })
-        .spawn(ctx);
+        let access = self.settings.access.clone();
+        async move { access.dial(&addr, CONNECT_TIMEOUT).await }
+            .into_actor(self)
+            .map(|result, session, ctx| match result {
+                _ if session.stopping.is_some() => ctx.stop(),
+                Ok(stream) => session.link_up(stream, ctx),
+                Err(err) => {
+                    debug!(addr = %session.settings.addr, cause = %err, "cannot reach dispatcher");
+                    session.schedule_reconnect(ctx);
+                }
+            })
+            .spawn(ctx);
     }
 
     fn schedule_reconnect(&mut self, ctx: &mut Context<Self>) {
@@ -417,9 +425,9 @@ impl Session {
         ctx.run_later(wait, |session, ctx| session.connect(ctx));
     }
 
-    /// Registers on a fresh connection: name, slots (tagged), then every function.
-    fn link_up(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
-        let _ = stream.set_nodelay(true);
+    /// Registers on a fresh connection: its token (if any), name, slots (tagged), then every
+    /// function.
+    fn link_up(&mut self, stream: NetStream, ctx: &mut Context<Self>) {
         let (read, write) = stream.into_split();
         let codec = NmidCodec::new(self.settings.max_frame_bytes);
         self.generation += 1;
@@ -428,6 +436,12 @@ impl Session {
         let reader = ctx.add_stream(FramedRead::new(read, TolerantCodec(codec)));
         let mut writer = FramedWrite::new(write, codec, ctx);
         let mut awaiting = VecDeque::new();
+        if let Some(secret) = &self.settings.access.token {
+            // Answered with S_AUTH_RESULT, before the OKs of the registrations.
+            writer.write(Frame::WAuth {
+                secret: secret.clone(),
+            });
+        }
         writer.write(Frame::WSetName {
             name: Bytes::copy_from_slice(self.settings.name.as_bytes()),
         });

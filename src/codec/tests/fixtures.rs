@@ -354,6 +354,60 @@ pub(super) fn sample_slots_bytes() -> Vec<u8> {
     parts.concat()
 }
 
+/// A client presenting a token's secret as its first frame.
+pub(super) fn sample_client_auth() -> Frame {
+    Frame::CAuth {
+        secret: Bytes::from_static(b"s3cret-0123456789"),
+    }
+}
+
+pub(super) fn sample_client_auth_bytes() -> Vec<u8> {
+    let parts: &[&[u8]] = &[
+        &[0, 0, 0, 3],        // conn_type: client
+        &[0, 0, 0, 120],      // data_type: AUTH
+        &[0, 0, 0, 17],       // body_len
+        b"s3cret-0123456789", // the secret: the whole body
+    ];
+    parts.concat()
+}
+
+/// A worker presenting a token's secret as its first frame.
+pub(super) fn sample_worker_auth() -> Frame {
+    Frame::WAuth {
+        secret: Bytes::from_static(b"s3cret-0123456789"),
+    }
+}
+
+pub(super) fn sample_worker_auth_bytes() -> Vec<u8> {
+    let parts: &[&[u8]] = &[
+        &[0, 0, 0, 2],        // conn_type: worker
+        &[0, 0, 0, 120],      // data_type: AUTH
+        &[0, 0, 0, 17],       // body_len
+        b"s3cret-0123456789", // the secret: the whole body
+    ];
+    parts.concat()
+}
+
+/// The dispatcher accepting a token.
+pub(super) fn sample_auth_result() -> Frame {
+    Frame::SAuthResult(SAuthResult {
+        code: SAuthResult::ACCEPTED,
+        message: Bytes::from_static(b"token web"),
+    })
+}
+
+pub(super) fn sample_auth_result_bytes() -> Vec<u8> {
+    let parts: &[&[u8]] = &[
+        &[0, 0, 0, 1],   // conn_type: server
+        &[0, 0, 0, 121], // data_type: S_AUTH_RESULT
+        &[0, 0, 0, 17],  // body_len
+        &[0, 0, 0, 0],   // code: accepted
+        &[0, 0, 0, 9],   // message_len
+        b"token web",    // message: the grant's name
+    ];
+    parts.concat()
+}
+
 pub(super) fn samples() -> Vec<(Frame, Vec<u8>)> {
     vec![
         (sample_do_job(), sample_do_job_bytes()),
@@ -369,5 +423,8 @@ pub(super) fn samples() -> Vec<(Frame, Vec<u8>)> {
         (sample_job_result(), sample_job_result_bytes()),
         (sample_job_error(), sample_job_error_bytes()),
         (sample_slots(), sample_slots_bytes()),
+        (sample_client_auth(), sample_client_auth_bytes()),
+        (sample_worker_auth(), sample_worker_auth_bytes()),
+        (sample_auth_result(), sample_auth_result_bytes()),
     ]
 }

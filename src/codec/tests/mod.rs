@@ -47,10 +47,13 @@ fn variant_index(frame: &Frame) -> usize {
         Frame::WJobError(_) => 25,
         Frame::WBye => 26,
         Frame::SByeAck => 27,
+        Frame::CAuth { .. } => 28,
+        Frame::WAuth { .. } => 29,
+        Frame::SAuthResult(_) => 30,
     }
 }
 
-const VARIANT_COUNT: usize = 28;
+const VARIANT_COUNT: usize = 31;
 
 /// One frame of every variant, in `variant_index` order (the empty ones from the table).
 fn every_frame() -> Vec<Frame> {
@@ -74,6 +77,9 @@ fn every_frame() -> Vec<Frame> {
         sample_job(),
         sample_job_result(),
         sample_job_error(),
+        sample_client_auth(),
+        sample_worker_auth(),
+        sample_auth_result(),
     ];
     let empty = EMPTY_BODY_FRAMES.iter().map(|(frame, _)| frame.clone());
     let mut frames: Vec<Frame> = empty.chain(with_body).collect();

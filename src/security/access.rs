@@ -1,0 +1,120 @@
+//! `security.allow` / `security.deny`: which peer addresses may connect at all, checked when
+//! a connection is accepted (nmid's `WhiteList` / `BlackList`).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// Allowed and denied networks. Deny wins; an empty allow list allows everyone not denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessList {
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+}
+
+impl AccessList {
+    /// Parses `allow` and `deny` (IPs or CIDRs, IPv4 or IPv6); the error names the entry.
+    pub fn parse(allow: &[String], deny: &[String]) -> Result<Self, (&'static str, String)> {
+        let nets = |key: &'static str, entries: &[String]| {
+            entries
+                .iter()
+                .map(|entry| parse_net(entry).map_err(|reason| (key, reason)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Self {
+            allow: nets("security.allow", allow)?,
+            deny: nets("security.deny", deny)?,
+        })
+    }
+
+    /// Nothing is listed: every address may connect (and nothing needs checking).
+    pub fn is_open(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+
+    /// Whether a peer at `ip` may connect.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        if self.deny.iter().any(|net| net.contains(&ip)) {
+            return false;
+        }
+        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// `10.0.0.0/8`, `10.1.2.3` (one address), `fd00::/8` or `::1`.
+pub fn parse_net(entry: &str) -> Result<IpNet, String> {
+    let entry = entry.trim();
+    if let Ok(net) = entry.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    entry.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        format!("{entry:?} is not an IP address or a CIDR network (e.g. 10.0.0.0/8, fd00::/8)")
+    })
+}
+
+/// Whether `ip` is in any of `nets` (an IPv4-mapped IPv6 address counts as its IPv4 one).
+pub fn in_any(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    nets.iter().any(|net| net.contains(&ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(allow: &[&str], deny: &[&str]) -> AccessList {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        AccessList::parse(&owned(allow), &owned(deny)).unwrap()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn empty_lists_allow_everyone() {
+        let open = list(&[], &[]);
+        assert!(open.is_open());
+        assert!(open.permits(ip("203.0.113.9")) && open.permits(ip("::1")));
+    }
+
+    #[test]
+    fn deny_wins_over_allow() {
+        let l = list(&["10.0.0.0/8"], &["10.1.0.0/16", "10.2.3.4"]);
+        assert!(l.permits(ip("10.9.9.9")));
+        assert!(!l.permits(ip("10.1.2.3")));
+        assert!(!l.permits(ip("10.2.3.4")));
+        assert!(l.permits(ip("10.2.3.5")));
+        assert!(!l.permits(ip("192.168.1.1")), "not in the allow list");
+    }
+
+    #[test]
+    fn deny_alone_allows_the_rest() {
+        let l = list(&[], &["127.0.0.2"]);
+        assert!(!l.permits(ip("127.0.0.2")));
+        assert!(l.permits(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn ipv6_and_mapped_ipv4() {
+        let l = list(&["fd00::/8", "127.0.0.1"], &[]);
+        assert!(l.permits(ip("fd12::1")));
+        assert!(!l.permits(ip("fe80::1")));
+        assert!(l.permits(ip("::ffff:127.0.0.1")), "mapped IPv4 is IPv4");
+    }
+
+    #[test]
+    fn a_bad_entry_names_its_key() {
+        let err = AccessList::parse(&["10.0.0.0/33".into()], &[]).unwrap_err();
+        assert_eq!(err.0, "security.allow");
+        assert!(err.1.contains("10.0.0.0/33"), "{}", err.1);
+        let err = AccessList::parse(&[], &["example.com".into()]).unwrap_err();
+        assert_eq!(err.0, "security.deny");
+    }
+
+    #[test]
+    fn host_bits_are_ignored() {
+        assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+    }
+}
