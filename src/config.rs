@@ -86,6 +86,10 @@ pub struct AuthConfig {
     pub tokens: Vec<TokenConfig>,
     /// `[[auth.v1_peers]]`: grants to peers that cannot present a token.
     pub v1_peers: Vec<V1PeerConfig>,
+    /// A file with the secret this dispatcher presents to its cluster peers.
+    pub peer_secret_file: String,
+    /// An environment variable with that secret.
+    pub peer_secret_env: String,
 }
 
 /// One `[[auth.tokens]]` entry.
@@ -134,6 +138,8 @@ pub struct TlsConfig {
     pub client_ca_file: String,
     /// Also accept plaintext nmid connections (for v1 SDKs, which cannot speak TLS).
     pub allow_plaintext: bool,
+    /// CAs the certificates of peer dispatchers are checked against (cluster links).
+    pub peer_ca_file: String,
 }
 
 impl TlsConfig {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use nmid::faas::{Dispatchers, FaasSpec, ServeOptions};
+use nmid::faas::{Credentials, Dispatchers, FaasSpec, ServeOptions};
 
 /// nmid-faas: serve the commands and local HTTP services listed in a TOML file as nmid
 /// functions. Editing the file adds, changes and removes functions without a restart.
@@ -25,6 +25,17 @@ struct Cli {
     /// them as they join and leave; repeat or comma-separate for several endpoints.
     #[arg(long = "etcd", value_name = "URL", value_delimiter = ',')]
     etcd: Vec<String>,
+    /// A file holding the secret of the token the workers present (the dispatcher's
+    /// `[[auth.tokens]]`, worker role). Wins over the file's `token_file` and NMID_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Connect with TLS, trusting the CAs of this PEM file (wins over the file's
+    /// `tls_ca_file` and NMID_CA_FILE).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Connect with TLS, trusting the system's CAs (or --ca-file's).
+    #[arg(long)]
+    tls: bool,
     /// Serve this process's Prometheus metrics on HOST:PORT at /metrics (wins over the
     /// file's `metrics_addr`).
     #[arg(long, value_name = "HOST:PORT")]
@@ -76,7 +87,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         nmid::cluster::etcd::check_endpoint(endpoint)
             .map_err(|e| anyhow::anyhow!("--etcd: {e}"))?;
     }
+    let token = match &cli.token_file {
+        Some(path) => Some(
+            nmid::faas::read_secret(&path.display().to_string()).map_err(|e| anyhow::anyhow!(e))?,
+        ),
+        None => None,
+    };
+    let tls = (cli.tls || cli.ca_file.is_some()).then(|| nmid::security::ClientTls {
+        ca_file: cli
+            .ca_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        ..Default::default()
+    });
     let options = ServeOptions {
+        credentials: Credentials { token, tls },
         file: cli.file,
         dispatchers: Dispatchers {
             servers: cli.servers,

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::etcd::Members;
 use super::metrics::ClusterMetrics;
-use super::peer_link::PeerLink;
+use super::peer_link::{LinkSettings, PeerLink};
 use super::record::MemberRecord;
 use crate::actors::registry::{PeerJoined, PeerLeft, PeerUpdated, Registry};
 use crate::call::{FunctionName, PeerId};
@@ -27,10 +27,8 @@ pub struct PeerFollower {
     pub registry: Addr<Registry>,
     /// Where the links run (the registry's thread: a forward is then a queue push).
     pub arbiter: ArbiterHandle,
-    /// Tagged connections per peer.
-    pub connections: usize,
-    /// Largest frame a link reads.
-    pub max_frame_bytes: usize,
+    /// How the links connect.
+    pub links: LinkSettings,
     /// Peer count and forwarded calls.
     pub metrics: ClusterMetrics,
 }
@@ -109,8 +107,7 @@ impl PeerFollower {
             peer,
             record.tcp_addr.to_string(),
             &self.own_id,
-            self.connections,
-            self.max_frame_bytes,
+            &self.links,
             self.registry.clone(),
             self.metrics.clone(),
         );

@@ -64,6 +64,8 @@ pub struct ClusterSettings {
     pub max_frame_bytes: usize,
     /// Largest membership record read.
     pub max_record_bytes: usize,
+    /// How the links reach peers: TLS when `[tls]` is on, the token of `auth.peer_secret_*`.
+    pub peer_access: crate::net::Access,
 }
 
 impl ClusterSettings {
@@ -121,8 +123,53 @@ impl ClusterSettings {
             peer_connections: config.cluster.peer_connections,
             max_frame_bytes: config.tcp.max_frame_bytes,
             max_record_bytes: config.cluster.max_record_bytes,
+            peer_access: peer_access(config)?,
         }))
     }
+}
+
+/// How this dispatcher's links reach its peers: with TLS when its listeners have it
+/// (trusting `tls.peer_ca_file`, presenting its own certificate for their mutual TLS), and
+/// presenting the secret of `auth.peer_secret_file` / `auth.peer_secret_env` if set.
+fn peer_access(config: &Config) -> Result<crate::net::Access, ConfigError> {
+    let auth = &config.auth;
+    let token = if !auth.peer_secret_file.is_empty() {
+        let secret =
+            std::fs::read_to_string(&auth.peer_secret_file).map_err(|e| ConfigError::Invalid {
+                key: "auth.peer_secret_file",
+                reason: format!("{}: {e}", auth.peer_secret_file),
+            })?;
+        Some(secret.trim_end_matches(['\r', '\n']).to_owned())
+    } else if !auth.peer_secret_env.is_empty() {
+        Some(
+            std::env::var(&auth.peer_secret_env).map_err(|_| ConfigError::Invalid {
+                key: "auth.peer_secret_env",
+                reason: format!("${} is not set", auth.peer_secret_env),
+            })?,
+        )
+    } else {
+        None
+    };
+    let tls = match config.tls.enabled() {
+        false => None,
+        true => {
+            let tls = crate::security::ClientTls {
+                ca_file: config.tls.peer_ca_file.clone(),
+                server_name: String::new(),
+                cert_file: config.tls.cert_file.clone(),
+                key_file: config.tls.key_file.clone(),
+            };
+            Some(tls.connector().map_err(|reason| ConfigError::Invalid {
+                key: "tls.peer_ca_file",
+                reason,
+            })?)
+        }
+    };
+    Ok(crate::net::Access {
+        tls,
+        token: token.map(bytes::Bytes::from),
+        internal: None,
+    })
 }
 
 /// A running cluster membership: the etcd session, the peer follower, and their view.
@@ -171,8 +218,11 @@ impl Cluster {
             own_id: settings.id.clone(),
             registry: registry.clone(),
             arbiter: links,
-            connections: settings.peer_connections,
-            max_frame_bytes: settings.max_frame_bytes,
+            links: peer_link::LinkSettings {
+                connections: settings.peer_connections,
+                max_frame_bytes: settings.max_frame_bytes,
+                access: settings.peer_access.clone(),
+            },
             metrics: metrics.clone(),
         };
         actix_rt::spawn(follower.run(members.clone()));

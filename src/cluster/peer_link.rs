@@ -63,22 +63,32 @@ pub struct PeerLink {
     metrics: ClusterMetrics,
 }
 
+/// How every link connects to its peer.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// Tagged connections per peer (`cluster.peer_connections`).
+    pub connections: usize,
+    /// Largest frame a link reads.
+    pub max_frame_bytes: usize,
+    /// TLS when `[tls]` is on, and the token of `auth.peer_secret_*`.
+    pub access: crate::net::Access,
+}
+
 impl PeerLink {
-    /// A link to `peer` at `addr` over `connections` tagged connections (connected on first
-    /// use), reading frames of at most `max_frame_bytes`.
+    /// A link to `peer` at `addr` as `settings` say (connected on first use).
     pub fn new(
         peer: PeerId,
         addr: String,
         own_id: &str,
-        connections: usize,
-        max_frame_bytes: usize,
+        settings: &LinkSettings,
         registry: Addr<Registry>,
         metrics: ClusterMetrics,
     ) -> Self {
-        let clients = (0..connections.max(1))
+        let clients = (0..settings.connections.max(1))
             .map(|_| {
                 Client::builder(addr.clone())
-                    .max_frame_bytes(max_frame_bytes)
+                    .max_frame_bytes(settings.max_frame_bytes)
+                    .access(settings.access.clone())
                     .build()
             })
             .collect();

@@ -9,51 +9,96 @@ use super::cli::{Cli, ListArgs};
 use super::table;
 use super::CtlError;
 
-/// An HTTP client for the admin API at `cli.http`.
+/// An HTTP client for the admin API at `cli.http`: one HTTP/1.1 request per connection,
+/// over TLS for an `https` URL (trusting `--ca-file`, else the system's CAs), with the
+/// token as `Authorization: Bearer`.
 pub struct Admin {
     base: String,
-    client: reqwest::Client,
+    /// `host:port` to connect to.
+    authority: String,
+    /// The URL's path, prefixed to each request's.
+    prefix: String,
+    access: crate::net::Access,
+    timeout: Duration,
+    /// `Authorization: Bearer <token>`, with --token.
+    token: Option<String>,
 }
 
 impl Admin {
-    /// A client with the command line's request timeout.
+    /// A client of the command line's URL, timeout, token and TLS trust.
     pub fn new(cli: &Cli) -> Result<Self, CtlError> {
-        let client = reqwest::Client::builder()
-            .timeout(cli.request_timeout)
-            .connect_timeout(cli.request_timeout)
-            .no_proxy()
-            .build()
-            .map_err(|e| CtlError::Usage(format!("http client: {e}")))?;
+        let base = cli.http.trim_end_matches('/').to_owned();
+        let bad = |reason: String| CtlError::Usage(format!("bad --http URL {base:?}: {reason}"));
+        let url = reqwest::Url::parse(&base).map_err(|e| bad(e.to_string()))?;
+        let host = url.host_str().ok_or_else(|| bad("no host".to_owned()))?;
+        let tls = match url.scheme() {
+            "http" => None,
+            "https" => {
+                Some((cli.client_tls().unwrap_or_default().connector()).map_err(CtlError::Usage)?)
+            }
+            other => return Err(bad(format!("scheme {other:?}: use http or https"))),
+        };
+        let port = url.port_or_known_default().unwrap_or(80);
         Ok(Self {
-            base: cli.http.trim_end_matches('/').to_owned(),
-            client,
+            authority: format!("{host}:{port}"),
+            prefix: url.path().trim_end_matches('/').to_owned(),
+            base,
+            access: crate::net::Access {
+                tls,
+                ..crate::net::Access::default()
+            },
+            timeout: cli.request_timeout,
+            token: cli.token.clone(),
         })
     }
 
     /// GETs `path`: the status and the body.
     pub async fn get(&self, path: &str) -> Result<(u16, bytes::Bytes), CtlError> {
         let url = format!("{}{path}", self.base);
-        let response = self.client.get(&url).send().await.map_err(|e| {
-            let cause = root_cause(&e);
-            if e.is_builder() {
-                CtlError::Usage(format!("bad --http URL {:?}: {cause}", self.base))
-            } else if e.is_timeout() {
-                CtlError::Unreachable(format!("{url}: timed out"))
-            } else {
-                CtlError::Unreachable(format!("cannot reach {url}: {cause}"))
+        let exchange = async {
+            let stream = self.access.dial(&self.authority, self.timeout).await?;
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(connection);
+            let mut request = hyper::Request::get(format!("{}{path}", self.prefix))
+                .header(hyper::header::HOST, &self.authority);
+            if let Some(token) = &self.token {
+                request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
             }
-        })?;
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| CtlError::Unreachable(format!("{url}: {}", root_cause(&e))))?;
-        Ok((status, body))
+            let request = (request.body(http_body_util::Empty::<bytes::Bytes>::new()))
+                .map_err(std::io::Error::other)?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(std::io::Error::other)?;
+            let status = response.status().as_u16();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .map_err(std::io::Error::other)?
+                .to_bytes();
+            Ok::<_, std::io::Error>((status, body))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => Err(CtlError::Unreachable(format!("{url}: timed out"))),
+            Ok(Err(err)) => Err(CtlError::Unreachable(format!(
+                "cannot reach {url}: {}",
+                root_cause(&err)
+            ))),
+            Ok(Ok(answer)) => Ok(answer),
+        }
     }
 
     /// GETs `path` and reads its JSON; any status but 200 is an error.
     pub async fn json(&self, path: &str) -> Result<Value, CtlError> {
         let (status, body) = self.get(path).await?;
+        if status == 401 || status == 403 {
+            return Err(CtlError::Denied(format!(
+                "{path}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
         if status == 404 {
             return Err(CtlError::NotAvailable(format!(
                 "this dispatcher has no {path} (HTTP 404)"
@@ -70,7 +115,7 @@ impl Admin {
     }
 }
 
-fn root_cause(err: &reqwest::Error) -> String {
+fn root_cause(err: &std::io::Error) -> String {
     let mut cause: &dyn std::error::Error = err;
     while let Some(next) = cause.source() {
         cause = next;

@@ -44,9 +44,16 @@ pub fn params_of(
 
 /// Connects the client the way the command line says.
 pub async fn connect(cli: &Cli, timeout: std::time::Duration) -> Result<Client, CtlError> {
-    Client::builder(cli.addr.clone())
+    let mut builder = Client::builder(cli.addr.clone())
         .protocol(cli.protocol())
-        .timeout(timeout)
+        .timeout(timeout);
+    if let Some(token) = &cli.token {
+        builder = builder.token(token.clone());
+    }
+    if let Some(tls) = cli.client_tls() {
+        builder = builder.tls(tls);
+    }
+    builder
         .connect()
         .await
         .map_err(|e| CtlError::of_call("", e))

@@ -19,7 +19,8 @@ use crate::client::Protocol;
     about,
     after_help = "Exit status: 0 ok; 1 the function failed (health: not ready); 2 usage; \
                   3 unreachable; 4 no worker; 5 timeout; 6 refused (rate limited, shutting \
-                  down); 7 worker lost; 8 unexpected answer; 9 API not available."
+                  down); 7 worker lost; 8 unexpected answer; 9 API not available; 10 denied \
+                  (token refused or missing, or not in its grant)."
 )]
 pub struct Cli {
     /// The dispatcher's nmid protocol address (TCP), for `call` and `bench`.
@@ -46,12 +47,66 @@ pub struct Cli {
     /// Speak nmid protocol v1 (nmid's own Go dispatcher) instead of the tagged frames.
     #[arg(long, global = true)]
     pub v1: bool,
+    /// The secret of a token (the dispatcher's `[[auth.tokens]]`): presented over the nmid
+    /// protocol and as `Authorization: Bearer` over HTTP.
+    #[arg(
+        long,
+        global = true,
+        env = "NMID_TOKEN",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub token: Option<String>,
+    /// Connect with TLS (the nmid protocol; HTTP follows its URL's scheme), trusting the CAs
+    /// of this PEM file.
+    #[arg(long, global = true, env = "NMID_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Connect with TLS, trusting the system's CAs (or --ca-file's).
+    #[arg(long, global = true)]
+    pub tls: bool,
+    /// The name the dispatcher's certificate must carry (default: the host of --addr).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// A client certificate (PEM) for mutual TLS, with --key-file.
+    #[arg(
+        long,
+        global = true,
+        env = "NMID_CERT_FILE",
+        value_name = "FILE",
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "NMID_KEY_FILE",
+        value_name = "FILE",
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
+    /// The TLS settings, when any TLS flag is given.
+    pub fn client_tls(&self) -> Option<crate::security::ClientTls> {
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        let wanted = self.tls || self.ca_file.is_some() || self.cert_file.is_some();
+        wanted.then(|| crate::security::ClientTls {
+            ca_file: path(&self.ca_file),
+            server_name: self.server_name.clone().unwrap_or_default(),
+            cert_file: path(&self.cert_file),
+            key_file: path(&self.key_file),
+        })
+    }
+
     /// The protocol for `call` and `bench`.
     pub fn protocol(&self) -> Protocol {
         if self.v1 {

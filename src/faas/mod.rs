@@ -17,6 +17,6 @@ pub mod runner;
 pub mod serve;
 pub mod spec;
 
-pub use runner::{resolve_dispatchers, Applied, Dispatchers, Runner};
-pub use serve::{serve, ServeError, ServeOptions};
+pub use runner::{resolve_dispatchers, Applied, Credentials, Dispatchers, Runner};
+pub use serve::{read_secret, serve, ServeError, ServeOptions};
 pub use spec::{FaasSpec, SpecError};

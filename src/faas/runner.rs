@@ -45,8 +45,27 @@ pub struct Applied {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Shared {
     dispatchers: Dispatchers,
+    credentials: Credentials,
     name: String,
     protocol: Protocol,
+}
+
+/// What each function's worker presents to the dispatchers: a token's secret, and TLS.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The secret of a token with the worker role (`None`: `NMID_TOKEN` if set).
+    pub token: Option<String>,
+    /// TLS, with whom to trust.
+    pub tls: Option<crate::security::ClientTls>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.as_ref().map(|_| "<secret>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// What runs a function's calls now: its backend and the local bound on calls at once.
@@ -102,15 +121,22 @@ impl Runner {
         self.functions.keys().cloned().collect()
     }
 
-    /// Serves what `spec` lists, on `dispatchers`. Everything that can fail is checked
-    /// before anything changes: on an error the functions served stay as they were.
+    /// Serves what `spec` lists, on `dispatchers`, with `credentials`. Everything that can
+    /// fail is checked before anything changes: on an error the functions served stay as
+    /// they were.
     pub fn apply(
         &mut self,
         spec: &FaasSpec,
         dispatchers: Dispatchers,
+        credentials: Credentials,
     ) -> Result<Applied, JobError> {
+        if let Some(tls) = &credentials.tls {
+            tls.connector()
+                .map_err(|e| JobError::new(format!("TLS: {e}")))?;
+        }
         let shared = Shared {
             dispatchers,
+            credentials,
             name: spec.name.clone(),
             protocol: spec.protocol,
         };
@@ -196,6 +222,12 @@ impl Runner {
             .protocol(shared.protocol)
             .stop_timeout(self.stop_timeout)
             .function(spec.name.clone(), active.handler());
+        if let Some(token) = &shared.credentials.token {
+            builder = builder.token(token.clone());
+        }
+        if let Some(tls) = &shared.credentials.tls {
+            builder = builder.tls(tls.clone());
+        }
         if let Some(metrics) = &self.metrics {
             builder = builder.metrics(metrics.clone());
         }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use tracing::{error, info, warn};
 
-use super::runner::{resolve_dispatchers, Applied, Dispatchers, Runner};
+use super::runner::{resolve_dispatchers, Applied, Credentials, Dispatchers, Runner};
 use super::spec::{FaasSpec, SpecError};
 use crate::worker::{serve_metrics, WorkerMetrics};
 
@@ -44,6 +44,9 @@ pub struct ServeOptions {
     pub dispatchers: Dispatchers,
     /// `NMID_ADDR` and `NMID_ETCD`.
     pub env: Dispatchers,
+    /// `--token-file` (read) and the TLS flags; `NMID_TOKEN` and `NMID_CA_FILE` below the
+    /// file's.
+    pub credentials: Credentials,
     /// `--metrics-addr`, over the file's `metrics_addr`.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -83,8 +86,28 @@ pub async fn serve(
         };
         resolve_dispatchers(&options.dispatchers, &file, &options.env)
     };
+    let credentials = |spec: &FaasSpec| -> Result<Credentials, String> {
+        let token = match (&options.credentials.token, &spec.token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(file)) => Some(read_secret(file)?),
+            (None, None) => None,
+        };
+        let tls = (options.credentials.tls.clone())
+            .or_else(|| spec.tls.clone())
+            .or_else(|| {
+                let ca_file = std::env::var("NMID_CA_FILE")
+                    .ok()
+                    .filter(|f| !f.is_empty())?;
+                Some(crate::security::ClientTls {
+                    ca_file,
+                    ..Default::default()
+                })
+            });
+        Ok(Credentials { token, tls })
+    };
+    let first = credentials(&spec).map_err(ServeError::Start)?;
     let applied = runner
-        .apply(&spec, dispatchers(&spec))
+        .apply(&spec, dispatchers(&spec), first)
         .map_err(|e| ServeError::Start(e.to_string()))?;
     let serving = dispatchers(&spec);
     info!(functions = ?applied.added, servers = ?serving.servers, etcd = ?serving.etcd, "serving");
@@ -114,7 +137,14 @@ pub async fn serve(
                 continue;
             }
         };
-        match runner.apply(&spec, dispatchers(&spec)) {
+        let credentials = match credentials(&spec) {
+            Ok(credentials) => credentials,
+            Err(err) => {
+                error!(cause = %err, "functions file refused; still serving the last good one");
+                continue;
+            }
+        };
+        match runner.apply(&spec, dispatchers(&spec), credentials) {
             Ok(applied) => {
                 interval = spec.reload_interval;
                 log_applied(&applied);
@@ -130,6 +160,12 @@ pub async fn serve(
         server.stop(true).await;
     }
     Ok(())
+}
+
+/// The secret in the file at `path` (one line; the line break is not part of it).
+pub fn read_secret(path: &str) -> Result<String, String> {
+    let secret = std::fs::read_to_string(path).map_err(|e| format!("token file {path}: {e}"))?;
+    Ok(secret.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn log_applied(applied: &Applied) {

@@ -41,6 +41,11 @@ pub const DEFAULT_NAME: &str = "nmid-faas";
 const TOP_KEYS: &[&str] = &[
     "servers",
     "etcd",
+    "token_file",
+    "tls_ca_file",
+    "tls_server_name",
+    "tls_cert_file",
+    "tls_key_file",
     "name",
     "protocol",
     "reload_interval_ms",
@@ -124,6 +129,10 @@ pub struct FaasSpec {
     pub servers: Vec<String>,
     /// etcd endpoints from `etcd`: serve every dispatcher registered there.
     pub etcd: Vec<String>,
+    /// `token_file`: a file holding the secret of the token the workers present.
+    pub token_file: Option<String>,
+    /// `tls_*`: connect with TLS.
+    pub tls: Option<crate::security::ClientTls>,
     /// Worker name prefix.
     pub name: String,
     /// Protocol spoken to the dispatchers.
@@ -242,6 +251,21 @@ impl FaasSpec {
         if let Some(bad) = servers.iter().find(|s| !looks_like_host_port(s)) {
             return Err(top.bad("servers", format!("{bad:?} is not HOST:PORT")));
         }
+        let token_file = top.string("token_file")?.filter(|f| !f.is_empty());
+        let tls_key = |key: &str| top.string(key).map(Option::unwrap_or_default);
+        let tls = crate::security::ClientTls {
+            ca_file: tls_key("tls_ca_file")?,
+            server_name: tls_key("tls_server_name")?,
+            cert_file: tls_key("tls_cert_file")?,
+            key_file: tls_key("tls_key_file")?,
+        };
+        if tls.cert_file.is_empty() != tls.key_file.is_empty() {
+            return Err(top.bad(
+                "tls_cert_file",
+                "tls_cert_file and tls_key_file are set together or not at all".to_owned(),
+            ));
+        }
+        let tls = (tls != crate::security::ClientTls::default()).then_some(tls);
         let etcd = top.strings("etcd")?.unwrap_or_default();
         for endpoint in &etcd {
             crate::cluster::etcd::check_endpoint(endpoint).map_err(|e| top.bad("etcd", e))?;
@@ -282,6 +306,8 @@ impl FaasSpec {
         Ok(Self {
             servers,
             etcd,
+            token_file,
+            tls,
             name,
             protocol,
             reload_interval: reload,

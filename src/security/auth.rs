@@ -371,9 +371,9 @@ mod tests {
     fn auth(tokens: Vec<TokenConfig>, v1_peers: Vec<V1PeerConfig>) -> Result<Auth, AuthError> {
         Auth::from_config(&AuthConfig {
             enabled: true,
-            open_metrics: false,
             tokens,
             v1_peers,
+            ..AuthConfig::default()
         })
         .map(Option::unwrap)
     }

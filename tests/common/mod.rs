@@ -155,6 +155,11 @@ fn start(addr: SocketAddr, mut config: Config, with_http: bool) -> TestDispatche
 }
 
 impl TestDispatcher {
+    /// The dispatcher's handle (to reload its security settings, read its metrics).
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// `http://127.0.0.1:PORT` of the HTTP front end.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.http.expect("started with HTTP"))
