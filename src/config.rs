@@ -540,8 +540,8 @@ impl Config {
         self.validate_security()
     }
 
-    /// The `[security]`, `[auth]` and `[tls]` checks: lists parsed, secrets read, the
-    /// certificate loaded, as the dispatcher will at start.
+    /// The `[tls]` checks of keys that go together. (The lists, secrets and certificates
+    /// are read and checked by `security::Security::from_config`, at start and on reload.)
     fn validate_security(&self) -> Result<(), ConfigError> {
         let tls = &self.tls;
         if tls.cert_file.is_empty() != tls.key_file.is_empty() {
@@ -564,9 +564,6 @@ impl Config {
                 reason: "needs tls.cert_file and tls.key_file (TLS is off)".into(),
             });
         }
-        crate::security::Policy::from_config(self)?;
-        crate::security::TlsServer::from_config(tls)
-            .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
         Ok(())
     }
 

@@ -674,6 +674,9 @@ async fn handshake(
         }
     };
     let cert_names = stream.peer_cert_names();
+    // A plaintext connection beside TLS (`tls.allow_plaintext`, for v1 SDKs) may not carry
+    // a token: its secret would cross the network in clear.
+    let plaintext_beside_tls = security.tls().is_some() && matches!(stream, NetStream::Plain(_));
     let (read, mut write) = stream.into_split();
     let partial_since = PartialSince::default();
     let codec = InboundCodec::new(
@@ -741,6 +744,10 @@ async fn handshake(
         (None, first) => (Some(first), None),
         (Some(auth), Frame::CAuth { secret } | Frame::WAuth { secret }) => {
             let refusal = match auth.token(&secret) {
+                _ if plaintext_beside_tls => (
+                    Refusal::Tls,
+                    "tokens are taken over TLS only (this dispatcher has TLS on)".to_owned(),
+                ),
                 Some(grant) if grant.has(role_of(role)) => {
                     let accepted = auth_result(SAuthResult::ACCEPTED, &grant.name);
                     info!(%peer, grant = %grant.name, role = ?role, "authenticated");

@@ -863,7 +863,8 @@ async fn tls_on_the_nmid_port_and_http() {
     dispatcher.stop().await;
 }
 
-/// `tls.allow_plaintext`: nmid's v1 SDKs (plaintext) and TLS clients on the same port.
+/// `tls.allow_plaintext`: nmid's v1 SDKs (plaintext) and TLS clients on the same port; a
+/// token is refused on a plaintext connection.
 #[actix_rt::test]
 async fn plaintext_beside_tls_when_allowed() {
     let pki = Pki::new("plaintext");
@@ -882,6 +883,28 @@ async fn plaintext_beside_tls_when_allowed() {
         .answer(&job, &RetStruct::ok("echo").encode())
         .await;
     assert_eq!(data_of(&call.await.unwrap().unwrap()), "echo");
+    dispatcher.stop().await;
+
+    // With auth on too, a token on a plaintext connection is refused: it crossed in clear.
+    let mut config = with_tls(auth_config(), &pki);
+    config.tls.allow_plaintext = true;
+    let dispatcher = start_dispatcher_with_http(config);
+    let in_clear = Client::builder(dispatcher.addr.to_string())
+        .token(CLIENT_SECRET)
+        .connect()
+        .await;
+    assert_eq!(
+        in_clear.err(),
+        Some(ClientError::Unauthorized(
+            "tokens are taken over TLS only (this dispatcher has TLS on)".to_owned()
+        ))
+    );
+    let over_tls = Client::builder(dispatcher.addr.to_string())
+        .tls(pki.trust())
+        .token(CLIENT_SECRET)
+        .connect()
+        .await;
+    assert!(over_tls.is_ok());
     dispatcher.stop().await;
 }
 
@@ -1238,4 +1261,118 @@ async fn nmid_faas_serves_with_a_token_over_tls() {
     assert_eq!(&data[..], br#"{"NAME":"FAAS"}"#);
     drop(faas);
     dispatcher.stop().await;
+}
+
+/// A bad `[security]`, `[auth]` or `[tls]` stops `nmid` at start with exit status 2 and the
+/// key and reason, never the secret.
+#[test]
+fn bad_security_settings_are_refused_at_start() {
+    let pki = Pki::new("bad-config");
+    let (cert, key) = pki.server("server");
+    let missing = pki.path("missing.pem");
+    let cases = [
+        ("[security]\ndeny = [\"10.0.0.0/33\"]\n", "config key `security.deny`: \"10.0.0.0/33\" is not an IP address or a CIDR network"),
+        ("[security]\nallow = [\"example.com\"]\n", "config key `security.allow`"),
+        (
+            "[auth]\nenabled = true\n[[auth.tokens]]\nname = \"t\"\nsecret = \"short-secret\"\nroles = [\"client\"]\nfunctions = [\"*\"]\n",
+            "config key `auth.tokens`: token \"t\": the secret is shorter than 16 bytes",
+        ),
+        (
+            "[auth]\nenabled = true\n[[auth.tokens]]\nname = \"t\"\nsecret = \"0123456789abcdef0123\"\nroles = [\"root\"]\nfunctions = [\"*\"]\n",
+            "unknown role \"root\"",
+        ),
+        ("[auth]\nenabled = true\n", "no [[auth.tokens]] or [[auth.v1_peers]] grants anything"),
+        (&format!("[tls]\ncert_file = \"{cert}\"\n"), "config key `tls.key_file`: tls.cert_file and tls.key_file are set together"),
+        (&format!("[tls]\ncert_file = \"{missing}\"\nkey_file = \"{key}\"\n"), "config key `tls.cert_file`"),
+        (&format!("[tls]\ncert_file = \"{cert}\"\nkey_file = \"{cert}\"\n"), "config key `tls.key_file`"),
+        ("[tls]\nallow_plaintext = true\n", "config key `tls.allow_plaintext`: needs tls.cert_file"),
+        (
+            &format!("[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{missing}\"\n"),
+            "config key `tls.client_ca_file`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let path = pki.path("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(common::process::NMID)
+            .args([
+                "--config",
+                &path,
+                "--tcp-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{text}: expected {expected:?} in {stderr}"
+        );
+        assert!(
+            !stderr.contains("0123456789abcdef0123"),
+            "a secret in the log: {stderr}"
+        );
+    }
+}
+
+/// `config/hardened.toml`, its paths pointed at files made here, starts (on 127.0.0.1) and
+/// serves `--demo`'s `ToUpper` to the `web` token over TLS, refuses plaintext tokens and
+/// keeps the admin API closed without the `ops` token.
+#[actix_rt::test]
+async fn the_hardened_config_starts_and_serves() {
+    let pki = Pki::new("hardened");
+    let etc = pki.dir.join("etc");
+    std::fs::create_dir_all(etc.join("secrets")).unwrap();
+    std::fs::create_dir_all(etc.join("tls")).unwrap();
+    for (name, secret) in [
+        ("ops", ADMIN_SECRET),
+        ("orders-worker", WORKER_SECRET),
+        ("web", CLIENT_SECRET),
+    ] {
+        std::fs::write(etc.join("secrets").join(name), format!("{secret}\n")).unwrap();
+    }
+    let (cert, key) = pki.server("server");
+    std::fs::copy(&cert, etc.join("tls/server.pem")).unwrap();
+    std::fs::copy(&key, etc.join("tls/server.key")).unwrap();
+    let hardened =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/hardened.toml"))
+            .unwrap();
+    let file = ConfigFile::new(
+        &pki,
+        &hardened.replace("/etc/nmid/", &format!("{}/", etc.display())),
+    );
+    let nmid = Process::start(&["--config", &file.arg(), "--demo"]);
+    let client = Client::builder(nmid.addr.to_string())
+        .tls(pki.trust())
+        .token(CLIENT_SECRET)
+        .connect()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match client.call("ToUpper", name_params("hardened")).await {
+            Ok(ret) => {
+                assert_eq!(data_of(&ret), "HARDENED");
+                break;
+            }
+            Err(err) => assert!(Instant::now() < deadline, "no answer: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let plain = Client::builder(nmid.addr.to_string())
+        .token(CLIENT_SECRET)
+        .connect()
+        .await;
+    assert!(
+        matches!(plain, Err(ClientError::Unauthorized(_))),
+        "{plain:?}"
+    );
+    let status = https_get(nmid.http.unwrap(), &pki.trust(), "/api/v1/stats")
+        .await
+        .unwrap();
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    drop(nmid);
 }

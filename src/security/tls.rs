@@ -307,7 +307,7 @@ impl Connector {
         &self,
         addr: &str,
         stream: tokio::net::TcpStream,
-    ) -> std::io::Result<crate::net::TlsStream> {
+    ) -> std::io::Result<tokio_rustls::TlsStream<tokio::net::TcpStream>> {
         let name = match &self.server_name {
             Some(name) => name.clone(),
             None => server_name_of(addr)?,
