@@ -6,6 +6,7 @@
 //! (in-process and by SIGHUP to the `nmid` binary), `--demo`, `nmidctl` and `nmid-faas` with
 //! TLS and tokens.
 
+mod cluster_support;
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
@@ -1375,4 +1376,78 @@ async fn the_hardened_config_starts_and_serves() {
         .unwrap();
     assert_eq!(status, "HTTP/1.1 401 Unauthorized");
     drop(nmid);
+}
+
+/// A cluster on a real etcd with auth and TLS on both dispatchers: a call entering the one
+/// without the worker is forwarded over TLS with the peer token, and answered; the caller
+/// still needs its own token at the entry.
+#[actix_rt::test]
+async fn a_cluster_forwards_over_tls_with_its_peer_token() {
+    let pki = Pki::new("cluster");
+    let (cert, key) = pki.server("server");
+    let peer_secret = "peer-secret-0123456789abcdef";
+    let secret_file = pki.path("peer.secret");
+    std::fs::write(&secret_file, peer_secret).unwrap();
+    let ca = pki.ca_file();
+    let file = ConfigFile::new(
+        &pki,
+        &format!(
+            r#"
+[auth]
+enabled = true
+peer_secret_file = "{secret_file}"
+[[auth.tokens]]
+name = "peers"
+secret = "{peer_secret}"
+roles = ["client"]
+functions = ["*"]
+[[auth.tokens]]
+name = "web"
+secret = "{CLIENT_SECRET}"
+roles = ["client"]
+functions = ["ToUpper"]
+[[auth.tokens]]
+name = "upper-worker"
+secret = "{WORKER_SECRET}"
+roles = ["worker"]
+functions = ["ToUpper"]
+[tls]
+cert_file = "{cert}"
+key_file = "{key}"
+peer_ca_file = "{ca}"
+"#
+        ),
+    );
+    let etcd = cluster_support::Etcd::start().await;
+    let entry = cluster_support::Nmid::start_with_args(&etcd.url, &["--config", &file.arg()]);
+    let serving = cluster_support::Nmid::start_with_args(&etcd.url, &["--config", &file.arg()]);
+    let worker = Worker::builder()
+        .server(serving.tcp.to_string())
+        .tls(pki.trust())
+        .token(WORKER_SECRET)
+        .function("ToUpper", nmid::demo::to_upper)
+        .start()
+        .unwrap();
+    let client = Client::builder(entry.tcp.to_string())
+        .tls(pki.trust())
+        .token(CLIENT_SECRET)
+        .connect()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match client.call("ToUpper", name_params("forwarded")).await {
+            Ok(ret) => {
+                assert_eq!(data_of(&ret), "FORWARDED");
+                break;
+            }
+            Err(err) => assert!(Instant::now() < deadline, "never forwarded: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(matches!(
+        client.call("Elsewhere", name_params("x")).await,
+        Err(ClientError::Forbidden(_))
+    ));
+    worker.stop().await;
 }

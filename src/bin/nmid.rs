@@ -159,19 +159,16 @@ fn run(cli: Cli) -> anyhow::Result<nmid::server::Stopped> {
 /// Says so, loudly, when a listener is reachable beyond this host and anyone who reaches
 /// it may register workers and call functions (auth off).
 fn warn_if_open(config: &nmid::config::Config, listeners: &nmid::server::Listeners) {
-    if config.auth.enabled {
-        return;
-    }
-    let exposed = [Some(&listeners.tcp), listeners.http.as_ref()]
+    let listening: Vec<SocketAddr> = [Some(&listeners.tcp), listeners.http.as_ref()]
         .into_iter()
         .flatten()
         .filter_map(|l| l.local_addr().ok())
-        .filter(|addr| !addr.ip().is_loopback())
-        .map(|addr| addr.to_string())
-        .collect::<Vec<_>>();
+        .collect();
+    let exposed = nmid::security::exposed(&listening, config.auth.enabled);
     if !exposed.is_empty() {
+        let listeners = exposed.iter().map(ToString::to_string).collect::<Vec<_>>();
         tracing::warn!(
-            listeners = %exposed.join(", "),
+            listeners = %listeners.join(", "),
             "auth is off and these listeners are not on loopback: anyone who reaches them can \
              register a worker for any function (and read its callers' params) or call any \
              function; see docs/security.md and config/hardened.toml"

@@ -83,6 +83,21 @@ pub struct Identity {
     pub generation: u64,
 }
 
+/// The listen addresses of `listening` that are reachable beyond this host while auth is off
+/// (`auth_enabled` false): what the dispatcher warns about at start.
+pub fn exposed(
+    listening: &[std::net::SocketAddr],
+    auth_enabled: bool,
+) -> Vec<std::net::SocketAddr> {
+    if auth_enabled {
+        return Vec::new();
+    }
+    (listening.iter())
+        .filter(|addr| !addr.ip().is_loopback())
+        .copied()
+        .collect()
+}
+
 fn invalid((key, reason): (&'static str, String)) -> ConfigError {
     ConfigError::Invalid { key, reason }
 }
@@ -149,5 +164,22 @@ impl Security {
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_beyond_loopback_without_auth_are_exposed() {
+        let addrs: Vec<std::net::SocketAddr> =
+            ["127.0.0.1:6808", "0.0.0.0:6809", "[::1]:1", "10.0.0.5:6808"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect();
+        let exposed_now = exposed(&addrs, false);
+        assert_eq!(exposed_now, vec![addrs[1], addrs[3]]);
+        assert!(exposed(&addrs, true).is_empty());
     }
 }

@@ -185,21 +185,26 @@ impl Nmid {
     /// Starts `nmid --etcd <url>` with a 2 s lease and quick publishing, and waits until it
     /// has registered in etcd.
     pub fn start(etcd_url: &str) -> Self {
-        Self::spawn(etcd_url, true, &[])
+        Self::spawn(etcd_url, true, &[], &[])
+    }
+
+    /// Like [`Nmid::start`], with more command-line arguments (e.g. `--config FILE`).
+    pub fn start_with_args(etcd_url: &str, args: &[&str]) -> Self {
+        Self::spawn(etcd_url, true, &[], args)
     }
 
     /// Like [`Nmid::start`], with environment variables set (e.g. the OTLP endpoint).
     pub fn start_with_env(etcd_url: &str, env: &[(&str, &str)]) -> Self {
-        Self::spawn(etcd_url, true, env)
+        Self::spawn(etcd_url, true, env, &[])
     }
 
     /// Starts `nmid --etcd <url>` and waits until it listens, not for etcd (which may be
     /// down); `id` is then empty.
     pub fn start_without_etcd(etcd_url: &str) -> Self {
-        Self::spawn(etcd_url, false, &[])
+        Self::spawn(etcd_url, false, &[], &[])
     }
 
-    fn spawn(etcd_url: &str, registered: bool, env: &[(&str, &str)]) -> Self {
+    fn spawn(etcd_url: &str, registered: bool, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut command = Command::new(NMID);
         for (key, value) in env {
             command.env(key, value);
@@ -207,6 +212,7 @@ impl Nmid {
         let mut child = command
             .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--etcd", etcd_url])
+            .args(args)
             .env("NMID__DISCOVERY__LEASE_TTL_S", TEST_LEASE_TTL_S.to_string())
             .env("NMID__DISCOVERY__RETRY_MAX_MS", "500")
             .env("NMID__DISCOVERY__REQUEST_TIMEOUT_MS", "1000")
