@@ -119,6 +119,7 @@ fn measure(
     let mut running = Running {
         procs,
         target: format!("127.0.0.1:{a}"),
+        ..Running::default()
     };
     h.progress.note("cluster: direct calls (A, local workers)");
     bench.direct = load::measure(

@@ -93,6 +93,7 @@ fn role_window(
     key: &RunKey,
 ) -> anyhow::Result<(LoadResult, Vec<ProcCpu>)> {
     let mut cmd = launcher.harness_command();
+    cmd.envs(running.client_env.iter().map(|(k, v)| (k, v)));
     cmd.args(["--role", "load", "--system", &value_name(&caller)])
         .args(["--addr", &running.target])
         .arg("--concurrency")

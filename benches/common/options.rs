@@ -220,7 +220,7 @@ where
 
 /// A system id of `--systems`, blanks around it ignored.
 fn system(item: &str) -> Result<System, String> {
-    let ids: Vec<&str> = System::ALL.iter().map(|s| s.id()).collect();
+    let ids: Vec<&str> = System::KNOWN.iter().map(|s| s.id()).collect();
     <System as ValueEnum>::from_str(item.trim(), false)
         .map_err(|_| format!("unknown system; known: {}", ids.join(",")))
 }

@@ -203,5 +203,6 @@ fn start(h: &Harness, series: Series, n: usize) -> anyhow::Result<Running> {
     Ok(Running {
         procs: vec![nmid, worker],
         target: format!("127.0.0.1:{}", ports.nmid_tcp),
+        ..Running::default()
     })
 }

@@ -3,6 +3,8 @@
 //! - *us-tagged*, *us-v1*: the release `nmid` (`--no-http`) and 2 worker processes
 //!   (`--role nmid-worker`, our worker library); the load generator connects to nmid's TCP port.
 //! - *http*: the same nmid with its HTTP port; wrk posts to `/call/Echo`.
+//! - *us-tagged-auth*, *us-tagged-tls*: us-tagged with `[auth]` on (every process presents a
+//!   token) or with `[tls]` on (certificates made for the run), for what each costs.
 //! - *nats*: `nats-server` and 2 responder processes in one queue group.
 //! - *gearmand*: `gearmand --threads=2` and 2 worker processes of 2 connections each.
 //! - *floor*, *floor-client*: no broker, just the echo server (`--role echo-server`).
@@ -49,6 +51,10 @@ pub enum System {
     FloorClient,
     /// nmid's HTTP front end under wrk.
     Http,
+    /// us-tagged with `[auth]` on: workers and client present a token.
+    UsTaggedAuth,
+    /// us-tagged with `[tls]` on: every connection is TLS.
+    UsTaggedTls,
 }
 
 /// What drives the calls of a cell.
@@ -71,6 +77,19 @@ impl System {
         System::FloorClient,
         System::Http,
     ];
+    /// Every system `--systems` accepts: [`System::ALL`] and the security ones (`make bench`
+    /// runs those at 64 in flight, 32 B, beside us-tagged).
+    pub const KNOWN: [System; 9] = [
+        System::UsTagged,
+        System::UsV1,
+        System::Nats,
+        System::Gearmand,
+        System::Floor,
+        System::FloorClient,
+        System::Http,
+        System::UsTaggedAuth,
+        System::UsTaggedTls,
+    ];
     /// The systems of `--quick`: the two its ratio line divides by, and us.
     pub const QUICK: [System; 3] = [System::UsTagged, System::Nats, System::Floor];
 
@@ -84,6 +103,8 @@ impl System {
             System::Floor => "floor",
             System::FloorClient => "floor-client",
             System::Http => "http",
+            System::UsTaggedAuth => "us-tagged-auth",
+            System::UsTaggedTls => "us-tagged-tls",
         }
     }
 
@@ -97,13 +118,18 @@ impl System {
             System::Floor => "one-hop floor (raw pipelined client <-> echo server, our frames)",
             System::FloorClient => "one hop, our client library (tagged Client <-> echo server)",
             System::Http => "us, HTTP POST /call/Echo (wrk)",
+            System::UsTaggedAuth => "us, tagged, [auth] on (tokens, per-call grant check)",
+            System::UsTaggedTls => "us, tagged, [tls] on (every connection TLS 1.3)",
         }
     }
 
     /// What drives its calls.
     pub fn driver(self) -> Driver {
         match self {
-            System::UsTagged | System::FloorClient => Driver::Role(Caller::Tagged),
+            System::UsTagged
+            | System::UsTaggedAuth
+            | System::UsTaggedTls
+            | System::FloorClient => Driver::Role(Caller::Tagged),
             System::UsV1 => Driver::Role(Caller::V1),
             System::Nats => Driver::Role(Caller::Nats),
             System::Gearmand => Driver::Role(Caller::Gearman),
@@ -124,7 +150,14 @@ impl System {
 
     /// Whether it runs the release `nmid` binary.
     fn runs_nmid(self) -> bool {
-        matches!(self, System::UsTagged | System::UsV1 | System::Http)
+        matches!(
+            self,
+            System::UsTagged
+                | System::UsV1
+                | System::Http
+                | System::UsTaggedAuth
+                | System::UsTaggedTls
+        )
     }
 }
 
@@ -180,12 +213,14 @@ impl Ports {
 }
 
 /// A system's processes while its cells run; dropping it kills them all.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Running {
     /// Server first, then its workers.
     pub procs: Vec<Proc>,
     /// Where the load generator connects (`HOST:PORT`, or a URL for wrk).
     pub target: String,
+    /// Environment of the load generator (a token, a CA file).
+    pub client_env: Vec<(String, String)>,
 }
 
 impl Running {
@@ -308,7 +343,32 @@ impl Launcher {
                     }
                     None => local(ports.nmid_tcp),
                 };
-                Ok(Running { procs, target })
+                Ok(Running {
+                    procs,
+                    target,
+                    ..Running::default()
+                })
+            }
+            System::UsTaggedAuth | System::UsTaggedTls => {
+                let (config, env) = self.security_files(system)?;
+                let mut procs = vec![self.start_nmid_with(None, None, &["--config", &config])?];
+                for i in 1..=2 {
+                    procs.push(self.start_role_with(
+                        &format!("worker-{i}"),
+                        Role::Worker,
+                        RoleName::NmidWorker,
+                        &[
+                            ("addr", local(ports.nmid_tcp)),
+                            ("slots", WORKER_SLOTS.to_string()),
+                        ],
+                        &env,
+                    )?);
+                }
+                Ok(Running {
+                    procs,
+                    target: local(ports.nmid_tcp),
+                    client_env: env,
+                })
             }
             System::Nats => {
                 procs::ensure_port_free(ports.nats, "nats-server")?;
@@ -329,6 +389,7 @@ impl Launcher {
                 Ok(Running {
                     procs,
                     target: local(ports.nats),
+                    ..Running::default()
                 })
             }
             System::Gearmand => {
@@ -358,6 +419,7 @@ impl Launcher {
                 Ok(Running {
                     procs,
                     target: local(ports.gearmand),
+                    ..Running::default()
                 })
             }
             System::Floor | System::FloorClient => {
@@ -372,6 +434,7 @@ impl Launcher {
                 Ok(Running {
                     procs: vec![server],
                     target: local(ports.floor),
+                    ..Running::default()
                 })
             }
         }
@@ -380,6 +443,16 @@ impl Launcher {
     /// The dispatcher, on 127.0.0.1 only, with RUST_LOG=warn; with `http` its HTTP port
     /// too; `nofile` raises its open-file limit through prlimit.
     pub fn start_nmid(&self, http: Option<u16>, nofile: Option<u64>) -> anyhow::Result<Proc> {
+        self.start_nmid_with(http, nofile, &[])
+    }
+
+    /// [`Launcher::start_nmid`] with more arguments (`--config FILE`).
+    pub fn start_nmid_with(
+        &self,
+        http: Option<u16>,
+        nofile: Option<u64>,
+        args: &[&str],
+    ) -> anyhow::Result<Proc> {
         let ports = self.ports;
         procs::ensure_port_free(ports.nmid_tcp, "nmid tcp")?;
         let mut cmd = match nofile {
@@ -394,6 +467,7 @@ impl Launcher {
         };
         cmd.arg("--tcp-addr")
             .arg(format!("127.0.0.1:{}", ports.nmid_tcp))
+            .args(args)
             .env("RUST_LOG", "warn");
         match http {
             Some(port) => {
@@ -421,7 +495,20 @@ impl Launcher {
         role: RoleName,
         args: &[(&str, String)],
     ) -> anyhow::Result<Proc> {
+        self.start_role_with(name, kind, role, args, &[])
+    }
+
+    /// [`Launcher::start_role`] with environment variables (a token, a CA file).
+    pub fn start_role_with(
+        &self,
+        name: &str,
+        kind: Role,
+        role: RoleName,
+        args: &[(&str, String)],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Proc> {
         let mut cmd = self.harness_command();
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.arg("--role").arg(value_name(&role));
         for (k, v) in args {
             cmd.arg(format!("--{k}")).arg(v);
@@ -429,6 +516,52 @@ impl Launcher {
         let mut proc = Proc::spawn(name, kind, cmd, &self.log(name), true)?;
         procs::wait_ready(&mut proc, START_LIMIT)?;
         Ok(proc)
+    }
+}
+
+/// The token secret of the security systems (every process presents it).
+const BENCH_SECRET: &str = "nmid-bench-secret-0123456789abcdef";
+
+impl Launcher {
+    /// The dispatcher's config file of a security system, in the logs directory, and the
+    /// environment its workers and load generator need: for auth a token with every role
+    /// on every function; for TLS a CA and a server certificate made for this run.
+    fn security_files(&self, system: System) -> anyhow::Result<(String, Vec<(String, String)>)> {
+        let path = |file: &str| self.logs.join(file).display().to_string();
+        let (text, env) = match system {
+            System::UsTaggedAuth => (
+                format!(
+                    "[auth]\nenabled = true\n[[auth.tokens]]\nname = \"bench\"\nsecret = \"{BENCH_SECRET}\"\n\
+                     roles = [\"worker\", \"client\"]\nfunctions = [\"{FUNCTION}\", \"Dummy*\"]\n"
+                ),
+                vec![("NMID_TOKEN".to_owned(), BENCH_SECRET.to_owned())],
+            ),
+            _ => {
+                let ca_params = {
+                    let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+                    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+                    p
+                };
+                let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
+                let key = rcgen::KeyPair::generate()?;
+                let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])?
+                    .signed_by(&key, &ca)?;
+                std::fs::write(path("bench-ca.pem"), ca.pem())?;
+                std::fs::write(path("bench-server.pem"), cert.pem())?;
+                std::fs::write(path("bench-server.key"), key.serialize_pem())?;
+                (
+                    format!(
+                        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                        path("bench-server.pem"),
+                        path("bench-server.key")
+                    ),
+                    vec![("NMID_BENCH_CA_FILE".to_owned(), path("bench-ca.pem"))],
+                )
+            }
+        };
+        std::fs::write(path("security.toml"), text)?;
+        Ok((path("security.toml"), env))
     }
 }
 

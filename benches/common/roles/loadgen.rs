@@ -105,7 +105,7 @@ async fn drive(cfg: &LoadConfig) -> anyhow::Result<()> {
             let mut clients = Vec::new();
             for _ in 0..cfg.conns.min(cfg.concurrency) {
                 clients.push(
-                    Client::builder(cfg.addr.clone())
+                    super::with_bench_tls(Client::builder(cfg.addr.clone()), |b, tls| b.tls(tls))
                         .timeout(CALL_TIMEOUT)
                         .connect()
                         .await?,

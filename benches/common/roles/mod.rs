@@ -76,3 +76,18 @@ pub fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn upper(bytes: &[u8]) -> Bytes {
     Bytes::from(bytes.to_ascii_uppercase())
 }
+
+/// `builder` with TLS trusting `NMID_BENCH_CA_FILE`, when the security system us-tagged-tls
+/// set it (the token of us-tagged-auth comes to the libraries as `NMID_TOKEN`).
+pub fn with_bench_tls<B>(builder: B, tls: impl FnOnce(B, nmid::security::ClientTls) -> B) -> B {
+    match std::env::var("NMID_BENCH_CA_FILE") {
+        Ok(ca_file) if !ca_file.is_empty() => tls(
+            builder,
+            nmid::security::ClientTls {
+                ca_file,
+                ..Default::default()
+            },
+        ),
+        _ => builder,
+    }
+}

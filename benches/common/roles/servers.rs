@@ -43,7 +43,7 @@ fn nmid_worker(args: &ChildOptions) -> anyhow::Result<()> {
     actix_rt::System::new().block_on(async move {
         let mut handles = Vec::new();
         for s in 0..sessions {
-            let mut builder = Worker::builder()
+            let mut builder = super::with_bench_tls(Worker::builder(), |b, tls| b.tls(tls))
                 .name(format!("bench-{}-{s}", std::process::id()))
                 .server(addr.clone())
                 .slots(slots)
