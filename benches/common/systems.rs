@@ -126,10 +126,9 @@ impl System {
     /// What drives its calls.
     pub fn driver(self) -> Driver {
         match self {
-            System::UsTagged
-            | System::UsTaggedAuth
-            | System::UsTaggedTls
-            | System::FloorClient => Driver::Role(Caller::Tagged),
+            System::UsTagged | System::UsTaggedAuth | System::UsTaggedTls | System::FloorClient => {
+                Driver::Role(Caller::Tagged)
+            }
             System::UsV1 => Driver::Role(Caller::V1),
             System::Nats => Driver::Role(Caller::Nats),
             System::Gearmand => Driver::Role(Caller::Gearman),
