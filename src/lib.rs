@@ -6,6 +6,7 @@
 //! - [`codec`]: frames and bodies of the nmid wire protocol (v1 and tagged); pure, no I/O.
 //! - [`call`]: the ground floor: ids, a call's spec and outcome, leases, snapshots.
 //! - [`scheduler`]: the placement policy as plain data (which worker, queue or refuse).
+//! - [`rate_limit`]: calls per second per function and per client (governor buckets).
 //! - [`actors`]: the dispatcher: client and worker sessions, the registry, one job per call.
 //! - [`cluster`]: dispatchers on etcd: membership with leases, nmid's function keys,
 //!   forwarding to peers (off unless etcd endpoints are set).
@@ -36,6 +37,7 @@ pub mod faas;
 pub mod history;
 pub mod http;
 pub mod metrics;
+pub mod rate_limit;
 pub mod rates;
 pub mod retstruct;
 pub mod scheduler;
