@@ -204,6 +204,9 @@ pub enum DispatchError {
     /// The call's job frame would be larger than workers accept (`tcp.max_frame_bytes`).
     #[error("call too large: its job would exceed tcp.max_frame_bytes")]
     TooLarge,
+    /// Every worker of the function has an open circuit breaker (`[breaker]`).
+    #[error("circuit breaker open: no worker of this function takes calls right now")]
+    BreakerOpen,
 }
 
 impl DispatchError {
@@ -217,6 +220,7 @@ impl DispatchError {
             DispatchError::WorkerLost => ErrorCode::WORKER_LOST,
             DispatchError::ShuttingDown => ErrorCode::SHUTTING_DOWN,
             DispatchError::TooLarge => ErrorCode::TOO_LARGE,
+            DispatchError::BreakerOpen => ErrorCode::BREAKER_OPEN,
         }
     }
 }
@@ -355,6 +359,8 @@ pub struct FunctionSnapshot {
     pub in_flight: u32,
     /// Its calls waiting for a worker.
     pub queued: usize,
+    /// Its workers whose circuit breaker is open or half-open (0 with breakers off).
+    pub breakers_open: usize,
 }
 
 /// One peer dispatcher in a [`RegistrySnapshot`].
@@ -389,6 +395,9 @@ pub struct WorkerSnapshot {
     pub max_jobs: u32,
     /// When it connected.
     pub connected_since: SystemTime,
+    /// Its circuit breaker's state for each function it serves, by function name (empty
+    /// with breakers off).
+    pub breakers: Vec<(String, crate::breaker::BreakerState)>,
 }
 
 #[cfg(test)]
