@@ -642,6 +642,10 @@ pub struct BreakerConfig {
     pub open_timeout_ms: u64,
 }
 
+/// The highest rate a limit may have, calls a second: governor counts time in nanoseconds,
+/// so a faster rate would replenish a token every 0 ns.
+const MAX_RATE_PER_SECOND: u32 = 1_000_000_000;
+
 /// The longest `breaker.window_ms` and `breaker.open_timeout_ms`: a day.
 const MAX_BREAKER_MS: u64 = 86_400_000;
 
@@ -656,6 +660,12 @@ impl Config {
             return invalid(
                 "rate_limit.per_client_burst",
                 "is set but rate_limit.per_client_per_second is 0 (no per-client limit)".into(),
+            );
+        }
+        if limits.per_client_per_second > MAX_RATE_PER_SECOND {
+            return invalid(
+                "rate_limit.per_client_per_second",
+                format!("must be at most {MAX_RATE_PER_SECOND}"),
             );
         }
         if limits.max_clients == 0 {
@@ -691,10 +701,10 @@ impl Config {
                     format!("{which}: limited twice; give each function one limit"),
                 );
             }
-            if limit.per_second == 0 {
+            if !(1..=MAX_RATE_PER_SECOND).contains(&limit.per_second) {
                 return invalid(
                     "rate_limit.function.per_second",
-                    format!("{which}: must be at least 1"),
+                    format!("{which}: must be 1 to {MAX_RATE_PER_SECOND}"),
                 );
             }
         }

@@ -291,8 +291,16 @@ fn bad_rate_limit_settings_are_refused_by_key() {
             "rate_limit.function.name",
         ),
         (
+            "[[rate_limit.function]]\nname = \"F\"\nper_second = 1000000001\n",
+            "rate_limit.function.per_second",
+        ),
+        (
             "[rate_limit]\nper_client_burst = 5\n",
             "rate_limit.per_client_burst",
+        ),
+        (
+            "[rate_limit]\nper_client_per_second = 1000000001\n",
+            "rate_limit.per_client_per_second",
         ),
         ("[rate_limit]\nmax_clients = 0\n", "rate_limit.max_clients"),
         (
