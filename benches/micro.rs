@@ -249,6 +249,7 @@ impl Handler<Assign> for EchoWorker {
             worker: self.id,
             function: spec.function,
             late,
+            verdict: Some(nmid::breaker::Verdict::Success),
         });
     }
 }
@@ -260,6 +261,8 @@ async fn start_dispatch(workers: usize) -> JobServices {
         registry: Registry::new(MAX_QUEUE).start(),
         retries: 1,
         metrics: Arc::new(Metrics::new()),
+        rate_limits: None,
+        breakers: false,
     };
     let peer = SocketAddr::from(([127, 0, 0, 1], 0));
     for _ in 0..workers {

@@ -207,6 +207,9 @@ pub enum DispatchError {
     /// The caller's grant does not cover the function (`[auth]`).
     #[error("forbidden: this caller may not call this function")]
     Forbidden,
+    /// Every worker of the function has an open circuit breaker (`[breaker]`).
+    #[error("circuit breaker open: no worker of this function takes calls right now")]
+    BreakerOpen,
 }
 
 impl DispatchError {
@@ -221,6 +224,7 @@ impl DispatchError {
             DispatchError::ShuttingDown => ErrorCode::SHUTTING_DOWN,
             DispatchError::TooLarge => ErrorCode::TOO_LARGE,
             DispatchError::Forbidden => ErrorCode::FORBIDDEN,
+            DispatchError::BreakerOpen => ErrorCode::BREAKER_OPEN,
         }
     }
 }
@@ -359,6 +363,8 @@ pub struct FunctionSnapshot {
     pub in_flight: u32,
     /// Its calls waiting for a worker.
     pub queued: usize,
+    /// Its workers whose circuit breaker is open or half-open (0 with breakers off).
+    pub breakers_open: usize,
 }
 
 /// One peer dispatcher in a [`RegistrySnapshot`].
@@ -393,6 +399,9 @@ pub struct WorkerSnapshot {
     pub max_jobs: u32,
     /// When it connected.
     pub connected_since: SystemTime,
+    /// Its circuit breaker's state for each function it serves, by function name (empty
+    /// with breakers off).
+    pub breakers: Vec<(String, crate::breaker::BreakerState)>,
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! - [`codec`]: frames and bodies of the nmid wire protocol (v1 and tagged); pure, no I/O.
 //! - [`call`]: the ground floor: ids, a call's spec and outcome, leases, snapshots.
 //! - [`scheduler`]: the placement policy as plain data (which worker, queue or refuse).
+//! - [`breaker`]: one circuit breaker's state machine (nmid's rule types), time passed in.
+//! - [`rate_limit`]: calls per second per function and per client (governor buckets).
 //! - [`actors`]: the dispatcher: client and worker sessions, the registry, one job per call.
 //! - [`cluster`]: dispatchers on etcd: membership with leases, nmid's function keys,
 //!   forwarding to peers (off unless etcd endpoints are set).
@@ -25,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod actors;
+pub mod breaker;
 pub mod call;
 pub mod client;
 pub mod cluster;
@@ -37,6 +40,7 @@ pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod rate_limit;
 pub mod rates;
 pub mod retstruct;
 pub mod scheduler;

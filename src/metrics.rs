@@ -19,7 +19,9 @@ use prometheus::{
 };
 use serde::Serialize;
 
+use crate::breaker::BreakerState;
 use crate::call::{CallOutcome, DispatchError, FunctionName, RegistrySnapshot};
+use crate::rate_limit::Scope;
 
 /// The `function` label of calls to a function no worker ever registered: caller-chosen
 /// names must not create label values.
@@ -53,11 +55,13 @@ pub enum Outcome {
     ShuttingDown,
     /// The caller's grant does not cover the function (`[auth]`).
     Forbidden,
+    /// Refused: every worker of the function has an open circuit breaker.
+    BreakerOpen,
 }
 
 impl Outcome {
     /// Every outcome, in counter order.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Ok,
         Outcome::WorkerError,
         Outcome::CantDo,
@@ -67,6 +71,7 @@ impl Outcome {
         Outcome::BadRequest,
         Outcome::ShuttingDown,
         Outcome::Forbidden,
+        Outcome::BreakerOpen,
     ];
 
     /// The `outcome` label.
@@ -81,6 +86,7 @@ impl Outcome {
             Outcome::BadRequest => "bad_request",
             Outcome::ShuttingDown => "shutting_down",
             Outcome::Forbidden => "forbidden",
+            Outcome::BreakerOpen => "breaker_open",
         }
     }
 
@@ -104,6 +110,7 @@ impl Outcome {
             DispatchError::ShuttingDown => Outcome::ShuttingDown,
             DispatchError::TooLarge => Outcome::BadRequest,
             DispatchError::Forbidden => Outcome::Forbidden,
+            DispatchError::BreakerOpen => Outcome::BreakerOpen,
         }
     }
 }
@@ -363,6 +370,16 @@ impl Labels {
         OTHER_LABEL
     }
 
+    /// `name` if it has series of its own already, else `fallback`: for names a caller chose
+    /// that must not take a place under the cap (a refused call of any name at all).
+    fn existing_or<'a>(&self, name: &'a str, fallback: &'a str) -> &'a str {
+        let admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
+        match admitted.contains(name) {
+            true => name,
+            false => fallback,
+        }
+    }
+
     /// Forgets the names not in `live`; returns them, for their series to be removed.
     fn forget_all_but(&self, live: &foldhash::HashSet<&str>) -> Vec<String> {
         let mut admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
@@ -410,6 +427,49 @@ pub struct Metrics {
     refusals: [IntCounter; Refusal::ALL.len()],
     queue_limit: IntGauge,
     scrape: std::sync::Mutex<()>,
+    /// Rate limits and circuit breakers (`[rate_limit]`, `[breaker]`).
+    guard: GuardMetrics,
+}
+
+/// The metrics of rate limits and circuit breakers.
+struct GuardMetrics {
+    /// `nmid_rate_limited_total{function, scope}`.
+    rate_limited: IntCounterVec,
+    /// `nmid_rate_limit_clients`.
+    rate_limit_clients: IntGauge,
+    /// `nmid_breakers_open{function}`, set at scrape time.
+    breakers_open: IntGaugeVec,
+    /// `nmid_breaker_transitions_total{function, to}`.
+    breaker_transitions: IntCounterVec,
+}
+
+impl GuardMetrics {
+    fn new(add: &Registrar) -> Self {
+        Self {
+            rate_limited: add.counter_vec(
+                "nmid_rate_limited_total",
+                "Calls refused by a rate limit ([rate_limit]), by function and by the limit that refused them (scope: function or client).",
+                &["function", "scope"],
+            ),
+            rate_limit_clients: add.metric(
+                IntGauge::new(
+                    "nmid_rate_limit_clients",
+                    "Clients with a rate-limit bucket of their own (rate_limit.max_clients at most, plus one shared).",
+                )
+                .expect("valid metric"),
+            ),
+            breakers_open: add.gauge_vec(
+                "nmid_breakers_open",
+                "Workers of each function whose circuit breaker is open or half-open ([breaker]).",
+                "function",
+            ),
+            breaker_transitions: add.counter_vec(
+                "nmid_breaker_transitions_total",
+                "Circuit breaker state changes, by function and the state entered (open, half_open, closed).",
+                &["function", "to"],
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -540,6 +600,7 @@ impl Metrics {
         )
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
+        let guard = GuardMetrics::new(&add);
         let process = prometheus::process_collector::ProcessCollector::for_self();
         (registry.register(Box::new(process))).expect("metric names are unique");
         Self {
@@ -567,6 +628,7 @@ impl Metrics {
             refusals,
             queue_limit,
             scrape: std::sync::Mutex::new(()),
+            guard,
         }
     }
 
@@ -648,6 +710,18 @@ impl Metrics {
                 let _ = self.calls.remove_label_values(&[&name, outcome.as_str()]);
             }
             let _ = self.duration.remove_label_values(&[&name]);
+            for scope in [Scope::Function, Scope::Client] {
+                let labels = [name.as_str(), scope.as_str()];
+                let _ = self.guard.rate_limited.remove_label_values(&labels);
+            }
+            for to in [
+                BreakerState::Open,
+                BreakerState::HalfOpen,
+                BreakerState::Closed,
+            ] {
+                let labels = [name.as_str(), to.as_str()];
+                let _ = self.guard.breaker_transitions.remove_label_values(&labels);
+            }
         }
         let live: foldhash::HashSet<&str> = (snapshot.workers.iter())
             .map(|w| worker_label(w.name.as_deref().unwrap_or("")))
@@ -763,6 +837,49 @@ impl Metrics {
         }
     }
 
+    /// A call of `function` was refused by the rate limit of `scope`: counted in
+    /// `nmid_rate_limited_total` and as a `rate_limited` call. `configured`: the function
+    /// has a limit of its own, so its name may get series; any other name a caller sent
+    /// counts under its own series only if it has them already (a served function), else
+    /// under `_unknown`, so that callers cannot take places under `max_function_series`.
+    pub fn record_rate_limited(&self, function: &FunctionName, scope: Scope, configured: bool) {
+        self.totals[Outcome::RateLimited as usize].fetch_add(1, Ordering::Relaxed);
+        let name = function.to_string();
+        let label = match configured {
+            true => self.function_labels.label(&name),
+            false => (self.function_labels).existing_or(&name, UNKNOWN_FUNCTION_LABEL),
+        };
+        let outcome = Outcome::RateLimited.as_str();
+        self.calls.with_label_values(&[label, outcome]).inc();
+        let scope = scope.as_str();
+        self.guard
+            .rate_limited
+            .with_label_values(&[label, scope])
+            .inc();
+    }
+
+    /// A worker registered `function`: it gets series of its own now (if under
+    /// `max_function_series`), so that calls refused before its first scrape or answered call
+    /// (rate limits) are counted under its name rather than `_unknown`.
+    pub fn function_served(&self, function: &FunctionName) {
+        self.function_labels.label(&function.to_string());
+    }
+
+    /// The rate limiter holds `clients` client buckets (`nmid_rate_limit_clients`).
+    pub fn set_rate_limit_clients(&self, clients: usize) {
+        let clients = i64::try_from(clients).unwrap_or(i64::MAX);
+        self.guard.rate_limit_clients.set(clients);
+    }
+
+    /// A worker's circuit breaker for `function` went `to` a state.
+    pub fn record_breaker_transition(&self, function: &FunctionName, to: BreakerState) {
+        let name = function.to_string();
+        let label = self.function_labels.label(&name);
+        (self.guard.breaker_transitions)
+            .with_label_values(&[label, to.as_str()])
+            .inc();
+    }
+
     /// The text exposition, with the registry's state (in flight, queues, workers) as of
     /// `snapshot`.
     pub fn render(&self, snapshot: &RegistrySnapshot) -> String {
@@ -772,6 +889,7 @@ impl Metrics {
         self.queued.reset();
         self.function_workers.reset();
         self.worker_in_flight.reset();
+        self.guard.breakers_open.reset();
         self.forget_departed(snapshot);
         for function in &snapshot.functions {
             let name = self.function_labels.label(&function.name);
@@ -791,6 +909,12 @@ impl Metrics {
             self.function_workers
                 .with_label_values(&[name])
                 .add(function.workers as i64);
+            if function.breakers_open > 0 {
+                self.guard
+                    .breakers_open
+                    .with_label_values(&[name])
+                    .add(function.breakers_open as i64);
+            }
         }
         for worker in &snapshot.workers {
             let name = worker_label(worker.name.as_deref().unwrap_or(""));
@@ -897,6 +1021,7 @@ mod tests {
                 workers: 1,
                 in_flight: 0,
                 queued: 0,
+                breakers_open: 0,
             })
             .collect();
         let workers = (workers.iter().enumerate())
@@ -908,6 +1033,7 @@ mod tests {
                 in_flight: 0,
                 max_jobs: 1,
                 connected_since: std::time::SystemTime::now(),
+                breakers: Vec::new(),
             })
             .collect();
         RegistrySnapshot {

@@ -21,20 +21,30 @@
 //!   full one); a call that was itself forwarded here is never forwarded again (the hop
 //!   limit), and when the last local worker leaves, its waiting calls go to a peer if one
 //!   serves the function; `UnknownFunction`/`NoWorker` only when no dispatcher does.
+//! - with **circuit breakers** on (`[breaker]`, [`Scheduler::set_breakers`]), a worker whose
+//!   breaker for a function is open gets no call of it, and a half-open one only its trial
+//!   calls; when no worker of a function admits calls, a call goes to a peer that serves it
+//!   or is refused (`BreakerOpen`), and so are the calls waiting in its queue when that
+//!   happens. The registry passes each call's [`Verdict`] in ([`Scheduler::judge`]), and
+//!   asks an open breaker to half-open once its timeout is over ([`Scheduler::poll_breaker`]).
 //!
 //! Every method returns its [`Decision`]s; it never sends anything.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::Instant;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
+use crate::breaker::{BreakerSettings, BreakerState, Transition, Verdict};
 use crate::call::{
     DispatchError, FunctionName, FunctionSnapshot, JobId, PeerId, PeerSnapshot, WorkerId,
 };
+use breakers::WorkerBreakers;
 use peers::{NoPeer, Peers};
 
+mod breakers;
 mod peers;
 
 /// Calls forwarded to one peer at once unless [`Scheduler::set_max_forwarded_per_peer`]
@@ -132,6 +142,8 @@ struct FunctionEntry<C> {
     /// Where the next search for the least-loaded worker starts, so ties go round-robin.
     cursor: usize,
     queue: VecDeque<C>,
+    /// The circuit breakers of its workers (none while breakers are off).
+    breakers: WorkerBreakers,
 }
 
 impl<C> Default for FunctionEntry<C> {
@@ -140,6 +152,7 @@ impl<C> Default for FunctionEntry<C> {
             workers: Vec::new(),
             cursor: 0,
             queue: VecDeque::new(),
+            breakers: WorkerBreakers::default(),
         }
     }
 }
@@ -173,6 +186,8 @@ pub struct Scheduler<C> {
     peers: Peers,
     max_queue_per_function: usize,
     draining: bool,
+    /// The circuit breakers' settings, when they are on.
+    breakers: Option<BreakerSettings>,
 }
 
 impl<C: Waiting> Scheduler<C> {
@@ -186,7 +201,18 @@ impl<C: Waiting> Scheduler<C> {
             peers: Peers::new(DEFAULT_MAX_FORWARDED_PER_PEER),
             max_queue_per_function,
             draining: false,
+            breakers: None,
         }
+    }
+
+    /// Keeps a circuit breaker per worker and function from now on, with `settings`.
+    pub fn set_breakers(&mut self, settings: BreakerSettings) {
+        self.breakers = Some(settings);
+    }
+
+    /// Whether circuit breakers are on.
+    pub fn has_breakers(&self) -> bool {
+        self.breakers.is_some()
     }
 
     /// Forwards at most `max` calls at once to one peer; past it the peer counts as full.
@@ -209,20 +235,23 @@ impl<C: Waiting> Scheduler<C> {
         let Some(entry) = entry else {
             return Some(self.forward_or_refuse(function, call));
         };
-        match pick_worker(entry) {
-            Some(worker) => Some(assign(&mut self.workers, worker, function, call)),
-            None if entry.queue.len() < self.max_queue_per_function => {
-                entry.queue.push_back(call);
-                if entry.queue.len() == 1 {
-                    self.backlogged.insert(function.clone());
-                }
-                None
-            }
-            None => Some(Decision::Refuse {
-                call,
-                error: DispatchError::RateLimited,
-            }),
+        if let Some(worker) = pick_worker(entry) {
+            return Some(assign(&mut self.workers, worker, function, call));
         }
+        if !entry.breakers.any_admits(&entry.workers) {
+            return Some(self.refuse_broken(function, call));
+        }
+        if entry.queue.len() < self.max_queue_per_function {
+            entry.queue.push_back(call);
+            if entry.queue.len() == 1 {
+                self.backlogged.insert(function.clone());
+            }
+            return None;
+        }
+        Some(Decision::Refuse {
+            call,
+            error: DispatchError::RateLimited,
+        })
     }
 
     /// Takes a call out of `function`'s queue, if it still waits there (its job ended).
@@ -341,8 +370,11 @@ impl<C: Waiting> Scheduler<C> {
             return Vec::new();
         }
         let mut decisions = Vec::new();
-        // (A worker whose slots were lowered may still be full.)
-        let room_for_own = entry.load.has_room() && entry.serves(function);
+        // (A worker whose slots were lowered may still be full; one whose breaker for the
+        // function is open takes none of its calls.)
+        let room_for_own = entry.load.has_room()
+            && entry.serves(function)
+            && (self.functions.get(function)).is_some_and(|f| f.breakers.admits(worker));
         if room_for_own && self.backlogged.contains(function) {
             // Under sustained load: its own function's queue. A backlogged function's
             // workers are all full (a free slot takes the queue's head at once), so this
@@ -425,6 +457,83 @@ impl<C: Waiting> Scheduler<C> {
         self.draining
     }
 
+    /// Counts `verdict` on a call `worker` ran for `function`, at `now`, in the worker's
+    /// breaker for it (breakers on, the worker still serving the function). Returns the
+    /// breaker's transition, if any, and what it entails: an opened breaker that leaves no
+    /// worker of the function admitting calls refuses the calls waiting for it
+    /// (`BreakerOpen`, or forwarded to a peer); a closed one may serve them.
+    pub fn judge(
+        &mut self,
+        worker: WorkerId,
+        function: &FunctionName,
+        verdict: Verdict,
+        now: Instant,
+    ) -> (Option<Transition>, Vec<Decision<C>>) {
+        let mut decisions = Vec::new();
+        let Some(settings) = &self.breakers else {
+            return (None, decisions);
+        };
+        if !self.serves(worker, function) {
+            return (None, decisions);
+        }
+        let Some(entry) = self.functions.get_mut(function) else {
+            return (None, decisions);
+        };
+        let transition = entry.breakers.record(worker, verdict, now, settings);
+        match transition {
+            Some(Transition::Opened { .. }) if !entry.breakers.any_admits(&entry.workers) => {
+                let waiting: Vec<C> = entry.queue.drain(..).collect();
+                self.backlogged.remove(function);
+                for call in waiting {
+                    decisions.push(self.refuse_broken(function, call));
+                }
+            }
+            Some(Transition::Closed) => self.serve_queue(function, &mut decisions),
+            _ => {}
+        }
+        (transition, decisions)
+    }
+
+    /// Half-opens `worker`'s breaker for `function` if it is open and its timeout is over by
+    /// `now`; the calls waiting for the function may then take its trials.
+    pub fn poll_breaker(
+        &mut self,
+        worker: WorkerId,
+        function: &FunctionName,
+        now: Instant,
+    ) -> (Option<Transition>, Vec<Decision<C>>) {
+        let mut decisions = Vec::new();
+        let (Some(settings), Some(entry)) = (&self.breakers, self.functions.get_mut(function))
+        else {
+            return (None, decisions);
+        };
+        let transition = entry.breakers.poll(worker, now, settings);
+        if transition.is_some() {
+            self.serve_queue(function, &mut decisions);
+        }
+        (transition, decisions)
+    }
+
+    /// `worker`'s breaker state for each function it serves, sorted by function (empty with
+    /// breakers off).
+    pub fn breaker_states(&self, worker: WorkerId) -> Vec<(String, BreakerState)> {
+        if self.breakers.is_none() {
+            return Vec::new();
+        }
+        let Some(entry) = self.workers.get(&worker) else {
+            return Vec::new();
+        };
+        let mut states: Vec<(String, BreakerState)> = (entry.serving())
+            .map(|function| {
+                let state = (self.functions.get(function))
+                    .map_or(BreakerState::Closed, |f| f.breakers.state(worker));
+                (function.to_string(), state)
+            })
+            .collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
+    }
+
     /// `worker`'s load, if it is connected.
     pub fn worker_load(&self, worker: WorkerId) -> Option<WorkerLoad> {
         let entry = self.workers.get(&worker)?;
@@ -448,6 +557,7 @@ impl<C: Waiting> Scheduler<C> {
                     .map(|load| load.in_flight)
                     .sum(),
                 queued: entry.queue.len(),
+                breakers_open: entry.breakers.tripped(),
             })
             .collect();
         functions.sort_by(|a, b| a.name.cmp(&b.name));
@@ -470,9 +580,29 @@ impl<C: Waiting> Scheduler<C> {
         Decision::Refuse { call, error }
     }
 
-    /// Hands waiting calls of `function` to free workers, oldest first.
+    /// A call of `function`, none of whose workers admits calls (every breaker open): to the
+    /// least-loaded peer that serves the function, unless it was forwarded here; else
+    /// refused `BreakerOpen`.
+    fn refuse_broken(&mut self, function: &FunctionName, call: C) -> Decision<C> {
+        if call.forwardable() {
+            if let Ok(peer) = self.peers.pick(function) {
+                return Decision::Forward { peer, call };
+            }
+        }
+        Decision::Refuse {
+            call,
+            error: DispatchError::BreakerOpen,
+        }
+    }
+
+    /// Hands waiting calls of `function` to free workers, oldest first. Calls whose job is
+    /// over are dropped before a worker is picked (picking may take a half-open breaker's
+    /// trial, which a dropped call would waste).
     fn serve_queue(&mut self, function: &FunctionName, decisions: &mut Vec<Decision<C>>) {
         while let Some(entry) = self.functions.get_mut(function) {
+            while entry.queue.front().is_some_and(|call| !call.is_live()) {
+                entry.queue.pop_front();
+            }
             if entry.queue.is_empty() {
                 break;
             }
@@ -480,9 +610,7 @@ impl<C: Waiting> Scheduler<C> {
                 break;
             };
             let call = entry.queue.pop_front().expect("queue is not empty");
-            if call.is_live() {
-                decisions.push(assign(&mut self.workers, worker, function, call));
-            }
+            decisions.push(assign(&mut self.workers, worker, function, call));
         }
         self.note_backlog(function);
     }
@@ -494,7 +622,9 @@ impl<C: Waiting> Scheduler<C> {
         if entry.queue.is_empty() {
             self.backlogged.remove(function);
         }
-        next.map(|call| assign(&mut self.workers, worker, function, call))
+        let call = next?;
+        entry.breakers.placed(worker);
+        Some(assign(&mut self.workers, worker, function, call))
     }
 
     /// Removes `worker` from `function`'s list; if that was the last worker, the calls
@@ -509,6 +639,7 @@ impl<C: Waiting> Scheduler<C> {
             return;
         };
         entry.workers.retain(|load| load.worker != worker);
+        entry.breakers.remove(worker);
         if entry.workers.is_empty() {
             let waiting: Vec<C> = entry.queue.drain(..).collect();
             for call in waiting {
@@ -569,16 +700,37 @@ fn assign<C>(
     Decision::Assign { worker, call }
 }
 
-/// The least-loaded worker of `entry` with a free slot; among equals, the first at or after
-/// the round-robin cursor, which then moves past it. An idle worker ends the search at once.
+/// The worker of `entry` the next call goes to: the least loaded with a free slot, among
+/// those whose breaker admits calls. A half-open breaker chosen has one trial fewer.
 fn pick_worker<C>(entry: &mut FunctionEntry<C>) -> Option<WorkerId> {
-    let n = entry.workers.len();
+    if entry.breakers.all_closed() {
+        // Always so with breakers off: the breakers cost this one check.
+        return least_loaded(&entry.workers, &mut entry.cursor, |_| true);
+    }
+    let breakers = &mut entry.breakers;
+    let worker = least_loaded(&entry.workers, &mut entry.cursor, |w| breakers.admits(w))?;
+    breakers.placed(worker);
+    Some(worker)
+}
+
+/// The least-loaded of `workers` with a free slot that `admits`; among equals, the first at
+/// or after the round-robin `cursor`, which then moves past it. An idle worker ends the
+/// search at once.
+fn least_loaded(
+    workers: &[Rc<Load>],
+    cursor: &mut usize,
+    admits: impl Fn(WorkerId) -> bool,
+) -> Option<WorkerId> {
+    let n = workers.len();
     let mut best: Option<(usize, u32)> = None;
     for step in 0..n {
-        let index = (entry.cursor + step) % n;
-        let load = &entry.workers[index];
+        let index = (*cursor + step) % n;
+        let load = &workers[index];
         let in_flight = load.in_flight.get();
         if !load.has_room() || best.is_some_and(|(_, least)| least <= in_flight) {
+            continue;
+        }
+        if !admits(load.worker) {
             continue;
         }
         best = Some((index, in_flight));
@@ -587,8 +739,8 @@ fn pick_worker<C>(entry: &mut FunctionEntry<C>) -> Option<WorkerId> {
         }
     }
     let (index, _) = best?;
-    entry.cursor = (index + 1) % n;
-    Some(entry.workers[index].worker)
+    *cursor = (index + 1) % n;
+    Some(workers[index].worker)
 }
 
 #[cfg(test)]
@@ -596,3 +748,6 @@ mod tests;
 
 #[cfg(test)]
 mod peer_tests;
+
+#[cfg(test)]
+mod breaker_tests;

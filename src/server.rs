@@ -36,6 +36,7 @@ use crate::config::{Config, ConfigError};
 use crate::http::HttpState;
 use crate::metrics::{Limit, Metrics, Refusal, Role};
 use crate::net::NetStream;
+use crate::rate_limit::RateLimits;
 use crate::security::{Identity, Security};
 
 /// How often the drain checks whether the jobs in flight are done.
@@ -227,6 +228,8 @@ struct Dispatcher {
     accept: JoinHandle<()>,
     /// Reads the call counters into the dashboard's history.
     sampler: JoinHandle<()>,
+    /// Drops idle clients' rate-limit buckets (with a per-client limit only).
+    tidy: Option<JoinHandle<()>>,
     /// HTTP servers: the front end, and the metrics port when it has one of its own.
     http: Vec<actix_web::dev::ServerHandle>,
     arbiters: Vec<Arbiter>,
@@ -253,13 +256,32 @@ impl Dispatcher {
             config.cluster.max_forwarded_per_peer,
             Duration::from_millis(config.cluster.peer_retry_ms),
         );
+        let breakers = config.breaker_settings();
+        let breakers_on = breakers.is_some();
+        let registry_metrics = metrics.clone();
         let registry = Registry::start_in_arbiter(&arbiters[0].handle(), move |_| {
-            Registry::new(max_queue).cluster_limits(max_forwarded, peer_retry)
+            Registry::new(max_queue)
+                .cluster_limits(max_forwarded, peer_retry)
+                .breakers(breakers, registry_metrics)
         });
+        let rate_limit_settings = config.rate_limit_settings();
+        let rate_limits = RateLimits::new(&rate_limit_settings);
+        let tidy = (rate_limits.as_ref())
+            .filter(|_| rate_limit_settings.per_client.is_some())
+            .map(|limits| {
+                let metrics = metrics.clone();
+                tokio::spawn(crate::rate_limit::tidy_every(
+                    limits.clone(),
+                    rate_limit_settings.cleanup_interval,
+                    move |clients| metrics.set_rate_limit_clients(clients),
+                ))
+            });
         let jobs = JobServices {
             registry: registry.clone(),
             retries: config.jobs.retries,
             metrics: metrics.clone(),
+            rate_limits,
+            breakers: breakers_on,
         };
         let settings = Arc::new(SessionSettings {
             max_frame_bytes: config.tcp.max_frame_bytes,
@@ -356,6 +378,7 @@ impl Dispatcher {
             },
             accept,
             sampler,
+            tidy,
             http,
             arbiters,
             drain_timeout,
@@ -393,6 +416,9 @@ impl Dispatcher {
         };
         futures_util::future::join_all(self.http.iter().map(|server| server.stop(true))).await;
         self.sampler.abort();
+        if let Some(tidy) = &self.tidy {
+            tidy.abort();
+        }
         if let Some(cluster) = self.cluster {
             cluster.leave().await;
         }

@@ -215,7 +215,7 @@ fn prometheus_alerts_pass_promtool_checks_and_unit_tests() {
         &["check", "rules", "deploy/prometheus/alerts.yml"],
     );
     let text = succeeded(&check, "promtool check rules");
-    assert!(text.contains("SUCCESS: 11 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 12 rules found"), "{text}");
     let tests = run(
         "promtool",
         "Debian prometheus",
@@ -228,8 +228,8 @@ fn prometheus_alerts_pass_promtool_checks_and_unit_tests() {
 #[test]
 fn alerts_use_only_metrics_the_dispatcher_exports() {
     let alerts = std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap();
-    // Every series exists once a call was answered and a function is served (and, in a
-    // cluster, the cluster's series).
+    // Every series exists once a call was answered, one was refused by a rate limit, and a
+    // function is served (with a breaker open); in a cluster, the cluster's series too.
     let metrics = nmid::metrics::Metrics::new();
     let _cluster = nmid::cluster::metrics::ClusterMetrics::new(&metrics);
     let function = nmid::call::FunctionName::from("F");
@@ -238,12 +238,14 @@ fn alerts_use_only_metrics_the_dispatcher_exports() {
         nmid::metrics::Outcome::Ok,
         std::time::Duration::from_millis(1),
     );
+    metrics.record_rate_limited(&function, nmid::rate_limit::Scope::Function, true);
     let snapshot = nmid::call::RegistrySnapshot {
         functions: vec![nmid::call::FunctionSnapshot {
             name: "F".to_owned(),
             workers: 1,
             in_flight: 0,
             queued: 0,
+            breakers_open: 1,
         }],
         ..Default::default()
     };

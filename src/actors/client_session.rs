@@ -2,8 +2,12 @@
 //! job's [`Answer`] back in the protocol of its call.
 //!
 //! - `C_DO_JOB` (v1) is answered with `S_RETURN_DATA` (function and params echoed), or a bare
-//!   `CANT_DO`, `ERROR` or `RATELIMIT`;
+//!   `CANT_DO`, `ERROR`, `RATELIMIT` or `BREAKER`;
 //! - `C_CALL` (tagged) with `S_CALL_RESULT` or `S_CALL_ERROR` carrying its request id.
+//!
+//! With rate limits configured (`[rate_limit]`), each call is checked against its client's
+//! (this connection's IP) and its function's limit before it becomes a job; a refused call is
+//! answered at once.
 //!
 //! Started by the accept loop once the connection's first frame says it is a client. A
 //! malformed frame, or a frame of another role, closes this connection (with a log line
@@ -25,6 +29,7 @@ use crate::call::{CallOutcome, CallSpec, DispatchError, JobId};
 use crate::codec::{ErrorCode, Frame};
 use crate::codec::{SCallError, SReturnData, TaggedResult};
 use crate::metrics::{Limit, Outcome, Refusal, Role};
+use crate::rate_limit::{ClientKey, Refusal as OverLimit};
 use crate::retstruct::RetStruct;
 
 /// The RetStruct `Code` a v1 caller sees when a tagged worker reports its function failed.
@@ -227,6 +232,17 @@ impl ClientSession {
             self.send(reply_frame(request, CallOutcome::Failed(error)), ctx);
             return;
         }
+        if let Some(limits) = &self.conn.settings.jobs.rate_limits {
+            let token = self.conn.grant().and_then(|grant| grant.token_name());
+            let client = ClientKey::of(token, self.conn.peer.ip());
+            if let Err(refusal) = limits.check(&spec.function, &client) {
+                let configured = limits.limits_function(&spec.function);
+                let metrics = &self.conn.settings.jobs.metrics;
+                metrics.record_rate_limited(&spec.function, refusal.scope, configured);
+                self.send(rate_limited_frame(request, refusal), ctx);
+                return;
+            }
+        }
         let job_id = JobId::next();
         let session = ctx.address();
         let reply: Reply = Box::new(move |outcome| session.do_send(Answer { job_id, outcome }));
@@ -262,6 +278,7 @@ fn reply_frame(request: Request, outcome: CallOutcome) -> Frame {
         (Request::V1 { .. }, CallOutcome::Failed(error)) => match error {
             DispatchError::NoWorker | DispatchError::UnknownFunction => Frame::CantDo,
             DispatchError::RateLimited => Frame::RateLimit,
+            DispatchError::BreakerOpen => Frame::Breaker,
             DispatchError::BadRequest
             | DispatchError::Timeout
             | DispatchError::WorkerLost
@@ -289,5 +306,18 @@ fn reply_frame(request: Request, outcome: CallOutcome) -> Frame {
                 message: error.to_string().into(),
             })
         }
+    }
+}
+
+/// The frame that tells a client a rate limit refused its call: v1 `RATELIMIT`, or tagged
+/// `rate_limited` with the limit and the wait in its message.
+fn rate_limited_frame(request: Request, refusal: OverLimit) -> Frame {
+    match request {
+        Request::V1 { .. } => Frame::RateLimit,
+        Request::Tagged { request_id } => Frame::SCallError(SCallError {
+            request_id,
+            code: ErrorCode::RATE_LIMITED,
+            message: refusal.to_string().into(),
+        }),
     }
 }

@@ -14,6 +14,7 @@ use tracing::debug;
 use super::registry::{Dispatch, Registry, Withdraw};
 use crate::call::{CallOutcome, CallSpec, DispatchError, JobHandle, JobId, JobLease, LeaseReport};
 use crate::metrics::{Metrics, Outcome};
+use crate::rate_limit::RateLimits;
 use crate::telemetry::{self, Hop};
 
 /// What a job hears.
@@ -50,6 +51,12 @@ pub struct JobServices {
     pub retries: u32,
     /// Call metrics.
     pub metrics: Arc<Metrics>,
+    /// Rate limits the front ends check before a call becomes a job (`[rate_limit]`);
+    /// `None` when none is configured.
+    pub rate_limits: Option<Arc<RateLimits>>,
+    /// Circuit breakers are on (`breaker.enabled`): worker sessions report calls that
+    /// outlive their deadline on a worker (a failure of that worker).
+    pub breakers: bool,
 }
 
 /// A call in flight.

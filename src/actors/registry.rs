@@ -11,17 +11,25 @@
 //! [`PeerUpdated`], [`PeerLeft`]); calls the scheduler forwards go to the peer's link
 //! through its [`PeerPort`], which reports each forwarded call's end ([`ForwardFinished`])
 //! and a peer it cannot reach ([`PeerUnreachable`]; skipped for `cluster.peer_retry_ms`).
+//!
+//! With circuit breakers on ([`Registry::breakers`]), worker sessions pass each job's
+//! verdict in [`JobFinished`] and report jobs held past their deadline ([`JobOverdue`]); the
+//! registry hands them to the scheduler, counts each breaker transition, and when a breaker
+//! opens sets a timer for its half-open trial.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use foldhash::{HashMap, HashMapExt};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use crate::breaker::{BreakerSettings, Transition, Verdict};
 use crate::call::{
     CallSpec, FunctionName, JobId, JobLease, PeerId, RegistrySnapshot, WorkerId, WorkerSnapshot,
 };
+use crate::metrics::Metrics;
 use crate::scheduler::{Decision, Scheduler, Waiting};
 
 /// A job asks to be placed on a worker.
@@ -121,6 +129,20 @@ pub struct JobFinished {
     pub function: FunctionName,
     /// The job was already over; the result was discarded.
     pub late: bool,
+    /// What the job's end says about the worker, for its circuit breaker; `None` when it
+    /// says nothing (shutdown) or was reported already ([`JobOverdue`]).
+    pub verdict: Option<Verdict>,
+}
+
+/// A worker still holds a job whose deadline has passed: a failure for its circuit breaker
+/// (sent once per job, only with breakers on). The slot stays taken until it answers.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct JobOverdue {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The job's function.
+    pub function: FunctionName,
 }
 
 /// A worker is gone; its jobs are being reported lost by their leases.
@@ -266,6 +288,8 @@ pub struct Registry {
     /// How long a peer that could not be reached is skipped.
     peer_retry: Duration,
     late_results: u64,
+    /// Where breaker transitions are counted (set with breakers on).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// How long an unreachable peer is skipped unless [`Registry::cluster_limits`] says.
@@ -280,7 +304,18 @@ impl Registry {
             peers: HashMap::new(),
             peer_retry: DEFAULT_PEER_RETRY,
             late_results: 0,
+            metrics: None,
         }
+    }
+
+    /// Keeps a circuit breaker per worker and function with `settings` (`None`: breakers
+    /// off, the default), counting their transitions in `metrics`.
+    pub fn breakers(mut self, settings: Option<BreakerSettings>, metrics: Arc<Metrics>) -> Self {
+        if let Some(settings) = settings {
+            self.scheduler.set_breakers(settings);
+            self.metrics = Some(metrics);
+        }
+        self
     }
 
     /// Forwards at most `max_forwarded_per_peer` calls at once to one peer, and skips a peer
@@ -400,12 +435,24 @@ impl Handler<FunctionRemoved> for Registry {
 impl Handler<JobFinished> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: JobFinished, _: &mut Self::Context) {
+    fn handle(&mut self, msg: JobFinished, ctx: &mut Self::Context) {
         if msg.late {
             self.late_results += 1;
         }
+        // Judged first: a breaker this opens keeps the freed slot from the waiting calls.
+        if let Some(verdict) = msg.verdict {
+            self.judge(msg.worker, &msg.function, verdict, ctx);
+        }
         let decisions = self.scheduler.finished(msg.worker, &msg.function);
         self.carry_out_all(decisions);
+    }
+}
+
+impl Handler<JobOverdue> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: JobOverdue, ctx: &mut Self::Context) {
+        self.judge(msg.worker, &msg.function, Verdict::Failure, ctx);
     }
 }
 
@@ -539,6 +586,68 @@ impl Registry {
         }
     }
 
+    /// Hands a verdict to `worker`'s breaker for `function`, and acts on what it changed.
+    fn judge(
+        &mut self,
+        worker: WorkerId,
+        function: &FunctionName,
+        verdict: Verdict,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.scheduler.has_breakers() {
+            return;
+        }
+        let now = Instant::now();
+        let (transition, decisions) = self.scheduler.judge(worker, function, verdict, now);
+        self.carry_out_all(decisions);
+        if let Some(transition) = transition {
+            self.transitioned(worker, function, transition, now, ctx);
+        }
+    }
+
+    /// Counts and logs a breaker's `transition`; an opened breaker gets the timer that lets
+    /// its trial calls through.
+    fn transitioned(
+        &mut self,
+        worker: WorkerId,
+        function: &FunctionName,
+        transition: Transition,
+        now: Instant,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_breaker_transition(function, transition.to());
+        }
+        let name = (self.workers.get(&worker))
+            .and_then(|w| w.name.as_deref())
+            .unwrap_or("");
+        let state = transition.to().as_str();
+        match transition {
+            Transition::Opened { until } => {
+                let open_ms = until.saturating_duration_since(now).as_millis() as u64;
+                warn!(%worker, name, %function, open_ms, "circuit breaker open: worker out of placement for the function");
+                let function = function.clone();
+                ctx.run_later(
+                    until.saturating_duration_since(now),
+                    move |registry, ctx| {
+                        // The timer fired, so its time has come (a clock read a hair early
+                        // must not leave the breaker open).
+                        let now = Instant::now().max(until);
+                        let (transition, decisions) =
+                            registry.scheduler.poll_breaker(worker, &function, now);
+                        registry.carry_out_all(decisions);
+                        if let Some(transition) = transition {
+                            registry.transitioned(worker, &function, transition, now, ctx);
+                        }
+                    },
+                );
+            }
+            Transition::HalfOpened | Transition::Closed => {
+                info!(%worker, name, %function, state, "circuit breaker");
+            }
+        }
+    }
+
     fn carry_out_all(&mut self, decisions: Vec<Decision<Pending>>) {
         for decision in decisions {
             self.carry_out(decision);
@@ -557,6 +666,7 @@ impl Registry {
                     in_flight: load.in_flight,
                     max_jobs: load.max_jobs,
                     connected_since: info.connected_since,
+                    breakers: self.scheduler.breaker_states(*id),
                 }
             })
             .collect();

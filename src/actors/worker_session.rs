@@ -7,6 +7,10 @@
 //! worker that sent `W_SLOTS`), keeps its lease under the job id, and matches each
 //! `W_RETURN_DATA`, `W_JOB_RESULT` or `W_JOB_ERROR` to its job by that id, never by function.
 //!
+//! With circuit breakers on, every answer carries a [`Verdict`] on the worker to the registry
+//! ([`JobFinished`]), and a job still held past its deadline is reported at once
+//! ([`JobOverdue`], a failure), found by the heartbeat check.
+//!
 //! A worker that stays silent longer than the heartbeat timeout is closed as dead. A
 //! malformed frame, or a frame of another role, closes the connection. When it closes, the
 //! registry forgets the worker first, then the leases it held are dropped, which reports every
@@ -24,9 +28,10 @@ use tracing::{debug, info, warn};
 use super::connection::{start_session, Accepted, Connection, Hold, Session};
 use super::inbound::{Inbound, InboundError};
 use super::registry::{
-    Assignment, FunctionAdded, FunctionRemoved, JobFinished, WorkerBye, WorkerJoined, WorkerLeft,
-    WorkerNamed, WorkerPort, WorkerSlots,
+    Assignment, FunctionAdded, FunctionRemoved, JobFinished, JobOverdue, WorkerBye, WorkerJoined,
+    WorkerLeft, WorkerNamed, WorkerPort, WorkerSlots,
 };
+use crate::breaker::Verdict;
 use crate::call::{CallOutcome, DispatchError, FunctionName, JobId, JobLease, WorkerId};
 use crate::codec::{
     BadBody, CodecError, ConnType, DataType, Frame, ParamsType, SGetData, TaggedCall, WReturnData,
@@ -75,6 +80,23 @@ struct Held {
     /// The params sent to a v1 worker, which it echoes (checked; see `v1_result`).
     params: Option<Bytes>,
     lease: JobLease,
+    /// When its caller stops waiting.
+    deadline: Instant,
+    /// Reported to the registry as overdue (a breaker failure), so not judged again.
+    overdue: bool,
+}
+
+/// What the end of a job says about its worker (for its circuit breaker): `None` if it was
+/// judged already (`overdue`), a failure if it ended past its `deadline` (checked for `late`
+/// answers only, so an answer in time costs no clock read), else `on_time`.
+fn verdict(overdue: bool, deadline: Instant, late: bool, on_time: Verdict) -> Option<Verdict> {
+    if overdue {
+        return None;
+    }
+    if late && Instant::now() >= deadline {
+        return Some(Verdict::Failure);
+    }
+    Some(on_time)
 }
 
 /// A token bucket for a worker's control frames (`workers.max_control_frames_per_second`).
@@ -296,6 +318,8 @@ impl Handler<Assign> for WorkerSession {
                 function,
                 params,
                 lease,
+                deadline: spec.deadline,
+                overdue: false,
             },
         );
     }
@@ -314,6 +338,7 @@ impl Handler<Abandon> for WorkerSession {
                 worker: self.id,
                 function: held.function,
                 late: false,
+                verdict: None,
             });
         }
     }
@@ -402,6 +427,7 @@ impl WorkerSession {
             return;
         }
         self.serving.insert(function.clone());
+        self.conn.settings.jobs.metrics.function_served(&function);
         // The registry hears of the function before the worker hears OK, so a call made
         // after the worker's OK always finds it.
         let worker = self.id;
@@ -506,14 +532,17 @@ impl WorkerSession {
         }
     }
 
-    /// Drops job `id`'s lease unanswered (its job retries or fails) and frees its slot.
+    /// Drops job `id`'s lease unanswered (its job retries or fails) and frees its slot: an
+    /// answer that cannot be trusted is a failure of the worker.
     fn lose(&mut self, id: JobId) {
         if let Some(held) = self.jobs.remove(&id) {
+            let verdict = verdict(held.overdue, held.deadline, false, Verdict::Failure);
             drop(held.lease);
             self.conn.settings.jobs.registry.do_send(JobFinished {
                 worker: self.id,
                 function: held.function,
                 late: false,
+                verdict,
             });
         }
     }
@@ -530,20 +559,59 @@ impl WorkerSession {
             );
             return;
         };
-        let late = !held.lease.answer(outcome);
+        // A RetStruct with a non-zero Code is an answer, as nmid counts it: a success.
+        let on_time = match outcome {
+            CallOutcome::WorkerFailed(_) => Verdict::Failure,
+            _ => Verdict::Success,
+        };
+        let Held {
+            function,
+            lease,
+            deadline,
+            overdue,
+            ..
+        } = held;
+        // The registry hears of the job's end (its slot, its verdict) before the caller
+        // hears the answer: a caller's next call is placed with the worker's breaker already
+        // counting this one.
+        let late = !lease.is_live();
+        if late {
+            debug!(worker = %self.id, %function, "late result discarded");
+        }
+        let verdict = verdict(overdue, deadline, late, on_time);
+        self.conn.settings.jobs.registry.do_send(JobFinished {
+            worker: self.id,
+            function,
+            late,
+            verdict,
+        });
+        // (A job that ended in between discards the answer too: counted late here.)
+        let delivered = lease.answer(outcome);
         let metrics = &self.conn.settings.jobs.metrics;
         self.answered
             .get_or_insert_with(|| metrics.worker_jobs(""))
             .inc();
-        if late {
+        if !delivered {
             metrics.record_late_result();
-            debug!(worker = %self.id, function = %held.function, "late result discarded");
         }
-        self.conn.settings.jobs.registry.do_send(JobFinished {
-            worker: self.id,
-            function: held.function,
-            late,
-        });
+    }
+
+    /// Reports each held job past its deadline to the registry once: the worker did not
+    /// answer in the time its caller gave, a failure for its circuit breaker. (The job itself
+    /// has already answered its caller `Timeout`; the slot stays taken until the worker
+    /// answers or goes.)
+    fn report_overdue(&mut self) {
+        let now = Instant::now();
+        let registry = &self.conn.settings.jobs.registry;
+        for held in self.jobs.values_mut() {
+            if !held.overdue && now >= held.deadline {
+                held.overdue = true;
+                registry.do_send(JobOverdue {
+                    worker: self.id,
+                    function: held.function.clone(),
+                });
+            }
+        }
     }
 
     /// Closes the connection when the worker stays silent longer than the heartbeat timeout
@@ -552,6 +620,9 @@ impl WorkerSession {
         let timeout = self.conn.settings.heartbeat_timeout;
         let every = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         ctx.run_interval(every, move |session, ctx| {
+            if session.conn.settings.jobs.breakers {
+                session.report_overdue();
+            }
             if std::mem::take(&mut session.heard) {
                 session.last_heard = Instant::now();
                 return;

@@ -373,6 +373,7 @@ impl V1 {
             Frame::SReturnData(ret) => Ok(ret.ret),
             Frame::CantDo => Err(ClientError::NoWorker),
             Frame::RateLimit => Err(ClientError::RateLimited),
+            Frame::Breaker => Err(ClientError::BreakerOpen),
             Frame::Error => Err(ClientError::Failed),
             other => {
                 return Err(ClientError::Protocol(format!(

@@ -26,6 +26,10 @@ pub enum ClientError {
     /// The dispatcher refused the call for load.
     #[error("rate limited: every worker is busy and the queue is full")]
     RateLimited,
+    /// Every worker of the function has an open circuit breaker (v1 `BREAKER`): it keeps
+    /// failing there; try again after the dispatcher's `breaker.open_timeout_ms`.
+    #[error("circuit breaker open: no worker of this function takes calls right now")]
+    BreakerOpen,
     /// The call's deadline passed.
     #[error("call timed out")]
     Timeout,
@@ -90,6 +94,7 @@ impl ClientError {
             Self::ConnectionLost => "connection_lost",
             Self::NoWorker => "cant_do",
             Self::RateLimited => "rate_limited",
+            Self::BreakerOpen => "breaker_open",
             Self::Timeout => "timeout",
             Self::WorkerLost => "worker_lost",
             Self::BadRequest(_) => "bad_request",
@@ -111,6 +116,7 @@ impl ClientError {
             ErrorCode::BAD_REQUEST => Self::BadRequest(message),
             ErrorCode::NO_WORKER => Self::NoWorker,
             ErrorCode::RATE_LIMITED => Self::RateLimited,
+            ErrorCode::BREAKER_OPEN => Self::BreakerOpen,
             ErrorCode::TIMEOUT => Self::Timeout,
             ErrorCode::WORKER_LOST => Self::WorkerLost,
             ErrorCode::WORKER_ERROR => Self::WorkerError(message),

@@ -35,6 +35,8 @@ impl ErrorCode {
     pub const SHUTTING_DOWN: Self = Self(7);
     /// The call is larger than the frames its worker accepts.
     pub const TOO_LARGE: Self = Self(8);
+    /// Every worker of the function has an open circuit breaker (v1: `BREAKER`).
+    pub const BREAKER_OPEN: Self = Self(9);
     /// The caller's grant does not cover the function (`[auth]`).
     pub const FORBIDDEN: Self = Self(10);
 }

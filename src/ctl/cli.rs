@@ -18,9 +18,9 @@ use crate::client::Protocol;
     version,
     about,
     after_help = "Exit status: 0 ok; 1 the function failed (health: not ready); 2 usage; \
-                  3 unreachable; 4 no worker; 5 timeout; 6 refused (rate limited, shutting \
-                  down); 7 worker lost; 8 unexpected answer; 9 API not available; 10 denied \
-                  (token refused or missing, or not in its grant)."
+                  3 unreachable; 4 no worker; 5 timeout; 6 refused (rate limited, breaker \
+                  open, shutting down); 7 worker lost; 8 unexpected answer; 9 API not \
+                  available; 10 denied (token refused or missing, or not in its grant)."
 )]
 pub struct Cli {
     /// The dispatcher's nmid protocol address (TCP), for `call` and `bench`.

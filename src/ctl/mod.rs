@@ -10,7 +10,7 @@
 //! | 3 | the dispatcher cannot be reached, or the connection was lost |
 //! | 4 | no worker serves the function (or no worker ever did) |
 //! | 5 | the call timed out |
-//! | 6 | refused: rate limited, or the dispatcher is shutting down |
+//! | 6 | refused: rate limited, circuit breaker open, or the dispatcher is shutting down |
 //! | 7 | the worker was lost while running the call |
 //! | 8 | an unexpected answer (protocol error, HTTP error status, malformed JSON) |
 //! | 9 | not available: the dispatcher has no such API (e.g. `cluster` against an older dispatcher) |
@@ -99,7 +99,7 @@ impl CtlError {
             | ClientError::ConnectionLost
             | ClientError::NoDispatcher => CtlError::Unreachable(err.to_string()),
             ClientError::NoWorker => CtlError::NoWorker(function.to_owned()),
-            ClientError::RateLimited | ClientError::ShuttingDown => {
+            ClientError::RateLimited | ClientError::BreakerOpen | ClientError::ShuttingDown => {
                 CtlError::Refused(err.to_string())
             }
             ClientError::Timeout => CtlError::Timeout,
@@ -199,6 +199,7 @@ mod tests {
         assert_eq!(code(ClientError::NoWorker), 4);
         assert_eq!(code(ClientError::Timeout), 5);
         assert_eq!(code(ClientError::RateLimited), 6);
+        assert_eq!(code(ClientError::BreakerOpen), 6);
         assert_eq!(code(ClientError::WorkerLost), 7);
         assert_eq!(code(ClientError::Protocol(String::new())), 8);
     }

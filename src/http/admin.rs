@@ -1,5 +1,6 @@
 //! Admin and introspection JSON: functions, workers, stats, health and readiness.
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::{web, HttpResponse};
@@ -22,6 +23,10 @@ struct WorkerView {
     max_jobs: u32,
     /// Unix seconds.
     connected_since: u64,
+    /// Its circuit breaker's state (`closed`, `open`, `half_open`) per function it serves;
+    /// absent with breakers off.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    breakers: BTreeMap<String, &'static str>,
 }
 
 #[derive(Serialize)]
@@ -69,6 +74,9 @@ impl From<WorkerSnapshot> for WorkerView {
             in_flight: w.in_flight,
             max_jobs: w.max_jobs,
             connected_since: since.map_or(0, |d| d.as_secs()),
+            breakers: (w.breakers.into_iter())
+                .map(|(function, state)| (function, state.as_str()))
+                .collect(),
         }
     }
 }

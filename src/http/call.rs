@@ -1,5 +1,6 @@
 //! `POST /call/{func}` and nmid's gateway protocol (`N-NMID-*` headers on any path): each
-//! request becomes a job actor directly, no loopback TCP hop.
+//! request becomes a job actor directly, no loopback TCP hop. With rate limits configured,
+//! the request's peer IP is its client for the per-client limit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::mime;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -16,7 +17,9 @@ use super::HttpState;
 use crate::actors::job::JobActor;
 use crate::call::{CallOutcome, CallSpec, JobId};
 use crate::codec::{Metadata, ParamsType, HANDLE_TYPE_ENCODE};
+use crate::rate_limit::ClientKey;
 use crate::retstruct::RetStruct;
+use crate::security::Grant;
 use crate::telemetry::{self, Hop};
 use tracing::Instrument;
 
@@ -78,7 +81,7 @@ pub async fn call(
         .cloned()
         .unwrap_or_else(|| HeaderValue::from(job_id.0));
     let call = new_call(req.headers(), &function, params, params_type, timeout);
-    let data = run_call(&state, job_id, call).await?;
+    let data = run_call(&state, job_id, call, client_of(&req)).await?;
     let mut response = data_response(data);
     response.headers_mut().insert(
         header::HeaderName::from_static(REQUEST_ID_HEADER),
@@ -116,7 +119,7 @@ pub async fn gateway(
         let (params, params_type) = json_body_params(body, pass_json)?;
         let timeout = timeout_from(req.headers(), state.job_timeout)?;
         let call = new_call(req.headers(), &function, params, params_type, timeout);
-        run_call(&state, JobId::next(), call).await
+        run_call(&state, JobId::next(), call, client_of(&req)).await
     }
     .await;
     match result {
@@ -157,16 +160,19 @@ async fn run_call(
     state: &HttpState,
     job_id: JobId,
     mut call: CallSpec,
+    client: ClientKey,
 ) -> Result<CallData, HttpError> {
     if !telemetry::enabled() {
-        return run_job(state, job_id, call).await;
+        return run_job(state, job_id, call, client).await;
     }
     // The HTTP hop's span: child of the request's traceparent, parent of the dispatch span.
     let function = call.function.to_string();
     let span = telemetry::hop_span(Hop::Http, &function, call.meta.as_deref());
     let meta = call.meta.take().map(|m| (*m).clone()).unwrap_or_default();
     call.meta = Some(Arc::new(telemetry::with_span_context(&span, meta)));
-    let result = run_job(state, job_id, call).instrument(span.clone()).await;
+    let result = (run_job(state, job_id, call, client))
+        .instrument(span.clone())
+        .await;
     telemetry::finish(
         &span,
         result.as_ref().map_or_else(HttpError::code, |_| "ok"),
@@ -174,7 +180,12 @@ async fn run_call(
     result
 }
 
-async fn run_job(state: &HttpState, job_id: JobId, call: CallSpec) -> Result<CallData, HttpError> {
+async fn run_job(
+    state: &HttpState,
+    job_id: JobId,
+    call: CallSpec,
+    client: ClientKey,
+) -> Result<CallData, HttpError> {
     let function = call.function.to_string();
     let function = function.as_str();
     if let Err(error) = call.validate(state.max_frame_bytes) {
@@ -183,6 +194,14 @@ async fn run_job(state: &HttpState, job_id: JobId, call: CallSpec) -> Result<Cal
             .metrics
             .record_refused(crate::metrics::Outcome::of_error(error));
         return Err(HttpError::from_call(error, function));
+    }
+    if let Some(limits) = &state.jobs.rate_limits {
+        if let Err(refusal) = limits.check(&call.function, &client) {
+            let configured = limits.limits_function(&call.function);
+            let metrics = &state.jobs.metrics;
+            metrics.record_rate_limited(&call.function, refusal.scope, configured);
+            return Err(HttpError::OverRateLimit { refusal });
+        }
     }
     let (tx, answer) = tokio::sync::oneshot::channel();
     // The waiter may be gone (the HTTP client disconnected): nothing to tell then.
@@ -215,6 +234,16 @@ async fn run_job(state: &HttpState, job_id: JobId, call: CallSpec) -> Result<Cal
         )),
         CallOutcome::Failed(error) => Err(HttpError::from_call(error, function)),
     }
+}
+
+/// The client a request counts as for the per-client rate limit: the token it authenticated
+/// with, else its peer's IP address (a request without one, which a real listener never
+/// makes, shares the overflow bucket).
+fn client_of(req: &HttpRequest) -> ClientKey {
+    let extensions = req.extensions();
+    let token = (extensions.get::<Arc<Grant>>()).and_then(|grant| grant.token_name());
+    req.peer_addr()
+        .map_or(ClientKey::Overflow, |addr| ClientKey::of(token, addr.ip()))
 }
 
 /// Cancels its job when dropped while armed.

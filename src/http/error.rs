@@ -46,6 +46,16 @@ pub enum HttpError {
     /// Every worker busy and the queue full: 429 with `Retry-After`.
     #[error("rate limited: every worker is busy and the queue is full")]
     RateLimited,
+    /// Over a configured rate limit (`[rate_limit]`): 429 with `Retry-After` in whole
+    /// seconds, from the limiter's wait.
+    #[error("{refusal}")]
+    OverRateLimit {
+        /// Which limit, and for how long.
+        refusal: crate::rate_limit::Refusal,
+    },
+    /// Every worker of the function has an open circuit breaker: 503.
+    #[error("circuit breaker open: no worker of {0} takes calls right now")]
+    BreakerOpen(String),
     /// Shutting down: 503.
     #[error("dispatcher is shutting down")]
     ShuttingDown,
@@ -80,6 +90,7 @@ impl HttpError {
             DispatchError::Forbidden => {
                 Self::Forbidden(format!("this token may not call {function}"))
             }
+            DispatchError::BreakerOpen => Self::BreakerOpen(function.to_owned()),
         }
     }
 
@@ -95,7 +106,8 @@ impl HttpError {
             HttpError::WorkerError(_) => "worker_error",
             HttpError::WorkerLost => "worker_lost",
             HttpError::Timeout => "timeout",
-            HttpError::RateLimited => "rate_limited",
+            HttpError::RateLimited | HttpError::OverRateLimit { .. } => "rate_limited",
+            HttpError::BreakerOpen(_) => "breaker_open",
             HttpError::ShuttingDown => "shutting_down",
             HttpError::TooLarge => "too_large",
             HttpError::Unauthorized => "unauthorized",
@@ -109,7 +121,8 @@ impl HttpError {
     pub fn nmid_status_type(&self) -> &'static str {
         match self {
             HttpError::UnknownFunction(_) | HttpError::NoWorker(_) => "PDT_CANT_DO",
-            HttpError::RateLimited => "PDT_RATELIMIT",
+            HttpError::RateLimited | HttpError::OverRateLimit { .. } => "PDT_RATELIMIT",
+            HttpError::BreakerOpen(_) => "PDT_BREAKER",
             _ => "PDT_ERROR",
         }
     }
@@ -125,7 +138,9 @@ impl ResponseError for HttpError {
     fn status_code(&self) -> StatusCode {
         match self {
             HttpError::UnknownFunction(_) => StatusCode::NOT_FOUND,
-            HttpError::NoWorker(_) | HttpError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::NoWorker(_) | HttpError::ShuttingDown | HttpError::BreakerOpen(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::BodyTooLarge(_) | HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -133,7 +148,9 @@ impl ResponseError for HttpError {
                 StatusCode::BAD_GATEWAY
             }
             HttpError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::RateLimited | HttpError::OverRateLimit { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
             HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -142,16 +159,23 @@ impl ResponseError for HttpError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if *self == HttpError::RateLimited {
-            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
-        }
-        if *self == HttpError::Unauthorized {
-            // Bearer for programs; Basic (any user name, the secret as the password) lets a
-            // browser ask for it, so the dashboard works with auth on.
-            response.insert_header((
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer realm="nmid", Basic realm="nmid""#),
-            ));
+        match self {
+            HttpError::RateLimited => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            HttpError::OverRateLimit { refusal } => {
+                let secs = HeaderValue::from(refusal.retry_after_secs());
+                response.insert_header((header::RETRY_AFTER, secs));
+            }
+            HttpError::Unauthorized => {
+                // Bearer for programs; Basic (any user name, the secret as the password) lets
+                // a browser ask for it, so the dashboard works with auth on.
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="nmid", Basic realm="nmid""#),
+                ));
+            }
+            _ => {}
         }
         response.json(ErrorBody {
             error: self.to_string(),

@@ -139,6 +139,8 @@ mod tests {
                 registry: Registry::new(16).start(),
                 retries: 1,
                 metrics: Arc::new(Metrics::new()),
+                rate_limits: None,
+                breakers: false,
             },
             job_timeout: Duration::from_secs(1),
             max_body_bytes: 32,

@@ -92,6 +92,15 @@ impl Grant {
         self.source == Source::Internal
     }
 
+    /// The token's name when a token authenticated it: who the caller is, whichever host it
+    /// connects from (a v1 grant covers every peer of its networks, so it names no one).
+    pub fn token_name(&self) -> Option<&str> {
+        match &self.source {
+            Source::Token { name, .. } => Some(name),
+            Source::V1Peer | Source::Internal => None,
+        }
+    }
+
     /// Whether it has `role`.
     pub fn has(&self, role: Roles) -> bool {
         self.roles.has(role)

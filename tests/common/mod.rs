@@ -264,6 +264,20 @@ impl Peer {
         }
     }
 
+    /// Connects from the local address `source` (any of 127.0.0.0/8 on Linux), so that the
+    /// dispatcher sees another client host: per-IP limits, rate limits.
+    pub async fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind the source address");
+        let stream = socket.connect(addr).await.expect("connect to dispatcher");
+        stream.set_nodelay(true).unwrap();
+        Self {
+            conn: Framed::new(stream, NmidCodec::default()),
+        }
+    }
+
     pub async fn send(&mut self, frame: Frame) {
         self.conn.send(frame).await.expect("send frame");
     }
