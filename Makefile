@@ -44,14 +44,15 @@ doc:
 	$(CARGO) doc --no-deps
 
 ## Benchmark us against NATS request-reply, gearmand, the one-hop floor and HTTP, then what
-## [auth] and [tls] cost (us-tagged against itself with each on, 64 in flight, 32 B), then the
-## codec micro-benchmarks (about 18 minutes). Installs what it lacks (nats-server, gearmand,
+## [auth], [tls], and rate limits with breakers cost (us-tagged against itself with each on,
+## 64 in flight, 32 B), then the codec micro-benchmarks (about 18 minutes). Installs what it lacks (nats-server, gearmand,
 ## wrk); results in bench-results/<time>.json and .md. See BENCHMARKS.md.
 bench: deps
 	./scripts/bench-deps
 	$(CARGO) build --locked --release --bin nmid
 	ulimit -n "$$(ulimit -H -n)" 2>/dev/null || true; $(CARGO) bench --locked --bench compare
-	$(CARGO) bench --locked --bench compare -- --systems us-tagged,us-tagged-auth,us-tagged-tls \
+	$(CARGO) bench --locked --bench compare -- \
+		--systems us-tagged,us-tagged-auth,us-tagged-tls,us-tagged-guard \
 		--levels 64 --payloads 32 --no-scale --no-cluster
 	$(CARGO) bench --locked --bench micro
 

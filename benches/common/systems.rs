@@ -5,6 +5,8 @@
 //! - *http*: the same nmid with its HTTP port; wrk posts to `/call/Echo`.
 //! - *us-tagged-auth*, *us-tagged-tls*: us-tagged with `[auth]` on (every process presents a
 //!   token) or with `[tls]` on (certificates made for the run), for what each costs.
+//! - *us-tagged-guard*: us-tagged with a per-client and a per-function rate limit (set far
+//!   above the load, so every call is checked and none refused) and circuit breakers on.
 //! - *nats*: `nats-server` and 2 responder processes in one queue group.
 //! - *gearmand*: `gearmand --threads=2` and 2 worker processes of 2 connections each.
 //! - *floor*, *floor-client*: no broker, just the echo server (`--role echo-server`).
@@ -55,6 +57,8 @@ pub enum System {
     UsTaggedAuth,
     /// us-tagged with `[tls]` on: every connection is TLS.
     UsTaggedTls,
+    /// us-tagged with `[rate_limit]` and `[breaker]` on.
+    UsTaggedGuard,
 }
 
 /// What drives the calls of a cell.
@@ -79,7 +83,7 @@ impl System {
     ];
     /// Every system `--systems` accepts: [`System::ALL`] and the security ones (`make bench`
     /// runs those at 64 in flight, 32 B, beside us-tagged).
-    pub const KNOWN: [System; 9] = [
+    pub const KNOWN: [System; 10] = [
         System::UsTagged,
         System::UsV1,
         System::Nats,
@@ -89,6 +93,7 @@ impl System {
         System::Http,
         System::UsTaggedAuth,
         System::UsTaggedTls,
+        System::UsTaggedGuard,
     ];
     /// The systems of `--quick`: the two its ratio line divides by, and us.
     pub const QUICK: [System; 3] = [System::UsTagged, System::Nats, System::Floor];
@@ -105,6 +110,7 @@ impl System {
             System::Http => "http",
             System::UsTaggedAuth => "us-tagged-auth",
             System::UsTaggedTls => "us-tagged-tls",
+            System::UsTaggedGuard => "us-tagged-guard",
         }
     }
 
@@ -120,15 +126,18 @@ impl System {
             System::Http => "us, HTTP POST /call/Echo (wrk)",
             System::UsTaggedAuth => "us, tagged, [auth] on (tokens, per-call grant check)",
             System::UsTaggedTls => "us, tagged, [tls] on (every connection TLS 1.3)",
+            System::UsTaggedGuard => "us, tagged, rate limits and breakers on (none refused)",
         }
     }
 
     /// What drives its calls.
     pub fn driver(self) -> Driver {
         match self {
-            System::UsTagged | System::UsTaggedAuth | System::UsTaggedTls | System::FloorClient => {
-                Driver::Role(Caller::Tagged)
-            }
+            System::UsTagged
+            | System::UsTaggedAuth
+            | System::UsTaggedTls
+            | System::UsTaggedGuard
+            | System::FloorClient => Driver::Role(Caller::Tagged),
             System::UsV1 => Driver::Role(Caller::V1),
             System::Nats => Driver::Role(Caller::Nats),
             System::Gearmand => Driver::Role(Caller::Gearman),
@@ -156,6 +165,7 @@ impl System {
                 | System::Http
                 | System::UsTaggedAuth
                 | System::UsTaggedTls
+                | System::UsTaggedGuard
         )
     }
 }
@@ -348,7 +358,7 @@ impl Launcher {
                     ..Running::default()
                 })
             }
-            System::UsTaggedAuth | System::UsTaggedTls => {
+            System::UsTaggedAuth | System::UsTaggedTls | System::UsTaggedGuard => {
                 let (config, env) = self.security_files(system)?;
                 let mut procs = vec![self.start_nmid_with(None, None, &["--config", &config])?];
                 for i in 1..=2 {
@@ -524,7 +534,8 @@ const BENCH_SECRET: &str = "nmid-bench-secret-0123456789abcdef";
 impl Launcher {
     /// The dispatcher's config file of a security system, in the logs directory, and the
     /// environment its workers and load generator need: for auth a token with every role
-    /// on every function; for TLS a CA and a server certificate made for this run.
+    /// on every function; for TLS a CA and a server certificate made for this run; for the
+    /// guard, limits far above any load this harness offers (10^9 calls a second).
     fn security_files(&self, system: System) -> anyhow::Result<(String, Vec<(String, String)>)> {
         let path = |file: &str| self.logs.join(file).display().to_string();
         let (text, env) = match system {
@@ -534,6 +545,14 @@ impl Launcher {
                      roles = [\"worker\", \"client\"]\nfunctions = [\"{FUNCTION}\", \"Dummy*\"]\n"
                 ),
                 vec![("NMID_TOKEN".to_owned(), BENCH_SECRET.to_owned())],
+            ),
+            System::UsTaggedGuard => (
+                format!(
+                    "[rate_limit]\nper_client_per_second = 1000000000\n\
+                     [[rate_limit.function]]\nname = \"{FUNCTION}\"\nper_second = 1000000000\n\
+                     [breaker]\nenabled = true\nrule = 3\n"
+                ),
+                Vec::new(),
             ),
             _ => {
                 let ca_params = {
