@@ -164,10 +164,14 @@ async fn never_reading(binary: &PathBuf) -> String {
         }
         peak = peak.max(nmid.rss());
     }
-    let closed = closed_within(&mut stream, Duration::from_secs(15)).await;
+    // Still not reading for past `tcp.slow_consumer_timeout_ms` (10 s by default); only
+    // then read, to see whether the dispatcher closed it (reading earlier would make it a
+    // reader, which is not closed).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let closed = closed_within(&mut stream, Duration::from_secs(5)).await;
     worker.stop().await;
     format!(
-        "{} MiB of calls accepted of 100 MiB sent; RSS +{} MiB; closed within 15 s: {closed}",
+        "{} MiB of calls accepted of 100 MiB sent; RSS +{} MiB; closed after 12 s unread: {closed}",
         sent / MIB,
         peak.saturating_sub(before) / MIB
     )

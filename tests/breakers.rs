@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{start_dispatcher_with_http, Peer, TestDispatcher, PATIENCE};
+use common::{post_json, start_dispatcher_with_http, Peer, TestDispatcher, PATIENCE};
 use nmid::breaker::BreakerState;
 use nmid::client::{CallOptions, Client, ClientError};
 use nmid::config::Config;
@@ -343,23 +343,13 @@ fn bad_breaker_settings_are_refused_by_key() {
     assert_eq!(settings.open_timeout, Duration::from_secs(30));
 }
 
-/// `POST path` with an empty JSON body and `headers`: status, headers, body text.
+/// `POST path` of the dispatcher's HTTP port with an empty JSON body and `headers`.
 async fn post(
     dispatcher: &TestDispatcher,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, awc::http::header::HeaderMap, String) {
-    let url = format!("{}{path}", dispatcher.http_url());
-    let mut request = awc::Client::default()
-        .post(url)
-        .insert_header(("content-type", "application/json"));
-    for header in headers {
-        request = request.insert_header(*header);
-    }
-    let mut response = request.send_body("{}").await.expect("an HTTP response");
-    let body = response.body().await.expect("the body");
-    let body = String::from_utf8_lossy(&body).into_owned();
-    (response.status().as_u16(), response.headers().clone(), body)
+    post_json(&format!("{}{path}", dispatcher.http_url()), headers).await
 }
 
 async fn get_text(dispatcher: &TestDispatcher, path: &str) -> String {

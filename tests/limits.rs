@@ -218,9 +218,11 @@ async fn incomplete_frames_are_bounded_and_closed_at_their_deadline() {
         refused >= 36.0,
         "only {refused} refused over a 16 MiB budget"
     );
-    // The budget is 16 MiB; buffers may hold up to twice what arrived while they grow, and
-    // a connection reads what its buffer has room for before its frame is refused.
-    assert!(grown < 100 * MIB, "RSS grew {grown} bytes");
+    // The budget is 16 MiB of buffer capacity. Above it: a refused connection's last
+    // growth (allocated, then refused and freed), freed memory the allocator has not
+    // purged yet (it is asked to once a second), and the allocator's own segments.
+    // (Counted by bytes received instead of capacity, the peak was 65 MiB.)
+    assert!(grown < 64 * MIB, "RSS grew {grown} bytes");
     assert!(
         after <= 48 * MIB,
         "{after} bytes over the start once closed"

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{start_dispatcher_with, start_dispatcher_with_http, Peer, TestDispatcher, PATIENCE};
+use common::{
+    post_json, start_dispatcher_with, start_dispatcher_with_http, Peer, TestDispatcher, PATIENCE,
+};
 use nmid::client::{Client, ClientError};
 use nmid::codec::Frame;
 use nmid::config::{Config, FunctionRateLimitConfig, TokenConfig};
@@ -204,9 +206,9 @@ async fn over_the_limit_http_answers_429_with_retry_after() {
     let dispatcher = start_dispatcher_with_http(config);
     let worker = echo_worker(&dispatcher).await;
     let url = |function: &str| format!("{}/call/{function}", dispatcher.http_url());
-    let (status, _, _) = post(&url("Echo"), &[]).await;
+    let (status, _, _) = post_json(&url("Echo"), &[]).await;
     assert_eq!(status, 200);
-    let (status, headers, body) = post(&url("Echo"), &[]).await;
+    let (status, headers, body) = post_json(&url("Echo"), &[]).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(headers.get("retry-after").unwrap(), "1");
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -220,7 +222,7 @@ async fn over_the_limit_http_answers_429_with_retry_after() {
         ("N-NMID-RequestType", "HTTP_DO_WORK"),
         ("N-NMID-FunctionName", "Other"),
     ];
-    let (status, headers, body) = post(&format!("{}/any", dispatcher.http_url()), &gateway).await;
+    let (status, headers, body) = post_json(&format!("{}/any", dispatcher.http_url()), &gateway).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(headers.get("retry-after").unwrap(), "1");
     assert_eq!(
@@ -330,7 +332,7 @@ async fn with_auth_on_a_client_is_its_token() {
     assert_eq!(call(&alice_again).await, Err(ClientError::RateLimited));
     let url = format!("{}/call/Echo", dispatcher.http_url());
     let alice_http = ("authorization", format!("Bearer {ALICE}"));
-    let (status, _, body) = post(&url, &[(alice_http.0, alice_http.1.as_str())]).await;
+    let (status, _, body) = post_json(&url, &[(alice_http.0, alice_http.1.as_str())]).await;
     assert_eq!(status, 429, "{body}");
     // Bob, from the same address, has his own bucket: by address he would be refused.
     for _ in 0..3 {
@@ -402,20 +404,6 @@ fn bad_rate_limit_settings_are_refused_by_key() {
     );
     // The defaults limit nothing.
     assert!(!Config::default().rate_limit_settings().any());
-}
-
-/// `POST url` with an empty JSON body and `headers`: status, headers, body text.
-async fn post(url: &str, headers: &[(&str, &str)]) -> (u16, awc::http::header::HeaderMap, String) {
-    let mut request = awc::Client::default()
-        .post(url)
-        .insert_header(("content-type", "application/json"));
-    for header in headers {
-        request = request.insert_header(*header);
-    }
-    let mut response = request.send_body("{}").await.expect("an HTTP response");
-    let body = response.body().await.expect("the body");
-    let body = String::from_utf8_lossy(&body).into_owned();
-    (response.status().as_u16(), response.headers().clone(), body)
 }
 
 /// `GET path` of the dispatcher's HTTP port: status and body text.

@@ -334,17 +334,7 @@ impl Launcher {
             System::UsTagged | System::UsV1 | System::Http => {
                 let http = (system == System::Http).then_some(ports.nmid_http);
                 let mut procs = vec![self.start_nmid(http, None)?];
-                for i in 1..=2 {
-                    procs.push(self.start_role(
-                        &format!("worker-{i}"),
-                        Role::Worker,
-                        RoleName::NmidWorker,
-                        &[
-                            ("addr", local(ports.nmid_tcp)),
-                            ("slots", WORKER_SLOTS.to_string()),
-                        ],
-                    )?);
-                }
+                procs.extend(self.start_nmid_workers(&[])?);
                 let target = match http {
                     Some(port) => {
                         wait_http_echo(port)?;
@@ -361,18 +351,7 @@ impl Launcher {
             System::UsTaggedAuth | System::UsTaggedTls | System::UsTaggedGuard => {
                 let (config, env) = self.security_files(system)?;
                 let mut procs = vec![self.start_nmid_with(None, None, &["--config", &config])?];
-                for i in 1..=2 {
-                    procs.push(self.start_role_with(
-                        &format!("worker-{i}"),
-                        Role::Worker,
-                        RoleName::NmidWorker,
-                        &[
-                            ("addr", local(ports.nmid_tcp)),
-                            ("slots", WORKER_SLOTS.to_string()),
-                        ],
-                        &env,
-                    )?);
-                }
+                procs.extend(self.start_nmid_workers(&env)?);
                 Ok(Running {
                     procs,
                     target: local(ports.nmid_tcp),
@@ -505,6 +484,22 @@ impl Launcher {
         args: &[(&str, String)],
     ) -> anyhow::Result<Proc> {
         self.start_role_with(name, kind, role, args, &[])
+    }
+
+    /// The two worker processes (our worker library) of nmid's systems, with `env`.
+    fn start_nmid_workers(&self, env: &[(String, String)]) -> anyhow::Result<Vec<Proc>> {
+        let addr = format!("127.0.0.1:{}", self.ports.nmid_tcp);
+        (1..=2)
+            .map(|i| {
+                self.start_role_with(
+                    &format!("worker-{i}"),
+                    Role::Worker,
+                    RoleName::NmidWorker,
+                    &[("addr", addr.clone()), ("slots", WORKER_SLOTS.to_string())],
+                    env,
+                )
+            })
+            .collect()
     }
 
     /// [`Launcher::start_role`] with environment variables (a token, a CA file).

@@ -108,7 +108,8 @@ pub type PartialSince = Rc<Cell<Option<Instant>>>;
 pub struct InboundCodec {
     codec: NmidCodec,
     budget: Arc<FrameBudget>,
-    /// Bytes of an incomplete frame this connection holds in the budget.
+    /// Bytes of an incomplete frame this connection holds in the budget: its buffer's
+    /// capacity.
     held: usize,
     partial_since: PartialSince,
 }
@@ -161,7 +162,10 @@ impl Decoder for InboundCodec {
             // beginning, counted when the decoder comes back for it and finds it incomplete.
             Ok(Some(_)) if self.held > 0 => self.hold(0)?,
             Ok(Some(_)) => {}
-            Ok(None) => self.hold(src.len())?,
+            // What the buffer has allocated, not what arrived: it grows by doubling, so the
+            // bytes received can be half of the memory held.
+            Ok(None) if src.is_empty() => self.hold(0)?,
+            Ok(None) => self.hold(src.capacity())?,
             Err(_) => self.hold(0)?,
         }
         Ok(frame?)
@@ -193,23 +197,45 @@ mod tests {
     /// refused, and a connection's bytes come back when its frame completes or it closes.
     #[test]
     fn incomplete_frames_share_one_bounded_budget() {
-        let budget = FrameBudget::new(100);
+        // What each partial frame's buffer allocates once decoded (room to spare).
+        let capacity_of = |body_len, sent| {
+            let mut codec = InboundCodec::new(1000, FrameBudget::new(1 << 20), <_>::default());
+            let mut buf = partial_frame(body_len, sent);
+            assert!(codec.decode(&mut buf).unwrap().is_none());
+            buf.capacity()
+        };
+        let (first, second) = (capacity_of(500, 48), capacity_of(500, 30));
+        assert!(first >= 60 && second >= 42, "{first} {second}");
+        // Room for either, not both.
+        let max = first + second - 1;
+        let budget = FrameBudget::new(max);
         let mut a = InboundCodec::new(1000, budget.clone(), PartialSince::default());
         let mut b = InboundCodec::new(1000, budget.clone(), PartialSince::default());
         assert!(a.decode(&mut partial_frame(500, 48)).unwrap().is_none());
-        assert_eq!(budget.held(), 60);
+        assert_eq!(budget.held(), first);
         let refused = b.decode(&mut partial_frame(500, 30));
-        assert!(matches!(
-            refused,
-            Err(InboundError::IncompleteFrames {
-                wanted: 102,
-                max: 100
-            })
-        ));
+        assert!(
+            matches!(refused, Err(InboundError::IncompleteFrames { wanted, max: m })
+                if wanted == first + second && m == max),
+            "{refused:?}"
+        );
+        assert_eq!(budget.held(), first);
         drop(a);
         assert_eq!(budget.held(), 0);
         assert!(b.decode(&mut partial_frame(500, 30)).unwrap().is_none());
-        assert_eq!(budget.held(), 42);
+        assert_eq!(budget.held(), second);
+    }
+
+    /// A buffer that grew by doubling is counted at its capacity, not at the bytes in it.
+    #[test]
+    fn the_budget_counts_what_the_buffer_allocated() {
+        let budget = FrameBudget::new(1 << 20);
+        let mut codec = InboundCodec::new(1 << 20, budget.clone(), PartialSince::default());
+        let mut buf = partial_frame(100_000, 0);
+        buf.reserve(70_000);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() >= 70_000);
+        assert_eq!(budget.held(), buf.capacity());
     }
 
     /// The clock starts when a frame begins and stops when no frame is incomplete.

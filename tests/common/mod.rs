@@ -429,3 +429,20 @@ pub fn vector(name: &str) -> Vec<u8> {
         .unwrap();
     hex::decode(hex).unwrap()
 }
+
+/// `POST url` with an empty JSON body and `headers`: status, headers, body text.
+pub async fn post_json(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, awc::http::header::HeaderMap, String) {
+    let mut request = awc::Client::default()
+        .post(url)
+        .insert_header(("content-type", "application/json"));
+    for header in headers {
+        request = request.insert_header(*header);
+    }
+    let mut response = request.send_body("{}").await.expect("an HTTP response");
+    let body = response.body().await.expect("the body");
+    let body = String::from_utf8_lossy(&body).into_owned();
+    (response.status().as_u16(), response.headers().clone(), body)
+}
