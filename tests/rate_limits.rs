@@ -222,7 +222,8 @@ async fn over_the_limit_http_answers_429_with_retry_after() {
         ("N-NMID-RequestType", "HTTP_DO_WORK"),
         ("N-NMID-FunctionName", "Other"),
     ];
-    let (status, headers, body) = post_json(&format!("{}/any", dispatcher.http_url()), &gateway).await;
+    let (status, headers, body) =
+        post_json(&format!("{}/any", dispatcher.http_url()), &gateway).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(headers.get("retry-after").unwrap(), "1");
     assert_eq!(
