@@ -1,7 +1,8 @@
 //! Run: `make bench` (or `cargo bench --bench compare -- [--quick]` after
 //! `cargo build --release --bin nmid`). Us against the peers on this machine, in one run:
 //! nmid (tagged and v1 clients, and HTTP under wrk), nats-server request-reply, gearmand,
-//! and the one-hop floor (client <-> echo server, no broker).
+//! the one-hop floor (client <-> echo server, no broker), and the HTTP floor (a bare
+//! actix-web server answering wrk's posts itself, with nmid's HTTP worker count).
 //!
 //! Every system serves `Echo` (upper-case the payload) to a closed-loop load of 1, 64 or 512
 //! calls in flight, 32 B or 4 KiB payloads, warm-up excluded, 3 repetitions (medians with
