@@ -19,13 +19,14 @@ use super::systems::{Ports, System};
     about = "nmid against nats-server, gearmand, the one-hop floor, and HTTP against its floor"
 )]
 pub struct Options {
-    /// 64 in flight, 32 B, us-tagged vs nats vs floor, one repetition; ends with the line
-    /// `ratio_vs_nats=<x> ratio_vs_floor=<y>`, and fails on any error instead.
+    /// 64 in flight, 32 B, us-tagged vs nats vs floor, and http, one repetition; ends with
+    /// the line `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z>` (throughputs:
+    /// us-tagged / nats, us-tagged / floor, http / us-tagged), and fails on any error instead.
     #[arg(long)]
     pub quick: bool,
     /// Systems to run, comma-separated: us-tagged, us-v1, nats, gearmand, floor,
     /// floor-client, http, http-floor (and us-tagged-auth, us-tagged-tls, us-tagged-guard)
-    /// [default: all but those three; us-tagged,nats,floor with --quick].
+    /// [default: all but those three; us-tagged,nats,floor,http with --quick].
     #[arg(long, value_delimiter = ',', value_parser = system)]
     pub systems: Option<Vec<System>>,
     /// Calls in flight, comma-separated [default: 1,64,512; 64 with --quick].

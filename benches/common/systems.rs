@@ -102,8 +102,9 @@ impl System {
         System::UsTaggedTls,
         System::UsTaggedGuard,
     ];
-    /// The systems of `--quick`: the two its ratio line divides by, and us.
-    pub const QUICK: [System; 3] = [System::UsTagged, System::Nats, System::Floor];
+    /// The systems of `--quick`: us, the two its ratio line divides us by, and HTTP (which
+    /// it divides by us).
+    pub const QUICK: [System; 4] = [System::UsTagged, System::Nats, System::Floor, System::Http];
 
     /// The id used on the command line and in the results (`us-tagged`).
     pub fn id(self) -> &'static str {
