@@ -56,8 +56,9 @@ bench: deps
 		--levels 64 --payloads 32 --no-scale --no-cluster
 	$(CARGO) bench --locked --bench micro
 
-## Under a minute once built: 64 calls in flight, 32 B, us vs NATS vs the floor. The last
-## line printed is `ratio_vs_nats=<x> ratio_vs_floor=<y>`.
+## Under a minute once built: 64 calls in flight, 32 B, us vs NATS vs the floor, and HTTP
+## (wrk). The last line printed is `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z>`:
+## us-tagged / nats, us-tagged / floor, http / us-tagged (throughputs, same run).
 bench-quick: deps
 	./scripts/bench-deps
 	$(CARGO) build --locked --release --bin nmid

@@ -1,7 +1,8 @@
 //! Run: `make bench` (or `cargo bench --bench compare -- [--quick]` after
 //! `cargo build --release --bin nmid`). Us against the peers on this machine, in one run:
 //! nmid (tagged and v1 clients, and HTTP under wrk), nats-server request-reply, gearmand,
-//! and the one-hop floor (client <-> echo server, no broker).
+//! the one-hop floor (client <-> echo server, no broker), and the HTTP floor (a bare
+//! actix-web server answering wrk's posts itself, with nmid's HTTP worker count).
 //!
 //! Every system serves `Echo` (upper-case the payload) to a closed-loop load of 1, 64 or 512
 //! calls in flight, 32 B or 4 KiB payloads, warm-up excluded, 3 repetitions (medians with
@@ -18,8 +19,9 @@
 //! port stops the run before anything starts. Every child is killed by its PID when its
 //! guard drops (and on SIGINT/SIGTERM); every load loop is bounded in count and time.
 //! Results go to `bench-results/<unix-time>.json` and `.md`. `--quick` (C=64, 32 B, us vs
-//! NATS vs floor, one ~4 s repetition) ends with the line
-//! `ratio_vs_nats=<x> ratio_vs_floor=<y>`. Any failed call in a measured window, or a
+//! NATS vs floor, and HTTP, one ~4 s repetition) ends with the line
+//! `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z>` (throughputs: us-tagged / nats,
+//! us-tagged / floor, http / us-tagged). Any failed call in a measured window, or a
 //! process of a system dying, fails the cell: `--quick` stops there with an error naming the
 //! system and the count; a full run reports the cell as failed, writes its files, and exits
 //! non-zero at the end.
@@ -122,10 +124,10 @@ fn bench(settings: Settings) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(h.launcher.logs());
     if h.settings.quick {
-        let Some((vs_nats, vs_floor)) = report.quick_ratios() else {
-            bail!("quick run incomplete: us-tagged, nats and floor must all produce results");
+        let Some(ratios) = report.quick_ratios() else {
+            bail!("quick run incomplete: us-tagged, nats, floor and http must all produce results");
         };
-        println!("ratio_vs_nats={vs_nats:.2} ratio_vs_floor={vs_floor:.2}");
+        println!("{ratios}");
     }
     Ok(())
 }

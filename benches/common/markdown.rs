@@ -176,12 +176,14 @@ pub fn results_table(cells: &[Cell], payloads: &[usize], levels: &[usize]) -> St
     md
 }
 
-/// The ratios table: us (tagged) against each peer, and HTTP against TCP.
+/// The ratios table: us (tagged) against each peer, HTTP against TCP, and HTTP against the
+/// bare actix-web server (http / http-floor: what the dispatcher costs behind actix-web).
 pub fn ratios_table(cells: &[Cell], payloads: &[usize], levels: &[usize]) -> String {
     let mut md = String::from(
         "| payload | in flight | us/NATS | us/gearmand | us/floor | us/one hop, our client \
-         | us v1/NATS | HTTP/us TCP | p99 us vs NATS | p50 us vs NATS | CPU/call us vs NATS |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | us v1/NATS | HTTP/us TCP | HTTP / bare actix-web | p99 us vs NATS | p50 us vs NATS \
+         | CPU/call us vs NATS |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for &payload in payloads {
         for &level in levels {
@@ -203,13 +205,14 @@ pub fn ratios_table(cells: &[Cell], payloads: &[usize], levels: &[usize]) -> Str
             };
             let _ = writeln!(
                 md,
-                "| {payload} B | {level} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {payload} B | {level} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 fmt_ratio(ratio(tput("us-tagged"), tput("nats"))),
                 fmt_ratio(ratio(tput("us-tagged"), tput("gearmand"))),
                 fmt_ratio(ratio(tput("us-tagged"), tput("floor"))),
                 fmt_ratio(ratio(tput("us-tagged"), tput("floor-client"))),
                 fmt_ratio(ratio(tput("us-v1"), tput("nats"))),
                 fmt_ratio(ratio(tput("http"), tput("us-tagged"))),
+                fmt_ratio(ratio(tput("http"), tput("http-floor"))),
                 lat(|c| c.p99_us),
                 lat(|c| c.p50_us),
                 cpu,

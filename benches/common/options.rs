@@ -16,15 +16,17 @@ use super::systems::{Ports, System};
 #[command(
     name = "compare",
     bin_name = "cargo bench --bench compare --",
-    about = "nmid against nats-server, gearmand, the one-hop floor and HTTP, on this machine"
+    about = "nmid against nats-server, gearmand, the one-hop floor, and HTTP against its floor"
 )]
 pub struct Options {
-    /// 64 in flight, 32 B, us-tagged vs nats vs floor, one repetition; ends with the line
-    /// `ratio_vs_nats=<x> ratio_vs_floor=<y>`, and fails on any error instead.
+    /// 64 in flight, 32 B, us-tagged vs nats vs floor, and http, one repetition; ends with
+    /// the line `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z>` (throughputs:
+    /// us-tagged / nats, us-tagged / floor, http / us-tagged), and fails on any error instead.
     #[arg(long)]
     pub quick: bool,
     /// Systems to run, comma-separated: us-tagged, us-v1, nats, gearmand, floor,
-    /// floor-client, http [default: all; us-tagged,nats,floor with --quick].
+    /// floor-client, http, http-floor (and us-tagged-auth, us-tagged-tls, us-tagged-guard)
+    /// [default: all but those three; us-tagged,nats,floor,http with --quick].
     #[arg(long, value_delimiter = ',', value_parser = system)]
     pub systems: Option<Vec<System>>,
     /// Calls in flight, comma-separated [default: 1,64,512; 64 with --quick].
@@ -54,8 +56,8 @@ pub struct Options {
     /// Only the cluster section: etcd and three dispatchers on ports P+50, P+51, P+60..P+63.
     #[arg(long)]
     pub cluster_only: bool,
-    /// Ports P+8, P+9, P+22, P+30 and P+40 on 127.0.0.1; a busy one stops the run before
-    /// anything starts.
+    /// Ports P+8, P+9, P+22, P+30, P+40 and P+41 on 127.0.0.1; a busy one stops the run
+    /// before anything starts.
     #[arg(long, default_value_t = 26800, value_parser = clap::value_parser!(u16).range(1..=65_495))]
     pub port_base: u16,
     /// Pipelined connections of the load generators at 512 calls in flight.
@@ -107,9 +109,12 @@ pub struct ChildOptions {
     /// nmid-worker: worker connections (sessions).
     #[arg(long, hide = true, default_value_t = 1)]
     pub sessions: usize,
-    /// echo-server: the port to listen on, on 127.0.0.1.
+    /// echo-server, http-echo-server: the port to listen on, on 127.0.0.1.
     #[arg(long, hide = true, default_value_t = 0)]
     pub port: u16,
+    /// http-echo-server: actix-web worker threads.
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub workers: usize,
 }
 
 impl ChildOptions {

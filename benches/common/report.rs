@@ -396,6 +396,28 @@ impl Machine {
     }
 }
 
+/// The throughput ratios `--quick` ends with, all from the same run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuickRatios {
+    /// us-tagged / nats.
+    pub vs_nats: f64,
+    /// us-tagged / floor.
+    pub vs_floor: f64,
+    /// http / us-tagged: what the HTTP front end serves of what the TCP one does.
+    pub http_vs_tcp: f64,
+}
+
+impl fmt::Display for QuickRatios {
+    /// The line: `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ratio_vs_nats={:.2} ratio_vs_floor={:.2} http_vs_tcp={:.2}",
+            self.vs_nats, self.vs_floor, self.http_vs_tcp
+        )
+    }
+}
+
 /// Everything a run measured, ready to be written.
 #[derive(Debug)]
 pub struct Report {
@@ -462,14 +484,18 @@ impl Report {
         out
     }
 
-    /// `(us / NATS, us / floor)` throughput at the first payload and level, when all three
-    /// succeeded.
-    pub fn quick_ratios(&self) -> Option<(f64, f64)> {
+    /// The throughput ratios of `--quick`'s last line at the first payload and level, when
+    /// us-tagged, nats, floor and http all succeeded.
+    pub fn quick_ratios(&self) -> Option<QuickRatios> {
         let s = &self.settings;
         let tput =
             |sys: &str| find(&self.cells, sys, s.payloads[0], s.levels[0]).map(|c| c.calls_per_s);
-        let (us, nats, floor) = (tput("us-tagged")?, tput("nats")?, tput("floor")?);
-        Some((us / nats, us / floor))
+        let us = tput("us-tagged")?;
+        Some(QuickRatios {
+            vs_nats: us / tput("nats")?,
+            vs_floor: us / tput("floor")?,
+            http_vs_tcp: tput("http")? / us,
+        })
     }
 
     /// The markdown document (see `markdown`).

@@ -3,6 +3,9 @@
 //! - *us-tagged*, *us-v1*: the release `nmid` (`--no-http`) and 2 worker processes
 //!   (`--role nmid-worker`, our worker library); the load generator connects to nmid's TCP port.
 //! - *http*: the same nmid with its HTTP port; wrk posts to `/call/Echo`.
+//! - *http-floor*: no dispatcher: a bare actix-web server (`--role http-echo-server`) with
+//!   as many workers as nmid's HTTP front end, answering the same posts itself; wrk as for
+//!   *http*.
 //! - *us-tagged-auth*, *us-tagged-tls*: us-tagged with `[auth]` on (every process presents a
 //!   token) or with `[tls]` on (certificates made for the run), for what each costs.
 //! - *us-tagged-guard*: us-tagged with a per-client and a per-function rate limit (set far
@@ -53,6 +56,8 @@ pub enum System {
     FloorClient,
     /// nmid's HTTP front end under wrk.
     Http,
+    /// The HTTP floor: a bare actix-web server answering the posts itself, under wrk.
+    HttpFloor,
     /// us-tagged with `[auth]` on: workers and client present a token.
     UsTaggedAuth,
     /// us-tagged with `[tls]` on: every connection is TLS.
@@ -72,7 +77,7 @@ pub enum Driver {
 
 impl System {
     /// Every system, in table order.
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 8] = [
         System::UsTagged,
         System::UsV1,
         System::Nats,
@@ -80,10 +85,11 @@ impl System {
         System::Floor,
         System::FloorClient,
         System::Http,
+        System::HttpFloor,
     ];
     /// Every system `--systems` accepts: [`System::ALL`] and the security ones (`make bench`
     /// runs those at 64 in flight, 32 B, beside us-tagged).
-    pub const KNOWN: [System; 10] = [
+    pub const KNOWN: [System; 11] = [
         System::UsTagged,
         System::UsV1,
         System::Nats,
@@ -91,12 +97,14 @@ impl System {
         System::Floor,
         System::FloorClient,
         System::Http,
+        System::HttpFloor,
         System::UsTaggedAuth,
         System::UsTaggedTls,
         System::UsTaggedGuard,
     ];
-    /// The systems of `--quick`: the two its ratio line divides by, and us.
-    pub const QUICK: [System; 3] = [System::UsTagged, System::Nats, System::Floor];
+    /// The systems of `--quick`: us, the two its ratio line divides us by, and HTTP (which
+    /// it divides by us).
+    pub const QUICK: [System; 4] = [System::UsTagged, System::Nats, System::Floor, System::Http];
 
     /// The id used on the command line and in the results (`us-tagged`).
     pub fn id(self) -> &'static str {
@@ -108,6 +116,7 @@ impl System {
             System::Floor => "floor",
             System::FloorClient => "floor-client",
             System::Http => "http",
+            System::HttpFloor => "http-floor",
             System::UsTaggedAuth => "us-tagged-auth",
             System::UsTaggedTls => "us-tagged-tls",
             System::UsTaggedGuard => "us-tagged-guard",
@@ -124,6 +133,7 @@ impl System {
             System::Floor => "one-hop floor (raw pipelined client <-> echo server, our frames)",
             System::FloorClient => "one hop, our client library (tagged Client <-> echo server)",
             System::Http => "us, HTTP POST /call/Echo (wrk)",
+            System::HttpFloor => "bare actix-web echo (wrk), the HTTP floor",
             System::UsTaggedAuth => "us, tagged, [auth] on (tokens, per-call grant check)",
             System::UsTaggedTls => "us, tagged, [tls] on (every connection TLS 1.3)",
             System::UsTaggedGuard => "us, tagged, rate limits and breakers on (none refused)",
@@ -142,7 +152,7 @@ impl System {
             System::Nats => Driver::Role(Caller::Nats),
             System::Gearmand => Driver::Role(Caller::Gearman),
             System::Floor => Driver::Role(Caller::Floor),
-            System::Http => Driver::Wrk,
+            System::Http | System::HttpFloor => Driver::Wrk,
         }
     }
 
@@ -151,7 +161,7 @@ impl System {
         match self {
             System::Nats => Some("nats-server"),
             System::Gearmand => Some("gearmand"),
-            System::Http => Some("wrk"),
+            System::Http | System::HttpFloor => Some("wrk"),
             _ => None,
         }
     }
@@ -183,6 +193,8 @@ pub struct Ports {
     pub gearmand: u16,
     /// The floor's echo server.
     pub floor: u16,
+    /// The HTTP floor's bare actix-web server.
+    pub http_floor: u16,
     /// The cluster section's etcd (clients; its peer port is the next one).
     pub etcd: u16,
     /// The cluster section's dispatchers A, B, C (nmid protocol) and B's HTTP: this port
@@ -199,18 +211,20 @@ impl Ports {
             nats: base + 22,
             gearmand: base + 30,
             floor: base + 40,
+            http_floor: base + 41,
             etcd: base + 50,
             cluster_tcp: base + 60,
         }
     }
 
-    fn all(&self) -> [(u16, &'static str); 11] {
+    fn all(&self) -> [(u16, &'static str); 12] {
         [
             (self.nmid_tcp, "nmid tcp"),
             (self.nmid_http, "nmid http"),
             (self.nats, "nats-server"),
             (self.gearmand, "gearmand"),
             (self.floor, "the floor's echo server"),
+            (self.http_floor, "the HTTP floor's actix-web server"),
             (self.etcd, "the cluster's etcd"),
             (self.etcd + 1, "the cluster's etcd peers"),
             (self.cluster_tcp, "the cluster's dispatcher A"),
@@ -425,6 +439,26 @@ impl Launcher {
                     ..Running::default()
                 })
             }
+            System::HttpFloor => {
+                let port = ports.http_floor;
+                procs::ensure_port_free(port, "the HTTP floor's actix-web server")?;
+                let mut server = self.start_role(
+                    "http-echo-server",
+                    Role::Broker,
+                    RoleName::HttpEchoServer,
+                    &[
+                        ("port", port.to_string()),
+                        ("workers", nmid_http_workers()?.to_string()),
+                    ],
+                )?;
+                procs::wait_listening(sock(port), &mut server, START_LIMIT)?;
+                wait_http_echo(port)?;
+                Ok(Running {
+                    procs: vec![server],
+                    target: format!("http://127.0.0.1:{port}/call/{FUNCTION}"),
+                    ..Running::default()
+                })
+            }
         }
     }
 
@@ -614,6 +648,12 @@ fn warn_if_stale(bin: &Path) {
             );
         }
     }
+}
+
+/// The worker threads of nmid's HTTP front end as the benchmarks start it: `server.io_threads`
+/// of its default configuration (and `NMID__*` environment), read the way nmid reads it.
+fn nmid_http_workers() -> anyhow::Result<usize> {
+    Ok(nmid::config::Config::load(None, &[])?.io_threads())
 }
 
 /// Waits until `POST /call/Echo` answers the payload upper-cased (workers registered).

@@ -4,8 +4,8 @@
 //! - `loadgen`: the load generator (`--role load`), a closed loop per client kind;
 //!   `recorder` counts its calls and latencies and prints `START` when warm-up ends and
 //!   `RESULT {json}` when the measured window ends.
-//! - `servers`: our workers, NATS responders, Gearman workers and the one-hop echo server,
-//!   each printing `READY` once it serves.
+//! - `servers`: our workers, NATS responders, Gearman workers, the one-hop echo server and
+//!   the HTTP floor's actix-web echo server, each printing `READY` once it serves.
 //! - `gearman`: the Gearman binary protocol packets the client and workers need.
 //! - `frames`: raw tagged frames for the floor (the one file that uses `nmid::codec`).
 //!
@@ -47,6 +47,8 @@ pub enum RoleName {
     GearmanWorker,
     /// The floor's echo server.
     EchoServer,
+    /// The HTTP floor: a bare actix-web server answering `POST /call/Echo` itself.
+    HttpEchoServer,
 }
 
 /// Runs `role` with `options` in this process; its exit code.

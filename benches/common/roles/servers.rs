@@ -5,7 +5,9 @@
 //! - `nats-responder`: an async-nats queue-group responder on subject `echo`;
 //! - `gearman-worker`: Gearman binary-protocol workers (CAN_DO, GRAB_JOB, PRE_SLEEP/NOOP,
 //!   WORK_COMPLETE);
-//! - `echo-server`: the one-hop floor, answering our tagged `C_CALL` frames directly.
+//! - `echo-server`: the one-hop floor, answering our tagged `C_CALL` frames directly;
+//! - `http-echo-server`: the HTTP floor, a bare actix-web server answering `POST /call/Echo`
+//!   itself (no middleware, no dispatcher), with as many workers as nmid's HTTP front end.
 //!
 //! Each prints `READY` on stdout once it serves, or `FAIL <reason>` and exits 1.
 
@@ -31,6 +33,7 @@ pub fn run(role: RoleName, args: &ChildOptions) -> anyhow::Result<()> {
         RoleName::NatsResponder => current_thread()?.block_on(nats_responder(args)),
         RoleName::GearmanWorker => current_thread()?.block_on(gearman_workers(args)),
         RoleName::EchoServer => current_thread()?.block_on(echo_server(args.port)),
+        RoleName::HttpEchoServer => http_echo_server(args.port, args.workers),
         RoleName::Load => bail!("the load role is not a server"),
     }
 }
@@ -198,4 +201,27 @@ async fn echo_connection(mut stream: TcpStream) -> anyhow::Result<()> {
             out.clear();
         }
     }
+}
+
+/// The HTTP floor: `POST /call/{function}` answered with the body upper-cased, as nmid's
+/// HTTP front end answers `Echo` (the same content type: the answer is UTF-8, not JSON), on
+/// `workers` actix-web worker threads.
+fn http_echo_server(port: u16, workers: usize) -> anyhow::Result<()> {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    async fn echo(body: web::Bytes) -> HttpResponse {
+        HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(upper(&body))
+    }
+    actix_rt::System::new().block_on(async move {
+        let server = HttpServer::new(|| App::new().route("/call/{function}", web::post().to(echo)))
+            .workers(workers)
+            .disable_signals()
+            .bind(("127.0.0.1", port))
+            .with_context(|| format!("bind 127.0.0.1:{port}"))?
+            .run();
+        println!("READY");
+        server.await?;
+        bail!("the actix-web server stopped")
+    })
 }
