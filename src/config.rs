@@ -307,6 +307,8 @@ pub struct HttpConfig {
     pub addr: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// HTTP connections open at once, at most; past it new ones wait to be accepted.
+    pub max_connections: usize,
 }
 
 /// `[metrics]`
@@ -491,6 +493,9 @@ impl Config {
         self.metrics.addr()?;
         if self.http.max_body_bytes == 0 {
             return invalid("http.max_body_bytes", "must be at least 1");
+        }
+        if self.http.max_connections == 0 {
+            return invalid("http.max_connections", "must be at least 1");
         }
         if self.jobs.timeout_ms == 0 {
             return invalid("jobs.timeout_ms", "must be at least 1");

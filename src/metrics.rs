@@ -426,6 +426,7 @@ pub struct Metrics {
     lenient_frames: [IntCounter; Leniency::ALL.len()],
     refusals: [IntCounter; Refusal::ALL.len()],
     queue_limit: IntGauge,
+    http_connections: IntGauge,
     scrape: std::sync::Mutex<()>,
     /// Rate limits and circuit breakers (`[rate_limit]`, `[breaker]`).
     guard: GuardMetrics,
@@ -586,6 +587,13 @@ impl Metrics {
             &["reason"],
         );
         let refusals = Refusal::ALL.map(|r| refusals.with_label_values(&[r.as_str()]));
+        let http_connections = add.metric(
+            IntGauge::new(
+                "nmid_http_connections",
+                "HTTP connections open (http.max_connections at most).",
+            )
+            .expect("valid metric"),
+        );
         let queue_limit = add.metric(
             IntGauge::new(
                 "nmid_queue_limit",
@@ -627,6 +635,7 @@ impl Metrics {
             lenient_frames,
             refusals,
             queue_limit,
+            http_connections,
             scrape: std::sync::Mutex::new(()),
             guard,
         }
@@ -735,6 +744,11 @@ impl Metrics {
     /// cluster's metrics live beside the parts they count). Panics on a duplicate name.
     pub fn register<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
         Registrar(&self.registry).metric(metric)
+    }
+
+    /// An HTTP connection opened (`1`) or closed (`-1`).
+    pub fn http_connection(&self, delta: i64) {
+        self.http_connections.add(delta);
     }
 
     /// Exports the configured queue bound (`nmid_queue_limit`).

@@ -33,7 +33,7 @@ use crate::call::RegistrySnapshot;
 use crate::cluster::{Cluster, ClusterReport, ClusterSettings, ClusterView};
 use crate::codec::{CodecError, ConnType, Frame, SAuthResult};
 use crate::config::{Config, ConfigError};
-use crate::http::HttpState;
+use crate::http::{HttpSite, HttpState, Serving};
 use crate::metrics::{Limit, Metrics, Refusal, Role};
 use crate::net::NetStream;
 use crate::rate_limit::RateLimits;
@@ -230,8 +230,8 @@ struct Dispatcher {
     sampler: JoinHandle<()>,
     /// Drops idle clients' rate-limit buckets (with a per-client limit only).
     tidy: Option<JoinHandle<()>>,
-    /// HTTP servers: the front end, and the metrics port when it has one of its own.
-    http: Vec<actix_web::dev::ServerHandle>,
+    /// HTTP listeners: the front end, and the metrics port when it has one of its own.
+    http: Vec<Serving>,
     arbiters: Vec<Arbiter>,
     drain_timeout: Duration,
     /// The etcd membership, when discovery is on.
@@ -351,19 +351,25 @@ impl Dispatcher {
         };
         let drain_timeout = config.drain_timeout();
         let mut http = Vec::new();
-        let mut serve = |listener: std::net::TcpListener, threads, routes, what| {
+        let threads: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
+        let mut serve = |listener: std::net::TcpListener, on: &[ArbiterHandle], routes, what| {
             let addr = listener.local_addr()?;
-            let tls = security.tls().map(|tls| tls.server_config());
-            let server = start_http(state.clone(), listener, tls, threads, drain_timeout, routes)?;
-            http.push(server);
+            let site = HttpSite {
+                state: state.clone(),
+                routes,
+                tls: security.tls().map(|tls| tls.server_config()),
+                max_connections: config.http.max_connections,
+            };
+            http.push(Serving::start(listener, on, site)?);
             info!(%addr, "{what} listening");
             Ok::<_, io::Error>(addr)
         };
+        // On the connection threads, beside the registry and the worker sessions.
         let http_addr = (listeners.http)
-            .map(|l| serve(l, threads, crate::http::configure, "http"))
+            .map(|l| serve(l, &threads, crate::http::configure, "http"))
             .transpose()?;
         let metrics_addr = (listeners.metrics)
-            .map(|l| serve(l, 1, crate::http::configure_metrics, "metrics"))
+            .map(|l| serve(l, &threads[..1], crate::http::configure_metrics, "metrics"))
             .transpose()?;
         Ok(Self {
             handle: Handle {
@@ -414,7 +420,9 @@ impl Dispatcher {
                 left
             }
         };
-        futures_util::future::join_all(self.http.iter().map(|server| server.stop(true))).await;
+        for server in &self.http {
+            server.stop();
+        }
         self.sampler.abort();
         if let Some(tidy) = &self.tidy {
             tidy.abort();
@@ -447,40 +455,6 @@ impl Dispatcher {
             tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
         }
     }
-}
-
-/// Starts actix-web on `listener` with `threads` worker threads and the routes of `routes`.
-fn start_http(
-    state: HttpState,
-    listener: std::net::TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    threads: usize,
-    drain_timeout: Duration,
-    routes: fn(&mut actix_web::web::ServiceConfig),
-) -> io::Result<actix_web::dev::ServerHandle> {
-    let state = actix_web::web::Data::new(state);
-    let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(state.clone())
-            .wrap(actix_web::middleware::from_fn(crate::http::guard))
-            .wrap(actix_web::middleware::from_fn(crate::http::count_requests))
-            .configure(routes)
-    })
-    .workers(threads)
-    .disable_signals()
-    // A caller that closes its side ends the connection, which drops the handler's future
-    // and so cancels its job (queued calls are withdrawn) instead of running it for nobody.
-    .h1_allow_half_closed(false)
-    .shutdown_timeout(drain_timeout.as_secs().max(1));
-    let server = match tls {
-        // The rustls config is shared with the nmid listener: a reload reaches both.
-        Some(tls) => server.listen_rustls_0_23(listener, (*tls).clone())?,
-        None => server.listen(listener)?,
-    }
-    .run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    Ok(handle)
 }
 
 /// Where the dispatcher's own connections come in (see [`Handle::internal_dial`]).
@@ -699,6 +673,16 @@ async fn handshake(
             }
         }
     };
+    // No read buffer for a connection that has sent nothing yet: sockets that connect and
+    // wait (or never speak) cost a few hundred bytes until their first byte arrives.
+    if let NetStream::Plain(plain) = &stream {
+        if tokio::time::timeout_at(deadline, plain.readable()).await.is_err() {
+            metrics.record_limit(Limit::Handshake);
+            let timeout_ms = limits.handshake_timeout.as_millis() as u64;
+            warn!(%peer, timeout_ms, "closing connection: no first frame in time (tcp.handshake_timeout_ms)");
+            return None;
+        }
+    }
     let cert_names = stream.peer_cert_names();
     // A plaintext connection beside TLS (`tls.allow_plaintext`, for v1 SDKs) may not carry
     // a token: its secret would cross the network in clear.

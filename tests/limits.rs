@@ -261,6 +261,39 @@ async fn half_headers_cost_little_and_are_closed_at_the_handshake_deadline() {
     assert_eq!(closed, f64::from(count));
 }
 
+/// HTTP connections are bounded (`http.max_connections`): past the bound a new connection
+/// waits in the backlog, unanswered, and is served once one closes; the open ones are
+/// counted in `nmid_http_connections`.
+#[actix_rt::test]
+async fn http_connections_are_bounded() {
+    let nmid = nmid(&[("NMID__HTTP__MAX_CONNECTIONS", "2")]);
+    let http = nmid.http.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(http).await.unwrap());
+    }
+    let mut third = TcpStream::connect(http).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: nmid\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let waited = tokio::time::timeout(Duration::from_secs(1), third.read_to_end(&mut answer));
+    assert!(waited.await.is_err(), "served past the bound: {answer:?}");
+    drop(held.pop());
+    tokio::time::timeout(PATIENCE, third.read_to_end(&mut answer))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    drop(held);
+    eventually("the HTTP connections to be closed", PATIENCE, || {
+        // This request's own connection is the one open.
+        metric(http, "nmid_http_connections") == 1.0
+    })
+    .await;
+}
+
 /// Idle sockets cannot lock new clients out: with every connection slot taken by sockets
 /// that never send a frame, they are closed at the handshake deadline and a new client is
 /// served (before, 999 idle sockets locked every new client out for good).

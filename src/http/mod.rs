@@ -16,6 +16,7 @@ mod admin;
 mod call;
 mod error;
 mod guard;
+mod serve;
 
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +28,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 pub use call::{call_params, REQUEST_ID_HEADER, TIMEOUT_HEADER};
 pub use error::HttpError;
 pub use guard::guard;
+pub use serve::{HttpSite, Serving};
 
 use crate::actors::job::JobServices;
 
@@ -55,9 +57,23 @@ pub struct HttpState {
 /// The dashboard page: plain HTML and JS, no build step.
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
+/// The `GET` routes of fixed paths (everything but `/call/{func}` and the fallback).
+const FIXED_ROUTES: [&str; 10] = [
+    "/api/v1/functions",
+    "/api/v1/workers",
+    "/api/v1/stats",
+    "/api/v1/cluster",
+    "/api/v1/calls",
+    "/api/v1/history",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/dashboard",
+];
+
 /// Registers every route. The app must carry a `web::Data<HttpState>`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/call/{func}", web::post().to(call::call))
+    cfg.route(CALL_ROUTE, web::post().to(call::call))
         .route("/api/v1/functions", web::get().to(admin::functions))
         .route("/api/v1/workers", web::get().to(admin::workers))
         .route("/api/v1/stats", web::get().to(admin::stats))
@@ -80,15 +96,27 @@ pub async fn count_requests(
     let metrics = req
         .app_data::<web::Data<HttpState>>()
         .map(|state| state.jobs.metrics.clone());
-    let route = req.match_pattern();
+    let route = route_label(req.path());
     let response = next.call(req).await?;
     if let Some(metrics) = metrics {
-        metrics.record_http(
-            route.as_deref().unwrap_or("default"),
-            response.status().as_u16(),
-        );
+        metrics.record_http(route, response.status().as_u16());
     }
     Ok(response)
+}
+
+/// The pattern of the call route.
+const CALL_ROUTE: &str = "/call/{func}";
+
+/// The `route` label of a request for `path`: the pattern of the route it matches, or
+/// `default` (nmid's gateway, 404s). What `HttpRequest::match_pattern` answers, without
+/// running the router's regular expressions a second time for every request.
+fn route_label(path: &str) -> &'static str {
+    if let Some(function) = path.strip_prefix("/call/") {
+        if !function.is_empty() && !function.contains('/') {
+            return CALL_ROUTE;
+        }
+    }
+    (FIXED_ROUTES.iter().find(|route| **route == path)).map_or("default", |route| route)
 }
 
 /// Any other request: nmid's gateway when it says `HTTP_DO_WORK`, else a JSON 404.
@@ -160,6 +188,37 @@ mod tests {
         let status = response.status();
         let body: serde_json::Value = test::read_body_json(response).await;
         (status, body)
+    }
+
+    /// The route label is the router's own matched pattern, for every route and for
+    /// paths that match none (`default`).
+    #[actix_web::test]
+    async fn route_labels_are_the_routers_patterns() {
+        let app = test::init_service(App::new().app_data(state()).configure(configure).wrap_fn(
+            |req, srv| {
+                let matched = req.match_pattern().unwrap_or_else(|| "default".to_owned());
+                let label = route_label(req.path());
+                assert_eq!(label, matched, "{}", req.path());
+                actix_web::dev::Service::call(srv, req)
+            },
+        ))
+        .await;
+        let mut paths: Vec<&str> = FIXED_ROUTES.to_vec();
+        paths.extend([
+            "/call/ToUpper",
+            "/call/",
+            "/call/a/b",
+            "/call",
+            "/",
+            "/api/v1",
+            "/metrics/x",
+            "/dashboard/",
+            "/ToUpper",
+        ]);
+        for path in paths {
+            let _ = test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
+        }
+        assert_eq!(route_label("/call/ToUpper"), CALL_ROUTE);
     }
 
     /// A call of a function no worker ever served is 404 `unknown_function`.

@@ -1,0 +1,201 @@
+//! Serving the HTTP front end on the dispatcher's own connection threads.
+//!
+//! actix-web's `HttpServer` runs its own worker threads, so every `POST /call` crossed
+//! threads twice: from the HTTP worker to the registry and the worker sessions (on the io
+//! arbiters) and back, each crossing a wake-up (eventfd, often a context switch). Here each
+//! io arbiter accepts HTTP connections itself, from its own handle on the listening socket,
+//! and serves them with the same actix-web `App` through actix-http's `HttpService`: a call's
+//! job actor, the registry and the worker session then share a thread, as on the nmid port.
+
+use std::fmt;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_http::HttpService;
+use actix_rt::net::TcpStream;
+use actix_rt::ArbiterHandle;
+use actix_service::{map_config, IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
+use actix_web::{web, App};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::HttpState;
+use crate::metrics::Metrics;
+
+/// How long an HTTP/1 connection may stay idle between requests.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How long a client may take to send a request's head.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every HTTP listener is served with.
+#[derive(Clone)]
+pub struct HttpSite {
+    /// Handed to every request.
+    pub state: HttpState,
+    /// The routes of this listener.
+    pub routes: fn(&mut web::ServiceConfig),
+    /// TLS, when on (the reloadable config shared with the nmid port).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// HTTP connections open at once, at most (`http.max_connections`), over all threads.
+    pub max_connections: usize,
+}
+
+impl fmt::Debug for HttpSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSite")
+            .field("tls", &self.tls.is_some())
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An HTTP listener served on io arbiters; [`Serving::stop`] stops accepting and closes
+/// idle keep-alive connections (requests in progress finish).
+#[derive(Debug)]
+pub struct Serving {
+    stop: CancellationToken,
+}
+
+impl Serving {
+    /// Serves `listener` on each of `arbiters`.
+    pub fn start(
+        listener: std::net::TcpListener,
+        arbiters: &[ArbiterHandle],
+        site: HttpSite,
+    ) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let stop = CancellationToken::new();
+        let permits = Arc::new(Semaphore::new(site.max_connections));
+        for arbiter in arbiters {
+            // A handle of its own on the socket: a tokio listener belongs to the runtime that
+            // registered it, and each arbiter runs its own. The kernel spreads the accepts.
+            let listener = listener.try_clone()?;
+            let (site, stop, permits) = (site.clone(), stop.clone(), permits.clone());
+            // Started on the arbiter's thread: the service it builds stays there.
+            let spawned = arbiter.spawn_fn(move || {
+                actix_rt::spawn(async move {
+                    if let Err(err) = serve_here(listener, site, stop, permits).await {
+                        warn!(cause = %err, "HTTP listener stopped");
+                    }
+                });
+            });
+            if !spawned {
+                return Err(io::Error::other("a connection thread has stopped"));
+            }
+        }
+        Ok(Self { stop })
+    }
+
+    /// Stops accepting; keep-alive connections close once their request in progress is
+    /// answered.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// Accepts and serves HTTP connections on this thread until `stop`.
+async fn serve_here(
+    listener: std::net::TcpListener,
+    site: HttpSite,
+    stop: CancellationToken,
+    permits: Arc<Semaphore>,
+) -> io::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    let local = listener.local_addr()?;
+    let signal = stop.clone();
+    let metrics = site.state.jobs.metrics.clone();
+    let state = web::Data::new(site.state);
+    let routes = site.routes;
+    let app = move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(super::guard))
+            .wrap(actix_web::middleware::from_fn(super::count_requests))
+            .configure(routes)
+    };
+    // A macro, not a value: the service's stream type (plain or TLS) is chosen per branch.
+    macro_rules! http_service {
+        () => {
+            HttpService::build()
+                .keep_alive(KEEP_ALIVE)
+                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                // A caller that closes its side ends the connection, which drops the
+                // handler's future and so cancels its job (queued calls are withdrawn)
+                // instead of running it for nobody.
+                .h1_allow_half_closed(false)
+                .tcp_nodelay(true)
+                .local_addr(local)
+                .graceful_shutdown_signal(move || {
+                    let signal = signal.clone();
+                    async move { signal.cancelled().await }
+                })
+                .finish(map_config(
+                    app().into_factory().map_err(|err| err.error_response()),
+                    |_| AppConfig::default(),
+                ))
+        };
+    }
+    match site.tls {
+        Some(tls) => {
+            let factory = http_service!().rustls_0_23((*tls).clone());
+            accept(listener, factory, stop, permits, metrics).await
+        }
+        None => accept(listener, http_service!().tcp(), stop, permits, metrics).await,
+    }
+}
+
+/// The accept loop of one thread: each connection served by `factory`'s service, while a
+/// connection permit is free.
+async fn accept<F>(
+    listener: TcpListener,
+    factory: F,
+    stop: CancellationToken,
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+) -> io::Result<()>
+where
+    F: ServiceFactory<TcpStream, Config = (), Response = ()>,
+    F::Error: fmt::Debug,
+    F::InitError: fmt::Debug,
+    F::Service: 'static,
+{
+    let service = factory
+        .new_service(())
+        .await
+        .map_err(|err| io::Error::other(format!("HTTP service: {err:?}")))?;
+    let service = Rc::new(service);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.map_err(io::Error::other)?,
+            () = stop.cancelled() => return Ok(()),
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(cause = %err, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => return Ok(()),
+        };
+        let service = service.clone();
+        let metrics = metrics.clone();
+        metrics.http_connection(1);
+        actix_rt::spawn(async move {
+            if let Err(err) = service.call(stream).await {
+                debug!(%peer, cause = ?err, "HTTP connection ended with an error");
+            }
+            metrics.http_connection(-1);
+            drop(permit);
+        });
+    }
+}
