@@ -379,6 +379,8 @@ pub struct ServerConfig {
     pub io_threads: usize,
     /// Longest wait for jobs to finish on shutdown, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// Connections the kernel queues for each listener before they are accepted.
+    pub listen_backlog: u32,
 }
 
 /// `[history]`
@@ -532,6 +534,9 @@ impl Config {
         }
         if self.workers.heartbeat_timeout_ms < 100 {
             return invalid("workers.heartbeat_timeout_ms", "must be at least 100");
+        }
+        if self.server.listen_backlog == 0 || self.server.listen_backlog > 65535 {
+            return invalid("server.listen_backlog", "must be 1 to 65535");
         }
         if self.server.io_threads > 1024 {
             return invalid("server.io_threads", "must be at most 1024");

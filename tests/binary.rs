@@ -150,6 +150,14 @@ fn config_errors_name_the_bad_key() {
     let stderr = config_error(&[], &[("NMID__WORKERS__MAX_JOBS_IN_FLIGHT", "0")]);
     assert!(stderr.contains("workers.max_jobs_in_flight"), "{stderr}");
 
+    for (env, key) in [
+        ("NMID__SERVER__LISTEN_BACKLOG", "server.listen_backlog"),
+        ("NMID__HTTP__MAX_CONNECTIONS", "http.max_connections"),
+    ] {
+        let stderr = config_error(&[], &[(env, "0")]);
+        assert!(stderr.contains(key), "{stderr}");
+    }
+
     let dir = std::env::temp_dir().join(format!("nmid-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("typo.toml");

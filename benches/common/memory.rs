@@ -57,7 +57,7 @@ pub fn measure(h: &Harness) -> anyhow::Result<Memory> {
              first (make bench raises it to the hard limit)"
         );
     }
-    let mut nmid = h.launcher.start_nmid(None, Some(hard))?;
+    let mut nmid = h.launcher.start_nmid_for_idle(hard)?;
     let pid = nmid.pid();
     let (nmid_soft, _) = procs::nofile_limits(pid)?;
     if nmid_soft < need {

@@ -468,6 +468,15 @@ impl Launcher {
         self.start_nmid_with(http, nofile, &[])
     }
 
+    /// nmid for the idle-connection memory test: connections that never send a frame are
+    /// kept past `tcp.handshake_timeout_ms` (10 s by default), for as long as it measures.
+    pub fn start_nmid_for_idle(&self, nofile: u64) -> anyhow::Result<Proc> {
+        let config = self.logs.join("idle.toml");
+        std::fs::write(&config, "[tcp]\nhandshake_timeout_ms = 600000\n")?;
+        let config = config.display().to_string();
+        self.start_nmid_with(None, Some(nofile), &["--config", &config])
+    }
+
     /// [`Launcher::start_nmid`] with more arguments (`--config FILE`).
     pub fn start_nmid_with(
         &self,
