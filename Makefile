@@ -45,7 +45,7 @@ doc:
 
 ## Benchmark us against NATS request-reply, gearmand, the one-hop floor and HTTP, then what
 ## [auth], [tls], and rate limits with breakers cost (us-tagged against itself with each on,
-## 64 in flight, 32 B), then the codec micro-benchmarks (about 18 minutes). Installs what it lacks (nats-server, gearmand,
+## 64 in flight, 32 B), then the codec micro-benchmarks (about 21 minutes). Installs what it lacks (nats-server, gearmand,
 ## wrk); results in bench-results/<time>.json and .md. See BENCHMARKS.md.
 bench: deps
 	./scripts/bench-deps
