@@ -43,10 +43,11 @@ release: deps
 doc:
 	$(CARGO) doc --no-deps
 
-## Benchmark us against NATS request-reply, gearmand, the one-hop floor and HTTP, then what
-## [auth], [tls], and rate limits with breakers cost (us-tagged against itself with each on,
-## 64 in flight, 32 B), then the codec micro-benchmarks (about 21 minutes). Installs what it lacks (nats-server, gearmand,
-## wrk); results in bench-results/<time>.json and .md. See BENCHMARKS.md.
+## Benchmark us against NATS request-reply, gearmand, the one-hop floor, HTTP and the bare
+## actix-web floor, then what [auth], [tls], and rate limits with breakers cost (us-tagged
+## against itself with each on, 64 in flight, 32 B), then the codec micro-benchmarks (about
+## 21 minutes). Installs what it lacks (nats-server, gearmand, wrk); results in
+## bench-results/<time>.json and .md. See BENCHMARKS.md.
 bench: deps
 	./scripts/bench-deps
 	$(CARGO) build --locked --release --bin nmid

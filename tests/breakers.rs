@@ -353,14 +353,9 @@ async fn post(
 }
 
 async fn get_text(dispatcher: &TestDispatcher, path: &str) -> String {
-    let url = format!("{}{path}", dispatcher.http_url());
-    let mut response = awc::Client::default()
-        .get(url)
-        .send()
+    common::get_text(&format!("{}{path}", dispatcher.http_url()))
         .await
-        .expect("an HTTP response");
-    let body = response.body().await.expect("the body");
-    String::from_utf8_lossy(&body).into_owned()
+        .1
 }
 
 async fn get_json(dispatcher: &TestDispatcher, path: &str) -> serde_json::Value {

@@ -409,15 +409,7 @@ fn bad_rate_limit_settings_are_refused_by_key() {
 
 /// `GET path` of the dispatcher's HTTP port: status and body text.
 async fn get(dispatcher: &TestDispatcher, path: &str) -> (u16, String) {
-    let url = format!("{}{path}", dispatcher.http_url());
-    let mut response = awc::Client::default()
-        .get(url)
-        .send()
-        .await
-        .expect("an HTTP response");
-    let body = response.body().await.expect("the body");
-    let status = response.status().as_u16();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    common::get_text(&format!("{}{path}", dispatcher.http_url())).await
 }
 
 /// Polls `/metrics` until it has the line `line`, or fails after [`PATIENCE`].

@@ -446,3 +446,15 @@ pub async fn post_json(
     let body = String::from_utf8_lossy(&body).into_owned();
     (response.status().as_u16(), response.headers().clone(), body)
 }
+
+/// `GET url`: status and body text.
+pub async fn get_text(url: &str) -> (u16, String) {
+    let mut response = awc::Client::default()
+        .get(url)
+        .send()
+        .await
+        .expect("an HTTP response");
+    let body = response.body().await.expect("the body");
+    let status = response.status().as_u16();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
