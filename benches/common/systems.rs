@@ -87,21 +87,26 @@ impl System {
         System::Http,
         System::HttpFloor,
     ];
-    /// Every system `--systems` accepts: [`System::ALL`] and the security ones (`make bench`
-    /// runs those at 64 in flight, 32 B, beside us-tagged).
-    pub const KNOWN: [System; 11] = [
-        System::UsTagged,
-        System::UsV1,
-        System::Nats,
-        System::Gearmand,
-        System::Floor,
-        System::FloorClient,
-        System::Http,
-        System::HttpFloor,
+    /// The systems that measure what a feature costs: us-tagged with it on (`make bench`
+    /// runs them at 64 in flight, 32 B, beside us-tagged).
+    pub const COSTS: [System; 3] = [
         System::UsTaggedAuth,
         System::UsTaggedTls,
         System::UsTaggedGuard,
     ];
+    /// Every system `--systems` accepts: [`System::ALL`], then [`System::COSTS`].
+    pub const KNOWN: [System; System::ALL.len() + System::COSTS.len()] = {
+        let mut known = [System::UsTagged; System::ALL.len() + System::COSTS.len()];
+        let mut i = 0;
+        while i < known.len() {
+            known[i] = match i < System::ALL.len() {
+                true => System::ALL[i],
+                false => System::COSTS[i - System::ALL.len()],
+            };
+            i += 1;
+        }
+        known
+    };
     /// The systems of `--quick`: us, the two its ratio line divides us by, and HTTP (which
     /// it divides by us).
     pub const QUICK: [System; 4] = [System::UsTagged, System::Nats, System::Floor, System::Http];

@@ -253,10 +253,7 @@ async fn handshake(
             .await
             .is_err()
         {
-            metrics.record_limit(Limit::Handshake);
-            let timeout_ms = limits.handshake_timeout.as_millis() as u64;
-            warn!(%peer, timeout_ms, "closing connection: no first frame in time (tcp.handshake_timeout_ms)");
-            return None;
+            return handshake_timed_out(settings, peer);
         }
     }
     let cert_names = stream.peer_cert_names();
@@ -296,10 +293,7 @@ async fn handshake(
             return None;
         }
         Err(_) => {
-            metrics.record_limit(Limit::Handshake);
-            let timeout_ms = limits.handshake_timeout.as_millis() as u64;
-            warn!(%peer, timeout_ms, "closing connection: no first frame in time (tcp.handshake_timeout_ms)");
-            return None;
+            return handshake_timed_out(settings, peer);
         }
     };
     let role = first.sender();
@@ -433,6 +427,15 @@ fn role_name(conn_type: ConnType) -> &'static str {
         ConnType::Worker => "worker",
         _ => "client",
     }
+}
+
+/// Counts and logs a connection closed for sending no first frame within
+/// `tcp.handshake_timeout_ms`; the handshake's answer for it.
+fn handshake_timed_out(settings: &SessionSettings, peer: SocketAddr) -> Option<Greeted> {
+    settings.jobs.metrics.record_limit(Limit::Handshake);
+    let timeout_ms = settings.limits.handshake_timeout.as_millis() as u64;
+    warn!(%peer, timeout_ms, "closing connection: no first frame in time (tcp.handshake_timeout_ms)");
+    None
 }
 
 /// Writes `frame` as a connection's last words, waiting at most until `deadline`.
