@@ -10,7 +10,8 @@
 //! our workers, the peers' workers and every load generator — so the CPU time of each
 //! process (utime + stime from /proc over the measured window) is reported per 1000 calls.
 //! A full run also measures the dispatcher's memory with 10,000 idle connections and its
-//! throughput as functions grow 1 -> 1000 and worker connections 1 -> 100, and a cluster
+//! throughput as functions grow 1 -> 1000 and worker connections 1 -> 100 (each worker
+//! count against NATS with as many queue-group responder connections), and a cluster
 //! of three dispatchers on etcd: a forwarded call's cost against a direct one (calls/s and
 //! p99 in the same run) and a discovering client's failover time (`--cluster-only` runs
 //! just that).

@@ -1,11 +1,13 @@
 //! The markdown of a run, `bench-results/<unix-time>.md`: a header saying what ran where and
-//! how, the results table per payload, the ratios, the issue-6 targets, and (full run) memory
-//! and the scale series. BENCHMARKS.md quotes these tables as they come out.
+//! how, the results table per payload, the ratios, the issue-6 targets, and (full run) memory,
+//! the scale series and the worker connections against NATS. BENCHMARKS.md quotes these
+//! tables as they come out.
 
 use std::fmt::Write as _;
 
 use super::cluster::ClusterBench;
 use super::report::{find, fmt_ratio, ratio, Cell, Report, Target};
+use super::scale::{Scale, ScalePoint};
 use super::systems::System;
 use super::FUNCTION;
 
@@ -46,59 +48,117 @@ pub fn document(report: &Report) -> String {
     }
     if let Some(scale) = &report.scale {
         md.push_str("\n### Scale and memory\n\n");
-        match (&scale.memory, &scale.memory_error) {
-            (Some(m), _) => {
-                let _ = writeln!(
-                    md,
-                    "Dispatcher RSS: {:.1} MiB idle, {:.1} MiB with {} idle client \
-                     connections: **{:.0} bytes per connection**.\n",
-                    m.baseline_bytes as f64 / 1048576.0,
-                    m.loaded_bytes as f64 / 1048576.0,
-                    m.idle_conns,
-                    m.bytes_per_conn
-                );
-            }
-            (None, e) => {
-                let e = e.as_deref().unwrap_or("not run");
-                let _ = writeln!(md, "Memory test failed: {e}\n");
-            }
-        }
-        md.push_str(
-            "Tagged, 64 in flight, 32 B, one worker process (so lower than the table \
-             above):\n\n| series | n | calls/s median (min–max) | p99 | nmid CPU ms / 1k \
-             calls | total CPU ms / 1k calls |\n|---|---:|---:|---:|---:|---:|\n",
-        );
-        for p in scale.functions.iter().chain(&scale.workers) {
-            let c = &p.cell;
-            let label = p.series.label();
-            if c.failed() {
-                let _ = writeln!(
-                    md,
-                    "| {label} | {} | **failed**: {} | | | |",
-                    p.n,
-                    c.error.as_deref().unwrap_or("?").replace('|', "/")
-                );
-                continue;
-            }
-            let cpu = |k: &str| c.cpu_ms_per_1k.get(k).copied().unwrap_or(0.0);
-            let _ = writeln!(
-                md,
-                "| {label} | {} | {} ({}–{}) | {} | {:.1} | {:.1} |",
-                p.n,
-                kilo(c.calls_per_s),
-                kilo(c.calls_per_s_min),
-                kilo(c.calls_per_s_max),
-                us(c.p99_us),
-                cpu("broker"),
-                cpu("total"),
-            );
-        }
+        md.push_str(&scale_md(scale));
     }
     if let Some(cluster) = &report.cluster {
         md.push_str("\n### Cluster: a forwarded call against a direct one, and failover\n\n");
         md.push_str(&cluster_md(cluster));
     }
     md
+}
+
+/// The scale section: memory, our series, then the workers series against NATS.
+pub fn scale_md(scale: &Scale) -> String {
+    let mut md = String::new();
+    match (&scale.memory, &scale.memory_error) {
+        (Some(m), _) => {
+            let _ = writeln!(
+                md,
+                "Dispatcher RSS: {:.1} MiB idle, {:.1} MiB with {} idle client \
+                 connections: **{:.0} bytes per connection**.\n",
+                m.baseline_bytes as f64 / 1048576.0,
+                m.loaded_bytes as f64 / 1048576.0,
+                m.idle_conns,
+                m.bytes_per_conn
+            );
+        }
+        (None, e) => {
+            let e = e.as_deref().unwrap_or("not run");
+            let _ = writeln!(md, "Memory test failed: {e}\n");
+        }
+    }
+    md.push_str(
+        "Tagged, 64 in flight, 32 B, one worker process (so lower than the table \
+         above):\n\n| series | n | calls/s median (min–max) | p99 | nmid CPU ms / 1k \
+         calls | total CPU ms / 1k calls |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for p in scale.functions.iter().chain(&scale.workers) {
+        let c = &p.cell;
+        let label = p.series.label();
+        if c.failed() {
+            let _ = writeln!(md, "| {label} | {} | {} | | | |", p.n, throughput(c));
+            continue;
+        }
+        let cpu = |k: &str| c.cpu_ms_per_1k.get(k).copied().unwrap_or(0.0);
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {} | {} | {:.1} | {:.1} |",
+            p.n,
+            throughput(c),
+            us(c.p99_us),
+            cpu("broker"),
+            cpu("total"),
+        );
+    }
+    md.push_str(&workers_vs_nats_md(&scale.workers, &scale.nats));
+    md
+}
+
+/// Each worker count against NATS with as many responder connections (one responder
+/// process, every connection its own subscription in one queue group): throughputs, their
+/// ratio, p99 and CPU side by side.
+fn workers_vs_nats_md(workers: &[ScalePoint], nats: &[ScalePoint]) -> String {
+    let mut md = String::from(
+        "\nThe worker connections against NATS request-reply with as many responder \
+         connections (one responder process, each connection its own subscription in one \
+         queue group; the table's async-nats requester, 64 in flight, 32 B):\n\n\
+         | connections | us calls/s median (min–max) | NATS calls/s median (min–max) | \
+         us/NATS | p99 us vs NATS | broker CPU ms / 1k calls us vs NATS | total CPU ms / 1k \
+         calls us vs NATS |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for ours in workers {
+        let theirs = nats.iter().find(|p| p.n == ours.n);
+        let (a, b) = (&ours.cell, theirs.map(|p| &p.cell));
+        let both = b.filter(|b| !a.failed() && !b.failed());
+        let side = |f: &dyn Fn(&Cell) -> String| {
+            both.map_or("n/a".to_owned(), |b| format!("{} vs {}", f(a), f(b)))
+        };
+        let cpu = |key: &'static str| {
+            move |c: &Cell| {
+                c.cpu_ms_per_1k
+                    .get(key)
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+            }
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            ours.n,
+            throughput(a),
+            b.map_or_else(|| "not run".to_owned(), throughput),
+            fmt_ratio(both.and_then(|b| ratio(a.calls_per_s, b.calls_per_s))),
+            side(&|c| us(c.p99_us)),
+            side(&cpu("broker")),
+            side(&cpu("total")),
+        );
+    }
+    md
+}
+
+/// A cell's throughput for a table, `210.6k (210.4k–218.5k)`, or `**failed**: why`.
+fn throughput(c: &Cell) -> String {
+    match c.failed() {
+        true => format!(
+            "**failed**: {}",
+            c.error.as_deref().unwrap_or("no result").replace('|', "/")
+        ),
+        false => format!(
+            "{} ({}–{})",
+            kilo(c.calls_per_s),
+            kilo(c.calls_per_s_min),
+            kilo(c.calls_per_s_max)
+        ),
+    }
 }
 
 /// `12345.6` -> `12.3k`.

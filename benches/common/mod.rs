@@ -3,12 +3,14 @@
 //! The harness side, in the order a run uses them:
 //! - `options`: the command line (clap), and the settings a run resolves from it.
 //! - `systems`: how each system is started (us tagged and v1, HTTP, NATS, gearmand, the
-//!   floors), its ports, and the checks before anything starts.
+//!   floors), its ports, and the checks before anything starts; `peers` starts nats-server
+//!   and gearmand with their responders and workers.
 //! - `load`: the measurement of one cell: a load generator (or wrk) against a running
 //!   system for one window, and the CPU of every process over it, judged into a run.
 //! - `table`: the main table, repetition by repetition over every system.
-//! - `scale`: throughput as functions grow 1 -> 1000 and worker connections 1 -> 100,
-//!   after `memory`: the dispatcher's memory with 10,000 idle connections.
+//! - `scale`: throughput as functions grow 1 -> 1000 and worker connections 1 -> 100 (and
+//!   NATS with as many queue-group responder connections beside it), after `memory`: the
+//!   dispatcher's memory with 10,000 idle connections.
 //! - `cluster`: three dispatchers on etcd: a forwarded call against a direct one, and the
 //!   failover time of a discovering client.
 //! - `report`: runs, medians, targets, the machine, and the JSON and markdown files;
@@ -24,6 +26,7 @@ pub mod load;
 pub mod markdown;
 pub mod memory;
 pub mod options;
+pub mod peers;
 pub mod procs;
 pub mod progress;
 pub mod report;

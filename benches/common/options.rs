@@ -47,7 +47,8 @@ pub struct Options {
     /// Skip the memory test and the scale series (a full run has them).
     #[arg(long)]
     pub no_scale: bool,
-    /// Only the memory test and the scale series, no table.
+    /// Only the memory test and the scale series (us, and NATS beside the workers series),
+    /// no table.
     #[arg(long)]
     pub scale_only: bool,
     /// Skip the cluster section (a full run has it): forwarded vs direct calls, failover.
@@ -88,7 +89,8 @@ pub struct ChildOptions {
     #[arg(long, hide = true, default_value_t = 64)]
     pub concurrency: usize,
     /// load: pipelined connections (default 1); gearman-worker: worker connections
-    /// (default 2).
+    /// (default 2); nats-responder: connections, each subscribed in the queue group
+    /// (default 1).
     #[arg(long, hide = true)]
     pub conns: Option<usize>,
     /// load: payload bytes.

@@ -1,10 +1,14 @@
 //! The full run's scale section: the dispatcher's memory with idle connections (see
 //! `memory`), then throughput as the functions registered grow 1 -> 1000 and as the worker
-//! connections grow 1 -> 100.
+//! connections grow 1 -> 100, each worker count measured against NATS with as many
+//! responder connections.
 //!
-//! Each point starts nmid (with HTTP, to see registrations) and one worker process holding
-//! `n` functions (`Echo` and dummies) or `n` connections, waits until the dispatcher lists
-//! them all, and measures the tagged client at 64 in flight, 32 B, `--reps` times.
+//! Each of our points starts nmid (with HTTP, to see registrations) and one worker process
+//! holding `n` functions (`Echo` and dummies) or `n` connections, waits until the dispatcher
+//! lists them all, and measures the tagged client at 64 in flight, 32 B, `--reps` times.
+//! Each NATS point starts nats-server and one responder process of `n` connections, each
+//! its own subscription in one queue group (`peers`), and measures the async-nats requester
+//! of the table's `nats` the same way, right after our point of the same `n`.
 
 use std::time::{Duration, Instant};
 
@@ -34,20 +38,24 @@ const REGISTER_LIMIT: Duration = Duration::from_secs(30);
 
 /// What grows along a series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Series {
     /// Functions registered by the one worker process.
     Functions,
     /// Worker connections of the one worker process.
     Workers,
+    /// NATS connections of the one responder process, each subscribed in the queue group:
+    /// the peer of the workers series.
+    NatsResponders,
 }
 
 impl Series {
-    /// The series' name in run keys (`functions=100`).
+    /// The series' name in run keys (`functions=100`, `nats-responders=10`).
     fn id(self) -> &'static str {
         match self {
             Series::Functions => "functions",
             Series::Workers => "workers",
+            Series::NatsResponders => "nats-responders",
         }
     }
 
@@ -56,6 +64,15 @@ impl Series {
         match self {
             Series::Functions => "functions registered",
             Series::Workers => "worker connections",
+            Series::NatsResponders => "NATS responder connections",
+        }
+    }
+
+    /// The client that drives its calls: ours tagged, or the table's NATS requester.
+    fn caller(self) -> Caller {
+        match self {
+            Series::Functions | Series::Workers => Caller::Tagged,
+            Series::NatsResponders => Caller::Nats,
         }
     }
 }
@@ -82,15 +99,17 @@ pub struct Scale {
     pub functions: Vec<ScalePoint>,
     /// The workers series.
     pub workers: Vec<ScalePoint>,
+    /// NATS at the workers series' counts: `n` responder connections in one queue group.
+    pub nats: Vec<ScalePoint>,
 }
 
-/// Cells of the scale series, repetitions counted.
+/// Cells of the scale series, repetitions counted (each worker count twice: us and NATS).
 pub fn cell_count(s: &Settings) -> usize {
-    (FUNCTION_SERIES.len() + WORKER_SERIES.len()) * s.reps
+    (FUNCTION_SERIES.len() + 2 * WORKER_SERIES.len()) * s.reps
 }
 
-/// Memory with idle connections, then throughput as functions and workers grow; every
-/// repetition's run is added to `runs`.
+/// Memory with idle connections, then throughput as functions and workers grow (and NATS
+/// as its responder connections grow); every repetition's run is added to `runs`.
 pub fn run(h: &Harness, runs: &mut Vec<Run>) -> Scale {
     h.progress.note(format_args!(
         "memory with {} idle connections",
@@ -111,10 +130,12 @@ pub fn run(h: &Harness, runs: &mut Vec<Run>) -> Scale {
         .iter()
         .map(|&n| point(h, Series::Functions, n, runs))
         .collect();
-    let workers = WORKER_SERIES
-        .iter()
-        .map(|&n| point(h, Series::Workers, n, runs))
-        .collect();
+    // Each worker count: us, then NATS straight after, so both see the machine alike.
+    let (mut workers, mut nats) = (Vec::new(), Vec::new());
+    for n in WORKER_SERIES {
+        workers.push(point(h, Series::Workers, n, runs));
+        nats.push(point(h, Series::NatsResponders, n, runs));
+    }
     let (memory, memory_error) = match memory {
         Ok(m) => (Some(m), None),
         Err(e) => (None, Some(e)),
@@ -124,10 +145,11 @@ pub fn run(h: &Harness, runs: &mut Vec<Run>) -> Scale {
         memory_error,
         functions,
         workers,
+        nats,
     }
 }
 
-/// One point of a series, `--reps` repetitions on one start of nmid and its worker.
+/// One point of a series, `--reps` repetitions on one start of its broker and workers.
 fn point(h: &Harness, series: Series, n: usize, runs: &mut Vec<Run>) -> ScalePoint {
     let name = format!("{}={n}", series.id());
     let key = |rep: usize| RunKey {
@@ -147,7 +169,7 @@ fn point(h: &Harness, series: Series, n: usize, runs: &mut Vec<Run>) -> ScalePoi
         Ok(mut running) => {
             for rep in 1..=h.settings.reps {
                 h.progress.begin(&key(rep));
-                let driver = Driver::Role(Caller::Tagged);
+                let driver = Driver::Role(series.caller());
                 let run = load::measure(&h.launcher, &h.settings, driver, &mut running, key(rep));
                 h.progress.cell_done(&run);
                 point_runs.push(run);
@@ -160,14 +182,21 @@ fn point(h: &Harness, series: Series, n: usize, runs: &mut Vec<Run>) -> ScalePoi
     ScalePoint { series, n, cell }
 }
 
-/// nmid and one worker process with `n` functions or `n` connections, all registered.
+/// The point's system, ready for load: nats-server and one responder process of `n`
+/// connections, or nmid and one worker process with `n` functions or `n` connections.
 fn start(h: &Harness, series: Series, n: usize) -> anyhow::Result<Running> {
+    match series {
+        Series::Functions => start_nmid(h, n, 1),
+        Series::Workers => start_nmid(h, 1, n),
+        Series::NatsResponders => h.launcher.start_nats(1, n),
+    }
+}
+
+/// nmid and one worker process with `functions` functions over `sessions` connections,
+/// all registered.
+fn start_nmid(h: &Harness, functions: usize, sessions: usize) -> anyhow::Result<Running> {
     let ports = h.settings.ports;
     let nmid = h.launcher.start_nmid(Some(ports.nmid_http), None)?;
-    let (functions, sessions) = match series {
-        Series::Functions => (n, 1),
-        Series::Workers => (1, n),
-    };
     let worker = h.launcher.start_role(
         "worker-1",
         Role::Worker,

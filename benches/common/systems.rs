@@ -10,8 +10,9 @@
 //!   token) or with `[tls]` on (certificates made for the run), for what each costs.
 //! - *us-tagged-guard*: us-tagged with a per-client and a per-function rate limit (set far
 //!   above the load, so every call is checked and none refused) and circuit breakers on.
-//! - *nats*: `nats-server` and 2 responder processes in one queue group.
-//! - *gearmand*: `gearmand --threads=2` and 2 worker processes of 2 connections each.
+//! - *nats*: `nats-server` and 2 responder processes in one queue group (see `peers`).
+//! - *gearmand*: `gearmand --threads=2` and 2 worker processes of 2 connections each (see
+//!   `peers`).
 //! - *floor*, *floor-client*: no broker, just the echo server (`--role echo-server`).
 //!
 //! Every server binds 127.0.0.1 on a port from `--port-base` ([`Ports`]); every process is a
@@ -36,7 +37,7 @@ use super::{payload, FUNCTION};
 /// `workers.max_jobs_in_flight`, 64 by default).
 pub const WORKER_SLOTS: u32 = 256;
 /// Longest start-up of any server.
-const START_LIMIT: Duration = Duration::from_secs(15);
+pub const START_LIMIT: Duration = Duration::from_secs(15);
 
 /// A system compared; the order of [`System::ALL`] is the table's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -299,6 +300,11 @@ impl Launcher {
         &self.logs
     }
 
+    /// The listen ports.
+    pub fn ports(&self) -> Ports {
+        self.ports
+    }
+
     /// The release `nmid` binary.
     pub fn nmid_bin(&self) -> &Path {
         &self.nmid_bin
@@ -329,10 +335,16 @@ impl Launcher {
             }
             warn_if_stale(&self.nmid_bin);
         }
-        for system in &s.systems {
-            let Some(tool) = system.tool().filter(|t| !on_path(t)) else {
-                continue;
-            };
+        // The table's systems' tools, and nats-server for the scale section's NATS series.
+        let table = s
+            .systems
+            .iter()
+            .filter(|_| s.table)
+            .filter_map(|x| x.tool());
+        let mut tools: Vec<&str> = table.chain(s.scale.then_some("nats-server")).collect();
+        tools.sort_unstable();
+        tools.dedup();
+        for tool in tools.into_iter().filter(|t| !on_path(t)) {
             let msg = format!("{tool} not found: run ./scripts/bench-deps (make bench does)");
             if s.quick {
                 bail!(msg);
@@ -377,58 +389,9 @@ impl Launcher {
                     client_env: env,
                 })
             }
-            System::Nats => {
-                procs::ensure_port_free(ports.nats, "nats-server")?;
-                let mut cmd = Command::new("nats-server");
-                cmd.args(["-a", "127.0.0.1", "-p", &ports.nats.to_string()]);
-                let log = self.log("nats-server");
-                let mut server = Proc::spawn("nats-server", Role::Broker, cmd, &log, false)?;
-                procs::wait_listening(sock(ports.nats), &mut server, START_LIMIT)?;
-                let mut procs = vec![server];
-                for i in 1..=2 {
-                    procs.push(self.start_role(
-                        &format!("responder-{i}"),
-                        Role::Worker,
-                        RoleName::NatsResponder,
-                        &[("addr", local(ports.nats))],
-                    )?);
-                }
-                Ok(Running {
-                    procs,
-                    target: local(ports.nats),
-                    ..Running::default()
-                })
-            }
-            System::Gearmand => {
-                procs::ensure_port_free(ports.gearmand, "gearmand")?;
-                let mut cmd = Command::new("gearmand");
-                cmd.arg("--threads=2")
-                    .arg("--listen=127.0.0.1")
-                    .arg(format!("--port={}", ports.gearmand))
-                    .arg(format!("--log-file={}", self.log("gearmand-own").display()))
-                    .arg(format!(
-                        "--pid-file={}",
-                        self.logs.join("gearmand.pid").display()
-                    ))
-                    .arg("--verbose=ERROR");
-                let log = self.log("gearmand");
-                let mut server = Proc::spawn("gearmand", Role::Broker, cmd, &log, false)?;
-                procs::wait_listening(sock(ports.gearmand), &mut server, START_LIMIT)?;
-                let mut procs = vec![server];
-                for i in 1..=2 {
-                    procs.push(self.start_role(
-                        &format!("gworker-{i}"),
-                        Role::Worker,
-                        RoleName::GearmanWorker,
-                        &[("addr", local(ports.gearmand)), ("conns", "2".to_owned())],
-                    )?);
-                }
-                Ok(Running {
-                    procs,
-                    target: local(ports.gearmand),
-                    ..Running::default()
-                })
-            }
+            // 2 responder processes of 1 connection each (the scale section starts 1 of n).
+            System::Nats => self.start_nats(2, 1),
+            System::Gearmand => self.start_gearmand(),
             System::Floor | System::FloorClient => {
                 procs::ensure_port_free(ports.floor, "echo server")?;
                 let mut server = self.start_role(

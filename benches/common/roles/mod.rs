@@ -41,7 +41,7 @@ pub enum RoleName {
     Load,
     /// Workers of our worker library, serving `Echo`.
     NmidWorker,
-    /// A NATS queue-group responder.
+    /// NATS queue-group responders (`--conns` connections, one subscription each).
     NatsResponder,
     /// Gearman workers.
     GearmanWorker,

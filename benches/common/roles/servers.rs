@@ -2,7 +2,8 @@
 //! with `--role NAME`) so that its CPU time can be read from /proc:
 //!
 //! - `nmid-worker`: our worker library (`nmid::worker::Worker`) serving `Echo`;
-//! - `nats-responder`: an async-nats queue-group responder on subject `echo`;
+//! - `nats-responder`: async-nats queue-group responders on subject `echo`, `--conns`
+//!   connections (one subscription each) in one process;
 //! - `gearman-worker`: Gearman binary-protocol workers (CAN_DO, GRAB_JOB, PRE_SLEEP/NOOP,
 //!   WORK_COMPLETE);
 //! - `echo-server`: the one-hop floor, answering our tagged `C_CALL` frames directly;
@@ -30,7 +31,7 @@ use nmid::worker::{Job, JobError, Worker};
 pub fn run(role: RoleName, args: &ChildOptions) -> anyhow::Result<()> {
     match role {
         RoleName::NmidWorker => nmid_worker(args),
-        RoleName::NatsResponder => current_thread()?.block_on(nats_responder(args)),
+        RoleName::NatsResponder => current_thread()?.block_on(nats_responders(args)),
         RoleName::GearmanWorker => current_thread()?.block_on(gearman_workers(args)),
         RoleName::EchoServer => current_thread()?.block_on(echo_server(args.port)),
         RoleName::HttpEchoServer => http_echo_server(args.port, args.workers),
@@ -67,17 +68,36 @@ fn nmid_worker(args: &ChildOptions) -> anyhow::Result<()> {
     })
 }
 
-/// A NATS responder in the queue group: each request's reply is the payload upper-cased.
-async fn nats_responder(args: &ChildOptions) -> anyhow::Result<()> {
+/// `--conns` NATS connections (default 1), each with a subscription of its own in the queue
+/// group, so that nats-server spreads the requests over them as nmid spreads calls over
+/// worker connections; each request's reply is the payload upper-cased. `READY` once every
+/// subscription is flushed (nats-server has it).
+async fn nats_responders(args: &ChildOptions) -> anyhow::Result<()> {
     let addr = args.addr()?;
-    let client = async_nats::connect(addr)
-        .await
-        .with_context(|| format!("connect to nats-server at {addr}"))?;
-    let mut requests = client
-        .queue_subscribe(NATS_SUBJECT, NATS_QUEUE.to_owned())
-        .await?;
-    client.flush().await?;
+    let mut subscribed = Vec::new();
+    for _ in 0..args.conns.unwrap_or(1).max(1) {
+        let client = async_nats::connect(addr)
+            .await
+            .with_context(|| format!("connect to nats-server at {addr}"))?;
+        let requests = client
+            .queue_subscribe(NATS_SUBJECT, NATS_QUEUE.to_owned())
+            .await?;
+        client.flush().await?;
+        subscribed.push((client, requests));
+    }
     println!("READY");
+    let loops = subscribed
+        .into_iter()
+        .map(|(client, requests)| nats_serve(client, requests));
+    futures_util::future::try_join_all(loops).await?;
+    Ok(())
+}
+
+/// Answers the requests of one subscription on its own connection; ends only in error.
+async fn nats_serve(
+    client: async_nats::Client,
+    mut requests: async_nats::Subscriber,
+) -> anyhow::Result<()> {
     while let Some(request) = requests.next().await {
         if let Some(reply) = request.reply {
             client.publish(reply, upper(&request.payload)).await?;
