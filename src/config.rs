@@ -288,6 +288,9 @@ pub struct WorkersConfig {
     pub max_control_frames_per_second: u32,
     /// Calls that may wait per function while its workers are full.
     pub max_queue_per_function: usize,
+    /// Jobs above the least-loaded worker that the worker given a function's last call may
+    /// hold and still take the next one (0: strict least-loaded, ties round-robin).
+    pub batch_slack: u32,
     /// Silence after which a worker connection is closed as dead, in milliseconds.
     pub heartbeat_timeout_ms: u64,
 }

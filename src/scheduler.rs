@@ -5,7 +5,13 @@
 //!
 //! The rules:
 //! - a call goes to the **least-loaded** worker of its function (fewest jobs in flight) that
-//!   has a free slot; among equals, round-robin;
+//!   has a free slot; among equals, round-robin. With a **batch slack** `s` > 0
+//!   ([`Scheduler::set_batch_slack`], `workers.batch_slack`), within one **round** (the
+//!   calls the registry places in one turn of its mailbox: a burst) the worker that took
+//!   the last call keeps taking calls while it holds fewer than `least + s` jobs: calls
+//!   that arrive together then go out in one write instead of one frame per worker
+//!   connection; a call is never given to a worker holding `s` or more jobs above the
+//!   least-loaded one, and calls that arrive one by one still go round-robin;
 //! - when every worker of the function is full, the call waits in the function's **FIFO
 //!   queue**, bounded by `max_queue_per_function`; past that bound it is refused
 //!   (`RateLimited`);
@@ -31,7 +37,6 @@
 //! Every method returns its [`Decision`]s; it never sends anything.
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -41,11 +46,12 @@ use crate::breaker::{BreakerSettings, BreakerState, Transition, Verdict};
 use crate::call::{
     DispatchError, FunctionName, FunctionSnapshot, JobId, PeerId, PeerSnapshot, WorkerId,
 };
-use breakers::WorkerBreakers;
 use peers::{NoPeer, Peers};
+use placement::{assign, pick_worker, Batch, FunctionEntry, Load, WorkerEntry};
 
 mod breakers;
 mod peers;
+mod placement;
 
 /// Calls forwarded to one peer at once unless [`Scheduler::set_max_forwarded_per_peer`]
 /// says otherwise (`cluster.max_forwarded_per_peer`).
@@ -95,68 +101,6 @@ pub enum Decision<C> {
     },
 }
 
-/// A worker's load, shared by its entry and the entries of the functions it serves, so that
-/// choosing among a function's workers reads their loads without a lookup per worker.
-#[derive(Debug)]
-struct Load {
-    worker: WorkerId,
-    in_flight: Cell<u32>,
-    max_jobs: Cell<u32>,
-}
-
-impl Load {
-    fn has_room(&self) -> bool {
-        self.in_flight.get() < self.max_jobs.get()
-    }
-}
-
-/// A worker as the scheduler sees it.
-struct WorkerEntry {
-    load: Rc<Load>,
-    /// Jobs in flight per function (keys are exactly the functions it serves, plus any it
-    /// stopped serving while jobs of it were still running).
-    functions: HashMap<FunctionName, FunctionLoad>,
-}
-
-impl WorkerEntry {
-    fn serving(&self) -> impl Iterator<Item = &FunctionName> {
-        self.functions
-            .iter()
-            .filter(|(_, load)| load.serving)
-            .map(|(name, _)| name)
-    }
-
-    fn serves(&self, function: &FunctionName) -> bool {
-        self.functions.get(function).is_some_and(|l| l.serving)
-    }
-}
-
-#[derive(Debug, Default)]
-struct FunctionLoad {
-    serving: bool,
-    in_flight: u32,
-}
-
-struct FunctionEntry<C> {
-    workers: Vec<Rc<Load>>,
-    /// Where the next search for the least-loaded worker starts, so ties go round-robin.
-    cursor: usize,
-    queue: VecDeque<C>,
-    /// The circuit breakers of its workers (none while breakers are off).
-    breakers: WorkerBreakers,
-}
-
-impl<C> Default for FunctionEntry<C> {
-    fn default() -> Self {
-        Self {
-            workers: Vec::new(),
-            cursor: 0,
-            queue: VecDeque::new(),
-            breakers: WorkerBreakers::default(),
-        }
-    }
-}
-
 /// One worker's load, for snapshots.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerLoad {
@@ -188,6 +132,8 @@ pub struct Scheduler<C> {
     draining: bool,
     /// The circuit breakers' settings, when they are on.
     breakers: Option<BreakerSettings>,
+    /// The batch slack and its rounds.
+    batch: Batch,
 }
 
 impl<C: Waiting> Scheduler<C> {
@@ -202,7 +148,28 @@ impl<C: Waiting> Scheduler<C> {
             max_queue_per_function,
             draining: false,
             breakers: None,
+            batch: Batch::default(),
         }
+    }
+
+    /// Lets the worker that took the last call of a function in a round take the next ones
+    /// of that round while it holds fewer than `least + slack` jobs, `least` being the
+    /// least-loaded worker's (see the module's rules); 0, the default, is strict
+    /// least-loaded.
+    pub fn set_batch_slack(&mut self, slack: u32) {
+        self.batch.slack = slack;
+    }
+
+    /// True once in a round in which a call was placed that the slack may batch others
+    /// with: the caller must then call [`Scheduler::end_round`] once the calls that arrived
+    /// together are placed.
+    pub fn round_opened(&mut self) -> bool {
+        self.batch.take_opened()
+    }
+
+    /// Ends the round: the next call starts from the least-loaded worker again.
+    pub fn end_round(&mut self) {
+        self.batch.end_round();
     }
 
     /// Keeps a circuit breaker per worker and function from now on, with `settings`.
@@ -235,7 +202,7 @@ impl<C: Waiting> Scheduler<C> {
         let Some(entry) = entry else {
             return Some(self.forward_or_refuse(function, call));
         };
-        if let Some(worker) = pick_worker(entry) {
+        if let Some(worker) = pick_worker(entry, &mut self.batch) {
             return Some(assign(&mut self.workers, worker, function, call));
         }
         if !entry.breakers.any_admits(&entry.workers) {
@@ -606,7 +573,7 @@ impl<C: Waiting> Scheduler<C> {
             if entry.queue.is_empty() {
                 break;
             }
-            let Some(worker) = pick_worker(entry) else {
+            let Some(worker) = pick_worker(entry, &mut self.batch) else {
                 break;
             };
             let call = entry.queue.pop_front().expect("queue is not empty");
@@ -676,73 +643,6 @@ impl<C: Waiting> Scheduler<C> {
     }
 }
 
-/// Places `call` of `function` on `worker`, counting it in the worker's load.
-fn assign<C>(
-    workers: &mut HashMap<WorkerId, WorkerEntry>,
-    worker: WorkerId,
-    function: &FunctionName,
-    call: C,
-) -> Decision<C> {
-    let entry = workers
-        .get_mut(&worker)
-        .expect("the scheduler places calls only on workers it knows");
-    entry.load.in_flight.set(entry.load.in_flight.get() + 1);
-    match entry.functions.get_mut(function) {
-        Some(load) => load.in_flight += 1,
-        None => {
-            let load = FunctionLoad {
-                serving: false,
-                in_flight: 1,
-            };
-            entry.functions.insert(function.clone(), load);
-        }
-    }
-    Decision::Assign { worker, call }
-}
-
-/// The worker of `entry` the next call goes to: the least loaded with a free slot, among
-/// those whose breaker admits calls. A half-open breaker chosen has one trial fewer.
-fn pick_worker<C>(entry: &mut FunctionEntry<C>) -> Option<WorkerId> {
-    if entry.breakers.all_closed() {
-        // Always so with breakers off: the breakers cost this one check.
-        return least_loaded(&entry.workers, &mut entry.cursor, |_| true);
-    }
-    let breakers = &mut entry.breakers;
-    let worker = least_loaded(&entry.workers, &mut entry.cursor, |w| breakers.admits(w))?;
-    breakers.placed(worker);
-    Some(worker)
-}
-
-/// The least-loaded of `workers` with a free slot that `admits`; among equals, the first at
-/// or after the round-robin `cursor`, which then moves past it. An idle worker ends the
-/// search at once.
-fn least_loaded(
-    workers: &[Rc<Load>],
-    cursor: &mut usize,
-    admits: impl Fn(WorkerId) -> bool,
-) -> Option<WorkerId> {
-    let n = workers.len();
-    let mut best: Option<(usize, u32)> = None;
-    for step in 0..n {
-        let index = (*cursor + step) % n;
-        let load = &workers[index];
-        let in_flight = load.in_flight.get();
-        if !load.has_room() || best.is_some_and(|(_, least)| least <= in_flight) {
-            continue;
-        }
-        if !admits(load.worker) {
-            continue;
-        }
-        best = Some((index, in_flight));
-        if in_flight == 0 {
-            break;
-        }
-    }
-    let (index, _) = best?;
-    *cursor = (index + 1) % n;
-    Some(workers[index].worker)
-}
-
 #[cfg(test)]
 mod tests;
 
@@ -751,3 +651,6 @@ mod peer_tests;
 
 #[cfg(test)]
 mod breaker_tests;
+
+#[cfg(test)]
+mod batch_tests;

@@ -257,6 +257,7 @@ impl Dispatcher {
         // thread is a queue push, between threads it is a wake-up (eventfd, often a context
         // switch), and every call sends the registry two.
         let max_queue = config.workers.max_queue_per_function;
+        let batch_slack = config.workers.batch_slack;
         let (max_forwarded, peer_retry) = (
             config.cluster.max_forwarded_per_peer,
             Duration::from_millis(config.cluster.peer_retry_ms),
@@ -268,6 +269,7 @@ impl Dispatcher {
             Registry::new(max_queue)
                 .cluster_limits(max_forwarded, peer_retry)
                 .breakers(breakers, registry_metrics)
+                .batch_slack(batch_slack)
         });
         let rate_limit_settings = config.rate_limit_settings();
         let rate_limits = RateLimits::new(&rate_limit_settings);

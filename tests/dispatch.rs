@@ -6,7 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{bytes, start_dispatcher, start_dispatcher_with, wire, Peer, PATIENCE};
+use common::{
+    bytes, start_dispatcher, start_dispatcher_on_one_thread, start_dispatcher_with, wire, Peer,
+    PATIENCE,
+};
 use nmid::codec::{CDoJob, Frame, ParamsType, HANDLE_TYPE_ENCODE};
 use nmid::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -183,6 +186,75 @@ async fn least_loaded_worker_gets_the_next_job() {
     }
     for _ in 0..4 {
         returned(client.recv().await);
+    }
+    dispatcher.stop().await;
+}
+
+/// Calls that arrive together are batched within `workers.batch_slack`: with four idle
+/// workers and a slack of 2, four calls in one write go two and two to two workers (one
+/// write to each instead of one to every worker); the same calls one by one go one to each.
+#[tokio::test]
+async fn calls_arriving_together_go_two_by_two_within_the_batch_slack() {
+    let mut config = concurrent_v1();
+    config.workers.batch_slack = 2;
+    // One thread: the burst's jobs all reach the registry in one turn, and each call of
+    // the second half only after the turn of the one before.
+    let dispatcher = start_dispatcher_on_one_thread(config);
+    let mut workers = Vec::new();
+    for name in ["w1", "w2", "w3", "w4"] {
+        workers.push(Peer::worker(dispatcher.addr, name, &["F"]).await);
+    }
+    let loads = |s: &nmid::call::RegistrySnapshot| {
+        let mut loads: Vec<u32> = s.workers.iter().map(|w| w.in_flight).collect();
+        loads.sort_unstable();
+        loads
+    };
+    let mut burst = Peer::connect(dispatcher.addr).await;
+    let call = |i: u8| {
+        wire(&Frame::CDoJob(CDoJob {
+            params_type: ParamsType::MSGPACK,
+            handle_type: HANDLE_TYPE_ENCODE,
+            function: bytes("F"),
+            params: Bytes::copy_from_slice(&[i]),
+        }))
+    };
+    burst
+        .send_raw(&(0..4).flat_map(call).collect::<Vec<u8>>())
+        .await;
+    let snapshot = dispatcher
+        .wait_for("4 jobs in flight", |s| s.in_flight() == 4)
+        .await;
+    assert_eq!(loads(&snapshot), vec![0, 0, 2, 2]);
+    for (worker, name) in workers.iter_mut().zip(["w1", "w2", "w3", "w4"]) {
+        let held = (snapshot.workers.iter())
+            .find(|w| w.name.as_deref() == Some(name))
+            .map_or(0, |w| w.in_flight);
+        for _ in 0..held {
+            let job = worker.recv_job().await;
+            worker.answer(&job, b"ok").await;
+        }
+    }
+    for _ in 0..4 {
+        returned(burst.recv().await);
+    }
+    dispatcher
+        .wait_for("all idle", |s| s.in_flight() == 0)
+        .await;
+    let mut one_by_one = Peer::connect(dispatcher.addr).await;
+    for i in 0..4u8 {
+        one_by_one.call("F", &[i]).await;
+        let n = u64::from(i) + 1;
+        dispatcher
+            .wait_for("the call in flight", |s| s.in_flight() == n)
+            .await;
+    }
+    assert_eq!(loads(&dispatcher.snapshot().await), vec![1, 1, 1, 1]);
+    for worker in &mut workers {
+        let job = worker.recv_job().await;
+        worker.answer(&job, b"ok").await;
+    }
+    for _ in 0..4 {
+        returned(one_by_one.recv().await);
     }
     dispatcher.stop().await;
 }

@@ -326,6 +326,13 @@ impl Registry {
         self.peer_retry = peer_retry;
         self
     }
+
+    /// Lets the worker that took a function's last call take the next ones while it holds
+    /// fewer than `slack` jobs above the least-loaded worker (`workers.batch_slack`).
+    pub fn batch_slack(mut self, slack: u32) -> Self {
+        self.scheduler.set_batch_slack(slack);
+        self
+    }
 }
 
 impl Actor for Registry {
@@ -335,7 +342,7 @@ impl Actor for Registry {
 impl Handler<Dispatch> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Dispatch, ctx: &mut Self::Context) {
         let function = msg.spec.function.clone();
         let pending = Pending {
             job_id: msg.job_id,
@@ -345,6 +352,7 @@ impl Handler<Dispatch> for Registry {
         if let Some(decision) = self.scheduler.place(&function, pending, msg.retry) {
             self.carry_out(decision);
         }
+        self.end_round_after_this_turn(ctx);
     }
 }
 
@@ -385,9 +393,10 @@ impl Handler<WorkerNamed> for Registry {
 impl Handler<WorkerSlots> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: WorkerSlots, _: &mut Self::Context) {
+    fn handle(&mut self, msg: WorkerSlots, ctx: &mut Self::Context) {
         let decisions = self.scheduler.set_slots(msg.worker, msg.max_jobs);
         self.carry_out_all(decisions);
+        self.end_round_after_this_turn(ctx);
     }
 }
 
@@ -409,7 +418,7 @@ impl Handler<WorkerBye> for Registry {
 impl Handler<FunctionAdded> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: FunctionAdded, _: &mut Self::Context) {
+    fn handle(&mut self, msg: FunctionAdded, ctx: &mut Self::Context) {
         if !self.workers.contains_key(&msg.worker)
             || self.scheduler.serves(msg.worker, &msg.function)
         {
@@ -419,6 +428,7 @@ impl Handler<FunctionAdded> for Registry {
         info!(worker = %msg.worker, name, function = %msg.function, "function registered");
         let decisions = self.scheduler.serve(msg.worker, &msg.function);
         self.carry_out_all(decisions);
+        self.end_round_after_this_turn(ctx);
     }
 }
 
@@ -445,6 +455,7 @@ impl Handler<JobFinished> for Registry {
         }
         let decisions = self.scheduler.finished(msg.worker, &msg.function);
         self.carry_out_all(decisions);
+        self.end_round_after_this_turn(ctx);
     }
 }
 
@@ -645,6 +656,18 @@ impl Registry {
             Transition::HalfOpened | Transition::Closed => {
                 info!(%worker, name, %function, state, "circuit breaker");
             }
+        }
+    }
+
+    /// Ends the scheduler's round (see `workers.batch_slack`) once this turn of the mailbox
+    /// is over, if a call placed in it may batch others: actix runs a future spawned here
+    /// right after the messages already waiting.
+    fn end_round_after_this_turn(&mut self, ctx: &mut Context<Self>) {
+        if self.scheduler.round_opened() {
+            let end = actix::fut::ready(()).map(|(), registry: &mut Self, _| {
+                registry.scheduler.end_round();
+            });
+            ctx.spawn(end);
         }
     }
 

@@ -100,15 +100,22 @@ pub fn start_dispatcher_with(config: Config) -> TestDispatcher {
 
 /// Starts a dispatcher with `config` listening on `addr` (to restart one on its old port).
 pub fn start_dispatcher_on(addr: SocketAddr, config: Config) -> TestDispatcher {
-    start(addr, config, false)
+    start(addr, config, false, 2)
+}
+
+/// Starts a dispatcher with `config` on one connection thread (the default of `nmid.toml`;
+/// the other starters use two, to cross threads): the session, its jobs and the registry
+/// then take turns on one thread, so what arrives together is handled in one turn.
+pub fn start_dispatcher_on_one_thread(config: Config) -> TestDispatcher {
+    start("127.0.0.1:0".parse().unwrap(), config, false, 1)
 }
 
 /// Starts a dispatcher with `config` serving the nmid protocol and HTTP, both on 127.0.0.1:0.
 pub fn start_dispatcher_with_http(config: Config) -> TestDispatcher {
-    start("127.0.0.1:0".parse().unwrap(), config, true)
+    start("127.0.0.1:0".parse().unwrap(), config, true, 2)
 }
 
-fn start(addr: SocketAddr, mut config: Config, with_http: bool) -> TestDispatcher {
+fn start(addr: SocketAddr, mut config: Config, with_http: bool, threads: usize) -> TestDispatcher {
     let listeners = Listeners {
         tcp: std::net::TcpListener::bind(addr).expect("bind the test address"),
         http: with_http.then(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind http")),
@@ -117,7 +124,7 @@ fn start(addr: SocketAddr, mut config: Config, with_http: bool) -> TestDispatche
     let addr = listeners.tcp.local_addr().unwrap();
     let http = listeners.http.as_ref().map(|l| l.local_addr().unwrap());
     config.tcp.addr = addr;
-    config.server.io_threads = 2;
+    config.server.io_threads = threads;
     let stop_within = config.drain_timeout() + 3 * PATIENCE;
     record_panics();
     static STARTED: AtomicUsize = AtomicUsize::new(0);
