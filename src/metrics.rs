@@ -18,11 +18,13 @@ use prometheus::{
     Registry as PromRegistry, TextEncoder,
 };
 
-use crate::breaker::BreakerState;
 use crate::call::{CallOutcome, DispatchError, FunctionName, RegistrySnapshot};
-use crate::rate_limit::Scope;
 
+mod guard;
 mod labels;
+mod views;
+
+use guard::GuardMetrics;
 
 pub use labels::{CallCounts, Leniency, Limit, Outcome, Refusal, Role};
 
@@ -165,47 +167,6 @@ pub struct Metrics {
     scrape: std::sync::Mutex<()>,
     /// Rate limits and circuit breakers (`[rate_limit]`, `[breaker]`).
     guard: GuardMetrics,
-}
-
-/// The metrics of rate limits and circuit breakers.
-struct GuardMetrics {
-    /// `nmid_rate_limited_total{function, scope}`.
-    rate_limited: IntCounterVec,
-    /// `nmid_rate_limit_clients`.
-    rate_limit_clients: IntGauge,
-    /// `nmid_breakers_open{function}`, set at scrape time.
-    breakers_open: IntGaugeVec,
-    /// `nmid_breaker_transitions_total{function, to}`.
-    breaker_transitions: IntCounterVec,
-}
-
-impl GuardMetrics {
-    fn new(add: &Registrar) -> Self {
-        Self {
-            rate_limited: add.counter_vec(
-                "nmid_rate_limited_total",
-                "Calls refused by a rate limit ([rate_limit]), by function and by the limit that refused them (scope: function or client).",
-                &["function", "scope"],
-            ),
-            rate_limit_clients: add.metric(
-                IntGauge::new(
-                    "nmid_rate_limit_clients",
-                    "Clients with a rate-limit bucket of their own (rate_limit.max_clients at most, plus one shared).",
-                )
-                .expect("valid metric"),
-            ),
-            breakers_open: add.gauge_vec(
-                "nmid_breakers_open",
-                "Workers of each function whose circuit breaker is open or half-open ([breaker]).",
-                "function",
-            ),
-            breaker_transitions: add.counter_vec(
-                "nmid_breaker_transitions_total",
-                "Circuit breaker state changes, by function and the state entered (open, half_open, closed).",
-                &["function", "to"],
-            ),
-        }
-    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -454,18 +415,7 @@ impl Metrics {
                 let _ = self.calls.remove_label_values(&[&name, outcome.as_str()]);
             }
             let _ = self.duration.remove_label_values(&[&name]);
-            for scope in [Scope::Function, Scope::Client] {
-                let labels = [name.as_str(), scope.as_str()];
-                let _ = self.guard.rate_limited.remove_label_values(&labels);
-            }
-            for to in [
-                BreakerState::Open,
-                BreakerState::HalfOpen,
-                BreakerState::Closed,
-            ] {
-                let labels = [name.as_str(), to.as_str()];
-                let _ = self.guard.breaker_transitions.remove_label_values(&labels);
-            }
+            self.guard.forget(&name);
         }
         let live: foldhash::HashSet<&str> = (snapshot.workers.iter())
             .map(|w| worker_label(w.name.as_deref().unwrap_or("")))
@@ -528,105 +478,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Totals by outcome since start.
-    pub fn read(&self) -> CallCounts {
-        let by_outcome: Vec<(&'static str, u64)> = Outcome::ALL
-            .iter()
-            .map(|o| (o.as_str(), self.totals[*o as usize].load(Ordering::Relaxed)))
-            .collect();
-        let total = by_outcome.iter().map(|(_, n)| n).sum();
-        let ok = by_outcome[Outcome::Ok as usize].1;
-        CallCounts {
-            total,
-            errors: total - ok,
-            by_outcome,
-        }
-    }
-
-    /// Every function's cumulative calls, errors and latency buckets (`GET /api/v1/calls`,
-    /// the dashboard's history, `nmidctl top`).
-    pub fn calls_view(&self) -> crate::rates::CallsView {
-        use prometheus::core::Collector;
-        let mut by_function: HashMap<String, crate::rates::CallTotals> = HashMap::new();
-        let label = |metric: &prometheus::proto::Metric, name: &str| {
-            (metric.get_label().iter())
-                .find(|l| l.name() == name)
-                .map(|l| l.value().to_owned())
-                .unwrap_or_default()
-        };
-        for family in self.calls.collect() {
-            for metric in family.get_metric() {
-                let function = label(metric, "function");
-                let entry = by_function.entry(function.clone()).or_default();
-                entry.function = function;
-                let count = metric.get_counter().get_value() as u64;
-                entry.calls += count;
-                if label(metric, "outcome") != Outcome::Ok.as_str() {
-                    entry.errors += count;
-                }
-            }
-        }
-        for family in self.duration.collect() {
-            for metric in family.get_metric() {
-                let histogram = metric.get_histogram();
-                let mut buckets: Vec<u64> = (histogram.get_bucket().iter())
-                    .map(|b| b.cumulative_count())
-                    .collect();
-                buckets.push(histogram.get_sample_count());
-                if let Some(entry) = by_function.get_mut(&label(metric, "function")) {
-                    entry.buckets = buckets;
-                }
-            }
-        }
-        let mut functions: Vec<_> = by_function.into_values().collect();
-        functions.sort_by(|a, b| a.function.cmp(&b.function));
-        crate::rates::CallsView {
-            bounds: DURATION_BUCKETS.to_vec(),
-            functions,
-        }
-    }
-
-    /// A call of `function` was refused by the rate limit of `scope`: counted in
-    /// `nmid_rate_limited_total` and as a `rate_limited` call. `configured`: the function
-    /// has a limit of its own, so its name may get series; any other name a caller sent
-    /// counts under its own series only if it has them already (a served function), else
-    /// under `_unknown`, so that callers cannot take places under `max_function_series`.
-    pub fn record_rate_limited(&self, function: &FunctionName, scope: Scope, configured: bool) {
-        self.totals[Outcome::RateLimited as usize].fetch_add(1, Ordering::Relaxed);
-        let name = function.to_string();
-        let label = match configured {
-            true => self.function_labels.label(&name),
-            false => (self.function_labels).existing_or(&name, UNKNOWN_FUNCTION_LABEL),
-        };
-        let outcome = Outcome::RateLimited.as_str();
-        self.calls.with_label_values(&[label, outcome]).inc();
-        let scope = scope.as_str();
-        self.guard
-            .rate_limited
-            .with_label_values(&[label, scope])
-            .inc();
-    }
-
     /// A worker registered `function`: it gets series of its own now (if under
     /// `max_function_series`), so that calls refused before its first scrape or answered call
     /// (rate limits) are counted under its name rather than `_unknown`.
     pub fn function_served(&self, function: &FunctionName) {
         self.function_labels.label(&function.to_string());
-    }
-
-    /// The rate limiter holds `clients` client buckets (`nmid_rate_limit_clients`).
-    pub fn set_rate_limit_clients(&self, clients: usize) {
-        let clients = i64::try_from(clients).unwrap_or(i64::MAX);
-        self.guard.rate_limit_clients.set(clients);
-    }
-
-    /// A worker's circuit breaker for `function` went `to` a state.
-    pub fn record_breaker_transition(&self, function: &FunctionName, to: BreakerState) {
-        let name = function.to_string();
-        let label = self.function_labels.label(&name);
-        (self.guard.breaker_transitions)
-            .with_label_values(&[label, to.as_str()])
-            .inc();
     }
 
     /// The text exposition, with the registry's state (in flight, queues, workers) as of
