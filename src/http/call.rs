@@ -308,21 +308,30 @@ pub fn call_params(
     let Some(content_type) = content_type else {
         return json_body_params(body, pass_json);
     };
+    // The two usual values without parsing a media type.
+    match content_type {
+        b"application/msgpack" => return msgpack_body_params(body),
+        b"application/json" => return json_body_params(body, pass_json),
+        _ => {}
+    }
     let unsupported =
         || HttpError::UnsupportedMediaType(String::from_utf8_lossy(content_type).into_owned());
     let mime: mime::Mime = (std::str::from_utf8(content_type).ok())
         .and_then(|text| text.parse().ok())
         .ok_or_else(unsupported)?;
     match (mime.type_(), mime.subtype().as_str()) {
-        (mime::APPLICATION, "msgpack" | "x-msgpack" | "vnd.msgpack") => {
-            if body.is_empty() {
-                return Err(HttpError::BadRequest("empty msgpack body".to_owned()));
-            }
-            Ok((body, ParamsType::MSGPACK))
-        }
+        (mime::APPLICATION, "msgpack" | "x-msgpack" | "vnd.msgpack") => msgpack_body_params(body),
         (mime::APPLICATION, "json") => json_body_params(body, pass_json),
         _ => Err(unsupported()),
     }
+}
+
+/// The params of a msgpack body: the body as is, which must not be empty.
+fn msgpack_body_params(body: Bytes) -> Result<(Bytes, ParamsType), HttpError> {
+    if body.is_empty() {
+        return Err(HttpError::BadRequest("empty msgpack body".to_owned()));
+    }
+    Ok((body, ParamsType::MSGPACK))
 }
 
 /// A call as the HTTP front end makes it: trace context from the headers.

@@ -17,23 +17,21 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use base64::Engine;
 
 use super::{HttpError, HttpState};
 use crate::metrics::{Outcome, Refusal};
 use crate::security::{Grant, Roles};
 
-/// Middleware: refuses a request from an address the lists do not admit (403, and the
-/// connection closed), or without the credentials its route needs (401 / 403). A request
-/// that passes carries its grant, for the handler's per-function check.
-pub async fn guard(
+/// Refuses a request from an address the lists do not admit (403, and the connection
+/// closed), or without the credentials its route needs (401 / 403); else passes it on to
+/// `next`. A request that passes carries its grant, for the handler's per-function check.
+pub async fn guard<B: MessageBody>(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let Some(state) = req.app_data::<web::Data<HttpState>>().cloned() else {
-        return Ok(next.call(req).await?.map_into_left_body());
-    };
+    next: Next<B>,
+    state: &HttpState,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let policy = state.security.policy();
     let metrics = &state.jobs.metrics;
     if let Some(peer) = req.peer_addr() {

@@ -20,14 +20,13 @@ mod serve;
 
 use std::time::{Duration, SystemTime};
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 pub use call::{call_params, REQUEST_ID_HEADER, TIMEOUT_HEADER};
 pub use error::HttpError;
-pub use guard::guard;
 pub use serve::{HttpSite, Serving};
 
 use crate::actors::job::JobServices;
@@ -87,20 +86,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(fallback));
 }
 
-/// Middleware: counts every request by route pattern (bounded: unmatched paths are
-/// `default`) and status.
-pub async fn count_requests(
+/// The one middleware, in front of every route: the guard (`guard.rs`) lets the request
+/// through or answers it, then the request is counted by route pattern (bounded: unmatched
+/// paths are `default`) and status. One layer, not two: each costs a boxed future and a
+/// lookup of the state per request.
+pub async fn front<B: MessageBody>(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let metrics = req
-        .app_data::<web::Data<HttpState>>()
-        .map(|state| state.jobs.metrics.clone());
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<HttpState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
     let route = route_label(req.path());
-    let response = next.call(req).await?;
-    if let Some(metrics) = metrics {
-        metrics.record_http(route, response.status().as_u16());
-    }
+    let response = guard::guard(req, next, &state).await?;
+    state
+        .jobs
+        .metrics
+        .record_http(route, response.status().as_u16());
     Ok(response)
 }
 

@@ -114,8 +114,7 @@ async fn serve_here(
     let app = move || {
         App::new()
             .app_data(state.clone())
-            .wrap(actix_web::middleware::from_fn(super::guard))
-            .wrap(actix_web::middleware::from_fn(super::count_requests))
+            .wrap(actix_web::middleware::from_fn(super::front))
             .configure(routes)
     };
     // A macro, not a value: the service's stream type (plain or TLS) is chosen per branch.
