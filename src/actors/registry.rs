@@ -32,6 +32,10 @@ use crate::call::{
 use crate::metrics::Metrics;
 use crate::scheduler::{Decision, Scheduler, Waiting};
 
+mod peers;
+
+pub use peers::{ForwardFinished, PeerJoined, PeerLeft, PeerPort, PeerUnreachable, PeerUpdated};
+
 /// A job asks to be placed on a worker.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -163,55 +167,6 @@ pub struct Drain;
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Abandon;
-/// A peer dispatcher joined the cluster (its membership record appeared in etcd).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct PeerJoined {
-    /// The peer.
-    pub peer: PeerId,
-    /// Where to send the calls forwarded to it.
-    pub port: Box<dyn PeerPort>,
-    /// Functions its workers serve.
-    pub functions: Vec<FunctionName>,
-    /// Its advertised load.
-    pub load: u32,
-}
-
-/// A peer published new functions or a new load.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct PeerUpdated {
-    /// The peer.
-    pub peer: PeerId,
-    /// Functions its workers serve.
-    pub functions: Vec<FunctionName>,
-    /// Its advertised load.
-    pub load: u32,
-}
-
-/// A peer left the cluster (its record is gone: it stopped, or its lease expired).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct PeerLeft {
-    /// The peer.
-    pub peer: PeerId,
-}
-
-/// A call forwarded to a peer was answered or lost: it no longer counts against the peer.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct ForwardFinished {
-    /// The peer.
-    pub peer: PeerId,
-}
-
-/// A peer could not be reached (or refused a call while draining): skip it for a while.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct PeerUnreachable {
-    /// The peer.
-    pub peer: PeerId,
-}
 
 /// Asks for the registry's current state.
 #[derive(Debug, Message)]
@@ -237,16 +192,6 @@ pub trait WorkerPort: Send {
     /// After `W_BYE`: every call for this worker has been handed over, no more will come.
     fn sealed(&self);
     /// Shutdown gave up waiting: answer every held job `ShuttingDown` now.
-    fn abandon(&self);
-}
-
-/// How the registry reaches a peer dispatcher it forwards calls to. The peer's link
-/// implements it for its address, so the registry never names the cluster's actors.
-pub trait PeerPort: Send {
-    /// Forwards a call; its lease is answered with the peer's reply, or dropped if the peer
-    /// cannot give one (the job then retries or fails with `WorkerLost`).
-    fn forward(&self, assignment: Assignment);
-    /// Shutdown gave up waiting: answer every call forwarded there `ShuttingDown` now.
     fn abandon(&self);
 }
 
@@ -479,58 +424,6 @@ impl Handler<WorkerLeft> for Registry {
         info!(worker = %msg.worker, name, peer = %worker.peer, jobs_in_flight, "worker left");
         let decisions = self.scheduler.leave(msg.worker);
         self.carry_out_all(decisions);
-    }
-}
-
-impl Handler<PeerJoined> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: PeerJoined, _: &mut Self::Context) {
-        info!(peer = %msg.peer, functions = msg.functions.len(), "peer dispatcher joined");
-        self.scheduler
-            .peer_seen(msg.peer.clone(), msg.functions, msg.load);
-        self.peers.insert(msg.peer, msg.port);
-    }
-}
-
-impl Handler<PeerUpdated> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: PeerUpdated, _: &mut Self::Context) {
-        if self.peers.contains_key(&msg.peer) {
-            self.scheduler.peer_seen(msg.peer, msg.functions, msg.load);
-        }
-    }
-}
-
-impl Handler<PeerLeft> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: PeerLeft, _: &mut Self::Context) {
-        if self.peers.remove(&msg.peer).is_some() {
-            info!(peer = %msg.peer, "peer dispatcher left");
-        }
-        self.scheduler.peer_gone(&msg.peer);
-    }
-}
-
-impl Handler<ForwardFinished> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: ForwardFinished, _: &mut Self::Context) {
-        self.scheduler.forward_finished(&msg.peer);
-    }
-}
-
-impl Handler<PeerUnreachable> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: PeerUnreachable, ctx: &mut Self::Context) {
-        debug!(peer = %msg.peer, retry_ms = self.peer_retry.as_millis() as u64, "peer unreachable: skipped for a while");
-        self.scheduler.peer_reachable(&msg.peer, false);
-        ctx.run_later(self.peer_retry, move |registry, _| {
-            registry.scheduler.peer_reachable(&msg.peer, true);
-        });
     }
 }
 
