@@ -46,7 +46,7 @@ doc:
 ## Benchmark us against NATS request-reply, gearmand, the one-hop floor, HTTP and the bare
 ## actix-web floor, then what [auth], [tls], and rate limits with breakers cost (us-tagged
 ## against itself with each on, 64 in flight, 32 B), then the codec micro-benchmarks (about
-## 21 minutes). Installs what it lacks (nats-server, gearmand, wrk); results in
+## 25 minutes). Installs what it lacks (nats-server, gearmand, wrk); results in
 ## bench-results/<time>.json and .md. See BENCHMARKS.md.
 bench: deps
 	./scripts/bench-deps
