@@ -493,12 +493,23 @@ async fn sigterm_past_the_drain_timeout_answers_every_caller_and_exits_3() {
     })
     .await;
     nmid.signal("-TERM");
+    // The signal reaches the process a moment after `kill` returns: ask until the drain
+    // has begun (it lasts 1.5 s), and keep the last answer.
     let ready = tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(http).ok()?;
-        write!(stream, "GET /readyz HTTP/1.0\r\n\r\n").ok()?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).ok()?;
-        Some(text)
+        let until = Instant::now() + PATIENCE;
+        let mut last = None;
+        while Instant::now() < until {
+            let mut stream = std::net::TcpStream::connect(http).ok()?;
+            write!(stream, "GET /readyz HTTP/1.0\r\n\r\n").ok()?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text).ok()?;
+            if text.starts_with("HTTP/1.0 503") {
+                return Some(text);
+            }
+            last = Some(text);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        last
     });
     let answers = join_all(callers.iter_mut().map(|c| c.recv_within(PATIENCE))).await;
     let errors = answers.iter().filter(|a| **a == Some(Frame::Error)).count();
