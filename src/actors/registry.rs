@@ -272,8 +272,9 @@ impl Registry {
         self
     }
 
-    /// Lets the worker that took a function's last call take the next ones while it holds
-    /// fewer than `slack` jobs above the least-loaded worker (`workers.batch_slack`).
+    /// Lets the worker that took a function's last call in a round (one turn of this actor's
+    /// mailbox) take the round's next calls while it holds fewer than `slack` jobs above the
+    /// least-loaded worker (`workers.batch_slack`).
     pub fn batch_slack(mut self, slack: u32) -> Self {
         self.scheduler.set_batch_slack(slack);
         self
@@ -295,9 +296,8 @@ impl Handler<Dispatch> for Registry {
             lease: msg.lease,
         };
         if let Some(decision) = self.scheduler.place(&function, pending, msg.retry) {
-            self.carry_out(decision);
+            self.carry_out(decision, ctx);
         }
-        self.end_round_after_this_turn(ctx);
     }
 }
 
@@ -340,18 +340,17 @@ impl Handler<WorkerSlots> for Registry {
 
     fn handle(&mut self, msg: WorkerSlots, ctx: &mut Self::Context) {
         let decisions = self.scheduler.set_slots(msg.worker, msg.max_jobs);
-        self.carry_out_all(decisions);
-        self.end_round_after_this_turn(ctx);
+        self.carry_out_all(decisions, ctx);
     }
 }
 
 impl Handler<WorkerBye> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: WorkerBye, _: &mut Self::Context) {
+    fn handle(&mut self, msg: WorkerBye, ctx: &mut Self::Context) {
         let functions = self.scheduler.serving(msg.worker).len();
         let decisions = self.scheduler.seal(msg.worker);
-        self.carry_out_all(decisions);
+        self.carry_out_all(decisions, ctx);
         // Every call for this worker was handed over before this: the seal arrives after them.
         if let Some(worker) = self.workers.get(&msg.worker) {
             worker.port.sealed();
@@ -372,18 +371,17 @@ impl Handler<FunctionAdded> for Registry {
         let name = self.workers[&msg.worker].name.as_deref().unwrap_or("");
         info!(worker = %msg.worker, name, function = %msg.function, "function registered");
         let decisions = self.scheduler.serve(msg.worker, &msg.function);
-        self.carry_out_all(decisions);
-        self.end_round_after_this_turn(ctx);
+        self.carry_out_all(decisions, ctx);
     }
 }
 
 impl Handler<FunctionRemoved> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: FunctionRemoved, _: &mut Self::Context) {
+    fn handle(&mut self, msg: FunctionRemoved, ctx: &mut Self::Context) {
         info!(worker = %msg.worker, function = %msg.function, "function removed");
         let decisions = self.scheduler.unserve(msg.worker, &msg.function);
-        self.carry_out_all(decisions);
+        self.carry_out_all(decisions, ctx);
     }
 }
 
@@ -399,8 +397,7 @@ impl Handler<JobFinished> for Registry {
             self.judge(msg.worker, &msg.function, verdict, ctx);
         }
         let decisions = self.scheduler.finished(msg.worker, &msg.function);
-        self.carry_out_all(decisions);
-        self.end_round_after_this_turn(ctx);
+        self.carry_out_all(decisions, ctx);
     }
 }
 
@@ -415,7 +412,7 @@ impl Handler<JobOverdue> for Registry {
 impl Handler<WorkerLeft> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: WorkerLeft, _: &mut Self::Context) {
+    fn handle(&mut self, msg: WorkerLeft, ctx: &mut Self::Context) {
         let Some(worker) = self.workers.remove(&msg.worker) else {
             return;
         };
@@ -423,7 +420,7 @@ impl Handler<WorkerLeft> for Registry {
         let name = worker.name.as_deref().unwrap_or("");
         info!(worker = %msg.worker, name, peer = %worker.peer, jobs_in_flight, "worker left");
         let decisions = self.scheduler.leave(msg.worker);
-        self.carry_out_all(decisions);
+        self.carry_out_all(decisions, ctx);
     }
 }
 
@@ -438,9 +435,9 @@ impl Handler<Drain> for Registry {
 impl Handler<Abandon> for Registry {
     type Result = ();
 
-    fn handle(&mut self, _: Abandon, _: &mut Self::Context) {
+    fn handle(&mut self, _: Abandon, ctx: &mut Self::Context) {
         let decisions = self.scheduler.abandon_queued();
-        self.carry_out_all(decisions);
+        self.carry_out_all(decisions, ctx);
         for worker in self.workers.values() {
             worker.port.abandon();
         }
@@ -459,8 +456,14 @@ impl Handler<Snapshot> for Registry {
 }
 
 impl Registry {
-    /// Sends a placed call to its worker, or a refusal to its job.
-    fn carry_out(&mut self, decision: Decision<Pending>) {
+    /// Sends a placed call to its worker, or a refusal to its job; every placement passes
+    /// here, so here the scheduler's round is arranged to end.
+    fn carry_out(&mut self, decision: Decision<Pending>, ctx: &mut Context<Self>) {
+        self.deliver(decision);
+        self.end_round_after_this_turn(ctx);
+    }
+
+    fn deliver(&mut self, decision: Decision<Pending>) {
         match decision {
             Decision::Assign { worker, call } => {
                 let assignment = Assignment {
@@ -503,7 +506,7 @@ impl Registry {
         }
         let now = Instant::now();
         let (transition, decisions) = self.scheduler.judge(worker, function, verdict, now);
-        self.carry_out_all(decisions);
+        self.carry_out_all(decisions, ctx);
         if let Some(transition) = transition {
             self.transitioned(worker, function, transition, now, ctx);
         }
@@ -539,7 +542,7 @@ impl Registry {
                         let now = Instant::now().max(until);
                         let (transition, decisions) =
                             registry.scheduler.poll_breaker(worker, &function, now);
-                        registry.carry_out_all(decisions);
+                        registry.carry_out_all(decisions, ctx);
                         if let Some(transition) = transition {
                             registry.transitioned(worker, &function, transition, now, ctx);
                         }
@@ -564,10 +567,11 @@ impl Registry {
         }
     }
 
-    fn carry_out_all(&mut self, decisions: Vec<Decision<Pending>>) {
+    fn carry_out_all(&mut self, decisions: Vec<Decision<Pending>>, ctx: &mut Context<Self>) {
         for decision in decisions {
-            self.carry_out(decision);
+            self.deliver(decision);
         }
+        self.end_round_after_this_turn(ctx);
     }
 
     fn snapshot(&self) -> RegistrySnapshot {
