@@ -116,14 +116,10 @@ fn a_data_type_not_valid_for_its_sender_is_refused() {
     ];
     for &(conn_type, data_type) in cases {
         let mut buf = raw_frame(conn_type, data_type, b"");
-        let got = decode(&mut buf, DEFAULT_MAX_FRAME_BYTES);
-        assert!(
-            matches!(
-                got,
-                Err(CodecError::UnknownDataType { conn_type: c, data_type: d })
-                    if c == conn_type && d == data_type
-            ),
-            "({conn_type}, {data_type}): {got:?}"
+        refused_as_unknown(
+            decode(&mut buf, DEFAULT_MAX_FRAME_BYTES),
+            conn_type,
+            data_type,
         );
     }
 }
@@ -137,14 +133,10 @@ fn a_tagged_data_type_from_the_wrong_sender_is_refused_from_the_header_alone() {
         buf.put_u32(conn_type);
         buf.put_u32(data_type);
         buf.put_u32(64); // body_len, none of which has arrived
-        let got = decode(&mut buf, DEFAULT_MAX_FRAME_BYTES);
-        assert!(
-            matches!(
-                got,
-                Err(CodecError::UnknownDataType { conn_type: c, data_type: d })
-                    if c == conn_type && d == data_type
-            ),
-            "({conn_type}, {data_type}): {got:?}"
+        refused_as_unknown(
+            decode(&mut buf, DEFAULT_MAX_FRAME_BYTES),
+            conn_type,
+            data_type,
         );
     }
 }
@@ -163,5 +155,21 @@ fn data_type_23_is_read_by_the_direction_it_comes_from() {
     assert_eq!(
         decode(&mut from_server, max).unwrap(),
         Some(Frame::SHeartbeatPong)
+    );
+}
+
+/// `got` is the refusal of `data_type` from `conn_type` as an unknown data type.
+fn refused_as_unknown<T: std::fmt::Debug>(
+    got: Result<T, CodecError>,
+    conn_type: u32,
+    data_type: u32,
+) {
+    assert!(
+        matches!(
+            got,
+            Err(CodecError::UnknownDataType { conn_type: c, data_type: d })
+                if c == conn_type && d == data_type
+        ),
+        "({conn_type}, {data_type}): {got:?}"
     );
 }
