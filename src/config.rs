@@ -507,7 +507,7 @@ impl Config {
             return invalid(key, "username and password are set together or not at all");
         }
         for endpoint in &discovery.etcd_endpoints {
-            crate::cluster::etcd::check_endpoint(endpoint).map_err(|reason| {
+            nmid_proto::discovery::check_endpoint(endpoint).map_err(|reason| {
                 ConfigError::Invalid {
                     key: "discovery.etcd_endpoints",
                     reason,

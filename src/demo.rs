@@ -7,6 +7,7 @@
 
 use serde::Deserialize;
 
+use crate::net::Access;
 use crate::retstruct::RetStruct;
 use crate::worker::{Job, JobError, Worker, WorkerError, WorkerHandle};
 
@@ -36,7 +37,10 @@ pub fn start_demo_worker(handle: &crate::server::Handle) -> Result<WorkerHandle,
     Worker::builder()
         .name(DEMO_WORKER_NAME)
         .server(handle.tcp_addr().to_string())
-        .internal(handle.internal_dial())
+        .access(Access {
+            internal: Some(handle.internal_dial()),
+            ..Access::default()
+        })
         .function(DEMO_FUNCTION, to_upper)
         .start()
 }

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::actors::inbound::FrameBudget;
 use crate::actors::job::JobServices;
-use crate::actors::registry::{Abandon, Drain, Registry, Snapshot};
+use crate::actors::registry::{AbandonAll, Drain, Registry, Snapshot};
 use crate::actors::{ConnectionLimits, IpSlots, SessionSettings, WorkerLimits};
 use crate::call::RegistrySnapshot;
 use crate::cluster::{Cluster, ClusterReport, ClusterSettings, ClusterView};
@@ -422,7 +422,7 @@ impl Dispatcher {
                     jobs_left = left,
                     "drain timeout: answering the calls left ShuttingDown"
                 );
-                self.handle.registry.do_send(Abandon);
+                self.handle.registry.do_send(AbandonAll);
                 self.wait_for_jobs(ABANDON_GRACE).await;
                 left
             }

@@ -166,7 +166,7 @@ pub struct Drain;
 /// `ShuttingDown`, so that every caller hears before the dispatcher stops.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Abandon;
+pub struct AbandonAll;
 
 /// Asks for the registry's current state.
 #[derive(Debug, Message)]
@@ -432,10 +432,10 @@ impl Handler<Drain> for Registry {
     }
 }
 
-impl Handler<Abandon> for Registry {
+impl Handler<AbandonAll> for Registry {
     type Result = ();
 
-    fn handle(&mut self, _: Abandon, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: AbandonAll, ctx: &mut Self::Context) {
         let decisions = self.scheduler.abandon_queued();
         self.carry_out_all(decisions, ctx);
         for worker in self.workers.values() {

@@ -57,7 +57,7 @@ pub struct Sealed;
 /// `ShuttingDown`.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Abandon;
+pub struct AbandonJobs;
 
 /// The registry reaches a worker session through its address.
 impl WorkerPort for Addr<WorkerSession> {
@@ -70,7 +70,7 @@ impl WorkerPort for Addr<WorkerSession> {
     }
 
     fn abandon(&self) {
-        self.do_send(Abandon);
+        self.do_send(AbandonJobs);
     }
 }
 
@@ -325,10 +325,10 @@ impl Handler<Assign> for WorkerSession {
     }
 }
 
-impl Handler<Abandon> for WorkerSession {
+impl Handler<AbandonJobs> for WorkerSession {
     type Result = ();
 
-    fn handle(&mut self, _: Abandon, _: &mut Self::Context) {
+    fn handle(&mut self, _: AbandonJobs, _: &mut Self::Context) {
         if !self.jobs.is_empty() {
             warn!(worker = %self.id, jobs = self.jobs.len(), "shutdown: answering the jobs still running here ShuttingDown");
         }

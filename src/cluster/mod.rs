@@ -5,7 +5,8 @@
 //!
 //! - [`record`]: what is stored in etcd (membership record, `nmid/` keys); pure.
 //! - [`etcd`]: connecting with credentials and bounded requests, the reconnect backoff, and
-//!   the membership follower that the client and worker libraries use as well.
+//!   the membership follower that the client and worker libraries use as well. These two
+//!   sit below the libraries (`nmid_proto::discovery`) and are re-exported here.
 //! - `session`: this dispatcher's lease, kept alive, and its two keys under it.
 //! - `membership`: peers joining, changing and leaving, told to the registry.
 //! - [`peer_link`]: one actor per peer, a small pool of tagged connections, carrying out the
@@ -15,11 +16,9 @@
 //! [`Cluster::start`] runs them beside the registry; the scheduler decides what to forward
 //! (`src/scheduler.rs`), the registry sends it to the peer's link through a `PeerPort`.
 
-pub mod etcd;
 mod membership;
 pub mod metrics;
 pub mod peer_link;
-pub mod record;
 mod session;
 mod view;
 
@@ -30,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use tokio::sync::watch;
 
+pub use nmid_proto::discovery::{etcd, record};
 pub use view::{ClusterReport, ClusterView, MemberView};
 
 use crate::actors::registry::Registry;

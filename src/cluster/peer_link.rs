@@ -37,7 +37,7 @@ pub struct Forward {
 /// `ShuttingDown`.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Abandon;
+pub struct AbandonForwards;
 
 /// The registry forwards calls through the link's address.
 impl PeerPort for Addr<PeerLink> {
@@ -46,7 +46,7 @@ impl PeerPort for Addr<PeerLink> {
     }
 
     fn abandon(&self) {
-        self.do_send(Abandon);
+        self.do_send(AbandonForwards);
     }
 }
 
@@ -169,10 +169,10 @@ impl Handler<Forward> for PeerLink {
     }
 }
 
-impl Handler<Abandon> for PeerLink {
+impl Handler<AbandonForwards> for PeerLink {
     type Result = ();
 
-    fn handle(&mut self, _: Abandon, _: &mut Self::Context) {
+    fn handle(&mut self, _: AbandonForwards, _: &mut Self::Context) {
         for (_, lease) in self.in_flight.drain() {
             lease.refuse(DispatchError::ShuttingDown);
             let peer = self.peer.clone();

@@ -268,7 +268,7 @@ impl FaasSpec {
         let tls = (tls != crate::security::ClientTls::default()).then_some(tls);
         let etcd = top.strings("etcd")?.unwrap_or_default();
         for endpoint in &etcd {
-            crate::cluster::etcd::check_endpoint(endpoint).map_err(|e| top.bad("etcd", e))?;
+            nmid_proto::discovery::check_endpoint(endpoint).map_err(|e| top.bad("etcd", e))?;
         }
         let name = top
             .string("name")?

@@ -1,8 +1,8 @@
-//! Run: `cargo run --example client` (with `make run`, or `cargo run --example worker`
-//! against a dispatcher at `NMID_ADDR`, default `127.0.0.1:6808`). The seed's client: calls
-//! `ToUpper` with `{"name": "nmid"}` and prints the result's `Data`: `NMID`.
+//! Run: `cargo run -p nmid-client --example client` (with `make run`, or the worker
+//! example, against a dispatcher at `NMID_ADDR`, default `127.0.0.1:6808`). The seed's
+//! client: calls `ToUpper` with `{"name": "nmid"}` and prints the result's `Data`: `NMID`.
 
-use nmid::client::Client;
+use nmid_client::Client;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -10,7 +10,7 @@ struct Params<'a> {
     name: &'a str,
 }
 
-#[actix_rt::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let addr = std::env::var("NMID_ADDR").unwrap_or_else(|_| "127.0.0.1:6808".to_owned());
     let client = Client::connect(addr).await?;

@@ -1,11 +1,12 @@
-//! Run: `cargo run --example cluster_client -- [CALLS]` (default 3) with a cluster running
-//! (`make cluster-demo` starts one). A discovering client: finds the dispatchers in etcd at
-//! `NMID_ETCD` (default `http://127.0.0.1:2379`), prints them, then calls `ToUpper` with
-//! `{"name": "nmid-<i>"}` CALLS times, spread over the dispatchers, printing each `Data`.
+//! Run: `cargo run -p nmid-client --features discovery --example cluster_client -- [CALLS]`
+//! (default 3) with a cluster running (`make cluster-demo` starts one). A discovering
+//! client: finds the dispatchers in etcd at `NMID_ETCD` (default `http://127.0.0.1:2379`),
+//! prints them, then calls `ToUpper` with `{"name": "nmid-<i>"}` CALLS times, spread over
+//! the dispatchers, printing each `Data`.
 
 use std::time::Duration;
 
-use nmid::client::{CallOptions, Client};
+use nmid_client::{CallOptions, Client, RetStruct};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -13,7 +14,7 @@ struct Params {
     name: String,
 }
 
-#[actix_rt::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let etcd = std::env::var("NMID_ETCD").unwrap_or_else(|_| "http://127.0.0.1:2379".to_owned());
     let calls: usize = match std::env::args().nth(1) {
@@ -39,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         let ret = client
             .call_with("ToUpper", params, CallOptions::default().idempotent())
             .await?;
-        let ret = nmid::retstruct::RetStruct::decode(&ret)?;
+        let ret = RetStruct::decode(&ret)?;
         println!("{}", String::from_utf8_lossy(&ret.data));
     }
     Ok(())

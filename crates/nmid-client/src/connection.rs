@@ -13,11 +13,11 @@ use tokio_util::codec::{Framed, FramedRead};
 use tracing::debug;
 
 use super::{ClientError, Settings};
-use crate::codec::{
+use nmid_proto::codec::{
     self, CDoJob, Frame, Metadata, NmidCodec, ParamsType, SAuthResult, TaggedCall,
     HANDLE_TYPE_ENCODE,
 };
-use crate::net::{NetStream, ReadHalf, WriteHalf};
+use nmid_proto::net::{NetStream, ReadHalf, WriteHalf};
 
 /// Extra time the client waits past a call's deadline for the dispatcher's own timeout reply,
 /// before it gives up on its own.

@@ -25,9 +25,8 @@ use tracing::debug;
 
 use super::connection::Tagged;
 use super::{ClientError, Settings};
-use crate::cluster::etcd::{follow_members, Discovery, Members};
-use crate::cluster::record::MemberRecord;
-use crate::codec::{Metadata, ParamsType};
+use nmid_proto::codec::{Metadata, ParamsType};
+use nmid_proto::discovery::{follow_members, Discovery, MemberRecord, Members};
 
 /// How long a dispatcher that failed a call is skipped by new calls.
 pub const SKIP_DOWN: Duration = Duration::from_secs(2);

@@ -1,6 +1,6 @@
 //! The one error type of the client library: every way a call can fail, to match on.
 
-use crate::codec::{CodecError, ErrorCode};
+use nmid_proto::codec::{CodecError, ErrorCode};
 
 /// Why a call returned no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! The async client library: call functions on a dispatcher.
+//! The nmid client library: call functions on an nmid dispatcher from async Rust (tokio).
+//! It knows nothing of the dispatcher but its protocol (`nmid-proto`), and needs no actix.
 //!
 //! In the default **tagged** mode every call carries a request id, so thousands of calls run
 //! concurrently over one connection, each with its own deadline and trace metadata, and each
@@ -9,32 +10,66 @@
 //! connection drops (the dispatcher restarted), calls in flight fail with
 //! [`ClientError::ConnectionLost`] and the next call connects again.
 //!
-//! A **discovering** client ([`Client::discover`], [`ClientBuilder::discover`]) finds the
-//! dispatchers of a cluster in etcd, spreads calls over those that serve each function and
-//! fails over when one dies: calls in flight on it fail with `ConnectionLost` (at most
-//! once), unless marked [`CallOptions::idempotent`], which are sent to another dispatcher.
+//! A **discovering** client (feature `discovery`: `Client::discover`,
+//! `ClientBuilder::discover`) finds the dispatchers of a cluster in etcd, spreads calls over
+//! those that serve each function and fails over when one dies: calls in flight on it fail
+//! with `ConnectionLost` (at most once), unless marked [`CallOptions::idempotent`], which
+//! are sent to another dispatcher.
 //!
 //! # Examples
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), nmid::client::ClientError> {
-//! use nmid::client::Client;
+//! The seed's client: `ToUpper` with `{"name": "nmid"}` (`cargo run -p nmid-client
+//! --example client` runs it against `make run`'s dispatcher; here a stand-in dispatcher
+//! answers):
+//!
+//! ```
+//! use nmid_client::Client;
 //! use serde::Serialize;
+//! # use futures_util::{SinkExt, StreamExt};
+//! # use nmid_client::nmid_proto::codec::{Frame, NmidCodec, TaggedResult};
+//! # use nmid_client::RetStruct;
 //!
 //! #[derive(Serialize)]
 //! struct Name<'a> {
 //!     name: &'a str,
 //! }
 //!
-//! let client = Client::connect("127.0.0.1:6808").await?;
-//! // The RetStruct's `Data` of the demo worker's ToUpper.
-//! let upper = client.call_data("ToUpper", &Name { name: "nmid" }).await?;
-//! assert_eq!(&upper[..], b"NMID");
-//! # Ok(())
-//! # }
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), nmid_client::ClientError> {
+//! #   // The stand-in dispatcher: answers each call of one connection as the demo worker's
+//! #   // ToUpper would answer {"name": "nmid"}.
+//! #   let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! #   let addr = listener.local_addr().unwrap().to_string();
+//! #   tokio::spawn(async move {
+//! #       let (socket, _) = listener.accept().await.unwrap();
+//! #       let mut frames = tokio_util::codec::Framed::new(socket, NmidCodec::new(1 << 20));
+//! #       while let Some(Ok(Frame::CCall(call))) = frames.next().await {
+//! #           let ret = RetStruct::ok("NMID").encode().into();
+//! #           let reply = Frame::SCallResult(TaggedResult { id: call.id, ret });
+//! #           frames.send(reply).await.unwrap();
+//! #       }
+//! #   });
+//!     let client = Client::connect(addr).await?; // "127.0.0.1:6808"
+//!     // The `Data` of the function's RetStruct (a non-zero `Code` is an error).
+//!     let upper = client.call_data("ToUpper", &Name { name: "nmid" }).await?;
+//!     assert_eq!(&upper[..], b"NMID");
+//!     Ok(())
+//! }
 //! ```
+//!
+//! # Features
+//!
+//! The default build is light (tokio, serde; no `protoc`, no TLS stack):
+//!
+//! - `discovery`: `Client::discover` and `ClientBuilder::discover`, the dispatchers of a
+//!   cluster found in etcd, with failover.
+//! - `tls`: `ClientBuilder::tls`, TLS to the dispatcher (rustls with ring).
+//! - `otlp`: a span per call with its trace context sent along, and the OTLP exporter
+//!   (`trace::tracer_provider`).
+#![deny(missing_docs)]
 
 mod connection;
+#[cfg(feature = "discovery")]
 mod discover;
 mod error;
 
@@ -47,16 +82,21 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use error::ClientError;
+pub use nmid_proto;
+pub use nmid_proto::codec::{Metadata, ParamsType};
+#[cfg(feature = "discovery")]
+pub use nmid_proto::discovery::{Discovery, MemberRecord};
+pub use nmid_proto::net::{Access, InternalDial};
+pub use nmid_proto::retstruct::RetStruct;
+#[cfg(feature = "tls")]
+pub use nmid_proto::tls::ClientTls;
+pub use nmid_proto::trace;
 
-use crate::cluster::etcd::Discovery;
-use crate::cluster::record::MemberRecord;
-use crate::codec::{Metadata, ParamsType, DEFAULT_MAX_FRAME_BYTES};
-use crate::net::Access;
-use crate::retstruct::RetStruct;
-use crate::security::ClientTls;
-use crate::telemetry::{self, Hop};
 use connection::{Tagged, V1};
+#[cfg(feature = "discovery")]
 use discover::{Discovered, DiscoveredCall};
+use nmid_proto::codec::DEFAULT_MAX_FRAME_BYTES;
+use trace::Hop;
 use tracing::Instrument;
 
 /// The per-call deadline when neither the call nor the builder sets one.
@@ -123,8 +163,10 @@ pub struct ClientBuilder {
     protocol: Protocol,
     timeout: Duration,
     max_frame_bytes: usize,
+    #[cfg(feature = "discovery")]
     discovery: Option<Discovery>,
     access: Access,
+    #[cfg(feature = "tls")]
     tls: Option<ClientTls>,
 }
 
@@ -138,21 +180,26 @@ impl ClientBuilder {
 
     /// Connects with TLS: trusting `tls.ca_file` (else the system's trust store), checking
     /// the name `tls.server_name` (else the address's host), presenting a client
-    /// certificate for mutual TLS when set.
+    /// certificate for mutual TLS when set. (Feature `tls`.)
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: ClientTls) -> Self {
         self.tls = Some(tls);
         self
     }
 
-    /// Connects the way `access` says (TLS, token); for the dispatcher's own links.
-    pub(crate) fn access(mut self, access: Access) -> Self {
+    /// Connects the way `access` says: a TLS connector built once and shared, the token, a
+    /// dialer of one's own (the dispatcher's links to its peers, a worker's nested calls).
+    /// A later [`ClientBuilder::token`] or `tls(..)` still applies on top.
+    pub fn access(mut self, access: Access) -> Self {
         self.access = access;
         self
     }
 
     /// The access of the connections: the TLS connector built from the files, or why not.
     fn build_access(&self) -> Result<Access, String> {
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut access = self.access.clone();
+        #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             access.tls = Some(tls.connector()?);
         }
@@ -160,13 +207,15 @@ impl ClientBuilder {
     }
 
     /// Finds the dispatchers in etcd at `endpoints` (`http://host:2379`) instead of the
-    /// builder's address; see [`Client::discover`].
+    /// builder's address; see [`Client::discover`]. (Feature `discovery`.)
+    #[cfg(feature = "discovery")]
     pub fn discover<E: Into<String>>(self, endpoints: impl IntoIterator<Item = E>) -> Self {
         self.discovery(Discovery::new(endpoints))
     }
 
     /// Like [`ClientBuilder::discover`], with etcd credentials, timeouts or a membership
     /// prefix other than the defaults (`Discovery`'s fields).
+    #[cfg(feature = "discovery")]
     pub fn discovery(mut self, discovery: Discovery) -> Self {
         self.discovery = Some(discovery);
         self
@@ -191,7 +240,9 @@ impl ClientBuilder {
     }
 
     /// Connects now, so a wrong address fails here rather than at the first call.
+    #[cfg_attr(not(feature = "discovery"), allow(unused_mut))]
     pub async fn connect(mut self) -> Result<Client, ClientError> {
+        #[cfg(feature = "discovery")]
         if let Some(discovery) = self.discovery.take() {
             return self.discovering(discovery).await;
         }
@@ -201,6 +252,7 @@ impl ClientBuilder {
     }
 
     /// A discovering client: waits for etcd's first list of dispatchers.
+    #[cfg(feature = "discovery")]
     async fn discovering(self, discovery: Discovery) -> Result<Client, ClientError> {
         if self.protocol != Protocol::Tagged {
             return Err(ClientError::BadRequest(
@@ -223,9 +275,10 @@ impl ClientBuilder {
         })
     }
 
-    /// The client without connecting: the first call connects (the dispatcher's links to
-    /// its peers, which must not wait on a peer at start-up).
-    pub(crate) fn build(self) -> Client {
+    /// The client without connecting: the first call connects (for a program that must
+    /// not wait on the dispatcher at start-up, such as the dispatcher's links to its peers).
+    /// A discovering builder connects in [`ClientBuilder::connect`] only.
+    pub fn build(self) -> Client {
         let access = self.build_access();
         let settings = Arc::new(Settings {
             addr: self.addr,
@@ -237,6 +290,7 @@ impl ClientBuilder {
             Protocol::Tagged => Transport::Tagged(Tagged::new(settings.clone())),
             Protocol::V1 => Transport::V1(V1::new(settings.clone())),
         };
+        #[cfg(feature = "discovery")]
         debug_assert!(
             self.discovery.is_none(),
             "discovering clients start in connect"
@@ -265,6 +319,7 @@ struct Settings {
 enum Transport {
     Tagged(Tagged),
     V1(V1),
+    #[cfg(feature = "discovery")]
     Discover(Discovered),
 }
 
@@ -273,6 +328,7 @@ impl Transport {
         match self {
             Transport::Tagged(t) => t.ensure_connected().await,
             Transport::V1(v) => v.ensure_connected().await,
+            #[cfg(feature = "discovery")]
             Transport::Discover(_) => Ok(()),
         }
     }
@@ -304,24 +360,27 @@ impl Client {
             protocol: Protocol::Tagged,
             timeout: DEFAULT_CALL_TIMEOUT,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            #[cfg(feature = "discovery")]
             discovery: None,
             access: Access {
                 token: Access::token_from_env(),
                 ..Access::default()
             },
+            #[cfg(feature = "tls")]
             tls: None,
         }
     }
 
     /// A client of the cluster whose dispatchers are registered in etcd at `endpoints`
     /// (`http://host:2379`): it follows them as they come and go, spreads calls over those
-    /// serving each function, and fails over when one dies (see the module's docs).
+    /// serving each function, and fails over when one dies (see the crate's docs). (Feature
+    /// `discovery`.)
     ///
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn demo() -> Result<(), nmid::client::ClientError> {
-    /// use nmid::client::{CallOptions, Client};
+    /// # async fn demo() -> Result<(), nmid_client::ClientError> {
+    /// use nmid_client::{CallOptions, Client};
     ///
     /// let client = Client::discover(["http://127.0.0.1:2379"]).await?;
     /// // {"name": "nmid"} as msgpack; retried on another dispatcher if one dies mid-call.
@@ -332,6 +391,7 @@ impl Client {
     /// # Ok(())
     /// # }
     /// ```
+    #[cfg(feature = "discovery")]
     pub async fn discover<E: Into<String>>(
         endpoints: impl IntoIterator<Item = E>,
     ) -> Result<Self, ClientError> {
@@ -339,6 +399,7 @@ impl Client {
     }
 
     /// The dispatchers a discovering client knows now (empty for a client of one address).
+    #[cfg(feature = "discovery")]
     pub fn dispatchers(&self) -> Vec<MemberRecord> {
         match &self.inner.transport {
             Transport::Discover(d) => d.members(),
@@ -367,9 +428,9 @@ impl Client {
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn demo(client: nmid::client::Client) -> Result<(), nmid::client::ClientError> {
+    /// # async fn demo(client: nmid_client::Client) -> Result<(), nmid_client::ClientError> {
     /// use std::time::Duration;
-    /// use nmid::client::{CallOptions, ClientError};
+    /// use nmid_client::{CallOptions, ClientError};
     ///
     /// let options = CallOptions::default()
     ///     .timeout(Duration::from_millis(250))
@@ -397,8 +458,8 @@ impl Client {
         }
         let timeout = options.timeout.unwrap_or(self.inner.settings.timeout);
         let params_type = options.params_type.unwrap_or(ParamsType::MSGPACK);
-        let span = telemetry::hop_span(Hop::Client, function, Some(&options.metadata));
-        let metadata = telemetry::with_span_context(&span, options.metadata);
+        let span = trace::hop_span(Hop::Client, function, Some(&options.metadata));
+        let metadata = trace::with_span_context(&span, options.metadata);
         let function = Bytes::copy_from_slice(function.as_bytes());
         let result = match &self.inner.transport {
             Transport::Tagged(t) => {
@@ -412,6 +473,7 @@ impl Client {
                     .instrument(span.clone())
                     .await
             }
+            #[cfg(feature = "discovery")]
             Transport::Discover(d) => {
                 let call = DiscoveredCall {
                     function,
@@ -424,7 +486,7 @@ impl Client {
                 d.call(call).instrument(span.clone()).await
             }
         };
-        telemetry::finish(
+        trace::finish(
             &span,
             result.as_ref().map_or_else(ClientError::kind, |_| "ok"),
         );

@@ -1,6 +1,9 @@
-//! The byte stream under an nmid connection: plain TCP, or TLS over TCP. Both halves are
-//! enums rather than boxed trait objects, so a plain connection (the default) pays a branch,
-//! not an allocation and a virtual call, per read and write.
+//! The byte stream under an nmid connection: plain TCP, or TLS over TCP (feature `tls`).
+//! Both halves are enums rather than boxed trait objects, so a plain connection (the
+//! default) pays a branch, not an allocation and a virtual call, per read and write.
+//!
+//! [`Access`] is how a client or worker reaches a dispatcher: TLS or not, the token it
+//! presents first, or a dialer of its own.
 
 use std::io;
 use std::pin::Pin;
@@ -11,6 +14,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 /// A TLS stream over TCP, either side of the handshake.
+#[cfg(feature = "tls")]
 pub type TlsStream = tokio_rustls::TlsStream<TcpStream>;
 
 /// A connected stream: plain or TLS.
@@ -19,6 +23,7 @@ pub enum NetStream {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP.
+    #[cfg(feature = "tls")]
     Tls(Box<TlsStream>),
 }
 
@@ -30,6 +35,7 @@ impl NetStream {
                 let (read, write) = stream.into_split();
                 (ReadHalf::Plain(read), WriteHalf::Plain(write))
             }
+            #[cfg(feature = "tls")]
             NetStream::Tls(stream) => {
                 let (read, write) = tokio::io::split(*stream);
                 (ReadHalf::Tls(read), WriteHalf::Tls(write))
@@ -39,6 +45,7 @@ impl NetStream {
 
     /// The DNS names (subjectAltName) of the certificate the peer presented in the TLS
     /// handshake, if it presented one (mutual TLS).
+    #[cfg(feature = "tls")]
     pub fn peer_cert_names(&self) -> Vec<String> {
         match self {
             NetStream::Plain(_) => Vec::new(),
@@ -49,7 +56,7 @@ impl NetStream {
                 };
                 certs
                     .and_then(|chain| chain.first())
-                    .map(crate::security::tls::cert_dns_names)
+                    .map(crate::tls::cert_dns_names)
                     .unwrap_or_default()
             }
         }
@@ -64,6 +71,7 @@ impl AsyncRead for NetStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             NetStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
             NetStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -77,6 +85,7 @@ impl AsyncWrite for NetStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             NetStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
             NetStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -84,6 +93,7 @@ impl AsyncWrite for NetStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             NetStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
             NetStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -91,6 +101,7 @@ impl AsyncWrite for NetStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             NetStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
             NetStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
@@ -102,6 +113,7 @@ pub enum ReadHalf {
     /// Plain TCP.
     Plain(OwnedReadHalf),
     /// TLS.
+    #[cfg(feature = "tls")]
     Tls(tokio::io::ReadHalf<TlsStream>),
 }
 
@@ -111,6 +123,7 @@ pub enum WriteHalf {
     /// Plain TCP.
     Plain(OwnedWriteHalf),
     /// TLS.
+    #[cfg(feature = "tls")]
     Tls(tokio::io::WriteHalf<TlsStream>),
 }
 
@@ -120,6 +133,7 @@ impl WriteHalf {
     pub fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
         match self {
             WriteHalf::Plain(write) => write.try_write(bytes),
+            #[cfg(feature = "tls")]
             WriteHalf::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
@@ -133,6 +147,7 @@ impl AsyncRead for ReadHalf {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ReadHalf::Plain(read) => Pin::new(read).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
             ReadHalf::Tls(read) => Pin::new(read).poll_read(cx, buf),
         }
     }
@@ -146,6 +161,7 @@ impl AsyncWrite for WriteHalf {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             WriteHalf::Plain(write) => Pin::new(write).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
             WriteHalf::Tls(write) => Pin::new(write).poll_write(cx, buf),
         }
     }
@@ -157,6 +173,7 @@ impl AsyncWrite for WriteHalf {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             WriteHalf::Plain(write) => Pin::new(write).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
             WriteHalf::Tls(write) => Pin::new(write).poll_write_vectored(cx, bufs),
         }
     }
@@ -164,6 +181,7 @@ impl AsyncWrite for WriteHalf {
     fn is_write_vectored(&self) -> bool {
         match self {
             WriteHalf::Plain(write) => write.is_write_vectored(),
+            #[cfg(feature = "tls")]
             WriteHalf::Tls(write) => write.is_write_vectored(),
         }
     }
@@ -171,6 +189,7 @@ impl AsyncWrite for WriteHalf {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WriteHalf::Plain(write) => Pin::new(write).poll_flush(cx),
+            #[cfg(feature = "tls")]
             WriteHalf::Tls(write) => Pin::new(write).poll_flush(cx),
         }
     }
@@ -178,12 +197,14 @@ impl AsyncWrite for WriteHalf {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WriteHalf::Plain(write) => Pin::new(write).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
             WriteHalf::Tls(write) => Pin::new(write).poll_shutdown(cx),
         }
     }
 }
 
-/// Opens a connection for the embedded demo worker inside the dispatcher's own process.
+/// Opens the TCP connection instead of dialing the address: a dialer of one's own (the
+/// dispatcher's embedded demo worker connects through one inside the dispatcher's process).
 pub type InternalDial = std::sync::Arc<
     dyn Fn() -> futures_util::future::BoxFuture<'static, io::Result<TcpStream>> + Send + Sync,
 >;
@@ -193,18 +214,21 @@ pub type InternalDial = std::sync::Arc<
 #[derive(Clone, Default)]
 pub struct Access {
     /// TLS, with whom to trust.
-    pub tls: Option<crate::security::Connector>,
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::Connector>,
     /// The secret of a token (`[[auth.tokens]]`).
     pub token: Option<bytes::Bytes>,
-    /// Instead of dialing the address: a connection the dispatcher itself hands out.
+    /// Instead of dialing the address: a dialer of one's own (see [`InternalDial`]).
     pub internal: Option<InternalDial>,
 }
 
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the secret.
-        f.debug_struct("Access")
-            .field("tls", &self.tls.is_some())
+        let mut access = f.debug_struct("Access");
+        #[cfg(feature = "tls")]
+        access.field("tls", &self.tls.is_some());
+        access
             .field("token", &self.token.as_ref().map(|_| "<secret>"))
             .field("internal", &self.internal.is_some())
             .finish()
@@ -228,10 +252,11 @@ impl Access {
                 None => TcpStream::connect(addr).await?,
             };
             let _ = stream.set_nodelay(true);
-            match &self.tls {
-                None => Ok(NetStream::Plain(stream)),
-                Some(tls) => Ok(NetStream::Tls(Box::new(tls.connect(addr, stream).await?))),
+            #[cfg(feature = "tls")]
+            if let Some(tls) = &self.tls {
+                return Ok(NetStream::Tls(Box::new(tls.connect(addr, stream).await?)));
             }
+            Ok(NetStream::Plain(stream))
         };
         tokio::time::timeout(timeout, connect).await.map_err(|_| {
             io::Error::new(

@@ -2,7 +2,7 @@
 //! `{"Code": <int>, "Msg": <string>, "Data": <bin>}`, and `Code` 0 means success.
 //!
 //! The dispatcher passes `ret` through untouched on the TCP path; this module is for the parts
-//! that produce or read results (the demo worker, the libraries, the HTTP front end).
+//! that produce or read results (the libraries, the demo worker, the HTTP front end).
 
 use bytes::Bytes;
 use rmpv::Value;
@@ -92,6 +92,13 @@ impl RetStruct {
             msg,
             data,
         })
+    }
+}
+
+/// A RetStruct converts into the bytes a worker's handler returns.
+impl From<RetStruct> for Bytes {
+    fn from(ret: RetStruct) -> Self {
+        Bytes::from(ret.encode())
     }
 }
 

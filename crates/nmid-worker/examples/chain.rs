@@ -1,11 +1,11 @@
-//! Run: `cargo run --example chain` (with `make run`, which serves `ToUpper`, or with
-//! `cargo run --example worker`; dispatcher at `NMID_ADDR`, default `127.0.0.1:6808`).
+//! Run: `cargo run -p nmid-worker --example chain` (with `make run`, which serves `ToUpper`,
+//! or with the `worker` example; dispatcher at `NMID_ADDR`, default `127.0.0.1:6808`).
 //! The seed's two-hop call: this starts Worker2, whose `ToUpper2` calls Worker1's `ToUpper`
 //! through the dispatcher (carrying its deadline and trace context) and returns its answer;
 //! then it calls `ToUpper2` as a client and prints `NMID`.
 
-use nmid::client::Client;
-use nmid::worker::{Job, JobError, Worker};
+use nmid_client::{Client, ClientError};
+use nmid_worker::{Job, JobError, Worker};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let mut attempts = 0;
     let data = loop {
         match client.call_data("ToUpper2", &Params { name: "nmid" }).await {
-            Err(nmid::client::ClientError::NoWorker) if attempts < 50 => {
+            Err(ClientError::NoWorker) if attempts < 50 => {
                 attempts += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }

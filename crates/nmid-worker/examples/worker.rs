@@ -1,9 +1,9 @@
-//! Run: `cargo run --example worker` (with `make run` or any dispatcher at `NMID_ADDR`,
-//! default `127.0.0.1:6808`). The seed's Worker1: serves `ToUpper`, which upper-cases the
-//! `name` param and answers in nmid's RetStruct convention. Ctrl-C stops it gracefully.
+//! Run: `cargo run -p nmid-worker --example worker` (with `make run` or any dispatcher at
+//! `NMID_ADDR`, default `127.0.0.1:6808`). The seed's Worker1: serves `ToUpper`, which
+//! upper-cases the `name` param and answers in nmid's RetStruct convention. Ctrl-C stops it
+//! gracefully.
 
-use nmid::retstruct::RetStruct;
-use nmid::worker::{Job, JobError, Worker};
+use nmid_worker::{Job, JobError, RetStruct, Worker};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -1,9 +1,9 @@
-//! A worker that follows the cluster: one session per live dispatcher found in etcd.
+//! A worker that follows the cluster: one link per live dispatcher found in etcd.
 //!
 //! [`Follower`] (one per discovering worker) receives the membership records as they change
-//! and starts a session for each dispatcher that appears (it registers there within the
-//! watch's delay, well under a second), and stops gracefully the session of one that leaves
-//! or starts draining. Dispatchers given with `server(..)` keep their own sessions and are
+//! and starts a link for each dispatcher that appears (it registers there within the
+//! watch's delay, well under a second), and stops gracefully the link of one that leaves
+//! or starts draining. Dispatchers given with `server(..)` keep their own links and are
 //! not started twice.
 //!
 //! With registration on, it also holds an etcd lease of its own and keeps `nmid/<worker
@@ -20,45 +20,13 @@ use futures_util::stream;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
-use super::session::{AddFunction, RemoveFunction, Session, SessionSettings, SetSlots, Shutdown};
-use super::{Functions, WorkerMetrics};
-use crate::client::Protocol;
-use crate::cluster::etcd::{self, follow_members, Discovery, EtcdSettings, Members};
-use crate::cluster::record::{worker_nmid_key, worker_nmid_value};
+use super::dispatcher_link::{
+    AddFunction, DispatcherLink, RemoveFunction, SetSlots, Shutdown, Template,
+};
+use nmid_proto::discovery::etcd::{self, follow_members, Discovery, EtcdSettings, Members};
+use nmid_proto::discovery::record::{worker_nmid_key, worker_nmid_value};
 
-/// Everything a session is made from, but its address.
-#[derive(Clone)]
-pub(super) struct Template {
-    /// TLS and token, for every dispatcher.
-    pub(super) access: crate::net::Access,
-    pub(super) name: String,
-    pub(super) slots: u32,
-    pub(super) protocol: Protocol,
-    pub(super) max_frame_bytes: usize,
-    pub(super) stop_timeout: Duration,
-    /// The functions served now: a copy for each new session.
-    pub(super) functions: Functions,
-    pub(super) metrics: Option<WorkerMetrics>,
-}
-
-impl Template {
-    /// The settings of a session with the dispatcher at `addr`.
-    pub(super) fn settings_for(&self, addr: &str) -> SessionSettings {
-        SessionSettings {
-            addr: addr.to_owned(),
-            access: self.access.clone(),
-            name: self.name.clone(),
-            slots: self.slots,
-            protocol: self.protocol,
-            max_frame_bytes: self.max_frame_bytes,
-            stop_timeout: self.stop_timeout,
-            functions: self.functions.clone(),
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-/// Stop every discovered session gracefully; the receiver completes when all have closed.
+/// Stop every discovered link gracefully; the receiver completes when all have closed.
 #[derive(Debug, Message)]
 #[rtype(result = "oneshot::Receiver<()>")]
 pub(super) struct StopAll;
@@ -69,10 +37,10 @@ pub(super) struct Follower {
     /// Keep `nmid/<name>` under a lease of this TTL.
     register_ttl: Option<Duration>,
     template: Template,
-    /// Addresses served by sessions the builder started (`server(..)`).
+    /// Addresses served by links the builder started (`server(..)`).
     fixed: BTreeSet<String>,
-    /// Sessions of discovered dispatchers, by dispatcher id: (address, session).
-    sessions: BTreeMap<String, (String, Addr<Session>)>,
+    /// Links to discovered dispatchers, by dispatcher id: (address, link).
+    links: BTreeMap<String, (String, Addr<DispatcherLink>)>,
     /// The addresses served, for the `nmid/<name>` key.
     served: watch::Sender<Vec<String>>,
     stopping: bool,
@@ -91,7 +59,7 @@ impl Follower {
             register_ttl,
             template,
             fixed: fixed.into_iter().collect(),
-            sessions: BTreeMap::new(),
+            links: BTreeMap::new(),
             served,
             stopping: false,
         }
@@ -139,34 +107,34 @@ impl StreamHandler<Members> for Follower {
             .map(|(id, m)| (id, m.record.tcp_addr.to_string()))
             .filter(|(_, addr)| !self.fixed.contains(addr))
             .collect();
-        let gone: Vec<String> = (self.sessions.keys())
+        let gone: Vec<String> = (self.links.keys())
             .filter(|id| !live.contains_key(id))
             .cloned()
             .collect();
         for id in gone {
-            if let Some((addr, session)) = self.sessions.remove(&id) {
-                info!(dispatcher = %id, %addr, "dispatcher left the cluster: session stopping");
-                session.do_send(Shutdown);
+            if let Some((addr, link)) = self.links.remove(&id) {
+                info!(dispatcher = %id, %addr, "dispatcher left the cluster: link stopping");
+                link.do_send(Shutdown);
             }
         }
         for (id, addr) in live {
-            if self.sessions.contains_key(id) {
+            if self.links.contains_key(id) {
                 continue;
             }
             info!(dispatcher = %id, %addr, "dispatcher found in etcd: connecting");
-            let session = Session::new(self.template.settings_for(&addr)).start();
-            self.sessions.insert(id.clone(), (addr, session));
+            let link = DispatcherLink::new(self.template.settings_for(&addr)).start();
+            self.links.insert(id.clone(), (addr, link));
         }
         let mut served: Vec<String> = self.fixed.iter().cloned().collect();
-        served.extend(self.sessions.values().map(|(addr, _)| addr.clone()));
+        served.extend(self.links.values().map(|(addr, _)| addr.clone()));
         self.served.send_replace(served);
     }
 
     fn finished(&mut self, _: &mut Self::Context) {}
 }
 
-/// A function added to the running worker: served by every discovered session, and by the
-/// sessions of dispatchers found later.
+/// A function added to the running worker: served by every discovered link, and by the
+/// links of dispatchers found later.
 impl Handler<AddFunction> for Follower {
     type Result = ();
 
@@ -174,8 +142,8 @@ impl Handler<AddFunction> for Follower {
         let shared = msg.handler.clone();
         let handler: super::BoxedHandler = Rc::new(move |job| shared(job));
         self.template.functions.insert(msg.name.clone(), handler);
-        for (_, session) in self.sessions.values() {
-            session.do_send(AddFunction {
+        for (_, link) in self.links.values() {
+            link.do_send(AddFunction {
                 name: msg.name.clone(),
                 handler: msg.handler.clone(),
             });
@@ -189,8 +157,8 @@ impl Handler<RemoveFunction> for Follower {
     fn handle(&mut self, msg: RemoveFunction, _: &mut Self::Context) {
         self.template.functions.remove(&msg.name);
         self.template.functions.prune();
-        for (_, session) in self.sessions.values() {
-            session.do_send(RemoveFunction {
+        for (_, link) in self.links.values() {
+            link.do_send(RemoveFunction {
                 name: msg.name.clone(),
             });
         }
@@ -202,8 +170,8 @@ impl Handler<SetSlots> for Follower {
 
     fn handle(&mut self, msg: SetSlots, _: &mut Self::Context) {
         self.template.slots = msg.slots.max(1);
-        for (_, session) in self.sessions.values() {
-            session.do_send(SetSlots { slots: msg.slots });
+        for (_, link) in self.links.values() {
+            link.do_send(SetSlots { slots: msg.slots });
         }
     }
 }
@@ -214,8 +182,8 @@ impl Handler<StopAll> for Follower {
     fn handle(&mut self, _: StopAll, ctx: &mut Self::Context) -> Self::Result {
         self.stopping = true;
         let (tx, rx) = oneshot::channel();
-        let waits: Vec<_> = (self.sessions.values())
-            .map(|(_, session)| session.send(Shutdown))
+        let waits: Vec<_> = (self.links.values())
+            .map(|(_, link)| link.send(Shutdown))
             .collect();
         async move {
             for wait in waits {

@@ -1,7 +1,9 @@
-//! One actor per dispatcher a worker serves: connects, registers, heart-beats, runs jobs,
+//! [`DispatcherLink`]: one actor per dispatcher a worker serves (the dispatcher's actor for a
+//! worker connection is its `WorkerSession`): connects, registers, heart-beats, runs jobs,
 //! reconnects, and stops gracefully.
 //!
-//! Receives the dispatcher's frames (as a stream) and [`Shutdown`] from the worker handle.
+//! Receives the dispatcher's frames (as a stream) and, from the worker handle or the
+//! discovery follower, [`Shutdown`], [`SetSlots`], [`AddFunction`] and [`RemoveFunction`].
 //! Each connection has a generation number; an answer computed for an earlier connection is
 //! dropped rather than sent on the new one, since the dispatcher has already retried or failed
 //! that job.
@@ -21,15 +23,15 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, error, info, warn};
 
 use super::job::{Job, JobError, NestedCalls};
-use super::{Functions, HandlerResult};
-use crate::client::Protocol;
-use crate::codec::{
+use super::{Functions, HandlerResult, Meter};
+use nmid_client::Protocol;
+use nmid_proto::codec::{
     BadBody, CodecError, Frame, NmidCodec, SAuthResult, TaggedResult, TolerantCodec, WJobError,
     WReturnData,
 };
-use crate::net::{NetStream, WriteHalf};
-use crate::retstruct::RetStruct;
-use crate::telemetry::{self, Hop};
+use nmid_proto::net::{NetStream, WriteHalf};
+use nmid_proto::retstruct::RetStruct;
+use nmid_proto::trace::{self, Hop};
 use tracing::Instrument;
 
 /// Heartbeat period, as nmid's workers use.
@@ -59,7 +61,7 @@ const V1_STOP_GRACE: Duration = Duration::from_millis(200);
 /// The RetStruct `Code` a v1 caller sees when a handler fails.
 const HANDLER_ERROR_CODE: i64 = 1;
 
-/// Stop gracefully; the receiver completes when the session has closed.
+/// Stop gracefully; the receiver completes when the link has closed.
 #[derive(Debug, Message)]
 #[rtype(result = "oneshot::Receiver<()>")]
 pub(super) struct Shutdown;
@@ -86,17 +88,50 @@ pub(super) struct RemoveFunction {
     pub(super) name: String,
 }
 
-/// What a session needs to know.
-pub(super) struct SessionSettings {
+/// What a link needs to know.
+pub(super) struct LinkSettings {
     pub(super) addr: String,
-    pub(super) access: crate::net::Access,
+    pub(super) access: nmid_proto::net::Access,
     pub(super) name: String,
     pub(super) slots: u32,
     pub(super) protocol: Protocol,
     pub(super) max_frame_bytes: usize,
     pub(super) stop_timeout: Duration,
     pub(super) functions: Functions,
-    pub(super) metrics: Option<super::WorkerMetrics>,
+    pub(super) metrics: Option<Meter>,
+}
+
+/// Everything a link is made from, but its address: what the builder was given, shared by
+/// the links it starts and by those the discovery follower starts later.
+#[derive(Clone)]
+pub(super) struct Template {
+    /// TLS and token, for every dispatcher.
+    pub(super) access: nmid_proto::net::Access,
+    pub(super) name: String,
+    pub(super) slots: u32,
+    pub(super) protocol: Protocol,
+    pub(super) max_frame_bytes: usize,
+    pub(super) stop_timeout: Duration,
+    /// The functions served now: a copy for each new link.
+    pub(super) functions: Functions,
+    pub(super) metrics: Option<Meter>,
+}
+
+impl Template {
+    /// The settings of a link to the dispatcher at `addr`.
+    pub(super) fn settings_for(&self, addr: &str) -> LinkSettings {
+        LinkSettings {
+            addr: addr.to_owned(),
+            access: self.access.clone(),
+            name: self.name.clone(),
+            slots: self.slots,
+            protocol: self.protocol,
+            max_frame_bytes: self.max_frame_bytes,
+            stop_timeout: self.stop_timeout,
+            functions: self.functions.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
 }
 
 /// Where a job's answer goes, in the protocol the job came in.
@@ -118,7 +153,7 @@ struct Waiting {
 }
 
 /// An open connection to the dispatcher.
-struct Link {
+struct Connection {
     writer: FramedWrite<Frame, WriteHalf, NmidCodec>,
     reader: SpawnHandle,
     /// What the dispatcher's next `OK` or `ERROR` answers (registrations, in order).
@@ -132,10 +167,10 @@ struct Stopping {
     done: Vec<oneshot::Sender<()>>,
 }
 
-/// A worker's session with one dispatcher.
-pub(super) struct Session {
-    settings: SessionSettings,
-    link: Option<Link>,
+/// A worker's link to one dispatcher.
+pub(super) struct DispatcherLink {
+    settings: LinkSettings,
+    conn: Option<Connection>,
     generation: u64,
     backoff: ExponentialBackoff,
     last_heard: Instant,
@@ -145,15 +180,15 @@ pub(super) struct Session {
     stopping: Option<Stopping>,
 }
 
-impl Session {
-    pub(super) fn new(settings: SessionSettings) -> Self {
+impl DispatcherLink {
+    pub(super) fn new(settings: LinkSettings) -> Self {
         let nested = Rc::new(NestedCalls::new(
             settings.addr.clone(),
             settings.access.clone(),
         ));
         Self {
             settings,
-            link: None,
+            conn: None,
             generation: 0,
             backoff: reconnect_backoff(),
             last_heard: Instant::now(),
@@ -165,12 +200,12 @@ impl Session {
     }
 }
 
-impl Actor for Session {
+impl Actor for DispatcherLink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.connect(ctx);
-        ctx.run_interval(HEARTBEAT_INTERVAL, |session, ctx| session.heartbeat(ctx));
+        ctx.run_interval(HEARTBEAT_INTERVAL, |link, ctx| link.heartbeat(ctx));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -179,11 +214,11 @@ impl Actor for Session {
                 let _ = done.send(());
             }
         }
-        info!(addr = %self.settings.addr, "worker session closed");
+        info!(addr = %self.settings.addr, "dispatcher link closed");
     }
 }
 
-impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for Session {
+impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for DispatcherLink {
     fn handle(
         &mut self,
         item: Result<Result<Frame, BadBody>, CodecError>,
@@ -246,8 +281,8 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for Session {
                 self.check_stop(ctx);
             }
             Frame::Ok => {
-                if let Some(link) = &mut self.link {
-                    link.awaiting.pop_front();
+                if let Some(conn) = &mut self.conn {
+                    conn.awaiting.pop_front();
                 }
             }
             Frame::SAuthResult(result) if result.code == SAuthResult::ACCEPTED => {
@@ -261,9 +296,9 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for Session {
             // says which).
             Frame::Error => {
                 let refused = self
-                    .link
+                    .conn
                     .as_mut()
-                    .and_then(|link| link.awaiting.pop_front());
+                    .and_then(|conn| conn.awaiting.pop_front());
                 let refused = refused.unwrap_or_default();
                 warn!(addr = %self.settings.addr, %refused, "dispatcher refused a registration");
             }
@@ -278,15 +313,15 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for Session {
     }
 }
 
-impl WriteHandler<CodecError> for Session {
+impl WriteHandler<CodecError> for DispatcherLink {
     fn error(&mut self, err: CodecError, ctx: &mut Self::Context) -> Running {
         warn!(addr = %self.settings.addr, cause = %err, "write to dispatcher failed");
         // actix calls this from inside the writer, which panics if it is dropped here
-        // (`FramedWrite`'s drop borrows what the writer holds): drop the link just after.
+        // (`FramedWrite`'s drop borrows what the writer holds): drop the connection just after.
         let generation = self.generation;
-        ctx.run_later(Duration::ZERO, move |session, ctx| {
-            if session.generation == generation {
-                session.link_down(ctx);
+        ctx.run_later(Duration::ZERO, move |link, ctx| {
+            if link.generation == generation {
+                link.link_down(ctx);
             }
         });
         Running::Continue
@@ -300,7 +335,7 @@ impl WriteHandler<CodecError> for Session {
     }
 }
 
-impl Handler<Shutdown> for Session {
+impl Handler<Shutdown> for DispatcherLink {
     type Result = MessageResult<Shutdown>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
@@ -313,28 +348,28 @@ impl Handler<Shutdown> for Session {
             sealed: false,
             done: vec![tx],
         });
-        let Some(link) = &mut self.link else {
+        let Some(conn) = &mut self.conn else {
             ctx.stop();
             return MessageResult(rx);
         };
         for name in self.settings.functions.names() {
-            link.writer.write(Frame::WDelFunc {
+            conn.writer.write(Frame::WDelFunc {
                 function: Bytes::copy_from_slice(name.as_bytes()),
             });
         }
         match self.settings.protocol {
-            Protocol::Tagged => link.writer.write(Frame::WBye),
+            Protocol::Tagged => conn.writer.write(Frame::WBye),
             Protocol::V1 => {
-                ctx.run_later(V1_STOP_GRACE, |session, ctx| {
-                    if let Some(stopping) = &mut session.stopping {
+                ctx.run_later(V1_STOP_GRACE, |link, ctx| {
+                    if let Some(stopping) = &mut link.stopping {
                         stopping.sealed = true;
                     }
-                    session.check_stop(ctx);
+                    link.check_stop(ctx);
                 });
             }
         }
-        ctx.run_later(self.settings.stop_timeout, |session, ctx| {
-            warn!(addr = %session.settings.addr, jobs = session.running, "stop timeout: closing with jobs unfinished");
+        ctx.run_later(self.settings.stop_timeout, |link, ctx| {
+            warn!(addr = %link.settings.addr, jobs = link.running, "stop timeout: closing with jobs unfinished");
             ctx.stop();
         });
         info!(addr = %self.settings.addr, "worker stopping: functions removed, finishing jobs in flight");
@@ -342,16 +377,16 @@ impl Handler<Shutdown> for Session {
     }
 }
 
-impl Handler<SetSlots> for Session {
+impl Handler<SetSlots> for DispatcherLink {
     type Result = ();
 
     fn handle(&mut self, msg: SetSlots, ctx: &mut Self::Context) {
         self.settings.slots = msg.slots.max(1);
-        if let (Some(link), Protocol::Tagged) = (&mut self.link, self.settings.protocol) {
-            link.writer.write(Frame::WSlots {
+        if let (Some(conn), Protocol::Tagged) = (&mut self.conn, self.settings.protocol) {
+            conn.writer.write(Frame::WSlots {
                 slots: self.settings.slots,
             });
-            link.awaiting.push_back("slots".to_owned());
+            conn.awaiting.push_back("slots".to_owned());
         }
         // Raised: jobs waiting here (only v1 dispatchers send more than the slots) start.
         while self.running < self.settings.slots {
@@ -363,7 +398,7 @@ impl Handler<SetSlots> for Session {
     }
 }
 
-impl Handler<AddFunction> for Session {
+impl Handler<AddFunction> for DispatcherLink {
     type Result = ();
 
     fn handle(&mut self, msg: AddFunction, _: &mut Self::Context) {
@@ -378,43 +413,43 @@ impl Handler<AddFunction> for Session {
         let function = Bytes::copy_from_slice(msg.name.as_bytes());
         let awaiting = format!("function {:?}", msg.name);
         let new = self.settings.functions.insert(msg.name, handler);
-        if let (true, Some(link)) = (new, &mut self.link) {
-            link.writer.write(Frame::WAddFunc { function });
-            link.awaiting.push_back(awaiting);
+        if let (true, Some(conn)) = (new, &mut self.conn) {
+            conn.writer.write(Frame::WAddFunc { function });
+            conn.awaiting.push_back(awaiting);
         }
     }
 }
 
-impl Handler<RemoveFunction> for Session {
+impl Handler<RemoveFunction> for DispatcherLink {
     type Result = ();
 
     fn handle(&mut self, msg: RemoveFunction, ctx: &mut Self::Context) {
         if !self.settings.functions.remove(&msg.name) {
             return;
         }
-        if let Some(link) = &mut self.link {
-            link.writer.write(Frame::WDelFunc {
+        if let Some(conn) = &mut self.conn {
+            conn.writer.write(Frame::WDelFunc {
                 function: Bytes::copy_from_slice(msg.name.as_bytes()),
             });
         }
-        ctx.run_later(super::REMOVED_FUNCTION_GRACE, |session, _| {
-            session.settings.functions.prune()
+        ctx.run_later(super::REMOVED_FUNCTION_GRACE, |link, _| {
+            link.settings.functions.prune()
         });
     }
 }
 
-impl Session {
+impl DispatcherLink {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let addr = self.settings.addr.clone();
         let access = self.settings.access.clone();
         async move { access.dial(&addr, CONNECT_TIMEOUT).await }
             .into_actor(self)
-            .map(|result, session, ctx| match result {
-                _ if session.stopping.is_some() => ctx.stop(),
-                Ok(stream) => session.link_up(stream, ctx),
+            .map(|result, link, ctx| match result {
+                _ if link.stopping.is_some() => ctx.stop(),
+                Ok(stream) => link.link_up(stream, ctx),
                 Err(err) => {
-                    debug!(addr = %session.settings.addr, cause = %err, "cannot reach dispatcher");
-                    session.schedule_reconnect(ctx);
+                    debug!(addr = %link.settings.addr, cause = %err, "cannot reach dispatcher");
+                    link.schedule_reconnect(ctx);
                 }
             })
             .spawn(ctx);
@@ -422,7 +457,7 @@ impl Session {
 
     fn schedule_reconnect(&mut self, ctx: &mut Context<Self>) {
         let wait = self.backoff.next().unwrap_or(RECONNECT_MAX);
-        ctx.run_later(wait, |session, ctx| session.connect(ctx));
+        ctx.run_later(wait, |link, ctx| link.connect(ctx));
     }
 
     /// Registers on a fresh connection: its token (if any), name, slots (tagged), then every
@@ -458,7 +493,7 @@ impl Session {
             });
             awaiting.push_back(format!("function {name:?}"));
         }
-        self.link = Some(Link {
+        self.conn = Some(Connection {
             writer,
             reader,
             awaiting,
@@ -472,13 +507,13 @@ impl Session {
 
     /// The connection is gone: jobs received on it will not be answered on the next one.
     fn link_down(&mut self, ctx: &mut Context<Self>) {
-        let Some(link) = self.link.take() else {
+        let Some(conn) = self.conn.take() else {
             return;
         };
         // Both halves go, so the socket closes now: a writer left running would keep it half
         // open, and the dispatcher would hold this worker until its heartbeat timeout.
-        ctx.cancel_future(link.reader);
-        ctx.cancel_future(link.writer.handle());
+        ctx.cancel_future(conn.reader);
+        ctx.cancel_future(conn.writer.handle());
         self.generation += 1;
         if let Some(metrics) = &self.settings.metrics {
             metrics.link(&self.settings.addr, false, false);
@@ -492,7 +527,7 @@ impl Session {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        let Some(link) = &mut self.link else {
+        let Some(conn) = &mut self.conn else {
             return;
         };
         if self.last_heard.elapsed() > HEARTBEAT_TIMEOUT {
@@ -500,7 +535,7 @@ impl Session {
             self.link_down(ctx);
             return;
         }
-        link.writer.write(Frame::WHeartbeatPing {
+        conn.writer.write(Frame::WHeartbeatPing {
             body: Bytes::from_static(b"PING"),
         });
     }
@@ -528,26 +563,26 @@ impl Session {
             (metrics, job.function.clone(), Instant::now())
         });
         let mut job = job;
-        job.span = telemetry::hop_span(Hop::Worker, &job.function, Some(&job.metadata));
+        job.span = trace::hop_span(Hop::Worker, &job.function, Some(&job.metadata));
         let span = job.span.clone();
         // A panicking handler fails its job; it does not take the worker down.
         AssertUnwindSafe(handler(job))
             .catch_unwind()
             .instrument(span.clone())
             .into_actor(self)
-            .map(move |result, session, ctx| {
-                session.running -= 1;
+            .map(move |result, link, ctx| {
+                link.running -= 1;
                 let result = result.unwrap_or_else(|_| Err(JobError::new("handler panicked")));
                 if let Some((metrics, function, at)) = &started {
                     let answer = result.as_ref().map(|ret| &ret[..]).map_err(|_| ());
                     metrics.job_done(function, answer, at.elapsed());
                 }
-                telemetry::finish(&span, if result.is_ok() { "ok" } else { "error" });
-                session.answer(generation, reply, result);
-                if let Some(next) = session.backlog.pop_front() {
-                    session.run(next.job, next.reply, ctx);
+                trace::finish(&span, if result.is_ok() { "ok" } else { "error" });
+                link.answer(generation, reply, result);
+                if let Some(next) = link.backlog.pop_front() {
+                    link.run(next.job, next.reply, ctx);
                 }
-                session.check_stop(ctx);
+                link.check_stop(ctx);
             })
             .spawn(ctx);
     }
@@ -557,7 +592,7 @@ impl Session {
             debug!("answer for a job of a previous connection dropped");
             return;
         }
-        let Some(link) = &mut self.link else {
+        let Some(conn) = &mut self.conn else {
             return;
         };
         let frame = match (reply, result) {
@@ -587,7 +622,7 @@ impl Session {
                 })
             }
         };
-        link.writer.write(frame);
+        conn.writer.write(frame);
     }
 
     /// Closes once stopping, sealed, and idle.
@@ -598,13 +633,13 @@ impl Session {
         if !stopping.sealed || self.running > 0 || !self.backlog.is_empty() {
             return;
         }
-        match &mut self.link {
+        match &mut self.conn {
             // The write side flushes, then WriteHandler::finished stops the actor. actix's
             // `FramedWrite::close` does not wake its writer task, so a last (harmless)
             // heartbeat does; without it the close waits for the next write.
-            Some(link) => {
-                link.writer.close();
-                link.writer.write(Frame::WHeartbeatPing {
+            Some(conn) => {
+                conn.writer.close();
+                conn.writer.write(Frame::WHeartbeatPing {
                     body: Bytes::from_static(b"PING"),
                 });
             }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::client::{CallOptions, Client, ClientError};
-use crate::codec::{Metadata, ParamsType};
-use crate::telemetry::{self, TRACE_KEYS};
+use nmid_client::{CallOptions, Client, ClientError};
+use nmid_proto::codec::{Metadata, ParamsType};
+use nmid_proto::trace::{self, TRACE_KEYS};
 
 /// One job for a handler: the call's function, params, deadline and trace context.
 #[derive(Debug)]
@@ -90,7 +90,7 @@ impl Job {
             .filter(|(k, _)| TRACE_KEYS.iter().any(|t| k[..] == *t.as_bytes()))
             .cloned()
             .collect();
-        options.metadata = telemetry::with_span_context(&self.span, trace);
+        options.metadata = trace::with_span_context(&self.span, trace);
         options
     }
 
@@ -114,17 +114,17 @@ impl Job {
     }
 }
 
-/// The client of nested calls, connected on first use and shared by a session's jobs.
+/// The client of nested calls, connected on first use and shared by a link's jobs.
 #[derive(Debug)]
 pub(super) struct NestedCalls {
     addr: String,
     /// The worker's TLS and token: nested calls are made as the worker.
-    access: crate::net::Access,
+    access: nmid_proto::net::Access,
     client: tokio::sync::OnceCell<Client>,
 }
 
 impl NestedCalls {
-    pub(super) fn new(addr: String, access: crate::net::Access) -> Self {
+    pub(super) fn new(addr: String, access: nmid_proto::net::Access) -> Self {
         Self {
             addr,
             access,

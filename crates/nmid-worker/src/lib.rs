@@ -1,21 +1,31 @@
-//! The worker library: serve functions to one or more dispatchers, on actix actors.
+//! The nmid worker library: serve functions to one or more nmid dispatchers from Rust, on
+//! actix actors. It knows nothing of the dispatcher but its protocol (`nmid-proto`): it
+//! serves this project's dispatcher (tagged frames, the default) and nmid's Go dispatcher
+//! (`.protocol(Protocol::V1)`) alike.
 //!
 //! A [`Worker`] is built with a name, the dispatchers to serve (nmid's `AddServer`), and one
-//! async handler per function. Starting it starts one session actor per dispatcher, which
-//! registers, heart-beats every 10 s, reconnects with backoff and registers again after a
-//! dispatcher restart, and runs at most `slots` jobs at once. [`WorkerHandle::stop`] stops
-//! gracefully: no new jobs, the ones in flight finish, then the connections close.
+//! async handler per function. Starting it starts one `DispatcherLink` actor per
+//! dispatcher, which registers, heart-beats every 10 s, reconnects with backoff and
+//! registers again after a dispatcher restart, and runs at most `slots` jobs at once.
+//! [`WorkerHandle::stop`] stops gracefully: no new jobs, the ones in flight finish, then the
+//! connections close.
 //!
 //! Results follow nmid's RetStruct convention (see [`RetStruct`]) so that callers using
 //! nmid's SDKs read them too. A handler's `Err` reaches a tagged caller as a worker error with
-//! its message (and a v1 caller as a RetStruct with `Code` 1).
+//! its message (and a v1 caller as a RetStruct with `Code` 1). Inside a handler,
+//! [`Job::call`] calls another function through the same dispatcher (an `nmid-client`
+//! [`Client`](nmid_client::Client)), carrying the job's deadline and trace context.
 //!
 //! # Examples
 //!
-//! ```no_run
-//! use nmid::retstruct::RetStruct;
-//! use nmid::worker::{Job, JobError, Worker};
+//! The seed's Worker1, serving `ToUpper` (`cargo run -p nmid-worker --example worker` runs
+//! it against `make run`'s dispatcher; here a stand-in dispatcher sends it one job):
+//!
+//! ```
+//! use nmid_worker::{Job, JobError, RetStruct, Worker};
 //! use serde::Deserialize;
+//! # use futures_util::{SinkExt, StreamExt};
+//! # use nmid_worker::nmid_client::nmid_proto::codec::{self, Frame, NmidCodec, TaggedCall};
 //!
 //! #[derive(Deserialize)]
 //! struct Params {
@@ -29,21 +39,71 @@
 //!
 //! #[actix_rt::main]
 //! async fn main() {
+//! #   // The stand-in dispatcher: once ToUpper is registered it sends one job, checks the
+//! #   // answer, and acknowledges the worker's goodbye.
+//! #   let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! #   let addr = listener.local_addr().unwrap().to_string();
+//! #   let (answered, answer) = tokio::sync::oneshot::channel();
+//! #   let dispatcher = tokio::spawn(async move {
+//! #       let (socket, _) = listener.accept().await.unwrap();
+//! #       let mut frames = tokio_util::codec::Framed::new(socket, NmidCodec::new(1 << 20));
+//! #       let mut answered = Some(answered);
+//! #       while let Some(Ok(frame)) = frames.next().await {
+//! #           let reply = match frame {
+//! #               Frame::WAddFunc { .. } => Frame::SJob(TaggedCall {
+//! #                   id: 1,
+//! #                   timeout_ms: 5_000,
+//! #                   params_type: codec::ParamsType::MSGPACK,
+//! #                   handle_type: codec::HANDLE_TYPE_ORIGINAL,
+//! #                   function: "ToUpper".into(),
+//! #                   params: (&b"\x81\xa4name\xa4nmid"[..]).into(),
+//! #                   meta: Vec::new(),
+//! #               }),
+//! #               Frame::WJobResult(result) => {
+//! #                   let ret = RetStruct::decode(&result.ret).unwrap();
+//! #                   answered.take().unwrap().send(ret.data).unwrap();
+//! #                   continue;
+//! #               }
+//! #               Frame::WBye => Frame::SByeAck,
+//! #               _ => continue,
+//! #           };
+//! #           frames.send(reply).await.unwrap();
+//! #       }
+//! #   });
 //!     let worker = Worker::builder()
 //!         .name("Worker1")
-//!         .server("127.0.0.1:6808")
+//!         .server(addr) // "127.0.0.1:6808"; call `server` once per dispatcher
 //!         .function("ToUpper", to_upper)
 //!         .start()
 //!         .expect("a valid worker");
-//!     tokio::signal::ctrl_c().await.unwrap();
+//!     // Serve until told to stop (the example waits for Ctrl-C).
+//! #   assert_eq!(&answer.await.unwrap()[..], b"NMID");
 //!     worker.stop().await;
+//! #   dispatcher.await.unwrap();
 //! }
 //! ```
+//!
+//! # Features
+//!
+//! The default build is light (actix, tokio, serde; no `protoc`, no TLS stack):
+//!
+//! - `discovery`: [`WorkerBuilder::discover`] serves every dispatcher registered in etcd and
+//!   follows them as they come and go; `etcd_register` keeps nmid's `nmid/<name>` key.
+//! - `tls`: [`WorkerBuilder::tls`], TLS to the dispatchers (rustls with ring).
+//! - `otlp`: a span per job, child of the caller's, and the OTLP exporter
+//!   (`trace::tracer_provider`).
+//! - `metrics`: [`WorkerBuilder::metrics`] and [`serve_metrics`], the worker's own
+//!   Prometheus metrics.
+#![deny(missing_docs)]
 
+#[cfg(feature = "discovery")]
 mod discover;
+mod dispatcher_link;
 mod job;
+#[cfg(feature = "metrics")]
 mod metrics;
-mod session;
+#[cfg(not(feature = "metrics"))]
+mod no_metrics;
 
 use std::fmt;
 use std::future::Future;
@@ -55,18 +115,27 @@ use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
 pub use job::{Job, JobError};
+#[cfg(feature = "metrics")]
 pub use metrics::{serve_metrics, WorkerMetrics};
+pub use nmid_client;
+#[cfg(feature = "tls")]
+pub use nmid_client::ClientTls;
+#[cfg(feature = "discovery")]
+pub use nmid_client::Discovery;
+pub use nmid_client::{Access, InternalDial, Metadata, ParamsType, Protocol, RetStruct};
+pub use nmid_proto::trace;
 
-use crate::client::Protocol;
-use crate::cluster::etcd::Discovery;
-use crate::codec::DEFAULT_MAX_FRAME_BYTES;
-use crate::net::Access;
-use crate::retstruct::RetStruct;
-use crate::security::ClientTls;
-use discover::{Follower, StopAll, Template};
-use session::{AddFunction, RemoveFunction, Session, SetSlots, Shutdown};
+#[cfg(feature = "discovery")]
+use discover::{Follower, StopAll};
+use dispatcher_link::{AddFunction, DispatcherLink, RemoveFunction, SetSlots, Shutdown, Template};
+#[cfg(feature = "metrics")]
+use metrics::WorkerMetrics as Meter;
+use nmid_proto::codec::DEFAULT_MAX_FRAME_BYTES;
+#[cfg(not(feature = "metrics"))]
+use no_metrics::Meter;
 
 /// TTL of the lease a worker registers `nmid/<name>` under (`etcd_register`).
+#[cfg(feature = "discovery")]
 pub const DEFAULT_REGISTER_TTL: Duration = Duration::from_secs(10);
 
 /// Jobs a worker runs at once unless told otherwise.
@@ -78,7 +147,7 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub type HandlerResult = Result<Bytes, JobError>;
 
 type BoxedHandler = Rc<dyn Fn(Job) -> LocalBoxFuture<'static, HandlerResult>>;
-/// A handler added to a running worker: shared by its sessions through their mailboxes.
+/// A handler added to a running worker: shared by its links through their mailboxes.
 type SharedHandler =
     std::sync::Arc<dyn Fn(Job) -> LocalBoxFuture<'static, HandlerResult> + Send + Sync>;
 
@@ -103,7 +172,7 @@ pub enum WorkerError {
     Tls(String),
 }
 
-/// The functions one session serves: its own copy, so that functions added or removed
+/// The functions one link serves: its own copy, so that functions added or removed
 /// while it runs are registered on its connection as they change.
 #[derive(Clone)]
 pub(crate) struct Functions {
@@ -173,13 +242,16 @@ impl Worker {
             protocol: Protocol::Tagged,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            #[cfg(feature = "discovery")]
             discovery: None,
+            #[cfg(feature = "discovery")]
             register_ttl: None,
             metrics: None,
             access: Access {
                 token: Access::token_from_env(),
                 ..Access::default()
             },
+            #[cfg(feature = "tls")]
             tls: None,
         }
     }
@@ -194,10 +266,13 @@ pub struct WorkerBuilder {
     protocol: Protocol,
     max_frame_bytes: usize,
     stop_timeout: Duration,
+    #[cfg(feature = "discovery")]
     discovery: Option<Discovery>,
+    #[cfg(feature = "discovery")]
     register_ttl: Option<Duration>,
-    metrics: Option<WorkerMetrics>,
+    metrics: Option<Meter>,
     access: Access,
+    #[cfg(feature = "tls")]
     tls: Option<ClientTls>,
 }
 
@@ -225,18 +300,19 @@ impl WorkerBuilder {
     }
 
     /// Connects with TLS (see [`ClientTls`]): trusting its CA file (else the system's
-    /// trust store), with a client certificate for mutual TLS when set.
+    /// trust store), with a client certificate for mutual TLS when set. (Feature `tls`.)
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: ClientTls) -> Self {
         self.tls = Some(tls);
         self
     }
 
-    /// Connects through `internal` instead of dialing (the embedded demo worker).
-    pub(crate) fn internal(mut self, internal: crate::net::InternalDial) -> Self {
-        self.access = Access {
-            internal: Some(internal),
-            ..Access::default()
-        };
+    /// Connects the way `access` says: a TLS connector built once and shared, the token, a
+    /// dialer of one's own (the dispatcher's embedded demo worker connects through one).
+    /// Nested calls ([`Job::call`]) connect the same way. A later [`WorkerBuilder::token`]
+    /// or `tls(..)` still applies on top.
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = access;
         self
     }
 
@@ -255,13 +331,15 @@ impl WorkerBuilder {
     /// Serves every dispatcher registered in etcd at `endpoints` (`http://host:2379`), and
     /// follows them: a dispatcher that joins the cluster gets this worker registered within
     /// a second or so, one that leaves (or drains) is dropped. May be combined with
-    /// `server(..)`, whose dispatchers are not connected twice.
+    /// `server(..)`, whose dispatchers are not connected twice. (Feature `discovery`.)
+    #[cfg(feature = "discovery")]
     pub fn discover<E: Into<String>>(self, endpoints: impl IntoIterator<Item = E>) -> Self {
         self.discovery(Discovery::new(endpoints))
     }
 
     /// Like [`WorkerBuilder::discover`], with etcd credentials, timeouts or a membership
     /// prefix other than the defaults (`Discovery`'s fields).
+    #[cfg(feature = "discovery")]
     pub fn discovery(mut self, discovery: Discovery) -> Self {
         self.discovery = Some(discovery);
         self
@@ -270,6 +348,7 @@ impl WorkerBuilder {
     /// With `discover(..)`: also keep `nmid/<worker name>` in etcd, mapping each function
     /// to the dispatchers served, as nmid's Go worker's `Register` does — but under a lease
     /// of `ttl`, so the key vanishes with the worker.
+    #[cfg(feature = "discovery")]
     pub fn etcd_register(mut self, ttl: Duration) -> Self {
         self.register_ttl = Some(ttl.max(Duration::from_secs(1)));
         self
@@ -281,7 +360,7 @@ impl WorkerBuilder {
     /// # Examples
     ///
     /// ```
-    /// use nmid::worker::{Job, JobError, Worker};
+    /// use nmid_worker::{Job, JobError, Worker};
     ///
     /// // A closure works as well as an `async fn`; `?` turns any error into a JobError,
     /// // which the caller receives as a worker error with its message.
@@ -331,16 +410,22 @@ impl WorkerBuilder {
 
     /// Counts this worker's jobs (per function: outcome, duration, in flight) and its
     /// connections in `metrics`; serve them with [`serve_metrics`]. Off unless set.
+    /// (Feature `metrics`.)
+    #[cfg(feature = "metrics")]
     pub fn metrics(mut self, metrics: WorkerMetrics) -> Self {
         self.metrics = Some(metrics);
         self
     }
 
-    /// Starts one session per dispatcher on the current actix arbiter. Must be called inside
+    /// Starts one link per dispatcher on the current actix arbiter. Must be called inside
     /// a running actix `System` (e.g. `#[actix_rt::main]`). Connection failures are not
-    /// errors: each session keeps reconnecting with backoff.
+    /// errors: each link keeps reconnecting with backoff.
     pub fn start(self) -> Result<WorkerHandle, WorkerError> {
-        if self.servers.is_empty() && self.discovery.is_none() {
+        #[cfg(feature = "discovery")]
+        let discovering = self.discovery.is_some();
+        #[cfg(not(feature = "discovery"))]
+        let discovering = false;
+        if self.servers.is_empty() && !discovering {
             return Err(WorkerError::NoServer);
         }
         if self.handlers.is_empty() {
@@ -358,7 +443,9 @@ impl WorkerBuilder {
         if let Some(metrics) = &self.metrics {
             functions.names().for_each(|name| metrics.serve(name));
         }
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut access = self.access;
+        #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             access.tls = Some(tls.connector().map_err(WorkerError::Tls)?);
         }
@@ -372,21 +459,27 @@ impl WorkerBuilder {
             functions,
             metrics: self.metrics,
         };
-        let sessions = (self.servers.iter())
-            .map(|addr| Session::new(template.settings_for(addr)).start())
+        let links = (self.servers.iter())
+            .map(|addr| DispatcherLink::new(template.settings_for(addr)).start())
             .collect();
+        #[cfg(feature = "discovery")]
         let follower = self.discovery.map(|discovery| {
             Follower::new(discovery, self.register_ttl, template, self.servers).start()
         });
-        Ok(WorkerHandle { sessions, follower })
+        Ok(WorkerHandle {
+            links,
+            #[cfg(feature = "discovery")]
+            follower,
+        })
     }
 }
 
 /// A running worker.
 #[derive(Debug, Clone)]
 pub struct WorkerHandle {
-    sessions: Vec<Addr<Session>>,
-    /// The sessions of discovered dispatchers, with `discover(..)`.
+    links: Vec<Addr<DispatcherLink>>,
+    /// The links of discovered dispatchers, with `discover(..)`.
+    #[cfg(feature = "discovery")]
     follower: Option<Addr<Follower>>,
 }
 
@@ -395,13 +488,13 @@ impl WorkerHandle {
     /// after a reconnect). A function of that name already served gets the new handler:
     /// new jobs run it, jobs running finish with the old one. Unlike
     /// [`WorkerBuilder::function`], the handler must be `Send + Sync` (it reaches each
-    /// session through its mailbox); its future need not be.
+    /// link through its mailbox); its future need not be.
     ///
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn demo(worker: nmid::worker::WorkerHandle) {
-    /// use nmid::worker::{Job, JobError};
+    /// # async fn demo(worker: nmid_worker::WorkerHandle) {
+    /// use nmid_worker::{Job, JobError};
     ///
     /// worker
     ///     .add_function("Echo", |job: Job| async move { Ok::<_, JobError>(job.params().clone()) })
@@ -427,12 +520,13 @@ impl WorkerHandle {
             let fut = handler(job);
             Box::pin(async move { fut.await.map(Into::into) })
         });
-        for session in &self.sessions {
-            session.do_send(AddFunction {
+        for link in &self.links {
+            link.do_send(AddFunction {
                 name: name.clone(),
                 handler: handler.clone(),
             });
         }
+        #[cfg(feature = "discovery")]
         if let Some(follower) = &self.follower {
             follower.do_send(AddFunction { name, handler });
         }
@@ -443,11 +537,12 @@ impl WorkerHandle {
     /// are answered, and jobs the dispatcher sent before it read the removal are still
     /// served. Removing a function not served does nothing.
     pub fn remove_function(&self, name: &str) {
-        for session in &self.sessions {
-            session.do_send(RemoveFunction {
+        for link in &self.links {
+            link.do_send(RemoveFunction {
                 name: name.to_owned(),
             });
         }
+        #[cfg(feature = "discovery")]
         if let Some(follower) = &self.follower {
             follower.do_send(RemoveFunction {
                 name: name.to_owned(),
@@ -460,9 +555,10 @@ impl WorkerHandle {
     /// running beyond a lowered count finish. (nmid-faas applies a changed `concurrency`
     /// this way.)
     pub fn set_slots(&self, slots: u32) {
-        for session in &self.sessions {
-            session.do_send(SetSlots { slots });
+        for link in &self.links {
+            link.do_send(SetSlots { slots });
         }
+        #[cfg(feature = "discovery")]
         if let Some(follower) = &self.follower {
             follower.do_send(SetSlots { slots });
         }
@@ -472,8 +568,10 @@ impl WorkerHandle {
     /// sure no further job is on its way (tagged: `W_BYE` until `S_BYE_ACK`), finish the
     /// jobs in flight (bounded by the stop timeout), then close. Returns when all are closed.
     pub async fn stop(self) {
+        #[cfg(feature = "discovery")]
         let discovered = self.follower.as_ref().map(|f| f.send(StopAll));
-        let waits: Vec<_> = self.sessions.iter().map(|s| s.send(Shutdown)).collect();
+        let waits: Vec<_> = self.links.iter().map(|s| s.send(Shutdown)).collect();
+        #[cfg(feature = "discovery")]
         if let Some(Ok(done)) = match discovered {
             Some(wait) => Some(wait.await),
             None => None,
@@ -485,12 +583,5 @@ impl WorkerHandle {
                 let _ = done.await;
             }
         }
-    }
-}
-
-/// `RetStruct` results convert into the bytes a handler returns.
-impl From<RetStruct> for Bytes {
-    fn from(ret: RetStruct) -> Self {
-        Bytes::from(ret.encode())
     }
 }

@@ -23,7 +23,7 @@ const DURATION_BUCKETS: &[f64] = &[
 /// # Examples
 ///
 /// ```
-/// use nmid::worker::{Job, JobError, Worker, WorkerMetrics};
+/// use nmid_worker::{Job, JobError, Worker, WorkerMetrics};
 ///
 /// let metrics = WorkerMetrics::new();
 /// let builder = Worker::builder()
