@@ -1,7 +1,7 @@
 # Entry points a person types. `make run` and `make test` are all a fresh machine needs.
 CARGO ?= cargo
 
-.PHONY: run test deps lint fmt build release bench bench-quick bench-faas doc image fuzz soak cluster-demo
+.PHONY: run test test-light deps lint fmt build release bench bench-quick bench-faas doc image fuzz soak cluster-demo
 
 ## The container image (Dockerfile): nmid, nmid-faas and nmidctl, non-root, ports 6808/6809.
 ## Override the tool or the tag: `make image DOCKER=podman IMAGE=registry/nmid:tag`.
@@ -12,9 +12,17 @@ IMAGE ?= nmid:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1
 run: deps
 	$(CARGO) run --release --locked --bin nmid -- --demo
 
-## Install what the tests need, check formatting and lints, then run every test.
+## Install what the tests need, check formatting and lints, then run every test of every
+## package of the workspace (the dispatcher and the libraries under crates/, with their doc
+## tests), then test-light.
 test: deps lint
-	$(CARGO) test --locked
+	$(CARGO) test --locked --workspace
+	$(MAKE) test-light
+
+## A program on the worker library alone builds with no protoc on PATH (its first run builds
+## the worker's dependencies into target/light-build: about a minute).
+test-light:
+	$(CARGO) test --locked --test light_build
 
 ## The cluster walkthrough of docs/cluster.md: etcd, three dispatchers, a worker, calls
 ## through each, a discovering client, a SIGKILLed dispatcher leaving etcd (127.0.0.1 only).
@@ -28,20 +36,20 @@ deps:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --no-deps
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --workspace --no-deps
 
 fmt:
 	$(CARGO) fmt --all
 
 build: deps
-	$(CARGO) build --locked
+	$(CARGO) build --locked --workspace
 
 release: deps
 	$(CARGO) build --locked --release
 
 doc:
-	$(CARGO) doc --no-deps
+	$(CARGO) doc --workspace --no-deps
 
 ## Benchmark us against NATS request-reply, gearmand, the one-hop floor, HTTP and the bare
 ## actix-web floor, then what [auth], [tls], and rate limits with breakers cost (us-tagged

@@ -1,0 +1,117 @@
+//! A program that uses only the worker library builds on a machine without `protoc`
+//! (issue 21): a scratch crate outside the workspace, made in a temporary directory with a
+//! path dependency on `crates/nmid-worker`, is built with a `PATH` from which `protoc` is
+//! missing (and `PROTOC` naming no file, so no build script can find one either).
+//!
+//! It builds the worker library's dependencies once (about a minute on two cores) into
+//! `target/light-build`, which later runs reuse; so it is not part of `cargo test` but of
+//! `make test-light` (`cargo test --test light_build`), which `make test` runs as well.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MANIFEST: &str = r#"[package]
+name = "light-worker"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+nmid-worker = { path = "NMID_WORKER" }
+actix-rt = "2"
+
+# Not a member of the nmid workspace it sits beside.
+[workspace]
+
+[profile.dev]
+debug = false
+"#;
+
+/// What a user's worker looks like: a handler, the builder, start and stop.
+const MAIN: &str = r#"use nmid_worker::{Job, JobError, RetStruct, Worker};
+
+async fn to_upper(job: Job) -> Result<RetStruct, JobError> {
+    let name = String::from_utf8_lossy(job.params()).to_uppercase();
+    Ok(RetStruct::ok(name))
+}
+
+#[actix_rt::main]
+async fn main() {
+    let worker = Worker::builder()
+        .name("light")
+        .server("127.0.0.1:6808")
+        .function("ToUpper", to_upper)
+        .start()
+        .expect("a valid worker");
+    worker.stop().await;
+}
+"#;
+
+/// A directory of links to every program on `PATH` but `protoc`.
+fn path_without_protoc(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = std::env::var_os("PATH").expect("PATH is set");
+    for entry in std::env::split_paths(&path).filter_map(|d| std::fs::read_dir(d).ok()) {
+        for program in entry.flatten() {
+            let name = program.file_name();
+            let link = bin.join(&name);
+            if name == "protoc" || link.exists() {
+                continue;
+            }
+            std::os::unix::fs::symlink(program.path(), link).unwrap();
+        }
+    }
+    bin
+}
+
+/// A program on the worker library alone builds without `protoc`, and builds none of the
+/// dispatcher's heavy crates.
+#[test]
+fn a_program_on_the_worker_library_builds_without_protoc() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scratch = std::env::temp_dir().join(format!("nmid-light-build-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(scratch.join("src")).unwrap();
+    let worker = workspace.join("crates/nmid-worker");
+    let manifest = MANIFEST.replace("NMID_WORKER", worker.to_str().unwrap());
+    std::fs::write(scratch.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(scratch.join("src/main.rs"), MAIN).unwrap();
+    // The workspace's versions, so that nothing is resolved afresh (or fetched).
+    std::fs::copy(workspace.join("Cargo.lock"), scratch.join("Cargo.lock")).unwrap();
+    let bin = path_without_protoc(&scratch);
+    let which = Command::new("sh")
+        .args(["-c", "command -v protoc"])
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert!(!which.status.success(), "protoc is still on the PATH");
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .current_dir(&scratch)
+        .args(["build", "--offline"])
+        .env("PATH", &bin)
+        .env("PROTOC", scratch.join("no-protoc-here"))
+        .env("CARGO_TARGET_DIR", workspace.join("target/light-build"))
+        .output()
+        .expect("cargo runs");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the scratch worker did not build without protoc:\n{log}"
+    );
+    for heavy in [
+        "etcd-client",
+        "prost-build",
+        "tonic",
+        "actix-web",
+        "prometheus",
+    ] {
+        assert!(
+            !log.contains(&format!("Compiling {heavy} v")),
+            "{heavy} was built:\n{log}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+}
