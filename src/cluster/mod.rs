@@ -39,7 +39,7 @@ use etcd::{follow_members, EtcdSettings};
 use membership::PeerFollower;
 use metrics::ClusterMetrics;
 use record::MemberRecord;
-use session::{Phase, Session, SessionState};
+use session::{EtcdSession, Phase, SessionState};
 
 /// The cluster settings of one dispatcher, resolved from its config and bound listeners.
 #[derive(Debug, Clone)]
@@ -227,7 +227,7 @@ impl Cluster {
         };
         actix_rt::spawn(follower.run(members.clone()));
         let (phase, phase_rx) = watch::channel(Phase::Serving);
-        let session = Session {
+        let session = EtcdSession {
             etcd: settings.etcd.clone(),
             lease_ttl: settings.lease_ttl,
             prefix: settings.prefix.clone(),

@@ -47,7 +47,7 @@ pub struct SessionState {
 }
 
 /// What the session needs.
-pub struct Session {
+pub struct EtcdSession {
     /// How to reach etcd.
     pub etcd: EtcdSettings,
     /// The lease TTL.
@@ -64,7 +64,7 @@ pub struct Session {
     pub metrics: ClusterMetrics,
 }
 
-impl Session {
+impl EtcdSession {
     /// Runs until the phase is [`Phase::Leaving`] and the lease is revoked (or etcd cannot
     /// be reached to revoke it: the lease then expires by itself).
     pub async fn run(self, mut phase: watch::Receiver<Phase>) {

@@ -1,7 +1,7 @@
 //! What both ends of an nmid connection share: the wire protocol (nmid v1, byte-exact, and
-//! its tagged extension), nmid's RetStruct result convention, the connection under a
-//! session (plain TCP or TLS, the token presented first) and the trace context carried in a
-//! call's metadata. The client library (`nmid-client`), the worker library (`nmid-worker`)
+//! its tagged extension), nmid's RetStruct result convention, the connection itself (plain
+//! TCP or TLS, the token presented first) and the trace context carried in a call's
+//! metadata. The client library (`nmid-client`), the worker library (`nmid-worker`)
 //! and the dispatcher (`nmid`) sit on it; it knows none of them.
 //!
 //! # Layout

@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use super::dispatcher_link::{
-    AddFunction, DispatcherLink, RemoveFunction, SetSlots, Shutdown, Template,
+    AddFunction, DispatcherLink, LinkSettings, RemoveFunction, SetSlots, Shutdown,
 };
 use nmid_proto::discovery::etcd::{self, follow_members, Discovery, EtcdSettings, Members};
 use nmid_proto::discovery::record::{worker_nmid_key, worker_nmid_value};
@@ -36,7 +36,7 @@ pub(super) struct Follower {
     discovery: Discovery,
     /// Keep `nmid/<name>` under a lease of this TTL.
     register_ttl: Option<Duration>,
-    template: Template,
+    template: LinkSettings,
     /// Addresses served by links the builder started (`server(..)`).
     fixed: BTreeSet<String>,
     /// Links to discovered dispatchers, by dispatcher id: (address, link).
@@ -50,7 +50,7 @@ impl Follower {
     pub(super) fn new(
         discovery: Discovery,
         register_ttl: Option<Duration>,
-        template: Template,
+        template: LinkSettings,
         fixed: Vec<String>,
     ) -> Self {
         let (served, _) = watch::channel(fixed.clone());
@@ -122,7 +122,7 @@ impl StreamHandler<Members> for Follower {
                 continue;
             }
             info!(dispatcher = %id, %addr, "dispatcher found in etcd: connecting");
-            let link = DispatcherLink::new(self.template.settings_for(&addr)).start();
+            let link = DispatcherLink::new(addr.clone(), self.template.clone()).start();
             self.links.insert(id.clone(), (addr, link));
         }
         let mut served: Vec<String> = self.fixed.iter().cloned().collect();

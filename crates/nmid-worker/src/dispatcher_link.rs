@@ -88,23 +88,10 @@ pub(super) struct RemoveFunction {
     pub(super) name: String,
 }
 
-/// What a link needs to know.
-pub(super) struct LinkSettings {
-    pub(super) addr: String,
-    pub(super) access: nmid_proto::net::Access,
-    pub(super) name: String,
-    pub(super) slots: u32,
-    pub(super) protocol: Protocol,
-    pub(super) max_frame_bytes: usize,
-    pub(super) stop_timeout: Duration,
-    pub(super) functions: Functions,
-    pub(super) metrics: Option<Meter>,
-}
-
-/// Everything a link is made from, but its address: what the builder was given, shared by
-/// the links it starts and by those the discovery follower starts later.
+/// What a link needs to know but its address: what the builder was given, cloned for each
+/// link it starts and for those the discovery follower starts later.
 #[derive(Clone)]
-pub(super) struct Template {
+pub(super) struct LinkSettings {
     /// TLS and token, for every dispatcher.
     pub(super) access: nmid_proto::net::Access,
     pub(super) name: String,
@@ -112,26 +99,10 @@ pub(super) struct Template {
     pub(super) protocol: Protocol,
     pub(super) max_frame_bytes: usize,
     pub(super) stop_timeout: Duration,
-    /// The functions served now: a copy for each new link.
+    /// The functions served: each link's own copy, changed as functions are added and
+    /// removed while it runs (the follower's: those a new link starts with).
     pub(super) functions: Functions,
     pub(super) metrics: Option<Meter>,
-}
-
-impl Template {
-    /// The settings of a link to the dispatcher at `addr`.
-    pub(super) fn settings_for(&self, addr: &str) -> LinkSettings {
-        LinkSettings {
-            addr: addr.to_owned(),
-            access: self.access.clone(),
-            name: self.name.clone(),
-            slots: self.slots,
-            protocol: self.protocol,
-            max_frame_bytes: self.max_frame_bytes,
-            stop_timeout: self.stop_timeout,
-            functions: self.functions.clone(),
-            metrics: self.metrics.clone(),
-        }
-    }
 }
 
 /// Where a job's answer goes, in the protocol the job came in.
@@ -169,6 +140,8 @@ struct Stopping {
 
 /// A worker's link to one dispatcher.
 pub(super) struct DispatcherLink {
+    /// The dispatcher's address (`HOST:PORT`).
+    addr: String,
     settings: LinkSettings,
     conn: Option<Connection>,
     generation: u64,
@@ -181,12 +154,10 @@ pub(super) struct DispatcherLink {
 }
 
 impl DispatcherLink {
-    pub(super) fn new(settings: LinkSettings) -> Self {
-        let nested = Rc::new(NestedCalls::new(
-            settings.addr.clone(),
-            settings.access.clone(),
-        ));
+    pub(super) fn new(addr: String, settings: LinkSettings) -> Self {
+        let nested = Rc::new(NestedCalls::new(addr.clone(), settings.access.clone()));
         Self {
+            addr,
             settings,
             conn: None,
             generation: 0,
@@ -214,7 +185,7 @@ impl Actor for DispatcherLink {
                 let _ = done.send(());
             }
         }
-        info!(addr = %self.settings.addr, "dispatcher link closed");
+        info!(addr = %self.addr, "dispatcher link closed");
     }
 }
 
@@ -229,11 +200,11 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for DispatcherLin
             // The frame's body is unreadable but the frames after it are in step: only this
             // frame (if it was a job, only that job; the dispatcher times it out) is lost.
             Ok(Err(bad)) => {
-                warn!(addr = %self.settings.addr, frame = bad.kind.name, cause = %bad.error, "unreadable frame from dispatcher skipped");
+                warn!(addr = %self.addr, frame = bad.kind.name, cause = %bad.error, "unreadable frame from dispatcher skipped");
                 return;
             }
             Err(err) => {
-                warn!(addr = %self.settings.addr, cause = %err, "bad frame from dispatcher; reconnecting");
+                warn!(addr = %self.addr, cause = %err, "bad frame from dispatcher; reconnecting");
                 self.link_down(ctx);
                 return;
             }
@@ -286,11 +257,11 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for DispatcherLin
                 }
             }
             Frame::SAuthResult(result) if result.code == SAuthResult::ACCEPTED => {
-                debug!(addr = %self.settings.addr, grant = %String::from_utf8_lossy(&result.message), "token accepted");
+                debug!(addr = %self.addr, grant = %String::from_utf8_lossy(&result.message), "token accepted");
             }
             // The dispatcher closes the connection after this: the reconnects back off.
             Frame::SAuthResult(result) => {
-                error!(addr = %self.settings.addr, reason = %String::from_utf8_lossy(&result.message), "dispatcher refused the worker's token");
+                error!(addr = %self.addr, reason = %String::from_utf8_lossy(&result.message), "dispatcher refused the worker's token");
             }
             // The dispatcher refused a registration (a limit or the token's grant; its log
             // says which).
@@ -300,7 +271,7 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for DispatcherLin
                     .as_mut()
                     .and_then(|conn| conn.awaiting.pop_front());
                 let refused = refused.unwrap_or_default();
-                warn!(addr = %self.settings.addr, %refused, "dispatcher refused a registration");
+                warn!(addr = %self.addr, %refused, "dispatcher refused a registration");
             }
             Frame::SHeartbeatPong | Frame::NoJob | Frame::Wakeuped => {}
             other => debug!(frame = other.name(), "worker ignored frame"),
@@ -308,14 +279,14 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for DispatcherLin
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        info!(addr = %self.settings.addr, "dispatcher closed the connection");
+        info!(addr = %self.addr, "dispatcher closed the connection");
         self.link_down(ctx);
     }
 }
 
 impl WriteHandler<CodecError> for DispatcherLink {
     fn error(&mut self, err: CodecError, ctx: &mut Self::Context) -> Running {
-        warn!(addr = %self.settings.addr, cause = %err, "write to dispatcher failed");
+        warn!(addr = %self.addr, cause = %err, "write to dispatcher failed");
         // actix calls this from inside the writer, which panics if it is dropped here
         // (`FramedWrite`'s drop borrows what the writer holds): drop the connection just after.
         let generation = self.generation;
@@ -369,10 +340,10 @@ impl Handler<Shutdown> for DispatcherLink {
             }
         }
         ctx.run_later(self.settings.stop_timeout, |link, ctx| {
-            warn!(addr = %link.settings.addr, jobs = link.running, "stop timeout: closing with jobs unfinished");
+            warn!(addr = %link.addr, jobs = link.running, "stop timeout: closing with jobs unfinished");
             ctx.stop();
         });
-        info!(addr = %self.settings.addr, "worker stopping: functions removed, finishing jobs in flight");
+        info!(addr = %self.addr, "worker stopping: functions removed, finishing jobs in flight");
         MessageResult(rx)
     }
 }
@@ -440,7 +411,7 @@ impl Handler<RemoveFunction> for DispatcherLink {
 
 impl DispatcherLink {
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        let addr = self.settings.addr.clone();
+        let addr = self.addr.clone();
         let access = self.settings.access.clone();
         async move { access.dial(&addr, CONNECT_TIMEOUT).await }
             .into_actor(self)
@@ -448,7 +419,7 @@ impl DispatcherLink {
                 _ if link.stopping.is_some() => ctx.stop(),
                 Ok(stream) => link.link_up(stream, ctx),
                 Err(err) => {
-                    debug!(addr = %link.settings.addr, cause = %err, "cannot reach dispatcher");
+                    debug!(addr = %link.addr, cause = %err, "cannot reach dispatcher");
                     link.schedule_reconnect(ctx);
                 }
             })
@@ -500,9 +471,9 @@ impl DispatcherLink {
         });
         if let Some(metrics) = &self.settings.metrics {
             // The first connection makes the generation 1; each loss and return adds 2.
-            metrics.link(&self.settings.addr, true, self.generation > 1);
+            metrics.link(&self.addr, true, self.generation > 1);
         }
-        info!(addr = %self.settings.addr, name = %self.settings.name, "worker registered");
+        info!(addr = %self.addr, name = %self.settings.name, "worker registered");
     }
 
     /// The connection is gone: jobs received on it will not be answered on the next one.
@@ -516,7 +487,7 @@ impl DispatcherLink {
         ctx.cancel_future(conn.writer.handle());
         self.generation += 1;
         if let Some(metrics) = &self.settings.metrics {
-            metrics.link(&self.settings.addr, false, false);
+            metrics.link(&self.addr, false, false);
         }
         self.backlog.clear();
         if self.stopping.is_some() {
@@ -531,7 +502,7 @@ impl DispatcherLink {
             return;
         };
         if self.last_heard.elapsed() > HEARTBEAT_TIMEOUT {
-            warn!(addr = %self.settings.addr, "no heartbeat answer from dispatcher; reconnecting");
+            warn!(addr = %self.addr, "no heartbeat answer from dispatcher; reconnecting");
             self.link_down(ctx);
             return;
         }

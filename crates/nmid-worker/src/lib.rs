@@ -87,12 +87,12 @@
 //!
 //! The default build is light (actix, tokio, serde; no `protoc`, no TLS stack):
 //!
-//! - `discovery`: [`WorkerBuilder::discover`] serves every dispatcher registered in etcd and
+//! - `discovery`: `WorkerBuilder::discover` serves every dispatcher registered in etcd and
 //!   follows them as they come and go; `etcd_register` keeps nmid's `nmid/<name>` key.
-//! - `tls`: [`WorkerBuilder::tls`], TLS to the dispatchers (rustls with ring).
+//! - `tls`: `WorkerBuilder::tls`, TLS to the dispatchers (rustls with ring).
 //! - `otlp`: a span per job, child of the caller's, and the OTLP exporter
 //!   (`trace::tracer_provider`).
-//! - `metrics`: [`WorkerBuilder::metrics`] and [`serve_metrics`], the worker's own
+//! - `metrics`: `WorkerBuilder::metrics` and `serve_metrics`, the worker's own
 //!   Prometheus metrics.
 #![deny(missing_docs)]
 
@@ -127,7 +127,9 @@ pub use nmid_proto::trace;
 
 #[cfg(feature = "discovery")]
 use discover::{Follower, StopAll};
-use dispatcher_link::{AddFunction, DispatcherLink, RemoveFunction, SetSlots, Shutdown, Template};
+use dispatcher_link::{
+    AddFunction, DispatcherLink, LinkSettings, RemoveFunction, SetSlots, Shutdown,
+};
 #[cfg(feature = "metrics")]
 use metrics::WorkerMetrics as Meter;
 use nmid_proto::codec::DEFAULT_MAX_FRAME_BYTES;
@@ -449,7 +451,7 @@ impl WorkerBuilder {
         if let Some(tls) = &self.tls {
             access.tls = Some(tls.connector().map_err(WorkerError::Tls)?);
         }
-        let template = Template {
+        let settings = LinkSettings {
             access,
             name: self.name,
             slots: self.slots,
@@ -460,11 +462,11 @@ impl WorkerBuilder {
             metrics: self.metrics,
         };
         let links = (self.servers.iter())
-            .map(|addr| DispatcherLink::new(template.settings_for(addr)).start())
+            .map(|addr| DispatcherLink::new(addr.clone(), settings.clone()).start())
             .collect();
         #[cfg(feature = "discovery")]
         let follower = self.discovery.map(|discovery| {
-            Follower::new(discovery, self.register_ttl, template, self.servers).start()
+            Follower::new(discovery, self.register_ttl, settings, self.servers).start()
         });
         Ok(WorkerHandle {
             links,
