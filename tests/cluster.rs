@@ -13,19 +13,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cluster_support::go_consumer::merge_like_go;
+use cluster_support::load::echo_upper;
 use cluster_support::{free_port, member, serves, Etcd, Nmid, TEST_LEASE_TTL_S};
 use common::{vector, Peer, PATIENCE};
 use nmid::client::{CallOptions, Client, ClientError};
 use nmid::cluster::record::NMID_PREFIX;
 use nmid::codec::{self, Frame};
 use nmid::config::{Config, ConfigError};
-use nmid::worker::{Job, JobError, Worker};
-
-/// An echo handler that upper-cases its params after `delay`.
-async fn echo_upper(job: Job, delay: Duration) -> Result<Bytes, JobError> {
-    tokio::time::sleep(delay).await;
-    Ok(Bytes::from(job.params().to_ascii_uppercase()))
-}
+use nmid::worker::Worker;
 
 /// Waits until the discovering `client` sees `n` dispatchers advertising `function`.
 async fn wait_for_dispatchers(client: &Client, n: usize, function: &str) {

@@ -16,65 +16,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cluster_support::etcd_cluster::EtcdCluster;
 use cluster_support::go_consumer::{GoConsumer, Rng};
+use cluster_support::load::{echo_upper, spawn_load, wait_for_calls};
 use cluster_support::{free_port, member, serves, Etcd, Nmid};
 use common::PATIENCE;
 use nmid::client::{Client, ClientError};
-use nmid::worker::{Job, JobError, Worker};
-
-/// An echo handler that upper-cases its params after `delay`.
-async fn echo_upper(job: Job, delay: Duration) -> Result<Bytes, JobError> {
-    tokio::time::sleep(delay).await;
-    Ok(Bytes::from(job.params().to_ascii_uppercase()))
-}
-
-/// Calls `function` through `client` until `running` is cleared (bounded: at most 200,000
-/// calls and 180 s), counting answers that are right in `ok`; returns the failures.
-fn spawn_load(
-    client: Client,
-    function: &'static str,
-    running: Rc<Cell<bool>>,
-    ok: Rc<Cell<u64>>,
-) -> actix_rt::task::JoinHandle<Vec<String>> {
-    actix_rt::spawn(async move {
-        let started = Instant::now();
-        let mut failed = Vec::new();
-        let mut n = 0u64;
-        while running.get() && n < 200_000 && started.elapsed() < Duration::from_secs(180) {
-            n += 1;
-            match client.call(function, format!("w{n}")).await {
-                Ok(ret) if ret == format!("W{n}").as_bytes() => ok.set(ok.get() + 1),
-                other => failed.push(format!("{function} call {n}: {other:?}")),
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        failed
-    })
-}
-
-/// Waits until every counter in `oks` has grown by `more` from `from`.
-async fn wait_for_calls(oks: &[Rc<Cell<u64>>], from: &[u64], more: u64, what: &str) {
-    let deadline = Instant::now() + PATIENCE * 3;
-    while oks
-        .iter()
-        .zip(from)
-        .any(|(ok, from)| ok.get() < from + more)
-    {
-        let now: Vec<u64> = oks.iter().map(|ok| ok.get()).collect();
-        assert!(
-            Instant::now() < deadline,
-            "{what}: calls stalled at {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The keys of dispatcher `nmid`: its membership record and its nmid key.
-fn keys_of(nmid: &Nmid) -> [String; 2] {
-    [
-        format!("nmid-rs/cluster/{}", nmid.id),
-        format!("nmid/dispatcher-{}", nmid.id),
-    ]
-}
+use nmid::worker::{Job, Worker};
 
 /// A three-member etcd; two dispatchers given all three endpoints (each list starting with
 /// the member that hangs first) and one given that member alone (it finds the others in
@@ -142,7 +88,7 @@ async fn a_three_member_etcd_with_a_member_hung_then_its_leader_killed_changes_n
     let sampler = {
         let (running, urls) = (running.clone(), urls.clone());
         let (keys, http): (Vec<[String; 2]>, Vec<_>) =
-            nmids.iter().map(|n| (keys_of(n), n.http)).unzip();
+            nmids.iter().map(|n| (n.keys(), n.http)).unzip();
         actix_rt::spawn(async move {
             let (mut samples, mut missing) = (0u32, Vec::new());
             while running.get() {
@@ -255,7 +201,7 @@ async fn a_minute_with_a_dead_endpoint_first_and_default_etcd_flags_breaks_nothi
             .map(|(k, _)| k)
             .collect();
         samples += 1;
-        for key in keys_of(&with_dead).iter().chain(&keys_of(&plain)) {
+        for key in with_dead.keys().iter().chain(&plain.keys()) {
             if !keys.contains(key) {
                 missing.push(format!("{:?}: {key} missing", started.elapsed()));
             }

@@ -7,6 +7,7 @@
 
 pub mod etcd_cluster;
 pub mod go_consumer;
+pub mod load;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -303,6 +304,14 @@ impl Nmid {
     /// `/metrics` prints them) on its `/metrics`; `None` when it is not there.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         metric_at(self.http, series).await
+    }
+
+    /// Its two keys in etcd: its membership record and its nmid key.
+    pub fn keys(&self) -> [String; 2] {
+        [
+            format!("nmid-rs/cluster/{}", self.id),
+            format!("nmid/dispatcher-{}", self.id),
+        ]
     }
 
     /// Its process id (to signal it).
