@@ -500,7 +500,8 @@ async fn a_dispatcher_started_before_etcd_serves_and_joins_when_it_comes_up() {
 
 /// Discovery settings are checked at start-up and a bad one is named: a wildcard listen
 /// address without `cluster.advertise_addr`, endpoints that are not http:// URLs (no TLS in
-/// this build), a zero TTL, half a credential, a prefix inside `nmid/`; endpoints read from
+/// this build), a zero TTL, half a credential, a prefix inside `nmid/`, pings, member-list
+/// reads or nmid key refreshes too frequent; endpoints read from
 /// one comma-separated string (as `--etcd` and the environment give them). The binary exits
 /// 2 saying so.
 #[test]
@@ -516,7 +517,7 @@ fn discovery_settings_are_checked_and_the_bad_key_named() {
     };
     let etcd = ("discovery.etcd_endpoints", "http://127.0.0.1:2379");
     let local = ("tcp.addr", "127.0.0.1:6808");
-    let cases: [(&[(&str, &str)], &str); 7] = [
+    let cases: [(&[(&str, &str)], &str); 10] = [
         (&[etcd], "cluster.advertise_addr"),
         (
             &[("discovery.etcd_endpoints", "127.0.0.1:2379"), local],
@@ -544,6 +545,18 @@ fn discovery_settings_are_checked_and_the_bad_key_named() {
         (
             &[etcd, ("cluster.advertise_addr", "0.0.0.0:6808")],
             "cluster.advertise_addr",
+        ),
+        (
+            &[etcd, local, ("discovery.keepalive_interval_ms", "500")],
+            "discovery.keepalive_interval_ms",
+        ),
+        (
+            &[etcd, local, ("discovery.member_refresh_interval_ms", "10")],
+            "discovery.member_refresh_interval_ms",
+        ),
+        (
+            &[etcd, local, ("cluster.nmid_refresh_interval_ms", "50")],
+            "cluster.nmid_refresh_interval_ms",
         ),
     ];
     for (overrides, key) in cases {

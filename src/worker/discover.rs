@@ -267,9 +267,13 @@ impl Registration {
         let mut lease = None;
         let mut failures = 0u32;
         loop {
-            let result = (self.once(&mut connection, &mut lease, &mut served, &mut leave)).await;
+            let held = (&mut lease, &mut failures);
+            let result = (self.once(&mut connection, held, &mut served, &mut leave)).await;
             let Err(err) = result else { return };
             connection.failed();
+            if failures == 0 {
+                backoff = self.etcd.backoff();
+            }
             failures += 1;
             let wait = backoff.next().unwrap_or(self.etcd.retry_max);
             match failures {
@@ -288,11 +292,12 @@ impl Registration {
     }
 
     /// Holds the lease (the one held before if etcd still has it) and the key through one
-    /// member, until it fails (`Err`) or the worker stops (`Ok`).
+    /// member, until it fails (`Err`) or the worker stops (`Ok`); `failures` (attempts that
+    /// failed in a row) is logged and cleared once the key is written.
     async fn once(
         &self,
         connection: &mut EtcdConnection,
-        lease: &mut Option<i64>,
+        (lease, failures): (&mut Option<i64>, &mut u32),
         served: &mut watch::Receiver<Vec<String>>,
         leave: &mut oneshot::Receiver<()>,
     ) -> Result<(), etcd_client::Error> {
@@ -323,7 +328,10 @@ impl Registration {
             let value = worker_nmid_value(names, &addrs);
             let options = PutOptions::new().with_lease(id);
             client.put(self.key.clone(), value, Some(options)).await?;
-            debug!(key = %self.key, lease = id, "registered in etcd");
+            match std::mem::take(failures) {
+                0 => debug!(key = %self.key, lease = id, "registered in etcd"),
+                failures => info!(key = %self.key, lease = id, failures, "etcd registration back"),
+            }
             loop {
                 tokio::select! {
                     _ = keep_alive.tick() => {
