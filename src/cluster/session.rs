@@ -125,8 +125,13 @@ impl Session {
                 Ok(attached) => {
                     let id = lease.map_or(0, |l| l.id);
                     let endpoint = etcd.endpoint().unwrap_or_default();
-                    if !self.is_up() || failures > 0 {
-                        info!(id = %attached.record.id, lease = id, ttl_s = self.ttl_s(), %endpoint, failures, "etcd session up: registered in the cluster");
+                    match self.is_up() {
+                        false => {
+                            info!(id = %attached.record.id, lease = id, ttl_s = self.ttl_s(), %endpoint, failures, "etcd session up: registered in the cluster")
+                        }
+                        true => {
+                            debug!(lease = id, %endpoint, failures, "lease held through this etcd member")
+                        }
                     }
                     self.set_up(true, None);
                     failures = 0;
@@ -192,7 +197,13 @@ impl Session {
                     held.renewed = Instant::now();
                     stream = Some((keeper, replies));
                 }
-                false => *lease = None,
+                false => {
+                    warn!(
+                        lease = held.id,
+                        "etcd no longer has the lease: taking a new one"
+                    );
+                    *lease = None;
+                }
             }
         }
         let (keeper, replies) = match stream {
