@@ -18,7 +18,9 @@ test: deps lint
 
 ## The cluster walkthrough of docs/cluster.md: etcd, three dispatchers, a worker, calls
 ## through each, a discovering client, a SIGKILLed dispatcher leaving etcd (127.0.0.1 only).
-cluster-demo: deps
+## Installs only what it uses when missing: etcd, etcdctl, protoc, curl.
+cluster-demo:
+	./scripts/install-deps etcd etcdctl protoc curl
 	./scripts/cluster-walkthrough
 
 ## Install the system packages the build and the tests need (Debian; idempotent: etcd,

@@ -249,6 +249,9 @@ pub enum LeaseReport {
     Answered(CallOutcome),
     /// The worker holding it is gone (the lease was dropped unanswered).
     Lost,
+    /// It never reached a worker (a peer dispatcher could not be reached, or refused it
+    /// while draining): place it again, as if it had just arrived.
+    Undelivered,
 }
 
 /// The job actor as the holder of its lease reaches it. Implemented by the job actor's
@@ -262,8 +265,8 @@ pub trait JobHandle: Send {
 
 /// A job's place in the dispatcher while it is queued (held by the registry) or running
 /// (held by a worker session). Whoever holds it reports through it exactly once: refused,
-/// answered, or, by dropping it unanswered (the worker stopped, or the assignment never
-/// arrived), lost. Nothing can lose a job silently.
+/// answered, handed back undelivered, or, by dropping it unanswered (the worker stopped, or
+/// the assignment never arrived), lost. Nothing can lose a job silently.
 pub struct JobLease {
     job: Option<Box<dyn JobHandle>>,
 }
@@ -295,6 +298,16 @@ impl JobLease {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+impl JobLease {
+    /// The job never reached a worker: it is placed again (its retries are not used up, and
+    /// it is never reported as a lost worker for it).
+    pub fn hand_back(mut self) {
+        if let Some(job) = self.job.take() {
+            job.report(LeaseReport::Undelivered);
         }
     }
 }
@@ -434,7 +447,7 @@ mod tests {
         (JobLease::new(Box::new(handle)), told)
     }
 
-    /// A lease reports exactly once: an answer, a refusal, or (dropped) a loss.
+    /// A lease reports exactly once: an answer, a refusal, a hand-back, or (dropped) a loss.
     #[test]
     fn a_lease_reports_exactly_once() {
         let (answered, told) = lease(true);
@@ -449,6 +462,10 @@ mod tests {
         let (dropped, told) = lease(true);
         drop(dropped);
         assert_eq!(*told.lock().unwrap(), vec!["Lost"]);
+
+        let (handed_back, told) = lease(true);
+        handed_back.hand_back();
+        assert_eq!(*told.lock().unwrap(), vec!["Undelivered"]);
     }
 
     /// An answer for a job that is over is late: not delivered, and not reported as lost.

@@ -92,6 +92,10 @@ pub struct DiscoveryConfig {
     pub request_timeout_ms: u64,
     /// Ceiling of the reconnect backoff, in milliseconds.
     pub retry_max_ms: u64,
+    /// HTTP/2 pings to etcd while a stream is open, in milliseconds; 0: none.
+    pub keepalive_interval_ms: u64,
+    /// How often a long-lived etcd connection reads etcd's member list, in milliseconds.
+    pub member_refresh_interval_ms: u64,
 }
 
 /// `[cluster]`
@@ -108,6 +112,8 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// Shortest time between two writes of this dispatcher's records, in milliseconds.
     pub publish_interval_ms: u64,
+    /// How often the nmid key is put again unchanged, in milliseconds; 0: never.
+    pub nmid_refresh_interval_ms: u64,
     /// Tagged connections per peer dispatcher.
     pub peer_connections: usize,
     /// Calls forwarded to one peer at once at most.
@@ -499,6 +505,18 @@ impl Config {
         if discovery.retry_max_ms < 100 {
             return invalid("discovery.retry_max_ms", "must be at least 100");
         }
+        if (1..1000).contains(&discovery.keepalive_interval_ms) {
+            return invalid(
+                "discovery.keepalive_interval_ms",
+                "must be 0 (off) or at least 1000",
+            );
+        }
+        if discovery.member_refresh_interval_ms < 1000 {
+            return invalid(
+                "discovery.member_refresh_interval_ms",
+                "must be at least 1000",
+            );
+        }
         if discovery.password.is_empty() != discovery.username.is_empty() {
             let key = match discovery.username.is_empty() {
                 true => "discovery.username",
@@ -526,6 +544,12 @@ impl Config {
         }
         if cluster.publish_interval_ms < 10 {
             return invalid("cluster.publish_interval_ms", "must be at least 10");
+        }
+        if (1..100).contains(&cluster.nmid_refresh_interval_ms) {
+            return invalid(
+                "cluster.nmid_refresh_interval_ms",
+                "must be 0 (never) or at least 100",
+            );
         }
         if !(1..=64).contains(&cluster.peer_connections) {
             return invalid("cluster.peer_connections", "must be 1 to 64");

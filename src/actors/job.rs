@@ -33,6 +33,8 @@ pub enum JobEvent {
     },
     /// The worker holding the job is gone (its lease was dropped unanswered).
     WorkerLost,
+    /// The job never reached a worker (a peer dispatcher could not take it): place it again.
+    Undelivered,
     /// The caller is gone; stop without answering.
     Cancel,
 }
@@ -167,6 +169,12 @@ impl Handler<JobEvent> for JobActor {
                     self.answer(lost, ctx);
                 }
             }
+            JobEvent::Undelivered => {
+                debug!(job = %self.id, function = %self.spec.function, "undelivered, placing again");
+                // An attempt that reached no worker does not count.
+                self.attempts = self.attempts.saturating_sub(1);
+                self.dispatch(ctx);
+            }
             JobEvent::Cancel => {
                 self.reply = None;
                 self.withdraw();
@@ -187,6 +195,7 @@ impl JobHandle for Addr<JobActor> {
             LeaseReport::Refused(error) => JobEvent::Refused { error },
             LeaseReport::Answered(outcome) => JobEvent::Answered { outcome },
             LeaseReport::Lost => JobEvent::WorkerLost,
+            LeaseReport::Undelivered => JobEvent::Undelivered,
         });
     }
 }
