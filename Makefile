@@ -82,7 +82,8 @@ fuzz:
 
 ## 100,000 calls (SOAK_CALLS) through a real nmid while its workers are SIGKILLed and
 ## restarted at random and hostile peers press on it; prints lost / misrouted / duplicated
-## (all must be 0) and the dispatcher's peak RSS. `make test` runs 5,000.
+## (all must be 0), the errors (only WORKER_LOST, within a printed bound) and the
+## dispatcher's peak RSS. `make test` runs 5,000.
 SOAK_CALLS ?= 100000
 soak:
 	NMID_SOAK_CALLS=$(SOAK_CALLS) $(CARGO) test --locked --release --test soak -- --nocapture
