@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{addr_in, Process, NMID, PROCESS_PATIENCE};
+use common::process::{addr_in, ChildLog, Process, NMID, PROCESS_PATIENCE};
 use common::{vector, Peer};
 use nmid::codec::Frame;
 
@@ -263,4 +263,51 @@ async fn metrics_can_have_a_port_of_their_own() {
         "the metrics port serves only /metrics"
     );
     drop(nmid);
+}
+
+/// Not a test on its own: the child process of
+/// `a_panic_in_a_child_process_fails_the_test_that_stops_it`. With `NMID_TEST_CHILD_PANICS`
+/// set, one of its threads panics and the process goes on and exits 0, as `nmid` does when
+/// an actor or a task panics.
+#[test]
+#[ignore = "a role of a test, started by it"]
+fn child_role() {
+    let panics = std::env::var_os("NMID_TEST_CHILD_PANICS").is_some();
+    let ended = std::thread::spawn(move || {
+        eprintln!("the child's thread is running");
+        assert!(!panics, "injected by the test");
+    })
+    .join();
+    assert_eq!(ended.is_err(), panics);
+}
+
+/// The harness sees a child's panic that the child itself survives: the test that stops
+/// the child fails, with the panic's message; a child that did not panic passes.
+#[test]
+fn a_panic_in_a_child_process_fails_the_test_that_stops_it() {
+    let start = |panics: bool| {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if panics {
+            command.env("NMID_TEST_CHILD_PANICS", "1");
+        }
+        let mut child = (command.args(["--ignored", "--exact", "child_role", "--nocapture"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the child");
+        let log = ChildLog::read(child.stderr.take().unwrap());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the child exited {status}");
+        log
+    };
+    let mut panicked = start(true);
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        panicked.assert_no_panic("the child")
+    }));
+    let failure = failed.expect_err("the child's panic failed the test");
+    let message = failure.downcast_ref::<String>().expect("a message");
+    assert!(message.contains("the child panicked"), "{message}");
+    assert!(message.contains("injected by the test"), "{message}");
+
+    start(false).assert_no_panic("a child that did not panic");
 }

@@ -3,7 +3,6 @@
 //! picks, each killed by its PID when its guard drops (also when the test fails).
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::common::process::ChildLog;
 
 const NMID: &str = env!("CARGO_BIN_EXE_nmid");
 /// How long etcd or `nmid` may take to start, or to log what a test waits for.
@@ -171,6 +172,8 @@ impl Drop for Etcd {
 /// An `nmid` process joined to an etcd, on 127.0.0.1 ports of its own.
 pub struct Nmid {
     child: Child,
+    /// Its stderr, searched for panics whenever it is stopped.
+    log: ChildLog,
     /// Its nmid protocol address (also the address it advertises).
     pub tcp: SocketAddr,
     /// Its HTTP address.
@@ -223,26 +226,10 @@ impl Nmid {
             .stdout(Stdio::null())
             .spawn()
             .expect("start nmid");
-        let stderr = child.stderr.take().expect("nmid's stderr");
-        let (tx, log) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
+        let mut log = ChildLog::read(child.stderr.take().expect("nmid's stderr"));
         let mut wait_for = |needle: &str| -> String {
-            let deadline = Instant::now() + PROCESS_PATIENCE;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match log.recv_timeout(left) {
-                    Ok(line) if line.contains(needle) => return line,
-                    Ok(line) => seen.push(line),
-                    Err(_) => panic!("nmid never logged {needle:?}; it logged {seen:#?}"),
-                }
-            }
+            (log.wait_for(needle, PROCESS_PATIENCE))
+                .unwrap_or_else(|seen| panic!("nmid never logged {needle:?}; it logged {seen:#?}"))
         };
         let tcp = field(&wait_for("nmid protocol listening"), "addr");
         let http = field(&wait_for("http listening"), "addr");
@@ -250,10 +237,9 @@ impl Nmid {
             true => field(&wait_for("etcd session up"), "id"),
             false => String::new(),
         };
-        // Keep draining its log, so that it never blocks on a full pipe.
-        std::thread::spawn(move || while log.recv().is_ok() {});
         Self {
             child,
+            log,
             tcp: tcp.parse().expect("nmid's address"),
             http: http.parse().expect("nmid's HTTP address"),
             id,
@@ -266,7 +252,15 @@ impl Nmid {
     pub fn kill(&mut self) -> Instant {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        Instant::now()
+        let reaped = Instant::now();
+        self.assert_no_panic();
+        reaped
+    }
+
+    /// Fails the test if the process (stopped) reported a panic.
+    fn assert_no_panic(&mut self) {
+        let who = format!("nmid (pid {}) {}", self.child.id(), self.id);
+        self.log.assert_no_panic(&who);
     }
 
     /// SIGTERM by its PID; waits (bounded) for it to drain and exit, and returns its status.
@@ -277,6 +271,7 @@ impl Nmid {
         let deadline = Instant::now() + PROCESS_PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for nmid") {
+                self.assert_no_panic();
                 return status;
             }
             assert!(
@@ -325,6 +320,7 @@ impl Drop for Nmid {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.assert_no_panic();
     }
 }
 
