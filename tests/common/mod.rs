@@ -298,6 +298,18 @@ impl Peer {
             .expect("send bytes");
     }
 
+    /// The connection's socket, for a test that reads and writes it on its own; call it once
+    /// every frame sent so far was received (none may wait unread in the frame buffer).
+    pub fn into_stream(self) -> TcpStream {
+        let parts = self.conn.into_parts();
+        assert!(
+            parts.read_buf.is_empty(),
+            "frames left unread: {:?}",
+            parts.read_buf
+        );
+        parts.io
+    }
+
     /// Exactly `n` raw bytes (after any already buffered), for byte-exact assertions.
     pub async fn recv_exact(&mut self, n: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(n);
