@@ -104,9 +104,15 @@ fn sigterm_right_after_listening_exits_zero() {
 /// Runs `nmid` expecting a configuration error; returns its stderr. A `nmid` that accepts
 /// the configuration and keeps running is killed (by its PID) and fails the test.
 fn config_error(args: &[&str], env: &[(&str, &str)]) -> String {
+    let addrs = ["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"];
+    failed_start(&[&addrs[..], args].concat(), env)
+}
+
+/// Runs `nmid` with `args` expecting it to fail at start and exit 2; returns its stderr. A
+/// `nmid` that starts and keeps running is killed (by its PID) and fails the test.
+fn failed_start(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut command = Command::new(NMID);
     command
-        .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -128,7 +134,7 @@ fn config_error(args: &[&str], env: &[(&str, &str)]) -> String {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("nmid {args:?} {env:?} kept running: the bad configuration was accepted");
+            panic!("nmid {args:?} {env:?} kept running: it should have failed to start");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -136,7 +142,7 @@ fn config_error(args: &[&str], env: &[(&str, &str)]) -> String {
     assert_eq!(
         status.code(),
         Some(2),
-        "config errors exit 2; stderr: {stderr}"
+        "a failed start exits 2; stderr: {stderr}"
     );
     stderr
 }
@@ -168,6 +174,30 @@ fn config_errors_name_the_bad_key() {
     let stderr = config_error(&["--config", "/nonexistent/nmid.toml"], &[]);
     assert!(stderr.contains("/nonexistent/nmid.toml"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// An address already in use, of either listener, is a failed start: exit 2, and stderr
+/// names the configuration key, the address and the cause.
+#[test]
+fn an_address_in_use_exits_2_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    for (key, args) in [
+        (
+            "tcp.addr",
+            ["--tcp-addr", &taken_addr, "--http-addr", "127.0.0.1:0"],
+        ),
+        (
+            "http.addr",
+            ["--tcp-addr", "127.0.0.1:0", "--http-addr", &taken_addr],
+        ),
+    ] {
+        let stderr = failed_start(&args, &[]);
+        assert!(stderr.contains(key), "{stderr}");
+        assert!(stderr.contains(&taken_addr), "{stderr}");
+        assert!(stderr.contains("in use"), "{stderr}");
+    }
+    drop(taken);
 }
 
 /// A config file's values replace the defaults, and an environment variable replaces the
