@@ -1,7 +1,7 @@
 # Entry points a person types. `make run` and `make test` are all a fresh machine needs.
 CARGO ?= cargo
 
-.PHONY: run test deps lint fmt build release bench bench-quick bench-faas doc image fuzz soak cluster-demo
+.PHONY: run test deps lint fmt build release bench bench-quick bench-faas doc image fuzz fuzz-check soak cluster-demo
 
 ## The container image (Dockerfile): nmid, nmid-faas and nmidctl, non-root, ports 6808/6809.
 ## Override the tool or the tag: `make image DOCKER=podman IMAGE=registry/nmid:tag`.
@@ -12,8 +12,9 @@ IMAGE ?= nmid:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1
 run: deps
 	$(CARGO) run --release --locked --bin nmid -- --demo
 
-## Install what the tests need, check formatting and lints, then run every test.
-test: deps lint
+## Install what the tests need, check formatting and lints and that the fuzz targets compile,
+## then run every test.
+test: deps lint fuzz-check
 	$(CARGO) test --locked
 
 ## The cluster walkthrough of docs/cluster.md: etcd, three dispatchers, a worker, calls
@@ -79,6 +80,12 @@ fuzz:
 			-max_total_time=$(FUZZ_SECS) -print_final_stats=1 || exit 1; \
 	done
 	NMID_LIVE_FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --locked --release --test live_fuzz -- --nocapture
+
+## The fuzz targets (fuzz/, a workspace of its own) still compile against the library:
+## `cargo check` on the default (stable) toolchain, where libfuzzer-sys builds; only running
+## them needs nightly (`make fuzz`). Into the main target/, reusing what `make lint` checked.
+fuzz-check:
+	$(CARGO) check --locked --manifest-path fuzz/Cargo.toml --target-dir target --bins
 
 ## 100,000 calls (SOAK_CALLS) through a real nmid while its workers are SIGKILLed and
 ## restarted at random and hostile peers press on it; prints lost / misrouted / duplicated
