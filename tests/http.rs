@@ -784,11 +784,8 @@ async fn a_caller_that_disconnects_mid_call_leaks_nothing() {
             s.in_flight() == 0 && s.queued() == 0
         })
         .await;
-    assert_eq!(
-        peer.recv_within(Duration::from_millis(200)).await,
-        None,
-        "the withdrawn call reached the worker"
-    );
+    peer.assert_worker_got_nothing("the withdrawn call reached the worker")
+        .await;
     drop(peer);
     dispatcher.stop().await;
 }

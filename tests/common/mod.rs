@@ -358,6 +358,26 @@ impl Peer {
         }
     }
 
+    /// Asserts that the dispatcher has sent this worker connection nothing since the last
+    /// frame received: a `W_HEARTBEAT_PING`'s answer must be the next frame. Whatever the
+    /// dispatcher wrote here before it read the ping arrives first and fails the assertion
+    /// (no window of silence that a frame sent a moment late passes).
+    pub async fn assert_worker_got_nothing(&mut self, what: &str) {
+        self.send(Frame::WHeartbeatPing {
+            body: Bytes::from_static(b"PING"),
+        })
+        .await;
+        assert_eq!(self.recv().await, Frame::SHeartbeatPong, "{what}");
+    }
+
+    /// Asserts that the dispatcher has sent this v1 client connection nothing since the last
+    /// frame received: the answer to a call of a function nobody serves (`CANT_DO`) must be
+    /// the next frame, as for [`Peer::assert_worker_got_nothing`].
+    pub async fn assert_client_got_nothing(&mut self, what: &str) {
+        self.call("NobodyServesThis", b"\x80").await;
+        assert_eq!(self.recv().await, Frame::CantDo, "{what}");
+    }
+
     /// Asserts the dispatcher closes this connection within [`PATIENCE`].
     pub async fn expect_closed(mut self) {
         let stream = self.conn.get_mut();
