@@ -58,9 +58,11 @@ bench: deps
 		--levels 64 --payloads 32 --no-scale --no-cluster
 	$(CARGO) bench --locked --bench micro
 
-## Under a minute once built: 64 calls in flight, 32 B, us vs NATS vs the floor, and HTTP
-## (wrk). The last line printed is `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z>`:
-## us-tagged / nats, us-tagged / floor, http / us-tagged (throughputs, same run).
+## Under three minutes once built: 64 calls in flight, 32 B, us vs NATS vs the floor, and
+## HTTP (wrk), in 3 rounds (each system once per round, in turn). Prints each round's ratios,
+## and last the line `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z> rounds=3`:
+## us-tagged / nats, us-tagged / floor, http / us-tagged (throughputs), each the median of
+## the rounds' ratios (one round moves ±20% from run to run on a shared 2-core machine).
 bench-quick: deps
 	./scripts/bench-deps
 	$(CARGO) build --locked --release --bin nmid

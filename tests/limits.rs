@@ -132,7 +132,9 @@ async fn a_client_that_never_reads_its_replies_is_bounded_then_closed() {
         sent / MIB,
         grown / 1024
     );
-    assert!(grown < 32 * MIB, "RSS grew {grown} bytes");
+    // 14 MiB measured (debug build, 2 cores); 352 MiB before the bound. The margin is for
+    // a loaded machine, where the allocator's once-a-second purge runs late.
+    assert!(grown < 48 * MIB, "RSS grew {grown} bytes");
     closed_within(&mut stream, PATIENCE).await;
     // Other clients are served as before.
     eventually_call(&mut probe).await;
@@ -221,8 +223,10 @@ async fn incomplete_frames_are_bounded_and_closed_at_their_deadline() {
     // The budget is 16 MiB of buffer capacity. Above it: a refused connection's last
     // growth (allocated, then refused and freed), freed memory the allocator has not
     // purged yet (it is asked to once a second), and the allocator's own segments.
-    // (Counted by bytes received instead of capacity, the peak was 65 MiB.)
-    assert!(grown < 64 * MIB, "RSS grew {grown} bytes");
+    // (Counted by bytes received instead of capacity, the peak was 65 MiB; 35 MiB measured
+    // now, 777 MB before the budget. The margin is for a loaded machine, where the purge
+    // runs late.)
+    assert!(grown < 96 * MIB, "RSS grew {grown} bytes");
     assert!(
         after <= 48 * MIB,
         "{after} bytes over the start once closed"
@@ -253,7 +257,8 @@ async fn half_headers_cost_little_and_are_closed_at_the_handshake_deadline() {
     .await;
     let per_connection = nmid.rss_bytes().saturating_sub(before) / u64::from(count);
     println!("{count} half-header connections: {per_connection} bytes each");
-    assert!(per_connection < 16 * 1024, "{per_connection} bytes each");
+    // ~7 KiB measured; each reserved 32 KiB of read-ahead before.
+    assert!(per_connection < 24 * 1024, "{per_connection} bytes each");
     for stream in &mut streams {
         closed_within(stream, Duration::from_secs(8) + PATIENCE).await;
     }
