@@ -300,8 +300,8 @@ async fn without_retries_a_lost_workers_job_fails_instead_of_moving_to_the_spare
     dispatcher.stop().await;
 }
 
-/// With `tcp.max_connections = 2`, a third connection is closed at once; once one of the
-/// two closes, a new connection is served again.
+/// With `tcp.max_connections = 2`, a third connection is closed at once (counted
+/// `limit="connections"`); once one of the two closes, a new connection is served again.
 #[tokio::test]
 async fn connections_beyond_max_connections_are_closed_until_one_closes() {
     let dispatcher = start_dispatcher_with(config(|c| c.tcp.max_connections = 2));
@@ -312,7 +312,9 @@ async fn connections_beyond_max_connections_are_closed_until_one_closes() {
     worker.answer(&job, b"served").await;
     assert_eq!(returned(client.recv().await), &b"served"[..]);
 
+    assert_eq!(dispatcher.limit_hits("connections").await, 0.0);
     Peer::connect(dispatcher.addr).await.expect_closed().await;
+    assert_eq!(dispatcher.limit_hits("connections").await, 1.0);
 
     drop(client);
     // The freed place is not observable; try until a connection is served (or time is up).

@@ -519,7 +519,7 @@ const READ_AHEAD_FRAMES: f64 = (64 * 1024 / 13) as f64;
 async fn a_call_too_large_for_its_worker_is_refused_at_once() {
     let mut config = Config::default();
     config.tcp.max_frame_bytes = 64 * 1024;
-    let dispatcher = start_dispatcher_with_http(config);
+    let dispatcher = start_dispatcher_with(config);
     let mut worker = Peer::worker(dispatcher.addr, "w", &["F"]).await;
     let mut client = Peer::connect(dispatcher.addr).await;
     // C_DO_JOB body: 16 + 1 (function) + params = exactly the limit.
@@ -533,7 +533,7 @@ async fn a_call_too_large_for_its_worker_is_refused_at_once() {
         matches!(refused, Err(ClientError::TooLarge(_))),
         "{refused:?}"
     );
-    assert_eq!(limit_hits(&dispatcher, "outbound_frame_size"), 2.0);
+    assert_eq!(dispatcher.limit_hits("outbound_frame_size").await, 2.0);
     client.call("F", b"small").await;
     let job = worker.recv_job().await;
     assert_eq!(&job.params[..], b"small", "the first job the worker gets");
@@ -553,7 +553,7 @@ async fn a_call_too_large_for_its_worker_is_refused_at_once() {
         }))
         .await;
     assert_eq!(client.recv().await, Frame::Error);
-    assert_eq!(limit_hits(&dispatcher, "outbound_frame_size"), 3.0);
+    assert_eq!(dispatcher.limit_hits("outbound_frame_size").await, 3.0);
     dispatcher.stop().await;
 }
 
@@ -869,12 +869,6 @@ async fn ask(peer: &mut Peer, frame: Frame) -> Frame {
     peer.recv().await
 }
 
-/// The count of `nmid_limit_hits_total{limit}` on the dispatcher's `/metrics`.
-fn limit_hits(dispatcher: &common::TestDispatcher, limit: &str) -> f64 {
-    let series = format!(r#"nmid_limit_hits_total{{limit="{limit}"}}"#);
-    metric(dispatcher.http.expect("started with HTTP"), &series)
-}
-
 /// `workers.max_worker_name_bytes` and `workers.max_function_name_bytes`: a longer
 /// W_SET_NAME or W_ADD_FUNC is answered ERROR and counted `name_too_long`;
 /// `workers.max_functions_per_worker`: a W_ADD_FUNC past it is answered ERROR and counted
@@ -886,7 +880,7 @@ async fn names_too_long_and_functions_past_the_limit_are_refused_and_counted() {
     config.workers.max_worker_name_bytes = 16;
     config.workers.max_function_name_bytes = 8;
     config.workers.max_functions_per_worker = 2;
-    let dispatcher = start_dispatcher_with_http(config);
+    let dispatcher = start_dispatcher_with(config);
     let mut worker = Peer::connect(dispatcher.addr).await;
     let name = |n: usize| Frame::WSetName {
         name: Bytes::from(vec![b'w'; n]),
@@ -899,23 +893,23 @@ async fn names_too_long_and_functions_past_the_limit_are_refused_and_counted() {
         Frame::Error,
         "a 17-byte worker name"
     );
-    assert_eq!(limit_hits(&dispatcher, "name_too_long"), 1.0);
+    assert_eq!(dispatcher.limit_hits("name_too_long").await, 1.0);
     assert_eq!(
         ask(&mut worker, name(16)).await,
         Frame::Ok,
         "a 16-byte worker name"
     );
     assert_eq!(ask(&mut worker, add("NineBytes")).await, Frame::Error);
-    assert_eq!(limit_hits(&dispatcher, "name_too_long"), 2.0);
+    assert_eq!(dispatcher.limit_hits("name_too_long").await, 2.0);
     assert_eq!(ask(&mut worker, add("Eight__8")).await, Frame::Ok);
     assert_eq!(ask(&mut worker, add("Second")).await, Frame::Ok);
-    assert_eq!(limit_hits(&dispatcher, "functions_per_worker"), 0.0);
+    assert_eq!(dispatcher.limit_hits("functions_per_worker").await, 0.0);
     assert_eq!(
         ask(&mut worker, add("Third")).await,
         Frame::Error,
         "a third function"
     );
-    assert_eq!(limit_hits(&dispatcher, "functions_per_worker"), 1.0);
+    assert_eq!(dispatcher.limit_hits("functions_per_worker").await, 1.0);
 
     let snapshot = dispatcher.snapshot().await;
     let [registered] = &snapshot.workers[..] else {
@@ -928,30 +922,6 @@ async fn names_too_long_and_functions_past_the_limit_are_refused_and_counted() {
     dispatcher.stop().await;
 }
 
-/// `tcp.max_connections`: a connection past it is closed at once and counted
-/// `connections`; the ones within it are served.
-#[actix_rt::test]
-async fn a_connection_past_max_connections_is_closed_and_counted() {
-    let mut config = Config::default();
-    config.tcp.max_connections = 2;
-    let dispatcher = start_dispatcher_with_http(config);
-    let mut open = Vec::new();
-    for _ in 0..2 {
-        let mut peer = Peer::connect(dispatcher.addr).await;
-        peer.call("Nobody", b"x").await;
-        assert_eq!(peer.recv().await, Frame::CantDo);
-        open.push(peer);
-    }
-    assert_eq!(limit_hits(&dispatcher, "connections"), 0.0);
-    Peer::connect(dispatcher.addr).await.expect_closed().await;
-    assert_eq!(limit_hits(&dispatcher, "connections"), 1.0);
-    for peer in &mut open {
-        peer.call("Nobody", b"x").await;
-        assert_eq!(peer.recv().await, Frame::CantDo);
-    }
-    dispatcher.stop().await;
-}
-
 /// `tcp.max_frame_bytes` on the way in: a header announcing a larger body closes its
 /// connection at once, as a first frame or a later one, each counted
 /// `inbound_frame_size`.
@@ -959,7 +929,7 @@ async fn a_connection_past_max_connections_is_closed_and_counted() {
 async fn a_frame_announced_over_max_frame_bytes_closes_and_is_counted() {
     let mut config = Config::default();
     config.tcp.max_frame_bytes = 64 * 1024;
-    let dispatcher = start_dispatcher_with_http(config);
+    let dispatcher = start_dispatcher_with(config);
     let mut header = BytesMut::new();
     header.put_u32(3); // client
     header.put_u32(16); // C_DO_JOB
@@ -967,13 +937,13 @@ async fn a_frame_announced_over_max_frame_bytes_closes_and_is_counted() {
     let mut first = Peer::connect(dispatcher.addr).await;
     first.send_raw(&header).await;
     first.expect_closed().await;
-    assert_eq!(limit_hits(&dispatcher, "inbound_frame_size"), 1.0);
+    assert_eq!(dispatcher.limit_hits("inbound_frame_size").await, 1.0);
 
     let mut later = Peer::connect(dispatcher.addr).await;
     later.call("Nobody", b"x").await;
     assert_eq!(later.recv().await, Frame::CantDo);
     later.send_raw(&header).await;
     later.expect_closed().await;
-    assert_eq!(limit_hits(&dispatcher, "inbound_frame_size"), 2.0);
+    assert_eq!(dispatcher.limit_hits("inbound_frame_size").await, 2.0);
     dispatcher.stop().await;
 }

@@ -177,6 +177,15 @@ impl TestDispatcher {
         self.handle.snapshot().await
     }
 
+    /// The count of `nmid_limit_hits_total{limit="<limit>"}` now (docs/limits.md names each).
+    pub async fn limit_hits(&self, limit: &str) -> f64 {
+        let text = self.handle.metrics().render(&self.snapshot().await);
+        let series = format!("nmid_limit_hits_total{{limit=\"{limit}\"}} ");
+        (text.lines())
+            .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} on /metrics"))
+    }
+
     /// Polls the registry until `check` holds, or panics after [`PATIENCE`] with `what`.
     pub async fn wait_for(
         &self,
