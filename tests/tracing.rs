@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::process::ChildLog;
 use common::{start_dispatcher_with, start_dispatcher_with_http, Peer};
 use nmid::client::Client;
 use nmid::codec::{Frame, ParamsType, TaggedCall, HANDLE_TYPE_ENCODE};
@@ -394,30 +395,14 @@ async fn binary_exports_spans_and_flushes_them_on_shutdown() {
             .spawn()
             .expect("start nmid"),
     );
-    let stderr = nmid.0.stderr.take().unwrap();
-    let (tx, log) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + PROCESS_PATIENCE;
-    let mut http = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = log
-            .recv_timeout(left)
-            .expect("nmid logs that its demo function is registered");
-        if line.contains("http listening") {
-            http = Some(line.rsplit("addr=").next().unwrap().trim().to_owned());
-        }
-        if line.contains("function registered") {
-            break;
-        }
-    }
-    let http = http.expect("http listening line");
+    let mut log = ChildLog::read(nmid.0.stderr.take().unwrap());
+    let mut wait_for = |needle: &str| {
+        (log.wait_for(needle, PROCESS_PATIENCE))
+            .unwrap_or_else(|seen| panic!("nmid never logged {needle:?}; it logged {seen:#?}"))
+    };
+    let http = wait_for("http listening");
+    let http = http.rsplit("addr=").next().unwrap().trim().to_owned();
+    wait_for("function registered");
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let mut response = awc::Client::default()
         .post(format!("http://{http}/call/ToUpper"))
@@ -450,6 +435,7 @@ async fn binary_exports_spans_and_flushes_them_on_shutdown() {
     .unwrap();
     drop(nmid);
     assert!(status.success(), "{status}");
+    log.assert_no_panic("nmid");
     receiver.assert_no_panics();
     let received = receiver.spans.lock().unwrap().clone();
     let traced: Vec<&Received> = received.iter().filter(|s| s.trace_id == trace_id).collect();
