@@ -435,13 +435,18 @@ impl QuickRatios {
 }
 
 impl fmt::Display for QuickRatios {
-    /// The line: `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z> rounds=<n>`.
+    /// The line: `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z>`, and ` rounds=<n>`
+    /// for the median of several rounds.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "ratio_vs_nats={:.2} ratio_vs_floor={:.2} http_vs_tcp={:.2} rounds={}",
-            self.vs_nats, self.vs_floor, self.http_vs_tcp, self.rounds
-        )
+            "ratio_vs_nats={:.2} ratio_vs_floor={:.2} http_vs_tcp={:.2}",
+            self.vs_nats, self.vs_floor, self.http_vs_tcp
+        )?;
+        match self.rounds {
+            1 => Ok(()),
+            n => write!(f, " rounds={n}"),
+        }
     }
 }
 
