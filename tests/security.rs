@@ -663,13 +663,15 @@ fn token_lookup_time_does_not_depend_on_a_match() {
         first.push(time(WORKER_SECRET.as_bytes()));
         none.push(time(b"worker-secret-0123456780"));
     }
-    first.sort();
-    none.sort();
-    let (first, none) = (first[20].as_secs_f64(), none[20].as_secs_f64());
+    // The fastest of each: what the lookup costs undisturbed. The other tests of this
+    // binary and a loaded machine only add time, to some runs (the medians once differed
+    // 2-10x, either way, with nothing else changed).
+    let (first, none) = (first.iter().min().unwrap(), none.iter().min().unwrap());
+    let (first, none) = (first.as_secs_f64(), none.as_secs_f64());
     let ratio = first.max(none) / first.min(none);
     assert!(
         ratio < 1.5,
-        "median {first:.6} s with a match, {none:.6} s without"
+        "fastest {first:.6} s with a match, {none:.6} s without"
     );
 }
 

@@ -9,15 +9,15 @@ pub mod etcd_cluster;
 pub mod go_consumer;
 pub mod load;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::common::process::ChildLog;
 
 const NMID: &str = env!("CARGO_BIN_EXE_nmid");
 /// How long etcd or `nmid` may take to start, or to log what a test waits for.
@@ -178,6 +178,8 @@ impl Drop for Etcd {
 /// An `nmid` process joined to an etcd, on 127.0.0.1 ports of its own.
 pub struct Nmid {
     child: Child,
+    /// Its stderr, searched for panics whenever it is stopped.
+    log: ChildLog,
     /// Its nmid protocol address (also the address it advertises).
     pub tcp: SocketAddr,
     /// Its HTTP address.
@@ -186,8 +188,6 @@ pub struct Nmid {
     pub id: String,
     /// When it logged that its etcd session was up.
     pub registered_at: Instant,
-    /// Every line it logged so far.
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Nmid {
@@ -239,33 +239,10 @@ impl Nmid {
             .stdout(Stdio::null())
             .spawn()
             .expect("start nmid");
-        let stderr = child.stderr.take().expect("nmid's stderr");
-        let (tx, log) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let wait_for = |needle: &str| -> String {
-            let deadline = Instant::now() + PROCESS_PATIENCE;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match log.recv_timeout(left) {
-                    Ok(line) => {
-                        lines.lock().unwrap().push(line.clone());
-                        if line.contains(needle) {
-                            return line;
-                        }
-                    }
-                    Err(_) => panic!(
-                        "nmid never logged {needle:?}; it logged {:#?}",
-                        lines.lock().unwrap()
-                    ),
-                }
-            }
+        let mut log = ChildLog::read(child.stderr.take().expect("nmid's stderr"));
+        let mut wait_for = |needle: &str| -> String {
+            (log.wait_for(needle, PROCESS_PATIENCE))
+                .unwrap_or_else(|seen| panic!("nmid never logged {needle:?}; it logged {seen:#?}"))
         };
         let tcp = field(&wait_for("nmid protocol listening"), "addr");
         let http = field(&wait_for("http listening"), "addr");
@@ -273,31 +250,19 @@ impl Nmid {
             true => field(&wait_for("etcd session up"), "id"),
             false => String::new(),
         };
-        // Keep reading its log, so that it never blocks on a full pipe.
-        let kept = lines.clone();
-        std::thread::spawn(move || {
-            while let Ok(line) = log.recv() {
-                kept.lock().unwrap().push(line);
-            }
-        });
         Self {
             child,
+            log,
             tcp: tcp.parse().expect("nmid's address"),
             http: http.parse().expect("nmid's HTTP address"),
             id,
             registered_at: Instant::now(),
-            log: lines,
         }
     }
 
     /// The lines it logged so far that contain `needle`.
     pub fn logged(&self, needle: &str) -> Vec<String> {
-        let lines = self.log.lock().unwrap();
-        lines
-            .iter()
-            .filter(|l| l.contains(needle))
-            .cloned()
-            .collect()
+        self.log.logged(needle)
     }
 
     /// The value of the series `series` (a metric name, with its labels if it has any, as
@@ -324,7 +289,15 @@ impl Nmid {
     pub fn kill(&mut self) -> Instant {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        Instant::now()
+        let reaped = Instant::now();
+        self.assert_no_panic();
+        reaped
+    }
+
+    /// Fails the test if the process (stopped) reported a panic.
+    fn assert_no_panic(&mut self) {
+        let who = format!("nmid (pid {}) {}", self.child.id(), self.id);
+        self.log.assert_no_panic(&who);
     }
 
     /// SIGTERM by its PID; waits (bounded) for it to drain and exit, and returns its status.
@@ -335,6 +308,7 @@ impl Nmid {
         let deadline = Instant::now() + PROCESS_PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for nmid") {
+                self.assert_no_panic();
                 return status;
             }
             assert!(
@@ -383,6 +357,7 @@ impl Drop for Nmid {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.assert_no_panic();
     }
 }
 

@@ -177,6 +177,15 @@ impl TestDispatcher {
         self.handle.snapshot().await
     }
 
+    /// The count of `nmid_limit_hits_total{limit="<limit>"}` now (docs/limits.md names each).
+    pub async fn limit_hits(&self, limit: &str) -> f64 {
+        let text = self.handle.metrics().render(&self.snapshot().await);
+        let series = format!("nmid_limit_hits_total{{limit=\"{limit}\"}} ");
+        (text.lines())
+            .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} on /metrics"))
+    }
+
     /// Polls the registry until `check` holds, or panics after [`PATIENCE`] with `what`.
     pub async fn wait_for(
         &self,
@@ -298,6 +307,18 @@ impl Peer {
             .expect("send bytes");
     }
 
+    /// The connection's socket, for a test that reads and writes it on its own; call it once
+    /// every frame sent so far was received (none may wait unread in the frame buffer).
+    pub fn into_stream(self) -> TcpStream {
+        let parts = self.conn.into_parts();
+        assert!(
+            parts.read_buf.is_empty(),
+            "frames left unread: {:?}",
+            parts.read_buf
+        );
+        parts.io
+    }
+
     /// Exactly `n` raw bytes (after any already buffered), for byte-exact assertions.
     pub async fn recv_exact(&mut self, n: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(n);
@@ -344,6 +365,26 @@ impl Peer {
             Some(Err(err)) => panic!("bad frame from dispatcher: {err}"),
             None => panic!("dispatcher closed the connection"),
         }
+    }
+
+    /// Asserts that the dispatcher has sent this worker connection nothing since the last
+    /// frame received: a `W_HEARTBEAT_PING`'s answer must be the next frame. Whatever the
+    /// dispatcher wrote here before it read the ping arrives first and fails the assertion
+    /// (no window of silence that a frame sent a moment late passes).
+    pub async fn assert_worker_got_nothing(&mut self, what: &str) {
+        self.send(Frame::WHeartbeatPing {
+            body: Bytes::from_static(b"PING"),
+        })
+        .await;
+        assert_eq!(self.recv().await, Frame::SHeartbeatPong, "{what}");
+    }
+
+    /// Asserts that the dispatcher has sent this v1 client connection nothing since the last
+    /// frame received: the answer to a call of a function nobody serves (`CANT_DO`) must be
+    /// the next frame, as for [`Peer::assert_worker_got_nothing`].
+    pub async fn assert_client_got_nothing(&mut self, what: &str) {
+        self.call("NobodyServesThis", b"\x80").await;
+        assert_eq!(self.recv().await, Frame::CantDo, "{what}");
     }
 
     /// Asserts the dispatcher closes this connection within [`PATIENCE`].
