@@ -51,6 +51,10 @@ pub struct HttpState {
     pub history: std::sync::Arc<std::sync::Mutex<crate::history::History>>,
     /// Who may connect and what each may do.
     pub security: crate::security::Security,
+    /// Request headers passed on to functions (`http.forward_headers`).
+    pub forward_headers: Vec<actix_web::http::header::HeaderName>,
+    /// Functions that must have a worker for `/readyz` to say ready (`http.ready_functions`).
+    pub ready_functions: Vec<String>,
 }
 
 /// The dashboard page: plain HTML and JS, no build step.
@@ -181,6 +185,8 @@ mod tests {
                 crate::config::Config::default().history_settings(),
             ))),
             security: crate::security::Security::open(),
+            forward_headers: Vec::new(),
+            ready_functions: Vec::new(),
         })
     }
 
@@ -221,6 +227,21 @@ mod tests {
             let _ = test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
         }
         assert_eq!(route_label("/call/ToUpper"), CALL_ROUTE);
+    }
+
+    /// `/readyz?functions=F,G` is 503 naming both while no worker serves them; without the
+    /// query (and no `http.ready_functions`) a dispatcher without workers is ready.
+    #[actix_web::test]
+    async fn readyz_waits_for_the_functions_it_is_asked_for() {
+        let asked = test::TestRequest::get().uri("/readyz?functions=F,G");
+        let (status, body) = status_and_code(asked).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["missing"], serde_json::json!(["F", "G"]), "{body}");
+        let (status, body) = status_and_code(test::TestRequest::get().uri("/readyz")).await;
+        assert_eq!(
+            (status, &body["status"]),
+            (StatusCode::OK, &serde_json::json!("ready"))
+        );
     }
 
     /// A call of a function no worker ever served is 404 `unknown_function`.

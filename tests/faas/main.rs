@@ -10,6 +10,7 @@
 mod cluster_support;
 #[path = "../common/mod.rs"]
 mod common;
+mod deployed;
 mod discovery;
 mod exec;
 mod http;
