@@ -282,7 +282,7 @@ mod tests {
             (
                 test::TestRequest::post()
                     .uri("/call/F")
-                    .insert_header(("content-type", "text/plain"))
+                    .insert_header(("content-type", "image/png"))
                     .set_payload("x"),
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
