@@ -48,9 +48,9 @@ server.serve_forever()
 const CALLERS: usize = 8;
 /// How long the app takes per call: long enough that calls are in flight when the
 /// dispatcher's SIGTERM comes.
-const CALL_MS: u64 = 600;
+const CALL_MS: u64 = 1000;
 /// The callers stop starting calls this long before the dispatcher's preStop ends.
-const ENDPOINTS_LAG: Duration = Duration::from_millis(300);
+const ENDPOINTS_LAG: Duration = Duration::from_millis(500);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -228,10 +228,18 @@ fn sidecar_faas_rollout_drops_no_call() {
     // The dispatcher's readiness and its workers, watched until it is gone.
     let watching = Arc::new(AtomicBool::new(true));
     let watcher = {
-        let (client, http, ready_url) = (client.clone(), http.clone(), ready_url.clone());
+        let (http, ready_url) = (http.clone(), ready_url.clone());
         let watching = watching.clone();
+        // A connection per request: a pooled one that the server closed as idle would read
+        // as the dispatcher gone.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
         runtime.spawn(async move {
             let (mut first_unready, mut first_worker_gone) = (None, None);
+            let mut unanswered = 0;
             while watching.load(Ordering::Relaxed) {
                 let ready = get_status(&client, &ready_url).await;
                 if first_unready.is_none() && ready.is_some_and(|s| s != 200) {
@@ -252,7 +260,8 @@ fn sidecar_faas_rollout_drops_no_call() {
                         first_worker_gone = Some(Instant::now());
                     }
                 }
-                if ready.is_none() && Instant::now() > deleted {
+                unanswered = if ready.is_none() { unanswered + 1 } else { 0 };
+                if unanswered >= 3 && Instant::now() > deleted {
                     break; // the dispatcher is gone
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;

@@ -348,25 +348,10 @@ fn data_response(data: CallData) -> HttpResponse {
             .content_type(content_type)
             .body(data.bytes);
     }
-    let content_type = sniffed_content_type(&data.bytes, data.ret_struct);
+    let content_type = super::error::sniffed_content_type(&data.bytes, data.ret_struct);
     HttpResponse::Ok()
         .content_type(content_type)
         .body(data.bytes)
-}
-
-/// The content type of result bytes that did not say theirs: JSON when they are JSON, text
-/// when UTF-8, else bytes (`application/msgpack` for a worker's own result, which is
-/// msgpack by nmid's convention).
-pub(super) fn sniffed_content_type(bytes: &[u8], ret_struct: bool) -> &'static str {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
-        "application/json"
-    } else if std::str::from_utf8(bytes).is_ok() {
-        "text/plain; charset=utf-8"
-    } else if ret_struct {
-        "application/octet-stream"
-    } else {
-        "application/msgpack"
-    }
 }
 
 /// Reads the whole body, refusing more than `limit` bytes: at once when `Content-Length`

@@ -134,6 +134,21 @@ impl HttpError {
     }
 }
 
+/// The content type of result bytes that did not say theirs: JSON when they are JSON, text
+/// when UTF-8, else bytes (`application/msgpack` for a worker's own result, which is
+/// msgpack by nmid's convention).
+pub(super) fn sniffed_content_type(bytes: &[u8], ret_struct: bool) -> &'static str {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        "application/json"
+    } else if std::str::from_utf8(bytes).is_ok() {
+        "text/plain; charset=utf-8"
+    } else if ret_struct {
+        "application/octet-stream"
+    } else {
+        "application/msgpack"
+    }
+}
+
 /// The status of a function's `Code` that is an HTTP client error (400 to 499), kept as the
 /// caller's status; `None` for any other code.
 fn client_error(code: i64) -> Option<StatusCode> {
@@ -182,8 +197,8 @@ impl ResponseError for HttpError {
                 content_type,
                 ..
             } if client_error(*code).is_some() && !data.is_empty() => {
-                let content_type = (content_type.as_deref())
-                    .unwrap_or_else(|| super::call::sniffed_content_type(data, true));
+                let content_type =
+                    (content_type.as_deref()).unwrap_or_else(|| sniffed_content_type(data, true));
                 return response.content_type(content_type).body(data.clone());
             }
             HttpError::RateLimited => {

@@ -164,6 +164,8 @@ async fn the_examples_serve_as_documented() {
         example("http.toml").replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
     );
     let faas = Faas::start(&dispatcher, &files);
+    // python.toml's `greet.py` is beside its functions file, as in examples/faas/.
+    std::fs::copy("examples/faas/greet.py", faas.path("greet.py")).unwrap();
     for function in ["Upper", "WordCount", "Greet", "GetProduct", "Echo"] {
         served(&dispatcher, function, 1).await;
     }
