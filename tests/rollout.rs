@@ -46,11 +46,16 @@ server.serve_forever()
 
 /// Callers in parallel.
 const CALLERS: usize = 8;
-/// How long the app takes per call: long enough that calls are in flight when the
-/// dispatcher's SIGTERM comes.
-const CALL_MS: u64 = 1000;
-/// The callers stop starting calls this long before the dispatcher's preStop ends.
-const ENDPOINTS_LAG: Duration = Duration::from_millis(500);
+/// How long the app takes per call of the steady callers.
+const CALL_MS: u64 = 300;
+/// Calls started just before the callers stop, long enough (under SearchProducts'
+/// `timeout_ms`) to be in flight when the dispatcher's SIGTERM comes: the drain finishes them.
+const STRADDLERS: usize = 4;
+const STRADDLE_MS: u64 = 2500;
+/// The callers stop starting calls this long before the dispatcher's preStop ends: the
+/// endpoints controller has taken the pod out of the Service by then (a loaded machine may
+/// take a while to deliver a request; the preStop's margin covers that in a cluster too).
+const ENDPOINTS_LAG: Duration = Duration::from_millis(1500);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -178,15 +183,28 @@ fn sidecar_faas_rollout_drops_no_call() {
     // Calls flow; then the pod is deleted at `deleted`.
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // When the last call of each caller ended: some must end after the dispatcher's SIGTERM
+    // (the drain finished them).
+    let last_ends = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let deleted = Instant::now() + Duration::from_secs(1);
     let stop_calls = deleted + nmid_delay - ENDPOINTS_LAG;
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|i| {
+    // The steady callers, then the straddlers: one long call each, started just before the
+    // callers stop.
+    let plan = (0..CALLERS)
+        .map(|i| (["GetProduct", "SearchProducts"][i % 2], CALL_MS, false))
+        .chain((0..STRADDLERS).map(|_| ("SearchProducts", STRADDLE_MS, true)));
+    let callers: Vec<_> = plan
+        .map(|(function, call_ms, straddle)| {
             let (client, failures, calls) = (client.clone(), failures.clone(), calls.clone());
-            let url = format!("{http}/call/{}", ["GetProduct", "SearchProducts"][i % 2]);
+            let last_ends = last_ends.clone();
+            let url = format!("{http}/call/{function}");
             runtime.spawn(async move {
+                if straddle {
+                    let start = stop_calls - Duration::from_millis(200);
+                    tokio::time::sleep(start.saturating_duration_since(Instant::now())).await;
+                }
                 while Instant::now() < stop_calls {
-                    let body = format!(r#"{{"id":"1","delay_ms":{CALL_MS}}}"#);
+                    let body = format!(r#"{{"id":"1","delay_ms":{call_ms}}}"#);
                     let result = client
                         .post(&url)
                         .header("content-type", "application/json")
@@ -203,7 +221,11 @@ fn sidecar_faas_rollout_drops_no_call() {
                         }
                         Err(e) => failures.lock().unwrap().push(e.to_string()),
                     }
+                    if straddle {
+                        break;
+                    }
                 }
+                last_ends.lock().unwrap().push(Instant::now());
             })
         })
         .collect();
@@ -293,10 +315,18 @@ fn sidecar_faas_rollout_drops_no_call() {
         "{} of {calls} calls failed: {failures:#?}",
         failures.len()
     );
-    assert!(calls >= (CALLERS * 4) as u64, "only {calls} calls made");
+    assert!(calls >= CALLERS as u64 * 2, "only {calls} calls made");
     assert!(nmid_status.success(), "nmid: {nmid_status}");
     assert!(faas_status.success(), "nmid-faas: {faas_status}\n{log}");
     assert!(!log.contains("panicked at"), "{log}");
+    let nmid_termed = termed.iter().find(|(n, _)| *n == "nmid").unwrap().1;
+    let drained = (last_ends.lock().unwrap().iter())
+        .filter(|end| **end > nmid_termed)
+        .count();
+    assert!(
+        drained > 0,
+        "no call was in flight at the dispatcher's SIGTERM"
+    );
     let first_unready = first_unready.expect("/readyz said 503 while draining");
     let faas_termed = termed.iter().find(|(n, _)| *n == "faas").unwrap().1;
     assert!(
