@@ -15,53 +15,42 @@ use super::{alive, read_pids, served, Faas};
 /// headers, the request id, the body and its content type; `/missing` answers 404 with a
 /// text body; `/html` answers 200 `text/html`.
 fn start_upstream() -> (std::net::SocketAddr, actix_web::dev::ServerHandle) {
-    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = HttpServer::new(|| {
-        App::new()
-            .route(
-                "/echo",
-                web::post().to(|req: HttpRequest, body: web::Bytes| async move {
-                    let header = |name: &str| {
-                        req.headers()
-                            .get(name)
-                            .map(|v| v.to_str().unwrap_or_default().to_owned())
-                    };
-                    HttpResponse::Ok().json(serde_json::json!({
-                        "query": req.query_string(),
-                        "request_id": header("x-request-id"),
-                        "accept_language": header("accept-language"),
-                        "content_type": header("content-type"),
-                        "body": String::from_utf8_lossy(&body),
-                    }))
-                }),
-            )
-            .route(
-                "/missing",
-                web::post().to(|| async {
-                    HttpResponse::NotFound()
-                        .content_type("text/plain")
-                        .body("no such product")
-                }),
-            )
-            .route(
-                "/html",
-                web::post().to(|| async {
-                    HttpResponse::Ok()
-                        .content_type("text/html")
-                        .body("<p>hi</p>")
-                }),
-            )
+    use actix_web::{web, HttpRequest, HttpResponse};
+    super::start_upstream_with(|app| {
+        app.route(
+            "/echo",
+            web::post().to(|req: HttpRequest, body: web::Bytes| async move {
+                let header = |name: &str| {
+                    req.headers()
+                        .get(name)
+                        .map(|v| v.to_str().unwrap_or_default().to_owned())
+                };
+                HttpResponse::Ok().json(serde_json::json!({
+                    "query": req.query_string(),
+                    "request_id": header("x-request-id"),
+                    "accept_language": header("accept-language"),
+                    "content_type": header("content-type"),
+                    "body": String::from_utf8_lossy(&body),
+                }))
+            }),
+        )
+        .route(
+            "/missing",
+            web::post().to(|| async {
+                HttpResponse::NotFound()
+                    .content_type("text/plain")
+                    .body("no such product")
+            }),
+        )
+        .route(
+            "/html",
+            web::post().to(|| async {
+                HttpResponse::Ok()
+                    .content_type("text/html")
+                    .body("<p>hi</p>")
+            }),
+        );
     })
-    .workers(1)
-    .disable_signals()
-    .listen(listener)
-    .unwrap()
-    .run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    (addr, handle)
 }
 
 /// An HTTP caller's request id, query string, `Accept-Language` (a default
@@ -243,11 +232,7 @@ async fn a_callers_deadline_is_always_504() {
 #[actix_rt::test]
 async fn readiness_follows_the_dispatcher() {
     let dispatcher = start_dispatcher_with_http(Config::default());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::free_port();
     let metrics = format!("127.0.0.1:{port}");
     let faas = Faas::start_with(
         &dispatcher,
