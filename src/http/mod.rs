@@ -102,7 +102,17 @@ pub async fn front<B: MessageBody>(
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let route = route_label(req.path());
-    let response = guard::guard(req, next, &state).await?;
+    let request_id = (route == CALL_ROUTE).then(|| req.headers().get(REQUEST_ID_HEADER).cloned());
+    let mut response = guard::guard(req, next, &state).await?;
+    if let Some(request_id) = request_id {
+        // A call the guard refused (401, 403) carries its request id too; the handler sets
+        // it on every other answer.
+        let name = actix_web::http::header::HeaderName::from_static(REQUEST_ID_HEADER);
+        if !response.headers().contains_key(&name) {
+            let id = request_id.unwrap_or_else(|| crate::call::JobId::next().0.into());
+            response.headers_mut().insert(name, id);
+        }
+    }
     state
         .jobs
         .metrics
