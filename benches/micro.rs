@@ -171,6 +171,10 @@ fn retstruct(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("decode", len), &bytes, |b, bytes| {
             b.iter(|| RetStruct::decode(black_box(bytes)).expect("decodes"))
         });
+        // What the dispatcher does to every result to count failed functions.
+        group.bench_with_input(BenchmarkId::new("peek_code", len), &bytes, |b, bytes| {
+            b.iter(|| nmid::retstruct::peek_code(black_box(bytes)).expect("a code"))
+        });
     }
     group.finish();
 }
@@ -353,7 +357,9 @@ fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("dispatch");
     group.throughput(Throughput::Elements(1));
     let runner = actix_rt::System::new();
-    let params = params(32);
+    // The echo answers with the params: a RetStruct, as real workers answer, so the
+    // dispatcher's look at its `Code` is measured too.
+    let params = Bytes::from(RetStruct::ok(params(32)).encode());
     for workers in [1, 2, 100] {
         let services = runner.block_on(start_dispatch(workers));
         for in_flight in [1, 64] {

@@ -236,6 +236,11 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// HTTP connections open at once, at most; past it new ones wait to be accepted.
     pub max_connections: usize,
+    /// Request headers of `POST /call` passed on to the function (tagged workers get them
+    /// as call metadata; nmid-faas's http functions send them on), by name.
+    pub forward_headers: Vec<String>,
+    /// Functions that must each have a worker before `GET /readyz` says ready.
+    pub ready_functions: Vec<String>,
 }
 
 /// `[metrics]`
@@ -403,6 +408,12 @@ impl Config {
         }
         if self.tcp.max_connections == 0 {
             return invalid("tcp.max_connections", "must be at least 1");
+        }
+        if (self.http.forward_headers.iter()).any(|name| {
+            actix_web::http::header::HeaderName::from_bytes(name.as_bytes())
+                .map_or(true, |name| name == actix_web::http::header::AUTHORIZATION)
+        }) {
+            return invalid("http.forward_headers", "header names, never Authorization");
         }
         if self.tcp.handshake_timeout_ms == 0 {
             return invalid("tcp.handshake_timeout_ms", "must be at least 1");

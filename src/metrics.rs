@@ -51,7 +51,7 @@ impl FunctionHandles {
         self.calls[outcome as usize].inc();
         // Latency of answered calls only: refusals (instant) and timeouts (the whole
         // deadline) would skew the function's percentiles.
-        if matches!(outcome, Outcome::Ok | Outcome::WorkerError) {
+        if matches!(outcome, Outcome::Ok | Outcome::FunctionError) {
             self.duration.observe(elapsed.as_secs_f64());
         }
     }
@@ -361,14 +361,20 @@ impl Metrics {
         });
     }
 
-    /// Counts one answered job: its outcome, and its time since `started`. A call of a
-    /// function nobody ever registered is counted under [`UNKNOWN_FUNCTION_LABEL`].
-    pub fn record_job(&self, function: &FunctionName, outcome: &CallOutcome, elapsed: Duration) {
-        let outcome_kind = Outcome::of(outcome);
+    /// Counts one answered job: `kind` (`Outcome::of(outcome)`, which the job worked out once
+    /// for its span too), and its time since `started`. A call of a function nobody ever
+    /// registered is counted under [`UNKNOWN_FUNCTION_LABEL`].
+    pub fn record_job(
+        &self,
+        function: &FunctionName,
+        outcome: &CallOutcome,
+        kind: Outcome,
+        elapsed: Duration,
+    ) {
         if matches!(outcome, CallOutcome::Failed(DispatchError::UnknownFunction)) {
-            self.record_refused(outcome_kind);
+            self.record_refused(kind);
         } else {
-            self.record_call(function, outcome_kind, elapsed);
+            self.record_call(function, kind, elapsed);
         }
     }
 

@@ -355,6 +355,10 @@ impl Dispatcher {
             cluster: cluster_view.clone(),
             history,
             security: security.clone(),
+            forward_headers: (config.http.forward_headers.iter())
+                .filter_map(|name| name.parse().ok())
+                .collect(),
+            ready_functions: config.http.ready_functions.clone(),
         };
         let drain_timeout = config.drain_timeout();
         let mut http = Vec::new();

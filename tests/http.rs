@@ -341,13 +341,14 @@ async fn a_json_array_body_is_400_bad_request() {
     dispatcher.stop().await;
 }
 
-/// A `text/plain` body is 415 `unsupported_media_type`.
+/// A body of a media type that is neither JSON, msgpack nor raw (`text/plain`,
+/// `application/octet-stream`, which pass as they are) is 415 `unsupported_media_type`.
 #[actix_rt::test]
-async fn a_text_plain_body_is_415() {
+async fn an_image_body_is_415() {
     let (dispatcher, w) = with_to_upper().await;
     let reply = post(
         call_url(&dispatcher, "ToUpper"),
-        &[("content-type", "text/plain")],
+        &[("content-type", "image/png")],
         "nmid",
     )
     .await;

@@ -473,7 +473,8 @@ async fn allow_and_deny_by_source_address() {
     dispatcher.stop().await;
 }
 
-/// HTTP with auth on: no credentials or a wrong secret 401 (with `WWW-Authenticate`), a
+/// HTTP with auth on: no credentials or a wrong secret 401 (with `WWW-Authenticate` and a
+/// request id), a
 /// client token outside its grant or on the admin API 403, an admin token on the admin API
 /// and the dashboard (Basic, as a browser sends it) 200, the probes open; `/metrics` open
 /// only with `auth.open_metrics`.
@@ -496,6 +497,10 @@ async fn http_answers_401_and_403() {
     };
     let none = call(None, "ToUpper").await.unwrap();
     assert_eq!(none.status().as_u16(), 401);
+    assert!(
+        none.headers().contains_key("x-request-id"),
+        "a refused call carries a request id too"
+    );
     let challenge = none.headers()["www-authenticate"]
         .to_str()
         .unwrap()

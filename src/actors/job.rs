@@ -149,7 +149,10 @@ impl Handler<JobEvent> for JobActor {
             return;
         }
         match event {
-            JobEvent::Answered { outcome } => self.answer(outcome, ctx),
+            JobEvent::Answered { outcome } => {
+                let outcome = past_deadline(outcome, self.spec.deadline, Instant::now());
+                self.answer(outcome, ctx)
+            }
             JobEvent::Refused { error } => {
                 // A retry that finds the function's workers all gone is still a lost worker.
                 let error = match (self.attempts > 1, error) {
@@ -229,10 +232,49 @@ impl JobActor {
         let Some(reply) = self.reply.take() else {
             return;
         };
-        telemetry::finish(&self.span, Outcome::of(&outcome).as_str());
+        let kind = Outcome::of(&outcome);
+        telemetry::finish(&self.span, kind.as_str());
         let elapsed = self.started.elapsed();
         self.metrics
-            .record_job(&self.spec.function, &outcome, elapsed);
+            .record_job(&self.spec.function, &outcome, kind, elapsed);
         reply(outcome);
+    }
+}
+
+/// One status per cause: a worker's failure that reaches the job once the caller's
+/// `deadline` has passed (`now`) is the deadline's doing — a worker (nmid-faas) that ran the
+/// call up to the deadline it was told, then gave up on it — and is answered as a timeout,
+/// as it would have been had the job's own timer fired first. A result is delivered as it
+/// is.
+fn past_deadline(outcome: CallOutcome, deadline: Instant, now: Instant) -> CallOutcome {
+    match outcome {
+        CallOutcome::WorkerFailed(_) if now >= deadline => {
+            CallOutcome::Failed(DispatchError::Timeout)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// A worker failure at or after the deadline is a timeout; before it, a failure; results
+    /// and the dispatcher's own errors pass as they are.
+    #[test]
+    fn a_worker_failure_after_the_deadline_is_a_timeout() {
+        let earlier = Instant::now();
+        let deadline = earlier + Duration::from_millis(5);
+        let failed = || CallOutcome::WorkerFailed(Bytes::from_static(b"timed out"));
+        let timeout = CallOutcome::Failed(DispatchError::Timeout);
+        assert_eq!(past_deadline(failed(), deadline, deadline), timeout);
+        let later = deadline + Duration::from_millis(5);
+        assert_eq!(past_deadline(failed(), deadline, later), timeout);
+        assert_eq!(past_deadline(failed(), deadline, earlier), failed());
+        let done = CallOutcome::Done(Bytes::from_static(b"late but here"));
+        assert_eq!(past_deadline(done.clone(), deadline, later), done);
+        let lost = CallOutcome::Failed(DispatchError::WorkerLost);
+        assert_eq!(past_deadline(lost.clone(), deadline, later), lost);
     }
 }

@@ -246,6 +246,9 @@ impl StreamHandler<Result<Inbound, InboundError>> for WorkerSession {
                 self.tagged = true;
                 // The configured limit stays a ceiling; a worker may ask for fewer, not more.
                 let max_jobs = slots.clamp(1, self.conn.settings.max_jobs_per_worker);
+                if max_jobs < slots {
+                    warn!(worker = %self.id, asked = slots, granted = max_jobs, "worker asked for more slots than workers.max_jobs_in_flight grants (nmid-faas: its concurrency)");
+                }
                 registry.do_send(WorkerSlots { worker, max_jobs });
                 self.send(Frame::Ok, ctx);
             }
@@ -284,7 +287,10 @@ impl Handler<Assign> for WorkerSession {
             let left = spec.deadline.saturating_duration_since(Instant::now());
             Frame::SJob(TaggedCall {
                 id: job_id.0,
-                timeout_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1),
+                // Rounded up: the worker's deadline is never before the caller's.
+                timeout_ms: u32::try_from(left.as_micros().div_ceil(1000))
+                    .unwrap_or(u32::MAX)
+                    .max(1),
                 params_type: spec.params_type,
                 handle_type: spec.handle_type,
                 function: spec.function.0.clone(),
@@ -559,7 +565,9 @@ impl WorkerSession {
             );
             return;
         };
-        // A RetStruct with a non-zero Code is an answer, as nmid counts it: a success.
+        // For the worker's breaker a RetStruct with a non-zero Code is an answer, as nmid
+        // counts it: a success (the worker is fine; its function failed, which the call's
+        // outcome `error` counts).
         let on_time = match outcome {
             CallOutcome::WorkerFailed(_) => Verdict::Failure,
             _ => Verdict::Success,

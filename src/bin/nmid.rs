@@ -16,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// nmid: a microservice RPC dispatcher, wire-compatible with nmid protocol v1.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// Configuration file (TOML); see config/nmid.toml for every key.
     #[arg(long, value_name = "FILE")]

@@ -9,18 +9,19 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-use super::runner::{resolve_dispatchers, Applied, Credentials, Dispatchers, Runner};
+use super::runner::{resolve_dispatchers, Applied, Credentials, Dispatchers, Health, Runner};
 use super::spec::{FaasSpec, SpecError};
-use crate::worker::{serve_metrics, WorkerMetrics};
+use crate::worker::{serve_metrics_with, WorkerMetrics};
 
 /// Why `nmid-faas` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The functions file was refused.
-    #[error("{0}")]
+    #[error(transparent)]
     Spec(#[from] SpecError),
     /// A function could not be served.
     #[error("cannot serve the functions: {0}")]
@@ -61,8 +62,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let mut seen = FaasSpec::read(&options.file)?;
     let spec = FaasSpec::parse(&options.file, &seen)?;
+    super::orphans::adopt_orphans();
     let metrics_addr = options.metrics_addr.or(spec.metrics_addr);
     let mut metrics_server = None;
+    let health = Arc::new(Health::default());
     let metrics = match metrics_addr {
         Some(addr) => {
             let metrics = WorkerMetrics::new();
@@ -70,7 +73,7 @@ pub async fn serve(
                 .map_err(|source| ServeError::Metrics { addr, source })?;
             let bound = listener.local_addr().unwrap_or(addr);
             metrics_server = Some(
-                serve_metrics(listener, metrics.clone())
+                serve_metrics_with(listener, metrics.clone(), Some(health.readiness()))
                     .map_err(|source| ServeError::Metrics { addr, source })?,
             );
             info!(addr = %bound, "metrics listening");
@@ -78,7 +81,7 @@ pub async fn serve(
         }
         None => None,
     };
-    let mut runner = Runner::new(metrics);
+    let mut runner = Runner::new(metrics, health);
     let dispatchers = |spec: &FaasSpec| {
         let file = Dispatchers {
             servers: spec.servers.clone(),
@@ -105,6 +108,7 @@ pub async fn serve(
             });
         Ok(Credentials { token, tls })
     };
+    log_warnings(&spec);
     let first = credentials(&spec).map_err(ServeError::Start)?;
     let applied = runner
         .apply(&spec, dispatchers(&spec), first)
@@ -148,6 +152,7 @@ pub async fn serve(
             Ok(applied) => {
                 interval = spec.reload_interval;
                 log_applied(&applied);
+                log_warnings(&spec);
             }
             Err(err) => {
                 error!(cause = %err, "functions file refused; still serving the last good one")
@@ -166,6 +171,12 @@ pub async fn serve(
 pub fn read_secret(path: &str) -> Result<String, String> {
     let secret = std::fs::read_to_string(path).map_err(|e| format!("token file {path}: {e}"))?;
     Ok(secret.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn log_warnings(spec: &FaasSpec) {
+    for warning in spec.warnings() {
+        warn!("{warning}");
+    }
 }
 
 fn log_applied(applied: &Applied) {

@@ -141,14 +141,40 @@ pub async fn healthz(state: web::Data<HttpState>) -> Result<HttpResponse, HttpEr
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok"})))
 }
 
-/// `GET /readyz`: ready to take calls: not shutting down. (Workers come and go; a dispatcher
-/// with none is still ready to accept them.) 503 while draining.
-pub async fn readyz(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
+/// Query of `GET /readyz`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ReadyQuery {
+    /// Functions (comma-separated) that must each have a worker, besides
+    /// `http.ready_functions`.
+    functions: Option<String>,
+}
+
+/// `GET /readyz`: ready to take calls: not shutting down, and every function named by
+/// `http.ready_functions` or `?functions=A,B` has a worker (a pod whose dispatcher is ready
+/// before its sidecar registered would answer its first calls `no_worker`). Without either,
+/// a dispatcher with no worker is ready: workers come and go. 503 while draining.
+pub async fn readyz(
+    state: web::Data<HttpState>,
+    query: web::Query<ReadyQuery>,
+) -> Result<HttpResponse, HttpError> {
     let snapshot = snapshot(&state).await?;
     if snapshot.draining {
         return Ok(
             HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "draining"}))
         );
+    }
+    let asked = (query.functions.iter()).flat_map(|list| list.split(','));
+    let missing: Vec<&str> = (state.ready_functions.iter().map(String::as_str))
+        .chain(asked)
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .filter(|name| snapshot.function(name).is_none_or(|f| f.workers == 0))
+        .collect();
+    if !missing.is_empty() {
+        return Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "status": "waiting for functions",
+            "missing": missing,
+        })));
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": "ready",

@@ -48,17 +48,53 @@ pub struct CallQuery {
     params: Option<String>,
 }
 
-/// `POST /call/{func}`.
+/// `POST /call/{func}`. Every answer, an error too, carries `X-Request-Id`: the caller's,
+/// or the job id when it sent none; the function gets it as well.
 pub async fn call(
     req: HttpRequest,
     function: web::Path<String>,
     query: web::Query<CallQuery>,
     payload: web::Payload,
     state: web::Data<HttpState>,
-) -> Result<HttpResponse, HttpError> {
-    let function = function.into_inner();
-    super::guard::authorize_call(&req, &state, &function)?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
+) -> HttpResponse {
+    let job_id = JobId::next();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(job_id.0));
+    let called = call_function(
+        &req,
+        &function,
+        &query,
+        payload,
+        &state,
+        job_id,
+        &request_id,
+    );
+    let mut response = match called.await {
+        Ok(data) => data_response(data),
+        Err(err) => actix_web::ResponseError::error_response(&err),
+    };
+    response.headers_mut().insert(
+        header::HeaderName::from_static(REQUEST_ID_HEADER),
+        request_id,
+    );
+    response
+}
+
+/// The call of `POST /call/{func}` up to its answer.
+async fn call_function(
+    req: &HttpRequest,
+    function: &str,
+    query: &CallQuery,
+    payload: web::Payload,
+    state: &HttpState,
+    job_id: JobId,
+    request_id: &HeaderValue,
+) -> Result<CallData, HttpError> {
+    super::guard::authorize_call(req, state, function)?;
+    let body = read_body(req, payload, state.max_body_bytes).await?;
     let pass_json = match query.params.as_deref() {
         None => false,
         Some("json") => true,
@@ -74,21 +110,57 @@ pub async fn call(
         .map(|v| v.as_bytes());
     let (params, params_type) = call_params(content_type, body, pass_json)?;
     let timeout = timeout_from(req.headers(), state.job_timeout)?;
-    let job_id = JobId::next();
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from(job_id.0));
-    let call = new_call(req.headers(), &function, params, params_type, timeout);
-    let data = run_call(&state, job_id, call, client_of(&req)).await?;
-    let mut response = data_response(data);
-    response.headers_mut().insert(
-        header::HeaderName::from_static(REQUEST_ID_HEADER),
+    let mut call = new_call(req.headers(), function, params, params_type, timeout);
+    call.meta = Some(Arc::new(forwarded_meta(
+        req,
+        call.meta.take(),
         request_id,
-    );
-    Ok(response)
+        &state.forward_headers,
+    )));
+    run_call(state, job_id, call, client_of(req)).await
 }
+
+/// What the function gets from the HTTP request besides its params, as call metadata
+/// (tagged workers; nmid-faas passes it on): the request id, the query string, the
+/// `http.forward_headers`, and the content type of a raw body. Added to `meta` (the trace
+/// context).
+fn forwarded_meta(
+    req: &HttpRequest,
+    meta: Option<Arc<Metadata>>,
+    request_id: &HeaderValue,
+    forward: &[header::HeaderName],
+) -> Metadata {
+    let mut meta = meta.map(|m| (*m).clone()).unwrap_or_default();
+    let entry = |key: String, value: &[u8]| (Bytes::from(key), Bytes::copy_from_slice(value));
+    meta.push(entry(REQUEST_ID_HEADER.to_owned(), request_id.as_bytes()));
+    // Without our own `params=` (how the body becomes params), which is no business of the
+    // function's.
+    let query: Vec<&str> = (req.query_string().split('&'))
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("params="))
+        .collect();
+    if !query.is_empty() {
+        meta.push(entry(QUERY_META.to_owned(), query.join("&").as_bytes()));
+    }
+    for name in forward {
+        for value in req.headers().get_all(name) {
+            meta.push(entry(
+                format!("{HEADER_META_PREFIX}{name}"),
+                value.as_bytes(),
+            ));
+        }
+    }
+    if let Some(raw) = (req.headers().get(header::CONTENT_TYPE)).filter(|v| is_raw(v.as_bytes())) {
+        meta.push(entry(CONTENT_TYPE_META.to_owned(), raw.as_bytes()));
+    }
+    meta
+}
+
+/// Call metadata key: the request's query string.
+pub const QUERY_META: &str = "http-query";
+/// Call metadata key prefix: a forwarded request header (`http-header-accept`).
+pub const HEADER_META_PREFIX: &str = "http-header-";
+/// Call metadata key: the media type of a raw body (its params are the body's bytes).
+pub const CONTENT_TYPE_META: &str = "content-type";
 
 /// nmid's gateway: any path, `N-NMID-RequestType: HTTP_DO_WORK`. Answered with nmid's
 /// headers, but with truthful status codes.
@@ -152,6 +224,8 @@ pub struct CallData {
     bytes: Bytes,
     /// The result was a RetStruct (its `Data` is `bytes`).
     ret_struct: bool,
+    /// The RetStruct's `ContentType`, if it said.
+    content_type: Option<String>,
 }
 
 /// Runs one call as a job and waits for it. If the HTTP client goes away first, the
@@ -212,23 +286,32 @@ async fn run_job(
         .await
         .map_err(|_| HttpError::Internal("the job ended without an answer".to_owned()))?;
     guard.0 = None;
+    answer_of(outcome, function)
+}
+
+/// The HTTP answer of a call's outcome: a RetStruct's `Data` (its `ContentType` kept); a
+/// `Code` other than 0 is the function's error (a 4xx code stays that status); a result
+/// that is not a RetStruct is answered as it is.
+fn answer_of(outcome: CallOutcome, function: &str) -> Result<CallData, HttpError> {
     match outcome {
-        CallOutcome::Done(ret) => Ok(match RetStruct::decode(&ret) {
-            Ok(ret) if ret.code != 0 => {
-                return Err(HttpError::Function {
-                    code: ret.code,
-                    message: ret.msg,
-                })
-            }
-            Ok(ret) => CallData {
+        CallOutcome::Done(ret) => match RetStruct::decode(&ret) {
+            Ok(ret) if ret.code != 0 => Err(HttpError::Function {
+                code: ret.code,
+                message: ret.msg,
+                data: ret.data,
+                content_type: ret.content_type,
+            }),
+            Ok(ret) => Ok(CallData {
                 bytes: ret.data,
                 ret_struct: true,
-            },
-            Err(_) => CallData {
+                content_type: ret.content_type,
+            }),
+            Err(_) => Ok(CallData {
                 bytes: ret,
                 ret_struct: false,
-            },
-        }),
+                content_type: None,
+            }),
+        },
         CallOutcome::WorkerFailed(message) => Err(HttpError::WorkerError(
             String::from_utf8_lossy(&message).into_owned(),
         )),
@@ -257,17 +340,15 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The response body: JSON when the data is JSON, text when UTF-8, else bytes.
+/// The response body: of the function's own content type when it said, else JSON when the
+/// data is JSON, text when UTF-8, else bytes.
 fn data_response(data: CallData) -> HttpResponse {
-    let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&data.bytes).is_ok() {
-        "application/json"
-    } else if std::str::from_utf8(&data.bytes).is_ok() {
-        "text/plain; charset=utf-8"
-    } else if data.ret_struct {
-        "application/octet-stream"
-    } else {
-        "application/msgpack"
-    };
+    if let Some(content_type) = data.content_type {
+        return HttpResponse::Ok()
+            .content_type(content_type)
+            .body(data.bytes);
+    }
+    let content_type = super::error::sniffed_content_type(&data.bytes, data.ret_struct);
     HttpResponse::Ok()
         .content_type(content_type)
         .body(data.bytes)
@@ -297,8 +378,10 @@ async fn read_body(
 
 /// The worker's params from a `/call` body with `content_type` (the header's value, if
 /// any): msgpack as is; a JSON object as a msgpack map (or, with `pass_json`, the JSON as
-/// is). No content type, or an empty one, is JSON, as curl's `-d` users expect; an empty
-/// JSON body is the empty map.
+/// is); a raw body (`text/plain`, `application/octet-stream`) as its bytes, which must not
+/// be empty (the function learns the media type from the call's metadata). No content
+/// type, or an empty one, is JSON, as curl's `-d` users expect; an empty JSON body is the
+/// empty map.
 pub fn call_params(
     content_type: Option<&[u8]>,
     body: Bytes,
@@ -322,8 +405,25 @@ pub fn call_params(
     match (mime.type_(), mime.subtype().as_str()) {
         (mime::APPLICATION, "msgpack" | "x-msgpack" | "vnd.msgpack") => msgpack_body_params(body),
         (mime::APPLICATION, "json") => json_body_params(body, pass_json),
+        (mime::TEXT, "plain") | (mime::APPLICATION, "octet-stream") => raw_body_params(body),
         _ => Err(unsupported()),
     }
+}
+
+/// Whether `content_type`, one that [`call_params`] accepted, is a raw body's.
+fn is_raw(content_type: &[u8]) -> bool {
+    let starts = |prefix: &[u8]| {
+        (content_type.get(..prefix.len())).is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    starts(b"text/plain") || starts(b"application/octet-stream")
+}
+
+/// The params of a raw body: its bytes, which must not be empty.
+fn raw_body_params(body: Bytes) -> Result<(Bytes, ParamsType), HttpError> {
+    if body.is_empty() {
+        return Err(HttpError::BadRequest("empty body".to_owned()));
+    }
+    Ok((body, ParamsType::MSGPACK))
 }
 
 /// The params of a msgpack body: the body as is, which must not be empty.

@@ -51,6 +51,10 @@ pub struct HttpState {
     pub history: std::sync::Arc<std::sync::Mutex<crate::history::History>>,
     /// Who may connect and what each may do.
     pub security: crate::security::Security,
+    /// Request headers passed on to functions (`http.forward_headers`).
+    pub forward_headers: Vec<actix_web::http::header::HeaderName>,
+    /// Functions that must have a worker for `/readyz` to say ready (`http.ready_functions`).
+    pub ready_functions: Vec<String>,
 }
 
 /// The dashboard page: plain HTML and JS, no build step.
@@ -98,7 +102,17 @@ pub async fn front<B: MessageBody>(
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let route = route_label(req.path());
-    let response = guard::guard(req, next, &state).await?;
+    let request_id = (route == CALL_ROUTE).then(|| req.headers().get(REQUEST_ID_HEADER).cloned());
+    let mut response = guard::guard(req, next, &state).await?;
+    if let Some(request_id) = request_id {
+        // A call the guard refused (401, 403) carries its request id too; the handler sets
+        // it on every other answer.
+        let name = actix_web::http::header::HeaderName::from_static(REQUEST_ID_HEADER);
+        if !response.headers().contains_key(&name) {
+            let id = request_id.unwrap_or_else(|| crate::call::JobId::next().0.into());
+            response.headers_mut().insert(name, id);
+        }
+    }
     state
         .jobs
         .metrics
@@ -181,6 +195,8 @@ mod tests {
                 crate::config::Config::default().history_settings(),
             ))),
             security: crate::security::Security::open(),
+            forward_headers: Vec::new(),
+            ready_functions: Vec::new(),
         })
     }
 
@@ -223,6 +239,21 @@ mod tests {
         assert_eq!(route_label("/call/ToUpper"), CALL_ROUTE);
     }
 
+    /// `/readyz?functions=F,G` is 503 naming both while no worker serves them; without the
+    /// query (and no `http.ready_functions`) a dispatcher without workers is ready.
+    #[actix_web::test]
+    async fn readyz_waits_for_the_functions_it_is_asked_for() {
+        let asked = test::TestRequest::get().uri("/readyz?functions=F,G");
+        let (status, body) = status_and_code(asked).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["missing"], serde_json::json!(["F", "G"]), "{body}");
+        let (status, body) = status_and_code(test::TestRequest::get().uri("/readyz")).await;
+        assert_eq!(
+            (status, &body["status"]),
+            (StatusCode::OK, &serde_json::json!("ready"))
+        );
+    }
+
     /// A call of a function no worker ever served is 404 `unknown_function`.
     #[actix_web::test]
     async fn unknown_function_is_404() {
@@ -261,7 +292,7 @@ mod tests {
             (
                 test::TestRequest::post()
                     .uri("/call/F")
-                    .insert_header(("content-type", "text/plain"))
+                    .insert_header(("content-type", "image/png"))
                     .set_payload("x"),
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

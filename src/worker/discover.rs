@@ -42,6 +42,8 @@ pub(super) struct Template {
     /// The functions served now: a copy for each new session.
     pub(super) functions: Functions,
     pub(super) metrics: Option<WorkerMetrics>,
+    /// Sessions connected with their functions registered, all dispatchers together.
+    pub(super) registered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Template {
@@ -50,6 +52,7 @@ impl Template {
         SessionSettings {
             addr: addr.to_owned(),
             access: self.access.clone(),
+            registered: self.registered.clone(),
             name: self.name.clone(),
             slots: self.slots,
             protocol: self.protocol,

@@ -43,6 +43,7 @@
 mod discover;
 mod job;
 mod metrics;
+mod presence;
 mod session;
 
 use std::fmt;
@@ -55,7 +56,7 @@ use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
 pub use job::{Job, JobError};
-pub use metrics::{serve_metrics, WorkerMetrics};
+pub use metrics::{serve_metrics, serve_metrics_with, Readiness, WorkerMetrics};
 
 use crate::client::Protocol;
 use crate::cluster::etcd::Discovery;
@@ -362,6 +363,7 @@ impl WorkerBuilder {
         if let Some(tls) = &self.tls {
             access.tls = Some(tls.connector().map_err(WorkerError::Tls)?);
         }
+        let registered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let template = Template {
             access,
             name: self.name,
@@ -371,6 +373,7 @@ impl WorkerBuilder {
             stop_timeout: self.stop_timeout,
             functions,
             metrics: self.metrics,
+            registered: registered.clone(),
         };
         let sessions = (self.servers.iter())
             .map(|addr| Session::new(template.settings_for(addr)).start())
@@ -378,7 +381,11 @@ impl WorkerBuilder {
         let follower = self.discovery.map(|discovery| {
             Follower::new(discovery, self.register_ttl, template, self.servers).start()
         });
-        Ok(WorkerHandle { sessions, follower })
+        Ok(WorkerHandle {
+            sessions,
+            follower,
+            registered,
+        })
     }
 }
 
@@ -388,9 +395,30 @@ pub struct WorkerHandle {
     sessions: Vec<Addr<Session>>,
     /// The sessions of discovered dispatchers, with `discover(..)`.
     follower: Option<Addr<Follower>>,
+    /// Sessions connected with their functions registered.
+    registered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl WorkerHandle {
+    /// How many dispatchers this worker is connected to with its functions registered (the
+    /// dispatcher acknowledged each), now: 0 means no call can reach it. What a readiness
+    /// probe asks (nmid-faas's `/readyz`).
+    pub fn registered(&self) -> usize {
+        self.registered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// This worker's readiness, for [`serve_metrics_with`]'s `/readyz`: ready while
+    /// registered with at least one dispatcher.
+    pub fn readiness(&self) -> Readiness {
+        let registered = self.registered.clone();
+        std::sync::Arc::new(
+            move || match registered.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => Err("not registered with any dispatcher".to_owned()),
+                _ => Ok(()),
+            },
+        )
+    }
+
     /// Serves `name` with `handler` from now on, on every dispatcher (`W_ADD_FUNC`; also
     /// after a reconnect). A function of that name already served gets the new handler:
     /// new jobs run it, jobs running finish with the old one. Unlike

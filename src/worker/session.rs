@@ -21,6 +21,7 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, error, info, warn};
 
 use super::job::{Job, JobError, NestedCalls};
+use super::presence::Presence;
 use super::{Functions, HandlerResult};
 use crate::client::Protocol;
 use crate::codec::{
@@ -97,6 +98,9 @@ pub(super) struct SessionSettings {
     pub(super) stop_timeout: Duration,
     pub(super) functions: Functions,
     pub(super) metrics: Option<super::WorkerMetrics>,
+    /// Sessions of this worker connected with their functions registered; this session
+    /// counts itself in while it is.
+    pub(super) registered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Where a job's answer goes, in the protocol the job came in.
@@ -143,6 +147,8 @@ pub(super) struct Session {
     backlog: VecDeque<Waiting>,
     nested: Rc<NestedCalls>,
     stopping: Option<Stopping>,
+    /// Connected with every registration acknowledged, counted in `settings.registered`.
+    presence: Presence,
 }
 
 impl Session {
@@ -151,6 +157,7 @@ impl Session {
             settings.addr.clone(),
             settings.access.clone(),
         ));
+        let settings_registered = settings.registered.clone();
         Self {
             settings,
             link: None,
@@ -161,6 +168,7 @@ impl Session {
             backlog: VecDeque::new(),
             nested,
             stopping: None,
+            presence: Presence::new(settings_registered),
         }
     }
 }
@@ -174,6 +182,7 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.set_registered(false);
         if let Some(stopping) = self.stopping.take() {
             for done in stopping.done {
                 let _ = done.send(());
@@ -249,6 +258,7 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for Session {
                 if let Some(link) = &mut self.link {
                     link.awaiting.pop_front();
                 }
+                self.check_registered();
             }
             Frame::SAuthResult(result) if result.code == SAuthResult::ACCEPTED => {
                 debug!(addr = %self.settings.addr, grant = %String::from_utf8_lossy(&result.message), "token accepted");
@@ -266,6 +276,7 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for Session {
                     .and_then(|link| link.awaiting.pop_front());
                 let refused = refused.unwrap_or_default();
                 warn!(addr = %self.settings.addr, %refused, "dispatcher refused a registration");
+                self.check_registered();
             }
             Frame::SHeartbeatPong | Frame::NoJob | Frame::Wakeuped => {}
             other => debug!(frame = other.name(), "worker ignored frame"),
@@ -413,6 +424,7 @@ impl Session {
                 _ if session.stopping.is_some() => ctx.stop(),
                 Ok(stream) => session.link_up(stream, ctx),
                 Err(err) => {
+                    session.presence.unreachable(&session.settings.addr, &err);
                     debug!(addr = %session.settings.addr, cause = %err, "cannot reach dispatcher");
                     session.schedule_reconnect(ctx);
                 }
@@ -483,12 +495,32 @@ impl Session {
         if let Some(metrics) = &self.settings.metrics {
             metrics.link(&self.settings.addr, false, false);
         }
+        if self.stopping.is_none() {
+            warn!(addr = %self.settings.addr, "disconnected from dispatcher; reconnecting");
+        }
+        self.set_registered(false);
         self.backlog.clear();
         if self.stopping.is_some() {
             ctx.stop();
             return;
         }
         self.schedule_reconnect(ctx);
+    }
+
+    /// Every registration of this connection is answered: the worker is registered here.
+    fn check_registered(&mut self) {
+        if self
+            .link
+            .as_ref()
+            .is_some_and(|link| link.awaiting.is_empty())
+        {
+            self.set_registered(true);
+        }
+    }
+
+    fn set_registered(&mut self, registered: bool) {
+        let settings = &self.settings;
+        (self.presence).set_registered(registered, &settings.addr, &settings.name);
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
