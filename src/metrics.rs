@@ -190,6 +190,17 @@ impl Metrics {
         Self::with_series_limits(1000, 1000)
     }
 
+    /// The metrics of a dispatcher configured by `config`: its series limits
+    /// (`metrics.max_function_series`, `metrics.max_worker_series`) and queue limit.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let metrics = Self::with_series_limits(
+            config.metrics.max_function_series,
+            config.metrics.max_worker_series,
+        );
+        metrics.set_queue_limit(config.workers.max_queue_per_function);
+        metrics
+    }
+
     /// Like [`Metrics::new`], with at most `functions` function names and `workers` worker
     /// names getting series of their own (`metrics.max_function_series`,
     /// `metrics.max_worker_series`).
@@ -578,7 +589,10 @@ fn itoa_status(status: u16) -> &'static str {
     match status {
         200 => "200",
         400 => "400",
+        401 => "401",
+        403 => "403",
         404 => "404",
+        405 => "405",
         413 => "413",
         415 => "415",
         429 => "429",

@@ -81,6 +81,13 @@ impl Process {
         }
     }
 
+    /// Reads the log lines that arrived so far into `seen`, without waiting.
+    pub fn drain_log(&mut self) {
+        while let Ok(line) = self.log.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
     /// Every log line, once the process has exited and closed its stderr.
     pub fn whole_log(mut self) -> Vec<String> {
         let deadline = Instant::now() + PROCESS_PATIENCE;
