@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`codec`]: frames and bodies of the nmid wire protocol (v1 and tagged); pure, no I/O.
-//! - [`call`]: the ground floor: ids, a call's spec and outcome, leases, snapshots.
+//! - [`call`]: the ground floor: ids, a call's spec and outcome, leases.
+//! - [`snapshot`]: the registry's state at one moment, for the admin API and metrics.
 //! - [`scheduler`]: the placement policy as plain data (which worker, queue or refuse).
 //! - [`breaker`]: one circuit breaker's state machine (nmid's rule types), time passed in.
 //! - [`rate_limit`]: calls per second per function and per client (governor buckets).
@@ -51,5 +52,6 @@ pub mod retstruct;
 pub mod scheduler;
 pub mod security;
 pub mod server;
+pub mod snapshot;
 pub mod telemetry;
 pub mod worker;

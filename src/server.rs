@@ -25,7 +25,6 @@ use crate::actors::front_door::FrontDoor;
 use crate::actors::job::JobServices;
 use crate::actors::registry::{Abandon, Drain, Registry, Snapshot};
 use crate::actors::SessionSettings;
-use crate::call::RegistrySnapshot;
 use crate::cluster::{Cluster, ClusterReport, ClusterSettings, ClusterView};
 use crate::config::{Config, ConfigError};
 use crate::http::{HttpSite, HttpState, Serving};
@@ -33,6 +32,7 @@ use crate::logging::RefusalLog;
 use crate::metrics::{Limit, Metrics};
 use crate::rate_limit::RateLimits;
 use crate::security::Security;
+use crate::snapshot::RegistrySnapshot;
 
 mod admit;
 
@@ -48,22 +48,29 @@ const ABANDON_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// A listen address could not be bound; `key` is the config key that set it.
-    #[error("cannot listen on {addr} ({key}): {source}")]
+    #[error("cannot listen on {addr} ({key}): {cause}")]
     Bind {
         /// The config key, e.g. `tcp.addr`.
         key: &'static str,
         /// The address.
         addr: SocketAddr,
-        /// The operating system's reason.
-        source: io::Error,
+        /// The operating system's reason (in the message; not a source, so that an error
+        /// chain prints it once).
+        cause: io::Error,
     },
     /// A listener could not be set up or served.
     #[error("i/o: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The configuration does not fit the listeners (e.g. discovery on a wildcard address
     /// without `cluster.advertise_addr`).
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
+}
+
+impl From<io::Error> for ServerError {
+    fn from(err: io::Error) -> Self {
+        Self::Io(err)
+    }
 }
 
 /// The bound sockets a dispatcher serves: the nmid protocol, and optionally HTTP and a port
@@ -84,7 +91,7 @@ impl Listeners {
     pub fn bind(config: &Config) -> Result<Self, ServerError> {
         let backlog = config.server.listen_backlog;
         let bind = |key, addr| {
-            listen(addr, backlog).map_err(|source| ServerError::Bind { key, addr, source })
+            listen(addr, backlog).map_err(|cause| ServerError::Bind { key, addr, cause })
         };
         let metrics = config
             .metrics
@@ -329,7 +336,11 @@ impl Dispatcher {
     /// registry, then the nmid protocol's accept loop, the cluster and the HTTP listeners.
     fn start(config: &Config, listeners: Listeners) -> Result<Self, ServerError> {
         let security = Security::from_config(config)?;
-        let metrics = Arc::new(Metrics::from_config(config));
+        let metrics = Arc::new(Metrics::with_series_limits(
+            config.metrics.max_function_series,
+            config.metrics.max_worker_series,
+        ));
+        metrics.set_queue_limit(config.workers.max_queue_per_function);
         let arbiters: Vec<Arbiter> = (0..config.io_threads()).map(|_| Arbiter::new()).collect();
         let registry = start_registry(config, &arbiters[0].handle(), &metrics);
         let (jobs, mut background) = job_services(config, registry.clone(), &metrics);

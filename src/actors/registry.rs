@@ -26,11 +26,10 @@ use foldhash::{HashMap, HashMapExt};
 use tracing::{debug, info, warn};
 
 use crate::breaker::{BreakerSettings, Transition, Verdict};
-use crate::call::{
-    CallSpec, FunctionName, JobId, JobLease, PeerId, RegistrySnapshot, WorkerId, WorkerSnapshot,
-};
+use crate::call::{CallSpec, FunctionName, JobId, JobLease, PeerId, WorkerId};
 use crate::metrics::Metrics;
 use crate::scheduler::{Decision, Scheduler, Waiting};
+use crate::snapshot::{RegistrySnapshot, WorkerSnapshot};
 
 mod peers;
 

@@ -20,18 +20,18 @@ use crate::worker::{serve_metrics, WorkerMetrics};
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The functions file was refused.
-    #[error("{0}")]
+    #[error(transparent)]
     Spec(#[from] SpecError),
     /// A function could not be served.
     #[error("cannot serve the functions: {0}")]
     Start(String),
     /// The metrics address could not be bound.
-    #[error("cannot listen on {addr} (metrics_addr): {source}")]
+    #[error("cannot listen on {addr} (metrics_addr): {cause}")]
     Metrics {
         /// The address.
         addr: SocketAddr,
-        /// The operating system's reason.
-        source: std::io::Error,
+        /// The operating system's reason (in the message, so not a source too).
+        cause: std::io::Error,
     },
 }
 
@@ -67,11 +67,11 @@ pub async fn serve(
         Some(addr) => {
             let metrics = WorkerMetrics::new();
             let listener = std::net::TcpListener::bind(addr)
-                .map_err(|source| ServeError::Metrics { addr, source })?;
+                .map_err(|cause| ServeError::Metrics { addr, cause })?;
             let bound = listener.local_addr().unwrap_or(addr);
             metrics_server = Some(
                 serve_metrics(listener, metrics.clone())
-                    .map_err(|source| ServeError::Metrics { addr, source })?,
+                    .map_err(|cause| ServeError::Metrics { addr, cause })?,
             );
             info!(addr = %bound, "metrics listening");
             Some(metrics)

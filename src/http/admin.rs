@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::error::HttpError;
 use super::HttpState;
 use crate::actors::registry::Snapshot;
-use crate::call::{RegistrySnapshot, WorkerSnapshot};
 use crate::metrics::CallCounts;
+use crate::snapshot::{RegistrySnapshot, WorkerSnapshot};
 
 /// A worker as `/api/v1/workers` shows it.
 #[derive(Serialize)]

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use nmid::call::RegistrySnapshot;
 use nmid::codec::{self, CDoJob, Frame, NmidCodec, ParamsType, SGetData, WReturnData};
 use nmid::config::Config;
 use nmid::server::{Handle, Listeners};
+use nmid::snapshot::RegistrySnapshot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
