@@ -185,3 +185,134 @@ impl FrontDoor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use actix::Actor;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::actors::registry::Registry;
+    use crate::call::CALLER_META_KEY;
+    use crate::codec::{ParamsType, HANDLE_TYPE_ENCODE};
+    use crate::config::{Config, TokenConfig};
+
+    fn token(name: &str, secret: &str, roles: &[&str], functions: &[&str]) -> TokenConfig {
+        TokenConfig {
+            name: name.to_owned(),
+            secret: secret.to_owned(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            functions: functions.iter().map(|f| f.to_string()).collect(),
+            ..TokenConfig::default()
+        }
+    }
+
+    /// A door with auth on: `web` may call `A`, `peers` forwards for others.
+    fn door() -> (FrontDoor, Arc<Grant>, Arc<Grant>) {
+        let mut config = Config::default();
+        config.auth.enabled = true;
+        config.auth.tokens = vec![
+            token("web", "web-secret-0123456789", &["client"], &["A"]),
+            token("peers", "peers-secret-0123456789", &["peer"], &[]),
+        ];
+        let security = Security::from_config(&config).unwrap();
+        let policy = security.policy();
+        let auth = policy.auth.as_ref().unwrap();
+        let web = auth.token(b"web-secret-0123456789").unwrap();
+        let peers = auth.token(b"peers-secret-0123456789").unwrap();
+        let jobs = JobServices {
+            registry: Registry::new(16).start(),
+            retries: 0,
+            metrics: Arc::new(Metrics::new()),
+            rate_limits: None,
+            breakers: false,
+        };
+        (FrontDoor::new(jobs, 1024, security), web, peers)
+    }
+
+    fn spec(function: &str, caller: Option<&str>) -> CallSpec {
+        let mut spec = CallSpec::new(
+            Bytes::copy_from_slice(function.as_bytes()),
+            ParamsType::MSGPACK,
+            HANDLE_TYPE_ENCODE,
+            Bytes::from_static(b"\x80"),
+            Duration::from_secs(1),
+        );
+        if let Some(caller) = caller {
+            let meta = vec![(
+                Bytes::from_static(CALLER_META_KEY.as_bytes()),
+                Bytes::copy_from_slice(caller.as_bytes()),
+            )];
+            spec.meta = Some(Arc::new(meta));
+        }
+        spec
+    }
+
+    /// Who a call counts as, and whether its grant covers it: anyone with auth off (by
+    /// address); a token's holder as the token, only within its grant; nobody without an
+    /// identity; a caller named by a `peer` link as that caller, within that caller's
+    /// grant; a name from anyone else ignored.
+    #[actix_rt::test]
+    async fn calls_are_authorized_as_their_callers() {
+        let (door, web, peers) = door();
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let anyone = Caller::Anyone { ip: Some(ip) };
+        assert_eq!(
+            door.authorize(&spec("B", None), anyone),
+            Ok(ClientKey::Ip(ip))
+        );
+        let as_web = Caller::Granted { grant: &web, ip };
+        assert_eq!(
+            door.authorize(&spec("A", None), as_web),
+            Ok(ClientKey::Token("web".into()))
+        );
+        assert!(matches!(
+            door.authorize(&spec("B", None), as_web),
+            Err(Refused::Forbidden { .. })
+        ));
+        assert!(door.authorize(&spec("A", None), Caller::Unknown).is_err());
+        // A client naming another caller is still itself.
+        let named = spec("A", Some("token:peers"));
+        assert_eq!(
+            door.authorize(&named, as_web),
+            Ok(ClientKey::Token("web".into()))
+        );
+        let via_peer = Caller::Granted { grant: &peers, ip };
+        let for_web = door.authorize(&spec("A", Some("token:web")), via_peer);
+        assert_eq!(for_web, Ok(ClientKey::Token("web".into())));
+        let outside = door.authorize(&spec("B", Some("token:web")), via_peer);
+        assert!(
+            matches!(outside, Err(Refused::Forbidden { .. })),
+            "{outside:?}"
+        );
+        let unknown = door.authorize(&spec("A", Some("token:nobody")), via_peer);
+        assert!(
+            matches!(unknown, Err(Refused::Forbidden { .. })),
+            "{unknown:?}"
+        );
+        let own = door.authorize(&spec("A", None), via_peer);
+        assert!(own.is_err(), "a peer-only token calls nothing as itself");
+    }
+
+    /// A call too large for a worker is refused `TooLarge` and counted as an outbound frame
+    /// over the limit, whichever front end made it; one that fits starts its job.
+    #[actix_rt::test]
+    async fn a_call_too_large_is_refused_and_counted() {
+        let (door, _, _) = door();
+        let anyone = Caller::Anyone { ip: None };
+        let mut big = spec("A", None);
+        big.params = Bytes::from(vec![0x80; 2048]);
+        let refused = door.admit(JobId::next(), big, anyone, Box::new(|_| {}));
+        assert_eq!(
+            refused.unwrap_err(),
+            Refused::Invalid(DispatchError::TooLarge)
+        );
+        let text = door.metrics().render(&Default::default());
+        let hits = r#"nmid_limit_hits_total{limit="outbound_frame_size"} 1"#;
+        assert!(text.contains(hits), "{text}");
+        let job = door.admit(JobId::next(), spec("A", None), anyone, Box::new(|_| {}));
+        assert!(job.is_ok());
+    }
+}

@@ -39,8 +39,19 @@ pub enum Needs {
     /// The `client` role; the front door then checks the function against the grant.
     Client,
     /// A path no route of its own covers: with nmid's gateway headers a call (the `client`
-    /// role), else the `admin` role (deny by default).
+    /// role, see [`Needs::of_request`]), else the `admin` role (deny by default).
     Gateway,
+}
+
+impl Needs {
+    /// What a route that needs `self` needs of a request that does (`gateway`) or does not
+    /// speak nmid's gateway protocol: a gateway request on the catch-all is a call.
+    pub fn of_request(self, gateway: bool) -> Needs {
+        match self {
+            Needs::Gateway if gateway => Needs::Client,
+            needs => needs,
+        }
+    }
 }
 
 /// Who the caller of a request that may go on is, in the request's extensions.
@@ -105,7 +116,6 @@ pub fn check(
         Needs::Metrics if auth.open_metrics => return Ok(Some(Access::Open)),
         Needs::Metrics | Needs::Admin => Roles::ADMIN,
         Needs::Client => Roles::CLIENT,
-        Needs::Gateway if super::call::is_gateway(req.headers()) => Roles::CLIENT,
         Needs::Gateway => Roles::ADMIN,
     };
     let refused = match secret(req.headers()).map(|secret| auth.token(&secret)) {

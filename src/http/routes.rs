@@ -154,7 +154,8 @@ async fn guarded<B: MessageBody>(
         let refused = HttpResponse::InternalServerError().finish();
         return Ok(req.into_response(refused).map_into_right_body());
     };
-    let response = match guard::check(&req, &state, route.needs) {
+    let needs = (route.needs).of_request(call::is_gateway(req.headers()));
+    let response = match guard::check(&req, &state, needs) {
         Ok(access) => {
             if let Some(access) = access {
                 actix_web::HttpMessage::extensions_mut(&req).insert(access);

@@ -173,11 +173,14 @@ async fn greet(
     }
 }
 
+/// A connection's frames as they are read.
+type Frames = FramedRead<crate::net::ReadHalf, InboundCodec>;
+
 /// A connection ready for its session.
 struct Greeted {
     /// The first frame, for the session (`None`: it was the `AUTH` frame).
     first: Option<Frame>,
-    frames: FramedRead<crate::net::ReadHalf, InboundCodec>,
+    frames: Frames,
     write: WriteHalf,
     identity: Identity,
     /// The answer to its `AUTH` frame.
@@ -258,56 +261,88 @@ async fn handshake(
     let mut frames = FramedRead::with_capacity(read, codec, READ_BUFFER_BYTES);
     let first = read_first(&mut frames, &hs).await?;
     let role = first.sender();
-    let mut identity = Identity {
-        grant: None,
+    let identified = match internal {
+        Some(grant) => Identified {
+            grant: Some(grant),
+            first: Some(first),
+            greeting: None,
+        },
+        None => {
+            let auth = policy.auth.as_ref();
+            let (frames, write) = (&mut frames, &mut write);
+            identify(first, known, auth, plaintext_beside_tls, frames, write, &hs).await?
+        }
+    };
+    let identity = Identity {
+        grant: identified.grant,
         cert_names,
         generation,
     };
-    if internal.is_some() {
-        identity.grant = internal;
-        return Some(Greeted {
-            first: Some(first),
-            frames,
-            write,
-            identity,
-            greeting: None,
-            partial_since,
-            role,
-        });
-    }
-    let (first, greeting) = match (&policy.auth, first) {
-        // Auth off: a token is welcome and not needed.
-        (None, Frame::CAuth { .. } | Frame::WAuth { .. }) => (
-            None,
-            Some(auth_result(SAuthResult::ACCEPTED, "auth is off")),
-        ),
-        (None, first) => (Some(first), None),
-        (Some(_), Frame::CAuth { .. } | Frame::WAuth { .. }) if plaintext_beside_tls => {
-            let reason = "tokens are taken over TLS only (this dispatcher has TLS on)";
-            refuse_auth(&hs, Refusal::Tls, reason, &mut write).await;
-            return None;
-        }
-        (Some(auth), Frame::CAuth { secret } | Frame::WAuth { secret }) => {
-            let grant = authenticate(auth, &secret, role, &hs, &mut write).await?;
-            let share = budget.share(grant.client_key(peer.ip()));
-            frames.decoder_mut().identified(share);
-            let accepted = auth_result(SAuthResult::ACCEPTED, &grant.name);
-            identity.grant = Some(grant);
-            (None, Some(accepted))
-        }
-        (Some(_), first) => {
-            identity.grant = Some(grant_v1_peer(known, role, &first, &hs)?);
-            (Some(first), None)
-        }
-    };
     Some(Greeted {
-        first,
+        first: identified.first,
         frames,
         write,
         identity,
-        greeting,
+        greeting: identified.greeting,
         partial_since,
         role,
+    })
+}
+
+/// Who a connection is, once its first frame says.
+struct Identified {
+    /// What it may do; `None` with auth off.
+    grant: Option<Arc<Grant>>,
+    /// The first frame, for the session (`None`: it was the `AUTH` frame).
+    first: Option<Frame>,
+    /// The answer to its `AUTH` frame.
+    greeting: Option<Frame>,
+}
+
+/// Who the connection whose first frame is `first` is, under `auth` (`None`: off): the
+/// token of an `AUTH` frame, or the v1 grant `known` before it; `None` once it is refused.
+async fn identify(
+    first: Frame,
+    known: Option<Arc<Grant>>,
+    auth: Option<&Auth>,
+    plaintext_beside_tls: bool,
+    frames: &mut Frames,
+    write: &mut WriteHalf,
+    hs: &Handshake<'_>,
+) -> Option<Identified> {
+    let role = first.sender();
+    let (grant, first, greeting) = match (auth, first) {
+        // Auth off: a token is welcome and not needed.
+        (None, Frame::CAuth { .. } | Frame::WAuth { .. }) => {
+            let accepted = auth_result(SAuthResult::ACCEPTED, "auth is off");
+            (None, None, Some(accepted))
+        }
+        (None, first) => (None, Some(first), None),
+        (Some(_), Frame::CAuth { .. } | Frame::WAuth { .. }) if plaintext_beside_tls => {
+            let reason = "tokens are taken over TLS only (this dispatcher has TLS on)";
+            refuse_auth(hs, Refusal::Tls, reason, write).await;
+            return None;
+        }
+        (Some(auth), Frame::CAuth { secret } | Frame::WAuth { secret }) => {
+            let grant = authenticate(auth, &secret, role, hs, write).await?;
+            // Its frames count against its token's share from now on.
+            let budget = &hs.settings.limits.incomplete_frames;
+            frames
+                .decoder_mut()
+                .identified(budget.share(grant.client_key(hs.peer.ip())));
+            let accepted = auth_result(SAuthResult::ACCEPTED, &grant.name);
+            (Some(grant), None, Some(accepted))
+        }
+        (Some(_), first) => (
+            Some(grant_v1_peer(known, role, &first, hs)?),
+            Some(first),
+            None,
+        ),
+    };
+    Some(Identified {
+        grant,
+        first,
+        greeting,
     })
 }
 
@@ -349,10 +384,7 @@ async fn secure(stream: TcpStream, hs: &Handshake<'_>, internal: bool) -> Option
 }
 
 /// The connection's first frame, before the deadline; `None` once it is closed.
-async fn read_first(
-    frames: &mut FramedRead<crate::net::ReadHalf, InboundCodec>,
-    hs: &Handshake<'_>,
-) -> Option<Frame> {
+async fn read_first(frames: &mut Frames, hs: &Handshake<'_>) -> Option<Frame> {
     let metrics = &hs.settings.metrics;
     let refused = match tokio::time::timeout_at(hs.deadline, frames.next()).await {
         Ok(Some(Ok(Ok(frame)))) => return Some(frame),
