@@ -482,3 +482,78 @@ peer_ca_file = "{ca}"
     ));
     worker.stop().await;
 }
+
+/// A v1 `ToUpper` call of `text` on `peer`, answered with the upper-cased text.
+async fn call_upper(peer: &mut Peer, text: &str) {
+    peer.call("ToUpper", &name_params(text)).await;
+    match peer.recv().await {
+        Frame::SReturnData(data) => assert_eq!(data_of(&data.ret), text.to_uppercase()),
+        other => panic!("expected S_RETURN_DATA, got {other:?}"),
+    }
+}
+
+/// One `GET /healthz` on a keep-alive connection: the response's first bytes.
+async fn healthz_on(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// SIGHUP reloads the allow list too, not only the deny list: with 127.0.0.1 and 127.0.0.2
+/// allowed, both are served; once the file allows 127.0.0.1 only, 127.0.0.2's open nmid
+/// connection is closed, its keep-alive HTTP connection is answered 403 `forbidden_address`
+/// at its next request, and its new connections are closed at accept on both ports, while
+/// 127.0.0.1 goes on being served.
+#[actix_rt::test]
+async fn sighup_reloads_the_allow_list_of_the_binary() {
+    let pki = Pki::new("allow");
+    let allow = |list: &str| format!("[security]\nallow = [{list}]\n");
+    let file = ConfigFile::new(&pki, &allow(r#""127.0.0.1", "127.0.0.2""#));
+    let mut nmid = Process::start(&["--config", &file.arg(), "--demo"]);
+    let (local, other): (IpAddr, IpAddr) =
+        ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+    let mut kept = Peer::connect_from(local, nmid.addr).await;
+    let mut dropped = Peer::connect_from(other, nmid.addr).await;
+    let deadline = Instant::now() + PATIENCE;
+    while nmid.seen.iter().all(|l| !l.contains("function registered")) {
+        assert!(
+            Instant::now() < deadline,
+            "the demo worker never registered"
+        );
+        nmid.drain_log();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    call_upper(&mut kept, "kept").await;
+    call_upper(&mut dropped, "dropped").await;
+    let http = nmid.http.unwrap();
+    let mut keep_alive = connect_from("127.0.0.2", http).await;
+    assert!(healthz_on(&mut keep_alive)
+        .await
+        .starts_with("HTTP/1.1 200"));
+
+    file.write(&allow(r#""127.0.0.1""#));
+    nmid.signal("-HUP");
+    nmid.wait_for_log("SIGHUP: [security], [auth] and [tls] reloaded");
+    dropped.expect_closed().await;
+    let refused = healthz_on(&mut keep_alive).await;
+    assert!(
+        refused.starts_with("HTTP/1.1 403") && refused.contains("forbidden_address"),
+        "{refused}"
+    );
+    assert!(
+        closed(&mut keep_alive).await,
+        "the refused keep-alive connection stayed open"
+    );
+    assert!(closed(&mut connect_from("127.0.0.2", nmid.addr).await).await);
+    assert!(closed(&mut connect_from("127.0.0.2", http).await).await);
+    call_upper(&mut kept, "still").await;
+    let mut again = connect_from("127.0.0.1", http).await;
+    assert!(healthz_on(&mut again).await.starts_with("HTTP/1.1 200"));
+}
