@@ -313,12 +313,7 @@ async fn http_connections_per_ip_are_capped_at_accept() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let text = reqwest::get(format!("{}/metrics", dispatcher.http_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_of(&dispatcher).await;
     assert!(
         metric(
             &text,
