@@ -425,11 +425,8 @@ impl Config {
                 "must be at least tcp.max_frame_bytes, or no frame of the largest size could arrive",
             );
         }
-        if !(64..=tcp.max_frame_bytes).contains(&tcp.max_first_frame_bytes) {
-            return invalid(
-                "tcp.max_first_frame_bytes",
-                "must be from 64 to tcp.max_frame_bytes",
-            );
+        if tcp.max_first_frame_bytes < 64 {
+            return invalid("tcp.max_first_frame_bytes", "must be at least 64");
         }
         if self.log.refusal_summary_interval_ms < 100 {
             return invalid("log.refusal_summary_interval_ms", "must be at least 100");

@@ -160,7 +160,7 @@ impl From<&TcpConfig> for ConnectionLimits {
                 tcp.max_incomplete_frame_bytes,
                 (tcp.max_incomplete_frame_bytes_per_client).min(tcp.max_incomplete_frame_bytes),
             ),
-            max_first_frame_bytes: tcp.max_first_frame_bytes,
+            max_first_frame_bytes: tcp.max_first_frame_bytes.min(tcp.max_frame_bytes),
             client_idle_timeout: (tcp.client_idle_timeout_ms > 0)
                 .then(|| Duration::from_millis(tcp.client_idle_timeout_ms)),
         }

@@ -170,3 +170,31 @@ async fn a_first_frame_before_auth_is_small() {
     );
     dispatcher.stop().await;
 }
+
+/// The keys of the frame budget and the refusal log are checked, each error naming its
+/// key; a list entry no peer can have is refused at start, naming its list.
+#[test]
+fn bad_budget_log_and_list_settings_name_their_key() {
+    for (key, value) in [
+        ("tcp.max_incomplete_frame_bytes_per_client", "1000"),
+        ("tcp.max_first_frame_bytes", "10"),
+        ("log.refusal_summary_interval_ms", "5"),
+    ] {
+        let err = Config::load(None, &[(key, value.to_owned())]).unwrap_err();
+        assert!(err.to_string().contains(key), "{key}: {err}");
+    }
+    let mut config = Config::default();
+    config.security.deny = vec!["::ffff:127.0.0.9".to_owned(), "224.0.0.1".to_owned()];
+    let err = nmid::security::Security::from_config(&config).unwrap_err();
+    assert!(err.to_string().contains("security.deny"), "{err}");
+    assert!(err.to_string().contains("224.0.0.1"), "{err}");
+    let mut config = auth_config();
+    config.auth.v1_peers = vec![V1PeerConfig {
+        cidrs: vec!["0.0.0.0".to_owned()],
+        roles: vec!["client".to_owned()],
+        functions: vec!["*".to_owned()],
+        ..V1PeerConfig::default()
+    }];
+    let err = nmid::security::Security::from_config(&config).unwrap_err();
+    assert!(err.to_string().contains("auth.v1_peers"), "{err}");
+}
