@@ -172,6 +172,8 @@ fn endpoint_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>,
 pub struct LogConfig {
     /// `text` or `json`.
     pub format: LogFormatConfig,
+    /// Refused connections of one kind are logged once per this window, then counted, ms.
+    pub refusal_summary_interval_ms: u64,
 }
 
 /// `log.format`.
@@ -216,6 +218,10 @@ pub struct TcpConfig {
     pub frame_timeout_ms: u64,
     /// Bytes all connections together may hold in frames not yet whole.
     pub max_incomplete_frame_bytes: usize,
+    /// Bytes one client's connections (a token, else an IP) may hold of that together.
+    pub max_incomplete_frame_bytes_per_client: usize,
+    /// Largest first frame of a connection not identified yet (auth on), in bytes.
+    pub max_first_frame_bytes: usize,
     /// Bytes waiting to be written to one peer past which it is no longer read.
     pub max_outbound_bytes: usize,
     /// Time over `max_outbound_bytes` before a peer is closed as a slow consumer, in ms.
@@ -241,6 +247,8 @@ pub struct HttpConfig {
     pub forward_headers: Vec<String>,
     /// Functions that must each have a worker before `GET /readyz` says ready.
     pub ready_functions: Vec<String>,
+    /// HTTP connections open from one IP beyond which its new ones are closed; 0: no limit.
+    pub max_connections_per_ip: usize,
 }
 
 /// `[metrics]`
@@ -426,6 +434,19 @@ impl Config {
                 "tcp.max_incomplete_frame_bytes",
                 "must be at least tcp.max_frame_bytes, or no frame of the largest size could arrive",
             );
+        }
+        let tcp = &self.tcp;
+        if tcp.max_incomplete_frame_bytes_per_client < tcp.max_frame_bytes {
+            return invalid(
+                "tcp.max_incomplete_frame_bytes_per_client",
+                "must be at least tcp.max_frame_bytes, or no frame of the largest size could arrive",
+            );
+        }
+        if tcp.max_first_frame_bytes < 64 {
+            return invalid("tcp.max_first_frame_bytes", "must be at least 64");
+        }
+        if self.log.refusal_summary_interval_ms < 100 {
+            return invalid("log.refusal_summary_interval_ms", "must be at least 100");
         }
         if self.tcp.max_outbound_bytes < 64 * 1024 {
             return invalid("tcp.max_outbound_bytes", "must be at least 65536");

@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`codec`]: frames and bodies of the nmid wire protocol (v1 and tagged); pure, no I/O.
-//! - [`call`]: the ground floor: ids, a call's spec and outcome, leases, snapshots.
+//! - [`call`]: the ground floor: ids, a call's spec and outcome, leases.
+//! - [`snapshot`]: the registry's state at one moment, for the admin API and metrics.
 //! - [`scheduler`]: the placement policy as plain data (which worker, queue or refuse).
 //! - [`breaker`]: one circuit breaker's state machine (nmid's rule types), time passed in.
 //! - [`rate_limit`]: calls per second per function and per client (governor buckets).
@@ -12,12 +13,15 @@
 //! - [`cluster`]: dispatchers on etcd: membership with leases, nmid's function keys,
 //!   forwarding to peers (off unless etcd endpoints are set).
 //! - [`server`]: [`server::run`]: listeners, arbiters, the accept loop, ordered shutdown.
+//! - [`accept`]: what every listener checks at accept time: address lists, connection
+//!   limits.
 //! - [`http`]: the actix-web front end: `POST /call/<func>`, nmid's gateway, admin API.
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
 //! - [`metrics`]: Prometheus metrics (bounded labels) and call totals.
 //! - [`rates`]: calls/s, error ratio and percentiles between two readings of the totals.
 //! - [`history`]: the last minutes of those rates, for the dashboard's charts.
 //! - [`telemetry`]: logs and OTLP tracing across hops.
+//! - [`logging`]: peer-chosen strings escaped in log lines; refusals logged once per window.
 //! - [`client`]: the async client library (tagged, pipelined; or v1).
 //! - [`worker`]: the worker library (actix actors; tagged or v1).
 //! - [`retstruct`]: nmid's `{"Code","Msg","Data"}` result convention.
@@ -26,6 +30,7 @@
 //! - [`ctl`]: `nmidctl`: call, inspect, top, bench, health.
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod actors;
 pub mod breaker;
 pub mod call;
@@ -38,6 +43,7 @@ pub mod demo;
 pub mod faas;
 pub mod history;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod rate_limit;
@@ -46,5 +52,6 @@ pub mod retstruct;
 pub mod scheduler;
 pub mod security;
 pub mod server;
+pub mod snapshot;
 pub mod telemetry;
 pub mod worker;

@@ -18,7 +18,7 @@ use rmpv::Value;
 pub enum RetStructError {
     /// Not msgpack at all.
     #[error("result is not msgpack: {0}")]
-    Msgpack(#[from] rmpv::decode::Error),
+    Msgpack(rmpv::decode::Error),
     /// msgpack, but not a map with the three keys of the right types.
     #[error("result is not a RetStruct map: {0}")]
     Shape(&'static str),
@@ -86,7 +86,7 @@ impl RetStruct {
 
     /// Reads a RetStruct. `Data` may be bin or str (SDKs differ), and may be nil or absent.
     pub fn decode(mut bytes: &[u8]) -> Result<Self, RetStructError> {
-        let value = rmpv::decode::read_value(&mut bytes)?;
+        let value = rmpv::decode::read_value(&mut bytes).map_err(RetStructError::Msgpack)?;
         let Value::Map(entries) = value else {
             return Err(RetStructError::Shape("not a map"));
         };

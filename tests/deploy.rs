@@ -469,8 +469,8 @@ fn alerts_use_only_metrics_the_dispatcher_exports() {
         std::time::Duration::from_millis(1),
     );
     metrics.record_rate_limited(&function, nmid::rate_limit::Scope::Function, true);
-    let snapshot = nmid::call::RegistrySnapshot {
-        functions: vec![nmid::call::FunctionSnapshot {
+    let snapshot = nmid::snapshot::RegistrySnapshot {
+        functions: vec![nmid::snapshot::FunctionSnapshot {
             name: "F".to_owned(),
             workers: 1,
             in_flight: 0,

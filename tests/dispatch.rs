@@ -206,7 +206,7 @@ async fn calls_arriving_together_go_two_by_two_within_the_batch_slack() {
     for name in ["w1", "w2", "w3", "w4"] {
         workers.push(Peer::worker(dispatcher.addr, name, &["F"]).await);
     }
-    let loads = |s: &nmid::call::RegistrySnapshot| {
+    let loads = |s: &nmid::snapshot::RegistrySnapshot| {
         let mut loads: Vec<u32> = s.workers.iter().map(|w| w.in_flight).collect();
         loads.sort_unstable();
         loads

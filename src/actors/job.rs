@@ -125,7 +125,7 @@ impl Actor for JobActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let left = self.spec.deadline.saturating_duration_since(Instant::now());
         ctx.run_later(left.max(Duration::from_millis(1)), |job, ctx| {
-            debug!(job = %job.id, function = %job.spec.function, "job deadline passed");
+            debug!(job = %job.id, function = %job.spec.function.escaped(), "job deadline passed");
             job.withdraw();
             job.answer(CallOutcome::Failed(DispatchError::Timeout), ctx);
         });
@@ -165,7 +165,7 @@ impl Handler<JobEvent> for JobActor {
                 if self.retries_left > 0 && Instant::now() < self.spec.deadline {
                     self.retries_left -= 1;
                     self.metrics.record_retry();
-                    debug!(job = %self.id, function = %self.spec.function, "worker lost, retrying");
+                    debug!(job = %self.id, function = %self.spec.function.escaped(), "worker lost, retrying");
                     self.dispatch(ctx);
                 } else {
                     let lost = CallOutcome::Failed(DispatchError::WorkerLost);

@@ -3,8 +3,10 @@
 //! Started by the membership follower when a peer's record appears; the registry holds its
 //! address as the peer's [`PeerPort`] and sends it [`Forward`]. It holds a small pool of
 //! tagged connections to the peer (`cluster.peer_connections`, connected on first use) and
-//! sends each call as `C_CALL` with the time its caller has left, its trace context, and the
-//! hop marker ([`FORWARDED_META_KEY`]) that stops the peer from forwarding it again.
+//! sends each call as `C_CALL` with the time its caller has left, its trace context, the
+//! hop marker ([`FORWARDED_META_KEY`]) that stops the peer from forwarding it again, and the
+//! caller it is made for ([`CALLER_META_KEY`]): a peer that grants this link the `peer` role
+//! authorizes and rate-limits the call as that caller, not as the link.
 //!
 //! The peer's answer goes to the job through its lease. When the peer gives none, the link
 //! first tells the registry the peer is unreachable (it is skipped for
@@ -28,7 +30,8 @@ use tracing::{debug, Instrument};
 
 use super::metrics::{ClusterMetrics, ForwardOutcome};
 use crate::actors::registry::{Assignment, ForwardFinished, PeerPort, PeerUnreachable, Registry};
-use crate::call::{CallOutcome, DispatchError, JobId, JobLease, PeerId, FORWARDED_META_KEY};
+use crate::call::{CallOutcome, DispatchError, JobId, JobLease, PeerId};
+use crate::call::{CALLER_META_KEY, FORWARDED_META_KEY};
 use crate::client::{CallOptions, Client, ClientError};
 use crate::telemetry::{self, Hop};
 
@@ -145,7 +148,15 @@ impl Handler<Forward> for PeerLink {
         };
         let hop = Bytes::from_static(FORWARDED_META_KEY.as_bytes());
         options.metadata.push((hop, self.own_id.clone()));
-        debug!(job = %job_id, peer = %self.peer, function = %function, "forwarding call");
+        // Only the caller this dispatcher admitted is named, never one a client wrote itself.
+        let caller_key = CALLER_META_KEY.as_bytes();
+        options.metadata.retain(|(key, _)| &key[..] != caller_key);
+        if let Some(caller) = spec.caller.as_ref().and_then(|c| c.to_meta()) {
+            options
+                .metadata
+                .push((Bytes::from_static(caller_key), caller));
+        }
+        debug!(job = %job_id, peer = %self.peer, function = %spec.function.escaped(), "forwarding call");
         self.in_flight.insert(job_id, lease);
         let call = async move { client.call_with(&function, spec.params, options).await };
         call.instrument(span.clone())

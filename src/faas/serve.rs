@@ -27,12 +27,12 @@ pub enum ServeError {
     #[error("cannot serve the functions: {0}")]
     Start(String),
     /// The metrics address could not be bound.
-    #[error("cannot listen on {addr} (metrics_addr): {source}")]
+    #[error("cannot listen on {addr} (metrics_addr): {cause}")]
     Metrics {
         /// The address.
         addr: SocketAddr,
-        /// The operating system's reason.
-        source: std::io::Error,
+        /// The operating system's reason (in the message, so not a source too).
+        cause: std::io::Error,
     },
 }
 
@@ -70,11 +70,11 @@ pub async fn serve(
         Some(addr) => {
             let metrics = WorkerMetrics::new();
             let listener = std::net::TcpListener::bind(addr)
-                .map_err(|source| ServeError::Metrics { addr, source })?;
+                .map_err(|cause| ServeError::Metrics { addr, cause })?;
             let bound = listener.local_addr().unwrap_or(addr);
             metrics_server = Some(
                 serve_metrics_with(listener, metrics.clone(), Some(health.readiness()))
-                    .map_err(|source| ServeError::Metrics { addr, source })?,
+                    .map_err(|cause| ServeError::Metrics { addr, cause })?,
             );
             info!(addr = %bound, "metrics listening");
             Some(metrics)

@@ -77,12 +77,12 @@ const HTTP_ONLY: &[&str] = &["url", "connect_timeout_ms", "headers"];
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The operating system's reason.
-        source: std::io::Error,
+        /// The operating system's reason (in the message, so not a source too).
+        cause: std::io::Error,
     },
     /// The file is larger than [`MAX_FILE_BYTES`].
     #[error("{path}: larger than {MAX_FILE_BYTES} bytes; is it the functions file?")]
@@ -221,9 +221,9 @@ impl FaasSpec {
 
     /// The text of the file at `path`, refused when over [`MAX_FILE_BYTES`].
     pub fn read(path: &Path) -> Result<String, SpecError> {
-        let read = |source| SpecError::Read {
+        let read = |cause| SpecError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         };
         let size = std::fs::metadata(path).map_err(read)?.len();
         if size > MAX_FILE_BYTES {

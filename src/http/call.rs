@@ -1,7 +1,9 @@
 //! `POST /call/{func}` and nmid's gateway protocol (`N-NMID-*` headers on any path): each
-//! request becomes a job actor directly, no loopback TCP hop. With rate limits configured,
-//! the request's peer IP is its client for the per-client limit.
+//! request is admitted through the [`FrontDoor`](crate::actors::front_door::FrontDoor), as a
+//! TCP client's call is, and becomes a job actor directly, no loopback TCP hop. Its caller is
+//! what the guard established ([`Access`]): its token, else (auth off) its peer IP.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +15,13 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::error::HttpError;
+use super::guard::Access;
 use super::HttpState;
+use crate::actors::front_door::{Caller, Refused};
 use crate::actors::job::JobActor;
 use crate::call::{CallOutcome, CallSpec, JobId};
 use crate::codec::{Metadata, ParamsType, HANDLE_TYPE_ENCODE};
-use crate::rate_limit::ClientKey;
 use crate::retstruct::RetStruct;
-use crate::security::Grant;
 use crate::telemetry::{self, Hop};
 use tracing::Instrument;
 
@@ -83,6 +85,14 @@ pub async fn call(
     response
 }
 
+/// Sets `X-Request-Id` on a call's answer made before the handler ran (the guard's 401 or
+/// 403): the caller's, else a fresh job id.
+pub fn set_request_id(response: &mut HttpResponse, request: &HeaderMap) {
+    let id = (request.get(REQUEST_ID_HEADER).cloned())
+        .unwrap_or_else(|| HeaderValue::from(JobId::next().0));
+    (response.headers_mut()).insert(header::HeaderName::from_static(REQUEST_ID_HEADER), id);
+}
+
 /// The call of `POST /call/{func}` up to its answer.
 async fn call_function(
     req: &HttpRequest,
@@ -93,7 +103,6 @@ async fn call_function(
     job_id: JobId,
     request_id: &HeaderValue,
 ) -> Result<CallData, HttpError> {
-    super::guard::authorize_call(req, state, function)?;
     let body = read_body(req, payload, state.max_body_bytes).await?;
     let pass_json = match query.params.as_deref() {
         None => false,
@@ -117,7 +126,7 @@ async fn call_function(
         request_id,
         &state.forward_headers,
     )));
-    run_call(state, job_id, call, client_of(req)).await
+    run_call(state, job_id, call, CallerOf::request(req)).await
 }
 
 /// What the function gets from the HTTP request besides its params, as call metadata
@@ -177,7 +186,6 @@ pub async fn gateway(
                 .to_owned(),
             None => req.path().trim_start_matches('/').to_owned(),
         };
-        super::guard::authorize_call(&req, &state, &function)?;
         let pass_json = match req.headers().get(NMID_PARAMS_TYPE).map(|v| v.to_str()) {
             None | Some(Ok("5")) => false,
             Some(Ok("6")) => true,
@@ -191,7 +199,7 @@ pub async fn gateway(
         let (params, params_type) = json_body_params(body, pass_json)?;
         let timeout = timeout_from(req.headers(), state.job_timeout)?;
         let call = new_call(req.headers(), &function, params, params_type, timeout);
-        run_call(&state, JobId::next(), call, client_of(&req)).await
+        run_call(&state, JobId::next(), call, CallerOf::request(&req)).await
     }
     .await;
     match result {
@@ -234,17 +242,17 @@ async fn run_call(
     state: &HttpState,
     job_id: JobId,
     mut call: CallSpec,
-    client: ClientKey,
+    caller: CallerOf,
 ) -> Result<CallData, HttpError> {
     if !telemetry::enabled() {
-        return run_job(state, job_id, call, client).await;
+        return run_job(state, job_id, call, caller).await;
     }
     // The HTTP hop's span: child of the request's traceparent, parent of the dispatch span.
     let function = call.function.to_string();
     let span = telemetry::hop_span(Hop::Http, &function, call.meta.as_deref());
     let meta = call.meta.take().map(|m| (*m).clone()).unwrap_or_default();
     call.meta = Some(Arc::new(telemetry::with_span_context(&span, meta)));
-    let result = (run_job(state, job_id, call, client))
+    let result = (run_job(state, job_id, call, caller))
         .instrument(span.clone())
         .await;
     telemetry::finish(
@@ -258,29 +266,23 @@ async fn run_job(
     state: &HttpState,
     job_id: JobId,
     call: CallSpec,
-    client: ClientKey,
+    caller: CallerOf,
 ) -> Result<CallData, HttpError> {
     let function = call.function.to_string();
     let function = function.as_str();
-    if let Err(error) = call.validate(state.max_frame_bytes) {
-        state
-            .jobs
-            .metrics
-            .record_refused(crate::metrics::Outcome::of_error(error));
-        return Err(HttpError::from_call(error, function));
-    }
-    if let Some(limits) = &state.jobs.rate_limits {
-        if let Err(refusal) = limits.check(&call.function, &client) {
-            let configured = limits.limits_function(&call.function);
-            let metrics = &state.jobs.metrics;
-            metrics.record_rate_limited(&call.function, refusal.scope, configured);
-            return Err(HttpError::OverRateLimit { refusal });
-        }
-    }
     let (tx, answer) = tokio::sync::oneshot::channel();
     // The waiter may be gone (the HTTP client disconnected): nothing to tell then.
     let reply = Box::new(move |outcome| drop(tx.send(outcome)));
-    let job = JobActor::start(job_id, call, reply, &state.jobs);
+    let job = match state.door.admit(job_id, call, caller.caller(), reply) {
+        Ok(job) => job,
+        Err(Refused::Forbidden { who }) => {
+            return Err(HttpError::Forbidden(format!(
+                "{who} may not call {function}"
+            )))
+        }
+        Err(Refused::OverLimit(refusal)) => return Err(HttpError::OverRateLimit { refusal }),
+        Err(Refused::Invalid(error)) => return Err(HttpError::from_call(error, function)),
+    };
     let mut guard = CancelOnDrop(Some(job));
     let outcome = answer
         .await
@@ -319,14 +321,41 @@ fn answer_of(outcome: CallOutcome, function: &str) -> Result<CallData, HttpError
     }
 }
 
-/// The client a request counts as for the per-client rate limit: the token it authenticated
-/// with, else its peer's IP address (a request without one, which a real listener never
-/// makes, shares the overflow bucket).
-fn client_of(req: &HttpRequest) -> ClientKey {
-    let extensions = req.extensions();
-    let token = (extensions.get::<Arc<Grant>>()).and_then(|grant| grant.token_name());
-    req.peer_addr()
-        .map_or(ClientKey::Overflow, |addr| ClientKey::of(token, addr.ip()))
+/// A request's caller, taken out of the request before its body is read: what the guard
+/// established ([`Access`]; none at all is refused, deny by default) and its peer's IP.
+struct CallerOf {
+    access: Option<Access>,
+    ip: Option<IpAddr>,
+}
+
+impl CallerOf {
+    fn request(req: &HttpRequest) -> Self {
+        Self {
+            access: req.extensions().get::<Access>().cloned(),
+            ip: req.peer_addr().map(|addr| addr.ip()),
+        }
+    }
+
+    /// The caller as the front door takes it. (A request without a peer address, which a
+    /// real listener never makes, counts as 0.0.0.0 for a grant that keys by address.)
+    fn caller(&self) -> Caller<'_> {
+        match &self.access {
+            Some(Access::Open) => Caller::Anyone { ip: self.ip },
+            Some(Access::Granted(grant)) => Caller::Granted {
+                grant,
+                ip: self.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            },
+            None => Caller::Unknown,
+        }
+    }
+}
+
+/// Whether a request speaks nmid's gateway protocol (`N-NMID-RequestType: HTTP_DO_WORK`):
+/// the guard then authorizes it as a call, and the catch-all route makes it one.
+pub fn is_gateway(headers: &HeaderMap) -> bool {
+    headers
+        .get(NMID_REQUEST_TYPE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"HTTP_DO_WORK"))
 }
 
 /// Cancels its job when dropped while armed.

@@ -120,11 +120,13 @@ pub enum Limit {
     OutboundFrameSize,
     /// `tcp.max_frame_bytes` on the way in: a header announced a larger body.
     InboundFrameSize,
+    /// `http.max_connections_per_ip`: an HTTP connection was closed at accept.
+    HttpConnectionsPerIp,
 }
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 13] = [
+    pub const ALL: [Limit; 14] = [
         Limit::Connections,
         Limit::ConnectionsPerIp,
         Limit::Handshake,
@@ -138,6 +140,7 @@ impl Limit {
         Limit::ControlFrames,
         Limit::OutboundFrameSize,
         Limit::InboundFrameSize,
+        Limit::HttpConnectionsPerIp,
     ];
 
     /// The `limit` label.
@@ -156,6 +159,7 @@ impl Limit {
             Limit::ControlFrames => "control_frame_rate",
             Limit::OutboundFrameSize => "outbound_frame_size",
             Limit::InboundFrameSize => "inbound_frame_size",
+            Limit::HttpConnectionsPerIp => "http_connections_per_ip",
         }
     }
 }

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use nmid::call::RegistrySnapshot;
 use nmid::codec::{self, CDoJob, Frame, NmidCodec, ParamsType, SGetData, WReturnData};
 use nmid::config::Config;
 use nmid::server::{Handle, Listeners};
+use nmid::snapshot::RegistrySnapshot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -100,26 +100,46 @@ pub fn start_dispatcher_with(config: Config) -> TestDispatcher {
 
 /// Starts a dispatcher with `config` listening on `addr` (to restart one on its old port).
 pub fn start_dispatcher_on(addr: SocketAddr, config: Config) -> TestDispatcher {
-    start(addr, config, false, 2)
+    start(addr, config, Serve::Tcp, 2)
 }
 
 /// Starts a dispatcher with `config` on one connection thread (the default of `nmid.toml`;
 /// the other starters use two, to cross threads): the session, its jobs and the registry
 /// then take turns on one thread, so what arrives together is handled in one turn.
 pub fn start_dispatcher_on_one_thread(config: Config) -> TestDispatcher {
-    start("127.0.0.1:0".parse().unwrap(), config, false, 1)
+    start("127.0.0.1:0".parse().unwrap(), config, Serve::Tcp, 1)
 }
 
 /// Starts a dispatcher with `config` serving the nmid protocol and HTTP, both on 127.0.0.1:0.
 pub fn start_dispatcher_with_http(config: Config) -> TestDispatcher {
-    start("127.0.0.1:0".parse().unwrap(), config, true, 2)
+    start("127.0.0.1:0".parse().unwrap(), config, Serve::Http, 2)
 }
 
-fn start(addr: SocketAddr, mut config: Config, with_http: bool, threads: usize) -> TestDispatcher {
+/// Starts a dispatcher with `config` serving the nmid protocol, HTTP and a metrics port of
+/// its own (`TestDispatcher::handle().metrics_addr()`), all on 127.0.0.1:0.
+pub fn start_dispatcher_with_metrics_port(config: Config) -> TestDispatcher {
+    start(
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        Serve::HttpAndMetrics,
+        2,
+    )
+}
+
+/// The listeners a test dispatcher serves besides the nmid protocol.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    Tcp,
+    Http,
+    HttpAndMetrics,
+}
+
+fn start(addr: SocketAddr, mut config: Config, serve: Serve, threads: usize) -> TestDispatcher {
+    let bind = |what| std::net::TcpListener::bind("127.0.0.1:0").expect(what);
     let listeners = Listeners {
         tcp: std::net::TcpListener::bind(addr).expect("bind the test address"),
-        http: with_http.then(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind http")),
-        metrics: None,
+        http: (serve != Serve::Tcp).then(|| bind("bind http")),
+        metrics: (serve == Serve::HttpAndMetrics).then(|| bind("bind metrics")),
     };
     let addr = listeners.tcp.local_addr().unwrap();
     let http = listeners.http.as_ref().map(|l| l.local_addr().unwrap());

@@ -190,6 +190,11 @@ impl Process {
             .unwrap_or_else(|seen| panic!("nmid never logged {needle:?}; it logged {seen:#?}"))
     }
 
+    /// Every log line that arrived so far, without waiting.
+    pub fn log_so_far(&self) -> Vec<String> {
+        self.log.logged("")
+    }
+
     /// Every log line, once the process has exited and closed its stderr.
     pub fn whole_log(mut self) -> Vec<String> {
         (self.log.until_closed(PROCESS_PATIENCE))
