@@ -1,13 +1,23 @@
 # The nmid image: the dispatcher (nmid), the FaaS runner and HTTP sidecar (nmid-faas) and the
 # command-line tool (nmidctl). `make image` builds it; both bases can be overridden:
 #   docker build --build-arg RUST_IMAGE=rust:1-bookworm --build-arg RUNTIME_IMAGE=debian:bookworm-slim .
-# The test suite lints this file (hadolint) and checks that every binary copied below is built
-# by the cargo command below (tests/deploy.rs).
+# The test suite lints this file (hadolint), checks that the build stage installs the build's
+# packages from scripts/build-packages (the list scripts/install-deps uses too) and that every
+# binary copied below is built by the cargo command below (tests/deploy.rs).
 ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# What cargo build needs beyond the toolchain (protoc for etcd-client): one shared list.
+COPY scripts/build-packages /tmp/build-packages
+# The list names packages, not versions: the base image's Debian release pins them.
+RUN apt-get update \
+  && sed -e 's/#.*//' /tmp/build-packages | awk 'NF { print $1 }' \
+    | xargs apt-get install -y --no-install-recommends \
+  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# The whole context (a single crate or a workspace of crates/ alike).
 COPY . .
 RUN cargo build --release --locked --bin nmid --bin nmid-faas --bin nmidctl
 

@@ -1,7 +1,7 @@
 # Entry points a person types. `make run` and `make test` are all a fresh machine needs.
 CARGO ?= cargo
 
-.PHONY: run test test-light deps lint fmt build release bench bench-quick bench-faas doc image fuzz soak cluster-demo
+.PHONY: run test test-light deps lint fmt build release bench bench-quick bench-faas doc image fuzz fuzz-check soak cluster-demo
 
 ## The container image (Dockerfile): nmid, nmid-faas and nmidctl, non-root, ports 6808/6809.
 ## Override the tool or the tag: `make image DOCKER=podman IMAGE=registry/nmid:tag`.
@@ -12,10 +12,10 @@ IMAGE ?= nmid:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1
 run: deps
 	$(CARGO) run --release --locked --bin nmid -- --demo
 
-## Install what the tests need, check formatting and lints, then run every test of every
-## package of the workspace (the dispatcher and the libraries under crates/, with their doc
-## tests), then test-light.
-test: deps lint
+## Install what the tests need, check formatting and lints and that the fuzz targets compile,
+## then run every test of every package of the workspace (the dispatcher and the libraries
+## under crates/, with their doc tests), then test-light.
+test: deps lint fuzz-check
 	$(CARGO) test --locked --workspace
 	$(MAKE) test-light
 
@@ -26,7 +26,9 @@ test-light:
 
 ## The cluster walkthrough of docs/cluster.md: etcd, three dispatchers, a worker, calls
 ## through each, a discovering client, a SIGKILLed dispatcher leaving etcd (127.0.0.1 only).
-cluster-demo: deps
+## Installs only what it uses when missing: etcd, etcdctl, protoc, curl.
+cluster-demo:
+	./scripts/install-deps etcd etcdctl protoc curl
 	./scripts/cluster-walkthrough
 
 ## Install the system packages the build and the tests need (Debian; idempotent: etcd,
@@ -65,9 +67,11 @@ bench: deps
 		--levels 64 --payloads 32 --no-scale --no-cluster
 	$(CARGO) bench --locked --bench micro
 
-## Under a minute once built: 64 calls in flight, 32 B, us vs NATS vs the floor, and HTTP
-## (wrk). The last line printed is `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z>`:
-## us-tagged / nats, us-tagged / floor, http / us-tagged (throughputs, same run).
+## Under three minutes once built: 64 calls in flight, 32 B, us vs NATS vs the floor, and
+## HTTP (wrk), in 3 rounds (each system once per round, in turn). Prints each round's ratios,
+## and last the line `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z> rounds=3`:
+## us-tagged / nats, us-tagged / floor, http / us-tagged (throughputs), each the median of
+## the rounds' ratios (one round moves ±20% from run to run on a shared 2-core machine).
 bench-quick: deps
 	./scripts/bench-deps
 	$(CARGO) build --locked --release --bin nmid
@@ -88,9 +92,16 @@ fuzz:
 	done
 	NMID_LIVE_FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --locked --release --test live_fuzz -- --nocapture
 
+## The fuzz targets (fuzz/, a workspace of its own) still compile against the library:
+## `cargo check` on the default (stable) toolchain, where libfuzzer-sys builds; only running
+## them needs nightly (`make fuzz`). Into the main target/, reusing what `make lint` checked.
+fuzz-check:
+	$(CARGO) check --locked --manifest-path fuzz/Cargo.toml --target-dir target --bins
+
 ## 100,000 calls (SOAK_CALLS) through a real nmid while its workers are SIGKILLed and
 ## restarted at random and hostile peers press on it; prints lost / misrouted / duplicated
-## (all must be 0) and the dispatcher's peak RSS. `make test` runs 5,000.
+## (all must be 0), the errors (only WORKER_LOST, within a printed bound) and the
+## dispatcher's peak RSS. `make test` runs 5,000.
 SOAK_CALLS ?= 100000
 soak:
 	NMID_SOAK_CALLS=$(SOAK_CALLS) $(CARGO) test --locked --release --test soak -- --nocapture

@@ -20,9 +20,11 @@
 //! port stops the run before anything starts. Every child is killed by its PID when its
 //! guard drops (and on SIGINT/SIGTERM); every load loop is bounded in count and time.
 //! Results go to `bench-results/<unix-time>.json` and `.md`. `--quick` (C=64, 32 B, us vs
-//! NATS vs floor, and HTTP, one ~4 s repetition) ends with the line
-//! `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z>` (throughputs: us-tagged / nats,
-//! us-tagged / floor, http / us-tagged). Any failed call in a measured window, or a
+//! NATS vs floor, and HTTP, three rounds of ~4 s windows, the systems alternating within
+//! each) prints each round's ratios, then ends with the line
+//! `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z> rounds=3` (throughputs: us-tagged /
+//! nats, us-tagged / floor, http / us-tagged; each the median of the rounds' ratios: one run
+//! of one round moved ±20% from run to run on a shared 2-core machine). Any failed call in a measured window, or a
 //! process of a system dying, fails the cell: `--quick` stops there with an error naming the
 //! system and the count; a full run reports the cell as failed, writes its files, and exits
 //! non-zero at the end.
@@ -125,9 +127,12 @@ fn bench(settings: Settings) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(h.launcher.logs());
     if h.settings.quick {
-        let Some(ratios) = report.quick_ratios() else {
-            bail!("quick run incomplete: us-tagged, nats, floor and http must all produce results");
+        let (Some(rounds), Some(ratios)) = (report.quick_rounds(), report.quick_ratios()) else {
+            bail!("quick run incomplete: us-tagged, nats, floor and http must all produce results in every round");
         };
+        for (n, round) in rounds.iter().enumerate() {
+            println!("round {}: {round}", n + 1);
+        }
         println!("{ratios}");
     }
     Ok(())

@@ -10,8 +10,11 @@
 //! lease and frees the slot with `JobFinished`); the job replies to the caller. All on one
 //! thread, as in the server (the registry shares the first connection thread). The time
 //! reported is per call, with 1 and 64 calls in flight, over 1, 2 and 100 workers serving
-//! the function: the cost per call should stay flat as workers grow. `compare` measures
-//! the same path end to end over TCP, with its CPU per call.
+//! the function: the cost per call should stay flat as workers grow. Each call is admitted
+//! through the [`FrontDoor`], as the client sessions and HTTP admit theirs; `admission`
+//! measures what that costs over starting the job directly (auth and rate limits off, and
+//! with a token's grant). `compare` measures the same path end to end over TCP, with its
+//! CPU per call.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -22,6 +25,7 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use nmid::actors::front_door::{Caller, FrontDoor};
 use nmid::actors::job::{JobActor, JobServices};
 use nmid::actors::registry::{
     Assignment, FunctionAdded, JobFinished, Registry, Snapshot, WorkerJoined, WorkerPort,
@@ -171,6 +175,10 @@ fn retstruct(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("decode", len), &bytes, |b, bytes| {
             b.iter(|| RetStruct::decode(black_box(bytes)).expect("decodes"))
         });
+        // What the dispatcher does to every result to count failed functions.
+        group.bench_with_input(BenchmarkId::new("peek_code", len), &bytes, |b, bytes| {
+            b.iter(|| nmid::retstruct::peek_code(black_box(bytes)).expect("a code"))
+        });
     }
     group.finish();
 }
@@ -304,10 +312,20 @@ async fn start_dispatch(workers: usize) -> JobServices {
     }
 }
 
+/// How a benchmark's calls become jobs.
+#[derive(Clone, Copy)]
+enum Admit<'a> {
+    /// `JobActor::start`, no checks: the floor.
+    Direct,
+    /// Through the front door, as `caller`.
+    Door(&'a FrontDoor, Caller<'a>),
+}
+
 /// Makes `calls` calls of [`FUNCTION`], `in_flight` of them outstanding at any time, and
 /// returns the time they took. Panics on any reply but the echoed params.
 async fn run_calls(
     services: &JobServices,
+    admit: Admit<'_>,
     params: &Bytes,
     calls: u64,
     in_flight: usize,
@@ -316,7 +334,7 @@ async fn run_calls(
     let mut pending = FuturesUnordered::new();
     let mut made = 0;
     while made < calls && pending.len() < in_flight {
-        pending.push(call(services, params));
+        pending.push(call(services, admit, params));
         made += 1;
     }
     while let Some(reply) = pending.next().await {
@@ -325,7 +343,7 @@ async fn run_calls(
             other => panic!("call failed: {other:?}"),
         }
         if made < calls {
-            pending.push(call(services, params));
+            pending.push(call(services, admit, params));
             made += 1;
         }
     }
@@ -333,7 +351,11 @@ async fn run_calls(
 }
 
 /// Starts one call's job, as a front end does; the receiver gets its outcome.
-fn call(services: &JobServices, params: &Bytes) -> tokio::sync::oneshot::Receiver<CallOutcome> {
+fn call(
+    services: &JobServices,
+    admit: Admit<'_>,
+    params: &Bytes,
+) -> tokio::sync::oneshot::Receiver<CallOutcome> {
     let function = Bytes::from_static(FUNCTION.as_bytes());
     let params = params.clone();
     let spec = CallSpec::new(
@@ -345,25 +367,95 @@ fn call(services: &JobServices, params: &Bytes) -> tokio::sync::oneshot::Receive
     );
     let (tx, rx) = tokio::sync::oneshot::channel();
     let reply = Box::new(move |outcome| drop(tx.send(outcome)));
-    JobActor::start(JobId::next(), spec, reply, services);
+    match admit {
+        Admit::Direct => drop(JobActor::start(JobId::next(), spec, reply, services)),
+        Admit::Door(door, caller) => {
+            door.admit(JobId::next(), spec, caller, reply)
+                .expect("admitted");
+        }
+    }
     rx
+}
+
+/// The front door of `services`, with no lists, auth or TLS.
+fn door_of(services: &JobServices) -> FrontDoor {
+    let max_frame_bytes = nmid::codec::DEFAULT_MAX_FRAME_BYTES;
+    FrontDoor::new(
+        services.clone(),
+        max_frame_bytes,
+        nmid::security::Security::open(),
+    )
 }
 
 fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("dispatch");
     group.throughput(Throughput::Elements(1));
     let runner = actix_rt::System::new();
-    let params = params(32);
+    // The echo answers with the params: a RetStruct, as real workers answer, so the
+    // dispatcher's look at its `Code` is measured too.
+    let params = Bytes::from(RetStruct::ok(params(32)).encode());
+    let anyone = Caller::Anyone {
+        ip: Some([127, 0, 0, 1].into()),
+    };
     for workers in [1, 2, 100] {
         let services = runner.block_on(start_dispatch(workers));
+        let door = door_of(&services);
         for in_flight in [1, 64] {
             let id = BenchmarkId::new(
                 format!("workers={workers}"),
                 format!("in_flight={in_flight}"),
             );
+            let admit = Admit::Door(&door, anyone);
             group.bench_function(id, |b| {
                 b.iter_custom(|calls| {
-                    runner.block_on(run_calls(&services, &params, calls, in_flight))
+                    runner.block_on(run_calls(&services, admit, &params, calls, in_flight))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// One worker, 1 and 64 calls in flight: each call started directly, admitted by the front
+/// door with auth off, and admitted as a token's grant (auth on, a `*` pattern).
+fn admission(c: &mut Criterion) {
+    let mut group = c.benchmark_group("admission");
+    group.throughput(Throughput::Elements(1));
+    let runner = actix_rt::System::new();
+    let params = params(32);
+    let services = runner.block_on(start_dispatch(1));
+    let door = door_of(&services);
+    let mut config = nmid::config::Config::default();
+    config.auth.enabled = true;
+    config.auth.tokens = vec![nmid::config::TokenConfig {
+        name: "bench".to_owned(),
+        secret: "bench-secret-0123456789".to_owned(),
+        roles: vec!["client".to_owned()],
+        functions: vec!["*".to_owned()],
+        ..Default::default()
+    }];
+    let policy = nmid::security::Policy::from_config(&config).expect("a valid policy");
+    let grant = (policy.auth.as_ref())
+        .and_then(|auth| auth.token(b"bench-secret-0123456789"))
+        .expect("the bench token");
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    let ways = [
+        ("direct", Admit::Direct),
+        (
+            "door_auth_off",
+            Admit::Door(&door, Caller::Anyone { ip: Some(ip) }),
+        ),
+        (
+            "door_token",
+            Admit::Door(&door, Caller::Granted { grant: &grant, ip }),
+        ),
+    ];
+    for in_flight in [1, 64] {
+        for (name, admit) in ways {
+            let id = BenchmarkId::new(name, format!("in_flight={in_flight}"));
+            group.bench_function(id, |b| {
+                b.iter_custom(|calls| {
+                    runner.block_on(run_calls(&services, admit, &params, calls, in_flight))
                 })
             });
         }
@@ -381,6 +473,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = encode, decode, retstruct, dispatch
+    targets = encode, decode, retstruct, dispatch, admission
 }
 criterion_main!(benches);

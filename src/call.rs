@@ -2,18 +2,17 @@
 //! handles through which the actors pass a call along without naming each other. Imports no
 //! actor; the actors, the scheduler, the metrics and the HTTP front end all import it.
 //!
-//! - [`JobId`], [`WorkerId`], [`FunctionName`]: who is who.
+//! - [`JobId`], [`WorkerId`], [`FunctionName`], [`ClientKey`]: who is who.
 //! - [`CallSpec`]: a call as every front end hands it to its job actor.
 //! - [`CallOutcome`], [`DispatchError`]: how a call ends.
 //! - [`JobLease`] (over a [`JobHandle`]): a job's place while it is queued or running; whoever
 //!   holds it (the registry, then a worker session) reports through it exactly once.
-//! - [`RegistrySnapshot`]: the registry's state, for the admin API, metrics and tests.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -58,6 +57,48 @@ id_type!(
 /// the other serves a function cannot pass a call back and forth.
 pub const FORWARDED_META_KEY: &str = "nmid-forwarded-by";
 
+/// The metadata key of a forwarded call that names the caller it is made for (the value of
+/// [`ClientKey::to_meta`]). The receiving dispatcher believes it only from a peer whose
+/// grant has the `peer` role, and then authorizes and rate-limits the call as that caller.
+pub const CALLER_META_KEY: &str = "nmid-caller";
+
+/// Who a caller is, for its grant across a peer hop and its per-client rate limit.
+///
+/// A client that authenticated with a token (`[auth]`) is that token, wherever it connects
+/// from; any other client is its peer's IP address (a TCP connection's, an HTTP request's),
+/// so every unauthenticated connection from one host shares one bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// The name of the token the client authenticated with.
+    Token(Arc<str>),
+    /// The peer's IP address.
+    Ip(IpAddr),
+    /// Every client beyond `rate_limit.max_clients` tracked at once: they share one bucket.
+    Overflow,
+}
+
+impl ClientKey {
+    /// The value of [`CALLER_META_KEY`] naming this client: `token:<name>` or `ip:<addr>`
+    /// (`None` for the overflow bucket, which names no one).
+    pub fn to_meta(&self) -> Option<Bytes> {
+        match self {
+            ClientKey::Token(name) => Some(Bytes::from(format!("token:{name}"))),
+            ClientKey::Ip(ip) => Some(Bytes::from(format!("ip:{}", ip.to_canonical()))),
+            ClientKey::Overflow => None,
+        }
+    }
+
+    /// The client a [`CALLER_META_KEY`] value names; `None` for anything else.
+    pub fn from_meta(value: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(value).ok()?;
+        if let Some(name) = text.strip_prefix("token:") {
+            return (!name.is_empty()).then(|| ClientKey::Token(name.into()));
+        }
+        let ip: IpAddr = text.strip_prefix("ip:")?.parse().ok()?;
+        Some(ClientKey::Ip(ip.to_canonical()))
+    }
+}
+
 /// Identifies a dispatcher of the cluster (its membership record's id): shared text, cheap
 /// to clone, the same in every dispatcher's view.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,6 +138,14 @@ impl fmt::Display for FunctionName {
     }
 }
 
+impl FunctionName {
+    /// The name as a log line may show it: control characters escaped (a worker or caller
+    /// chooses it).
+    pub fn escaped(&self) -> crate::logging::Escaped<'_> {
+        crate::logging::Escaped(&self.0)
+    }
+}
+
 impl From<&str> for FunctionName {
     fn from(name: &str) -> Self {
         Self(Bytes::copy_from_slice(name.as_bytes()))
@@ -119,6 +168,9 @@ pub struct CallSpec {
     pub meta: Option<Arc<Metadata>>,
     /// When the caller stops waiting; tagged workers are told the time left.
     pub deadline: Instant,
+    /// Who the call is made for, once the front door admitted it: carried to a peer
+    /// dispatcher when the call is forwarded ([`CALLER_META_KEY`]).
+    pub caller: Option<ClientKey>,
 }
 
 impl CallSpec {
@@ -137,6 +189,7 @@ impl CallSpec {
             params,
             meta: None,
             deadline: Instant::now() + timeout,
+            caller: None,
         }
     }
 
@@ -146,6 +199,14 @@ impl CallSpec {
             meta.iter()
                 .any(|(key, _)| &key[..] == FORWARDED_META_KEY.as_bytes())
         })
+    }
+
+    /// The caller a peer dispatcher names in this call's metadata ([`CALLER_META_KEY`]), if
+    /// it names one (believed only from a peer with the `peer` role).
+    pub fn vouched_caller(&self) -> Option<ClientKey> {
+        let meta = self.meta.as_deref()?;
+        let (_, value) = (meta.iter()).find(|(key, _)| &key[..] == CALLER_META_KEY.as_bytes())?;
+        ClientKey::from_meta(value)
     }
 
     /// Refuses what nmid refuses (an empty function name or empty params) and a call whose
@@ -249,6 +310,9 @@ pub enum LeaseReport {
     Answered(CallOutcome),
     /// The worker holding it is gone (the lease was dropped unanswered).
     Lost,
+    /// It never reached a worker (a peer dispatcher could not be reached, or refused it
+    /// while draining): place it again, as if it had just arrived.
+    Undelivered,
 }
 
 /// The job actor as the holder of its lease reaches it. Implemented by the job actor's
@@ -262,8 +326,8 @@ pub trait JobHandle: Send {
 
 /// A job's place in the dispatcher while it is queued (held by the registry) or running
 /// (held by a worker session). Whoever holds it reports through it exactly once: refused,
-/// answered, or, by dropping it unanswered (the worker stopped, or the assignment never
-/// arrived), lost. Nothing can lose a job silently.
+/// answered, handed back undelivered, or, by dropping it unanswered (the worker stopped, or
+/// the assignment never arrived), lost. Nothing can lose a job silently.
 pub struct JobLease {
     job: Option<Box<dyn JobHandle>>,
 }
@@ -299,6 +363,16 @@ impl JobLease {
     }
 }
 
+impl JobLease {
+    /// The job never reached a worker: it is placed again (its retries are not used up, and
+    /// it is never reported as a lost worker for it).
+    pub fn hand_back(mut self) {
+        if let Some(job) = self.job.take() {
+            job.report(LeaseReport::Undelivered);
+        }
+    }
+}
+
 impl fmt::Debug for JobLease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobLease")
@@ -313,95 +387,6 @@ impl Drop for JobLease {
             job.report(LeaseReport::Lost);
         }
     }
-}
-
-/// The registry's state at one moment: for the admin API, metrics, tests and draining.
-#[derive(Debug, Clone, Default)]
-pub struct RegistrySnapshot {
-    /// Every function with at least one worker or queued call, by name.
-    pub functions: Vec<FunctionSnapshot>,
-    /// Every connected worker, by id.
-    pub workers: Vec<WorkerSnapshot>,
-    /// Results that arrived after their job was over, since start.
-    pub late_results: u64,
-    /// Every peer dispatcher the scheduler may forward to, by id.
-    pub peers: Vec<PeerSnapshot>,
-    /// Shutdown has begun.
-    pub draining: bool,
-}
-
-impl RegistrySnapshot {
-    /// Jobs running on workers, all functions together.
-    pub fn in_flight(&self) -> u64 {
-        self.workers.iter().map(|w| u64::from(w.in_flight)).sum()
-    }
-
-    /// Calls forwarded to peer dispatchers and not answered yet.
-    pub fn forwarded(&self) -> u64 {
-        self.peers.iter().map(|p| u64::from(p.forwarded)).sum()
-    }
-
-    /// Calls waiting for a worker, all functions together.
-    pub fn queued(&self) -> usize {
-        self.functions.iter().map(|f| f.queued).sum()
-    }
-
-    /// The entry for `name`, if any.
-    pub fn function(&self, name: &str) -> Option<&FunctionSnapshot> {
-        self.functions.iter().find(|f| f.name == name)
-    }
-}
-
-/// One function in a [`RegistrySnapshot`], as `/api/v1/functions` shows it too.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FunctionSnapshot {
-    /// The function's name.
-    pub name: String,
-    /// Workers serving it.
-    pub workers: usize,
-    /// Its jobs running on workers.
-    pub in_flight: u32,
-    /// Its calls waiting for a worker.
-    pub queued: usize,
-    /// Its workers whose circuit breaker is open or half-open (0 with breakers off).
-    pub breakers_open: usize,
-}
-
-/// One peer dispatcher in a [`RegistrySnapshot`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerSnapshot {
-    /// The peer's id.
-    pub id: PeerId,
-    /// Functions its workers serve, as it advertises them.
-    pub functions: Vec<String>,
-    /// Its advertised load (jobs in flight and queued there).
-    pub load: u32,
-    /// Calls this dispatcher forwarded to it that are not answered yet.
-    pub forwarded: u32,
-    /// It answered its last connection attempt (an unreachable peer is skipped a while).
-    pub reachable: bool,
-}
-
-/// One worker in a [`RegistrySnapshot`].
-#[derive(Debug, Clone)]
-pub struct WorkerSnapshot {
-    /// The worker's id.
-    pub id: WorkerId,
-    /// Its `W_SET_NAME` name, if it sent one.
-    pub name: Option<String>,
-    /// The worker program's address.
-    pub peer: SocketAddr,
-    /// Functions it serves, by name.
-    pub functions: Vec<String>,
-    /// Jobs it holds.
-    pub in_flight: u32,
-    /// Jobs it may hold at once.
-    pub max_jobs: u32,
-    /// When it connected.
-    pub connected_since: SystemTime,
-    /// Its circuit breaker's state for each function it serves, by function name (empty
-    /// with breakers off).
-    pub breakers: Vec<(String, crate::breaker::BreakerState)>,
 }
 
 #[cfg(test)]
@@ -434,7 +419,7 @@ mod tests {
         (JobLease::new(Box::new(handle)), told)
     }
 
-    /// A lease reports exactly once: an answer, a refusal, or (dropped) a loss.
+    /// A lease reports exactly once: an answer, a refusal, a hand-back, or (dropped) a loss.
     #[test]
     fn a_lease_reports_exactly_once() {
         let (answered, told) = lease(true);
@@ -449,6 +434,10 @@ mod tests {
         let (dropped, told) = lease(true);
         drop(dropped);
         assert_eq!(*told.lock().unwrap(), vec!["Lost"]);
+
+        let (handed_back, told) = lease(true);
+        handed_back.hand_back();
+        assert_eq!(*told.lock().unwrap(), vec!["Undelivered"]);
     }
 
     /// An answer for a job that is over is late: not delivered, and not reported as lost.
@@ -458,6 +447,24 @@ mod tests {
         assert!(!over.is_live());
         assert!(!over.answer(CallOutcome::Done(Bytes::new())));
         assert!(told.lock().unwrap().is_empty());
+    }
+
+    /// A caller survives its metadata text; other text names no one.
+    #[test]
+    fn callers_round_trip_through_their_metadata_text() {
+        let token = ClientKey::Token("web".into());
+        assert_eq!(ClientKey::from_meta(&token.to_meta().unwrap()), Some(token));
+        let ip = ClientKey::Ip("10.1.2.3".parse().unwrap());
+        assert_eq!(
+            ClientKey::from_meta(&ip.to_meta().unwrap()),
+            Some(ip.clone())
+        );
+        let mapped = ClientKey::Ip("::ffff:10.1.2.3".parse().unwrap());
+        assert_eq!(ClientKey::from_meta(&mapped.to_meta().unwrap()), Some(ip));
+        assert_eq!(ClientKey::Overflow.to_meta(), None);
+        for junk in [&b"token:"[..], b"ip:nowhere", b"web", b"\xff"] {
+            assert_eq!(ClientKey::from_meta(junk), None, "{junk:?}");
+        }
     }
 
     /// Job ids survive the v1 wire text; anything else is not ours.

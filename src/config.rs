@@ -92,6 +92,10 @@ pub struct DiscoveryConfig {
     pub request_timeout_ms: u64,
     /// Ceiling of the reconnect backoff, in milliseconds.
     pub retry_max_ms: u64,
+    /// HTTP/2 pings to etcd while a stream is open, in milliseconds; 0: none.
+    pub keepalive_interval_ms: u64,
+    /// How often a long-lived etcd connection reads etcd's member list, in milliseconds.
+    pub member_refresh_interval_ms: u64,
 }
 
 /// `[cluster]`
@@ -108,6 +112,8 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// Shortest time between two writes of this dispatcher's records, in milliseconds.
     pub publish_interval_ms: u64,
+    /// How often the nmid key is put again unchanged, in milliseconds; 0: never.
+    pub nmid_refresh_interval_ms: u64,
     /// Tagged connections per peer dispatcher.
     pub peer_connections: usize,
     /// Calls forwarded to one peer at once at most.
@@ -166,6 +172,8 @@ fn endpoint_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>,
 pub struct LogConfig {
     /// `text` or `json`.
     pub format: LogFormatConfig,
+    /// Refused connections of one kind are logged once per this window, then counted, ms.
+    pub refusal_summary_interval_ms: u64,
 }
 
 /// `log.format`.
@@ -210,6 +218,10 @@ pub struct TcpConfig {
     pub frame_timeout_ms: u64,
     /// Bytes all connections together may hold in frames not yet whole.
     pub max_incomplete_frame_bytes: usize,
+    /// Bytes one client's connections (a token, else an IP) may hold of that together.
+    pub max_incomplete_frame_bytes_per_client: usize,
+    /// Largest first frame of a connection not identified yet (auth on), in bytes.
+    pub max_first_frame_bytes: usize,
     /// Bytes waiting to be written to one peer past which it is no longer read.
     pub max_outbound_bytes: usize,
     /// Time over `max_outbound_bytes` before a peer is closed as a slow consumer, in ms.
@@ -230,6 +242,13 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// HTTP connections open at once, at most; past it new ones wait to be accepted.
     pub max_connections: usize,
+    /// Request headers of `POST /call` passed on to the function (tagged workers get them
+    /// as call metadata; nmid-faas's http functions send them on), by name.
+    pub forward_headers: Vec<String>,
+    /// Functions that must each have a worker before `GET /readyz` says ready.
+    pub ready_functions: Vec<String>,
+    /// HTTP connections open from one IP beyond which its new ones are closed; 0: no limit.
+    pub max_connections_per_ip: usize,
 }
 
 /// `[metrics]`
@@ -398,6 +417,12 @@ impl Config {
         if self.tcp.max_connections == 0 {
             return invalid("tcp.max_connections", "must be at least 1");
         }
+        if (self.http.forward_headers.iter()).any(|name| {
+            actix_web::http::header::HeaderName::from_bytes(name.as_bytes())
+                .map_or(true, |name| name == actix_web::http::header::AUTHORIZATION)
+        }) {
+            return invalid("http.forward_headers", "header names, never Authorization");
+        }
         if self.tcp.handshake_timeout_ms == 0 {
             return invalid("tcp.handshake_timeout_ms", "must be at least 1");
         }
@@ -409,6 +434,19 @@ impl Config {
                 "tcp.max_incomplete_frame_bytes",
                 "must be at least tcp.max_frame_bytes, or no frame of the largest size could arrive",
             );
+        }
+        let tcp = &self.tcp;
+        if tcp.max_incomplete_frame_bytes_per_client < tcp.max_frame_bytes {
+            return invalid(
+                "tcp.max_incomplete_frame_bytes_per_client",
+                "must be at least tcp.max_frame_bytes, or no frame of the largest size could arrive",
+            );
+        }
+        if tcp.max_first_frame_bytes < 64 {
+            return invalid("tcp.max_first_frame_bytes", "must be at least 64");
+        }
+        if self.log.refusal_summary_interval_ms < 100 {
+            return invalid("log.refusal_summary_interval_ms", "must be at least 100");
         }
         if self.tcp.max_outbound_bytes < 64 * 1024 {
             return invalid("tcp.max_outbound_bytes", "must be at least 65536");
@@ -499,6 +537,18 @@ impl Config {
         if discovery.retry_max_ms < 100 {
             return invalid("discovery.retry_max_ms", "must be at least 100");
         }
+        if (1..1000).contains(&discovery.keepalive_interval_ms) {
+            return invalid(
+                "discovery.keepalive_interval_ms",
+                "must be 0 (off) or at least 1000",
+            );
+        }
+        if discovery.member_refresh_interval_ms < 1000 {
+            return invalid(
+                "discovery.member_refresh_interval_ms",
+                "must be at least 1000",
+            );
+        }
         if discovery.password.is_empty() != discovery.username.is_empty() {
             let key = match discovery.username.is_empty() {
                 true => "discovery.username",
@@ -526,6 +576,12 @@ impl Config {
         }
         if cluster.publish_interval_ms < 10 {
             return invalid("cluster.publish_interval_ms", "must be at least 10");
+        }
+        if (1..100).contains(&cluster.nmid_refresh_interval_ms) {
+            return invalid(
+                "cluster.nmid_refresh_interval_ms",
+                "must be 0 (never) or at least 100",
+            );
         }
         if !(1..=64).contains(&cluster.peer_connections) {
             return invalid("cluster.peer_connections", "must be 1 to 64");

@@ -10,7 +10,8 @@
 //!
 //! - [`codec`]: frames and bodies of the nmid wire protocol (v1 and tagged); pure, no I/O
 //!   (`nmid_proto::codec`).
-//! - [`call`]: the ground floor: ids, a call's spec and outcome, leases, snapshots.
+//! - [`call`]: the ground floor: ids, a call's spec and outcome, leases.
+//! - [`snapshot`]: the registry's state at one moment, for the admin API and metrics.
 //! - [`scheduler`]: the placement policy as plain data (which worker, queue or refuse).
 //! - [`breaker`]: one circuit breaker's state machine (nmid's rule types), time passed in.
 //! - [`rate_limit`]: calls per second per function and per client (governor buckets).
@@ -19,12 +20,15 @@
 //!   forwarding to peers (off unless etcd endpoints are set).
 //! - [`net`]: the byte stream under a connection, plain or TLS (`nmid_proto::net`).
 //! - [`server`]: [`server::run`]: listeners, arbiters, the accept loop, ordered shutdown.
+//! - [`accept`]: what every listener checks at accept time: address lists, connection
+//!   limits.
 //! - [`http`]: the actix-web front end: `POST /call/<func>`, nmid's gateway, admin API.
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
 //! - [`metrics`]: Prometheus metrics (bounded labels) and call totals.
 //! - [`rates`]: calls/s, error ratio and percentiles between two readings of the totals.
 //! - [`history`]: the last minutes of those rates, for the dashboard's charts.
 //! - [`telemetry`]: logs and OTLP tracing across hops (the spans: `nmid_proto::trace`).
+//! - [`logging`]: peer-chosen strings escaped in log lines; refusals logged once per window.
 //! - [`client`]: the async client library (tagged, pipelined; or v1): `nmid_client`.
 //! - [`worker`]: the worker library (actix actors; tagged or v1): `nmid_worker`.
 //! - [`retstruct`]: nmid's `{"Code","Msg","Data"}` result convention (`nmid_proto`).
@@ -33,6 +37,7 @@
 //! - [`ctl`]: `nmidctl`: call, inspect, top, bench, health.
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod actors;
 pub mod breaker;
 pub mod call;
@@ -43,12 +48,14 @@ pub mod demo;
 pub mod faas;
 pub mod history;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod rate_limit;
 pub mod rates;
 pub mod scheduler;
 pub mod security;
 pub mod server;
+pub mod snapshot;
 pub mod telemetry;
 
 pub use nmid_client as client;

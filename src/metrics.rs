@@ -13,18 +13,18 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry as PromRegistry, TextEncoder,
-};
+use prometheus::{Encoder, IntCounter, Registry as PromRegistry, TextEncoder};
 
-use crate::call::{CallOutcome, DispatchError, FunctionName, RegistrySnapshot};
+use crate::call::{CallOutcome, DispatchError, FunctionName};
+use crate::snapshot::RegistrySnapshot;
 
 mod guard;
 mod labels;
+mod series;
 mod views;
 
 use guard::GuardMetrics;
+use series::{CallSeries, PeerCounters, Registrar, StateGauges};
 
 pub use labels::{CallCounts, Leniency, Limit, Outcome, Refusal, Role};
 
@@ -51,7 +51,7 @@ impl FunctionHandles {
         self.calls[outcome as usize].inc();
         // Latency of answered calls only: refusals (instant) and timeouts (the whole
         // deadline) would skew the function's percentiles.
-        if matches!(outcome, Outcome::Ok | Outcome::WorkerError) {
+        if matches!(outcome, Outcome::Ok | Outcome::FunctionError) {
             self.duration.observe(elapsed.as_secs_f64());
         }
     }
@@ -142,28 +142,15 @@ pub struct Metrics {
     /// This instance's key in the per-thread handle cache.
     instance: u64,
     registry: PromRegistry,
-    calls: IntCounterVec,
-    duration: HistogramVec,
+    /// Calls by function and outcome, and their durations.
+    call: CallSeries,
     totals: [AtomicU64; Outcome::ALL.len()],
-    in_flight: IntGaugeVec,
-    queued: IntGaugeVec,
-    function_workers: IntGaugeVec,
-    functions: IntGauge,
-    workers: IntGauge,
-    worker_in_flight: IntGaugeVec,
-    worker_jobs: IntCounterVec,
-    connections: IntGaugeVec,
-    worker_disconnects: IntCounter,
-    retries: IntCounter,
-    late_results: IntCounter,
-    http_requests: IntCounterVec,
+    /// The registry's state, set at scrape time.
+    state: StateGauges,
+    /// What peers and requests did: connections, limits, refusals, HTTP requests.
+    peers: PeerCounters,
     function_labels: Labels,
     worker_labels: Labels,
-    limit_hits: [IntCounter; Limit::ALL.len()],
-    lenient_frames: [IntCounter; Leniency::ALL.len()],
-    refusals: [IntCounter; Refusal::ALL.len()],
-    queue_limit: IntGauge,
-    http_connections: IntGauge,
     scrape: std::sync::Mutex<()>,
     /// Rate limits and circuit breakers (`[rate_limit]`, `[breaker]`).
     guard: GuardMetrics,
@@ -196,107 +183,9 @@ impl Metrics {
     pub fn with_series_limits(max_functions: usize, max_workers: usize) -> Self {
         let registry = PromRegistry::new();
         let add = Registrar(&registry);
-        let calls = add.counter_vec(
-            "nmid_calls_total",
-            "Calls answered, by function and outcome.",
-            &["function", "outcome"],
-        );
-        let duration = add.metric(
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "nmid_call_duration_seconds",
-                    "Time from a call's arrival to the worker's answer (queue wait + worker time), by function; answered calls only.",
-                )
-                .buckets(DURATION_BUCKETS.to_vec()),
-                &["function"],
-            )
-            .expect("valid metric"),
-        );
-        let in_flight = add.gauge_vec(
-            "nmid_jobs_in_flight",
-            "Jobs running on workers, by function.",
-            "function",
-        );
-        let queued = add.gauge_vec(
-            "nmid_queue_depth",
-            "Calls waiting for a free worker, by function.",
-            "function",
-        );
-        let function_workers = add.gauge_vec(
-            "nmid_function_workers",
-            "Workers serving each function.",
-            "function",
-        );
-        let functions = add.metric(
-            IntGauge::new("nmid_functions", "Functions with at least one worker.")
-                .expect("valid metric"),
-        );
-        let workers =
-            add.metric(IntGauge::new("nmid_workers", "Connected workers.").expect("valid metric"));
-        let worker_in_flight = add.gauge_vec(
-            "nmid_worker_jobs_in_flight",
-            "Jobs running on each worker, by worker name.",
-            "worker",
-        );
-        let worker_jobs = add.counter_vec(
-            "nmid_worker_jobs_total",
-            "Jobs answered by each worker, by worker name.",
-            &["worker"],
-        );
-        let connections =
-            add.gauge_vec("nmid_connections", "Open TCP connections, by role.", "role");
-        for role in [Role::Undecided, Role::Client, Role::Worker] {
-            connections.with_label_values(&[role.as_str()]);
-        }
-        let worker_disconnects = add.counter(
-            "nmid_worker_disconnects_total",
-            "Workers that disconnected or were dropped.",
-        );
-        let retries = add.counter(
-            "nmid_job_retries_total",
-            "Jobs retried on another worker after a lost worker.",
-        );
-        let late_results = add.counter(
-            "nmid_late_results_total",
-            "Worker results discarded because their call was over.",
-        );
-        let http_requests = add.counter_vec(
-            "nmid_http_requests_total",
-            "HTTP requests, by route pattern and status code.",
-            &["route", "status"],
-        );
-        let limit_hits = add.counter_vec(
-            "nmid_limit_hits_total",
-            "Times a peer ran into a limit, by limit (docs/limits.md).",
-            &["limit"],
-        );
-        let limit_hits = Limit::ALL.map(|l| limit_hits.with_label_values(&[l.as_str()]));
-        let lenient_frames = add.counter_vec(
-            "nmid_lenient_frames_total",
-            "Frames accepted though not as the protocol says, as nmid's server accepts them, by kind.",
-            &["kind"],
-        );
-        let lenient_frames = Leniency::ALL.map(|k| lenient_frames.with_label_values(&[k.as_str()]));
-        let refusals = add.counter_vec(
-            "nmid_security_refusals_total",
-            "Connections, requests, calls and registrations refused by [security], [auth] or [tls], by reason.",
-            &["reason"],
-        );
-        let refusals = Refusal::ALL.map(|r| refusals.with_label_values(&[r.as_str()]));
-        let http_connections = add.metric(
-            IntGauge::new(
-                "nmid_http_connections",
-                "HTTP connections open (http.max_connections at most).",
-            )
-            .expect("valid metric"),
-        );
-        let queue_limit = add.metric(
-            IntGauge::new(
-                "nmid_queue_limit",
-                "Calls that may wait per function (workers.max_queue_per_function), for alerts on nmid_queue_depth.",
-            )
-            .expect("valid metric"),
-        );
+        let call = CallSeries::new(&add);
+        let state = StateGauges::new(&add);
+        let peers = PeerCounters::new(&add);
         add.gauge_vec(
             "nmid_build_info",
             "Always 1; the version label says which build runs.",
@@ -310,28 +199,12 @@ impl Metrics {
         Self {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             registry,
-            calls,
-            duration,
+            call,
             totals: Default::default(),
-            in_flight,
-            queued,
-            function_workers,
-            functions,
-            workers,
-            worker_in_flight,
-            worker_jobs,
-            connections,
-            worker_disconnects,
-            retries,
-            late_results,
-            http_requests,
+            state,
+            peers,
             function_labels: Labels::new(max_functions),
             worker_labels: Labels::new(max_workers),
-            limit_hits,
-            lenient_frames,
-            refusals,
-            queue_limit,
-            http_connections,
             scrape: std::sync::Mutex::new(()),
             guard,
         }
@@ -361,14 +234,20 @@ impl Metrics {
         });
     }
 
-    /// Counts one answered job: its outcome, and its time since `started`. A call of a
-    /// function nobody ever registered is counted under [`UNKNOWN_FUNCTION_LABEL`].
-    pub fn record_job(&self, function: &FunctionName, outcome: &CallOutcome, elapsed: Duration) {
-        let outcome_kind = Outcome::of(outcome);
+    /// Counts one answered job: `kind` (`Outcome::of(outcome)`, which the job worked out once
+    /// for its span too), and its time since `started`. A call of a function nobody ever
+    /// registered is counted under [`UNKNOWN_FUNCTION_LABEL`].
+    pub fn record_job(
+        &self,
+        function: &FunctionName,
+        outcome: &CallOutcome,
+        kind: Outcome,
+        elapsed: Duration,
+    ) {
         if matches!(outcome, CallOutcome::Failed(DispatchError::UnknownFunction)) {
-            self.record_refused(outcome_kind);
+            self.record_refused(kind);
         } else {
-            self.record_call(function, outcome_kind, elapsed);
+            self.record_call(function, kind, elapsed);
         }
     }
 
@@ -386,24 +265,24 @@ impl Metrics {
         let name = function.to_string();
         let name = self.function_labels.label(&name);
         FunctionHandles {
-            calls: Outcome::ALL.map(|o| self.calls.with_label_values(&[name, o.as_str()])),
-            duration: self.duration.with_label_values(&[name]),
+            calls: Outcome::ALL.map(|o| self.call.calls.with_label_values(&[name, o.as_str()])),
+            duration: self.call.duration.with_label_values(&[name]),
         }
     }
 
     /// A peer ran into `limit`.
     pub fn record_limit(&self, limit: Limit) {
-        self.limit_hits[limit as usize].inc();
+        self.peers.limit_hits[limit as usize].inc();
     }
 
     /// A peer or a request was refused for `reason`.
     pub fn record_refusal(&self, reason: Refusal) {
-        self.refusals[reason as usize].inc();
+        self.peers.refusals[reason as usize].inc();
     }
 
     /// A frame was accepted leniently.
     pub fn record_lenient(&self, kind: Leniency) {
-        self.lenient_frames[kind as usize].inc();
+        self.peers.lenient_frames[kind as usize].inc();
     }
 
     /// Removes the series of functions no worker serves and of worker names no worker has.
@@ -412,16 +291,19 @@ impl Metrics {
             snapshot.functions.iter().map(|f| f.name.as_str()).collect();
         for name in self.function_labels.forget_all_but(&live) {
             for outcome in Outcome::ALL {
-                let _ = self.calls.remove_label_values(&[&name, outcome.as_str()]);
+                let _ = self
+                    .call
+                    .calls
+                    .remove_label_values(&[&name, outcome.as_str()]);
             }
-            let _ = self.duration.remove_label_values(&[&name]);
+            let _ = self.call.duration.remove_label_values(&[&name]);
             self.guard.forget(&name);
         }
         let live: foldhash::HashSet<&str> = (snapshot.workers.iter())
             .map(|w| worker_label(w.name.as_deref().unwrap_or("")))
             .collect();
         for name in self.worker_labels.forget_all_but(&live) {
-            let _ = self.worker_jobs.remove_label_values(&[&name]);
+            let _ = self.peers.worker_jobs.remove_label_values(&[&name]);
         }
     }
 
@@ -433,47 +315,50 @@ impl Metrics {
 
     /// An HTTP connection opened (`1`) or closed (`-1`).
     pub fn http_connection(&self, delta: i64) {
-        self.http_connections.add(delta);
+        self.peers.http_connections.add(delta);
     }
 
     /// Exports the configured queue bound (`nmid_queue_limit`).
     pub fn set_queue_limit(&self, limit: usize) {
-        self.queue_limit
+        self.state
+            .queue_limit
             .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
     /// A job was retried on another worker.
     pub fn record_retry(&self) {
-        self.retries.inc();
+        self.peers.retries.inc();
     }
 
     /// A worker's result arrived after its call was over.
     pub fn record_late_result(&self) {
-        self.late_results.inc();
+        self.peers.late_results.inc();
     }
 
     /// A worker disconnected or was dropped.
     pub fn record_worker_disconnect(&self) {
-        self.worker_disconnects.inc();
+        self.peers.worker_disconnects.inc();
     }
 
     /// The counter of jobs answered by the worker named `name` (unnamed workers count under
     /// [`UNNAMED_WORKER_LABEL`]).
     pub fn worker_jobs(&self, name: &str) -> IntCounter {
         let label = self.worker_labels.label(worker_label(name));
-        self.worker_jobs.with_label_values(&[label])
+        self.peers.worker_jobs.with_label_values(&[label])
     }
 
     /// A connection took `role` (or left it, with `delta` -1).
     pub fn connection(&self, role: Role, delta: i64) {
-        self.connections
+        self.peers
+            .connections
             .with_label_values(&[role.as_str()])
             .add(delta);
     }
 
     /// Counts one HTTP request.
     pub fn record_http(&self, route: &str, status: u16) {
-        self.http_requests
+        self.peers
+            .http_requests
             .with_label_values(&[route, itoa_status(status)])
             .inc();
     }
@@ -490,10 +375,10 @@ impl Metrics {
     pub fn render(&self, snapshot: &RegistrySnapshot) -> String {
         // Two scrapes at once must not interleave their resets and refills.
         let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        self.in_flight.reset();
-        self.queued.reset();
-        self.function_workers.reset();
-        self.worker_in_flight.reset();
+        self.state.in_flight.reset();
+        self.state.queued.reset();
+        self.state.function_workers.reset();
+        self.state.worker_in_flight.reset();
         self.guard.breakers_open.reset();
         self.forget_departed(snapshot);
         for function in &snapshot.functions {
@@ -501,17 +386,20 @@ impl Metrics {
             // A served function's call series exist from its first scrape, at 0, so that
             // rate() counts its first calls too.
             for outcome in Outcome::ALL {
-                self.calls.with_label_values(&[name, outcome.as_str()]);
+                self.call.calls.with_label_values(&[name, outcome.as_str()]);
             }
-            self.duration.with_label_values(&[name]);
+            self.call.duration.with_label_values(&[name]);
             // Added, not set: the functions past the series limit share one label value.
-            self.in_flight
+            self.state
+                .in_flight
                 .with_label_values(&[name])
                 .add(i64::from(function.in_flight));
-            self.queued
+            self.state
+                .queued
                 .with_label_values(&[name])
                 .add(function.queued as i64);
-            self.function_workers
+            self.state
+                .function_workers
                 .with_label_values(&[name])
                 .add(function.workers as i64);
             if function.breakers_open > 0 {
@@ -524,41 +412,20 @@ impl Metrics {
         for worker in &snapshot.workers {
             let name = worker_label(worker.name.as_deref().unwrap_or(""));
             let name = self.worker_labels.label(name);
-            self.worker_in_flight
+            self.state
+                .worker_in_flight
                 .with_label_values(&[name])
                 .add(i64::from(worker.in_flight));
         }
-        self.functions
+        self.state
+            .functions
             .set(snapshot.functions.iter().filter(|f| f.workers > 0).count() as i64);
-        self.workers.set(snapshot.workers.len() as i64);
+        self.state.workers.set(snapshot.workers.len() as i64);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
-    }
-}
-
-/// Creates metrics and registers them in one registry.
-struct Registrar<'a>(&'a PromRegistry);
-
-impl Registrar<'_> {
-    /// Registers `metric` and returns it.
-    fn metric<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
-        (self.0.register(Box::new(metric.clone()))).expect("metric names are unique");
-        metric
-    }
-
-    fn counter(&self, name: &str, help: &str) -> IntCounter {
-        self.metric(IntCounter::new(name, help).expect("valid metric"))
-    }
-
-    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-        self.metric(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
-    }
-
-    fn gauge_vec(&self, name: &str, help: &str, label: &str) -> IntGaugeVec {
-        self.metric(IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
     }
 }
 
@@ -578,7 +445,10 @@ fn itoa_status(status: u16) -> &'static str {
     match status {
         200 => "200",
         400 => "400",
+        401 => "401",
+        403 => "403",
         404 => "404",
+        405 => "405",
         413 => "413",
         415 => "415",
         429 => "429",
@@ -621,7 +491,7 @@ mod tests {
     /// A snapshot in which `functions` are served by workers named `workers`.
     fn serving(functions: &[&str], workers: &[&str]) -> RegistrySnapshot {
         let functions = (functions.iter())
-            .map(|name| crate::call::FunctionSnapshot {
+            .map(|name| crate::snapshot::FunctionSnapshot {
                 name: name.to_string(),
                 workers: 1,
                 in_flight: 0,
@@ -630,7 +500,7 @@ mod tests {
             })
             .collect();
         let workers = (workers.iter().enumerate())
-            .map(|(i, name)| crate::call::WorkerSnapshot {
+            .map(|(i, name)| crate::snapshot::WorkerSnapshot {
                 id: crate::call::WorkerId(i as u64),
                 name: Some(name.to_string()),
                 peer: "127.0.0.1:1".parse().unwrap(),

@@ -22,7 +22,6 @@
 //! with no limit set their only cost is that `None` check.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,29 +33,8 @@ use governor::state::keyed::{HashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 
+pub use crate::call::ClientKey;
 use crate::call::FunctionName;
-
-/// Who a per-client limit counts against.
-///
-/// A client that authenticated with a token (`[auth]`) is that token, wherever it connects
-/// from; any other client is its peer's IP address (a TCP connection's, an HTTP request's),
-/// so every unauthenticated connection from one host shares one bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ClientKey {
-    /// The name of the token the client authenticated with.
-    Token(Arc<str>),
-    /// The peer's IP address.
-    Ip(IpAddr),
-    /// Every client beyond `rate_limit.max_clients` tracked at once: they share one bucket.
-    Overflow,
-}
-
-impl ClientKey {
-    /// The key of a client at `ip` that authenticated as the token `token`, if any.
-    pub fn of(token: Option<&str>, ip: IpAddr) -> Self {
-        token.map_or(ClientKey::Ip(ip), |name| ClientKey::Token(name.into()))
-    }
-}
 
 /// Which limit refused a call (`scope` label of `nmid_rate_limited_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,7 +274,7 @@ mod tests {
     }
 
     fn ip(last: u8) -> ClientKey {
-        ClientKey::Ip(IpAddr::from([10, 0, 0, last]))
+        ClientKey::Ip(std::net::IpAddr::from([10, 0, 0, last]))
     }
 
     /// Nothing configured: no limiter at all, so the front ends check nothing.

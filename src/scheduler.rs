@@ -43,9 +43,8 @@ use std::time::Instant;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::breaker::{BreakerSettings, BreakerState, Transition, Verdict};
-use crate::call::{
-    DispatchError, FunctionName, FunctionSnapshot, JobId, PeerId, PeerSnapshot, WorkerId,
-};
+use crate::call::{DispatchError, FunctionName, JobId, PeerId, WorkerId};
+use crate::snapshot::{FunctionSnapshot, PeerSnapshot};
 use peers::{NoPeer, Peers};
 use placement::{assign, pick_worker, Batch, FunctionEntry, Load, WorkerEntry};
 

@@ -17,25 +17,26 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::actors::inbound::FrameBudget;
+use crate::accept::{AcceptGate, GateLimits};
+use crate::actors::front_door::FrontDoor;
 use crate::actors::job::JobServices;
 use crate::actors::registry::{AbandonAll, Drain, Registry, Snapshot};
-use crate::actors::{ConnectionLimits, IpSlots, SessionSettings, WorkerLimits};
-use crate::call::RegistrySnapshot;
+use crate::actors::SessionSettings;
 use crate::cluster::{Cluster, ClusterReport, ClusterSettings, ClusterView};
 use crate::config::{Config, ConfigError};
 use crate::http::{HttpSite, HttpState, Serving};
-use crate::metrics::Metrics;
+use crate::logging::RefusalLog;
+use crate::metrics::{Limit, Metrics};
 use crate::rate_limit::RateLimits;
 use crate::security::Security;
+use crate::snapshot::RegistrySnapshot;
 
 mod admit;
 
-use admit::{accept_loop, Admission, InternalDoor};
+use admit::{accept_loop, InternalDoor};
 
 /// How often the drain checks whether the jobs in flight are done.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -47,22 +48,29 @@ const ABANDON_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// A listen address could not be bound; `key` is the config key that set it.
-    #[error("cannot listen on {addr} ({key}): {source}")]
+    #[error("cannot listen on {addr} ({key}): {cause}")]
     Bind {
         /// The config key, e.g. `tcp.addr`.
         key: &'static str,
         /// The address.
         addr: SocketAddr,
-        /// The operating system's reason.
-        source: io::Error,
+        /// The operating system's reason (in the message; not a source, so that an error
+        /// chain prints it once).
+        cause: io::Error,
     },
     /// A listener could not be set up or served.
     #[error("i/o: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The configuration does not fit the listeners (e.g. discovery on a wildcard address
     /// without `cluster.advertise_addr`).
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
+}
+
+impl From<io::Error> for ServerError {
+    fn from(err: io::Error) -> Self {
+        Self::Io(err)
+    }
 }
 
 /// The bound sockets a dispatcher serves: the nmid protocol, and optionally HTTP and a port
@@ -83,7 +91,7 @@ impl Listeners {
     pub fn bind(config: &Config) -> Result<Self, ServerError> {
         let backlog = config.server.listen_backlog;
         let bind = |key, addr| {
-            listen(addr, backlog).map_err(|source| ServerError::Bind { key, addr, source })
+            listen(addr, backlog).map_err(|cause| ServerError::Bind { key, addr, cause })
         };
         let metrics = config
             .metrics
@@ -218,6 +226,87 @@ where
     Ok(dispatcher.shutdown().await)
 }
 
+/// Starts the registry on `arbiter`, the first connection thread: a message between actors
+/// on one thread is a queue push, between threads it is a wake-up (eventfd, often a context
+/// switch), and every call sends the registry two.
+fn start_registry(
+    config: &Config,
+    arbiter: &ArbiterHandle,
+    metrics: &Arc<Metrics>,
+) -> Addr<Registry> {
+    let max_queue = config.workers.max_queue_per_function;
+    let batch_slack = config.workers.batch_slack;
+    let (max_forwarded, peer_retry) = (
+        config.cluster.max_forwarded_per_peer,
+        Duration::from_millis(config.cluster.peer_retry_ms),
+    );
+    let breakers = config.breaker_settings();
+    let metrics = metrics.clone();
+    Registry::start_in_arbiter(arbiter, move |_| {
+        Registry::new(max_queue)
+            .cluster_limits(max_forwarded, peer_retry)
+            .breakers(breakers, metrics)
+            .batch_slack(batch_slack)
+    })
+}
+
+/// What every job gets (`[jobs]`, `[rate_limit]`, `[breaker]`), and the task that tidies the
+/// per-client rate-limit buckets when there is a per-client limit.
+fn job_services(
+    config: &Config,
+    registry: Addr<Registry>,
+    metrics: &Arc<Metrics>,
+) -> (JobServices, Vec<JoinHandle<()>>) {
+    let settings = config.rate_limit_settings();
+    let rate_limits = RateLimits::new(&settings);
+    let tidy = (rate_limits.as_ref())
+        .filter(|_| settings.per_client.is_some())
+        .map(|limits| {
+            let metrics = metrics.clone();
+            tokio::spawn(crate::rate_limit::tidy_every(
+                limits.clone(),
+                settings.cleanup_interval,
+                move |clients| metrics.set_rate_limit_clients(clients),
+            ))
+        });
+    let jobs = JobServices {
+        registry,
+        retries: config.jobs.retries,
+        metrics: metrics.clone(),
+        rate_limits,
+        breakers: config.breaker_settings().is_some(),
+    };
+    (jobs, tidy.into_iter().collect())
+}
+
+/// Serves the HTTP front end on every connection thread (beside the registry and the worker
+/// sessions) and the metrics port, if it has one, on the first; their addresses.
+fn serve_http(
+    http: Option<std::net::TcpListener>,
+    metrics: Option<std::net::TcpListener>,
+    arbiters: &[Arbiter],
+    site: HttpSite,
+) -> io::Result<(Vec<Serving>, Option<SocketAddr>, Option<SocketAddr>)> {
+    let threads: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
+    let mut serving = Vec::new();
+    let mut serve = |listener: std::net::TcpListener, on: &[ArbiterHandle], routes, what| {
+        let addr = listener.local_addr()?;
+        let site = HttpSite {
+            routes,
+            ..site.clone()
+        };
+        serving.push(Serving::start(listener, on, site)?);
+        info!(%addr, "{what} listening");
+        Ok::<_, io::Error>(addr)
+    };
+    let http_addr =
+        (http.map(|l| serve(l, &threads, crate::http::configure, "http"))).transpose()?;
+    let metrics_addr = (metrics)
+        .map(|l| serve(l, &threads[..1], crate::http::configure_metrics, "metrics"))
+        .transpose()?;
+    Ok((serving, http_addr, metrics_addr))
+}
+
 /// How a dispatcher stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stopped {
@@ -231,10 +320,9 @@ pub struct Stopped {
 struct Dispatcher {
     handle: Handle,
     accept: JoinHandle<()>,
-    /// Reads the call counters into the dashboard's history.
-    sampler: JoinHandle<()>,
-    /// Drops idle clients' rate-limit buckets (with a per-client limit only).
-    tidy: Option<JoinHandle<()>>,
+    /// Tasks that run as long as the dispatcher: the dashboard's history sampler, the
+    /// refusal log's summaries, and (with a per-client limit) the rate-limit tidier.
+    background: Vec<JoinHandle<()>>,
     /// HTTP listeners: the front end, and the metrics port when it has one of its own.
     http: Vec<Serving>,
     arbiters: Vec<Arbiter>,
@@ -244,6 +332,8 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Starts everything `config` asks for on `listeners`: the connection threads and the
+    /// registry, then the nmid protocol's accept loop, the cluster and the HTTP listeners.
     fn start(config: &Config, listeners: Listeners) -> Result<Self, ServerError> {
         let security = Security::from_config(config)?;
         let metrics = Arc::new(Metrics::with_series_limits(
@@ -251,70 +341,37 @@ impl Dispatcher {
             config.metrics.max_worker_series,
         ));
         metrics.set_queue_limit(config.workers.max_queue_per_function);
-        let threads = config.io_threads();
-        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-        // The registry shares the first connection thread: a message between actors on one
-        // thread is a queue push, between threads it is a wake-up (eventfd, often a context
-        // switch), and every call sends the registry two.
-        let max_queue = config.workers.max_queue_per_function;
-        let batch_slack = config.workers.batch_slack;
-        let (max_forwarded, peer_retry) = (
-            config.cluster.max_forwarded_per_peer,
-            Duration::from_millis(config.cluster.peer_retry_ms),
-        );
-        let breakers = config.breaker_settings();
-        let breakers_on = breakers.is_some();
-        let registry_metrics = metrics.clone();
-        let registry = Registry::start_in_arbiter(&arbiters[0].handle(), move |_| {
-            Registry::new(max_queue)
-                .cluster_limits(max_forwarded, peer_retry)
-                .breakers(breakers, registry_metrics)
-                .batch_slack(batch_slack)
-        });
-        let rate_limit_settings = config.rate_limit_settings();
-        let rate_limits = RateLimits::new(&rate_limit_settings);
-        let tidy = (rate_limits.as_ref())
-            .filter(|_| rate_limit_settings.per_client.is_some())
-            .map(|limits| {
-                let metrics = metrics.clone();
-                tokio::spawn(crate::rate_limit::tidy_every(
-                    limits.clone(),
-                    rate_limit_settings.cleanup_interval,
-                    move |clients| metrics.set_rate_limit_clients(clients),
-                ))
-            });
-        let jobs = JobServices {
-            registry: registry.clone(),
-            retries: config.jobs.retries,
-            metrics: metrics.clone(),
-            rate_limits,
-            breakers: breakers_on,
+        let arbiters: Vec<Arbiter> = (0..config.io_threads()).map(|_| Arbiter::new()).collect();
+        let registry = start_registry(config, &arbiters[0].handle(), &metrics);
+        let (jobs, mut background) = job_services(config, registry.clone(), &metrics);
+        let refusals = Arc::new(RefusalLog::new(Duration::from_millis(
+            config.log.refusal_summary_interval_ms,
+        )));
+        background.push(tokio::spawn(refusals.clone().flush_every_window()));
+        let door = FrontDoor::new(jobs, config.tcp.max_frame_bytes, security.clone());
+        let settings = Arc::new(SessionSettings::new(config, door.clone(), refusals.clone()));
+        let gate = |listener, max_connections, max_per_ip| {
+            let limits = GateLimits {
+                listener,
+                max_connections,
+                max_per_ip,
+            };
+            let gate = AcceptGate::new(limits, security.clone(), metrics.clone(), refusals.clone());
+            Arc::new(gate)
         };
-        let settings = Arc::new(SessionSettings {
-            max_frame_bytes: config.tcp.max_frame_bytes,
-            job_timeout: config.job_timeout(),
-            jobs: jobs.clone(),
-            max_jobs_per_worker: config.workers.max_jobs_in_flight,
-            heartbeat_timeout: config.heartbeat_timeout(),
-            inject_trace_v1: config.tracing.inject_v1_params,
-            limits: ConnectionLimits {
-                max_outbound_bytes: config.tcp.max_outbound_bytes,
-                slow_consumer_timeout: Duration::from_millis(config.tcp.slow_consumer_timeout_ms),
-                handshake_timeout: Duration::from_millis(config.tcp.handshake_timeout_ms),
-                frame_timeout: Duration::from_millis(config.tcp.frame_timeout_ms),
-                incomplete_frames: FrameBudget::new(config.tcp.max_incomplete_frame_bytes),
-                client_idle_timeout: (config.tcp.client_idle_timeout_ms > 0)
-                    .then(|| Duration::from_millis(config.tcp.client_idle_timeout_ms)),
-            },
-            worker_limits: WorkerLimits {
-                v1_max_jobs: config.workers.v1_max_jobs_in_flight,
-                max_function_name_bytes: config.workers.max_function_name_bytes,
-                max_worker_name_bytes: config.workers.max_worker_name_bytes,
-                max_functions: config.workers.max_functions_per_worker,
-                control_frames_per_second: config.workers.max_control_frames_per_second,
-            },
-            security: security.clone(),
-        });
+        let tcp_gate = gate(
+            "nmid protocol",
+            Some(config.tcp.max_connections),
+            (config.tcp.max_connections_per_ip, Limit::ConnectionsPerIp),
+        );
+        let http_gate = gate(
+            "http",
+            None,
+            (
+                config.http.max_connections_per_ip,
+                Limit::HttpConnectionsPerIp,
+            ),
+        );
         listeners.tcp.set_nonblocking(true)?;
         let tcp = TcpListener::from_std(listeners.tcp)?;
         let tcp_addr = tcp.local_addr()?;
@@ -326,58 +383,42 @@ impl Dispatcher {
             Cluster::start(settings, registry.clone(), links, &metrics)
         });
         let cluster_view = cluster.as_ref().map(Cluster::view);
-        let admission = Arc::new(Admission {
-            connections: Arc::new(Semaphore::new(config.tcp.max_connections)),
-            per_ip: (config.tcp.max_connections_per_ip > 0)
-                .then(|| IpSlots::new(config.tcp.max_connections_per_ip)),
-        });
-        let door = Arc::new(InternalDoor {
+        let door_in = Arc::new(InternalDoor {
             arbiter: arbiters[0].handle(),
             settings: settings.clone(),
-            admission: admission.clone(),
+            gate: tcp_gate.clone(),
         });
         let io = arbiters.iter().map(Arbiter::handle).collect();
-        let accept = tokio::spawn(accept_loop(tcp, io, settings, admission));
+        let accept = tokio::spawn(accept_loop(tcp, io, settings, tcp_gate));
         info!(addr = %tcp_addr, "nmid protocol listening");
         let history = Arc::new(std::sync::Mutex::new(crate::history::History::new(
             config.history_settings(),
         )));
-        let sampler = tokio::spawn(crate::history::sample_every(
+        background.push(tokio::spawn(crate::history::sample_every(
             history.clone(),
             metrics.clone(),
-        ));
+        )));
         let state = HttpState {
-            jobs,
+            door,
             job_timeout: config.job_timeout(),
             max_body_bytes: config.http.max_body_bytes,
-            max_frame_bytes: config.tcp.max_frame_bytes,
             started: SystemTime::now(),
             cluster: cluster_view.clone(),
             history,
-            security: security.clone(),
+            forward_headers: (config.http.forward_headers.iter())
+                .filter_map(|name| name.parse().ok())
+                .collect(),
+            ready_functions: config.http.ready_functions.clone(),
         };
-        let drain_timeout = config.drain_timeout();
-        let mut http = Vec::new();
-        let threads: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
-        let mut serve = |listener: std::net::TcpListener, on: &[ArbiterHandle], routes, what| {
-            let addr = listener.local_addr()?;
-            let site = HttpSite {
-                state: state.clone(),
-                routes,
-                tls: security.tls().map(|tls| tls.server_config()),
-                max_connections: config.http.max_connections,
-            };
-            http.push(Serving::start(listener, on, site)?);
-            info!(%addr, "{what} listening");
-            Ok::<_, io::Error>(addr)
+        let site = HttpSite {
+            state,
+            routes: crate::http::configure,
+            tls: security.tls().map(|tls| tls.server_config()),
+            max_connections: config.http.max_connections,
+            gate: http_gate,
         };
-        // On the connection threads, beside the registry and the worker sessions.
-        let http_addr = (listeners.http)
-            .map(|l| serve(l, &threads, crate::http::configure, "http"))
-            .transpose()?;
-        let metrics_addr = (listeners.metrics)
-            .map(|l| serve(l, &threads[..1], crate::http::configure_metrics, "metrics"))
-            .transpose()?;
+        let (http, http_addr, metrics_addr) =
+            serve_http(listeners.http, listeners.metrics, &arbiters, site)?;
         Ok(Self {
             handle: Handle {
                 registry,
@@ -387,14 +428,13 @@ impl Dispatcher {
                 metrics_addr,
                 cluster: cluster_view,
                 security,
-                door,
+                door: door_in,
             },
             accept,
-            sampler,
-            tidy,
+            background,
             http,
             arbiters,
-            drain_timeout,
+            drain_timeout: config.drain_timeout(),
             cluster,
         })
     }
@@ -430,9 +470,8 @@ impl Dispatcher {
         for server in &self.http {
             server.stop();
         }
-        self.sampler.abort();
-        if let Some(tidy) = &self.tidy {
-            tidy.abort();
+        for task in &self.background {
+            task.abort();
         }
         if let Some(cluster) = self.cluster {
             cluster.leave().await;

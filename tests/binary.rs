@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{addr_in, Process, NMID, PROCESS_PATIENCE};
+use common::process::{addr_in, ChildLog, Process, NMID, PROCESS_PATIENCE};
 use common::{vector, Peer};
 use nmid::codec::Frame;
 
@@ -104,9 +104,15 @@ fn sigterm_right_after_listening_exits_zero() {
 /// Runs `nmid` expecting a configuration error; returns its stderr. A `nmid` that accepts
 /// the configuration and keeps running is killed (by its PID) and fails the test.
 fn config_error(args: &[&str], env: &[(&str, &str)]) -> String {
+    let addrs = ["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"];
+    failed_start(&[&addrs[..], args].concat(), env)
+}
+
+/// Runs `nmid` with `args` expecting it to fail at start and exit 2; returns its stderr. A
+/// `nmid` that starts and keeps running is killed (by its PID) and fails the test.
+fn failed_start(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut command = Command::new(NMID);
     command
-        .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -128,7 +134,7 @@ fn config_error(args: &[&str], env: &[(&str, &str)]) -> String {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("nmid {args:?} {env:?} kept running: the bad configuration was accepted");
+            panic!("nmid {args:?} {env:?} kept running: it should have failed to start");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -136,7 +142,7 @@ fn config_error(args: &[&str], env: &[(&str, &str)]) -> String {
     assert_eq!(
         status.code(),
         Some(2),
-        "config errors exit 2; stderr: {stderr}"
+        "a failed start exits 2; stderr: {stderr}"
     );
     stderr
 }
@@ -168,6 +174,30 @@ fn config_errors_name_the_bad_key() {
     let stderr = config_error(&["--config", "/nonexistent/nmid.toml"], &[]);
     assert!(stderr.contains("/nonexistent/nmid.toml"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// An address already in use, of either listener, is a failed start: exit 2, and stderr
+/// names the configuration key, the address and the cause.
+#[test]
+fn an_address_in_use_exits_2_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    for (key, args) in [
+        (
+            "tcp.addr",
+            ["--tcp-addr", &taken_addr, "--http-addr", "127.0.0.1:0"],
+        ),
+        (
+            "http.addr",
+            ["--tcp-addr", "127.0.0.1:0", "--http-addr", &taken_addr],
+        ),
+    ] {
+        let stderr = failed_start(&args, &[]);
+        assert!(stderr.contains(key), "{stderr}");
+        assert!(stderr.contains(&taken_addr), "{stderr}");
+        assert!(stderr.contains("in use"), "{stderr}");
+    }
+    drop(taken);
 }
 
 /// A config file's values replace the defaults, and an environment variable replaces the
@@ -263,4 +293,51 @@ async fn metrics_can_have_a_port_of_their_own() {
         "the metrics port serves only /metrics"
     );
     drop(nmid);
+}
+
+/// Not a test on its own: the child process of
+/// `a_panic_in_a_child_process_fails_the_test_that_stops_it`. With `NMID_TEST_CHILD_PANICS`
+/// set, one of its threads panics and the process goes on and exits 0, as `nmid` does when
+/// an actor or a task panics.
+#[test]
+#[ignore = "a role of a test, started by it"]
+fn child_role() {
+    let panics = std::env::var_os("NMID_TEST_CHILD_PANICS").is_some();
+    let ended = std::thread::spawn(move || {
+        eprintln!("the child's thread is running");
+        assert!(!panics, "injected by the test");
+    })
+    .join();
+    assert_eq!(ended.is_err(), panics);
+}
+
+/// The harness sees a child's panic that the child itself survives: the test that stops
+/// the child fails, with the panic's message; a child that did not panic passes.
+#[test]
+fn a_panic_in_a_child_process_fails_the_test_that_stops_it() {
+    let start = |panics: bool| {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if panics {
+            command.env("NMID_TEST_CHILD_PANICS", "1");
+        }
+        let mut child = (command.args(["--ignored", "--exact", "child_role", "--nocapture"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the child");
+        let log = ChildLog::read(child.stderr.take().unwrap());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the child exited {status}");
+        log
+    };
+    let mut panicked = start(true);
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        panicked.assert_no_panic("the child")
+    }));
+    let failure = failed.expect_err("the child's panic failed the test");
+    let message = failure.downcast_ref::<String>().expect("a message");
+    assert!(message.contains("the child panicked"), "{message}");
+    assert!(message.contains("injected by the test"), "{message}");
+
+    start(false).assert_no_panic("a child that did not panic");
 }

@@ -230,13 +230,26 @@ async fn queued_calls_are_answered_breaker_when_the_last_breaker_opens() {
     let mut config = config();
     config.breaker.consecutive_errors = 1;
     let dispatcher = start_dispatcher_with_http(config);
+    // The worker fails its job once the test lets it: when the other two calls are queued
+    // (not after a fixed time, which a loaded machine could take to queue them).
+    let failing = Arc::new(tokio::sync::Semaphore::new(0));
     let worker = Worker::builder()
         .name("slow-failing")
         .server(dispatcher.addr.to_string())
         .slots(1)
-        .function("F", |_job: Job| async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            Err::<Bytes, _>(JobError::new("broken"))
+        .function("F", {
+            let failing = failing.clone();
+            move |_job: Job| {
+                let failing = failing.clone();
+                async move {
+                    failing
+                        .acquire()
+                        .await
+                        .expect("the gate stays open")
+                        .forget();
+                    Err::<Bytes, _>(JobError::new("broken"))
+                }
+            }
         })
         .start()
         .unwrap();
@@ -258,6 +271,7 @@ async fn queued_calls_are_answered_breaker_when_the_last_breaker_opens() {
             s.function("F").is_some_and(|f| f.queued == 2)
         })
         .await;
+    failing.add_permits(3);
     let mut results = Vec::new();
     for call in calls {
         results.push(call.await.unwrap());

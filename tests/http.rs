@@ -341,13 +341,14 @@ async fn a_json_array_body_is_400_bad_request() {
     dispatcher.stop().await;
 }
 
-/// A `text/plain` body is 415 `unsupported_media_type`.
+/// A body of a media type that is neither JSON, msgpack nor raw (`text/plain`,
+/// `application/octet-stream`, which pass as they are) is 415 `unsupported_media_type`.
 #[actix_rt::test]
-async fn a_text_plain_body_is_415() {
+async fn an_image_body_is_415() {
     let (dispatcher, w) = with_to_upper().await;
     let reply = post(
         call_url(&dispatcher, "ToUpper"),
-        &[("content-type", "text/plain")],
+        &[("content-type", "image/png")],
         "nmid",
     )
     .await;
@@ -784,11 +785,8 @@ async fn a_caller_that_disconnects_mid_call_leaks_nothing() {
             s.in_flight() == 0 && s.queued() == 0
         })
         .await;
-    assert_eq!(
-        peer.recv_within(Duration::from_millis(200)).await,
-        None,
-        "the withdrawn call reached the worker"
-    );
+    peer.assert_worker_got_nothing("the withdrawn call reached the worker")
+        .await;
     drop(peer);
     dispatcher.stop().await;
 }
@@ -872,5 +870,29 @@ async fn dashboard_is_an_html_page() {
     assert_eq!(reply.status, 200);
     assert!(reply.header("content-type").starts_with("text/html"));
     assert!(reply.text().contains("nmid"));
+    dispatcher.stop().await;
+}
+
+/// A call whose job frame would be larger than workers accept (`tcp.max_frame_bytes`),
+/// though its body is within `http.max_body_bytes`, is 413 `too_large` at once: the worker
+/// never sees it (the next job it gets is the next call's).
+#[actix_rt::test]
+async fn a_call_too_large_for_its_worker_is_413_too_large() {
+    let mut config = config();
+    config.tcp.max_frame_bytes = 1024;
+    let dispatcher = start_dispatcher_with_http(config);
+    let mut worker = Peer::worker(dispatcher.addr, "w", &["F"]).await;
+    let too_large = format!(r#"{{"name":"{}"}}"#, "a".repeat(1024));
+    let reply = post(call_url(&dispatcher, "F"), &[JSON], too_large).await;
+    reply.assert_error(413, "too_large");
+
+    let small = actix_rt::spawn(post_json(call_url(&dispatcher, "F"), r#"{"name":"small"}"#));
+    let job = worker.recv_job().await;
+    assert!(
+        job.params.len() < 64,
+        "the first job is the small call's: {job:?}"
+    );
+    worker.answer(&job, b"\"done\"").await;
+    assert_eq!(small.await.unwrap().status, 200);
     dispatcher.stop().await;
 }

@@ -132,7 +132,9 @@ async fn a_client_that_never_reads_its_replies_is_bounded_then_closed() {
         sent / MIB,
         grown / 1024
     );
-    assert!(grown < 32 * MIB, "RSS grew {grown} bytes");
+    // 14 MiB measured (debug build, 2 cores); 352 MiB before the bound. The margin is for
+    // a loaded machine, where the allocator's once-a-second purge runs late.
+    assert!(grown < 48 * MIB, "RSS grew {grown} bytes");
     closed_within(&mut stream, PATIENCE).await;
     // Other clients are served as before.
     eventually_call(&mut probe).await;
@@ -221,8 +223,10 @@ async fn incomplete_frames_are_bounded_and_closed_at_their_deadline() {
     // The budget is 16 MiB of buffer capacity. Above it: a refused connection's last
     // growth (allocated, then refused and freed), freed memory the allocator has not
     // purged yet (it is asked to once a second), and the allocator's own segments.
-    // (Counted by bytes received instead of capacity, the peak was 65 MiB.)
-    assert!(grown < 64 * MIB, "RSS grew {grown} bytes");
+    // (Counted by bytes received instead of capacity, the peak was 65 MiB; 35 MiB measured
+    // now, 777 MB before the budget. The margin is for a loaded machine, where the purge
+    // runs late.)
+    assert!(grown < 96 * MIB, "RSS grew {grown} bytes");
     assert!(
         after <= 48 * MIB,
         "{after} bytes over the start once closed"
@@ -253,7 +257,8 @@ async fn half_headers_cost_little_and_are_closed_at_the_handshake_deadline() {
     .await;
     let per_connection = nmid.rss_bytes().saturating_sub(before) / u64::from(count);
     println!("{count} half-header connections: {per_connection} bytes each");
-    assert!(per_connection < 16 * 1024, "{per_connection} bytes each");
+    // ~7 KiB measured; each reserved 32 KiB of read-ahead before.
+    assert!(per_connection < 24 * 1024, "{per_connection} bytes each");
     for stream in &mut streams {
         closed_within(stream, Duration::from_secs(8) + PATIENCE).await;
     }
@@ -387,17 +392,29 @@ fn metrics_text(http: SocketAddr) -> String {
 }
 
 /// One worker connection's flood of W_ADD_FUNC/W_DEL_FUNC (200,000 frames) cannot stall
-/// other clients: it is paced by `workers.max_control_frames_per_second`, and calls through
-/// other connections keep being answered promptly (one stalled every client for 3.5 s
-/// before).
+/// other clients: it is paced by `workers.max_control_frames_per_second` (counted in
+/// `limit="control_frame_rate"`; the dispatcher reads the flood no faster than that), and
+/// calls through other connections keep being answered promptly (one stalled every client
+/// for 3.5 s before).
 #[actix_rt::test]
-async fn a_flood_of_control_frames_does_not_stall_other_clients() {
-    let dispatcher = start_dispatcher_with(Config::default());
+async fn a_flood_of_control_frames_is_paced_and_does_not_stall_other_clients() {
+    let config = Config::default();
+    let per_second = f64::from(config.workers.max_control_frames_per_second);
+    let dispatcher = start_dispatcher_with_http(config);
+    let http = dispatcher.http.unwrap();
     let worker = echo_worker(dispatcher.addr);
     let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
     let mut probe = client.clone();
     eventually_call(&mut probe).await;
-    let mut flooder = Peer::worker(dispatcher.addr, "flood", &[]).await;
+    let paced = || metric(http, r#"nmid_limit_hits_total{limit="control_frame_rate"}"#);
+    assert_eq!(paced(), 0.0, "paced before the flood");
+
+    // The flooder: a worker connection whose frames one task writes while another counts
+    // the OKs the dispatcher sends back, one per W_ADD_FUNC it has read.
+    let flooder = Peer::worker(dispatcher.addr, "flood", &[])
+        .await
+        .into_stream();
+    let (mut replies, mut requests) = flooder.into_split();
     let mut flood = BytesMut::new();
     for _ in 0..100_000 {
         flood.put_slice(&wire(&Frame::WAddFunc {
@@ -407,25 +424,97 @@ async fn a_flood_of_control_frames_does_not_stall_other_clients() {
             function: bytes("X"),
         }));
     }
-    let flooding = tokio::spawn(async move { flooder.send_raw(&flood).await });
-    let mut slowest = Duration::ZERO;
-    for _ in 0..200 {
+    let added = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let flooding = tokio::spawn(async move { requests.write_all(&flood).await });
+    let counting = tokio::spawn({
+        let added = added.clone();
+        async move {
+            let ok = wire(&Frame::Ok);
+            let mut buf = BytesMut::new();
+            while replies.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
+                while buf.len() >= ok.len() {
+                    assert_eq!(buf.split_to(ok.len())[..], ok[..], "an OK per W_ADD_FUNC");
+                    added.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    eventually("the flood to be paced", PATIENCE, || {
+        paced() >= 1.0 || counting.is_finished()
+    })
+    .await;
+
+    // Calls, 200 at least, for a second of the flood at least.
+    let mut took = Vec::new();
+    while took.len() < 200 || started.elapsed() < Duration::from_secs(1) {
         let started = Instant::now();
-        client.call("Echo", &b"p"[..]).await.unwrap();
-        slowest = slowest.max(started.elapsed());
+        let call = client.call("Echo", &b"p"[..]);
+        match tokio::time::timeout(SLOWEST_CALL_UNDER_FLOOD, call).await {
+            Ok(answer) => assert_eq!(&answer.unwrap()[..], b"p"),
+            Err(_) => panic!("a call took over {SLOWEST_CALL_UNDER_FLOOD:?} during the flood"),
+        }
+        took.push(started.elapsed());
     }
-    println!("200 calls during a 200,000-frame control flood: slowest {slowest:?}");
-    assert!(slowest < Duration::from_secs(1), "a call took {slowest:?}");
+    let flooded_for = started.elapsed();
+    let read = 2 * added.load(Ordering::Relaxed);
+    // The flood's tasks run until stopped here: one that ended has failed (a panic is raised
+    // here), unless the whole flood was written (into the sockets' buffers) without error.
+    if flooding.is_finished() {
+        let written =
+            (flooding.await).unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        written.expect("the flood was written");
+    } else {
+        flooding.abort();
+    }
+    if counting.is_finished() {
+        (counting.await).unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        panic!("the flood's connection closed");
+    }
+    counting.abort();
+
+    took.sort();
+    let (median, slowest) = (took[took.len() / 2], took[took.len() - 1]);
+    // The bucket holds a second's frames; a read buffer's worth may be taken in one turn.
+    let most = per_second * (1.0 + flooded_for.as_secs_f64()) + READ_AHEAD_FRAMES;
+    println!(
+        "{} calls during a 200,000-frame control flood: median {median:?}, slowest {slowest:?}; the flood read {read} frames in {flooded_for:?} (at most {most:.0} paced), paced {} times",
+        took.len(),
+        paced()
+    );
+    assert!(paced() >= 1.0, "the flood was never paced");
+    assert!(
+        read as f64 >= per_second,
+        "the flood was not read: {read} frames"
+    );
+    assert!(
+        (read as f64) <= most,
+        "the flood was not slowed: {read} frames in {flooded_for:?}"
+    );
+    assert!(
+        median < Duration::from_millis(250),
+        "the median call took {median:?}"
+    );
     let snapshot = dispatcher.snapshot().await;
     assert!(snapshot.function("Echo").is_some());
-    flooding.abort();
     worker.stop().await;
     dispatcher.stop().await;
 }
 
+/// The longest a call may take while another connection floods control frames: calls
+/// take milliseconds; an unpaced flood stalled them for seconds (3.5 s, and 18 s in a
+/// debug build on a loaded machine).
+const SLOWEST_CALL_UNDER_FLOOD: Duration = Duration::from_secs(3);
+
+/// Control frames a worker connection's read buffer can hold past its pacing: one 64 KiB
+/// read of 13-byte frames.
+const READ_AHEAD_FRAMES: f64 = (64 * 1024 / 13) as f64;
+
 /// A call whose params fill `tcp.max_frame_bytes` would become an `S_GET_DATA` over the
 /// worker's limit: it is refused at once (v1 ERROR, tagged TooLarge), the worker never sees
-/// it and keeps its connection.
+/// it (the next job it gets is the next call's) and keeps its connection. A v1 result that
+/// would be larger than its caller accepts (the worker sent the params back shorter) is
+/// ERROR too. Each is counted `outbound_frame_size`.
 #[actix_rt::test]
 async fn a_call_too_large_for_its_worker_is_refused_at_once() {
     let mut config = Config::default();
@@ -444,11 +533,27 @@ async fn a_call_too_large_for_its_worker_is_refused_at_once() {
         matches!(refused, Err(ClientError::TooLarge(_))),
         "{refused:?}"
     );
-    assert_eq!(worker.recv_within(Duration::from_millis(200)).await, None);
+    assert_eq!(dispatcher.limit_hits("outbound_frame_size").await, 2.0);
     client.call("F", b"small").await;
     let job = worker.recv_job().await;
+    assert_eq!(&job.params[..], b"small", "the first job the worker gets");
     worker.answer(&job, b"ok").await;
     assert!(matches!(client.recv().await, Frame::SReturnData(_)));
+
+    // 40 KiB of params, answered with 40 KiB: a W_RETURN_DATA that fits (its params sent
+    // back empty), an S_RETURN_DATA to the caller (with the params) that would not.
+    client.call("F", &vec![b'p'; 40 * 1024]).await;
+    let job = worker.recv_job().await;
+    worker
+        .send(Frame::WReturnData(WReturnData {
+            function: job.function.clone(),
+            params: Bytes::new(),
+            ret: Bytes::from(vec![b'r'; 40 * 1024]),
+            job_id: job.job_id.clone(),
+        }))
+        .await;
+    assert_eq!(client.recv().await, Frame::Error);
+    assert_eq!(dispatcher.limit_hits("outbound_frame_size").await, 3.0);
     dispatcher.stop().await;
 }
 
@@ -755,5 +860,90 @@ async fn connections_per_ip_are_limited() {
         assert!(Instant::now() < deadline, "a slot never came back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    dispatcher.stop().await;
+}
+
+/// Sends `frame` and returns the dispatcher's answer.
+async fn ask(peer: &mut Peer, frame: Frame) -> Frame {
+    peer.send(frame).await;
+    peer.recv().await
+}
+
+/// `workers.max_worker_name_bytes` and `workers.max_function_name_bytes`: a longer
+/// W_SET_NAME or W_ADD_FUNC is answered ERROR and counted `name_too_long`;
+/// `workers.max_functions_per_worker`: a W_ADD_FUNC past it is answered ERROR and counted
+/// `functions_per_worker`. The worker keeps its connection, its name and functions within
+/// the limits.
+#[actix_rt::test]
+async fn names_too_long_and_functions_past_the_limit_are_refused_and_counted() {
+    let mut config = Config::default();
+    config.workers.max_worker_name_bytes = 16;
+    config.workers.max_function_name_bytes = 8;
+    config.workers.max_functions_per_worker = 2;
+    let dispatcher = start_dispatcher_with(config);
+    let mut worker = Peer::connect(dispatcher.addr).await;
+    let name = |n: usize| Frame::WSetName {
+        name: Bytes::from(vec![b'w'; n]),
+    };
+    let add = |function: &str| Frame::WAddFunc {
+        function: bytes(function),
+    };
+    assert_eq!(
+        ask(&mut worker, name(17)).await,
+        Frame::Error,
+        "a 17-byte worker name"
+    );
+    assert_eq!(dispatcher.limit_hits("name_too_long").await, 1.0);
+    assert_eq!(
+        ask(&mut worker, name(16)).await,
+        Frame::Ok,
+        "a 16-byte worker name"
+    );
+    assert_eq!(ask(&mut worker, add("NineBytes")).await, Frame::Error);
+    assert_eq!(dispatcher.limit_hits("name_too_long").await, 2.0);
+    assert_eq!(ask(&mut worker, add("Eight__8")).await, Frame::Ok);
+    assert_eq!(ask(&mut worker, add("Second")).await, Frame::Ok);
+    assert_eq!(dispatcher.limit_hits("functions_per_worker").await, 0.0);
+    assert_eq!(
+        ask(&mut worker, add("Third")).await,
+        Frame::Error,
+        "a third function"
+    );
+    assert_eq!(dispatcher.limit_hits("functions_per_worker").await, 1.0);
+
+    let snapshot = dispatcher.snapshot().await;
+    let [registered] = &snapshot.workers[..] else {
+        panic!("one worker: {snapshot:#?}");
+    };
+    assert_eq!(registered.name, Some("w".repeat(16)));
+    let mut functions = registered.functions.clone();
+    functions.sort();
+    assert_eq!(functions, ["Eight__8", "Second"]);
+    dispatcher.stop().await;
+}
+
+/// `tcp.max_frame_bytes` on the way in: a header announcing a larger body closes its
+/// connection at once, as a first frame or a later one, each counted
+/// `inbound_frame_size`.
+#[actix_rt::test]
+async fn a_frame_announced_over_max_frame_bytes_closes_and_is_counted() {
+    let mut config = Config::default();
+    config.tcp.max_frame_bytes = 64 * 1024;
+    let dispatcher = start_dispatcher_with(config);
+    let mut header = BytesMut::new();
+    header.put_u32(3); // client
+    header.put_u32(16); // C_DO_JOB
+    header.put_u32(64 * 1024 + 1); // one byte over
+    let mut first = Peer::connect(dispatcher.addr).await;
+    first.send_raw(&header).await;
+    first.expect_closed().await;
+    assert_eq!(dispatcher.limit_hits("inbound_frame_size").await, 1.0);
+
+    let mut later = Peer::connect(dispatcher.addr).await;
+    later.call("Nobody", b"x").await;
+    assert_eq!(later.recv().await, Frame::CantDo);
+    later.send_raw(&header).await;
+    later.expect_closed().await;
+    assert_eq!(dispatcher.limit_hits("inbound_frame_size").await, 2.0);
     dispatcher.stop().await;
 }

@@ -24,8 +24,12 @@ use tokio::net::TcpStream;
 const HEALTHY: &str = "live-fuzz-healthy-echo";
 /// Connections fuzzing at once.
 const FUZZERS: usize = 8;
-/// The slowest a healthy call may be while the fuzzers run.
-const HEALTHY_LATENCY: Duration = Duration::from_secs(2);
+/// The slowest a healthy call may be while the fuzzers run: they share the test's runtime
+/// with the healthy client, and a loaded 2-core machine can hold a call back for a second.
+const HEALTHY_LATENCY: Duration = Duration::from_secs(5);
+/// The median healthy call while the fuzzers run: a dispatcher stalled by the fuzzers shows
+/// here, whatever one call's bad luck.
+const HEALTHY_MEDIAN: Duration = Duration::from_millis(250);
 
 /// A small, reproducible random source (xorshift64*).
 struct Rng(u64);
@@ -167,30 +171,38 @@ async fn mutated_conversations_do_not_disturb_healthy_peers() {
         .collect();
 
     let client = Client::connect(addr.to_string()).await.unwrap();
-    let (mut calls, mut slowest) = (0u64, Duration::ZERO);
+    let mut took = Vec::new();
     while Instant::now() < until {
         let started = Instant::now();
-        let params = format!("call {calls}");
-        let ret = client.call(HEALTHY, params.clone()).await;
-        let took = started.elapsed();
-        slowest = slowest.max(took);
+        let params = format!("call {}", took.len());
+        let call = client.call(HEALTHY, params.clone());
+        let Ok(ret) = tokio::time::timeout(HEALTHY_LATENCY, call).await else {
+            panic!("healthy call {} took over {HEALTHY_LATENCY:?}", took.len());
+        };
+        took.push(started.elapsed());
         assert_eq!(
             ret.as_deref().ok(),
             Some(params.as_bytes()),
-            "healthy call {calls}: {ret:?}"
+            "healthy call {}: {ret:?}",
+            took.len()
         );
-        calls += 1;
     }
     done.store(true, Ordering::Relaxed);
     for fuzzer in fuzzers {
         fuzzer.await.unwrap();
     }
     let connections = sent.load(Ordering::Relaxed);
-    println!(
-        "live fuzz: {connections} mutated conversations; {calls} healthy calls all answered, the slowest in {slowest:?}"
-    );
+    took.sort();
+    let calls = took.len();
     assert!(connections > 0 && calls > 0);
-    assert!(slowest < HEALTHY_LATENCY, "a healthy call took {slowest:?}");
+    let (median, slowest) = (took[calls / 2], took[calls - 1]);
+    println!(
+        "live fuzz: {connections} mutated conversations; {calls} healthy calls all answered, median {median:?}, the slowest in {slowest:?}"
+    );
+    assert!(
+        median < HEALTHY_MEDIAN,
+        "the median healthy call took {median:?}"
+    );
     healthy.stop().await;
     dispatcher.stop().await;
 }

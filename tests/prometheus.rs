@@ -500,6 +500,104 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     dispatcher.stop().await;
 }
 
+/// The expression of alert `name` in deploy/prometheus/alerts.yml (its `expr: |` block).
+fn alert_expr(name: &str) -> String {
+    let alerts = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml"),
+    )
+    .unwrap();
+    let rule = alerts
+        .split("- alert: ")
+        .find(|rule| rule.starts_with(&format!("{name}\n")))
+        .unwrap_or_else(|| panic!("no alert {name}"));
+    let block = rule.split("expr: |\n").nth(1).expect("a block expr");
+    block
+        .lines()
+        .take_while(|l| l.starts_with("          "))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A function that always fails the way nmid-faas reports failures (a RetStruct whose
+/// `Code` is not 0: a non-zero exit, an upstream 5xx) is counted under outcome `error`,
+/// never `ok`: `/api/v1/stats` and `/api/v1/calls` count its errors (what `nmidctl top`,
+/// `stats` and the dashboard show), and the error-ratio alert's expression, run by a real
+/// Prometheus on the scraped series, is above its threshold for it.
+#[actix_rt::test]
+async fn a_function_that_always_fails_counts_as_errors_and_trips_the_alert() {
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let worker = Worker::builder()
+        .name("failing-worker")
+        .server(dispatcher.addr.to_string())
+        .function("AlwaysFails", |_job: Job| async {
+            Ok::<_, JobError>(RetStruct::error(3, "exit status 3: no such order"))
+        })
+        .start()
+        .expect("worker starts");
+    dispatcher
+        .wait_for("AlwaysFails served", |s| {
+            s.function("AlwaysFails").is_some()
+        })
+        .await;
+    let client = Client::connect(dispatcher.addr.to_string())
+        .await
+        .expect("client connects");
+    let fail_all = || async {
+        for _ in 0..5 {
+            assert_eq!(call(&dispatcher, "AlwaysFails", &[]).await, 502);
+            let result = client.call_data("AlwaysFails", &json!({})).await;
+            assert!(result.is_err(), "{result:?}");
+        }
+    };
+    fail_all().await;
+    let prometheus = PrometheusServer::start_ready(dispatcher.http.expect("HTTP listener")).await;
+    prometheus
+        .wait_for("a first scrape", r#"up{job="nmid"}"#, |v| v == 1.0)
+        .await;
+    fail_all().await;
+    let errors = r#"nmid_calls_total{function="AlwaysFails",outcome="error"}"#;
+    prometheus
+        .wait_for("the second round of failures scraped", errors, |n| {
+            n >= 20.0
+        })
+        .await;
+    let ok = prometheus
+        .vector(r#"nmid_calls_total{function="AlwaysFails",outcome="ok"}"#)
+        .await;
+    assert!(
+        ok.iter().all(|s| sample_value(s) == Some(0.0)),
+        "counted as ok: {ok:?}"
+    );
+    let expr = alert_expr("NmidHighErrorRatio");
+    let firing = prometheus.vector(&expr).await;
+    let ratio = firing
+        .iter()
+        .find(|s| s["metric"]["function"] == "AlwaysFails")
+        .and_then(sample_value)
+        .unwrap_or_else(|| panic!("`{expr}` has no AlwaysFails sample: {firing:?}"));
+    assert!(ratio > 0.05, "error ratio {ratio}");
+
+    let stats: Value = serde_json::from_str(
+        &common::get_text(&format!("{}/api/v1/stats", dispatcher.http_url()))
+            .await
+            .1,
+    )
+    .unwrap();
+    assert!(stats["calls"]["errors"].as_u64().unwrap() >= 20, "{stats}");
+    let by_outcome = stats["calls"]["by_outcome"].as_array().unwrap();
+    let count = |outcome: &str| {
+        (by_outcome.iter())
+            .find(|entry| entry[0] == outcome)
+            .and_then(|entry| entry[1].as_u64())
+    };
+    assert_eq!(count("ok"), Some(0), "{stats}");
+    drop(prometheus);
+    drop(client);
+    worker.stop().await;
+    dispatcher.stop().await;
+}
+
 /// The provisioned datasource is the one the dashboards name.
 #[test]
 fn provisioned_datasource_has_the_dashboards_uid() {

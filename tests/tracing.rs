@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::start_dispatcher_with_http;
+use common::process::ChildLog;
+use common::{start_dispatcher_with, start_dispatcher_with_http, Peer};
 use nmid::client::Client;
+use nmid::codec::{Frame, ParamsType, TaggedCall, HANDLE_TYPE_ENCODE};
 use nmid::config::Config;
 use nmid::telemetry::{self, TracingSettings};
 use nmid::worker::{Job, JobError, Worker};
@@ -393,30 +395,14 @@ async fn binary_exports_spans_and_flushes_them_on_shutdown() {
             .spawn()
             .expect("start nmid"),
     );
-    let stderr = nmid.0.stderr.take().unwrap();
-    let (tx, log) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + PROCESS_PATIENCE;
-    let mut http = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = log
-            .recv_timeout(left)
-            .expect("nmid logs that its demo function is registered");
-        if line.contains("http listening") {
-            http = Some(line.rsplit("addr=").next().unwrap().trim().to_owned());
-        }
-        if line.contains("function registered") {
-            break;
-        }
-    }
-    let http = http.expect("http listening line");
+    let mut log = ChildLog::read(nmid.0.stderr.take().unwrap());
+    let mut wait_for = |needle: &str| {
+        (log.wait_for(needle, PROCESS_PATIENCE))
+            .unwrap_or_else(|seen| panic!("nmid never logged {needle:?}; it logged {seen:#?}"))
+    };
+    let http = wait_for("http listening");
+    let http = http.rsplit("addr=").next().unwrap().trim().to_owned();
+    wait_for("function registered");
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let mut response = awc::Client::default()
         .post(format!("http://{http}/call/ToUpper"))
@@ -449,6 +435,7 @@ async fn binary_exports_spans_and_flushes_them_on_shutdown() {
     .unwrap();
     drop(nmid);
     assert!(status.success(), "{status}");
+    log.assert_no_panic("nmid");
     receiver.assert_no_panics();
     let received = receiver.spans.lock().unwrap().clone();
     let traced: Vec<&Received> = received.iter().filter(|s| s.trace_id == trace_id).collect();
@@ -460,5 +447,58 @@ async fn binary_exports_spans_and_flushes_them_on_shutdown() {
     }
     for span in traced {
         assert_eq!(span.service, "nmid", "the default service.name: {span:?}");
+    }
+}
+
+/// `tracing.inject_v1_params`: a traced call to a v1 worker (which gets no metadata) has
+/// the call's `traceparent` added to its msgpack-map params when the key is on; params that
+/// are no msgpack map, and every call when the key is off, reach the worker unchanged.
+#[actix_rt::test]
+async fn inject_v1_params_adds_the_traceparent_to_msgpack_map_params() {
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let map = |entries: Vec<(&str, &str)>| {
+        let value = rmpv::Value::Map(
+            (entries.into_iter())
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &value).unwrap();
+        Bytes::from(bytes)
+    };
+    let traced_call = |id: u64, params: Bytes| {
+        Frame::CCall(TaggedCall {
+            id,
+            timeout_ms: 5_000,
+            params_type: ParamsType::MSGPACK,
+            handle_type: HANDLE_TYPE_ENCODE,
+            function: Bytes::from_static(b"V1"),
+            params,
+            meta: vec![(
+                Bytes::from_static(b"traceparent"),
+                Bytes::from_static(TRACEPARENT.as_bytes()),
+            )],
+        })
+    };
+    let plain = map(vec![("name", "nmid")]);
+    let injected = map(vec![("name", "nmid"), ("traceparent", TRACEPARENT)]);
+    let not_a_map = Bytes::from_static(b"\xa4nmid"); // a msgpack string
+    for (inject, expected) in [(true, &injected), (false, &plain)] {
+        let mut config = Config::default();
+        config.tracing.inject_v1_params = inject;
+        let dispatcher = start_dispatcher_with(config);
+        let mut worker = Peer::worker(dispatcher.addr, "v1", &["V1"]).await;
+        let mut client = Peer::connect(dispatcher.addr).await;
+        for (id, params, expected) in [(1, &plain, expected), (2, &not_a_map, &not_a_map)] {
+            client.send(traced_call(id, params.clone())).await;
+            let job = worker.recv_job().await;
+            assert_eq!(
+                &job.params, expected,
+                "inject_v1_params = {inject}, call {id}"
+            );
+            worker.answer(&job, b"done").await;
+            assert!(matches!(client.recv().await, Frame::SCallResult(r) if r.id == id));
+        }
+        dispatcher.stop().await;
     }
 }

@@ -19,9 +19,11 @@ use super::systems::{Ports, System};
     about = "nmid against nats-server, gearmand, the one-hop floor, and HTTP against its floor"
 )]
 pub struct Options {
-    /// 64 in flight, 32 B, us-tagged vs nats vs floor, and http, one repetition; ends with
-    /// the line `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z>` (throughputs:
-    /// us-tagged / nats, us-tagged / floor, http / us-tagged), and fails on any error instead.
+    /// 64 in flight, 32 B, us-tagged vs nats vs floor, and http, in 3 rounds (each system
+    /// once per round, in turn); ends with the line
+    /// `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z> rounds=3` (throughputs:
+    /// us-tagged / nats, us-tagged / floor, http / us-tagged; each the median of the rounds'
+    /// ratios), and fails on any error instead.
     #[arg(long)]
     pub quick: bool,
     /// Systems to run, comma-separated: us-tagged, us-v1, nats, gearmand, floor,
@@ -35,7 +37,7 @@ pub struct Options {
     /// Payload sizes in bytes, comma-separated [default: 32,4096; 32 with --quick].
     #[arg(long, value_delimiter = ',', value_parser = trimmed::<usize>)]
     pub payloads: Option<Vec<usize>>,
-    /// Repetitions of every cell [default: 3; 1 with --quick].
+    /// Repetitions of every cell (--quick: rounds) [default: 3].
     #[arg(long)]
     pub reps: Option<usize>,
     /// Length of each measured window, in seconds [default: 5; 4 with --quick].
@@ -177,7 +179,7 @@ impl Settings {
             systems,
             levels: pick(&options.levels, &[1, 64, 512], &[64]),
             payloads: pick(&options.payloads, &[32, 4096], &[32]),
-            reps: options.reps.unwrap_or(if quick { 1 } else { 3 }),
+            reps: options.reps.unwrap_or(3),
             warmup_ms: options.warmup_ms,
             window_ms: options.secs.unwrap_or(if quick { 4 } else { 5 }) * 1000,
             table: !options.scale_only && !options.cluster_only,

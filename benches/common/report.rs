@@ -396,7 +396,8 @@ impl Machine {
     }
 }
 
-/// The throughput ratios `--quick` ends with, all from the same run.
+/// The throughput ratios `--quick` ends with: each the median, over the run's rounds
+/// (repetitions), of that round's ratio.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QuickRatios {
     /// us-tagged / nats.
@@ -405,16 +406,47 @@ pub struct QuickRatios {
     pub vs_floor: f64,
     /// http / us-tagged: what the HTTP front end serves of what the TCP one does.
     pub http_vs_tcp: f64,
+    /// The rounds the medians are over.
+    pub rounds: usize,
+}
+
+impl QuickRatios {
+    /// One round's ratios, from its throughputs; `None` when one is missing or zero.
+    fn of_round(us: f64, nats: f64, floor: f64, http: f64) -> Option<Self> {
+        Some(Self {
+            vs_nats: ratio(us, nats)?,
+            vs_floor: ratio(us, floor)?,
+            http_vs_tcp: ratio(http, us)?,
+            rounds: 1,
+        })
+    }
+
+    /// The median of each ratio over `rounds`.
+    fn median_of(rounds: &[Self]) -> Self {
+        let of =
+            |ratio: fn(&Self) -> f64| median(&mut rounds.iter().map(ratio).collect::<Vec<_>>());
+        Self {
+            vs_nats: of(|r| r.vs_nats),
+            vs_floor: of(|r| r.vs_floor),
+            http_vs_tcp: of(|r| r.http_vs_tcp),
+            rounds: rounds.len(),
+        }
+    }
 }
 
 impl fmt::Display for QuickRatios {
-    /// The line: `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z>`.
+    /// The line: `ratio_vs_nats=<x> ratio_vs_floor=<y> http_vs_tcp=<z>`, and ` rounds=<n>`
+    /// for the median of several rounds.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "ratio_vs_nats={:.2} ratio_vs_floor={:.2} http_vs_tcp={:.2}",
             self.vs_nats, self.vs_floor, self.http_vs_tcp
-        )
+        )?;
+        match self.rounds {
+            1 => Ok(()),
+            n => write!(f, " rounds={n}"),
+        }
     }
 }
 
@@ -484,18 +516,39 @@ impl Report {
         out
     }
 
-    /// The throughput ratios of `--quick`'s last line at the first payload and level, when
-    /// us-tagged, nats, floor and http all succeeded.
-    pub fn quick_ratios(&self) -> Option<QuickRatios> {
+    /// The ratios of each round of `--quick` (its repetitions: every system measured once,
+    /// one after the other), at the first payload and level, when us-tagged, nats, floor
+    /// and http all succeeded in every round. A ratio of one round compares measurements
+    /// seconds apart, so a slow or fast spell of the machine moves both of its sides.
+    pub fn quick_rounds(&self) -> Option<Vec<QuickRatios>> {
         let s = &self.settings;
-        let tput =
-            |sys: &str| find(&self.cells, sys, s.payloads[0], s.levels[0]).map(|c| c.calls_per_s);
-        let us = tput("us-tagged")?;
-        Some(QuickRatios {
-            vs_nats: us / tput("nats")?,
-            vs_floor: us / tput("floor")?,
-            http_vs_tcp: tput("http")? / us,
-        })
+        let tput = |system: &str, rep: usize| {
+            (self.runs.iter())
+                .find(|r| {
+                    let k = &r.key;
+                    (k.system == system && k.rep == rep)
+                        && (k.payload == s.payloads[0] && k.level == s.levels[0])
+                        && r.error.is_none()
+                })
+                .map(|r| r.calls_per_s)
+        };
+        (1..=s.reps)
+            .map(|rep| {
+                let us = tput("us-tagged", rep)?;
+                QuickRatios::of_round(
+                    us,
+                    tput("nats", rep)?,
+                    tput("floor", rep)?,
+                    tput("http", rep)?,
+                )
+            })
+            .collect()
+    }
+
+    /// The ratios of `--quick`'s last line: the median of each over [`Report::quick_rounds`].
+    pub fn quick_ratios(&self) -> Option<QuickRatios> {
+        let rounds = self.quick_rounds()?;
+        (!rounds.is_empty()).then(|| QuickRatios::median_of(&rounds))
     }
 
     /// The markdown document (see `markdown`).

@@ -5,9 +5,8 @@
 //!   `CANT_DO`, `ERROR`, `RATELIMIT` or `BREAKER`;
 //! - `C_CALL` (tagged) with `S_CALL_RESULT` or `S_CALL_ERROR` carrying its request id.
 //!
-//! With rate limits configured (`[rate_limit]`), each call is checked against its client's
-//! (this connection's IP) and its function's limit before it becomes a job; a refused call is
-//! answered at once.
+//! Each call is admitted through the [`FrontDoor`] (its grant, its size, the rate limits)
+//! before it becomes a job; a refused call is answered at once.
 //!
 //! Started by the accept loop once the connection's first frame says it is a client. A
 //! malformed frame, or a frame of another role, closes this connection (with a log line
@@ -20,16 +19,17 @@ use actix::prelude::*;
 use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use futures_util::stream::Stream;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::connection::{start_session, Accepted, Connection, Session};
+use super::front_door::{Caller, FrontDoor, Refused};
 use super::inbound::{Inbound, InboundError};
 use super::job::{JobActor, Reply};
 use crate::call::{CallOutcome, CallSpec, DispatchError, JobId};
 use crate::codec::{ErrorCode, Frame};
 use crate::codec::{SCallError, SReturnData, TaggedResult};
-use crate::metrics::{Limit, Outcome, Refusal, Role};
-use crate::rate_limit::{ClientKey, Refusal as OverLimit};
+use crate::metrics::{Limit, Role};
+use crate::rate_limit::Refusal as OverLimit;
 use crate::retstruct::RetStruct;
 
 /// The RetStruct `Code` a v1 caller sees when a tagged worker reports its function failed.
@@ -175,11 +175,7 @@ impl Handler<Answer> for ClientSession {
             _ => false,
         };
         if oversized {
-            self.conn
-                .settings
-                .jobs
-                .metrics
-                .record_limit(Limit::OutboundFrameSize);
+            self.conn.metrics().record_limit(Limit::OutboundFrameSize);
             warn!(peer = %self.conn.peer, "result too large for its caller (tcp.max_frame_bytes); ERROR sent instead");
             let refusal = CallOutcome::Failed(DispatchError::TooLarge);
             return self.send(reply_frame(request, refusal), ctx);
@@ -200,56 +196,39 @@ impl ClientSession {
             }
             if session.last_heard.elapsed() >= idle {
                 let conn = &session.conn;
-                conn.settings.jobs.metrics.record_limit(Limit::ClientIdle);
+                conn.metrics().record_limit(Limit::ClientIdle);
                 info!(peer = %conn.peer, "closing idle client connection (tcp.client_idle_timeout_ms)");
                 ctx.stop();
             }
         });
     }
 
-    /// A client's call: refused at once if malformed, else handed to a new job actor.
+    /// A client's call: admitted through the [`FrontDoor`] into a new job actor, or
+    /// answered at once with why not.
     fn call(&mut self, spec: CallSpec, request: Request, ctx: &mut Context<Self>) {
-        if let Some(grant) = self.conn.grant() {
-            if !grant.may_call(&spec.function.0) {
-                let metrics = &self.conn.settings.jobs.metrics;
-                metrics.record_refusal(Refusal::Call);
-                metrics.record_refused(Outcome::Forbidden);
-                debug!(peer = %self.conn.peer, grant = %grant.name, function = %spec.function, "call refused: not in its grant");
-                let refusal = CallOutcome::Failed(DispatchError::Forbidden);
-                return self.send(reply_frame(request, refusal), ctx);
-            }
-        }
-        if let Err(error) = spec.validate(self.conn.settings.max_frame_bytes) {
-            if error == DispatchError::TooLarge {
-                self.conn
-                    .settings
-                    .jobs
-                    .metrics
-                    .record_limit(Limit::OutboundFrameSize);
-            }
-            let metrics = &self.conn.settings.jobs.metrics;
-            metrics.record_refused(Outcome::of_error(error));
-            self.send(reply_frame(request, CallOutcome::Failed(error)), ctx);
-            return;
-        }
-        if let Some(limits) = &self.conn.settings.jobs.rate_limits {
-            let token = self.conn.grant().and_then(|grant| grant.token_name());
-            let client = ClientKey::of(token, self.conn.peer.ip());
-            if let Err(refusal) = limits.check(&spec.function, &client) {
-                let configured = limits.limits_function(&spec.function);
-                let metrics = &self.conn.settings.jobs.metrics;
-                metrics.record_rate_limited(&spec.function, refusal.scope, configured);
-                self.send(rate_limited_frame(request, refusal), ctx);
-                return;
-            }
-        }
+        let ip = self.conn.peer.ip();
+        let caller = match self.conn.grant() {
+            Some(grant) => Caller::Granted { grant, ip },
+            None => Caller::Anyone { ip: Some(ip) },
+        };
         let job_id = JobId::next();
         let session = ctx.address();
         let reply: Reply = Box::new(move |outcome| session.do_send(Answer { job_id, outcome }));
         let owed = spec.params.len();
-        let job = JobActor::start(job_id, spec, reply, &self.conn.settings.jobs);
-        self.calls.insert(job_id, InFlight { job, request, owed });
-        self.conn.owe(owed as isize);
+        let door: &FrontDoor = &self.conn.settings.door;
+        match door.admit(job_id, spec, caller, reply) {
+            Ok(job) => {
+                self.calls.insert(job_id, InFlight { job, request, owed });
+                self.conn.owe(owed as isize);
+            }
+            Err(Refused::OverLimit(refusal)) => {
+                self.send(rate_limited_frame(request, refusal), ctx);
+            }
+            Err(refused) => {
+                let outcome = CallOutcome::Failed(refused.error());
+                self.send(reply_frame(request, outcome), ctx);
+            }
+        }
     }
 }
 

@@ -24,9 +24,10 @@ use tokio::io::AsyncWrite;
 use tracing::{debug, info, warn};
 
 use super::inbound::{Inbound, InboundError, PartialSince};
-use super::{ConnectionPermit, SessionSettings};
+use super::SessionSettings;
+use crate::accept::ConnectionPermit;
 use crate::codec::{self, CodecError, ConnType, Frame};
-use crate::metrics::{Limit, Refusal, Role};
+use crate::metrics::{Limit, Metrics, Refusal, Role};
 use crate::net::WriteHalf;
 use crate::security::{Grant, Identity};
 
@@ -155,7 +156,7 @@ impl Connection {
     /// The connection of a session whose first frame said it is a `role`, reading frames
     /// through `gate`; counted in `nmid_connections` until it drops.
     pub fn new(accepted: Accepted, role: Role, gate: Rc<ReadGate>) -> Self {
-        accepted.settings.jobs.metrics.connection(role, 1);
+        accepted.settings.metrics.connection(role, 1);
         debug!(peer = %accepted.peer, ?role, "connection took its role");
         Self {
             peer: accepted.peer,
@@ -207,20 +208,14 @@ impl Connection {
         match item {
             Ok(inbound) => Some(inbound),
             Err(err @ InboundError::IncompleteFrames { .. }) => {
-                self.settings
-                    .jobs
-                    .metrics
-                    .record_limit(Limit::IncompleteFrames);
+                self.settings.metrics.record_limit(Limit::IncompleteFrames);
                 warn!(peer = %self.peer, cause = %err, "closing connection: too much memory in incomplete frames");
                 ctx.stop();
                 None
             }
             Err(InboundError::Codec(err)) => {
                 if matches!(err, CodecError::FrameTooLarge { .. }) {
-                    self.settings
-                        .jobs
-                        .metrics
-                        .record_limit(Limit::InboundFrameSize);
+                    self.settings.metrics.record_limit(Limit::InboundFrameSize);
                 }
                 warn!(peer = %self.peer, cause = %err, "closing connection: malformed input");
                 ctx.stop();
@@ -245,8 +240,13 @@ impl Connection {
     }
 
     /// What the peer may do; `None` with auth off (everything).
-    pub fn grant(&self) -> Option<&Grant> {
-        self.identity.grant.as_deref()
+    pub fn grant(&self) -> Option<&Arc<Grant>> {
+        self.identity.grant.as_ref()
+    }
+
+    /// The dispatcher's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.settings.metrics
     }
 
     /// The read gate, to hold this connection's frames back (or let them through again).
@@ -304,7 +304,7 @@ impl Connection {
         let held = self.gate.holds(Hold::Backpressure);
         if owed > bound && !held {
             self.gate.hold(Hold::Backpressure);
-            self.settings.jobs.metrics.record_limit(Limit::Backpressure);
+            self.metrics().record_limit(Limit::Backpressure);
             debug!(peer = %self.peer, waiting, owed, "holding the peer's frames back until its replies leave");
         } else if owed <= bound / 2 && held {
             self.gate.release(Hold::Backpressure);
@@ -319,7 +319,7 @@ impl Drop for Connection {
         if !self.outbound.is_empty() {
             let _ = self.write.try_write(&self.outbound);
         }
-        self.settings.jobs.metrics.connection(self.role, -1);
+        self.metrics().connection(self.role, -1);
         debug!(peer = %self.peer, "connection closed");
     }
 }
@@ -362,7 +362,7 @@ fn watch_deadlines<A: Session>(conn: &Connection, ctx: &mut Context<A>) {
     ctx.run_interval(every, |session, ctx| {
         let conn = session.connection();
         let limits = &conn.settings.limits;
-        let metrics = &conn.settings.jobs.metrics;
+        let metrics = conn.metrics();
         let peer = conn.peer;
         if conn.over_since.is_some_and(|t| t.elapsed() >= limits.slow_consumer_timeout) {
             metrics.record_limit(Limit::SlowConsumer);
@@ -431,7 +431,7 @@ pub trait Session: Actor<Context = Context<Self>> {
         };
         if let Some(reason) = refused {
             let conn = self.connection();
-            conn.settings.jobs.metrics.record_refusal(Refusal::Revoked);
+            conn.metrics().record_refusal(Refusal::Revoked);
             warn!(peer = %conn.peer, reason, "closing connection: the reloaded security policy no longer admits it");
             ctx.stop();
         }

@@ -33,6 +33,8 @@ pub enum JobEvent {
     },
     /// The worker holding the job is gone (its lease was dropped unanswered).
     WorkerLost,
+    /// The job never reached a worker (a peer dispatcher could not take it): place it again.
+    Undelivered,
     /// The caller is gone; stop without answering.
     Cancel,
 }
@@ -123,7 +125,7 @@ impl Actor for JobActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let left = self.spec.deadline.saturating_duration_since(Instant::now());
         ctx.run_later(left.max(Duration::from_millis(1)), |job, ctx| {
-            debug!(job = %job.id, function = %job.spec.function, "job deadline passed");
+            debug!(job = %job.id, function = %job.spec.function.escaped(), "job deadline passed");
             job.withdraw();
             job.answer(CallOutcome::Failed(DispatchError::Timeout), ctx);
         });
@@ -147,7 +149,10 @@ impl Handler<JobEvent> for JobActor {
             return;
         }
         match event {
-            JobEvent::Answered { outcome } => self.answer(outcome, ctx),
+            JobEvent::Answered { outcome } => {
+                let outcome = past_deadline(outcome, self.spec.deadline, Instant::now());
+                self.answer(outcome, ctx)
+            }
             JobEvent::Refused { error } => {
                 // A retry that finds the function's workers all gone is still a lost worker.
                 let error = match (self.attempts > 1, error) {
@@ -160,12 +165,18 @@ impl Handler<JobEvent> for JobActor {
                 if self.retries_left > 0 && Instant::now() < self.spec.deadline {
                     self.retries_left -= 1;
                     self.metrics.record_retry();
-                    debug!(job = %self.id, function = %self.spec.function, "worker lost, retrying");
+                    debug!(job = %self.id, function = %self.spec.function.escaped(), "worker lost, retrying");
                     self.dispatch(ctx);
                 } else {
                     let lost = CallOutcome::Failed(DispatchError::WorkerLost);
                     self.answer(lost, ctx);
                 }
+            }
+            JobEvent::Undelivered => {
+                debug!(job = %self.id, function = %self.spec.function, "undelivered, placing again");
+                // An attempt that reached no worker does not count.
+                self.attempts = self.attempts.saturating_sub(1);
+                self.dispatch(ctx);
             }
             JobEvent::Cancel => {
                 self.reply = None;
@@ -187,6 +198,7 @@ impl JobHandle for Addr<JobActor> {
             LeaseReport::Refused(error) => JobEvent::Refused { error },
             LeaseReport::Answered(outcome) => JobEvent::Answered { outcome },
             LeaseReport::Lost => JobEvent::WorkerLost,
+            LeaseReport::Undelivered => JobEvent::Undelivered,
         });
     }
 }
@@ -220,10 +232,49 @@ impl JobActor {
         let Some(reply) = self.reply.take() else {
             return;
         };
-        telemetry::finish(&self.span, Outcome::of(&outcome).as_str());
+        let kind = Outcome::of(&outcome);
+        telemetry::finish(&self.span, kind.as_str());
         let elapsed = self.started.elapsed();
         self.metrics
-            .record_job(&self.spec.function, &outcome, elapsed);
+            .record_job(&self.spec.function, &outcome, kind, elapsed);
         reply(outcome);
+    }
+}
+
+/// One status per cause: a worker's failure that reaches the job once the caller's
+/// `deadline` has passed (`now`) is the deadline's doing — a worker (nmid-faas) that ran the
+/// call up to the deadline it was told, then gave up on it — and is answered as a timeout,
+/// as it would have been had the job's own timer fired first. A result is delivered as it
+/// is.
+fn past_deadline(outcome: CallOutcome, deadline: Instant, now: Instant) -> CallOutcome {
+    match outcome {
+        CallOutcome::WorkerFailed(_) if now >= deadline => {
+            CallOutcome::Failed(DispatchError::Timeout)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// A worker failure at or after the deadline is a timeout; before it, a failure; results
+    /// and the dispatcher's own errors pass as they are.
+    #[test]
+    fn a_worker_failure_after_the_deadline_is_a_timeout() {
+        let earlier = Instant::now();
+        let deadline = earlier + Duration::from_millis(5);
+        let failed = || CallOutcome::WorkerFailed(Bytes::from_static(b"timed out"));
+        let timeout = CallOutcome::Failed(DispatchError::Timeout);
+        assert_eq!(past_deadline(failed(), deadline, deadline), timeout);
+        let later = deadline + Duration::from_millis(5);
+        assert_eq!(past_deadline(failed(), deadline, later), timeout);
+        assert_eq!(past_deadline(failed(), deadline, earlier), failed());
+        let done = CallOutcome::Done(Bytes::from_static(b"late but here"));
+        assert_eq!(past_deadline(done.clone(), deadline, later), done);
+        let lost = CallOutcome::Failed(DispatchError::WorkerLost);
+        assert_eq!(past_deadline(lost.clone(), deadline, later), lost);
     }
 }

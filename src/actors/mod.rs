@@ -3,8 +3,9 @@
 //! One v1 call, bytes in to bytes out (`docs/architecture.md` draws it):
 //!
 //! 1. [`client_session::ClientSession`] (one per client connection) decodes `C_DO_JOB` and
-//!    starts a [`job::JobActor`] for it, with a callback that sends the session an
-//!    [`client_session::Answer`].
+//!    admits it through the [`front_door::FrontDoor`] (the HTTP front end's calls come in
+//!    through the same door), which starts a [`job::JobActor`] for it, with a callback that
+//!    sends the session an [`client_session::Answer`].
 //! 2. The job sends [`registry::Dispatch`] with its [`JobLease`](crate::call::JobLease) to
 //!    the [`registry::Registry`], whose [`Scheduler`](crate::scheduler::Scheduler) picks the
 //!    least-loaded worker of the function (or queues the call, or refuses it).
@@ -26,29 +27,39 @@
 
 pub mod client_session;
 pub mod connection;
+pub mod front_door;
 pub mod inbound;
 pub mod job;
 pub mod registry;
 pub mod worker_session;
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
+use actix::Addr;
 
-use job::JobServices;
+use crate::config::{Config, TcpConfig, WorkersConfig};
+use crate::logging::RefusalLog;
+use crate::metrics::Metrics;
+use front_door::FrontDoor;
+use inbound::FrameBudget;
+use registry::Registry;
 
 /// What both kinds of session read; shared, never changed after start.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
+    /// Where client sessions admit their calls (grants, limits, rate limits, the job).
+    pub door: FrontDoor,
+    /// The function registry, which worker sessions join.
+    pub registry: Addr<Registry>,
+    /// The dispatcher's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Circuit breakers are on: worker sessions report calls that outlive their deadline.
+    pub breakers: bool,
     /// Largest frame body accepted.
     pub max_frame_bytes: usize,
     /// Default deadline of a call.
     pub job_timeout: Duration,
-    /// Registry, retries and counters for the jobs client sessions start.
-    pub jobs: JobServices,
     /// Jobs in flight on one worker.
     pub max_jobs_per_worker: u32,
     /// Silence after which a worker is treated as dead.
@@ -61,6 +72,30 @@ pub struct SessionSettings {
     pub worker_limits: WorkerLimits,
     /// Who may connect, serve and call (reloadable).
     pub security: crate::security::Security,
+    /// Refused connections, logged once per kind and window.
+    pub refusals: Arc<RefusalLog>,
+}
+
+impl SessionSettings {
+    /// The settings `config` gives every session, admitting calls through `door`.
+    pub fn new(config: &Config, door: FrontDoor, refusals: Arc<RefusalLog>) -> Self {
+        let jobs = door.jobs();
+        Self {
+            registry: jobs.registry.clone(),
+            metrics: jobs.metrics.clone(),
+            breakers: jobs.breakers,
+            security: door.security().clone(),
+            door,
+            max_frame_bytes: config.tcp.max_frame_bytes,
+            job_timeout: config.job_timeout(),
+            max_jobs_per_worker: config.workers.max_jobs_in_flight,
+            heartbeat_timeout: config.heartbeat_timeout(),
+            inject_trace_v1: config.tracing.inject_v1_params,
+            limits: ConnectionLimits::from(&config.tcp),
+            worker_limits: WorkerLimits::from(&config.workers),
+            refusals,
+        }
+    }
 }
 
 /// What one worker connection may register and send (`[workers]` keys).
@@ -78,8 +113,19 @@ pub struct WorkerLimits {
     pub control_frames_per_second: u32,
 }
 
-/// What one connection may make the dispatcher hold, and for how long (`[tcp]` and
-/// `[workers]` keys in the configuration).
+impl From<&WorkersConfig> for WorkerLimits {
+    fn from(workers: &WorkersConfig) -> Self {
+        Self {
+            v1_max_jobs: workers.v1_max_jobs_in_flight,
+            max_function_name_bytes: workers.max_function_name_bytes,
+            max_worker_name_bytes: workers.max_worker_name_bytes,
+            max_functions: workers.max_functions_per_worker,
+            control_frames_per_second: workers.max_control_frames_per_second,
+        }
+    }
+}
+
+/// What one connection may make the dispatcher hold, and for how long (`[tcp]` keys).
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     /// Bytes waiting to be written to a peer past which its frames are no longer read
@@ -92,78 +138,31 @@ pub struct ConnectionLimits {
     pub handshake_timeout: Duration,
     /// Time for a frame that has begun to arrive whole (`tcp.frame_timeout_ms`).
     pub frame_timeout: Duration,
-    /// Bytes all connections may hold in frames not yet whole
-    /// (`tcp.max_incomplete_frame_bytes`).
-    pub incomplete_frames: Arc<inbound::FrameBudget>,
+    /// Bytes all connections, and each client's, may hold in frames not yet whole
+    /// (`tcp.max_incomplete_frame_bytes`, `tcp.max_incomplete_frame_bytes_per_client`).
+    pub incomplete_frames: Arc<FrameBudget>,
+    /// Largest first frame of a connection not identified yet, with auth on
+    /// (`tcp.max_first_frame_bytes`).
+    pub max_first_frame_bytes: usize,
     /// Silence after which a client connection with no call in flight is closed
     /// (`tcp.client_idle_timeout_ms`; `None`: never).
     pub client_idle_timeout: Option<Duration>,
 }
 
-/// A connection's place under `tcp.max_connections` and `tcp.max_connections_per_ip`, given
-/// back when the connection (its session) drops it.
-#[derive(Debug)]
-pub struct ConnectionPermit {
-    _global: OwnedSemaphorePermit,
-    _per_ip: Option<IpSlot>,
-}
-
-impl ConnectionPermit {
-    /// A permit made of the global one and, if there is a per-IP limit, the IP's slot.
-    pub fn new(global: OwnedSemaphorePermit, per_ip: Option<IpSlot>) -> Self {
+impl From<&TcpConfig> for ConnectionLimits {
+    fn from(tcp: &TcpConfig) -> Self {
         Self {
-            _global: global,
-            _per_ip: per_ip,
-        }
-    }
-}
-
-/// Open connections by peer IP, under a limit.
-#[derive(Debug)]
-pub struct IpSlots {
-    max_per_ip: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl IpSlots {
-    /// At most `max_per_ip` connections from one IP.
-    pub fn new(max_per_ip: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max_per_ip,
-            open: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// A slot for one more connection from `ip`, unless it has its maximum open.
-    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(ip).or_insert(0);
-        if *count >= self.max_per_ip {
-            return None;
-        }
-        *count += 1;
-        Some(IpSlot {
-            slots: self.clone(),
-            ip,
-        })
-    }
-}
-
-/// One connection's slot under its IP's limit.
-#[derive(Debug)]
-pub struct IpSlot {
-    slots: Arc<IpSlots>,
-    ip: IpAddr,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut open = (self.slots.open.lock()).unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.ip);
-            }
+            max_outbound_bytes: tcp.max_outbound_bytes,
+            slow_consumer_timeout: Duration::from_millis(tcp.slow_consumer_timeout_ms),
+            handshake_timeout: Duration::from_millis(tcp.handshake_timeout_ms),
+            frame_timeout: Duration::from_millis(tcp.frame_timeout_ms),
+            incomplete_frames: FrameBudget::new(
+                tcp.max_incomplete_frame_bytes,
+                (tcp.max_incomplete_frame_bytes_per_client).min(tcp.max_incomplete_frame_bytes),
+            ),
+            max_first_frame_bytes: tcp.max_first_frame_bytes.min(tcp.max_frame_bytes),
+            client_idle_timeout: (tcp.client_idle_timeout_ms > 0)
+                .then(|| Duration::from_millis(tcp.client_idle_timeout_ms)),
         }
     }
 }

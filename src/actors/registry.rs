@@ -26,11 +26,10 @@ use foldhash::{HashMap, HashMapExt};
 use tracing::{debug, info, warn};
 
 use crate::breaker::{BreakerSettings, Transition, Verdict};
-use crate::call::{
-    CallSpec, FunctionName, JobId, JobLease, PeerId, RegistrySnapshot, WorkerId, WorkerSnapshot,
-};
+use crate::call::{CallSpec, FunctionName, JobId, JobLease, PeerId, WorkerId};
 use crate::metrics::Metrics;
 use crate::scheduler::{Decision, Scheduler, Waiting};
+use crate::snapshot::{RegistrySnapshot, WorkerSnapshot};
 
 mod peers;
 
@@ -369,7 +368,7 @@ impl Handler<FunctionAdded> for Registry {
             return;
         }
         let name = self.workers[&msg.worker].name.as_deref().unwrap_or("");
-        info!(worker = %msg.worker, name, function = %msg.function, "function registered");
+        info!(worker = %msg.worker, name, function = %msg.function.escaped(), "function registered");
         let decisions = self.scheduler.serve(msg.worker, &msg.function);
         self.carry_out_all(decisions, ctx);
     }
@@ -379,7 +378,7 @@ impl Handler<FunctionRemoved> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: FunctionRemoved, ctx: &mut Self::Context) {
-        info!(worker = %msg.worker, function = %msg.function, "function removed");
+        info!(worker = %msg.worker, function = %msg.function.escaped(), "function removed");
         let decisions = self.scheduler.unserve(msg.worker, &msg.function);
         self.carry_out_all(decisions, ctx);
     }
@@ -532,7 +531,7 @@ impl Registry {
         match transition {
             Transition::Opened { until } => {
                 let open_ms = until.saturating_duration_since(now).as_millis() as u64;
-                warn!(%worker, name, %function, open_ms, "circuit breaker open: worker out of placement for the function");
+                warn!(%worker, name, function = %function.escaped(), open_ms, "circuit breaker open: worker out of placement for the function");
                 let function = function.clone();
                 ctx.run_later(
                     until.saturating_duration_since(now),
@@ -550,7 +549,7 @@ impl Registry {
                 );
             }
             Transition::HalfOpened | Transition::Closed => {
-                info!(%worker, name, %function, state, "circuit breaker");
+                info!(%worker, name, function = %function.escaped(), state, "circuit breaker");
             }
         }
     }

@@ -36,6 +36,7 @@ use crate::call::{CallOutcome, DispatchError, FunctionName, JobId, JobLease, Wor
 use crate::codec::{
     BadBody, CodecError, ConnType, DataType, Frame, ParamsType, SGetData, TaggedCall, WReturnData,
 };
+use crate::logging::Escaped;
 use crate::metrics::{Leniency, Limit, Refusal, Role};
 use crate::security::Grant;
 use crate::telemetry;
@@ -191,7 +192,7 @@ impl Actor for WorkerSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let settings = &self.conn.settings;
-        settings.jobs.registry.do_send(WorkerJoined {
+        settings.registry.do_send(WorkerJoined {
             worker: self.id,
             port: Box::new(ctx.address()),
             peer: self.conn.peer,
@@ -206,11 +207,8 @@ impl Actor for WorkerSession {
         // The registry must forget this worker before the jobs hear they are lost, so that
         // their retries are not placed here again.
         let settings = &self.conn.settings;
-        settings
-            .jobs
-            .registry
-            .do_send(WorkerLeft { worker: self.id });
-        settings.jobs.metrics.record_worker_disconnect();
+        settings.registry.do_send(WorkerLeft { worker: self.id });
+        settings.metrics.record_worker_disconnect();
         if !self.jobs.is_empty() {
             warn!(worker = %self.id, peer = %self.conn.peer, jobs = self.jobs.len(), "worker lost with jobs in flight");
         }
@@ -232,7 +230,7 @@ impl StreamHandler<Result<Inbound, InboundError>> for WorkerSession {
         if is_control(&frame) {
             self.pace_control(ctx);
         }
-        let registry = &self.conn.settings.jobs.registry;
+        let registry = &self.conn.settings.registry;
         let worker = self.id;
         match frame {
             Frame::WSetName { name } => self.set_name(name, ctx),
@@ -246,6 +244,9 @@ impl StreamHandler<Result<Inbound, InboundError>> for WorkerSession {
                 self.tagged = true;
                 // The configured limit stays a ceiling; a worker may ask for fewer, not more.
                 let max_jobs = slots.clamp(1, self.conn.settings.max_jobs_per_worker);
+                if max_jobs < slots {
+                    warn!(worker = %self.id, asked = slots, granted = max_jobs, "worker asked for more slots than workers.max_jobs_in_flight grants (nmid-faas: its concurrency)");
+                }
                 registry.do_send(WorkerSlots { worker, max_jobs });
                 self.send(Frame::Ok, ctx);
             }
@@ -284,7 +285,10 @@ impl Handler<Assign> for WorkerSession {
             let left = spec.deadline.saturating_duration_since(Instant::now());
             Frame::SJob(TaggedCall {
                 id: job_id.0,
-                timeout_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1),
+                // Rounded up: the worker's deadline is never before the caller's.
+                timeout_ms: u32::try_from(left.as_micros().div_ceil(1000))
+                    .unwrap_or(u32::MAX)
+                    .max(1),
                 params_type: spec.params_type,
                 handle_type: spec.handle_type,
                 function: spec.function.0.clone(),
@@ -334,7 +338,7 @@ impl Handler<AbandonJobs> for WorkerSession {
         }
         for (_, held) in self.jobs.drain() {
             held.lease.refuse(DispatchError::ShuttingDown);
-            self.conn.settings.jobs.registry.do_send(JobFinished {
+            self.conn.settings.registry.do_send(JobFinished {
                 worker: self.id,
                 function: held.function,
                 late: false,
@@ -370,19 +374,15 @@ impl WorkerSession {
         let limits = &self.conn.settings.worker_limits;
         if name.len() > limits.max_worker_name_bytes {
             let max = limits.max_worker_name_bytes;
-            self.conn
-                .settings
-                .jobs
-                .metrics
-                .record_limit(Limit::NameTooLong);
+            self.conn.settings.metrics.record_limit(Limit::NameTooLong);
             warn!(peer = %self.conn.peer, len = name.len(), max, "worker name refused: longer than workers.max_worker_name_bytes");
             self.send(Frame::Error, ctx);
             return;
         }
         let name = String::from_utf8_lossy(&name).into_owned();
-        debug!(worker = %self.id, %name, "worker named");
-        self.answered = Some(self.conn.settings.jobs.metrics.worker_jobs(&name));
-        let registry = &self.conn.settings.jobs.registry;
+        debug!(worker = %self.id, name = %Escaped::from(name.as_str()), "worker named");
+        self.answered = Some(self.conn.settings.metrics.worker_jobs(&name));
+        let registry = &self.conn.settings.registry;
         registry.do_send(WorkerNamed {
             worker: self.id,
             name,
@@ -396,12 +396,8 @@ impl WorkerSession {
         let limits = &self.conn.settings.worker_limits;
         if let Some(grant) = self.conn.grant() {
             if !grant.may_serve(&function.0) {
-                self.conn
-                    .settings
-                    .jobs
-                    .metrics
-                    .record_refusal(Refusal::Serve);
-                warn!(peer = %self.conn.peer, worker = %self.id, grant = %grant.name, %function, "function registration refused: not in its grant");
+                self.conn.settings.metrics.record_refusal(Refusal::Serve);
+                warn!(peer = %self.conn.peer, worker = %self.id, grant = %grant.name, function = %function.escaped(), "function registration refused: not in its grant");
                 self.send(Frame::Error, ctx);
                 return;
             }
@@ -420,18 +416,18 @@ impl WorkerSession {
             None
         };
         if let Some((limit, reason)) = refused {
-            self.conn.settings.jobs.metrics.record_limit(limit);
+            self.conn.settings.metrics.record_limit(limit);
             let len = function.0.len();
             warn!(peer = %self.conn.peer, worker = %self.id, len, reason, "function registration refused");
             self.send(Frame::Error, ctx);
             return;
         }
         self.serving.insert(function.clone());
-        self.conn.settings.jobs.metrics.function_served(&function);
+        self.conn.settings.metrics.function_served(&function);
         // The registry hears of the function before the worker hears OK, so a call made
         // after the worker's OK always finds it.
         let worker = self.id;
-        let registry = &self.conn.settings.jobs.registry;
+        let registry = &self.conn.settings.registry;
         registry.do_send(FunctionAdded { worker, function });
         self.send(Frame::Ok, ctx);
     }
@@ -449,7 +445,6 @@ impl WorkerSession {
         gate.hold(Hold::ControlRate);
         self.conn
             .settings
-            .jobs
             .metrics
             .record_limit(Limit::ControlFrames);
         ctx.run_later(wait, |session, _| {
@@ -460,7 +455,7 @@ impl WorkerSession {
     /// A frame whose body cannot be read, though its frame is whole: tolerated where nmid's
     /// server tolerates it, else the connection is closed.
     fn lenient(&mut self, bad: BadBody, ctx: &mut Context<Self>) {
-        let metrics = self.conn.settings.jobs.metrics.clone();
+        let metrics = self.conn.settings.metrics.clone();
         match bad.kind.data_type {
             // nmid's C SDK sends one byte with W_GRAB_JOB; a grab needs no answer anyway.
             DataType::W_GRAB_JOB => metrics.record_lenient(Leniency::GrabJobBody),
@@ -513,7 +508,7 @@ impl WorkerSession {
             warn!(worker = %self.id, %job_id, "answer for a job this worker does not hold; discarded");
             return;
         }
-        let metrics = &self.conn.settings.jobs.metrics;
+        let metrics = &self.conn.settings.metrics;
         metrics.record_lenient(Leniency::ReturnDataMismatch);
         warn!(worker = %self.id, job_id = ?named, echoed = ?echoed, "v1 result does not echo its job's function and params; discarded, the jobs it concerns reported lost");
         for id in named.into_iter().chain(echoed) {
@@ -538,7 +533,7 @@ impl WorkerSession {
         if let Some(held) = self.jobs.remove(&id) {
             let verdict = verdict(held.overdue, held.deadline, false, Verdict::Failure);
             drop(held.lease);
-            self.conn.settings.jobs.registry.do_send(JobFinished {
+            self.conn.settings.registry.do_send(JobFinished {
                 worker: self.id,
                 function: held.function,
                 late: false,
@@ -559,7 +554,9 @@ impl WorkerSession {
             );
             return;
         };
-        // A RetStruct with a non-zero Code is an answer, as nmid counts it: a success.
+        // For the worker's breaker a RetStruct with a non-zero Code is an answer, as nmid
+        // counts it: a success (the worker is fine; its function failed, which the call's
+        // outcome `error` counts).
         let on_time = match outcome {
             CallOutcome::WorkerFailed(_) => Verdict::Failure,
             _ => Verdict::Success,
@@ -576,10 +573,10 @@ impl WorkerSession {
         // counting this one.
         let late = !lease.is_live();
         if late {
-            debug!(worker = %self.id, %function, "late result discarded");
+            debug!(worker = %self.id, function = %function.escaped(), "late result discarded");
         }
         let verdict = verdict(overdue, deadline, late, on_time);
-        self.conn.settings.jobs.registry.do_send(JobFinished {
+        self.conn.settings.registry.do_send(JobFinished {
             worker: self.id,
             function,
             late,
@@ -587,7 +584,7 @@ impl WorkerSession {
         });
         // (A job that ended in between discards the answer too: counted late here.)
         let delivered = lease.answer(outcome);
-        let metrics = &self.conn.settings.jobs.metrics;
+        let metrics = &self.conn.settings.metrics;
         self.answered
             .get_or_insert_with(|| metrics.worker_jobs(""))
             .inc();
@@ -602,7 +599,7 @@ impl WorkerSession {
     /// answers or goes.)
     fn report_overdue(&mut self) {
         let now = Instant::now();
-        let registry = &self.conn.settings.jobs.registry;
+        let registry = &self.conn.settings.registry;
         for held in self.jobs.values_mut() {
             if !held.overdue && now >= held.deadline {
                 held.overdue = true;
@@ -620,7 +617,7 @@ impl WorkerSession {
         let timeout = self.conn.settings.heartbeat_timeout;
         let every = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         ctx.run_interval(every, move |session, ctx| {
-            if session.conn.settings.jobs.breakers {
+            if session.conn.settings.breakers {
                 session.report_overdue();
             }
             if std::mem::take(&mut session.heard) {

@@ -9,9 +9,10 @@ use clap::Parser;
 use nmid::faas::{Credentials, Dispatchers, FaasSpec, ServeOptions};
 
 /// nmid-faas: serve the commands and local HTTP services listed in a TOML file as nmid
-/// functions. Editing the file adds, changes and removes functions without a restart.
+/// functions, to the nmid dispatchers it connects to as a worker. Editing the file adds,
+/// changes and removes functions without a restart.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// The functions file (TOML; config/functions.toml documents every key).
     #[arg(value_name = "FILE")]
@@ -50,6 +51,9 @@ fn main() -> ExitCode {
     if cli.check {
         return match FaasSpec::load(&cli.file) {
             Ok(spec) => {
+                for warning in spec.warnings() {
+                    eprintln!("nmid-faas: warning: {warning}");
+                }
                 println!(
                     "{}: {} functions, valid",
                     cli.file.display(),
@@ -66,7 +70,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("nmid-faas: {err:#}");
+            // Once: each error's message already carries its cause.
+            eprintln!("nmid-faas: {err}");
             ExitCode::from(2)
         }
     }

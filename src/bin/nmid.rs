@@ -16,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// nmid: a microservice RPC dispatcher, wire-compatible with nmid protocol v1.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// Configuration file (TOML); see config/nmid.toml for every key.
     #[arg(long, value_name = "FILE")]
@@ -156,22 +156,22 @@ fn run(cli: Cli) -> anyhow::Result<nmid::server::Stopped> {
     served
 }
 
-/// Says so, loudly, when a listener is reachable beyond this host and anyone who reaches
-/// it may register workers and call functions (auth off).
+/// Says so, loudly, for each way the configuration leaves the dispatcher open beyond this
+/// host (auth off beyond loopback, the admin API with it, a wildcard bind in plaintext, v1
+/// peers granted to every address): one `warn` line each.
 fn warn_if_open(config: &nmid::config::Config, listeners: &nmid::server::Listeners) {
-    let listening: Vec<SocketAddr> = [Some(&listeners.tcp), listeners.http.as_ref()]
+    let Ok(tcp) = listeners.tcp.local_addr() else {
+        return;
+    };
+    let http: Vec<SocketAddr> = [listeners.http.as_ref(), listeners.metrics.as_ref()]
         .into_iter()
         .flatten()
         .filter_map(|l| l.local_addr().ok())
         .collect();
-    let exposed = nmid::security::exposed(&listening, config.auth.enabled);
-    if !exposed.is_empty() {
-        let listeners = exposed.iter().map(ToString::to_string).collect::<Vec<_>>();
+    for exposure in nmid::security::exposures(config, tcp, &http) {
         tracing::warn!(
-            listeners = %listeners.join(", "),
-            "auth is off and these listeners are not on loopback: anyone who reaches them can \
-             register a worker for any function (and read its callers' params) or call any \
-             function; see docs/security.md and config/hardened.toml"
+            exposure = exposure.kind(),
+            "{exposure}; see docs/security.md and config/hardened.toml"
         );
     }
 }

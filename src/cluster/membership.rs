@@ -88,6 +88,7 @@ impl PeerFollower {
             known.insert(id.clone(), record.clone());
         }
         self.metrics.set_peers(known.len());
+        self.metrics.set_watch_restarts(now.watch_restarts);
     }
 
     /// Starts a link to `peer` and tells the registry it joined.

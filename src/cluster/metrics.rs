@@ -1,5 +1,5 @@
 //! The cluster's metrics, registered in the dispatcher's registry: peers, forwarded calls
-//! by outcome, and the etcd session. Labels are bounded: a fixed set of outcomes, no peer
+//! by outcome, the etcd session and the membership watch. Labels are bounded: a fixed set of outcomes, no peer
 //! ids (a cluster that churns members would grow a series per dispatcher ever started).
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
@@ -59,6 +59,7 @@ pub struct ClusterMetrics {
     forwarded: IntCounterVec,
     etcd_up: IntGauge,
     etcd_sessions: IntCounter,
+    watch_restarts: IntCounter,
 }
 
 impl ClusterMetrics {
@@ -94,7 +95,16 @@ impl ClusterMetrics {
         let etcd_sessions = metrics.register(
             IntCounter::new(
                 "nmid_etcd_sessions_total",
-                "etcd sessions (leases) started: 1 after a clean start, more after etcd outages.",
+                "etcd leases granted to this dispatcher: 1 after a clean start, more after \
+                 etcd lost the lease (an outage longer than its TTL).",
+            )
+            .expect("valid metric"),
+        );
+        let watch_restarts = metrics.register(
+            IntCounter::new(
+                "nmid_etcd_watch_restarts_total",
+                "Membership watches that broke and were started again (an etcd member failed, \
+                 or closed the connection).",
             )
             .expect("valid metric"),
         );
@@ -103,6 +113,7 @@ impl ClusterMetrics {
             forwarded,
             etcd_up,
             etcd_sessions,
+            watch_restarts,
         }
     }
 
@@ -116,11 +127,21 @@ impl ClusterMetrics {
         self.peers.set(peers as i64);
     }
 
-    /// The etcd session is up (a new lease) or down.
+    /// The etcd session is up (the lease held, the keys current) or down.
     pub fn set_etcd_up(&self, up: bool) {
-        if up {
-            self.etcd_sessions.inc();
-        }
         self.etcd_up.set(i64::from(up));
+    }
+
+    /// etcd granted a new lease.
+    pub fn lease_granted(&self) {
+        self.etcd_sessions.inc();
+    }
+
+    /// The membership watch has broken `restarts` times since start (a running total).
+    pub fn set_watch_restarts(&self, restarts: u64) {
+        let counted = self.watch_restarts.get();
+        if restarts > counted {
+            self.watch_restarts.inc_by(restarts - counted);
+        }
     }
 }

@@ -4,10 +4,13 @@
 //! `docs/cluster.md` draws the topology and one forwarded call. The parts:
 //!
 //! - [`record`]: what is stored in etcd (membership record, `nmid/` keys); pure.
-//! - [`etcd`]: connecting with credentials and bounded requests, the reconnect backoff, and
-//!   the membership follower that the client and worker libraries use as well. These two
-//!   sit below the libraries (`nmid_proto::discovery`) and are re-exported here.
-//! - `session`: this dispatcher's lease, kept alive, and its two keys under it.
+//! - [`etcd`]: one etcd member at a time out of several, with credentials and bounded
+//!   requests, the reconnect backoff, and the membership follower that the client and
+//!   worker libraries use as well. These two sit below the libraries
+//!   (`nmid_proto::discovery`) and are re-exported here.
+//! - `session`: this dispatcher's lease, kept alive through whichever member answers, and
+//!   its two keys under it.
+//! - `nmid_key`: the value of its nmid key, every live dispatcher of each function; pure.
 //! - `membership`: peers joining, changing and leaving, told to the registry.
 //! - [`peer_link`]: one actor per peer, a small pool of tagged connections, carrying out the
 //!   scheduler's `Forward` decisions.
@@ -18,6 +21,7 @@
 
 mod membership;
 pub mod metrics;
+mod nmid_key;
 pub mod peer_link;
 mod session;
 mod view;
@@ -58,6 +62,8 @@ pub struct ClusterSettings {
     pub prefix: String,
     /// How often changes are published, at most.
     pub publish_interval: Duration,
+    /// How often the nmid key is put again unchanged; `None`: never.
+    pub nmid_refresh: Option<Duration>,
     /// Tagged connections per peer.
     pub peer_connections: usize,
     /// Largest frame a peer link reads.
@@ -113,6 +119,9 @@ impl ClusterSettings {
                 credentials,
                 request_timeout: Duration::from_millis(discovery.request_timeout_ms),
                 retry_max: Duration::from_millis(discovery.retry_max_ms),
+                keepalive_interval: (discovery.keepalive_interval_ms > 0)
+                    .then(|| Duration::from_millis(discovery.keepalive_interval_ms)),
+                member_refresh: Duration::from_millis(discovery.member_refresh_interval_ms),
             },
             id,
             tcp_addr,
@@ -120,6 +129,8 @@ impl ClusterSettings {
             lease_ttl: Duration::from_secs(discovery.lease_ttl_s),
             prefix: config.cluster.prefix.clone(),
             publish_interval: Duration::from_millis(config.cluster.publish_interval_ms),
+            nmid_refresh: (config.cluster.nmid_refresh_interval_ms > 0)
+                .then(|| Duration::from_millis(config.cluster.nmid_refresh_interval_ms)),
             peer_connections: config.cluster.peer_connections,
             max_frame_bytes: config.tcp.max_frame_bytes,
             max_record_bytes: config.cluster.max_record_bytes,
@@ -232,7 +243,9 @@ impl Cluster {
             lease_ttl: settings.lease_ttl,
             prefix: settings.prefix.clone(),
             publish_interval: settings.publish_interval,
+            nmid_refresh: settings.nmid_refresh,
             registry,
+            members: members.clone(),
             state: state.clone(),
             metrics,
         };
@@ -257,11 +270,12 @@ impl Cluster {
         self.phase.send_replace(Phase::Draining);
     }
 
-    /// Leaves the cluster: revokes the lease (deleting this dispatcher's keys at once). If
-    /// etcd does not answer within its request timeout, the lease expires by itself.
+    /// Leaves the cluster: revokes the lease (deleting this dispatcher's keys at once),
+    /// through another etcd member if the one in use fails. If etcd does not answer within
+    /// a few request timeouts, the lease expires by itself.
     pub async fn leave(self) {
         self.phase.send_replace(Phase::Leaving);
-        let bound = 2 * self.request_timeout + Duration::from_millis(100);
+        let bound = 3 * self.request_timeout + Duration::from_millis(100);
         let _ = tokio::time::timeout(bound, self.session).await;
     }
 }

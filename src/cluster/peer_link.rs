@@ -3,14 +3,23 @@
 //! Started by the membership follower when a peer's record appears; the registry holds its
 //! address as the peer's [`PeerPort`] and sends it [`Forward`]. It holds a small pool of
 //! tagged connections to the peer (`cluster.peer_connections`, connected on first use) and
-//! sends each call as `C_CALL` with the time its caller has left, its trace context, and the
-//! hop marker ([`FORWARDED_META_KEY`]) that stops the peer from forwarding it again.
+//! sends each call as `C_CALL` with the time its caller has left, its trace context, the
+//! hop marker ([`FORWARDED_META_KEY`]) that stops the peer from forwarding it again, and the
+//! caller it is made for ([`CALLER_META_KEY`]): a peer that grants this link the `peer` role
+//! authorizes and rate-limits the call as that caller, not as the link.
 //!
-//! The peer's answer goes to the job through its lease. When the peer cannot give one (its
-//! connection drops with the call in flight, it cannot be reached, it is draining), the link
-//! first tells the registry the peer is unreachable, then drops the lease: the job hears its
-//! "worker" was lost and retries (elsewhere: the registry skips the peer a while) or fails
-//! with `WorkerLost`. Nothing waits forever: the job's own deadline answers its caller.
+//! The peer's answer goes to the job through its lease. When the peer gives none, the link
+//! first tells the registry the peer is unreachable (it is skipped for
+//! `cluster.peer_retry_ms`), then:
+//!
+//! - the call never reached the peer (it could not be reached, or refused it while
+//!   draining): the lease is handed back and the job is placed again as if it had just
+//!   arrived — on a local worker or another peer, else refused `NoWorker` / `CANT_DO` — never
+//!   reported as a lost worker;
+//! - the call was sent and the connection dropped before the answer: a worker may have run
+//!   it, so the lease is dropped: the job retries (`jobs.retries`) or fails `WorkerLost`.
+//!
+//! Nothing waits forever: the job's own deadline answers its caller.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +30,8 @@ use tracing::{debug, Instrument};
 
 use super::metrics::{ClusterMetrics, ForwardOutcome};
 use crate::actors::registry::{Assignment, ForwardFinished, PeerPort, PeerUnreachable, Registry};
-use crate::call::{CallOutcome, DispatchError, JobId, JobLease, PeerId, FORWARDED_META_KEY};
+use crate::call::{CallOutcome, DispatchError, JobId, JobLease, PeerId};
+use crate::call::{CALLER_META_KEY, FORWARDED_META_KEY};
 use crate::client::{CallOptions, Client, ClientError};
 use crate::telemetry::{self, Hop};
 
@@ -138,7 +148,15 @@ impl Handler<Forward> for PeerLink {
         };
         let hop = Bytes::from_static(FORWARDED_META_KEY.as_bytes());
         options.metadata.push((hop, self.own_id.clone()));
-        debug!(job = %job_id, peer = %self.peer, function = %function, "forwarding call");
+        // Only the caller this dispatcher admitted is named, never one a client wrote itself.
+        let caller_key = CALLER_META_KEY.as_bytes();
+        options.metadata.retain(|(key, _)| &key[..] != caller_key);
+        if let Some(caller) = spec.caller.as_ref().and_then(|c| c.to_meta()) {
+            options
+                .metadata
+                .push((Bytes::from_static(caller_key), caller));
+        }
+        debug!(job = %job_id, peer = %self.peer, function = %spec.function.escaped(), "forwarding call");
         self.in_flight.insert(job_id, lease);
         let call = async move { client.call_with(&function, spec.params, options).await };
         call.instrument(span.clone())
@@ -151,16 +169,18 @@ impl Handler<Forward> for PeerLink {
                 let Some(lease) = link.in_flight.remove(&job_id) else {
                     return;
                 };
-                match answer_of(result) {
-                    Some(answer) => {
+                let reply = reply_of(result);
+                if !matches!(reply, PeerReply::Answer(_)) {
+                    // The registry hears first, so the job's next placement skips this peer.
+                    let peer = link.peer.clone();
+                    link.registry.do_send(PeerUnreachable { peer });
+                }
+                match reply {
+                    PeerReply::Answer(answer) => {
                         lease.answer(answer);
                     }
-                    None => {
-                        // The registry hears first, so the job's retry skips this peer.
-                        let peer = link.peer.clone();
-                        link.registry.do_send(PeerUnreachable { peer });
-                        drop(lease);
-                    }
+                    PeerReply::Undelivered => lease.hand_back(),
+                    PeerReply::Lost => drop(lease),
                 }
                 let peer = link.peer.clone();
                 link.registry.do_send(ForwardFinished { peer });
@@ -188,13 +208,25 @@ fn time_left(deadline: Instant) -> Duration {
         .max(Duration::from_millis(1))
 }
 
-/// The job's answer for the peer's reply; `None` when the peer gave none that counts (the
-/// call must be retried or reported lost).
-fn answer_of(result: Result<Bytes, ClientError>) -> Option<CallOutcome> {
-    let failed = |error| Some(CallOutcome::Failed(error));
+/// What a forwarded call's result means for its job.
+#[derive(Debug, PartialEq)]
+enum PeerReply {
+    /// The peer answered: the job's answer.
+    Answer(CallOutcome),
+    /// The call never reached the peer's workers: place it again.
+    Undelivered,
+    /// The call was sent and no answer came: it may have run.
+    Lost,
+}
+
+/// The job's answer for the peer's reply, or why there is none.
+fn reply_of(result: Result<Bytes, ClientError>) -> PeerReply {
+    let failed = |error| PeerReply::Answer(CallOutcome::Failed(error));
     match result {
-        Ok(ret) => Some(CallOutcome::Done(ret)),
-        Err(ClientError::WorkerError(message)) => Some(CallOutcome::WorkerFailed(message.into())),
+        Ok(ret) => PeerReply::Answer(CallOutcome::Done(ret)),
+        Err(ClientError::WorkerError(message)) => {
+            PeerReply::Answer(CallOutcome::WorkerFailed(message.into()))
+        }
         Err(ClientError::NoWorker) => failed(DispatchError::NoWorker),
         Err(ClientError::RateLimited) => failed(DispatchError::RateLimited),
         Err(ClientError::BreakerOpen) => failed(DispatchError::BreakerOpen),
@@ -203,20 +235,25 @@ fn answer_of(result: Result<Bytes, ClientError>) -> Option<CallOutcome> {
         Err(ClientError::BadRequest(_)) => failed(DispatchError::BadRequest),
         Err(ClientError::TooLarge(_)) => failed(DispatchError::TooLarge),
         Err(ClientError::Forbidden(_)) => failed(DispatchError::Forbidden),
-        Err(ClientError::Other { message, .. }) => Some(CallOutcome::WorkerFailed(message.into())),
-        // Never ran there, or unknown whether it ran: hand it back.
+        Err(ClientError::Other { message, .. }) => {
+            PeerReply::Answer(CallOutcome::WorkerFailed(message.into()))
+        }
+        // Refused before it could run there: no connection, a draining peer, no access.
         Err(
-            ClientError::ShuttingDown
-            | ClientError::ConnectionLost
-            | ClientError::Connect { .. }
+            ClientError::Connect { .. }
+            | ClientError::ShuttingDown
             | ClientError::NoDispatcher
-            | ClientError::Unauthorized(_)
+            | ClientError::Unauthorized(_),
+        ) => PeerReply::Undelivered,
+        // Sent, and unknown whether it ran there.
+        Err(
+            ClientError::ConnectionLost
             | ClientError::Protocol(_)
             | ClientError::Failed
             | ClientError::Function { .. }
             | ClientError::Encode(_)
             | ClientError::Decode(_),
-        ) => None,
+        ) => PeerReply::Lost,
     }
 }
 
@@ -237,24 +274,28 @@ fn forward_outcome(result: &Result<Bytes, ClientError>) -> ForwardOutcome {
 mod tests {
     use super::*;
 
-    /// Replies that say what happened reach the job; replies that leave the call's fate to
-    /// the caller (the peer vanished, was draining, could not be reached) hand it back.
+    /// Replies that say what happened reach the job; a call the peer never took (it could
+    /// not be reached, it was draining) is handed back to be placed again; a call whose
+    /// connection dropped in flight may have run, so its worker counts as lost.
     #[test]
     fn peer_replies_map_to_job_outcomes() {
         assert_eq!(
-            answer_of(Ok(Bytes::from_static(b"r"))),
-            Some(CallOutcome::Done(Bytes::from_static(b"r")))
+            reply_of(Ok(Bytes::from_static(b"r"))),
+            PeerReply::Answer(CallOutcome::Done(Bytes::from_static(b"r")))
         );
         assert_eq!(
-            answer_of(Err(ClientError::NoWorker)),
-            Some(CallOutcome::Failed(DispatchError::NoWorker))
+            reply_of(Err(ClientError::NoWorker)),
+            PeerReply::Answer(CallOutcome::Failed(DispatchError::NoWorker))
         );
         assert_eq!(
-            answer_of(Err(ClientError::WorkerError("boom".into()))),
-            Some(CallOutcome::WorkerFailed(Bytes::from_static(b"boom")))
+            reply_of(Err(ClientError::WorkerError("boom".into()))),
+            PeerReply::Answer(CallOutcome::WorkerFailed(Bytes::from_static(b"boom")))
         );
-        assert_eq!(answer_of(Err(ClientError::ConnectionLost)), None);
-        assert_eq!(answer_of(Err(ClientError::ShuttingDown)), None);
+        assert_eq!(reply_of(Err(ClientError::ConnectionLost)), PeerReply::Lost);
+        assert_eq!(
+            reply_of(Err(ClientError::ShuttingDown)),
+            PeerReply::Undelivered
+        );
         let unreachable = ClientError::Connect {
             addr: "127.0.0.1:1".into(),
             reason: "refused".into(),
@@ -263,6 +304,6 @@ mod tests {
             forward_outcome(&Err(unreachable.clone())),
             ForwardOutcome::PeerLost
         );
-        assert_eq!(answer_of(Err(unreachable)), None);
+        assert_eq!(reply_of(Err(unreachable)), PeerReply::Undelivered);
     }
 }

@@ -1,24 +1,32 @@
 //! The dispatcher's etcd session: one lease, kept alive, and the two keys under it — the
 //! membership record and nmid's function key — rewritten when the dispatcher's functions
 //! or load change (read from the registry every `cluster.publish_interval_ms`, written only
-//! on a change: never per call).
+//! on a change: never per call), and the nmid key also when a peer joins, changes, drains
+//! or leaves (at once: it lists every live dispatcher of each function, see
+//! [`super::nmid_key`]) and every `cluster.nmid_refresh_interval_ms` (so that a Go consumer
+//! started in a quiet cluster gets the watch event it waits for).
 //!
-//! etcd down at start, or lost mid-run: the session is down (a warning, `/api/v1/cluster`
-//! and `nmid_etcd_session_up` say so) while the dispatcher serves on; it retries with
-//! backoff, and once etcd answers again takes a new lease and writes its keys anew. On
-//! shutdown it first marks the record `draining` (peers and discovering clients stop sending
-//! new calls), and after the drain revokes the lease, which deletes both keys at once.
+//! The lease belongs to the etcd cluster, not to the member the session talks to: when that
+//! member fails (down, frozen, cut off from the leader), the session goes on through another
+//! ([`EtcdConnection`]) with the same lease and keys, and nothing changes for the peers. It
+//! is down only when no member renewed the lease for a whole TTL (etcd unreachable: a
+//! warning, `/api/v1/cluster` and `nmid_etcd_session_up` say so) while the dispatcher serves
+//! on; it retries with backoff, and once etcd answers keeps the lease if etcd still has it,
+//! else takes a new one, and writes its keys anew. On shutdown it first marks the record
+//! `draining` (peers and discovering clients stop sending new calls), and after the drain
+//! revokes the lease, which deletes both keys at once.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use etcd_client::{Client, PutOptions};
+use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::etcd::{self, EtcdSettings};
+use super::etcd::{self, EtcdConnection, EtcdSettings, Members, RETRY_MIN};
 use super::metrics::ClusterMetrics;
+use super::nmid_key::nmid_value;
 use super::record::{dispatcher_nmid_key, member_key, MemberRecord};
 use crate::actors::registry::{Registry, Snapshot};
 
@@ -56,29 +64,114 @@ pub struct EtcdSession {
     pub prefix: String,
     /// How often the registry is read for changes.
     pub publish_interval: Duration,
+    /// How often the nmid key is put again unchanged; `None`: never.
+    pub nmid_refresh: Option<Duration>,
     /// The registry whose functions and load are published.
     pub registry: Addr<Registry>,
+    /// The cluster's members, as the membership follower sees them.
+    pub members: watch::Receiver<Members>,
     /// Shared with the cluster's view.
     pub state: Arc<Mutex<SessionState>>,
     /// The session gauge.
     pub metrics: ClusterMetrics,
 }
 
+/// The lease the session holds.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    id: i64,
+    /// When etcd last renewed it.
+    renewed: Instant,
+}
+
+/// Why holding the lease through one member stopped.
+#[derive(Debug)]
+enum Interrupted {
+    /// etcd no longer has the lease: take a new one.
+    LeaseGone,
+    /// The member failed a request or did not answer: go on through another.
+    Member(etcd_client::Error),
+}
+
+impl From<etcd_client::Error> for Interrupted {
+    fn from(err: etcd_client::Error) -> Self {
+        Self::Member(err)
+    }
+}
+
+/// The lease held through one member: its keep-alive stream and what was last written.
+struct Attached {
+    client: Client,
+    keeper: LeaseKeeper,
+    replies: LeaseKeepAliveStream,
+    record: MemberRecord,
+    nmid: String,
+}
+
 impl EtcdSession {
     /// Runs until the phase is [`Phase::Leaving`] and the lease is revoked (or etcd cannot
-    /// be reached to revoke it: the lease then expires by itself).
-    pub async fn run(self, mut phase: watch::Receiver<Phase>) {
+    /// be reached to revoke it: the lease then expires by itself). Logs once per change of
+    /// state (up, member switched, down), with the failed attempts in between.
+    pub async fn run(mut self, mut phase: watch::Receiver<Phase>) {
+        let mut etcd = EtcdConnection::new(self.etcd.clone());
         let mut backoff = self.etcd.backoff();
+        let mut lease: Option<Lease> = None;
+        let mut failures = 0u32;
         loop {
-            let result = self.once(&mut phase, &mut backoff).await;
-            self.set_up(false, result.as_ref().err().map(ToString::to_string));
             if *phase.borrow() == Phase::Leaving {
                 return;
             }
-            let wait = backoff.next().unwrap_or(self.etcd.retry_max);
-            if let Err(err) = result {
-                warn!(cause = %err, retry_ms = wait.as_millis() as u64, "etcd session down: serving locally, known peers kept; retrying");
-            }
+            let cause = match self.attach(&mut etcd, &mut lease, &phase).await {
+                Ok(attached) => {
+                    let id = lease.map_or(0, |l| l.id);
+                    let endpoint = etcd.endpoint().unwrap_or_default();
+                    match self.is_up() {
+                        false => {
+                            info!(id = %attached.record.id, lease = id, ttl_s = self.ttl_s(), %endpoint, failures, "etcd session up: registered in the cluster")
+                        }
+                        true => {
+                            debug!(lease = id, %endpoint, failures, "lease held through this etcd member")
+                        }
+                    }
+                    self.set_up(true, None);
+                    failures = 0;
+                    backoff = self.etcd.backoff();
+                    let held = lease.as_mut().expect("attached with a lease");
+                    match self.hold(attached, held, &mut etcd, &mut phase).await {
+                        Ok(()) => return,
+                        Err(Interrupted::LeaseGone) => {
+                            lease = None;
+                            "etcd no longer has the lease".to_owned()
+                        }
+                        Err(Interrupted::Member(err)) => {
+                            let endpoint = etcd.endpoint().unwrap_or_default().to_owned();
+                            info!(%endpoint, cause = %err, "etcd member failed: holding the lease through another");
+                            err.to_string()
+                        }
+                    }
+                }
+                Err(Interrupted::LeaseGone) => "etcd no longer has the lease".to_owned(),
+                Err(Interrupted::Member(err)) => {
+                    failures += 1;
+                    debug!(cause = %err, failures, "no etcd member answered");
+                    err.to_string()
+                }
+            };
+            etcd.failed();
+            // Up while some member may still renew the lease in time; down once none did
+            // for a whole TTL (or etcd said the lease is gone).
+            let held = lease.is_some_and(|l| l.renewed.elapsed() < self.lease_ttl);
+            let wait = match held {
+                true => RETRY_MIN,
+                false => {
+                    let wait = backoff.next().unwrap_or(self.etcd.retry_max);
+                    if self.is_up() || failures == 1 {
+                        warn!(cause = %cause, retry_ms = wait.as_millis() as u64, "etcd session down: serving locally, known peers kept; retrying");
+                    }
+                    self.set_up(false, Some(cause));
+                    wait
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = phase.wait_for(|p| *p == Phase::Leaving) => return,
@@ -86,81 +179,172 @@ impl EtcdSession {
         }
     }
 
-    /// One lease: grant, write the keys, keep alive and publish until etcd fails (`Err`) or
-    /// the dispatcher leaves (`Ok`).
-    async fn once(
+    /// Connects to a member; renews the lease held if etcd still has it, else grants a new
+    /// one; writes both keys under it.
+    async fn attach(
         &self,
+        etcd: &mut EtcdConnection,
+        lease: &mut Option<Lease>,
+        phase: &watch::Receiver<Phase>,
+    ) -> Result<Attached, Interrupted> {
+        let mut client = etcd.client().await?;
+        let timeout = self.etcd.request_timeout;
+        let mut stream = None;
+        if let Some(held) = lease.as_mut() {
+            let (mut keeper, mut replies) = client.lease_keep_alive(held.id).await?;
+            match etcd::keep_alive(&mut keeper, &mut replies, timeout).await? {
+                true => {
+                    held.renewed = Instant::now();
+                    stream = Some((keeper, replies));
+                }
+                false => {
+                    warn!(
+                        lease = held.id,
+                        "etcd no longer has the lease: taking a new one"
+                    );
+                    *lease = None;
+                }
+            }
+        }
+        let (keeper, replies) = match stream {
+            Some(stream) => stream,
+            None => {
+                let id = client.lease_grant(self.ttl_s(), None).await?.id();
+                self.metrics.lease_granted();
+                *lease = Some(Lease {
+                    id,
+                    renewed: Instant::now(),
+                });
+                client.lease_keep_alive(id).await?
+            }
+        };
+        let id = lease.map_or(0, |l| l.id);
+        let record = self.current(*phase.borrow() != Phase::Serving).await;
+        let nmid = self.nmid_value(&record);
+        self.put_record(&mut client, id, &record).await?;
+        self.put_nmid(&mut client, id, &record.id, &nmid).await?;
+        Ok(Attached {
+            client,
+            keeper,
+            replies,
+            record,
+            nmid,
+        })
+    }
+
+    /// Keeps the lease alive and the keys current through the member attached, until it
+    /// fails (`Err`) or the dispatcher leaves (`Ok`, the lease revoked if etcd answers).
+    async fn hold(
+        &self,
+        attached: Attached,
+        lease: &mut Lease,
+        etcd: &mut EtcdConnection,
         phase: &mut watch::Receiver<Phase>,
-        backoff: &mut backon::ExponentialBackoff,
-    ) -> Result<(), etcd_client::Error> {
-        let mut client = self.etcd.connect().await?;
-        let ttl = self.lease_ttl.as_secs().max(1) as i64;
-        let lease = client.lease_grant(ttl, None).await?.id();
-        let mut record = self.current(*phase.borrow() != Phase::Serving).await;
-        self.write(&mut client, lease, &record, true).await?;
-        let (mut keeper, mut replies) = client.lease_keep_alive(lease).await?;
-        *backoff = self.etcd.backoff();
-        self.set_up(true, None);
-        info!(id = %record.id, lease, ttl_s = ttl, "etcd session up: registered in the cluster");
+    ) -> Result<(), Interrupted> {
+        let Attached {
+            mut client,
+            mut keeper,
+            mut replies,
+            mut record,
+            mut nmid,
+        } = attached;
+        let mut members = self.members.clone();
         let mut keep_alive = tokio::time::interval(self.lease_ttl / 3);
         let mut publish = tokio::time::interval(self.publish_interval);
+        let refresh_every = self.nmid_refresh.unwrap_or(Duration::MAX / 4);
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now(), refresh_every);
+        refresh.reset();
+        let mut members_alive = true;
         loop {
             tokio::select! {
                 _ = keep_alive.tick() => {
-                    etcd::keep_alive(&mut keeper, &mut replies, self.etcd.request_timeout).await?;
+                    let timeout = self.etcd.request_timeout;
+                    match etcd::keep_alive(&mut keeper, &mut replies, timeout).await? {
+                        true => lease.renewed = Instant::now(),
+                        false => return Err(Interrupted::LeaseGone),
+                    }
+                    etcd.refresh_members().await?;
                 }
                 _ = publish.tick() => {
                     let now = self.current(record.draining).await;
                     if now != record {
-                        let functions_changed = now.functions != record.functions;
-                        self.write(&mut client, lease, &now, functions_changed).await?;
+                        self.put_record(&mut client, lease.id, &now).await?;
                         record = now;
                     }
+                }
+                changed = members.changed(), if members_alive => {
+                    members_alive = changed.is_ok();
+                }
+                _ = refresh.tick(), if self.nmid_refresh.is_some() => {
+                    self.put_nmid(&mut client, lease.id, &record.id, &nmid).await?;
+                    debug!(id = %record.id, "nmid key put again (refresh)");
                 }
                 changed = phase.changed() => {
                     let phase = changed.map(|()| *phase.borrow()).unwrap_or(Phase::Leaving);
                     if phase == Phase::Leaving {
-                        return self.revoke(&mut client, lease, &record).await;
+                        return self.revoke(&mut client, etcd, lease.id, &record).await;
                     }
                     record.draining = true;
-                    self.write(&mut client, lease, &record, true).await?;
+                    self.put_record(&mut client, lease.id, &record).await?;
                 }
+            }
+            // Peers and own functions both shape the nmid key: rewritten when it changes.
+            let value = self.nmid_value(&record);
+            if value != nmid {
+                self.put_nmid(&mut client, lease.id, &record.id, &value)
+                    .await?;
+                debug!(id = %record.id, value = %value, "nmid key rewritten");
+                nmid = value;
             }
         }
     }
 
-    /// Writes the record and, when asked (its functions changed), nmid's key; both under
-    /// `lease`. A draining dispatcher advertises no functions under `nmid/`.
-    async fn write(
+    /// The nmid key's value for `record` and the members known now.
+    fn nmid_value(&self, record: &MemberRecord) -> String {
+        let members = self.members.borrow();
+        nmid_value(record, members.members.values().map(|m| &m.record))
+    }
+
+    async fn put_record(
         &self,
         client: &mut Client,
         lease: i64,
         record: &MemberRecord,
-        nmid_too: bool,
     ) -> Result<(), etcd_client::Error> {
         let key = member_key(&self.prefix, &record.id);
-        let options = || Some(PutOptions::new().with_lease(lease));
-        client.put(key, record.encode(), options()).await?;
-        if nmid_too {
-            let value = match record.draining {
-                true => "{}".to_owned(),
-                false => record.nmid_value(),
-            };
-            client
-                .put(dispatcher_nmid_key(&record.id), value, options())
-                .await?;
-        }
+        let options = PutOptions::new().with_lease(lease);
+        client.put(key, record.encode(), Some(options)).await?;
         self.state.lock().expect("session state").record = record.clone();
         Ok(())
     }
 
-    async fn revoke(
+    async fn put_nmid(
         &self,
         client: &mut Client,
         lease: i64,
-        record: &MemberRecord,
+        id: &str,
+        value: &str,
     ) -> Result<(), etcd_client::Error> {
-        client.lease_revoke(lease).await?;
+        let options = PutOptions::new().with_lease(lease);
+        client
+            .put(dispatcher_nmid_key(id), value, Some(options))
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes the lease, through another member if the one attached fails.
+    async fn revoke(
+        &self,
+        client: &mut Client,
+        etcd: &mut EtcdConnection,
+        lease: i64,
+        record: &MemberRecord,
+    ) -> Result<(), Interrupted> {
+        if let Err(err) = client.lease_revoke(lease).await {
+            debug!(cause = %err, "lease revoke failed; trying another etcd member");
+            etcd.failed();
+            etcd.client().await?.lease_revoke(lease).await?;
+        }
         info!(id = %record.id, "left the cluster: lease revoked, keys deleted");
         Ok(())
     }
@@ -180,7 +364,15 @@ impl EtcdSession {
         record
     }
 
-    fn set_up(&self, up: bool, error: Option<String>) {
+    fn ttl_s(&self) -> i64 {
+        self.lease_ttl.as_secs().max(1) as i64
+    }
+
+    fn is_up(&self) -> bool {
+        self.state.lock().expect("session state").up
+    }
+
+    fn set_up(&mut self, up: bool, error: Option<String>) {
         let mut state = self.state.lock().expect("session state");
         if state.up != up {
             state.since = SystemTime::now();

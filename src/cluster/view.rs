@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::etcd::Members;
 use super::record::MemberRecord;
 use super::session::SessionState;
-use crate::call::RegistrySnapshot;
+use crate::snapshot::RegistrySnapshot;
 
 /// A handle on the cluster's state, cheap to clone, for the HTTP front end.
 #[derive(Debug, Clone)]
@@ -144,7 +144,7 @@ fn member_view(
     record: &MemberRecord,
     is_self: bool,
     last_seen_seconds: u64,
-    peer: Option<&crate::call::PeerSnapshot>,
+    peer: Option<&crate::snapshot::PeerSnapshot>,
 ) -> MemberView {
     MemberView {
         id: record.id.clone(),

@@ -63,6 +63,8 @@ struct Tally {
     errors: BTreeMap<String, u64>,
     first_error: Option<CtlError>,
     started: u64,
+    /// An error no retry fixes (no worker, denied, a bad request): every caller stops.
+    fatal: Option<CtlError>,
 }
 
 pub(super) async fn bench(cli: &Cli, args: &BenchArgs) -> Result<(), CtlError> {
@@ -74,6 +76,7 @@ pub(super) async fn bench(cli: &Cli, args: &BenchArgs) -> Result<(), CtlError> {
         errors: BTreeMap::new(),
         first_error: None,
         started: 0,
+        fatal: None,
     }));
     let progress = progress_bar(args.duration);
     let started = Instant::now();
@@ -119,10 +122,22 @@ pub(super) async fn bench(cli: &Cli, args: &BenchArgs) -> Result<(), CtlError> {
     } else {
         print_summary(&summary);
     }
+    if let Some(fatal) = tally.fatal.take() {
+        return Err(fatal);
+    }
     match tally.first_error.take() {
         Some(err) if tally.ok == 0 => Err(err),
         _ => Ok(()),
     }
+}
+
+/// An error that the next call would meet too: the run stops at once with it (and its exit
+/// status) instead of repeating it for the whole duration.
+fn is_fatal(err: &CtlError) -> bool {
+    matches!(
+        err,
+        CtlError::NoWorker(_) | CtlError::Denied(_) | CtlError::Usage(_)
+    )
 }
 
 /// One caller: calls back to back until the end (or the call budget is spent).
@@ -137,7 +152,8 @@ async fn caller(
     loop {
         {
             let mut t = tally.borrow_mut();
-            if Instant::now() >= end || args.max_calls.is_some_and(|max| t.started >= max) {
+            let spent = args.max_calls.is_some_and(|max| t.started >= max);
+            if Instant::now() >= end || spent || t.fatal.is_some() {
                 return;
             }
             t.started += 1;
@@ -169,7 +185,11 @@ async fn caller(
                 Some(err) => {
                     *t.errors.entry(kind_of(&err)).or_default() += 1;
                     let unreachable = matches!(err, CtlError::Unreachable(_));
-                    t.first_error.get_or_insert(err);
+                    if is_fatal(&err) {
+                        t.fatal.get_or_insert(err);
+                    } else {
+                        t.first_error.get_or_insert(err);
+                    }
                     unreachable
                 }
             }

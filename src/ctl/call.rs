@@ -12,8 +12,8 @@ use crate::client::{CallOptions, Client};
 use crate::codec::ParamsType;
 use crate::retstruct::RetStruct;
 
-/// Params from the command line: a JSON object as a msgpack map, other JSON as JSON params,
-/// or a msgpack file's bytes.
+/// Params from the command line (`-`: JSON read from stdin): a JSON object as a msgpack map,
+/// other JSON as JSON params, or a msgpack file's bytes.
 pub fn params_of(
     json: Option<&str>,
     msgpack: Option<&Path>,
@@ -31,7 +31,18 @@ pub fn params_of(
         }
         return Ok((Bytes::from(bytes), ParamsType::MSGPACK));
     }
-    let text = json.unwrap_or("{}");
+    let stdin;
+    let text = match json {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| CtlError::Usage(format!("cannot read params from stdin: {e}")))?;
+            stdin = text;
+            stdin.trim()
+        }
+        other => other.unwrap_or("{}"),
+    };
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| CtlError::Usage(format!("params are not valid JSON ({e}): {text}")))?;
     if value.is_object() {
@@ -69,20 +80,21 @@ pub(super) async fn call(cli: &Cli, args: &CallArgs) -> Result<(), CtlError> {
         .call_with(&args.function, params, options)
         .await
         .map_err(|e| CtlError::of_call(&args.function, e))?;
-    let data = if args.raw {
-        ret
-    } else {
-        match RetStruct::decode(&ret) {
-            Ok(ret) if ret.code != 0 => {
-                return Err(CtlError::Function {
-                    code: ret.code,
-                    message: ret.msg,
-                })
+    let (data, failure) = match RetStruct::decode(&ret) {
+        Ok(decoded) if decoded.code != 0 => {
+            let failure = CtlError::Function {
+                code: decoded.code,
+                message: decoded.msg,
+            };
+            // --raw prints what came, and still says the function failed.
+            match args.raw {
+                true => (ret, Some(failure)),
+                false => return Err(failure),
             }
-            Ok(ret) => ret.data,
-            // Not a RetStruct: the worker's bytes are the answer.
-            Err(_) => ret,
         }
+        Ok(decoded) if !args.raw => (decoded.data, None),
+        // --raw, or not a RetStruct: the worker's bytes are the answer.
+        _ => (ret, None),
     };
     let mut out = std::io::stdout().lock();
     let written = out.write_all(&data).and_then(|()| {
@@ -91,5 +103,6 @@ pub(super) async fn call(cli: &Cli, args: &CallArgs) -> Result<(), CtlError> {
         }
         out.flush()
     });
-    written.map_err(|e| CtlError::Usage(format!("cannot write the result: {e}")))
+    written.map_err(|e| CtlError::Usage(format!("cannot write the result: {e}")))?;
+    failure.map_or(Ok(()), Err)
 }

@@ -10,13 +10,12 @@ use super::parse_duration;
 use crate::client::Protocol;
 
 /// nmidctl: call functions on an nmid dispatcher, inspect it, watch it live, load it, and
-/// check its health. Exit status says the kind of error (see `nmidctl --help` below and the
-/// README's table).
+/// check its health (or nmid-faas's). The exit status says the kind of error (listed
+/// below, and in the README).
 #[derive(Debug, Parser)]
 #[command(
     name = "nmidctl",
     version,
-    about,
     after_help = "Exit status: 0 ok; 1 the function failed (health: not ready); 2 usage; \
                   3 unreachable; 4 no worker; 5 timeout; 6 refused (rate limited, breaker \
                   open, shutting down); 7 worker lost; 8 unexpected answer; 9 API not \
@@ -134,7 +133,8 @@ pub enum Command {
     Top(TopArgs),
     /// Load a function with N calls in flight for a while; print a latency summary.
     Bench(BenchArgs),
-    /// Exit 0 when the dispatcher is ready to take calls (GET /readyz), else 1.
+    /// Exit 0 when the dispatcher is ready to take calls (GET /readyz), else 1. Pointed at
+    /// nmid-faas's --metrics-addr (--http), asks nmid-faas's own readiness.
     Health,
     /// Print a shell completion script (e.g. `nmidctl completions bash > /etc/bash_completion.d/nmidctl`).
     Completions {
@@ -149,13 +149,14 @@ pub struct CallArgs {
     /// The function.
     pub function: String,
     /// The params as JSON: an object is sent as a msgpack map (as nmid's SDKs send params),
-    /// anything else as JSON params. Default `{}`.
+    /// anything else as JSON params; `-` reads the JSON from stdin. Default `{}`.
     #[arg(value_name = "JSON", conflicts_with = "msgpack")]
     pub params: Option<String>,
     /// Send this file's bytes as msgpack params (`-` reads stdin).
     #[arg(long, value_name = "FILE")]
     pub msgpack: Option<PathBuf>,
-    /// Print the worker's result bytes as they are, not the RetStruct's `Data`.
+    /// Print the worker's result bytes as they are, not the RetStruct's `Data` (a failed
+    /// function still exits 1).
     #[arg(long)]
     pub raw: bool,
     /// The call's deadline.

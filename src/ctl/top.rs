@@ -45,8 +45,10 @@ async fn read(admin: &Admin) -> Result<Reading, CtlError> {
     })
 }
 
-/// The screen for `now` against the reading before it, at most `rows` function lines.
-fn screen(http: &str, before: &Reading, now: &Reading, rows: usize) -> String {
+/// The screen for `now` against the reading before it: at most `rows` function lines under
+/// a one-line summary, every line at most `width` columns. A narrow terminal gets the
+/// summary on several lines (fewer function lines then) and the table cut at the edge.
+fn screen(http: &str, before: &Reading, now: &Reading, rows: usize, width: usize) -> String {
     let elapsed = now.at.saturating_duration_since(before.at);
     let bounds = &now.calls.bounds;
     let overall = rates(
@@ -77,24 +79,28 @@ fn screen(http: &str, before: &Reading, now: &Reading, rows: usize) -> String {
         ));
     }
     lines.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1[0].cmp(&b.1[0])));
-    lines.truncate(rows);
     let uptime = Duration::from_secs_f64(now.stats["uptime_seconds"].as_f64().unwrap_or(0.0));
-    let header = format!(
-        "nmid {} at {http} · up {} · {} workers · {:.1} calls/s · {:.1}% errors · p99 {}{}",
-        now.stats["version"].as_str().unwrap_or("?"),
-        age(uptime),
-        now.stats["workers"],
-        overall.calls_per_second,
-        overall.error_ratio * 100.0,
-        overall
-            .p99_ms
-            .map_or("-".to_owned(), |p| format!("{p:.2} ms")),
-        if now.stats["draining"] == true {
-            " · DRAINING"
-        } else {
-            ""
-        },
-    );
+    let mut summary = vec![
+        format!(
+            "nmid {} at {http}",
+            now.stats["version"].as_str().unwrap_or("?")
+        ),
+        format!("up {}", age(uptime)),
+        format!("{} workers", now.stats["workers"]),
+        format!("{:.1} calls/s", overall.calls_per_second),
+        format!("{:.1}% errors", overall.error_ratio * 100.0),
+        format!(
+            "p99 {}",
+            overall
+                .p99_ms
+                .map_or("-".to_owned(), |p| format!("{p:.2} ms"))
+        ),
+    ];
+    if now.stats["draining"] == true {
+        summary.push("DRAINING".to_owned());
+    }
+    let header = wrap(&summary, width);
+    lines.truncate(rows.saturating_sub(header.len() - 1));
     let rows: Vec<Vec<String>> = lines.into_iter().map(|(_, row)| row).collect();
     let body = table::render(
         &[
@@ -108,7 +114,29 @@ fn screen(http: &str, before: &Reading, now: &Reading, rows: usize) -> String {
         ],
         &rows,
     );
-    format!("{header}\n\n{body}")
+    let body: Vec<String> = body.lines().map(|line| cut(line, width)).collect();
+    format!("{}\n\n{}", header.join("\n"), body.join("\n"))
+}
+
+/// `parts` joined with " · " on as few lines of at most `width` columns as they fit (a part
+/// wider than that is cut).
+fn wrap(parts: &[String], width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for part in parts {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 3 + part.chars().count() <= width => {
+                line.push_str(" · ");
+                line.push_str(part);
+            }
+            _ => lines.push(cut(part, width)),
+        }
+    }
+    lines
+}
+
+/// `line` cut to `width` columns.
+fn cut(line: &str, width: usize) -> String {
+    line.chars().take(width).collect()
 }
 
 pub(super) async fn top(cli: &Cli, args: &TopArgs) -> Result<(), CtlError> {
@@ -117,7 +145,10 @@ pub(super) async fn top(cli: &Cli, args: &TopArgs) -> Result<(), CtlError> {
         let before = read(&admin).await?;
         tokio::time::sleep(args.interval).await;
         let now = read(&admin).await?;
-        println!("{}", screen(&cli.http, &before, &now, usize::MAX));
+        println!(
+            "{}",
+            screen(&cli.http, &before, &now, usize::MAX, usize::MAX)
+        );
         return Ok(());
     }
     let terminal = Terminal::take()?;
@@ -150,22 +181,25 @@ async fn live(cli: &Cli, args: &TopArgs, admin: &Admin) -> Result<(), CtlError> 
         }
         // Function lines that fit under the header (a terminal that says it has no size,
         // as a bare pty may, gets a screenful).
-        let rows = match terminal::size() {
-            Ok((_, rows)) if rows > 8 => usize::from(rows) - 4,
-            _ => 20,
+        let (width, rows) = match terminal::size() {
+            Ok((cols, rows)) if rows > 8 && cols > 0 => (usize::from(cols), usize::from(rows) - 4),
+            _ => (usize::MAX, 20),
         };
         let text = match read(admin).await {
             Ok(now) => {
                 let text = match &before {
-                    Some(before) => screen(&cli.http, before, &now, rows),
+                    Some(before) => screen(&cli.http, before, &now, rows, width),
                     None => format!("nmid at {}: reading…", cli.http),
                 };
                 before = Some(now);
                 text
             }
-            Err(err) => format!(
-                "nmid at {}: {err}; retrying every {:?}",
-                cli.http, args.interval
+            Err(err) => cut(
+                &format!(
+                    "nmid at {}: {err}; retrying every {:?}",
+                    cli.http, args.interval
+                ),
+                width,
             ),
         };
         draw(&format!("{text}\n\nq quits"));

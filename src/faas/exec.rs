@@ -4,7 +4,8 @@
 //!
 //! Each process starts in a process group of its own (its PID is the group's ID), so that a
 //! kill reaches whatever it started too: a shell's children, a pipeline. When the process
-//! exits, anything it left running in its group is killed as well; a call leaves nothing
+//! exits, anything it left running in its group is killed as well, and a process that left
+//! the group (`setsid`) is found and killed by [`super::orphans`]: a call leaves nothing
 //! behind.
 
 use std::process::{ExitStatus, Stdio};
@@ -17,7 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::params::{stdin_of, Call, ParamsFormat};
+use super::params::{Call, ParamsFormat};
 use super::spec::{ExecSpec, FunctionSpec};
 use crate::retstruct::RetStruct;
 use crate::worker::JobError;
@@ -43,7 +44,7 @@ impl ExecFunction {
 
     /// Runs the command once for `call`: the RetStruct of its output, or why it failed.
     pub async fn run(&self, call: Call<'_>) -> Result<RetStruct, JobError> {
-        let (stdin, format) = stdin_of(call.params, call.json);
+        let (stdin, format) = call.input();
         let timeout = call.time_limit(self.spec.timeout);
         let mut child = self.spawn(&call, format)?;
         let group = Arc::new(ProcessGroup::of(&child));
@@ -104,6 +105,8 @@ impl ExecFunction {
             .env("NMID_JOB_ID", call.job_id)
             .env("NMID_PARAMS_FORMAT", format.as_str())
             .envs(call.trace.iter().map(|(k, v)| (k.to_uppercase(), v)))
+            .envs(call.request_id.map(|id| ("NMID_REQUEST_ID", id)))
+            .envs(call.content_type.map(|t| ("NMID_CONTENT_TYPE", t)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -147,18 +150,27 @@ fn result_of(status: ExitStatus, output: Vec<u8>, errors: &[u8]) -> RetStruct {
     ret
 }
 
-/// A process group to kill: the group of a child started with `process_group(0)`.
+/// A process group to kill: the group of a child started with `process_group(0)`,
+/// registered as a running call's while this lives.
 #[derive(Debug)]
-struct ProcessGroup(Option<libc::pid_t>);
+struct ProcessGroup {
+    pgid: Option<libc::pid_t>,
+    /// Dropped after the group is killed: then the orphans it left are swept.
+    _registered: Option<super::orphans::Registered>,
+}
 
 impl ProcessGroup {
     fn of(child: &Child) -> Self {
-        Self(child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()))
+        let pgid = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok());
+        Self {
+            pgid,
+            _registered: pgid.map(super::orphans::Registered::new),
+        }
     }
 
     /// SIGKILL to every process of the group; nothing when the group is already gone.
     fn kill(&self) {
-        if let Some(pgid) = self.0 {
+        if let Some(pgid) = self.pgid {
             // SAFETY: killpg takes plain integers and touches no memory of ours. The group's
             // ID cannot name another group while any member of ours is alive (Linux does not
             // reuse a PID that is still a process group's ID).

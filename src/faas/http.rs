@@ -1,16 +1,20 @@
 //! Http functions: each call is POSTed to a local HTTP service, which makes any HTTP service
 //! in a pod callable as nmid functions without an SDK (the sidecar).
 //!
-//! The body is the params as JSON (`application/json`; params that are not a map or JSON
-//! go as they came, `application/octet-stream`). A 2xx answer's body is the result; any
-//! other status is the function's error, with the status as its `Code` and the start of the
-//! body as its message. Connections are pooled per function; the connect and the whole
-//! request have deadlines.
+//! The body is the params as JSON (`application/json`; a raw body an HTTP caller sent goes
+//! as it came, with its content type; other params that are not a map or JSON go as they
+//! came, `application/octet-stream`). An HTTP caller's query string is added to the URL's,
+//! its request id is sent as `X-Request-Id`, and the headers the dispatcher forwards
+//! (`http.forward_headers`) are sent on. A 2xx answer's body is the result, with its
+//! `Content-Type` (the RetStruct's `ContentType`); any other status is the function's
+//! error, with the status as its `Code`, the start of the body as its message and the body
+//! as its `Data` (the dispatcher answers a 4xx with that status and body). Connections are
+//! pooled per function; the connect and the whole request have deadlines.
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 
-use super::params::{stdin_of, Call, ParamsFormat};
+use super::params::{Call, ParamsFormat};
 use super::spec::{FunctionSpec, HttpSpec};
 use crate::retstruct::RetStruct;
 use crate::worker::JobError;
@@ -19,6 +23,8 @@ use crate::worker::JobError;
 pub const FUNCTION_HEADER: &str = "x-nmid-function";
 /// The dispatcher's job id, sent to the service.
 pub const JOB_ID_HEADER: &str = "x-nmid-job-id";
+/// The HTTP caller's request id, sent to the service.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// One http function, ready to run calls: its spec and its connection pool.
 #[derive(Debug)]
@@ -61,22 +67,26 @@ impl HttpFunction {
     /// POSTs `call` to the service: its 2xx body as the RetStruct's `Data`, or why not.
     pub async fn run(&self, call: Call<'_>) -> Result<RetStruct, JobError> {
         let timeout = call.time_limit(self.spec.timeout);
-        let (body, format) = stdin_of(call.params, call.json);
-        let content_type = match format {
-            ParamsFormat::Json => "application/json",
-            ParamsFormat::Raw => "application/octet-stream",
+        let (body, format) = call.input();
+        let content_type = match (format, call.content_type) {
+            (ParamsFormat::Json, _) => "application/json",
+            (ParamsFormat::Raw, Some(content_type)) => content_type,
+            (ParamsFormat::Raw, None) => "application/octet-stream",
         };
         let mut request = self
             .client
-            .post(self.url.clone())
+            .post(self.url_with(call.query))
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, content_type)
             .header(FUNCTION_HEADER, call.function)
             .header(JOB_ID_HEADER, call.job_id)
             .timeout(timeout)
             .body(body);
-        for (key, value) in call.trace {
-            request = request.header(key, value);
+        for (key, value) in call.trace.iter().chain(&call.headers) {
+            request = request.header(*key, *value);
+        }
+        if let Some(id) = call.request_id {
+            request = request.header(REQUEST_ID_HEADER, id);
         }
         let unreachable = |err: reqwest::Error| {
             let why = if err.is_timeout() {
@@ -90,6 +100,7 @@ impl HttpFunction {
         };
         let mut response = request.send().await.map_err(unreachable)?;
         let status = response.status();
+        let response_type = response.headers().get(CONTENT_TYPE).cloned();
         let limit = if status.is_success() {
             self.spec.max_output_bytes
         } else {
@@ -115,8 +126,13 @@ impl HttpFunction {
             }
             body.extend_from_slice(&chunk);
         }
+        let media_type = (response_type.as_ref()).and_then(|v| v.to_str().ok().map(str::to_owned));
         if status.is_success() {
-            return Ok(RetStruct::ok(Bytes::from(body)));
+            let ret = RetStruct::ok(Bytes::from(body));
+            return Ok(match media_type {
+                Some(media_type) => ret.with_content_type(media_type),
+                None => ret,
+            });
         }
         let text = String::from_utf8_lossy(&body);
         let mut msg = format!("upstream answered HTTP {status}");
@@ -127,7 +143,23 @@ impl HttpFunction {
                 if truncated { "..." } else { "" }
             );
         }
-        Ok(RetStruct::error(i64::from(status.as_u16()), msg))
+        let mut ret = RetStruct::error(i64::from(status.as_u16()), msg);
+        ret.data = Bytes::from(body);
+        ret.content_type = media_type;
+        Ok(ret)
+    }
+
+    /// The function's URL with the caller's `query` added to its own.
+    fn url_with(&self, query: Option<&str>) -> reqwest::Url {
+        let mut url = self.url.clone();
+        if let Some(query) = query.filter(|q| !q.is_empty()) {
+            let joined = match url.query() {
+                Some(own) if !own.is_empty() => format!("{own}&{query}"),
+                _ => query.to_owned(),
+            };
+            url.set_query(Some(&joined));
+        }
+        url
     }
 
     fn too_large(&self) -> JobError {

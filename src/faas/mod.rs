@@ -8,10 +8,12 @@
 //!
 //! The file ([`spec`]) is checked whole before it is used; the [`runner`] applies each new
 //! version of it without a restart and without losing a call in flight. [`params`] turns a
-//! call's params into what a program or service reads.
+//! call's params into what a program or service reads; [`orphans`] kills what a call's
+//! processes left behind outside their process group.
 
 pub mod exec;
 pub mod http;
+pub mod orphans;
 pub mod params;
 pub mod runner;
 pub mod serve;

@@ -23,14 +23,63 @@ pub struct Call<'a> {
     pub deadline: Option<Instant>,
     /// `traceparent` / `tracestate` of the call, passed on.
     pub trace: Vec<(&'a str, &'a str)>,
+    /// The HTTP caller's request id (`NMID_REQUEST_ID`, `X-Request-Id`).
+    pub request_id: Option<&'a str>,
+    /// The HTTP caller's query string (http functions: added to the URL's).
+    pub query: Option<&'a str>,
+    /// Request headers the dispatcher forwarded (`http.forward_headers`), by name (http
+    /// functions send them on).
+    pub headers: Vec<(&'a str, &'a str)>,
+    /// The media type of a raw body that the params are (`text/plain`, ...): they pass as
+    /// they are.
+    pub content_type: Option<&'a str>,
 }
+
+impl<'a> Call<'a> {
+    /// The parts of a call that come from its metadata (as the dispatcher's HTTP front end
+    /// fills it; `crate::http`'s `QUERY_META`, `HEADER_META_PREFIX`, `CONTENT_TYPE_META`),
+    /// given each key and value as text.
+    pub fn with_metadata(mut self, meta: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
+        for (key, value) in meta {
+            match key {
+                "traceparent" | "tracestate" => self.trace.push((key, value)),
+                "x-request-id" => self.request_id = Some(value),
+                "http-query" => self.query = Some(value),
+                "content-type" => self.content_type = Some(value),
+                _ => {
+                    if let Some(name) = key.strip_prefix("http-header-") {
+                        self.headers.push((name, value));
+                    }
+                }
+            }
+        }
+        self
+    }
+
+    /// The bytes for a program's stdin (or an HTTP body) and their format: a raw body's
+    /// bytes as they are, else as [`stdin_of`] says.
+    pub fn input(&self) -> (Bytes, ParamsFormat) {
+        match self.content_type {
+            Some(_) => (Bytes::copy_from_slice(self.params), ParamsFormat::Raw),
+            None => stdin_of(self.params, self.json),
+        }
+    }
+}
+
+/// How long past the caller's deadline a call may still run. At the deadline the dispatcher
+/// answers the caller 504 `timeout`; giving up a little later means this worker's failure
+/// arrives after that answer (and is discarded as late), never racing it to become a 502.
+pub const DEADLINE_GRACE: Duration = Duration::from_millis(50);
 
 impl Call<'_> {
     /// How long the call may run: the function's `limit`, or less when the caller's deadline
-    /// comes first.
+    /// (plus [`DEADLINE_GRACE`]) comes first.
     pub fn time_limit(&self, limit: Duration) -> Duration {
         match self.deadline {
-            Some(deadline) => limit.min(deadline.saturating_duration_since(Instant::now())),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                limit.min(left + DEADLINE_GRACE)
+            }
             None => limit,
         }
     }

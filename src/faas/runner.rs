@@ -27,8 +27,7 @@ use super::params::Call;
 use super::spec::{FaasSpec, FunctionKind, FunctionSpec};
 use crate::client::Protocol;
 use crate::retstruct::RetStruct;
-use crate::telemetry::TRACE_KEYS;
-use crate::worker::{Job, JobError, Worker, WorkerError, WorkerHandle, WorkerMetrics};
+use crate::worker::{Job, JobError, Readiness, Worker, WorkerError, WorkerHandle, WorkerMetrics};
 
 /// What the last [`Runner::apply`] changed, by function name.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -93,6 +92,46 @@ pub struct Runner {
     metrics: Option<WorkerMetrics>,
     functions: BTreeMap<String, Served>,
     stopping: Vec<actix_rt::task::JoinHandle<()>>,
+    health: Arc<Health>,
+}
+
+/// What nmid-faas's `/readyz` (and `/healthz`) say, readable from the metrics server's
+/// thread: ready when every function served is registered with a dispatcher and the
+/// process is not stopping.
+#[derive(Default)]
+pub struct Health {
+    functions: std::sync::Mutex<BTreeMap<String, Readiness>>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    /// `Ok` when ready, else why not.
+    pub fn check(&self) -> Result<(), String> {
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("stopping".to_owned());
+        }
+        let functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        if functions.is_empty() {
+            return Err("no function served".to_owned());
+        }
+        let waiting: Vec<&str> = (functions.iter())
+            .filter(|(_, ready)| ready().is_err())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        match waiting.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "not registered with a dispatcher: {}",
+                waiting.join(", ")
+            )),
+        }
+    }
+
+    /// As a worker [`Readiness`], for the metrics server.
+    pub fn readiness(self: &Arc<Self>) -> Readiness {
+        let health = self.clone();
+        Arc::new(move || health.check())
+    }
 }
 
 impl std::fmt::Debug for Runner {
@@ -105,15 +144,29 @@ impl std::fmt::Debug for Runner {
 }
 
 impl Runner {
-    /// Serves nothing yet; `metrics`, when given, counts every function's jobs.
-    pub fn new(metrics: Option<WorkerMetrics>) -> Self {
+    /// Serves nothing yet; `metrics`, when given, counts every function's jobs; `health`
+    /// follows the functions served.
+    pub fn new(metrics: Option<WorkerMetrics>, health: Arc<Health>) -> Self {
         Self {
             shared: None,
             stop_timeout: Duration::from_secs(30),
             metrics,
             functions: BTreeMap::new(),
             stopping: Vec::new(),
+            health,
         }
+    }
+
+    /// Tells `health` which functions are served now.
+    fn publish_health(&self) {
+        let served = (self.functions.iter())
+            .map(|(name, served)| (name.clone(), served.worker.readiness()))
+            .collect();
+        *self
+            .health
+            .functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = served;
     }
 
     /// The names of the functions served.
@@ -193,12 +246,14 @@ impl Runner {
         }
         self.shared = Some(shared);
         self.stopping.retain(|task| !task.is_finished());
+        self.publish_health();
         Ok(applied)
     }
 
     /// Stops every function gracefully (their calls in flight finish, bounded by
     /// `stop_timeout_ms`), and waits for the ones already stopping.
     pub async fn shutdown(mut self) {
+        (self.health.stopping).store(true, std::sync::atomic::Ordering::Relaxed);
         let names = self.names();
         for name in names {
             if let Some(served) = self.functions.remove(&name) {
@@ -294,16 +349,25 @@ impl Active {
                 "deadline passed while waiting for a free slot",
             ));
         }
+        let meta = (job.all_metadata().iter()).filter_map(|(key, value)| {
+            Some((
+                std::str::from_utf8(key).ok()?,
+                std::str::from_utf8(value).ok()?,
+            ))
+        });
         let call = Call {
             function: job.function(),
             job_id: job.id(),
             params: job.params(),
             json: job.params_type() == crate::codec::ParamsType::JSON,
             deadline: job.deadline(),
-            trace: (TRACE_KEYS.iter())
-                .filter_map(|key| Some((*key, job.metadata(key)?)))
-                .collect(),
-        };
+            trace: Vec::new(),
+            request_id: None,
+            query: None,
+            headers: Vec::new(),
+            content_type: None,
+        }
+        .with_metadata(meta);
         match &self.backend {
             Backend::Exec(exec) => exec.run(call).await,
             Backend::Http(http) => http.run(call).await,

@@ -9,29 +9,30 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-use super::runner::{resolve_dispatchers, Applied, Credentials, Dispatchers, Runner};
+use super::runner::{resolve_dispatchers, Applied, Credentials, Dispatchers, Health, Runner};
 use super::spec::{FaasSpec, SpecError};
-use crate::worker::{serve_metrics, WorkerMetrics};
+use crate::worker::{serve_metrics_with, WorkerMetrics};
 
 /// Why `nmid-faas` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The functions file was refused.
-    #[error("{0}")]
+    #[error(transparent)]
     Spec(#[from] SpecError),
     /// A function could not be served.
     #[error("cannot serve the functions: {0}")]
     Start(String),
     /// The metrics address could not be bound.
-    #[error("cannot listen on {addr} (metrics_addr): {source}")]
+    #[error("cannot listen on {addr} (metrics_addr): {cause}")]
     Metrics {
         /// The address.
         addr: SocketAddr,
-        /// The operating system's reason.
-        source: std::io::Error,
+        /// The operating system's reason (in the message, so not a source too).
+        cause: std::io::Error,
     },
 }
 
@@ -61,24 +62,26 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let mut seen = FaasSpec::read(&options.file)?;
     let spec = FaasSpec::parse(&options.file, &seen)?;
+    super::orphans::adopt_orphans();
     let metrics_addr = options.metrics_addr.or(spec.metrics_addr);
     let mut metrics_server = None;
+    let health = Arc::new(Health::default());
     let metrics = match metrics_addr {
         Some(addr) => {
             let metrics = WorkerMetrics::new();
             let listener = std::net::TcpListener::bind(addr)
-                .map_err(|source| ServeError::Metrics { addr, source })?;
+                .map_err(|cause| ServeError::Metrics { addr, cause })?;
             let bound = listener.local_addr().unwrap_or(addr);
             metrics_server = Some(
-                serve_metrics(listener, metrics.clone())
-                    .map_err(|source| ServeError::Metrics { addr, source })?,
+                serve_metrics_with(listener, metrics.clone(), Some(health.readiness()))
+                    .map_err(|cause| ServeError::Metrics { addr, cause })?,
             );
             info!(addr = %bound, "metrics listening");
             Some(metrics)
         }
         None => None,
     };
-    let mut runner = Runner::new(metrics);
+    let mut runner = Runner::new(metrics, health);
     let dispatchers = |spec: &FaasSpec| {
         let file = Dispatchers {
             servers: spec.servers.clone(),
@@ -105,6 +108,7 @@ pub async fn serve(
             });
         Ok(Credentials { token, tls })
     };
+    log_warnings(&spec);
     let first = credentials(&spec).map_err(ServeError::Start)?;
     let applied = runner
         .apply(&spec, dispatchers(&spec), first)
@@ -148,6 +152,7 @@ pub async fn serve(
             Ok(applied) => {
                 interval = spec.reload_interval;
                 log_applied(&applied);
+                log_warnings(&spec);
             }
             Err(err) => {
                 error!(cause = %err, "functions file refused; still serving the last good one")
@@ -166,6 +171,12 @@ pub async fn serve(
 pub fn read_secret(path: &str) -> Result<String, String> {
     let secret = std::fs::read_to_string(path).map_err(|e| format!("token file {path}: {e}"))?;
     Ok(secret.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn log_warnings(spec: &FaasSpec) {
+    for warning in spec.warnings() {
+        warn!("{warning}");
+    }
 }
 
 fn log_applied(applied: &Applied) {

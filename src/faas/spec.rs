@@ -21,6 +21,9 @@ pub const DEFAULT_CONCURRENCY: u32 = 8;
 /// Highest `concurrency` accepted (a tagged dispatcher caps it further with
 /// `workers.max_jobs_in_flight`).
 pub const MAX_CONCURRENCY: u32 = 1024;
+/// What a dispatcher grants a worker by default (its `workers.max_jobs_in_flight`): a
+/// `concurrency` above it is capped there unless the dispatcher's key is raised.
+pub const DISPATCHER_DEFAULT_SLOTS: u32 = 64;
 /// Default of `timeout_ms`.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// Default of `max_output_bytes`: stdout or response body kept as the result.
@@ -74,12 +77,12 @@ const HTTP_ONLY: &[&str] = &["url", "connect_timeout_ms", "headers"];
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The operating system's reason.
-        source: std::io::Error,
+        /// The operating system's reason (in the message, so not a source too).
+        cause: std::io::Error,
     },
     /// The file is larger than [`MAX_FILE_BYTES`].
     #[error("{path}: larger than {MAX_FILE_BYTES} bytes; is it the functions file?")]
@@ -196,6 +199,21 @@ pub struct HttpSpec {
 }
 
 impl FaasSpec {
+    /// What is valid but likely not what was meant, one sentence each: a `concurrency` above
+    /// what a dispatcher grants by default. `nmid-faas --check` prints them, and the
+    /// process logs them when it applies the file.
+    pub fn warnings(&self) -> Vec<String> {
+        (self.functions.iter())
+            .filter(|f| f.concurrency > DISPATCHER_DEFAULT_SLOTS)
+            .map(|f| {
+                format!(
+                    "function `{}`: concurrency {} is more than a dispatcher grants a worker by default (its workers.max_jobs_in_flight, {DISPATCHER_DEFAULT_SLOTS}): unless the dispatchers raise that key, at most {DISPATCHER_DEFAULT_SLOTS} of its calls run at once per dispatcher",
+                    f.name, f.concurrency
+                )
+            })
+            .collect()
+    }
+
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         Self::parse(path, &Self::read(path)?)
@@ -203,9 +221,9 @@ impl FaasSpec {
 
     /// The text of the file at `path`, refused when over [`MAX_FILE_BYTES`].
     pub fn read(path: &Path) -> Result<String, SpecError> {
-        let read = |source| SpecError::Read {
+        let read = |cause| SpecError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         };
         let size = std::fs::metadata(path).map_err(read)?.len();
         if size > MAX_FILE_BYTES {
@@ -350,7 +368,7 @@ fn function(path: &Path, number: usize, item: &Value) -> Result<FunctionSpec, Sp
     let kind = match (table.contains_key("command"), table.contains_key("url")) {
         (true, false) => {
             keys.none_of(HTTP_ONLY, "http functions (url)")?;
-            FunctionKind::Exec(exec(&keys)?)
+            FunctionKind::Exec(exec(&keys, &base_dir(path))?)
         }
         (false, true) => {
             keys.none_of(EXEC_ONLY, "exec functions (command)")?;
@@ -392,9 +410,20 @@ fn function(path: &Path, number: usize, item: &Value) -> Result<FunctionSpec, Sp
     })
 }
 
-fn exec(keys: &Keys<'_>) -> Result<ExecSpec, SpecError> {
-    let command = keys.strings("command")?.unwrap_or_default();
-    let Some(program) = command.first() else {
+/// The directory of the functions file at `path`, absolute: relative paths of the file
+/// (`workdir`, a program) resolve against it, whatever nmid-faas's working directory.
+fn base_dir(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    (absolute.parent()).map_or_else(|| PathBuf::from("/"), Path::to_owned)
+}
+
+/// An `exec` function's keys; `base` is the functions file's directory: a relative
+/// `workdir` is under it, and a missing one is it (so `command = ["python3", "greet.py"]`
+/// finds `greet.py` beside the file); a relative program path (`./run.sh`) is made absolute
+/// under the `workdir`.
+fn exec(keys: &Keys<'_>, base: &Path) -> Result<ExecSpec, SpecError> {
+    let mut command = keys.strings("command")?.unwrap_or_default();
+    let Some(program) = command.first().cloned() else {
         return Err(keys.bad(
             "command",
             "must name a program: [\"prog\", \"arg\", ...]".to_owned(),
@@ -407,27 +436,37 @@ fn exec(keys: &Keys<'_>) -> Result<ExecSpec, SpecError> {
     {
         return Err(keys.bad("env", format!("{bad:?} is not a variable name")));
     }
-    let workdir = keys.string("workdir")?.map(PathBuf::from);
-    if let Some(dir) = &workdir {
-        if !dir.is_dir() {
-            return Err(keys.bad("workdir", format!("{} is not a directory", dir.display())));
-        }
+    let workdir = match keys.string("workdir")? {
+        Some(dir) => base.join(dir),
+        None => base.to_owned(),
+    };
+    if !workdir.is_dir() {
+        return Err(keys.bad(
+            "workdir",
+            format!("{} is not a directory", workdir.display()),
+        ));
     }
     let path_var = env
         .get("PATH")
         .cloned()
         .or_else(|| std::env::var("PATH").ok())
         .unwrap_or_default();
-    if !program_exists(program, &path_var, workdir.as_deref()) {
+    if program.contains('/') && Path::new(&program).is_relative() {
+        command[0] = workdir.join(&program).display().to_string();
+    }
+    if !program_exists(&command[0], &path_var) {
         return Err(keys.bad(
             "command",
-            format!("program {program:?} not found (or not executable) in PATH"),
+            format!(
+                "program {program:?} not found (or not executable) in PATH or {}",
+                workdir.display()
+            ),
         ));
     }
     Ok(ExecSpec {
         command,
         env,
-        workdir,
+        workdir: Some(workdir),
     })
 }
 
@@ -549,19 +588,15 @@ fn looks_like_host_port(addr: &str) -> bool {
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
-/// Whether `program` can be run: a path (relative to `workdir` when given) to an executable
-/// file, or a name found in `path_var`.
-fn program_exists(program: &str, path_var: &str, workdir: Option<&Path>) -> bool {
+/// Whether `program` can be run: a path to an executable file, or a name found in
+/// `path_var`.
+fn program_exists(program: &str, path_var: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if program.contains('/') {
-        let path = Path::new(program);
-        return match workdir {
-            Some(dir) if path.is_relative() => executable(&dir.join(path)),
-            _ => executable(path),
-        };
+        return executable(Path::new(program));
     }
     std::env::split_paths(path_var).any(|dir| executable(&dir.join(program)))
 }

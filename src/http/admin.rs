@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::error::HttpError;
 use super::HttpState;
 use crate::actors::registry::Snapshot;
-use crate::call::{RegistrySnapshot, WorkerSnapshot};
 use crate::metrics::CallCounts;
+use crate::snapshot::{RegistrySnapshot, WorkerSnapshot};
 
 /// A worker as `/api/v1/workers` shows it.
 #[derive(Serialize)]
@@ -44,8 +44,7 @@ struct StatsView {
 
 async fn snapshot(state: &HttpState) -> Result<RegistrySnapshot, HttpError> {
     state
-        .jobs
-        .registry
+        .registry()
         .send(Snapshot)
         .await
         .map_err(|e| HttpError::Internal(format!("registry unavailable: {e}")))
@@ -90,7 +89,7 @@ pub async fn stats(state: web::Data<HttpState>) -> Result<HttpResponse, HttpErro
             .duration_since(state.started)
             .unwrap_or_default()
             .as_secs_f64(),
-        calls: state.jobs.metrics.read(),
+        calls: state.metrics().read(),
         workers: snapshot.workers.len(),
         functions: snapshot.functions.len(),
         in_flight: snapshot.in_flight(),
@@ -114,7 +113,7 @@ pub async fn cluster(state: web::Data<HttpState>) -> Result<HttpResponse, HttpEr
 /// `GET /api/v1/calls`: every function's cumulative calls, errors and latency buckets (what
 /// `nmidctl top` turns into rates).
 pub async fn calls(state: web::Data<HttpState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.jobs.metrics.calls_view())
+    HttpResponse::Ok().json(state.metrics().calls_view())
 }
 
 /// `GET /api/v1/history`: the recent rates, overall and per function, for the charts.
@@ -127,12 +126,22 @@ pub async fn history(state: web::Data<HttpState>) -> HttpResponse {
     HttpResponse::Ok().json(view)
 }
 
+/// The dashboard page: plain HTML and JS, no build step.
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// `GET /dashboard`: the built-in dashboard page.
+pub async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(DASHBOARD_HTML)
+}
+
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn metrics(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
     let snapshot = snapshot(&state).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.jobs.metrics.render(&snapshot)))
+        .body(state.metrics().render(&snapshot)))
 }
 
 /// `GET /healthz`: the process serves HTTP and its registry answers.
@@ -141,14 +150,40 @@ pub async fn healthz(state: web::Data<HttpState>) -> Result<HttpResponse, HttpEr
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok"})))
 }
 
-/// `GET /readyz`: ready to take calls: not shutting down. (Workers come and go; a dispatcher
-/// with none is still ready to accept them.) 503 while draining.
-pub async fn readyz(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
+/// Query of `GET /readyz`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ReadyQuery {
+    /// Functions (comma-separated) that must each have a worker, besides
+    /// `http.ready_functions`.
+    functions: Option<String>,
+}
+
+/// `GET /readyz`: ready to take calls: not shutting down, and every function named by
+/// `http.ready_functions` or `?functions=A,B` has a worker (a pod whose dispatcher is ready
+/// before its sidecar registered would answer its first calls `no_worker`). Without either,
+/// a dispatcher with no worker is ready: workers come and go. 503 while draining.
+pub async fn readyz(
+    state: web::Data<HttpState>,
+    query: web::Query<ReadyQuery>,
+) -> Result<HttpResponse, HttpError> {
     let snapshot = snapshot(&state).await?;
     if snapshot.draining {
         return Ok(
             HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "draining"}))
         );
+    }
+    let asked = (query.functions.iter()).flat_map(|list| list.split(','));
+    let missing: Vec<&str> = (state.ready_functions.iter().map(String::as_str))
+        .chain(asked)
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .filter(|name| snapshot.function(name).is_none_or(|f| f.workers == 0))
+        .collect();
+    if !missing.is_empty() {
+        return Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "status": "waiting for functions",
+            "missing": missing,
+        })));
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": "ready",

@@ -1,7 +1,9 @@
 //! `POST /call/{func}` and nmid's gateway protocol (`N-NMID-*` headers on any path): each
-//! request becomes a job actor directly, no loopback TCP hop. With rate limits configured,
-//! the request's peer IP is its client for the per-client limit.
+//! request is admitted through the [`FrontDoor`](crate::actors::front_door::FrontDoor), as a
+//! TCP client's call is, and becomes a job actor directly, no loopback TCP hop. Its caller is
+//! what the guard established ([`Access`]): its token, else (auth off) its peer IP.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +15,13 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::error::HttpError;
+use super::guard::Access;
 use super::HttpState;
+use crate::actors::front_door::{Caller, Refused};
 use crate::actors::job::JobActor;
 use crate::call::{CallOutcome, CallSpec, JobId};
 use crate::codec::{Metadata, ParamsType, HANDLE_TYPE_ENCODE};
-use crate::rate_limit::ClientKey;
 use crate::retstruct::RetStruct;
-use crate::security::Grant;
 use crate::telemetry::{self, Hop};
 use tracing::Instrument;
 
@@ -48,17 +50,60 @@ pub struct CallQuery {
     params: Option<String>,
 }
 
-/// `POST /call/{func}`.
+/// `POST /call/{func}`. Every answer, an error too, carries `X-Request-Id`: the caller's,
+/// or the job id when it sent none; the function gets it as well.
 pub async fn call(
     req: HttpRequest,
     function: web::Path<String>,
     query: web::Query<CallQuery>,
     payload: web::Payload,
     state: web::Data<HttpState>,
-) -> Result<HttpResponse, HttpError> {
-    let function = function.into_inner();
-    super::guard::authorize_call(&req, &state, &function)?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
+) -> HttpResponse {
+    let job_id = JobId::next();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(job_id.0));
+    let called = call_function(
+        &req,
+        &function,
+        &query,
+        payload,
+        &state,
+        job_id,
+        &request_id,
+    );
+    let mut response = match called.await {
+        Ok(data) => data_response(data),
+        Err(err) => actix_web::ResponseError::error_response(&err),
+    };
+    response.headers_mut().insert(
+        header::HeaderName::from_static(REQUEST_ID_HEADER),
+        request_id,
+    );
+    response
+}
+
+/// Sets `X-Request-Id` on a call's answer made before the handler ran (the guard's 401 or
+/// 403): the caller's, else a fresh job id.
+pub fn set_request_id(response: &mut HttpResponse, request: &HeaderMap) {
+    let id = (request.get(REQUEST_ID_HEADER).cloned())
+        .unwrap_or_else(|| HeaderValue::from(JobId::next().0));
+    (response.headers_mut()).insert(header::HeaderName::from_static(REQUEST_ID_HEADER), id);
+}
+
+/// The call of `POST /call/{func}` up to its answer.
+async fn call_function(
+    req: &HttpRequest,
+    function: &str,
+    query: &CallQuery,
+    payload: web::Payload,
+    state: &HttpState,
+    job_id: JobId,
+    request_id: &HeaderValue,
+) -> Result<CallData, HttpError> {
+    let body = read_body(req, payload, state.max_body_bytes).await?;
     let pass_json = match query.params.as_deref() {
         None => false,
         Some("json") => true,
@@ -74,21 +119,57 @@ pub async fn call(
         .map(|v| v.as_bytes());
     let (params, params_type) = call_params(content_type, body, pass_json)?;
     let timeout = timeout_from(req.headers(), state.job_timeout)?;
-    let job_id = JobId::next();
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from(job_id.0));
-    let call = new_call(req.headers(), &function, params, params_type, timeout);
-    let data = run_call(&state, job_id, call, client_of(&req)).await?;
-    let mut response = data_response(data);
-    response.headers_mut().insert(
-        header::HeaderName::from_static(REQUEST_ID_HEADER),
+    let mut call = new_call(req.headers(), function, params, params_type, timeout);
+    call.meta = Some(Arc::new(forwarded_meta(
+        req,
+        call.meta.take(),
         request_id,
-    );
-    Ok(response)
+        &state.forward_headers,
+    )));
+    run_call(state, job_id, call, CallerOf::request(req)).await
 }
+
+/// What the function gets from the HTTP request besides its params, as call metadata
+/// (tagged workers; nmid-faas passes it on): the request id, the query string, the
+/// `http.forward_headers`, and the content type of a raw body. Added to `meta` (the trace
+/// context).
+fn forwarded_meta(
+    req: &HttpRequest,
+    meta: Option<Arc<Metadata>>,
+    request_id: &HeaderValue,
+    forward: &[header::HeaderName],
+) -> Metadata {
+    let mut meta = meta.map(|m| (*m).clone()).unwrap_or_default();
+    let entry = |key: String, value: &[u8]| (Bytes::from(key), Bytes::copy_from_slice(value));
+    meta.push(entry(REQUEST_ID_HEADER.to_owned(), request_id.as_bytes()));
+    // Without our own `params=` (how the body becomes params), which is no business of the
+    // function's.
+    let query: Vec<&str> = (req.query_string().split('&'))
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("params="))
+        .collect();
+    if !query.is_empty() {
+        meta.push(entry(QUERY_META.to_owned(), query.join("&").as_bytes()));
+    }
+    for name in forward {
+        for value in req.headers().get_all(name) {
+            meta.push(entry(
+                format!("{HEADER_META_PREFIX}{name}"),
+                value.as_bytes(),
+            ));
+        }
+    }
+    if let Some(raw) = (req.headers().get(header::CONTENT_TYPE)).filter(|v| is_raw(v.as_bytes())) {
+        meta.push(entry(CONTENT_TYPE_META.to_owned(), raw.as_bytes()));
+    }
+    meta
+}
+
+/// Call metadata key: the request's query string.
+pub const QUERY_META: &str = "http-query";
+/// Call metadata key prefix: a forwarded request header (`http-header-accept`).
+pub const HEADER_META_PREFIX: &str = "http-header-";
+/// Call metadata key: the media type of a raw body (its params are the body's bytes).
+pub const CONTENT_TYPE_META: &str = "content-type";
 
 /// nmid's gateway: any path, `N-NMID-RequestType: HTTP_DO_WORK`. Answered with nmid's
 /// headers, but with truthful status codes.
@@ -105,7 +186,6 @@ pub async fn gateway(
                 .to_owned(),
             None => req.path().trim_start_matches('/').to_owned(),
         };
-        super::guard::authorize_call(&req, &state, &function)?;
         let pass_json = match req.headers().get(NMID_PARAMS_TYPE).map(|v| v.to_str()) {
             None | Some(Ok("5")) => false,
             Some(Ok("6")) => true,
@@ -119,7 +199,7 @@ pub async fn gateway(
         let (params, params_type) = json_body_params(body, pass_json)?;
         let timeout = timeout_from(req.headers(), state.job_timeout)?;
         let call = new_call(req.headers(), &function, params, params_type, timeout);
-        run_call(&state, JobId::next(), call, client_of(&req)).await
+        run_call(&state, JobId::next(), call, CallerOf::request(&req)).await
     }
     .await;
     match result {
@@ -152,6 +232,8 @@ pub struct CallData {
     bytes: Bytes,
     /// The result was a RetStruct (its `Data` is `bytes`).
     ret_struct: bool,
+    /// The RetStruct's `ContentType`, if it said.
+    content_type: Option<String>,
 }
 
 /// Runs one call as a job and waits for it. If the HTTP client goes away first, the
@@ -160,17 +242,17 @@ async fn run_call(
     state: &HttpState,
     job_id: JobId,
     mut call: CallSpec,
-    client: ClientKey,
+    caller: CallerOf,
 ) -> Result<CallData, HttpError> {
     if !telemetry::enabled() {
-        return run_job(state, job_id, call, client).await;
+        return run_job(state, job_id, call, caller).await;
     }
     // The HTTP hop's span: child of the request's traceparent, parent of the dispatch span.
     let function = call.function.to_string();
     let span = telemetry::hop_span(Hop::Http, &function, call.meta.as_deref());
     let meta = call.meta.take().map(|m| (*m).clone()).unwrap_or_default();
     call.meta = Some(Arc::new(telemetry::with_span_context(&span, meta)));
-    let result = (run_job(state, job_id, call, client))
+    let result = (run_job(state, job_id, call, caller))
         .instrument(span.clone())
         .await;
     telemetry::finish(
@@ -184,51 +266,54 @@ async fn run_job(
     state: &HttpState,
     job_id: JobId,
     call: CallSpec,
-    client: ClientKey,
+    caller: CallerOf,
 ) -> Result<CallData, HttpError> {
     let function = call.function.to_string();
     let function = function.as_str();
-    if let Err(error) = call.validate(state.max_frame_bytes) {
-        state
-            .jobs
-            .metrics
-            .record_refused(crate::metrics::Outcome::of_error(error));
-        return Err(HttpError::from_call(error, function));
-    }
-    if let Some(limits) = &state.jobs.rate_limits {
-        if let Err(refusal) = limits.check(&call.function, &client) {
-            let configured = limits.limits_function(&call.function);
-            let metrics = &state.jobs.metrics;
-            metrics.record_rate_limited(&call.function, refusal.scope, configured);
-            return Err(HttpError::OverRateLimit { refusal });
-        }
-    }
     let (tx, answer) = tokio::sync::oneshot::channel();
     // The waiter may be gone (the HTTP client disconnected): nothing to tell then.
     let reply = Box::new(move |outcome| drop(tx.send(outcome)));
-    let job = JobActor::start(job_id, call, reply, &state.jobs);
+    let job = match state.door.admit(job_id, call, caller.caller(), reply) {
+        Ok(job) => job,
+        Err(Refused::Forbidden { who }) => {
+            return Err(HttpError::Forbidden(format!(
+                "{who} may not call {function}"
+            )))
+        }
+        Err(Refused::OverLimit(refusal)) => return Err(HttpError::OverRateLimit { refusal }),
+        Err(Refused::Invalid(error)) => return Err(HttpError::from_call(error, function)),
+    };
     let mut guard = CancelOnDrop(Some(job));
     let outcome = answer
         .await
         .map_err(|_| HttpError::Internal("the job ended without an answer".to_owned()))?;
     guard.0 = None;
+    answer_of(outcome, function)
+}
+
+/// The HTTP answer of a call's outcome: a RetStruct's `Data` (its `ContentType` kept); a
+/// `Code` other than 0 is the function's error (a 4xx code stays that status); a result
+/// that is not a RetStruct is answered as it is.
+fn answer_of(outcome: CallOutcome, function: &str) -> Result<CallData, HttpError> {
     match outcome {
-        CallOutcome::Done(ret) => Ok(match RetStruct::decode(&ret) {
-            Ok(ret) if ret.code != 0 => {
-                return Err(HttpError::Function {
-                    code: ret.code,
-                    message: ret.msg,
-                })
-            }
-            Ok(ret) => CallData {
+        CallOutcome::Done(ret) => match RetStruct::decode(&ret) {
+            Ok(ret) if ret.code != 0 => Err(HttpError::Function {
+                code: ret.code,
+                message: ret.msg,
+                data: ret.data,
+                content_type: ret.content_type,
+            }),
+            Ok(ret) => Ok(CallData {
                 bytes: ret.data,
                 ret_struct: true,
-            },
-            Err(_) => CallData {
+                content_type: ret.content_type,
+            }),
+            Err(_) => Ok(CallData {
                 bytes: ret,
                 ret_struct: false,
-            },
-        }),
+                content_type: None,
+            }),
+        },
         CallOutcome::WorkerFailed(message) => Err(HttpError::WorkerError(
             String::from_utf8_lossy(&message).into_owned(),
         )),
@@ -236,14 +321,41 @@ async fn run_job(
     }
 }
 
-/// The client a request counts as for the per-client rate limit: the token it authenticated
-/// with, else its peer's IP address (a request without one, which a real listener never
-/// makes, shares the overflow bucket).
-fn client_of(req: &HttpRequest) -> ClientKey {
-    let extensions = req.extensions();
-    let token = (extensions.get::<Arc<Grant>>()).and_then(|grant| grant.token_name());
-    req.peer_addr()
-        .map_or(ClientKey::Overflow, |addr| ClientKey::of(token, addr.ip()))
+/// A request's caller, taken out of the request before its body is read: what the guard
+/// established ([`Access`]; none at all is refused, deny by default) and its peer's IP.
+struct CallerOf {
+    access: Option<Access>,
+    ip: Option<IpAddr>,
+}
+
+impl CallerOf {
+    fn request(req: &HttpRequest) -> Self {
+        Self {
+            access: req.extensions().get::<Access>().cloned(),
+            ip: req.peer_addr().map(|addr| addr.ip()),
+        }
+    }
+
+    /// The caller as the front door takes it. (A request without a peer address, which a
+    /// real listener never makes, counts as 0.0.0.0 for a grant that keys by address.)
+    fn caller(&self) -> Caller<'_> {
+        match &self.access {
+            Some(Access::Open) => Caller::Anyone { ip: self.ip },
+            Some(Access::Granted(grant)) => Caller::Granted {
+                grant,
+                ip: self.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            },
+            None => Caller::Unknown,
+        }
+    }
+}
+
+/// Whether a request speaks nmid's gateway protocol (`N-NMID-RequestType: HTTP_DO_WORK`):
+/// the guard then authorizes it as a call, and the catch-all route makes it one.
+pub fn is_gateway(headers: &HeaderMap) -> bool {
+    headers
+        .get(NMID_REQUEST_TYPE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"HTTP_DO_WORK"))
 }
 
 /// Cancels its job when dropped while armed.
@@ -257,17 +369,15 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The response body: JSON when the data is JSON, text when UTF-8, else bytes.
+/// The response body: of the function's own content type when it said, else JSON when the
+/// data is JSON, text when UTF-8, else bytes.
 fn data_response(data: CallData) -> HttpResponse {
-    let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&data.bytes).is_ok() {
-        "application/json"
-    } else if std::str::from_utf8(&data.bytes).is_ok() {
-        "text/plain; charset=utf-8"
-    } else if data.ret_struct {
-        "application/octet-stream"
-    } else {
-        "application/msgpack"
-    };
+    if let Some(content_type) = data.content_type {
+        return HttpResponse::Ok()
+            .content_type(content_type)
+            .body(data.bytes);
+    }
+    let content_type = super::error::sniffed_content_type(&data.bytes, data.ret_struct);
     HttpResponse::Ok()
         .content_type(content_type)
         .body(data.bytes)
@@ -297,8 +407,10 @@ async fn read_body(
 
 /// The worker's params from a `/call` body with `content_type` (the header's value, if
 /// any): msgpack as is; a JSON object as a msgpack map (or, with `pass_json`, the JSON as
-/// is). No content type, or an empty one, is JSON, as curl's `-d` users expect; an empty
-/// JSON body is the empty map.
+/// is); a raw body (`text/plain`, `application/octet-stream`) as its bytes, which must not
+/// be empty (the function learns the media type from the call's metadata). No content
+/// type, or an empty one, is JSON, as curl's `-d` users expect; an empty JSON body is the
+/// empty map.
 pub fn call_params(
     content_type: Option<&[u8]>,
     body: Bytes,
@@ -322,8 +434,25 @@ pub fn call_params(
     match (mime.type_(), mime.subtype().as_str()) {
         (mime::APPLICATION, "msgpack" | "x-msgpack" | "vnd.msgpack") => msgpack_body_params(body),
         (mime::APPLICATION, "json") => json_body_params(body, pass_json),
+        (mime::TEXT, "plain") | (mime::APPLICATION, "octet-stream") => raw_body_params(body),
         _ => Err(unsupported()),
     }
+}
+
+/// Whether `content_type`, one that [`call_params`] accepted, is a raw body's.
+fn is_raw(content_type: &[u8]) -> bool {
+    let starts = |prefix: &[u8]| {
+        (content_type.get(..prefix.len())).is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    starts(b"text/plain") || starts(b"application/octet-stream")
+}
+
+/// The params of a raw body: its bytes, which must not be empty.
+fn raw_body_params(body: Bytes) -> Result<(Bytes, ParamsType), HttpError> {
+    if body.is_empty() {
+        return Err(HttpError::BadRequest("empty body".to_owned()));
+    }
+    Ok((body, ParamsType::MSGPACK))
 }
 
 /// The params of a msgpack body: the body as is, which must not be empty.

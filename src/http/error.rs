@@ -23,16 +23,22 @@ pub enum HttpError {
     /// The body is over `http.max_body_bytes`: 413.
     #[error("request body over the {0}-byte limit")]
     BodyTooLarge(usize),
-    /// The body's content type is not JSON or msgpack: 415.
-    #[error("unsupported content type {0:?}: send application/json or application/msgpack")]
+    /// The body's content type is not JSON, msgpack or raw: 415.
+    #[error("unsupported content type {0:?}: send application/json, application/msgpack, text/plain or application/octet-stream")]
     UnsupportedMediaType(String),
-    /// The function answered with a RetStruct whose `Code` is not 0: 502 with its `Msg`.
+    /// The function answered with a RetStruct whose `Code` is not 0: a `Code` from 400 to
+    /// 499 is that status (an http function's upstream said so), with the function's `Data`
+    /// as the body when it has one; any other is 502 with its `Msg`.
     #[error("{message}")]
     Function {
         /// The RetStruct `Code`.
         code: i64,
         /// The RetStruct `Msg`.
         message: String,
+        /// The RetStruct `Data`.
+        data: bytes::Bytes,
+        /// The RetStruct `ContentType`, if it said.
+        content_type: Option<String>,
     },
     /// A tagged worker reported its function failed: 502 with its message.
     #[error("{0}")]
@@ -128,6 +134,30 @@ impl HttpError {
     }
 }
 
+/// The content type of result bytes that did not say theirs: JSON when they are JSON, text
+/// when UTF-8, else bytes (`application/msgpack` for a worker's own result, which is
+/// msgpack by nmid's convention).
+pub(super) fn sniffed_content_type(bytes: &[u8], ret_struct: bool) -> &'static str {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        "application/json"
+    } else if std::str::from_utf8(bytes).is_ok() {
+        "text/plain; charset=utf-8"
+    } else if ret_struct {
+        "application/octet-stream"
+    } else {
+        "application/msgpack"
+    }
+}
+
+/// The status of a function's `Code` that is an HTTP client error (400 to 499), kept as the
+/// caller's status; `None` for any other code.
+fn client_error(code: i64) -> Option<StatusCode> {
+    (400..500)
+        .contains(&code)
+        .then(|| StatusCode::from_u16(u16::try_from(code).ok()?).ok())
+        .flatten()
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: String,
@@ -144,9 +174,10 @@ impl ResponseError for HttpError {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::BodyTooLarge(_) | HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            HttpError::Function { .. } | HttpError::WorkerError(_) | HttpError::WorkerLost => {
-                StatusCode::BAD_GATEWAY
+            HttpError::Function { code, .. } => {
+                client_error(*code).unwrap_or(StatusCode::BAD_GATEWAY)
             }
+            HttpError::WorkerError(_) | HttpError::WorkerLost => StatusCode::BAD_GATEWAY,
             HttpError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             HttpError::RateLimited | HttpError::OverRateLimit { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -160,6 +191,16 @@ impl ResponseError for HttpError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         match self {
+            HttpError::Function {
+                code,
+                data,
+                content_type,
+                ..
+            } if client_error(*code).is_some() && !data.is_empty() => {
+                let content_type =
+                    (content_type.as_deref()).unwrap_or_else(|| sniffed_content_type(data, true));
+                return response.content_type(content_type).body(data.clone());
+            }
             HttpError::RateLimited => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }

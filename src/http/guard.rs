@@ -1,57 +1,122 @@
-//! The HTTP side of `[security]` and `[auth]`, in front of every route: the peer's address
-//! against the allow and deny lists, then the credentials the route needs.
+//! The HTTP side of `[security]` and `[auth]`: whether a request may go on to the route the
+//! router matched for it. [`check`] runs in each route's middleware (`routes.rs`), so the
+//! decision is made on what the router matched (the decoded path, the route's own pattern),
+//! for every method, never on the raw path string; a request no route covers needs the
+//! admin role (deny by default).
 //!
-//! | route | needs (with auth on) |
+//! | route needs | with auth on |
 //! |---|---|
-//! | `GET /healthz`, `GET /readyz` | nothing (probes) |
-//! | `POST /call/{func}`, nmid's gateway | the `client` role; the handler checks the function |
-//! | `GET /metrics` | the `admin` role, unless `auth.open_metrics` |
-//! | the admin API, the dashboard | the `admin` role |
+//! | [`Needs::Nothing`] (`/healthz`, `/readyz`) | nothing: credentials are not read |
+//! | [`Needs::Metrics`] (`/metrics`) | the `admin` role, unless `auth.open_metrics` |
+//! | [`Needs::Admin`] (the admin API, the dashboard) | the `admin` role |
+//! | [`Needs::Client`] (`/call/{func}`) | the `client` role; the front door checks the function |
+//! | [`Needs::Gateway`] (any other path) | nmid's gateway headers: as `/call`; else `admin` |
 //!
 //! Credentials are `Authorization: Bearer <secret>`, or `Basic` with the secret as the
-//! password (what a browser sends for the dashboard after asking).
+//! password (what a browser sends for the dashboard after asking). A request that may go on
+//! carries its [`Access`] for the handlers; a call handler without one refuses the call.
 
 use std::sync::Arc;
 
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpResponse, ResponseError};
 use base64::Engine;
 
 use super::{HttpError, HttpState};
-use crate::metrics::{Outcome, Refusal};
+use crate::metrics::Refusal;
 use crate::security::{Grant, Roles};
 
-/// Refuses a request from an address the lists do not admit (403, and the connection
-/// closed), or without the credentials its route needs (401 / 403); else passes it on to
-/// `next`. A request that passes carries its grant, for the handler's per-function check.
-pub async fn guard<B: MessageBody>(
-    req: ServiceRequest,
-    next: Next<B>,
+/// What a route needs of a request's credentials (with auth on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Nothing: the probes. Credentials are not even read.
+    Nothing,
+    /// The `admin` role, or nothing with `auth.open_metrics`.
+    Metrics,
+    /// The `admin` role.
+    Admin,
+    /// The `client` role; the front door then checks the function against the grant.
+    Client,
+    /// A path no route of its own covers: with nmid's gateway headers a call (the `client`
+    /// role, see [`Needs::of_request`]), else the `admin` role (deny by default).
+    Gateway,
+}
+
+impl Needs {
+    /// What a route that needs `self` needs of a request that does (`gateway`) or does not
+    /// speak nmid's gateway protocol: a gateway request on the catch-all is a call.
+    pub fn of_request(self, gateway: bool) -> Needs {
+        match self {
+            Needs::Gateway if gateway => Needs::Client,
+            needs => needs,
+        }
+    }
+}
+
+/// Who the caller of a request that may go on is, in the request's extensions.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Auth is off: anyone may do anything the route does.
+    Open,
+    /// Auth is on and the request's credentials hold this grant.
+    Granted(Arc<Grant>),
+}
+
+/// Why a request may not go on.
+#[derive(Debug)]
+pub enum Refused {
+    /// Its address may not connect (a reload denied it since its connection was accepted).
+    Address,
+    /// Its credentials do not hold what the route needs: 401 or 403.
+    Credentials(HttpError),
+}
+
+impl Refused {
+    /// The response that refuses the request.
+    pub fn response(&self) -> HttpResponse {
+        match self {
+            Refused::Address => {
+                let mut response = HttpResponse::Forbidden().json(serde_json::json!({
+                    "error": "forbidden: this address may not connect",
+                    "code": "forbidden_address",
+                }));
+                response
+                    .head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+                response
+            }
+            Refused::Credentials(error) => error.error_response(),
+        }
+    }
+}
+
+/// Whether `req`, routed to a route that `needs`, may go on: its [`Access`] (`None` for a
+/// route that needs nothing), or why not (counted).
+pub fn check(
+    req: &ServiceRequest,
     state: &HttpState,
-) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let policy = state.security.policy();
-    let metrics = &state.jobs.metrics;
+    needs: Needs,
+) -> Result<Option<Access>, Refused> {
+    let policy = state.security().policy();
+    let metrics = state.metrics();
+    // Checked when the connection was accepted, and again per request: a reload may have
+    // denied the address of a keep-alive connection since.
     if let Some(peer) = req.peer_addr() {
         if !policy.admits(peer.ip()) {
             metrics.record_refusal(Refusal::Address);
-            let mut response = HttpResponse::Forbidden().json(serde_json::json!({
-                "error": "forbidden: this address may not connect",
-                "code": "forbidden_address",
-            }));
-            response
-                .head_mut()
-                .set_connection_type(actix_web::http::ConnectionType::Close);
-            return Ok(req.into_response(response).map_into_right_body());
+            return Err(Refused::Address);
         }
     }
     let Some(auth) = &policy.auth else {
-        return Ok(next.call(req).await?.map_into_left_body());
+        return Ok(Some(Access::Open));
     };
-    let Some(role) = needed_role(req.path(), auth.open_metrics) else {
-        return Ok(next.call(req).await?.map_into_left_body());
+    let role = match needs {
+        Needs::Nothing => return Ok(None),
+        Needs::Metrics if auth.open_metrics => return Ok(Some(Access::Open)),
+        Needs::Metrics | Needs::Admin => Roles::ADMIN,
+        Needs::Client => Roles::CLIENT,
+        Needs::Gateway => Roles::ADMIN,
     };
     let refused = match secret(req.headers()).map(|secret| auth.token(&secret)) {
         None => {
@@ -62,10 +127,7 @@ pub async fn guard<B: MessageBody>(
             metrics.record_refusal(Refusal::BadToken);
             HttpError::Unauthorized
         }
-        Some(Some(grant)) if grant.has(role) => {
-            req.extensions_mut().insert(grant);
-            return Ok(next.call(req).await?.map_into_left_body());
-        }
+        Some(Some(grant)) if grant.has(role) => return Ok(Some(Access::Granted(grant))),
         Some(Some(grant)) => {
             metrics.record_refusal(Refusal::Role);
             let role = if role == Roles::ADMIN {
@@ -76,20 +138,7 @@ pub async fn guard<B: MessageBody>(
             HttpError::Forbidden(format!("{} has no {role} role", grant.name))
         }
     };
-    let response = refused.error_response();
-    Ok(req.into_response(response).map_into_right_body())
-}
-
-/// The role `path` needs; `None` for the probes.
-fn needed_role(path: &str, open_metrics: bool) -> Option<Roles> {
-    match path {
-        "/healthz" | "/readyz" => None,
-        "/metrics" if open_metrics => None,
-        "/metrics" | "/dashboard" => Some(Roles::ADMIN),
-        _ if path.starts_with("/api/") => Some(Roles::ADMIN),
-        // `/call/{func}` and nmid's gateway on any other path.
-        _ => Some(Roles::CLIENT),
-    }
+    Err(Refused::Credentials(refused))
 }
 
 /// The secret of `Authorization: Bearer <secret>` or `Basic base64(<user>:<secret>)`.
@@ -108,28 +157,6 @@ fn secret(headers: &HeaderMap) -> Option<Vec<u8>> {
         return Some(decoded[colon + 1..].to_vec());
     }
     None
-}
-
-/// Refuses a call of `function` that the request's grant does not cover (with auth off
-/// there is no grant, and every call may go on).
-pub fn authorize_call(
-    req: &HttpRequest,
-    state: &HttpState,
-    function: &str,
-) -> Result<(), HttpError> {
-    let extensions = req.extensions();
-    let Some(grant) = extensions.get::<Arc<Grant>>() else {
-        return Ok(());
-    };
-    if grant.may_call(function.as_bytes()) {
-        return Ok(());
-    }
-    state.jobs.metrics.record_refusal(Refusal::Call);
-    state.jobs.metrics.record_refused(Outcome::Forbidden);
-    Err(HttpError::Forbidden(format!(
-        "{} may not call {function}",
-        grant.name
-    )))
 }
 
 #[cfg(test)]
@@ -155,17 +182,5 @@ mod tests {
         assert!(secret(&headers("Basic !!!")).is_none());
         assert!(secret(&headers("Digest x")).is_none());
         assert!(secret(&HeaderMap::new()).is_none());
-    }
-
-    #[test]
-    fn routes_need_their_roles() {
-        assert_eq!(needed_role("/healthz", false), None);
-        assert_eq!(needed_role("/readyz", false), None);
-        assert_eq!(needed_role("/metrics", false), Some(Roles::ADMIN));
-        assert_eq!(needed_role("/metrics", true), None);
-        assert_eq!(needed_role("/api/v1/workers", false), Some(Roles::ADMIN));
-        assert_eq!(needed_role("/dashboard", false), Some(Roles::ADMIN));
-        assert_eq!(needed_role("/call/ToUpper", false), Some(Roles::CLIENT));
-        assert_eq!(needed_role("/ToUpper", false), Some(Roles::CLIENT));
     }
 }

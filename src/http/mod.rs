@@ -11,144 +11,70 @@
 //! | `GET /metrics` | Prometheus metrics |
 //! | `GET /healthz`, `GET /readyz` | liveness, readiness (503 while draining) |
 //! | `GET /dashboard` | the built-in dashboard page |
+//!
+//! `routes.rs` holds the table of routes (what each needs of a request's credentials,
+//! checked by `guard.rs` on what the router matched); `call.rs` admits calls through the
+//! same [`FrontDoor`] as the nmid protocol's client sessions.
 
 mod admin;
 mod call;
 mod error;
-mod guard;
+pub mod guard;
+pub mod routes;
 mod serve;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix::Addr;
 
 pub use call::{call_params, REQUEST_ID_HEADER, TIMEOUT_HEADER};
 pub use error::HttpError;
+pub use routes::{configure, configure_metrics};
 pub use serve::{HttpSite, Serving};
 
-use crate::actors::job::JobServices;
+use crate::actors::front_door::FrontDoor;
+use crate::actors::registry::Registry;
+use crate::metrics::Metrics;
+use crate::security::Security;
 
 /// What every HTTP handler shares.
 #[derive(Debug, Clone)]
 pub struct HttpState {
-    /// Registry, retries and counters for the jobs requests start.
-    pub jobs: JobServices,
+    /// Where calls are admitted (grants, limits, rate limits) into jobs: the client
+    /// sessions' door too.
+    pub door: FrontDoor,
     /// Default deadline of a call.
     pub job_timeout: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
-    /// Largest frame body workers accept (`tcp.max_frame_bytes`): a call whose job would be
-    /// larger is refused with 413.
-    pub max_frame_bytes: usize,
     /// When the dispatcher started, for the uptime.
     pub started: SystemTime,
     /// The cluster, when discovery is on (`GET /api/v1/cluster`).
     pub cluster: Option<crate::cluster::ClusterView>,
     /// The recent rates the dashboard charts.
-    pub history: std::sync::Arc<std::sync::Mutex<crate::history::History>>,
-    /// Who may connect and what each may do.
-    pub security: crate::security::Security,
+    pub history: Arc<std::sync::Mutex<crate::history::History>>,
+    /// Request headers passed on to functions (`http.forward_headers`).
+    pub forward_headers: Vec<actix_web::http::header::HeaderName>,
+    /// Functions that must have a worker for `/readyz` to say ready (`http.ready_functions`).
+    pub ready_functions: Vec<String>,
 }
 
-/// The dashboard page: plain HTML and JS, no build step.
-const DASHBOARD_HTML: &str = include_str!("dashboard.html");
-
-/// The `GET` routes of fixed paths (everything but `/call/{func}` and the fallback).
-const FIXED_ROUTES: [&str; 10] = [
-    "/api/v1/functions",
-    "/api/v1/workers",
-    "/api/v1/stats",
-    "/api/v1/cluster",
-    "/api/v1/calls",
-    "/api/v1/history",
-    "/metrics",
-    "/healthz",
-    "/readyz",
-    "/dashboard",
-];
-
-/// Registers every route. The app must carry a `web::Data<HttpState>`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(CALL_ROUTE, web::post().to(call::call))
-        .route("/api/v1/functions", web::get().to(admin::functions))
-        .route("/api/v1/workers", web::get().to(admin::workers))
-        .route("/api/v1/stats", web::get().to(admin::stats))
-        .route("/api/v1/cluster", web::get().to(admin::cluster))
-        .route("/api/v1/calls", web::get().to(admin::calls))
-        .route("/api/v1/history", web::get().to(admin::history))
-        .route("/metrics", web::get().to(admin::metrics))
-        .route("/healthz", web::get().to(admin::healthz))
-        .route("/readyz", web::get().to(admin::readyz))
-        .route("/dashboard", web::get().to(dashboard))
-        .default_service(web::to(fallback));
-}
-
-/// The one middleware, in front of every route: the guard (`guard.rs`) lets the request
-/// through or answers it, then the request is counted by route pattern (bounded: unmatched
-/// paths are `default`) and status. One layer, not two: each costs a boxed future and a
-/// lookup of the state per request.
-pub async fn front<B: MessageBody>(
-    req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let Some(state) = req.app_data::<web::Data<HttpState>>().cloned() else {
-        return Ok(next.call(req).await?.map_into_left_body());
-    };
-    let route = route_label(req.path());
-    let response = guard::guard(req, next, &state).await?;
-    state
-        .jobs
-        .metrics
-        .record_http(route, response.status().as_u16());
-    Ok(response)
-}
-
-/// The pattern of the call route.
-const CALL_ROUTE: &str = "/call/{func}";
-
-/// The `route` label of a request for `path`: the pattern of the route it matches, or
-/// `default` (nmid's gateway, 404s). What `HttpRequest::match_pattern` answers, without
-/// running the router's regular expressions a second time for every request.
-fn route_label(path: &str) -> &'static str {
-    if let Some(function) = path.strip_prefix("/call/") {
-        if !function.is_empty() && !function.contains('/') {
-            return CALL_ROUTE;
-        }
+impl HttpState {
+    /// The dispatcher's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.door.metrics()
     }
-    (FIXED_ROUTES.iter().find(|route| **route == path)).map_or("default", |route| route)
-}
 
-/// Any other request: nmid's gateway when it says `HTTP_DO_WORK`, else a JSON 404.
-async fn fallback(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<HttpState>,
-) -> HttpResponse {
-    let gateway = req
-        .headers()
-        .get(call::NMID_REQUEST_TYPE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"HTTP_DO_WORK"));
-    if gateway {
-        return call::gateway(req, payload, state).await;
+    /// The function registry.
+    pub fn registry(&self) -> &Addr<Registry> {
+        &self.door.jobs().registry
     }
-    HttpResponse::NotFound().json(serde_json::json!({
-        "error": format!("no route for {} {}", req.method(), req.path()),
-        "code": "not_found",
-    }))
-}
 
-/// Registers only `GET /metrics`, for a metrics port of its own.
-pub fn configure_metrics(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(admin::metrics));
-}
-
-async fn dashboard() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(DASHBOARD_HTML)
+    /// Who may connect and call (reloadable).
+    pub fn security(&self) -> &Security {
+        self.door.security()
+    }
 }
 
 #[cfg(test)]
@@ -159,28 +85,30 @@ mod tests {
     use actix_web::http::StatusCode;
     use actix_web::{test, App};
 
+    use super::routes::ROUTES;
     use super::*;
-    use crate::actors::registry::Registry;
-    use crate::metrics::Metrics;
+    use actix_web::web;
 
     fn state() -> web::Data<HttpState> {
+        let jobs = crate::actors::job::JobServices {
+            registry: Registry::new(16).start(),
+            retries: 1,
+            metrics: Arc::new(Metrics::new()),
+            rate_limits: None,
+            breakers: false,
+        };
+        let max_frame_bytes = crate::codec::DEFAULT_MAX_FRAME_BYTES;
         web::Data::new(HttpState {
-            jobs: JobServices {
-                registry: Registry::new(16).start(),
-                retries: 1,
-                metrics: Arc::new(Metrics::new()),
-                rate_limits: None,
-                breakers: false,
-            },
+            door: FrontDoor::new(jobs, max_frame_bytes, Security::open()),
             job_timeout: Duration::from_secs(1),
             max_body_bytes: 32,
-            max_frame_bytes: crate::codec::DEFAULT_MAX_FRAME_BYTES,
             started: SystemTime::now(),
             cluster: None,
-            history: std::sync::Arc::new(std::sync::Mutex::new(crate::history::History::new(
+            history: Arc::new(std::sync::Mutex::new(crate::history::History::new(
                 crate::config::Config::default().history_settings(),
             ))),
-            security: crate::security::Security::open(),
+            forward_headers: Vec::new(),
+            ready_functions: Vec::new(),
         })
     }
 
@@ -192,35 +120,55 @@ mod tests {
         (status, body)
     }
 
-    /// The route label is the router's own matched pattern, for every route and for
-    /// paths that match none (`default`).
+    /// The route label is the pattern of the route the router matched, `default` for the
+    /// paths only the catch-all matches; a method a route does not answer is 405.
     #[actix_web::test]
     async fn route_labels_are_the_routers_patterns() {
-        let app = test::init_service(App::new().app_data(state()).configure(configure).wrap_fn(
-            |req, srv| {
-                let matched = req.match_pattern().unwrap_or_else(|| "default".to_owned());
-                let label = route_label(req.path());
-                assert_eq!(label, matched, "{}", req.path());
-                actix_web::dev::Service::call(srv, req)
-            },
-        ))
-        .await;
-        let mut paths: Vec<&str> = FIXED_ROUTES.to_vec();
-        paths.extend([
-            "/call/ToUpper",
-            "/call/",
-            "/call/a/b",
-            "/call",
-            "/",
-            "/api/v1",
-            "/metrics/x",
-            "/dashboard/",
-            "/ToUpper",
+        let state = state();
+        let app = test::init_service(App::new().app_data(state.clone()).configure(configure)).await;
+        let mut expected: Vec<(&str, &str)> = (ROUTES.iter())
+            .filter(|r| r.pattern != routes::ANY_PATH && r.pattern != routes::CALL_ROUTE)
+            .map(|r| (r.pattern, r.label))
+            .collect();
+        expected.extend([
+            ("/call/ToUpper", routes::CALL_ROUTE),
+            ("/call/", "default"),
+            ("/call/a/b", "default"),
+            ("/call", "default"),
+            ("/", "default"),
+            ("/api/v1", "default"),
+            ("/metrics/x", "default"),
+            ("/dashboard/", "default"),
+            ("/ToUpper", "default"),
         ]);
-        for path in paths {
+        for (path, _) in &expected {
             let _ = test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
         }
-        assert_eq!(route_label("/call/ToUpper"), CALL_ROUTE);
+        let post = test::TestRequest::post().uri("/healthz").to_request();
+        let response = test::call_service(&app, post).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let text = state.metrics().render(&Default::default());
+        for (path, label) in expected {
+            let series = format!("nmid_http_requests_total{{route=\"{label}\"");
+            assert!(text.contains(&series), "{path}: no {series} in\n{text}");
+        }
+        let healthz_405 = "nmid_http_requests_total{route=\"/healthz\",status=\"405\"}";
+        assert!(text.contains(healthz_405), "{text}");
+    }
+
+    /// `/readyz?functions=F,G` is 503 naming both while no worker serves them; without the
+    /// query (and no `http.ready_functions`) a dispatcher without workers is ready.
+    #[actix_web::test]
+    async fn readyz_waits_for_the_functions_it_is_asked_for() {
+        let asked = test::TestRequest::get().uri("/readyz?functions=F,G");
+        let (status, body) = status_and_code(asked).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["missing"], serde_json::json!(["F", "G"]), "{body}");
+        let (status, body) = status_and_code(test::TestRequest::get().uri("/readyz")).await;
+        assert_eq!(
+            (status, &body["status"]),
+            (StatusCode::OK, &serde_json::json!("ready"))
+        );
     }
 
     /// A call of a function no worker ever served is 404 `unknown_function`.
@@ -261,7 +209,7 @@ mod tests {
             (
                 test::TestRequest::post()
                     .uri("/call/F")
-                    .insert_header(("content-type", "text/plain"))
+                    .insert_header(("content-type", "image/png"))
                     .set_payload("x"),
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

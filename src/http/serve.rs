@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::HttpState;
+use crate::accept::AcceptGate;
 use crate::metrics::Metrics;
 
 /// How long an HTTP/1 connection may stay idle between requests.
@@ -43,6 +44,9 @@ pub struct HttpSite {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// HTTP connections open at once, at most (`http.max_connections`), over all threads.
     pub max_connections: usize,
+    /// The address lists and `http.max_connections_per_ip`, checked as each connection is
+    /// accepted, before its TLS handshake.
+    pub gate: Arc<AcceptGate>,
 }
 
 impl fmt::Debug for HttpSite {
@@ -108,15 +112,11 @@ async fn serve_here(
     let listener = TcpListener::from_std(listener)?;
     let local = listener.local_addr()?;
     let signal = stop.clone();
-    let metrics = site.state.jobs.metrics.clone();
+    let metrics = site.state.metrics().clone();
     let state = web::Data::new(site.state);
     let routes = site.routes;
-    let app = move || {
-        App::new()
-            .app_data(state.clone())
-            .wrap(actix_web::middleware::from_fn(super::front))
-            .configure(routes)
-    };
+    let gate = site.gate;
+    let app = move || App::new().app_data(state.clone()).configure(routes);
     // A macro, not a value: the service's stream type (plain or TLS) is chosen per branch.
     macro_rules! http_service {
         () => {
@@ -143,19 +143,22 @@ async fn serve_here(
     match site.tls {
         Some(tls) => {
             let factory = http_service!().rustls_0_23((*tls).clone());
-            accept(listener, factory, stop, permits, metrics).await
+            accept(listener, factory, stop, (permits, gate), metrics).await
         }
-        None => accept(listener, http_service!().tcp(), stop, permits, metrics).await,
+        None => {
+            let factory = http_service!().tcp();
+            accept(listener, factory, stop, (permits, gate), metrics).await
+        }
     }
 }
 
-/// The accept loop of one thread: each connection served by `factory`'s service, while a
-/// connection permit is free.
+/// The accept loop of one thread: each connection that `gate` admits served by `factory`'s
+/// service, while a connection permit is free.
 async fn accept<F>(
     listener: TcpListener,
     factory: F,
     stop: CancellationToken,
-    permits: Arc<Semaphore>,
+    (permits, gate): (Arc<Semaphore>, Arc<AcceptGate>),
     metrics: Arc<Metrics>,
 ) -> io::Result<()>
 where
@@ -186,6 +189,10 @@ where
             },
             () = stop.cancelled() => return Ok(()),
         };
+        // Refused before anything is read: no TLS handshake, no request parsed.
+        let Some(admitted) = gate.admit(peer) else {
+            continue;
+        };
         let service = service.clone();
         let metrics = metrics.clone();
         metrics.http_connection(1);
@@ -194,7 +201,7 @@ where
                 debug!(%peer, cause = ?err, "HTTP connection ended with an error");
             }
             metrics.http_connection(-1);
-            drop(permit);
+            drop((permit, admitted));
         });
     }
 }

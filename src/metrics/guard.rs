@@ -82,7 +82,7 @@ impl Metrics {
             false => (self.function_labels).existing_or(&name, UNKNOWN_FUNCTION_LABEL),
         };
         let outcome = Outcome::RateLimited.as_str();
-        self.calls.with_label_values(&[label, outcome]).inc();
+        self.call.calls.with_label_values(&[label, outcome]).inc();
         let scope = scope.as_str();
         self.guard
             .rate_limited

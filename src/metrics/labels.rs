@@ -7,10 +7,12 @@ use crate::call::{CallOutcome, DispatchError};
 /// How a call ended, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The worker answered.
+    /// The worker answered, and not with a failure.
     Ok,
-    /// The worker reported its function failed.
-    WorkerError,
+    /// The function failed: its worker reported an error (tagged `W_JOB_ERROR`), or answered
+    /// a RetStruct whose `Code` is not 0 (nmid-faas: a non-zero exit, an upstream's non-2xx
+    /// status). Label `error`.
+    FunctionError,
     /// No worker (or no such function).
     CantDo,
     /// Refused for load.
@@ -33,7 +35,7 @@ impl Outcome {
     /// Every outcome, in counter order.
     pub const ALL: [Outcome; 10] = [
         Outcome::Ok,
-        Outcome::WorkerError,
+        Outcome::FunctionError,
         Outcome::CantDo,
         Outcome::RateLimited,
         Outcome::Timeout,
@@ -48,7 +50,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
-            Outcome::WorkerError => "error",
+            Outcome::FunctionError => "error",
             Outcome::CantDo => "cant_do",
             Outcome::RateLimited => "rate_limited",
             Outcome::Timeout => "timeout",
@@ -60,11 +62,15 @@ impl Outcome {
         }
     }
 
-    /// The outcome of a job.
+    /// The outcome of a job. A result's RetStruct `Code` is peeked at
+    /// ([`crate::retstruct::peek_code`]): not 0 is a failed function.
     pub fn of(outcome: &CallOutcome) -> Self {
         match outcome {
-            CallOutcome::Done(_) => Outcome::Ok,
-            CallOutcome::WorkerFailed(_) => Outcome::WorkerError,
+            CallOutcome::Done(ret) => match crate::retstruct::peek_code(ret) {
+                Some(code) if code != 0 => Outcome::FunctionError,
+                _ => Outcome::Ok,
+            },
+            CallOutcome::WorkerFailed(_) => Outcome::FunctionError,
             CallOutcome::Failed(error) => Self::of_error(*error),
         }
     }
@@ -114,11 +120,13 @@ pub enum Limit {
     OutboundFrameSize,
     /// `tcp.max_frame_bytes` on the way in: a header announced a larger body.
     InboundFrameSize,
+    /// `http.max_connections_per_ip`: an HTTP connection was closed at accept.
+    HttpConnectionsPerIp,
 }
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 13] = [
+    pub const ALL: [Limit; 14] = [
         Limit::Connections,
         Limit::ConnectionsPerIp,
         Limit::Handshake,
@@ -132,6 +140,7 @@ impl Limit {
         Limit::ControlFrames,
         Limit::OutboundFrameSize,
         Limit::InboundFrameSize,
+        Limit::HttpConnectionsPerIp,
     ];
 
     /// The `limit` label.
@@ -150,6 +159,7 @@ impl Limit {
             Limit::ControlFrames => "control_frame_rate",
             Limit::OutboundFrameSize => "outbound_frame_size",
             Limit::InboundFrameSize => "inbound_frame_size",
+            Limit::HttpConnectionsPerIp => "http_connections_per_ip",
         }
     }
 }

@@ -33,7 +33,7 @@ impl Metrics {
                 .map(|l| l.value().to_owned())
                 .unwrap_or_default()
         };
-        for family in self.calls.collect() {
+        for family in self.call.calls.collect() {
             for metric in family.get_metric() {
                 let function = label(metric, "function");
                 let entry = by_function.entry(function.clone()).or_default();
@@ -45,7 +45,7 @@ impl Metrics {
                 }
             }
         }
-        for family in self.duration.collect() {
+        for family in self.call.duration.collect() {
             for metric in family.get_metric() {
                 let histogram = metric.get_histogram();
                 let mut buckets: Vec<u64> = (histogram.get_bucket().iter())

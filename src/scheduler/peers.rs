@@ -10,7 +10,8 @@
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 
-use crate::call::{FunctionName, PeerId, PeerSnapshot};
+use crate::call::{FunctionName, PeerId};
+use crate::snapshot::PeerSnapshot;
 
 /// One peer dispatcher.
 #[derive(Debug, Default)]

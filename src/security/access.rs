@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Allowed and denied networks. Deny wins; an empty allow list allows everyone not denied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,15 +42,54 @@ impl AccessList {
     }
 }
 
-/// `10.0.0.0/8`, `10.1.2.3` (one address), `fd00::/8` or `::1`.
+/// `10.0.0.0/8`, `10.1.2.3` (one address), `fd00::/8` or `::1`. An IPv4-mapped entry
+/// (`::ffff:10.1.2.3`, `::ffff:10.0.0.0/104`) is its IPv4 network, as peers are compared as
+/// IPv4; an entry no peer can ever match (an unspecified, broadcast or multicast address)
+/// is refused, so that a list never silently fails open.
 pub fn parse_net(entry: &str) -> Result<IpNet, String> {
     let entry = entry.trim();
-    if let Ok(net) = entry.parse::<IpNet>() {
-        return Ok(net.trunc());
+    let net = match entry.parse::<IpNet>() {
+        Ok(net) => net.trunc(),
+        Err(_) => entry.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+            format!("{entry:?} is not an IP address or a CIDR network (e.g. 10.0.0.0/8, fd00::/8)")
+        })?,
+    };
+    let net = canonical(net);
+    match never_matched(&net) {
+        Some(why) => Err(format!("{entry:?} can never match a peer: {why}")),
+        None => Ok(net),
     }
-    entry.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
-        format!("{entry:?} is not an IP address or a CIDR network (e.g. 10.0.0.0/8, fd00::/8)")
-    })
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:0:0/96` or inside it) as the IPv4 network it holds.
+fn canonical(net: IpNet) -> IpNet {
+    let IpNet::V6(v6) = net else {
+        return net;
+    };
+    match v6.network().to_ipv4_mapped() {
+        Some(v4) if v6.prefix_len() >= 96 => {
+            Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4)
+        }
+        _ => net,
+    }
+}
+
+/// Why no TCP peer can have an address in `net`, if none can.
+fn never_matched(net: &IpNet) -> Option<&'static str> {
+    const WHY_UNSPECIFIED: &str = "the unspecified address is no peer's address";
+    const WHY_MULTICAST: &str = "multicast addresses are no peer's address";
+    let v4_multicast = Ipv4Net::new([224, 0, 0, 0].into(), 4).expect("a valid network");
+    let v6_multicast = Ipv6Net::new([0xff00, 0, 0, 0, 0, 0, 0, 0].into(), 8).expect("valid");
+    match net {
+        IpNet::V4(n) if n.prefix_len() == 32 && n.addr().is_unspecified() => Some(WHY_UNSPECIFIED),
+        IpNet::V4(n) if n.prefix_len() == 32 && n.addr().is_broadcast() => {
+            Some("the broadcast address is no peer's address")
+        }
+        IpNet::V4(n) if v4_multicast.contains(n) => Some(WHY_MULTICAST),
+        IpNet::V6(n) if n.prefix_len() == 128 && n.addr().is_unspecified() => Some(WHY_UNSPECIFIED),
+        IpNet::V6(n) if v6_multicast.contains(n) => Some(WHY_MULTICAST),
+        _ => None,
+    }
 }
 
 /// Whether `ip` is in any of `nets` (an IPv4-mapped IPv6 address counts as its IPv4 one).
@@ -111,6 +150,43 @@ mod tests {
         assert!(err.1.contains("10.0.0.0/33"), "{}", err.1);
         let err = AccessList::parse(&[], &["example.com".into()]).unwrap_err();
         assert_eq!(err.0, "security.deny");
+    }
+
+    /// An IPv4-mapped entry matches its IPv4 peers (a deny entry so written used to match
+    /// nothing: fail-open), and a mapped network is its IPv4 network.
+    #[test]
+    fn mapped_entries_are_their_ipv4_networks() {
+        let l = list(&[], &["::ffff:127.0.0.9"]);
+        assert!(!l.permits(ip("127.0.0.9")));
+        assert!(!l.permits(ip("::ffff:127.0.0.9")));
+        assert!(l.permits(ip("127.0.0.1")));
+        assert_eq!(
+            parse_net("::ffff:10.1.0.0/112").unwrap().to_string(),
+            "10.1.0.0/16"
+        );
+        assert_eq!(parse_net("::ffff:0:0/96").unwrap().to_string(), "0.0.0.0/0");
+        assert_eq!(parse_net("fd00::/8").unwrap().to_string(), "fd00::/8");
+    }
+
+    /// An entry no peer can have is a configuration error that names its key.
+    #[test]
+    fn entries_that_can_never_match_are_refused() {
+        for entry in [
+            "0.0.0.0",
+            "::",
+            "255.255.255.255",
+            "224.0.0.1",
+            "239.0.0.0/8",
+            "ff02::1",
+        ] {
+            let err = AccessList::parse(&[], &[entry.into()]).unwrap_err();
+            assert_eq!(err.0, "security.deny");
+            assert!(err.1.contains("can never match"), "{entry}: {}", err.1);
+            let err = AccessList::parse(&[entry.into()], &[]).unwrap_err();
+            assert_eq!(err.0, "security.allow", "{entry}");
+        }
+        assert!(parse_net("0.0.0.0/0").is_ok(), "every IPv4 address");
+        assert!(parse_net("::/0").is_ok(), "every IPv6 address");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `[auth]`: who a peer is (a token it presents, or for v1 peers, which cannot present one,
 //! its address or TLS certificate) and what that grants: roles (`worker`, `client`,
-//! `admin`) and the functions it may serve or call, as glob patterns.
+//! `admin`, `peer`) and the functions it may serve or call, as glob patterns.
 //!
 //! Secrets are kept as SHA-256 digests and a presented secret is compared with every token's
 //! in constant time: neither the time taken nor an early exit tells which bytes matched.
@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::access::{in_any, parse_net};
+use crate::call::ClientKey;
 use crate::config::{AuthConfig, TokenConfig, V1PeerConfig};
 
 /// Shortest secret accepted, in bytes: shorter ones are guessable.
@@ -30,6 +31,9 @@ impl Roles {
     pub const CLIENT: Roles = Roles(2);
     /// The admin API, the dashboard and `/metrics`.
     pub const ADMIN: Roles = Roles(4);
+    /// Forward calls on behalf of other callers: a peer dispatcher, whose forwarded calls
+    /// name their caller and are authorized and rate-limited as that caller.
+    pub const PEER: Roles = Roles(8);
 
     /// Whether every role of `other` is in `self`.
     pub fn has(self, other: Roles) -> bool {
@@ -43,9 +47,10 @@ impl Roles {
                 "worker" => Self::WORKER.0,
                 "client" => Self::CLIENT.0,
                 "admin" => Self::ADMIN.0,
+                "peer" => Self::PEER.0,
                 other => {
                     return Err(format!(
-                        "unknown role {other:?} (roles: worker, client, admin)"
+                        "unknown role {other:?} (roles: worker, client, admin, peer)"
                     ))
                 }
             };
@@ -58,7 +63,7 @@ impl Roles {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
     /// The token of this name, authenticated with a secret of this digest.
-    Token { name: String, digest: [u8; 32] },
+    Token { name: Arc<str>, digest: [u8; 32] },
     /// A `[[auth.v1_peers]]` entry, matched by address or certificate.
     V1Peer,
     /// A connection the dispatcher opened to itself (the embedded demo worker).
@@ -98,6 +103,15 @@ impl Grant {
         match &self.source {
             Source::Token { name, .. } => Some(name),
             Source::V1Peer | Source::Internal => None,
+        }
+    }
+
+    /// Who its holder is, connecting from `ip`: the token, else the address. (A clone of the
+    /// token's shared name: nothing is allocated per call.)
+    pub fn client_key(&self, ip: IpAddr) -> ClientKey {
+        match &self.source {
+            Source::Token { name, .. } => ClientKey::Token(name.clone()),
+            Source::V1Peer | Source::Internal => ClientKey::Ip(ip),
         }
     }
 
@@ -199,16 +213,30 @@ impl Auth {
     }
 
     /// The grant of the token whose secret is `secret`. Every token is compared, in
-    /// constant time, whatever matches.
+    /// constant time, whatever matches: no early exit, no `==`.
     pub fn token(&self, secret: &[u8]) -> Option<Arc<Grant>> {
         let digest: [u8; 32] = Sha256::digest(secret).into();
         let mut found = None;
         for token in &self.tokens {
-            if bool::from(token.digest.ct_eq(&digest)) {
+            if bool::from(same_digest(&token.digest, &digest)) {
                 found = Some(token.grant.clone());
             }
         }
         found
+    }
+
+    /// The grant of the caller a peer dispatcher names (a forwarded call's
+    /// [`CALLER_META_KEY`](crate::call::CALLER_META_KEY)): the token of that name, or the
+    /// `[[auth.v1_peers]]` grant of that address; `None` when this dispatcher grants it
+    /// nothing.
+    pub fn vouched(&self, caller: &ClientKey) -> Option<Arc<Grant>> {
+        match caller {
+            ClientKey::Token(name) => (self.tokens.iter())
+                .find(|t| t.grant.token_name() == Some(&**name))
+                .map(|t| t.grant.clone()),
+            ClientKey::Ip(ip) => self.v1_peer(*ip, &[]),
+            ClientKey::Overflow => None,
+        }
     }
 
     /// The grant of the first `[[auth.v1_peers]]` entry that matches a peer at `ip` with the
@@ -233,6 +261,20 @@ impl Auth {
             Source::Internal => Some(Arc::new(old.clone())),
         }
     }
+}
+
+/// Whether two digests are equal, in constant time: the one comparison every lookup makes
+/// with every stored digest (counted in test builds, so that a test can see it is).
+fn same_digest(stored: &[u8; 32], presented: &[u8; 32]) -> subtle::Choice {
+    #[cfg(test)]
+    COMPARISONS.with(|n| n.set(n.get() + 1));
+    stored.ct_eq(presented)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Digest comparisons made on this thread ([`same_digest`]).
+    static COMPARISONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn label(index: usize, name: &str) -> String {
@@ -280,7 +322,7 @@ fn build_token(token: &TokenConfig) -> Result<Token, String> {
             roles,
             functions,
             source: Source::Token {
-                name: token.name.clone(),
+                name: token.name.as_str().into(),
                 digest,
             },
         }),
@@ -295,8 +337,11 @@ fn build_v1_peer(index: usize, peer: &V1PeerConfig) -> Result<V1Peer, String> {
         .map(|c| parse_net(c))
         .collect::<Result<Vec<_>, _>>()?;
     let roles = Roles::parse(&peer.roles)?;
-    if roles.has(Roles::ADMIN) {
-        return Err("the admin role is for tokens (v1 peers have no admin API)".to_owned());
+    if roles.has(Roles::ADMIN) || roles.has(Roles::PEER) {
+        return Err(
+            "the admin and peer roles are for tokens (v1 peers have no admin API and forward nothing)"
+                .to_owned(),
+        );
     }
     let functions = check_patterns(&peer.functions, roles)?;
     let name = match peer.name.as_str() {
@@ -439,6 +484,57 @@ mod tests {
         assert!(!client.has(Roles::ADMIN));
         assert!(a.token(b"0123456789abcdef-bad").is_none());
         assert!(a.token(b"").is_none());
+    }
+
+    /// Every lookup compares the presented secret's digest with every stored one, whether
+    /// the first, the last or none matches: a plain `==`, or an early exit, compares fewer
+    /// (and so takes a time that tells which token, or that none, matched).
+    #[test]
+    fn every_lookup_compares_every_stored_digest() {
+        let tokens = (0..8)
+            .map(|i| token(&format!("t{i}"), &format!("{S1}-{i}"), &["client"], &["*"]))
+            .collect();
+        let a = auth(tokens, vec![]).unwrap();
+        for (secret, found) in [
+            (format!("{S1}-0"), Some("token t0")),
+            (format!("{S1}-7"), Some("token t7")),
+            (format!("{S1}-none"), None),
+        ] {
+            COMPARISONS.with(|n| n.set(0));
+            let grant = a.token(secret.as_bytes());
+            assert_eq!(COMPARISONS.with(|n| n.get()), 8, "{secret}");
+            assert_eq!(grant.map(|g| g.name.clone()).as_deref(), found);
+        }
+    }
+
+    /// A peer dispatcher's named caller is found by token name or by v1 address, and is
+    /// nobody when this dispatcher grants it nothing.
+    #[test]
+    fn vouched_callers_are_found_by_token_name_or_address() {
+        let a = auth(
+            vec![token("web", S1, &["client"], &["A"])],
+            vec![V1PeerConfig {
+                name: "php".into(),
+                cidrs: vec!["10.0.0.0/8".into()],
+                roles: vec!["client".into()],
+                functions: vec!["B".into()],
+                ..V1PeerConfig::default()
+            }],
+        )
+        .unwrap();
+        let web = a.vouched(&ClientKey::Token("web".into())).unwrap();
+        assert!(web.may_call(b"A") && !web.may_call(b"B"));
+        let php = a
+            .vouched(&ClientKey::Ip("10.1.2.3".parse().unwrap()))
+            .unwrap();
+        assert!(php.may_call(b"B"));
+        assert!(a.vouched(&ClientKey::Token("nobody".into())).is_none());
+        assert!(a
+            .vouched(&ClientKey::Ip("192.0.2.1".parse().unwrap()))
+            .is_none());
+        assert!(a.vouched(&ClientKey::Overflow).is_none());
+        let key = web.client_key("127.0.0.1".parse().unwrap());
+        assert_eq!(key, ClientKey::Token("web".into()));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod exposure;
 pub mod tls;
 
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ use tracing::warn;
 
 pub use access::AccessList;
 pub use auth::{Auth, Grant, Roles};
+pub use exposure::{exposures, Exposure};
 pub use tls::{ClientTls, Connector, TlsServer};
 
 use crate::config::{Config, ConfigError};
@@ -81,21 +83,6 @@ pub struct Identity {
     pub cert_names: Vec<String>,
     /// The policy generation it was last checked against.
     pub generation: u64,
-}
-
-/// The listen addresses of `listening` that are reachable beyond this host while auth is off
-/// (`auth_enabled` false): what the dispatcher warns about at start.
-pub fn exposed(
-    listening: &[std::net::SocketAddr],
-    auth_enabled: bool,
-) -> Vec<std::net::SocketAddr> {
-    if auth_enabled {
-        return Vec::new();
-    }
-    (listening.iter())
-        .filter(|addr| !addr.ip().is_loopback())
-        .copied()
-        .collect()
 }
 
 fn invalid((key, reason): (&'static str, String)) -> ConfigError {
@@ -164,22 +151,5 @@ impl Security {
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listeners_beyond_loopback_without_auth_are_exposed() {
-        let addrs: Vec<std::net::SocketAddr> =
-            ["127.0.0.1:6808", "0.0.0.0:6809", "[::1]:1", "10.0.0.5:6808"]
-                .iter()
-                .map(|a| a.parse().unwrap())
-                .collect();
-        let exposed_now = exposed(&addrs, false);
-        assert_eq!(exposed_now, vec![addrs[1], addrs[3]]);
-        assert!(exposed(&addrs, true).is_empty());
     }
 }

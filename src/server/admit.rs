@@ -1,7 +1,10 @@
-//! From accepted socket to session: the connection limits ([`Admission`]), the accept loop,
-//! TLS, the first frame (under `tcp.handshake_timeout_ms`), the AUTH exchange, and the
-//! session actor of the role the first frame names. Also the door through which the
-//! dispatcher connects to itself ([`InternalDoor`], for `--demo`).
+//! From accepted socket to session: the accept loop (each connection checked by the
+//! listener's [`AcceptGate`]), TLS, the first frame (under `tcp.handshake_timeout_ms`), the
+//! AUTH exchange, and the session actor of the role the first frame names. Also the door
+//! through which the dispatcher connects to itself ([`InternalDoor`], for `--demo`).
+//!
+//! Refused connections are counted each, and logged once per kind and window
+//! (`log.refusal_summary_interval_ms`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,19 +14,21 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
+use crate::accept::{AcceptGate, ConnectionPermit};
 use crate::actors::client_session::ClientSession;
 use crate::actors::connection::Accepted;
 use crate::actors::inbound::{InboundCodec, InboundError, PartialSince};
 use crate::actors::worker_session::WorkerSession;
-use crate::actors::{ConnectionPermit, IpSlots, SessionSettings};
+use crate::actors::SessionSettings;
+use crate::call::ClientKey;
 use crate::codec::{CodecError, ConnType, Frame, SAuthResult};
 use crate::metrics::{Limit, Refusal, Role};
-use crate::net::NetStream;
-use crate::security::Identity;
+use crate::net::{NetStream, WriteHalf};
+use crate::security::{Auth, Grant, Identity, Roles};
 
 /// The read buffer a connection starts with: room for dozens of small frames per read
 /// syscall; the codec grows it for a larger frame. (tokio-util's default is 8 KiB, most of
@@ -35,7 +40,7 @@ const READ_BUFFER_BYTES: usize = 4096;
 pub(super) struct InternalDoor {
     pub(super) arbiter: ArbiterHandle,
     pub(super) settings: Arc<SessionSettings>,
-    pub(super) admission: Arc<Admission>,
+    pub(super) gate: Arc<AcceptGate>,
 }
 
 impl InternalDoor {
@@ -51,12 +56,12 @@ impl InternalDoor {
                 "internal connection: another peer came first",
             ));
         }
-        let permit = (self.admission.admit(peer))
+        let permit = (self.gate.permit(peer))
             .map_err(|limit| io::Error::other(format!("connection limit: {}", limit.as_str())))?;
         let _ = far.set_nodelay(true);
         let far = far.into_std()?;
         let settings = self.settings.clone();
-        let grant = Arc::new(crate::security::Grant::internal("internal (this process)"));
+        let grant = Arc::new(Grant::internal("internal (this process)"));
         let spawned = self
             .arbiter
             .spawn_fn(move || match TcpStream::from_std(far) {
@@ -72,34 +77,12 @@ impl InternalDoor {
     }
 }
 
-/// The connection limits the accept loop enforces.
-#[derive(Debug)]
-pub(super) struct Admission {
-    /// `tcp.max_connections` permits.
-    pub(super) connections: Arc<Semaphore>,
-    /// `tcp.max_connections_per_ip`, when set.
-    pub(super) per_ip: Option<Arc<IpSlots>>,
-}
-
-impl Admission {
-    /// A permit for a connection from `peer`, or why there is none.
-    fn admit(&self, peer: SocketAddr) -> Result<ConnectionPermit, Limit> {
-        let global =
-            (self.connections.clone().try_acquire_owned()).map_err(|_| Limit::Connections)?;
-        let per_ip = match &self.per_ip {
-            Some(slots) => Some(slots.take(peer.ip()).ok_or(Limit::ConnectionsPerIp)?),
-            None => None,
-        };
-        Ok(ConnectionPermit::new(global, per_ip))
-    }
-}
-
-/// Accepts connections while there is a permit for them, and hands each to an io arbiter.
+/// Accepts connections that `gate` admits, and hands each to an io arbiter.
 pub(super) async fn accept_loop(
     listener: TcpListener,
     arbiters: Vec<ArbiterHandle>,
     settings: Arc<SessionSettings>,
-    admission: Arc<Admission>,
+    gate: Arc<AcceptGate>,
 ) {
     let mut next = 0usize;
     loop {
@@ -112,18 +95,8 @@ pub(super) async fn accept_loop(
                 continue;
             }
         };
-        if !settings.security.policy().admits(peer.ip()) {
-            settings.jobs.metrics.record_refusal(Refusal::Address);
-            warn!(%peer, "closing connection: address not allowed (security.allow / security.deny)");
+        let Some(permit) = gate.admit(peer) else {
             continue;
-        }
-        let permit = match admission.admit(peer) {
-            Ok(permit) => permit,
-            Err(limit) => {
-                settings.jobs.metrics.record_limit(limit);
-                warn!(%peer, limit = limit.as_str(), "closing connection: connection limit reached");
-                continue;
-            }
         };
         let _ = stream.set_nodelay(true);
         // Moved as a std socket: a tokio socket belongs to the runtime that registered it,
@@ -159,9 +132,9 @@ async fn greet(
     peer: SocketAddr,
     permit: ConnectionPermit,
     settings: Arc<SessionSettings>,
-    internal: Option<Arc<crate::security::Grant>>,
+    internal: Option<Arc<Grant>>,
 ) {
-    let metrics = settings.jobs.metrics.clone();
+    let metrics = settings.metrics.clone();
     metrics.connection(Role::Undecided, 1);
     let greeted = handshake(stream, peer, &settings, internal).await;
     metrics.connection(Role::Undecided, -1);
@@ -200,17 +173,47 @@ async fn greet(
     }
 }
 
+/// A connection's frames as they are read.
+type Frames = FramedRead<crate::net::ReadHalf, InboundCodec>;
+
 /// A connection ready for its session.
 struct Greeted {
     /// The first frame, for the session (`None`: it was the `AUTH` frame).
     first: Option<Frame>,
-    frames: FramedRead<crate::net::ReadHalf, InboundCodec>,
-    write: crate::net::WriteHalf,
+    frames: Frames,
+    write: WriteHalf,
     identity: Identity,
     /// The answer to its `AUTH` frame.
     greeting: Option<Frame>,
     partial_since: PartialSince,
     role: ConnType,
+}
+
+/// A connection being set up: what every step of its handshake reads.
+struct Handshake<'a> {
+    peer: SocketAddr,
+    settings: &'a SessionSettings,
+    /// When the whole handshake must be over (`tcp.handshake_timeout_ms`).
+    deadline: Instant,
+}
+
+impl Handshake<'_> {
+    /// Counts `refusal` and logs the connection's closing, once per kind and window.
+    fn refuse(&self, kind: &'static str, reason: &str) {
+        if self.settings.refusals.first(kind) {
+            warn!(peer = %self.peer, kind, reason, "closing connection");
+        }
+    }
+
+    /// Counts and logs a connection closed for sending no first frame in time.
+    fn timed_out<T>(&self) -> Option<T> {
+        self.settings.metrics.record_limit(Limit::Handshake);
+        self.refuse(
+            Limit::Handshake.as_str(),
+            "no first frame in time (tcp.handshake_timeout_ms)",
+        );
+        None
+    }
 }
 
 /// The TLS handshake, the first frame and the identity of a new connection, each refused
@@ -219,62 +222,173 @@ struct Greeted {
 async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
-    settings: &Arc<SessionSettings>,
-    internal: Option<Arc<crate::security::Grant>>,
+    settings: &SessionSettings,
+    internal: Option<Arc<Grant>>,
 ) -> Option<Greeted> {
-    let metrics = &settings.jobs.metrics;
-    let limits = &settings.limits;
     let security = &settings.security;
-    let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
-    let stream = match security.tls() {
-        _ if internal.is_some() => NetStream::Plain(stream),
-        None => NetStream::Plain(stream),
-        Some(tls) => {
-            let secured = tokio::time::timeout_at(deadline, accept_tls(tls, stream)).await;
-            match secured {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => {
-                    metrics.record_refusal(Refusal::Tls);
-                    warn!(%peer, cause = %err, "closing connection: TLS handshake failed");
-                    return None;
-                }
-                Err(_) => {
-                    metrics.record_limit(Limit::Handshake);
-                    warn!(%peer, "closing connection: no TLS handshake in time (tcp.handshake_timeout_ms)");
-                    return None;
-                }
-            }
-        }
+    let hs = Handshake {
+        peer,
+        settings,
+        deadline: Instant::now() + settings.limits.handshake_timeout,
     };
-    // No read buffer for a connection that has sent nothing yet: sockets that connect and
-    // wait (or never speak) cost ~3 KB of RSS in all until their first byte arrives.
-    if let NetStream::Plain(plain) = &stream {
-        if tokio::time::timeout_at(deadline, plain.readable())
-            .await
-            .is_err()
-        {
-            return handshake_timed_out(settings, peer);
-        }
-    }
+    let stream = secure(stream, &hs, internal.is_some()).await?;
     let cert_names = stream.peer_cert_names();
     // A plaintext connection beside TLS (`tls.allow_plaintext`, for v1 SDKs) may not carry
     // a token: its secret would cross the network in clear.
     let plaintext_beside_tls = security.tls().is_some() && matches!(stream, NetStream::Plain(_));
+    // The generation before the policy: a reload in between makes the session check again.
+    let generation = security.generation();
+    let policy = security.policy();
+    // Who it is before its first frame: the dispatcher's own, a v1 peer its address or
+    // certificate grants, or (auth on) no one yet, whose first frame must be small.
+    let known = match (&internal, &policy.auth) {
+        (Some(grant), _) => Some(grant.clone()),
+        (None, Some(auth)) => auth.v1_peer(peer.ip(), &cert_names),
+        (None, None) => None,
+    };
     let (read, mut write) = stream.into_split();
     let partial_since = PartialSince::default();
-    let codec = InboundCodec::new(
+    let budget = &settings.limits.incomplete_frames;
+    let mut codec = InboundCodec::new(
         settings.max_frame_bytes,
-        limits.incomplete_frames.clone(),
+        budget.clone(),
+        budget.share(ClientKey::Ip(peer.ip().to_canonical())),
         partial_since.clone(),
     );
+    if policy.auth.is_some() && known.is_none() {
+        codec.limit_first_frame(settings.limits.max_first_frame_bytes);
+    }
     let mut frames = FramedRead::with_capacity(read, codec, READ_BUFFER_BYTES);
-    let first = tokio::time::timeout_at(deadline, frames.next()).await;
-    let first = match first {
-        Ok(Some(Ok(Ok(frame)))) => frame,
-        Ok(Some(Ok(Err(bad)))) => {
-            warn!(%peer, cause = %bad.error, "closing connection: its first frame was malformed");
+    let first = read_first(&mut frames, &hs).await?;
+    let role = first.sender();
+    let identified = match internal {
+        Some(grant) => Identified {
+            grant: Some(grant),
+            first: Some(first),
+            greeting: None,
+        },
+        None => {
+            let auth = policy.auth.as_ref();
+            let (frames, write) = (&mut frames, &mut write);
+            identify(first, known, auth, plaintext_beside_tls, frames, write, &hs).await?
+        }
+    };
+    let identity = Identity {
+        grant: identified.grant,
+        cert_names,
+        generation,
+    };
+    Some(Greeted {
+        first: identified.first,
+        frames,
+        write,
+        identity,
+        greeting: identified.greeting,
+        partial_since,
+        role,
+    })
+}
+
+/// Who a connection is, once its first frame says.
+struct Identified {
+    /// What it may do; `None` with auth off.
+    grant: Option<Arc<Grant>>,
+    /// The first frame, for the session (`None`: it was the `AUTH` frame).
+    first: Option<Frame>,
+    /// The answer to its `AUTH` frame.
+    greeting: Option<Frame>,
+}
+
+/// Who the connection whose first frame is `first` is, under `auth` (`None`: off): the
+/// token of an `AUTH` frame, or the v1 grant `known` before it; `None` once it is refused.
+async fn identify(
+    first: Frame,
+    known: Option<Arc<Grant>>,
+    auth: Option<&Auth>,
+    plaintext_beside_tls: bool,
+    frames: &mut Frames,
+    write: &mut WriteHalf,
+    hs: &Handshake<'_>,
+) -> Option<Identified> {
+    let role = first.sender();
+    let (grant, first, greeting) = match (auth, first) {
+        // Auth off: a token is welcome and not needed.
+        (None, Frame::CAuth { .. } | Frame::WAuth { .. }) => {
+            let accepted = auth_result(SAuthResult::ACCEPTED, "auth is off");
+            (None, None, Some(accepted))
+        }
+        (None, first) => (None, Some(first), None),
+        (Some(_), Frame::CAuth { .. } | Frame::WAuth { .. }) if plaintext_beside_tls => {
+            let reason = "tokens are taken over TLS only (this dispatcher has TLS on)";
+            refuse_auth(hs, Refusal::Tls, reason, write).await;
             return None;
         }
+        (Some(auth), Frame::CAuth { secret } | Frame::WAuth { secret }) => {
+            let grant = authenticate(auth, &secret, role, hs, write).await?;
+            // Its frames count against its token's share from now on.
+            let budget = &hs.settings.limits.incomplete_frames;
+            frames
+                .decoder_mut()
+                .identified(budget.share(grant.client_key(hs.peer.ip())));
+            let accepted = auth_result(SAuthResult::ACCEPTED, &grant.name);
+            (Some(grant), None, Some(accepted))
+        }
+        (Some(_), first) => (
+            Some(grant_v1_peer(known, role, &first, hs)?),
+            Some(first),
+            None,
+        ),
+    };
+    Some(Identified {
+        grant,
+        first,
+        greeting,
+    })
+}
+
+/// The connection's TLS handshake (with `[tls]`, not for the dispatcher's own), or for a
+/// plain connection its first byte, both before the deadline; `None` once it is closed.
+async fn secure(stream: TcpStream, hs: &Handshake<'_>, internal: bool) -> Option<NetStream> {
+    let tls = hs.settings.security.tls().filter(|_| !internal);
+    let stream = match tls {
+        None => NetStream::Plain(stream),
+        Some(tls) => match tokio::time::timeout_at(hs.deadline, accept_tls(tls, stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                hs.settings.metrics.record_refusal(Refusal::Tls);
+                hs.refuse(
+                    Refusal::Tls.as_str(),
+                    &format!("TLS handshake failed: {err}"),
+                );
+                return None;
+            }
+            Err(_) => {
+                hs.settings.metrics.record_limit(Limit::Handshake);
+                let reason = "no TLS handshake in time (tcp.handshake_timeout_ms)";
+                hs.refuse(Limit::Handshake.as_str(), reason);
+                return None;
+            }
+        },
+    };
+    // No read buffer for a connection that has sent nothing yet: sockets that connect and
+    // wait (or never speak) cost ~3 KB of RSS in all until their first byte arrives.
+    if let NetStream::Plain(plain) = &stream {
+        if tokio::time::timeout_at(hs.deadline, plain.readable())
+            .await
+            .is_err()
+        {
+            return hs.timed_out();
+        }
+    }
+    Some(stream)
+}
+
+/// The connection's first frame, before the deadline; `None` once it is closed.
+async fn read_first(frames: &mut Frames, hs: &Handshake<'_>) -> Option<Frame> {
+    let metrics = &hs.settings.metrics;
+    let refused = match tokio::time::timeout_at(hs.deadline, frames.next()).await {
+        Ok(Some(Ok(Ok(frame)))) => return Some(frame),
+        Ok(Some(Ok(Err(bad)))) => format!("its first frame was malformed: {}", bad.error),
         Ok(Some(Err(err))) => {
             match &err {
                 InboundError::IncompleteFrames { .. } => {
@@ -285,107 +399,79 @@ async fn handshake(
                 }
                 InboundError::Codec(_) => {}
             }
-            warn!(%peer, cause = %err, "closing connection: its first frame was refused");
-            return None;
+            format!("its first frame was refused: {err}")
         }
         Ok(None) => {
-            debug!(%peer, "connection closed before its first frame");
+            debug!(peer = %hs.peer, "connection closed before its first frame");
             return None;
         }
-        Err(_) => {
-            return handshake_timed_out(settings, peer);
+        Err(_) => return hs.timed_out(),
+    };
+    hs.refuse("first_frame", &refused);
+    None
+}
+
+/// The grant of an `AUTH` frame's `secret` for a connection of `role`; `None` once it is
+/// refused (answered `S_AUTH_RESULT` refused, and closed).
+async fn authenticate(
+    auth: &Auth,
+    secret: &[u8],
+    role: ConnType,
+    hs: &Handshake<'_>,
+    write: &mut WriteHalf,
+) -> Option<Arc<Grant>> {
+    let (refusal, reason) = match auth.token(secret) {
+        Some(grant) if may_connect_as(&grant, role) => {
+            info!(peer = %hs.peer, grant = %grant.name, role = ?role, "authenticated");
+            return Some(grant);
         }
-    };
-    let role = first.sender();
-    let policy = security.policy();
-    let mut identity = Identity {
-        grant: None,
-        cert_names,
-        generation: security.generation(),
-    };
-    if let Some(grant) = internal {
-        identity.grant = Some(grant);
-        return Some(Greeted {
-            first: Some(first),
-            frames,
-            write,
-            identity,
-            greeting: None,
-            partial_since,
-            role,
-        });
-    }
-    let (first, greeting) = match (&policy.auth, first) {
-        // Auth off: a token is welcome and not needed.
-        (None, Frame::CAuth { .. } | Frame::WAuth { .. }) => (
-            None,
-            Some(auth_result(SAuthResult::ACCEPTED, "auth is off")),
+        Some(grant) => (
+            Refusal::Role,
+            format!("{} has no {} role", grant.name, role_name(role)),
         ),
-        (None, first) => (Some(first), None),
-        (Some(auth), Frame::CAuth { secret } | Frame::WAuth { secret }) => {
-            let refusal = match auth.token(&secret) {
-                _ if plaintext_beside_tls => (
-                    Refusal::Tls,
-                    "tokens are taken over TLS only (this dispatcher has TLS on)".to_owned(),
-                ),
-                Some(grant) if grant.has(role_of(role)) => {
-                    let accepted = auth_result(SAuthResult::ACCEPTED, &grant.name);
-                    info!(%peer, grant = %grant.name, role = ?role, "authenticated");
-                    identity.grant = Some(grant);
-                    return Some(Greeted {
-                        first: None,
-                        frames,
-                        write,
-                        identity,
-                        greeting: Some(accepted),
-                        partial_since,
-                        role,
-                    });
-                }
-                Some(grant) => (
-                    Refusal::Role,
-                    format!("{} has no {} role", grant.name, role_name(role)),
-                ),
-                None => (Refusal::BadToken, "no token has this secret".to_owned()),
-            };
-            metrics.record_refusal(refusal.0);
-            warn!(%peer, reason = %refusal.1, "closing connection: authentication refused");
-            let refused = auth_result(SAuthResult::REFUSED, &refusal.1);
-            write_last(&mut write, &refused, deadline).await;
-            return None;
-        }
-        (Some(auth), first) => match auth.v1_peer(peer.ip(), &identity.cert_names) {
-            Some(grant) if grant.has(role_of(role)) => {
-                debug!(%peer, grant = %grant.name, "v1 peer granted");
-                identity.grant = Some(grant);
-                (Some(first), None)
-            }
-            grant => {
-                let (refusal, reason) = match grant {
-                    Some(grant) => (
-                        Refusal::Role,
-                        format!("{} has no {} role", grant.name, role_name(role)),
-                    ),
-                    None => (
-                        Refusal::NoGrant,
-                        "no AUTH frame, and no auth.v1_peers entry matches it".to_owned(),
-                    ),
-                };
-                metrics.record_refusal(refusal);
-                warn!(%peer, frame = first.name(), reason, "closing connection: not authenticated");
-                return None;
-            }
-        },
+        None => (Refusal::BadToken, "no token has this secret".to_owned()),
     };
-    Some(Greeted {
-        first,
-        frames,
-        write,
-        identity,
-        greeting,
-        partial_since,
-        role,
-    })
+    refuse_auth(hs, refusal, &reason, write).await;
+    None
+}
+
+/// Counts and logs an `AUTH` frame's refusal, and answers it before the connection closes.
+async fn refuse_auth(hs: &Handshake<'_>, refusal: Refusal, reason: &str, write: &mut WriteHalf) {
+    hs.settings.metrics.record_refusal(refusal);
+    hs.refuse(
+        refusal.as_str(),
+        &format!("authentication refused: {reason}"),
+    );
+    let refused = auth_result(SAuthResult::REFUSED, reason);
+    write_last(write, &refused, hs.deadline).await;
+}
+
+/// The `[[auth.v1_peers]]` grant (`known` before the first frame) of a connection that sent
+/// no `AUTH` frame, if it covers the `role` of its `first` frame; `None` once it is refused.
+fn grant_v1_peer(
+    known: Option<Arc<Grant>>,
+    role: ConnType,
+    first: &Frame,
+    hs: &Handshake<'_>,
+) -> Option<Arc<Grant>> {
+    let (refusal, reason) = match known {
+        Some(grant) if may_connect_as(&grant, role) => {
+            debug!(peer = %hs.peer, grant = %grant.name, "v1 peer granted");
+            return Some(grant);
+        }
+        Some(grant) => (
+            Refusal::Role,
+            format!("{} has no {} role", grant.name, role_name(role)),
+        ),
+        None => (
+            Refusal::NoGrant,
+            "no AUTH frame, and no auth.v1_peers entry matches it".to_owned(),
+        ),
+    };
+    hs.settings.metrics.record_refusal(refusal);
+    let reason = format!("not authenticated ({} first): {reason}", first.name());
+    hs.refuse(refusal.as_str(), &reason);
+    None
 }
 
 /// The TLS handshake of a new connection; with `tls.allow_plaintext`, a connection whose
@@ -414,11 +500,12 @@ fn auth_result(code: u32, message: &str) -> Frame {
     })
 }
 
-/// The role a connection of `conn_type` needs in its grant.
-fn role_of(conn_type: ConnType) -> crate::security::Roles {
+/// Whether `grant` lets a connection take the role of its first frame: a worker needs the
+/// `worker` role, a client the `client` role, or `peer` (a dispatcher forwarding for others).
+fn may_connect_as(grant: &Grant, conn_type: ConnType) -> bool {
     match conn_type {
-        ConnType::Worker => crate::security::Roles::WORKER,
-        _ => crate::security::Roles::CLIENT,
+        ConnType::Worker => grant.has(Roles::WORKER),
+        _ => grant.has(Roles::CLIENT) || grant.has(Roles::PEER),
     }
 }
 
@@ -429,21 +516,8 @@ fn role_name(conn_type: ConnType) -> &'static str {
     }
 }
 
-/// Counts and logs a connection closed for sending no first frame within
-/// `tcp.handshake_timeout_ms`; the handshake's answer for it.
-fn handshake_timed_out(settings: &SessionSettings, peer: SocketAddr) -> Option<Greeted> {
-    settings.jobs.metrics.record_limit(Limit::Handshake);
-    let timeout_ms = settings.limits.handshake_timeout.as_millis() as u64;
-    warn!(%peer, timeout_ms, "closing connection: no first frame in time (tcp.handshake_timeout_ms)");
-    None
-}
-
 /// Writes `frame` as a connection's last words, waiting at most until `deadline`.
-async fn write_last(
-    write: &mut crate::net::WriteHalf,
-    frame: &Frame,
-    deadline: tokio::time::Instant,
-) {
+async fn write_last(write: &mut WriteHalf, frame: &Frame, deadline: Instant) {
     use tokio::io::AsyncWriteExt;
     let mut bytes = bytes::BytesMut::new();
     if crate::codec::encode(frame, &mut bytes).is_ok() {

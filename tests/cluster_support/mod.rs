@@ -1,9 +1,14 @@
 //! What the cluster tests run for real: an etcd server (Debian's `etcd-server`, installed by
-//! `make test`) and `nmid` processes joined to it, all on 127.0.0.1 with ports the test
-//! picks, each killed by its PID when its guard drops (also when the test fails).
+//! `make test`), a three-member etcd cluster ([`etcd_cluster::EtcdCluster`]) and `nmid`
+//! processes joined to them, all on 127.0.0.1 with ports the test picks, each killed by its
+//! PID when its guard drops (also when the test fails); and nmid's Go consumer as a test
+//! double ([`go_consumer::GoConsumer`]).
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
-use std::io::{BufRead, BufReader};
+pub mod etcd_cluster;
+pub mod go_consumer;
+pub mod load;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::common::process::ChildLog;
 
 const NMID: &str = env!("CARGO_BIN_EXE_nmid");
 /// How long etcd or `nmid` may take to start, or to log what a test waits for.
@@ -171,6 +178,8 @@ impl Drop for Etcd {
 /// An `nmid` process joined to an etcd, on 127.0.0.1 ports of its own.
 pub struct Nmid {
     child: Child,
+    /// Its stderr, searched for panics whenever it is stopped.
+    log: ChildLog,
     /// Its nmid protocol address (also the address it advertises).
     pub tcp: SocketAddr,
     /// Its HTTP address.
@@ -193,9 +202,15 @@ impl Nmid {
         Self::spawn(etcd_url, true, &[], args)
     }
 
-    /// Like [`Nmid::start`], with environment variables set (e.g. the OTLP endpoint).
+    /// Like [`Nmid::start`], with environment variables set (e.g. the OTLP endpoint); they
+    /// override the tests' defaults (`NMID__DISCOVERY__LEASE_TTL_S`, ...).
     pub fn start_with_env(etcd_url: &str, env: &[(&str, &str)]) -> Self {
         Self::spawn(etcd_url, true, env, &[])
+    }
+
+    /// Like [`Nmid::start`], with both environment variables and arguments.
+    pub fn start_with(etcd_url: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::spawn(etcd_url, true, env, args)
     }
 
     /// Starts `nmid --etcd <url>` and waits until it listens, not for etcd (which may be
@@ -206,10 +221,7 @@ impl Nmid {
 
     fn spawn(etcd_url: &str, registered: bool, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut command = Command::new(NMID);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command
+        command
             .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--etcd", etcd_url])
             .args(args)
@@ -218,31 +230,19 @@ impl Nmid {
             .env("NMID__DISCOVERY__REQUEST_TIMEOUT_MS", "1000")
             .env("NMID__CLUSTER__PUBLISH_INTERVAL_MS", "100")
             .env("NMID__CLUSTER__PEER_RETRY_MS", "500")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .expect("start nmid");
-        let stderr = child.stderr.take().expect("nmid's stderr");
-        let (tx, log) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
+        let mut log = ChildLog::read(child.stderr.take().expect("nmid's stderr"));
         let mut wait_for = |needle: &str| -> String {
-            let deadline = Instant::now() + PROCESS_PATIENCE;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match log.recv_timeout(left) {
-                    Ok(line) if line.contains(needle) => return line,
-                    Ok(line) => seen.push(line),
-                    Err(_) => panic!("nmid never logged {needle:?}; it logged {seen:#?}"),
-                }
-            }
+            (log.wait_for(needle, PROCESS_PATIENCE))
+                .unwrap_or_else(|seen| panic!("nmid never logged {needle:?}; it logged {seen:#?}"))
         };
         let tcp = field(&wait_for("nmid protocol listening"), "addr");
         let http = field(&wait_for("http listening"), "addr");
@@ -250,10 +250,9 @@ impl Nmid {
             true => field(&wait_for("etcd session up"), "id"),
             false => String::new(),
         };
-        // Keep draining its log, so that it never blocks on a full pipe.
-        std::thread::spawn(move || while log.recv().is_ok() {});
         Self {
             child,
+            log,
             tcp: tcp.parse().expect("nmid's address"),
             http: http.parse().expect("nmid's HTTP address"),
             id,
@@ -261,12 +260,44 @@ impl Nmid {
         }
     }
 
+    /// The lines it logged so far that contain `needle`.
+    pub fn logged(&self, needle: &str) -> Vec<String> {
+        self.log.logged(needle)
+    }
+
+    /// The value of the series `series` (a metric name, with its labels if it has any, as
+    /// `/metrics` prints them) on its `/metrics`; `None` when it is not there.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric_at(self.http, series).await
+    }
+
+    /// Its two keys in etcd: its membership record and its nmid key.
+    pub fn keys(&self) -> [String; 2] {
+        [
+            format!("nmid-rs/cluster/{}", self.id),
+            format!("nmid/dispatcher-{}", self.id),
+        ]
+    }
+
+    /// Its process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILLs the process by its PID and waits until it is gone (its sockets closed by
     /// the kernel); returns when it was reaped.
     pub fn kill(&mut self) -> Instant {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        Instant::now()
+        let reaped = Instant::now();
+        self.assert_no_panic();
+        reaped
+    }
+
+    /// Fails the test if the process (stopped) reported a panic.
+    fn assert_no_panic(&mut self) {
+        let who = format!("nmid (pid {}) {}", self.child.id(), self.id);
+        self.log.assert_no_panic(&who);
     }
 
     /// SIGTERM by its PID; waits (bounded) for it to drain and exit, and returns its status.
@@ -277,6 +308,7 @@ impl Nmid {
         let deadline = Instant::now() + PROCESS_PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for nmid") {
+                self.assert_no_panic();
                 return status;
             }
             assert!(
@@ -325,7 +357,22 @@ impl Drop for Nmid {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.assert_no_panic();
     }
+}
+
+/// The value of the series `series` on the `/metrics` of the dispatcher whose HTTP address
+/// is `http`; `None` when it is not there or the dispatcher does not answer.
+pub async fn metric_at(http: SocketAddr, series: &str) -> Option<f64> {
+    let url = format!("http://{http}/metrics");
+    let mut response = awc::Client::default().get(url).send().await.ok()?;
+    let body = response.body().limit(8 << 20).await.ok()?;
+    let text = String::from_utf8_lossy(&body);
+    let line = text.lines().find(|l| {
+        l.strip_prefix(series)
+            .is_some_and(|rest| rest.starts_with(' '))
+    })?;
+    line.rsplit(' ').next()?.parse().ok()
 }
 
 /// The value of `name=` in a text log line.

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use nmid::call::RegistrySnapshot;
 use nmid::codec::{self, CDoJob, Frame, NmidCodec, ParamsType, SGetData, WReturnData};
 use nmid::config::Config;
 use nmid::server::{Handle, Listeners};
+use nmid::snapshot::RegistrySnapshot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -100,26 +100,46 @@ pub fn start_dispatcher_with(config: Config) -> TestDispatcher {
 
 /// Starts a dispatcher with `config` listening on `addr` (to restart one on its old port).
 pub fn start_dispatcher_on(addr: SocketAddr, config: Config) -> TestDispatcher {
-    start(addr, config, false, 2)
+    start(addr, config, Serve::Tcp, 2)
 }
 
 /// Starts a dispatcher with `config` on one connection thread (the default of `nmid.toml`;
 /// the other starters use two, to cross threads): the session, its jobs and the registry
 /// then take turns on one thread, so what arrives together is handled in one turn.
 pub fn start_dispatcher_on_one_thread(config: Config) -> TestDispatcher {
-    start("127.0.0.1:0".parse().unwrap(), config, false, 1)
+    start("127.0.0.1:0".parse().unwrap(), config, Serve::Tcp, 1)
 }
 
 /// Starts a dispatcher with `config` serving the nmid protocol and HTTP, both on 127.0.0.1:0.
 pub fn start_dispatcher_with_http(config: Config) -> TestDispatcher {
-    start("127.0.0.1:0".parse().unwrap(), config, true, 2)
+    start("127.0.0.1:0".parse().unwrap(), config, Serve::Http, 2)
 }
 
-fn start(addr: SocketAddr, mut config: Config, with_http: bool, threads: usize) -> TestDispatcher {
+/// Starts a dispatcher with `config` serving the nmid protocol, HTTP and a metrics port of
+/// its own (`TestDispatcher::handle().metrics_addr()`), all on 127.0.0.1:0.
+pub fn start_dispatcher_with_metrics_port(config: Config) -> TestDispatcher {
+    start(
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        Serve::HttpAndMetrics,
+        2,
+    )
+}
+
+/// The listeners a test dispatcher serves besides the nmid protocol.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    Tcp,
+    Http,
+    HttpAndMetrics,
+}
+
+fn start(addr: SocketAddr, mut config: Config, serve: Serve, threads: usize) -> TestDispatcher {
+    let bind = |what| std::net::TcpListener::bind("127.0.0.1:0").expect(what);
     let listeners = Listeners {
         tcp: std::net::TcpListener::bind(addr).expect("bind the test address"),
-        http: with_http.then(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind http")),
-        metrics: None,
+        http: (serve != Serve::Tcp).then(|| bind("bind http")),
+        metrics: (serve == Serve::HttpAndMetrics).then(|| bind("bind metrics")),
     };
     let addr = listeners.tcp.local_addr().unwrap();
     let http = listeners.http.as_ref().map(|l| l.local_addr().unwrap());
@@ -175,6 +195,15 @@ impl TestDispatcher {
     /// The registry's state now.
     pub async fn snapshot(&self) -> RegistrySnapshot {
         self.handle.snapshot().await
+    }
+
+    /// The count of `nmid_limit_hits_total{limit="<limit>"}` now (docs/limits.md names each).
+    pub async fn limit_hits(&self, limit: &str) -> f64 {
+        let text = self.handle.metrics().render(&self.snapshot().await);
+        let series = format!("nmid_limit_hits_total{{limit=\"{limit}\"}} ");
+        (text.lines())
+            .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} on /metrics"))
     }
 
     /// Polls the registry until `check` holds, or panics after [`PATIENCE`] with `what`.
@@ -298,6 +327,18 @@ impl Peer {
             .expect("send bytes");
     }
 
+    /// The connection's socket, for a test that reads and writes it on its own; call it once
+    /// every frame sent so far was received (none may wait unread in the frame buffer).
+    pub fn into_stream(self) -> TcpStream {
+        let parts = self.conn.into_parts();
+        assert!(
+            parts.read_buf.is_empty(),
+            "frames left unread: {:?}",
+            parts.read_buf
+        );
+        parts.io
+    }
+
     /// Exactly `n` raw bytes (after any already buffered), for byte-exact assertions.
     pub async fn recv_exact(&mut self, n: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(n);
@@ -344,6 +385,26 @@ impl Peer {
             Some(Err(err)) => panic!("bad frame from dispatcher: {err}"),
             None => panic!("dispatcher closed the connection"),
         }
+    }
+
+    /// Asserts that the dispatcher has sent this worker connection nothing since the last
+    /// frame received: a `W_HEARTBEAT_PING`'s answer must be the next frame. Whatever the
+    /// dispatcher wrote here before it read the ping arrives first and fails the assertion
+    /// (no window of silence that a frame sent a moment late passes).
+    pub async fn assert_worker_got_nothing(&mut self, what: &str) {
+        self.send(Frame::WHeartbeatPing {
+            body: Bytes::from_static(b"PING"),
+        })
+        .await;
+        assert_eq!(self.recv().await, Frame::SHeartbeatPong, "{what}");
+    }
+
+    /// Asserts that the dispatcher has sent this v1 client connection nothing since the last
+    /// frame received: the answer to a call of a function nobody serves (`CANT_DO`) must be
+    /// the next frame, as for [`Peer::assert_worker_got_nothing`].
+    pub async fn assert_client_got_nothing(&mut self, what: &str) {
+        self.call("NobodyServesThis", b"\x80").await;
+        assert_eq!(self.recv().await, Frame::CantDo, "{what}");
     }
 
     /// Asserts the dispatcher closes this connection within [`PATIENCE`].

@@ -1,23 +1,152 @@
-//! The `nmid` binary as a child process: started on 127.0.0.1:0, its log read, its memory
-//! measured, and killed by PID when dropped.
+//! The `nmid` binary as a child process: started on 127.0.0.1:0, its log read and searched
+//! for panics, its memory measured, and killed by PID when dropped.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const NMID: &str = env!("CARGO_BIN_EXE_nmid");
 /// How long `nmid` may take to start, to log something, or to exit when it should.
 pub const PROCESS_PATIENCE: Duration = Duration::from_secs(10);
 
+/// What a Rust program prints to stderr when one of its threads panics (the default panic
+/// hook, which `nmid` keeps): `thread '<name>' panicked at <file>:<line>:<col>:`.
+const PANIC_MARK: &str = "panicked at";
+/// Lines kept after a panic's first line: its message, and the backtrace note.
+const PANIC_TAIL_LINES: usize = 2;
+
+/// A child process's stderr, read line by line on a thread of its own to the end: every
+/// line is handed on to [`ChildLog::wait_for`], and every panic the process reports is kept.
+/// A panic in an actor or a task does not stop `nmid` (tokio catches it and the process
+/// goes on), so the test that started the process only sees it here: the owners of a
+/// `ChildLog` call [`ChildLog::assert_no_panic`] whenever they stop the process.
+pub struct ChildLog {
+    lines: Receiver<String>,
+    /// Every line received through [`ChildLog::wait_for`] or [`ChildLog::until_closed`].
+    seen: Vec<String>,
+    panics: Arc<Mutex<Vec<String>>>,
+    /// Every line the process logged so far, whoever waited for it.
+    all: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl ChildLog {
+    /// Starts reading `stderr` (any pipe: a child's stderr, or a test's own bytes).
+    pub fn read(stderr: impl Read + Send + 'static) -> Self {
+        let (tx, lines) = std::sync::mpsc::channel();
+        let panics = Arc::new(Mutex::new(Vec::new()));
+        let found = panics.clone();
+        let all = Arc::new(Mutex::new(Vec::new()));
+        let kept = all.clone();
+        let reader = std::thread::spawn(move || {
+            let mut tail = 0;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut found = found.lock().unwrap_or_else(|p| p.into_inner());
+                if line.contains(PANIC_MARK) {
+                    found.push(line.clone());
+                    tail = PANIC_TAIL_LINES;
+                } else if tail > 0 {
+                    tail -= 1;
+                    if let Some(last) = found.last_mut() {
+                        last.push('\n');
+                        last.push_str(&line);
+                    }
+                }
+                drop(found);
+                (kept.lock().unwrap_or_else(|p| p.into_inner())).push(line.clone());
+                // Nobody waits for lines any more: keep reading, so that the process never
+                // blocks on a full pipe and its panics are still seen.
+                let _ = tx.send(line);
+            }
+        });
+        Self {
+            lines,
+            seen: Vec::new(),
+            panics,
+            all,
+            reader: Some(reader),
+        }
+    }
+
+    /// The first line containing `needle` within `patience`; `Err` with every line seen when
+    /// none came (or the process closed its stderr first).
+    pub fn wait_for(&mut self, needle: &str, patience: Duration) -> Result<String, Vec<String>> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return Ok(line);
+                    }
+                }
+                Err(_) => return Err(self.seen.clone()),
+            }
+        }
+    }
+
+    /// The lines the process logged so far that contain `needle`.
+    pub fn logged(&self, needle: &str) -> Vec<String> {
+        let all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
+    /// Every line until the process closes its stderr (it exited), within `patience`; `Err`
+    /// with the lines seen when it stays open.
+    pub fn until_closed(&mut self, patience: Duration) -> Result<Vec<String>, Vec<String>> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Disconnected) => return Ok(self.seen.clone()),
+                Err(RecvTimeoutError::Timeout) => return Err(self.seen.clone()),
+            }
+        }
+    }
+
+    /// The panics the process reported, each with its message: once it has exited, all of
+    /// them (its stderr is read to the end, within [`PROCESS_PATIENCE`]).
+    pub fn panics(&mut self) -> Vec<String> {
+        if let Some(reader) = self.reader.take() {
+            let deadline = Instant::now() + PROCESS_PATIENCE;
+            while !reader.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if reader.is_finished() {
+                let _ = reader.join();
+            } else {
+                self.reader = Some(reader);
+            }
+        }
+        self.panics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Fails the test if `who` (a process that has exited or been killed) reported a panic;
+    /// does nothing while the test is already failing (a second panic would abort).
+    pub fn assert_no_panic(&mut self, who: &str) {
+        if std::thread::panicking() {
+            return;
+        }
+        let panics = self.panics();
+        assert!(panics.is_empty(), "{who} panicked:\n{}", panics.join("\n"));
+    }
+}
+
 /// A running `nmid` process, killed on drop if still running.
 pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
     pub http: Option<SocketAddr>,
-    log: std::sync::mpsc::Receiver<String>,
-    /// Every log line read so far.
-    pub seen: Vec<String>,
+    log: ChildLog,
 }
 
 impl Process {
@@ -40,21 +169,12 @@ impl Process {
             .stdout(Stdio::null())
             .spawn()
             .expect("start nmid");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, log) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let log = ChildLog::read(child.stderr.take().unwrap());
         let mut process = Self {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             http: None,
             log,
-            seen: Vec::new(),
         };
         let line = process.wait_for_log("nmid protocol listening");
         process.addr = addr_in(&line);
@@ -66,36 +186,19 @@ impl Process {
 
     /// The first log line containing `needle`, within [`PROCESS_PATIENCE`].
     pub fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + PROCESS_PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("nmid never logged {needle:?}; it logged {:#?}", self.seen),
-            }
-        }
+        (self.log.wait_for(needle, PROCESS_PATIENCE))
+            .unwrap_or_else(|seen| panic!("nmid never logged {needle:?}; it logged {seen:#?}"))
+    }
+
+    /// Every log line that arrived so far, without waiting.
+    pub fn log_so_far(&self) -> Vec<String> {
+        self.log.logged("")
     }
 
     /// Every log line, once the process has exited and closed its stderr.
     pub fn whole_log(mut self) -> Vec<String> {
-        let deadline = Instant::now() + PROCESS_PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return std::mem::take(&mut self.seen)
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("nmid's stderr stayed open; it logged {:#?}", self.seen)
-                }
-            }
-        }
+        (self.log.until_closed(PROCESS_PATIENCE))
+            .unwrap_or_else(|seen| panic!("nmid's stderr stayed open; it logged {seen:#?}"))
     }
 
     pub fn signal(&self, signal: &str) {
@@ -136,9 +239,12 @@ pub fn addr_in(line: &str) -> SocketAddr {
 }
 
 impl Drop for Process {
+    /// Kills the process if still running, then fails the test if it reported a panic.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let who = format!("nmid (pid {})", self.child.id());
+        self.log.assert_no_panic(&who);
     }
 }
 

@@ -289,11 +289,7 @@ async fn sighup_reloads_the_file_at_once() {
 #[actix_rt::test]
 async fn metrics_addr_serves_the_functions_metrics() {
     let dispatcher = start_dispatcher_with_http(Config::default());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::free_port();
     let addr = format!("127.0.0.1:{port}");
     let functions = format!("{UPPER}[[function]]\nname = \"Fail\"\ncommand = [\"false\"]\n");
     let faas = Faas::start_with(&dispatcher, &functions, &["--metrics-addr", &addr]);

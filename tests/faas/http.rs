@@ -13,46 +13,35 @@ use super::{http_post, served, Faas, KillOnDrop, Name};
 /// The test HTTP service behind the http functions: `/upper` upper-cases the body, `/fail`
 /// answers 500 with a reason, `/slow` answers after 3 s.
 fn start_upstream() -> (SocketAddr, actix_web::dev::ServerHandle) {
-    use actix_web::{web, App, HttpResponse, HttpServer};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = HttpServer::new(|| {
-        App::new()
-            .route(
-                "/upper",
-                web::post().to(|req: actix_web::HttpRequest, body: String| async move {
-                    let function = req
-                        .headers()
-                        .get("x-nmid-function")
-                        .map(|v| v.to_str().unwrap().to_owned());
-                    HttpResponse::Ok().body(format!(
-                        "{}:{}",
-                        function.unwrap_or_default(),
-                        body.to_uppercase()
-                    ))
-                }),
-            )
-            .route(
-                "/fail",
-                web::post()
-                    .to(|| async { HttpResponse::InternalServerError().body("database is down") }),
-            )
-            .route(
-                "/slow",
-                web::post().to(|| async {
-                    tokio::time::sleep(Duration::from_secs(3)).await;
-                    HttpResponse::Ok().body("late")
-                }),
-            )
+    use actix_web::{web, HttpResponse};
+    super::start_upstream_with(|app| {
+        app.route(
+            "/upper",
+            web::post().to(|req: actix_web::HttpRequest, body: String| async move {
+                let function = req
+                    .headers()
+                    .get("x-nmid-function")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                HttpResponse::Ok().body(format!(
+                    "{}:{}",
+                    function.unwrap_or_default(),
+                    body.to_uppercase()
+                ))
+            }),
+        )
+        .route(
+            "/fail",
+            web::post()
+                .to(|| async { HttpResponse::InternalServerError().body("database is down") }),
+        )
+        .route(
+            "/slow",
+            web::post().to(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                HttpResponse::Ok().body("late")
+            }),
+        );
     })
-    .workers(1)
-    .disable_signals()
-    .listen(listener)
-    .unwrap()
-    .run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    (addr, handle)
 }
 
 /// http functions against a live HTTP service: a 2xx body is the result, a 500 is the
@@ -143,11 +132,7 @@ async fn http_functions_map_results_statuses_and_failures() {
 async fn the_examples_serve_as_documented() {
     let dispatcher = start_dispatcher_with_http(Config::default());
     let example = |name: &str| std::fs::read_to_string(format!("examples/faas/{name}")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::free_port();
     let _service = KillOnDrop(
         Command::new("python3")
             .args(["examples/faas/http_service.py", &port.to_string()])
@@ -164,6 +149,8 @@ async fn the_examples_serve_as_documented() {
         example("http.toml").replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
     );
     let faas = Faas::start(&dispatcher, &files);
+    // python.toml's `greet.py` is beside its functions file, as in examples/faas/.
+    std::fs::copy("examples/faas/greet.py", faas.path("greet.py")).unwrap();
     for function in ["Upper", "WordCount", "Greet", "GetProduct", "Echo"] {
         served(&dispatcher, function, 1).await;
     }

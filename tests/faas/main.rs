@@ -10,6 +10,7 @@
 mod cluster_support;
 #[path = "../common/mod.rs"]
 mod common;
+mod deployed;
 mod discovery;
 mod exec;
 mod http;
@@ -170,6 +171,34 @@ pub async fn served(dispatcher: &TestDispatcher, function: &str, workers: usize)
             s.function(function).map_or(0, |f| f.workers) == workers
         })
         .await;
+}
+
+/// A port free on 127.0.0.1 now (for a process that binds it itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A test HTTP service on 127.0.0.1 with the routes `configure` adds, on the current actix
+/// system; stop it with the handle.
+pub fn start_upstream_with(
+    configure: fn(&mut actix_web::web::ServiceConfig),
+) -> (std::net::SocketAddr, actix_web::dev::ServerHandle) {
+    use actix_web::{App, HttpServer};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(move || App::new().configure(configure))
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    (addr, handle)
 }
 
 /// Whether a process with `pid` is still running (a zombie counts as gone).

@@ -63,12 +63,14 @@ pub(super) struct Discovered {
 
 impl Discovered {
     /// Follows the membership records of `discovery`; waits for etcd's first answer, at most
-    /// its request timeout.
+    /// a request timeout per endpoint and one more (the endpoints are tried one at a time,
+    /// and a member that hangs costs one request timeout).
     pub(super) async fn start(
         settings: Arc<Settings>,
         discovery: Discovery,
     ) -> Result<Self, ClientError> {
-        let timeout = discovery.etcd.request_timeout;
+        let tries = u32::try_from(discovery.etcd.endpoints.len()).unwrap_or(u32::MAX);
+        let timeout = discovery.etcd.request_timeout * tries.saturating_add(1);
         let endpoints = discovery.etcd.endpoints.join(",");
         let mut members = follow_members(discovery.etcd, discovery.prefix, 64 * 1024);
         let listed = matches!(

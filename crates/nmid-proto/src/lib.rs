@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`codec`]: frames and bodies of the wire protocol; pure, no I/O.
+//! - [`escape`]: peer-chosen strings (function names, ...) as a log line may hold them.
 //! - [`retstruct`]: nmid's `{"Code","Msg","Data"}` result convention.
 //! - [`net`]: the byte stream under a connection and how a client or worker dials one.
 //! - [`trace`]: the W3C trace context between hops; a span per hop with the `otlp` feature.
@@ -43,6 +44,7 @@
 pub mod codec;
 #[cfg(feature = "discovery")]
 pub mod discovery;
+pub mod escape;
 pub mod net;
 pub mod retstruct;
 #[cfg(feature = "tls")]

@@ -125,6 +125,8 @@ pub fn hop_span(hop: Hop, function: &str, parent: Option<&Metadata>) -> Span {
     if !enabled() {
         return Span::none();
     }
+    // Escaped: span fields reach the log lines of the events inside the span.
+    let function = crate::escape::Escaped::from(function);
     let name = format!("nmid/{function}");
     let span = match hop {
         Hop::Client | Hop::Forward => {

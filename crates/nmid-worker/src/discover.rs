@@ -8,7 +8,8 @@
 //!
 //! With registration on, it also holds an etcd lease of its own and keeps `nmid/<worker
 //! name>` under it, mapping each function to the dispatchers it serves — the key nmid's Go
-//! worker writes, but one that vanishes with the worker.
+//! worker writes, but one that vanishes with the worker: revoked on a graceful stop (before
+//! [`super::WorkerHandle::stop`] returns), expired within the TTL of a crash.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -18,12 +19,14 @@ use actix::prelude::*;
 use etcd_client::PutOptions;
 use futures_util::stream;
 use tokio::sync::{oneshot, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::dispatcher_link::{
     AddFunction, DispatcherLink, LinkSettings, RemoveFunction, SetSlots, Shutdown,
 };
-use nmid_proto::discovery::etcd::{self, follow_members, Discovery, EtcdSettings, Members};
+use nmid_proto::discovery::etcd::{
+    self, follow_members, Discovery, EtcdConnection, EtcdSettings, Members,
+};
 use nmid_proto::discovery::record::{worker_nmid_key, worker_nmid_value};
 
 /// Stop every discovered link gracefully; the receiver completes when all have closed.
@@ -43,6 +46,8 @@ pub(super) struct Follower {
     links: BTreeMap<String, (String, Addr<DispatcherLink>)>,
     /// The addresses served, for the `nmid/<name>` key.
     served: watch::Sender<Vec<String>>,
+    /// The registration's task and the signal that ends it (revoking its lease).
+    registration: Option<(oneshot::Sender<()>, actix_rt::task::JoinHandle<()>)>,
     stopping: bool,
 }
 
@@ -61,6 +66,7 @@ impl Follower {
             fixed: fixed.into_iter().collect(),
             links: BTreeMap::new(),
             served,
+            registration: None,
             stopping: false,
         }
     }
@@ -92,7 +98,9 @@ impl Actor for Follower {
                 functions: names,
                 ttl,
             };
-            actix_rt::spawn(register.run(self.served.subscribe()));
+            let (leave, left) = oneshot::channel();
+            let task = actix_rt::spawn(register.run(self.served.subscribe(), left));
+            self.registration = Some((leave, task));
         }
     }
 }
@@ -185,7 +193,14 @@ impl Handler<StopAll> for Follower {
         let waits: Vec<_> = (self.links.values())
             .map(|(_, link)| link.send(Shutdown))
             .collect();
+        let registration = self.registration.take();
+        // Connecting to another member and revoking: a few request times at most.
+        let revoke_bound = 3 * self.discovery.etcd.request_timeout;
         async move {
+            if let Some((leave, task)) = registration {
+                let _ = leave.send(());
+                let _ = tokio::time::timeout(revoke_bound, task).await;
+            }
             for wait in waits {
                 if let Ok(done) = wait.await {
                     let _ = done.await;
@@ -203,7 +218,7 @@ impl Handler<StopAll> for Follower {
 }
 
 /// `nmid/<name>` under a lease of the worker's own, rewritten when the dispatchers served
-/// change; revoked when the worker stops (the follower drops the sender).
+/// change, kept alive through whichever etcd member answers; revoked when the worker stops.
 struct Registration {
     etcd: EtcdSettings,
     key: String,
@@ -212,51 +227,111 @@ struct Registration {
 }
 
 impl Registration {
-    async fn run(self, mut served: watch::Receiver<Vec<String>>) {
+    /// Runs until `leave` fires (or its sender is dropped), then revokes the lease if etcd
+    /// answers. Logs once when registration fails and once when it is back.
+    async fn run(self, mut served: watch::Receiver<Vec<String>>, mut leave: oneshot::Receiver<()>) {
+        let mut connection = EtcdConnection::new(self.etcd.clone());
         let mut backoff = self.etcd.backoff();
+        let mut lease = None;
+        let mut failures = 0u32;
         loop {
-            match self.once(&mut served).await {
-                Ok(()) => return,
-                Err(err) => {
-                    let wait = backoff.next().unwrap_or(self.etcd.retry_max);
-                    warn!(key = %self.key, cause = %err, "etcd registration lost; retrying");
-                    tokio::time::sleep(wait).await;
+            let held = (&mut lease, &mut failures);
+            let result = (self.once(&mut connection, held, &mut served, &mut leave)).await;
+            let Err(err) = result else { return };
+            connection.failed();
+            if failures == 0 {
+                backoff = self.etcd.backoff();
+            }
+            failures += 1;
+            let wait = backoff.next().unwrap_or(self.etcd.retry_max);
+            match failures {
+                1 => {
+                    warn!(key = %self.key, cause = %err, "etcd registration interrupted; retrying")
                 }
+                _ => {
+                    debug!(key = %self.key, cause = %err, failures, "etcd registration still failing")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = &mut leave => return,
             }
         }
     }
 
+    /// Holds the lease (the one held before if etcd still has it) and the key through one
+    /// member, until it fails (`Err`) or the worker stops (`Ok`); `failures` (attempts that
+    /// failed in a row) is logged and cleared once the key is written.
     async fn once(
         &self,
+        connection: &mut EtcdConnection,
+        (lease, failures): (&mut Option<i64>, &mut u32),
         served: &mut watch::Receiver<Vec<String>>,
+        leave: &mut oneshot::Receiver<()>,
     ) -> Result<(), etcd_client::Error> {
-        let mut client = self.etcd.connect().await?;
-        let lease = client
-            .lease_grant(self.ttl.as_secs().max(1) as i64, None)
-            .await?
-            .id();
-        let (mut keeper, mut replies) = client.lease_keep_alive(lease).await?;
+        let mut client = connection.client().await?;
+        let timeout = self.etcd.request_timeout;
+        let mut stream = None;
+        if let Some(id) = *lease {
+            let (mut keeper, mut replies) = client.lease_keep_alive(id).await?;
+            match etcd::keep_alive(&mut keeper, &mut replies, timeout).await? {
+                true => stream = Some((keeper, replies)),
+                false => *lease = None,
+            }
+        }
+        let (mut keeper, mut replies) = match stream {
+            Some(stream) => stream,
+            None => {
+                let ttl = self.ttl.as_secs().max(1) as i64;
+                let id = client.lease_grant(ttl, None).await?.id();
+                *lease = Some(id);
+                client.lease_keep_alive(id).await?
+            }
+        };
+        let id = lease.expect("a lease was kept or granted");
         let mut keep_alive = tokio::time::interval(self.ttl / 3);
         loop {
             let addrs = served.borrow_and_update().clone();
             let names = self.functions.iter().map(String::as_str);
             let value = worker_nmid_value(names, &addrs);
-            let options = PutOptions::new().with_lease(lease);
+            let options = PutOptions::new().with_lease(id);
             client.put(self.key.clone(), value, Some(options)).await?;
+            match std::mem::take(failures) {
+                0 => debug!(key = %self.key, lease = id, "registered in etcd"),
+                failures => info!(key = %self.key, lease = id, failures, "etcd registration back"),
+            }
             loop {
                 tokio::select! {
                     _ = keep_alive.tick() => {
-                        etcd::keep_alive(&mut keeper, &mut replies, self.etcd.request_timeout).await?;
+                        if !etcd::keep_alive(&mut keeper, &mut replies, timeout).await? {
+                            *lease = None;
+                            return Err(etcd_client::Error::LeaseKeepAliveError("lease expired".into()));
+                        }
                     }
                     changed = served.changed() => {
                         if changed.is_err() {
-                            let _ = client.lease_revoke(lease).await;
+                            revoke(&mut client, id, &self.key).await;
                             return Ok(());
                         }
                         break;
                     }
+                    _ = &mut *leave => {
+                        revoke(&mut client, id, &self.key).await;
+                        return Ok(());
+                    }
                 }
             }
+        }
+    }
+}
+
+/// Revokes the registration's lease, deleting its key; if etcd does not answer, the key
+/// expires with the lease.
+async fn revoke(client: &mut etcd_client::Client, lease: i64, key: &str) {
+    match client.lease_revoke(lease).await {
+        Ok(_) => info!(%key, "etcd registration removed"),
+        Err(err) => {
+            warn!(%key, cause = %err, "etcd registration not removed: it expires with its lease")
         }
     }
 }

@@ -23,6 +23,7 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, error, info, warn};
 
 use super::job::{Job, JobError, NestedCalls};
+use super::presence::Presence;
 use super::{Functions, HandlerResult, Meter};
 use nmid_client::Protocol;
 use nmid_proto::codec::{
@@ -103,6 +104,9 @@ pub(super) struct LinkSettings {
     /// removed while it runs (the follower's: those a new link starts with).
     pub(super) functions: Functions,
     pub(super) metrics: Option<Meter>,
+    /// Links of this worker connected with their functions registered; each link counts
+    /// itself in while it is (the clones of one worker's settings share the count).
+    pub(super) registered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Where a job's answer goes, in the protocol the job came in.
@@ -151,12 +155,15 @@ pub(super) struct DispatcherLink {
     backlog: VecDeque<Waiting>,
     nested: Rc<NestedCalls>,
     stopping: Option<Stopping>,
+    /// Connected with every registration acknowledged, counted in `settings.registered`.
+    presence: Presence,
 }
 
 impl DispatcherLink {
     pub(super) fn new(addr: String, settings: LinkSettings) -> Self {
         let nested = Rc::new(NestedCalls::new(addr.clone(), settings.access.clone()));
         Self {
+            presence: Presence::new(settings.registered.clone()),
             addr,
             settings,
             conn: None,
@@ -180,6 +187,7 @@ impl Actor for DispatcherLink {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.set_registered(false);
         if let Some(stopping) = self.stopping.take() {
             for done in stopping.done {
                 let _ = done.send(());
@@ -255,6 +263,7 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for DispatcherLin
                 if let Some(conn) = &mut self.conn {
                     conn.awaiting.pop_front();
                 }
+                self.check_registered();
             }
             Frame::SAuthResult(result) if result.code == SAuthResult::ACCEPTED => {
                 debug!(addr = %self.addr, grant = %String::from_utf8_lossy(&result.message), "token accepted");
@@ -272,6 +281,7 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for DispatcherLin
                     .and_then(|conn| conn.awaiting.pop_front());
                 let refused = refused.unwrap_or_default();
                 warn!(addr = %self.addr, %refused, "dispatcher refused a registration");
+                self.check_registered();
             }
             Frame::SHeartbeatPong | Frame::NoJob | Frame::Wakeuped => {}
             other => debug!(frame = other.name(), "worker ignored frame"),
@@ -419,6 +429,7 @@ impl DispatcherLink {
                 _ if link.stopping.is_some() => ctx.stop(),
                 Ok(stream) => link.link_up(stream, ctx),
                 Err(err) => {
+                    link.presence.unreachable(&link.addr, &err);
                     debug!(addr = %link.addr, cause = %err, "cannot reach dispatcher");
                     link.schedule_reconnect(ctx);
                 }
@@ -489,12 +500,27 @@ impl DispatcherLink {
         if let Some(metrics) = &self.settings.metrics {
             metrics.link(&self.addr, false, false);
         }
+        if self.stopping.is_none() {
+            warn!(addr = %self.addr, "disconnected from dispatcher; reconnecting");
+        }
+        self.set_registered(false);
         self.backlog.clear();
         if self.stopping.is_some() {
             ctx.stop();
             return;
         }
         self.schedule_reconnect(ctx);
+    }
+
+    /// Every registration of this connection is answered: the worker is registered here.
+    fn check_registered(&mut self) {
+        if self.conn.as_ref().is_some_and(|c| c.awaiting.is_empty()) {
+            self.set_registered(true);
+        }
+    }
+
+    fn set_registered(&mut self, registered: bool) {
+        (self.presence).set_registered(registered, &self.addr, &self.settings.name);
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {

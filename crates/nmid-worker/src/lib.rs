@@ -104,6 +104,7 @@ mod job;
 mod metrics;
 #[cfg(not(feature = "metrics"))]
 mod no_metrics;
+mod presence;
 
 use std::fmt;
 use std::future::Future;
@@ -116,7 +117,7 @@ use futures_util::future::LocalBoxFuture;
 
 pub use job::{Job, JobError};
 #[cfg(feature = "metrics")]
-pub use metrics::{serve_metrics, WorkerMetrics};
+pub use metrics::{serve_metrics, serve_metrics_with, WorkerMetrics};
 pub use nmid_client;
 #[cfg(feature = "tls")]
 pub use nmid_client::ClientTls;
@@ -124,6 +125,7 @@ pub use nmid_client::ClientTls;
 pub use nmid_client::Discovery;
 pub use nmid_client::{Access, InternalDial, Metadata, ParamsType, Protocol, RetStruct};
 pub use nmid_proto::trace;
+pub use presence::Readiness;
 
 #[cfg(feature = "discovery")]
 use discover::{Follower, StopAll};
@@ -451,6 +453,7 @@ impl WorkerBuilder {
         if let Some(tls) = &self.tls {
             access.tls = Some(tls.connector().map_err(WorkerError::Tls)?);
         }
+        let registered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let settings = LinkSettings {
             access,
             name: self.name,
@@ -460,6 +463,7 @@ impl WorkerBuilder {
             stop_timeout: self.stop_timeout,
             functions,
             metrics: self.metrics,
+            registered: registered.clone(),
         };
         let links = (self.servers.iter())
             .map(|addr| DispatcherLink::new(addr.clone(), settings.clone()).start())
@@ -472,6 +476,7 @@ impl WorkerBuilder {
             links,
             #[cfg(feature = "discovery")]
             follower,
+            registered,
         })
     }
 }
@@ -483,9 +488,30 @@ pub struct WorkerHandle {
     /// The links of discovered dispatchers, with `discover(..)`.
     #[cfg(feature = "discovery")]
     follower: Option<Addr<Follower>>,
+    /// Links connected with their functions registered.
+    registered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl WorkerHandle {
+    /// How many dispatchers this worker is connected to with its functions registered (the
+    /// dispatcher acknowledged each), now: 0 means no call can reach it. What a readiness
+    /// probe asks (nmid-faas's `/readyz`).
+    pub fn registered(&self) -> usize {
+        self.registered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// This worker's readiness, for `serve_metrics_with`'s `/readyz` (feature `metrics`):
+    /// ready while registered with at least one dispatcher.
+    pub fn readiness(&self) -> Readiness {
+        let registered = self.registered.clone();
+        std::sync::Arc::new(
+            move || match registered.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => Err("not registered with any dispatcher".to_owned()),
+                _ => Ok(()),
+            },
+        )
+    }
+
     /// Serves `name` with `handler` from now on, on every dispatcher (`W_ADD_FUNC`; also
     /// after a reconnect). A function of that name already served gets the new handler:
     /// new jobs run it, jobs running finish with the old one. Unlike

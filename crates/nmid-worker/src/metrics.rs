@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Readiness;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -156,7 +158,7 @@ impl WorkerMetrics {
     /// A job of `function` ended after `elapsed` with `result`: an error when the handler
     /// failed or answered a RetStruct whose `Code` is not 0.
     pub(super) fn job_done(&self, function: &str, result: Result<&[u8], ()>, elapsed: Duration) {
-        let ok = result.is_ok_and(|ret| retstruct_code(ret).unwrap_or(0) == 0);
+        let ok = result.is_ok_and(|ret| nmid_proto::retstruct::peek_code(ret).unwrap_or(0) == 0);
         let outcome = if ok { "ok" } else { "error" };
         self.inner.in_flight.with_label_values(&[function]).dec();
         self.inner
@@ -182,29 +184,28 @@ impl WorkerMetrics {
     }
 }
 
-/// The `Code` of a RetStruct, read without copying its `Data`; `None` for other results.
-fn retstruct_code(mut ret: &[u8]) -> Option<i64> {
-    let rmpv::ValueRef::Map(entries) = rmpv::decode::read_value_ref(&mut ret).ok()? else {
-        return None;
-    };
-    entries
-        .iter()
-        .find(|(key, _)| matches!(key, rmpv::ValueRef::String(s) if s.as_str() == Some("Code")))
-        .and_then(|(_, code)| match code {
-            rmpv::ValueRef::Integer(n) => n.as_i64(),
-            _ => None,
-        })
-}
-
 /// Serves `GET /metrics` (and `GET /healthz`) of `metrics` on `listener` with actix-web, on
 /// the current actix system. Returns the server's handle, to stop it.
 pub fn serve_metrics(
     listener: std::net::TcpListener,
     metrics: WorkerMetrics,
 ) -> std::io::Result<actix_web::dev::ServerHandle> {
+    serve_metrics_with(listener, metrics, None)
+}
+
+/// As [`serve_metrics`], with `GET /readyz` answering what `readiness` says: 200
+/// `{"status": "ready"}`, or 503 `{"status": "not ready", "reason": ...}`. `GET /healthz`
+/// (liveness) stays 200 while the process runs, and says the same (`"ready"`, `"reason"`).
+pub fn serve_metrics_with(
+    listener: std::net::TcpListener,
+    metrics: WorkerMetrics,
+    readiness: Option<Readiness>,
+) -> std::io::Result<actix_web::dev::ServerHandle> {
     use actix_web::{web, App, HttpResponse, HttpServer};
+    let readiness = readiness.unwrap_or_else(|| Arc::new(|| Ok(())));
     let server = HttpServer::new(move || {
         let metrics = metrics.clone();
+        let (live, ready) = (readiness.clone(), readiness.clone());
         App::new()
             .route(
                 "/metrics",
@@ -219,8 +220,26 @@ pub fn serve_metrics(
             )
             .route(
                 "/healthz",
-                web::get()
-                    .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
+                web::get().to(move || {
+                    let body = match live() {
+                        Ok(()) => serde_json::json!({"status": "ok", "ready": true}),
+                        Err(reason) => {
+                            serde_json::json!({"status": "ok", "ready": false, "reason": reason})
+                        }
+                    };
+                    async move { HttpResponse::Ok().json(body) }
+                }),
+            )
+            .route(
+                "/readyz",
+                web::get().to(move || {
+                    let response = match ready() {
+                        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+                        Err(reason) => HttpResponse::ServiceUnavailable()
+                            .json(serde_json::json!({"status": "not ready", "reason": reason})),
+                    };
+                    async move { response }
+                }),
             )
     })
     .workers(1)

@@ -4,13 +4,15 @@
 //! ```text
 //! <cluster.prefix><id>          {"id", "tcp_addr", "http_addr", "version", "started_at",
 //!                                "functions", "load", "draining"}      one per dispatcher
-//! nmid/dispatcher-<id>          {"<function>": ["<tcp_addr>"], ...}   nmid's convention
+//! nmid/dispatcher-<id>          {"<function>": ["<tcp_addr>", ...]}   nmid's convention
 //! nmid/<worker name>            {"<function>": ["<dispatcher>", ...]} a worker's (optional)
 //! ```
 //!
 //! Both kinds of key live under the dispatcher's (or the worker's) lease, so they vanish
 //! within the lease TTL of a crash. nmid's Go consumer reads the prefix `nmid/`, decodes
-//! each value as a map from function name to address list, and merges the maps.
+//! each value as a map from function name to address list, and merges the maps by plain
+//! overwrite in key order; a dispatcher's key therefore lists every live dispatcher of each
+//! function (`src/cluster/nmid_key.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,15 +59,6 @@ impl MemberRecord {
         }
         serde_json::from_slice(value).ok()
     }
-
-    /// This dispatcher's nmid key value: each function mapped to its own address.
-    pub fn nmid_value(&self) -> String {
-        let addr = vec![self.tcp_addr.to_string()];
-        let functions: BTreeMap<&str, Vec<String>> = (self.functions.iter())
-            .map(|f| (f.as_str(), addr.clone()))
-            .collect();
-        serde_json::to_string(&functions).expect("a map of strings always serialises")
-    }
 }
 
 /// The key of dispatcher `id`'s membership record.
@@ -73,8 +66,8 @@ pub fn member_key(prefix: &str, id: &str) -> String {
     format!("{prefix}{id}")
 }
 
-/// The nmid key of dispatcher `id`: where nmid's Go consumer finds the functions of the
-/// workers connected to it.
+/// The nmid key of dispatcher `id`: where nmid's Go consumer finds the dispatchers that
+/// serve each function.
 pub fn dispatcher_nmid_key(id: &str) -> String {
     format!("{NMID_PREFIX}dispatcher-{id}")
 }
@@ -91,29 +84,6 @@ pub fn worker_nmid_value<'a>(
 ) -> String {
     let map: BTreeMap<&str, &[String]> = functions.into_iter().map(|f| (f, dispatchers)).collect();
     serde_json::to_string(&map).expect("a map of strings always serialises")
-}
-
-/// Reads the values under `nmid/` as nmid's Go consumer does: each a JSON object of function
-/// name to address list, merged (addresses of one function from several keys are joined,
-/// without repeats). A value that is not such an object is skipped, as the consumer does.
-pub fn merge_nmid_values<'a>(
-    values: impl IntoIterator<Item = &'a [u8]>,
-) -> BTreeMap<String, Vec<String>> {
-    let mut merged: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for value in values {
-        let Ok(map) = serde_json::from_slice::<BTreeMap<String, Vec<String>>>(value) else {
-            continue;
-        };
-        for (function, addrs) in map {
-            let known = merged.entry(function).or_default();
-            for addr in addrs {
-                if !known.contains(&addr) {
-                    known.push(addr);
-                }
-            }
-        }
-    }
-    merged
 }
 
 #[cfg(test)]
@@ -143,29 +113,10 @@ mod tests {
         assert_eq!(MemberRecord::decode(b"\xff", 65536), None);
     }
 
-    /// The nmid value is nmid's shape: function -> [address], readable by the consumer.
+    /// A worker's nmid value is nmid's shape: function -> [dispatcher address].
     #[test]
-    fn the_nmid_value_maps_each_function_to_the_dispatcher_address() {
-        assert_eq!(
-            record().nmid_value(),
-            r#"{"ToLower":["127.0.0.1:6808"],"ToUpper":["127.0.0.1:6808"]}"#
-        );
+    fn a_workers_nmid_value_maps_each_function_to_its_dispatchers() {
         let worker = worker_nmid_value(["F"], &["a:1".to_owned(), "b:2".to_owned()]);
         assert_eq!(worker, r#"{"F":["a:1","b:2"]}"#);
-    }
-
-    /// Merging several keys joins the address lists per function and skips junk values.
-    #[test]
-    fn values_merge_as_the_go_consumer_merges_them() {
-        let values: [&[u8]; 4] = [
-            br#"{"F":["a:1"],"G":["a:1"]}"#,
-            br#"{"F":["b:2","a:1"]}"#,
-            b"not json",
-            br#"{"F":"a:1"}"#,
-        ];
-        let merged = merge_nmid_values(values);
-        assert_eq!(merged["F"], vec!["a:1", "b:2"]);
-        assert_eq!(merged["G"], vec!["a:1"]);
-        assert_eq!(merged.len(), 2);
     }
 }

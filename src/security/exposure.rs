@@ -1,0 +1,200 @@
+//! What the configuration leaves open beyond this host, warned about at start (the `nmid`
+//! binary logs one `warn` line per [`Exposure`]): nothing here refuses to start, since each
+//! can be what an operator wants behind a firewall; each should be a choice.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+
+use super::access::parse_net;
+use crate::config::Config;
+
+/// One way the dispatcher is open beyond this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exposure {
+    /// Auth is off and these listeners are beyond loopback: anyone who reaches them can
+    /// register a worker for any function (and read its callers' params) or call any
+    /// function.
+    AuthOff {
+        /// The listeners.
+        listeners: Vec<SocketAddr>,
+    },
+    /// Auth is off and these HTTP listeners are beyond loopback: the admin API (peer
+    /// addresses), the dashboard and the metrics are open to anyone who reaches them.
+    AdminOpen {
+        /// The listeners.
+        listeners: Vec<SocketAddr>,
+    },
+    /// These listeners are on a wildcard address (every interface) and take plaintext:
+    /// their traffic, params and results, and any token, cross every network in clear.
+    PlaintextWildcard {
+        /// The listeners.
+        listeners: Vec<SocketAddr>,
+    },
+    /// A `[[auth.v1_peers]]` entry grants every address (`0.0.0.0/0`, `::/0`): a v1 peer
+    /// from anywhere gets its roles without a token.
+    V1PeersEveryone {
+        /// The entry's name, or its number.
+        entry: String,
+    },
+}
+
+impl Exposure {
+    /// A short name of the kind, for the log line's `exposure` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Exposure::AuthOff { .. } => "auth_off",
+            Exposure::AdminOpen { .. } => "admin_open",
+            Exposure::PlaintextWildcard { .. } => "plaintext_wildcard",
+            Exposure::V1PeersEveryone { .. } => "v1_peers_everyone",
+        }
+    }
+}
+
+impl fmt::Display for Exposure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |listeners: &[SocketAddr]| {
+            listeners
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Exposure::AuthOff { listeners } => write!(
+                f,
+                "auth is off and {} not on loopback: anyone who reaches them can register a \
+                 worker for any function (and read its callers' params) or call any function",
+                list(listeners)
+            ),
+            Exposure::AdminOpen { listeners } => write!(
+                f,
+                "auth is off and HTTP on {} is not on loopback: the admin API (worker \
+                 addresses), the dashboard and /metrics are open to anyone who reaches it",
+                list(listeners)
+            ),
+            Exposure::PlaintextWildcard { listeners } => write!(
+                f,
+                "{} listen on every interface and take plaintext (TLS off, or \
+                 tls.allow_plaintext): calls, results and tokens cross the network in clear",
+                list(listeners)
+            ),
+            Exposure::V1PeersEveryone { entry } => write!(
+                f,
+                "auth.v1_peers entry {entry} grants every address: a v1 peer from anywhere \
+                 gets its roles without a token"
+            ),
+        }
+    }
+}
+
+/// What `config` leaves open with the nmid protocol on `tcp` and HTTP on `http` and
+/// `metrics` (the addresses bound).
+pub fn exposures(config: &Config, tcp: SocketAddr, http: &[SocketAddr]) -> Vec<Exposure> {
+    let beyond = |addrs: &[SocketAddr]| -> Vec<SocketAddr> {
+        addrs
+            .iter()
+            .filter(|a| !a.ip().is_loopback())
+            .copied()
+            .collect()
+    };
+    let mut found = Vec::new();
+    let all: Vec<SocketAddr> = std::iter::once(tcp).chain(http.iter().copied()).collect();
+    if !config.auth.enabled {
+        let listeners = beyond(&all);
+        if !listeners.is_empty() {
+            found.push(Exposure::AuthOff { listeners });
+        }
+        let listeners = beyond(http);
+        if !listeners.is_empty() {
+            found.push(Exposure::AdminOpen { listeners });
+        }
+    }
+    let tls = config.tls.enabled();
+    let plaintext = (all.iter())
+        .filter(|addr| addr.ip().is_unspecified())
+        .filter(|addr| !tls || (**addr == tcp && config.tls.allow_plaintext))
+        .copied()
+        .collect::<Vec<_>>();
+    if !plaintext.is_empty() {
+        found.push(Exposure::PlaintextWildcard {
+            listeners: plaintext,
+        });
+    }
+    if config.auth.enabled {
+        for (i, peer) in config.auth.v1_peers.iter().enumerate() {
+            let everyone = (peer.cidrs.iter())
+                .filter_map(|cidr| parse_net(cidr).ok())
+                .any(|net: IpNet| net.prefix_len() == 0);
+            if everyone {
+                let entry = match peer.name.as_str() {
+                    "" => format!("#{}", i + 1),
+                    name => format!("{name:?}"),
+                };
+                found.push(Exposure::V1PeersEveryone { entry });
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::V1PeerConfig;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    fn kinds(found: &[Exposure]) -> Vec<&'static str> {
+        found.iter().map(Exposure::kind).collect()
+    }
+
+    /// Auth off beyond loopback, the admin API with it, a wildcard bind in plaintext, and
+    /// v1 peers open to everyone are each warned about; loopback with auth and TLS is not.
+    #[test]
+    fn every_exposed_combination_is_found() {
+        let open = Config::default();
+        let found = exposures(&open, addr("0.0.0.0:6808"), &[addr("0.0.0.0:6809")]);
+        assert_eq!(
+            kinds(&found),
+            ["auth_off", "admin_open", "plaintext_wildcard"]
+        );
+        assert!(found[0].to_string().contains("0.0.0.0:6808, 0.0.0.0:6809"));
+
+        let found = exposures(&open, addr("10.0.0.5:6808"), &[addr("127.0.0.1:6809")]);
+        assert_eq!(kinds(&found), ["auth_off"], "the admin API is on loopback");
+        let found = exposures(&open, addr("127.0.0.1:6808"), &[addr("127.0.0.1:6809")]);
+        assert!(found.is_empty(), "{found:?}");
+
+        let mut guarded = Config::default();
+        guarded.auth.enabled = true;
+        guarded.auth.v1_peers = vec![V1PeerConfig {
+            name: "legacy".into(),
+            cidrs: vec!["10.0.0.0/8".into(), "0.0.0.0/0".into()],
+            roles: vec!["client".into()],
+            functions: vec!["*".into()],
+            ..V1PeerConfig::default()
+        }];
+        let found = exposures(&guarded, addr("0.0.0.0:6808"), &[]);
+        assert_eq!(kinds(&found), ["plaintext_wildcard", "v1_peers_everyone"]);
+        assert!(found[1].to_string().contains("\"legacy\""));
+
+        guarded.tls.cert_file = "cert.pem".into();
+        guarded.tls.key_file = "key.pem".into();
+        guarded.auth.v1_peers.clear();
+        let found = exposures(&guarded, addr("0.0.0.0:6808"), &[addr("0.0.0.0:6809")]);
+        assert!(found.is_empty(), "{found:?}");
+        guarded.tls.allow_plaintext = true;
+        let found = exposures(&guarded, addr("0.0.0.0:6808"), &[addr("0.0.0.0:6809")]);
+        assert_eq!(
+            found,
+            [Exposure::PlaintextWildcard {
+                listeners: vec![addr("0.0.0.0:6808")]
+            }],
+            "HTTP is TLS only"
+        );
+    }
+}
