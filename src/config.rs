@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod cluster;
 mod guard;
 mod security;
 
+pub use cluster::{ClusterConfig, DiscoveryConfig};
 pub use guard::{BreakerConfig, FunctionRateLimitConfig, RateLimitConfig};
 pub use security::{AuthConfig, SecurityConfig, TlsConfig, TokenConfig, V1PeerConfig};
 
@@ -72,98 +74,6 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Circuit breakers per worker and function (off unless enabled).
     pub breaker: BreakerConfig,
-}
-
-/// `[discovery]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiscoveryConfig {
-    /// etcd endpoints; empty turns the cluster off. A TOML list, or one comma-separated
-    /// string (environment variables, `--etcd`).
-    #[serde(deserialize_with = "endpoint_list")]
-    pub etcd_endpoints: Vec<String>,
-    /// etcd user name; empty: no authentication.
-    pub username: String,
-    /// etcd password.
-    pub password: String,
-    /// TTL of the dispatcher's lease, in seconds.
-    pub lease_ttl_s: u64,
-    /// Longest wait for one etcd request, in milliseconds.
-    pub request_timeout_ms: u64,
-    /// Ceiling of the reconnect backoff, in milliseconds.
-    pub retry_max_ms: u64,
-    /// HTTP/2 pings to etcd while a stream is open, in milliseconds; 0: none.
-    pub keepalive_interval_ms: u64,
-    /// How often a long-lived etcd connection reads etcd's member list, in milliseconds.
-    pub member_refresh_interval_ms: u64,
-}
-
-/// `[cluster]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// The nmid protocol address peers reach; empty: `tcp.addr` (not a wildcard).
-    pub advertise_addr: String,
-    /// The HTTP address shown to peers; empty: derived.
-    pub advertise_http_addr: String,
-    /// This dispatcher's id; empty: generated at start.
-    pub id: String,
-    /// etcd prefix of the membership records.
-    pub prefix: String,
-    /// Shortest time between two writes of this dispatcher's records, in milliseconds.
-    pub publish_interval_ms: u64,
-    /// How often the nmid key is put again unchanged, in milliseconds; 0: never.
-    pub nmid_refresh_interval_ms: u64,
-    /// Tagged connections per peer dispatcher.
-    pub peer_connections: usize,
-    /// Calls forwarded to one peer at once at most.
-    pub max_forwarded_per_peer: u32,
-    /// How long an unreachable peer is skipped, in milliseconds.
-    pub peer_retry_ms: u64,
-    /// Largest membership record read from etcd, in bytes.
-    pub max_record_bytes: usize,
-}
-
-impl ClusterConfig {
-    /// `advertise_addr`, parsed, if set.
-    pub fn advertise_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        parse_optional_addr("cluster.advertise_addr", &self.advertise_addr)
-    }
-
-    /// `advertise_http_addr`, parsed, if set.
-    pub fn advertise_http_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        parse_optional_addr("cluster.advertise_http_addr", &self.advertise_http_addr)
-    }
-}
-
-fn parse_optional_addr(key: &'static str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    value.parse().map(Some).map_err(|e| ConfigError::Invalid {
-        key,
-        reason: format!("{e}: expected IP:PORT or empty"),
-    })
-}
-
-/// Reads `discovery.etcd_endpoints` from a list or from one comma-separated string; blank
-/// entries are dropped, so `""` is the empty list.
-fn endpoint_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Endpoints {
-        List(Vec<String>),
-        Text(String),
-    }
-    let endpoints = match Endpoints::deserialize(de)? {
-        Endpoints::List(list) => list,
-        Endpoints::Text(text) => text.split(',').map(str::to_owned).collect(),
-    };
-    Ok(endpoints
-        .into_iter()
-        .map(|e| e.trim().to_owned())
-        .filter(|e| !e.is_empty())
-        .collect())
 }
 
 /// `[log]`
