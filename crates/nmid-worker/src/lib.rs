@@ -99,6 +99,7 @@
 #[cfg(feature = "discovery")]
 mod discover;
 mod dispatcher_link;
+mod in_flight;
 mod job;
 #[cfg(feature = "metrics")]
 mod metrics;

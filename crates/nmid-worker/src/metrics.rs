@@ -171,6 +171,12 @@ impl WorkerMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// A job of `function` was cancelled unanswered (its connection was lost): no longer in
+    /// flight, and not counted as answered.
+    pub(super) fn job_cancelled(&self, function: &str) {
+        self.inner.in_flight.with_label_values(&[function]).dec();
+    }
+
     /// The connection to `dispatcher` came up (`again`: not the first time) or went down.
     pub(super) fn link(&self, dispatcher: &str, up: bool, again: bool) {
         self.inner
