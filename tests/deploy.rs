@@ -498,7 +498,7 @@ fn alerts_use_only_metrics_the_dispatcher_exports() {
 
 /// systemd accepts both units (with ExecStart pointed at the binaries just built), with
 /// their commented `LoadCredential=` examples on too; their sandboxing rates as a low
-/// exposure; both reload on `systemctl reload` (SIGHUP); nmid-faas stops before nmid.
+/// exposure; both reload on `systemctl reload` (SIGHUP).
 #[test]
 fn systemd_units_verify_and_are_sandboxed() {
     let dir = std::env::temp_dir().join(format!("nmid-systemd-{}", std::process::id()));
@@ -547,7 +547,36 @@ fn systemd_units_verify_and_are_sandboxed() {
             "{text}"
         );
     }
-    let faas = std::fs::read_to_string(root().join("deploy/systemd/nmid-faas.service")).unwrap();
-    assert!(faas.contains("\nAfter=network-online.target nmid.service\n"));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The values of `key=` in the `[Unit]` section of `unit`, each space-separated item.
+fn unit_list(unit: &str, key: &str) -> Vec<String> {
+    let section = unit
+        .split("\n[")
+        .find(|s| s.starts_with("Unit]"))
+        .unwrap_or("");
+    (section.lines())
+        .filter_map(|line| line.strip_prefix(&format!("{key}=")))
+        .flat_map(|value| value.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
+/// When both stop, systemd stops nmid before nmid-faas (stop order is the reverse of start
+/// order: nmid-faas is `Before=nmid.service`), the rollout order: the dispatcher refuses new
+/// calls and drains the ones in flight while nmid-faas still runs them, then nmid-faas
+/// leaves. Nothing orders them the other way, and neither stops with the other.
+#[test]
+fn systemd_stops_the_dispatcher_before_nmid_faas() {
+    let read = |name: &str| {
+        std::fs::read_to_string(root().join(format!("deploy/systemd/{name}.service"))).unwrap()
+    };
+    let (faas, nmid) = (read("nmid-faas"), read("nmid"));
+    assert!(unit_list(&faas, "Before").contains(&"nmid.service".to_owned()));
+    assert!(!unit_list(&faas, "After").contains(&"nmid.service".to_owned()));
+    assert!(!unit_list(&nmid, "Before").contains(&"nmid-faas.service".to_owned()));
+    for key in ["PartOf", "BindsTo", "Requires"] {
+        assert!(unit_list(&faas, key).is_empty(), "nmid-faas {key}=");
+    }
+    assert!(unit_list(&faas, "After").contains(&"network-online.target".to_owned()));
 }
