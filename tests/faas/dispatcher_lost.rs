@@ -1,11 +1,14 @@
-//! What nmid-faas does with the calls it runs when their dispatcher goes away.
+//! What nmid-faas does with the calls it runs when their dispatcher goes away, and what it
+//! logs about it.
 
 use std::time::{Duration, Instant};
 
 use nmid::client::{CallOptions, Client};
+use nmid::config::Config;
 
 use super::common::process::Process;
-use super::{alive, read_pids, temp_dir, Faas, Name, SLOW};
+use super::common::{start_dispatcher_on, start_dispatcher_with_http};
+use super::{alive, read_pids, served, temp_dir, Faas, Name, SLOW};
 
 /// A dispatcher killed (SIGKILL) while a call runs: nmid-faas kills the call's process
 /// group at once, rather than let it work for an answer nobody can receive, and says so in
@@ -63,4 +66,52 @@ async fn a_lost_dispatchers_calls_are_killed_with_their_process_group() {
     assert_eq!(log.matches("jobs_cancelled=1").count(), 1, "{log}");
     let _ = std::fs::remove_dir_all(dir);
     faas.stop().await;
+}
+
+/// Three functions (a worker each) lose their dispatcher and get it back: nmid-faas logs
+/// one line per change of the dispatcher's state, each counting the three ("connected"
+/// once all are registered, "disconnected" and "unreachable" once, "connected" once when
+/// it is back), not one line per function.
+#[actix_rt::test]
+async fn a_dispatcher_outage_is_one_line_per_change_for_all_functions() {
+    let functions = ["A", "B", "C"];
+    let file: String = (functions.iter())
+        .map(|f| format!("[[function]]\nname = \"{f}\"\ncommand = [\"cat\"]\n"))
+        .collect();
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let addr = dispatcher.addr;
+    let faas = Faas::start(&dispatcher, &file);
+    for function in functions {
+        served(&dispatcher, function, 1).await;
+    }
+    faas.wait_for_log("connected to dispatcher; functions registered")
+        .await;
+    dispatcher.stop().await;
+    faas.wait_for_log("dispatcher unreachable").await;
+    let again = start_dispatcher_on(addr, Config::default());
+    for function in functions {
+        served(&again, function, 1).await;
+    }
+    let connected = "connected to dispatcher; functions registered";
+    let deadline = Instant::now() + SLOW;
+    while faas.log().matches(connected).count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not logged again:\n{}",
+            faas.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = faas.log();
+    for (line, times) in [
+        (connected, 2),
+        ("disconnected from dispatcher", 1),
+        ("dispatcher unreachable", 1),
+    ] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(line)).collect();
+        assert_eq!(lines.len(), times, "{line:?}:\n{log}");
+        assert!(lines.iter().all(|l| l.contains("workers=3")), "{lines:?}");
+    }
+    faas.stop().await;
+    again.stop().await;
 }

@@ -110,6 +110,8 @@ pub(super) struct LinkSettings {
     /// Links of this worker connected with their functions registered; each link counts
     /// itself in while it is (the clones of one worker's settings share the count).
     pub(super) registered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Where connection changes are logged (shared with other workers, or its own).
+    pub(super) log: super::LinkLog,
 }
 
 /// Where a job's answer goes, in the protocol the job came in.
@@ -167,7 +169,7 @@ impl DispatcherLink {
     pub(super) fn new(addr: String, settings: LinkSettings) -> Self {
         let nested = Rc::new(NestedCalls::new(addr.clone(), settings.access.clone()));
         Self {
-            presence: Presence::new(settings.registered.clone()),
+            presence: Presence::new(settings.registered.clone(), settings.log.clone(), &addr),
             addr,
             settings,
             conn: None,
@@ -191,7 +193,7 @@ impl Actor for DispatcherLink {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.set_registered(false);
+        self.presence.set_registered(false);
         if let Some(stopping) = self.stopping.take() {
             for done in stopping.done {
                 let _ = done.send(());
@@ -293,7 +295,7 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for DispatcherLin
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        info!(addr = %self.addr, "dispatcher closed the connection");
+        debug!(addr = %self.addr, "dispatcher closed the connection");
         self.link_down(ctx);
     }
 }
@@ -433,7 +435,7 @@ impl DispatcherLink {
                 _ if link.stopping.is_some() => ctx.stop(),
                 Ok(stream) => link.link_up(stream, ctx),
                 Err(err) => {
-                    link.presence.unreachable(&link.addr, &err);
+                    link.presence.unreachable(&err);
                     debug!(addr = %link.addr, cause = %err, "cannot reach dispatcher");
                     link.schedule_reconnect(ctx);
                 }
@@ -488,7 +490,7 @@ impl DispatcherLink {
             // The first connection makes the generation 1; each loss and return adds 2.
             metrics.link(&self.addr, true, self.generation > 1);
         }
-        info!(addr = %self.addr, name = %self.settings.name, "worker registered");
+        debug!(addr = %self.addr, name = %self.settings.name, "worker registered");
     }
 
     /// The connection is gone: its jobs' answers could go nowhere, so they are cancelled (the
@@ -507,9 +509,9 @@ impl DispatcherLink {
         }
         let cancelled = self.running.cancel_all(ctx);
         if self.stopping.is_none() {
-            warn!(addr = %self.addr, jobs_cancelled = cancelled, "disconnected from dispatcher; reconnecting");
+            (self.presence).disconnected(cancelled, &self.settings.name);
         }
-        self.set_registered(false);
+        self.presence.set_registered(false);
         self.backlog.clear();
         if self.stopping.is_some() {
             ctx.stop();
@@ -521,12 +523,8 @@ impl DispatcherLink {
     /// Every registration of this connection is answered: the worker is registered here.
     fn check_registered(&mut self) {
         if self.conn.as_ref().is_some_and(|c| c.awaiting.is_empty()) {
-            self.set_registered(true);
+            self.presence.set_registered(true);
         }
-    }
-
-    fn set_registered(&mut self, registered: bool) {
-        (self.presence).set_registered(registered, &self.addr, &self.settings.name);
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
