@@ -438,7 +438,7 @@ async fn racy(stream: TcpStream) {
         let job = waiting.pop_front().unwrap();
         replies += 1;
         let job_id = match waiting.front() {
-            Some(other) if replies % 10 == 0 => other.job_id.clone(),
+            Some(other) if replies.is_multiple_of(10) => other.job_id.clone(),
             _ => job.job_id.clone(),
         };
         let ret = Bytes::from(String::from_utf8_lossy(&job.params).to_uppercase());

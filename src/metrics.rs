@@ -51,7 +51,10 @@ impl FunctionHandles {
         self.calls[outcome as usize].inc();
         // Latency of answered calls only: refusals (instant) and timeouts (the whole
         // deadline) would skew the function's percentiles.
-        if matches!(outcome, Outcome::Ok | Outcome::FunctionError) {
+        if matches!(
+            outcome,
+            Outcome::Ok | Outcome::FunctionError | Outcome::ClientError
+        ) {
             self.duration.observe(elapsed.as_secs_f64());
         }
     }

@@ -14,7 +14,7 @@ pub struct CallTotals {
     pub function: String,
     /// Calls answered, any outcome.
     pub calls: u64,
-    /// Calls answered with anything but a result.
+    /// Calls that count as errors: every outcome but `ok` and `client_error`.
     pub errors: u64,
     /// Answered calls by latency: the cumulative count at or below each bound of
     /// [`CallsView::bounds`], then the count of all of them (the `+Inf` bucket).

@@ -117,7 +117,12 @@ fn dockerfile_copies_only_what_its_cargo_command_builds() {
 
 /// The Debian packages of `scripts/build-packages` (first word of each line).
 fn build_packages() -> Vec<String> {
-    let list = std::fs::read_to_string(root().join("scripts/build-packages")).unwrap();
+    packages_of("scripts/build-packages")
+}
+
+/// The Debian packages of the list at `path` (first word of each line).
+fn packages_of(path: &str) -> Vec<String> {
+    let list = std::fs::read_to_string(root().join(path)).unwrap();
     list.lines()
         .map(|line| line.split('#').next().unwrap_or(""))
         .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
@@ -197,7 +202,44 @@ fn image_build_stage_installs_the_shared_build_packages() {
         );
     }
     // Each probe of the list is present here, where the build ran.
-    let list = std::fs::read_to_string(root().join("scripts/build-packages")).unwrap();
+    assert_probes_present("scripts/build-packages");
+}
+
+/// The image's runtime stage installs the packages of `scripts/runtime-packages` before it
+/// drops root, and the list has the system's CAs (https upstreams, OTLP over TLS, `--tls`
+/// to dispatchers), whose probe is present here.
+#[test]
+fn image_runtime_stage_installs_the_shared_runtime_packages() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let runtime = dockerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(!runtime.contains(" AS build"), "{runtime}");
+    let copy = runtime
+        .find("COPY scripts/runtime-packages /tmp/runtime-packages")
+        .expect("the runtime stage copies scripts/runtime-packages");
+    let install = runtime
+        .find("/tmp/runtime-packages | awk 'NF { print $1 }'")
+        .expect("the runtime stage installs the list's packages");
+    let xargs = runtime
+        .find("xargs apt-get install -y --no-install-recommends")
+        .unwrap();
+    let user = runtime.find("\nUSER ").expect("a USER");
+    assert!(
+        copy < install && install < xargs && xargs < user,
+        "{runtime}"
+    );
+    assert!(packages_of("scripts/runtime-packages").contains(&"ca-certificates".to_owned()));
+    let install_deps = std::fs::read_to_string(root().join("scripts/install-deps")).unwrap();
+    assert!(
+        install_deps.contains("/runtime-packages\""),
+        "scripts/install-deps reads scripts/runtime-packages"
+    );
+    assert_probes_present("scripts/runtime-packages");
+}
+
+/// Each probe of the package list at `path` (a command, or a file's absolute path) is
+/// present here.
+fn assert_probes_present(path: &str) {
+    let list = std::fs::read_to_string(root().join(path)).unwrap();
     for line in list.lines().map(|l| l.split('#').next().unwrap_or("")) {
         let mut words = line.split_whitespace();
         let (Some(package), Some(probe)) = (words.next(), words.next()) else {
@@ -214,6 +256,103 @@ fn image_build_stage_installs_the_shared_build_packages() {
         assert!(
             present,
             "{package}: {probe} is missing (`make deps` installs it)"
+        );
+    }
+}
+
+/// The `rust-version` a workspace package declares (its own, or the workspace's).
+fn declared_rust_version(package_dir: &Path) -> String {
+    let value = |text: &str| {
+        (text.lines())
+            .find_map(|l| l.trim().strip_prefix("rust-version = \""))
+            .map(|v| v.trim_end_matches('"').to_owned())
+    };
+    let own = std::fs::read_to_string(package_dir.join("Cargo.toml")).unwrap();
+    match own.contains("\nrust-version.workspace = true") {
+        true => value(&std::fs::read_to_string(root().join("Cargo.toml")).unwrap()),
+        false => value(&own),
+    }
+    .unwrap_or_else(|| panic!("{} declares no rust-version", package_dir.display()))
+}
+
+/// `1.88.0` as `(1, 88, 0)`.
+fn version_key(version: &str) -> (u32, u32, u32) {
+    let mut parts = version.split('.').map(|p| p.parse().unwrap_or(0));
+    let mut next = || parts.next().unwrap_or(0);
+    (next(), next(), next())
+}
+
+/// Every package declares the true minimum Rust it builds with, all features on: the
+/// highest `rust-version` among the dependencies it builds (read from their manifests in
+/// cargo's registry, as `cargo tree` lists them for this platform). Lower, and a user with
+/// that toolchain meets a build error; higher, and they are turned away for nothing.
+#[test]
+fn each_package_declares_the_rust_version_its_dependencies_need() {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .expect("CARGO_HOME or HOME");
+    let registry: Vec<PathBuf> = std::fs::read_dir(cargo_home.join("registry/src"))
+        .expect("cargo's registry sources (the build fetched them)")
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    for (package, dir) in [
+        ("nmid", root()),
+        ("nmid-proto", root().join("crates/nmid-proto")),
+        ("nmid-client", root().join("crates/nmid-client")),
+        ("nmid-worker", root().join("crates/nmid-worker")),
+    ] {
+        let tree = Command::new(env!("CARGO"))
+            .current_dir(root())
+            .args([
+                "tree",
+                "--locked",
+                "--offline",
+                "-p",
+                package,
+                "--all-features",
+            ])
+            .args(["-e", "normal,build", "--prefix", "none"])
+            .output()
+            .expect("cargo tree runs");
+        assert!(tree.status.success(), "{tree:?}");
+        let mut needed = ((0, 0, 0), "nothing".to_owned());
+        let mut read = 0;
+        for line in String::from_utf8_lossy(&tree.stdout).lines() {
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(version)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let version = version.trim_start_matches('v');
+            let Some(manifest) = (registry.iter())
+                .map(|r| r.join(format!("{name}-{version}/Cargo.toml")))
+                .find(|m| m.exists())
+            else {
+                continue;
+            };
+            read += 1;
+            let text = std::fs::read_to_string(manifest).unwrap();
+            let wants = (text.lines())
+                .find_map(|l| l.trim().strip_prefix("rust-version = \""))
+                .map(|v| v.trim_end_matches('"'));
+            if let Some(wants) = wants.filter(|w| version_key(w) > needed.0) {
+                needed = (
+                    version_key(wants),
+                    format!("{name} {version} wants {wants}"),
+                );
+            }
+        }
+        assert!(
+            read > 20,
+            "{package}: found too few dependency manifests ({read})"
+        );
+        let declared = declared_rust_version(&dir);
+        assert_eq!(
+            version_key(&declared),
+            needed.0,
+            "{package} declares rust-version {declared}, but {}",
+            needed.1
         );
     }
 }
@@ -498,7 +637,7 @@ fn alerts_use_only_metrics_the_dispatcher_exports() {
 
 /// systemd accepts both units (with ExecStart pointed at the binaries just built), with
 /// their commented `LoadCredential=` examples on too; their sandboxing rates as a low
-/// exposure; both reload on `systemctl reload` (SIGHUP); nmid-faas stops before nmid.
+/// exposure; both reload on `systemctl reload` (SIGHUP).
 #[test]
 fn systemd_units_verify_and_are_sandboxed() {
     let dir = std::env::temp_dir().join(format!("nmid-systemd-{}", std::process::id()));
@@ -547,7 +686,36 @@ fn systemd_units_verify_and_are_sandboxed() {
             "{text}"
         );
     }
-    let faas = std::fs::read_to_string(root().join("deploy/systemd/nmid-faas.service")).unwrap();
-    assert!(faas.contains("\nAfter=network-online.target nmid.service\n"));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The values of `key=` in the `[Unit]` section of `unit`, each space-separated item.
+fn unit_list(unit: &str, key: &str) -> Vec<String> {
+    let section = unit
+        .split("\n[")
+        .find(|s| s.starts_with("Unit]"))
+        .unwrap_or("");
+    (section.lines())
+        .filter_map(|line| line.strip_prefix(&format!("{key}=")))
+        .flat_map(|value| value.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
+/// When both stop, systemd stops nmid before nmid-faas (stop order is the reverse of start
+/// order: nmid-faas is `Before=nmid.service`), the rollout order: the dispatcher refuses new
+/// calls and drains the ones in flight while nmid-faas still runs them, then nmid-faas
+/// leaves. Nothing orders them the other way, and neither stops with the other.
+#[test]
+fn systemd_stops_the_dispatcher_before_nmid_faas() {
+    let read = |name: &str| {
+        std::fs::read_to_string(root().join(format!("deploy/systemd/{name}.service"))).unwrap()
+    };
+    let (faas, nmid) = (read("nmid-faas"), read("nmid"));
+    assert!(unit_list(&faas, "Before").contains(&"nmid.service".to_owned()));
+    assert!(!unit_list(&faas, "After").contains(&"nmid.service".to_owned()));
+    assert!(!unit_list(&nmid, "Before").contains(&"nmid-faas.service".to_owned()));
+    for key in ["PartOf", "BindsTo", "Requires"] {
+        assert!(unit_list(&faas, key).is_empty(), "nmid-faas {key}=");
+    }
+    assert!(unit_list(&faas, "After").contains(&"network-online.target".to_owned()));
 }

@@ -721,7 +721,7 @@ async fn racy_worker(mut worker: Peer) {
         };
         replies += 1;
         let job_id = match waiting.front() {
-            Some(other) if replies % 10 == 0 => other.job_id.clone(),
+            Some(other) if replies.is_multiple_of(10) => other.job_id.clone(),
             _ => job.job_id.clone(),
         };
         let ret = Bytes::from(String::from_utf8_lossy(&job.params).to_uppercase());
@@ -731,7 +731,7 @@ async fn racy_worker(mut worker: Peer) {
             ret,
             job_id,
         }));
-        if !waiting.is_empty() && replies % 7 == 0 {
+        if !waiting.is_empty() && replies.is_multiple_of(7) {
             frame.push(0);
             let len = u32::from_be_bytes(frame[8..12].try_into().unwrap()) + 1;
             frame[8..12].copy_from_slice(&len.to_be_bytes());

@@ -204,6 +204,90 @@ async fn bench_stops_at_an_error_no_retry_fixes() {
     dispatcher.stop().await;
 }
 
+/// `bench` exits non-zero when any call failed, though others succeeded (the first
+/// failure's status, every failure counted in the summary).
+#[actix_rt::test]
+async fn bench_fails_when_any_call_failed() {
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let worker = Worker::builder()
+        .name("half-worker")
+        .server(dispatcher.addr.to_string())
+        .function("Half", move |_job: Job| {
+            let n = calls.get();
+            calls.set(n + 1);
+            async move {
+                Ok::<_, JobError>(match n % 2 {
+                    0 => RetStruct::ok("fine"),
+                    _ => RetStruct::error(7, "every other call fails"),
+                })
+            }
+        })
+        .start()
+        .unwrap();
+    dispatcher
+        .wait_for("Half", |s| s.function("Half").is_some())
+        .await;
+    let out = ctl(
+        &dispatcher,
+        &["bench", "Half", "-c", "1", "-n", "10", "--json"],
+    )
+    .await;
+    fails(&out, 1, "every other call fails");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["ok"], 5, "{summary}");
+    assert_eq!(summary["errors"]["function error (code 7)"], 5, "{summary}");
+    worker.stop().await;
+    dispatcher.stop().await;
+}
+
+/// A `bench` caller refused for load backs off instead of hammering the dispatcher: against
+/// a function limited to 5 calls a second, 4 callers for 2 s make a few hundred refused
+/// calls at most (not thousands), and the run exits 6 (refused).
+#[actix_rt::test]
+async fn bench_backs_off_when_the_dispatcher_refuses() {
+    let mut config = Config::default();
+    config
+        .rate_limit
+        .functions
+        .push(nmid::config::FunctionRateLimitConfig {
+            name: "ToUpper".to_owned(),
+            per_second: 5,
+            burst: 5,
+        });
+    let dispatcher = start_dispatcher_with_http(config);
+    let worker = worker(&dispatcher).await;
+    let started = Instant::now();
+    let out = ctl(
+        &dispatcher,
+        &[
+            "bench",
+            "ToUpper",
+            "-c",
+            "4",
+            "-d",
+            "2s",
+            "--params",
+            r#"{"name":"b"}"#,
+            "--json",
+        ],
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let refused: u64 = (summary["errors"].as_object().unwrap().iter())
+        .filter(|(kind, _)| kind.starts_with("refused"))
+        .map(|(_, n)| n.as_u64().unwrap())
+        .sum();
+    assert!(summary["ok"].as_u64().unwrap() >= 5, "{summary}");
+    assert!(
+        (1..400).contains(&refused),
+        "{refused} refused calls: {summary}"
+    );
+    worker.stop().await;
+    dispatcher.stop().await;
+}
+
 /// `--addr` and `--http` win over NMID_ADDR and NMID_HTTP.
 #[actix_rt::test]
 async fn flags_beat_the_environment() {

@@ -598,6 +598,70 @@ async fn a_function_that_always_fails_counts_as_errors_and_trips_the_alert() {
     dispatcher.stop().await;
 }
 
+/// A function that refuses calls as the caller's fault (a RetStruct `Code` from 400 to 499:
+/// an http function's upstream 4xx) is counted under outcome `client_error`, not `error`:
+/// HTTP callers get the 4xx, and `/api/v1/stats` and `/api/v1/calls` (what `top`, `stats`
+/// and the dashboard show) count no error for it; a 5xx `Code` still is one.
+#[actix_rt::test]
+async fn a_functions_4xx_is_a_client_error_and_its_5xx_an_error() {
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let worker = Worker::builder()
+        .name("http-like")
+        .server(dispatcher.addr.to_string())
+        .function("NotFound", |_job: Job| async {
+            Ok::<_, JobError>(RetStruct::error(404, "upstream answered HTTP 404"))
+        })
+        .function("Broken", |_job: Job| async {
+            Ok::<_, JobError>(RetStruct::error(503, "upstream answered HTTP 503"))
+        })
+        .start()
+        .expect("worker starts");
+    for function in ["NotFound", "Broken"] {
+        dispatcher
+            .wait_for(function, |s| s.function(function).is_some())
+            .await;
+    }
+    for _ in 0..3 {
+        assert_eq!(call(&dispatcher, "NotFound", &[]).await, 404);
+    }
+    assert_eq!(call(&dispatcher, "Broken", &[]).await, 502);
+    let get = |path: &'static str| {
+        let url = format!("{}{path}", dispatcher.http_url());
+        async move { serde_json::from_str::<Value>(&common::get_text(&url).await.1).unwrap() }
+    };
+    let stats = get("/api/v1/stats").await;
+    let by_outcome = stats["calls"]["by_outcome"].as_array().unwrap();
+    let count = |outcome: &str| {
+        (by_outcome.iter())
+            .find(|entry| entry[0] == outcome)
+            .and_then(|entry| entry[1].as_u64())
+    };
+    assert_eq!(count("client_error"), Some(3), "{stats}");
+    assert_eq!(count("error"), Some(1), "{stats}");
+    assert_eq!(stats["calls"]["errors"], 1, "{stats}");
+    let calls = get("/api/v1/calls").await;
+    let function = |name: &str| {
+        (calls["functions"].as_array().unwrap().iter())
+            .find(|f| f["function"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {calls}"))
+    };
+    assert_eq!(function("NotFound")["errors"], 0, "{calls}");
+    assert_eq!(function("NotFound")["calls"], 3, "{calls}");
+    assert_eq!(function("Broken")["errors"], 1, "{calls}");
+    let text = common::get_text(&format!("{}/metrics", dispatcher.http_url()))
+        .await
+        .1;
+    let client_errors = r#"nmid_calls_total{function="NotFound",outcome="client_error"} 3"#;
+    assert!(text.contains(client_errors), "{text}");
+    assert!(
+        !alert_expr("NmidHighErrorRatio").contains(r#"outcome!="ok""#),
+        "the error ratio must leave client errors out"
+    );
+    worker.stop().await;
+    dispatcher.stop().await;
+}
+
 /// The provisioned datasource is the one the dashboards name.
 #[test]
 fn provisioned_datasource_has_the_dashboards_uid() {

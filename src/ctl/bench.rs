@@ -1,6 +1,8 @@
 //! `nmidctl bench FUNC -c N -d S`: N calls in flight on one (pipelined) connection for S,
 //! with a progress bar on a terminal, then calls/s and a latency summary (HdrHistogram), as
-//! `nats bench` prints. Bounded by the duration and, with `-n`, a count of calls.
+//! `nats bench` prints. Bounded by the duration and, with `-n`, a count of calls. Any failed
+//! call makes the exit status non-zero (the first failure's); a caller the dispatcher
+//! refuses backs off rather than hammer it.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -21,6 +23,8 @@ use crate::retstruct::RetStruct;
 const MAX_LATENCY_US: u64 = 600_000_000;
 /// How often the progress bar is redrawn.
 const PROGRESS_TICK: Duration = Duration::from_millis(200);
+/// A refused caller's first pause; each refusal in a row doubles it, up to `--max-backoff`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 
 /// What a run measured; printed as text or, with `--json`, as this.
 #[derive(Debug, Serialize)]
@@ -122,12 +126,19 @@ pub(super) async fn bench(cli: &Cli, args: &BenchArgs) -> Result<(), CtlError> {
     } else {
         print_summary(&summary);
     }
-    if let Some(fatal) = tally.fatal.take() {
-        return Err(fatal);
+    // Any failure fails the run, with the status of the first (the summary counts them all).
+    match tally.fatal.take().or_else(|| tally.first_error.take()) {
+        Some(err) => Err(err),
+        None => Ok(()),
     }
-    match tally.first_error.take() {
-        Some(err) if tally.ok == 0 => Err(err),
-        _ => Ok(()),
+}
+
+/// The pause before a caller's next call: none after an answer; after a refusal or an
+/// unreachable dispatcher, `previous` doubled (from [`FIRST_BACKOFF`]) up to `max`.
+fn backoff(previous: Duration, refused: bool, max: Duration) -> Duration {
+    match refused {
+        false => Duration::ZERO,
+        true => (previous * 2).clamp(FIRST_BACKOFF, max.max(FIRST_BACKOFF)),
     }
 }
 
@@ -149,6 +160,7 @@ async fn caller(
     options: CallOptions,
     end: Instant,
 ) {
+    let mut pause = Duration::ZERO;
     loop {
         {
             let mut t = tally.borrow_mut();
@@ -173,7 +185,7 @@ async fn caller(
             },
             Err(err) => Some(CtlError::of_call(&args.function, err)),
         };
-        let unreachable = {
+        let refused = {
             let mut t = tally.borrow_mut();
             match failure {
                 None => {
@@ -184,19 +196,22 @@ async fn caller(
                 }
                 Some(err) => {
                     *t.errors.entry(kind_of(&err)).or_default() += 1;
-                    let unreachable = matches!(err, CtlError::Unreachable(_));
+                    let refused = matches!(err, CtlError::Refused(_) | CtlError::Unreachable(_));
                     if is_fatal(&err) {
                         t.fatal.get_or_insert(err);
                     } else {
                         t.first_error.get_or_insert(err);
                     }
-                    unreachable
+                    refused
                 }
             }
         };
-        // A dispatcher that is down fails at once: do not spin on it.
-        if unreachable {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        // A refusal (or a dispatcher down) comes back at once: calling again at once would
+        // only add to the load that made it refuse.
+        pause = backoff(pause, refused, args.max_backoff);
+        let left = end.saturating_duration_since(Instant::now());
+        if !pause.is_zero() {
+            tokio::time::sleep(pause.min(left)).await;
         }
     }
 }
@@ -259,4 +274,23 @@ fn progress_bar(duration: Duration) -> ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refusals in a row double the pause from 10 ms up to the maximum; an answer ends it.
+    #[test]
+    fn refused_callers_back_off_up_to_the_maximum() {
+        let max = Duration::from_millis(100);
+        let mut pause = Duration::ZERO;
+        let mut pauses = Vec::new();
+        for _ in 0..6 {
+            pause = backoff(pause, true, max);
+            pauses.push(pause.as_millis());
+        }
+        assert_eq!(pauses, [10, 20, 40, 80, 100, 100]);
+        assert_eq!(backoff(pause, false, max), Duration::ZERO);
+    }
 }

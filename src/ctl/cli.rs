@@ -131,7 +131,8 @@ pub enum Command {
     Cluster(ListArgs),
     /// Live view of calls/s, errors, p99 and in flight per function (q or Ctrl-C quits).
     Top(TopArgs),
-    /// Load a function with N calls in flight for a while; print a latency summary.
+    /// Load a function with N calls in flight for a while; print a latency summary. Exits
+    /// non-zero (the first failure's status) when any call failed; backs off when refused.
     Bench(BenchArgs),
     /// Exit 0 when the dispatcher is ready to take calls (GET /readyz), else 1. Pointed at
     /// nmid-faas's --metrics-addr (--http), asks nmid-faas's own readiness.
@@ -204,6 +205,11 @@ pub struct BenchArgs {
     /// Each call's deadline.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+    /// Longest pause of a caller the dispatcher refused (rate limited, breaker open, shutting
+    /// down) or could not be reached: its pauses double from 10ms up to this, and end at
+    /// its next answer.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_backoff: Duration,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

@@ -45,10 +45,15 @@ async fn read(admin: &Admin) -> Result<Reading, CtlError> {
     })
 }
 
-/// The screen for `now` against the reading before it: at most `rows` function lines under
-/// a one-line summary, every line at most `width` columns. A narrow terminal gets the
-/// summary on several lines (fewer function lines then) and the table cut at the edge.
-fn screen(http: &str, before: &Reading, now: &Reading, rows: usize, width: usize) -> String {
+/// One screen: the summary lines, then the table (its header line first).
+struct Screen {
+    summary: Vec<String>,
+    table: Vec<String>,
+}
+
+/// The screen for `now` against the reading before it, every line at most `width` columns.
+/// A narrow terminal gets the summary on several lines and the table cut at the edge.
+fn screen(http: &str, before: &Reading, now: &Reading, width: usize) -> Screen {
     let elapsed = now.at.saturating_duration_since(before.at);
     let bounds = &now.calls.bounds;
     let overall = rates(
@@ -99,8 +104,6 @@ fn screen(http: &str, before: &Reading, now: &Reading, rows: usize, width: usize
     if now.stats["draining"] == true {
         summary.push("DRAINING".to_owned());
     }
-    let header = wrap(&summary, width);
-    lines.truncate(rows.saturating_sub(header.len() - 1));
     let rows: Vec<Vec<String>> = lines.into_iter().map(|(_, row)| row).collect();
     let body = table::render(
         &[
@@ -114,9 +117,37 @@ fn screen(http: &str, before: &Reading, now: &Reading, rows: usize, width: usize
         ],
         &rows,
     );
-    let body: Vec<String> = body.lines().map(|line| cut(line, width)).collect();
-    format!("{}\n\n{}", header.join("\n"), body.join("\n"))
+    Screen {
+        summary: wrap(&summary, width),
+        table: body.lines().map(|line| cut(line, width)).collect(),
+    }
 }
+
+/// `screen` and `footer` in at most `rows` lines, so that nothing scrolls off the top: the
+/// summary always comes first and whole (unless it alone is taller than the terminal), then
+/// a blank line and as much of the table as fits; the footer only when it fits below the
+/// table's header and a function line.
+fn fit(screen: Screen, footer: &[&str], rows: usize) -> String {
+    let mut lines = screen.summary;
+    lines.truncate(rows);
+    let room = rows - lines.len();
+    let footer = match room >= footer.len() + 3 {
+        true => footer,
+        false => &[],
+    };
+    let table_rows = room
+        .saturating_sub(footer.len() + 1)
+        .min(screen.table.len());
+    if table_rows > 0 {
+        lines.push(String::new());
+        lines.extend(screen.table.into_iter().take(table_rows));
+    }
+    lines.extend(footer.iter().map(|line| (*line).to_owned()));
+    lines.join("\n")
+}
+
+/// What the live view shows below the screen.
+const FOOTER: [&str; 2] = ["", "q quits"];
 
 /// `parts` joined with " · " on as few lines of at most `width` columns as they fit (a part
 /// wider than that is cut).
@@ -145,10 +176,8 @@ pub(super) async fn top(cli: &Cli, args: &TopArgs) -> Result<(), CtlError> {
         let before = read(&admin).await?;
         tokio::time::sleep(args.interval).await;
         let now = read(&admin).await?;
-        println!(
-            "{}",
-            screen(&cli.http, &before, &now, usize::MAX, usize::MAX)
-        );
+        let screen = screen(&cli.http, &before, &now, usize::MAX);
+        println!("{}", fit(screen, &[], usize::MAX));
         return Ok(());
     }
     let terminal = Terminal::take()?;
@@ -179,30 +208,30 @@ async fn live(cli: &Cli, args: &TopArgs, admin: &Admin) -> Result<(), CtlError> 
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
         }
-        // Function lines that fit under the header (a terminal that says it has no size,
-        // as a bare pty may, gets a screenful).
+        // A terminal that says it has no size, as a bare pty may, gets a screenful.
         let (width, rows) = match terminal::size() {
-            Ok((cols, rows)) if rows > 8 && cols > 0 => (usize::from(cols), usize::from(rows) - 4),
-            _ => (usize::MAX, 20),
+            Ok((cols, rows)) if rows > 0 && cols > 0 => (usize::from(cols), usize::from(rows)),
+            _ => (usize::MAX, 24),
         };
-        let text = match read(admin).await {
+        let line = |text: String| Screen {
+            summary: vec![cut(&text, width)],
+            table: Vec::new(),
+        };
+        let screen = match read(admin).await {
             Ok(now) => {
-                let text = match &before {
-                    Some(before) => screen(&cli.http, before, &now, rows, width),
-                    None => format!("nmid at {}: reading…", cli.http),
+                let screen = match &before {
+                    Some(before) => screen(&cli.http, before, &now, width),
+                    None => line(format!("nmid at {}: reading…", cli.http)),
                 };
                 before = Some(now);
-                text
+                screen
             }
-            Err(err) => cut(
-                &format!(
-                    "nmid at {}: {err}; retrying every {:?}",
-                    cli.http, args.interval
-                ),
-                width,
-            ),
+            Err(err) => line(format!(
+                "nmid at {}: {err}; retrying every {:?}",
+                cli.http, args.interval
+            )),
         };
-        draw(&format!("{text}\n\nq quits"));
+        draw(&fit(screen, &FOOTER, rows));
     };
     over.store(true, Ordering::Relaxed);
     let _ = keys.join();
@@ -268,5 +297,46 @@ impl Drop for Terminal {
             terminal::LeaveAlternateScreen
         );
         let _ = terminal::disable_raw_mode();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(functions: usize) -> Screen {
+        Screen {
+            summary: vec![
+                "nmid 0.1.0 at http://h · up 3s".to_owned(),
+                "0.0% errors".to_owned(),
+            ],
+            table: (0..=functions).map(|i| format!("row {i}")).collect(),
+        }
+    }
+
+    /// However short the terminal, the frame fits it and starts with the whole summary; the
+    /// table is cut to the rows left, and the footer goes first when room is short.
+    #[test]
+    fn a_short_terminal_keeps_the_summary_and_cuts_the_table() {
+        for rows in 2..30 {
+            let frame = fit(sample(40), &FOOTER, rows);
+            let lines: Vec<&str> = frame.lines().collect();
+            assert!(lines.len() <= rows, "{rows} rows: {frame}");
+            assert_eq!(
+                lines[..2],
+                ["nmid 0.1.0 at http://h · up 3s", "0.0% errors"]
+            );
+        }
+        let tall = fit(sample(40), &FOOTER, 10);
+        assert_eq!(tall.lines().count(), 10);
+        assert!(tall.ends_with("row 4\n\nq quits"), "{tall}");
+        let short = fit(sample(40), &FOOTER, 5);
+        assert_eq!(
+            short.lines().collect::<Vec<_>>()[2..],
+            ["", "row 0", "row 1"]
+        );
+        let all = fit(sample(3), &[], usize::MAX);
+        assert!(all.ends_with("\n\nrow 0\nrow 1\nrow 2\nrow 3"), "{all}");
+        assert_eq!(fit(sample(3), &FOOTER, 1), "nmid 0.1.0 at http://h · up 3s");
     }
 }

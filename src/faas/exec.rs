@@ -2,6 +2,12 @@
 //! call's params go to stdin, stdout becomes the result, a non-zero exit is the function's
 //! error (its code and the tail of stderr), and the deadline kills the whole process group.
 //!
+//! The program's environment is nmid-faas's without its secrets ([`SCRUBBED_ENV`]), plus
+//! the function's `env`, plus what the call brings: `NMID_FUNCTION`, `NMID_JOB_ID`,
+//! `NMID_PARAMS_FORMAT`, and from an HTTP caller what an http function gets as headers and
+//! URL: `NMID_REQUEST_ID`, `NMID_QUERY` (its query string), `NMID_HEADER_<NAME>` for each
+//! forwarded header (`http.forward_headers`), `NMID_CONTENT_TYPE` for a raw body.
+//!
 //! Each process starts in a process group of its own (its PID is the group's ID), so that a
 //! kill reaches whatever it started too: a shell's children, a pipeline. When the process
 //! exits, anything it left running in its group is killed as well, and a process that left
@@ -22,6 +28,16 @@ use super::params::{Call, ParamsFormat};
 use super::spec::{ExecSpec, FunctionSpec};
 use crate::retstruct::RetStruct;
 use crate::worker::JobError;
+
+/// The environment nmid-faas holds its own secrets in, which its functions' programs do not
+/// inherit: the worker token, the OTLP exporter's headers (API keys), and systemd's
+/// credentials directory. A function's own `env` may still set them.
+pub const SCRUBBED_ENV: [&str; 4] = [
+    "NMID_TOKEN",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "CREDENTIALS_DIRECTORY",
+];
 
 /// How long a killed process may take to be reaped before the call gives up on it.
 const REAP_PATIENCE: Duration = Duration::from_secs(5);
@@ -48,6 +64,9 @@ impl ExecFunction {
         let timeout = call.time_limit(self.spec.timeout);
         let mut child = self.spawn(&call, format)?;
         let group = Arc::new(ProcessGroup::of(&child));
+        // The reader tasks hold the group until its pipes close: should this call be dropped
+        // unfinished (its dispatcher connection lost), the group is killed here, at once.
+        let _cancelled = KillOnDrop(group.clone());
         let input = child.stdin.take().map(|mut pipe| {
             tokio::spawn(async move {
                 // A command that does not read its stdin is fine: the broken pipe is ignored.
@@ -98,6 +117,9 @@ impl ExecFunction {
     fn spawn(&self, call: &Call<'_>, format: ParamsFormat) -> Result<Child, JobError> {
         let program = &self.exec.command[0];
         let mut command = Command::new(program);
+        for secret in SCRUBBED_ENV {
+            command.env_remove(secret);
+        }
         command
             .args(&self.exec.command[1..])
             .envs(&self.exec.env)
@@ -107,6 +129,8 @@ impl ExecFunction {
             .envs(call.trace.iter().map(|(k, v)| (k.to_uppercase(), v)))
             .envs(call.request_id.map(|id| ("NMID_REQUEST_ID", id)))
             .envs(call.content_type.map(|t| ("NMID_CONTENT_TYPE", t)))
+            .envs(call.query.map(|query| ("NMID_QUERY", query)))
+            .envs(header_env(&call.headers))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -122,6 +146,33 @@ impl ExecFunction {
             .map_err(|err| JobError::new(format!("cannot start {program:?}: {err}")))
     }
 }
+
+/// The forwarded request headers as environment variables, as an http function gets them:
+/// `Accept-Language` is `NMID_HEADER_ACCEPT_LANGUAGE` (upper case, every character but
+/// letters and digits `_`); a header sent several times is its values joined by `, `.
+fn header_env(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for (name, value) in headers {
+        let name: String = (name.chars())
+            .map(|c| match c.is_ascii_alphanumeric() {
+                true => c.to_ascii_uppercase(),
+                false => '_',
+            })
+            .collect();
+        let name = format!("{HEADER_ENV_PREFIX}{name}");
+        match env.iter_mut().find(|(seen, _)| *seen == name) {
+            Some((_, values)) => {
+                values.push_str(", ");
+                values.push_str(value);
+            }
+            None => env.push((name, (*value).to_owned())),
+        }
+    }
+    env
+}
+
+/// The prefix of a forwarded header's environment variable.
+pub const HEADER_ENV_PREFIX: &str = "NMID_HEADER_";
 
 /// The RetStruct of a finished process: its stdout on exit 0, else its exit code (or 128 +
 /// the signal that killed it) and the tail of its stderr.
@@ -185,6 +236,15 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Kills its process group when dropped.
+struct KillOnDrop(Arc<ProcessGroup>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill();
     }
 }
 
@@ -272,6 +332,23 @@ mod tests {
         assert_eq!(
             (killed.code, killed.msg.as_str()),
             (137, "killed by signal 9")
+        );
+    }
+
+    /// Header names become variable names; a repeated header's values are joined.
+    #[test]
+    fn forwarded_headers_become_environment_variables() {
+        let headers = [
+            ("accept-language", "fr"),
+            ("x-b3.id", "1"),
+            ("x-b3.id", "2"),
+        ];
+        assert_eq!(
+            header_env(&headers),
+            [
+                ("NMID_HEADER_ACCEPT_LANGUAGE".to_owned(), "fr".to_owned()),
+                ("NMID_HEADER_X_B3_ID".to_owned(), "1, 2".to_owned()),
+            ]
         );
     }
 

@@ -27,7 +27,9 @@ use super::params::Call;
 use super::spec::{FaasSpec, FunctionKind, FunctionSpec};
 use crate::client::Protocol;
 use crate::retstruct::RetStruct;
-use crate::worker::{Job, JobError, Readiness, Worker, WorkerError, WorkerHandle, WorkerMetrics};
+use crate::worker::{
+    Job, JobError, LinkLog, Readiness, Worker, WorkerError, WorkerHandle, WorkerMetrics,
+};
 
 /// What the last [`Runner::apply`] changed, by function name.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -93,6 +95,8 @@ pub struct Runner {
     functions: BTreeMap<String, Served>,
     stopping: Vec<actix_rt::task::JoinHandle<()>>,
     health: Arc<Health>,
+    /// One connection log for every function's worker: a dispatcher's outage is one line.
+    link_log: LinkLog,
 }
 
 /// What nmid-faas's `/readyz` (and `/healthz`) say, readable from the metrics server's
@@ -154,6 +158,7 @@ impl Runner {
             functions: BTreeMap::new(),
             stopping: Vec::new(),
             health,
+            link_log: LinkLog::new(),
         }
     }
 
@@ -276,6 +281,7 @@ impl Runner {
             .slots(spec.concurrency)
             .protocol(shared.protocol)
             .stop_timeout(self.stop_timeout)
+            .link_log(self.link_log.clone())
             .function(spec.name.clone(), active.handler());
         if let Some(token) = &shared.credentials.token {
             builder = builder.token(token.clone());

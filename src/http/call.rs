@@ -21,6 +21,7 @@ use crate::actors::front_door::{Caller, Refused};
 use crate::actors::job::JobActor;
 use crate::call::{CallOutcome, CallSpec, JobId};
 use crate::codec::{Metadata, ParamsType, HANDLE_TYPE_ENCODE};
+use crate::metrics::Outcome;
 use crate::retstruct::RetStruct;
 use crate::telemetry::{self, Hop};
 use tracing::Instrument;
@@ -85,12 +86,10 @@ pub async fn call(
     response
 }
 
-/// Sets `X-Request-Id` on a call's answer made before the handler ran (the guard's 401 or
-/// 403): the caller's, else a fresh job id.
-pub fn set_request_id(response: &mut HttpResponse, request: &HeaderMap) {
-    let id = (request.get(REQUEST_ID_HEADER).cloned())
-        .unwrap_or_else(|| HeaderValue::from(JobId::next().0));
-    (response.headers_mut()).insert(header::HeaderName::from_static(REQUEST_ID_HEADER), id);
+/// The `X-Request-Id` of an answer the call handler did not make (a refusal, a 405, any
+/// other route's): the caller's, else a fresh job id.
+pub fn request_id_of(request: &HeaderMap) -> HeaderValue {
+    (request.get(REQUEST_ID_HEADER).cloned()).unwrap_or_else(|| HeaderValue::from(JobId::next().0))
 }
 
 /// The call of `POST /call/{func}` up to its answer.
@@ -103,6 +102,22 @@ async fn call_function(
     job_id: JobId,
     request_id: &HeaderValue,
 ) -> Result<CallData, HttpError> {
+    let call = prepare_call(req, function, query, payload, state, request_id)
+        .await
+        .inspect_err(|_| state.metrics().record_refused(Outcome::BadRequest))?;
+    run_call(state, job_id, call, CallerOf::request(req)).await
+}
+
+/// The call a `POST /call/{func}` request makes, or why the request cannot be one (counted
+/// as `bad_request`, as a TCP client's unusable call is).
+async fn prepare_call(
+    req: &HttpRequest,
+    function: &str,
+    query: &CallQuery,
+    payload: web::Payload,
+    state: &HttpState,
+    request_id: &HeaderValue,
+) -> Result<CallSpec, HttpError> {
     let body = read_body(req, payload, state.max_body_bytes).await?;
     let pass_json = match query.params.as_deref() {
         None => false,
@@ -126,7 +141,7 @@ async fn call_function(
         request_id,
         &state.forward_headers,
     )));
-    run_call(state, job_id, call, CallerOf::request(req)).await
+    Ok(call)
 }
 
 /// What the function gets from the HTTP request besides its params, as call metadata
@@ -178,7 +193,7 @@ pub async fn gateway(
     payload: web::Payload,
     state: web::Data<HttpState>,
 ) -> HttpResponse {
-    let result = async {
+    let prepared = async {
         let function = match req.headers().get(NMID_FUNCTION_NAME) {
             Some(name) => name
                 .to_str()
@@ -198,10 +213,20 @@ pub async fn gateway(
         let body = read_body(&req, payload, state.max_body_bytes).await?;
         let (params, params_type) = json_body_params(body, pass_json)?;
         let timeout = timeout_from(req.headers(), state.job_timeout)?;
-        let call = new_call(req.headers(), &function, params, params_type, timeout);
-        run_call(&state, JobId::next(), call, CallerOf::request(&req)).await
+        Ok(new_call(
+            req.headers(),
+            &function,
+            params,
+            params_type,
+            timeout,
+        ))
     }
-    .await;
+    .await
+    .inspect_err(|_| state.metrics().record_refused(Outcome::BadRequest));
+    let result = match prepared {
+        Ok(call) => run_call(&state, JobId::next(), call, CallerOf::request(&req)).await,
+        Err(err) => Err(err),
+    };
     match result {
         Ok(data) => {
             let mut response = data_response(data);

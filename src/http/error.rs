@@ -149,11 +149,11 @@ pub(super) fn sniffed_content_type(bytes: &[u8], ret_struct: bool) -> &'static s
     }
 }
 
-/// The status of a function's `Code` that is an HTTP client error (400 to 499), kept as the
+/// The status of a function's `Code` that is an HTTP client error
+/// ([`crate::retstruct::is_client_error`]), kept as the
 /// caller's status; `None` for any other code.
 fn client_error(code: i64) -> Option<StatusCode> {
-    (400..500)
-        .contains(&code)
+    crate::retstruct::is_client_error(code)
         .then(|| StatusCode::from_u16(u16::try_from(code).ok()?).ok())
         .flatten()
 }

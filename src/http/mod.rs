@@ -242,6 +242,76 @@ mod tests {
         }
     }
 
+    /// Every answer carries `X-Request-Id`, the caller's when it sent one: a 405 of a health
+    /// endpoint, an unknown route's 404, a refused call's 400, a readiness answer.
+    #[actix_web::test]
+    async fn every_answer_carries_a_request_id() {
+        let app = test::init_service(App::new().app_data(state()).configure(configure)).await;
+        let requests = [
+            (test::TestRequest::post().uri("/healthz"), 405),
+            (test::TestRequest::put().uri("/readyz"), 405),
+            (test::TestRequest::get().uri("/nothing"), 404),
+            (test::TestRequest::get().uri("/readyz"), 200),
+            (
+                test::TestRequest::post()
+                    .uri("/call/F")
+                    .insert_header(("content-type", "application/json"))
+                    .set_payload("{nope"),
+                400,
+            ),
+        ];
+        for (request, status) in requests {
+            let request = request.insert_header((REQUEST_ID_HEADER, "rid-1"));
+            let response = test::call_service(&app, request.to_request()).await;
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.headers().get(REQUEST_ID_HEADER).unwrap(), "rid-1");
+        }
+        let made_up = test::TestRequest::post().uri("/healthz").to_request();
+        let response = test::call_service(&app, made_up).await;
+        assert!(response.headers().contains_key(REQUEST_ID_HEADER));
+    }
+
+    /// A request refused by the HTTP front end before it becomes a call (400 malformed, 413
+    /// too large, 415 unsupported) counts as outcome `bad_request`, as a TCP client's
+    /// unusable call does.
+    #[actix_web::test]
+    async fn http_refusals_count_as_bad_requests() {
+        let state = state();
+        let app = test::init_service(App::new().app_data(state.clone()).configure(configure)).await;
+        let json = ("content-type", "application/json");
+        let requests = [
+            test::TestRequest::post()
+                .uri("/call/F")
+                .insert_header(json)
+                .set_payload("{nope"),
+            test::TestRequest::post()
+                .uri("/call/F")
+                .insert_header(json)
+                .set_payload(vec![b' '; 33]),
+            test::TestRequest::post()
+                .uri("/call/F")
+                .insert_header(("content-type", "image/png"))
+                .set_payload("x"),
+            test::TestRequest::post()
+                .uri("/F")
+                .insert_header((super::call::NMID_REQUEST_TYPE, "HTTP_DO_WORK"))
+                .insert_header((super::call::NMID_PARAMS_TYPE, "7"))
+                .set_payload("{}"),
+        ];
+        for request in requests {
+            let response = test::call_service(&app, request.to_request()).await;
+            assert!(
+                response.status().is_client_error(),
+                "{:?}",
+                response.status()
+            );
+        }
+        let text = state.metrics().render(&Default::default());
+        let refused = r#"nmid_calls_total{function="_unknown",outcome="bad_request"} 4"#;
+        assert!(text.contains(refused), "{text}");
+        assert_eq!(state.metrics().read().errors, 4);
+    }
+
     /// Readiness and health answer from the registry; an unknown route is a JSON 404.
     #[actix_web::test]
     async fn health_readiness_and_unknown_routes() {

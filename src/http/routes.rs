@@ -162,16 +162,16 @@ async fn guarded<B: MessageBody>(
             }
             next.call(req).await?.map_into_left_body()
         }
-        Err(refused) => {
-            let mut response = refused.response();
-            if route.pattern == CALL_ROUTE {
-                // A refused call carries its request id too; the handler sets it on every
-                // other answer.
-                call::set_request_id(&mut response, req.headers());
-            }
-            req.into_response(response).map_into_right_body()
-        }
+        Err(refused) => req.into_response(refused.response()).map_into_right_body(),
     };
+    // Every answer carries a request id: the call handler sets its own (the one its function
+    // got); any other answer, a refusal or a 405 included, gets the caller's or a fresh one.
+    let mut response = response;
+    if !response.headers().contains_key(call::REQUEST_ID_HEADER) {
+        let id = call::request_id_of(response.request().headers());
+        let name = header::HeaderName::from_static(call::REQUEST_ID_HEADER);
+        response.headers_mut().insert(name, id);
+    }
     let status = response.status().as_u16();
     state.metrics().record_http(route.label, status);
     Ok(response)

@@ -10,9 +10,13 @@ pub enum Outcome {
     /// The worker answered, and not with a failure.
     Ok,
     /// The function failed: its worker reported an error (tagged `W_JOB_ERROR`), or answered
-    /// a RetStruct whose `Code` is not 0 (nmid-faas: a non-zero exit, an upstream's non-2xx
+    /// a RetStruct whose `Code` is not 0 (nmid-faas: a non-zero exit, an upstream's 5xx
     /// status). Label `error`.
     FunctionError,
+    /// The function refused the call as the caller's fault: a RetStruct `Code` from 400 to
+    /// 499 (an http function's upstream 4xx; [`crate::retstruct::is_client_error`]). Not a
+    /// failure of the function: left out of the error ratio.
+    ClientError,
     /// No worker (or no such function).
     CantDo,
     /// Refused for load.
@@ -33,9 +37,10 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in counter order.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Ok,
         Outcome::FunctionError,
+        Outcome::ClientError,
         Outcome::CantDo,
         Outcome::RateLimited,
         Outcome::Timeout,
@@ -51,6 +56,7 @@ impl Outcome {
         match self {
             Outcome::Ok => "ok",
             Outcome::FunctionError => "error",
+            Outcome::ClientError => "client_error",
             Outcome::CantDo => "cant_do",
             Outcome::RateLimited => "rate_limited",
             Outcome::Timeout => "timeout",
@@ -62,11 +68,24 @@ impl Outcome {
         }
     }
 
+    /// Whether the call counts as an error (`stats`, `top`, the dashboard, the error-ratio
+    /// alert): every outcome but `ok` and `client_error`.
+    pub fn is_error(self) -> bool {
+        !matches!(self, Outcome::Ok | Outcome::ClientError)
+    }
+
+    /// The outcome of the `outcome` label `label`.
+    pub fn of_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == label)
+    }
+
     /// The outcome of a job. A result's RetStruct `Code` is peeked at
-    /// ([`crate::retstruct::peek_code`]): not 0 is a failed function.
+    /// ([`crate::retstruct::peek_code`]): 400 to 499 is the caller's fault, any other but 0
+    /// a failed function.
     pub fn of(outcome: &CallOutcome) -> Self {
         match outcome {
             CallOutcome::Done(ret) => match crate::retstruct::peek_code(ret) {
+                Some(code) if crate::retstruct::is_client_error(code) => Outcome::ClientError,
                 Some(code) if code != 0 => Outcome::FunctionError,
                 _ => Outcome::Ok,
             },

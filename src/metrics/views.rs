@@ -14,10 +14,13 @@ impl Metrics {
             .map(|o| (o.as_str(), self.totals[*o as usize].load(Ordering::Relaxed)))
             .collect();
         let total = by_outcome.iter().map(|(_, n)| n).sum();
-        let ok = by_outcome[Outcome::Ok as usize].1;
+        let errors = (Outcome::ALL.iter().zip(&by_outcome))
+            .filter(|(outcome, _)| outcome.is_error())
+            .map(|(_, (_, n))| n)
+            .sum();
         CallCounts {
             total,
-            errors: total - ok,
+            errors,
             by_outcome,
         }
     }
@@ -40,7 +43,7 @@ impl Metrics {
                 entry.function = function;
                 let count = metric.get_counter().get_value() as u64;
                 entry.calls += count;
-                if label(metric, "outcome") != Outcome::Ok.as_str() {
+                if Outcome::of_label(&label(metric, "outcome")).is_some_and(Outcome::is_error) {
                     entry.errors += count;
                 }
             }

@@ -174,6 +174,48 @@ async fn http_callers_reach_functions_as_openfaas_users_expect() {
     dispatcher.stop().await;
 }
 
+/// An exec function gets what an http function gets from an HTTP caller, as environment
+/// variables: the query string (`NMID_QUERY`), each forwarded header (`Accept-Language`, a
+/// default `http.forward_headers`, as `NMID_HEADER_ACCEPT_LANGUAGE`) and the request id.
+#[actix_rt::test]
+async fn an_exec_function_gets_the_query_and_forwarded_headers() {
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let faas = Faas::start(
+        &dispatcher,
+        "[[function]]\nname = \"Env\"\ncommand = [\"sh\", \"-c\", \"cat >/dev/null; env\"]\n",
+    );
+    served(&dispatcher, "Env", 1).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/call/Env?lang=en&page=2", dispatcher.http_url()))
+        .header("x-request-id", "req-9")
+        .header("accept-language", "fr")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let env = response.text().await.unwrap();
+    let var = |name: &str| {
+        (env.lines())
+            .find_map(|line| line.strip_prefix(&format!("{name}=")))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        var("NMID_QUERY").as_deref(),
+        Some("lang=en&page=2"),
+        "{env}"
+    );
+    assert_eq!(
+        var("NMID_HEADER_ACCEPT_LANGUAGE").as_deref(),
+        Some("fr"),
+        "{env}"
+    );
+    assert_eq!(var("NMID_REQUEST_ID").as_deref(), Some("req-9"), "{env}");
+    faas.stop().await;
+    dispatcher.stop().await;
+}
+
 /// A caller's deadline passing on a hanging function is always 504 `timeout` (never 502),
 /// 20 times over; a function's own `timeout_ms`, shorter than the caller's, is 502.
 #[actix_rt::test]

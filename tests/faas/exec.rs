@@ -365,3 +365,37 @@ fn a_bad_file_at_start_is_refused_with_exit_status_2() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 functions, valid"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// nmid-faas's own secrets (its worker token in `NMID_TOKEN`, the OTLP exporter's headers,
+/// systemd's credentials directory) do not reach a function's program; the function's own
+/// `env` and the call's variables do.
+#[actix_rt::test]
+async fn the_faas_secrets_stay_out_of_a_functions_environment() {
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let server = dispatcher.addr.to_string();
+    let faas = Faas::start_env(
+        "[[function]]\nname = \"Env\"\ncommand = [\"env\"]\nenv = { MINE = \"kept\" }\n",
+        &["--server", &server],
+        &[
+            ("NMID_TOKEN", "worker-secret-1"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=otlp-secret-2"),
+            (
+                "CREDENTIALS_DIRECTORY",
+                "/run/credentials/nmid-faas.service",
+            ),
+        ],
+    );
+    served(&dispatcher, "Env", 1).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let env = client.call_data("Env", &Name { name: "x" }).await.unwrap();
+    let env = String::from_utf8_lossy(&env);
+    for secret in ["worker-secret-1", "otlp-secret-2", "CREDENTIALS_DIRECTORY"] {
+        assert!(!env.contains(secret), "{secret} leaked:\n{env}");
+    }
+    assert!(
+        env.contains("MINE=kept") && env.contains("NMID_FUNCTION=Env"),
+        "{env}"
+    );
+    faas.stop().await;
+    dispatcher.stop().await;
+}

@@ -12,6 +12,7 @@ mod cluster_support;
 mod common;
 mod deployed;
 mod discovery;
+mod dispatcher_lost;
 mod exec;
 mod http;
 
@@ -50,10 +51,16 @@ impl Faas {
 
     /// Writes `functions` as the file and starts `nmid-faas ARGS FILE`.
     pub fn start_args(functions: &str, args: &[&str]) -> Self {
+        Self::start_env(functions, args, &[])
+    }
+
+    /// As [`Faas::start_args`], with these environment variables set.
+    pub fn start_env(functions: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = temp_dir();
         std::fs::write(dir.join("functions.toml"), functions).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_nmid-faas"))
             .args(args)
+            .envs(env.iter().copied())
             .arg(dir.join("functions.toml"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -129,6 +129,23 @@ impl From<RetStruct> for Bytes {
     }
 }
 
+/// Whether a RetStruct `Code` says the *caller* was at fault, as an HTTP 4xx does: 400 to 499
+/// (nmid-faas passes an http function's upstream status as its `Code`). A dispatcher answers
+/// an HTTP caller with that status, and counts the call as `client_error` rather than as the
+/// function failing; any other non-zero `Code` is the function's error.
+///
+/// # Examples
+///
+/// ```
+/// use nmid_proto::retstruct::is_client_error;
+///
+/// assert!(is_client_error(404));
+/// assert!(!is_client_error(500) && !is_client_error(3) && !is_client_error(0));
+/// ```
+pub fn is_client_error(code: i64) -> bool {
+    (400..500).contains(&code)
+}
+
 /// The `Code` of a RetStruct, read without decoding the rest: the map's keys are walked, the
 /// values before `Code` skipped, nothing copied. `None` when `ret` is not a msgpack map with
 /// an integer `Code` (a result that does not follow the convention is not a failure).

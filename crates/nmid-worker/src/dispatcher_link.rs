@@ -6,7 +6,9 @@
 //! discovery follower, [`Shutdown`], [`SetSlots`], [`AddFunction`] and [`RemoveFunction`].
 //! Each connection has a generation number; an answer computed for an earlier connection is
 //! dropped rather than sent on the new one, since the dispatcher has already retried or failed
-//! that job.
+//! that job. So when a connection is lost, the jobs it brought are cancelled at once (their
+//! futures dropped: an nmid-faas command's process group is killed) rather than left to
+//! work for an answer nobody can receive.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -22,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, error, info, warn};
 
+use super::in_flight::{InFlight, Metered};
 use super::job::{Job, JobError, NestedCalls};
 use super::presence::Presence;
 use super::{Functions, HandlerResult, Meter};
@@ -107,6 +110,8 @@ pub(super) struct LinkSettings {
     /// Links of this worker connected with their functions registered; each link counts
     /// itself in while it is (the clones of one worker's settings share the count).
     pub(super) registered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Where connection changes are logged (shared with other workers, or its own).
+    pub(super) log: super::LinkLog,
 }
 
 /// Where a job's answer goes, in the protocol the job came in.
@@ -151,7 +156,8 @@ pub(super) struct DispatcherLink {
     generation: u64,
     backoff: ExponentialBackoff,
     last_heard: Instant,
-    running: u32,
+    /// The jobs running, to cancel when the connection is lost.
+    running: InFlight,
     backlog: VecDeque<Waiting>,
     nested: Rc<NestedCalls>,
     stopping: Option<Stopping>,
@@ -163,14 +169,14 @@ impl DispatcherLink {
     pub(super) fn new(addr: String, settings: LinkSettings) -> Self {
         let nested = Rc::new(NestedCalls::new(addr.clone(), settings.access.clone()));
         Self {
-            presence: Presence::new(settings.registered.clone()),
+            presence: Presence::new(settings.registered.clone(), settings.log.clone(), &addr),
             addr,
             settings,
             conn: None,
             generation: 0,
             backoff: reconnect_backoff(),
             last_heard: Instant::now(),
-            running: 0,
+            running: InFlight::default(),
             backlog: VecDeque::new(),
             nested,
             stopping: None,
@@ -187,7 +193,7 @@ impl Actor for DispatcherLink {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.set_registered(false);
+        self.presence.set_registered(false);
         if let Some(stopping) = self.stopping.take() {
             for done in stopping.done {
                 let _ = done.send(());
@@ -289,7 +295,7 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for DispatcherLin
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        info!(addr = %self.addr, "dispatcher closed the connection");
+        debug!(addr = %self.addr, "dispatcher closed the connection");
         self.link_down(ctx);
     }
 }
@@ -350,7 +356,7 @@ impl Handler<Shutdown> for DispatcherLink {
             }
         }
         ctx.run_later(self.settings.stop_timeout, |link, ctx| {
-            warn!(addr = %link.addr, jobs = link.running, "stop timeout: closing with jobs unfinished");
+            warn!(addr = %link.addr, jobs = link.running.count(), "stop timeout: closing with jobs unfinished");
             ctx.stop();
         });
         info!(addr = %self.addr, "worker stopping: functions removed, finishing jobs in flight");
@@ -370,7 +376,7 @@ impl Handler<SetSlots> for DispatcherLink {
             conn.awaiting.push_back("slots".to_owned());
         }
         // Raised: jobs waiting here (only v1 dispatchers send more than the slots) start.
-        while self.running < self.settings.slots {
+        while self.running.count() < self.settings.slots {
             let Some(next) = self.backlog.pop_front() else {
                 break;
             };
@@ -429,7 +435,7 @@ impl DispatcherLink {
                 _ if link.stopping.is_some() => ctx.stop(),
                 Ok(stream) => link.link_up(stream, ctx),
                 Err(err) => {
-                    link.presence.unreachable(&link.addr, &err);
+                    link.presence.unreachable(&err);
                     debug!(addr = %link.addr, cause = %err, "cannot reach dispatcher");
                     link.schedule_reconnect(ctx);
                 }
@@ -484,10 +490,11 @@ impl DispatcherLink {
             // The first connection makes the generation 1; each loss and return adds 2.
             metrics.link(&self.addr, true, self.generation > 1);
         }
-        info!(addr = %self.addr, name = %self.settings.name, "worker registered");
+        debug!(addr = %self.addr, name = %self.settings.name, "worker registered");
     }
 
-    /// The connection is gone: jobs received on it will not be answered on the next one.
+    /// The connection is gone: its jobs' answers could go nowhere, so they are cancelled (the
+    /// dispatcher retries or fails those calls).
     fn link_down(&mut self, ctx: &mut Context<Self>) {
         let Some(conn) = self.conn.take() else {
             return;
@@ -500,10 +507,11 @@ impl DispatcherLink {
         if let Some(metrics) = &self.settings.metrics {
             metrics.link(&self.addr, false, false);
         }
+        let cancelled = self.running.cancel_all(ctx);
         if self.stopping.is_none() {
-            warn!(addr = %self.addr, "disconnected from dispatcher; reconnecting");
+            (self.presence).disconnected(cancelled, &self.settings.name);
         }
-        self.set_registered(false);
+        self.presence.set_registered(false);
         self.backlog.clear();
         if self.stopping.is_some() {
             ctx.stop();
@@ -515,12 +523,8 @@ impl DispatcherLink {
     /// Every registration of this connection is answered: the worker is registered here.
     fn check_registered(&mut self) {
         if self.conn.as_ref().is_some_and(|c| c.awaiting.is_empty()) {
-            self.set_registered(true);
+            self.presence.set_registered(true);
         }
-    }
-
-    fn set_registered(&mut self, registered: bool) {
-        (self.presence).set_registered(registered, &self.addr, &self.settings.name);
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
@@ -540,39 +544,34 @@ impl DispatcherLink {
     /// Runs the job now if a slot is free, else keeps it for later (only v1 dispatchers
     /// send more jobs than slots).
     fn accept(&mut self, job: Job, reply: ReplyTo, ctx: &mut Context<Self>) {
-        if self.running >= self.settings.slots {
+        if self.running.count() >= self.settings.slots {
             self.backlog.push_back(Waiting { job, reply });
             return;
         }
         self.run(job, reply, ctx);
     }
 
-    fn run(&mut self, job: Job, reply: ReplyTo, ctx: &mut Context<Self>) {
+    fn run(&mut self, mut job: Job, reply: ReplyTo, ctx: &mut Context<Self>) {
         let Some(handler) = self.settings.functions.handler(job.function.as_bytes()) else {
             let message = format!("function {:?} is not served by this worker", job.function);
             self.answer(self.generation, reply, Err(JobError::new(message)));
             return;
         };
-        self.running += 1;
         let generation = self.generation;
-        let started = (self.settings.metrics.clone()).map(|metrics| {
-            metrics.job_started(&job.function);
-            (metrics, job.function.clone(), Instant::now())
-        });
-        let mut job = job;
+        let key = self.running.next_key();
+        let metered = (self.settings.metrics.clone()).map(|metrics| Metered::start(metrics, &job));
         job.span = trace::hop_span(Hop::Worker, &job.function, Some(&job.metadata));
         let span = job.span.clone();
         // A panicking handler fails its job; it does not take the worker down.
-        AssertUnwindSafe(handler(job))
+        let job = AssertUnwindSafe(handler(job))
             .catch_unwind()
             .instrument(span.clone())
             .into_actor(self)
             .map(move |result, link, ctx| {
-                link.running -= 1;
+                link.running.remove(&key);
                 let result = result.unwrap_or_else(|_| Err(JobError::new("handler panicked")));
-                if let Some((metrics, function, at)) = &started {
-                    let answer = result.as_ref().map(|ret| &ret[..]).map_err(|_| ());
-                    metrics.job_done(function, answer, at.elapsed());
+                if let Some(metered) = metered {
+                    metered.finish(result.as_ref().map(|ret| &ret[..]).map_err(|_| ()));
                 }
                 trace::finish(&span, if result.is_ok() { "ok" } else { "error" });
                 link.answer(generation, reply, result);
@@ -580,8 +579,8 @@ impl DispatcherLink {
                     link.run(next.job, next.reply, ctx);
                 }
                 link.check_stop(ctx);
-            })
-            .spawn(ctx);
+            });
+        self.running.insert(key, ctx.spawn(job));
     }
 
     fn answer(&mut self, generation: u64, reply: ReplyTo, result: HandlerResult) {
@@ -627,7 +626,7 @@ impl DispatcherLink {
         let Some(stopping) = &self.stopping else {
             return;
         };
-        if !stopping.sealed || self.running > 0 || !self.backlog.is_empty() {
+        if !stopping.sealed || !self.running.is_empty() || !self.backlog.is_empty() {
             return;
         }
         match &mut self.conn {

@@ -99,6 +99,7 @@
 #[cfg(feature = "discovery")]
 mod discover;
 mod dispatcher_link;
+mod in_flight;
 mod job;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -125,7 +126,7 @@ pub use nmid_client::ClientTls;
 pub use nmid_client::Discovery;
 pub use nmid_client::{Access, InternalDial, Metadata, ParamsType, Protocol, RetStruct};
 pub use nmid_proto::trace;
-pub use presence::Readiness;
+pub use presence::{LinkLog, Readiness};
 
 #[cfg(feature = "discovery")]
 use discover::{Follower, StopAll};
@@ -257,6 +258,7 @@ impl Worker {
             },
             #[cfg(feature = "tls")]
             tls: None,
+            link_log: LinkLog::new(),
         }
     }
 }
@@ -278,6 +280,7 @@ pub struct WorkerBuilder {
     access: Access,
     #[cfg(feature = "tls")]
     tls: Option<ClientTls>,
+    link_log: LinkLog,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -421,6 +424,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Logs this worker's connection changes in `log`, together with the other workers
+    /// given the same one: one line per change of a dispatcher's state, not one per worker
+    /// (nmid-faas, a worker per function, shares one). Default: a log of its own.
+    pub fn link_log(mut self, log: LinkLog) -> Self {
+        self.link_log = log;
+        self
+    }
+
     /// Starts one link per dispatcher on the current actix arbiter. Must be called inside
     /// a running actix `System` (e.g. `#[actix_rt::main]`). Connection failures are not
     /// errors: each link keeps reconnecting with backoff.
@@ -464,6 +475,7 @@ impl WorkerBuilder {
             functions,
             metrics: self.metrics,
             registered: registered.clone(),
+            log: self.link_log,
         };
         let links = (self.servers.iter())
             .map(|addr| DispatcherLink::new(addr.clone(), settings.clone()).start())

@@ -72,7 +72,7 @@ impl WorkerMetrics {
         let jobs = IntCounterVec::new(
             Opts::new(
                 "nmid_worker_handled_total",
-                "Jobs this worker answered, by function and outcome: ok, or error (the handler failed or answered a RetStruct whose Code is not 0).",
+                "Jobs this worker answered, by function and outcome: ok; client_error (a RetStruct Code from 400 to 499, the caller's fault); or error (the handler failed or answered another Code but 0).",
             ),
             &["function", "outcome"],
         )
@@ -143,7 +143,7 @@ impl WorkerMetrics {
 
     /// A worker starts serving `function`: its series exist from now on, at 0.
     pub(super) fn serve(&self, function: &str) {
-        for outcome in ["ok", "error"] {
+        for outcome in ["ok", "client_error", "error"] {
             self.inner.jobs.with_label_values(&[function, outcome]);
         }
         self.inner.duration.with_label_values(&[function]);
@@ -156,10 +156,15 @@ impl WorkerMetrics {
     }
 
     /// A job of `function` ended after `elapsed` with `result`: an error when the handler
-    /// failed or answered a RetStruct whose `Code` is not 0.
+    /// failed or answered a RetStruct whose `Code` is not 0, but a client error for a `Code`
+    /// from 400 to 499 ([`nmid_proto::retstruct::is_client_error`]).
     pub(super) fn job_done(&self, function: &str, result: Result<&[u8], ()>, elapsed: Duration) {
-        let ok = result.is_ok_and(|ret| nmid_proto::retstruct::peek_code(ret).unwrap_or(0) == 0);
-        let outcome = if ok { "ok" } else { "error" };
+        use nmid_proto::retstruct::{is_client_error, peek_code};
+        let outcome = match result.map(|ret| peek_code(ret).unwrap_or(0)) {
+            Ok(0) => "ok",
+            Ok(code) if is_client_error(code) => "client_error",
+            _ => "error",
+        };
         self.inner.in_flight.with_label_values(&[function]).dec();
         self.inner
             .jobs
@@ -169,6 +174,12 @@ impl WorkerMetrics {
             .duration
             .with_label_values(&[function])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A job of `function` was cancelled unanswered (its connection was lost): no longer in
+    /// flight, and not counted as answered.
+    pub(super) fn job_cancelled(&self, function: &str) {
+        self.inner.in_flight.with_label_values(&[function]).dec();
     }
 
     /// The connection to `dispatcher` came up (`again`: not the first time) or went down.

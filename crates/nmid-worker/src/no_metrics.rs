@@ -20,6 +20,10 @@ impl Meter {
         match *self {}
     }
 
+    pub(crate) fn job_cancelled(&self, _function: &str) {
+        match *self {}
+    }
+
     pub(crate) fn link(&self, _dispatcher: &str, _up: bool, _again: bool) {
         match *self {}
     }
