@@ -14,6 +14,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::body::read_body;
 use super::error::HttpError;
 use super::guard::Access;
 use super::HttpState;
@@ -103,7 +104,7 @@ async fn call_function(
     job_id: JobId,
     request_id: &HeaderValue,
 ) -> Result<CallData, HttpError> {
-    let body = read_body(req, payload, state.max_body_bytes).await?;
+    let body = read_body(req, payload, &state.bodies, state.metrics()).await?;
     let pass_json = match query.params.as_deref() {
         None => false,
         Some("json") => true,
@@ -195,7 +196,7 @@ pub async fn gateway(
                 ))
             }
         };
-        let body = read_body(&req, payload, state.max_body_bytes).await?;
+        let body = read_body(&req, payload, &state.bodies, state.metrics()).await?;
         let (params, params_type) = json_body_params(body, pass_json)?;
         let timeout = timeout_from(req.headers(), state.job_timeout)?;
         let call = new_call(req.headers(), &function, params, params_type, timeout);
@@ -381,28 +382,6 @@ fn data_response(data: CallData) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(content_type)
         .body(data.bytes)
-}
-
-/// Reads the whole body, refusing more than `limit` bytes: at once when `Content-Length`
-/// says so, else as it streams in (actix-web's `to_bytes_limited`).
-async fn read_body(
-    req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, HttpError> {
-    let announced = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if announced.is_some_and(|len| len > limit) {
-        return Err(HttpError::BodyTooLarge(limit));
-    }
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(e)) => Err(HttpError::BadRequest(format!("cannot read body: {e}"))),
-        Err(_) => Err(HttpError::BodyTooLarge(limit)),
-    }
 }
 
 /// The worker's params from a `/call` body with `content_type` (the header's value, if

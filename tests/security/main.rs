@@ -19,6 +19,7 @@ mod cluster_support;
 mod common;
 mod fairness;
 mod forwarding;
+mod holding;
 mod logs;
 mod routes;
 mod tls;
