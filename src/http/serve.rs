@@ -232,13 +232,21 @@ where
         let service = service.clone();
         let metrics = metrics.clone();
         let (connections, keep_alive) = (open.connections.clone(), open.keep_alive);
+        let refusals = open.gate.refusals().clone();
         let activity = Activity::new();
         connections.opened(peer, activity.clone());
         metrics.http_connection(1);
         actix_rt::spawn(async move {
             tokio::select! {
-                served = service.call(stream) => if let Err(err) = served {
-                    debug!(%peer, cause = ?err, "HTTP connection ended with an error");
+                // A malformed request, a TLS handshake that failed, a reset: a peer can end
+                // connections so as often as it likes (actix-http's own line for each is
+                // off, see `telemetry::init`).
+                served = service.call(stream) => match served {
+                    Err(err) if refusals.first("http_error") => {
+                        warn!(%peer, cause = ?err, "HTTP connection ended with an error");
+                    }
+                    Err(err) => debug!(%peer, cause = ?err, "HTTP connection ended with an error"),
+                    Ok(()) => {}
                 },
                 // Dropping the connection's service closes it (HTTP/2 included).
                 () = activity.idle_for(keep_alive) => {
