@@ -148,13 +148,11 @@ impl Handler<Forward> for PeerLink {
         };
         let hop = Bytes::from_static(FORWARDED_META_KEY.as_bytes());
         options.metadata.push((hop, self.own_id.clone()));
-        // Only the caller this dispatcher admitted is named, never one a client wrote itself.
-        let caller_key = CALLER_META_KEY.as_bytes();
-        options.metadata.retain(|(key, _)| &key[..] != caller_key);
+        // Only the caller this dispatcher admitted is named: the front door removed any
+        // entry a client wrote itself.
         if let Some(caller) = spec.caller.as_ref().and_then(|c| c.to_meta()) {
-            options
-                .metadata
-                .push((Bytes::from_static(caller_key), caller));
+            let key = Bytes::from_static(CALLER_META_KEY.as_bytes());
+            options.metadata.push((key, caller));
         }
         debug!(job = %job_id, peer = %self.peer, function = %spec.function.escaped(), "forwarding call");
         self.in_flight.insert(job_id, lease);
