@@ -92,7 +92,7 @@ pub static ROUTES: [Route; 12] = [
     route!("/api/v1/history", Read, Admin, admin::history),
     route!("/metrics", Read, Metrics, admin::metrics),
     route!("/healthz", Read, Nothing, admin::healthz),
-    route!("/readyz", Read, Nothing, admin::readyz),
+    route!("/readyz", Read, Probe, admin::readyz),
     route!("/dashboard", Read, Admin, admin::dashboard),
     Route {
         pattern: ANY_PATH,
@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn routes_need_their_roles() {
         assert_eq!(needs(&ROUTES, "/healthz"), Needs::Nothing);
-        assert_eq!(needs(&ROUTES, "/readyz"), Needs::Nothing);
+        assert_eq!(needs(&ROUTES, "/readyz"), Needs::Probe);
         assert_eq!(needs(&ROUTES, "/metrics"), Needs::Metrics);
         assert_eq!(needs(&ROUTES, "/api/v1/workers"), Needs::Admin);
         assert_eq!(needs(&ROUTES, "/dashboard"), Needs::Admin);

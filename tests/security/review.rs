@@ -1,5 +1,6 @@
 //! What an independent review of issue 18's work found, beyond what a peer can hold open
-//! (`holding.rs`): a forged `nmid-caller` reaching workers on local calls.
+//! (`holding.rs`): a forged `nmid-caller` reaching workers on local calls, and `/readyz`
+//! telling anyone which functions have workers.
 
 use super::common::start_dispatcher_with;
 use super::*;
@@ -52,4 +53,66 @@ async fn a_forged_caller_never_reaches_a_worker_on_a_local_call() {
         worker.stop().await;
         dispatcher.stop().await;
     }
+}
+
+/// With auth on, `/readyz` tells a caller without the admin role its status and nothing
+/// else: no counts of workers or functions, no names of missing functions, and it may not
+/// ask about functions of its choosing (`?functions=` is 401, where the answer told which
+/// functions have workers). The admin token gets the details; auth off, everyone does.
+#[actix_rt::test]
+async fn readiness_shows_details_only_to_the_admin_role() {
+    let mut config = auth_config();
+    config.http.ready_functions = vec!["ToUpper".to_owned()];
+    let dispatcher = start_dispatcher_with_http(config);
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", dispatcher.http_url());
+    let get = |path: &str, secret: Option<&str>| {
+        let mut request = http.get(url(path));
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value =
+                serde_json::from_str(&response.text().await.unwrap()).unwrap();
+            (status, body)
+        }
+    };
+    let waiting = serde_json::json!({"status": "waiting for functions"});
+    assert_eq!(get("/readyz", None).await, (503, waiting.clone()));
+    assert_eq!(get("/readyz", Some(CLIENT_SECRET)).await, (503, waiting));
+    let (status, body) = get("/readyz", Some(ADMIN_SECRET)).await;
+    assert_eq!(
+        (status, &body["missing"]),
+        (503, &serde_json::json!(["ToUpper"]))
+    );
+    let worker = upper_worker(&dispatcher, WORKER_SECRET);
+    served(&dispatcher, "ToUpper", 1).await;
+    let ready = serde_json::json!({"status": "ready"});
+    assert_eq!(get("/readyz", None).await, (200, ready));
+    for secret in [None, Some(CLIENT_SECRET), Some("not-a-token-0123456789")] {
+        let (status, body) = get("/readyz?functions=ToUpper", secret).await;
+        assert_eq!(status, 401, "{secret:?}: {body}");
+        let (status, body) = get("/readyz?functions=Nobody", secret).await;
+        assert_eq!(status, 401, "{secret:?}: {body}");
+    }
+    let (status, body) = get("/readyz?functions=ToUpper", Some(ADMIN_SECRET)).await;
+    assert_eq!((status, body["workers"].as_u64()), (200, Some(1)), "{body}");
+    let (status, body) = get("/readyz?functions=Nobody", Some(ADMIN_SECRET)).await;
+    assert_eq!(
+        (status, &body["missing"]),
+        (503, &serde_json::json!(["Nobody"]))
+    );
+    worker.stop().await;
+    dispatcher.stop().await;
+
+    let open = start_dispatcher_with_http(Config::default());
+    let response = reqwest::get(format!("{}/readyz?functions=Nobody", open.http_url()))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(body["missing"], serde_json::json!(["Nobody"]), "auth off");
+    open.stop().await;
 }
