@@ -527,6 +527,9 @@ impl Config {
         if cluster.max_forwarded_per_peer == 0 {
             return invalid("cluster.max_forwarded_per_peer", "must be at least 1");
         }
+        if cluster.max_forwarded_per_caller == 0 {
+            return invalid("cluster.max_forwarded_per_caller", "must be at least 1");
+        }
         if cluster.max_record_bytes < 1024 {
             return invalid("cluster.max_record_bytes", "must be at least 1024");
         }

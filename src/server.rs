@@ -237,7 +237,10 @@ fn start_registry(
     let max_queue = config.workers.max_queue_per_function;
     let batch_slack = config.workers.batch_slack;
     let (max_forwarded, peer_retry) = (
-        config.cluster.max_forwarded_per_peer,
+        (
+            config.cluster.max_forwarded_per_peer,
+            config.cluster.max_forwarded_per_caller,
+        ),
         Duration::from_millis(config.cluster.peer_retry_ms),
     );
     let breakers = config.breaker_settings();
