@@ -116,3 +116,36 @@ async fn readiness_shows_details_only_to_the_admin_role() {
     assert_eq!(body["missing"], serde_json::json!(["Nobody"]), "auth off");
     open.stop().await;
 }
+
+/// `OPTIONS *`, whose target is no path, goes through the guard like any path no route
+/// covers, on both listeners: 401 without credentials, 403 for a client token, and only the
+/// admin token gets the 404. Before, it was answered 404 without a decision.
+#[actix_rt::test]
+async fn a_request_for_no_path_passes_the_guard() {
+    let dispatcher = common::start_dispatcher_with_metrics_port(auth_config());
+    let metrics = dispatcher.handle().metrics_addr().unwrap();
+    for addr in [dispatcher.http.unwrap(), metrics] {
+        for (secret, want) in [
+            (None, "401"),
+            (Some(CLIENT_SECRET), "403"),
+            (Some(ADMIN_SECRET), "404"),
+        ] {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let auth = secret.map_or(String::new(), |s| format!("Authorization: Bearer {s}\r\n"));
+            let request =
+                format!("OPTIONS * HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = Vec::new();
+            tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
+                .await
+                .expect("an answer")
+                .unwrap();
+            let response = String::from_utf8_lossy(&response);
+            assert!(
+                response.starts_with(&format!("HTTP/1.1 {want}")),
+                "{addr} {secret:?}: {response}"
+            );
+        }
+    }
+    dispatcher.stop().await;
+}
