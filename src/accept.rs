@@ -95,6 +95,12 @@ impl AcceptGate {
         }
     }
 
+    /// Where this listener's refusals, and the other floods a peer can make on it, are
+    /// logged once per window.
+    pub fn refusals(&self) -> &Arc<RefusalLog> {
+        &self.refusals
+    }
+
     /// A permit under the limits alone, for a connection the address lists do not apply to
     /// (the dispatcher's own); else the limit that refused it.
     pub fn permit(&self, peer: SocketAddr) -> Result<ConnectionPermit, Limit> {

@@ -209,6 +209,19 @@ impl CallSpec {
         ClientKey::from_meta(value)
     }
 
+    /// Removes any [`CALLER_META_KEY`] entry from the metadata, once the front door has
+    /// read it: a caller a client wrote there itself must reach no worker, and a peer hop
+    /// names only the caller the front door admitted ([`CallSpec::caller`]).
+    pub fn forget_named_caller(&mut self) {
+        let Some(meta) = &mut self.meta else {
+            return;
+        };
+        let key = CALLER_META_KEY.as_bytes();
+        if meta.iter().any(|(k, _)| &k[..] == key) {
+            Arc::make_mut(meta).retain(|(k, _)| &k[..] != key);
+        }
+    }
+
     /// Refuses what nmid refuses (an empty function name or empty params) and a call whose
     /// job frame would be larger than `max_frame_bytes`, the largest body workers accept:
     /// refused now, it cannot reach a worker that would close its connection over it.

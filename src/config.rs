@@ -159,6 +159,15 @@ pub struct HttpConfig {
     pub ready_functions: Vec<String>,
     /// HTTP connections open from one IP beyond which its new ones are closed; 0: no limit.
     pub max_connections_per_ip: usize,
+    /// Idle time after which a connection with no request in progress is closed (HTTP/1
+    /// and HTTP/2), in milliseconds.
+    pub keep_alive_ms: u64,
+    /// Time to send a request's head (HTTP/1) or finish the HTTP/2 handshake, in ms.
+    pub client_request_timeout_ms: u64,
+    /// Time to send a request's whole body once its head has arrived, in milliseconds.
+    pub body_timeout_ms: u64,
+    /// Bytes of request bodies being received at once, over all connections.
+    pub max_receiving_body_bytes: usize,
 }
 
 /// `[metrics]`
@@ -371,6 +380,25 @@ impl Config {
         if self.http.max_connections == 0 {
             return invalid("http.max_connections", "must be at least 1");
         }
+        let http = &self.http;
+        for (key, ms) in [
+            ("http.keep_alive_ms", http.keep_alive_ms),
+            (
+                "http.client_request_timeout_ms",
+                http.client_request_timeout_ms,
+            ),
+            ("http.body_timeout_ms", http.body_timeout_ms),
+        ] {
+            if ms == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if http.max_receiving_body_bytes < http.max_body_bytes {
+            return invalid(
+                "http.max_receiving_body_bytes",
+                "must be at least http.max_body_bytes, or no body of the largest size could arrive",
+            );
+        }
         if self.jobs.timeout_ms == 0 {
             return invalid("jobs.timeout_ms", "must be at least 1");
         }
@@ -498,6 +526,9 @@ impl Config {
         }
         if cluster.max_forwarded_per_peer == 0 {
             return invalid("cluster.max_forwarded_per_peer", "must be at least 1");
+        }
+        if cluster.max_forwarded_per_caller == 0 {
+            return invalid("cluster.max_forwarded_per_caller", "must be at least 1");
         }
         if cluster.max_record_bytes < 1024 {
             return invalid("cluster.max_record_bytes", "must be at least 1024");

@@ -5,9 +5,11 @@
 //!   of its own, ESC that would repaint a terminal) and backslashes escaped, invalid UTF-8
 //!   as `\xNN`. Every log field of such a string goes through it. It is `nmid_proto`'s
 //!   (the libraries' spans escape the function name too), re-exported here.
-//! - [`RefusalLog`]: refused connections are logged once per kind and window, then as a
-//!   count (`log.refusal_summary_interval_ms`): a flood of refused connects writes a line
-//!   every few seconds, not one each. The metrics count every refusal exactly.
+//! - [`RefusalLog`]: what a peer can make happen as often as it likes (a refused connection,
+//!   a malformed frame, a read that failed, a result for a job no one holds, a registration
+//!   outside a grant, an HTTP connection that ended in a protocol error) is logged once per
+//!   kind and window, then as a count (`log.refusal_summary_interval_ms`): a flood writes a
+//!   line every few seconds, not one each. The metrics count every refusal exactly.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -96,7 +98,7 @@ fn summarise(kind: &str, window: &Window, now: Instant) {
             kind,
             more = window.unlogged,
             seconds = format_args!("{seconds:.1}"),
-            "closed more connections for the same reason (logged once per window: log.refusal_summary_interval_ms)"
+            "more of the same kind, not logged one by one (once per window: log.refusal_summary_interval_ms)"
         );
     }
 }

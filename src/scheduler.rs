@@ -43,7 +43,7 @@ use std::time::Instant;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::breaker::{BreakerSettings, BreakerState, Transition, Verdict};
-use crate::call::{DispatchError, FunctionName, JobId, PeerId, WorkerId};
+use crate::call::{ClientKey, DispatchError, FunctionName, JobId, PeerId, WorkerId};
 use crate::snapshot::{FunctionSnapshot, PeerSnapshot};
 use peers::{NoPeer, Peers};
 use placement::{assign, pick_worker, Batch, FunctionEntry, Load, WorkerEntry};
@@ -71,6 +71,10 @@ pub trait Waiting {
     /// The call may be forwarded to a peer dispatcher: it was not forwarded here itself.
     fn forwardable(&self) -> bool {
         true
+    }
+    /// Whom the call is made for, sharing a peer's forwarding slots fairly.
+    fn caller(&self) -> Option<&ClientKey> {
+        None
     }
 }
 
@@ -181,9 +185,10 @@ impl<C: Waiting> Scheduler<C> {
         self.breakers.is_some()
     }
 
-    /// Forwards at most `max` calls at once to one peer; past it the peer counts as full.
-    pub fn set_max_forwarded_per_peer(&mut self, max: u32) {
-        self.peers.set_max_forwarded(max);
+    /// Forwards at most `max` calls at once to one peer, of which at most `per_caller` for
+    /// one caller; past it the peer counts as full (for that caller).
+    pub fn set_max_forwarded_per_peer(&mut self, max: u32, per_caller: u32) {
+        self.peers.set_max_forwarded(max, per_caller);
     }
 
     /// Places a call of `function`: on the least-loaded worker with a free slot, else in the
@@ -386,9 +391,9 @@ impl<C: Waiting> Scheduler<C> {
         self.peers.set_reachable(peer, reachable);
     }
 
-    /// A call forwarded to `peer` was answered or lost: it no longer counts against it.
-    pub fn forward_finished(&mut self, peer: &PeerId) {
-        self.peers.finished(peer);
+    /// A call forwarded to `peer` for `caller` was answered or lost: it no longer counts.
+    pub fn forward_finished(&mut self, peer: &PeerId, caller: Option<&ClientKey>) {
+        self.peers.finished(peer, caller);
     }
 
     /// Every peer dispatcher, sorted by id.
@@ -535,7 +540,7 @@ impl<C: Waiting> Scheduler<C> {
     /// serving peer is full, `NoWorker` when the function is served somewhere (or was
     /// here), else `UnknownFunction`.
     fn forward_or_refuse(&mut self, function: &FunctionName, call: C) -> Decision<C> {
-        let error = match call.forwardable().then(|| self.peers.pick(function)) {
+        let error = match (call.forwardable()).then(|| self.peers.pick(function, call.caller())) {
             Some(Ok(peer)) => return Decision::Forward { peer, call },
             Some(Err(NoPeer::AllBusy)) => DispatchError::RateLimited,
             _ if self.known.contains(function) || self.peers.serve(function) => {
@@ -551,7 +556,7 @@ impl<C: Waiting> Scheduler<C> {
     /// refused `BreakerOpen`.
     fn refuse_broken(&mut self, function: &FunctionName, call: C) -> Decision<C> {
         if call.forwardable() {
-            if let Ok(peer) = self.peers.pick(function) {
+            if let Ok(peer) = self.peers.pick(function, call.caller()) {
                 return Decision::Forward { peer, call };
             }
         }

@@ -27,7 +27,7 @@ use crate::actors::registry::{AbandonAll, Drain, Registry, Snapshot};
 use crate::actors::SessionSettings;
 use crate::cluster::{Cluster, ClusterReport, ClusterSettings, ClusterView};
 use crate::config::{Config, ConfigError};
-use crate::http::{HttpSite, HttpState, Serving};
+use crate::http::{BodyLimits, HttpSite, HttpState, Serving};
 use crate::logging::RefusalLog;
 use crate::metrics::{Limit, Metrics};
 use crate::rate_limit::RateLimits;
@@ -237,7 +237,10 @@ fn start_registry(
     let max_queue = config.workers.max_queue_per_function;
     let batch_slack = config.workers.batch_slack;
     let (max_forwarded, peer_retry) = (
-        config.cluster.max_forwarded_per_peer,
+        (
+            config.cluster.max_forwarded_per_peer,
+            config.cluster.max_forwarded_per_caller,
+        ),
         Duration::from_millis(config.cluster.peer_retry_ms),
     );
     let breakers = config.breaker_settings();
@@ -401,7 +404,11 @@ impl Dispatcher {
         let state = HttpState {
             door,
             job_timeout: config.job_timeout(),
-            max_body_bytes: config.http.max_body_bytes,
+            bodies: Arc::new(BodyLimits::new(
+                config.http.max_body_bytes,
+                Duration::from_millis(config.http.body_timeout_ms),
+                config.http.max_receiving_body_bytes,
+            )),
             started: SystemTime::now(),
             cluster: cluster_view.clone(),
             history,
@@ -416,6 +423,8 @@ impl Dispatcher {
             tls: security.tls().map(|tls| tls.server_config()),
             max_connections: config.http.max_connections,
             gate: http_gate,
+            keep_alive: Duration::from_millis(config.http.keep_alive_ms),
+            client_request_timeout: Duration::from_millis(config.http.client_request_timeout_ms),
         };
         let (http, http_addr, metrics_addr) =
             serve_http(listeners.http, listeners.metrics, &arbiters, site)?;

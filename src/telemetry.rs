@@ -60,7 +60,17 @@ impl Telemetry {
 /// Installs the global subscriber: logs to stderr (filtered by `RUST_LOG`, default `info`,
 /// as text or JSON) and, when tracing is enabled, the OTLP span exporter.
 pub fn init(settings: &TracingSettings, format: LogFormat) -> Result<Telemetry, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // actix-http logs every HTTP/1 connection that ends in a protocol error (`stream error:
+    // parse error ...`) at `error`, a line each, which a peer can make at will: the HTTP
+    // listener logs them itself, once per window (`http_error`, crate::logging::RefusalLog).
+    // A `RUST_LOG` that names actix_http gets them as it asks.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("actix_http")) {
+        let quiet = "actix_http::h1::dispatcher=off"
+            .parse()
+            .expect("a directive");
+        filter = filter.add_directive(quiet);
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()

@@ -188,7 +188,9 @@ impl Connection {
         match self.inbound(item, ctx)? {
             Ok(frame) => Some(frame),
             Err(bad) => {
-                warn!(peer = %self.peer, cause = %bad.error, "closing connection: malformed input");
+                if self.settings.refusals.first("malformed") {
+                    warn!(peer = %self.peer, cause = %bad.error, "closing connection: malformed input");
+                }
                 ctx.stop();
                 None
             }
@@ -209,7 +211,13 @@ impl Connection {
             Ok(inbound) => Some(inbound),
             Err(err @ InboundError::IncompleteFrames { .. }) => {
                 self.settings.metrics.record_limit(Limit::IncompleteFrames);
-                warn!(peer = %self.peer, cause = %err, "closing connection: too much memory in incomplete frames");
+                if self
+                    .settings
+                    .refusals
+                    .first(Limit::IncompleteFrames.as_str())
+                {
+                    warn!(peer = %self.peer, cause = %err, "closing connection: too much memory in incomplete frames");
+                }
                 ctx.stop();
                 None
             }
@@ -217,7 +225,18 @@ impl Connection {
                 if matches!(err, CodecError::FrameTooLarge { .. }) {
                     self.settings.metrics.record_limit(Limit::InboundFrameSize);
                 }
-                warn!(peer = %self.peer, cause = %err, "closing connection: malformed input");
+                // A read that failed (a reset, a TLS peer gone without close_notify) is no
+                // malformed frame, but a peer can make either as often as it likes.
+                match err {
+                    CodecError::Io(_) if self.settings.refusals.first("read_failed") => {
+                        warn!(peer = %self.peer, cause = %err, "closing connection: read failed");
+                    }
+                    CodecError::Io(_) => {}
+                    _ if self.settings.refusals.first("malformed") => {
+                        warn!(peer = %self.peer, cause = %err, "closing connection: malformed input");
+                    }
+                    _ => {}
+                }
                 ctx.stop();
                 None
             }
@@ -235,7 +254,9 @@ impl Connection {
             _ if self.role == Role::Client => "client connection sent a worker frame",
             _ => "worker connection sent a client frame",
         };
-        warn!(peer = %self.peer, frame = frame.name(), cause, "closing connection: protocol violation");
+        if self.settings.refusals.first("protocol_violation") {
+            warn!(peer = %self.peer, frame = frame.name(), cause, "closing connection: protocol violation");
+        }
         ctx.stop();
     }
 

@@ -13,7 +13,9 @@
 //! 2. **What**: nmid's checks (a function name and params) and the job frame's size against
 //!    `tcp.max_frame_bytes` (`nmid_limit_hits_total{limit="outbound_frame_size"}`).
 //! 3. **How often**: the caller's and the function's rate limits (`[rate_limit]`).
-//! 4. The job actor starts.
+//! 4. The job actor starts, with the call's caller in [`CallSpec::caller`] and any
+//!    `nmid-caller` entry gone from its metadata: only this door names a caller (to a peer,
+//!    when the call is forwarded), never a client, on whatever path.
 //!
 //! With auth and rate limits off, a call costs a match, the size check and a `None` check:
 //! no allocation and no lock.
@@ -144,6 +146,7 @@ impl FrontDoor {
             }
         }
         spec.caller = Some(client);
+        spec.forget_named_caller();
         Ok(JobActor::start(job_id, spec, reply, &self.jobs))
     }
 

@@ -164,7 +164,7 @@ impl Drop for ClientShare {
 }
 
 /// Adds `more` to `held` unless that would go past `max`; else what it would come to.
-fn take_under(held: &AtomicUsize, more: usize, max: usize) -> Result<(), usize> {
+pub(crate) fn take_under(held: &AtomicUsize, more: usize, max: usize) -> Result<(), usize> {
     let mut now = held.load(Ordering::Relaxed);
     loop {
         let wanted = now.saturating_add(more);

@@ -26,7 +26,7 @@ use foldhash::{HashMap, HashMapExt};
 use tracing::{debug, info, warn};
 
 use crate::breaker::{BreakerSettings, Transition, Verdict};
-use crate::call::{CallSpec, FunctionName, JobId, JobLease, PeerId, WorkerId};
+use crate::call::{CallSpec, ClientKey, FunctionName, JobId, JobLease, PeerId, WorkerId};
 use crate::metrics::Metrics;
 use crate::scheduler::{Decision, Scheduler, Waiting};
 use crate::snapshot::{RegistrySnapshot, WorkerSnapshot};
@@ -213,6 +213,10 @@ impl Waiting for Pending {
     fn forwardable(&self) -> bool {
         !self.spec.is_forwarded()
     }
+
+    fn caller(&self) -> Option<&ClientKey> {
+        self.spec.caller.as_ref()
+    }
 }
 
 /// A connected worker as the registry knows it, besides its load (the scheduler's).
@@ -262,11 +266,11 @@ impl Registry {
         self
     }
 
-    /// Forwards at most `max_forwarded_per_peer` calls at once to one peer, and skips a peer
-    /// that could not be reached for `peer_retry`.
-    pub fn cluster_limits(mut self, max_forwarded_per_peer: u32, peer_retry: Duration) -> Self {
+    /// Forwards at most `max_per_peer` calls at once to one peer (`.0`), of which one caller
+    /// may hold `.1`, and skips a peer that could not be reached for `peer_retry`.
+    pub fn cluster_limits(mut self, max_per_peer: (u32, u32), peer_retry: Duration) -> Self {
         self.scheduler
-            .set_max_forwarded_per_peer(max_forwarded_per_peer);
+            .set_max_forwarded_per_peer(max_per_peer.0, max_per_peer.1);
         self.peer_retry = peer_retry;
         self
     }
@@ -477,16 +481,16 @@ impl Registry {
                 }
             }
             Decision::Forward { peer, call } => {
-                let assignment = Assignment {
+                // As for workers: a peer missing here drops the lease, reporting it lost.
+                let Some(link) = self.peers.get(&peer) else {
+                    let caller = call.spec.caller.as_ref();
+                    return self.scheduler.forward_finished(&peer, caller);
+                };
+                link.forward(Assignment {
                     job_id: call.job_id,
                     spec: call.spec,
                     lease: call.lease,
-                };
-                // As for workers: a peer missing here drops the lease, reporting it lost.
-                match self.peers.get(&peer) {
-                    Some(link) => link.forward(assignment),
-                    None => self.scheduler.forward_finished(&peer),
-                }
+                });
             }
             Decision::Refuse { call, error } => call.lease.refuse(error),
         }

@@ -397,7 +397,9 @@ impl WorkerSession {
         if let Some(grant) = self.conn.grant() {
             if !grant.may_serve(&function.0) {
                 self.conn.settings.metrics.record_refusal(Refusal::Serve);
-                warn!(peer = %self.conn.peer, worker = %self.id, grant = %grant.name, function = %function.escaped(), "function registration refused: not in its grant");
+                if self.conn.settings.refusals.first("serve") {
+                    warn!(peer = %self.conn.peer, worker = %self.id, grant = %grant.name, function = %function.escaped(), "function registration refused: not in its grant");
+                }
                 self.send(Frame::Error, ctx);
                 return;
             }
@@ -417,8 +419,10 @@ impl WorkerSession {
         };
         if let Some((limit, reason)) = refused {
             self.conn.settings.metrics.record_limit(limit);
-            let len = function.0.len();
-            warn!(peer = %self.conn.peer, worker = %self.id, len, reason, "function registration refused");
+            if self.conn.settings.refusals.first(limit.as_str()) {
+                let len = function.0.len();
+                warn!(peer = %self.conn.peer, worker = %self.id, len, reason, "function registration refused");
+            }
             self.send(Frame::Error, ctx);
             return;
         }
@@ -470,7 +474,9 @@ impl WorkerSession {
                 }
             },
             _ => {
-                warn!(peer = %self.conn.peer, cause = %bad.error, "closing connection: malformed input");
+                if self.conn.settings.refusals.first("malformed") {
+                    warn!(peer = %self.conn.peer, cause = %bad.error, "closing connection: malformed input");
+                }
                 ctx.stop();
             }
         }
@@ -504,13 +510,17 @@ impl WorkerSession {
             })
             .flatten();
         if named.is_none() && echoed.is_none() {
-            let job_id = String::from_utf8_lossy(&ret.job_id);
-            warn!(worker = %self.id, %job_id, "answer for a job this worker does not hold; discarded");
+            if self.conn.settings.refusals.first("unknown_job") {
+                let job_id = Escaped(&ret.job_id);
+                warn!(worker = %self.id, %job_id, "answer for a job this worker does not hold; discarded");
+            }
             return;
         }
         let metrics = &self.conn.settings.metrics;
         metrics.record_lenient(Leniency::ReturnDataMismatch);
-        warn!(worker = %self.id, job_id = ?named, echoed = ?echoed, "v1 result does not echo its job's function and params; discarded, the jobs it concerns reported lost");
+        if self.conn.settings.refusals.first("result_mismatch") {
+            warn!(worker = %self.id, job_id = ?named, echoed = ?echoed, "v1 result does not echo its job's function and params; discarded, the jobs it concerns reported lost");
+        }
         for id in named.into_iter().chain(echoed) {
             self.lose(id);
         }
@@ -520,7 +530,9 @@ impl WorkerSession {
     /// it, so it fails only when the worker holds exactly one job (the default for v1
     /// workers); otherwise the jobs it holds run on to their answers or deadlines.
     fn malformed_result(&mut self, error: &CodecError) {
-        warn!(worker = %self.id, peer = %self.conn.peer, cause = %error, "malformed W_RETURN_DATA; the connection stays");
+        if self.conn.settings.refusals.first("malformed_result") {
+            warn!(worker = %self.id, peer = %self.conn.peer, cause = %error, "malformed W_RETURN_DATA; the connection stays");
+        }
         if self.jobs.len() == 1 {
             let id = *self.jobs.keys().next().expect("one job");
             self.lose(id);
@@ -546,12 +558,14 @@ impl WorkerSession {
     /// the lease, and its slot back to the registry.
     fn answer(&mut self, job_id: Option<JobId>, outcome: CallOutcome) {
         let Some(held) = job_id.and_then(|id| self.jobs.remove(&id)) else {
-            warn!(
-                worker = %self.id,
-                peer = %self.conn.peer,
-                job_id = ?job_id,
-                "answer for a job this worker does not hold; discarded"
-            );
+            if self.conn.settings.refusals.first("unknown_job") {
+                warn!(
+                    worker = %self.id,
+                    peer = %self.conn.peer,
+                    job_id = ?job_id,
+                    "answer for a job this worker does not hold; discarded"
+                );
+            }
             return;
         };
         // For the worker's breaker a RetStruct with a non-zero Code is an answer, as nmid

@@ -158,7 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<nmid::server::Stopped> {
 
 /// Says so, loudly, for each way the configuration leaves the dispatcher open beyond this
 /// host (auth off beyond loopback, the admin API with it, a wildcard bind in plaintext, v1
-/// peers granted to every address): one `warn` line each.
+/// peers granted to every address, `/metrics` opened beyond loopback): one `warn` line each.
 fn warn_if_open(config: &nmid::config::Config, listeners: &nmid::server::Listeners) {
     let Ok(tcp) = listeners.tcp.local_addr() else {
         return;

@@ -31,7 +31,7 @@ use tracing::{debug, Instrument};
 use super::metrics::{ClusterMetrics, ForwardOutcome};
 use crate::actors::registry::{Assignment, ForwardFinished, PeerPort, PeerUnreachable, Registry};
 use crate::call::{CallOutcome, DispatchError, JobId, JobLease, PeerId};
-use crate::call::{CALLER_META_KEY, FORWARDED_META_KEY};
+use crate::call::{ClientKey, CALLER_META_KEY, FORWARDED_META_KEY};
 use crate::client::{CallOptions, Client, ClientError};
 use crate::telemetry::{self, Hop};
 
@@ -68,7 +68,7 @@ pub struct PeerLink {
     clients: Vec<Client>,
     next: usize,
     /// The leases of the calls in flight at the peer, until their answers come.
-    in_flight: HashMap<JobId, JobLease>,
+    in_flight: HashMap<JobId, (JobLease, Option<ClientKey>)>,
     registry: Addr<Registry>,
     metrics: ClusterMetrics,
 }
@@ -148,16 +148,15 @@ impl Handler<Forward> for PeerLink {
         };
         let hop = Bytes::from_static(FORWARDED_META_KEY.as_bytes());
         options.metadata.push((hop, self.own_id.clone()));
-        // Only the caller this dispatcher admitted is named, never one a client wrote itself.
-        let caller_key = CALLER_META_KEY.as_bytes();
-        options.metadata.retain(|(key, _)| &key[..] != caller_key);
+        // Only the caller this dispatcher admitted is named: the front door removed any
+        // entry a client wrote itself.
         if let Some(caller) = spec.caller.as_ref().and_then(|c| c.to_meta()) {
-            options
-                .metadata
-                .push((Bytes::from_static(caller_key), caller));
+            let key = Bytes::from_static(CALLER_META_KEY.as_bytes());
+            options.metadata.push((key, caller));
         }
         debug!(job = %job_id, peer = %self.peer, function = %spec.function.escaped(), "forwarding call");
-        self.in_flight.insert(job_id, lease);
+        let caller = spec.caller.clone();
+        self.in_flight.insert(job_id, (lease, caller));
         let call = async move { client.call_with(&function, spec.params, options).await };
         call.instrument(span.clone())
             .into_actor(self)
@@ -166,7 +165,7 @@ impl Handler<Forward> for PeerLink {
                 telemetry::finish(&span, outcome.as_str());
                 link.metrics.forwarded(outcome);
                 // Abandoned at shutdown: answered already.
-                let Some(lease) = link.in_flight.remove(&job_id) else {
+                let Some((lease, caller)) = link.in_flight.remove(&job_id) else {
                     return;
                 };
                 let reply = reply_of(result);
@@ -183,7 +182,7 @@ impl Handler<Forward> for PeerLink {
                     PeerReply::Lost => drop(lease),
                 }
                 let peer = link.peer.clone();
-                link.registry.do_send(ForwardFinished { peer });
+                link.registry.do_send(ForwardFinished { peer, caller });
             })
             .spawn(ctx);
     }
@@ -193,10 +192,10 @@ impl Handler<AbandonForwards> for PeerLink {
     type Result = ();
 
     fn handle(&mut self, _: AbandonForwards, _: &mut Self::Context) {
-        for (_, lease) in self.in_flight.drain() {
+        for (_, (lease, caller)) in self.in_flight.drain() {
             lease.refuse(DispatchError::ShuttingDown);
             let peer = self.peer.clone();
-            self.registry.do_send(ForwardFinished { peer });
+            self.registry.do_send(ForwardFinished { peer, caller });
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct ClusterConfig {
     pub peer_connections: usize,
     /// Calls forwarded to one peer at once at most.
     pub max_forwarded_per_peer: u32,
+    /// Of those, calls for one caller (a token, else an address) at most.
+    pub max_forwarded_per_caller: u32,
     /// How long an unreachable peer is skipped, in milliseconds.
     pub peer_retry_ms: u64,
     /// Largest membership record read from etcd, in bytes.

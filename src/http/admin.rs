@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::error::HttpError;
+use super::guard::Access;
 use super::HttpState;
 use crate::actors::registry::Snapshot;
 use crate::metrics::CallCounts;
@@ -162,10 +163,19 @@ pub struct ReadyQuery {
 /// `http.ready_functions` or `?functions=A,B` has a worker (a pod whose dispatcher is ready
 /// before its sidecar registered would answer its first calls `no_worker`). Without either,
 /// a dispatcher with no worker is ready: workers come and go. 503 while draining.
+///
+/// With auth on, a caller without the `admin` role gets the status alone: which functions
+/// have workers, and how many, is the admin API's to say, so it may not name functions
+/// (`?functions=` is 401) and is not told which are missing.
 pub async fn readyz(
+    req: HttpRequest,
     state: web::Data<HttpState>,
     query: web::Query<ReadyQuery>,
 ) -> Result<HttpResponse, HttpError> {
+    let details = req.extensions().get::<Access>().is_some();
+    if !details && query.functions.is_some() {
+        return Err(HttpError::Unauthorized);
+    }
     let snapshot = snapshot(&state).await?;
     if snapshot.draining {
         return Ok(
@@ -179,9 +189,20 @@ pub async fn readyz(
         .filter(|name| !name.is_empty())
         .filter(|name| snapshot.function(name).is_none_or(|f| f.workers == 0))
         .collect();
+    let status = match missing.is_empty() {
+        true => "ready",
+        false => "waiting for functions",
+    };
+    if !details {
+        let mut response = match missing.is_empty() {
+            true => HttpResponse::Ok(),
+            false => HttpResponse::ServiceUnavailable(),
+        };
+        return Ok(response.json(serde_json::json!({ "status": status })));
+    }
     if !missing.is_empty() {
         return Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({
-            "status": "waiting for functions",
+            "status": status,
             "missing": missing,
         })));
     }

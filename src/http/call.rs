@@ -10,10 +10,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::mime;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::body::read_body;
 use super::error::HttpError;
 use super::guard::Access;
 use super::HttpState;
@@ -104,8 +105,17 @@ async fn call_function(
 ) -> Result<CallData, HttpError> {
     let call = prepare_call(req, function, query, payload, state, request_id)
         .await
-        .inspect_err(|_| state.metrics().record_refused(Outcome::BadRequest))?;
+        .inspect_err(|err| record_unusable(state, err))?;
     run_call(state, job_id, call, CallerOf::request(req)).await
+}
+
+/// Counts a request that cannot be a call as `bad_request` when it is the caller's fault (a
+/// 4xx), as a TCP client's unusable call is; a refusal for load (503 `busy`) is counted by
+/// its `limit=` label alone.
+fn record_unusable(state: &HttpState, err: &HttpError) {
+    if err.status_code().is_client_error() {
+        state.metrics().record_refused(Outcome::BadRequest);
+    }
 }
 
 /// The call a `POST /call/{func}` request makes, or why the request cannot be one (counted
@@ -118,7 +128,7 @@ async fn prepare_call(
     state: &HttpState,
     request_id: &HeaderValue,
 ) -> Result<CallSpec, HttpError> {
-    let body = read_body(req, payload, state.max_body_bytes).await?;
+    let body = read_body(req, payload, &state.bodies, state.metrics()).await?;
     let pass_json = match query.params.as_deref() {
         None => false,
         Some("json") => true,
@@ -210,7 +220,7 @@ pub async fn gateway(
                 ))
             }
         };
-        let body = read_body(&req, payload, state.max_body_bytes).await?;
+        let body = read_body(&req, payload, &state.bodies, state.metrics()).await?;
         let (params, params_type) = json_body_params(body, pass_json)?;
         let timeout = timeout_from(req.headers(), state.job_timeout)?;
         Ok(new_call(
@@ -222,7 +232,7 @@ pub async fn gateway(
         ))
     }
     .await
-    .inspect_err(|_| state.metrics().record_refused(Outcome::BadRequest));
+    .inspect_err(|err| record_unusable(&state, err));
     let result = match prepared {
         Ok(call) => run_call(&state, JobId::next(), call, CallerOf::request(&req)).await,
         Err(err) => Err(err),
@@ -406,28 +416,6 @@ fn data_response(data: CallData) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(content_type)
         .body(data.bytes)
-}
-
-/// Reads the whole body, refusing more than `limit` bytes: at once when `Content-Length`
-/// says so, else as it streams in (actix-web's `to_bytes_limited`).
-async fn read_body(
-    req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, HttpError> {
-    let announced = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if announced.is_some_and(|len| len > limit) {
-        return Err(HttpError::BodyTooLarge(limit));
-    }
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(e)) => Err(HttpError::BadRequest(format!("cannot read body: {e}"))),
-        Err(_) => Err(HttpError::BodyTooLarge(limit)),
-    }
 }
 
 /// The worker's params from a `/call` body with `content_type` (the header's value, if

@@ -23,6 +23,13 @@ pub enum HttpError {
     /// The body is over `http.max_body_bytes`: 413.
     #[error("request body over the {0}-byte limit")]
     BodyTooLarge(usize),
+    /// The body did not arrive whole within `http.body_timeout_ms`: 408.
+    #[error("request body not received within {0} ms")]
+    BodyTimeout(u64),
+    /// Bodies being received would hold more than `http.max_receiving_body_bytes`: 503 with
+    /// `Retry-After`.
+    #[error("busy: too many request body bytes being received at once; retry")]
+    Busy,
     /// The body's content type is not JSON, msgpack or raw: 415.
     #[error("unsupported content type {0:?}: send application/json, application/msgpack, text/plain or application/octet-stream")]
     UnsupportedMediaType(String),
@@ -107,6 +114,8 @@ impl HttpError {
             HttpError::NoWorker(_) => "no_worker",
             HttpError::BadRequest(_) => "bad_request",
             HttpError::BodyTooLarge(_) => "body_too_large",
+            HttpError::BodyTimeout(_) => "body_timeout",
+            HttpError::Busy => "busy",
             HttpError::UnsupportedMediaType(_) => "unsupported_media_type",
             HttpError::Function { .. } => "function_error",
             HttpError::WorkerError(_) => "worker_error",
@@ -168,9 +177,11 @@ impl ResponseError for HttpError {
     fn status_code(&self) -> StatusCode {
         match self {
             HttpError::UnknownFunction(_) => StatusCode::NOT_FOUND,
-            HttpError::NoWorker(_) | HttpError::ShuttingDown | HttpError::BreakerOpen(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            HttpError::NoWorker(_)
+            | HttpError::ShuttingDown
+            | HttpError::BreakerOpen(_)
+            | HttpError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::BodyTooLarge(_) | HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -203,6 +214,13 @@ impl ResponseError for HttpError {
             }
             HttpError::RateLimited => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            HttpError::Busy | HttpError::BodyTimeout(_) => {
+                // The rest of the body is not read: the connection goes with it.
+                response.force_close();
+                if *self == HttpError::Busy {
+                    response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                }
             }
             HttpError::OverRateLimit { refusal } => {
                 let secs = HeaderValue::from(refusal.retry_after_secs());

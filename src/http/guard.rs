@@ -6,7 +6,8 @@
 //!
 //! | route needs | with auth on |
 //! |---|---|
-//! | [`Needs::Nothing`] (`/healthz`, `/readyz`) | nothing: credentials are not read |
+//! | [`Needs::Nothing`] (`/healthz`) | nothing: credentials are not read |
+//! | [`Needs::Probe`] (`/readyz`) | nothing for the status; its details with the `admin` role |
 //! | [`Needs::Metrics`] (`/metrics`) | the `admin` role, unless `auth.open_metrics` |
 //! | [`Needs::Admin`] (the admin API, the dashboard) | the `admin` role |
 //! | [`Needs::Client`] (`/call/{func}`) | the `client` role; the front door checks the function |
@@ -30,8 +31,12 @@ use crate::security::{Grant, Roles};
 /// What a route needs of a request's credentials (with auth on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
-    /// Nothing: the probes. Credentials are not even read.
+    /// Nothing: the liveness probe. Credentials are not even read.
     Nothing,
+    /// Nothing for a status; credentials holding the `admin` role, when sent, add the
+    /// [`Access`] that shows details (the readiness probe: which functions have workers is
+    /// the admin API's to say).
+    Probe,
     /// The `admin` role, or nothing with `auth.open_metrics`.
     Metrics,
     /// The `admin` role.
@@ -113,6 +118,11 @@ pub fn check(
     };
     let role = match needs {
         Needs::Nothing => return Ok(None),
+        Needs::Probe => {
+            let grant = secret(req.headers()).and_then(|secret| auth.token(&secret));
+            let admin = grant.filter(|grant| grant.has(Roles::ADMIN));
+            return Ok(admin.map(Access::Granted));
+        }
         Needs::Metrics if auth.open_metrics => return Ok(Some(Access::Open)),
         Needs::Metrics | Needs::Admin => Roles::ADMIN,
         Needs::Client => Roles::CLIENT,

@@ -17,9 +17,11 @@
 //! same [`FrontDoor`] as the nmid protocol's client sessions.
 
 mod admin;
+mod body;
 mod call;
 mod error;
 pub mod guard;
+mod idle;
 pub mod routes;
 mod serve;
 
@@ -28,6 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use actix::Addr;
 
+pub use body::BodyLimits;
 pub use call::{call_params, REQUEST_ID_HEADER, TIMEOUT_HEADER};
 pub use error::HttpError;
 pub use routes::{configure, configure_metrics};
@@ -46,8 +49,8 @@ pub struct HttpState {
     pub door: FrontDoor,
     /// Default deadline of a call.
     pub job_timeout: Duration,
-    /// Largest request body accepted.
-    pub max_body_bytes: usize,
+    /// The bounds on request bodies: size, time, and the bytes being received at once.
+    pub bodies: Arc<BodyLimits>,
     /// When the dispatcher started, for the uptime.
     pub started: SystemTime,
     /// The cluster, when discovery is on (`GET /api/v1/cluster`).
@@ -101,7 +104,7 @@ mod tests {
         web::Data::new(HttpState {
             door: FrontDoor::new(jobs, max_frame_bytes, Security::open()),
             job_timeout: Duration::from_secs(1),
-            max_body_bytes: 32,
+            bodies: Arc::new(BodyLimits::new(32, Duration::from_secs(5), 64)),
             started: SystemTime::now(),
             cluster: None,
             history: Arc::new(std::sync::Mutex::new(crate::history::History::new(

@@ -8,6 +8,7 @@
 //! request reaches a handler without a decision: on the front end it is nmid's gateway (a
 //! call) or a `404` that needs the admin role; on the metrics port only the `404`.
 
+use actix_service::{apply, fn_service, ServiceFactoryExt};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
@@ -92,7 +93,7 @@ pub static ROUTES: [Route; 12] = [
     route!("/api/v1/history", Read, Admin, admin::history),
     route!("/metrics", Read, Metrics, admin::metrics),
     route!("/healthz", Read, Nothing, admin::healthz),
-    route!("/readyz", Read, Nothing, admin::readyz),
+    route!("/readyz", Read, Probe, admin::readyz),
     route!("/dashboard", Read, Admin, admin::dashboard),
     Route {
         pattern: ANY_PATH,
@@ -115,6 +116,17 @@ pub static METRICS_ROUTES: [Route; 2] = [
     },
 ];
 
+/// What a request whose target is no path at all (`OPTIONS *`) meets, on either listener:
+/// no route can match it, so it is decided as any path no route covers (deny by default:
+/// the admin role), then answered 404.
+static NO_PATH: Route = Route {
+    pattern: "*",
+    label: "default",
+    methods: Methods::Any,
+    needs: Needs::Admin,
+    handler: || web::to(not_found),
+};
+
 /// Registers the front end's routes. The app must carry a `web::Data<HttpState>`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     register(cfg, &ROUTES);
@@ -125,8 +137,8 @@ pub fn configure_metrics(cfg: &mut web::ServiceConfig) {
     register(cfg, &METRICS_ROUTES);
 }
 
-/// Registers `routes`, each behind the guard, and a default service for requests whose
-/// target is no path at all (`OPTIONS *`), which no route can match.
+/// Registers `routes`, each behind the guard, and behind it too a default service for
+/// requests whose target is no path at all ([`NO_PATH`]).
 fn register(cfg: &mut web::ServiceConfig, routes: &'static [Route]) {
     for route in routes {
         let methods = route.methods;
@@ -140,7 +152,13 @@ fn register(cfg: &mut web::ServiceConfig, routes: &'static [Route]) {
                 .default_service(web::to(move || method_not_allowed(methods))),
         );
     }
-    cfg.default_service(web::to(not_found));
+    let no_path = fn_service(|req: ServiceRequest| async move {
+        let (req, _) = req.into_parts();
+        let response = not_found(req.clone()).await;
+        Ok::<_, actix_web::Error>(ServiceResponse::new(req, response))
+    });
+    let guard = from_fn(|req, next| guarded(req, next, &NO_PATH));
+    cfg.default_service(apply(guard, no_path).map(ServiceResponse::map_into_boxed_body));
 }
 
 /// The guard in front of `route`: the request goes on, or is answered with its refusal;
@@ -222,7 +240,7 @@ mod tests {
     #[test]
     fn routes_need_their_roles() {
         assert_eq!(needs(&ROUTES, "/healthz"), Needs::Nothing);
-        assert_eq!(needs(&ROUTES, "/readyz"), Needs::Nothing);
+        assert_eq!(needs(&ROUTES, "/readyz"), Needs::Probe);
         assert_eq!(needs(&ROUTES, "/metrics"), Needs::Metrics);
         assert_eq!(needs(&ROUTES, "/api/v1/workers"), Needs::Admin);
         assert_eq!(needs(&ROUTES, "/dashboard"), Needs::Admin);

@@ -24,14 +24,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::idle::{Activity, Connections, Tracked};
 use super::HttpState;
 use crate::accept::AcceptGate;
 use crate::metrics::Metrics;
-
-/// How long an HTTP/1 connection may stay idle between requests.
-const KEEP_ALIVE: Duration = Duration::from_secs(5);
-/// How long a client may take to send a request's head.
-const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every HTTP listener is served with.
 #[derive(Clone)]
@@ -47,6 +43,12 @@ pub struct HttpSite {
     /// The address lists and `http.max_connections_per_ip`, checked as each connection is
     /// accepted, before its TLS handshake.
     pub gate: Arc<AcceptGate>,
+    /// A connection with no request in progress this long is closed (`http.keep_alive_ms`),
+    /// HTTP/1 and HTTP/2 alike.
+    pub keep_alive: Duration,
+    /// Time to send a request's head, or to finish the HTTP/2 handshake
+    /// (`http.client_request_timeout_ms`).
+    pub client_request_timeout: Duration,
 }
 
 impl fmt::Debug for HttpSite {
@@ -115,14 +117,36 @@ async fn serve_here(
     let metrics = site.state.metrics().clone();
     let state = web::Data::new(site.state);
     let routes = site.routes;
-    let gate = site.gate;
-    let app = move || App::new().app_data(state.clone()).configure(routes);
+    let (keep_alive, request_timeout) = (site.keep_alive, site.client_request_timeout);
+    let connections = Connections::new();
+    let seen = connections.clone();
+    let app = move || {
+        let seen = seen.clone();
+        App::new()
+            .app_data(state.clone())
+            // Each request keeps its connection busy until its response has been sent.
+            .wrap_fn(move |req, app| {
+                let busy = seen.begin(req.peer_addr());
+                let answered = app.call(req);
+                async move {
+                    let response = answered.await?;
+                    Ok(response.map_body(move |_, body| Tracked { body, busy }))
+                }
+            })
+            .configure(routes)
+    };
+    let open = Open {
+        permits,
+        gate: site.gate,
+        connections,
+        keep_alive,
+    };
     // A macro, not a value: the service's stream type (plain or TLS) is chosen per branch.
     macro_rules! http_service {
         () => {
             HttpService::build()
-                .keep_alive(KEEP_ALIVE)
-                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                .keep_alive(keep_alive)
+                .client_request_timeout(request_timeout)
                 .client_disconnect_timeout(Duration::from_secs(1))
                 // A caller that closes its side ends the connection, which drops the
                 // handler's future and so cancels its job (queued calls are withdrawn)
@@ -143,22 +167,34 @@ async fn serve_here(
     match site.tls {
         Some(tls) => {
             let factory = http_service!().rustls_0_23((*tls).clone());
-            accept(listener, factory, stop, (permits, gate), metrics).await
+            accept(listener, factory, stop, open, metrics).await
         }
         None => {
             let factory = http_service!().tcp();
-            accept(listener, factory, stop, (permits, gate), metrics).await
+            accept(listener, factory, stop, open, metrics).await
         }
     }
 }
 
-/// The accept loop of one thread: each connection that `gate` admits served by `factory`'s
-/// service, while a connection permit is free.
+/// What the accept loop of one thread admits connections under, and how long they may idle.
+struct Open {
+    /// Permits of `http.max_connections`, over all threads.
+    permits: Arc<Semaphore>,
+    /// The address lists and the per-IP cap.
+    gate: Arc<AcceptGate>,
+    /// This thread's open connections, for their requests to find.
+    connections: Connections,
+    /// `http.keep_alive_ms`.
+    keep_alive: Duration,
+}
+
+/// The accept loop of one thread: each connection that the gate admits served by `factory`'s
+/// service, while a connection permit is free, until it ends or stays idle too long.
 async fn accept<F>(
     listener: TcpListener,
     factory: F,
     stop: CancellationToken,
-    (permits, gate): (Arc<Semaphore>, Arc<AcceptGate>),
+    open: Open,
     metrics: Arc<Metrics>,
 ) -> io::Result<()>
 where
@@ -174,7 +210,7 @@ where
     let service = Rc::new(service);
     loop {
         let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.map_err(io::Error::other)?,
+            permit = open.permits.clone().acquire_owned() => permit.map_err(io::Error::other)?,
             () = stop.cancelled() => return Ok(()),
         };
         let (stream, peer) = tokio::select! {
@@ -190,16 +226,34 @@ where
             () = stop.cancelled() => return Ok(()),
         };
         // Refused before anything is read: no TLS handshake, no request parsed.
-        let Some(admitted) = gate.admit(peer) else {
+        let Some(admitted) = open.gate.admit(peer) else {
             continue;
         };
         let service = service.clone();
         let metrics = metrics.clone();
+        let (connections, keep_alive) = (open.connections.clone(), open.keep_alive);
+        let refusals = open.gate.refusals().clone();
+        let activity = Activity::new();
+        connections.opened(peer, activity.clone());
         metrics.http_connection(1);
         actix_rt::spawn(async move {
-            if let Err(err) = service.call(stream).await {
-                debug!(%peer, cause = ?err, "HTTP connection ended with an error");
+            tokio::select! {
+                // A malformed request, a TLS handshake that failed, a reset: a peer can end
+                // connections so as often as it likes (actix-http's own line for each is
+                // off, see `telemetry::init`).
+                served = service.call(stream) => match served {
+                    Err(err) if refusals.first("http_error") => {
+                        warn!(%peer, cause = ?err, "HTTP connection ended with an error");
+                    }
+                    Err(err) => debug!(%peer, cause = ?err, "HTTP connection ended with an error"),
+                    Ok(()) => {}
+                },
+                // Dropping the connection's service closes it (HTTP/2 included).
+                () = activity.idle_for(keep_alive) => {
+                    debug!(%peer, "closing an idle HTTP connection (http.keep_alive_ms)");
+                }
             }
+            connections.closed(peer);
             metrics.http_connection(-1);
             drop((permit, admitted));
         });

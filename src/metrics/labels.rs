@@ -141,11 +141,15 @@ pub enum Limit {
     InboundFrameSize,
     /// `http.max_connections_per_ip`: an HTTP connection was closed at accept.
     HttpConnectionsPerIp,
+    /// `http.body_timeout_ms`: a request body did not arrive whole in time (408).
+    HttpBodyTimeout,
+    /// `http.max_receiving_body_bytes`: too many body bytes being received at once (503).
+    HttpBodyBytes,
 }
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 14] = [
+    pub const ALL: [Limit; 16] = [
         Limit::Connections,
         Limit::ConnectionsPerIp,
         Limit::Handshake,
@@ -160,6 +164,8 @@ impl Limit {
         Limit::OutboundFrameSize,
         Limit::InboundFrameSize,
         Limit::HttpConnectionsPerIp,
+        Limit::HttpBodyTimeout,
+        Limit::HttpBodyBytes,
     ];
 
     /// The `limit` label.
@@ -179,6 +185,8 @@ impl Limit {
             Limit::OutboundFrameSize => "outbound_frame_size",
             Limit::InboundFrameSize => "inbound_frame_size",
             Limit::HttpConnectionsPerIp => "http_connections_per_ip",
+            Limit::HttpBodyTimeout => "http_body_timeout",
+            Limit::HttpBodyBytes => "http_body_bytes",
         }
     }
 }

@@ -8,6 +8,7 @@ use super::*;
 struct Call {
     id: u64,
     forwarded: bool,
+    caller: Option<ClientKey>,
 }
 
 impl Waiting for Call {
@@ -22,12 +23,17 @@ impl Waiting for Call {
     fn forwardable(&self) -> bool {
         !self.forwarded
     }
+
+    fn caller(&self) -> Option<&ClientKey> {
+        self.caller.as_ref()
+    }
 }
 
 fn call(id: u64) -> Call {
     Call {
         id,
         forwarded: false,
+        caller: None,
     }
 }
 
@@ -90,8 +96,8 @@ fn the_least_loaded_peer_wins_counting_calls_already_forwarded() {
     let order: Vec<String> = (0..5).map(|id| forwarded_to(&mut scheduler, id)).collect();
     // b: 0, 1, 2 forwarded; then both score 3 and they alternate.
     assert_eq!(order, vec!["b", "b", "b", "a", "b"]);
-    scheduler.forward_finished(&peer("b"));
-    scheduler.forward_finished(&peer("b"));
+    scheduler.forward_finished(&peer("b"), None);
+    scheduler.forward_finished(&peer("b"), None);
     assert_eq!(forwarded_to(&mut scheduler, 9), "b");
 }
 
@@ -104,6 +110,7 @@ fn a_forwarded_call_is_never_forwarded_again() {
     let hop = Call {
         id: 1,
         forwarded: true,
+        caller: None,
     };
     assert_eq!(
         refused(scheduler.place(&f("F"), hop, false)),
@@ -127,7 +134,7 @@ fn unknown_only_when_no_dispatcher_serves_the_function() {
         DispatchError::NoWorker
     );
     scheduler.peer_reachable(&peer("a"), true);
-    scheduler.set_max_forwarded_per_peer(1);
+    scheduler.set_max_forwarded_per_peer(1, 1);
     assert_eq!(forwarded_to(&mut scheduler, 3), "a");
     assert_eq!(
         refused(scheduler.place(&f("F"), call(4), false)),
@@ -160,4 +167,46 @@ fn calls_waiting_for_a_departed_worker_go_to_a_peer() {
     );
     let snapshot = scheduler.peers();
     assert_eq!((snapshot[0].forwarded, snapshot[0].reachable), (1, true));
+}
+
+/// A peer's forwarding slots are shared fairly by the callers: one tenant at its share
+/// (`cluster.max_forwarded_per_caller`) finds the peer full, another tenant's calls still
+/// go; a finished call gives its tenant's slot back.
+#[test]
+fn one_caller_cannot_take_every_slot_of_a_peer() {
+    let mut scheduler = Scheduler::new(16);
+    scheduler.set_max_forwarded_per_peer(4, 2);
+    scheduler.peer_seen(peer("a"), vec![f("F")], 0);
+    let of = |id: u64, tenant: &str| Call {
+        id,
+        forwarded: false,
+        caller: Some(ClientKey::Token(tenant.into())),
+    };
+    for id in 0..2 {
+        let placed = scheduler.place(&f("F"), of(id, "greedy"), false);
+        assert!(
+            matches!(placed, Some(Decision::Forward { .. })),
+            "{placed:?}"
+        );
+    }
+    assert_eq!(
+        refused(scheduler.place(&f("F"), of(2, "greedy"), false)),
+        DispatchError::RateLimited,
+        "the greedy tenant is at its share"
+    );
+    for id in 3..5 {
+        let placed = scheduler.place(&f("F"), of(id, "other"), false);
+        assert!(
+            matches!(placed, Some(Decision::Forward { .. })),
+            "{placed:?}"
+        );
+    }
+    assert_eq!(scheduler.peers()[0].forwarded, 4);
+    let greedy = ClientKey::Token("greedy".into());
+    scheduler.forward_finished(&peer("a"), Some(&greedy));
+    let placed = scheduler.place(&f("F"), of(6, "greedy"), false);
+    assert!(
+        matches!(placed, Some(Decision::Forward { .. })),
+        "{placed:?}"
+    );
 }

@@ -7,10 +7,15 @@
 //! answered (the advertised figure is at most `cluster.publish_interval_ms` old; the second
 //! term keeps a burst from piling onto the peer that was idlest half a second ago); among
 //! equals, round-robin. A peer at `max_forwarded` is full; an unreachable one is skipped.
+//!
+//! The calls forwarded to one peer are shared fairly by the callers they are made for
+//! (a token, else an address: [`ClientKey`]): one caller holds at most `max_per_caller` of
+//! a peer's `max_forwarded` at once, so one tenant's burst cannot take every slot another
+//! tenant's calls need. Past its share the peer is full for that caller alone.
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 
-use crate::call::{FunctionName, PeerId};
+use crate::call::{ClientKey, FunctionName, PeerId};
 use crate::snapshot::PeerSnapshot;
 
 /// One peer dispatcher.
@@ -19,6 +24,8 @@ struct PeerEntry {
     functions: HashSet<FunctionName>,
     load: u32,
     forwarded: u32,
+    /// The calls in `forwarded` by the caller they are made for.
+    by_caller: HashMap<ClientKey, u32>,
     unreachable: bool,
 }
 
@@ -38,6 +45,8 @@ pub(super) enum NoPeer {
 pub(super) struct Peers {
     peers: HashMap<PeerId, PeerEntry>,
     max_forwarded: u32,
+    /// Of which one caller may hold at most this many.
+    max_per_caller: u32,
     /// Where the next search among equally loaded peers starts.
     cursor: usize,
 }
@@ -47,12 +56,14 @@ impl Peers {
         Self {
             peers: HashMap::new(),
             max_forwarded,
+            max_per_caller: max_forwarded,
             cursor: 0,
         }
     }
 
-    pub(super) fn set_max_forwarded(&mut self, max_forwarded: u32) {
+    pub(super) fn set_max_forwarded(&mut self, max_forwarded: u32, max_per_caller: u32) {
         self.max_forwarded = max_forwarded.max(1);
+        self.max_per_caller = max_per_caller.clamp(1, self.max_forwarded);
     }
 
     /// A peer joined or published new functions or load. Its reachability is kept.
@@ -74,10 +85,19 @@ impl Peers {
         }
     }
 
-    /// A call forwarded to `peer` was answered, or lost.
-    pub(super) fn finished(&mut self, peer: &PeerId) {
-        if let Some(entry) = self.peers.get_mut(peer) {
-            entry.forwarded = entry.forwarded.saturating_sub(1);
+    /// A call forwarded to `peer` for `caller` was answered, or lost.
+    pub(super) fn finished(&mut self, peer: &PeerId, caller: Option<&ClientKey>) {
+        let Some(entry) = self.peers.get_mut(peer) else {
+            return;
+        };
+        entry.forwarded = entry.forwarded.saturating_sub(1);
+        if let Some(caller) = caller {
+            if let Some(held) = entry.by_caller.get_mut(caller) {
+                *held -= 1;
+                if *held == 0 {
+                    entry.by_caller.remove(caller);
+                }
+            }
         }
     }
 
@@ -86,8 +106,14 @@ impl Peers {
         self.peers.values().any(|p| p.functions.contains(function))
     }
 
-    /// The peer to forward a call of `function` to, its forwarded count already raised.
-    pub(super) fn pick(&mut self, function: &FunctionName) -> Result<PeerId, NoPeer> {
+    /// The peer to forward a call of `function` for `caller` to, its forwarded counts
+    /// already raised.
+    pub(super) fn pick(
+        &mut self,
+        function: &FunctionName,
+        caller: Option<&ClientKey>,
+    ) -> Result<PeerId, NoPeer> {
+        let share = |peer: &PeerEntry| caller.and_then(|c| peer.by_caller.get(c)).copied();
         let mut serving: Vec<(&PeerId, &PeerEntry)> = (self.peers.iter())
             .filter(|(_, p)| p.functions.contains(function))
             .collect();
@@ -104,7 +130,8 @@ impl Peers {
             if peer.unreachable {
                 continue;
             }
-            if peer.forwarded >= self.max_forwarded {
+            let full_for_caller = share(peer).is_some_and(|held| held >= self.max_per_caller);
+            if peer.forwarded >= self.max_forwarded || full_for_caller {
                 busy = true;
                 continue;
             }
@@ -123,6 +150,9 @@ impl Peers {
         let id = serving[index].0.clone();
         if let Some(entry) = self.peers.get_mut(&id) {
             entry.forwarded += 1;
+            if let Some(caller) = caller {
+                *entry.by_caller.entry(caller.clone()).or_insert(0) += 1;
+            }
         }
         Ok(id)
     }

@@ -1,7 +1,7 @@
 //! `security.allow` / `security.deny`: which peer addresses may connect at all, checked when
 //! a connection is accepted (nmid's `WhiteList` / `BlackList`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -44,12 +44,24 @@ impl AccessList {
 
 /// `10.0.0.0/8`, `10.1.2.3` (one address), `fd00::/8` or `::1`. An IPv4-mapped entry
 /// (`::ffff:10.1.2.3`, `::ffff:10.0.0.0/104`) is its IPv4 network, as peers are compared as
-/// IPv4; an entry no peer can ever match (an unspecified, broadcast or multicast address)
-/// is refused, so that a list never silently fails open.
+/// IPv4. An entry that is not what it seems is refused, so that a list never silently fails
+/// open: one no peer can ever match (an unspecified, broadcast or multicast address, an
+/// IPv4-compatible `::a.b.c.d`), an IPv6 network that holds the IPv4-mapped range only in
+/// part of it (`::ffff:0:0/95`: the mapped part would never match), and a network with bits
+/// set past its prefix (`10.1.2.3/8`, `127.0.0.9/0`, which would be read as a larger one).
 pub fn parse_net(entry: &str) -> Result<IpNet, String> {
     let entry = entry.trim();
     let net = match entry.parse::<IpNet>() {
-        Ok(net) => net.trunc(),
+        Ok(net) if net.trunc() != net => {
+            return Err(format!(
+                "{entry:?} has bits set past its /{} prefix: write {} for that network, or {} \
+                 for one address",
+                net.prefix_len(),
+                net.trunc(),
+                net.addr()
+            ))
+        }
+        Ok(net) => net,
         Err(_) => entry.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
             format!("{entry:?} is not an IP address or a CIDR network (e.g. 10.0.0.0/8, fd00::/8)")
         })?,
@@ -74,12 +86,14 @@ fn canonical(net: IpNet) -> IpNet {
     }
 }
 
-/// Why no TCP peer can have an address in `net`, if none can.
+/// Why no TCP peer can have an address in `net` (or in a part of it), if none can.
 fn never_matched(net: &IpNet) -> Option<&'static str> {
     const WHY_UNSPECIFIED: &str = "the unspecified address is no peer's address";
     const WHY_MULTICAST: &str = "multicast addresses are no peer's address";
     let v4_multicast = Ipv4Net::new([224, 0, 0, 0].into(), 4).expect("a valid network");
     let v6_multicast = Ipv6Net::new([0xff00, 0, 0, 0, 0, 0, 0, 0].into(), 8).expect("valid");
+    let v4_compatible = Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 96).expect("a valid network");
+    let v4_mapped = Ipv6Net::new(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped(), 96).expect("valid");
     match net {
         IpNet::V4(n) if n.prefix_len() == 32 && n.addr().is_unspecified() => Some(WHY_UNSPECIFIED),
         IpNet::V4(n) if n.prefix_len() == 32 && n.addr().is_broadcast() => {
@@ -88,6 +102,13 @@ fn never_matched(net: &IpNet) -> Option<&'static str> {
         IpNet::V4(n) if v4_multicast.contains(n) => Some(WHY_MULTICAST),
         IpNet::V6(n) if n.prefix_len() == 128 && n.addr().is_unspecified() => Some(WHY_UNSPECIFIED),
         IpNet::V6(n) if v6_multicast.contains(n) => Some(WHY_MULTICAST),
+        IpNet::V6(n) if v4_compatible.contains(n) && !(n.prefix_len() == 128 && n.addr().is_loopback()) => {
+            Some("an IPv4-compatible address (::a.b.c.d, deprecated) is no peer's address: write the IPv4 address")
+        }
+        IpNet::V6(n) if n.prefix_len() > 0 && n.contains(&v4_mapped) => Some(
+            "its IPv4-mapped part (::ffff:0:0/96) is compared as IPv4: list IPv4 networks apart \
+             (e.g. 0.0.0.0/0), and the IPv6 ones without the mapped range",
+        ),
         _ => None,
     }
 }
@@ -189,8 +210,31 @@ mod tests {
         assert!(parse_net("::/0").is_ok(), "every IPv6 address");
     }
 
+    /// Entries that would have matched less than they say (fail-open for `deny`), or more
+    /// (host bits past the prefix: `127.0.0.9/0` read as every address), name their key.
     #[test]
-    fn host_bits_are_ignored() {
-        assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+    fn entries_that_are_not_what_they_seem_are_refused() {
+        for entry in ["::127.0.0.9", "::10.0.0.0/104", "::fffe:0:0/95", "::/64"] {
+            let err = AccessList::parse(&[], &[entry.into()]).unwrap_err();
+            assert_eq!(err.0, "security.deny");
+            assert!(err.1.contains("can never match"), "{entry}: {}", err.1);
+        }
+        for entry in ["127.0.0.9/0", "10.1.2.3/8", "fd00::1/8", "::ffff:0:0/95"] {
+            let err = AccessList::parse(&[entry.into()], &[]).unwrap_err();
+            assert_eq!(err.0, "security.allow");
+            assert!(err.1.contains("past its"), "{entry}: {}", err.1);
+        }
+        assert_eq!(parse_net("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_net("::1").unwrap().to_string(), "::1/128");
+        assert_eq!(parse_net("::/0").unwrap().to_string(), "::/0");
+        assert_eq!(
+            parse_net("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        let mut config = crate::config::Config::default();
+        config.security.deny = vec!["::127.0.0.9".to_owned()];
+        let err = crate::security::Security::from_config(&config).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("security.deny"), "{err}");
     }
 }

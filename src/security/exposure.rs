@@ -32,11 +32,17 @@ pub enum Exposure {
         /// The listeners.
         listeners: Vec<SocketAddr>,
     },
-    /// A `[[auth.v1_peers]]` entry grants every address (`0.0.0.0/0`, `::/0`): a v1 peer
-    /// from anywhere gets its roles without a token.
+    /// A `[[auth.v1_peers]]` entry grants every address (`0.0.0.0/0`, `::/0`, or networks
+    /// that add up to one of them): a v1 peer from anywhere gets its roles without a token.
     V1PeersEveryone {
         /// The entry's name, or its number.
         entry: String,
+    },
+    /// Auth is on but `auth.open_metrics` opens `/metrics` (function and worker names, call
+    /// rates) on these HTTP listeners beyond loopback, to anyone who reaches them.
+    MetricsOpen {
+        /// The listeners.
+        listeners: Vec<SocketAddr>,
     },
 }
 
@@ -48,6 +54,7 @@ impl Exposure {
             Exposure::AdminOpen { .. } => "admin_open",
             Exposure::PlaintextWildcard { .. } => "plaintext_wildcard",
             Exposure::V1PeersEveryone { .. } => "v1_peers_everyone",
+            Exposure::MetricsOpen { .. } => "metrics_open",
         }
     }
 }
@@ -84,6 +91,12 @@ impl fmt::Display for Exposure {
                 f,
                 "auth.v1_peers entry {entry} grants every address: a v1 peer from anywhere \
                  gets its roles without a token"
+            ),
+            Exposure::MetricsOpen { listeners } => write!(
+                f,
+                "auth.open_metrics opens /metrics on {}, not on loopback: function and \
+                 worker names and call rates to anyone who reaches it",
+                list(listeners)
             ),
         }
     }
@@ -122,11 +135,21 @@ pub fn exposures(config: &Config, tcp: SocketAddr, http: &[SocketAddr]) -> Vec<E
             listeners: plaintext,
         });
     }
+    if config.auth.enabled && config.auth.open_metrics {
+        let listeners = beyond(http);
+        if !listeners.is_empty() {
+            found.push(Exposure::MetricsOpen { listeners });
+        }
+    }
     if config.auth.enabled {
         for (i, peer) in config.auth.v1_peers.iter().enumerate() {
-            let everyone = (peer.cidrs.iter())
+            let nets: Vec<IpNet> = (peer.cidrs.iter())
                 .filter_map(|cidr| parse_net(cidr).ok())
-                .any(|net: IpNet| net.prefix_len() == 0);
+                .collect();
+            // Networks that together make every address (0.0.0.0/1 and 128.0.0.0/1) too.
+            let everyone = IpNet::aggregate(&nets)
+                .iter()
+                .any(|net| net.prefix_len() == 0);
             if everyone {
                 let entry = match peer.name.as_str() {
                     "" => format!("#{}", i + 1),
@@ -181,6 +204,22 @@ mod tests {
         let found = exposures(&guarded, addr("0.0.0.0:6808"), &[]);
         assert_eq!(kinds(&found), ["plaintext_wildcard", "v1_peers_everyone"]);
         assert!(found[1].to_string().contains("\"legacy\""));
+        guarded.auth.v1_peers[0].cidrs = vec!["0.0.0.0/1".into(), "128.0.0.0/1".into()];
+        let found = exposures(&guarded, addr("127.0.0.1:6808"), &[]);
+        assert_eq!(
+            kinds(&found),
+            ["v1_peers_everyone"],
+            "two halves are everyone"
+        );
+        guarded.auth.v1_peers[0].cidrs = vec!["10.0.0.0/8".into()];
+        assert!(exposures(&guarded, addr("127.0.0.1:6808"), &[]).is_empty());
+
+        guarded.auth.open_metrics = true;
+        let found = exposures(&guarded, addr("127.0.0.1:6808"), &[addr("10.0.0.5:9808")]);
+        assert_eq!(kinds(&found), ["metrics_open"]);
+        let found = exposures(&guarded, addr("127.0.0.1:6808"), &[addr("127.0.0.1:9808")]);
+        assert!(found.is_empty(), "open metrics on loopback: {found:?}");
+        guarded.auth.open_metrics = false;
 
         guarded.tls.cert_file = "cert.pem".into();
         guarded.tls.key_file = "key.pem".into();

@@ -1,7 +1,7 @@
 //! Callers across a peer hop (issue 18): a dispatcher forwards each call naming the caller it
 //! admitted, and the peer, trusting a link with the `peer` role, applies that caller's grant
 //! and rate-limit bucket, never the link's. And `cluster.max_forwarded_per_peer` answered
-//! 429 end to end.
+//! 429 end to end, as is a refusal of the serving dispatcher's own rate limit.
 
 use super::*;
 
@@ -138,6 +138,83 @@ async fn forwarded_calls_count_against_their_own_callers_on_the_peer() {
             && statuses.contains(&200)
             && statuses.contains(&429),
         "{statuses:?}"
+    );
+    worker.stop().await;
+    drop((entry, serving));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A call refused by the serving dispatcher's rate limit (here stricter than the entry's)
+/// reaches its caller through the entry as a rate-limit refusal: 429 `rate_limited` over
+/// HTTP, `RateLimited` over the nmid protocol; never a generic error. (The limiter's own
+/// message and wait do not cross the hop: the client library's `RateLimited` carries none.)
+#[actix_rt::test]
+async fn a_rate_limit_refusal_on_the_peer_reaches_the_caller_as_rate_limited() {
+    let dir = std::env::temp_dir().join(format!("nmid-hop-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let entry_file = dir.join("entry.toml");
+    let serving_file = dir.join("serving.toml");
+    // The entry lets a burst of 5 through; the serving dispatcher 2 at most, per tenant.
+    let strict =
+        cluster_config(&dir, false, "").replace("per_client_burst = 5", "per_client_burst = 2");
+    std::fs::write(&entry_file, cluster_config(&dir, false, "")).unwrap();
+    std::fs::write(&serving_file, strict).unwrap();
+    let etcd = cluster_support::Etcd::start().await;
+    let arg = |path: &std::path::Path| path.display().to_string();
+    let entry = cluster_support::Nmid::start_with_args(&etcd.url, &["--config", &arg(&entry_file)]);
+    let serving =
+        cluster_support::Nmid::start_with_args(&etcd.url, &["--config", &arg(&serving_file)]);
+    let worker = Worker::builder()
+        .server(serving.tcp.to_string())
+        .token(WORKER_SECRET)
+        .function("Echo", echo)
+        .start()
+        .unwrap();
+    let probe = client_of(entry.tcp, PROBE).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while probe
+        .call("Echo", Bytes::from_static(b"probe"))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "never forwarded");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let tenant = client_of(entry.tcp, TENANT_A).await;
+    let mut results = Vec::new();
+    for i in 0..4u8 {
+        results.push(tenant.call("Echo", Bytes::from(vec![i; 4])).await);
+    }
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(ClientError::RateLimited))),
+        "over the peer's limit, not refused as rate limited: {results:?}"
+    );
+    let url = format!("http://{}/call/Echo?params=json", entry.http);
+    let mut answers = Vec::new();
+    for i in 0..4 {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(TENANT_B)
+            .body(format!("{{\"n\":{i}}}"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        answers.push((status, response.text().await.unwrap()));
+    }
+    assert!(
+        answers
+            .iter()
+            .any(|(status, body)| *status == 429 && body.contains("rate_limited")),
+        "over the peer's limit, not answered 429 rate_limited: {answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|(status, _)| *status == 200 || *status == 429),
+        "{answers:?}"
     );
     worker.stop().await;
     drop((entry, serving));

@@ -75,7 +75,7 @@ async fn a_flood_of_refused_connections_is_summarised() {
     };
     let summarised = |seen: &[String]| -> usize {
         (seen.iter())
-            .filter(|l| l.contains("closed more connections"))
+            .filter(|l| l.contains("more of the same kind"))
             .map(|l| {
                 let more = l.split("more=").nth(1).expect("more=");
                 more.split_whitespace()
@@ -130,4 +130,102 @@ async fn the_start_up_warnings_name_what_is_left_open() {
     let quiet = Process::start(&[]);
     let seen = quiet.log_so_far();
     assert!(!seen.iter().any(|l| l.contains("exposure=")), "{seen:#?}");
+}
+
+/// Every flood a peer can make at will is logged as one full line per window, then counted
+/// (`log.refusal_summary_interval_ms`: an hour here, so each kind writes one line in the
+/// test): 100 each of TLS connections closed without `close_notify`, malformed HTTP/1
+/// requests (actix-http's own `stream error` line for each is off), connections sending a
+/// malformed frame, results for job ids the worker does not hold, and registrations
+/// outside the worker's grant. Before, each wrote a line of its own.
+#[actix_rt::test]
+async fn floods_a_peer_can_make_are_logged_once_per_window() {
+    use super::common::wire;
+    use super::tls::{tls_connect, Pki};
+    const FLOOD: usize = 100;
+    let pki = Pki::new("floods");
+    let (cert, key) = pki.server("server");
+    let config = TempConfig::new(
+        "floods",
+        &format!(
+            "[log]\nrefusal_summary_interval_ms = 3600000\n\
+             [tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nallow_plaintext = true\n\
+             [auth]\nenabled = true\n[[auth.v1_peers]]\nname = \"local\"\n\
+             cidrs = [\"127.0.0.1/32\"]\nroles = [\"worker\"]\nfunctions = [\"Mine\"]\n"
+        ),
+    );
+    let nmid = Process::start(&["--config", &config.arg()]);
+    let register = wire(&Frame::WAddFunc {
+        function: bytes("Mine"),
+    });
+    for _ in 0..FLOOD {
+        let (mut stream, _) = tls_connect(nmid.addr, &pki.trust()).await.unwrap();
+        stream.write_all(&register).await.unwrap();
+        let mut ok = [0u8; 12];
+        stream.read_exact(&mut ok).await.unwrap();
+        // Dropped without a TLS close_notify.
+    }
+    for _ in 0..FLOOD {
+        let (mut stream, _) = tls_connect(nmid.http.unwrap(), &pki.trust()).await.unwrap();
+        stream.write_all(b"NOT HTTP\r\n\r\n").await.unwrap();
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 400");
+    }
+    for _ in 0..FLOOD {
+        let mut peer = Peer::connect(nmid.addr).await;
+        peer.send_raw(&register).await;
+        assert_eq!(peer.recv().await, Frame::Ok);
+        peer.send_raw(b"\x01junk that is no frame header").await;
+        peer.expect_closed().await;
+    }
+    let mut worker = Peer::connect(nmid.addr).await;
+    worker.send_raw(&register).await;
+    assert_eq!(worker.recv().await, Frame::Ok);
+    for n in 0..FLOOD {
+        worker
+            .send(Frame::WReturnData(nmid::codec::WReturnData {
+                function: bytes("Mine"),
+                params: Bytes::new(),
+                ret: bytes("x"),
+                job_id: bytes(&format!("{}", 900_000 + n)),
+            }))
+            .await;
+    }
+    for _ in 0..FLOOD {
+        worker
+            .send(Frame::WAddFunc {
+                function: bytes("Other"),
+            })
+            .await;
+        assert_eq!(worker.recv().await, Frame::Error);
+    }
+    let kinds = [
+        "close_notify",
+        "HTTP connection ended with an error",
+        "closing connection: malformed input",
+        "answer for a job this worker does not hold",
+        "function registration refused: not in its grant",
+    ];
+    let deadline = Instant::now() + PATIENCE;
+    let seen = loop {
+        let seen = nmid.log_so_far();
+        let count = |needle: &str| seen.iter().filter(|l| l.contains(needle)).count();
+        if kinds.iter().all(|kind| count(kind) >= 1) {
+            break seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a flood was never logged: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for kind in kinds {
+        let lines: Vec<&String> = seen.iter().filter(|l| l.contains(kind)).collect();
+        assert_eq!(lines.len(), 1, "{FLOOD} of {kind:?}: {lines:#?}");
+    }
+    assert!(
+        !seen.iter().any(|l| l.contains("stream error")),
+        "actix-http's own line: {seen:#?}"
+    );
 }

@@ -19,7 +19,9 @@ mod cluster_support;
 mod common;
 mod fairness;
 mod forwarding;
+mod holding;
 mod logs;
+mod review;
 mod routes;
 mod tls;
 

@@ -7,7 +7,7 @@ use actix::prelude::*;
 use tracing::{debug, info};
 
 use super::{Assignment, Registry};
-use crate::call::{FunctionName, PeerId};
+use crate::call::{ClientKey, FunctionName, PeerId};
 
 /// A peer dispatcher joined the cluster (its membership record appeared in etcd).
 #[derive(Message)]
@@ -49,6 +49,8 @@ pub struct PeerLeft {
 pub struct ForwardFinished {
     /// The peer.
     pub peer: PeerId,
+    /// Whom the call was made for (its share of the peer's slots).
+    pub caller: Option<ClientKey>,
 }
 
 /// A peer could not be reached (or refused a call while draining): skip it for a while.
@@ -105,7 +107,8 @@ impl Handler<ForwardFinished> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: ForwardFinished, _: &mut Self::Context) {
-        self.scheduler.forward_finished(&msg.peer);
+        self.scheduler
+            .forward_finished(&msg.peer, msg.caller.as_ref());
     }
 }
 
