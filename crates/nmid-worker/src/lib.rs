@@ -105,6 +105,7 @@ mod metrics;
 #[cfg(not(feature = "metrics"))]
 mod no_metrics;
 mod presence;
+mod reply;
 
 use std::fmt;
 use std::future::Future;
@@ -400,7 +401,9 @@ impl WorkerBuilder {
         self
     }
 
-    /// The largest frame body accepted from the dispatcher.
+    /// The largest frame body accepted from the dispatcher and sent to it (default 16 MiB,
+    /// the dispatcher's default `tcp.max_frame_bytes`; set both alike). A handler's answer over it is not sent: its caller gets a worker error
+    /// "result too large" instead, and the connection and the other jobs on it are unharmed.
     pub fn max_frame_bytes(mut self, max: usize) -> Self {
         self.max_frame_bytes = max;
         self
