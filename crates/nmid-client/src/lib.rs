@@ -233,7 +233,10 @@ impl ClientBuilder {
         self
     }
 
-    /// The largest reply frame body accepted.
+    /// The largest frame body sent or accepted (default 16 MiB, the dispatcher's default
+    /// `tcp.max_frame_bytes`; set both alike). A call over it fails at once with
+    /// [`ClientError::TooLarge`], before it is sent: the dispatcher would close the connection
+    /// on it, and every call in flight on it would fail.
     pub fn max_frame_bytes(mut self, max: usize) -> Self {
         self.max_frame_bytes = max;
         self
