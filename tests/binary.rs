@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::process::{addr_in, ChildLog, Process, NMID, PROCESS_PATIENCE};
-use common::{vector, Peer};
+use common::{vector, Peer, DRAIN_WATCH};
 use nmid::codec::Frame;
 
 /// `nmid --demo` answers nmid's golden ToUpper call with the golden result bytes, and the
@@ -69,6 +69,18 @@ async fn sigterm_drains_the_job_in_flight_then_exits_zero() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     nmid.wait_for_log("shutting down");
+    // The drain waits for the job: a while later nmid still runs and the call still waits.
+    tokio::time::sleep(DRAIN_WATCH).await;
+    let exited = nmid.child.try_wait().unwrap();
+    assert!(
+        exited.is_none(),
+        "nmid exited with a job in flight: {exited:?}"
+    );
+    assert_eq!(
+        client.try_recv(),
+        None,
+        "the call was answered before its job"
+    );
     worker.answer(&job, b"done").await;
     let Frame::SReturnData(ret) = client.recv().await else {
         panic!("expected S_RETURN_DATA");

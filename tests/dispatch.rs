@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{
     bytes, start_dispatcher, start_dispatcher_on_one_thread, start_dispatcher_with, wire, Peer,
-    PATIENCE,
+    DRAIN_WATCH, PATIENCE,
 };
 use nmid::codec::{CDoJob, Frame, ParamsType, HANDLE_TYPE_ENCODE};
 use nmid::config::Config;
@@ -609,6 +609,18 @@ async fn shutdown_drains_jobs_in_flight_and_refuses_new_calls() {
         .await;
     late_caller.call("F", b"too late").await;
     assert_eq!(late_caller.recv().await, Frame::Error);
+    // The drain waits for the job: a while later the dispatcher still runs and the call
+    // still waits.
+    tokio::time::sleep(DRAIN_WATCH).await;
+    assert!(
+        dispatcher.is_running(),
+        "the dispatcher stopped with a job in flight"
+    );
+    assert_eq!(
+        client.try_recv(),
+        None,
+        "the call was answered before its job"
+    );
 
     worker.answer(&job, b"finished").await;
     assert_eq!(returned(client.recv().await), &b"finished"[..]);

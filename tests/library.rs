@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{start_dispatcher, start_dispatcher_on, start_dispatcher_with, Peer, PATIENCE};
+use common::{
+    start_dispatcher, start_dispatcher_on, start_dispatcher_with, Peer, DRAIN_WATCH, PATIENCE,
+};
 use futures_util::future::{join_all, LocalBoxFuture};
 use nmid::client::{CallOptions, Client, ClientError, Protocol};
 use nmid::config::Config;
@@ -341,6 +343,35 @@ async fn graceful_stop_loses_no_job() {
     );
     b.stop().await;
     dispatcher.stop().await;
+}
+
+/// The dispatcher's shutdown waits for a Rust worker's job in flight: a while into the
+/// drain it still runs and the Rust caller still waits; the job's answer then reaches it.
+#[actix_rt::test]
+async fn dispatcher_shutdown_waits_for_the_job_in_flight() {
+    let mut dispatcher = start_dispatcher();
+    let gate = Rc::new(tokio::sync::Semaphore::new(0));
+    let w = worker(dispatcher.addr, "w")
+        .function("Hold", held(&gate))
+        .start()
+        .unwrap();
+    serving(&dispatcher, "Hold", 1).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let call = actix_rt::spawn(async move { client.call("Hold", "drained").await });
+    dispatcher
+        .wait_for("the job to run", |s| s.in_flight() == 1)
+        .await;
+    dispatcher.begin_shutdown();
+    dispatcher
+        .wait_for("the drain to begin", |s| s.draining)
+        .await;
+    tokio::time::sleep(DRAIN_WATCH).await;
+    assert!(dispatcher.is_running(), "stopped with a job in flight");
+    assert!(!call.is_finished(), "the call ended before its job");
+    gate.add_permits(1);
+    assert_eq!(call.await.unwrap().as_deref(), Ok(&b"drained"[..]));
+    dispatcher.stop().await;
+    w.stop().await;
 }
 
 /// A dispatcher that takes calls and never answers: each call in flight gives up by itself
