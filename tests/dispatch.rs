@@ -278,6 +278,28 @@ async fn lost_workers_job_is_retried_on_another_worker() {
     dispatcher.stop().await;
 }
 
+/// With `jobs.retries = 2`, a job survives two workers that die holding it: the third
+/// answers it, and its caller gets that answer.
+#[tokio::test]
+async fn two_retries_carry_a_job_past_two_lost_workers() {
+    let dispatcher = start_dispatcher_with(config(|c| c.jobs.retries = 2));
+    let mut w1 = Peer::worker(dispatcher.addr, "w1", &["F"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+    client.call("F", b"p").await;
+    let first = w1.recv_job().await;
+    let mut w2 = Peer::worker(dispatcher.addr, "w2", &["F"]).await;
+    drop(w1);
+    let second = w2.recv_job().await;
+    assert_eq!(second.params, first.params);
+    let mut w3 = Peer::worker(dispatcher.addr, "w3", &["F"]).await;
+    drop(w2);
+    let third = w3.recv_job().await;
+    assert_eq!(third.params, first.params);
+    w3.answer(&third, b"from w3").await;
+    assert_eq!(returned(client.recv().await), &b"from w3"[..]);
+    dispatcher.stop().await;
+}
+
 /// With `jobs.retries = 0`, a job whose worker disconnects is not retried on the spare
 /// worker: its caller gets ERROR, and the spare's first job is the next call.
 #[tokio::test]
