@@ -353,3 +353,28 @@ fn a_panic_in_a_child_process_fails_the_test_that_stops_it() {
 
     start(false).assert_no_panic("a child that did not panic");
 }
+
+/// Dropping a [`Process`] (how every test that started one ends) fails the test when the
+/// child reported a panic, even one it went on running after; a quiet child's drop passes.
+#[test]
+fn dropping_a_process_that_reported_a_panic_fails_the_test() {
+    let start = |line: &str| {
+        let child = Command::new("sh")
+            .args(["-c", &format!("echo \"{line}\" >&2; exec sleep 30")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run sh");
+        let mut process = Process::adopt(child, "sh");
+        process.wait_for_log(line);
+        process
+    };
+    let panicked = start("thread 'x' panicked at a.rs:1:1:");
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(panicked)));
+    let failure = dropped.expect_err("the child's panic failed the test on drop");
+    let message = failure.downcast_ref::<String>().expect("a message");
+    assert!(message.contains("sh (pid"), "{message}");
+    assert!(message.contains("panicked at a.rs:1:1"), "{message}");
+
+    drop(start("all is well"));
+}
