@@ -1008,3 +1008,29 @@ async fn a_dispatchers_too_large_refusal_reads_once() {
     w.stop().await;
     dispatcher.stop().await;
 }
+
+/// `jobs.timeout_ms` is the deadline of calls that carry none, such as v1 `C_DO_JOB`; the
+/// Rust client sends its own (30 s by default) on every call, so a job that outlasts the
+/// key still answers it, while the v1 caller of the same job gets ERROR.
+#[actix_rt::test]
+async fn jobs_timeout_ms_governs_v1_calls_not_the_rust_clients() {
+    let mut config = Config::default();
+    config.jobs.timeout_ms = 300;
+    let dispatcher = start_dispatcher_with(config);
+    let w = worker(dispatcher.addr, "slow")
+        .function("Slow", |job: Job| async move {
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            Ok::<_, JobError>(job.params().clone())
+        })
+        .start()
+        .unwrap();
+    serving(&dispatcher, "Slow", 1).await;
+    let mut v1 = Peer::connect(dispatcher.addr).await;
+    v1.call("Slow", b"v1").await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let tagged = client.call("Slow", Bytes::from_static(b"tagged")).await;
+    assert_eq!(tagged.as_deref(), Ok(&b"tagged"[..]));
+    assert_eq!(v1.recv().await, nmid::codec::Frame::Error);
+    w.stop().await;
+    dispatcher.stop().await;
+}
