@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::process::{addr_in, ChildLog, Process, NMID, PROCESS_PATIENCE};
-use common::{vector, Peer};
+use common::{vector, Peer, DRAIN_WATCH};
 use nmid::codec::Frame;
 
 /// `nmid --demo` answers nmid's golden ToUpper call with the golden result bytes, and the
@@ -69,6 +69,18 @@ async fn sigterm_drains_the_job_in_flight_then_exits_zero() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     nmid.wait_for_log("shutting down");
+    // The drain waits for the job: a while later nmid still runs and the call still waits.
+    tokio::time::sleep(DRAIN_WATCH).await;
+    let exited = nmid.child.try_wait().unwrap();
+    assert!(
+        exited.is_none(),
+        "nmid exited with a job in flight: {exited:?}"
+    );
+    assert_eq!(
+        client.try_recv(),
+        None,
+        "the call was answered before its job"
+    );
     worker.answer(&job, b"done").await;
     let Frame::SReturnData(ret) = client.recv().await else {
         panic!("expected S_RETURN_DATA");
@@ -340,4 +352,29 @@ fn a_panic_in_a_child_process_fails_the_test_that_stops_it() {
     assert!(message.contains("injected by the test"), "{message}");
 
     start(false).assert_no_panic("a child that did not panic");
+}
+
+/// Dropping a [`Process`] (how every test that started one ends) fails the test when the
+/// child reported a panic, even one it went on running after; a quiet child's drop passes.
+#[test]
+fn dropping_a_process_that_reported_a_panic_fails_the_test() {
+    let start = |line: &str| {
+        let child = Command::new("sh")
+            .args(["-c", &format!("echo \"{line}\" >&2; exec sleep 30")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run sh");
+        let mut process = Process::adopt(child, "sh");
+        process.wait_for_log(line);
+        process
+    };
+    let panicked = start("thread 'x' panicked at a.rs:1:1:");
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(panicked)));
+    let failure = dropped.expect_err("the child's panic failed the test on drop");
+    let message = failure.downcast_ref::<String>().expect("a message");
+    assert!(message.contains("sh (pid"), "{message}");
+    assert!(message.contains("panicked at a.rs:1:1"), "{message}");
+
+    drop(start("all is well"));
 }

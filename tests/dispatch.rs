@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{
     bytes, start_dispatcher, start_dispatcher_on_one_thread, start_dispatcher_with, wire, Peer,
-    PATIENCE,
+    DRAIN_WATCH, PATIENCE,
 };
 use nmid::codec::{CDoJob, Frame, ParamsType, HANDLE_TYPE_ENCODE};
 use nmid::config::Config;
@@ -275,6 +275,28 @@ async fn lost_workers_job_is_retried_on_another_worker() {
     assert_eq!(retried.params, first.params);
     w2.answer(&retried, b"from w2").await;
     assert_eq!(returned(client.recv().await), &b"from w2"[..]);
+    dispatcher.stop().await;
+}
+
+/// With `jobs.retries = 2`, a job survives two workers that die holding it: the third
+/// answers it, and its caller gets that answer.
+#[tokio::test]
+async fn two_retries_carry_a_job_past_two_lost_workers() {
+    let dispatcher = start_dispatcher_with(config(|c| c.jobs.retries = 2));
+    let mut w1 = Peer::worker(dispatcher.addr, "w1", &["F"]).await;
+    let mut client = Peer::connect(dispatcher.addr).await;
+    client.call("F", b"p").await;
+    let first = w1.recv_job().await;
+    let mut w2 = Peer::worker(dispatcher.addr, "w2", &["F"]).await;
+    drop(w1);
+    let second = w2.recv_job().await;
+    assert_eq!(second.params, first.params);
+    let mut w3 = Peer::worker(dispatcher.addr, "w3", &["F"]).await;
+    drop(w2);
+    let third = w3.recv_job().await;
+    assert_eq!(third.params, first.params);
+    w3.answer(&third, b"from w3").await;
+    assert_eq!(returned(client.recv().await), &b"from w3"[..]);
     dispatcher.stop().await;
 }
 
@@ -609,6 +631,18 @@ async fn shutdown_drains_jobs_in_flight_and_refuses_new_calls() {
         .await;
     late_caller.call("F", b"too late").await;
     assert_eq!(late_caller.recv().await, Frame::Error);
+    // The drain waits for the job: a while later the dispatcher still runs and the call
+    // still waits.
+    tokio::time::sleep(DRAIN_WATCH).await;
+    assert!(
+        dispatcher.is_running(),
+        "the dispatcher stopped with a job in flight"
+    );
+    assert_eq!(
+        client.try_recv(),
+        None,
+        "the call was answered before its job"
+    );
 
     worker.answer(&job, b"finished").await;
     assert_eq!(returned(client.recv().await), &b"finished"[..]);

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{start_dispatcher, start_dispatcher_on, start_dispatcher_with, Peer, PATIENCE};
-use futures_util::future::join_all;
+use common::{
+    start_dispatcher, start_dispatcher_on, start_dispatcher_with, Peer, DRAIN_WATCH, PATIENCE,
+};
+use futures_util::future::{join_all, LocalBoxFuture};
 use nmid::client::{CallOptions, Client, ClientError, Protocol};
 use nmid::config::Config;
 use nmid::retstruct::RetStruct;
@@ -341,6 +343,35 @@ async fn graceful_stop_loses_no_job() {
     );
     b.stop().await;
     dispatcher.stop().await;
+}
+
+/// The dispatcher's shutdown waits for a Rust worker's job in flight: a while into the
+/// drain it still runs and the Rust caller still waits; the job's answer then reaches it.
+#[actix_rt::test]
+async fn dispatcher_shutdown_waits_for_the_job_in_flight() {
+    let mut dispatcher = start_dispatcher();
+    let gate = Rc::new(tokio::sync::Semaphore::new(0));
+    let w = worker(dispatcher.addr, "w")
+        .function("Hold", held(&gate))
+        .start()
+        .unwrap();
+    serving(&dispatcher, "Hold", 1).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let call = actix_rt::spawn(async move { client.call("Hold", "drained").await });
+    dispatcher
+        .wait_for("the job to run", |s| s.in_flight() == 1)
+        .await;
+    dispatcher.begin_shutdown();
+    dispatcher
+        .wait_for("the drain to begin", |s| s.draining)
+        .await;
+    tokio::time::sleep(DRAIN_WATCH).await;
+    assert!(dispatcher.is_running(), "stopped with a job in flight");
+    assert!(!call.is_finished(), "the call ended before its job");
+    gate.add_permits(1);
+    assert_eq!(call.await.unwrap().as_deref(), Ok(&b"drained"[..]));
+    dispatcher.stop().await;
+    w.stop().await;
 }
 
 /// A dispatcher that takes calls and never answers: each call in flight gives up by itself
@@ -834,4 +865,172 @@ async fn a_reconnecting_worker_closes_its_old_socket() {
     assert_eq!(&header[..8], &[0, 0, 0, 2, 0, 0, 0, 23], "W_SET_NAME first");
     drop(second);
     w.stop().await;
+}
+
+/// Holds every job of a function until `release`, then echoes it: a permit per job, so a
+/// job that starts after the release does not wait.
+fn held(
+    gate: &Rc<tokio::sync::Semaphore>,
+) -> impl Fn(Job) -> LocalBoxFuture<'static, Result<Bytes, JobError>> {
+    let gate = gate.clone();
+    move |job: Job| {
+        let gate = gate.clone();
+        Box::pin(async move {
+            gate.acquire().await.expect("gate open").forget();
+            Ok(job.params().clone())
+        })
+    }
+}
+
+/// A handler answering 17 MiB, over the 16 MiB frame limit of the worker and the
+/// dispatcher: its caller gets a clear worker error at once, both workers stay connected,
+/// the jobs in flight on them finish, and a later call is answered.
+#[actix_rt::test]
+async fn an_answer_over_the_frame_limit_fails_only_its_own_call() {
+    let dispatcher = start_dispatcher();
+    let gate = Rc::new(tokio::sync::Semaphore::new(0));
+    let big = |_job: Job| async { Ok::<_, JobError>(RetStruct::ok(vec![b'x'; 17 << 20])) };
+    let echo = |job: Job| async move { Ok::<_, JobError>(job.params().clone()) };
+    let a = worker(dispatcher.addr, "a")
+        .function("HoldA", held(&gate))
+        .function("Big", big)
+        .function("Echo", echo)
+        .start()
+        .unwrap();
+    let b = worker(dispatcher.addr, "b")
+        .function("HoldB", held(&gate))
+        .function("Big", big)
+        .function("Echo", echo)
+        .start()
+        .unwrap();
+    serving(&dispatcher, "Big", 2).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let holds: Vec<_> = ["HoldA", "HoldB"]
+        .into_iter()
+        .map(|function| {
+            let client = client.clone();
+            actix_rt::spawn(async move { client.call(function, function.to_owned()).await })
+        })
+        .collect();
+    dispatcher
+        .wait_for("a job held on each worker", |s| s.in_flight() == 2)
+        .await;
+
+    let refused = client.call("Big", Bytes::from_static(b"p")).await;
+    assert!(
+        matches!(&refused, Err(ClientError::WorkerError(message))
+            if message.starts_with("result too large") && message.contains("16777216-byte")),
+        "{refused:?}"
+    );
+    gate.add_permits(2);
+    for (hold, function) in holds.into_iter().zip(["HoldA", "HoldB"]) {
+        let answer = hold.await.unwrap();
+        assert_eq!(answer.as_deref(), Ok(function.as_bytes()), "{function}");
+    }
+    let later = client.call("Echo", Bytes::from_static(b"later")).await;
+    assert_eq!(later.as_deref(), Ok(&b"later"[..]));
+    let snapshot = dispatcher.snapshot().await;
+    assert_eq!(snapshot.function("Big").map(|f| f.workers), Some(2));
+    a.stop().await;
+    b.stop().await;
+    dispatcher.stop().await;
+}
+
+/// A call over the client's frame limit fails at once with TooLarge, before it is sent:
+/// another call in flight on the same connection (a clone of the client) is unharmed, and
+/// the connection serves the next call. Just under the limit (the frame's own fields tip it
+/// over) is refused the same way.
+#[actix_rt::test]
+async fn a_call_over_the_frame_limit_fails_alone_with_too_large() {
+    let dispatcher = start_dispatcher();
+    let gate = Rc::new(tokio::sync::Semaphore::new(0));
+    let w = worker(dispatcher.addr, "w")
+        .function("Hold", held(&gate))
+        .start()
+        .unwrap();
+    serving(&dispatcher, "Hold", 1).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let hold = actix_rt::spawn({
+        let client = client.clone();
+        async move { client.call("Hold", Bytes::from_static(b"held")).await }
+    });
+    dispatcher
+        .wait_for("the held job to run", |s| s.in_flight() == 1)
+        .await;
+    #[derive(Serialize)]
+    struct Blob {
+        blob: String,
+    }
+    for size in [17 << 20, (16 << 20) - 45] {
+        let blob = "p".repeat(size);
+        let refused = client.call_data("Hold", &Blob { blob }).await;
+        let Err(ClientError::TooLarge(message)) = &refused else {
+            panic!("{size} bytes: {refused:?}")
+        };
+        assert!(message.contains("16777216-byte frame limit"), "{message}");
+        let shown = refused.unwrap_err().to_string();
+        assert_eq!(shown.matches("too large").count(), 1, "{shown}");
+    }
+    gate.add_permits(2);
+    assert_eq!(hold.await.unwrap().as_deref(), Ok(&b"held"[..]));
+    let next = client.call("Hold", Bytes::from_static(b"next")).await;
+    assert_eq!(next.as_deref(), Ok(&b"next"[..]));
+    w.stop().await;
+    dispatcher.stop().await;
+}
+
+/// A call the client sends but whose job would be over the workers' limit is refused by
+/// the dispatcher; its message names the error once.
+#[actix_rt::test]
+async fn a_dispatchers_too_large_refusal_reads_once() {
+    let mut config = Config::default();
+    config.tcp.max_frame_bytes = 64 * 1024;
+    let dispatcher = start_dispatcher_with(config);
+    let w = worker(dispatcher.addr, "w")
+        .max_frame_bytes(64 * 1024)
+        .function("F", |job: Job| async move {
+            Ok::<_, JobError>(job.params().clone())
+        })
+        .start()
+        .unwrap();
+    serving(&dispatcher, "F", 1).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let refused = client.call("F", vec![b'p'; 64 * 1024 - 40]).await;
+    assert!(
+        matches!(refused, Err(ClientError::TooLarge(_))),
+        "{refused:?}"
+    );
+    let shown = refused.unwrap_err().to_string();
+    assert_eq!(
+        shown,
+        "call too large: its job would exceed tcp.max_frame_bytes"
+    );
+    w.stop().await;
+    dispatcher.stop().await;
+}
+
+/// `jobs.timeout_ms` is the deadline of calls that carry none, such as v1 `C_DO_JOB`; the
+/// Rust client sends its own (30 s by default) on every call, so a job that outlasts the
+/// key still answers it, while the v1 caller of the same job gets ERROR.
+#[actix_rt::test]
+async fn jobs_timeout_ms_governs_v1_calls_not_the_rust_clients() {
+    let mut config = Config::default();
+    config.jobs.timeout_ms = 300;
+    let dispatcher = start_dispatcher_with(config);
+    let w = worker(dispatcher.addr, "slow")
+        .function("Slow", |job: Job| async move {
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            Ok::<_, JobError>(job.params().clone())
+        })
+        .start()
+        .unwrap();
+    serving(&dispatcher, "Slow", 1).await;
+    let mut v1 = Peer::connect(dispatcher.addr).await;
+    v1.call("Slow", b"v1").await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let tagged = client.call("Slow", Bytes::from_static(b"tagged")).await;
+    assert_eq!(tagged.as_deref(), Ok(&b"tagged"[..]));
+    assert_eq!(v1.recv().await, nmid::codec::Frame::Error);
+    w.stop().await;
+    dispatcher.stop().await;
 }

@@ -620,6 +620,10 @@ async fn sigterm_past_the_drain_timeout_answers_every_caller_and_exits_3() {
     let errors = answers.iter().filter(|a| **a == Some(Frame::Error)).count();
     println!("SIGTERM past the drain timeout: {errors} of {count} callers answered ERROR");
     assert_eq!(errors, count);
+    // What the drain waited for: the jobs in flight (64), the queued calls and the HTTP one.
+    let timed_out = nmid.wait_for_log("drain timeout");
+    let left = format!("jobs_left={}", count + 1);
+    assert!(timed_out.contains(&left), "expected {left}: {timed_out}");
     let readyz = ready
         .await
         .unwrap()

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use common::process::{rss_bytes, Process};
+use common::process::{rss_bytes, ChildLog, Process};
 use common::wire;
 use nmid::codec::{
     self, ErrorCode, Frame, ParamsType, SCallError, TaggedCall, TaggedResult, HANDLE_TYPE_ENCODE,
@@ -28,6 +28,10 @@ use tokio::net::TcpStream;
 
 /// The function the soak's workers serve: the params upper-cased.
 const FUNCTION: &str = "Soak";
+/// The function the hostile peers call, served the same way by a worker that is never
+/// killed: their jobs load the dispatcher and are never lost, so every retry the dispatcher
+/// counts (`nmid_job_retries_total`) is one of the soak client's jobs.
+const HOSTILE_FUNCTION: &str = "SoakHostile";
 /// Worker processes at any time.
 const WORKERS: usize = 4;
 /// Calls in flight from the soak's client.
@@ -44,12 +48,13 @@ const RETRIES: u32 = 3;
 #[ignore = "a role of the soak, started by it"]
 fn soak_worker_role() {
     let addr = std::env::var("NMID_SOAK_WORKER_ADDR").expect("started by the soak");
+    let function = std::env::var("NMID_SOAK_WORKER_FUNCTION").expect("started by the soak");
     actix_rt::System::new().block_on(async move {
         let _worker = nmid::worker::Worker::builder()
             .name("soak")
             .server(addr)
             .slots(WORKER_SLOTS)
-            .function(FUNCTION, |job: nmid::worker::Job| async move {
+            .function(function, |job: nmid::worker::Job| async move {
                 // A moment of work, so that a kill finds jobs in flight.
                 let pause = job.params().len() % 3;
                 tokio::time::sleep(Duration::from_millis(pause as u64)).await;
@@ -62,26 +67,34 @@ fn soak_worker_role() {
     });
 }
 
-/// A worker process, killed by its PID when dropped.
-struct WorkerProcess(Child);
+/// A worker process serving `function`, killed by its PID when dropped; a panic it
+/// reported on its stderr then fails the soak.
+struct WorkerProcess {
+    child: Child,
+    log: ChildLog,
+}
 
 impl WorkerProcess {
-    fn start(addr: SocketAddr) -> Self {
-        let child = Command::new(std::env::current_exe().unwrap())
+    fn start(addr: SocketAddr, function: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--ignored", "--exact", "soak_worker_role", "--nocapture"])
             .env("NMID_SOAK_WORKER_ADDR", addr.to_string())
+            .env("NMID_SOAK_WORKER_FUNCTION", function)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start a soak worker");
-        Self(child)
+        let log = ChildLog::read(child.stderr.take().unwrap());
+        Self { child, log }
     }
 }
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let who = format!("soak worker (pid {})", self.child.id());
+        self.log.assert_no_panic(&who);
     }
 }
 
@@ -125,7 +138,8 @@ impl Tally {
     }
 
     /// The most `WORKER_LOST` answers that `kills` workers killed and `retried` jobs retried
-    /// (the dispatcher's `nmid_job_retries_total`) can explain. A call is answered
+    /// (the dispatcher's `nmid_job_retries_total`: the soak client's jobs only, since the
+    /// hostile peers' go to a worker never killed) can explain. A call is answered
     /// `WORKER_LOST` only once it was lost with `1 + RETRIES` workers, each a different kill,
     /// and retried `RETRIES` times; each kill loses at most a worker's slots of jobs.
     fn allowed_errors(kills: u64, retried: u64) -> u64 {
@@ -176,13 +190,13 @@ fn expected(id: u64) -> Vec<u8> {
     format!("CALL-{id}").into_bytes()
 }
 
-fn call_frame(id: u64) -> Vec<u8> {
+fn call_frame(function: &'static str, id: u64) -> Vec<u8> {
     wire(&Frame::CCall(TaggedCall {
         id,
         timeout_ms: 20_000,
         params_type: ParamsType::MSGPACK,
         handle_type: HANDLE_TYPE_ENCODE,
-        function: Bytes::from_static(FUNCTION.as_bytes()),
+        function: Bytes::from_static(function.as_bytes()),
         params: Bytes::from(format!("call-{id}")),
         meta: Vec::new(),
     }))
@@ -203,11 +217,11 @@ async fn client(addr: SocketAddr, calls: u64) -> Tally {
     while !last_answered {
         let mut out = Vec::new();
         while next < last && next - answered < IN_FLIGHT {
-            out.extend(call_frame(next));
+            out.extend(call_frame(FUNCTION, next));
             next += 1;
         }
         if next == last && answered >= last {
-            out.extend(call_frame(last));
+            out.extend(call_frame(FUNCTION, last));
             next += 1;
         }
         write.write_all(&out).await.unwrap();
@@ -242,7 +256,7 @@ async fn hostile(addr: SocketAddr, stop: Arc<AtomicBool>) {
         // Calls, never reading the replies.
         if let Ok(mut s) = TcpStream::connect(addr).await {
             for id in 0..200 {
-                let frame = call_frame(1 << 40 | id);
+                let frame = call_frame(HOSTILE_FUNCTION, 1 << 40 | id);
                 if tokio::time::timeout(Duration::from_millis(50), s.write_all(&frame))
                     .await
                     .is_err()
@@ -345,8 +359,10 @@ async fn calls_survive_killed_workers_and_hostile_peers() {
     );
     let (addr, http) = (nmid.addr, nmid.http.expect("nmid serves HTTP"));
     let pid = nmid.child.id();
-    let mut workers: Vec<WorkerProcess> =
-        (0..WORKERS).map(|_| WorkerProcess::start(addr)).collect();
+    let mut workers: Vec<WorkerProcess> = (0..WORKERS)
+        .map(|_| WorkerProcess::start(addr, FUNCTION))
+        .collect();
+    let hostile_sink = WorkerProcess::start(addr, HOSTILE_FUNCTION);
     all_serving(http).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -373,7 +389,7 @@ async fn calls_survive_killed_workers_and_hostile_peers() {
         seed ^= seed << 17;
         tokio::time::sleep(Duration::from_millis(150 + seed % 250)).await;
         let victim = (seed as usize / 7) % workers.len();
-        workers[victim] = WorkerProcess::start(addr); // the old one is killed as it drops
+        workers[victim] = WorkerProcess::start(addr, FUNCTION); // the old one is killed as it drops
         kills += 1;
         all_serving(http).await;
     }
@@ -397,6 +413,7 @@ async fn calls_survive_killed_workers_and_hostile_peers() {
         panic!("the soak failed: {faults}");
     }
     drop(workers);
+    drop(hostile_sink);
 }
 
 /// The soak's verdict, on tallies made by hand: a dispatcher that answers calls with errors

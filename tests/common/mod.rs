@@ -21,6 +21,11 @@ use tokio_util::codec::Framed;
 /// How long a test waits for something that should happen promptly.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
+/// How long a test watches a drain that must wait for a job in flight before it lets the
+/// job finish: a drain that does not wait is over within milliseconds (the process exits,
+/// the connections close), so still draining after this long shows that it waits.
+pub const DRAIN_WATCH: Duration = Duration::from_millis(750);
+
 /// Every panic in this test binary so far: (thread name, message with location). Actors run
 /// as tokio tasks, and tokio catches a task's panic (it ends only that task, and the thread
 /// goes on), so joining a thread cannot see them; a panic hook sees every one.
@@ -224,6 +229,11 @@ impl TestDispatcher {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// The dispatcher's thread still runs: its shutdown, if begun, is not over.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Begins the shutdown (stop accepting, refuse new calls, drain) without waiting for it;

@@ -130,6 +130,15 @@ impl ChildLog {
             .clone()
     }
 
+    /// Fails the test if the log file at `path`, which a process that has exited wrote its
+    /// stderr to, reports a panic (`who` says which process).
+    pub fn assert_no_panic_in_file(path: &std::path::Path, who: &str) {
+        match std::fs::File::open(path) {
+            Ok(file) => Self::read(file).assert_no_panic(who),
+            Err(err) => panic!("{who}'s log {}: {err}", path.display()),
+        }
+    }
+
     /// Fails the test if `who` (a process that has exited or been killed) reported a panic;
     /// does nothing while the test is already failing (a second panic would abort).
     pub fn assert_no_panic(&mut self, who: &str) {
@@ -141,12 +150,15 @@ impl ChildLog {
     }
 }
 
-/// A running `nmid` process, killed on drop if still running.
+/// A running `nmid` process (or, through [`Process::adopt`], another child of the test),
+/// killed on drop if still running; its stderr is then scanned for panics.
 pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
     pub http: Option<SocketAddr>,
     log: ChildLog,
+    /// The program, for messages (`nmid`, `nmid-faas`).
+    name: String,
 }
 
 impl Process {
@@ -161,7 +173,7 @@ impl Process {
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut child = command
+        let child = command
             .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
@@ -169,13 +181,7 @@ impl Process {
             .stdout(Stdio::null())
             .spawn()
             .expect("start nmid");
-        let log = ChildLog::read(child.stderr.take().unwrap());
-        let mut process = Self {
-            child,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            http: None,
-            log,
-        };
+        let mut process = Self::adopt(child, "nmid");
         let line = process.wait_for_log("nmid protocol listening");
         process.addr = addr_in(&line);
         if !args.contains(&"--no-http") {
@@ -184,10 +190,25 @@ impl Process {
         process
     }
 
+    /// Watches `child`, started with its stderr piped (`nmid-faas`, a helper): killed when
+    /// dropped, and the test fails then if it reported a panic. It has no address of its
+    /// own (`addr` is unspecified, `http` is `None`).
+    pub fn adopt(mut child: Child, name: &str) -> Self {
+        let stderr = child.stderr.take().expect("the child's stderr is piped");
+        Self {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            http: None,
+            log: ChildLog::read(stderr),
+            name: name.to_owned(),
+        }
+    }
+
     /// The first log line containing `needle`, within [`PROCESS_PATIENCE`].
     pub fn wait_for_log(&mut self, needle: &str) -> String {
-        (self.log.wait_for(needle, PROCESS_PATIENCE))
-            .unwrap_or_else(|seen| panic!("nmid never logged {needle:?}; it logged {seen:#?}"))
+        (self.log.wait_for(needle, PROCESS_PATIENCE)).unwrap_or_else(|seen| {
+            panic!("{} never logged {needle:?}; it logged {seen:#?}", self.name)
+        })
     }
 
     /// Every log line that arrived so far, without waiting.
@@ -243,7 +264,7 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let who = format!("nmid (pid {})", self.child.id());
+        let who = format!("{} (pid {})", self.name, self.child.id());
         self.log.assert_no_panic(&who);
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use nmid::config::Config;
 
+use super::common::process::Process;
 use super::common::{start_dispatcher_with_http, PATIENCE};
 use super::{alive, read_pids, served, Faas};
 
@@ -396,14 +397,15 @@ async fn relative_paths_resolve_against_the_functions_file() {
         .unwrap();
     assert!(check.status.success(), "{check:?}");
     let elsewhere = super::temp_dir();
-    let mut child = super::KillOnDrop(
+    let child = Process::adopt(
         std::process::Command::new(env!("CARGO_BIN_EXE_nmid-faas"))
             .args(["--server", &dispatcher.addr.to_string()])
             .arg(dir.join("functions.toml"))
             .current_dir(&elsewhere)
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
+        "nmid-faas",
     );
     served(&dispatcher, "Greet", 1).await;
     served(&dispatcher, "Run", 1).await;
@@ -415,7 +417,7 @@ async fn relative_paths_resolve_against_the_functions_file() {
         super::http_post(&dispatcher, "Run", "{}").await,
         (200, "ran".to_owned())
     );
-    let _ = child.0.kill();
+    drop(child); // killed, and its stderr scanned for panics
     dispatcher.stop().await;
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(elsewhere);

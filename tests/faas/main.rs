@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::ChildLog;
 use common::{TestDispatcher, PATIENCE};
 use serde::Serialize;
 
@@ -127,9 +128,14 @@ impl Faas {
 }
 
 impl Drop for Faas {
+    /// Kills the process if still running, then fails the test if it reported a panic.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let who = format!("nmid-faas (pid {})", self.child.id());
+        if !std::thread::panicking() {
+            ChildLog::assert_no_panic_in_file(&self.path("stderr.log"), &who);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -242,7 +242,7 @@ async fn nmid_faas_serves_with_a_token_over_tls() {
         "[[function]]\nname = \"Upper\"\ncommand = [\"tr\", \"a-z\", \"A-Z\"]\n",
     )
     .unwrap();
-    let faas = tokio::process::Command::new(env!("CARGO_BIN_EXE_nmid-faas"))
+    let faas = std::process::Command::new(env!("CARGO_BIN_EXE_nmid-faas"))
         .args([
             "--server",
             &dispatcher.addr.to_string(),
@@ -254,10 +254,10 @@ async fn nmid_faas_serves_with_a_token_over_tls() {
         ])
         .env_remove("NMID_TOKEN")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let faas = Process::adopt(faas, "nmid-faas");
     let deadline = Instant::now() + Duration::from_secs(20);
     while dispatcher
         .snapshot()
@@ -279,7 +279,7 @@ async fn nmid_faas_serves_with_a_token_over_tls() {
         .await
         .unwrap();
     assert_eq!(&data[..], br#"{"NAME":"FAAS"}"#);
-    drop(faas);
+    drop(faas); // killed, and its stderr scanned for panics
     dispatcher.stop().await;
 }
 

@@ -90,6 +90,19 @@ async fn authenticate(
     }
 }
 
+/// Refuses a call frame over the frame limit before it reaches the connection: the
+/// dispatcher would close the connection on reading its header, failing every call in flight
+/// on it with an unknown outcome.
+fn fits(frame: &Frame, settings: &Settings) -> Result<(), ClientError> {
+    match codec::over_limit(frame, settings.max_frame_bytes) {
+        None => Ok(()),
+        Some(body_len) => Err(ClientError::TooLarge(format!(
+            "a {body_len}-byte call frame is over the {}-byte frame limit (max_frame_bytes)",
+            settings.max_frame_bytes
+        ))),
+    }
+}
+
 /// Calls in flight on one tagged connection, by request id.
 #[derive(Debug, Default)]
 struct Pending {
@@ -183,6 +196,18 @@ impl Tagged {
         timeout: Duration,
         meta: Metadata,
     ) -> Reply {
+        let frame = Frame::CCall(TaggedCall {
+            id: request_id,
+            timeout_ms: u32::try_from(timeout.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1),
+            params_type,
+            handle_type: HANDLE_TYPE_ENCODE,
+            function,
+            params,
+            meta,
+        });
+        fits(&frame, &self.settings)?;
         let conn = self.connection().await?;
         let (tx, rx) = oneshot::channel();
         {
@@ -197,17 +222,6 @@ impl Tagged {
             };
             pending.calls.insert(request_id, waiter);
         }
-        let frame = Frame::CCall(TaggedCall {
-            id: request_id,
-            timeout_ms: u32::try_from(timeout.as_millis())
-                .unwrap_or(u32::MAX)
-                .max(1),
-            params_type,
-            handle_type: HANDLE_TYPE_ENCODE,
-            function,
-            params,
-            meta,
-        });
         if conn.outgoing.send(frame).is_err() {
             conn.pending
                 .lock()
@@ -345,17 +359,18 @@ impl V1 {
         params_type: ParamsType,
         timeout: Duration,
     ) -> Reply {
-        let mut slot = self.conn.lock().await;
-        let mut conn = match slot.take() {
-            Some(conn) => conn,
-            None => self.open().await?,
-        };
         let call = Frame::CDoJob(CDoJob {
             params_type,
             handle_type: HANDLE_TYPE_ENCODE,
             function,
             params,
         });
+        fits(&call, &self.settings)?;
+        let mut slot = self.conn.lock().await;
+        let mut conn = match slot.take() {
+            Some(conn) => conn,
+            None => self.open().await?,
+        };
         let exchange = async {
             conn.send(call).await?;
             match conn.next().await {

@@ -42,7 +42,9 @@ pub enum ClientError {
     /// The dispatcher is shutting down.
     #[error("dispatcher is shutting down")]
     ShuttingDown,
-    /// The call is larger than the dispatcher's workers accept (`tcp.max_frame_bytes`).
+    /// The call is larger than the dispatcher or its workers accept (`tcp.max_frame_bytes`),
+    /// or than this client sends (`max_frame_bytes`, checked before sending); nothing was
+    /// sent to a worker. The message says which limit.
     #[error("call too large: {0}")]
     TooLarge(String),
     /// The worker's function reported a failure (tagged workers), with its message.
@@ -113,7 +115,7 @@ impl ClientError {
     pub(crate) fn from_code(code: ErrorCode, message: &[u8]) -> Self {
         let message = String::from_utf8_lossy(message).into_owned();
         match code {
-            ErrorCode::BAD_REQUEST => Self::BadRequest(message),
+            ErrorCode::BAD_REQUEST => Self::BadRequest(cause(message, "bad request")),
             ErrorCode::NO_WORKER => Self::NoWorker,
             ErrorCode::RATE_LIMITED => Self::RateLimited,
             ErrorCode::BREAKER_OPEN => Self::BreakerOpen,
@@ -121,10 +123,20 @@ impl ClientError {
             ErrorCode::WORKER_LOST => Self::WorkerLost,
             ErrorCode::WORKER_ERROR => Self::WorkerError(message),
             ErrorCode::SHUTTING_DOWN => Self::ShuttingDown,
-            ErrorCode::TOO_LARGE => Self::TooLarge(message),
-            ErrorCode::FORBIDDEN => Self::Forbidden(message),
+            ErrorCode::TOO_LARGE => Self::TooLarge(cause(message, "call too large")),
+            ErrorCode::FORBIDDEN => Self::Forbidden(cause(message, "forbidden")),
             ErrorCode(code) => Self::Other { code, message },
         }
+    }
+}
+
+/// The cause in a dispatcher's error `message`, which is its whole error ("call too large:
+/// its job would exceed ..."): the variant's own words (`kind`) come off, since its message
+/// prints them before the cause; a message without them is kept whole.
+fn cause(message: String, kind: &str) -> String {
+    match message.split_once(": ") {
+        Some((said, cause)) if said == kind => cause.to_owned(),
+        _ => message,
     }
 }
 
@@ -134,5 +146,35 @@ impl From<CodecError> for ClientError {
             CodecError::Io(_) => Self::ConnectionLost,
             other => Self::Protocol(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dispatcher's message already names the error: the client prints it once.
+    #[test]
+    fn a_dispatcher_error_prints_its_kind_once() {
+        let cases = [
+            (
+                ErrorCode::TOO_LARGE,
+                "call too large: its job would exceed tcp.max_frame_bytes",
+            ),
+            (
+                ErrorCode::BAD_REQUEST,
+                "bad request: empty function name or params",
+            ),
+            (
+                ErrorCode::FORBIDDEN,
+                "forbidden: this caller may not call this function",
+            ),
+        ];
+        for (code, message) in cases {
+            let err = ClientError::from_code(code, message.as_bytes());
+            assert_eq!(err.to_string(), message);
+        }
+        let other = ClientError::from_code(ErrorCode::TOO_LARGE, b"over 64 KiB");
+        assert_eq!(other.to_string(), "call too large: over 64 KiB");
     }
 }

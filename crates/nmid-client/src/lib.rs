@@ -29,9 +29,10 @@
 //! # use nmid_client::nmid_proto::codec::{Frame, NmidCodec, TaggedResult};
 //! # use nmid_client::RetStruct;
 //!
+//! /// ToUpper's params, as the worker reads them (a msgpack map `{"name": ...}`).
 //! #[derive(Serialize)]
-//! struct Name<'a> {
-//!     name: &'a str,
+//! struct Params {
+//!     name: String,
 //! }
 //!
 //! #[tokio::main(flavor = "current_thread")]
@@ -39,7 +40,7 @@
 //! #   // The stand-in dispatcher: answers each call of one connection as the demo worker's
 //! #   // ToUpper would answer {"name": "nmid"}.
 //! #   let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-//! #   let addr = listener.local_addr().unwrap().to_string();
+//! #   let stand_in_addr = listener.local_addr().unwrap().to_string();
 //! #   tokio::spawn(async move {
 //! #       let (socket, _) = listener.accept().await.unwrap();
 //! #       let mut frames = tokio_util::codec::Framed::new(socket, NmidCodec::new(1 << 20));
@@ -49,9 +50,12 @@
 //! #           frames.send(reply).await.unwrap();
 //! #       }
 //! #   });
-//!     let client = Client::connect(addr).await?; // "127.0.0.1:6808"
+//!     // The dispatcher: "127.0.0.1:6808" for `make run`'s; here the stand-in's address.
+//!     let addr: String = stand_in_addr;
+//!     let client = Client::connect(addr).await?;
 //!     // The `Data` of the function's RetStruct (a non-zero `Code` is an error).
-//!     let upper = client.call_data("ToUpper", &Name { name: "nmid" }).await?;
+//!     let params = Params { name: "nmid".to_owned() };
+//!     let upper = client.call_data("ToUpper", &params).await?;
 //!     assert_eq!(&upper[..], b"NMID");
 //!     Ok(())
 //! }
@@ -233,7 +237,10 @@ impl ClientBuilder {
         self
     }
 
-    /// The largest reply frame body accepted.
+    /// The largest frame body sent or accepted (default 16 MiB, the dispatcher's default
+    /// `tcp.max_frame_bytes`; set both alike). A call over it fails at once with
+    /// [`ClientError::TooLarge`], before it is sent: the dispatcher would close the connection
+    /// on it, and every call in flight on it would fail.
     pub fn max_frame_bytes(mut self, max: usize) -> Self {
         self.max_frame_bytes = max;
         self

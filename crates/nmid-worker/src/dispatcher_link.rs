@@ -27,14 +27,11 @@ use tracing::{debug, error, info, warn};
 use super::in_flight::{InFlight, Metered};
 use super::job::{Job, JobError, NestedCalls};
 use super::presence::Presence;
+use super::reply::ReplyTo;
 use super::{Functions, HandlerResult, Meter};
 use nmid_client::Protocol;
-use nmid_proto::codec::{
-    BadBody, CodecError, Frame, NmidCodec, SAuthResult, TaggedResult, TolerantCodec, WJobError,
-    WReturnData,
-};
+use nmid_proto::codec::{BadBody, CodecError, Frame, NmidCodec, SAuthResult, TolerantCodec};
 use nmid_proto::net::{NetStream, WriteHalf};
-use nmid_proto::retstruct::RetStruct;
 use nmid_proto::trace::{self, Hop};
 use tracing::Instrument;
 
@@ -62,8 +59,6 @@ fn reconnect_backoff() -> ExponentialBackoff {
 /// A v1 dispatcher does not acknowledge `W_DEL_FUNC`: how long to wait for jobs it may
 /// still have sent before the removal took effect.
 const V1_STOP_GRACE: Duration = Duration::from_millis(200);
-/// The RetStruct `Code` a v1 caller sees when a handler fails.
-const HANDLER_ERROR_CODE: i64 = 1;
 
 /// Stop gracefully; the receiver completes when the link has closed.
 #[derive(Debug, Message)]
@@ -112,18 +107,6 @@ pub(super) struct LinkSettings {
     pub(super) registered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Where connection changes are logged (shared with other workers, or its own).
     pub(super) log: super::LinkLog,
-}
-
-/// Where a job's answer goes, in the protocol the job came in.
-enum ReplyTo {
-    V1 {
-        function: Bytes,
-        params: Bytes,
-        job_id: Bytes,
-    },
-    Tagged {
-        job_id: u64,
-    },
 }
 
 /// A job received while every slot was busy.
@@ -591,34 +574,8 @@ impl DispatcherLink {
         let Some(conn) = &mut self.conn else {
             return;
         };
-        let frame = match (reply, result) {
-            (ReplyTo::Tagged { job_id }, Ok(ret)) => {
-                Frame::WJobResult(TaggedResult { id: job_id, ret })
-            }
-            (ReplyTo::Tagged { job_id }, Err(err)) => Frame::WJobError(WJobError {
-                job_id,
-                message: Bytes::from(err.message().to_owned()),
-            }),
-            (
-                ReplyTo::V1 {
-                    function,
-                    params,
-                    job_id,
-                },
-                result,
-            ) => {
-                let ret = result.unwrap_or_else(|err| {
-                    RetStruct::error(HANDLER_ERROR_CODE, err.message()).into()
-                });
-                Frame::WReturnData(WReturnData {
-                    function,
-                    params,
-                    ret,
-                    job_id,
-                })
-            }
-        };
-        conn.writer.write(frame);
+        conn.writer
+            .write(reply.frame(result, self.settings.max_frame_bytes, &self.addr));
     }
 
     /// Closes once stopping, sealed, and idle.

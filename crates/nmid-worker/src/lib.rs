@@ -42,7 +42,7 @@
 //! #   // The stand-in dispatcher: once ToUpper is registered it sends one job, checks the
 //! #   // answer, and acknowledges the worker's goodbye.
 //! #   let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-//! #   let addr = listener.local_addr().unwrap().to_string();
+//! #   let stand_in_addr = listener.local_addr().unwrap().to_string();
 //! #   let (answered, answer) = tokio::sync::oneshot::channel();
 //! #   let dispatcher = tokio::spawn(async move {
 //! #       let (socket, _) = listener.accept().await.unwrap();
@@ -70,15 +70,19 @@
 //! #           frames.send(reply).await.unwrap();
 //! #       }
 //! #   });
+//!     // The dispatcher: "127.0.0.1:6808" for `make run`'s; here the stand-in's address.
+//!     let addr: String = stand_in_addr;
 //!     let worker = Worker::builder()
 //!         .name("Worker1")
-//!         .server(addr) // "127.0.0.1:6808"; call `server` once per dispatcher
+//!         .server(addr) // call `server` once per dispatcher
 //!         .function("ToUpper", to_upper)
 //!         .start()
 //!         .expect("a valid worker");
-//!     // Serve until told to stop (the example waits for Ctrl-C).
-//! #   assert_eq!(&answer.await.unwrap()[..], b"NMID");
-//!     worker.stop().await;
+//!     // The worker serves from now on, on the actix runtime, until it is stopped. A program
+//!     // waits for Ctrl-C here (`actix_rt::signal::ctrl_c().await`); this example waits until
+//!     // the stand-in dispatcher has had its job answered.
+//!     assert_eq!(&answer.await.unwrap()[..], b"NMID");
+//!     worker.stop().await; // graceful: no job in flight is lost
 //! #   dispatcher.await.unwrap();
 //! }
 //! ```
@@ -106,6 +110,7 @@ mod metrics;
 #[cfg(not(feature = "metrics"))]
 mod no_metrics;
 mod presence;
+mod reply;
 
 use std::fmt;
 use std::future::Future;
@@ -403,7 +408,9 @@ impl WorkerBuilder {
         self
     }
 
-    /// The largest frame body accepted from the dispatcher.
+    /// The largest frame body accepted from the dispatcher and sent to it (default 16 MiB,
+    /// the dispatcher's default `tcp.max_frame_bytes`; set both alike). A handler's answer over it is not sent: its caller gets a worker error
+    /// "result too large" instead, and the connection and the other jobs on it are unharmed.
     pub fn max_frame_bytes(mut self, max: usize) -> Self {
         self.max_frame_bytes = max;
         self

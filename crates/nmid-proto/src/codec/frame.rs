@@ -401,6 +401,14 @@ pub fn encoded_len(frame: &Frame) -> usize {
     HEADER_LEN + frame.parts().1.map_or(0, Body::body_len)
 }
 
+/// The body length of `frame` when it is over `max_frame_bytes`, else `None`. A peer whose
+/// limit that is closes the connection as soon as it reads the header (every call and job
+/// in flight on it is lost), so a sender checks this first and fails only this frame's call.
+pub fn over_limit(frame: &Frame, max_frame_bytes: usize) -> Option<usize> {
+    let body_len = frame.parts().1.map_or(0, Body::body_len);
+    (body_len > max_frame_bytes).then_some(body_len)
+}
+
 /// The `tokio_util` codec over [`decode`] and [`encode`], for `Framed` and `FramedRead`.
 ///
 /// Its read-ahead is earned: until a connection has sent [`READ_AHEAD`] bytes of whole

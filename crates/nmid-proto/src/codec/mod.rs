@@ -64,7 +64,7 @@ mod v1;
 
 pub use body::{ConnType, DataType, Kind};
 pub use frame::{
-    decode, decode_frame, decode_with, encode, encoded_len, BadBody, Frame, NmidCodec,
+    decode, decode_frame, decode_with, encode, encoded_len, over_limit, BadBody, Frame, NmidCodec,
     TolerantCodec, DEFAULT_MAX_FRAME_BYTES, EMPTY_BODY_FRAMES, HEADER_LEN, READ_AHEAD,
 };
 pub use tagged::{

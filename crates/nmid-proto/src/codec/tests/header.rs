@@ -51,6 +51,18 @@ fn a_body_one_byte_over_the_limit_is_too_large_and_one_at_the_limit_is_not() {
     );
 }
 
+/// A sender's `over_limit` agrees with the receiver's decoder: the frame it passes at a
+/// limit decodes at that limit, the one it flags (with its body length) is refused.
+#[test]
+fn over_limit_flags_exactly_the_frames_a_peer_with_that_limit_refuses() {
+    let frame = sample_do_job();
+    let body_len = encoded_len(&frame) - HEADER_LEN;
+    assert_eq!(over_limit(&frame, body_len), None);
+    assert_eq!(over_limit(&frame, body_len - 1), Some(body_len));
+    let empty = Frame::WBye;
+    assert_eq!(over_limit(&empty, 0), None);
+}
+
 /// `NmidCodec::new` applies its own limit, not the default one.
 #[test]
 fn the_tokio_codec_enforces_its_configured_limit() {
