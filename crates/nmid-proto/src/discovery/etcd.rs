@@ -301,6 +301,40 @@ pub async fn keep_alive(
     }
 }
 
+/// Resumes keeping the lease `id` alive through `client` (a member newly connected to):
+/// its keep-alive stream, the lease renewed once, or `None` when etcd no longer has the
+/// lease — it expired (the holder could not reach etcd for longer than its TTL) or was
+/// revoked — so the holder must grant a new one and write its keys again under it. No
+/// answer within `timeout` is an error (the member, not the lease, failed).
+pub async fn resume_lease(
+    client: &mut Client,
+    id: i64,
+    timeout: Duration,
+) -> Result<Option<(LeaseKeeper, LeaseKeepAliveStream)>, etcd_client::Error> {
+    let resumed = tokio::time::timeout(timeout, client.lease_keep_alive(id))
+        .await
+        .map_err(|_| etcd_client::Error::LeaseKeepAliveError("no answer in time".into()))?;
+    match resumed {
+        Ok(stream) => Ok(Some(stream)),
+        Err(err) if lease_gone(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// etcd answered that the lease a request named is gone (expired or revoked): a new lease
+/// is needed, not another member. etcd-client says so as `LeaseKeepAliveError("lease not
+/// found")` when a keep-alive stream opens on a lease etcd answers with TTL 0; etcd itself
+/// as gRPC `NotFound` "etcdserver: requested lease not found" to a put, revoke or renewal.
+pub fn lease_gone(err: &etcd_client::Error) -> bool {
+    match err {
+        etcd_client::Error::LeaseKeepAliveError(message) => message == "lease not found",
+        etcd_client::Error::GRpcStatus(status) => {
+            status.message().ends_with("requested lease not found")
+        }
+        _ => false,
+    }
+}
+
 /// One member as the follower knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
