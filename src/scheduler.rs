@@ -386,6 +386,11 @@ impl<C: Waiting> Scheduler<C> {
         self.peers.set_reachable(peer, reachable);
     }
 
+    /// `peer` answered a call of `function` "no worker" (`lacking`), or may be tried again.
+    pub fn peer_lacks(&mut self, peer: &PeerId, function: &FunctionName, lacking: bool) {
+        self.peers.set_lacks(peer, function, lacking);
+    }
+
     /// A call forwarded to `peer` was answered or lost: it no longer counts against it.
     pub fn forward_finished(&mut self, peer: &PeerId) {
         self.peers.finished(peer);

@@ -272,6 +272,7 @@ fn job_services(
     let jobs = JobServices {
         registry,
         retries: config.jobs.retries,
+        max_reroutes: config.cluster.max_reroutes,
         metrics: metrics.clone(),
         rate_limits,
         breakers: config.breaker_settings().is_some(),

@@ -1,5 +1,6 @@
 //! A cluster recovering from what production throws at it, on real etcd and `nmid`
-//! processes on 127.0.0.1: leases that etcd expired or revoked.
+//! processes on 127.0.0.1: leases that etcd expired or revoked, and a peer whose worker has
+//! just left.
 
 mod cluster_support;
 mod common;
@@ -8,8 +9,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use cluster_support::load::echo_upper;
-use cluster_support::{Etcd, Nmid, PROCESS_PATIENCE, TEST_LEASE_TTL_S};
+use cluster_support::{serves, Etcd, Nmid, PROCESS_PATIENCE, TEST_LEASE_TTL_S};
 use common::PATIENCE;
+use nmid::client::{Client, ClientError};
 use nmid::worker::Worker;
 
 /// Waits until every key of `keys` is in etcd (`present`) or none is, at most `limit`.
@@ -96,4 +98,84 @@ async fn a_lease_etcd_expired_or_revoked_is_replaced_and_the_keys_written_again(
          {back_after_revoke:?} after a revoke"
     );
     worker.stop().await;
+}
+
+/// Dispatchers A and C each have a worker of `Twice`; B has none and forwards its calls to
+/// both. A is cut off from etcd (its record, on a 60 s lease, stays as it was) and its
+/// worker stops: A answers B's forwarded calls "no worker" although its record lists
+/// `Twice`. Every call through B still succeeds (handed back and placed on C), and A gets
+/// no more calls of `Twice` for a while. Once C's worker stops too, a call through B is
+/// refused `NoWorker` at once — never `WorkerLost`: no worker ever got it.
+#[actix_rt::test]
+async fn a_call_a_peer_has_no_worker_for_goes_to_another_peer() {
+    let (etcd, relay) = Etcd::start_behind_relay().await;
+    let a = Nmid::start_with_env(&relay.url, &[("NMID__DISCOVERY__LEASE_TTL_S", "60")]);
+    let b = Nmid::start(&etcd.url);
+    let c = Nmid::start(&etcd.url);
+    let start_worker = |nmid: &Nmid| {
+        Worker::builder()
+            .name("twice")
+            .server(nmid.tcp.to_string())
+            .function("Twice", |job| echo_upper(job, Duration::ZERO))
+            .start()
+            .unwrap()
+    };
+    let (on_a, on_c) = (start_worker(&a), start_worker(&c));
+    b.wait_json(
+        "/api/v1/cluster",
+        PROCESS_PATIENCE,
+        "A's and C's Twice seen by B",
+        |v| serves(v, &a.id, "Twice") && serves(v, &c.id, "Twice"),
+    )
+    .await;
+
+    relay.cut();
+    on_a.stop().await;
+    a.wait_json("/api/v1/workers", PATIENCE, "A's worker gone", |v| {
+        v.as_array().is_some_and(|w| w.is_empty())
+    })
+    .await;
+    let report = b.get_json("/api/v1/cluster").await;
+    assert!(
+        serves(&report, &a.id, "Twice"),
+        "A's record is not stale: {report:#}"
+    );
+
+    let client = Client::connect(b.tcp.to_string()).await.unwrap();
+    for n in 0..40 {
+        let params = format!("call-{n}");
+        let ret = client.call("Twice", params.clone()).await;
+        assert_eq!(
+            ret.as_deref().ok(),
+            Some(params.to_uppercase().as_bytes()),
+            "{ret:?}"
+        );
+    }
+    let series = r#"nmid_forwarded_calls_total{outcome="cant_do"}"#;
+    let handed_back = b.metric(series).await.unwrap_or(0.0);
+    // Alternating, A would have had about 20; it is skipped after each "no worker" for
+    // `cluster.peer_retry_ms` (500 ms here).
+    assert!(
+        (1.0..10.0).contains(&handed_back),
+        "B sent A {handed_back} calls it had no worker for"
+    );
+
+    on_c.stop().await;
+    b.wait_json("/api/v1/cluster", PATIENCE, "C's Twice gone", |v| {
+        !serves(v, &c.id, "Twice")
+    })
+    .await;
+    let asked = Instant::now();
+    let refused = client.call("Twice", "late").await;
+    assert!(matches!(refused, Err(ClientError::NoWorker)), "{refused:?}");
+    assert!(
+        asked.elapsed() < PATIENCE,
+        "refused only after {:?}",
+        asked.elapsed()
+    );
+    println!(
+        "no worker at a peer: 40 calls through B all answered ({handed_back} handed back by A), \
+         then refused NoWorker in {:?}",
+        asked.elapsed()
+    );
 }

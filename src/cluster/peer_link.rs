@@ -8,9 +8,17 @@
 //! caller it is made for ([`CALLER_META_KEY`]): a peer that grants this link the `peer` role
 //! authorizes and rate-limits the call as that caller, not as the link.
 //!
-//! The peer's answer goes to the job through its lease. When the peer gives none, the link
-//! first tells the registry the peer is unreachable (it is skipped for
-//! `cluster.peer_retry_ms`), then:
+//! The peer's answer goes to the job through its lease, except:
+//!
+//! - the peer has no worker of the function left (its worker just left; its record says
+//!   otherwise for up to `cluster.publish_interval_ms`): the registry is told, so the peer
+//!   gets no calls of the function until it publishes a record again (or for
+//!   `cluster.peer_retry_ms`), and the lease is handed back: the job is placed again, on a
+//!   local worker or another peer (`cluster.max_reroutes` times at most), else refused
+//!   `NoWorker` — never reported as a lost worker.
+//!
+//! When the peer gives no answer, the link first tells the registry the peer is
+//! unreachable (it is skipped for `cluster.peer_retry_ms`), then:
 //!
 //! - the call never reached the peer (it could not be reached, or refused it while
 //!   draining): the lease is handed back and the job is placed again as if it had just
@@ -29,7 +37,8 @@ use foldhash::{HashMap, HashMapExt};
 use tracing::{debug, Instrument};
 
 use super::metrics::{ClusterMetrics, ForwardOutcome};
-use crate::actors::registry::{Assignment, ForwardFinished, PeerPort, PeerUnreachable, Registry};
+use crate::actors::registry::{Assignment, ForwardFinished, PeerLacks, PeerPort};
+use crate::actors::registry::{PeerUnreachable, Registry};
 use crate::call::{CallOutcome, DispatchError, JobId, JobLease, PeerId};
 use crate::call::{CALLER_META_KEY, FORWARDED_META_KEY};
 use crate::client::{CallOptions, Client, ClientError};
@@ -138,6 +147,7 @@ impl Handler<Forward> for PeerLink {
         let client = self.clients[self.next % self.clients.len()].clone();
         self.next = self.next.wrapping_add(1);
         let function = spec.function.to_string();
+        let function_name = spec.function.clone();
         let span = telemetry::hop_span(Hop::Forward, &function, spec.meta.as_deref());
         let meta = spec.meta.map(|m| (*m).clone()).unwrap_or_default();
         let mut options = CallOptions {
@@ -170,16 +180,23 @@ impl Handler<Forward> for PeerLink {
                     return;
                 };
                 let reply = reply_of(result);
-                if !matches!(reply, PeerReply::Answer(_)) {
-                    // The registry hears first, so the job's next placement skips this peer.
-                    let peer = link.peer.clone();
-                    link.registry.do_send(PeerUnreachable { peer });
+                // The registry hears first, so the job's next placement skips this peer.
+                let peer = link.peer.clone();
+                match reply {
+                    PeerReply::Answer(_) => {}
+                    PeerReply::NotServed => {
+                        let function = function_name;
+                        link.registry.do_send(PeerLacks { peer, function });
+                    }
+                    PeerReply::Undelivered | PeerReply::Lost => {
+                        link.registry.do_send(PeerUnreachable { peer });
+                    }
                 }
                 match reply {
                     PeerReply::Answer(answer) => {
                         lease.answer(answer);
                     }
-                    PeerReply::Undelivered => lease.hand_back(),
+                    PeerReply::NotServed | PeerReply::Undelivered => lease.hand_back(),
                     PeerReply::Lost => drop(lease),
                 }
                 let peer = link.peer.clone();
@@ -213,6 +230,8 @@ fn time_left(deadline: Instant) -> Duration {
 enum PeerReply {
     /// The peer answered: the job's answer.
     Answer(CallOutcome),
+    /// The peer has no worker of the function (any more): place the call again.
+    NotServed,
     /// The call never reached the peer's workers: place it again.
     Undelivered,
     /// The call was sent and no answer came: it may have run.
@@ -227,7 +246,7 @@ fn reply_of(result: Result<Bytes, ClientError>) -> PeerReply {
         Err(ClientError::WorkerError(message)) => {
             PeerReply::Answer(CallOutcome::WorkerFailed(message.into()))
         }
-        Err(ClientError::NoWorker) => failed(DispatchError::NoWorker),
+        Err(ClientError::NoWorker) => PeerReply::NotServed,
         Err(ClientError::RateLimited) => failed(DispatchError::RateLimited),
         Err(ClientError::BreakerOpen) => failed(DispatchError::BreakerOpen),
         Err(ClientError::Timeout) => failed(DispatchError::Timeout),
@@ -275,7 +294,8 @@ mod tests {
     use super::*;
 
     /// Replies that say what happened reach the job; a call the peer never took (it could
-    /// not be reached, it was draining) is handed back to be placed again; a call whose
+    /// not be reached, it was draining, it has no worker of the function left) is handed
+    /// back to be placed again; a call whose
     /// connection dropped in flight may have run, so its worker counts as lost.
     #[test]
     fn peer_replies_map_to_job_outcomes() {
@@ -283,10 +303,7 @@ mod tests {
             reply_of(Ok(Bytes::from_static(b"r"))),
             PeerReply::Answer(CallOutcome::Done(Bytes::from_static(b"r")))
         );
-        assert_eq!(
-            reply_of(Err(ClientError::NoWorker)),
-            PeerReply::Answer(CallOutcome::Failed(DispatchError::NoWorker))
-        );
+        assert_eq!(reply_of(Err(ClientError::NoWorker)), PeerReply::NotServed);
         assert_eq!(
             reply_of(Err(ClientError::WorkerError("boom".into()))),
             PeerReply::Answer(CallOutcome::WorkerFailed(Bytes::from_static(b"boom")))

@@ -52,6 +52,8 @@ pub struct ClusterConfig {
     pub max_forwarded_per_peer: u32,
     /// How long an unreachable peer is skipped, in milliseconds.
     pub peer_retry_ms: u64,
+    /// Times a call that peers handed back unrun is placed again, at most.
+    pub max_reroutes: u32,
     /// Largest membership record read from etcd, in bytes.
     pub max_record_bytes: usize,
 }

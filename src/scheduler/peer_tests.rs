@@ -161,3 +161,23 @@ fn calls_waiting_for_a_departed_worker_go_to_a_peer() {
     let snapshot = scheduler.peers();
     assert_eq!((snapshot[0].forwarded, snapshot[0].reachable), (1, true));
 }
+
+/// A peer that answered "no worker" for `F` gets no call of `F` (the others still do, and
+/// with none left the call is refused `NoWorker`, never `UnknownFunction`) until its next
+/// record or the end of the skip.
+#[test]
+fn a_peer_without_a_worker_of_the_function_is_skipped_for_it() {
+    let mut scheduler = Scheduler::new(16);
+    scheduler.peer_seen(peer("b"), vec![f("F")], 0);
+    scheduler.peer_seen(peer("c"), vec![f("F")], 5);
+    scheduler.peer_lacks(&peer("b"), &f("F"), true);
+    assert_eq!(forwarded_to(&mut scheduler, 1), "c");
+    scheduler.peer_lacks(&peer("c"), &f("F"), true);
+    let error = refused(scheduler.place(&f("F"), call(2), false));
+    assert_eq!(error, DispatchError::NoWorker);
+    scheduler.peer_seen(peer("b"), vec![f("F")], 0);
+    assert_eq!(forwarded_to(&mut scheduler, 3), "b");
+    scheduler.peer_lacks(&peer("b"), &f("F"), true);
+    scheduler.peer_lacks(&peer("c"), &f("F"), false);
+    assert_eq!(forwarded_to(&mut scheduler, 4), "c");
+}

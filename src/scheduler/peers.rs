@@ -17,6 +17,8 @@ use crate::snapshot::PeerSnapshot;
 #[derive(Debug, Default)]
 struct PeerEntry {
     functions: HashSet<FunctionName>,
+    /// Advertised functions it answered "no worker" for since its last record.
+    lacking: HashSet<FunctionName>,
     load: u32,
     forwarded: u32,
     unreachable: bool,
@@ -59,6 +61,7 @@ impl Peers {
     pub(super) fn seen(&mut self, peer: PeerId, functions: Vec<FunctionName>, load: u32) {
         let entry = self.peers.entry(peer).or_default();
         entry.functions = functions.into_iter().collect();
+        entry.lacking.clear();
         entry.load = load;
     }
 
@@ -71,6 +74,18 @@ impl Peers {
     pub(super) fn set_reachable(&mut self, peer: &PeerId, reachable: bool) {
         if let Some(entry) = self.peers.get_mut(peer) {
             entry.unreachable = !reachable;
+        }
+    }
+
+    /// `peer` answered that no worker of `function` is left there (`lacking: true`): its
+    /// record is behind (its worker just left), so no call of `function` goes there until
+    /// it publishes a record again or `lacking: false` says to try it again.
+    pub(super) fn set_lacks(&mut self, peer: &PeerId, function: &FunctionName, lacking: bool) {
+        if let Some(entry) = self.peers.get_mut(peer) {
+            match lacking {
+                true => entry.lacking.insert(function.clone()),
+                false => entry.lacking.remove(function),
+            };
         }
     }
 
@@ -89,7 +104,7 @@ impl Peers {
     /// The peer to forward a call of `function` to, its forwarded count already raised.
     pub(super) fn pick(&mut self, function: &FunctionName) -> Result<PeerId, NoPeer> {
         let mut serving: Vec<(&PeerId, &PeerEntry)> = (self.peers.iter())
-            .filter(|(_, p)| p.functions.contains(function))
+            .filter(|(_, p)| p.functions.contains(function) && !p.lacking.contains(function))
             .collect();
         if serving.is_empty() {
             return Err(NoPeer::NoneServes);
