@@ -1,6 +1,6 @@
 //! A cluster recovering from what production throws at it, on real etcd and `nmid`
-//! processes on 127.0.0.1: leases that etcd expired or revoked, and a peer whose worker has
-//! just left.
+//! processes on 127.0.0.1: leases that etcd expired or revoked, a peer whose worker has just
+//! left, and a drain that runs out of time.
 
 mod cluster_support;
 mod common;
@@ -178,4 +178,66 @@ async fn a_call_a_peer_has_no_worker_for_goes_to_another_peer() {
          then refused NoWorker in {:?}",
         asked.elapsed()
     );
+}
+
+/// A dispatcher of a cluster holding a call its worker never finishes gets SIGTERM with a
+/// 1 s drain timeout: the call is answered `ShuttingDown`, and each step of the shutdown runs
+/// and is logged once — "shutting down", "drain timeout", the calls left answered, "left the
+/// cluster" — with no "drained" after the drain gave up; its keys are gone, and it exits 3
+/// (calls abandoned), as documented.
+#[actix_rt::test]
+async fn a_drain_that_times_out_shuts_down_once() {
+    let etcd = Etcd::start().await;
+    let env = [("NMID__SERVER__DRAIN_TIMEOUT_MS", "1000")];
+    let mut nmid = Nmid::start_with_env(&etcd.url, &env);
+    let worker = Worker::builder()
+        .name("stuck")
+        .server(nmid.tcp.to_string())
+        .function("Stuck", |job| echo_upper(job, Duration::from_secs(60)))
+        .start()
+        .unwrap();
+    nmid.wait_json("/api/v1/workers", PATIENCE, "the worker", |v| {
+        v.as_array().is_some_and(|w| !w.is_empty())
+    })
+    .await;
+    let client = Client::connect(nmid.tcp.to_string()).await.unwrap();
+    let call = actix_rt::spawn(async move { client.call("Stuck", "x").await });
+    nmid.wait_json("/api/v1/stats", PATIENCE, "the call at the worker", |v| {
+        v["in_flight"] == 1
+    })
+    .await;
+    let keys = nmid.keys().to_vec();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = nmid.terminate();
+        (nmid, status)
+    });
+    let (nmid, status) = status.await.unwrap();
+    let answer = call.await.unwrap();
+    assert!(
+        matches!(answer, Err(ClientError::ShuttingDown)),
+        "{answer:?}"
+    );
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    for line in [
+        "shutting down",
+        "drain timeout: answering",
+        "calls left were answered ShuttingDown",
+        "left the cluster",
+        "SIGTERM received",
+    ] {
+        let logged = nmid.logged(line);
+        assert_eq!(
+            logged.len(),
+            1,
+            "{line:?} logged {} times: {logged:#?}",
+            logged.len()
+        );
+    }
+    let drained = nmid.logged("drained");
+    assert!(
+        drained.is_empty(),
+        "a drain that timed out logged {drained:#?}"
+    );
+    wait_for_keys(&etcd, &keys, false, PATIENCE, "keys gone").await;
+    worker.stop().await;
 }
