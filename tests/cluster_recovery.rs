@@ -1,18 +1,20 @@
 //! A cluster recovering from what production throws at it, on real etcd and `nmid`
 //! processes on 127.0.0.1: leases that etcd expired or revoked, a peer whose worker has just
-//! left, and a drain that runs out of time.
+//! left, and a drain that runs out of time (here, and at a peer holding a forwarded call).
 
 mod cluster_support;
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster_support::load::echo_upper;
 use cluster_support::{serves, Etcd, Nmid, PROCESS_PATIENCE, TEST_LEASE_TTL_S};
 use common::PATIENCE;
 use nmid::client::{Client, ClientError};
-use nmid::worker::Worker;
+use nmid::worker::{Job, Worker};
 
 /// Waits until every key of `keys` is in etcd (`present`) or none is, at most `limit`.
 async fn wait_for_keys(etcd: &Etcd, keys: &[String], present: bool, limit: Duration, what: &str) {
@@ -240,4 +242,60 @@ async fn a_drain_that_times_out_shuts_down_once() {
     );
     wait_for_keys(&etcd, &keys, false, PATIENCE, "keys gone").await;
     worker.stop().await;
+}
+
+/// B forwards a call to A's worker, which holds it; C gets a worker of the same function.
+/// A is stopped with SIGTERM and its 1 s drain timeout runs out: the call a worker held is
+/// never run again on C (it may have run on A) — B's caller hears `WorkerLost` — while
+/// calls made afterwards go to C.
+#[actix_rt::test]
+async fn a_call_abandoned_at_a_peers_drain_timeout_is_not_run_again() {
+    let etcd = Etcd::start().await;
+    let env = [("NMID__SERVER__DRAIN_TIMEOUT_MS", "1000")];
+    let mut a = Nmid::start_with_env(&etcd.url, &env);
+    let b = Nmid::start(&etcd.url);
+    let c = Nmid::start(&etcd.url);
+    let runs = Arc::new(AtomicU32::new(0));
+    let start_worker = |nmid: &Nmid, delay: Duration| {
+        let runs = runs.clone();
+        Worker::builder()
+            .name("counted")
+            .server(nmid.tcp.to_string())
+            .function("Counted", move |job: Job| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                echo_upper(job, delay)
+            })
+            .start()
+            .unwrap()
+    };
+    let on_a = start_worker(&a, Duration::from_secs(60));
+    b.wait_json("/api/v1/cluster", PATIENCE, "A's Counted seen by B", |v| {
+        serves(v, &a.id, "Counted")
+    })
+    .await;
+    let client = Client::connect(b.tcp.to_string()).await.unwrap();
+    let held = {
+        let client = client.clone();
+        actix_rt::spawn(async move { client.call("Counted", "held").await })
+    };
+    a.wait_json("/api/v1/stats", PATIENCE, "the call at A's worker", |v| {
+        v["in_flight"] == 1
+    })
+    .await;
+    let on_c = start_worker(&c, Duration::ZERO);
+    b.wait_json("/api/v1/cluster", PATIENCE, "C's Counted seen by B", |v| {
+        serves(v, &c.id, "Counted")
+    })
+    .await;
+
+    let stopped = tokio::task::spawn_blocking(move || a.terminate());
+    let answer = held.await.unwrap();
+    assert!(matches!(answer, Err(ClientError::WorkerLost)), "{answer:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the held call ran again");
+    assert_eq!(stopped.await.unwrap().code(), Some(3));
+    let after = client.call("Counted", "after").await;
+    assert_eq!(after.as_deref().ok(), Some(&b"AFTER"[..]), "{after:?}");
+    println!("a call abandoned at a peer's drain timeout: {answer:?}, run once");
+    on_a.stop().await;
+    on_c.stop().await;
 }

@@ -35,6 +35,8 @@ pub enum JobEvent {
     WorkerLost,
     /// The job never reached a worker (a peer dispatcher could not take it): place it again.
     Undelivered,
+    /// Shutdown gave up on the worker holding the job (the drain timed out).
+    Abandoned,
     /// The caller is gone; stop without answering.
     Cancel,
 }
@@ -189,6 +191,15 @@ impl Handler<JobEvent> for JobActor {
                 self.attempts = self.attempts.saturating_sub(1);
                 self.dispatch(ctx);
             }
+            JobEvent::Abandoned => {
+                // Its caller hears `ShuttingDown`; a dispatcher that forwarded it here hears
+                // that a worker had it (it may have run), so it never places it again.
+                let error = match self.spec.is_forwarded() {
+                    true => DispatchError::WorkerLost,
+                    false => DispatchError::ShuttingDown,
+                };
+                self.answer(CallOutcome::Failed(error), ctx)
+            }
             JobEvent::Cancel => {
                 self.reply = None;
                 self.withdraw();
@@ -210,6 +221,7 @@ impl JobHandle for Addr<JobActor> {
             LeaseReport::Answered(outcome) => JobEvent::Answered { outcome },
             LeaseReport::Lost => JobEvent::WorkerLost,
             LeaseReport::Undelivered => JobEvent::Undelivered,
+            LeaseReport::Abandoned => JobEvent::Abandoned,
         });
     }
 }
