@@ -1,4 +1,4 @@
-//! The value of a dispatcher's nmid key, `nmid/dispatcher-<id>`: what nmid's Go consumer
+//! The value of a dispatcher's nmid key, `nmid/~dispatcher-<id>`: what nmid's Go consumer
 //! reads to pick a dispatcher for a function. Pure: the session writes what this computes.
 //!
 //! nmid's `cli.Consumer` (pkg/client/discovery.go) lists every key under `nmid/`, decodes
@@ -7,7 +7,8 @@
 //! only its own dispatcher would send every Go call to the dispatcher whose key sorts last.
 //! So every dispatcher's key maps each function served in the cluster to **all** live
 //! dispatchers serving it, from the membership records: whichever key the merge keeps, it
-//! holds the whole list. A draining dispatcher's key is `{}` (it names nothing, so it
+//! holds the whole list; and the keys sort after every worker's `nmid/<name>`
+//! ([`super::record::dispatcher_nmid_key`]), so a worker's list never overrides them. A draining dispatcher's key is `{}` (it names nothing, so it
 //! overwrites nothing), and draining peers are left out of the others'.
 
 use std::collections::{BTreeMap, BTreeSet};

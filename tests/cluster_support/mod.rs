@@ -293,7 +293,7 @@ impl Nmid {
     pub fn keys(&self) -> [String; 2] {
         [
             format!("nmid-rs/cluster/{}", self.id),
-            format!("nmid/dispatcher-{}", self.id),
+            format!("nmid/~dispatcher-{}", self.id),
         ]
     }
 
