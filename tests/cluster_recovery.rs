@@ -1,6 +1,7 @@
 //! A cluster recovering from what production throws at it, on real etcd and `nmid`
 //! processes on 127.0.0.1: leases that etcd expired or revoked, a peer whose worker has just
-//! left, and a drain that runs out of time (here, and at a peer holding a forwarded call).
+//! left, a drain that runs out of time (here, and at a peer holding a forwarded call), and
+//! a dispatcher restarted at its own address.
 
 mod cluster_support;
 mod common;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster_support::load::echo_upper;
-use cluster_support::{serves, Etcd, Nmid, PROCESS_PATIENCE, TEST_LEASE_TTL_S};
+use cluster_support::{free_port, serves, Etcd, Nmid, PROCESS_PATIENCE, TEST_LEASE_TTL_S};
 use common::PATIENCE;
 use nmid::client::{Client, ClientError};
 use nmid::worker::{Job, Worker};
@@ -298,4 +299,65 @@ async fn a_call_abandoned_at_a_peers_drain_timeout_is_not_run_again() {
     println!("a call abandoned at a peer's drain timeout: {answer:?}, run once");
     on_a.stop().await;
     on_c.stop().await;
+}
+
+/// A dispatcher SIGKILLed and started again at once at the same address gets a new id, and
+/// its earlier run's record stays in etcd until that lease expires. The earlier record is
+/// not a peer: `/api/v1/cluster` lists the dispatcher once, `nmid_cluster_peers` is 0, its
+/// nmid key names only what it serves now, and a call of a function only the earlier run
+/// served is refused without being forwarded to itself.
+#[actix_rt::test]
+async fn a_dispatcher_restarted_at_its_address_is_not_its_own_peer() {
+    let etcd = Etcd::start().await;
+    let tcp = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let env = [("NMID__DISCOVERY__LEASE_TTL_S", "30")];
+    let args = ["--tcp-addr", tcp.as_str(), "--http-addr", http.as_str()];
+    let mut first = Nmid::start_with(&etcd.url, &env, &args);
+    let worker = Worker::builder()
+        .name("old")
+        .server(tcp.clone())
+        .function("Old", |job| echo_upper(job, Duration::ZERO))
+        .start()
+        .unwrap();
+    let first_record = first.keys()[0].clone();
+    let deadline = Instant::now() + PATIENCE;
+    while !(etcd.get_prefix(&first_record).await.iter())
+        .any(|(_, v)| String::from_utf8_lossy(v).contains("Old"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never published Old"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill();
+    worker.stop().await;
+
+    let second = Nmid::start_with(&etcd.url, &env, &args);
+    assert_ne!(second.id, first.id);
+    let second_key = second.keys()[1].clone();
+    second
+        .wait_json("/api/v1/cluster", PATIENCE, "watching", |v| {
+            v["etcd"]["watching"] == true
+        })
+        .await;
+    let left = etcd.get_prefix(&first_record).await;
+    assert_eq!(left.len(), 1, "the first run's record expired already");
+    let report = second.get_json("/api/v1/cluster").await;
+    let members = report["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "listed twice: {report:#}");
+    assert_eq!(second.metric("nmid_cluster_peers").await, Some(0.0));
+    let client = Client::connect(tcp.clone()).await.unwrap();
+    let refused = client.call("Old", "x").await;
+    assert!(matches!(refused, Err(ClientError::NoWorker)), "{refused:?}");
+    let series = r#"nmid_forwarded_calls_total{outcome="cant_do"}"#;
+    let to_itself = second.metric(series).await.unwrap_or(0.0);
+    assert_eq!(to_itself, 0.0, "forwarded to itself");
+    let key = etcd.get_prefix(&second_key).await;
+    let value = String::from_utf8_lossy(&key[0].1).into_owned();
+    assert!(
+        !value.contains("Old"),
+        "its nmid key names the earlier run's Old: {value}"
+    );
 }

@@ -227,6 +227,7 @@ impl Cluster {
         );
         let follower = PeerFollower {
             own_id: settings.id.clone(),
+            own_addr: settings.tcp_addr,
             registry: registry.clone(),
             arbiter: links,
             links: peer_link::LinkSettings {

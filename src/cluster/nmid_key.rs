@@ -25,7 +25,7 @@ pub fn nmid_value<'a>(
     if own.draining {
         return "{}".to_owned();
     }
-    let peers = (members.into_iter()).filter(|m| m.id != own.id && !m.draining);
+    let peers = (members.into_iter()).filter(|m| !m.is_self(&own.id, own.tcp_addr) && !m.draining);
     let mut functions: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for record in std::iter::once(own).chain(peers) {
         for function in &record.functions {
@@ -68,6 +68,18 @@ mod tests {
         for own in all {
             assert_eq!(nmid_value(own, all), expected, "{}", own.id);
         }
+    }
+
+    /// An earlier run of this dispatcher at its address (its record not expired yet) adds
+    /// nothing: the functions it served are not this run's.
+    #[test]
+    fn an_earlier_run_at_the_same_address_is_left_out() {
+        let earlier = record("old", 1, &["F"]);
+        let now = record("new", 1, &["G"]);
+        assert_eq!(
+            nmid_value(&now, [&earlier, &now]),
+            r#"{"G":["127.0.0.1:1"]}"#
+        );
     }
 
     /// A draining dispatcher names nothing, and the others leave it out.

@@ -239,8 +239,13 @@ impl Nmid {
 
     fn spawn(etcd_url: &str, registered: bool, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut command = Command::new(NMID);
+        // Port 0 unless the test names its own (a restart on the same address).
+        for flag in ["--tcp-addr", "--http-addr"] {
+            if !args.contains(&flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
         command
-            .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--etcd", etcd_url])
             .args(args)
             .env("NMID__DISCOVERY__LEASE_TTL_S", TEST_LEASE_TTL_S.to_string())

@@ -52,6 +52,15 @@ impl MemberRecord {
         serde_json::to_string(self).expect("a member record always serialises")
     }
 
+    /// This record is the dispatcher `id` advertising `tcp_addr` itself, or an earlier run
+    /// of it at the same address whose record outlives it until its lease expires (a
+    /// dispatcher restarted at once gets a new id unless `cluster.id` is set): either way
+    /// not a peer — forwarding there is forwarding to itself. Two live dispatchers never
+    /// advertise one address (each listens on its own).
+    pub fn is_self(&self, id: &str, tcp_addr: SocketAddr) -> bool {
+        self.id == id || self.tcp_addr == tcp_addr
+    }
+
     /// Reads a stored record; `None` for anything larger than `max_bytes` or not a record.
     pub fn decode(value: &[u8], max_bytes: usize) -> Option<Self> {
         if value.len() > max_bytes {
@@ -132,6 +141,16 @@ mod tests {
             let worker = worker_nmid_key(name);
             assert!(worker < dispatcher, "{worker} sorts after {dispatcher}");
         }
+    }
+
+    /// The same id, or an earlier run at the same address, is the dispatcher itself.
+    #[test]
+    fn an_earlier_run_at_the_same_address_is_self() {
+        let own = record();
+        let addr = own.tcp_addr;
+        assert!(own.is_self("a", "127.0.0.1:9".parse().unwrap()));
+        assert!(own.is_self("a-restarted", addr));
+        assert!(!own.is_self("b", "127.0.0.1:9".parse().unwrap()));
     }
 
     /// A worker's nmid value is nmid's shape: function -> [dispatcher address].
