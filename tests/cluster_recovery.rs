@@ -361,3 +361,49 @@ async fn a_dispatcher_restarted_at_its_address_is_not_its_own_peer() {
         "its nmid key names the earlier run's Old: {value}"
     );
 }
+
+/// etcd killed under a dispatcher whose session is up (a 10 s lease, retries capped at
+/// 2 s): while it still holds the lease it retries with backoff, not in a loop — at most 12
+/// attempts in the 5 s after the first failure (a loop at 100 ms made about 50) — and its
+/// session is up with its keys in etcd soon after etcd is back.
+#[actix_rt::test]
+async fn a_dispatcher_retries_etcd_with_backoff_not_in_a_loop() {
+    let mut etcd = Etcd::start().await;
+    let env = [
+        ("NMID__DISCOVERY__LEASE_TTL_S", "10"),
+        ("NMID__DISCOVERY__RETRY_MAX_MS", "2000"),
+        ("RUST_LOG", "info,nmid::cluster::session=debug"),
+    ];
+    let nmid = Nmid::start_with_env(&etcd.url, &env);
+    etcd.kill();
+    let deadline = Instant::now() + PROCESS_PATIENCE;
+    while nmid.logged("etcd member failed").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the session never noticed etcd gone"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A window, not a synchronisation: the attempts made in it are what is measured.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let attempts = nmid.logged("no etcd member answered").len();
+    assert!(
+        (1..=12).contains(&attempts),
+        "{attempts} attempts in 5 s with etcd down"
+    );
+    assert_eq!(nmid.logged("etcd session down"), Vec::<String>::new());
+    etcd.restart().await;
+    wait_for_keys(
+        &etcd,
+        &nmid.keys(),
+        true,
+        PROCESS_PATIENCE,
+        "keys after etcd's restart",
+    )
+    .await;
+    nmid.wait_json("/api/v1/cluster", PROCESS_PATIENCE, "session up", |v| {
+        v["etcd"]["state"] == "up"
+    })
+    .await;
+    println!("etcd down: {attempts} attempts in 5 s (backoff to 2 s)");
+}

@@ -178,13 +178,20 @@ impl EtcdSession {
                 Interrupted::Member(err) => err.to_string(),
             };
             etcd.failed();
+            // The member holding the lease failed: another one at once. No member answered:
+            // back off (100 ms doubling to `discovery.retry_max_ms`, with jitter), and while
+            // the lease is still held, never longer than a keep-alive period, so that a
+            // member answering again renews it in time.
+            let wait = match failures {
+                0 => RETRY_MIN,
+                _ => backoff.next().unwrap_or(self.etcd.retry_max),
+            };
             // Up while some member may still renew the lease in time; down once none did
             // for a whole TTL (or etcd said the lease is gone).
             let held = lease.is_some_and(|l| l.renewed.elapsed() < self.lease_ttl);
             let wait = match held {
-                true => RETRY_MIN,
+                true => wait.min(self.lease_ttl / 3),
                 false => {
-                    let wait = backoff.next().unwrap_or(self.etcd.retry_max);
                     if self.is_up() || failures == 1 {
                         warn!(cause = %cause, retry_ms = wait.as_millis() as u64, "etcd session down: serving locally, known peers kept; retrying");
                     }
