@@ -38,6 +38,17 @@ pub enum ConfigError {
     },
 }
 
+/// A value that is allowed but likely wrong; the binary logs each at start and prints it
+/// with `--check`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}`: {message}")]
+pub struct ConfigWarning {
+    /// The dotted key, e.g. `discovery.keepalive_interval_ms`.
+    pub key: &'static str,
+    /// What is likely wrong with its value.
+    pub message: String,
+}
+
 /// The whole configuration. Tests build one with [`Config::default`] and change fields.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -529,6 +540,14 @@ impl Config {
     /// Discovery (and so the cluster) is on: etcd endpoints are set.
     pub fn discovery_enabled(&self) -> bool {
         !self.discovery.etcd_endpoints.is_empty()
+    }
+
+    /// What this configuration allows but is likely wrong, each naming its key.
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        match self.discovery_enabled() {
+            true => self.discovery.warnings(),
+            false => Vec::new(),
+        }
     }
 
     /// The default job deadline.

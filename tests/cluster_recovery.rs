@@ -407,3 +407,43 @@ async fn a_dispatcher_retries_etcd_with_backoff_not_in_a_loop() {
     .await;
     println!("etcd down: {attempts} attempts in 5 s (backoff to 2 s)");
 }
+
+/// `discovery.keepalive_interval_ms` below etcd's default `--grpc-keepalive-min-time`
+/// (5 s) is allowed (etcd may run with a lower one) but named: `nmid --check` prints a
+/// warning with the key and exits 0, and a dispatcher started with it logs the warning
+/// once; 5000 and 0 (no pings) give none.
+#[actix_rt::test]
+async fn a_keepalive_interval_etcd_refuses_by_default_is_warned_about() {
+    const KEY: &str = "discovery.keepalive_interval_ms";
+    let check = |interval: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_nmid"))
+            .args(["--check", "--etcd", "http://127.0.0.1:2379"])
+            .args(["--tcp-addr", "127.0.0.1:0", "--no-http"])
+            .env("NMID__DISCOVERY__KEEPALIVE_INTERVAL_MS", interval)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "--check with {interval}: {output:?}"
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let warned = check("2000");
+    assert!(
+        warned.contains(KEY) && warned.contains("warning"),
+        "{warned}"
+    );
+    for fine in ["5000", "0"] {
+        let quiet = check(fine);
+        assert!(!quiet.contains(KEY), "{fine}: {quiet}");
+    }
+
+    let etcd = Etcd::start().await;
+    let nmid = Nmid::start_with_env(
+        &etcd.url,
+        &[("NMID__DISCOVERY__KEEPALIVE_INTERVAL_MS", "2000")],
+    );
+    let logged = nmid.logged(KEY);
+    assert_eq!(logged.len(), 1, "{logged:#?}");
+    assert!(logged[0].contains("WARN"), "{logged:#?}");
+}
