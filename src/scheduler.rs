@@ -381,7 +381,7 @@ impl<C: Waiting> Scheduler<C> {
         self.peers.gone(peer);
     }
 
-    /// A peer could not be reached (skipped until marked reachable again), or can again.
+    /// A peer could not be reached (`false`), or one such failure's skip ended (`true`).
     pub fn peer_reachable(&mut self, peer: &PeerId, reachable: bool) {
         self.peers.set_reachable(peer, reachable);
     }

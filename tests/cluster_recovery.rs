@@ -447,3 +447,31 @@ async fn a_keepalive_interval_etcd_refuses_by_default_is_warned_about() {
     assert_eq!(logged.len(), 1, "{logged:#?}");
     assert!(logged[0].contains("WARN"), "{logged:#?}");
 }
+
+/// A dispatcher whose etcd never answered says just that: that it is not registered yet
+/// and has no membership watch yet, once each — never that its session went down, that a
+/// watch was lost, or that known peers or members are kept (it knows none).
+#[actix_rt::test]
+async fn a_dispatcher_that_never_reached_etcd_does_not_say_it_lost_it() {
+    let nmid = Nmid::start_without_etcd(&format!("http://127.0.0.1:{}", free_port()));
+    let said = [
+        "not registered in the cluster yet",
+        "no membership watch yet",
+    ];
+    let deadline = Instant::now() + PROCESS_PATIENCE;
+    while said.iter().any(|line| nmid.logged(line).is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "not said: {:#?}",
+            nmid.logged("etcd")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for line in said {
+        assert_eq!(nmid.logged(line).len(), 1, "{:#?}", nmid.logged("etcd"));
+    }
+    for misleading in ["session down", "watch lost", "kept"] {
+        let logged = nmid.logged(misleading);
+        assert!(logged.is_empty(), "{misleading:?}: {logged:#?}");
+    }
+}

@@ -122,6 +122,8 @@ impl EtcdSession {
         let mut backoff = self.etcd.backoff();
         let mut lease: Option<Lease> = None;
         let mut failures = 0u32;
+        // Registered at least once: "down" and "known peers kept" make sense only then.
+        let mut ever_up = false;
         loop {
             if *phase.borrow() == Phase::Leaving {
                 return;
@@ -139,6 +141,7 @@ impl EtcdSession {
                         }
                     }
                     self.set_up(true, None);
+                    ever_up = true;
                     failures = 0;
                     backoff = self.etcd.backoff();
                     let held = lease.as_mut().expect("attached with a lease");
@@ -192,8 +195,15 @@ impl EtcdSession {
             let wait = match held {
                 true => wait.min(self.lease_ttl / 3),
                 false => {
-                    if self.is_up() || failures == 1 {
-                        warn!(cause = %cause, retry_ms = wait.as_millis() as u64, "etcd session down: serving locally, known peers kept; retrying");
+                    let retry_ms = wait.as_millis() as u64;
+                    match (ever_up, self.is_up() || failures == 1) {
+                        (_, false) => {}
+                        (true, true) => {
+                            warn!(cause = %cause, retry_ms, "etcd session down: serving locally, known peers kept; retrying")
+                        }
+                        (false, true) => {
+                            warn!(cause = %cause, retry_ms, "etcd unreachable: not registered in the cluster yet, serving locally; retrying")
+                        }
                     }
                     self.set_up(false, Some(cause));
                     wait

@@ -181,3 +181,20 @@ fn a_peer_without_a_worker_of_the_function_is_skipped_for_it() {
     scheduler.peer_lacks(&peer("c"), &f("F"), false);
     assert_eq!(forwarded_to(&mut scheduler, 4), "c");
 }
+
+/// Two calls to a peer fail one after the other: the peer stays skipped until the skip of
+/// the second ends, not the first (its reachability does not flip with every failure).
+#[test]
+fn a_peer_is_skipped_until_its_last_failure_has_served_its_time() {
+    let mut scheduler = Scheduler::new(16);
+    scheduler.peer_seen(peer("a"), vec![f("F")], 0);
+    scheduler.peer_reachable(&peer("a"), false);
+    scheduler.peer_reachable(&peer("a"), false);
+    scheduler.peer_reachable(&peer("a"), true);
+    assert!(!scheduler.peers()[0].reachable);
+    let error = refused(scheduler.place(&f("F"), call(1), false));
+    assert_eq!(error, DispatchError::NoWorker);
+    scheduler.peer_reachable(&peer("a"), true);
+    assert!(scheduler.peers()[0].reachable);
+    assert_eq!(forwarded_to(&mut scheduler, 2), "a");
+}

@@ -21,7 +21,10 @@ struct PeerEntry {
     lacking: HashSet<FunctionName>,
     load: u32,
     forwarded: u32,
-    unreachable: bool,
+    /// Failures whose skip (`cluster.peer_retry_ms`) has not ended: unreachable while above
+    /// 0, so the skip ends a retry period after the *last* failure, not the first (each
+    /// failed call in flight would otherwise flip it back and forth).
+    downs: u32,
 }
 
 /// Why no peer takes a call.
@@ -70,10 +73,13 @@ impl Peers {
         self.peers.remove(peer);
     }
 
-    /// A peer could (not) be reached.
+    /// A peer could not be reached (`false`), or one such failure's skip ended (`true`).
     pub(super) fn set_reachable(&mut self, peer: &PeerId, reachable: bool) {
         if let Some(entry) = self.peers.get_mut(peer) {
-            entry.unreachable = !reachable;
+            entry.downs = match reachable {
+                false => entry.downs + 1,
+                true => entry.downs.saturating_sub(1),
+            };
         }
     }
 
@@ -116,7 +122,7 @@ impl Peers {
         for step in 0..n {
             let index = (self.cursor + step) % n;
             let peer = serving[index].1;
-            if peer.unreachable {
+            if peer.downs > 0 {
                 continue;
             }
             if peer.forwarded >= self.max_forwarded {
@@ -154,7 +160,7 @@ impl Peers {
                     functions,
                     load: p.load,
                     forwarded: p.forwarded,
-                    reachable: !p.unreachable,
+                    reachable: p.downs == 0,
                 }
             })
             .collect();

@@ -371,10 +371,13 @@ pub fn follow_members(
         let mut backoff = etcd.backoff();
         let mut connection = EtcdConnection::new(etcd);
         let mut failures = 0u32;
+        // A watch ran at least once: only then are there known members to keep.
+        let mut watched = false;
         loop {
             let result =
                 follow_once(&mut connection, &prefix, max_record_bytes, &tx, failures).await;
             let was_watching = tx.borrow().connected;
+            watched |= was_watching;
             tx.send_modify(|m| {
                 m.connected = false;
                 m.watch_restarts += u64::from(was_watching);
@@ -395,9 +398,13 @@ pub fn follow_members(
                 false => {
                     failures += 1;
                     let wait = backoff.next().unwrap_or(connection.settings().retry_max);
-                    match failures {
-                        1 => {
-                            warn!(%prefix, cause = %err, retry_ms = wait.as_millis() as u64, "etcd unreachable: no membership watch yet; retrying")
+                    let retry_ms = wait.as_millis() as u64;
+                    match (failures, watched) {
+                        (1, false) => {
+                            warn!(%prefix, cause = %err, retry_ms, "etcd unreachable: no membership watch yet; retrying")
+                        }
+                        (1, true) => {
+                            warn!(%prefix, cause = %err, retry_ms, "etcd unreachable: membership watch not restarted, known members kept; retrying")
                         }
                         _ => debug!(%prefix, cause = %err, failures, "etcd still unreachable"),
                     }
