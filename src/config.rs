@@ -507,6 +507,9 @@ impl Config {
         if !(1..=64).contains(&cluster.peer_connections) {
             return invalid("cluster.peer_connections", "must be 1 to 64");
         }
+        if cluster.peer_answer_timeout_ms < 100 {
+            return invalid("cluster.peer_answer_timeout_ms", "must be at least 100");
+        }
         if cluster.max_forwarded_per_peer == 0 {
             return invalid("cluster.max_forwarded_per_peer", "must be at least 1");
         }

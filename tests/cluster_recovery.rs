@@ -1,7 +1,7 @@
 //! A cluster recovering from what production throws at it, on real etcd and `nmid`
 //! processes on 127.0.0.1: leases that etcd expired or revoked, a peer whose worker has just
 //! left, a drain that runs out of time (here, and at a peer holding a forwarded call), and
-//! a dispatcher restarted at its own address.
+//! a dispatcher restarted at its own address, and a peer that answers nothing.
 
 mod cluster_support;
 mod common;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster_support::load::echo_upper;
-use cluster_support::{free_port, serves, Etcd, Nmid, PROCESS_PATIENCE, TEST_LEASE_TTL_S};
+use cluster_support::{free_port, member, serves, Etcd, Nmid, PROCESS_PATIENCE, TEST_LEASE_TTL_S};
 use common::PATIENCE;
 use nmid::client::{Client, ClientError};
 use nmid::worker::{Job, Worker};
@@ -474,4 +474,84 @@ async fn a_dispatcher_that_never_reached_etcd_does_not_say_it_lost_it() {
         let logged = nmid.logged(misleading);
         assert!(logged.is_empty(), "{misleading:?}: {logged:#?}");
     }
+}
+
+/// A peer that accepts connections and answers nothing (its record, forged here, says it
+/// serves `Hang`) next to C, whose worker serves it: after a few calls B forwarded there
+/// went unanswered for `cluster.peer_answer_timeout_ms` (500 ms here), B skips it — shown
+/// unreachable — and every later call is answered through C, none waits for its deadline.
+#[actix_rt::test]
+async fn a_peer_that_answers_nothing_is_skipped() {
+    let etcd = Etcd::start().await;
+    let env = [("NMID__CLUSTER__PEER_ANSWER_TIMEOUT_MS", "500")];
+    let b = Nmid::start_with_env(&etcd.url, &env);
+    let c = Nmid::start(&etcd.url);
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    let holding = actix_rt::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hung.accept().await {
+            held.push(stream); // read nothing, answer nothing
+        }
+    });
+    let record = serde_json::json!({
+        "id": "hung", "tcp_addr": hung_addr.to_string(), "http_addr": null,
+        "version": "0", "started_at": 0, "functions": ["Hang"], "load": 0, "draining": false,
+    });
+    let mut client = etcd.client().await.unwrap();
+    client
+        .put("nmid-rs/cluster/hung", record.to_string(), None)
+        .await
+        .unwrap();
+    let worker = Worker::builder()
+        .name("hang")
+        .server(c.tcp.to_string())
+        .function("Hang", |job| echo_upper(job, Duration::ZERO))
+        .start()
+        .unwrap();
+    b.wait_json(
+        "/api/v1/cluster",
+        PATIENCE,
+        "both serving Hang seen by B",
+        |v| serves(v, "hung", "Hang") && serves(v, &c.id, "Hang"),
+    )
+    .await;
+
+    let caller = Client::builder(b.tcp.to_string())
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    let first: Vec<_> = (0..4)
+        .map(|n| {
+            let caller = caller.clone();
+            actix_rt::spawn(async move { caller.call("Hang", format!("first-{n}")).await })
+        })
+        .collect();
+    b.wait_json("/api/v1/cluster", PATIENCE, "the hung peer skipped", |v| {
+        member(v, "hung").is_some_and(|m| m["reachable"] == false)
+    })
+    .await;
+    let started = Instant::now();
+    for n in 0..20 {
+        let params = format!("later-{n}");
+        let ret = caller.call("Hang", params.clone()).await;
+        assert_eq!(
+            ret.as_deref().ok(),
+            Some(params.to_uppercase().as_bytes()),
+            "{ret:?}"
+        );
+    }
+    let later = started.elapsed();
+    assert!(later < Duration::from_secs(4), "20 calls took {later:?}");
+    let mut timed_out = 0;
+    for call in first {
+        if matches!(call.await.unwrap(), Err(ClientError::Timeout)) {
+            timed_out += 1;
+        }
+    }
+    assert!(timed_out >= 1, "no call reached the hung peer");
+    println!("hung peer: {timed_out} of 4 first calls waited for their deadline there; 20 later calls via C in {later:?}");
+    holding.abort();
+    worker.stop().await;
 }

@@ -27,6 +27,11 @@
 //! - the call was sent and the connection dropped before the answer: a worker may have run
 //!   it, so the lease is dropped: the job retries (`jobs.retries`) or fails `WorkerLost`.
 //!
+//! A peer that accepts connections but answers nothing (hung) is found out too: when calls
+//! wait there and none has been answered for `cluster.peer_answer_timeout_ms`, the link
+//! tells the registry it is unreachable, again at every check while that lasts, so new calls
+//! go elsewhere; the calls already there wait for their own deadline.
+//!
 //! Nothing waits forever: the job's own deadline answers its caller.
 
 use std::time::{Duration, Instant};
@@ -76,8 +81,13 @@ pub struct PeerLink {
     own_id: Bytes,
     clients: Vec<Client>,
     next: usize,
-    /// The leases of the calls in flight at the peer, until their answers come.
-    in_flight: HashMap<JobId, JobLease>,
+    /// The leases of the calls in flight at the peer, until their answers come, and when
+    /// each was sent.
+    in_flight: HashMap<JobId, (JobLease, Instant)>,
+    /// When the peer last answered a call (any answer, errors included).
+    last_answer: Instant,
+    /// A peer that answers nothing for this long while calls wait there is hung.
+    answer_timeout: Duration,
     registry: Addr<Registry>,
     metrics: ClusterMetrics,
 }
@@ -91,6 +101,9 @@ pub struct LinkSettings {
     pub max_frame_bytes: usize,
     /// TLS when `[tls]` is on, and the token of `auth.peer_secret_*`.
     pub access: crate::net::Access,
+    /// How long a peer may answer none of the calls waiting there before it counts as
+    /// unreachable (`cluster.peer_answer_timeout_ms`).
+    pub answer_timeout: Duration,
 }
 
 impl PeerLink {
@@ -117,6 +130,8 @@ impl PeerLink {
             clients,
             next: 0,
             in_flight: HashMap::new(),
+            last_answer: Instant::now(),
+            answer_timeout: settings.answer_timeout,
             registry,
             metrics,
         }
@@ -126,8 +141,10 @@ impl PeerLink {
 impl Actor for PeerLink {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         debug!(peer = %self.peer, "peer link started");
+        let every = (self.answer_timeout / 2).max(Duration::from_millis(10));
+        ctx.run_interval(every, |link, _| link.check_answers());
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -167,7 +184,7 @@ impl Handler<Forward> for PeerLink {
                 .push((Bytes::from_static(caller_key), caller));
         }
         debug!(job = %job_id, peer = %self.peer, function = %spec.function.escaped(), "forwarding call");
-        self.in_flight.insert(job_id, lease);
+        self.in_flight.insert(job_id, (lease, Instant::now()));
         let call = async move { client.call_with(&function, spec.params, options).await };
         call.instrument(span.clone())
             .into_actor(self)
@@ -176,10 +193,13 @@ impl Handler<Forward> for PeerLink {
                 telemetry::finish(&span, outcome.as_str());
                 link.metrics.forwarded(outcome);
                 // Abandoned at shutdown: answered already.
-                let Some(lease) = link.in_flight.remove(&job_id) else {
+                let Some((lease, _)) = link.in_flight.remove(&job_id) else {
                     return;
                 };
                 let reply = reply_of(result);
+                if matches!(reply, PeerReply::Answer(_) | PeerReply::NotServed) {
+                    link.last_answer = Instant::now();
+                }
                 // The registry hears first, so the job's next placement skips this peer.
                 let peer = link.peer.clone();
                 match reply {
@@ -210,10 +230,25 @@ impl Handler<AbandonForwards> for PeerLink {
     type Result = ();
 
     fn handle(&mut self, _: AbandonForwards, _: &mut Self::Context) {
-        for (_, lease) in self.in_flight.drain() {
+        for (_, (lease, _)) in self.in_flight.drain() {
             lease.refuse(DispatchError::ShuttingDown);
             let peer = self.peer.clone();
             self.registry.do_send(ForwardFinished { peer });
+        }
+    }
+}
+
+impl PeerLink {
+    /// Tells the registry the peer is unreachable when a call has waited there longer than
+    /// the answer timeout and no call was answered since it was sent (a hung peer).
+    fn check_answers(&mut self) {
+        let oldest = self.in_flight.values().map(|(_, sent)| *sent).min();
+        let hung = oldest
+            .is_some_and(|sent| sent.elapsed() >= self.answer_timeout && self.last_answer < sent);
+        if hung {
+            debug!(peer = %self.peer, timeout_ms = self.answer_timeout.as_millis() as u64, "peer answers nothing: skipped for a while");
+            let peer = self.peer.clone();
+            self.registry.do_send(PeerUnreachable { peer });
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct ClusterConfig {
     pub max_forwarded_per_peer: u32,
     /// How long an unreachable peer is skipped, in milliseconds.
     pub peer_retry_ms: u64,
+    /// How long a peer may answer none of the calls waiting there before it counts as
+    /// unreachable, in milliseconds.
+    pub peer_answer_timeout_ms: u64,
     /// Times a call that peers handed back unrun is placed again, at most.
     pub max_reroutes: u32,
     /// Largest membership record read from etcd, in bytes.
