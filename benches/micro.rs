@@ -268,6 +268,7 @@ async fn start_dispatch(workers: usize) -> JobServices {
     let services = JobServices {
         registry: Registry::new(MAX_QUEUE).start(),
         retries: 1,
+        max_reroutes: 0,
         metrics: Arc::new(Metrics::new()),
         rate_limits: None,
         breakers: false,

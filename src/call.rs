@@ -326,6 +326,9 @@ pub enum LeaseReport {
     /// It never reached a worker (a peer dispatcher could not be reached, or refused it
     /// while draining): place it again, as if it had just arrived.
     Undelivered,
+    /// The dispatcher is stopping and gave up waiting for the worker that holds it (the
+    /// drain timed out): it may have run, so it is never placed again.
+    Abandoned,
 }
 
 /// The job actor as the holder of its lease reaches it. Implemented by the job actor's
@@ -377,6 +380,13 @@ impl JobLease {
 }
 
 impl JobLease {
+    /// The worker holding the job is given up on at shutdown (the drain timed out).
+    pub fn abandon(mut self) {
+        if let Some(job) = self.job.take() {
+            job.report(LeaseReport::Abandoned);
+        }
+    }
+
     /// The job never reached a worker: it is placed again (its retries are not used up, and
     /// it is never reported as a lost worker for it).
     pub fn hand_back(mut self) {
@@ -432,7 +442,8 @@ mod tests {
         (JobLease::new(Box::new(handle)), told)
     }
 
-    /// A lease reports exactly once: an answer, a refusal, a hand-back, or (dropped) a loss.
+    /// A lease reports exactly once: an answer, a refusal, a hand-back, an abandonment, or
+    /// (dropped) a loss.
     #[test]
     fn a_lease_reports_exactly_once() {
         let (answered, told) = lease(true);
@@ -451,6 +462,10 @@ mod tests {
         let (handed_back, told) = lease(true);
         handed_back.hand_back();
         assert_eq!(*told.lock().unwrap(), vec!["Undelivered"]);
+
+        let (abandoned, told) = lease(true);
+        abandoned.abandon();
+        assert_eq!(*told.lock().unwrap(), vec!["Abandoned"]);
     }
 
     /// An answer for a job that is over is late: not delivered, and not reported as lost.

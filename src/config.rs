@@ -38,6 +38,17 @@ pub enum ConfigError {
     },
 }
 
+/// A value that is allowed but likely wrong; the binary logs each at start and prints it
+/// with `--check`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}`: {message}")]
+pub struct ConfigWarning {
+    /// The dotted key, e.g. `discovery.keepalive_interval_ms`.
+    pub key: &'static str,
+    /// What is likely wrong with its value.
+    pub message: String,
+}
+
 /// The whole configuration. Tests build one with [`Config::default`] and change fields.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -524,6 +535,9 @@ impl Config {
         if !(1..=64).contains(&cluster.peer_connections) {
             return invalid("cluster.peer_connections", "must be 1 to 64");
         }
+        if cluster.peer_answer_timeout_ms < 100 {
+            return invalid("cluster.peer_answer_timeout_ms", "must be at least 100");
+        }
         if cluster.max_forwarded_per_peer == 0 {
             return invalid("cluster.max_forwarded_per_peer", "must be at least 1");
         }
@@ -560,6 +574,14 @@ impl Config {
     /// Discovery (and so the cluster) is on: etcd endpoints are set.
     pub fn discovery_enabled(&self) -> bool {
         !self.discovery.etcd_endpoints.is_empty()
+    }
+
+    /// What this configuration allows but is likely wrong, each naming its key.
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        match self.discovery_enabled() {
+            true => self.discovery.warnings(),
+            false => Vec::new(),
+        }
     }
 
     /// The default job deadline.

@@ -44,7 +44,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::breaker::{BreakerSettings, BreakerState, Transition, Verdict};
 use crate::call::{ClientKey, DispatchError, FunctionName, JobId, PeerId, WorkerId};
-use crate::snapshot::{FunctionSnapshot, PeerSnapshot};
+use crate::snapshot::FunctionSnapshot;
 use peers::{NoPeer, Peers};
 use placement::{assign, pick_worker, Batch, FunctionEntry, Load, WorkerEntry};
 
@@ -374,31 +374,6 @@ impl<C: Waiting> Scheduler<C> {
             }
         }
         decisions
-    }
-
-    /// A peer dispatcher joined, or published its functions and load anew.
-    pub fn peer_seen(&mut self, peer: PeerId, functions: Vec<FunctionName>, load: u32) {
-        self.peers.seen(peer, functions, load);
-    }
-
-    /// A peer dispatcher left the cluster. Its forwarded calls are reported by their leases.
-    pub fn peer_gone(&mut self, peer: &PeerId) {
-        self.peers.gone(peer);
-    }
-
-    /// A peer could not be reached (skipped until marked reachable again), or can again.
-    pub fn peer_reachable(&mut self, peer: &PeerId, reachable: bool) {
-        self.peers.set_reachable(peer, reachable);
-    }
-
-    /// A call forwarded to `peer` for `caller` was answered or lost: it no longer counts.
-    pub fn forward_finished(&mut self, peer: &PeerId, caller: Option<&ClientKey>) {
-        self.peers.finished(peer, caller);
-    }
-
-    /// Every peer dispatcher, sorted by id.
-    pub fn peers(&self) -> Vec<PeerSnapshot> {
-        self.peers.snapshot()
     }
 
     /// Shutdown has begun: refuse new calls from now on, keep placing retries.

@@ -275,6 +275,7 @@ fn job_services(
     let jobs = JobServices {
         registry,
         retries: config.jobs.retries,
+        max_reroutes: config.cluster.max_reroutes,
         metrics: metrics.clone(),
         rate_limits,
         breakers: config.breaker_settings().is_some(),
@@ -462,8 +463,14 @@ impl Dispatcher {
         // HTTP keeps answering while the jobs drain, so that `/readyz` says 503 and a new
         // call gets 503 `shutting_down` (actix-web's graceful stop would close even its idle
         // keep-alive connections at once, leaving probes nothing but a refused connection).
+        // Each step runs and is logged once: drained, or the drain timed out and the calls
+        // left are answered ShuttingDown (never "drained" after that).
+        let started = Instant::now();
         let abandoned_calls = match self.wait_for_jobs(self.drain_timeout).await {
-            0 => 0,
+            0 => {
+                info!(waited_ms = started.elapsed().as_millis() as u64, "drained");
+                0
+            }
             left => {
                 // Every caller still waiting is answered ShuttingDown before its connection
                 // closes, rather than left to find the connection gone.
@@ -472,7 +479,15 @@ impl Dispatcher {
                     "drain timeout: answering the calls left ShuttingDown"
                 );
                 self.handle.registry.do_send(AbandonAll);
-                self.wait_for_jobs(ABANDON_GRACE).await;
+                match self.wait_for_jobs(ABANDON_GRACE).await {
+                    0 => info!(jobs = left, "the calls left were answered ShuttingDown"),
+                    unanswered => {
+                        warn!(
+                            unanswered,
+                            "calls still unanswered at exit: their connections close"
+                        )
+                    }
+                }
                 left
             }
         };
@@ -493,15 +508,14 @@ impl Dispatcher {
         Stopped { abandoned_calls }
     }
 
-    /// Waits at most `limit` for the jobs in flight and queued to finish; returns how many
-    /// are left.
+    /// Waits at most `limit` for the jobs in flight, queued and forwarded to finish; returns
+    /// how many are left.
     async fn wait_for_jobs(&self, limit: Duration) -> u64 {
         let started = Instant::now();
         loop {
             let snapshot = self.handle.snapshot().await;
             let left = snapshot.in_flight() + snapshot.queued() as u64 + snapshot.forwarded();
             if left == 0 {
-                info!(waited_ms = started.elapsed().as_millis() as u64, "drained");
                 return 0;
             }
             if started.elapsed() >= limit {

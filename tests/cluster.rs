@@ -330,7 +330,7 @@ async fn nmid_keys_read_as_nmids_go_consumer_reads_them() {
         let merged = merge_like_go(values.iter().map(|(_, v)| &v[..]));
         let worker_key = values.iter().any(|(k, _)| k == "nmid/GoStyleWorker");
         let dispatcher_key = (values.iter())
-            .any(|(k, v)| *k == format!("nmid/dispatcher-{}", nmid.id) && v.len() > 2);
+            .any(|(k, v)| *k == format!("nmid/~dispatcher-{}", nmid.id) && v.len() > 2);
         if worker_key && dispatcher_key {
             break (values, merged);
         }

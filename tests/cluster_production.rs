@@ -242,7 +242,9 @@ async fn a_minute_with_a_dead_endpoint_first_and_default_etcd_flags_breaks_nothi
 }
 
 /// nmid's Go consumer, as the Go code does it (`cluster_support::go_consumer`), with
-/// `ToUpper` on all three dispatchers: one started in a quiet cluster gets its first event
+/// `ToUpper` on all three dispatchers and a dead worker's lease-less key naming another
+/// address (it sorts after `nmid/dispatcher-`, not after the dispatchers' keys, and changes
+/// no pick): one started in a quiet cluster gets its first event
 /// within the nmid key's refresh interval and more after; 3,000 picks hit each dispatcher
 /// at least 25% of the time; after a SIGKILL of the one whose key sorts last, its address
 /// is gone from the picks within the lease TTL + 1.5 s (etcd expires leases in rounds of
@@ -272,7 +274,7 @@ async fn nmids_go_consumer_spreads_calls_over_every_dispatcher() {
     // Settled: every dispatcher's key lists all three.
     let deadline = Instant::now() + PATIENCE * 2;
     loop {
-        let values = etcd.get_prefix("nmid/dispatcher-").await;
+        let values = etcd.get_prefix("nmid/~dispatcher-").await;
         let complete = values.len() == 3
             && values.iter().all(|(_, v)| {
                 let map: HashMap<String, Vec<String>> = serde_json::from_slice(v).unwrap();
@@ -287,6 +289,16 @@ async fn nmids_go_consumer_spreads_calls_over_every_dispatcher() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // A dead worker's key, put as nmid's Go worker puts it (no lease: it stays), sorting
+    // after "nmid/dispatcher-...": the dispatchers' keys must still win the merge.
+    const STALE: &str = "127.0.0.1:1";
+    let mut client = etcd.client().await.unwrap();
+    let stale = format!(r#"{{"ToUpper":["{STALE}"]}}"#);
+    client
+        .put("nmid/zz-dead-worker", stale, None)
+        .await
+        .unwrap();
 
     let started = Instant::now();
     let consumer = GoConsumer::start(&etcd.url).await;
@@ -312,6 +324,10 @@ async fn nmids_go_consumer_spreads_calls_over_every_dispatcher() {
 
     let mut rng = Rng::from_clock();
     let picks = consumer.picks("ToUpper", 3000, &mut rng);
+    assert!(
+        !picks.contains_key(STALE),
+        "a stale worker key won: {picks:?}"
+    );
     for addr in &addrs {
         let n = picks.get(addr).copied().unwrap_or(0);
         assert!(n >= 750, "{addr} got {n} of 3000 picks: {picks:?}");

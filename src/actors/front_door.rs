@@ -228,6 +228,7 @@ mod tests {
         let jobs = JobServices {
             registry: Registry::new(16).start(),
             retries: 0,
+            max_reroutes: 0,
             metrics: Arc::new(Metrics::new()),
             rate_limits: None,
             breakers: false,

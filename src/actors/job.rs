@@ -35,6 +35,8 @@ pub enum JobEvent {
     WorkerLost,
     /// The job never reached a worker (a peer dispatcher could not take it): place it again.
     Undelivered,
+    /// Shutdown gave up on the worker holding the job (the drain timed out).
+    Abandoned,
     /// The caller is gone; stop without answering.
     Cancel,
 }
@@ -51,6 +53,8 @@ pub struct JobServices {
     pub registry: Addr<Registry>,
     /// Retries of a job whose worker is lost.
     pub retries: u32,
+    /// Placements again of a job that peers handed back unrun (`cluster.max_reroutes`).
+    pub max_reroutes: u32,
     /// Call metrics.
     pub metrics: Arc<Metrics>,
     /// Rate limits the front ends check before a call becomes a job (`[rate_limit]`);
@@ -74,6 +78,8 @@ pub struct JobActor {
     /// The dispatch span (disabled unless tracing is on).
     span: tracing::Span,
     retries_left: u32,
+    /// Placements again left for a job handed back unrun by peers.
+    reroutes_left: u32,
     /// Dispatch attempts so far; a retry that finds no worker is reported as `WorkerLost`.
     attempts: u32,
 }
@@ -108,6 +114,7 @@ impl JobActor {
             started: Instant::now(),
             span,
             retries_left: services.retries,
+            reroutes_left: services.max_reroutes,
             attempts: 0,
         }
         .start()
@@ -173,10 +180,25 @@ impl Handler<JobEvent> for JobActor {
                 }
             }
             JobEvent::Undelivered => {
+                if self.reroutes_left == 0 {
+                    // It reached no worker: not a lost worker, and no retry used up.
+                    let refused = CallOutcome::Failed(DispatchError::NoWorker);
+                    return self.answer(refused, ctx);
+                }
+                self.reroutes_left -= 1;
                 debug!(job = %self.id, function = %self.spec.function, "undelivered, placing again");
                 // An attempt that reached no worker does not count.
                 self.attempts = self.attempts.saturating_sub(1);
                 self.dispatch(ctx);
+            }
+            JobEvent::Abandoned => {
+                // Its caller hears `ShuttingDown`; a dispatcher that forwarded it here hears
+                // that a worker had it (it may have run), so it never places it again.
+                let error = match self.spec.is_forwarded() {
+                    true => DispatchError::WorkerLost,
+                    false => DispatchError::ShuttingDown,
+                };
+                self.answer(CallOutcome::Failed(error), ctx)
             }
             JobEvent::Cancel => {
                 self.reply = None;
@@ -199,6 +221,7 @@ impl JobHandle for Addr<JobActor> {
             LeaseReport::Answered(outcome) => JobEvent::Answered { outcome },
             LeaseReport::Lost => JobEvent::WorkerLost,
             LeaseReport::Undelivered => JobEvent::Undelivered,
+            LeaseReport::Abandoned => JobEvent::Abandoned,
         });
     }
 }

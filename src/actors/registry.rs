@@ -33,7 +33,9 @@ use crate::snapshot::{RegistrySnapshot, WorkerSnapshot};
 
 mod peers;
 
-pub use peers::{ForwardFinished, PeerJoined, PeerLeft, PeerPort, PeerUnreachable, PeerUpdated};
+pub use peers::{
+    ForwardFinished, PeerJoined, PeerLacks, PeerLeft, PeerPort, PeerUnreachable, PeerUpdated,
+};
 
 /// A job asks to be placed on a worker.
 #[derive(Debug, Message)]

@@ -32,7 +32,7 @@ use super::registry::{
     WorkerLeft, WorkerNamed, WorkerPort, WorkerSlots,
 };
 use crate::breaker::Verdict;
-use crate::call::{CallOutcome, DispatchError, FunctionName, JobId, JobLease, WorkerId};
+use crate::call::{CallOutcome, FunctionName, JobId, JobLease, WorkerId};
 use crate::codec::{
     BadBody, CodecError, ConnType, DataType, Frame, ParamsType, SGetData, TaggedCall, WReturnData,
 };
@@ -337,7 +337,7 @@ impl Handler<AbandonJobs> for WorkerSession {
             warn!(worker = %self.id, jobs = self.jobs.len(), "shutdown: answering the jobs still running here ShuttingDown");
         }
         for (_, held) in self.jobs.drain() {
-            held.lease.refuse(DispatchError::ShuttingDown);
+            held.lease.abandon();
             self.conn.settings.registry.do_send(JobFinished {
                 worker: self.id,
                 function: held.function,

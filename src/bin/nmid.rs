@@ -41,6 +41,10 @@ struct Cli {
     /// `cluster.advertise_addr`); required with `--etcd` when listening on 0.0.0.0.
     #[arg(long, value_name = "HOST:PORT")]
     advertise_addr: Option<SocketAddr>,
+    /// Check the configuration (file, environment, flags) and exit without serving: 0 when
+    /// it is valid (its warnings printed, each naming its key), 2 naming the bad key.
+    #[arg(long)]
+    check: bool,
 }
 
 /// Exit status when the dispatcher could not start or failed (bad configuration, a port in
@@ -110,7 +114,17 @@ fn run(cli: Cli) -> anyhow::Result<nmid::server::Stopped> {
         overrides.push(("cluster.advertise_addr", addr.to_string()));
     }
     let config = nmid::config::Config::load(cli.config.as_deref(), &overrides)?;
+    if cli.check {
+        for warning in config.warnings() {
+            eprintln!("nmid: warning: {warning}");
+        }
+        println!("nmid: configuration valid");
+        return Ok(nmid::server::Stopped::default());
+    }
     let telemetry = nmid::telemetry::init(&config.tracing_settings(), config.log_format())?;
+    for warning in config.warnings() {
+        tracing::warn!(key = warning.key, "{warning}");
+    }
     let listeners = nmid::server::Listeners::bind(&config)?;
     warn_if_open(&config, &listeners);
     let served = actix_rt::System::new().block_on(async move {

@@ -23,6 +23,8 @@ use crate::call::{FunctionName, PeerId};
 pub struct PeerFollower {
     /// This dispatcher's id (its own record is not a peer).
     pub own_id: String,
+    /// Its advertised address (an earlier run's record there is not a peer either).
+    pub own_addr: std::net::SocketAddr,
     /// The registry to tell.
     pub registry: Addr<Registry>,
     /// Where the links run (the registry's thread: a forward is then a queue push).
@@ -49,7 +51,7 @@ impl PeerFollower {
     /// Tells the registry how `now` differs from `known`, and updates `known`.
     fn apply(&self, now: &Members, known: &mut BTreeMap<String, MemberRecord>) {
         let peers: BTreeMap<&String, &MemberRecord> = (now.members.iter())
-            .filter(|(id, m)| **id != self.own_id && !m.record.draining)
+            .filter(|(_, m)| !m.record.is_self(&self.own_id, self.own_addr) && !m.record.draining)
             .map(|(id, m)| (id, &m.record))
             .collect();
         known.retain(|id, _| {

@@ -66,6 +66,9 @@ pub struct ClusterSettings {
     pub nmid_refresh: Option<Duration>,
     /// Tagged connections per peer.
     pub peer_connections: usize,
+    /// How long a peer may answer none of the calls waiting there before it counts as
+    /// unreachable.
+    pub peer_answer_timeout: Duration,
     /// Largest frame a peer link reads.
     pub max_frame_bytes: usize,
     /// Largest membership record read.
@@ -132,6 +135,7 @@ impl ClusterSettings {
             nmid_refresh: (config.cluster.nmid_refresh_interval_ms > 0)
                 .then(|| Duration::from_millis(config.cluster.nmid_refresh_interval_ms)),
             peer_connections: config.cluster.peer_connections,
+            peer_answer_timeout: Duration::from_millis(config.cluster.peer_answer_timeout_ms),
             max_frame_bytes: config.tcp.max_frame_bytes,
             max_record_bytes: config.cluster.max_record_bytes,
             peer_access: peer_access(config)?,
@@ -227,12 +231,14 @@ impl Cluster {
         );
         let follower = PeerFollower {
             own_id: settings.id.clone(),
+            own_addr: settings.tcp_addr,
             registry: registry.clone(),
             arbiter: links,
             links: peer_link::LinkSettings {
                 connections: settings.peer_connections,
                 max_frame_bytes: settings.max_frame_bytes,
                 access: settings.peer_access.clone(),
+                answer_timeout: settings.peer_answer_timeout,
             },
             metrics: metrics.clone(),
         };

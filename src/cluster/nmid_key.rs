@@ -1,4 +1,4 @@
-//! The value of a dispatcher's nmid key, `nmid/dispatcher-<id>`: what nmid's Go consumer
+//! The value of a dispatcher's nmid key, `nmid/~dispatcher-<id>`: what nmid's Go consumer
 //! reads to pick a dispatcher for a function. Pure: the session writes what this computes.
 //!
 //! nmid's `cli.Consumer` (pkg/client/discovery.go) lists every key under `nmid/`, decodes
@@ -7,7 +7,8 @@
 //! only its own dispatcher would send every Go call to the dispatcher whose key sorts last.
 //! So every dispatcher's key maps each function served in the cluster to **all** live
 //! dispatchers serving it, from the membership records: whichever key the merge keeps, it
-//! holds the whole list. A draining dispatcher's key is `{}` (it names nothing, so it
+//! holds the whole list; and the keys sort after every worker's `nmid/<name>`
+//! ([`super::record::dispatcher_nmid_key`]), so a worker's list never overrides them. A draining dispatcher's key is `{}` (it names nothing, so it
 //! overwrites nothing), and draining peers are left out of the others'.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +25,7 @@ pub fn nmid_value<'a>(
     if own.draining {
         return "{}".to_owned();
     }
-    let peers = (members.into_iter()).filter(|m| m.id != own.id && !m.draining);
+    let peers = (members.into_iter()).filter(|m| !m.is_self(&own.id, own.tcp_addr) && !m.draining);
     let mut functions: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for record in std::iter::once(own).chain(peers) {
         for function in &record.functions {
@@ -67,6 +68,18 @@ mod tests {
         for own in all {
             assert_eq!(nmid_value(own, all), expected, "{}", own.id);
         }
+    }
+
+    /// An earlier run of this dispatcher at its address (its record not expired yet) adds
+    /// nothing: the functions it served are not this run's.
+    #[test]
+    fn an_earlier_run_at_the_same_address_is_left_out() {
+        let earlier = record("old", 1, &["F"]);
+        let now = record("new", 1, &["G"]);
+        assert_eq!(
+            nmid_value(&now, [&earlier, &now]),
+            r#"{"G":["127.0.0.1:1"]}"#
+        );
     }
 
     /// A draining dispatcher names nothing, and the others leave it out.

@@ -8,9 +8,17 @@
 //! caller it is made for ([`CALLER_META_KEY`]): a peer that grants this link the `peer` role
 //! authorizes and rate-limits the call as that caller, not as the link.
 //!
-//! The peer's answer goes to the job through its lease. When the peer gives none, the link
-//! first tells the registry the peer is unreachable (it is skipped for
-//! `cluster.peer_retry_ms`), then:
+//! The peer's answer goes to the job through its lease, except:
+//!
+//! - the peer has no worker of the function left (its worker just left; its record says
+//!   otherwise for up to `cluster.publish_interval_ms`): the registry is told, so the peer
+//!   gets no calls of the function until it publishes a record again (or for
+//!   `cluster.peer_retry_ms`), and the lease is handed back: the job is placed again, on a
+//!   local worker or another peer (`cluster.max_reroutes` times at most), else refused
+//!   `NoWorker` — never reported as a lost worker.
+//!
+//! When the peer gives no answer, the link first tells the registry the peer is
+//! unreachable (it is skipped for `cluster.peer_retry_ms`), then:
 //!
 //! - the call never reached the peer (it could not be reached, or refused it while
 //!   draining): the lease is handed back and the job is placed again as if it had just
@@ -18,6 +26,11 @@
 //!   reported as a lost worker;
 //! - the call was sent and the connection dropped before the answer: a worker may have run
 //!   it, so the lease is dropped: the job retries (`jobs.retries`) or fails `WorkerLost`.
+//!
+//! A peer that accepts connections but answers nothing (hung) is found out too: when calls
+//! wait there and none has been answered for `cluster.peer_answer_timeout_ms`, the link
+//! tells the registry it is unreachable, again at every check while that lasts, so new calls
+//! go elsewhere; the calls already there wait for their own deadline.
 //!
 //! Nothing waits forever: the job's own deadline answers its caller.
 
@@ -29,7 +42,8 @@ use foldhash::{HashMap, HashMapExt};
 use tracing::{debug, Instrument};
 
 use super::metrics::{ClusterMetrics, ForwardOutcome};
-use crate::actors::registry::{Assignment, ForwardFinished, PeerPort, PeerUnreachable, Registry};
+use crate::actors::registry::{Assignment, ForwardFinished, PeerLacks, PeerPort};
+use crate::actors::registry::{PeerUnreachable, Registry};
 use crate::call::{CallOutcome, DispatchError, JobId, JobLease, PeerId};
 use crate::call::{ClientKey, CALLER_META_KEY, FORWARDED_META_KEY};
 use crate::client::{CallOptions, Client, ClientError};
@@ -67,8 +81,13 @@ pub struct PeerLink {
     own_id: Bytes,
     clients: Vec<Client>,
     next: usize,
-    /// The leases of the calls in flight at the peer, until their answers come.
-    in_flight: HashMap<JobId, (JobLease, Option<ClientKey>)>,
+    /// The leases of the calls in flight at the peer, until their answers come, with the
+    /// caller each is made for and when it was sent.
+    in_flight: HashMap<JobId, (JobLease, Option<ClientKey>, Instant)>,
+    /// When the peer last answered a call (any answer, errors included).
+    last_answer: Instant,
+    /// A peer that answers nothing for this long while calls wait there is hung.
+    answer_timeout: Duration,
     registry: Addr<Registry>,
     metrics: ClusterMetrics,
 }
@@ -82,6 +101,9 @@ pub struct LinkSettings {
     pub max_frame_bytes: usize,
     /// TLS when `[tls]` is on, and the token of `auth.peer_secret_*`.
     pub access: crate::net::Access,
+    /// How long a peer may answer none of the calls waiting there before it counts as
+    /// unreachable (`cluster.peer_answer_timeout_ms`).
+    pub answer_timeout: Duration,
 }
 
 impl PeerLink {
@@ -108,6 +130,8 @@ impl PeerLink {
             clients,
             next: 0,
             in_flight: HashMap::new(),
+            last_answer: Instant::now(),
+            answer_timeout: settings.answer_timeout,
             registry,
             metrics,
         }
@@ -117,8 +141,10 @@ impl PeerLink {
 impl Actor for PeerLink {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         debug!(peer = %self.peer, "peer link started");
+        let every = (self.answer_timeout / 2).max(Duration::from_millis(10));
+        ctx.run_interval(every, |link, _| link.check_answers());
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -138,6 +164,7 @@ impl Handler<Forward> for PeerLink {
         let client = self.clients[self.next % self.clients.len()].clone();
         self.next = self.next.wrapping_add(1);
         let function = spec.function.to_string();
+        let function_name = spec.function.clone();
         let span = telemetry::hop_span(Hop::Forward, &function, spec.meta.as_deref());
         let meta = spec.meta.map(|m| (*m).clone()).unwrap_or_default();
         let mut options = CallOptions {
@@ -156,7 +183,8 @@ impl Handler<Forward> for PeerLink {
         }
         debug!(job = %job_id, peer = %self.peer, function = %spec.function.escaped(), "forwarding call");
         let caller = spec.caller.clone();
-        self.in_flight.insert(job_id, (lease, caller));
+        self.in_flight
+            .insert(job_id, (lease, caller, Instant::now()));
         let call = async move { client.call_with(&function, spec.params, options).await };
         call.instrument(span.clone())
             .into_actor(self)
@@ -165,20 +193,30 @@ impl Handler<Forward> for PeerLink {
                 telemetry::finish(&span, outcome.as_str());
                 link.metrics.forwarded(outcome);
                 // Abandoned at shutdown: answered already.
-                let Some((lease, caller)) = link.in_flight.remove(&job_id) else {
+                let Some((lease, caller, _)) = link.in_flight.remove(&job_id) else {
                     return;
                 };
                 let reply = reply_of(result);
-                if !matches!(reply, PeerReply::Answer(_)) {
-                    // The registry hears first, so the job's next placement skips this peer.
-                    let peer = link.peer.clone();
-                    link.registry.do_send(PeerUnreachable { peer });
+                if matches!(reply, PeerReply::Answer(_) | PeerReply::NotServed) {
+                    link.last_answer = Instant::now();
+                }
+                // The registry hears first, so the job's next placement skips this peer.
+                let peer = link.peer.clone();
+                match reply {
+                    PeerReply::Answer(_) => {}
+                    PeerReply::NotServed => {
+                        let function = function_name;
+                        link.registry.do_send(PeerLacks { peer, function });
+                    }
+                    PeerReply::Undelivered | PeerReply::Lost => {
+                        link.registry.do_send(PeerUnreachable { peer });
+                    }
                 }
                 match reply {
                     PeerReply::Answer(answer) => {
                         lease.answer(answer);
                     }
-                    PeerReply::Undelivered => lease.hand_back(),
+                    PeerReply::NotServed | PeerReply::Undelivered => lease.hand_back(),
                     PeerReply::Lost => drop(lease),
                 }
                 let peer = link.peer.clone();
@@ -192,10 +230,25 @@ impl Handler<AbandonForwards> for PeerLink {
     type Result = ();
 
     fn handle(&mut self, _: AbandonForwards, _: &mut Self::Context) {
-        for (_, (lease, caller)) in self.in_flight.drain() {
+        for (_, (lease, caller, _)) in self.in_flight.drain() {
             lease.refuse(DispatchError::ShuttingDown);
             let peer = self.peer.clone();
             self.registry.do_send(ForwardFinished { peer, caller });
+        }
+    }
+}
+
+impl PeerLink {
+    /// Tells the registry the peer is unreachable when a call has waited there longer than
+    /// the answer timeout and no call was answered since it was sent (a hung peer).
+    fn check_answers(&mut self) {
+        let oldest = self.in_flight.values().map(|(_, _, sent)| *sent).min();
+        let hung = oldest
+            .is_some_and(|sent| sent.elapsed() >= self.answer_timeout && self.last_answer < sent);
+        if hung {
+            debug!(peer = %self.peer, timeout_ms = self.answer_timeout.as_millis() as u64, "peer answers nothing: skipped for a while");
+            let peer = self.peer.clone();
+            self.registry.do_send(PeerUnreachable { peer });
         }
     }
 }
@@ -212,6 +265,8 @@ fn time_left(deadline: Instant) -> Duration {
 enum PeerReply {
     /// The peer answered: the job's answer.
     Answer(CallOutcome),
+    /// The peer has no worker of the function (any more): place the call again.
+    NotServed,
     /// The call never reached the peer's workers: place it again.
     Undelivered,
     /// The call was sent and no answer came: it may have run.
@@ -226,7 +281,7 @@ fn reply_of(result: Result<Bytes, ClientError>) -> PeerReply {
         Err(ClientError::WorkerError(message)) => {
             PeerReply::Answer(CallOutcome::WorkerFailed(message.into()))
         }
-        Err(ClientError::NoWorker) => failed(DispatchError::NoWorker),
+        Err(ClientError::NoWorker) => PeerReply::NotServed,
         Err(ClientError::RateLimited) => failed(DispatchError::RateLimited),
         Err(ClientError::BreakerOpen) => failed(DispatchError::BreakerOpen),
         Err(ClientError::Timeout) => failed(DispatchError::Timeout),
@@ -274,7 +329,8 @@ mod tests {
     use super::*;
 
     /// Replies that say what happened reach the job; a call the peer never took (it could
-    /// not be reached, it was draining) is handed back to be placed again; a call whose
+    /// not be reached, it was draining, it has no worker of the function left) is handed
+    /// back to be placed again; a call whose
     /// connection dropped in flight may have run, so its worker counts as lost.
     #[test]
     fn peer_replies_map_to_job_outcomes() {
@@ -282,10 +338,7 @@ mod tests {
             reply_of(Ok(Bytes::from_static(b"r"))),
             PeerReply::Answer(CallOutcome::Done(Bytes::from_static(b"r")))
         );
-        assert_eq!(
-            reply_of(Err(ClientError::NoWorker)),
-            PeerReply::Answer(CallOutcome::Failed(DispatchError::NoWorker))
-        );
+        assert_eq!(reply_of(Err(ClientError::NoWorker)), PeerReply::NotServed);
         assert_eq!(
             reply_of(Err(ClientError::WorkerError("boom".into()))),
             PeerReply::Answer(CallOutcome::WorkerFailed(Bytes::from_static(b"boom")))

@@ -12,7 +12,9 @@
 //! is down only when no member renewed the lease for a whole TTL (etcd unreachable: a
 //! warning, `/api/v1/cluster` and `nmid_etcd_session_up` say so) while the dispatcher serves
 //! on; it retries with backoff, and once etcd answers keeps the lease if etcd still has it,
-//! else takes a new one, and writes its keys anew. On shutdown it first marks the record
+//! else takes a new one, and writes its keys anew. Whichever request hears that etcd no
+//! longer has the lease (expired while etcd was out of reach, or revoked), the session takes
+//! a new one at once and writes both keys under it ([`etcd::lease_gone`]). On shutdown it first marks the record
 //! `draining` (peers and discovering clients stop sending new calls), and after the drain
 //! revokes the lease, which deletes both keys at once.
 
@@ -95,7 +97,10 @@ enum Interrupted {
 
 impl From<etcd_client::Error> for Interrupted {
     fn from(err: etcd_client::Error) -> Self {
-        Self::Member(err)
+        match etcd::lease_gone(&err) {
+            true => Self::LeaseGone,
+            false => Self::Member(err),
+        }
     }
 }
 
@@ -117,11 +122,13 @@ impl EtcdSession {
         let mut backoff = self.etcd.backoff();
         let mut lease: Option<Lease> = None;
         let mut failures = 0u32;
+        // Registered at least once: "down" and "known peers kept" make sense only then.
+        let mut ever_up = false;
         loop {
             if *phase.borrow() == Phase::Leaving {
                 return;
             }
-            let cause = match self.attach(&mut etcd, &mut lease, &phase).await {
+            let interrupted = match self.attach(&mut etcd, &mut lease, &phase).await {
                 Ok(attached) => {
                     let id = lease.map_or(0, |l| l.id);
                     let endpoint = etcd.endpoint().unwrap_or_default();
@@ -134,39 +141,69 @@ impl EtcdSession {
                         }
                     }
                     self.set_up(true, None);
+                    ever_up = true;
                     failures = 0;
                     backoff = self.etcd.backoff();
                     let held = lease.as_mut().expect("attached with a lease");
                     match self.hold(attached, held, &mut etcd, &mut phase).await {
                         Ok(()) => return,
-                        Err(Interrupted::LeaseGone) => {
-                            lease = None;
-                            "etcd no longer has the lease".to_owned()
-                        }
                         Err(Interrupted::Member(err)) => {
                             let endpoint = etcd.endpoint().unwrap_or_default().to_owned();
                             info!(%endpoint, cause = %err, "etcd member failed: holding the lease through another");
-                            err.to_string()
+                            Interrupted::Member(err)
                         }
+                        Err(gone) => gone,
                     }
                 }
-                Err(Interrupted::LeaseGone) => "etcd no longer has the lease".to_owned(),
                 Err(Interrupted::Member(err)) => {
                     failures += 1;
                     debug!(cause = %err, failures, "no etcd member answered");
-                    err.to_string()
+                    Interrupted::Member(err)
                 }
+                Err(gone) => gone,
+            };
+            let cause = match interrupted {
+                // The member answered: the lease expired (etcd was out of reach for longer
+                // than the TTL) or was revoked, and the keys with it. A new lease and the
+                // keys written again, through the same member, after a short pause.
+                Interrupted::LeaseGone => {
+                    let gone = lease.take().map_or(0, |l| l.id);
+                    warn!(
+                        lease = gone,
+                        "etcd no longer has the lease (expired or revoked): taking a new one, writing the keys again"
+                    );
+                    self.set_up(false, Some("etcd no longer has the lease".to_owned()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_MIN) => continue,
+                        _ = phase.wait_for(|p| *p == Phase::Leaving) => return,
+                    }
+                }
+                Interrupted::Member(err) => err.to_string(),
             };
             etcd.failed();
+            // The member holding the lease failed: another one at once. No member answered:
+            // back off (100 ms doubling to `discovery.retry_max_ms`, with jitter), and while
+            // the lease is still held, never longer than a keep-alive period, so that a
+            // member answering again renews it in time.
+            let wait = match failures {
+                0 => RETRY_MIN,
+                _ => backoff.next().unwrap_or(self.etcd.retry_max),
+            };
             // Up while some member may still renew the lease in time; down once none did
             // for a whole TTL (or etcd said the lease is gone).
             let held = lease.is_some_and(|l| l.renewed.elapsed() < self.lease_ttl);
             let wait = match held {
-                true => RETRY_MIN,
+                true => wait.min(self.lease_ttl / 3),
                 false => {
-                    let wait = backoff.next().unwrap_or(self.etcd.retry_max);
-                    if self.is_up() || failures == 1 {
-                        warn!(cause = %cause, retry_ms = wait.as_millis() as u64, "etcd session down: serving locally, known peers kept; retrying");
+                    let retry_ms = wait.as_millis() as u64;
+                    match (ever_up, self.is_up() || failures == 1) {
+                        (_, false) => {}
+                        (true, true) => {
+                            warn!(cause = %cause, retry_ms, "etcd session down: serving locally, known peers kept; retrying")
+                        }
+                        (false, true) => {
+                            warn!(cause = %cause, retry_ms, "etcd unreachable: not registered in the cluster yet, serving locally; retrying")
+                        }
                     }
                     self.set_up(false, Some(cause));
                     wait
@@ -191,16 +228,15 @@ impl EtcdSession {
         let timeout = self.etcd.request_timeout;
         let mut stream = None;
         if let Some(held) = lease.as_mut() {
-            let (mut keeper, mut replies) = client.lease_keep_alive(held.id).await?;
-            match etcd::keep_alive(&mut keeper, &mut replies, timeout).await? {
-                true => {
+            match etcd::resume_lease(&mut client, held.id, timeout).await? {
+                Some(resumed) => {
                     held.renewed = Instant::now();
-                    stream = Some((keeper, replies));
+                    stream = Some(resumed);
                 }
-                false => {
+                None => {
                     warn!(
                         lease = held.id,
-                        "etcd no longer has the lease: taking a new one"
+                        "etcd no longer has the lease (expired or revoked): taking a new one, writing the keys again"
                     );
                     *lease = None;
                 }

@@ -119,7 +119,9 @@ impl ClusterView {
         own.load =
             u32::try_from(snapshot.in_flight() + snapshot.queued() as u64).unwrap_or(u32::MAX);
         let mut views = vec![member_view(&own, true, 0, None)];
-        for (id, member) in members.members.iter().filter(|(id, _)| **id != self.own_id) {
+        let peers =
+            (members.members.iter()).filter(|(_, m)| !m.record.is_self(&self.own_id, own.tcp_addr));
+        for (id, member) in peers {
             let seen = now.duration_since(member.seen_at).unwrap_or_default();
             let peer = snapshot.peers.iter().find(|p| *p.id.0 == **id);
             views.push(member_view(&member.record, false, seen.as_secs(), peer));

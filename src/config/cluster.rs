@@ -4,7 +4,11 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, ConfigWarning};
+
+/// etcd's default `--grpc-keepalive-min-time`, in milliseconds: it closes the connection of
+/// a client that pings more often with GOAWAY `too_many_pings`, breaking its watches.
+pub const ETCD_KEEPALIVE_MIN_TIME_MS: u64 = 5000;
 
 /// `[discovery]`
 #[derive(Debug, Clone, Deserialize)]
@@ -54,8 +58,32 @@ pub struct ClusterConfig {
     pub max_forwarded_per_caller: u32,
     /// How long an unreachable peer is skipped, in milliseconds.
     pub peer_retry_ms: u64,
+    /// How long a peer may answer none of the calls waiting there before it counts as
+    /// unreachable, in milliseconds.
+    pub peer_answer_timeout_ms: u64,
+    /// Times a call that peers handed back unrun is placed again, at most.
+    pub max_reroutes: u32,
     /// Largest membership record read from etcd, in bytes.
     pub max_record_bytes: usize,
+}
+
+impl DiscoveryConfig {
+    /// Allowed but likely wrong: keep-alive pings more often than etcd accepts by default.
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        let interval = self.keepalive_interval_ms;
+        let mut warnings = Vec::new();
+        if interval > 0 && interval < ETCD_KEEPALIVE_MIN_TIME_MS {
+            warnings.push(ConfigWarning {
+                key: "discovery.keepalive_interval_ms",
+                message: format!(
+                    "{interval} ms is below etcd's default --grpc-keepalive-min-time \
+                     ({ETCD_KEEPALIVE_MIN_TIME_MS} ms): etcd closes such connections \
+                     (too_many_pings) unless it was started with a lower one"
+                ),
+            });
+        }
+        warnings
+    }
 }
 
 impl ClusterConfig {

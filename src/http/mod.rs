@@ -96,6 +96,7 @@ mod tests {
         let jobs = crate::actors::job::JobServices {
             registry: Registry::new(16).start(),
             retries: 1,
+            max_reroutes: 0,
             metrics: Arc::new(Metrics::new()),
             rate_limits: None,
             breakers: false,

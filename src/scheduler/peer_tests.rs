@@ -210,3 +210,40 @@ fn one_caller_cannot_take_every_slot_of_a_peer() {
         "{placed:?}"
     );
 }
+
+/// A peer that answered "no worker" for `F` gets no call of `F` (the others still do, and
+/// with none left the call is refused `NoWorker`, never `UnknownFunction`) until its next
+/// record or the end of the skip.
+#[test]
+fn a_peer_without_a_worker_of_the_function_is_skipped_for_it() {
+    let mut scheduler = Scheduler::new(16);
+    scheduler.peer_seen(peer("b"), vec![f("F")], 0);
+    scheduler.peer_seen(peer("c"), vec![f("F")], 5);
+    scheduler.peer_lacks(&peer("b"), &f("F"), true);
+    assert_eq!(forwarded_to(&mut scheduler, 1), "c");
+    scheduler.peer_lacks(&peer("c"), &f("F"), true);
+    let error = refused(scheduler.place(&f("F"), call(2), false));
+    assert_eq!(error, DispatchError::NoWorker);
+    scheduler.peer_seen(peer("b"), vec![f("F")], 0);
+    assert_eq!(forwarded_to(&mut scheduler, 3), "b");
+    scheduler.peer_lacks(&peer("b"), &f("F"), true);
+    scheduler.peer_lacks(&peer("c"), &f("F"), false);
+    assert_eq!(forwarded_to(&mut scheduler, 4), "c");
+}
+
+/// Two calls to a peer fail one after the other: the peer stays skipped until the skip of
+/// the second ends, not the first (its reachability does not flip with every failure).
+#[test]
+fn a_peer_is_skipped_until_its_last_failure_has_served_its_time() {
+    let mut scheduler = Scheduler::new(16);
+    scheduler.peer_seen(peer("a"), vec![f("F")], 0);
+    scheduler.peer_reachable(&peer("a"), false);
+    scheduler.peer_reachable(&peer("a"), false);
+    scheduler.peer_reachable(&peer("a"), true);
+    assert!(!scheduler.peers()[0].reachable);
+    let error = refused(scheduler.place(&f("F"), call(1), false));
+    assert_eq!(error, DispatchError::NoWorker);
+    scheduler.peer_reachable(&peer("a"), true);
+    assert!(scheduler.peers()[0].reachable);
+    assert_eq!(forwarded_to(&mut scheduler, 2), "a");
+}

@@ -15,18 +15,57 @@
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 
+use super::{Scheduler, Waiting};
 use crate::call::{ClientKey, FunctionName, PeerId};
 use crate::snapshot::PeerSnapshot;
 
 /// One peer dispatcher.
+/// The scheduler's peer side: the registry reports what it hears of peers here.
+impl<C: Waiting> Scheduler<C> {
+    /// A peer dispatcher joined, or published its functions and load anew.
+    pub fn peer_seen(&mut self, peer: PeerId, functions: Vec<FunctionName>, load: u32) {
+        self.peers.seen(peer, functions, load);
+    }
+
+    /// A peer dispatcher left the cluster. Its forwarded calls are reported by their leases.
+    pub fn peer_gone(&mut self, peer: &PeerId) {
+        self.peers.gone(peer);
+    }
+
+    /// A peer could not be reached (`false`), or one such failure's skip ended (`true`).
+    pub fn peer_reachable(&mut self, peer: &PeerId, reachable: bool) {
+        self.peers.set_reachable(peer, reachable);
+    }
+
+    /// `peer` answered a call of `function` "no worker" (`lacking`), or may be tried again.
+    pub fn peer_lacks(&mut self, peer: &PeerId, function: &FunctionName, lacking: bool) {
+        self.peers.set_lacks(peer, function, lacking);
+    }
+
+    /// A call forwarded to `peer` for `caller` was answered or lost: it no longer counts.
+    pub fn forward_finished(&mut self, peer: &PeerId, caller: Option<&ClientKey>) {
+        self.peers.finished(peer, caller);
+    }
+
+    /// Every peer dispatcher, sorted by id.
+    pub fn peers(&self) -> Vec<PeerSnapshot> {
+        self.peers.snapshot()
+    }
+}
+
 #[derive(Debug, Default)]
 struct PeerEntry {
     functions: HashSet<FunctionName>,
+    /// Advertised functions it answered "no worker" for since its last record.
+    lacking: HashSet<FunctionName>,
     load: u32,
     forwarded: u32,
     /// The calls in `forwarded` by the caller they are made for.
     by_caller: HashMap<ClientKey, u32>,
-    unreachable: bool,
+    /// Failures whose skip (`cluster.peer_retry_ms`) has not ended: unreachable while above
+    /// 0, so the skip ends a retry period after the *last* failure, not the first (each
+    /// failed call in flight would otherwise flip it back and forth).
+    downs: u32,
 }
 
 /// Why no peer takes a call.
@@ -70,6 +109,7 @@ impl Peers {
     pub(super) fn seen(&mut self, peer: PeerId, functions: Vec<FunctionName>, load: u32) {
         let entry = self.peers.entry(peer).or_default();
         entry.functions = functions.into_iter().collect();
+        entry.lacking.clear();
         entry.load = load;
     }
 
@@ -78,10 +118,25 @@ impl Peers {
         self.peers.remove(peer);
     }
 
-    /// A peer could (not) be reached.
+    /// A peer could not be reached (`false`), or one such failure's skip ended (`true`).
     pub(super) fn set_reachable(&mut self, peer: &PeerId, reachable: bool) {
         if let Some(entry) = self.peers.get_mut(peer) {
-            entry.unreachable = !reachable;
+            entry.downs = match reachable {
+                false => entry.downs + 1,
+                true => entry.downs.saturating_sub(1),
+            };
+        }
+    }
+
+    /// `peer` answered that no worker of `function` is left there (`lacking: true`): its
+    /// record is behind (its worker just left), so no call of `function` goes there until
+    /// it publishes a record again or `lacking: false` says to try it again.
+    pub(super) fn set_lacks(&mut self, peer: &PeerId, function: &FunctionName, lacking: bool) {
+        if let Some(entry) = self.peers.get_mut(peer) {
+            match lacking {
+                true => entry.lacking.insert(function.clone()),
+                false => entry.lacking.remove(function),
+            };
         }
     }
 
@@ -115,7 +170,7 @@ impl Peers {
     ) -> Result<PeerId, NoPeer> {
         let share = |peer: &PeerEntry| caller.and_then(|c| peer.by_caller.get(c)).copied();
         let mut serving: Vec<(&PeerId, &PeerEntry)> = (self.peers.iter())
-            .filter(|(_, p)| p.functions.contains(function))
+            .filter(|(_, p)| p.functions.contains(function) && !p.lacking.contains(function))
             .collect();
         if serving.is_empty() {
             return Err(NoPeer::NoneServes);
@@ -127,7 +182,7 @@ impl Peers {
         for step in 0..n {
             let index = (self.cursor + step) % n;
             let peer = serving[index].1;
-            if peer.unreachable {
+            if peer.downs > 0 {
                 continue;
             }
             let full_for_caller = share(peer).is_some_and(|held| held >= self.max_per_caller);
@@ -169,7 +224,7 @@ impl Peers {
                     functions,
                     load: p.load,
                     forwarded: p.forwarded,
-                    reachable: !p.unreachable,
+                    reachable: p.downs == 0,
                 }
             })
             .collect();

@@ -8,6 +8,7 @@
 pub mod etcd_cluster;
 pub mod go_consumer;
 pub mod load;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub struct Etcd {
     pub url: String,
     client_port: u16,
     peer_port: u16,
+    /// The client URL it advertises (its member list's), when not its own.
+    advertised: Option<String>,
     dir: PathBuf,
 }
 
@@ -52,6 +55,19 @@ impl Etcd {
     /// Like [`Etcd::start`], serving clients on `client_port` when given (a port picked
     /// earlier, for a dispatcher started before its etcd).
     pub async fn start_on(client_port: Option<u16>) -> Self {
+        Self::start_advertising(client_port, None).await
+    }
+
+    /// An etcd reached through a [`relay::Relay`] that the test can cut: its member list
+    /// names the relay, so that clients that follow it stay behind the relay.
+    pub async fn start_behind_relay() -> (Self, relay::Relay) {
+        let mut relay = relay::Relay::bind();
+        let etcd = Self::start_advertising(None, Some(relay.url.clone())).await;
+        relay.forward_to(etcd.client_port);
+        (etcd, relay)
+    }
+
+    async fn start_advertising(client_port: Option<u16>, advertised: Option<String>) -> Self {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("nmid-etcd-{}-{n}", std::process::id()));
@@ -61,6 +77,7 @@ impl Etcd {
             url: String::new(),
             client_port: 0,
             peer_port: 0,
+            advertised,
             dir,
         };
         // A port picked free may be taken before etcd binds it: pick again then.
@@ -82,6 +99,7 @@ impl Etcd {
 
     fn spawn(&mut self) {
         let client = format!("http://127.0.0.1:{}", self.client_port);
+        let advertised = self.advertised.clone().unwrap_or_else(|| client.clone());
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         std::fs::create_dir_all(&self.dir).expect("etcd's directory");
         let log = std::fs::File::create(self.dir.join("etcd.log")).expect("etcd's log");
@@ -92,7 +110,7 @@ impl Etcd {
                 "--listen-client-urls",
                 &client,
                 "--advertise-client-urls",
-                &client,
+                &advertised,
             ])
             .args([
                 "--listen-peer-urls",
@@ -221,8 +239,13 @@ impl Nmid {
 
     fn spawn(etcd_url: &str, registered: bool, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut command = Command::new(NMID);
+        // Port 0 unless the test names its own (a restart on the same address).
+        for flag in ["--tcp-addr", "--http-addr"] {
+            if !args.contains(&flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
         command
-            .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--etcd", etcd_url])
             .args(args)
             .env("NMID__DISCOVERY__LEASE_TTL_S", TEST_LEASE_TTL_S.to_string())
@@ -275,7 +298,7 @@ impl Nmid {
     pub fn keys(&self) -> [String; 2] {
         [
             format!("nmid-rs/cluster/{}", self.id),
-            format!("nmid/dispatcher-{}", self.id),
+            format!("nmid/~dispatcher-{}", self.id),
         ]
     }
 

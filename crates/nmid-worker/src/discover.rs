@@ -238,7 +238,12 @@ impl Registration {
             let held = (&mut lease, &mut failures);
             let result = (self.once(&mut connection, held, &mut served, &mut leave)).await;
             let Err(err) = result else { return };
-            connection.failed();
+            match etcd::lease_gone(&err) {
+                // Expired (etcd out of reach longer than the TTL) or revoked: a new lease,
+                // through the same member, and the key written again under it.
+                true => lease = None,
+                false => connection.failed(),
+            }
             if failures == 0 {
                 backoff = self.etcd.backoff();
             }
@@ -273,10 +278,9 @@ impl Registration {
         let timeout = self.etcd.request_timeout;
         let mut stream = None;
         if let Some(id) = *lease {
-            let (mut keeper, mut replies) = client.lease_keep_alive(id).await?;
-            match etcd::keep_alive(&mut keeper, &mut replies, timeout).await? {
-                true => stream = Some((keeper, replies)),
-                false => *lease = None,
+            stream = etcd::resume_lease(&mut client, id, timeout).await?;
+            if stream.is_none() {
+                *lease = None;
             }
         }
         let (mut keeper, mut replies) = match stream {

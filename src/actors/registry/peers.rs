@@ -1,6 +1,7 @@
 //! The registry's cluster side: peer dispatchers coming and going (the etcd session sends
 //! [`PeerJoined`], [`PeerUpdated`], [`PeerLeft`]), the end of each call forwarded to one and
-//! a peer that cannot be reached (its link sends [`ForwardFinished`], [`PeerUnreachable`]),
+//! a peer that cannot be reached or has no worker of a function left (its link sends
+//! [`ForwardFinished`], [`PeerUnreachable`], [`PeerLacks`]),
 //! and the [`PeerPort`] through which the registry forwards calls.
 
 use actix::prelude::*;
@@ -61,6 +62,19 @@ pub struct PeerUnreachable {
     pub peer: PeerId,
 }
 
+/// A peer answered a forwarded call "no worker" (its worker of the function just left, and
+/// its record does not say so yet): send it no more calls of the function until it
+/// publishes a record again, or for `cluster.peer_retry_ms`. The call itself is handed
+/// back and placed again.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PeerLacks {
+    /// The peer.
+    pub peer: PeerId,
+    /// The function it has no worker of.
+    pub function: FunctionName,
+}
+
 /// How the registry reaches a peer dispatcher it forwards calls to. The peer's link
 /// implements it for its address, so the registry never names the cluster's actors.
 pub trait PeerPort: Send {
@@ -109,6 +123,18 @@ impl Handler<ForwardFinished> for Registry {
     fn handle(&mut self, msg: ForwardFinished, _: &mut Self::Context) {
         self.scheduler
             .forward_finished(&msg.peer, msg.caller.as_ref());
+    }
+}
+
+impl Handler<PeerLacks> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerLacks, ctx: &mut Self::Context) {
+        debug!(peer = %msg.peer, function = %msg.function.escaped(), "peer has no worker of the function: skipped for it a while");
+        self.scheduler.peer_lacks(&msg.peer, &msg.function, true);
+        ctx.run_later(self.peer_retry, move |registry, _| {
+            (registry.scheduler).peer_lacks(&msg.peer, &msg.function, false);
+        });
     }
 }
 

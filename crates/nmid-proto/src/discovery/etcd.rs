@@ -301,6 +301,40 @@ pub async fn keep_alive(
     }
 }
 
+/// Resumes keeping the lease `id` alive through `client` (a member newly connected to):
+/// its keep-alive stream, the lease renewed once, or `None` when etcd no longer has the
+/// lease — it expired (the holder could not reach etcd for longer than its TTL) or was
+/// revoked — so the holder must grant a new one and write its keys again under it. No
+/// answer within `timeout` is an error (the member, not the lease, failed).
+pub async fn resume_lease(
+    client: &mut Client,
+    id: i64,
+    timeout: Duration,
+) -> Result<Option<(LeaseKeeper, LeaseKeepAliveStream)>, etcd_client::Error> {
+    let resumed = tokio::time::timeout(timeout, client.lease_keep_alive(id))
+        .await
+        .map_err(|_| etcd_client::Error::LeaseKeepAliveError("no answer in time".into()))?;
+    match resumed {
+        Ok(stream) => Ok(Some(stream)),
+        Err(err) if lease_gone(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// etcd answered that the lease a request named is gone (expired or revoked): a new lease
+/// is needed, not another member. etcd-client says so as `LeaseKeepAliveError("lease not
+/// found")` when a keep-alive stream opens on a lease etcd answers with TTL 0; etcd itself
+/// as gRPC `NotFound` "etcdserver: requested lease not found" to a put, revoke or renewal.
+pub fn lease_gone(err: &etcd_client::Error) -> bool {
+    match err {
+        etcd_client::Error::LeaseKeepAliveError(message) => message == "lease not found",
+        etcd_client::Error::GRpcStatus(status) => {
+            status.message().ends_with("requested lease not found")
+        }
+        _ => false,
+    }
+}
+
 /// One member as the follower knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -337,10 +371,13 @@ pub fn follow_members(
         let mut backoff = etcd.backoff();
         let mut connection = EtcdConnection::new(etcd);
         let mut failures = 0u32;
+        // A watch ran at least once: only then are there known members to keep.
+        let mut watched = false;
         loop {
             let result =
                 follow_once(&mut connection, &prefix, max_record_bytes, &tx, failures).await;
             let was_watching = tx.borrow().connected;
+            watched |= was_watching;
             tx.send_modify(|m| {
                 m.connected = false;
                 m.watch_restarts += u64::from(was_watching);
@@ -361,9 +398,13 @@ pub fn follow_members(
                 false => {
                     failures += 1;
                     let wait = backoff.next().unwrap_or(connection.settings().retry_max);
-                    match failures {
-                        1 => {
-                            warn!(%prefix, cause = %err, retry_ms = wait.as_millis() as u64, "etcd unreachable: no membership watch yet; retrying")
+                    let retry_ms = wait.as_millis() as u64;
+                    match (failures, watched) {
+                        (1, false) => {
+                            warn!(%prefix, cause = %err, retry_ms, "etcd unreachable: no membership watch yet; retrying")
+                        }
+                        (1, true) => {
+                            warn!(%prefix, cause = %err, retry_ms, "etcd unreachable: membership watch not restarted, known members kept; retrying")
                         }
                         _ => debug!(%prefix, cause = %err, failures, "etcd still unreachable"),
                     }

@@ -4,7 +4,7 @@
 //! ```text
 //! <cluster.prefix><id>          {"id", "tcp_addr", "http_addr", "version", "started_at",
 //!                                "functions", "load", "draining"}      one per dispatcher
-//! nmid/dispatcher-<id>          {"<function>": ["<tcp_addr>", ...]}   nmid's convention
+//! nmid/~dispatcher-<id>         {"<function>": ["<tcp_addr>", ...]}   nmid's convention
 //! nmid/<worker name>            {"<function>": ["<dispatcher>", ...]} a worker's (optional)
 //! ```
 //!
@@ -52,6 +52,15 @@ impl MemberRecord {
         serde_json::to_string(self).expect("a member record always serialises")
     }
 
+    /// This record is the dispatcher `id` advertising `tcp_addr` itself, or an earlier run
+    /// of it at the same address whose record outlives it until its lease expires (a
+    /// dispatcher restarted at once gets a new id unless `cluster.id` is set): either way
+    /// not a peer — forwarding there is forwarding to itself. Two live dispatchers never
+    /// advertise one address (each listens on its own).
+    pub fn is_self(&self, id: &str, tcp_addr: SocketAddr) -> bool {
+        self.id == id || self.tcp_addr == tcp_addr
+    }
+
     /// Reads a stored record; `None` for anything larger than `max_bytes` or not a record.
     pub fn decode(value: &[u8], max_bytes: usize) -> Option<Self> {
         if value.len() > max_bytes {
@@ -68,9 +77,19 @@ pub fn member_key(prefix: &str, id: &str) -> String {
 
 /// The nmid key of dispatcher `id`: where nmid's Go consumer finds the dispatchers that
 /// serve each function.
+///
+/// nmid's Go consumer merges the `nmid/` keys by overwrite in key order, so the last key
+/// naming a function decides where Go calls go. The `~` (0x7E, after every ASCII letter,
+/// digit and punctuation a worker name uses) makes the dispatchers' keys sort after every
+/// worker's `nmid/<name>`: their up-to-date lists win over a worker's, even a stale one
+/// (nmid's Go worker puts its key without a lease, so a dead one's stays for good). Only a
+/// worker name starting with `~` or a non-ASCII character would sort after them.
 pub fn dispatcher_nmid_key(id: &str) -> String {
-    format!("{NMID_PREFIX}dispatcher-{id}")
+    format!("{NMID_PREFIX}{DISPATCHER_KEY_PART}{id}")
 }
+
+/// What follows `nmid/` in a dispatcher's nmid key, before its id.
+pub const DISPATCHER_KEY_PART: &str = "~dispatcher-";
 
 /// The nmid key a worker named `name` registers under (nmid's Go worker's `Register`).
 pub fn worker_nmid_key(name: &str) -> String {
@@ -111,6 +130,27 @@ mod tests {
         assert_eq!(MemberRecord::decode(text.as_bytes(), 16), None);
         assert_eq!(MemberRecord::decode(b"{\"ToUpper\":[]}", 65536), None);
         assert_eq!(MemberRecord::decode(b"\xff", 65536), None);
+    }
+
+    /// Dispatchers' keys sort after every worker key with an ASCII name, so that nmid's Go
+    /// consumer (overwrite in key order) keeps their lists.
+    #[test]
+    fn dispatcher_keys_sort_after_worker_keys() {
+        let dispatcher = dispatcher_nmid_key("127.0.0.1:6808-18c");
+        for name in ["Worker1", "zzz", "upper", "my.worker_2", "Z-9", "}"] {
+            let worker = worker_nmid_key(name);
+            assert!(worker < dispatcher, "{worker} sorts after {dispatcher}");
+        }
+    }
+
+    /// The same id, or an earlier run at the same address, is the dispatcher itself.
+    #[test]
+    fn an_earlier_run_at_the_same_address_is_self() {
+        let own = record();
+        let addr = own.tcp_addr;
+        assert!(own.is_self("a", "127.0.0.1:9".parse().unwrap()));
+        assert!(own.is_self("a-restarted", addr));
+        assert!(!own.is_self("b", "127.0.0.1:9".parse().unwrap()));
     }
 
     /// A worker's nmid value is nmid's shape: function -> [dispatcher address].
