@@ -174,7 +174,11 @@ async fn a_denied_address_flood_leaves_a_healthy_https_caller_fast() {
                 held.push(tokio::spawn(async move {
                     let mut idle = connect_from("127.0.0.2", http).await;
                     flooded.fetch_add(1, Ordering::Relaxed);
-                    assert!(closed(&mut idle).await, "a denied connection stayed open");
+                    // 1,400 connections wait in the listen backlog at once: on a loaded
+                    // 2-core machine the last is accepted (and closed) seconds later.
+                    let patience = Duration::from_secs(30);
+                    let gone = closed_within(&mut idle, patience).await;
+                    assert!(gone, "a denied connection stayed open {patience:?}");
                     drop(permit);
                 }));
             }

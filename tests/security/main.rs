@@ -126,8 +126,13 @@ async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
 /// Whether the dispatcher closes `stream` within [`PATIENCE`] (reads end), rather than
 /// keeping it open.
 async fn closed(stream: &mut TcpStream) -> bool {
+    closed_within(stream, PATIENCE).await
+}
+
+/// Whether the dispatcher closes `stream` within `patience`.
+async fn closed_within(stream: &mut TcpStream, patience: Duration) -> bool {
     let mut buf = [0u8; 256];
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + patience;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, stream.read(&mut buf)).await {
