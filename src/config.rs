@@ -179,6 +179,8 @@ pub struct HttpConfig {
     pub body_timeout_ms: u64,
     /// Bytes of request bodies being received at once, over all connections.
     pub max_receiving_body_bytes: usize,
+    /// Bytes of those one client's bodies (its token, else its IP) may take together.
+    pub max_receiving_body_bytes_per_client: usize,
 }
 
 /// `[metrics]`
@@ -407,6 +409,12 @@ impl Config {
         if http.max_receiving_body_bytes < http.max_body_bytes {
             return invalid(
                 "http.max_receiving_body_bytes",
+                "must be at least http.max_body_bytes, or no body of the largest size could arrive",
+            );
+        }
+        if http.max_receiving_body_bytes_per_client < http.max_body_bytes {
+            return invalid(
+                "http.max_receiving_body_bytes_per_client",
                 "must be at least http.max_body_bytes, or no body of the largest size could arrive",
             );
         }

@@ -409,6 +409,7 @@ impl Dispatcher {
                 config.http.max_body_bytes,
                 Duration::from_millis(config.http.body_timeout_ms),
                 config.http.max_receiving_body_bytes,
+                config.http.max_receiving_body_bytes_per_client,
             )),
             started: SystemTime::now(),
             cluster: cluster_view.clone(),

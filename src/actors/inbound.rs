@@ -10,6 +10,9 @@
 //! room another client's calls need. And until a connection has said who it is (auth on),
 //! its first frame may be no larger than `tcp.max_first_frame_bytes` (an `AUTH` frame is its
 //! secret), unless its address or certificate is granted already (`[[auth.v1_peers]]`).
+//!
+//! The HTTP front end bounds the request bodies it is receiving with a [`FrameBudget`] of its
+//! own, shared by client the same way (`http.max_receiving_body_bytes_per_client`).
 
 use std::cell::Cell;
 use std::io;
@@ -121,7 +124,7 @@ impl FrameBudget {
     }
 
     /// Takes `more` bytes for `share`, unless that would go past its share or the whole.
-    fn take(&self, share: &ClientShare, more: usize) -> Result<(), InboundError> {
+    pub(crate) fn take(&self, share: &ClientShare, more: usize) -> Result<(), InboundError> {
         take_under(&share.held, more, self.per_client).map_err(|wanted| {
             InboundError::IncompleteFrames {
                 wanted,
@@ -141,7 +144,8 @@ impl FrameBudget {
         })
     }
 
-    fn give_back(&self, share: &ClientShare, bytes: usize) {
+    /// Gives back `bytes` that `share` took.
+    pub(crate) fn give_back(&self, share: &ClientShare, bytes: usize) {
         share.held.fetch_sub(bytes, Ordering::Relaxed);
         self.held.fetch_sub(bytes, Ordering::Relaxed);
     }
@@ -164,7 +168,7 @@ impl Drop for ClientShare {
 }
 
 /// Adds `more` to `held` unless that would go past `max`; else what it would come to.
-pub(crate) fn take_under(held: &AtomicUsize, more: usize, max: usize) -> Result<(), usize> {
+fn take_under(held: &AtomicUsize, more: usize, max: usize) -> Result<(), usize> {
     let mut now = held.load(Ordering::Relaxed);
     loop {
         let wanted = now.saturating_add(more);

@@ -7,11 +7,15 @@
 //! - `http.max_receiving_body_bytes`: the bytes of all the bodies being received at once,
 //!   over every connection (503 with `Retry-After`): what a body announces (or, chunked, what
 //!   has arrived) is taken from it before it is read, and given back once it has arrived.
+//! - `http.max_receiving_body_bytes_per_client`: one client's share of that (its token, else
+//!   its IP address: the [`ClientKey`] TCP's `tcp.max_incomplete_frame_bytes_per_client`
+//!   keys by, and the same [`FrameBudget`]), so a client holding bodies it never sends gets
+//!   503 itself while another client's bodies still find room.
 //!
 //! Both refusals are counted (`nmid_limit_hits_total{limit="http_body_timeout"}`,
 //! `{limit="http_body_bytes"}`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header;
@@ -20,7 +24,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::error::HttpError;
-use crate::actors::inbound::take_under;
+use crate::actors::inbound::{ClientShare, FrameBudget};
+use crate::call::ClientKey;
 use crate::metrics::{Limit, Metrics};
 
 /// The bounds on request bodies, and the bytes being received now; one per dispatcher.
@@ -30,44 +35,63 @@ pub struct BodyLimits {
     pub max_body_bytes: usize,
     /// `http.body_timeout_ms`.
     pub timeout: Duration,
-    /// `http.max_receiving_body_bytes`.
-    pub max_receiving: usize,
-    /// Bytes taken by the bodies being received now.
-    receiving: AtomicUsize,
+    /// Bytes taken by the bodies being received now: `http.max_receiving_body_bytes` in
+    /// all, `http.max_receiving_body_bytes_per_client` for one client.
+    receiving: Arc<FrameBudget>,
 }
 
 impl BodyLimits {
     /// Bodies of `max_body_bytes` each, arriving within `timeout`, `max_receiving` bytes at
-    /// once in all.
-    pub fn new(max_body_bytes: usize, timeout: Duration, max_receiving: usize) -> Self {
+    /// once in all and `per_client` of them for one client.
+    pub fn new(
+        max_body_bytes: usize,
+        timeout: Duration,
+        max_receiving: usize,
+        per_client: usize,
+    ) -> Self {
         Self {
             max_body_bytes,
             timeout,
-            max_receiving,
-            receiving: AtomicUsize::new(0),
+            receiving: FrameBudget::new(max_receiving, per_client),
         }
     }
 
     /// Bytes taken by the bodies being received now.
     pub fn receiving(&self) -> usize {
-        self.receiving.load(Ordering::Relaxed)
+        self.receiving.held()
     }
 }
 
-/// A body's bytes taken from [`BodyLimits`]' total, given back when dropped.
+/// A body's bytes taken from [`BodyLimits`]' total and its client's share, given back when
+/// dropped.
 struct Taken<'a> {
     limits: &'a BodyLimits,
+    share: Arc<ClientShare>,
     bytes: usize,
 }
 
+impl<'a> Taken<'a> {
+    /// Nothing yet, for a body of `client`.
+    fn new(limits: &'a BodyLimits, client: ClientKey) -> Self {
+        let share = limits.receiving.share(client);
+        Self {
+            limits,
+            share,
+            bytes: 0,
+        }
+    }
+}
+
 impl Taken<'_> {
-    /// Takes more, so that this body holds `bytes` in all; `Busy` if the total is reached.
+    /// Takes more, so that this body holds `bytes` in all; `Busy` if the total or the
+    /// client's share is reached.
     fn grow_to(&mut self, bytes: usize) -> Result<(), HttpError> {
         if bytes <= self.bytes {
             return Ok(());
         }
         let more = bytes - self.bytes;
-        take_under(&self.limits.receiving, more, self.limits.max_receiving)
+        (self.limits.receiving)
+            .take(&self.share, more)
             .map_err(|_| HttpError::Busy)?;
         self.bytes = bytes;
         Ok(())
@@ -76,17 +100,16 @@ impl Taken<'_> {
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
-        self.limits
-            .receiving
-            .fetch_sub(self.bytes, Ordering::Relaxed);
+        (self.limits.receiving).give_back(&self.share, self.bytes);
     }
 }
 
-/// Reads the whole body of `req` under `limits`; a refusal past a limit is counted in
-/// `metrics`.
+/// Reads the whole body of `req`, sent by `client`, under `limits`; a refusal past a limit
+/// is counted in `metrics`.
 pub async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
+    client: ClientKey,
     limits: &BodyLimits,
     metrics: &Metrics,
 ) -> Result<Bytes, HttpError> {
@@ -97,7 +120,7 @@ pub async fn read_body(
     if announced.is_some_and(|len| len > max) {
         return Err(HttpError::BodyTooLarge(max));
     }
-    let mut taken = Taken { limits, bytes: 0 };
+    let mut taken = Taken::new(limits, client);
     let received = async {
         taken.grow_to(announced.unwrap_or(0))?;
         receive(payload, max, &mut taken).await
@@ -147,25 +170,38 @@ async fn receive(
 mod tests {
     use super::*;
 
+    fn client(last: u8) -> ClientKey {
+        ClientKey::Ip(std::net::IpAddr::from([10, 0, 0, last]))
+    }
+
     /// What a body takes is given back when it is dropped; past the total is `Busy`.
     #[test]
     fn bodies_take_from_the_total_and_give_it_back() {
-        let limits = BodyLimits::new(100, Duration::from_secs(1), 150);
-        let mut one = Taken {
-            limits: &limits,
-            bytes: 0,
-        };
+        let limits = BodyLimits::new(100, Duration::from_secs(1), 150, 150);
+        let mut one = Taken::new(&limits, client(1));
         one.grow_to(100).unwrap();
-        let mut two = Taken {
-            limits: &limits,
-            bytes: 0,
-        };
+        let mut two = Taken::new(&limits, client(2));
         assert_eq!(two.grow_to(60), Err(HttpError::Busy));
         two.grow_to(50).unwrap();
         assert_eq!(limits.receiving(), 150);
         drop(one);
         two.grow_to(100).unwrap();
         drop(two);
+        assert_eq!(limits.receiving(), 0);
+    }
+
+    /// One client's bodies take at most its share: past it that client is `Busy` while
+    /// another client's body still fits.
+    #[test]
+    fn one_clients_bodies_take_at_most_its_share() {
+        let limits = BodyLimits::new(100, Duration::from_secs(1), 400, 150);
+        let mut one = Taken::new(&limits, client(1));
+        one.grow_to(100).unwrap();
+        let mut again = Taken::new(&limits, client(1));
+        assert_eq!(again.grow_to(60), Err(HttpError::Busy));
+        let mut other = Taken::new(&limits, client(2));
+        other.grow_to(100).unwrap();
+        drop((one, again, other));
         assert_eq!(limits.receiving(), 0);
     }
 }

@@ -20,7 +20,7 @@ use super::guard::Access;
 use super::HttpState;
 use crate::actors::front_door::{Caller, Refused};
 use crate::actors::job::JobActor;
-use crate::call::{CallOutcome, CallSpec, JobId};
+use crate::call::{CallOutcome, CallSpec, ClientKey, JobId};
 use crate::codec::{Metadata, ParamsType, HANDLE_TYPE_ENCODE};
 use crate::metrics::Outcome;
 use crate::retstruct::RetStruct;
@@ -103,10 +103,11 @@ async fn call_function(
     job_id: JobId,
     request_id: &HeaderValue,
 ) -> Result<CallData, HttpError> {
-    let call = prepare_call(req, function, query, payload, state, request_id)
+    let caller = CallerOf::request(req);
+    let call = prepare_call(req, function, query, payload, &caller, state, request_id)
         .await
         .inspect_err(|err| record_unusable(state, err))?;
-    run_call(state, job_id, call, CallerOf::request(req)).await
+    run_call(state, job_id, call, caller).await
 }
 
 /// Counts a request that cannot be a call as `bad_request` when it is the caller's fault (a
@@ -125,10 +126,11 @@ async fn prepare_call(
     function: &str,
     query: &CallQuery,
     payload: web::Payload,
+    caller: &CallerOf,
     state: &HttpState,
     request_id: &HeaderValue,
 ) -> Result<CallSpec, HttpError> {
-    let body = read_body(req, payload, &state.bodies, state.metrics()).await?;
+    let body = read_body(req, payload, caller.key(), &state.bodies, state.metrics()).await?;
     let pass_json = match query.params.as_deref() {
         None => false,
         Some("json") => true,
@@ -203,14 +205,9 @@ pub async fn gateway(
     payload: web::Payload,
     state: web::Data<HttpState>,
 ) -> HttpResponse {
+    let caller = CallerOf::request(&req);
     let prepared = async {
-        let function = match req.headers().get(NMID_FUNCTION_NAME) {
-            Some(name) => name
-                .to_str()
-                .map_err(|_| HttpError::BadRequest("N-NMID-FunctionName is not text".to_owned()))?
-                .to_owned(),
-            None => req.path().trim_start_matches('/').to_owned(),
-        };
+        let function = gateway_function(&req)?;
         let pass_json = match req.headers().get(NMID_PARAMS_TYPE).map(|v| v.to_str()) {
             None | Some(Ok("5")) => false,
             Some(Ok("6")) => true,
@@ -220,7 +217,7 @@ pub async fn gateway(
                 ))
             }
         };
-        let body = read_body(&req, payload, &state.bodies, state.metrics()).await?;
+        let body = read_body(&req, payload, caller.key(), &state.bodies, state.metrics()).await?;
         let (params, params_type) = json_body_params(body, pass_json)?;
         let timeout = timeout_from(req.headers(), state.job_timeout)?;
         Ok(new_call(
@@ -234,7 +231,7 @@ pub async fn gateway(
     .await
     .inspect_err(|err| record_unusable(&state, err));
     let result = match prepared {
-        Ok(call) => run_call(&state, JobId::next(), call, CallerOf::request(&req)).await,
+        Ok(call) => run_call(&state, JobId::next(), call, caller).await,
         Err(err) => Err(err),
     };
     match result {
@@ -258,6 +255,25 @@ pub async fn gateway(
             }
             response
         }
+    }
+}
+
+/// The function a gateway request names: `N-NMID-FunctionName`, else its path.
+fn gateway_function(req: &HttpRequest) -> Result<String, HttpError> {
+    match req.headers().get(NMID_FUNCTION_NAME) {
+        Some(name) => (name.to_str().map(str::to_owned))
+            .map_err(|_| HttpError::BadRequest("N-NMID-FunctionName is not text".to_owned())),
+        None => Ok(req.path().trim_start_matches('/').to_owned()),
+    }
+}
+
+/// The function a call request names, known before its body is read (so a grant can refuse
+/// it with the body unread): `/call/{func}`'s, decoded as the handler's path is, or the
+/// gateway's. `None` when it names none readable (the handler answers that).
+pub fn function_named(req: &HttpRequest) -> Option<String> {
+    match req.match_info().get("func") {
+        Some(_) => (req.match_info().load::<(String,)>().ok()).map(|(function,)| function),
+        None => gateway_function(req).ok(),
     }
 }
 
@@ -368,6 +384,18 @@ impl CallerOf {
         Self {
             access: req.extensions().get::<Access>().cloned(),
             ip: req.peer_addr().map(|addr| addr.ip()),
+        }
+    }
+
+    /// Whose share of `http.max_receiving_body_bytes` its body takes: its token, else its
+    /// address (as the front door counts it for rate limits).
+    fn key(&self) -> ClientKey {
+        let ip = self.ip.map(|ip| ip.to_canonical());
+        match &self.access {
+            Some(Access::Granted(grant)) => {
+                grant.client_key(ip.unwrap_or(Ipv4Addr::UNSPECIFIED.into()))
+            }
+            _ => ip.map_or(ClientKey::Overflow, ClientKey::Ip),
         }
     }
 

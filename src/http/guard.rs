@@ -10,12 +10,18 @@
 //! | [`Needs::Probe`] (`/readyz`) | nothing for the status; its details with the `admin` role |
 //! | [`Needs::Metrics`] (`/metrics`) | the `admin` role, unless `auth.open_metrics` |
 //! | [`Needs::Admin`] (the admin API, the dashboard) | the `admin` role |
-//! | [`Needs::Client`] (`/call/{func}`) | the `client` role; the front door checks the function |
+//! | [`Needs::Client`] (`/call/{func}`) | the `client` role, and a grant covering the function |
 //! | [`Needs::Gateway`] (any other path) | nmid's gateway headers: as `/call`; else `admin` |
 //!
 //! Credentials are `Authorization: Bearer <secret>`, or `Basic` with the secret as the
 //! password (what a browser sends for the dashboard after asking). A request that may go on
 //! carries its [`Access`] for the handlers; a call handler without one refuses the call.
+//!
+//! A call's function is known from the route (or the gateway's header) before its body is
+//! read: a grant that does not cover it is refused here, 403 at once with the body unread,
+//! so a token whose grant covers nothing cannot hold body buffers. The front door checks
+//! the grant again (the rule for every transport), and decides a peer dispatcher's calls,
+//! made for the callers it names.
 
 use std::sync::Arc;
 
@@ -25,7 +31,7 @@ use actix_web::{HttpResponse, ResponseError};
 use base64::Engine;
 
 use super::{HttpError, HttpState};
-use crate::metrics::Refusal;
+use crate::metrics::{Outcome, Refusal};
 use crate::security::{Grant, Roles};
 
 /// What a route needs of a request's credentials (with auth on).
@@ -97,11 +103,13 @@ impl Refused {
 }
 
 /// Whether `req`, routed to a route that `needs`, may go on: its [`Access`] (`None` for a
-/// route that needs nothing), or why not (counted).
+/// route that needs nothing), or why not (counted). `function` says which function a call
+/// names, asked only of a call with a grant.
 pub fn check(
     req: &ServiceRequest,
     state: &HttpState,
     needs: Needs,
+    function: impl FnOnce() -> Option<String>,
 ) -> Result<Option<Access>, Refused> {
     let policy = state.security().policy();
     let metrics = state.metrics();
@@ -137,7 +145,15 @@ pub fn check(
             metrics.record_refusal(Refusal::BadToken);
             HttpError::Unauthorized
         }
-        Some(Some(grant)) if grant.has(role) => return Ok(Some(Access::Granted(grant))),
+        Some(Some(grant)) if grant.has(role) => match call_outside(&grant, needs, function) {
+            None => return Ok(Some(Access::Granted(grant))),
+            Some(refused) => {
+                // Counted as the front door counts a call outside its grant.
+                metrics.record_refusal(Refusal::Call);
+                metrics.record_refused(Outcome::Forbidden);
+                refused
+            }
+        },
         Some(Some(grant)) => {
             metrics.record_refusal(Refusal::Role);
             let role = if role == Roles::ADMIN {
@@ -149,6 +165,22 @@ pub fn check(
         }
     };
     Err(Refused::Credentials(refused))
+}
+
+/// The refusal of a call (`needs` is [`Needs::Client`]) of a function `grant` does not
+/// cover. A peer dispatcher's grant is left to the front door: it calls for the callers it
+/// names, whose grants decide.
+fn call_outside(
+    grant: &Grant,
+    needs: Needs,
+    function: impl FnOnce() -> Option<String>,
+) -> Option<HttpError> {
+    if needs != Needs::Client || grant.has(Roles::PEER) {
+        return None;
+    }
+    let function = function()?;
+    (!grant.may_call(function.as_bytes()))
+        .then(|| HttpError::Forbidden(format!("{} may not call {function}", grant.name)))
 }
 
 /// The secret of `Authorization: Bearer <secret>` or `Basic base64(<user>:<secret>)`.

@@ -105,7 +105,7 @@ mod tests {
         web::Data::new(HttpState {
             door: FrontDoor::new(jobs, max_frame_bytes, Security::open()),
             job_timeout: Duration::from_secs(1),
-            bodies: Arc::new(BodyLimits::new(32, Duration::from_secs(5), 64)),
+            bodies: Arc::new(BodyLimits::new(32, Duration::from_secs(5), 64, 64)),
             started: SystemTime::now(),
             cluster: None,
             history: Arc::new(std::sync::Mutex::new(crate::history::History::new(

@@ -173,7 +173,14 @@ async fn guarded<B: MessageBody>(
         return Ok(req.into_response(refused).map_into_right_body());
     };
     let needs = (route.needs).of_request(call::is_gateway(req.headers()));
-    let response = match guard::check(&req, &state, needs) {
+    // Of a call the route answers: a method it does not answer is 405 whatever the grant.
+    let answered = route.methods.allow(req.method());
+    let function = || {
+        answered
+            .then(|| call::function_named(req.request()))
+            .flatten()
+    };
+    let response = match guard::check(&req, &state, needs, function) {
         Ok(access) => {
             if let Some(access) = access {
                 actix_web::HttpMessage::extensions_mut(&req).insert(access);

@@ -21,6 +21,7 @@ mod fairness;
 mod forwarding;
 mod holding;
 mod logs;
+mod rereview;
 mod review;
 mod routes;
 mod tls;
