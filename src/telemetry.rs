@@ -57,19 +57,39 @@ impl Telemetry {
     }
 }
 
+/// Lines a peer can make at will, one each, from libraries that do not say who or how often:
+/// off by default (the HTTP listener logs such connections itself, once per window:
+/// `http_error`, [`crate::logging::RefusalLog`]). A `RUST_LOG` that names the library gets
+/// them as it asks.
+/// - actix-http logs every HTTP/1 connection that ends in a protocol error (`stream error:
+///   parse error ...`) at `error`.
+/// - h2 warns of every HTTP/2 connection that resets more streams than it may before they
+///   are accepted (rapid reset: `recv_reset; remotely-reset pending-accept streams reached
+///   limit`), no credentials needed; it then closes the connection.
+const QUIETED: [(&str, &str); 2] = [
+    ("actix_http", "actix_http::h1::dispatcher=off"),
+    ("h2", "h2=error"),
+];
+
+/// Whether the `RUST_LOG` directives `spec` name `target` or a module of it.
+fn names_target(spec: &str, target: &str) -> bool {
+    (spec.split(',')).any(|directive| {
+        let name = directive.split(['=', '[']).next().unwrap_or("").trim();
+        name == target
+            || name
+                .strip_prefix(target)
+                .is_some_and(|m| m.starts_with("::"))
+    })
+}
+
 /// Installs the global subscriber: logs to stderr (filtered by `RUST_LOG`, default `info`,
 /// as text or JSON) and, when tracing is enabled, the OTLP span exporter.
 pub fn init(settings: &TracingSettings, format: LogFormat) -> Result<Telemetry, TelemetryError> {
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // actix-http logs every HTTP/1 connection that ends in a protocol error (`stream error:
-    // parse error ...`) at `error`, a line each, which a peer can make at will: the HTTP
-    // listener logs them itself, once per window (`http_error`, crate::logging::RefusalLog).
-    // A `RUST_LOG` that names actix_http gets them as it asks.
-    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("actix_http")) {
-        let quiet = "actix_http::h1::dispatcher=off"
-            .parse()
-            .expect("a directive");
-        filter = filter.add_directive(quiet);
+    for (target, quiet) in QUIETED {
+        if !names_target(std::env::var("RUST_LOG").as_deref().unwrap_or(""), target) {
+            filter = filter.add_directive(quiet.parse().expect("a directive"));
+        }
     }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = match format {
@@ -103,4 +123,20 @@ pub fn init(settings: &TracingSettings, format: LogFormat) -> Result<Telemetry, 
         enable();
     }
     Ok(Telemetry { provider })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_target;
+
+    /// A library's own lines come back only when `RUST_LOG` names it or one of its modules.
+    #[test]
+    fn rust_log_names_a_target_by_its_directives() {
+        assert!(names_target("info,h2=debug", "h2"));
+        assert!(names_target("h2::proto=warn", "h2"));
+        assert!(names_target("actix_http", "actix_http"));
+        assert!(!names_target("info,actix_http::h2=debug", "h2"));
+        assert!(!names_target("info", "h2"));
+        assert!(!names_target("", "actix_http"));
+    }
 }

@@ -10,14 +10,14 @@ use super::*;
 const GENEROUS: Duration = Duration::from_secs(20);
 
 /// One HTTP/2 frame: its type, flags and payload (RFC 9113 section 4.1).
-struct H2Frame {
+pub(super) struct H2Frame {
     kind: u8,
     flags: u8,
     payload: Vec<u8>,
 }
 
 /// The next frame of `stream`; `None` once the server has closed the connection.
-async fn read_h2<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<H2Frame> {
+pub(super) async fn read_h2<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<H2Frame> {
     let mut head = [0u8; 9];
     stream.read_exact(&mut head).await.ok()?;
     let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
@@ -31,31 +31,31 @@ async fn read_h2<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<H2Fr
 }
 
 /// A frame of `kind` with `flags` on stream 0.
-fn h2_frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn h2_frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+    h2_stream_frame(kind, flags, 0, payload)
+}
+
+/// A frame of `kind` with `flags` on `stream`.
+pub(super) fn h2_stream_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len();
     let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(&stream.to_be_bytes());
     frame.extend_from_slice(payload);
     frame
 }
 
-const SETTINGS: u8 = 0x4;
+pub(super) const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const ACK: u8 = 0x1;
 
-/// An HTTP/2 client (ALPN `h2` over TLS) that sends no request but answers every ping and
-/// every SETTINGS, as HTTP/2 libraries do on their own, is closed once it has been idle for
-/// `http.keep_alive_ms`; before, it held its connection forever.
-#[actix_rt::test]
-async fn an_idle_http2_connection_that_answers_pings_is_closed() {
-    let pki = Pki::new("h2-idle");
-    let mut config = with_tls(Config::default(), &pki);
-    config.http.keep_alive_ms = 2000;
-    let dispatcher = start_dispatcher_with_http(config);
-    let http = dispatcher.http.unwrap();
+/// An HTTP/2 connection to `http` (ALPN `h2` over TLS, trusting `pki`), its preface and
+/// SETTINGS sent.
+pub(super) async fn h2_over_tls(
+    http: SocketAddr,
+    pki: &Pki,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut client = (*pki.trust().connector().unwrap().client_config()).clone();
     client.alpn_protocols = vec![b"h2".to_vec()];
-    let opened = Instant::now();
     let tcp = TcpStream::connect(http).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let mut stream = tokio_rustls::TlsConnector::from(Arc::new(client))
@@ -72,6 +72,21 @@ async fn an_idle_http2_connection_that_answers_pings_is_closed() {
         .await
         .unwrap();
     stream.write_all(&h2_frame(SETTINGS, 0, &[])).await.unwrap();
+    stream
+}
+
+/// An HTTP/2 client (ALPN `h2` over TLS) that sends no request but answers every ping and
+/// every SETTINGS, as HTTP/2 libraries do on their own, is closed once it has been idle for
+/// `http.keep_alive_ms`; before, it held its connection forever.
+#[actix_rt::test]
+async fn an_idle_http2_connection_that_answers_pings_is_closed() {
+    let pki = Pki::new("h2-idle");
+    let mut config = with_tls(Config::default(), &pki);
+    config.http.keep_alive_ms = 2000;
+    let dispatcher = start_dispatcher_with_http(config);
+    let http = dispatcher.http.unwrap();
+    let opened = Instant::now();
+    let mut stream = h2_over_tls(http, &pki).await;
     let (mut pings, mut settings) = (0, 0);
     let answered = tokio::time::timeout(GENEROUS, async {
         while let Some(frame) = read_h2(&mut stream).await {

@@ -229,3 +229,59 @@ async fn floods_a_peer_can_make_are_logged_once_per_window() {
         "actix-http's own line: {seen:#?}"
     );
 }
+
+/// HTTP/2 rapid reset without credentials: 100 connections each open 30 streams and reset
+/// each at once (`HEADERS` then `RST_STREAM`); h2 closes each connection, and its own WARN
+/// line for each (`remotely-reset pending-accept streams reached limit`) is off by default,
+/// as actix-http's is: the HTTP listener's `http_error` line, once per window, is all the
+/// log gets. Before, a line per connection.
+#[actix_rt::test]
+async fn an_http2_rapid_reset_flood_is_not_a_line_per_connection() {
+    use super::holding::{h2_over_tls, h2_stream_frame, read_h2};
+    use super::tls::Pki;
+    const FLOOD: usize = 100;
+    const HEADERS: u8 = 0x1;
+    const RST_STREAM: u8 = 0x3;
+    let pki = Pki::new("rapid-reset");
+    let (cert, key) = pki.server("server");
+    let config = TempConfig::new(
+        "rapid-reset",
+        &format!(
+            "[log]\nrefusal_summary_interval_ms = 3600000\n\
+             [tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nallow_plaintext = true\n"
+        ),
+    );
+    let nmid = Process::start(&["--config", &config.arg()]);
+    // GET / over http (HPACK static table: :method GET, :scheme http, :path /).
+    let request = [0x82, 0x86, 0x84];
+    let mut burst = Vec::new();
+    for stream in (1..60).step_by(2) {
+        burst.extend(h2_stream_frame(HEADERS, 0x5, stream, &request));
+        burst.extend(h2_stream_frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()));
+    }
+    for _ in 0..FLOOD {
+        let mut stream = h2_over_tls(nmid.http.unwrap(), &pki).await;
+        let _ = stream.write_all(&burst).await;
+        let closed = tokio::time::timeout(PATIENCE, async {
+            while read_h2(&mut stream).await.is_some() {}
+        });
+        assert!(closed.await.is_ok(), "a rapid-reset connection stayed open");
+    }
+    // A line logged after them all: every line of theirs is in by the time it is.
+    let mut marker = Peer::connect(nmid.addr).await;
+    marker.send_raw(b"\x01junk that is no frame header").await;
+    marker.expect_closed().await;
+    let deadline = Instant::now() + PATIENCE;
+    let seen = loop {
+        let seen = nmid.log_so_far();
+        if seen.iter().any(|l| l.contains("kind=\"first_frame\"")) {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "no marker line: {seen:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let h2_lines = seen.iter().filter(|l| l.contains("recv_reset")).count();
+    assert_eq!(h2_lines, 0, "h2's own lines: {seen:#?}");
+    let all = seen.len();
+    assert!(all < 30, "{all} lines for {FLOOD} connections: {seen:#?}");
+}
