@@ -392,7 +392,12 @@ fn watch_deadlines<A: Session>(conn: &Connection, ctx: &mut Context<A>) {
             ctx.stop();
         } else if (conn.partial_since.get()).is_some_and(|t| t.elapsed() >= limits.frame_timeout) {
             metrics.record_limit(Limit::FrameTimeout);
-            warn!(%peer, "closing connection: a frame it began did not arrive whole in time (tcp.frame_timeout_ms)");
+            // A peer can stall frames on as many connections as it likes: a line per window.
+            if conn.settings.refusals.first("frame_timeout") {
+                warn!(%peer, "closing connection: a frame it began did not arrive whole in time (tcp.frame_timeout_ms)");
+            } else {
+                debug!(%peer, "closing connection: a frame it began did not arrive whole in time (tcp.frame_timeout_ms)");
+            }
             ctx.stop();
         } else if session.connection().security_changed() {
             session.recheck(ctx);

@@ -227,6 +227,18 @@ struct WorkerInfo {
     name: Option<String>,
     peer: SocketAddr,
     connected_since: SystemTime,
+    /// Its registrations and removals of functions since it connected: the first is logged
+    /// at `info`, the rest at `debug` (a worker can send them as fast as it likes: 6,000
+    /// lines in 5 s on one connection), and their count when it leaves.
+    function_changes: u64,
+}
+
+impl WorkerInfo {
+    /// Counts a registration or removal; whether it is the worker's first.
+    fn changed(&mut self) -> bool {
+        self.function_changes += 1;
+        self.function_changes == 1
+    }
 }
 
 /// The function registry. One per dispatcher.
@@ -325,6 +337,7 @@ impl Handler<WorkerJoined> for Registry {
             name: None,
             peer: msg.peer,
             connected_since: SystemTime::now(),
+            function_changes: 0,
         };
         self.workers.insert(msg.worker, info);
     }
@@ -373,8 +386,13 @@ impl Handler<FunctionAdded> for Registry {
         {
             return;
         }
-        let name = self.workers[&msg.worker].name.as_deref().unwrap_or("");
-        info!(worker = %msg.worker, name, function = %msg.function.escaped(), "function registered");
+        let worker = self.workers.get_mut(&msg.worker).expect("checked above");
+        let (first, name) = (worker.changed(), worker.name.as_deref().unwrap_or(""));
+        let function = msg.function.escaped();
+        match first {
+            true => info!(worker = %msg.worker, name, %function, "function registered"),
+            false => debug!(worker = %msg.worker, name, %function, "function registered"),
+        }
         let decisions = self.scheduler.serve(msg.worker, &msg.function);
         self.carry_out_all(decisions, ctx);
     }
@@ -384,7 +402,15 @@ impl Handler<FunctionRemoved> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: FunctionRemoved, ctx: &mut Self::Context) {
-        info!(worker = %msg.worker, function = %msg.function.escaped(), "function removed");
+        let first = self
+            .workers
+            .get_mut(&msg.worker)
+            .is_some_and(WorkerInfo::changed);
+        let function = msg.function.escaped();
+        match first {
+            true => info!(worker = %msg.worker, %function, "function removed"),
+            false => debug!(worker = %msg.worker, %function, "function removed"),
+        }
         let decisions = self.scheduler.unserve(msg.worker, &msg.function);
         self.carry_out_all(decisions, ctx);
     }
@@ -423,7 +449,8 @@ impl Handler<WorkerLeft> for Registry {
         };
         let jobs_in_flight = (self.scheduler.worker_load(msg.worker)).map_or(0, |l| l.in_flight);
         let name = worker.name.as_deref().unwrap_or("");
-        info!(worker = %msg.worker, name, peer = %worker.peer, jobs_in_flight, "worker left");
+        let function_changes = worker.function_changes;
+        info!(worker = %msg.worker, name, peer = %worker.peer, jobs_in_flight, function_changes, "worker left");
         let decisions = self.scheduler.leave(msg.worker);
         self.carry_out_all(decisions, ctx);
     }

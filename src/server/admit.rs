@@ -16,7 +16,7 @@ use futures_util::stream::{self, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::accept::{AcceptGate, ConnectionPermit};
 use crate::actors::client_session::ClientSession;
@@ -422,7 +422,8 @@ async fn authenticate(
 ) -> Option<Arc<Grant>> {
     let (refusal, reason) = match auth.token(secret) {
         Some(grant) if may_connect_as(&grant, role) => {
-            info!(peer = %hs.peer, grant = %grant.name, role = ?role, "authenticated");
+            // Each connection of a token holder: at `debug`, or a holder floods the log.
+            debug!(peer = %hs.peer, grant = %grant.name, role = ?role, "authenticated");
             return Some(grant);
         }
         Some(grant) => (

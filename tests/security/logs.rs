@@ -285,3 +285,92 @@ async fn an_http2_rapid_reset_flood_is_not_a_line_per_connection() {
     let all = seen.len();
     assert!(all < 30, "{all} lines for {FLOOD} connections: {seen:#?}");
 }
+
+/// What a token holder can repeat at will writes a handful of lines, not one each: 100
+/// connections that authenticate (`authenticated` is at `debug`), 100 connections whose
+/// frame stalls (`tcp.frame_timeout_ms`: a line per window, then counted), and one worker's
+/// 100 registrations and 100 removals (its first at `info`, the rest at `debug`, their
+/// count in its `worker left` line). Before, each wrote a line of its own.
+#[actix_rt::test]
+async fn what_a_token_holder_repeats_is_a_handful_of_lines() {
+    const FLOOD: usize = 100;
+    let config = TempConfig::new(
+        "token-floods",
+        &format!(
+            "[log]\nrefusal_summary_interval_ms = 3600000\n[tcp]\nframe_timeout_ms = 300\n\
+             [auth]\nenabled = true\n\
+             [[auth.tokens]]\nname = \"w\"\nsecret = \"{WORKER_SECRET}\"\nroles = [\"worker\"]\n\
+             functions = [\"F*\"]\n\
+             [[auth.tokens]]\nname = \"c\"\nsecret = \"{CLIENT_SECRET}\"\nroles = [\"client\"]\n\
+             functions = [\"*\"]\n"
+        ),
+    );
+    let nmid = Process::start(&["--config", &config.arg()]);
+    for _ in 0..FLOOD {
+        let mut client = Peer::connect(nmid.addr).await;
+        client
+            .send(Frame::CAuth {
+                secret: bytes(CLIENT_SECRET),
+            })
+            .await;
+        assert!(matches!(client.recv().await, Frame::SAuthResult(_)));
+    }
+    let mut stalled = Vec::new();
+    for _ in 0..FLOOD {
+        let mut peer = Peer::connect(nmid.addr).await;
+        peer.send(Frame::CAuth {
+            secret: bytes(CLIENT_SECRET),
+        })
+        .await;
+        assert!(matches!(peer.recv().await, Frame::SAuthResult(_)));
+        // A C_DO_JOB header announcing a 100-byte body, and 10 bytes of it.
+        let mut begun = [0, 0, 0, 3, 0, 0, 0, 16, 0, 0, 0, 100].to_vec();
+        begun.extend_from_slice(&[0; 10]);
+        peer.send_raw(&begun).await;
+        stalled.push(peer);
+    }
+    for peer in stalled {
+        peer.expect_closed().await;
+    }
+    let mut worker = Peer::connect(nmid.addr).await;
+    worker
+        .send(Frame::WAuth {
+            secret: bytes(WORKER_SECRET),
+        })
+        .await;
+    assert!(matches!(worker.recv().await, Frame::SAuthResult(_)));
+    for n in 0..FLOOD {
+        let function = bytes(&format!("F{n}"));
+        worker.send(Frame::WAddFunc { function }).await;
+        assert_eq!(worker.recv().await, Frame::Ok);
+    }
+    for n in 0..FLOOD {
+        let function = bytes(&format!("F{n}"));
+        worker.send(Frame::WDelFunc { function }).await;
+    }
+    // Its `worker left` line comes after every registration and removal of its own.
+    drop(worker);
+    let deadline = Instant::now() + PATIENCE;
+    let seen = loop {
+        let seen = nmid.log_so_far();
+        if seen.iter().any(|l| l.contains("worker left")) {
+            break seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never left: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let count = |needle: &str| seen.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("authenticated"), 0, "{seen:#?}");
+    assert_eq!(count("did not arrive whole in time"), 1, "{seen:#?}");
+    let changes = count("function registered") + count("function removed");
+    assert!(
+        changes <= 2,
+        "{changes} lines for {FLOOD} registrations and removals"
+    );
+    let left = seen.iter().find(|l| l.contains("worker left")).unwrap();
+    assert!(left.contains("function_changes=200"), "{left}");
+    assert!(seen.len() < 20, "{} lines: {seen:#?}", seen.len());
+}
