@@ -181,6 +181,8 @@ pub struct HttpConfig {
     pub max_receiving_body_bytes: usize,
     /// Bytes of those one client's bodies (its token, else its IP) may take together.
     pub max_receiving_body_bytes_per_client: usize,
+    /// Whether HTTP/2 is offered over TLS (ALPN `h2`); false: HTTP/1.1 only.
+    pub http2: bool,
 }
 
 /// `[metrics]`

@@ -427,6 +427,7 @@ impl Dispatcher {
             gate: http_gate,
             keep_alive: Duration::from_millis(config.http.keep_alive_ms),
             client_request_timeout: Duration::from_millis(config.http.client_request_timeout_ms),
+            http2: config.http.http2,
         };
         let (http, http_addr, metrics_addr) =
             serve_http(listeners.http, listeners.metrics, &arbiters, site)?;

@@ -49,6 +49,11 @@ pub struct HttpSite {
     /// Time to send a request's head, or to finish the HTTP/2 handshake
     /// (`http.client_request_timeout_ms`).
     pub client_request_timeout: Duration,
+    /// Whether HTTP/2 is offered over TLS (`http.http2`). Without it, ALPN offers
+    /// `http/1.1` alone and a prior-knowledge HTTP/2 preface is a malformed HTTP/1 request:
+    /// h2 lets each connection hold header blocks up to 16 MiB, and actix-http has no
+    /// setting to lower that. Plain TCP is HTTP/1.1 only either way.
+    pub http2: bool,
 }
 
 impl fmt::Debug for HttpSite {
@@ -141,9 +146,10 @@ async fn serve_here(
         connections,
         keep_alive,
     };
-    // A macro, not a value: the service's stream type (plain or TLS) is chosen per branch.
+    // A macro, not a value: the service's stream type (plain or TLS) and its protocols
+    // (`finish`: HTTP/1 and HTTP/2, `h1`: HTTP/1 alone) are chosen per branch.
     macro_rules! http_service {
-        () => {
+        ($protocols:ident) => {
             HttpService::build()
                 .keep_alive(keep_alive)
                 .client_request_timeout(request_timeout)
@@ -158,19 +164,25 @@ async fn serve_here(
                     let signal = signal.clone();
                     async move { signal.cancelled().await }
                 })
-                .finish(map_config(
+                .$protocols(map_config(
                     app().into_factory().map_err(|err| err.error_response()),
                     |_| AppConfig::default(),
                 ))
         };
     }
     match site.tls {
+        Some(tls) if site.http2 => {
+            let factory = http_service!(finish).rustls_0_23((*tls).clone());
+            accept(listener, factory, stop, open, metrics).await
+        }
         Some(tls) => {
-            let factory = http_service!().rustls_0_23((*tls).clone());
+            let mut tls = (*tls).clone();
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let factory = http_service!(h1).rustls_0_23(tls);
             accept(listener, factory, stop, open, metrics).await
         }
         None => {
-            let factory = http_service!().tcp();
+            let factory = http_service!(finish).tcp();
             accept(listener, factory, stop, open, metrics).await
         }
     }

@@ -17,7 +17,7 @@ fn call_head(path: &str, secret: &str, len: usize, extra: &str) -> String {
 }
 
 /// The status line's code of the answer on `stream`, within [`GENEROUS`] (`None`: none).
-async fn status_of(stream: &mut TcpStream) -> Option<String> {
+async fn status_of<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
     let mut status = [0u8; 12];
     let read = tokio::time::timeout(GENEROUS, stream.read_exact(&mut status)).await;
     read.ok()?.ok()?;
@@ -109,4 +109,71 @@ async fn a_greedy_client_at_its_share_leaves_room_for_another() {
     drop(held);
     worker.stop().await;
     dispatcher.stop().await;
+}
+
+/// A TLS connection to `http` offering the ALPN `protocols`: the one the server chose, or
+/// the handshake's error.
+async fn alpn_chosen(
+    http: SocketAddr,
+    pki: &super::tls::Pki,
+    protocols: &[&[u8]],
+) -> std::io::Result<(Option<Vec<u8>>, tokio_rustls::client::TlsStream<TcpStream>)> {
+    let mut client = (*pki.trust().connector().unwrap().client_config()).clone();
+    client.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(http).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = (tokio_rustls::TlsConnector::from(Arc::new(client)))
+        .connect(name, tcp)
+        .await?;
+    let chosen = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    Ok((chosen, stream))
+}
+
+/// With `http.http2 = false`, TLS offers HTTP/1.1 alone: a client offering `h2` and
+/// `http/1.1` gets `http/1.1` (and an answer to an HTTP/1.1 request), one offering `h2`
+/// alone no handshake, and an HTTP/2 preface sent without ALPN is refused as a malformed
+/// request, so no connection can hold h2's 16 MiB of header blocks. With the default
+/// (`true`) the same client gets `h2`.
+#[actix_rt::test]
+async fn http2_can_be_turned_off() {
+    let pki = super::tls::Pki::new("no-h2");
+    let both: &[&[u8]] = &[b"h2", b"http/1.1"];
+    let on = start_dispatcher_with_http(super::tls::with_tls(Config::default(), &pki));
+    let (chosen, _) = alpn_chosen(on.http.unwrap(), &pki, both).await.unwrap();
+    assert_eq!(chosen.as_deref(), Some(&b"h2"[..]));
+    on.stop().await;
+
+    let mut config = super::tls::with_tls(Config::default(), &pki);
+    config.http.http2 = false;
+    let off = start_dispatcher_with_http(config);
+    let http = off.http.unwrap();
+    let (chosen, mut stream) = alpn_chosen(http, &pki, both).await.unwrap();
+    assert_eq!(chosen.as_deref(), Some(&b"http/1.1"[..]));
+    let request = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    assert_eq!(status_of(&mut stream).await.as_deref(), Some("200"));
+    let h2_only = alpn_chosen(http, &pki, &[b"h2"]).await;
+    assert!(h2_only.is_err(), "an h2-only client got a connection");
+    let (chosen, mut stream) = alpn_chosen(http, &pki, &[]).await.unwrap();
+    assert_eq!(chosen, None);
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(GENEROUS, stream.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "a prior-knowledge HTTP/2 connection stayed open"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "an HTTP/2 preface was answered: {answer:.80}"
+    );
+    off.stop().await;
 }
