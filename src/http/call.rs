@@ -3,8 +3,9 @@
 //! TCP client's call is, and becomes a job actor directly, no loopback TCP hop. Its caller is
 //! what the guard established ([`Access`]): its token, else (auth off) its peer IP.
 
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -53,7 +54,7 @@ pub struct CallQuery {
 }
 
 /// `POST /call/{func}`. Every answer, an error too, carries `X-Request-Id`: the caller's,
-/// or the job id when it sent none; the function gets it as well.
+/// or one made up from the job id when it sent none; the function gets it as well.
 pub async fn call(
     req: HttpRequest,
     function: web::Path<String>,
@@ -66,7 +67,7 @@ pub async fn call(
         .headers()
         .get(REQUEST_ID_HEADER)
         .cloned()
-        .unwrap_or_else(|| HeaderValue::from(job_id.0));
+        .unwrap_or_else(|| fresh_request_id(job_id));
     let called = call_function(
         &req,
         &function,
@@ -88,9 +89,24 @@ pub async fn call(
 }
 
 /// The `X-Request-Id` of an answer the call handler did not make (a refusal, a 405, any
-/// other route's): the caller's, else a fresh job id.
+/// other route's): the caller's, else a fresh one.
 pub fn request_id_of(request: &HeaderMap) -> HeaderValue {
-    (request.get(REQUEST_ID_HEADER).cloned()).unwrap_or_else(|| HeaderValue::from(JobId::next().0))
+    (request.get(REQUEST_ID_HEADER).cloned()).unwrap_or_else(|| fresh_request_id(JobId::next()))
+}
+
+/// The request id made up for `job` (a call's, or one taken for an answer that is no
+/// call): its id through a permutation of the 64-bit numbers keyed at random per process
+/// (four Feistel rounds over SipHash), so ids stay unique yet tell nobody how many calls the
+/// dispatcher has taken; two consecutive jobs' ids were consecutive numbers.
+fn fresh_request_id(job: JobId) -> HeaderValue {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    let keys = KEYS.get_or_init(RandomState::new);
+    let (mut left, mut right) = ((job.0 >> 32) as u32, job.0 as u32);
+    for round in 0u8..4 {
+        let mixed = keys.hash_one((round, right)) as u32;
+        (left, right) = (right, left ^ mixed);
+    }
+    HeaderValue::from(u64::from(left) << 32 | u64::from(right))
 }
 
 /// The call of `POST /call/{func}` up to its answer.

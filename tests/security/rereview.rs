@@ -177,3 +177,29 @@ async fn http2_can_be_turned_off() {
     );
     off.stop().await;
 }
+
+/// The request ids the dispatcher makes up tell nobody its job counter: two `/healthz`
+/// answers in a row (no credentials) carry ids that are not consecutive numbers, and 200
+/// of them are all different. Before, they were the next job ids (46684, 46685).
+#[actix_rt::test]
+async fn made_up_request_ids_do_not_reveal_the_job_counter() {
+    let dispatcher = start_dispatcher_with_http(auth_config());
+    let url = format!("{}/healthz", dispatcher.http_url());
+    let client = awc::Client::default();
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        let response = client.get(&url).send().await.expect("an answer");
+        assert_eq!(response.status().as_u16(), 200);
+        let id = response
+            .headers()
+            .get("x-request-id")
+            .expect("a request id");
+        ids.push(id.to_str().unwrap().parse::<u64>().expect("a number"));
+    }
+    for pair in ids.windows(2) {
+        assert!(pair[0].abs_diff(pair[1]) > 1000, "ids {pair:?} in a row");
+    }
+    let distinct: std::collections::HashSet<u64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "a request id came twice");
+    dispatcher.stop().await;
+}
