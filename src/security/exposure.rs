@@ -44,6 +44,10 @@ pub enum Exposure {
         /// The listeners.
         listeners: Vec<SocketAddr>,
     },
+    /// `security.deny` covers every IPv6 address (`::/0`) but not every IPv4 one: IPv4
+    /// peers are checked as IPv4 (an IPv4-mapped address too), so every IPv4 peer not
+    /// denied otherwise is still allowed, which `::/0` read as "everyone" does not say.
+    DenyIpv6Only,
 }
 
 impl Exposure {
@@ -55,6 +59,7 @@ impl Exposure {
             Exposure::PlaintextWildcard { .. } => "plaintext_wildcard",
             Exposure::V1PeersEveryone { .. } => "v1_peers_everyone",
             Exposure::MetricsOpen { .. } => "metrics_open",
+            Exposure::DenyIpv6Only => "deny_ipv6_only",
         }
     }
 }
@@ -98,6 +103,11 @@ impl fmt::Display for Exposure {
                  worker names and call rates to anyone who reaches it",
                 list(listeners)
             ),
+            Exposure::DenyIpv6Only => write!(
+                f,
+                "security.deny denies every IPv6 address (::/0) but IPv4 peers are still \
+                 allowed: add 0.0.0.0/0 to security.deny to deny them too"
+            ),
         }
     }
 }
@@ -140,6 +150,16 @@ pub fn exposures(config: &Config, tcp: SocketAddr, http: &[SocketAddr]) -> Vec<E
         if !listeners.is_empty() {
             found.push(Exposure::MetricsOpen { listeners });
         }
+    }
+    let denied: Vec<IpNet> = (config.security.deny.iter())
+        .filter_map(|entry| parse_net(entry).ok())
+        .collect();
+    let denied = IpNet::aggregate(&denied);
+    let all_of = |v6: bool| {
+        (denied.iter()).any(|net| net.prefix_len() == 0 && matches!(net, IpNet::V6(_)) == v6)
+    };
+    if all_of(true) && !all_of(false) {
+        found.push(Exposure::DenyIpv6Only);
     }
     if config.auth.enabled {
         for (i, peer) in config.auth.v1_peers.iter().enumerate() {
@@ -235,5 +255,25 @@ mod tests {
             }],
             "HTTP is TLS only"
         );
+    }
+
+    /// `security.deny = ["::/0"]` denies IPv6 peers only: warned about, naming the key,
+    /// unless IPv4 is all denied too; narrower IPv6 entries are not.
+    #[test]
+    fn a_deny_of_every_ipv6_address_alone_is_found() {
+        let mut config = Config::default();
+        let local = addr("127.0.0.1:6808");
+        config.security.deny = vec!["::/0".into()];
+        let found = exposures(&config, local, &[]);
+        assert_eq!(kinds(&found), ["deny_ipv6_only"]);
+        assert!(
+            found[0].to_string().contains("security.deny"),
+            "{}",
+            found[0]
+        );
+        config.security.deny = vec!["::/0".into(), "0.0.0.0/0".into()];
+        assert!(exposures(&config, local, &[]).is_empty());
+        config.security.deny = vec!["fd00::/8".into()];
+        assert!(exposures(&config, local, &[]).is_empty());
     }
 }

@@ -374,3 +374,27 @@ async fn what_a_token_holder_repeats_is_a_handful_of_lines() {
     assert!(left.contains("function_changes=200"), "{left}");
     assert!(seen.len() < 20, "{} lines: {seen:#?}", seen.len());
 }
+
+/// `security.deny = ["::/0"]` starts with a `warn` line naming the key: it denies IPv6
+/// peers only, and an IPv4 peer still connects. Before, it started silently.
+#[actix_rt::test]
+async fn a_deny_of_every_ipv6_address_is_warned_about() {
+    let config = TempConfig::new("deny-v6", "[security]\ndeny = [\"::/0\"]\n");
+    let nmid = Process::start(&["--config", &config.arg()]);
+    let seen = nmid.log_so_far();
+    let warned: Vec<&String> = (seen.iter())
+        .filter(|l| l.contains(r#"exposure="deny_ipv6_only""#))
+        .collect();
+    assert_eq!(warned.len(), 1, "{seen:#?}");
+    assert!(
+        warned[0].contains("WARN") && warned[0].contains("security.deny"),
+        "{warned:?}"
+    );
+    let mut worker = Peer::connect(nmid.addr).await;
+    worker
+        .send(Frame::WAddFunc {
+            function: bytes("F"),
+        })
+        .await;
+    assert_eq!(worker.recv().await, Frame::Ok, "an IPv4 peer is allowed");
+}
