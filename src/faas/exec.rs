@@ -2,7 +2,8 @@
 //! call's params go to stdin, stdout becomes the result, a non-zero exit is the function's
 //! error (its code and the tail of stderr), and the deadline kills the whole process group.
 //!
-//! The program's environment is nmid-faas's without its secrets ([`SCRUBBED_ENV`]), plus
+//! The program's environment is nmid-faas's without its secrets ([`SCRUBBED_ENV`]; nor can
+//! it read them in nmid-faas's `/proc` files, [`hide_own_proc_files`]), plus
 //! the function's `env`, plus what the call brings: `NMID_FUNCTION`, `NMID_JOB_ID`,
 //! `NMID_PARAMS_FORMAT`, and from an HTTP caller what an http function gets as headers and
 //! URL: `NMID_REQUEST_ID`, `NMID_QUERY` (its query string), `NMID_HEADER_<NAME>` for each
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::params::{Call, ParamsFormat};
 use super::spec::{ExecSpec, FunctionSpec};
@@ -38,6 +39,21 @@ pub const SCRUBBED_ENV: [&str; 4] = [
     "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
     "CREDENTIALS_DIRECTORY",
 ];
+
+/// Makes nmid-faas non-dumpable (Linux's `PR_SET_DUMPABLE` 0): its `/proc/<pid>` files
+/// (`environ`, `mem`, ...) become root's, so a function running as nmid-faas's own user
+/// cannot read the secrets [`SCRUBBED_ENV`] keeps out of its environment through
+/// `/proc/$PPID/environ`, nor ptrace it. A function running as root (`CAP_SYS_PTRACE`) still
+/// can: functions should run as another user than nmid-faas's for real isolation. Also
+/// means no core dump. Logs when it cannot.
+pub fn hide_own_proc_files() {
+    // SAFETY: prctl with PR_SET_DUMPABLE takes integers and touches no memory.
+    let set = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if set != 0 {
+        let cause = std::io::Error::last_os_error();
+        warn!(%cause, "cannot make nmid-faas non-dumpable: functions running as its user can read its secrets in /proc");
+    }
+}
 
 /// How long a killed process may take to be reaped before the call gives up on it.
 const REAP_PATIENCE: Duration = Duration::from_secs(5);
