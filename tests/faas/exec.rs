@@ -442,3 +442,24 @@ async fn a_function_cannot_read_the_faas_environment_through_proc() {
     faas.stop().await;
     dispatcher.stop().await;
 }
+
+/// A command that writes more than `max_output_bytes` (here forever) is killed at once and
+/// its call fails saying so.
+#[actix_rt::test]
+async fn output_past_max_output_bytes_kills_the_command() {
+    let (dispatcher, faas) =
+        serving("[[function]]\nname = \"Flood\"\ncommand = [\"yes\"]\nmax_output_bytes = 1000\n");
+    served(&dispatcher, "Flood", 1).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let started = Instant::now();
+    match client.call_data("Flood", &Name { name: "x" }).await {
+        Err(ClientError::WorkerError(message)) => assert!(
+            message.contains("output larger than max_output_bytes (1000)"),
+            "{message}"
+        ),
+        other => panic!("expected too large, got {other:?}"),
+    }
+    assert!(started.elapsed() < SLOW, "took {:?}", started.elapsed());
+    faas.stop().await;
+    dispatcher.stop().await;
+}
