@@ -13,9 +13,14 @@
 //! 2. **What**: nmid's checks (a function name and params) and the job frame's size against
 //!    `tcp.max_frame_bytes` (`nmid_limit_hits_total{limit="outbound_frame_size"}`).
 //! 3. **How often**: the caller's and the function's rate limits (`[rate_limit]`).
-//! 4. The job actor starts, with the call's caller in [`CallSpec::caller`] and any
-//!    `nmid-caller` entry gone from its metadata: only this door names a caller (to a peer,
-//!    when the call is forwarded), never a client, on whatever path.
+//! 4. The job actor starts, with the call's caller in [`CallSpec::caller`] and the
+//!    [reserved](crate::call::RESERVED_META) metadata its front end may not write gone: any
+//!    `nmid-caller` entry (only this door names a caller, to a peer when the call is
+//!    forwarded, never a client, on whatever path), and the HTTP front end's entries
+//!    (`http-header-*`, `http-query`, `content-type`, which functions act on) unless the
+//!    call came through it ([`FrontEnd::Http`]) or from a peer dispatcher (a grant with the
+//!    `peer` role, passing on what its own HTTP front end wrote). With auth off no caller is
+//!    a peer: a call forwarded from another dispatcher's HTTP front end loses them.
 //!
 //! With auth and rate limits off, a call costs a match, the size check and a `None` check:
 //! no allocation and no lock.
@@ -51,6 +56,16 @@ pub enum Caller<'a> {
     },
     /// No identity was established for it (a front end that forgot to): refused.
     Unknown,
+}
+
+/// The front end a call came through, which decides the [reserved](crate::call::RESERVED_META)
+/// metadata it may bring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontEnd {
+    /// A client (or peer dispatcher) connection of the nmid protocol.
+    Tcp,
+    /// The HTTP front end, which writes the HTTP entries itself from the request.
+    Http,
 }
 
 /// Why a call was not admitted. The front end answers it in its protocol.
@@ -114,13 +129,15 @@ impl FrontDoor {
         &self.security
     }
 
-    /// Admits `spec` from `caller` as the job `job_id`, which answers through `reply`; or
-    /// says why not (counted and logged here, answered by the front end).
+    /// Admits `spec` from `caller`, through `front_end`, as the job `job_id`, which answers
+    /// through `reply`; or says why not (counted and logged here, answered by the front
+    /// end).
     pub fn admit(
         &self,
         job_id: JobId,
         mut spec: CallSpec,
         caller: Caller<'_>,
+        front_end: FrontEnd,
         reply: Reply,
     ) -> Result<Addr<JobActor>, Refused> {
         let metrics = &self.jobs.metrics;
@@ -146,7 +163,8 @@ impl FrontDoor {
             }
         }
         spec.caller = Some(client);
-        spec.forget_named_caller();
+        let peer = matches!(caller, Caller::Granted { grant, .. } if grant.has(Roles::PEER));
+        spec.forget_reserved_meta(front_end == FrontEnd::Http || peer);
         Ok(JobActor::start(job_id, spec, reply, &self.jobs))
     }
 
@@ -308,7 +326,7 @@ mod tests {
         let anyone = Caller::Anyone { ip: None };
         let mut big = spec("A", None);
         big.params = Bytes::from(vec![0x80; 2048]);
-        let refused = door.admit(JobId::next(), big, anyone, Box::new(|_| {}));
+        let refused = door.admit(JobId::next(), big, anyone, FrontEnd::Tcp, Box::new(|_| {}));
         assert_eq!(
             refused.unwrap_err(),
             Refused::Invalid(DispatchError::TooLarge)
@@ -316,7 +334,13 @@ mod tests {
         let text = door.metrics().render(&Default::default());
         let hits = r#"nmid_limit_hits_total{limit="outbound_frame_size"} 1"#;
         assert!(text.contains(hits), "{text}");
-        let job = door.admit(JobId::next(), spec("A", None), anyone, Box::new(|_| {}));
+        let job = door.admit(
+            JobId::next(),
+            spec("A", None),
+            anyone,
+            FrontEnd::Tcp,
+            Box::new(|_| {}),
+        );
         assert!(job.is_ok());
     }
 }
