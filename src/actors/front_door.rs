@@ -19,8 +19,9 @@
 //!    forwarded, never a client, on whatever path), and the HTTP front end's entries
 //!    (`http-header-*`, `http-query`, `content-type`, which functions act on) unless the
 //!    call came through it ([`FrontEnd::Http`]) or from a peer dispatcher (a grant with the
-//!    `peer` role, passing on what its own HTTP front end wrote). With auth off no caller is
-//!    a peer: a call forwarded from another dispatcher's HTTP front end loses them.
+//!    `peer` role, passing on what its own HTTP front end wrote). With auth off nothing is
+//!    verified, and a call marked forwarded by a dispatcher keeps them: turn auth on to make
+//!    them trustworthy.
 //!
 //! With auth and rate limits off, a call costs a match, the size check and a `None` check:
 //! no allocation and no lock.
@@ -163,8 +164,7 @@ impl FrontDoor {
             }
         }
         spec.caller = Some(client);
-        let peer = matches!(caller, Caller::Granted { grant, .. } if grant.has(Roles::PEER));
-        spec.forget_reserved_meta(front_end == FrontEnd::Http || peer);
+        spec.forget_reserved_meta(keeps_http_meta(&spec, caller, front_end));
         Ok(JobActor::start(job_id, spec, reply, &self.jobs))
     }
 
@@ -205,6 +205,19 @@ impl FrontDoor {
             }),
         }
     }
+}
+
+/// Whether `spec` may keep the HTTP front end's [reserved](crate::call::RESERVED_META)
+/// metadata: it came through that front end, or a peer dispatcher passes on what its own
+/// front end wrote (a `peer` grant; with auth off, which verifies no one, a call marked
+/// forwarded).
+fn keeps_http_meta(spec: &CallSpec, caller: Caller<'_>, front_end: FrontEnd) -> bool {
+    front_end == FrontEnd::Http
+        || match caller {
+            Caller::Granted { grant, .. } => grant.has(Roles::PEER),
+            Caller::Anyone { .. } => spec.is_forwarded(),
+            Caller::Unknown => false,
+        }
 }
 
 #[cfg(test)]
@@ -316,6 +329,29 @@ mod tests {
         );
         let own = door.authorize(&spec("A", None), via_peer);
         assert!(own.is_err(), "a peer-only token calls nothing as itself");
+    }
+
+    /// The HTTP front end's metadata is kept from the HTTP front end, from a `peer` link,
+    /// and with auth off from a call a dispatcher marked forwarded; from a client (a TCP
+    /// call, a non-peer grant) it is dropped.
+    #[actix_rt::test]
+    async fn http_metadata_is_kept_only_from_the_http_front_end_and_peers() {
+        let (_, web, peers) = door();
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let plain = spec("A", None);
+        let mut forwarded = spec("A", None);
+        let hop = Bytes::from_static(crate::call::FORWARDED_META_KEY.as_bytes());
+        forwarded.meta = Some(Arc::new(vec![(hop, Bytes::from_static(b"b"))]));
+        let anyone = Caller::Anyone { ip: Some(ip) };
+        let client = Caller::Granted { grant: &web, ip };
+        let peer = Caller::Granted { grant: &peers, ip };
+        assert!(keeps_http_meta(&plain, anyone, FrontEnd::Http));
+        assert!(keeps_http_meta(&plain, client, FrontEnd::Http));
+        assert!(!keeps_http_meta(&plain, anyone, FrontEnd::Tcp));
+        assert!(!keeps_http_meta(&plain, client, FrontEnd::Tcp));
+        assert!(!keeps_http_meta(&forwarded, client, FrontEnd::Tcp));
+        assert!(keeps_http_meta(&plain, peer, FrontEnd::Tcp));
+        assert!(keeps_http_meta(&forwarded, anyone, FrontEnd::Tcp));
     }
 
     /// A call too large for a worker is refused `TooLarge` and counted as an outbound frame
