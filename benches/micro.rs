@@ -25,7 +25,7 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use nmid::actors::front_door::{Caller, FrontDoor};
+use nmid::actors::front_door::{Caller, FrontDoor, FrontEnd};
 use nmid::actors::job::{JobActor, JobServices};
 use nmid::actors::registry::{
     Assignment, FunctionAdded, JobFinished, Registry, Snapshot, WorkerJoined, WorkerPort,
@@ -371,7 +371,7 @@ fn call(
     match admit {
         Admit::Direct => drop(JobActor::start(JobId::next(), spec, reply, services)),
         Admit::Door(door, caller) => {
-            door.admit(JobId::next(), spec, caller, reply)
+            door.admit(JobId::next(), spec, caller, FrontEnd::Tcp, reply)
                 .expect("admitted");
         }
     }

@@ -62,6 +62,44 @@ pub const FORWARDED_META_KEY: &str = "nmid-forwarded-by";
 /// grant has the `peer` role, and then authorizes and rate-limits the call as that caller.
 pub const CALLER_META_KEY: &str = "nmid-caller";
 
+/// Call metadata key: an HTTP request's query string.
+pub const QUERY_META: &str = "http-query";
+/// Call metadata key prefix: a forwarded HTTP request header (`http-header-accept`).
+pub const HEADER_META_PREFIX: &str = "http-header-";
+/// Call metadata key: the media type of a raw HTTP body (the params are the body's bytes).
+pub const CONTENT_TYPE_META: &str = "content-type";
+
+/// Which part of the dispatcher alone writes a [reserved](RESERVED_META) metadata key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaWriter {
+    /// The front door, for every call ([`CALLER_META_KEY`], on a peer hop).
+    FrontDoor,
+    /// The HTTP front end, from the request (functions act on these: nmid-faas sends them
+    /// on as headers and URL, or sets `NMID_HEADER_*`).
+    HttpFrontEnd,
+}
+
+/// The metadata keys that only the dispatcher writes, and which part of it: at admission a
+/// call loses each one that its front end may not have written (compared without regard to
+/// case; a key ending in `-` covers every key it begins).
+pub const RESERVED_META: [(&str, MetaWriter); 4] = [
+    (CALLER_META_KEY, MetaWriter::FrontDoor),
+    (QUERY_META, MetaWriter::HttpFrontEnd),
+    (HEADER_META_PREFIX, MetaWriter::HttpFrontEnd),
+    (CONTENT_TYPE_META, MetaWriter::HttpFrontEnd),
+];
+
+/// Who alone writes metadata key `key`, if it is [reserved](RESERVED_META).
+pub fn reserved_writer(key: &[u8]) -> Option<MetaWriter> {
+    let reserved = |name: &str| match name.ends_with('-') {
+        true => key.len() >= name.len() && key[..name.len()].eq_ignore_ascii_case(name.as_bytes()),
+        false => key.eq_ignore_ascii_case(name.as_bytes()),
+    };
+    (RESERVED_META.iter())
+        .find(|(name, _)| reserved(name))
+        .map(|(_, writer)| *writer)
+}
+
 /// Who a caller is, for its grant across a peer hop and its per-client rate limit.
 ///
 /// A client that authenticated with a token (`[auth]`) is that token, wherever it connects
@@ -209,16 +247,23 @@ impl CallSpec {
         ClientKey::from_meta(value)
     }
 
-    /// Removes any [`CALLER_META_KEY`] entry from the metadata, once the front door has
-    /// read it: a caller a client wrote there itself must reach no worker, and a peer hop
-    /// names only the caller the front door admitted ([`CallSpec::caller`]).
-    pub fn forget_named_caller(&mut self) {
+    /// Removes the [reserved](RESERVED_META) entries from the metadata that the call's front
+    /// end may not have written, once the front door has read them: every
+    /// [`CALLER_META_KEY`] entry (a caller a client wrote there itself must reach no worker,
+    /// and a peer hop names only the caller the front door admitted, [`CallSpec::caller`]),
+    /// and the HTTP front end's entries unless `from_http` (the HTTP front end, or a peer
+    /// dispatcher passing on what its own wrote).
+    pub fn forget_reserved_meta(&mut self, from_http: bool) {
         let Some(meta) = &mut self.meta else {
             return;
         };
-        let key = CALLER_META_KEY.as_bytes();
-        if meta.iter().any(|(k, _)| &k[..] == key) {
-            Arc::make_mut(meta).retain(|(k, _)| &k[..] != key);
+        let forged = |key: &[u8]| match reserved_writer(key) {
+            Some(MetaWriter::FrontDoor) => true,
+            Some(MetaWriter::HttpFrontEnd) => !from_http,
+            None => false,
+        };
+        if meta.iter().any(|(key, _)| forged(key)) {
+            Arc::make_mut(meta).retain(|(key, _)| !forged(key));
         }
     }
 
@@ -416,6 +461,46 @@ impl Drop for JobLease {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    /// At admission a call from a client loses every reserved entry (any case), one from
+    /// the HTTP front end (or a peer) only `nmid-caller`; other entries stay, in order.
+    #[test]
+    fn reserved_metadata_is_kept_only_from_its_writer() {
+        let entries = [
+            "traceparent",
+            "nmid-caller",
+            "http-header-host",
+            "HTTP-Header-X",
+            "http-query",
+            "Content-Type",
+            "http-headerless",
+            "x-request-id",
+        ];
+        let left = |from_http: bool| {
+            let mut spec = CallSpec::new(
+                Bytes::from_static(b"F"),
+                ParamsType::MSGPACK,
+                0,
+                Bytes::from_static(b"\x80"),
+                Duration::from_secs(1),
+            );
+            let meta = entries.map(|k| (Bytes::from_static(k.as_bytes()), Bytes::new()));
+            spec.meta = Some(Arc::new(meta.to_vec()));
+            spec.forget_reserved_meta(from_http);
+            let meta = spec.meta.unwrap();
+            let keys = meta
+                .iter()
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned());
+            keys.collect::<Vec<_>>()
+        };
+        assert_eq!(
+            left(false),
+            ["traceparent", "http-headerless", "x-request-id"]
+        );
+        let mut from_http = entries.to_vec();
+        from_http.remove(1);
+        assert_eq!(left(true), from_http);
+    }
 
     /// A job handle that records what it is told.
     struct Recorder {

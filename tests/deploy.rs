@@ -481,12 +481,55 @@ fn sidecar_faas_containers_leave_in_order() {
         grace > app + 5,
         "grace {grace} s vs the app's preStop {app} s"
     );
-    let ready = k8s::container(&containers, "nmid")["readinessProbe"]["httpGet"]["path"]
+    let wanted: Vec<String> = spec.functions.iter().map(|f| f.name.clone()).collect();
+    assert_eq!(awaited_functions(&objects), wanted);
+}
+
+/// In every pod with a worker beside the dispatcher (a container other than `nmid`), the
+/// dispatcher is ready only once functions have a worker, so that a new pod gets no call
+/// before its sidecar registered: its readiness probe or its `http.ready_functions` names
+/// them.
+#[test]
+fn every_pod_with_a_worker_sidecar_waits_for_its_functions() {
+    let mut checked = 0;
+    for kustomization in KUSTOMIZATIONS {
+        let objects = k8s::rendered(kustomization);
+        if k8s::containers(&objects).len() < 2 {
+            continue;
+        }
+        let awaited = awaited_functions(&objects);
+        assert!(
+            !awaited.is_empty() && awaited.iter().all(|f| !f.is_empty()),
+            "{kustomization}: the dispatcher is ready before its worker registers ({awaited:?})"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "the sidecar overlays were found");
+}
+
+/// The functions the dispatcher's readiness of the pod in `objects` waits for: those of its
+/// probe's `?functions=` and its nmid.toml's `http.ready_functions`.
+fn awaited_functions(objects: &[serde_json::Value]) -> Vec<String> {
+    let containers = k8s::containers(objects);
+    let probe = k8s::container(&containers, "nmid")["readinessProbe"]["httpGet"]["path"]
         .as_str()
         .unwrap()
         .to_owned();
-    let wanted: Vec<String> = spec.functions.iter().map(|f| f.name.clone()).collect();
-    assert_eq!(ready, format!("/readyz?functions={}", wanted.join(",")));
+    let mut awaited: Vec<String> = (probe.split_once("?functions="))
+        .map(|(_, names)| names.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let config = (objects.iter())
+        .filter(|o| o["kind"] == "ConfigMap")
+        .find_map(|o| o["data"]["nmid.toml"].as_str())
+        .expect("a ConfigMap with nmid.toml");
+    let config: toml::Value = toml::from_str(config).unwrap();
+    let listed = config
+        .get("http")
+        .and_then(|http| http.get("ready_functions"));
+    for name in listed.and_then(|l| l.as_array()).into_iter().flatten() {
+        awaited.push(name.as_str().unwrap().to_owned());
+    }
+    awaited
 }
 
 fn object_grace(objects: &[serde_json::Value]) -> u64 {

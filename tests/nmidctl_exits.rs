@@ -3,7 +3,8 @@
 //! failure's status; `call F -` reading params from stdin; `bench` stopping at the first
 //! error that no retry fixes; flags beating the environment; `top --once` on a terminal,
 //! Esc and Ctrl-C quitting the live view, and a narrow terminal keeping the summary line;
-//! each binary's `--help` naming it for what it is.
+//! each binary's `--help` naming it for what it is; exit 10 for a call without a token to
+//! a dispatcher with `[auth]`.
 
 mod common;
 
@@ -465,4 +466,24 @@ fn each_binary_names_itself_in_its_help() {
             assert!(!help.contains(not), "{binary}: {help}");
         }
     }
+}
+
+/// Exit 10: a call with no token to a dispatcher with `[auth]` is told "authentication
+/// required" (its call's `S_CALL_ERROR`, before the dispatcher closes), not "connection
+/// lost" (exit 3).
+#[actix_rt::test]
+async fn a_call_without_a_token_under_auth_exits_10() {
+    let mut config = Config::default();
+    config.auth.enabled = true;
+    config.auth.tokens = vec![nmid::config::TokenConfig {
+        name: "web".to_owned(),
+        secret: "web-secret-0123456789".to_owned(),
+        roles: vec!["client".to_owned()],
+        functions: vec!["*".to_owned()],
+        ..Default::default()
+    }];
+    let dispatcher = start_dispatcher_with_http(config);
+    let out = ctl(&dispatcher, &["call", "ToUpper", r#"{"name":"x"}"#]).await;
+    fails(&out, 10, "authentication required");
+    dispatcher.stop().await;
 }

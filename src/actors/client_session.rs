@@ -22,7 +22,7 @@ use futures_util::stream::Stream;
 use tracing::{info, warn};
 
 use super::connection::{start_session, Accepted, Connection, Session};
-use super::front_door::{Caller, FrontDoor, Refused};
+use super::front_door::{Caller, FrontDoor, FrontEnd, Refused};
 use super::inbound::{Inbound, InboundError};
 use super::job::{JobActor, Reply};
 use crate::call::{CallOutcome, CallSpec, DispatchError, JobId};
@@ -216,7 +216,7 @@ impl ClientSession {
         let reply: Reply = Box::new(move |outcome| session.do_send(Answer { job_id, outcome }));
         let owed = spec.params.len();
         let door: &FrontDoor = &self.conn.settings.door;
-        match door.admit(job_id, spec, caller, reply) {
+        match door.admit(job_id, spec, caller, FrontEnd::Tcp, reply) {
             Ok(job) => {
                 self.calls.insert(job_id, InFlight { job, request, owed });
                 self.conn.owe(owed as isize);

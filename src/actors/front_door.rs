@@ -13,9 +13,15 @@
 //! 2. **What**: nmid's checks (a function name and params) and the job frame's size against
 //!    `tcp.max_frame_bytes` (`nmid_limit_hits_total{limit="outbound_frame_size"}`).
 //! 3. **How often**: the caller's and the function's rate limits (`[rate_limit]`).
-//! 4. The job actor starts, with the call's caller in [`CallSpec::caller`] and any
-//!    `nmid-caller` entry gone from its metadata: only this door names a caller (to a peer,
-//!    when the call is forwarded), never a client, on whatever path.
+//! 4. The job actor starts, with the call's caller in [`CallSpec::caller`] and the
+//!    [reserved](crate::call::RESERVED_META) metadata its front end may not write gone: any
+//!    `nmid-caller` entry (only this door names a caller, to a peer when the call is
+//!    forwarded, never a client, on whatever path), and the HTTP front end's entries
+//!    (`http-header-*`, `http-query`, `content-type`, which functions act on) unless the
+//!    call came through it ([`FrontEnd::Http`]) or from a peer dispatcher (a grant with the
+//!    `peer` role, passing on what its own HTTP front end wrote). With auth off nothing is
+//!    verified, and a call marked forwarded by a dispatcher keeps them: turn auth on to make
+//!    them trustworthy.
 //!
 //! With auth and rate limits off, a call costs a match, the size check and a `None` check:
 //! no allocation and no lock.
@@ -51,6 +57,16 @@ pub enum Caller<'a> {
     },
     /// No identity was established for it (a front end that forgot to): refused.
     Unknown,
+}
+
+/// The front end a call came through, which decides the [reserved](crate::call::RESERVED_META)
+/// metadata it may bring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontEnd {
+    /// A client (or peer dispatcher) connection of the nmid protocol.
+    Tcp,
+    /// The HTTP front end, which writes the HTTP entries itself from the request.
+    Http,
 }
 
 /// Why a call was not admitted. The front end answers it in its protocol.
@@ -114,13 +130,15 @@ impl FrontDoor {
         &self.security
     }
 
-    /// Admits `spec` from `caller` as the job `job_id`, which answers through `reply`; or
-    /// says why not (counted and logged here, answered by the front end).
+    /// Admits `spec` from `caller`, through `front_end`, as the job `job_id`, which answers
+    /// through `reply`; or says why not (counted and logged here, answered by the front
+    /// end).
     pub fn admit(
         &self,
         job_id: JobId,
         mut spec: CallSpec,
         caller: Caller<'_>,
+        front_end: FrontEnd,
         reply: Reply,
     ) -> Result<Addr<JobActor>, Refused> {
         let metrics = &self.jobs.metrics;
@@ -146,7 +164,7 @@ impl FrontDoor {
             }
         }
         spec.caller = Some(client);
-        spec.forget_named_caller();
+        spec.forget_reserved_meta(keeps_http_meta(&spec, caller, front_end));
         Ok(JobActor::start(job_id, spec, reply, &self.jobs))
     }
 
@@ -187,6 +205,19 @@ impl FrontDoor {
             }),
         }
     }
+}
+
+/// Whether `spec` may keep the HTTP front end's [reserved](crate::call::RESERVED_META)
+/// metadata: it came through that front end, or a peer dispatcher passes on what its own
+/// front end wrote (a `peer` grant; with auth off, which verifies no one, a call marked
+/// forwarded).
+fn keeps_http_meta(spec: &CallSpec, caller: Caller<'_>, front_end: FrontEnd) -> bool {
+    front_end == FrontEnd::Http
+        || match caller {
+            Caller::Granted { grant, .. } => grant.has(Roles::PEER),
+            Caller::Anyone { .. } => spec.is_forwarded(),
+            Caller::Unknown => false,
+        }
 }
 
 #[cfg(test)]
@@ -300,6 +331,29 @@ mod tests {
         assert!(own.is_err(), "a peer-only token calls nothing as itself");
     }
 
+    /// The HTTP front end's metadata is kept from the HTTP front end, from a `peer` link,
+    /// and with auth off from a call a dispatcher marked forwarded; from a client (a TCP
+    /// call, a non-peer grant) it is dropped.
+    #[actix_rt::test]
+    async fn http_metadata_is_kept_only_from_the_http_front_end_and_peers() {
+        let (_, web, peers) = door();
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let plain = spec("A", None);
+        let mut forwarded = spec("A", None);
+        let hop = Bytes::from_static(crate::call::FORWARDED_META_KEY.as_bytes());
+        forwarded.meta = Some(Arc::new(vec![(hop, Bytes::from_static(b"b"))]));
+        let anyone = Caller::Anyone { ip: Some(ip) };
+        let client = Caller::Granted { grant: &web, ip };
+        let peer = Caller::Granted { grant: &peers, ip };
+        assert!(keeps_http_meta(&plain, anyone, FrontEnd::Http));
+        assert!(keeps_http_meta(&plain, client, FrontEnd::Http));
+        assert!(!keeps_http_meta(&plain, anyone, FrontEnd::Tcp));
+        assert!(!keeps_http_meta(&plain, client, FrontEnd::Tcp));
+        assert!(!keeps_http_meta(&forwarded, client, FrontEnd::Tcp));
+        assert!(keeps_http_meta(&plain, peer, FrontEnd::Tcp));
+        assert!(keeps_http_meta(&forwarded, anyone, FrontEnd::Tcp));
+    }
+
     /// A call too large for a worker is refused `TooLarge` and counted as an outbound frame
     /// over the limit, whichever front end made it; one that fits starts its job.
     #[actix_rt::test]
@@ -308,7 +362,7 @@ mod tests {
         let anyone = Caller::Anyone { ip: None };
         let mut big = spec("A", None);
         big.params = Bytes::from(vec![0x80; 2048]);
-        let refused = door.admit(JobId::next(), big, anyone, Box::new(|_| {}));
+        let refused = door.admit(JobId::next(), big, anyone, FrontEnd::Tcp, Box::new(|_| {}));
         assert_eq!(
             refused.unwrap_err(),
             Refused::Invalid(DispatchError::TooLarge)
@@ -316,7 +370,13 @@ mod tests {
         let text = door.metrics().render(&Default::default());
         let hits = r#"nmid_limit_hits_total{limit="outbound_frame_size"} 1"#;
         assert!(text.contains(hits), "{text}");
-        let job = door.admit(JobId::next(), spec("A", None), anyone, Box::new(|_| {}));
+        let job = door.admit(
+            JobId::next(),
+            spec("A", None),
+            anyone,
+            FrontEnd::Tcp,
+            Box::new(|_| {}),
+        );
         assert!(job.is_ok());
     }
 }

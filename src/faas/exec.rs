@@ -2,7 +2,8 @@
 //! call's params go to stdin, stdout becomes the result, a non-zero exit is the function's
 //! error (its code and the tail of stderr), and the deadline kills the whole process group.
 //!
-//! The program's environment is nmid-faas's without its secrets ([`SCRUBBED_ENV`]), plus
+//! The program's environment is nmid-faas's without its secrets ([`SCRUBBED_ENV`]; nor can
+//! it read them in nmid-faas's `/proc` files, [`hide_own_proc_files`]), plus
 //! the function's `env`, plus what the call brings: `NMID_FUNCTION`, `NMID_JOB_ID`,
 //! `NMID_PARAMS_FORMAT`, and from an HTTP caller what an http function gets as headers and
 //! URL: `NMID_REQUEST_ID`, `NMID_QUERY` (its query string), `NMID_HEADER_<NAME>` for each
@@ -11,18 +12,17 @@
 //! Each process starts in a process group of its own (its PID is the group's ID), so that a
 //! kill reaches whatever it started too: a shell's children, a pipeline. When the process
 //! exits, anything it left running in its group is killed as well, and a process that left
-//! the group (`setsid`) is found and killed by [`super::orphans`]: a call leaves nothing
-//! behind.
+//! the group (`setsid`) is found and killed by [`super::orphans`] at once: a call leaves
+//! nothing behind, and such a process, should it hold the call's stdout open, neither delays
+//! nor loses the output. The same happens when the call is cancelled.
 
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
-use tracing::debug;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tracing::{debug, warn};
 
 use super::params::{Call, ParamsFormat};
 use super::spec::{ExecSpec, FunctionSpec};
@@ -38,6 +38,21 @@ pub const SCRUBBED_ENV: [&str; 4] = [
     "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
     "CREDENTIALS_DIRECTORY",
 ];
+
+/// Makes nmid-faas non-dumpable (Linux's `PR_SET_DUMPABLE` 0): its `/proc/<pid>` files
+/// (`environ`, `mem`, ...) become root's, so a function running as nmid-faas's own user
+/// cannot read the secrets [`SCRUBBED_ENV`] keeps out of its environment through
+/// `/proc/$PPID/environ`, nor ptrace it. A function running as root (`CAP_SYS_PTRACE`) still
+/// can: functions should run as another user than nmid-faas's for real isolation. Also
+/// means no core dump. Logs when it cannot.
+pub fn hide_own_proc_files() {
+    // SAFETY: prctl with PR_SET_DUMPABLE takes integers and touches no memory.
+    let set = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if set != 0 {
+        let cause = std::io::Error::last_os_error();
+        warn!(%cause, "cannot make nmid-faas non-dumpable: functions running as its user can read its secrets in /proc");
+    }
+}
 
 /// How long a killed process may take to be reaped before the call gives up on it.
 const REAP_PATIENCE: Duration = Duration::from_secs(5);
@@ -59,58 +74,71 @@ impl ExecFunction {
     }
 
     /// Runs the command once for `call`: the RetStruct of its output, or why it failed.
+    ///
+    /// The pipes are read here, in this future, not in tasks of their own: when the call
+    /// ends (done, timed out, or dropped unfinished because its dispatcher connection was
+    /// lost), nothing of it is left reading, and its process group is killed and the
+    /// processes that escaped it are swept at once ([`ProcessGroup::finish`]).
     pub async fn run(&self, call: Call<'_>) -> Result<RetStruct, JobError> {
-        let (stdin, format) = call.input();
+        let (input, format) = call.input();
         let timeout = call.time_limit(self.spec.timeout);
         let mut child = self.spawn(&call, format)?;
-        let group = Arc::new(ProcessGroup::of(&child));
-        // The reader tasks hold the group until its pipes close: should this call be dropped
-        // unfinished (its dispatcher connection lost), the group is killed here, at once.
-        let _cancelled = KillOnDrop(group.clone());
-        let input = child.stdin.take().map(|mut pipe| {
-            tokio::spawn(async move {
-                // A command that does not read its stdin is fine: the broken pipe is ignored.
-                let _ = pipe.write_all(&stdin).await;
-            })
-        });
-        let stdout = child.stdout.take().map(|pipe| {
-            let group = group.clone();
-            let max = self.spec.max_output_bytes;
-            tokio::spawn(async move { read_bounded(pipe, max, &group).await })
-        });
-        let stderr = child.stderr.take().map(|pipe| {
-            let max = self.spec.max_error_bytes;
-            tokio::spawn(async move { read_tail(pipe, max).await })
-        });
-        let exited = tokio::time::timeout(timeout, child.wait()).await;
-        // Whatever the command left running in its group goes with it (and on a timeout,
-        // the command itself).
-        group.kill();
-        let status = match exited {
-            Ok(Ok(status)) => status,
-            Ok(Err(err)) => {
+        let mut group = ProcessGroup::of(&child);
+        let (mut output, mut errors) = (Vec::new(), Vec::new());
+        let ended = {
+            let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+            let io = exchange(
+                pipes,
+                input,
+                (&mut output, self.spec.max_output_bytes),
+                (&mut errors, self.spec.max_error_bytes),
+            );
+            tokio::pin!(io);
+            let mut read_all = false;
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            let mut ended = loop {
+                tokio::select! {
+                    status = child.wait() => break Ended::Exited(status),
+                    read = &mut io, if !read_all => match read {
+                        Ok(()) => read_all = true,
+                        Err(TooLarge) => break Ended::TooLarge,
+                    },
+                    () = &mut deadline => break Ended::TimedOut,
+                }
+            };
+            // Whatever the command left running goes with it: its group (on a timeout or
+            // too much output, the command itself), and what escaped the group.
+            group.finish();
+            if let (Ended::Exited(Ok(_)), false) = (&ended, read_all) {
+                // The pipes still hold what the command wrote before it exited; they close
+                // once the killed processes that shared them are gone.
+                if let Ok(Err(TooLarge)) = tokio::time::timeout(REAP_PATIENCE, &mut io).await {
+                    ended = Ended::TooLarge;
+                }
+            }
+            ended
+        };
+        let status = match ended {
+            Ended::Exited(Ok(status)) => status,
+            Ended::Exited(Err(err)) => {
                 return Err(JobError::new(format!("cannot wait for the command: {err}")))
             }
-            Err(_) => {
+            Ended::TooLarge => {
                 let _ = tokio::time::timeout(REAP_PATIENCE, child.wait()).await;
-                abort(input);
-                stdout.inspect(JoinHandle::abort);
-                stderr.inspect(JoinHandle::abort);
+                return Err(JobError::new(format!(
+                    "output larger than max_output_bytes ({}); the command was killed",
+                    self.spec.max_output_bytes
+                )));
+            }
+            Ended::TimedOut => {
+                let _ = tokio::time::timeout(REAP_PATIENCE, child.wait()).await;
                 return Err(JobError::new(format!(
                     "timed out after {} ms; the command's process group was killed",
                     timeout.as_millis()
                 )));
             }
         };
-        abort(input);
-        let output = joined(stdout).await.unwrap_or(Ok(Vec::new()));
-        let errors = joined(stderr).await.unwrap_or_default();
-        let output = output.map_err(|_| {
-            JobError::new(format!(
-                "output larger than max_output_bytes ({}); the command was killed",
-                self.spec.max_output_bytes
-            ))
-        })?;
         Ok(result_of(status, output, &errors))
     }
 
@@ -201,13 +229,67 @@ fn result_of(status: ExitStatus, output: Vec<u8>, errors: &[u8]) -> RetStruct {
     ret
 }
 
+/// How a call's command ended.
+enum Ended {
+    /// It exited (or could not be waited for).
+    Exited(std::io::Result<ExitStatus>),
+    /// Its output passed `max_output_bytes`.
+    TooLarge,
+    /// Its time ran out.
+    TimedOut,
+}
+
+/// A command's stdin, stdout and stderr.
+type Pipes = (Option<ChildStdin>, Option<ChildStdout>, Option<ChildStderr>);
+
+/// The command wrote more than `max_output_bytes` to its stdout.
+struct TooLarge;
+
+/// Writes `input` to the command's stdin while reading its stdout (at most `max` bytes) and
+/// the tail of its stderr; done when both reach their end, or at once when the output is
+/// too large. The stdin pipe closes when all is written (or the command stops reading it),
+/// and a command that does not read it is fine.
+async fn exchange(
+    (stdin, stdout, stderr): Pipes,
+    input: Bytes,
+    (output, max_output): (&mut Vec<u8>, usize),
+    (errors, max_errors): (&mut Vec<u8>, usize),
+) -> Result<(), TooLarge> {
+    let write = async move {
+        if let Some(mut pipe) = stdin {
+            // A broken pipe (the command does not read its stdin) is ignored.
+            let _ = pipe.write_all(&input).await;
+        }
+    };
+    let read = async move {
+        let errors = async move {
+            if let Some(pipe) = stderr {
+                read_tail(pipe, max_errors, errors).await;
+            }
+            Ok(())
+        };
+        let output = async move {
+            match stdout {
+                Some(pipe) => read_bounded(pipe, max_output, output).await,
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(output, errors).map(|_| ())
+    };
+    tokio::pin!(read);
+    tokio::select! {
+        read = &mut read => read,
+        () = write => read.await,
+    }
+}
+
 /// A process group to kill: the group of a child started with `process_group(0)`,
-/// registered as a running call's while this lives.
+/// registered as a running call's until the call finishes.
 #[derive(Debug)]
 struct ProcessGroup {
     pgid: Option<libc::pid_t>,
     /// Dropped after the group is killed: then the orphans it left are swept.
-    _registered: Option<super::orphans::Registered>,
+    registered: Option<super::orphans::Registered>,
 }
 
 impl ProcessGroup {
@@ -215,7 +297,7 @@ impl ProcessGroup {
         let pgid = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok());
         Self {
             pgid,
-            _registered: pgid.map(super::orphans::Registered::new),
+            registered: pgid.map(super::orphans::Registered::new),
         }
     }
 
@@ -231,78 +313,53 @@ impl ProcessGroup {
             }
         }
     }
+
+    /// The call is over: kills the group, and sweeps the processes that escaped it (no
+    /// longer a running call's group).
+    fn finish(&mut self) {
+        self.kill();
+        self.registered = None;
+    }
 }
 
 impl Drop for ProcessGroup {
+    /// A call dropped unfinished: kills the group, then (dropping the registration) sweeps.
     fn drop(&mut self) {
         self.kill();
     }
 }
 
-/// Kills its process group when dropped.
-struct KillOnDrop(Arc<ProcessGroup>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.0.kill();
-    }
-}
-
-/// Reads `pipe` to its end, keeping at most `max` bytes; past that the group is killed and
-/// the read fails.
+/// Reads `pipe` to its end into `out`, keeping at most `max` bytes: past that, the read
+/// stops with `TooLarge`.
 async fn read_bounded(
     mut pipe: impl AsyncRead + Unpin,
     max: usize,
-    group: &ProcessGroup,
-) -> Result<Vec<u8>, ()> {
-    let mut out = Vec::new();
+    out: &mut Vec<u8>,
+) -> Result<(), TooLarge> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
         let n = pipe.read(&mut chunk).await.unwrap_or(0);
         if n == 0 {
-            return Ok(out);
+            return Ok(());
         }
         if out.len() + n > max {
-            group.kill();
-            return Err(());
+            return Err(TooLarge);
         }
         out.extend_from_slice(&chunk[..n]);
     }
 }
 
-/// Reads `pipe` to its end, keeping only its last `max` bytes.
-async fn read_tail(mut pipe: impl AsyncRead + Unpin, max: usize) -> Vec<u8> {
-    let mut tail = Vec::new();
+/// Reads `pipe` to its end into `tail`, keeping only its last `max` bytes.
+async fn read_tail(mut pipe: impl AsyncRead + Unpin, max: usize, tail: &mut Vec<u8>) {
     let mut chunk = [0u8; 16 * 1024];
     loop {
         let n = pipe.read(&mut chunk).await.unwrap_or(0);
         if n == 0 {
-            return tail;
+            return;
         }
         tail.extend_from_slice(&chunk[..n]);
         if tail.len() > max {
             tail.drain(..tail.len() - max);
-        }
-    }
-}
-
-fn abort(task: Option<JoinHandle<()>>) {
-    if let Some(task) = task {
-        task.abort();
-    }
-}
-
-/// The result of a reader task, waited for at most [`REAP_PATIENCE`]: the pipes close once
-/// the group is dead, so a reader still open after that is abandoned.
-async fn joined<T>(task: Option<JoinHandle<T>>) -> Option<T> {
-    let task = task?;
-    let stop = task.abort_handle();
-    match tokio::time::timeout(REAP_PATIENCE, task).await {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(_)) => None,
-        Err(_) => {
-            stop.abort();
-            None
         }
     }
 }
@@ -356,10 +413,11 @@ mod tests {
     #[actix_rt::test]
     async fn stderr_keeps_its_tail() {
         let text: Vec<u8> = (0..100u8).collect();
-        assert_eq!(
-            read_tail(&text[..], 10).await,
-            (90..100u8).collect::<Vec<_>>()
-        );
-        assert_eq!(read_tail(&b"short"[..], 10).await, b"short");
+        let mut tail = Vec::new();
+        read_tail(&text[..], 10, &mut tail).await;
+        assert_eq!(tail, (90..100u8).collect::<Vec<_>>());
+        let mut tail = Vec::new();
+        read_tail(&b"short"[..], 10, &mut tail).await;
+        assert_eq!(tail, b"short");
     }
 }

@@ -5,7 +5,8 @@
 //! as it came, with its content type; other params that are not a map or JSON go as they
 //! came, `application/octet-stream`). An HTTP caller's query string is added to the URL's,
 //! its request id is sent as `X-Request-Id`, and the headers the dispatcher forwards
-//! (`http.forward_headers`) are sent on. A 2xx answer's body is the result, with its
+//! (`http.forward_headers`) are sent on, never framing, hop-by-hop or credential ones
+//! (`Content-Length`, `Host`, `Connection`, `Authorization`, ...). A 2xx answer's body is the result, with its
 //! `Content-Type` (the RetStruct's `ContentType`); any other status is the function's
 //! error, with the status as its `Code`, the start of the body as its message and the body
 //! as its `Data` (the dispatcher answers a 4xx with that status and body). Connections are
@@ -82,7 +83,8 @@ impl HttpFunction {
             .header(JOB_ID_HEADER, call.job_id)
             .timeout(timeout)
             .body(body);
-        for (key, value) in call.trace.iter().chain(&call.headers) {
+        let forwarded = (call.headers.iter()).filter(|(name, _)| !is_framing_or_hop(name));
+        for (key, value) in call.trace.iter().chain(forwarded) {
             request = request.header(*key, *value);
         }
         if let Some(id) = call.request_id {
@@ -168,6 +170,30 @@ impl HttpFunction {
             self.url, self.spec.max_output_bytes
         ))
     }
+}
+
+/// Request headers a caller's are never sent on as, whatever `http.forward_headers` lists:
+/// this request's own framing and routing (its body is not the caller's), the hop-by-hop
+/// ones (RFC 9110 7.6.1), and credentials (a function's own `headers` may set
+/// Authorization).
+const NEVER_FORWARDED: [&str; 12] = [
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "authorization",
+    "proxy-authorization",
+];
+
+/// Whether a forwarded header named `name` is one never sent on ([`NEVER_FORWARDED`]).
+fn is_framing_or_hop(name: &str) -> bool {
+    (NEVER_FORWARDED.iter()).any(|never| never.eq_ignore_ascii_case(name))
 }
 
 /// The innermost cause of a reqwest error (e.g. "Connection refused (os error 111)").

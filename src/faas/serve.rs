@@ -62,6 +62,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let mut seen = FaasSpec::read(&options.file)?;
     let spec = FaasSpec::parse(&options.file, &seen)?;
+    super::exec::hide_own_proc_files();
     super::orphans::adopt_orphans();
     let metrics_addr = options.metrics_addr.or(spec.metrics_addr);
     let mut metrics_server = None;

@@ -19,9 +19,11 @@ use super::body::read_body;
 use super::error::HttpError;
 use super::guard::Access;
 use super::HttpState;
-use crate::actors::front_door::{Caller, Refused};
+use crate::actors::front_door::{Caller, FrontEnd, Refused};
 use crate::actors::job::JobActor;
-use crate::call::{CallOutcome, CallSpec, ClientKey, JobId};
+use crate::call::{
+    CallOutcome, CallSpec, ClientKey, JobId, CONTENT_TYPE_META, HEADER_META_PREFIX, QUERY_META,
+};
 use crate::codec::{Metadata, ParamsType, HANDLE_TYPE_ENCODE};
 use crate::metrics::Outcome;
 use crate::retstruct::RetStruct;
@@ -207,13 +209,6 @@ fn forwarded_meta(
     meta
 }
 
-/// Call metadata key: the request's query string.
-pub const QUERY_META: &str = "http-query";
-/// Call metadata key prefix: a forwarded request header (`http-header-accept`).
-pub const HEADER_META_PREFIX: &str = "http-header-";
-/// Call metadata key: the media type of a raw body (its params are the body's bytes).
-pub const CONTENT_TYPE_META: &str = "content-type";
-
 /// nmid's gateway: any path, `N-NMID-RequestType: HTTP_DO_WORK`. Answered with nmid's
 /// headers, but with truthful status codes.
 pub async fn gateway(
@@ -340,7 +335,10 @@ async fn run_job(
     let (tx, answer) = tokio::sync::oneshot::channel();
     // The waiter may be gone (the HTTP client disconnected): nothing to tell then.
     let reply = Box::new(move |outcome| drop(tx.send(outcome)));
-    let job = match state.door.admit(job_id, call, caller.caller(), reply) {
+    let job = match state
+        .door
+        .admit(job_id, call, caller.caller(), FrontEnd::Http, reply)
+    {
         Ok(job) => job,
         Err(Refused::Forbidden { who }) => {
             return Err(HttpError::Forbidden(format!(

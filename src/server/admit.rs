@@ -25,7 +25,7 @@ use crate::actors::inbound::{InboundCodec, InboundError, PartialSince};
 use crate::actors::worker_session::WorkerSession;
 use crate::actors::SessionSettings;
 use crate::call::ClientKey;
-use crate::codec::{CodecError, ConnType, Frame, SAuthResult};
+use crate::codec::{CodecError, ConnType, ErrorCode, Frame, SAuthResult, SCallError};
 use crate::metrics::{Limit, Refusal, Role};
 use crate::net::{NetStream, WriteHalf};
 use crate::security::{Auth, Grant, Identity, Roles};
@@ -333,11 +333,13 @@ async fn identify(
             let accepted = auth_result(SAuthResult::ACCEPTED, &grant.name);
             (Some(grant), None, Some(accepted))
         }
-        (Some(_), first) => (
-            Some(grant_v1_peer(known, role, &first, hs)?),
-            Some(first),
-            None,
-        ),
+        (Some(_), first) => match grant_v1_peer(known, role, &first, hs) {
+            Ok(grant) => (Some(grant), Some(first), None),
+            Err(reason) => {
+                refuse_unauthenticated(&first, &reason, write, hs).await;
+                return None;
+            }
+        },
     };
     Some(Identified {
         grant,
@@ -448,17 +450,18 @@ async fn refuse_auth(hs: &Handshake<'_>, refusal: Refusal, reason: &str, write: 
 }
 
 /// The `[[auth.v1_peers]]` grant (`known` before the first frame) of a connection that sent
-/// no `AUTH` frame, if it covers the `role` of its `first` frame; `None` once it is refused.
+/// no `AUTH` frame, if it covers the `role` of its `first` frame; else why not (counted and
+/// logged).
 fn grant_v1_peer(
     known: Option<Arc<Grant>>,
     role: ConnType,
     first: &Frame,
     hs: &Handshake<'_>,
-) -> Option<Arc<Grant>> {
+) -> Result<Arc<Grant>, String> {
     let (refusal, reason) = match known {
         Some(grant) if may_connect_as(&grant, role) => {
             debug!(peer = %hs.peer, grant = %grant.name, "v1 peer granted");
-            return Some(grant);
+            return Ok(grant);
         }
         Some(grant) => (
             Refusal::Role,
@@ -470,9 +473,32 @@ fn grant_v1_peer(
         ),
     };
     hs.settings.metrics.record_refusal(refusal);
-    let reason = format!("not authenticated ({} first): {reason}", first.name());
-    hs.refuse(refusal.as_str(), &reason);
-    None
+    hs.refuse(
+        refusal.as_str(),
+        &format!("not authenticated ({} first): {reason}", first.name()),
+    );
+    Err(reason)
+}
+
+/// Answers a refused connection that sent no `AUTH` frame, before it closes: a tagged call
+/// (`C_CALL`) gets its `S_CALL_ERROR` (`FORBIDDEN`, "authentication required: ..."), which
+/// the client library reports as its authorization error. Anything else is closed
+/// unanswered: v1 has no frame that says so (its `ERROR` means a bad request), and a peer
+/// that did not send `AUTH` never gets `S_AUTH_RESULT` (docs/protocol.md).
+async fn refuse_unauthenticated(
+    first: &Frame,
+    reason: &str,
+    write: &mut WriteHalf,
+    hs: &Handshake<'_>,
+) {
+    if let Frame::CCall(call) = first {
+        let refused = Frame::SCallError(SCallError {
+            request_id: call.id,
+            code: ErrorCode::FORBIDDEN,
+            message: format!("authentication required: {reason}").into(),
+        });
+        write_last(write, &refused, hs.deadline).await;
+    }
 }
 
 /// The TLS handshake of a new connection; with `tls.allow_plaintext`, a connection whose

@@ -371,6 +371,54 @@ async fn an_escaped_setsid_child_is_killed_after_the_call() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A command whose `setsid` child keeps the call's stdout and stderr open answers what it
+/// printed as soon as it exits, not empty after waiting on the pipes; and the child, left
+/// holding the pipes, is killed.
+#[actix_rt::test]
+async fn a_setsid_child_holding_the_output_neither_delays_nor_loses_it() {
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let dir = super::temp_dir();
+    let pids = dir.join("pids");
+    let faas = Faas::start(
+        &dispatcher,
+        &format!(
+            r#"
+            [[function]]
+            name = "Hold"
+            command = ["sh", "-c", "setsid sh -c 'echo $$ > {pids}; exec sleep 100' & while [ ! -s {pids} ]; do sleep 0.01; done; echo hi"]
+            "#,
+            pids = pids.display()
+        ),
+    );
+    served(&dispatcher, "Hold", 1).await;
+    let client = nmid::client::Client::connect(dispatcher.addr.to_string())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let data = client
+        .call_data("Hold", &super::Name { name: "x" })
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(&data[..], b"hi\n");
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    let escaped = read_pids(&pids);
+    assert_eq!(escaped.len(), 1, "{escaped:?}");
+    let deadline = Instant::now() + PATIENCE;
+    while alive(escaped[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "the setsid child {} outlived its call:\n{}",
+            escaped[0],
+            faas.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    faas.stop().await;
+    dispatcher.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A relative script path (`python3 greet.py`, `./run.sh`) resolves against the functions
 /// file's directory, whatever nmid-faas's working directory.
 #[actix_rt::test]

@@ -68,6 +68,60 @@ async fn a_lost_dispatchers_calls_are_killed_with_their_process_group() {
     faas.stop().await;
 }
 
+/// A call cancelled by its dispatcher's death takes along the process its command started
+/// in a session of its own (`setsid`), which holds the call's stdout: killed at once, not
+/// whenever some other call ends.
+#[actix_rt::test]
+async fn a_cancelled_calls_setsid_child_is_killed_at_once() {
+    let mut nmid = Process::start(&[]);
+    let dir = temp_dir();
+    let pids = dir.join("pids");
+    let faas = Faas::start_args(
+        &format!(
+            "[[function]]\nname = \"Hang\"\ncommand = [\"sh\", \"-c\", \"setsid sh -c 'echo $$ > {pids}; exec sleep 100' & sleep 60\"]\ntimeout_ms = 120000\n",
+            pids = pids.display()
+        ),
+        &["--server", &nmid.addr.to_string()],
+    );
+    faas.wait_for_log("connected to dispatcher; functions registered")
+        .await;
+    let client = Client::connect(nmid.addr.to_string()).await.unwrap();
+    let call = actix_rt::spawn(async move {
+        let params = rmp_serde::to_vec_named(&Name { name: "x" }).unwrap();
+        let options = CallOptions::default().timeout(Duration::from_secs(120));
+        client.call_with("Hang", params, options).await
+    });
+    let deadline = Instant::now() + SLOW;
+    while read_pids(&pids).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the call never ran:\n{}",
+            faas.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let escaped = read_pids(&pids)[0];
+    assert!(alive(escaped), "{escaped}");
+
+    nmid.signal("-KILL");
+    nmid.wait_exit(SLOW);
+    assert!(
+        call.await.unwrap().is_err(),
+        "the call's dispatcher is gone"
+    );
+    let deadline = Instant::now() + SLOW;
+    while alive(escaped) {
+        assert!(
+            Instant::now() < deadline,
+            "the setsid child {escaped} outlived its cancelled call:\n{}",
+            faas.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    faas.stop().await;
+}
+
 /// Three functions (a worker each) lose their dispatcher and get it back: nmid-faas logs
 /// one line per change of the dispatcher's state, each counting the three ("connected"
 /// once all are registered, "disconnected" and "unreachable" once, "connected" once when

@@ -399,3 +399,67 @@ async fn the_faas_secrets_stay_out_of_a_functions_environment() {
     faas.stop().await;
     dispatcher.stop().await;
 }
+
+/// A function cannot read nmid-faas's secrets through `/proc/$PPID/environ` either: run as
+/// an unprivileged user (uid 65534, as a function should be, not root), nmid-faas is not
+/// dumpable, so its own user's children are refused its `/proc` files.
+#[actix_rt::test]
+async fn a_function_cannot_read_the_faas_environment_through_proc() {
+    let setpriv = Command::new("setpriv").arg("--version").output();
+    assert!(
+        setpriv.is_ok_and(|out| out.status.success()),
+        "this test needs setpriv (util-linux) to run nmid-faas as uid 65534"
+    );
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let server = dispatcher.addr.to_string();
+    let faas = Faas::start_wrapped(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        r#"
+        [[function]]
+        name = "Peek"
+        command = ["sh", "-c", "id -u; tr '\\000' '\\n' < /proc/$PPID/environ; echo read=$?"]
+        "#,
+        &["--server", &server],
+        &[
+            ("NMID_TOKEN", "tok-nobody-secret"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "k=otlp-nobody-secret"),
+        ],
+    );
+    served(&dispatcher, "Peek", 1).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let out = client.call_data("Peek", &Name { name: "x" }).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("65534\n"), "the function ran as {out}");
+    for secret in ["tok-nobody-secret", "otlp-nobody-secret"] {
+        assert!(!out.contains(secret), "{secret} leaked:\n{out}");
+    }
+    assert!(!out.contains("read=0"), "the environ was readable:\n{out}");
+    faas.stop().await;
+    dispatcher.stop().await;
+}
+
+/// A command that writes more than `max_output_bytes` (here forever) is killed at once and
+/// its call fails saying so.
+#[actix_rt::test]
+async fn output_past_max_output_bytes_kills_the_command() {
+    let (dispatcher, faas) =
+        serving("[[function]]\nname = \"Flood\"\ncommand = [\"yes\"]\nmax_output_bytes = 1000\n");
+    served(&dispatcher, "Flood", 1).await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let started = Instant::now();
+    match client.call_data("Flood", &Name { name: "x" }).await {
+        Err(ClientError::WorkerError(message)) => assert!(
+            message.contains("output larger than max_output_bytes (1000)"),
+            "{message}"
+        ),
+        other => panic!("expected too large, got {other:?}"),
+    }
+    assert!(started.elapsed() < SLOW, "took {:?}", started.elapsed());
+    faas.stop().await;
+    dispatcher.stop().await;
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nmid::client::{Client, ClientError};
+use nmid::client::{CallOptions, Client, ClientError};
 use nmid::config::Config;
 
 use super::common::{start_dispatcher_with_http, PATIENCE};
@@ -211,5 +211,93 @@ async fn the_examples_serve_as_documented() {
         serde_json::json!({"function": "Echo", "params": {"name": "e"}})
     );
     faas.stop().await;
+    dispatcher.stop().await;
+}
+
+/// The test HTTP service that answers what reached it: its query string, then each request
+/// header as `name: value`, one a line.
+fn start_header_recorder() -> (SocketAddr, actix_web::dev::ServerHandle) {
+    use actix_web::{web, HttpResponse};
+    super::start_upstream_with(|app| {
+        app.route(
+            "/headers",
+            web::post().to(|req: actix_web::HttpRequest| async move {
+                let mut seen = format!("query: {}\n", req.query_string());
+                for (name, value) in req.headers() {
+                    seen.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+                }
+                HttpResponse::Ok().body(seen)
+            }),
+        );
+    })
+}
+
+/// A tagged client cannot make an http function send what only the HTTP front end sets:
+/// its `http-header-*`, `http-query` and `content-type` metadata (any case) is dropped at
+/// admission, so no forged Authorization, Host, Content-Length (which would hang the
+/// upstream) or query reaches the service; an HTTP caller's forwarded headers and query
+/// still do, but never framing or hop-by-hop ones, even when `http.forward_headers` lists
+/// them.
+#[actix_rt::test]
+async fn only_the_http_front_end_sets_what_an_http_function_sends_on() {
+    let mut config = Config::default();
+    config.http.forward_headers = ["accept-language", "content-length", "host", "connection"]
+        .map(str::to_owned)
+        .to_vec();
+    let dispatcher = start_dispatcher_with_http(config);
+    let (upstream, server) = start_header_recorder();
+    let faas = Faas::start(
+        &dispatcher,
+        &format!("[[function]]\nname = \"Headers\"\nurl = \"http://{upstream}/headers\"\n"),
+    );
+    served(&dispatcher, "Headers", 1).await;
+
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let options = CallOptions::default()
+        .timeout(Duration::from_secs(10))
+        .meta("http-header-authorization", "Bearer forged")
+        .meta("http-header-x-forged", "forged-header")
+        .meta("HTTP-Header-X-Shouting", "forged-shout")
+        .meta("http-header-host", "forged.example")
+        .meta("http-header-content-length", "999")
+        .meta("http-query", "forged=query")
+        .meta("content-type", "text/forged");
+    let params = rmp_serde::to_vec_named(&Name { name: "x" }).unwrap();
+    let ret = client.call_with("Headers", params, options).await.unwrap();
+    let ret = nmid::retstruct::RetStruct::decode(&ret).unwrap();
+    assert_eq!(ret.code, 0, "{}", ret.msg);
+    let seen = String::from_utf8_lossy(&ret.data).to_ascii_lowercase();
+    for forged in ["forged", "999", "authorization"] {
+        assert!(
+            !seen.contains(forged),
+            "{forged} reached the upstream:\n{seen}"
+        );
+    }
+    assert!(seen.contains("content-type: application/json"), "{seen}");
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/call/Headers?lang=fr", dispatcher.http_url()))
+        .header("content-type", "application/json")
+        .header("accept-language", "fr-CH")
+        .header("connection", "keep-alive, x-forged-hop")
+        .body(r#"{"name":"http caller"}"#)
+        .send()
+        .await
+        .expect("HTTP call");
+    let status = response.status().as_u16();
+    let seen = response.text().await.unwrap().to_ascii_lowercase();
+    assert_eq!(status, 200, "{seen}");
+    assert!(
+        seen.contains("query: lang=fr\n") && seen.contains("accept-language: fr-ch\n"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("host: {upstream}\n")) && !seen.contains("x-forged-hop"),
+        "{seen}"
+    );
+    let lengths = seen.lines().filter(|l| l.starts_with("content-length:"));
+    assert!(lengths.count() <= 1, "{seen}");
+    faas.stop().await;
+    server.stop(false).await;
     dispatcher.stop().await;
 }

@@ -57,9 +57,26 @@ impl Faas {
 
     /// As [`Faas::start_args`], with these environment variables set.
     pub fn start_env(functions: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_wrapped(&[], functions, args, env)
+    }
+
+    /// As [`Faas::start_env`], run through `wrapper` (a program that execs the rest of its
+    /// command line, as `setpriv` does), so that the PID is still nmid-faas's.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        functions: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = temp_dir();
         std::fs::write(dir.join("functions.toml"), functions).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_nmid-faas"))
+        let faas = env!("CARGO_BIN_EXE_nmid-faas");
+        let (program, wrapper_args) = match wrapper.split_first() {
+            Some((program, rest)) => (*program, [rest, &[faas]].concat()),
+            None => (faas, Vec::new()),
+        };
+        let child = Command::new(program)
+            .args(wrapper_args)
             .args(args)
             .envs(env.iter().copied())
             .arg(dir.join("functions.toml"))

@@ -210,8 +210,12 @@ async fn nmidctl_speaks_tls_and_presents_its_token() {
     let out = ctl(&["call", "ToUpper", r#"{"name":"ctl"}"#], None).await;
     assert_eq!(
         out.status.code(),
-        Some(3),
-        "no token: closed at the first frame: {out:?}"
+        Some(10),
+        "no token: refused as unauthenticated at the first frame: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("authentication required"),
+        "{out:?}"
     );
     let out = ctl(&["call", "ToUpper", "{}"], Some("wrong-secret-0123456789")).await;
     assert_eq!(out.status.code(), Some(10), "{out:?}");
