@@ -581,3 +581,58 @@ fn discovery_settings_are_checked_and_the_bad_key_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cluster.advertise_addr"), "{stderr}");
 }
+
+/// `nmid --check` refuses an `--etcd` that names no endpoint (it would run standalone
+/// unannounced), a port out of range and a missing host, naming `discovery.etcd_endpoints`
+/// and what is wrong (exit 2); a trailing comma and the default `[]` stay valid.
+#[test]
+fn etcd_endpoints_that_name_nothing_or_no_host_or_port_fail_the_check() {
+    let check = |endpoints: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nmid"));
+        command.args(["--check", "--tcp-addr", "127.0.0.1:0", "--no-http"]);
+        if let Some(endpoints) = endpoints {
+            command.args(["--etcd", endpoints]);
+        }
+        let output = command.output().unwrap();
+        let said = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), said)
+    };
+    let refused = [
+        ("", "names no endpoint"),
+        (",", "names no endpoint"),
+        (" , ", "names no endpoint"),
+        (
+            "http://127.0.0.1:99999",
+            "port must be a number from 1 to 65535",
+        ),
+        (
+            "http://127.0.0.1:0",
+            "port must be a number from 1 to 65535",
+        ),
+        (
+            "http://127.0.0.1:x",
+            "port must be a number from 1 to 65535",
+        ),
+        ("http://", "has no host"),
+        ("http://:2379", "has no host"),
+        ("http://a:2379,http://", "has no host"),
+        ("127.0.0.1:2379", "must be an http:// URL"),
+    ];
+    for (endpoints, reason) in refused {
+        let (code, said) = check(Some(endpoints));
+        assert_eq!(code, Some(2), "--etcd {endpoints:?}: {said}");
+        assert!(
+            said.contains("discovery.etcd_endpoints") && said.contains(reason),
+            "--etcd {endpoints:?}: {said}"
+        );
+    }
+    for fine in [
+        Some("http://127.0.0.1:2379,"),
+        Some("http://[::1]:2379"),
+        Some("http://etcd"),
+        None,
+    ] {
+        let (code, said) = check(fine);
+        assert_eq!(code, Some(0), "--etcd {fine:?}: {said}");
+    }
+}

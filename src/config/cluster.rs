@@ -109,7 +109,9 @@ fn parse_optional_addr(key: &'static str, value: &str) -> Result<Option<SocketAd
 }
 
 /// Reads `discovery.etcd_endpoints` from a list or from one comma-separated string; blank
-/// entries are dropped, so `""` is the empty list.
+/// entries are dropped (a trailing comma is fine). Only `[]` turns the cluster off: a value
+/// that names no endpoint at all (`--etcd ""`, `","`, `[""]`) is kept as one blank entry,
+/// which [`super::Config::validate`] refuses, naming the key.
 fn endpoint_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -121,9 +123,13 @@ fn endpoint_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>,
         Endpoints::List(list) => list,
         Endpoints::Text(text) => text.split(',').map(str::to_owned).collect(),
     };
-    Ok(endpoints
-        .into_iter()
+    let given = !endpoints.is_empty();
+    let named: Vec<String> = (endpoints.into_iter())
         .map(|e| e.trim().to_owned())
         .filter(|e| !e.is_empty())
-        .collect())
+        .collect();
+    match given && named.is_empty() {
+        true => Ok(vec![String::new()]),
+        false => Ok(named),
+    }
 }
