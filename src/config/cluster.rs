@@ -68,7 +68,9 @@ pub struct ClusterConfig {
 }
 
 impl DiscoveryConfig {
-    /// Allowed but likely wrong: keep-alive pings more often than etcd accepts by default.
+    /// Allowed but likely wrong: keep-alive pings more often than etcd accepts by default;
+    /// a request timeout so long that a lease keep-alive (sent every third of the TTL, and
+    /// waiting up to the request timeout) stuck on one hung etcd member lets the lease expire.
     pub fn warnings(&self) -> Vec<ConfigWarning> {
         let interval = self.keepalive_interval_ms;
         let mut warnings = Vec::new();
@@ -79,6 +81,17 @@ impl DiscoveryConfig {
                     "{interval} ms is below etcd's default --grpc-keepalive-min-time \
                      ({ETCD_KEEPALIVE_MIN_TIME_MS} ms): etcd closes such connections \
                      (too_many_pings) unless it was started with a lower one"
+                ),
+            });
+        }
+        let (timeout, ttl) = (self.request_timeout_ms, self.lease_ttl_s);
+        if timeout.saturating_mul(3) >= ttl.saturating_mul(1000) {
+            warnings.push(ConfigWarning {
+                key: "discovery.request_timeout_ms",
+                message: format!(
+                    "{timeout} ms is not below a third of discovery.lease_ttl_s ({ttl} s): a \
+                     lease keep-alive (every third of the TTL) waiting that long on one hung \
+                     etcd member lets the lease expire; lower the timeout or raise the TTL"
                 ),
             });
         }
