@@ -515,6 +515,13 @@ impl Config {
             };
             return invalid(key, "username and password are set together or not at all");
         }
+        if discovery.etcd_endpoints.iter().any(String::is_empty) {
+            return invalid(
+                "discovery.etcd_endpoints",
+                "names no endpoint (from --etcd, NMID__DISCOVERY__ETCD_ENDPOINTS or the file): \
+                 give http://HOST:PORT URLs, or leave it [] to run without a cluster",
+            );
+        }
         for endpoint in &discovery.etcd_endpoints {
             nmid_proto::discovery::check_endpoint(endpoint).map_err(|reason| {
                 ConfigError::Invalid {

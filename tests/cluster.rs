@@ -581,3 +581,98 @@ fn discovery_settings_are_checked_and_the_bad_key_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cluster.advertise_addr"), "{stderr}");
 }
+
+/// `nmid --check` refuses an `--etcd` that names no endpoint (it would run standalone
+/// unannounced), a port out of range and a missing host, naming `discovery.etcd_endpoints`
+/// and what is wrong (exit 2); a trailing comma and the default `[]` stay valid.
+#[test]
+fn etcd_endpoints_that_name_nothing_or_no_host_or_port_fail_the_check() {
+    let check = |endpoints: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nmid"));
+        command.args(["--check", "--tcp-addr", "127.0.0.1:0", "--no-http"]);
+        if let Some(endpoints) = endpoints {
+            command.args(["--etcd", endpoints]);
+        }
+        let output = command.output().unwrap();
+        let said = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), said)
+    };
+    let refused = [
+        ("", "names no endpoint"),
+        (",", "names no endpoint"),
+        (" , ", "names no endpoint"),
+        (
+            "http://127.0.0.1:99999",
+            "port must be a number from 1 to 65535",
+        ),
+        (
+            "http://127.0.0.1:0",
+            "port must be a number from 1 to 65535",
+        ),
+        (
+            "http://127.0.0.1:x",
+            "port must be a number from 1 to 65535",
+        ),
+        ("http://", "has no host"),
+        ("http://:2379", "has no host"),
+        ("http://a:2379,http://", "has no host"),
+        ("127.0.0.1:2379", "must be an http:// URL"),
+    ];
+    for (endpoints, reason) in refused {
+        let (code, said) = check(Some(endpoints));
+        assert_eq!(code, Some(2), "--etcd {endpoints:?}: {said}");
+        assert!(
+            said.contains("discovery.etcd_endpoints") && said.contains(reason),
+            "--etcd {endpoints:?}: {said}"
+        );
+    }
+    for fine in [
+        Some("http://127.0.0.1:2379,"),
+        Some("http://[::1]:2379"),
+        Some("http://etcd"),
+        None,
+    ] {
+        let (code, said) = check(fine);
+        assert_eq!(code, Some(0), "--etcd {fine:?}: {said}");
+    }
+}
+
+/// `discovery.request_timeout_ms` not below a third of `discovery.lease_ttl_s` (a lease
+/// keep-alive stuck that long on one hung etcd member lets the lease expire) is allowed but
+/// named: `nmid --check` warns with both keys and exits 0; below it, and by default, no
+/// warning.
+#[test]
+fn a_request_timeout_a_keepalive_could_lose_the_lease_by_is_warned_about() {
+    let check = |ttl_s: &str, timeout_ms: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nmid"));
+        command
+            .args(["--check", "--etcd", "http://127.0.0.1:2379"])
+            .args(["--tcp-addr", "127.0.0.1:0", "--no-http"])
+            .env("NMID__DISCOVERY__LEASE_TTL_S", ttl_s);
+        if let Some(timeout_ms) = timeout_ms {
+            command.env("NMID__DISCOVERY__REQUEST_TIMEOUT_MS", timeout_ms);
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{ttl_s} s, {timeout_ms:?}: {output:?}"
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    for (ttl_s, timeout_ms) in [("3", "3000"), ("3", "1000"), ("10", "5000")] {
+        let warned = check(ttl_s, Some(timeout_ms));
+        assert!(
+            warned.contains("warning")
+                && warned.contains("discovery.request_timeout_ms")
+                && warned.contains("discovery.lease_ttl_s"),
+            "{ttl_s} s, {timeout_ms} ms: {warned}"
+        );
+    }
+    for (ttl_s, timeout_ms) in [("3", Some("999")), ("10", None)] {
+        let quiet = check(ttl_s, timeout_ms);
+        assert!(
+            !quiet.contains("discovery.request_timeout_ms"),
+            "{ttl_s} s, {timeout_ms:?}: {quiet}"
+        );
+    }
+}

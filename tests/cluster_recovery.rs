@@ -16,6 +16,7 @@ use cluster_support::{free_port, member, serves, Etcd, Nmid, PROCESS_PATIENCE, T
 use common::PATIENCE;
 use nmid::client::{Client, ClientError};
 use nmid::worker::{Job, Worker};
+use serde_json::Value;
 
 /// Waits until every key of `keys` is in etcd (`present`) or none is, at most `limit`.
 async fn wait_for_keys(etcd: &Etcd, keys: &[String], present: bool, limit: Duration, what: &str) {
@@ -554,4 +555,119 @@ async fn a_peer_that_answers_nothing_is_skipped() {
     println!("hung peer: {timed_out} of 4 first calls waited for their deadline there; 20 later calls via C in {later:?}");
     holding.abort();
     worker.stop().await;
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to the dispatcher `nmid` by its PID.
+fn signal(nmid: &Nmid, signal: &str) {
+    let pid = nmid.pid().to_string();
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill {signal} {pid}");
+}
+
+/// A peer frozen with SIGSTOP while callers give each call 1 s (less than the 2 s
+/// `cluster.peer_answer_timeout_ms`): once no call sent there has been answered for the
+/// answer timeout it is skipped, and stays skipped (past several `cluster.peer_retry_ms`)
+/// while every new call goes to the live peer; after SIGCONT its link's probe is answered and
+/// it is reachable again.
+#[actix_rt::test]
+async fn a_hung_peer_is_skipped_though_callers_give_up_sooner_and_until_it_answers() {
+    let etcd = Etcd::start().await;
+    let timeout_ms = 2000;
+    let env = [("NMID__CLUSTER__PEER_ANSWER_TIMEOUT_MS", "2000")];
+    let b = Nmid::start_with_env(&etcd.url, &env);
+    let c = Nmid::start(&etcd.url);
+    // Its record must outlive the freeze: the link, not the lease, is under test.
+    let d = Nmid::start_with_env(&etcd.url, &[("NMID__DISCOVERY__LEASE_TTL_S", "60")]);
+    let counted = |nmid: &Nmid, runs: &Arc<AtomicU32>| {
+        let runs = runs.clone();
+        Worker::builder()
+            .name("short")
+            .server(nmid.tcp.to_string())
+            .function("Short", move |job: Job| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                echo_upper(job, Duration::ZERO)
+            })
+            .start()
+            .unwrap()
+    };
+    let (on_c, on_d) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let worker_c = counted(&c, &on_c);
+    let worker_d = counted(&d, &on_d);
+    b.wait_json("/api/v1/cluster", PATIENCE, "C and D serve Short", |v| {
+        serves(v, &c.id, "Short") && serves(v, &d.id, "Short")
+    })
+    .await;
+    let caller = Client::builder(b.tcp.to_string())
+        .timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
+    let reachable = |v: &Value| member(v, &d.id).map(|m| m["reachable"].clone());
+
+    signal(&d, "-STOP");
+    let frozen = Instant::now();
+    let mut timed_out = 0;
+    // Sequential calls, as callers with 1 s deadlines send them, until D is skipped.
+    loop {
+        if matches!(
+            caller.call("Short", "probe").await,
+            Err(ClientError::Timeout)
+        ) {
+            timed_out += 1;
+        }
+        if reachable(&b.get_json("/api/v1/cluster").await) == Some(Value::Bool(false)) {
+            break;
+        }
+        assert!(
+            frozen.elapsed() < PROCESS_PATIENCE,
+            "the frozen peer was never skipped ({timed_out} calls timed out there)"
+        );
+    }
+    let detected = frozen.elapsed();
+    // The first call to D is sent at most one 1.5 s call after the freeze.
+    let bound = Duration::from_millis(timeout_ms) + Duration::from_millis(1500) + PATIENCE;
+    assert!(detected < bound, "skipped after {detected:?}");
+
+    let before = on_c.load(Ordering::SeqCst);
+    let skipped_from = Instant::now();
+    let mut calls: u32 = 0;
+    while skipped_from.elapsed() < Duration::from_secs(4) && calls < 4000 {
+        let params = format!("later-{calls}");
+        let ret = caller.call("Short", params.clone()).await;
+        assert_eq!(
+            ret.as_deref().ok(),
+            Some(params.to_uppercase().as_bytes()),
+            "call {calls} after the skip: {ret:?}"
+        );
+        calls += 1;
+        let report = b.get_json("/api/v1/cluster").await;
+        assert_eq!(
+            reachable(&report),
+            Some(Value::Bool(false)),
+            "D reachable again while frozen, {:?} after the skip",
+            skipped_from.elapsed()
+        );
+    }
+    let later = skipped_from.elapsed();
+    let on_c_later = on_c.load(Ordering::SeqCst) - before;
+    assert_eq!(on_c_later, calls, "every later call ran on C");
+
+    signal(&d, "-CONT");
+    let back = b
+        .wait_json(
+            "/api/v1/cluster",
+            PATIENCE,
+            "D reachable after SIGCONT",
+            |v| reachable(v) == Some(Value::Bool(true)),
+        )
+        .await;
+    println!(
+        "frozen peer skipped {detected:?} after SIGSTOP ({timed_out} calls timed out there); \
+         {calls} later calls in {:?} all on C; reachable {back:?} after SIGCONT",
+        later
+    );
+    worker_c.stop().await;
+    worker_d.stop().await;
 }

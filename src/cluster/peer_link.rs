@@ -27,10 +27,14 @@
 //! - the call was sent and the connection dropped before the answer: a worker may have run
 //!   it, so the lease is dropped: the job retries (`jobs.retries`) or fails `WorkerLost`.
 //!
-//! A peer that accepts connections but answers nothing (hung) is found out too: when calls
-//! wait there and none has been answered for `cluster.peer_answer_timeout_ms`, the link
-//! tells the registry it is unreachable, again at every check while that lasts, so new calls
-//! go elsewhere; the calls already there wait for their own deadline.
+//! A peer that accepts connections but answers nothing (hung) is found out too: once calls
+//! were sent there and none has been answered for `cluster.peer_answer_timeout_ms`, whatever
+//! the callers' deadlines, the link tells the registry it is unreachable, again at every
+//! check ([`HUNG_CHECK_MAX`] apart at most) until the peer answers again, so new calls go
+//! elsewhere; the calls already there wait for their own deadline. A call that ends by this
+//! side's timeout is no answer from the peer (nor is a peer's own `TIMEOUT` reply, which
+//! cannot be told apart: a peer that times out every call is skipped too). While it is hung
+//! the link sends it a probe ([`PROBE_FUNCTION`], which no worker serves): any reply ends it.
 //!
 //! Nothing waits forever: the job's own deadline answers its caller.
 
@@ -48,6 +52,14 @@ use crate::call::{CallOutcome, DispatchError, JobId, JobLease, PeerId};
 use crate::call::{ClientKey, CALLER_META_KEY, FORWARDED_META_KEY};
 use crate::client::{CallOptions, Client, ClientError};
 use crate::telemetry::{self, Hop};
+
+/// The function a link calls to learn whether a hung peer answers again: a live peer
+/// answers it at once (`CANT_DO`, or a refusal), and a reply of any kind is an answer.
+pub const PROBE_FUNCTION: &str = "nmid.peer-probe";
+
+/// How far apart a hung peer is reported again at most (else a tenth of the answer
+/// timeout): below `cluster.peer_retry_ms`, so the peer stays skipped without a gap.
+const HUNG_CHECK_MAX: Duration = Duration::from_millis(100);
 
 /// From the registry: a call to forward to this peer.
 #[derive(Debug, Message)]
@@ -82,10 +94,13 @@ pub struct PeerLink {
     clients: Vec<Client>,
     next: usize,
     /// The leases of the calls in flight at the peer, until their answers come, with the
-    /// caller each is made for and when it was sent.
-    in_flight: HashMap<JobId, (JobLease, Option<ClientKey>, Instant)>,
-    /// When the peer last answered a call (any answer, errors included).
-    last_answer: Instant,
+    /// caller each is made for.
+    in_flight: HashMap<JobId, (JobLease, Option<ClientKey>)>,
+    /// When the first call sent since the peer last answered (any reply from it, errors
+    /// included, but not this side's timeout) was sent; `None` while nothing waits unanswered.
+    unanswered_since: Option<Instant>,
+    /// A probe is in flight.
+    probing: bool,
     /// A peer that answers nothing for this long while calls wait there is hung.
     answer_timeout: Duration,
     registry: Addr<Registry>,
@@ -130,7 +145,8 @@ impl PeerLink {
             clients,
             next: 0,
             in_flight: HashMap::new(),
-            last_answer: Instant::now(),
+            unanswered_since: None,
+            probing: false,
             answer_timeout: settings.answer_timeout,
             registry,
             metrics,
@@ -143,8 +159,8 @@ impl Actor for PeerLink {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         debug!(peer = %self.peer, "peer link started");
-        let every = (self.answer_timeout / 2).max(Duration::from_millis(10));
-        ctx.run_interval(every, |link, _| link.check_answers());
+        let every = (self.answer_timeout / 10).clamp(Duration::from_millis(10), HUNG_CHECK_MAX);
+        ctx.run_interval(every, |link, ctx| link.check_answers(ctx));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -183,8 +199,8 @@ impl Handler<Forward> for PeerLink {
         }
         debug!(job = %job_id, peer = %self.peer, function = %spec.function.escaped(), "forwarding call");
         let caller = spec.caller.clone();
-        self.in_flight
-            .insert(job_id, (lease, caller, Instant::now()));
+        self.in_flight.insert(job_id, (lease, caller));
+        self.unanswered_since.get_or_insert_with(Instant::now);
         let call = async move { client.call_with(&function, spec.params, options).await };
         call.instrument(span.clone())
             .into_actor(self)
@@ -193,13 +209,11 @@ impl Handler<Forward> for PeerLink {
                 telemetry::finish(&span, outcome.as_str());
                 link.metrics.forwarded(outcome);
                 // Abandoned at shutdown: answered already.
-                let Some((lease, caller, _)) = link.in_flight.remove(&job_id) else {
+                let Some((lease, caller)) = link.in_flight.remove(&job_id) else {
                     return;
                 };
+                link.heard(&result);
                 let reply = reply_of(result);
-                if matches!(reply, PeerReply::Answer(_) | PeerReply::NotServed) {
-                    link.last_answer = Instant::now();
-                }
                 // The registry hears first, so the job's next placement skips this peer.
                 let peer = link.peer.clone();
                 match reply {
@@ -230,7 +244,7 @@ impl Handler<AbandonForwards> for PeerLink {
     type Result = ();
 
     fn handle(&mut self, _: AbandonForwards, _: &mut Self::Context) {
-        for (_, (lease, caller, _)) in self.in_flight.drain() {
+        for (_, (lease, caller)) in self.in_flight.drain() {
             lease.refuse(DispatchError::ShuttingDown);
             let peer = self.peer.clone();
             self.registry.do_send(ForwardFinished { peer, caller });
@@ -239,16 +253,49 @@ impl Handler<AbandonForwards> for PeerLink {
 }
 
 impl PeerLink {
-    /// Tells the registry the peer is unreachable when a call has waited there longer than
-    /// the answer timeout and no call was answered since it was sent (a hung peer).
-    fn check_answers(&mut self) {
-        let oldest = self.in_flight.values().map(|(_, _, sent)| *sent).min();
-        let hung = oldest
-            .is_some_and(|sent| sent.elapsed() >= self.answer_timeout && self.last_answer < sent);
-        if hung {
-            debug!(peer = %self.peer, timeout_ms = self.answer_timeout.as_millis() as u64, "peer answers nothing: skipped for a while");
-            let peer = self.peer.clone();
-            self.registry.do_send(PeerUnreachable { peer });
+    /// Tells the registry the peer is unreachable while it is hung: calls were sent there
+    /// and none was answered for the answer timeout since the first of them; and probes it.
+    fn check_answers(&mut self, ctx: &mut Context<Self>) {
+        let hung =
+            (self.unanswered_since).is_some_and(|sent| sent.elapsed() >= self.answer_timeout);
+        if !hung {
+            return;
+        }
+        debug!(peer = %self.peer, timeout_ms = self.answer_timeout.as_millis() as u64, "peer answers nothing: skipped until it does");
+        let peer = self.peer.clone();
+        self.registry.do_send(PeerUnreachable { peer });
+        if !self.probing {
+            self.probe(ctx);
+        }
+    }
+
+    /// Calls [`PROBE_FUNCTION`] at the peer (marked forwarded, so it goes no further); its
+    /// reply, if any comes within the answer timeout, ends the hung state.
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        self.probing = true;
+        let client = self.clients[self.next % self.clients.len()].clone();
+        let hop = Bytes::from_static(FORWARDED_META_KEY.as_bytes());
+        let options = CallOptions {
+            timeout: Some(self.answer_timeout),
+            params_type: None,
+            metadata: vec![(hop, self.own_id.clone())],
+            idempotent: false,
+        };
+        let probe = async move { client.call_with(PROBE_FUNCTION, "probe", options).await };
+        probe
+            .into_actor(self)
+            .map(|result, link, _| {
+                link.probing = false;
+                link.heard(&result);
+            })
+            .spawn(ctx);
+    }
+
+    /// Notes a call's result: a reply from the peer (not this side's timeout, nor a lost
+    /// connection) means it answers, so it is not hung.
+    fn heard(&mut self, result: &Result<Bytes, ClientError>) {
+        if peer_answered(result) {
+            self.unanswered_since = None;
         }
     }
 }
@@ -311,6 +358,19 @@ fn reply_of(result: Result<Bytes, ClientError>) -> PeerReply {
     }
 }
 
+/// Whether the peer itself replied: a timeout is taken for this side's own, and a call that
+/// never reached it or lost its connection heard nothing.
+fn peer_answered(result: &Result<Bytes, ClientError>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(ClientError::Timeout) => false,
+        Err(error) => matches!(
+            reply_of(Err(error.clone())),
+            PeerReply::Answer(_) | PeerReply::NotServed
+        ),
+    }
+}
+
 /// How the forwarded call ended, for the metrics and the span.
 fn forward_outcome(result: &Result<Bytes, ClientError>) -> ForwardOutcome {
     match result {
@@ -357,5 +417,16 @@ mod tests {
             ForwardOutcome::PeerLost
         );
         assert_eq!(reply_of(Err(unreachable)), PeerReply::Undelivered);
+    }
+
+    /// A call that ended by this side's timeout, or whose connection dropped, heard nothing
+    /// from the peer; any reply it sent, an error or "no worker" included, is an answer.
+    #[test]
+    fn only_a_reply_from_the_peer_counts_as_an_answer() {
+        assert!(peer_answered(&Ok(Bytes::from_static(b"r"))));
+        assert!(peer_answered(&Err(ClientError::NoWorker)));
+        assert!(peer_answered(&Err(ClientError::WorkerError("boom".into()))));
+        assert!(!peer_answered(&Err(ClientError::Timeout)));
+        assert!(!peer_answered(&Err(ClientError::ConnectionLost)));
     }
 }

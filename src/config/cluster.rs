@@ -68,7 +68,9 @@ pub struct ClusterConfig {
 }
 
 impl DiscoveryConfig {
-    /// Allowed but likely wrong: keep-alive pings more often than etcd accepts by default.
+    /// Allowed but likely wrong: keep-alive pings more often than etcd accepts by default;
+    /// a request timeout so long that a lease keep-alive (sent every third of the TTL, and
+    /// waiting up to the request timeout) stuck on one hung etcd member lets the lease expire.
     pub fn warnings(&self) -> Vec<ConfigWarning> {
         let interval = self.keepalive_interval_ms;
         let mut warnings = Vec::new();
@@ -79,6 +81,17 @@ impl DiscoveryConfig {
                     "{interval} ms is below etcd's default --grpc-keepalive-min-time \
                      ({ETCD_KEEPALIVE_MIN_TIME_MS} ms): etcd closes such connections \
                      (too_many_pings) unless it was started with a lower one"
+                ),
+            });
+        }
+        let (timeout, ttl) = (self.request_timeout_ms, self.lease_ttl_s);
+        if timeout.saturating_mul(3) >= ttl.saturating_mul(1000) {
+            warnings.push(ConfigWarning {
+                key: "discovery.request_timeout_ms",
+                message: format!(
+                    "{timeout} ms is not below a third of discovery.lease_ttl_s ({ttl} s): a \
+                     lease keep-alive (every third of the TTL) waiting that long on one hung \
+                     etcd member lets the lease expire; lower the timeout or raise the TTL"
                 ),
             });
         }
@@ -109,7 +122,9 @@ fn parse_optional_addr(key: &'static str, value: &str) -> Result<Option<SocketAd
 }
 
 /// Reads `discovery.etcd_endpoints` from a list or from one comma-separated string; blank
-/// entries are dropped, so `""` is the empty list.
+/// entries are dropped (a trailing comma is fine). Only `[]` turns the cluster off: a value
+/// that names no endpoint at all (`--etcd ""`, `","`, `[""]`) is kept as one blank entry,
+/// which [`super::Config::validate`] refuses, naming the key.
 fn endpoint_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -121,9 +136,13 @@ fn endpoint_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>,
         Endpoints::List(list) => list,
         Endpoints::Text(text) => text.split(',').map(str::to_owned).collect(),
     };
-    Ok(endpoints
-        .into_iter()
+    let given = !endpoints.is_empty();
+    let named: Vec<String> = (endpoints.into_iter())
         .map(|e| e.trim().to_owned())
         .filter(|e| !e.is_empty())
-        .collect())
+        .collect();
+    match given && named.is_empty() {
+        true => Ok(vec![String::new()]),
+        false => Ok(named),
+    }
 }

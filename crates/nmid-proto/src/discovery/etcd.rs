@@ -268,12 +268,35 @@ impl Discovery {
 }
 
 /// Whether `endpoint` is an etcd endpoint this build can reach: an `http://` URL (it speaks
-/// to etcd without TLS). The reason when not.
+/// to etcd without TLS) with a host, and a port from 1 to 65535 if it has one. The reason
+/// when not.
 pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    match endpoint.strip_prefix("http://") {
-        Some(rest) if !rest.is_empty() => Ok(()),
-        _ => Err(format!(
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return Err(format!(
             "{endpoint:?} must be an http:// URL (this build speaks to etcd without TLS)"
+        ));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, after)) => (host, Some(after.strip_prefix(':').unwrap_or(after))),
+            None => return Err(format!("{endpoint:?}: '[' without ']' around the host")),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(format!(
+            "{endpoint:?} has no host: expected http://HOST:PORT"
+        ));
+    }
+    match port.map(str::parse::<u16>) {
+        None | Some(Ok(1..)) => Ok(()),
+        Some(_) => Err(format!(
+            "{endpoint:?}: the port must be a number from 1 to 65535"
         )),
     }
 }
