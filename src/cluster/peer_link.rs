@@ -30,7 +30,7 @@
 //! A peer that accepts connections but answers nothing (hung) is found out too: once calls
 //! were sent there and none has been answered for `cluster.peer_answer_timeout_ms`, whatever
 //! the callers' deadlines, the link tells the registry it is unreachable, again at every
-//! check ([`HUNG_CHECK_MAX`] apart at most) until the peer answers again, so new calls go
+//! check (`HUNG_CHECK_MAX` apart at most) until the peer answers again, so new calls go
 //! elsewhere; the calls already there wait for their own deadline. A call that ends by this
 //! side's timeout is no answer from the peer (nor is a peer's own `TIMEOUT` reply, which
 //! cannot be told apart: a peer that times out every call is skipped too). While it is hung

@@ -78,7 +78,7 @@ impl ExecFunction {
     /// The pipes are read here, in this future, not in tasks of their own: when the call
     /// ends (done, timed out, or dropped unfinished because its dispatcher connection was
     /// lost), nothing of it is left reading, and its process group is killed and the
-    /// processes that escaped it are swept at once ([`ProcessGroup::finish`]).
+    /// processes that escaped it are swept at once (`ProcessGroup::finish`).
     pub async fn run(&self, call: Call<'_>) -> Result<RetStruct, JobError> {
         let (input, format) = call.input();
         let timeout = call.time_limit(self.spec.timeout);
