@@ -10,7 +10,7 @@ use nmid::config::Config;
 
 use super::common::process::Process;
 use super::common::{start_dispatcher_with_http, PATIENCE};
-use super::{alive, read_pids, served, Faas};
+use super::{read_pids, served, until_gone, Faas};
 
 /// The test upstream: `/echo` answers (as JSON) what it received: query, the forwarded
 /// headers, the request id, the body and its content type; `/missing` answers 404 with a
@@ -356,16 +356,7 @@ async fn an_escaped_setsid_child_is_killed_after_the_call() {
     assert_eq!((status, body.trim()), (200, "started"));
     let escaped = read_pids(&pids);
     assert_eq!(escaped.len(), 1, "{escaped:?}");
-    let deadline = Instant::now() + PATIENCE;
-    while alive(escaped[0]) {
-        assert!(
-            Instant::now() < deadline,
-            "the setsid child {} outlived its call:\n{}",
-            escaped[0],
-            faas.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_gone(&escaped, "its call (a setsid child)", PATIENCE, &faas).await;
     faas.stop().await;
     dispatcher.stop().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -404,16 +395,7 @@ async fn a_setsid_child_holding_the_output_neither_delays_nor_loses_it() {
     assert!(took < Duration::from_secs(4), "answered after {took:?}");
     let escaped = read_pids(&pids);
     assert_eq!(escaped.len(), 1, "{escaped:?}");
-    let deadline = Instant::now() + PATIENCE;
-    while alive(escaped[0]) {
-        assert!(
-            Instant::now() < deadline,
-            "the setsid child {} outlived its call:\n{}",
-            escaped[0],
-            faas.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_gone(&escaped, "its call (a setsid child)", PATIENCE, &faas).await;
     faas.stop().await;
     dispatcher.stop().await;
     let _ = std::fs::remove_dir_all(dir);

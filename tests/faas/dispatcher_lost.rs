@@ -8,7 +8,7 @@ use nmid::config::Config;
 
 use super::common::process::Process;
 use super::common::{start_dispatcher_on, start_dispatcher_with_http};
-use super::{alive, read_pids, served, temp_dir, Faas, Name, SLOW};
+use super::{alive, served, temp_dir, until_gone, until_pids, Faas, Name, SLOW};
 
 /// A dispatcher killed (SIGKILL) while a call runs: nmid-faas kills the call's process
 /// group at once, rather than let it work for an answer nobody can receive, and says so in
@@ -33,16 +33,7 @@ async fn a_lost_dispatchers_calls_are_killed_with_their_process_group() {
         let options = CallOptions::default().timeout(Duration::from_secs(120));
         client.call_with("Hang", params, options).await
     });
-    let deadline = Instant::now() + SLOW;
-    while read_pids(&pids).len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the call never ran:\n{}",
-            faas.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let running = read_pids(&pids);
+    let running = until_pids(&pids, 2, SLOW, &faas).await;
     assert!(running.iter().all(|pid| alive(*pid)), "{running:?}");
 
     nmid.signal("-KILL");
@@ -51,16 +42,7 @@ async fn a_lost_dispatchers_calls_are_killed_with_their_process_group() {
         call.await.unwrap().is_err(),
         "the call's dispatcher is gone"
     );
-    let deadline = Instant::now() + SLOW;
-    while running.iter().any(|pid| alive(*pid)) {
-        assert!(
-            Instant::now() < deadline,
-            "still running {:?} after the dispatcher died:\n{}",
-            running,
-            faas.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_gone(&running, "their dispatcher", SLOW, &faas).await;
     faas.wait_for_log("jobs_cancelled=1").await;
     let log = faas.log();
     assert_eq!(log.matches("jobs_cancelled=1").count(), 1, "{log}");
@@ -91,16 +73,7 @@ async fn a_cancelled_calls_setsid_child_is_killed_at_once() {
         let options = CallOptions::default().timeout(Duration::from_secs(120));
         client.call_with("Hang", params, options).await
     });
-    let deadline = Instant::now() + SLOW;
-    while read_pids(&pids).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the call never ran:\n{}",
-            faas.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let escaped = read_pids(&pids)[0];
+    let escaped = until_pids(&pids, 1, SLOW, &faas).await[0];
     assert!(alive(escaped), "{escaped}");
 
     nmid.signal("-KILL");
@@ -109,15 +82,13 @@ async fn a_cancelled_calls_setsid_child_is_killed_at_once() {
         call.await.unwrap().is_err(),
         "the call's dispatcher is gone"
     );
-    let deadline = Instant::now() + SLOW;
-    while alive(escaped) {
-        assert!(
-            Instant::now() < deadline,
-            "the setsid child {escaped} outlived its cancelled call:\n{}",
-            faas.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_gone(
+        &[escaped],
+        "its cancelled call (a setsid child)",
+        SLOW,
+        &faas,
+    )
+    .await;
     let _ = std::fs::remove_dir_all(dir);
     faas.stop().await;
 }

@@ -241,6 +241,39 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// Waits until none of `pids` runs, for at most `patience`; fails naming what they outlived,
+/// with the faas's log.
+pub async fn until_gone(pids: &[u32], outlived: &str, patience: Duration, faas: &Faas) {
+    let deadline = Instant::now() + patience;
+    while pids.iter().any(|pid| alive(*pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "{pids:?} outlived {outlived}:\n{}",
+            faas.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the file at `path` names `count` PIDs (a command wrote them), for at most
+/// `patience`; fails with the faas's log.
+pub async fn until_pids(path: &Path, count: usize, patience: Duration, faas: &Faas) -> Vec<u32> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let pids = read_pids(path);
+        if pids.len() >= count {
+            return pids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call never ran:\n{}",
+            faas.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The PIDs a command wrote to `path`.
 pub fn read_pids(path: &Path) -> Vec<u32> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
