@@ -146,3 +146,116 @@ fn endpoint_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>,
         false => Ok(named),
     }
 }
+
+impl super::Config {
+    /// The `[discovery]` and `[cluster]` checks; the address checks only matter, and only
+    /// run, when discovery is on.
+    pub(super) fn validate_cluster(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, reason: &str) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        }
+        let discovery = &self.discovery;
+        if !(1..=86_400).contains(&discovery.lease_ttl_s) {
+            return invalid("discovery.lease_ttl_s", "must be 1 to 86400 seconds");
+        }
+        if discovery.request_timeout_ms < 10 {
+            return invalid("discovery.request_timeout_ms", "must be at least 10");
+        }
+        if discovery.retry_max_ms < 100 {
+            return invalid("discovery.retry_max_ms", "must be at least 100");
+        }
+        if (1..1000).contains(&discovery.keepalive_interval_ms) {
+            return invalid(
+                "discovery.keepalive_interval_ms",
+                "must be 0 (off) or at least 1000",
+            );
+        }
+        if discovery.member_refresh_interval_ms < 1000 {
+            return invalid(
+                "discovery.member_refresh_interval_ms",
+                "must be at least 1000",
+            );
+        }
+        if discovery.password.is_empty() != discovery.username.is_empty() {
+            let key = match discovery.username.is_empty() {
+                true => "discovery.username",
+                false => "discovery.password",
+            };
+            return invalid(key, "username and password are set together or not at all");
+        }
+        if discovery.etcd_endpoints.iter().any(String::is_empty) {
+            return invalid(
+                "discovery.etcd_endpoints",
+                "names no endpoint (from --etcd, NMID__DISCOVERY__ETCD_ENDPOINTS or the file): \
+                 give http://HOST:PORT URLs, or leave it [] to run without a cluster",
+            );
+        }
+        for endpoint in &discovery.etcd_endpoints {
+            nmid_proto::discovery::check_endpoint(endpoint).map_err(|reason| {
+                ConfigError::Invalid {
+                    key: "discovery.etcd_endpoints",
+                    reason,
+                }
+            })?;
+        }
+        let cluster = &self.cluster;
+        if cluster.prefix.is_empty() || cluster.prefix.starts_with("nmid/") {
+            return invalid(
+                "cluster.prefix",
+                "must be set, and outside nmid/ (which holds nmid's function keys)",
+            );
+        }
+        if cluster.id.contains('/') {
+            return invalid("cluster.id", "must not contain '/'");
+        }
+        if cluster.publish_interval_ms < 10 {
+            return invalid("cluster.publish_interval_ms", "must be at least 10");
+        }
+        if (1..100).contains(&cluster.nmid_refresh_interval_ms) {
+            return invalid(
+                "cluster.nmid_refresh_interval_ms",
+                "must be 0 (never) or at least 100",
+            );
+        }
+        if !(1..=64).contains(&cluster.peer_connections) {
+            return invalid("cluster.peer_connections", "must be 1 to 64");
+        }
+        if cluster.peer_answer_timeout_ms < 100 {
+            return invalid("cluster.peer_answer_timeout_ms", "must be at least 100");
+        }
+        if cluster.max_forwarded_per_peer == 0 {
+            return invalid("cluster.max_forwarded_per_peer", "must be at least 1");
+        }
+        if cluster.max_forwarded_per_caller == 0 {
+            return invalid("cluster.max_forwarded_per_caller", "must be at least 1");
+        }
+        if cluster.max_record_bytes < 1024 {
+            return invalid("cluster.max_record_bytes", "must be at least 1024");
+        }
+        let advertised = cluster.advertise_addr()?;
+        cluster.advertise_http_addr()?;
+        if let Some(addr) = advertised {
+            if addr.ip().is_unspecified() || addr.port() == 0 {
+                return invalid(
+                    "cluster.advertise_addr",
+                    "must be an address peers can reach: not a wildcard, not port 0",
+                );
+            }
+        }
+        let wildcard = self.tcp.addr.ip().is_unspecified();
+        if self.discovery_enabled() && advertised.is_none() && wildcard {
+            return Err(ConfigError::Invalid {
+                key: "cluster.advertise_addr",
+                reason: format!(
+                    "required with discovery on, since tcp.addr {} listens on every interface: \
+                     set the address peers reach this dispatcher at (or listen on one address)",
+                    self.tcp.addr
+                ),
+            });
+        }
+        Ok(())
+    }
+}
