@@ -190,6 +190,44 @@ impl From<&str> for FunctionName {
     }
 }
 
+/// Where a call waits among its function's queued calls: every waiting high call is placed
+/// before any normal one, every normal one before any low one; first in, first out within
+/// one. Synchronous calls are normal; a background job says its own (gearman's
+/// `SUBMIT_JOB_HIGH`/`_LOW`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    /// Overtakes every normal and low call still waiting.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Waits until no high or normal call waits.
+    Low,
+}
+
+impl Priority {
+    /// Its place in the queue's order: 0 for high, 1 normal, 2 low.
+    pub fn rank(self) -> usize {
+        self as usize
+    }
+
+    /// Its name in the HTTP API and metrics: `high`, `normal`, `low`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    /// The priority named `text` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        [Priority::High, Priority::Normal, Priority::Low]
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
 /// A call as a front end (a client session's `C_DO_JOB` or `C_CALL`, an HTTP request) hands
 /// it to its job actor, and as a worker receives it: everything but the sender.
 #[derive(Debug, Clone)]
@@ -209,6 +247,8 @@ pub struct CallSpec {
     /// Who the call is made for, once the front door admitted it: carried to a peer
     /// dispatcher when the call is forwarded ([`CALLER_META_KEY`]).
     pub caller: Option<ClientKey>,
+    /// Where it waits when every worker of its function is busy.
+    pub priority: Priority,
 }
 
 impl CallSpec {
@@ -228,6 +268,7 @@ impl CallSpec {
             meta: None,
             deadline: Instant::now() + timeout,
             caller: None,
+            priority: Priority::Normal,
         }
     }
 

@@ -43,7 +43,7 @@ use std::time::Instant;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::breaker::{BreakerSettings, BreakerState, Transition, Verdict};
-use crate::call::{ClientKey, DispatchError, FunctionName, JobId, PeerId, WorkerId};
+use crate::call::{ClientKey, DispatchError, FunctionName, JobId, PeerId, Priority, WorkerId};
 use crate::snapshot::FunctionSnapshot;
 use peers::{NoPeer, Peers};
 use placement::{assign, pick_worker, Batch, FunctionEntry, Load, WorkerEntry};
@@ -51,6 +51,7 @@ use placement::{assign, pick_worker, Batch, FunctionEntry, Load, WorkerEntry};
 mod breakers;
 mod peers;
 mod placement;
+mod queue;
 
 /// Calls forwarded to one peer at once unless [`Scheduler::set_max_forwarded_per_peer`]
 /// says otherwise (`cluster.max_forwarded_per_peer`).
@@ -75,6 +76,11 @@ pub trait Waiting {
     /// Whom the call is made for, sharing a peer's forwarding slots fairly.
     fn caller(&self) -> Option<&ClientKey> {
         None
+    }
+    /// Where the call waits among its function's queued calls (background jobs have one;
+    /// synchronous calls are [`Priority::Normal`]).
+    fn priority(&self) -> Priority {
+        Priority::Normal
     }
 }
 
@@ -387,9 +393,7 @@ impl<C: Waiting> Scheduler<C> {
         let mut decisions = Vec::new();
         for entry in self.functions.values_mut() {
             decisions.extend(
-                entry
-                    .queue
-                    .drain(..)
+                (entry.queue.drain_all().into_iter())
                     .map(|call| Decision::Refuse { call, error }),
             );
         }
@@ -428,7 +432,7 @@ impl<C: Waiting> Scheduler<C> {
         let transition = entry.breakers.record(worker, verdict, now, settings);
         match transition {
             Some(Transition::Opened { .. }) if !entry.breakers.any_admits(&entry.workers) => {
-                let waiting: Vec<C> = entry.queue.drain(..).collect();
+                let waiting: Vec<C> = entry.queue.drain_all();
                 self.backlogged.remove(function);
                 for call in waiting {
                     decisions.push(self.refuse_broken(function, call));
@@ -587,7 +591,7 @@ impl<C: Waiting> Scheduler<C> {
         entry.workers.retain(|load| load.worker != worker);
         entry.breakers.remove(worker);
         if entry.workers.is_empty() {
-            let waiting: Vec<C> = entry.queue.drain(..).collect();
+            let waiting: Vec<C> = entry.queue.drain_all();
             for call in waiting {
                 decisions.push(match self.forward_or_refuse(function, call) {
                     // A local worker served it: "unknown" would be a lie.

@@ -26,7 +26,9 @@ use foldhash::{HashMap, HashMapExt};
 use tracing::{debug, info, warn};
 
 use crate::breaker::{BreakerSettings, Transition, Verdict};
-use crate::call::{CallSpec, ClientKey, FunctionName, JobId, JobLease, PeerId, WorkerId};
+use crate::call::{
+    CallSpec, ClientKey, FunctionName, JobId, JobLease, PeerId, Priority, WorkerId,
+};
 use crate::metrics::Metrics;
 use crate::scheduler::{Decision, Scheduler, Waiting};
 use crate::snapshot::{RegistrySnapshot, WorkerSnapshot};
@@ -218,6 +220,10 @@ impl Waiting for Pending {
 
     fn caller(&self) -> Option<&ClientKey> {
         self.spec.caller.as_ref()
+    }
+
+    fn priority(&self) -> Priority {
+        self.spec.priority
     }
 }
 

@@ -3,12 +3,12 @@
 //! last call (see the rules in `scheduler.rs`).
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::rc::Rc;
 
 use foldhash::HashMap;
 
 use super::breakers::WorkerBreakers;
+use super::queue::CallQueue;
 use super::Decision;
 use crate::call::{FunctionName, WorkerId};
 
@@ -58,7 +58,7 @@ pub(super) struct FunctionEntry<C> {
     pub(super) workers: Vec<Rc<Load>>,
     /// Where the next search for the least-loaded worker starts, so ties go round-robin.
     pub(super) cursor: usize,
-    pub(super) queue: VecDeque<C>,
+    pub(super) queue: CallQueue<C>,
     /// The circuit breakers of its workers (none while breakers are off).
     pub(super) breakers: WorkerBreakers,
     /// The round of its last pick: in that round, the worker just before `cursor` took the
@@ -71,7 +71,7 @@ impl<C> Default for FunctionEntry<C> {
         Self {
             workers: Vec::new(),
             cursor: 0,
-            queue: VecDeque::new(),
+            queue: CallQueue::default(),
             breakers: WorkerBreakers::default(),
             picked_in: None,
         }

@@ -1,0 +1,441 @@
+//! The background jobs in memory, as plain data (no actix, no I/O): which job runs next,
+//! which wait for their time, which share a unique key, and the store's bounds. The jobs
+//! actor carries out what it decides and writes what it changes to the store.
+//!
+//! The rules:
+//! - a function's due jobs start highest priority first, then oldest first, while fewer
+//!   than `window` of its jobs are running (the rest wait here, not in the registry's
+//!   queue, so a later high job still overtakes them);
+//! - a job with a run-at time in the future waits until then;
+//! - a failed attempt is tried again after `backoff × 2^(attempts-1)` (at most an hour)
+//!   while attempts are left; an attempt that found no worker, or was cut short by a
+//!   shutdown, does not count;
+//! - while a job with a unique key is queued or running, a submission of the same caller,
+//!   function and key gets that job (gearman's coalescing);
+//! - the store holds at most `max_jobs` jobs and `max_bytes` of their data: past either a
+//!   submission is refused; final jobs are forgotten when their result TTL is over.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use bytes::Bytes;
+use serde_bytes::ByteBuf;
+
+use super::record::{BackgroundId, JobRecord, JobState};
+use crate::call::Priority;
+
+/// Longest wait between two attempts.
+const MAX_BACKOFF_MS: u64 = 3_600_000;
+
+/// The bounds of the book.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Jobs stored at most (`jobs.max_stored_jobs`).
+    pub max_jobs: usize,
+    /// Bytes of stored jobs at most (`jobs.max_stored_bytes`).
+    pub max_bytes: usize,
+    /// Jobs of one function running at once (`jobs.max_running_per_function`).
+    pub window: u32,
+    /// Wait before trying again a job that found no worker (`jobs.no_worker_retry_ms`).
+    pub no_worker_retry_ms: u64,
+}
+
+/// A submission, as the book needs it.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The job, state and numbers still to be filled in.
+    pub record: JobRecord,
+}
+
+/// Why a submission was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Full {
+    /// `max_jobs` are stored.
+    Jobs(usize),
+    /// The store holds `max_bytes`.
+    Bytes(usize),
+}
+
+/// What became of a submission.
+#[derive(Debug)]
+pub enum Accepted {
+    /// A new job (to be written).
+    New(JobRecord),
+    /// The queued or running job with the same unique key.
+    Shared(u64),
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum AttemptEnd {
+    /// The worker's result.
+    Succeeded(Bytes),
+    /// It failed; `retry` if another attempt may succeed.
+    Failed {
+        /// The error's code (`worker_error`, `timeout`, ...).
+        code: &'static str,
+        /// Why.
+        message: String,
+        /// Another attempt may succeed.
+        retry: bool,
+    },
+    /// No worker serves the function (yet): the job waits, no attempt used.
+    NoWorker,
+    /// The dispatcher is stopping: the job waits for the next start, no attempt used.
+    Interrupted,
+}
+
+/// Why a job could not be cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotCancelled {
+    /// No such job.
+    NotFound,
+    /// It is running or already over.
+    Too(JobState),
+}
+
+/// A function's due jobs and its running count.
+#[derive(Debug, Default)]
+struct FunctionQueue {
+    /// (priority rank, seq): the next to start first.
+    ready: BTreeSet<(usize, u64)>,
+    running: u32,
+}
+
+type UniqueKey = (Option<String>, Bytes, Bytes);
+
+/// The jobs of one dispatcher's store.
+#[derive(Debug)]
+pub struct Book {
+    node: String,
+    next_seq: u64,
+    limits: Limits,
+    jobs: HashMap<u64, JobRecord>,
+    queues: HashMap<Bytes, FunctionQueue>,
+    /// Functions whose jobs may start since the last [`Book::startable`].
+    touched: HashSet<Bytes>,
+    /// (run at, seq) of queued jobs not yet due.
+    delayed: BTreeSet<(u64, u64)>,
+    /// (expires, seq) of final jobs.
+    expiry: BTreeSet<(u64, u64)>,
+    unique: HashMap<UniqueKey, u64>,
+    bytes: usize,
+}
+
+impl Book {
+    /// A book of the jobs `loaded` from the store of node `node`, whose next job number is
+    /// `next_seq`; jobs that were running when the dispatcher stopped are queued again
+    /// (returned, to be written).
+    pub fn new(
+        node: String,
+        next_seq: u64,
+        limits: Limits,
+        loaded: Vec<JobRecord>,
+        now: u64,
+    ) -> (Self, Vec<JobRecord>) {
+        let mut book = Book {
+            node,
+            next_seq,
+            limits,
+            jobs: HashMap::new(),
+            queues: HashMap::new(),
+            touched: HashSet::new(),
+            delayed: BTreeSet::new(),
+            expiry: BTreeSet::new(),
+            unique: HashMap::new(),
+            bytes: 0,
+        };
+        let mut requeued = Vec::new();
+        for mut record in loaded {
+            if record.state == JobState::Running {
+                record.state = JobState::Queued;
+                record.run_at_ms = now;
+                requeued.push(record.clone());
+            }
+            book.insert(record);
+        }
+        (book, requeued)
+    }
+
+    /// This dispatcher's node name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The next job number (stored with every write).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The id of job `seq`.
+    pub fn id(&self, seq: u64) -> BackgroundId {
+        BackgroundId {
+            node: self.node.clone(),
+            seq,
+        }
+    }
+
+    /// Jobs stored, and their bytes.
+    pub fn size(&self) -> (usize, usize) {
+        (self.jobs.len(), self.bytes)
+    }
+
+    /// Accepts `job` (or gives the job sharing its unique key), unless the store is full.
+    pub fn submit(&mut self, job: NewJob, now: u64) -> Result<Accepted, Full> {
+        let mut record = job.record;
+        if let Some(key) = unique_key(&record) {
+            if let Some(&seq) = self.unique.get(&key) {
+                return Ok(Accepted::Shared(seq));
+            }
+        }
+        if self.jobs.len() >= self.limits.max_jobs {
+            return Err(Full::Jobs(self.limits.max_jobs));
+        }
+        if self.bytes + record.weight() > self.limits.max_bytes {
+            return Err(Full::Bytes(self.limits.max_bytes));
+        }
+        record.seq = self.next_seq;
+        self.next_seq += 1;
+        record.state = JobState::Queued;
+        record.created_ms = now;
+        self.insert(record.clone());
+        Ok(Accepted::New(record))
+    }
+
+    /// Job `seq`.
+    pub fn get(&self, seq: u64) -> Option<&JobRecord> {
+        self.jobs.get(&seq)
+    }
+
+    /// Moves the jobs whose time has come to their functions' queues, and says when the
+    /// next delayed job is due.
+    pub fn wake(&mut self, now: u64) -> Option<u64> {
+        while let Some(&(at, seq)) = self.delayed.first() {
+            if at > now {
+                return Some(at);
+            }
+            self.delayed.pop_first();
+            if let Some(record) = self.jobs.get(&seq) {
+                let function = Bytes::copy_from_slice(&record.function);
+                let rank = Priority::from(record.priority).rank();
+                self.queues.entry(function.clone()).or_default();
+                self.queues.get_mut(&function).unwrap().ready.insert((rank, seq));
+                self.touched.insert(function);
+            }
+        }
+        None
+    }
+
+    /// The jobs that start now (marked running, an attempt counted): to be written and
+    /// dispatched.
+    pub fn startable(&mut self, now: u64) -> Vec<JobRecord> {
+        let mut started = Vec::new();
+        for function in std::mem::take(&mut self.touched) {
+            let Some(queue) = self.queues.get_mut(&function) else {
+                continue;
+            };
+            while queue.running < self.limits.window {
+                let Some((_, seq)) = queue.ready.pop_first() else {
+                    break;
+                };
+                let Some(record) = self.jobs.get_mut(&seq) else {
+                    continue;
+                };
+                queue.running += 1;
+                record.state = JobState::Running;
+                record.attempts += 1;
+                record.started_ms = Some(now);
+                record.progress = None;
+                started.push(record.clone());
+            }
+            if queue.ready.is_empty() && queue.running == 0 {
+                self.queues.remove(&function);
+            }
+        }
+        started
+    }
+
+    /// Records how job `seq`'s attempt ended: the job as it is now (to be written), if it
+    /// is still here.
+    pub fn finish(&mut self, seq: u64, end: AttemptEnd, now: u64) -> Option<&JobRecord> {
+        let record = self.jobs.get_mut(&seq)?;
+        if record.state != JobState::Running {
+            return None;
+        }
+        let function = Bytes::copy_from_slice(&record.function);
+        if let Some(queue) = self.queues.get_mut(&function) {
+            queue.running = queue.running.saturating_sub(1);
+        }
+        self.touched.insert(function);
+        let old_weight = record.weight();
+        let (state, run_at) = match end {
+            AttemptEnd::Succeeded(result) => {
+                record.output = Some(ByteBuf::from(result.to_vec()));
+                record.error_code = None;
+                (JobState::Succeeded, None)
+            }
+            AttemptEnd::Failed {
+                code,
+                message,
+                retry,
+            } => {
+                record.output = Some(ByteBuf::from(message.into_bytes()));
+                record.error_code = Some(code.to_owned());
+                match retry && record.attempts < record.max_attempts {
+                    true => {
+                        let doublings = record.attempts.saturating_sub(1).min(20);
+                        let wait = record.backoff_ms.saturating_mul(1 << doublings);
+                        (JobState::Queued, Some(now + wait.min(MAX_BACKOFF_MS)))
+                    }
+                    false => (JobState::Failed, None),
+                }
+            }
+            AttemptEnd::NoWorker => {
+                record.attempts = record.attempts.saturating_sub(1);
+                (
+                    JobState::Queued,
+                    Some(now + self.limits.no_worker_retry_ms),
+                )
+            }
+            AttemptEnd::Interrupted => {
+                record.attempts = record.attempts.saturating_sub(1);
+                (JobState::Queued, Some(now))
+            }
+        };
+        let record = self.jobs.remove(&seq).expect("the job is here");
+        self.bytes -= old_weight;
+        let mut record = record;
+        record.state = state;
+        if let Some(at) = run_at {
+            record.run_at_ms = at;
+        } else {
+            record.finished_ms = Some(now);
+        }
+        self.insert(record);
+        self.jobs.get(&seq)
+    }
+
+    /// The worker's progress on job `seq`; `false` if it is not running.
+    pub fn progress(&mut self, seq: u64, numerator: u64, denominator: u64) -> bool {
+        match self.jobs.get_mut(&seq) {
+            Some(record) if record.state == JobState::Running => {
+                record.progress = Some((numerator, denominator));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Cancels queued job `seq`: the job as it is now (to be written).
+    pub fn cancel(&mut self, seq: u64, now: u64) -> Result<&JobRecord, NotCancelled> {
+        let state = self.jobs.get(&seq).ok_or(NotCancelled::NotFound)?.state;
+        if state != JobState::Queued {
+            return Err(NotCancelled::Too(state));
+        }
+        let mut record = self.remove(seq).expect("the job is here");
+        record.state = JobState::Cancelled;
+        record.finished_ms = Some(now);
+        self.insert(record);
+        Ok(&self.jobs[&seq])
+    }
+
+    /// Forgets the final jobs whose result TTL is over: their numbers, to be deleted.
+    pub fn expire(&mut self, now: u64) -> Vec<u64> {
+        let mut gone = Vec::new();
+        while let Some(&(at, seq)) = self.expiry.first() {
+            if at > now {
+                break;
+            }
+            self.remove(seq);
+            gone.push(seq);
+        }
+        gone
+    }
+
+    /// Up to `limit` jobs after number `after`, in number order, that `keep` keeps.
+    pub fn list(
+        &self,
+        after: u64,
+        limit: usize,
+        keep: impl Fn(&JobRecord) -> bool,
+    ) -> Vec<&JobRecord> {
+        let mut seqs: Vec<u64> = (self.jobs.keys().copied())
+            .filter(|&seq| seq > after)
+            .collect();
+        seqs.sort_unstable();
+        (seqs.into_iter().map(|seq| &self.jobs[&seq]))
+            .filter(|record| keep(record))
+            .take(limit)
+            .collect()
+    }
+
+    /// Every job, for the metrics.
+    pub fn records(&self) -> impl Iterator<Item = &JobRecord> {
+        self.jobs.values()
+    }
+
+    /// Files `record` under its state.
+    fn insert(&mut self, record: JobRecord) {
+        let seq = record.seq;
+        self.bytes += record.weight();
+        match record.state {
+            JobState::Queued => {
+                self.delayed.insert((record.run_at_ms, seq));
+                if let Some(key) = unique_key(&record) {
+                    self.unique.insert(key, seq);
+                }
+            }
+            JobState::Running => {
+                let function = Bytes::copy_from_slice(&record.function);
+                self.queues.entry(function).or_default().running += 1;
+                if let Some(key) = unique_key(&record) {
+                    self.unique.insert(key, seq);
+                }
+            }
+            _ => {
+                if let Some(key) = unique_key(&record) {
+                    if self.unique.get(&key) == Some(&seq) {
+                        self.unique.remove(&key);
+                    }
+                }
+                if let Some(at) = record.expires_ms() {
+                    self.expiry.insert((at, seq));
+                }
+            }
+        }
+        self.jobs.insert(seq, record);
+    }
+
+    /// Takes job `seq` out of every index.
+    fn remove(&mut self, seq: u64) -> Option<JobRecord> {
+        let record = self.jobs.remove(&seq)?;
+        self.bytes -= record.weight();
+        self.delayed.remove(&(record.run_at_ms, seq));
+        if let Some(at) = record.expires_ms() {
+            self.expiry.remove(&(at, seq));
+        }
+        let function = Bytes::copy_from_slice(&record.function);
+        if let Some(queue) = self.queues.get_mut(&function) {
+            queue.ready.remove(&(Priority::from(record.priority).rank(), seq));
+        }
+        if let Some(key) = unique_key(&record) {
+            if self.unique.get(&key) == Some(&seq) {
+                self.unique.remove(&key);
+            }
+        }
+        Some(record)
+    }
+}
+
+/// The key under which `record` shares its execution, if it has a unique key.
+fn unique_key(record: &JobRecord) -> Option<UniqueKey> {
+    let key = record.unique.as_ref()?;
+    Some((
+        record.caller.clone(),
+        Bytes::copy_from_slice(&record.function),
+        Bytes::copy_from_slice(key),
+    ))
+}
+
+#[cfg(test)]
+#[path = "book_tests.rs"]
+mod tests;

@@ -1,0 +1,382 @@
+//! The background jobs' durable store: one redb file (`<jobs.data_dir>/jobs.redb`) written by
+//! one thread of its own, so the actor that owns the jobs never waits on a disk.
+//!
+//! Writes are batched: every change that arrives while the writer commits goes into its
+//! next transaction (group commit). `jobs.fsync` says when a commit reaches the disk:
+//!
+//! - `always`: every commit is made durable (fsync) before the changes in it are
+//!   acknowledged, so an accepted submission survives a power cut;
+//! - `interval`: commits are acknowledged once written to the file, and made durable at
+//!   most `jobs.fsync_interval_ms` later: a crash of the process loses nothing (the page
+//!   cache keeps it), a power cut up to that interval.
+//!
+//! redb's commits are atomic: after a crash the file holds the last commit whole, never a
+//! part of one.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+use tracing::{error, warn};
+
+use super::record::JobRecord;
+
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The store's node name, made once: it names this dispatcher in its jobs' ids.
+const NODE_KEY: &str = "node";
+/// The next job number, so that a number is never given twice, even after its job expired.
+const NEXT_SEQ_KEY: &str = "next_seq";
+/// Changes at most in one transaction.
+const MAX_BATCH: usize = 8192;
+
+/// When commits reach the disk (`jobs.fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Every commit, before its changes are acknowledged.
+    Always,
+    /// At most this long after a commit.
+    Interval(Duration),
+}
+
+/// Why the store could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be made.
+    #[error("jobs.data_dir {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// redb refused (another process has the file open, the disk is full, ...).
+    #[error("job store {path}: {source}")]
+    Db {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<redb::Error>,
+    },
+    /// The writer thread is gone.
+    #[error("job store writer stopped")]
+    Stopped,
+}
+
+/// One change to the store.
+#[derive(Debug)]
+pub enum Change {
+    /// Writes (or rewrites) a job.
+    Put(JobRecord),
+    /// Forgets job `seq`.
+    Delete(u64),
+}
+
+/// A batch of changes sent to the writer, acknowledged once committed.
+struct Batch {
+    changes: Vec<Change>,
+    next_seq: u64,
+    ack: Option<oneshot::Sender<Result<(), String>>>,
+    /// Commit durably now, whatever the policy (a flush at shutdown).
+    durable: bool,
+}
+
+/// What the store held when it was opened.
+#[derive(Debug)]
+pub struct Loaded {
+    /// This dispatcher's node name.
+    pub node: String,
+    /// The next job number to give.
+    pub next_seq: u64,
+    /// Every stored job.
+    pub records: Vec<JobRecord>,
+    /// Records that could not be read (logged, left in the file).
+    pub unreadable: usize,
+}
+
+/// The handle through which the jobs actor writes; the writer thread stops (after a last
+/// durable commit) once every handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Store {
+    tx: Sender<Batch>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and starts its writer.
+    pub fn open(dir: &Path, fsync: Fsync) -> Result<(Store, Loaded), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join("jobs.redb");
+        let db_error = |source: redb::Error| StoreError::Db {
+            path: path.clone(),
+            source: Box::new(source),
+        };
+        let db = Database::create(&path).map_err(|e| db_error(e.into()))?;
+        let loaded = load(&db).map_err(db_error)?;
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("nmid-job-store".into())
+            .spawn(move || write_loop(db, rx, fsync))
+            .map_err(|source| StoreError::Dir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        Ok((Store { tx }, loaded))
+    }
+
+    /// Writes `changes` with the next job number `next_seq`; the answer comes once they are
+    /// committed (durably with `jobs.fsync = "always"`).
+    pub fn write(
+        &self,
+        changes: Vec<Change>,
+        next_seq: u64,
+    ) -> oneshot::Receiver<Result<(), String>> {
+        let (ack, done) = oneshot::channel();
+        self.send(changes, next_seq, Some(ack), false);
+        done
+    }
+
+    /// Writes `changes` without waiting for them (a failure is logged by the writer).
+    pub fn write_later(&self, changes: Vec<Change>, next_seq: u64) {
+        self.send(changes, next_seq, None, false);
+    }
+
+    /// Makes everything written so far durable; the answer comes once it is.
+    pub fn flush(&self, next_seq: u64) -> oneshot::Receiver<Result<(), String>> {
+        let (ack, done) = oneshot::channel();
+        self.send(Vec::new(), next_seq, Some(ack), true);
+        done
+    }
+
+    fn send(
+        &self,
+        changes: Vec<Change>,
+        next_seq: u64,
+        ack: Option<oneshot::Sender<Result<(), String>>>,
+        durable: bool,
+    ) {
+        let batch = Batch {
+            changes,
+            next_seq,
+            ack,
+            durable,
+        };
+        if let Err(mpsc::SendError(batch)) = self.tx.send(batch) {
+            if let Some(ack) = batch.ack {
+                let _ = ack.send(Err(StoreError::Stopped.to_string()));
+            }
+        }
+    }
+}
+
+/// Reads the node name (made on first open), the next job number and every job.
+fn load(db: &Database) -> Result<Loaded, redb::Error> {
+    let write = db.begin_write()?;
+    let (node, stored_next) = {
+        let mut meta = write.open_table(META)?;
+        let node = match meta.get(NODE_KEY)? {
+            Some(node) => String::from_utf8_lossy(node.value()).into_owned(),
+            None => String::new(),
+        };
+        let node = match node.is_empty() {
+            true => {
+                let made = new_node_name();
+                meta.insert(NODE_KEY, made.as_bytes())?;
+                made
+            }
+            false => node,
+        };
+        let next = meta.get(NEXT_SEQ_KEY)?.and_then(|v| {
+            let bytes: [u8; 8] = v.value().try_into().ok()?;
+            Some(u64::from_be_bytes(bytes))
+        });
+        write.open_table(JOBS)?;
+        (node, next.unwrap_or(1))
+    };
+    write.commit()?;
+    let read = db.begin_read()?;
+    let jobs = read.open_table(JOBS)?;
+    let mut records = Vec::new();
+    let mut unreadable = 0;
+    let mut next_seq = stored_next.max(1);
+    for entry in jobs.iter()? {
+        let (seq, bytes) = entry?;
+        next_seq = next_seq.max(seq.value() + 1);
+        match JobRecord::decode(bytes.value()) {
+            Ok(record) => records.push(record),
+            Err(cause) => {
+                unreadable += 1;
+                warn!(seq = seq.value(), %cause, "job store: a record could not be read; left in the file");
+            }
+        }
+    }
+    Ok(Loaded {
+        node,
+        next_seq,
+        records,
+        unreadable,
+    })
+}
+
+/// A node name no other store is likely to have: 12 hex digits of a hash of the time, the
+/// process and a stack address.
+fn new_node_name() -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    hash.update(now.map_or(0, |d| d.as_nanos()).to_be_bytes());
+    hash.update(std::process::id().to_be_bytes());
+    let local = 0u8;
+    hash.update((&local as *const u8 as usize).to_be_bytes());
+    let digest = hash.finalize();
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The writer thread: takes every batch waiting, commits them in one transaction, then
+/// acknowledges them; under `Interval`, makes the file durable when the interval is over.
+fn write_loop(db: Database, rx: Receiver<Batch>, fsync: Fsync) {
+    let mut last_durable = Instant::now();
+    let mut dirty = false;
+    loop {
+        let first = match (fsync, dirty) {
+            (Fsync::Interval(every), true) => {
+                let left = every.saturating_sub(last_durable.elapsed());
+                match rx.recv_timeout(left) {
+                    Ok(batch) => batch,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Err(cause) = commit(&db, Vec::new(), None, true) {
+                            error!(%cause, "job store: fsync failed");
+                        }
+                        last_durable = Instant::now();
+                        dirty = false;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            _ => match rx.recv() {
+                Ok(batch) => batch,
+                Err(_) => break,
+            },
+        };
+        let mut batches = vec![first];
+        let mut changes: usize = batches[0].changes.len();
+        while changes < MAX_BATCH {
+            let Ok(batch) = rx.try_recv() else { break };
+            changes += batch.changes.len();
+            batches.push(batch);
+        }
+        let forced = batches.iter().any(|b| b.durable);
+        let durable = forced
+            || match fsync {
+                Fsync::Always => true,
+                Fsync::Interval(every) => last_durable.elapsed() >= every,
+            };
+        let next_seq = batches.iter().map(|b| b.next_seq).max();
+        let mut acks = Vec::new();
+        let mut all = Vec::with_capacity(changes);
+        for batch in batches {
+            all.extend(batch.changes);
+            acks.extend(batch.ack);
+        }
+        let result = commit(&db, all, next_seq, durable).map_err(|cause| cause.to_string());
+        match &result {
+            Ok(()) if durable => {
+                last_durable = Instant::now();
+                dirty = false;
+            }
+            Ok(()) => dirty = true,
+            Err(cause) => error!(%cause, "job store: commit failed"),
+        }
+        for ack in acks {
+            let _ = ack.send(result.clone());
+        }
+    }
+    // Every handle is gone: what was written is made durable before the thread ends.
+    if dirty {
+        if let Err(cause) = commit(&db, Vec::new(), None, true) {
+            error!(%cause, "job store: last fsync failed");
+        }
+    }
+}
+
+fn commit(
+    db: &Database,
+    changes: Vec<Change>,
+    next_seq: Option<u64>,
+    durable: bool,
+) -> Result<(), redb::Error> {
+    let mut write = db.begin_write()?;
+    let durability = match durable {
+        true => Durability::Immediate,
+        false => Durability::None,
+    };
+    write.set_durability(durability)?;
+    {
+        let mut jobs = write.open_table(JOBS)?;
+        for change in changes {
+            match change {
+                Change::Put(record) => {
+                    jobs.insert(record.seq, record.encode().as_slice())?;
+                }
+                Change::Delete(seq) => {
+                    jobs.remove(seq)?;
+                }
+            }
+        }
+        if let Some(next) = next_seq {
+            let mut meta = write.open_table(META)?;
+            meta.insert(NEXT_SEQ_KEY, next.to_be_bytes().as_slice())?;
+        }
+    }
+    write.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::record::JobState;
+
+    fn record(seq: u64) -> JobRecord {
+        let mut record = crate::jobs::record::tests::sample();
+        record.seq = seq;
+        record.state = JobState::Queued;
+        record
+    }
+
+    /// What was written and acknowledged is there when the store is opened again, under
+    /// the same node name; deleted jobs are gone and their numbers are not given again.
+    #[actix_rt::test]
+    async fn written_jobs_are_there_after_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("nmid-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, loaded) = Store::open(&dir, Fsync::Always).unwrap();
+        assert!(loaded.records.is_empty());
+        assert_eq!(loaded.next_seq, 1);
+        let node = loaded.node.clone();
+        assert_eq!(node.len(), 12);
+        let changes = vec![Change::Put(record(1)), Change::Put(record(2))];
+        store.write(changes, 3).await.unwrap().unwrap();
+        store.write(vec![Change::Delete(2)], 3).await.unwrap().unwrap();
+        drop(store);
+        // The writer thread ends once its handles are gone; wait for its file lock to go.
+        let (store, loaded) = loop {
+            match Store::open(&dir, Fsync::Interval(Duration::from_millis(50))) {
+                Ok(opened) => break opened,
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        assert_eq!(loaded.node, node);
+        assert_eq!(loaded.next_seq, 3);
+        assert_eq!(loaded.records, vec![record(1)]);
+        store.flush(3).await.unwrap().unwrap();
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
