@@ -12,9 +12,11 @@ use serde::Deserialize;
 
 mod cluster;
 mod guard;
+mod jobs;
 mod security;
 
 pub use cluster::{ClusterConfig, DiscoveryConfig};
+pub use jobs::JobsConfig;
 pub use guard::{BreakerConfig, FunctionRateLimitConfig, RateLimitConfig};
 pub use security::{AuthConfig, SecurityConfig, TlsConfig, TokenConfig, V1PeerConfig};
 
@@ -211,16 +213,6 @@ impl MetricsConfig {
                 reason: format!("{e}: expected HOST:PORT or empty"),
             })
     }
-}
-
-/// `[jobs]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobsConfig {
-    /// Default deadline of a call, in milliseconds.
-    pub timeout_ms: u64,
-    /// Retries on another worker when a job's worker is lost.
-    pub retries: u32,
 }
 
 /// `[workers]`
@@ -420,12 +412,6 @@ impl Config {
                 "must be at least http.max_body_bytes, or no body of the largest size could arrive",
             );
         }
-        if self.jobs.timeout_ms == 0 {
-            return invalid("jobs.timeout_ms", "must be at least 1");
-        }
-        if self.jobs.timeout_ms > u64::from(u32::MAX) {
-            return invalid("jobs.timeout_ms", "must be at most 4294967295");
-        }
         if self.workers.max_jobs_in_flight == 0 {
             return invalid("workers.max_jobs_in_flight", "must be at least 1");
         }
@@ -471,6 +457,7 @@ impl Config {
         if self.history.max_functions > 1000 {
             return invalid("history.max_functions", "must be at most 1000");
         }
+        self.jobs.validate()?;
         self.validate_cluster()?;
         self.validate_rate_limit()?;
         self.validate_breaker()?;

@@ -101,10 +101,28 @@ pub struct Loaded {
 /// durable commit) once every handle is dropped.
 #[derive(Debug, Clone)]
 pub struct Store {
-    tx: Sender<Batch>,
+    /// `None`: kept in memory only (`jobs.data_dir` empty); writes are acknowledged at once.
+    tx: Option<Sender<Batch>>,
 }
 
 impl Store {
+    /// A store that keeps nothing: background jobs live in memory only and are lost when the
+    /// dispatcher stops (`jobs.data_dir` empty).
+    pub fn memory() -> (Store, Loaded) {
+        let loaded = Loaded {
+            node: new_node_name(),
+            next_seq: 1,
+            records: Vec::new(),
+            unreadable: 0,
+        };
+        (Store { tx: None }, loaded)
+    }
+
+    /// Whether jobs survive a restart.
+    pub fn is_durable(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Opens (or creates) the store in `dir` and starts its writer.
     pub fn open(dir: &Path, fsync: Fsync) -> Result<(Store, Loaded), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
@@ -126,7 +144,7 @@ impl Store {
                 path: dir.to_owned(),
                 source,
             })?;
-        Ok((Store { tx }, loaded))
+        Ok((Store { tx: Some(tx) }, loaded))
     }
 
     /// Writes `changes` with the next job number `next_seq`; the answer comes once they are
@@ -160,13 +178,19 @@ impl Store {
         ack: Option<oneshot::Sender<Result<(), String>>>,
         durable: bool,
     ) {
+        let Some(tx) = &self.tx else {
+            if let Some(ack) = ack {
+                let _ = ack.send(Ok(()));
+            }
+            return;
+        };
         let batch = Batch {
             changes,
             next_seq,
             ack,
             durable,
         };
-        if let Err(mpsc::SendError(batch)) = self.tx.send(batch) {
+        if let Err(mpsc::SendError(batch)) = tx.send(batch) {
             if let Some(ack) = batch.ack {
                 let _ = ack.send(Err(StoreError::Stopped.to_string()));
             }

@@ -1,4 +1,5 @@
-//! A function's waiting calls: first in, first out within each [`Priority`], and every
+//! A function's waiting calls: first in, first out within each
+//! [`Priority`](crate::call::Priority), and every
 //! waiting high-priority call before any normal one, every normal one before any low one.
 //! Synchronous calls are all normal, so without background jobs of other priorities this is
 //! one `VecDeque` (the other two stay empty and unallocated).
@@ -6,7 +7,6 @@
 use std::collections::VecDeque;
 
 use super::Waiting;
-use crate::call::Priority;
 
 /// The calls waiting for one function's workers.
 pub(super) struct CallQueue<C> {
@@ -64,7 +64,7 @@ impl<C: Waiting> CallQueue<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::JobId;
+    use crate::call::{JobId, Priority};
 
     struct Call(u64, Priority);
 
