@@ -16,8 +16,8 @@ mod jobs;
 mod security;
 
 pub use cluster::{ClusterConfig, DiscoveryConfig};
-pub use jobs::JobsConfig;
 pub use guard::{BreakerConfig, FunctionRateLimitConfig, RateLimitConfig};
+pub use jobs::JobsConfig;
 pub use security::{AuthConfig, SecurityConfig, TlsConfig, TokenConfig, V1PeerConfig};
 
 /// `config/nmid.toml`: every key with its default and its documentation.

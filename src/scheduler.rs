@@ -393,8 +393,7 @@ impl<C: Waiting> Scheduler<C> {
         let mut decisions = Vec::new();
         for entry in self.functions.values_mut() {
             decisions.extend(
-                (entry.queue.drain_all().into_iter())
-                    .map(|call| Decision::Refuse { call, error }),
+                (entry.queue.drain_all().into_iter()).map(|call| Decision::Refuse { call, error }),
             );
         }
         self.backlogged.clear();

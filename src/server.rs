@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::accept::{AcceptGate, GateLimits};
+use crate::actors::background::{Background, FlushJobs, StopStarting};
 use crate::actors::front_door::FrontDoor;
 use crate::actors::job::JobServices;
 use crate::actors::registry::{AbandonAll, Drain, Registry, Snapshot};
@@ -65,6 +66,9 @@ pub enum ServerError {
     /// without `cluster.advertise_addr`).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The background jobs' store could not be opened (`jobs.data_dir`).
+    #[error(transparent)]
+    JobStore(#[from] crate::jobs::StoreError),
 }
 
 impl From<io::Error> for ServerError {
@@ -333,6 +337,8 @@ struct Dispatcher {
     drain_timeout: Duration,
     /// The etcd membership, when discovery is on.
     cluster: Option<Cluster>,
+    /// The background jobs.
+    background_jobs: Addr<Background>,
 }
 
 impl Dispatcher {
@@ -352,6 +358,8 @@ impl Dispatcher {
             config.log.refusal_summary_interval_ms,
         )));
         background.push(tokio::spawn(refusals.clone().flush_every_window()));
+        let (background_jobs, node, _gauges) =
+            Background::open(&config.jobs, jobs.clone(), &arbiters[0].handle())?;
         let door = FrontDoor::new(jobs, config.tcp.max_frame_bytes, security.clone());
         let settings = Arc::new(SessionSettings::new(config, door.clone(), refusals.clone()));
         let gate = |listener, max_connections, max_per_ip| {
@@ -418,6 +426,11 @@ impl Dispatcher {
                 .filter_map(|name| name.parse().ok())
                 .collect(),
             ready_functions: config.http.ready_functions.clone(),
+            jobs: Some(crate::http::JobsFront {
+                background: background_jobs.clone(),
+                config: Arc::new(config.jobs.clone()),
+                node,
+            }),
         };
         let site = HttpSite {
             state,
@@ -448,16 +461,18 @@ impl Dispatcher {
             arbiters,
             drain_timeout: config.drain_timeout(),
             cluster,
+            background_jobs,
         })
     }
 
     /// Shuts down in order: stop accepting nmid connections -> stop taking new calls (in a
     /// cluster: the membership record says `draining`, so peers and clients send no more)
     /// -> drain the jobs in flight, queued and forwarded (bounded by
-    /// `server.drain_timeout_ms`) -> stop HTTP -> leave the cluster (revoke the etcd lease)
+    /// `server.drain_timeout_ms`) -> make the background jobs durable -> stop HTTP -> leave the cluster (revoke the etcd lease)
     /// -> stop the connection threads. (The binary then flushes telemetry.)
     async fn shutdown(self) -> Stopped {
         self.accept.abort();
+        self.background_jobs.do_send(StopStarting);
         self.handle.registry.do_send(Drain);
         if let Some(cluster) = &self.cluster {
             cluster.begin_drain();
@@ -493,6 +508,13 @@ impl Dispatcher {
                 left
             }
         };
+        // Attempts cut short by the drain are queued again for the next start: written,
+        // then made durable.
+        match self.background_jobs.send(FlushJobs).await {
+            Ok(Ok(())) => {}
+            Ok(Err(cause)) => warn!(%cause, "background jobs: last flush failed"),
+            Err(_) => warn!("background jobs: gone before their last flush"),
+        }
         for server in &self.http {
             server.stop();
         }

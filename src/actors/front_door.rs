@@ -136,11 +136,24 @@ impl FrontDoor {
     pub fn admit(
         &self,
         job_id: JobId,
-        mut spec: CallSpec,
+        spec: CallSpec,
         caller: Caller<'_>,
         front_end: FrontEnd,
         reply: Reply,
     ) -> Result<Addr<JobActor>, Refused> {
+        let spec = self.vet(spec, caller, front_end)?;
+        Ok(JobActor::start(job_id, spec, reply, &self.jobs))
+    }
+
+    /// Every check of [`FrontDoor::admit`] without starting the job: the call as it would
+    /// run (its caller named, the metadata its front end may not write gone), or why not.
+    /// A background job is vetted so when it is submitted, and runs later as that caller.
+    pub fn vet(
+        &self,
+        mut spec: CallSpec,
+        caller: Caller<'_>,
+        front_end: FrontEnd,
+    ) -> Result<CallSpec, Refused> {
         let metrics = &self.jobs.metrics;
         let client = self.authorize(&spec, caller).inspect_err(|refused| {
             metrics.record_refusal(Refusal::Call);
@@ -165,7 +178,7 @@ impl FrontDoor {
         }
         spec.caller = Some(client);
         spec.forget_reserved_meta(keeps_http_meta(&spec, caller, front_end));
-        Ok(JobActor::start(job_id, spec, reply, &self.jobs))
+        Ok(spec)
     }
 
     /// Whom `caller` counts as for `spec` if its grant covers the call: itself, or the

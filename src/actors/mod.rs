@@ -25,6 +25,7 @@
 //! Both sessions hold a [`connection::Connection`]: the peer, the permit, the read gate and
 //! the bounded outbound buffer.
 
+pub mod background;
 pub mod client_session;
 pub mod connection;
 pub mod front_door;

@@ -26,9 +26,7 @@ use foldhash::{HashMap, HashMapExt};
 use tracing::{debug, info, warn};
 
 use crate::breaker::{BreakerSettings, Transition, Verdict};
-use crate::call::{
-    CallSpec, ClientKey, FunctionName, JobId, JobLease, PeerId, Priority, WorkerId,
-};
+use crate::call::{CallSpec, ClientKey, FunctionName, JobId, JobLease, PeerId, Priority, WorkerId};
 use crate::metrics::Metrics;
 use crate::scheduler::{Decision, Scheduler, Waiting};
 use crate::snapshot::{RegistrySnapshot, WorkerSnapshot};

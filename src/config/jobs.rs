@@ -75,8 +75,14 @@ impl JobsConfig {
         let at_least_one = [
             ("jobs.max_stored_jobs", self.max_stored_jobs as u64),
             ("jobs.max_stored_bytes", self.max_stored_bytes as u64),
-            ("jobs.max_running_per_function", self.max_running_per_function.into()),
-            ("jobs.default_max_attempts", self.default_max_attempts.into()),
+            (
+                "jobs.max_running_per_function",
+                self.max_running_per_function.into(),
+            ),
+            (
+                "jobs.default_max_attempts",
+                self.default_max_attempts.into(),
+            ),
             ("jobs.max_attempts_limit", self.max_attempts_limit.into()),
             ("jobs.default_result_ttl_ms", self.default_result_ttl_ms),
             ("jobs.no_worker_retry_ms", self.no_worker_retry_ms),
@@ -86,10 +92,16 @@ impl JobsConfig {
             return invalid(key, "must be at least 1");
         }
         if self.default_max_attempts > self.max_attempts_limit {
-            return invalid("jobs.default_max_attempts", "must be at most jobs.max_attempts_limit");
+            return invalid(
+                "jobs.default_max_attempts",
+                "must be at most jobs.max_attempts_limit",
+            );
         }
         if self.default_result_ttl_ms > self.max_result_ttl_ms {
-            return invalid("jobs.default_result_ttl_ms", "must be at most jobs.max_result_ttl_ms");
+            return invalid(
+                "jobs.default_result_ttl_ms",
+                "must be at most jobs.max_result_ttl_ms",
+            );
         }
         Ok(())
     }

@@ -139,7 +139,7 @@ fn record_unusable(state: &HttpState, err: &HttpError) {
 
 /// The call a `POST /call/{func}` request makes, or why the request cannot be one (counted
 /// as `bad_request`, as a TCP client's unusable call is).
-async fn prepare_call(
+pub(super) async fn prepare_call(
     req: &HttpRequest,
     function: &str,
     query: &CallQuery,
@@ -359,7 +359,7 @@ async fn run_job(
 /// The HTTP answer of a call's outcome: a RetStruct's `Data` (its `ContentType` kept); a
 /// `Code` other than 0 is the function's error (a 4xx code stays that status); a result
 /// that is not a RetStruct is answered as it is.
-fn answer_of(outcome: CallOutcome, function: &str) -> Result<CallData, HttpError> {
+pub(super) fn answer_of(outcome: CallOutcome, function: &str) -> Result<CallData, HttpError> {
     match outcome {
         CallOutcome::Done(ret) => match RetStruct::decode(&ret) {
             Ok(ret) if ret.code != 0 => Err(HttpError::Function {
@@ -388,13 +388,13 @@ fn answer_of(outcome: CallOutcome, function: &str) -> Result<CallData, HttpError
 
 /// A request's caller, taken out of the request before its body is read: what the guard
 /// established ([`Access`]; none at all is refused, deny by default) and its peer's IP.
-struct CallerOf {
+pub(super) struct CallerOf {
     access: Option<Access>,
     ip: Option<IpAddr>,
 }
 
 impl CallerOf {
-    fn request(req: &HttpRequest) -> Self {
+    pub(super) fn request(req: &HttpRequest) -> Self {
         Self {
             access: req.extensions().get::<Access>().cloned(),
             ip: req.peer_addr().map(|addr| addr.ip()),
@@ -415,7 +415,7 @@ impl CallerOf {
 
     /// The caller as the front door takes it. (A request without a peer address, which a
     /// real listener never makes, counts as 0.0.0.0 for a grant that keys by address.)
-    fn caller(&self) -> Caller<'_> {
+    pub(super) fn caller(&self) -> Caller<'_> {
         match &self.access {
             Some(Access::Open) => Caller::Anyone { ip: self.ip },
             Some(Access::Granted(grant)) => Caller::Granted {
@@ -448,7 +448,7 @@ impl Drop for CancelOnDrop {
 
 /// The response body: of the function's own content type when it said, else JSON when the
 /// data is JSON, text when UTF-8, else bytes.
-fn data_response(data: CallData) -> HttpResponse {
+pub(super) fn data_response(data: CallData) -> HttpResponse {
     if let Some(content_type) = data.content_type {
         return HttpResponse::Ok()
             .content_type(content_type)
@@ -565,7 +565,7 @@ fn json_params(body: &Bytes, pass_json: bool) -> Result<Bytes, HttpError> {
         .map_err(|e| HttpError::Internal(format!("cannot encode params: {e}")))
 }
 
-fn timeout_from(headers: &HeaderMap, default: Duration) -> Result<Duration, HttpError> {
+pub(super) fn timeout_from(headers: &HeaderMap, default: Duration) -> Result<Duration, HttpError> {
     let Some(value) = headers.get(TIMEOUT_HEADER) else {
         return Ok(default);
     };

@@ -81,6 +81,12 @@ pub enum HttpError {
     /// The credentials' grant does not cover the request (the role or the function): 403.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// No background job has this id (or the caller may not see it): 404.
+    #[error("no such job: {0}")]
+    JobNotFound(String),
+    /// The background jobs' store is full: 429 with `Retry-After`.
+    #[error("{0}")]
+    StoreFull(String),
     /// The dispatcher failed to answer (an actor was gone): 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -127,6 +133,8 @@ impl HttpError {
             HttpError::TooLarge => "too_large",
             HttpError::Unauthorized => "unauthorized",
             HttpError::Forbidden(_) => "forbidden",
+            HttpError::JobNotFound(_) => "job_not_found",
+            HttpError::StoreFull(_) => "store_full",
             HttpError::Internal(_) => "internal",
         }
     }
@@ -176,7 +184,7 @@ struct ErrorBody<'a> {
 impl ResponseError for HttpError {
     fn status_code(&self) -> StatusCode {
         match self {
-            HttpError::UnknownFunction(_) => StatusCode::NOT_FOUND,
+            HttpError::UnknownFunction(_) | HttpError::JobNotFound(_) => StatusCode::NOT_FOUND,
             HttpError::NoWorker(_)
             | HttpError::ShuttingDown
             | HttpError::BreakerOpen(_)
@@ -190,7 +198,7 @@ impl ResponseError for HttpError {
             }
             HttpError::WorkerError(_) | HttpError::WorkerLost => StatusCode::BAD_GATEWAY,
             HttpError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            HttpError::RateLimited | HttpError::OverRateLimit { .. } => {
+            HttpError::RateLimited | HttpError::OverRateLimit { .. } | HttpError::StoreFull(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -212,7 +220,7 @@ impl ResponseError for HttpError {
                     (content_type.as_deref()).unwrap_or_else(|| sniffed_content_type(data, true));
                 return response.content_type(content_type).body(data.clone());
             }
-            HttpError::RateLimited => {
+            HttpError::RateLimited | HttpError::StoreFull(_) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
             HttpError::Busy | HttpError::BodyTimeout(_) => {

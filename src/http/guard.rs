@@ -12,6 +12,7 @@
 //! | [`Needs::Admin`] (the admin API, the dashboard) | the `admin` role |
 //! | [`Needs::Client`] (`/call/{func}`) | the `client` role, and a grant covering the function |
 //! | [`Needs::Gateway`] (any other path) | nmid's gateway headers: as `/call`; else `admin` |
+//! | [`Needs::Jobs`] (`/api/v1/jobs`) | the `client` or `admin` role; a client sees its own jobs |
 //!
 //! Credentials are `Authorization: Bearer <secret>`, or `Basic` with the secret as the
 //! password (what a browser sends for the dashboard after asking). A request that may go on
@@ -52,6 +53,9 @@ pub enum Needs {
     /// A path no route of its own covers: with nmid's gateway headers a call (the `client`
     /// role, see [`Needs::of_request`]), else the `admin` role (deny by default).
     Gateway,
+    /// The `client` or the `admin` role: background jobs' status, which the handler then
+    /// shows a client only for the jobs it submitted.
+    Jobs,
 }
 
 impl Needs {
@@ -135,6 +139,11 @@ pub fn check(
         Needs::Metrics | Needs::Admin => Roles::ADMIN,
         Needs::Client => Roles::CLIENT,
         Needs::Gateway => Roles::ADMIN,
+        // Either role: the client's, unless the grant has only the admin role.
+        Needs::Jobs => match secret(req.headers()).and_then(|s| auth.token(&s)) {
+            Some(grant) if grant.has(Roles::ADMIN) && !grant.has(Roles::CLIENT) => Roles::ADMIN,
+            _ => Roles::CLIENT,
+        },
     };
     let refused = match secret(req.headers()).map(|secret| auth.token(&secret)) {
         None => {

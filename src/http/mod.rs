@@ -22,7 +22,10 @@ mod call;
 mod error;
 pub mod guard;
 mod idle;
+mod jobs;
 pub mod routes;
+
+pub use jobs::JobsFront;
 mod serve;
 
 use std::sync::Arc;
@@ -61,6 +64,8 @@ pub struct HttpState {
     pub forward_headers: Vec<actix_web::http::header::HeaderName>,
     /// Functions that must have a worker for `/readyz` to say ready (`http.ready_functions`).
     pub ready_functions: Vec<String>,
+    /// The background jobs (`/async/{func}`, `/api/v1/jobs`); `None` answers those 500.
+    pub jobs: Option<jobs::JobsFront>,
 }
 
 impl HttpState {
@@ -113,6 +118,7 @@ mod tests {
             ))),
             forward_headers: Vec::new(),
             ready_functions: Vec::new(),
+            jobs: None,
         })
     }
 

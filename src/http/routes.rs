@@ -16,7 +16,7 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{guard as method, web, HttpRequest, HttpResponse};
 
 use super::guard::{self, Needs};
-use super::{admin, call, HttpState};
+use super::{admin, call, jobs, HttpState};
 
 /// The methods a route answers; any other gets `405` with `Allow`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub enum Methods {
     Read,
     /// `POST`.
     Post,
+    /// `GET`, `HEAD` and `DELETE` (a background job).
+    ReadOrDelete,
     /// Every method (nmid's gateway, the catch-all `404`).
     Any,
 }
@@ -35,6 +37,7 @@ impl Methods {
         match self {
             Methods::Read => method == Method::GET || method == Method::HEAD,
             Methods::Post => method == Method::POST,
+            Methods::ReadOrDelete => Methods::Read.allow(method) || method == Method::DELETE,
             Methods::Any => true,
         }
     }
@@ -44,6 +47,7 @@ impl Methods {
         match self {
             Methods::Read => "GET, HEAD",
             Methods::Post => "POST",
+            Methods::ReadOrDelete => "GET, HEAD, DELETE",
             Methods::Any => "*",
         }
     }
@@ -66,6 +70,8 @@ pub struct Route {
 
 /// The pattern of the call route.
 pub const CALL_ROUTE: &str = "/call/{func}";
+/// The pattern of the background submission route.
+pub const ASYNC_ROUTE: &str = "/async/{func}";
 /// The pattern of the route that catches every path the others do not match.
 pub const ANY_PATH: &str = "/{path:.*}";
 
@@ -83,8 +89,17 @@ macro_rules! route {
 }
 
 /// The HTTP front end (port 6809), in matching order: the catch-all is last.
-pub static ROUTES: [Route; 12] = [
+pub static ROUTES: [Route; 16] = [
     route!(CALL_ROUTE, Post, Client, call::call),
+    route!(ASYNC_ROUTE, Post, Client, jobs::submit),
+    route!("/api/v1/jobs", Read, Jobs, jobs::list),
+    route!(
+        "/api/v1/jobs/{id}",
+        ReadOrDelete,
+        Jobs,
+        jobs::status_or_cancel
+    ),
+    route!("/api/v1/jobs/{id}/result", Read, Jobs, jobs::result),
     route!("/api/v1/functions", Read, Admin, admin::functions),
     route!("/api/v1/workers", Read, Admin, admin::workers),
     route!("/api/v1/stats", Read, Admin, admin::stats),
@@ -256,7 +271,10 @@ mod tests {
         assert_eq!(needs(&METRICS_ROUTES, ANY_PATH), Needs::Admin);
         assert_eq!(ROUTES.last().unwrap().pattern, ANY_PATH);
         assert_eq!(METRICS_ROUTES.last().unwrap().pattern, ANY_PATH);
-        let admin = ROUTES.iter().filter(|r| r.pattern.starts_with("/api/"));
+        assert_eq!(needs(&ROUTES, ASYNC_ROUTE), Needs::Client);
+        assert_eq!(needs(&ROUTES, "/api/v1/jobs/{id}"), Needs::Jobs);
+        let admin = (ROUTES.iter())
+            .filter(|r| r.pattern.starts_with("/api/") && !r.pattern.starts_with("/api/v1/jobs"));
         assert!(admin.clone().count() >= 6);
         assert!(admin.into_iter().all(|r| r.needs == Needs::Admin));
     }

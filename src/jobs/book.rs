@@ -218,7 +218,11 @@ impl Book {
                 let function = Bytes::copy_from_slice(&record.function);
                 let rank = Priority::from(record.priority).rank();
                 self.queues.entry(function.clone()).or_default();
-                self.queues.get_mut(&function).unwrap().ready.insert((rank, seq));
+                self.queues
+                    .get_mut(&function)
+                    .unwrap()
+                    .ready
+                    .insert((rank, seq));
                 self.touched.insert(function);
             }
         }
@@ -291,10 +295,7 @@ impl Book {
             }
             AttemptEnd::NoWorker => {
                 record.attempts = record.attempts.saturating_sub(1);
-                (
-                    JobState::Queued,
-                    Some(now + self.limits.no_worker_retry_ms),
-                )
+                (JobState::Queued, Some(now + self.limits.no_worker_retry_ms))
             }
             AttemptEnd::Interrupted => {
                 record.attempts = record.attempts.saturating_sub(1);
@@ -415,7 +416,9 @@ impl Book {
         }
         let function = Bytes::copy_from_slice(&record.function);
         if let Some(queue) = self.queues.get_mut(&function) {
-            queue.ready.remove(&(Priority::from(record.priority).rank(), seq));
+            queue
+                .ready
+                .remove(&(Priority::from(record.priority).rank(), seq));
         }
         if let Some(key) = unique_key(&record) {
             if self.unique.get(&key) == Some(&seq) {

@@ -53,7 +53,10 @@ fn high_jobs_overtake_queued_normal_ones() {
     let mut seq = first;
     for now in 3..6 {
         let end = AttemptEnd::Succeeded(Bytes::from_static(b"ok"));
-        assert_eq!(book.finish(seq, end, now).unwrap().state, JobState::Succeeded);
+        assert_eq!(
+            book.finish(seq, end, now).unwrap().state,
+            JobState::Succeeded
+        );
         let next = started(&mut book, now);
         assert_eq!(next.len(), 1);
         seq = next[0];
@@ -127,7 +130,10 @@ fn a_unique_key_shares_one_job_per_caller() {
     started(&mut book, 0);
     assert!(matches!(book.submit(keyed("token:a"), 0), Ok(Accepted::Shared(s)) if s == seq));
     book.finish(seq, AttemptEnd::Succeeded(Bytes::new()), 1);
-    assert!(matches!(book.submit(keyed("token:a"), 2), Ok(Accepted::New(_))));
+    assert!(matches!(
+        book.submit(keyed("token:a"), 2),
+        Ok(Accepted::New(_))
+    ));
 }
 
 /// Past the job or byte bound a submission is refused; expired results free room.
@@ -140,7 +146,9 @@ fn the_store_bounds_hold_and_expiry_frees_room() {
     let mut book = Book::new("n1".into(), 1, limits, Vec::new(), 0).0;
     let seq = submit(&mut book, job("F", StoredPriority::Normal, 0), 0);
     submit(&mut book, job("G", StoredPriority::Normal, 0), 0);
-    let refused = book.submit(job("F", StoredPriority::Normal, 0), 0).unwrap_err();
+    let refused = book
+        .submit(job("F", StoredPriority::Normal, 0), 0)
+        .unwrap_err();
     assert_eq!(refused, Full::Jobs(2));
     started(&mut book, 0);
     let ttl = book.get(seq).unwrap().result_ttl_ms;

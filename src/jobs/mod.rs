@@ -9,6 +9,7 @@
 //! The actor that carries them out is [`crate::actors::background`].
 
 pub mod book;
+pub mod options;
 pub mod record;
 pub mod store;
 

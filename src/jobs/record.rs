@@ -72,9 +72,8 @@ impl BackgroundId {
     /// Reads `<node>-<number>`; `None` for anything else.
     pub fn parse(text: &str) -> Option<Self> {
         let (node, seq) = text.rsplit_once('-')?;
-        let valid_node = !node.is_empty()
-            && node.len() <= 64
-            && node.bytes().all(|b| b.is_ascii_alphanumeric());
+        let valid_node =
+            !node.is_empty() && node.len() <= 64 && node.bytes().all(|b| b.is_ascii_alphanumeric());
         let seq = seq.parse().ok().filter(|_| valid_node)?;
         Some(Self {
             node: node.to_owned(),
@@ -279,7 +278,15 @@ pub(crate) mod tests {
             seq: 42,
         };
         assert_eq!(BackgroundId::parse(&id.to_string()), Some(id));
-        for junk in ["", "42", "-42", "a1-", "a1-x", "a/b-1", "a1-99999999999999999999999"] {
+        for junk in [
+            "",
+            "42",
+            "-42",
+            "a1-",
+            "a1-x",
+            "a/b-1",
+            "a1-99999999999999999999999",
+        ] {
             assert_eq!(BackgroundId::parse(junk), None, "{junk}");
         }
     }

@@ -387,7 +387,11 @@ mod tests {
         assert_eq!(node.len(), 12);
         let changes = vec![Change::Put(record(1)), Change::Put(record(2))];
         store.write(changes, 3).await.unwrap().unwrap();
-        store.write(vec![Change::Delete(2)], 3).await.unwrap().unwrap();
+        store
+            .write(vec![Change::Delete(2)], 3)
+            .await
+            .unwrap()
+            .unwrap();
         drop(store);
         // The writer thread ends once its handles are gone; wait for its file lock to go.
         let (store, loaded) = loop {

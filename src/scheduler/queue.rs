@@ -47,7 +47,10 @@ impl<C: Waiting> CallQueue<C> {
 
     /// Takes every waiting call, in the order a free slot would have taken them.
     pub(super) fn drain_all(&mut self) -> Vec<C> {
-        self.levels.iter_mut().flat_map(|level| level.drain(..)).collect()
+        self.levels
+            .iter_mut()
+            .flat_map(|level| level.drain(..))
+            .collect()
     }
 
     /// How many calls wait.

@@ -1,0 +1,522 @@
+//! The background jobs' actor: it owns the [`Book`] and the [`Store`], starts each due job
+//! as a [`JobActor`] (the path every call takes: the registry, a worker, retries on a lost
+//! worker) and records how each attempt ended.
+//!
+//! The HTTP front end (and the tagged client session) send it [`Submit`] once the front
+//! door has vetted the call ([`FrontDoor::vet`](super::front_door::FrontDoor::vet)), and
+//! [`GetJob`], [`CancelJob`], [`ListJobs`] and [`WaitForJob`]; its own attempts answer with
+//! [`AttemptDone`]. A submission is answered once the store has committed it (durably with
+//! `jobs.fsync = "always"`); every later change is written behind.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use super::job::{JobActor, JobServices};
+use crate::call::{CallOutcome, CallSpec, ClientKey, DispatchError, JobId};
+use crate::codec::ParamsType;
+use crate::jobs::record::now_ms;
+use crate::jobs::{
+    Accepted, AttemptEnd, BackgroundId, Book, Change, Full, JobRecord, JobState, NewJob,
+    NotCancelled, Store,
+};
+
+/// How often due jobs are started and expired ones forgotten.
+const TICK: Duration = Duration::from_millis(20);
+
+/// Submits a vetted call as a background job.
+#[derive(Message)]
+#[rtype(result = "Result<Submitted, SubmitError>")]
+pub struct Submit {
+    /// The job, as [`SubmitOptions::record`](crate::jobs::options::SubmitOptions::record)
+    /// made it.
+    pub record: JobRecord,
+}
+
+/// An accepted submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The job's id.
+    pub id: BackgroundId,
+    /// It is the queued or running job with the same unique key.
+    pub shared: bool,
+}
+
+/// Why a submission was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The store is full.
+    #[error("job store full: {0}")]
+    Full(String),
+    /// The store could not write it.
+    #[error("job store write failed: {0}")]
+    Store(String),
+    /// The dispatcher is stopping.
+    #[error("dispatcher is shutting down")]
+    ShuttingDown,
+}
+
+/// Job `seq` of this dispatcher, as it is now.
+#[derive(Message)]
+#[rtype(result = "Option<JobRecord>")]
+pub struct GetJob {
+    /// Its number.
+    pub seq: u64,
+}
+
+/// Cancels queued job `seq`.
+#[derive(Message)]
+#[rtype(result = "Result<JobRecord, NotCancelled>")]
+pub struct CancelJob {
+    /// Its number.
+    pub seq: u64,
+}
+
+/// A page of jobs.
+#[derive(Message)]
+#[rtype(result = "Vec<JobRecord>")]
+pub struct ListJobs {
+    /// Numbers above this one.
+    pub after: u64,
+    /// At most this many.
+    pub limit: usize,
+    /// Those this keeps (function, state, caller).
+    pub keep: Box<dyn Fn(&JobRecord) -> bool + Send>,
+}
+
+/// Answers when job `seq` is final (or gone), or after `timeout`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WaitForJob {
+    /// Its number.
+    pub seq: u64,
+    /// The longest wait.
+    pub timeout: Duration,
+}
+
+/// How one attempt of job `seq` ended (sent by the attempt's own job actor).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttemptDone {
+    /// The job.
+    pub seq: u64,
+    /// How.
+    pub outcome: CallOutcome,
+}
+
+/// The dispatcher is stopping: start no more attempts (those running end as their calls
+/// do; an attempt refused as shutting down waits for the next start).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopStarting;
+
+/// Makes everything written durable; answered once it is.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct FlushJobs;
+
+/// The background jobs' numbers, for the metrics and `/api/v1/stats`, refreshed each tick.
+#[derive(Debug, Clone, Default)]
+pub struct JobsGauges {
+    /// Queued jobs by (function, priority).
+    pub queued: HashMap<(String, &'static str), u64>,
+    /// Running jobs.
+    pub running: u64,
+    /// Jobs by final state.
+    pub finished: HashMap<&'static str, u64>,
+    /// Age of the oldest due queued job, in seconds.
+    pub oldest_queued_s: f64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Jobs held.
+    pub jobs: u64,
+    /// Attempts started, since start.
+    pub attempts: u64,
+}
+
+/// The background jobs.
+pub struct Background {
+    book: Book,
+    store: Store,
+    services: JobServices,
+    /// Callers waiting for a job to end, by job number.
+    waiters: HashMap<u64, Vec<oneshot::Sender<()>>>,
+    waiting: usize,
+    max_waiters: usize,
+    starting: bool,
+    gauges: Arc<Mutex<JobsGauges>>,
+    attempts: u64,
+}
+
+impl Background {
+    /// The jobs of `book`, written to `store`, run through `services`; `gauges` is
+    /// refreshed for the metrics.
+    pub fn new(
+        book: Book,
+        store: Store,
+        services: JobServices,
+        max_waiters: usize,
+        gauges: Arc<Mutex<JobsGauges>>,
+    ) -> Self {
+        Self {
+            book,
+            store,
+            services,
+            waiters: HashMap::new(),
+            waiting: 0,
+            max_waiters,
+            starting: true,
+            gauges,
+            attempts: 0,
+        }
+    }
+}
+
+impl Background {
+    /// Opens the store `config` names (or keeps jobs in memory), queues again the jobs that
+    /// were running when the dispatcher last stopped, and starts the actor on `arbiter`.
+    /// Returns it with the store's node name and the gauges it keeps.
+    pub fn open(
+        config: &crate::config::JobsConfig,
+        services: JobServices,
+        arbiter: &ArbiterHandle,
+    ) -> Result<(Addr<Background>, String, Arc<Mutex<JobsGauges>>), crate::jobs::StoreError> {
+        let (store, loaded) = match config.data_dir() {
+            Some(dir) => Store::open(&dir, config.fsync())?,
+            None => {
+                warn!("jobs.data_dir is empty: background jobs are kept in memory only and are lost when the dispatcher stops");
+                Store::memory()
+            }
+        };
+        if loaded.unreadable > 0 {
+            warn!(
+                records = loaded.unreadable,
+                "job store: records that could not be read were skipped"
+            );
+        }
+        let node = loaded.node.clone();
+        let (book, requeued) = Book::new(
+            loaded.node,
+            loaded.next_seq,
+            config.limits(),
+            loaded.records,
+            now_ms(),
+        );
+        if !requeued.is_empty() {
+            info!(
+                jobs = requeued.len(),
+                "background jobs that were running at the last stop are queued again"
+            );
+            let changes = requeued.into_iter().map(Change::Put).collect();
+            store.write_later(changes, book.next_seq());
+        }
+        let gauges = Arc::new(Mutex::new(JobsGauges::default()));
+        let shared = gauges.clone();
+        let max_waiters = config.max_waiters;
+        let addr = Background::start_in_arbiter(arbiter, move |_| {
+            Background::new(book, store, services, max_waiters, shared)
+        });
+        Ok((addr, node, gauges))
+    }
+}
+
+impl Actor for Background {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (jobs, bytes) = self.book.size();
+        info!(
+            node = self.book.node(),
+            jobs,
+            bytes,
+            durable = self.store.is_durable(),
+            "background jobs ready"
+        );
+        ctx.run_interval(TICK, |jobs, ctx| jobs.pump(ctx));
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Submit> for Background {
+    type Result = ResponseFuture<Result<Submitted, SubmitError>>;
+
+    fn handle(&mut self, submit: Submit, ctx: &mut Self::Context) -> Self::Result {
+        if !self.starting {
+            return Box::pin(async { Err(SubmitError::ShuttingDown) });
+        }
+        let now = now_ms();
+        let record = match self.book.submit(
+            NewJob {
+                record: submit.record,
+            },
+            now,
+        ) {
+            Ok(Accepted::Shared(seq)) => {
+                let id = self.book.id(seq);
+                return Box::pin(async move { Ok(Submitted { id, shared: true }) });
+            }
+            Ok(Accepted::New(record)) => record,
+            Err(full) => {
+                let why = match full {
+                    Full::Jobs(max) => format!("{max} jobs stored (jobs.max_stored_jobs)"),
+                    Full::Bytes(max) => format!("{max} bytes stored (jobs.max_stored_bytes)"),
+                };
+                return Box::pin(async move { Err(SubmitError::Full(why)) });
+            }
+        };
+        let seq = record.seq;
+        let id = self.book.id(seq);
+        let written = self
+            .store
+            .write(vec![Change::Put(record)], self.book.next_seq());
+        self.pump(ctx);
+        let me = ctx.address();
+        Box::pin(async move {
+            let cause = match written.await {
+                Ok(Ok(())) => return Ok(Submitted { id, shared: false }),
+                Ok(Err(cause)) => cause,
+                Err(_) => "the store's writer stopped".to_owned(),
+            };
+            // Not accepted, so not run: the caller was told it failed.
+            me.do_send(Forget { seq });
+            Err(SubmitError::Store(cause))
+        })
+    }
+}
+
+/// A submission the store could not write is forgotten.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Forget {
+    seq: u64,
+}
+
+impl Handler<Forget> for Background {
+    type Result = ();
+
+    fn handle(&mut self, forget: Forget, _: &mut Self::Context) {
+        if self.book.get(forget.seq).map(|r| r.state) == Some(JobState::Queued) {
+            let _ = self.book.cancel(forget.seq, now_ms());
+            self.book.expire(u64::MAX);
+            self.notify(forget.seq);
+        }
+    }
+}
+
+impl Handler<GetJob> for Background {
+    type Result = Option<JobRecord>;
+
+    fn handle(&mut self, get: GetJob, _: &mut Self::Context) -> Self::Result {
+        self.book.get(get.seq).cloned()
+    }
+}
+
+impl Handler<CancelJob> for Background {
+    type Result = Result<JobRecord, NotCancelled>;
+
+    fn handle(&mut self, cancel: CancelJob, _: &mut Self::Context) -> Self::Result {
+        let record = self.book.cancel(cancel.seq, now_ms())?.clone();
+        self.store
+            .write_later(vec![Change::Put(record.clone())], self.book.next_seq());
+        self.notify(cancel.seq);
+        Ok(record)
+    }
+}
+
+impl Handler<ListJobs> for Background {
+    type Result = Vec<JobRecord>;
+
+    fn handle(&mut self, list: ListJobs, _: &mut Self::Context) -> Self::Result {
+        let page = self.book.list(list.after, list.limit, |r| (list.keep)(r));
+        page.into_iter().cloned().collect()
+    }
+}
+
+impl Handler<WaitForJob> for Background {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, wait: WaitForJob, _: &mut Self::Context) -> Self::Result {
+        let over = self.book.get(wait.seq).is_none_or(|r| r.state.is_final());
+        if over || self.waiting >= self.max_waiters || wait.timeout.is_zero() {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.entry(wait.seq).or_default().push(tx);
+        self.waiting += 1;
+        Box::pin(async move {
+            let _ = tokio::time::timeout(wait.timeout, rx).await;
+        })
+    }
+}
+
+impl Handler<AttemptDone> for Background {
+    type Result = ();
+
+    fn handle(&mut self, done: AttemptDone, ctx: &mut Self::Context) {
+        let end = attempt_end(done.outcome);
+        let Some(record) = self.book.finish(done.seq, end, now_ms()) else {
+            return;
+        };
+        let final_state = record.state.is_final();
+        let change = Change::Put(record.clone());
+        self.store.write_later(vec![change], self.book.next_seq());
+        if final_state {
+            self.notify(done.seq);
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<StopStarting> for Background {
+    type Result = ();
+
+    fn handle(&mut self, _: StopStarting, _: &mut Self::Context) {
+        self.starting = false;
+    }
+}
+
+impl Handler<FlushJobs> for Background {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, _: FlushJobs, _: &mut Self::Context) -> Self::Result {
+        let flushed = self.store.flush(self.book.next_seq());
+        Box::pin(async move {
+            flushed
+                .await
+                .unwrap_or_else(|_| Err("store stopped".into()))
+        })
+    }
+}
+
+impl Background {
+    /// Starts the jobs that are due and have room, forgets the expired ones, and refreshes
+    /// the gauges.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let gone = self.book.expire(now);
+        if !gone.is_empty() {
+            let changes = gone.into_iter().map(Change::Delete).collect();
+            self.store.write_later(changes, self.book.next_seq());
+        }
+        if self.starting {
+            self.book.wake(now);
+            let started = self.book.startable(now);
+            if !started.is_empty() {
+                let changes = started.iter().cloned().map(Change::Put).collect();
+                self.store.write_later(changes, self.book.next_seq());
+                for record in &started {
+                    self.start_attempt(record, ctx);
+                }
+            }
+        }
+        self.refresh_gauges(now);
+    }
+
+    /// Runs one attempt of `record` as a call, answered to this actor.
+    fn start_attempt(&mut self, record: &JobRecord, ctx: &mut Context<Self>) {
+        self.attempts += 1;
+        let mut spec = CallSpec::new(
+            Bytes::copy_from_slice(&record.function),
+            ParamsType(record.params_type),
+            record.handle_type,
+            Bytes::copy_from_slice(&record.params),
+            Duration::from_millis(record.attempt_timeout_ms.max(1)),
+        );
+        if !record.meta.is_empty() {
+            let meta = (record.meta.iter())
+                .map(|(k, v)| (Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)))
+                .collect();
+            spec.meta = Some(Arc::new(meta));
+        }
+        spec.caller = (record.caller.as_deref()).and_then(|c| ClientKey::from_meta(c.as_bytes()));
+        spec.priority = record.priority.into();
+        let me = ctx.address();
+        let seq = record.seq;
+        let reply = Box::new(move |outcome| me.do_send(AttemptDone { seq, outcome }));
+        JobActor::start(JobId::next(), spec, reply, &self.services);
+    }
+
+    /// Wakes the callers waiting for job `seq`.
+    fn notify(&mut self, seq: u64) {
+        if let Some(waiters) = self.waiters.remove(&seq) {
+            self.waiting -= waiters.len();
+            for waiter in waiters {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    fn refresh_gauges(&mut self, now: u64) {
+        // Waiters whose callers gave up are dropped here, so their count stays true.
+        self.waiters.retain(|_, list| {
+            list.retain(|w| !w.is_closed());
+            !list.is_empty()
+        });
+        self.waiting = self.waiters.values().map(Vec::len).sum();
+        let mut gauges = JobsGauges {
+            attempts: self.attempts,
+            ..JobsGauges::default()
+        };
+        let (jobs, bytes) = self.book.size();
+        gauges.jobs = jobs as u64;
+        gauges.bytes = bytes as u64;
+        let mut oldest = now;
+        for record in self.book.records() {
+            match record.state {
+                JobState::Queued => {
+                    let function = String::from_utf8_lossy(&record.function).into_owned();
+                    let priority = crate::call::Priority::from(record.priority).as_str();
+                    *gauges.queued.entry((function, priority)).or_default() += 1;
+                    if record.run_at_ms <= now {
+                        oldest = oldest.min(record.run_at_ms);
+                    }
+                }
+                JobState::Running => gauges.running += 1,
+                state => *gauges.finished.entry(state.as_str()).or_default() += 1,
+            }
+        }
+        gauges.oldest_queued_s = (now - oldest) as f64 / 1000.0;
+        match self.gauges.lock() {
+            Ok(mut shared) => *shared = gauges,
+            Err(_) => error!("background jobs' gauges poisoned"),
+        }
+    }
+}
+
+/// How an attempt's outcome counts for its job: errors a retry may mend are retried; a
+/// missing worker and a shutdown use no attempt; a refusal that would refuse again fails.
+fn attempt_end(outcome: CallOutcome) -> AttemptEnd {
+    let failed = |code: &'static str, message: String, retry: bool| AttemptEnd::Failed {
+        code,
+        message,
+        retry,
+    };
+    match outcome {
+        CallOutcome::Done(result) => AttemptEnd::Succeeded(result),
+        CallOutcome::WorkerFailed(message) => failed(
+            "worker_error",
+            String::from_utf8_lossy(&message).into_owned(),
+            true,
+        ),
+        CallOutcome::Failed(error) => {
+            let code = crate::metrics::Outcome::of_error(error).as_str();
+            match error {
+                DispatchError::NoWorker | DispatchError::UnknownFunction => AttemptEnd::NoWorker,
+                DispatchError::ShuttingDown => AttemptEnd::Interrupted,
+                DispatchError::Timeout
+                | DispatchError::WorkerLost
+                | DispatchError::RateLimited
+                | DispatchError::BreakerOpen => failed(code, error.to_string(), true),
+                DispatchError::BadRequest | DispatchError::TooLarge | DispatchError::Forbidden => {
+                    warn!(%error, "background job refused for good");
+                    failed(code, error.to_string(), false)
+                }
+            }
+        }
+    }
+}

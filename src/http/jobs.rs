@@ -1,0 +1,378 @@
+//! Background jobs over HTTP (`docs/jobs.md`):
+//!
+//! - `POST /async/{func}`: the request is read as `POST /call/{func}` reads it, vetted by
+//!   the front door as a call, and submitted; `202 Accepted` with the job's id in the body,
+//!   `X-Call-Id` and `Location: /api/v1/jobs/{id}`. Options are `X-Nmid-*` headers
+//!   ([`OPTION_NAMES`]); `X-Callback-Url` is OpenFaaS's spelling of `X-Nmid-Callback-Url`;
+//!   `X-Nmid-Timeout-Ms` is each attempt's deadline.
+//! - `GET /api/v1/jobs/{id}` (`?wait_ms=` waits, at most `jobs.timeout_ms`, for it to end),
+//!   `DELETE /api/v1/jobs/{id}` (cancels a queued job), `GET /api/v1/jobs/{id}/result` (the
+//!   result as `/call` would have answered it), `GET /api/v1/jobs?function=&state=&after=&limit=`.
+//!
+//! With auth on, a job is its submitter's: another client token gets 404 for it, as for a
+//! job that does not exist; a token with the `admin` role sees every job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::http::header;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::call::{answer_of, data_response, prepare_call, CallQuery, CallerOf};
+use super::error::HttpError;
+use super::guard::Access;
+use super::HttpState;
+use crate::actors::background::{
+    Background, CancelJob, GetJob, ListJobs, Submit, SubmitError, WaitForJob,
+};
+use crate::actors::front_door::{FrontEnd, Refused};
+use crate::call::CallOutcome;
+use crate::config::JobsConfig;
+use crate::jobs::options::{SubmitOptions, OPTION_NAMES};
+use crate::jobs::{BackgroundId, JobRecord, JobState, NotCancelled};
+use crate::security::Roles;
+
+/// What the HTTP front end needs of the background jobs.
+#[derive(Debug, Clone)]
+pub struct JobsFront {
+    /// The jobs' actor.
+    pub background: Addr<Background>,
+    /// `[jobs]`.
+    pub config: Arc<JobsConfig>,
+    /// The node name in this dispatcher's job ids.
+    pub node: String,
+}
+
+/// OpenFaaS's header naming the callback URL.
+const CALLBACK_HEADER: &str = "x-callback-url";
+/// The prefix of the option headers.
+const OPTION_PREFIX: &str = "x-nmid-";
+
+/// `POST /async/{func}`.
+pub async fn submit(
+    req: HttpRequest,
+    function: web::Path<String>,
+    query: web::Query<CallQuery>,
+    payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> HttpResponse {
+    into_response(submit_job(&req, &function, &query, payload, &state).await)
+}
+
+async fn submit_job(
+    req: &HttpRequest,
+    function: &str,
+    query: &CallQuery,
+    payload: web::Payload,
+    state: &HttpState,
+) -> Result<HttpResponse, HttpError> {
+    let jobs = front(state)?;
+    let pairs = (req.headers().iter()).filter_map(|(name, value)| {
+        let name = name.as_str();
+        let option = match name {
+            CALLBACK_HEADER => "callback-url",
+            _ => name.strip_prefix(OPTION_PREFIX)?,
+        };
+        OPTION_NAMES
+            .contains(&option)
+            .then_some((option, value.as_bytes()))
+    });
+    let options =
+        SubmitOptions::from_pairs(pairs).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    if options.callback_url.is_some() {
+        return Err(HttpError::BadRequest(
+            "callback-url: callbacks are not configured on this dispatcher".into(),
+        ));
+    }
+    let caller = CallerOf::request(req);
+    let request_id = super::call::request_id_of(req.headers());
+    let spec = prepare_call(req, function, query, payload, &caller, state, &request_id).await?;
+    let attempt_timeout = super::call::timeout_from(req.headers(), state.job_timeout)?;
+    let spec = match state.door.vet(spec, caller.caller(), FrontEnd::Http) {
+        Ok(spec) => spec,
+        Err(Refused::Forbidden { who }) => {
+            return Err(HttpError::Forbidden(format!(
+                "{who} may not call {function}"
+            )))
+        }
+        Err(Refused::OverLimit(refusal)) => return Err(HttpError::OverRateLimit { refusal }),
+        Err(Refused::Invalid(error)) => return Err(HttpError::from_call(error, function)),
+    };
+    let record = options
+        .record(&spec, attempt_timeout, &jobs.config)
+        .map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    let submitted = (jobs.background.send(Submit { record }).await)
+        .map_err(|_| HttpError::Internal("the background jobs stopped".into()))?;
+    let submitted = submitted.map_err(|error| match error {
+        SubmitError::Full(why) => HttpError::StoreFull(why),
+        SubmitError::Store(why) => HttpError::Internal(format!("job store: {why}")),
+        SubmitError::ShuttingDown => HttpError::ShuttingDown,
+    })?;
+    let id = submitted.id.to_string();
+    Ok(HttpResponse::Accepted()
+        .insert_header(("x-call-id", id.as_str()))
+        .insert_header((header::LOCATION, format!("/api/v1/jobs/{id}")))
+        .json(json!({
+            "id": id,
+            "state": "queued",
+            "shared": submitted.shared,
+        })))
+}
+
+/// Query of `GET /api/v1/jobs/{id}`.
+#[derive(Debug, Deserialize)]
+pub struct StatusQuery {
+    /// Wait this long, at most `jobs.timeout_ms`, for the job to end.
+    wait_ms: Option<u64>,
+}
+
+/// `/api/v1/jobs/{id}`: `GET` (and `HEAD`) its state, `DELETE` cancels it.
+pub async fn status_or_cancel(
+    req: HttpRequest,
+    id: web::Path<String>,
+    query: web::Query<StatusQuery>,
+    state: web::Data<HttpState>,
+) -> HttpResponse {
+    match *req.method() == actix_web::http::Method::DELETE {
+        true => cancel(req, id, state).await,
+        false => status(req, id, query, state).await,
+    }
+}
+
+/// `GET /api/v1/jobs/{id}`.
+async fn status(
+    req: HttpRequest,
+    id: web::Path<String>,
+    query: web::Query<StatusQuery>,
+    state: web::Data<HttpState>,
+) -> HttpResponse {
+    let found = async {
+        let jobs = front(&state)?;
+        let seq = own_job(jobs, &id)?;
+        if let Some(wait) = query.wait_ms {
+            let timeout = Duration::from_millis(wait.min(jobs.config.timeout_ms));
+            let _ = jobs.background.send(WaitForJob { seq, timeout }).await;
+        }
+        let record = visible(&req, get(jobs, seq).await?, &id)?;
+        Ok(HttpResponse::Ok().json(describe(&record, &jobs.node)))
+    };
+    into_response(found.await)
+}
+
+/// `GET /api/v1/jobs/{id}/result`: a succeeded job's result, answered as `/call` answers
+/// it; 409 with the job's state while it has none.
+pub async fn result(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<HttpState>,
+) -> HttpResponse {
+    let found = async {
+        let jobs = front(&state)?;
+        let seq = own_job(jobs, &id)?;
+        let record = visible(&req, get(jobs, seq).await?, &id)?;
+        let function = String::from_utf8_lossy(&record.function).into_owned();
+        match (record.state, &record.output) {
+            (JobState::Succeeded, Some(output)) => {
+                let outcome = CallOutcome::Done(bytes::Bytes::copy_from_slice(output));
+                answer_of(outcome, &function).map(data_response)
+            }
+            (JobState::Failed, Some(output)) => Err(HttpError::WorkerError(
+                String::from_utf8_lossy(output).into_owned(),
+            )),
+            _ => Ok(HttpResponse::Conflict().json(json!({
+                "error": format!("job {id} has no result: it is {}", record.state.as_str()),
+                "code": "no_result",
+                "state": record.state.as_str(),
+            }))),
+        }
+    };
+    into_response(found.await)
+}
+
+/// `DELETE /api/v1/jobs/{id}`: cancels a queued job.
+async fn cancel(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<HttpState>,
+) -> HttpResponse {
+    let cancelled = async {
+        let jobs = front(&state)?;
+        let seq = own_job(jobs, &id)?;
+        visible(&req, get(jobs, seq).await?, &id)?;
+        let answer = (jobs.background.send(CancelJob { seq }).await)
+            .map_err(|_| HttpError::Internal("the background jobs stopped".into()))?;
+        match answer {
+            Ok(record) => Ok(HttpResponse::Ok().json(describe(&record, &jobs.node))),
+            Err(NotCancelled::NotFound) => Err(not_found(&id)),
+            Err(NotCancelled::Too(state)) => Ok(HttpResponse::Conflict().json(json!({
+                "error": format!("job {id} is {}: only a queued job can be cancelled", state.as_str()),
+                "code": "not_cancellable",
+                "state": state.as_str(),
+            }))),
+        }
+    };
+    into_response(cancelled.await)
+}
+
+/// Query of `GET /api/v1/jobs`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    function: Option<String>,
+    state: Option<String>,
+    /// The `next` of the previous page.
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/jobs`: a page of the jobs the caller may see, oldest first.
+pub async fn list(
+    req: HttpRequest,
+    query: web::Query<ListQuery>,
+    state: web::Data<HttpState>,
+) -> HttpResponse {
+    let listed = async {
+        let jobs = front(&state)?;
+        let wanted_state = match query.state.as_deref() {
+            None => None,
+            Some(text) => Some(JobState::parse(text).ok_or_else(|| {
+                HttpError::BadRequest(format!(
+                    "unknown state {text:?}: queued, running, succeeded, failed or cancelled"
+                ))
+            })?),
+        };
+        let limit = query
+            .limit
+            .unwrap_or(100)
+            .clamp(1, jobs.config.max_list_page);
+        let function = query.function.clone();
+        let owner = owner_filter(&req);
+        let keep = move |record: &JobRecord| {
+            wanted_state.is_none_or(|s| record.state == s)
+                && function
+                    .as_deref()
+                    .is_none_or(|f| record.function.as_slice() == f.as_bytes())
+                && owner
+                    .as_deref()
+                    .is_none_or(|o| record.caller.as_deref() == Some(o))
+        };
+        let after = query.after.unwrap_or(0);
+        let page = (jobs.background)
+            .send(ListJobs {
+                after,
+                limit,
+                keep: Box::new(keep),
+            })
+            .await
+            .map_err(|_| HttpError::Internal("the background jobs stopped".into()))?;
+        let next = (page.len() == limit)
+            .then(|| page.last().map(|r| r.seq))
+            .flatten();
+        let described: Vec<_> = page.iter().map(|r| describe(r, &jobs.node)).collect();
+        Ok(HttpResponse::Ok().json(json!({ "jobs": described, "next": next })))
+    };
+    into_response(listed.await)
+}
+
+/// The background jobs, or 503 when the dispatcher runs none.
+fn front(state: &HttpState) -> Result<&JobsFront, HttpError> {
+    (state.jobs.as_ref()).ok_or_else(|| HttpError::Internal("background jobs are off".into()))
+}
+
+/// The number of job `id` if this dispatcher owns it, else 404.
+fn own_job(jobs: &JobsFront, id: &str) -> Result<u64, HttpError> {
+    match BackgroundId::parse(id) {
+        Some(parsed) if parsed.node == jobs.node => Ok(parsed.seq),
+        _ => Err(not_found(id)),
+    }
+}
+
+async fn get(jobs: &JobsFront, seq: u64) -> Result<Option<JobRecord>, HttpError> {
+    (jobs.background.send(GetJob { seq }).await)
+        .map_err(|_| HttpError::Internal("the background jobs stopped".into()))
+}
+
+/// The job, if the request may see it: its submitter's, or any to an admin (or with auth
+/// off); else 404, as if it did not exist (a job id tells nothing of other callers' jobs).
+fn visible(req: &HttpRequest, record: Option<JobRecord>, id: &str) -> Result<JobRecord, HttpError> {
+    let record = record.ok_or_else(|| not_found(id))?;
+    match owner_filter(req) {
+        Some(owner) if record.caller.as_deref() != Some(owner.as_str()) => Err(not_found(id)),
+        _ => Ok(record),
+    }
+}
+
+/// The caller whose jobs alone the request may see; `None`: every job (auth off, or the
+/// `admin` role).
+fn owner_filter(req: &HttpRequest) -> Option<String> {
+    let access = req.extensions().get::<Access>().cloned();
+    match access {
+        Some(Access::Granted(grant)) if !grant.has(Roles::ADMIN) => {
+            let ip = req.peer_addr().map(|a| a.ip().to_canonical());
+            let key = grant.client_key(ip.unwrap_or([0, 0, 0, 0].into()));
+            let meta = key.to_meta()?;
+            Some(String::from_utf8_lossy(&meta).into_owned())
+        }
+        Some(_) => None,
+        // The guard gave no access (it always does on these routes): nothing is visible.
+        None => Some(String::new()),
+    }
+}
+
+fn not_found(id: &str) -> HttpError {
+    HttpError::JobNotFound(id.to_owned())
+}
+
+/// A job as the API shows it.
+fn describe(record: &JobRecord, node: &str) -> serde_json::Value {
+    let id = BackgroundId {
+        node: node.to_owned(),
+        seq: record.seq,
+    };
+    let mut body = json!({
+        "id": id.to_string(),
+        "function": String::from_utf8_lossy(&record.function),
+        "state": record.state.as_str(),
+        "priority": crate::call::Priority::from(record.priority).as_str(),
+        "attempts": record.attempts,
+        "max_attempts": record.max_attempts,
+        "created_ms": record.created_ms,
+        "run_at_ms": record.run_at_ms,
+        "started_ms": record.started_ms,
+        "finished_ms": record.finished_ms,
+        "expires_ms": record.expires_ms(),
+    });
+    if let Some((numerator, denominator)) = record.progress {
+        body["progress"] = json!({ "numerator": numerator, "denominator": denominator });
+    }
+    if let Some(key) = &record.unique {
+        body["unique_key"] = json!(String::from_utf8_lossy(key));
+    }
+    if let Some(callback) = &record.callback {
+        body["callback"] = json!(callback);
+    }
+    if let Some(output) = &record.output {
+        let field = match record.state {
+            JobState::Succeeded => "result",
+            _ => "error",
+        };
+        match std::str::from_utf8(output) {
+            Ok(text) => body[field] = json!(text),
+            Err(_) => {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(output);
+                body[format!("{field}_base64")] = json!(encoded);
+            }
+        }
+        if let Some(code) = &record.error_code {
+            body["error_code"] = json!(code);
+        }
+    }
+    body
+}
+
+fn into_response(result: Result<HttpResponse, HttpError>) -> HttpResponse {
+    result.unwrap_or_else(|error| error.error_response())
+}

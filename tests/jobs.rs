@@ -1,0 +1,422 @@
+//! Background jobs over HTTP, end to end against an in-process dispatcher on 127.0.0.1 with
+//! library workers (issue 23): submit -> 202 with the id -> status and result; priorities
+//! with one worker slot; a delayed job; unique keys shared by 100 submitters; cancel, list;
+//! a job's visibility with auth on; every bad input with its status and code.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{start_dispatcher_with_http, TestDispatcher};
+use futures_util::future::join_all;
+use nmid::config::{Config, TokenConfig};
+use nmid::worker::{Job, Worker, WorkerHandle};
+use serde_json::Value;
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+struct Reply {
+    status: u16,
+    headers: awc::http::header::HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: &str) -> String {
+        (self.headers.get(name))
+            .unwrap_or_else(|| panic!("no {name} in {:?}", self.headers))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn assert_error(&self, status: u16, code: &str) {
+        let json = self.json();
+        assert_eq!(
+            (self.status, json["code"].as_str()),
+            (status, Some(code)),
+            "{json}"
+        );
+        assert!(!json["error"].as_str().unwrap().is_empty(), "{json}");
+    }
+}
+
+async fn request(method: &str, url: String, headers: &[(&str, &str)], body: Bytes) -> Reply {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let mut request = client.request(method.parse().unwrap(), url);
+    for header in headers {
+        request = request.insert_header(*header);
+    }
+    let mut response = request.send_body(body).await.expect("an HTTP response");
+    let body = response.body().limit(64 << 20).await.expect("the body");
+    Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body,
+    }
+}
+
+/// Submits `body` to `function` with `headers`; the reply.
+async fn submit(d: &TestDispatcher, function: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let kind = match body.starts_with('{') {
+        true => JSON,
+        false => ("content-type", "text/plain"),
+    };
+    let mut all = vec![kind];
+    all.extend_from_slice(headers);
+    let url = format!("{}/async/{function}", d.http_url());
+    request("POST", url, &all, Bytes::copy_from_slice(body.as_bytes())).await
+}
+
+/// Submits and returns the job id, asserting the 202 and its headers.
+async fn submitted(
+    d: &TestDispatcher,
+    function: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> String {
+    let reply = submit(d, function, headers, body).await;
+    assert_eq!(reply.status, 202, "{:?}", reply.json());
+    let id = reply.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(reply.header("x-call-id"), id);
+    assert_eq!(reply.header("location"), format!("/api/v1/jobs/{id}"));
+    id
+}
+
+async fn status(d: &TestDispatcher, id: &str, wait_ms: u64) -> Reply {
+    let url = format!("{}/api/v1/jobs/{id}?wait_ms={wait_ms}", d.http_url());
+    request("GET", url, &[], Bytes::new()).await
+}
+
+/// Waits for job `id` to end; its final status.
+async fn final_status(d: &TestDispatcher, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = status(d, id, 5000).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.json());
+        let json = reply.json();
+        if ["succeeded", "failed", "cancelled"].contains(&json["state"].as_str().unwrap()) {
+            return json;
+        }
+        assert!(Instant::now() < deadline, "job {id} still {json}");
+    }
+}
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.server.drain_timeout_ms = 300;
+    config.jobs.default_backoff_ms = 50;
+    config
+}
+
+async fn serving(d: &TestDispatcher, function: &str) {
+    d.wait_for(&format!("a worker of {function}"), |s| {
+        s.function(function).is_some_and(|f| f.workers >= 1)
+    })
+    .await;
+}
+
+/// A worker of `Echo` (answers its params as they are) with `slots` slots, recording the
+/// order in which it ran its jobs.
+async fn echo_worker(d: &TestDispatcher, slots: u32, ran: Arc<Mutex<Vec<String>>>) -> WorkerHandle {
+    let worker = Worker::builder()
+        .name("echo")
+        .server(d.addr.to_string())
+        .slots(slots)
+        .function("Echo", move |job: Job| {
+            let ran = ran.clone();
+            async move {
+                let text = String::from_utf8_lossy(job.params()).into_owned();
+                ran.lock().unwrap().push(text);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Ok(job.params().clone())
+            }
+        })
+        .start()
+        .unwrap();
+    serving(d, "Echo").await;
+    worker
+}
+
+/// A submission answers 202 at once with the id (X-Call-Id, Location); the job runs, and its
+/// status then says succeeded with the worker's result, which `/result` answers as `/call`
+/// would.
+#[actix_rt::test]
+async fn a_submitted_job_runs_and_its_result_is_kept() {
+    let d = start_dispatcher_with_http(config());
+    let _w = Worker::builder()
+        .name("upper")
+        .server(d.addr.to_string())
+        .function("ToUpper", nmid::demo::to_upper)
+        .start()
+        .unwrap();
+    serving(&d, "ToUpper").await;
+    let id = submitted(&d, "ToUpper", &[], r#"{"name":"later"}"#).await;
+    let json = final_status(&d, &id).await;
+    assert_eq!(json["state"], "succeeded", "{json}");
+    assert_eq!(json["attempts"], 1);
+    assert_eq!(json["function"], "ToUpper");
+    let url = format!("{}/api/v1/jobs/{id}/result", d.http_url());
+    let result = request("GET", url, &[], Bytes::new()).await;
+    assert_eq!(result.status, 200);
+    assert!(
+        String::from_utf8_lossy(&result.body).contains("LATER"),
+        "{:?}",
+        result.body
+    );
+    d.stop().await;
+}
+
+/// With one worker slot, high jobs submitted after normal ones run before them, low ones
+/// last; a job delayed by 1.5 s does not start before then.
+#[actix_rt::test]
+async fn high_jobs_overtake_queued_normal_ones_and_delays_hold() {
+    let d = start_dispatcher_with_http(config());
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let _w = echo_worker(&d, 1, ran.clone()).await;
+    let mut ids = Vec::new();
+    // The first occupies the slot; the rest wait.
+    for (name, priority) in [
+        ("n0", "normal"),
+        ("n1", "normal"),
+        ("n2", "normal"),
+        ("l1", "low"),
+        ("h1", "high"),
+        ("h2", "high"),
+    ] {
+        let body = format!("\"{name}\"");
+        ids.push(submitted(&d, "Echo", &[("x-nmid-priority", priority)], &body).await);
+    }
+    for id in &ids {
+        assert_eq!(final_status(&d, id).await["state"], "succeeded");
+    }
+    let order = ran.lock().unwrap().clone();
+    assert_eq!(
+        order,
+        ["\"n0\"", "\"h1\"", "\"h2\"", "\"n1\"", "\"n2\"", "\"l1\""]
+    );
+
+    let asked = Instant::now();
+    let id = submitted(&d, "Echo", &[("x-nmid-delay-ms", "1500")], "\"later\"").await;
+    let json = status(&d, &id, 0).await.json();
+    assert_eq!(json["state"], "queued");
+    let json = final_status(&d, &id).await;
+    let started = json["started_ms"].as_u64().unwrap();
+    let created = json["created_ms"].as_u64().unwrap();
+    assert!(
+        started >= created + 1500,
+        "started {} ms after submission",
+        started - created
+    );
+    assert!(asked.elapsed() >= Duration::from_millis(1500));
+    d.stop().await;
+}
+
+/// 100 concurrent submissions with one unique key while its job is queued or running: one
+/// id, one execution, and the same result for every submitter.
+#[actix_rt::test]
+async fn submissions_with_one_unique_key_share_one_execution() {
+    let d = start_dispatcher_with_http(config());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let _w = Worker::builder()
+        .name("slow")
+        .server(d.addr.to_string())
+        .function("Slow", move |job: Job| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(job.params().clone())
+            }
+        })
+        .start()
+        .unwrap();
+    serving(&d, "Slow").await;
+    let key = [("x-nmid-unique-key", "report-2026-12")];
+    let replies = join_all((0..100).map(|_| submit(&d, "Slow", &key, "\"r\""))).await;
+    let mut ids: Vec<String> = (replies.iter())
+        .map(|r| {
+            assert_eq!(r.status, 202);
+            r.json()["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        replies
+            .iter()
+            .filter(|r| r.json()["shared"] == false)
+            .count(),
+        1
+    );
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every submitter got the one job");
+    let results = join_all((0..100).map(|_| final_status(&d, &ids[0]))).await;
+    assert!(results
+        .iter()
+        .all(|r| r["state"] == "succeeded" && r["result"] == "\"r\""));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "one execution");
+    // Once it is over, the key starts a new job.
+    let again = submitted(&d, "Slow", &key, "\"r\"").await;
+    assert_ne!(again, ids[0]);
+    d.stop().await;
+}
+
+/// A queued job is cancelled (200, then never runs); a running one is not (409); the list
+/// filters by function and state and pages with `next`.
+#[actix_rt::test]
+async fn queued_jobs_cancel_running_ones_do_not_and_lists_page() {
+    let d = start_dispatcher_with_http(config());
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let _w = echo_worker(&d, 1, ran.clone()).await;
+    let slow = submitted(&d, "Echo", &[("x-nmid-delay-ms", "0")], "\"first\"").await;
+    let later = submitted(&d, "Echo", &[("x-nmid-delay-ms", "60000")], "\"never\"").await;
+    let url = |id: &str| format!("{}/api/v1/jobs/{id}", d.http_url());
+    let cancelled = request("DELETE", url(&later), &[], Bytes::new()).await;
+    assert_eq!(cancelled.status, 200);
+    assert_eq!(cancelled.json()["state"], "cancelled");
+    let again = request("DELETE", url(&later), &[], Bytes::new()).await;
+    assert_eq!(again.status, 409, "{:?}", again.json());
+    final_status(&d, &slow).await;
+    assert!(!ran.lock().unwrap().contains(&"\"never\"".to_owned()));
+    for i in 0..5 {
+        submitted(&d, "Echo", &[("x-nmid-delay-ms", "60000")], &format!("{i}")).await;
+    }
+    let list = |query: &str| {
+        let url = format!("{}/api/v1/jobs?{query}", d.http_url());
+        request("GET", url, &[], Bytes::new())
+    };
+    let page = list("state=queued&limit=3").await.json();
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 3, "{page}");
+    let next = page["next"].as_u64().unwrap();
+    let rest = list(&format!("state=queued&limit=3&after={next}"))
+        .await
+        .json();
+    assert_eq!(rest["jobs"].as_array().unwrap().len(), 2, "{rest}");
+    assert!(rest["next"].is_null());
+    let cancelled = list("state=cancelled&function=Echo").await.json();
+    assert_eq!(cancelled["jobs"].as_array().unwrap().len(), 1);
+    list("state=bogus").await.assert_error(400, "bad_request");
+    d.stop().await;
+}
+
+/// Bad input gets a clear error and changes nothing: an unknown job id 404, params over the
+/// body limit 413, a bad option 400, a callback URL this dispatcher does not allow 400, a
+/// full store 429 with Retry-After.
+#[actix_rt::test]
+async fn bad_submissions_and_ids_get_clear_errors() {
+    let mut config = config();
+    config.jobs.max_stored_jobs = 2;
+    config.http.max_body_bytes = 1024;
+    let d = start_dispatcher_with_http(config);
+    status(&d, "nosuchnode-1", 0)
+        .await
+        .assert_error(404, "job_not_found");
+    status(&d, "junk", 0)
+        .await
+        .assert_error(404, "job_not_found");
+    let big = format!("\"{}\"", "x".repeat(4096));
+    submit(&d, "Any", &[], &big)
+        .await
+        .assert_error(413, "body_too_large");
+    submit(&d, "Any", &[("x-nmid-priority", "urgent")], "1")
+        .await
+        .assert_error(400, "bad_request");
+    submit(&d, "Any", &[("x-nmid-max-attempts", "0")], "1")
+        .await
+        .assert_error(400, "bad_request");
+    let callback = [("x-callback-url", "http://169.254.169.254/latest")];
+    submit(&d, "Any", &callback, "1")
+        .await
+        .assert_error(400, "bad_request");
+    // No worker serves `Any`: the jobs wait, filling the store.
+    submitted(&d, "Any", &[], "1").await;
+    submitted(&d, "Any", &[], "2").await;
+    let full = submit(&d, "Any", &[], "3").await;
+    full.assert_error(429, "store_full");
+    assert_eq!(full.header("retry-after"), "1");
+    assert!(full.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("jobs.max_stored_jobs"));
+    d.stop().await;
+}
+
+fn token(name: &str, secret: &str, roles: &[&str]) -> TokenConfig {
+    TokenConfig {
+        name: name.to_owned(),
+        secret: secret.to_owned(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        functions: vec!["Echo".to_owned()],
+        ..TokenConfig::default()
+    }
+}
+
+/// With auth on, a job is its submitter's: another client's token gets 404 for it (and
+/// cannot cancel it), and its unique key is its own; the admin sees every job; a worker's
+/// token sees none.
+#[actix_rt::test]
+async fn with_auth_a_job_is_its_submitters() {
+    let mut config = config();
+    config.auth.enabled = true;
+    config.auth.tokens = vec![
+        token("a", "a-secret-0123456789", &["client"]),
+        token("b", "b-secret-0123456789", &["client"]),
+        token("ops", "ops-secret-0123456789", &["admin"]),
+        token("w", "w-secret-0123456789", &["worker"]),
+    ];
+    let d = start_dispatcher_with_http(config);
+    let bearer = |s: &str| ("authorization", format!("Bearer {s}-secret-0123456789"));
+    let (name, a) = bearer("a");
+    let headers_a = [
+        (name, a.as_str()),
+        ("x-nmid-delay-ms", "60000"),
+        ("x-nmid-unique-key", "k"),
+    ];
+    let id = submitted(&d, "Echo", &headers_a, "1").await;
+    let url = format!("{}/api/v1/jobs/{id}", d.http_url());
+    let as_who = |who: &str| {
+        let (name, value) = bearer(who);
+        let url = url.clone();
+        async move { request("GET", url, &[(name, value.as_str())], Bytes::new()).await }
+    };
+    assert_eq!(as_who("a").await.status, 200);
+    as_who("b").await.assert_error(404, "job_not_found");
+    assert_eq!(as_who("ops").await.status, 200);
+    assert_eq!(as_who("w").await.status, 403);
+    let (name, b) = bearer("b");
+    let cancel = request("DELETE", url.clone(), &[(name, b.as_str())], Bytes::new()).await;
+    cancel.assert_error(404, "job_not_found");
+    let headers_b = [
+        (name, b.as_str()),
+        ("x-nmid-delay-ms", "60000"),
+        ("x-nmid-unique-key", "k"),
+    ];
+    let other = submitted(&d, "Echo", &headers_b, "1").await;
+    assert_ne!(other, id, "b's unique key is b's own");
+    let list = format!("{}/api/v1/jobs", d.http_url());
+    let seen = request("GET", list.clone(), &[(name, b.as_str())], Bytes::new())
+        .await
+        .json();
+    let ids: Vec<&str> = (seen["jobs"].as_array().unwrap().iter())
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [other.as_str()]);
+    let (name, ops) = bearer("ops");
+    let all = request("GET", list, &[(name, ops.as_str())], Bytes::new())
+        .await
+        .json();
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 2);
+    let nobody = request("GET", url, &[], Bytes::new()).await;
+    assert_eq!(nobody.status, 401);
+    d.stop().await;
+}
