@@ -67,6 +67,8 @@ enum Need {
     Admin,
     /// A call of `ToUpper`: the client role and a grant that covers it.
     CallToUpper,
+    /// Background jobs' status: the client or the admin role (a client sees its own jobs).
+    Jobs,
 }
 
 /// What a target answers: what it needs, the methods it takes (405 for the others), and its
@@ -99,6 +101,28 @@ fn front_end(pattern: &str) -> Option<Expect> {
             methods: POST,
             ok: 200,
         },
+        // Accepted for later: 202.
+        "/async/{func}" => Expect {
+            need: Need::CallToUpper,
+            methods: POST,
+            ok: 202,
+        },
+        "/api/v1/jobs" => Expect {
+            need: Need::Jobs,
+            methods: READ,
+            ok: 200,
+        },
+        // No job has the id the matrix asks for: 404, once the request may ask.
+        "/api/v1/jobs/{id}" => Expect {
+            need: Need::Jobs,
+            methods: &["GET", "HEAD", "DELETE"],
+            ok: 404,
+        },
+        "/api/v1/jobs/{id}/result" => Expect {
+            need: Need::Jobs,
+            methods: READ,
+            ok: 404,
+        },
         _ => return None,
     })
 }
@@ -127,6 +151,10 @@ fn status(expect: Expect, who: Who, method: &str) -> u16 {
         Need::Nothing => return if allowed { expect.ok } else { 405 },
         Need::Admin => who == Who::Admin,
         Need::CallToUpper => matches!(who, Who::ClientInGrant | Who::ClientOutsideGrant),
+        Need::Jobs => matches!(
+            who,
+            Who::ClientInGrant | Who::ClientOutsideGrant | Who::Admin
+        ),
     };
     match who {
         Who::Nobody | Who::WrongToken => 401,
@@ -194,11 +222,13 @@ fn path_of(route: &Route) -> &'static str {
     match route.pattern {
         ANY_PATH => "/ToUpper",
         pattern if pattern.contains('{') => {
-            assert_eq!(
-                pattern, "/call/{func}",
-                "a new pattern: give it a path here"
-            );
-            "/call/ToUpper"
+            match pattern {
+                "/call/{func}" => "/call/ToUpper",
+                "/async/{func}" => "/async/ToUpper",
+                "/api/v1/jobs/{id}" => "/api/v1/jobs/nosuchnode-1",
+                "/api/v1/jobs/{id}/result" => "/api/v1/jobs/nosuchnode-1/result",
+                _ => panic!("a new pattern {pattern}: give it a path here"),
+            }
         }
         pattern => pattern,
     }
