@@ -19,11 +19,13 @@ use crate::call::{CallOutcome, DispatchError, FunctionName};
 use crate::snapshot::RegistrySnapshot;
 
 mod guard;
+mod jobs;
 mod labels;
 mod series;
 mod views;
 
 use guard::GuardMetrics;
+use jobs::JobsMetrics;
 use series::{CallSeries, PeerCounters, Registrar, StateGauges};
 
 pub use labels::{CallCounts, Leniency, Limit, Outcome, Refusal, Role};
@@ -157,6 +159,8 @@ pub struct Metrics {
     scrape: std::sync::Mutex<()>,
     /// Rate limits and circuit breakers (`[rate_limit]`, `[breaker]`).
     guard: GuardMetrics,
+    /// Background jobs.
+    jobs: JobsMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -197,6 +201,7 @@ impl Metrics {
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
         let guard = GuardMetrics::new(&add);
+        let jobs = JobsMetrics::new(&add);
         let process = prometheus::process_collector::ProcessCollector::for_self();
         (registry.register(Box::new(process))).expect("metric names are unique");
         Self {
@@ -210,7 +215,13 @@ impl Metrics {
             worker_labels: Labels::new(max_workers),
             scrape: std::sync::Mutex::new(()),
             guard,
+            jobs,
         }
+    }
+
+    /// Reads the background jobs' `gauges` at each scrape from now on.
+    pub fn watch_jobs(&self, gauges: std::sync::Arc<std::sync::Mutex<crate::jobs::JobsGauges>>) {
+        self.jobs.watch(gauges);
     }
 
     /// Counts one answered call of `function` that took `elapsed`.
@@ -424,6 +435,7 @@ impl Metrics {
             .functions
             .set(snapshot.functions.iter().filter(|f| f.workers > 0).count() as i64);
         self.state.workers.set(snapshot.workers.len() as i64);
+        self.jobs.refresh(&self.function_labels);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -358,8 +358,9 @@ impl Dispatcher {
             config.log.refusal_summary_interval_ms,
         )));
         background.push(tokio::spawn(refusals.clone().flush_every_window()));
-        let (background_jobs, node, _gauges) =
+        let (background_jobs, node, gauges) =
             Background::open(&config.jobs, jobs.clone(), &arbiters[0].handle())?;
+        metrics.watch_jobs(gauges);
         let door = FrontDoor::new(jobs, config.tcp.max_frame_bytes, security.clone());
         let settings = Arc::new(SessionSettings::new(config, door.clone(), refusals.clone()));
         let gate = |listener, max_connections, max_per_ip| {

@@ -420,3 +420,89 @@ async fn with_auth_a_job_is_its_submitters() {
     assert_eq!(nobody.status, 401);
     d.stop().await;
 }
+
+/// The metrics show queued jobs by function and priority, the oldest due job's age, final
+/// jobs by state and attempts.
+#[actix_rt::test]
+async fn background_jobs_show_in_the_metrics() {
+    let d = start_dispatcher_with_http(config());
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let _w = echo_worker(&d, 1, ran).await;
+    for i in 0..3 {
+        let headers = [("x-nmid-priority", "low"), ("x-nmid-delay-ms", "60000")];
+        submitted(&d, "Echo", &headers, &i.to_string()).await;
+    }
+    let done = submitted(&d, "Echo", &[], "now").await;
+    final_status(&d, &done).await;
+    let metrics = || async {
+        let url = format!("{}/metrics", d.http_url());
+        let reply = request("GET", url, &[], Bytes::new()).await;
+        String::from_utf8_lossy(&reply.body).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let wanted = [
+        r#"nmid_jobs_queued{function="Echo",priority="low"} 3"#,
+        r#"nmid_jobs_finished{state="succeeded"} 1"#,
+        "nmid_jobs_attempts_total 1",
+        "nmid_jobs_running 0",
+        "nmid_jobs_oldest_queued_seconds 0",
+    ];
+    loop {
+        let text = metrics().await;
+        if wanted.iter().all(|w| text.contains(w)) {
+            assert!(text.contains("nmid_jobs_store_bytes "));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.stop().await;
+}
+
+/// A function that fails (nmid's RetStruct with a non-zero `Code`) is tried `max-attempts`
+/// times with the backoff between, then the job fails with its message; a client error
+/// code (4xx) is not tried again.
+#[actix_rt::test]
+async fn failing_functions_are_retried_then_fail() {
+    let d = start_dispatcher_with_http(config());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let _w = Worker::builder()
+        .name("fails")
+        .server(d.addr.to_string())
+        .function("Fails", move |job: Job| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let code = match &job.params()[..] {
+                    b"client" => 422,
+                    _ => 500,
+                };
+                let ret = nmid::retstruct::RetStruct::error(code, "no luck");
+                Ok(Bytes::from(ret.encode()))
+            }
+        })
+        .start()
+        .unwrap();
+    serving(&d, "Fails").await;
+    let id = submitted(&d, "Fails", &[("x-nmid-max-attempts", "3")], "server").await;
+    let json = final_status(&d, &id).await;
+    assert_eq!(json["state"], "failed", "{json}");
+    assert_eq!(json["attempts"], 3);
+    assert_eq!(json["error_code"], "function_error");
+    assert!(
+        json["error"].as_str().unwrap().contains("no luck"),
+        "{json}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    let id = submitted(&d, "Fails", &[("x-nmid-max-attempts", "3")], "client").await;
+    let json = final_status(&d, &id).await;
+    assert_eq!(
+        (json["state"].as_str(), json["attempts"].as_u64()),
+        (Some("failed"), Some(1))
+    );
+    let url = format!("{}/api/v1/jobs/{id}/result", d.http_url());
+    let result = request("GET", url, &[], Bytes::new()).await;
+    assert_eq!(result.status, 502, "a failed job's result is its error");
+    d.stop().await;
+}

@@ -150,15 +150,23 @@ async fn accepted_jobs_survive_two_sigkills() {
             worker.stop().await;
             continue;
         }
-        assert!(pending.is_empty(), "{} submissions refused by a live dispatcher", pending.len());
+        assert!(
+            pending.is_empty(),
+            "{} submissions refused by a live dispatcher",
+            pending.len()
+        );
         // Wait for the queue to empty.
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let jobs = all_jobs(&http).await;
-            let open = (jobs.values()).filter(|(s, _)| s == "queued" || s == "running").count();
+            let open = (jobs.values())
+                .filter(|(s, _)| s == "queued" || s == "running")
+                .count();
             if open == 0 {
                 for (id, n) in &accepted {
-                    let (state, result) = jobs.get(id).unwrap_or_else(|| panic!("job {id} ({n}) lost"));
+                    let (state, result) = jobs
+                        .get(id)
+                        .unwrap_or_else(|| panic!("job {id} ({n}) lost"));
                     assert_eq!(state, "succeeded", "job {id}");
                     assert_eq!(result, &n.to_string(), "job {id}'s result");
                 }
@@ -173,7 +181,9 @@ async fn accepted_jobs_survive_two_sigkills() {
     }
     let executions = executions.lock().unwrap();
     let numbers: std::collections::HashSet<u32> = accepted.values().copied().collect();
-    assert!(numbers.iter().all(|n| executions.get(n).is_some_and(|&c| c >= 1)));
+    assert!(numbers
+        .iter()
+        .all(|n| executions.get(n).is_some_and(|&c| c >= 1)));
     let runs: u32 = executions.values().sum();
     let extra = runs as usize - numbers.len();
     println!(
@@ -182,7 +192,10 @@ async fn accepted_jobs_survive_two_sigkills() {
         runs,
         started.elapsed().as_secs_f64()
     );
-    assert!(accepted.len() >= TOTAL as usize, "every number was accepted once");
+    assert!(
+        accepted.len() >= TOTAL as usize,
+        "every number was accepted once"
+    );
     assert!(
         extra <= KILL_AT.len() * 4 * WINDOW,
         "{extra} executions beyond one per job"

@@ -22,12 +22,14 @@ use crate::call::{CallOutcome, CallSpec, ClientKey, DispatchError, JobId};
 use crate::codec::ParamsType;
 use crate::jobs::record::now_ms;
 use crate::jobs::{
-    Accepted, AttemptEnd, BackgroundId, Book, Change, Full, JobRecord, JobState, NewJob,
-    NotCancelled, Store,
+    Accepted, AttemptEnd, BackgroundId, Book, Change, Full, JobRecord, JobState, JobsGauges,
+    NewJob, NotCancelled, Store,
 };
 
 /// How often due jobs are started and expired ones forgotten.
 const TICK: Duration = Duration::from_millis(20);
+/// How often the gauges are counted again (a walk over every job).
+const GAUGES_EVERY: Duration = Duration::from_millis(500);
 
 /// Submits a vetted call as a background job.
 #[derive(Message)]
@@ -120,25 +122,6 @@ pub struct StopStarting;
 #[rtype(result = "Result<(), String>")]
 pub struct FlushJobs;
 
-/// The background jobs' numbers, for the metrics and `/api/v1/stats`, refreshed each tick.
-#[derive(Debug, Clone, Default)]
-pub struct JobsGauges {
-    /// Queued jobs by (function, priority).
-    pub queued: HashMap<(String, &'static str), u64>,
-    /// Running jobs.
-    pub running: u64,
-    /// Jobs by final state.
-    pub finished: HashMap<&'static str, u64>,
-    /// Age of the oldest due queued job, in seconds.
-    pub oldest_queued_s: f64,
-    /// Bytes held.
-    pub bytes: u64,
-    /// Jobs held.
-    pub jobs: u64,
-    /// Attempts started, since start.
-    pub attempts: u64,
-}
-
 /// The background jobs.
 pub struct Background {
     book: Book,
@@ -150,6 +133,8 @@ pub struct Background {
     max_waiters: usize,
     starting: bool,
     gauges: Arc<Mutex<JobsGauges>>,
+    /// When the gauges were last counted.
+    counted: Option<std::time::Instant>,
     attempts: u64,
 }
 
@@ -172,6 +157,7 @@ impl Background {
             max_waiters,
             starting: true,
             gauges,
+            counted: None,
             attempts: 0,
         }
     }
@@ -414,7 +400,10 @@ impl Background {
                 }
             }
         }
-        self.refresh_gauges(now);
+        if self.counted.is_none_or(|at| at.elapsed() >= GAUGES_EVERY) {
+            self.counted = Some(std::time::Instant::now());
+            self.refresh_gauges(now);
+        }
     }
 
     /// Runs one attempt of `record` as a call, answered to this actor.
@@ -490,6 +479,8 @@ impl Background {
 
 /// How an attempt's outcome counts for its job: errors a retry may mend are retried; a
 /// missing worker and a shutdown use no attempt; a refusal that would refuse again fails.
+/// A result that is nmid's RetStruct with a `Code` other than 0 is the function's failure
+/// (retried, unless the code is an HTTP client error: the input is wrong, and stays so).
 fn attempt_end(outcome: CallOutcome) -> AttemptEnd {
     let failed = |code: &'static str, message: String, retry: bool| AttemptEnd::Failed {
         code,
@@ -497,7 +488,14 @@ fn attempt_end(outcome: CallOutcome) -> AttemptEnd {
         retry,
     };
     match outcome {
-        CallOutcome::Done(result) => AttemptEnd::Succeeded(result),
+        CallOutcome::Done(result) => match crate::retstruct::RetStruct::decode(&result) {
+            Ok(ret) if ret.code != 0 => {
+                let retry = !crate::retstruct::is_client_error(ret.code);
+                let message = format!("function error {}: {}", ret.code, ret.msg);
+                failed("function_error", message, retry)
+            }
+            _ => AttemptEnd::Succeeded(result),
+        },
         CallOutcome::WorkerFailed(message) => failed(
             "worker_error",
             String::from_utf8_lossy(&message).into_owned(),

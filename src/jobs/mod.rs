@@ -13,6 +13,27 @@ pub mod options;
 pub mod record;
 pub mod store;
 
+use std::collections::HashMap;
+
 pub use book::{Accepted, AttemptEnd, Book, Full, Limits, NewJob, NotCancelled};
 pub use record::{BackgroundId, JobRecord, JobState};
 pub use store::{Change, Fsync, Store, StoreError};
+
+/// The background jobs' numbers, for the metrics and `/api/v1/stats`, refreshed each tick.
+#[derive(Debug, Clone, Default)]
+pub struct JobsGauges {
+    /// Queued jobs by (function, priority).
+    pub queued: HashMap<(String, &'static str), u64>,
+    /// Running jobs.
+    pub running: u64,
+    /// Jobs by final state.
+    pub finished: HashMap<&'static str, u64>,
+    /// Age of the oldest due queued job, in seconds.
+    pub oldest_queued_s: f64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Jobs held.
+    pub jobs: u64,
+    /// Attempts started, since start.
+    pub attempts: u64,
+}

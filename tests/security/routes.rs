@@ -221,15 +221,13 @@ impl Spelling {
 fn path_of(route: &Route) -> &'static str {
     match route.pattern {
         ANY_PATH => "/ToUpper",
-        pattern if pattern.contains('{') => {
-            match pattern {
-                "/call/{func}" => "/call/ToUpper",
-                "/async/{func}" => "/async/ToUpper",
-                "/api/v1/jobs/{id}" => "/api/v1/jobs/nosuchnode-1",
-                "/api/v1/jobs/{id}/result" => "/api/v1/jobs/nosuchnode-1/result",
-                _ => panic!("a new pattern {pattern}: give it a path here"),
-            }
-        }
+        pattern if pattern.contains('{') => match pattern {
+            "/call/{func}" => "/call/ToUpper",
+            "/async/{func}" => "/async/ToUpper",
+            "/api/v1/jobs/{id}" => "/api/v1/jobs/nosuchnode-1",
+            "/api/v1/jobs/{id}/result" => "/api/v1/jobs/nosuchnode-1/result",
+            _ => panic!("a new pattern {pattern}: give it a path here"),
+        },
         pattern => pattern,
     }
 }
