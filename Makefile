@@ -10,7 +10,7 @@ IMAGE ?= nmid:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1
 
 ## Start the dispatcher on 0.0.0.0:6808 with the embedded demo worker serving ToUpper.
 run: deps
-	$(CARGO) run --release --locked --bin nmid -- --demo
+	NMID__JOBS__DATA_DIR=target/nmid-data $(CARGO) run --release --locked --bin nmid -- --demo
 
 ## Install what the tests need, check formatting and lints and that the fuzz targets compile,
 ## then run every test of every package of the workspace (the dispatcher and the libraries
