@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod callbacks;
 mod cluster;
 mod guard;
 mod security;
 
+pub use callbacks::CallbackSecret;
 pub use cluster::{ClusterConfig, DiscoveryConfig};
 pub use guard::{BreakerConfig, FunctionRateLimitConfig, RateLimitConfig};
 pub use security::{AuthConfig, SecurityConfig, TlsConfig, TokenConfig, V1PeerConfig};
@@ -221,6 +223,21 @@ pub struct JobsConfig {
     pub timeout_ms: u64,
     /// Retries on another worker when a job's worker is lost.
     pub retries: u32,
+    /// URL prefixes a background job's callback may go to; empty: none (callbacks refused).
+    pub callback_allow: Vec<String>,
+    /// The HMAC-SHA256 key callbacks are signed with (16+ bytes when `callback_allow` is
+    /// set); never shown by `Debug`.
+    pub callback_secret: CallbackSecret,
+    /// Time for one callback request, connect to response head, in milliseconds.
+    pub callback_timeout_ms: u64,
+    /// Callback requests per job at most, the first included.
+    pub callback_max_attempts: u32,
+    /// Wait before the first retry of a callback, in milliseconds; doubled for each next.
+    pub callback_backoff_ms: u64,
+    /// Longest wait between two callback attempts, in milliseconds.
+    pub callback_backoff_max_ms: u64,
+    /// Callback requests in flight at once, over all jobs; further ones wait for a slot.
+    pub max_callbacks_in_flight: usize,
 }
 
 /// `[workers]`
@@ -471,6 +488,7 @@ impl Config {
         if self.history.max_functions > 1000 {
             return invalid("history.max_functions", "must be at most 1000");
         }
+        self.validate_callbacks()?;
         self.validate_cluster()?;
         self.validate_rate_limit()?;
         self.validate_breaker()?;

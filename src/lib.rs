@@ -23,6 +23,8 @@
 //! - [`accept`]: what every listener checks at accept time: address lists, connection
 //!   limits.
 //! - [`http`]: the actix-web front end: `POST /call/<func>`, nmid's gateway, admin API.
+//! - [`jobs`]: background jobs: callbacks of their final state (signed, retried,
+//!   allow-listed).
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
 //! - [`metrics`]: Prometheus metrics (bounded labels) and call totals.
 //! - [`rates`]: calls/s, error ratio and percentiles between two readings of the totals.
@@ -48,6 +50,7 @@ pub mod demo;
 pub mod faas;
 pub mod history;
 pub mod http;
+pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod rate_limit;

@@ -18,14 +18,17 @@ use prometheus::{Encoder, IntCounter, Registry as PromRegistry, TextEncoder};
 use crate::call::{CallOutcome, DispatchError, FunctionName};
 use crate::snapshot::RegistrySnapshot;
 
+mod callbacks;
 mod guard;
 mod labels;
 mod series;
 mod views;
 
+use callbacks::CallbackMetrics;
 use guard::GuardMetrics;
 use series::{CallSeries, PeerCounters, Registrar, StateGauges};
 
+pub use callbacks::CallbackEvent;
 pub use labels::{CallCounts, Leniency, Limit, Outcome, Refusal, Role};
 
 /// The `function` label of calls to a function no worker ever registered: caller-chosen
@@ -157,6 +160,8 @@ pub struct Metrics {
     scrape: std::sync::Mutex<()>,
     /// Rate limits and circuit breakers (`[rate_limit]`, `[breaker]`).
     guard: GuardMetrics,
+    /// Callbacks of background jobs (`jobs.callback_*`).
+    callbacks: CallbackMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -197,6 +202,7 @@ impl Metrics {
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
         let guard = GuardMetrics::new(&add);
+        let callbacks = CallbackMetrics::new(&add);
         let process = prometheus::process_collector::ProcessCollector::for_self();
         (registry.register(Box::new(process))).expect("metric names are unique");
         Self {
@@ -210,6 +216,7 @@ impl Metrics {
             worker_labels: Labels::new(max_workers),
             scrape: std::sync::Mutex::new(()),
             guard,
+            callbacks,
         }
     }
 
