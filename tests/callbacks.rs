@@ -1,0 +1,487 @@
+//! Callbacks of background jobs (`nmid::jobs::callback`) against a real HTTP receiver on
+//! 127.0.0.1: signed deliveries the receiver verifies with openssl, retries with growing
+//! gaps, no retry of a refusal, timeouts, redirects not followed, and the bound on requests
+//! in flight.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use nmid::config::{Config, JobsConfig};
+use nmid::jobs::callback::{CallbackOutcome, Callbacks, Delivery};
+use nmid::metrics::{CallbackEvent, Metrics};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const SECRET: &str = "test-callback-secret-0123456789";
+
+/// One request the receiver read.
+#[derive(Debug, Clone)]
+struct Received {
+    at: Instant,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> &str {
+        (self.headers.iter())
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// How the receiver answers its `n`-th request (from 0).
+#[derive(Debug, Clone)]
+enum Answer {
+    /// This status, at once.
+    Status(u16),
+    /// This status, after a wait.
+    Slow(u16, Duration),
+    /// A redirect to this location.
+    Redirect(String),
+    /// Never: the connection stays open, silent.
+    Never,
+}
+
+/// A tiny HTTP/1.1 receiver: records every request, answers as told, counts the requests
+/// in progress (read and not yet answered) at once.
+struct Receiver {
+    port: u16,
+    log: Arc<Mutex<Vec<Received>>>,
+    most_at_once: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(answer: impl Fn(usize) -> Answer + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let most_at_once = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(Shared {
+            answer: Box::new(answer),
+            log: log.clone(),
+            count: AtomicUsize::new(0),
+            now: AtomicUsize::new(0),
+            most: most_at_once.clone(),
+        });
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(serve(stream, state.clone()));
+            }
+        });
+        Self {
+            port,
+            log,
+            most_at_once,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn requests(&self) -> Vec<Received> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Shared {
+    answer: Box<dyn Fn(usize) -> Answer + Send + Sync>,
+    log: Arc<Mutex<Vec<Received>>>,
+    count: AtomicUsize,
+    now: AtomicUsize,
+    most: Arc<AtomicUsize>,
+}
+
+/// Serves one connection's requests (keep-alive) until the peer closes it.
+async fn serve(mut stream: TcpStream, state: Arc<Shared>) {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or_default();
+        let path = request_line
+            .split(' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length: usize = (headers.iter())
+            .find(|(n, _)| n == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = buf[head_end..head_end + length].to_vec();
+        buf.drain(..head_end + length);
+        let now = state.now.fetch_add(1, Ordering::SeqCst) + 1;
+        state.most.fetch_max(now, Ordering::SeqCst);
+        let n = state.count.fetch_add(1, Ordering::SeqCst);
+        state.log.lock().unwrap().push(Received {
+            at: Instant::now(),
+            path,
+            headers,
+            body,
+        });
+        let (status, extra) = match (state.answer)(n) {
+            Answer::Status(status) => (status, String::new()),
+            Answer::Slow(status, wait) => {
+                tokio::time::sleep(wait).await;
+                (status, String::new())
+            }
+            Answer::Redirect(location) => (307, format!("location: {location}\r\n")),
+            Answer::Never => {
+                // Silent until the client gives up and closes the connection.
+                let mut rest = [0u8; 64];
+                while matches!(stream.read(&mut rest).await, Ok(n) if n > 0) {}
+                state.now.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+        };
+        // Out of progress before the answer leaves: the client cannot start its next
+        // request on this slot before this count is down.
+        state.now.fetch_sub(1, Ordering::SeqCst);
+        let response = format!("HTTP/1.1 {status} X\r\n{extra}content-length: 0\r\n\r\n");
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `[jobs]` allowing `prefix`, with fast retries.
+fn jobs(prefix: &str) -> JobsConfig {
+    let mut jobs = Config::default().jobs;
+    jobs.callback_allow = vec![prefix.to_owned()];
+    jobs.callback_secret = SECRET.into();
+    jobs.callback_timeout_ms = 5000;
+    jobs.callback_backoff_ms = 50;
+    jobs.callback_backoff_max_ms = 1000;
+    jobs
+}
+
+fn succeeded(job_id: &str, result: &'static [u8]) -> Delivery {
+    Delivery {
+        job_id: job_id.into(),
+        function: "ToUpper".into(),
+        state: "succeeded",
+        attempts: 1,
+        result: Some(Bytes::from_static(result)),
+        error: None,
+    }
+}
+
+/// HMAC-SHA256 of `message` with the openssl command line: a second implementation,
+/// apart from the module's, as a receiver's shell script would compute it.
+fn openssl_hmac(key: &str, message: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-mac", "HMAC", "-macopt"])
+        .arg(format!("key:{key}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the openssl command line is needed by this test (apt-get install openssl)");
+    child.stdin.take().unwrap().write_all(message).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.rsplit("= ").next().unwrap().trim().to_owned()
+}
+
+/// What a receiver does: rebuild the signed string from the headers and the body, compare.
+fn verify(request: &Received) -> bool {
+    let mut signed = Vec::new();
+    for name in [
+        "x-nmid-timestamp",
+        "x-call-id",
+        "x-nmid-function",
+        "x-nmid-job-state",
+    ] {
+        signed.extend_from_slice(request.header(name).as_bytes());
+        signed.push(b'\n');
+    }
+    signed.extend_from_slice(&request.body);
+    let expected = format!("sha256={}", openssl_hmac(SECRET, &signed));
+    request.header("x-nmid-signature") == expected
+}
+
+/// A delivery arrives with every header, its body as it was, and a signature the receiver
+/// verifies with openssl; a failed job's error arrives the same way; a forged one does not
+/// verify.
+#[tokio::test]
+async fn a_delivery_arrives_with_headers_and_a_signature_the_receiver_verifies() {
+    let receiver = Receiver::start(|_| Answer::Status(204)).await;
+    let metrics = Arc::new(Metrics::new());
+    let callbacks = Callbacks::from_config(&jobs(&receiver.url("/hooks/")))
+        .unwrap()
+        .with_metrics(metrics.clone());
+    let url = callbacks.validate(&receiver.url("/hooks/job?x=1")).unwrap();
+    let outcome = callbacks
+        .deliver(&url, succeeded("job-1", b"HELLO \x00\xff"))
+        .await;
+    assert_eq!(
+        outcome,
+        CallbackOutcome::Delivered {
+            attempts: 1,
+            status: 204
+        }
+    );
+    let failed = Delivery {
+        job_id: "job-2".into(),
+        function: "Fails".into(),
+        state: "failed",
+        attempts: 3,
+        result: None,
+        error: Some("worker said no".into()),
+    };
+    let outcome = callbacks.deliver(&url, failed).await;
+    assert!(matches!(outcome, CallbackOutcome::Delivered { .. }));
+
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2);
+    let (ok, err) = (&requests[0], &requests[1]);
+    assert_eq!(ok.path, "/hooks/job?x=1");
+    assert_eq!(ok.body, b"HELLO \x00\xff");
+    assert_eq!(ok.header("content-type"), "application/octet-stream");
+    assert_eq!(ok.header("x-call-id"), "job-1");
+    assert_eq!(ok.header("x-nmid-function"), "ToUpper");
+    assert_eq!(ok.header("x-nmid-job-state"), "succeeded");
+    assert_eq!(ok.header("x-nmid-attempts"), "1");
+    assert_eq!(ok.header("x-nmid-callback-attempt"), "1");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let stamp: u64 = ok.header("x-nmid-timestamp").parse().unwrap();
+    assert!(now.abs_diff(stamp) < 60, "timestamp {stamp}, now {now}");
+    assert!(ok.header("x-nmid-signature").starts_with("sha256="));
+    assert!(verify(ok), "the receiver cannot verify {ok:?}");
+
+    assert_eq!(err.body, b"worker said no");
+    assert_eq!(err.header("x-nmid-job-state"), "failed");
+    assert_eq!(err.header("x-nmid-attempts"), "3");
+    assert!(verify(err), "the receiver cannot verify {err:?}");
+
+    // The same body under another job id or state does not verify.
+    let mut forged = ok.clone();
+    forged.headers.retain(|(n, _)| n != "x-call-id");
+    forged.headers.push(("x-call-id".into(), "job-9".into()));
+    assert!(!verify(&forged));
+    let mut forged = err.clone();
+    forged.headers.retain(|(n, _)| n != "x-nmid-job-state");
+    forged
+        .headers
+        .push(("x-nmid-job-state".into(), "succeeded".into()));
+    assert!(!verify(&forged));
+
+    assert_eq!(metrics.callback_count(CallbackEvent::Delivered), 2);
+    assert_eq!(metrics.callback_count(CallbackEvent::Retried), 0);
+}
+
+/// A receiver failing twice with 500 gets three attempts, each gap at least the doubling
+/// backoff, the same call id and a fresh signature each time.
+#[tokio::test]
+async fn a_failing_receiver_gets_retries_with_growing_gaps() {
+    let receiver = Receiver::start(|n| match n {
+        0 | 1 => Answer::Status(500),
+        _ => Answer::Status(200),
+    })
+    .await;
+    let mut config = jobs(&receiver.url("/"));
+    config.callback_backoff_ms = 200;
+    let metrics = Arc::new(Metrics::new());
+    let callbacks = Callbacks::from_config(&config)
+        .unwrap()
+        .with_metrics(metrics.clone());
+    let url = callbacks.validate(&receiver.url("/cb")).unwrap();
+    let outcome = callbacks.deliver(&url, succeeded("job-r", b"ok")).await;
+    assert_eq!(
+        outcome,
+        CallbackOutcome::Delivered {
+            attempts: 3,
+            status: 200
+        }
+    );
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 3);
+    let gaps: Vec<Duration> = requests.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert!(gaps[0] >= Duration::from_millis(200), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(400), "{gaps:?}");
+    for (i, request) in requests.iter().enumerate() {
+        assert_eq!(request.header("x-call-id"), "job-r");
+        assert_eq!(
+            request.header("x-nmid-callback-attempt"),
+            (i + 1).to_string()
+        );
+        assert!(verify(request), "attempt {}", i + 1);
+    }
+    assert_eq!(metrics.callback_count(CallbackEvent::Retried), 2);
+    assert_eq!(metrics.callback_count(CallbackEvent::Delivered), 1);
+}
+
+/// A receiver that always fails is given up after `callback_max_attempts`; 429 and 408
+/// are retried like 5xx.
+#[tokio::test]
+async fn a_receiver_that_keeps_failing_is_given_up_after_max_attempts() {
+    let receiver = Receiver::start(|n| match n % 3 {
+        0 => Answer::Status(503),
+        1 => Answer::Status(429),
+        _ => Answer::Status(408),
+    })
+    .await;
+    let mut config = jobs(&receiver.url("/"));
+    config.callback_max_attempts = 4;
+    let metrics = Arc::new(Metrics::new());
+    let callbacks = Callbacks::from_config(&config)
+        .unwrap()
+        .with_metrics(metrics.clone());
+    let url = callbacks.validate(&receiver.url("/cb")).unwrap();
+    match callbacks.deliver(&url, succeeded("job-f", b"x")).await {
+        CallbackOutcome::GaveUp {
+            attempts,
+            last_error,
+        } => {
+            assert_eq!(attempts, 4);
+            assert!(last_error.contains("503"), "{last_error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(receiver.requests().len(), 4);
+    assert_eq!(metrics.callback_count(CallbackEvent::GaveUp), 1);
+    assert_eq!(metrics.callback_count(CallbackEvent::Retried), 3);
+}
+
+/// A 400 is the receiver refusing the callback: one attempt, no retry.
+#[tokio::test]
+async fn a_refusing_receiver_gets_one_attempt() {
+    let receiver = Receiver::start(|_| Answer::Status(400)).await;
+    let callbacks = Callbacks::from_config(&jobs(&receiver.url("/"))).unwrap();
+    let url = callbacks.validate(&receiver.url("/cb")).unwrap();
+    match callbacks.deliver(&url, succeeded("job-400", b"x")).await {
+        CallbackOutcome::GaveUp {
+            attempts,
+            last_error,
+        } => {
+            assert_eq!(attempts, 1);
+            assert!(last_error.contains("400"), "{last_error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // `deliver` has returned: no later attempt can come.
+    assert_eq!(receiver.requests().len(), 1);
+}
+
+/// A receiver that never answers is timed out on each attempt, then given up.
+#[tokio::test]
+async fn a_receiver_that_never_answers_is_timed_out() {
+    let receiver = Receiver::start(|_| Answer::Never).await;
+    let mut config = jobs(&receiver.url("/"));
+    config.callback_timeout_ms = 300;
+    config.callback_max_attempts = 2;
+    let callbacks = Callbacks::from_config(&config).unwrap();
+    let url = callbacks.validate(&receiver.url("/cb")).unwrap();
+    let started = Instant::now();
+    match callbacks.deliver(&url, succeeded("job-t", b"x")).await {
+        CallbackOutcome::GaveUp {
+            attempts,
+            last_error,
+        } => {
+            assert_eq!(attempts, 2);
+            assert!(
+                last_error.contains("no answer within 300 ms"),
+                "{last_error}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(600), "{took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(receiver.requests().len(), 2);
+}
+
+/// A redirect is not followed, even to a place the allow list covers: the receiver sees
+/// the one request, never one at the redirect's target, and the callback is given up.
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let target = Receiver::start(|_| Answer::Status(200)).await;
+    let location = target.url("/landing");
+    let receiver = Receiver::start(move |_| Answer::Redirect(location.clone())).await;
+    let mut config = jobs(&receiver.url("/"));
+    config.callback_allow.push(target.url("/"));
+    let callbacks = Callbacks::from_config(&config).unwrap();
+    let url = callbacks.validate(&receiver.url("/cb")).unwrap();
+    match callbacks.deliver(&url, succeeded("job-3xx", b"x")).await {
+        CallbackOutcome::GaveUp {
+            attempts,
+            last_error,
+        } => {
+            assert_eq!(attempts, 1);
+            assert!(last_error.contains("307"), "{last_error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(receiver.requests().len(), 1);
+    assert!(target.requests().is_empty(), "{:?}", target.requests());
+}
+
+/// With `max_callbacks_in_flight = 2`, ten deliveries to a slow receiver all arrive, and
+/// the receiver never has more than two requests in progress at once (and does have two:
+/// the bound, not a serial sender, is what holds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bound_on_callbacks_in_flight_holds() {
+    let receiver = Receiver::start(|_| Answer::Slow(200, Duration::from_millis(150))).await;
+    let mut config = jobs(&receiver.url("/"));
+    config.max_callbacks_in_flight = 2;
+    let callbacks = Callbacks::from_config(&config).unwrap();
+    let url = callbacks.validate(&receiver.url("/cb")).unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let (callbacks, url) = (callbacks.clone(), url.clone());
+            tokio::spawn(async move {
+                let delivery = succeeded(&format!("job-{i}"), b"x");
+                callbacks.deliver(&url, delivery).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let outcome = task.await.expect("a delivery task panicked");
+        assert!(
+            matches!(outcome, CallbackOutcome::Delivered { attempts: 1, .. }),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(receiver.requests().len(), 10);
+    assert_eq!(receiver.most_at_once.load(Ordering::SeqCst), 2);
+}
