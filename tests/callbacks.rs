@@ -485,3 +485,91 @@ async fn the_bound_on_callbacks_in_flight_holds() {
     assert_eq!(receiver.requests().len(), 10);
     assert_eq!(receiver.most_at_once.load(Ordering::SeqCst), 2);
 }
+
+/// The fenced block of `lang` under docs/jobs-callbacks.md's verification section.
+fn doc_block(lang: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/jobs-callbacks.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let start = doc
+        .find(&format!("```{lang}\n"))
+        .unwrap_or_else(|| panic!("no {lang} block in {path}"))
+        + lang.len()
+        + 4;
+    let len = doc[start..].find("```").unwrap();
+    doc[start..start + len].to_owned()
+}
+
+/// The docs' Python and shell verifications, run as written against a real callback:
+/// the genuine one passes, one with its state changed or replayed late does not.
+#[tokio::test]
+async fn the_documented_verifications_accept_a_real_callback_and_refuse_forgeries() {
+    let receiver = Receiver::start(|_| Answer::Status(200)).await;
+    let callbacks = Callbacks::from_config(&jobs(&receiver.url("/"))).unwrap();
+    let url = callbacks.validate(&receiver.url("/cb")).unwrap();
+    let delivery = Delivery {
+        function: "Up per%\u{e9}".into(),
+        ..succeeded("job-doc", b"line one\nline two\n\x00")
+    };
+    let outcome = callbacks.deliver(&url, delivery).await;
+    assert!(matches!(outcome, CallbackOutcome::Delivered { .. }));
+    let request = receiver.requests().remove(0);
+    assert_eq!(request.header("x-nmid-function"), "Up%20per%25%C3%A9");
+
+    let dir = std::env::temp_dir().join(format!("nmid-callback-doc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let body_file = dir.join("body");
+    std::fs::write(&body_file, &request.body).unwrap();
+
+    let python = doc_block("python");
+    let run_python = |state: &str, late_s: u64| {
+        let headers = serde_json::json!({
+            "X-Nmid-Timestamp": request.header("x-nmid-timestamp"),
+            "X-Call-Id": request.header("x-call-id"),
+            "X-Nmid-Function": request.header("x-nmid-function"),
+            "X-Nmid-Job-State": state,
+            "X-Nmid-Signature": request.header("x-nmid-signature"),
+        });
+        let harness = format!(
+            "{python}\nimport json, os, sys, time\n\
+             ok = verify(os.environ['SECRET'].encode(), json.loads(os.environ['HEADERS']),\n\
+             open(os.environ['BODY_FILE'], 'rb').read(), time.time() + {late_s})\n\
+             sys.exit(0 if ok else 1)\n"
+        );
+        let status = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(harness)
+            .env("SECRET", SECRET)
+            .env("HEADERS", headers.to_string())
+            .env("BODY_FILE", &body_file)
+            .status()
+            .expect("python3 is needed by this test");
+        assert!(status.code().is_some(), "python3 died: {status}");
+        status.success()
+    };
+    assert!(
+        run_python("succeeded", 0),
+        "the genuine callback is refused"
+    );
+    assert!(!run_python("failed", 0), "a changed state is accepted");
+    assert!(!run_python("succeeded", 1000), "a late replay is accepted");
+
+    let shell = doc_block("sh");
+    let run_shell = |state: &str| {
+        let status = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&shell)
+            .env("SECRET", SECRET)
+            .env("TIMESTAMP", request.header("x-nmid-timestamp"))
+            .env("CALL_ID", request.header("x-call-id"))
+            .env("FUNCTION", request.header("x-nmid-function"))
+            .env("STATE", state)
+            .env("SIGNATURE", request.header("x-nmid-signature"))
+            .env("BODY_FILE", &body_file)
+            .status()
+            .expect("bash is needed by this test");
+        status.success()
+    };
+    assert!(run_shell("succeeded"), "the genuine callback is refused");
+    assert!(!run_shell("cancelled"), "a changed state is accepted");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
