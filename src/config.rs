@@ -224,6 +224,8 @@ pub struct JobsConfig {
     /// Retries on another worker when a job's worker is lost.
     pub retries: u32,
     /// URL prefixes a background job's callback may go to; empty: none (callbacks refused).
+    /// A TOML list, or one comma-separated string (environment variables).
+    #[serde(deserialize_with = "callbacks::url_list")]
     pub callback_allow: Vec<String>,
     /// The HMAC-SHA256 key callbacks are signed with (16+ bytes when `callback_allow` is
     /// set); never shown by `Debug`.

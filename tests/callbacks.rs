@@ -573,3 +573,56 @@ async fn the_documented_verifications_accept_a_real_callback_and_refuse_forgerie
     assert!(!run_shell("cancelled"), "a changed state is accepted");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `nmid --check` with the callback keys in the environment, as a deployment gives them:
+/// its exit status and stderr.
+fn nmid_check(env: &[(&str, &str)]) -> (i32, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nmid"));
+    command
+        .arg("--check")
+        .env_remove("NMID__JOBS__CALLBACK_SECRET");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = command.output().expect("run nmid --check");
+    let code = out.status.code().expect("nmid --check exits");
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The callback keys load from the environment (the list comma-separated); a bad entry,
+/// a missing secret and an all-digit secret (which the environment's number parsing has
+/// already mangled) are refused naming the key, never showing the secret.
+#[test]
+fn callback_keys_from_the_environment_are_checked_at_load() {
+    let allow = (
+        "NMID__JOBS__CALLBACK_ALLOW",
+        "http://127.0.0.1:9000/hooks/, http://127.0.0.1:9001/",
+    );
+    let (code, stderr) =
+        nmid_check(&[allow, ("NMID__JOBS__CALLBACK_SECRET", "9f3a-secret-b7c1e0")]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let (code, stderr) = nmid_check(&[
+        (
+            "NMID__JOBS__CALLBACK_ALLOW",
+            "http://user@127.0.0.1:9000/hooks/",
+        ),
+        ("NMID__JOBS__CALLBACK_SECRET", "9f3a-secret-b7c1e0"),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("jobs.callback_allow"), "{stderr}");
+    assert!(stderr.contains("user name or password"), "{stderr}");
+
+    let (code, stderr) = nmid_check(&[allow]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("jobs.callback_secret"), "{stderr}");
+
+    let digits = "12345678901234567890123";
+    let (code, stderr) = nmid_check(&[allow, ("NMID__JOBS__CALLBACK_SECRET", digits)]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("jobs.callback_secret"), "{stderr}");
+    assert!(
+        !stderr.contains("123456789"),
+        "the secret in stderr: {stderr}"
+    );
+}

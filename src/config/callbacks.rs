@@ -53,6 +53,25 @@ impl fmt::Debug for CallbackSecret {
     }
 }
 
+/// `jobs.callback_allow`: a TOML list, or one comma-separated string (as an environment
+/// variable gives it, `NMID__JOBS__CALLBACK_ALLOW`); entries trimmed, blank ones dropped.
+pub(super) fn url_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        List(Vec<String>),
+        Text(String),
+    }
+    let urls = match Urls::deserialize(de)? {
+        Urls::List(list) => list,
+        Urls::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok((urls.into_iter())
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
+        .collect())
+}
+
 impl Config {
     /// The callback keys of `[jobs]`: every allow-list entry a valid http prefix, a secret
     /// when the list is set, limits at least 1.
@@ -73,6 +92,16 @@ impl Config {
                     "must be {MIN_CALLBACK_SECRET_BYTES} bytes or more when jobs.callback_allow \
                      is set: callbacks are signed with it (make one with `openssl rand -hex 32`)"
                 ),
+            });
+        }
+        // NMID__* variables are parsed as numbers when they read as one: an all-digit secret
+        // given so has lost digits by now (`12345678901234567890123` is
+        // `12345678901234568000000`). Refused, whichever way it came.
+        if jobs.callback_secret.expose().parse::<f64>().is_ok() {
+            return Err(ConfigError::Invalid {
+                key: "jobs.callback_secret",
+                reason: "reads as a number, which an environment variable's value is parsed as                          (losing digits): use one with letters (`openssl rand -hex 32`)"
+                    .into(),
             });
         }
         for (key, value) in [
@@ -190,6 +219,29 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("a-secret-of-enough-bytes"), "{shown}");
         assert!(shown.contains("<secret>"), "{shown}");
+    }
+
+    /// The allow list may be one comma-separated string, as an environment variable gives it.
+    #[test]
+    fn the_allow_list_may_be_a_comma_separated_string() {
+        let text = "[jobs]\ncallback_allow = \" http://a.example/x/ , http://b.example:81/,\"\n\
+                    callback_secret = \"0123456789abcdef\"\n";
+        let config = Config::from_toml(text).expect("loads");
+        assert_eq!(
+            config.jobs.callback_allow,
+            ["http://a.example/x/", "http://b.example:81/"]
+        );
+    }
+
+    /// A secret that reads as a number is refused: from the environment it has lost digits.
+    #[test]
+    fn a_secret_that_reads_as_a_number_is_refused() {
+        let (key, reason) = bad_key(&[
+            ("jobs.callback_allow", "http://127.0.0.1:9000/"),
+            ("jobs.callback_secret", "12345678901234567890123"),
+        ]);
+        assert_eq!(key, "jobs.callback_secret");
+        assert!(!reason.contains("1234567890"), "{reason}");
     }
 
     /// Zero limits and a backoff ceiling under the first wait are refused.
