@@ -68,3 +68,30 @@ impl Metrics {
         self.callbacks.counters[event as usize].get()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::RegistrySnapshot;
+
+    /// Every outcome is exported from the start, at 0, and counts up on its own.
+    #[test]
+    fn every_callback_outcome_is_exported_and_counted() {
+        let metrics = Metrics::new();
+        let text = metrics.render(&RegistrySnapshot::default());
+        for event in CallbackEvent::ALL {
+            let line = format!(
+                "nmid_job_callbacks_total{{outcome=\"{}\"}} 0",
+                event.as_str()
+            );
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+        metrics.record_callback(CallbackEvent::Retried);
+        metrics.record_callback(CallbackEvent::Retried);
+        metrics.record_callback(CallbackEvent::GaveUp);
+        let text = metrics.render(&RegistrySnapshot::default());
+        assert!(text.contains("nmid_job_callbacks_total{outcome=\"retried\"} 2"));
+        assert!(text.contains("nmid_job_callbacks_total{outcome=\"gave_up\"} 1"));
+        assert_eq!(metrics.callback_count(CallbackEvent::Delivered), 0);
+    }
+}
