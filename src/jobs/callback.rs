@@ -189,6 +189,42 @@ struct Inner {
 
 /// The callback sender: the allow list, the secret, one HTTP client and the bound on
 /// requests in flight. Cheap to clone (one `Arc`); every clone shares the bound.
+///
+/// # Examples
+///
+/// ```
+/// use nmid::config::Config;
+/// use nmid::jobs::callback::{CallbackOutcome, CallbackUrl, Callbacks, Delivery};
+///
+/// let mut jobs = Config::default().jobs;
+/// jobs.callback_allow = vec!["http://127.0.0.1:9000/hooks/".into()];
+/// jobs.callback_secret = "a-secret-of-16-bytes-or-more".into();
+/// let callbacks = Callbacks::from_config(&jobs).unwrap();
+///
+/// // At submit: a URL the allow list does not cover is refused (400 to an HTTP caller).
+/// assert!(callbacks.validate("http://127.0.0.1:9000/admin").is_err());
+/// assert!(callbacks.validate("http://127.0.0.1:9000@evil.example/hooks/").is_err());
+/// let url = callbacks.validate("http://127.0.0.1:9000/hooks/orders").unwrap();
+///
+/// // When the job ends (in a task of its own: retries can take minutes).
+/// async fn on_end(callbacks: Callbacks, url: CallbackUrl) {
+///     let delivery = Delivery {
+///         job_id: "job-1".into(),
+///         function: "ToUpper".into(),
+///         state: "succeeded",
+///         attempts: 1,
+///         result: Some("HELLO".into()),
+///         error: None,
+///     };
+///     match callbacks.deliver(&url, delivery).await {
+///         CallbackOutcome::Delivered { attempts, status } => {
+///             println!("delivered ({status}) after {attempts} attempts")
+///         }
+///         CallbackOutcome::GaveUp { last_error, .. } => println!("given up: {last_error}"),
+///     }
+/// }
+/// # drop(on_end(callbacks, url));
+/// ```
 #[derive(Clone)]
 pub struct Callbacks {
     inner: Arc<Inner>,
