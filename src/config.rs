@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod callbacks;
 mod cluster;
 mod guard;
 mod jobs;
 mod security;
 
+pub use callbacks::CallbackSecret;
 pub use cluster::{ClusterConfig, DiscoveryConfig};
 pub use guard::{BreakerConfig, FunctionRateLimitConfig, RateLimitConfig};
 pub use jobs::JobsConfig;
@@ -458,6 +460,7 @@ impl Config {
             return invalid("history.max_functions", "must be at most 1000");
         }
         self.jobs.validate()?;
+        self.validate_callbacks()?;
         self.validate_cluster()?;
         self.validate_rate_limit()?;
         self.validate_breaker()?;

@@ -23,7 +23,8 @@
 //! - [`accept`]: what every listener checks at accept time: address lists, connection
 //!   limits.
 //! - [`http`]: the actix-web front end: `POST /call/<func>`, nmid's gateway, admin API.
-//! - [`jobs`]: background jobs: the store, their order, retries and unique keys.
+//! - [`jobs`]: background jobs: the store, their order, retries, unique keys, and
+//!   callbacks of their final state (signed, retried, allow-listed).
 //! - [`config`]: the configuration, defaults from `config/nmid.toml`.
 //! - [`metrics`]: Prometheus metrics (bounded labels) and call totals.
 //! - [`rates`]: calls/s, error ratio and percentiles between two readings of the totals.

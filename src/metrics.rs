@@ -18,16 +18,19 @@ use prometheus::{Encoder, IntCounter, Registry as PromRegistry, TextEncoder};
 use crate::call::{CallOutcome, DispatchError, FunctionName};
 use crate::snapshot::RegistrySnapshot;
 
+mod callbacks;
 mod guard;
 mod jobs;
 mod labels;
 mod series;
 mod views;
 
+use callbacks::CallbackMetrics;
 use guard::GuardMetrics;
 use jobs::JobsMetrics;
 use series::{CallSeries, PeerCounters, Registrar, StateGauges};
 
+pub use callbacks::CallbackEvent;
 pub use labels::{CallCounts, Leniency, Limit, Outcome, Refusal, Role};
 
 /// The `function` label of calls to a function no worker ever registered: caller-chosen
@@ -161,6 +164,8 @@ pub struct Metrics {
     guard: GuardMetrics,
     /// Background jobs.
     jobs: JobsMetrics,
+    /// Callbacks of background jobs (`jobs.callback_*`).
+    callbacks: CallbackMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -202,6 +207,7 @@ impl Metrics {
         .set(1);
         let guard = GuardMetrics::new(&add);
         let jobs = JobsMetrics::new(&add);
+        let callbacks = CallbackMetrics::new(&add);
         let process = prometheus::process_collector::ProcessCollector::for_self();
         (registry.register(Box::new(process))).expect("metric names are unique");
         Self {
@@ -216,6 +222,7 @@ impl Metrics {
             scrape: std::sync::Mutex::new(()),
             guard,
             jobs,
+            callbacks,
         }
     }
 

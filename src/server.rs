@@ -29,6 +29,7 @@ use crate::actors::SessionSettings;
 use crate::cluster::{Cluster, ClusterReport, ClusterSettings, ClusterView};
 use crate::config::{Config, ConfigError};
 use crate::http::{BodyLimits, HttpSite, HttpState, Serving};
+use crate::jobs::callback::Callbacks;
 use crate::logging::RefusalLog;
 use crate::metrics::{Limit, Metrics};
 use crate::rate_limit::RateLimits;
@@ -358,8 +359,18 @@ impl Dispatcher {
             config.log.refusal_summary_interval_ms,
         )));
         background.push(tokio::spawn(refusals.clone().flush_every_window()));
-        let (background_jobs, node, gauges) =
-            Background::open(&config.jobs, jobs.clone(), &arbiters[0].handle())?;
+        let callbacks = Callbacks::from_config(&config.jobs)
+            .map_err(|e| ConfigError::Invalid {
+                key: "jobs.callback_allow",
+                reason: e.to_string(),
+            })?
+            .with_metrics(metrics.clone());
+        let (background_jobs, node, gauges) = Background::open(
+            &config.jobs,
+            jobs.clone(),
+            callbacks.clone(),
+            &arbiters[0].handle(),
+        )?;
         metrics.watch_jobs(gauges);
         let door = FrontDoor::new(jobs, config.tcp.max_frame_bytes, security.clone());
         let settings = Arc::new(SessionSettings::new(config, door.clone(), refusals.clone()));
@@ -431,6 +442,7 @@ impl Dispatcher {
                 background: background_jobs.clone(),
                 config: Arc::new(config.jobs.clone()),
                 node,
+                callbacks,
             }),
         };
         let site = HttpSite {

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 use super::job::{JobActor, JobServices};
 use crate::call::{CallOutcome, CallSpec, ClientKey, DispatchError, JobId};
 use crate::codec::ParamsType;
+use crate::jobs::callback::{CallbackOutcome, Callbacks, Delivery};
 use crate::jobs::record::now_ms;
 use crate::jobs::{
     Accepted, AttemptEnd, BackgroundId, Book, Change, Full, JobRecord, JobState, JobsGauges,
@@ -133,6 +134,8 @@ pub struct Background {
     max_waiters: usize,
     starting: bool,
     gauges: Arc<Mutex<JobsGauges>>,
+    /// Where final states are POSTed.
+    callbacks: Callbacks,
     /// When the gauges were last counted.
     counted: Option<std::time::Instant>,
     attempts: u64,
@@ -147,6 +150,7 @@ impl Background {
         services: JobServices,
         max_waiters: usize,
         gauges: Arc<Mutex<JobsGauges>>,
+        callbacks: Callbacks,
     ) -> Self {
         Self {
             book,
@@ -157,6 +161,7 @@ impl Background {
             max_waiters,
             starting: true,
             gauges,
+            callbacks,
             counted: None,
             attempts: 0,
         }
@@ -170,6 +175,7 @@ impl Background {
     pub fn open(
         config: &crate::config::JobsConfig,
         services: JobServices,
+        callbacks: Callbacks,
         arbiter: &ArbiterHandle,
     ) -> Result<(Addr<Background>, String, Arc<Mutex<JobsGauges>>), crate::jobs::StoreError> {
         let (store, loaded) = match config.data_dir() {
@@ -205,7 +211,7 @@ impl Background {
         let shared = gauges.clone();
         let max_waiters = config.max_waiters;
         let addr = Background::start_in_arbiter(arbiter, move |_| {
-            Background::new(book, store, services, max_waiters, shared)
+            Background::new(book, store, services, max_waiters, shared, callbacks)
         });
         Ok((addr, node, gauges))
     }
@@ -224,6 +230,11 @@ impl Actor for Background {
             "background jobs ready"
         );
         ctx.run_interval(TICK, |jobs, ctx| jobs.pump(ctx));
+        // Callbacks the last run did not finish trying are tried again (at least once).
+        let due: Vec<JobRecord> = self.book.callbacks_due().into_iter().cloned().collect();
+        for record in &due {
+            self.call_back(record, ctx);
+        }
         self.pump(ctx);
     }
 }
@@ -345,16 +356,44 @@ impl Handler<AttemptDone> for Background {
 
     fn handle(&mut self, done: AttemptDone, ctx: &mut Self::Context) {
         let end = attempt_end(done.outcome);
-        let Some(record) = self.book.finish(done.seq, end, now_ms()) else {
+        let Some(record) = self.book.finish(done.seq, end, now_ms()).cloned() else {
             return;
         };
-        let final_state = record.state.is_final();
         let change = Change::Put(record.clone());
         self.store.write_later(vec![change], self.book.next_seq());
-        if final_state {
+        if record.state.is_final() {
+            self.call_back(&record, ctx);
             self.notify(done.seq);
         }
         self.pump(ctx);
+    }
+}
+
+/// What became of a job's callback.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CallbackDone {
+    seq: u64,
+    outcome: CallbackOutcome,
+}
+
+impl Handler<CallbackDone> for Background {
+    type Result = ();
+
+    fn handle(&mut self, done: CallbackDone, _: &mut Self::Context) {
+        let text = match done.outcome {
+            CallbackOutcome::Delivered { attempts, status } => {
+                format!("delivered: HTTP {status} after {attempts} attempt(s)")
+            }
+            CallbackOutcome::GaveUp {
+                attempts,
+                last_error,
+            } => format!("failed after {attempts} attempt(s): {last_error}"),
+        };
+        if let Some(record) = self.book.note_callback(done.seq, text) {
+            let change = Change::Put(record.clone());
+            self.store.write_later(vec![change], self.book.next_seq());
+        }
     }
 }
 
@@ -428,6 +467,44 @@ impl Background {
         let seq = record.seq;
         let reply = Box::new(move |outcome| me.do_send(AttemptDone { seq, outcome }));
         JobActor::start(JobId::next(), spec, reply, &self.services);
+    }
+
+    /// POSTs `record`'s final state to its callback URL, if it has one, in a task of its
+    /// own; the outcome comes back as [`CallbackDone`].
+    fn call_back(&mut self, record: &JobRecord, ctx: &mut Context<Self>) {
+        let Some(url) = &record.callback_url else {
+            return;
+        };
+        let seq = record.seq;
+        let url = match self.callbacks.validate(url) {
+            Ok(url) => url,
+            Err(refused) => {
+                // The allow list changed since the submission.
+                let outcome = CallbackOutcome::GaveUp {
+                    attempts: 0,
+                    last_error: refused.to_string(),
+                };
+                ctx.notify(CallbackDone { seq, outcome });
+                return;
+            }
+        };
+        let output = record.output.as_ref().map(|o| Bytes::copy_from_slice(o));
+        let succeeded = record.state == JobState::Succeeded;
+        let delivery = Delivery {
+            job_id: self.book.id(seq).to_string(),
+            function: String::from_utf8_lossy(&record.function).into_owned(),
+            state: record.state.as_str(),
+            attempts: record.attempts,
+            result: output.clone().filter(|_| succeeded),
+            error: (output.filter(|_| !succeeded))
+                .map(|o| String::from_utf8_lossy(&o).into_owned()),
+        };
+        let callbacks = self.callbacks.clone();
+        let me = ctx.address();
+        actix::spawn(async move {
+            let outcome = callbacks.deliver(&url, delivery).await;
+            me.do_send(CallbackDone { seq, outcome });
+        });
     }
 
     /// Wakes the callers waiting for job `seq`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{CallbackSecret, ConfigError};
 use crate::jobs::{Fsync, Limits};
 
 /// `[jobs]`
@@ -49,6 +49,23 @@ pub struct JobsConfig {
     pub max_waiters: usize,
     /// Jobs in one page of `GET /api/v1/jobs`, at most.
     pub max_list_page: usize,
+    /// URL prefixes a background job's callback may go to; empty: none (callbacks refused).
+    /// A TOML list, or one comma-separated string (environment variables).
+    #[serde(deserialize_with = "super::callbacks::url_list")]
+    pub callback_allow: Vec<String>,
+    /// The HMAC-SHA256 key callbacks are signed with (16+ bytes when `callback_allow` is
+    /// set); never shown by `Debug`.
+    pub callback_secret: CallbackSecret,
+    /// Time for one callback request, connect to response head, in milliseconds.
+    pub callback_timeout_ms: u64,
+    /// Callback requests per job at most, the first included.
+    pub callback_max_attempts: u32,
+    /// Wait before the first retry of a callback, in milliseconds; doubled for each next.
+    pub callback_backoff_ms: u64,
+    /// Longest wait between two callback attempts, in milliseconds.
+    pub callback_backoff_max_ms: u64,
+    /// Callback requests in flight at once, over all jobs; further ones wait for a slot.
+    pub max_callbacks_in_flight: usize,
 }
 
 impl JobsConfig {

@@ -45,6 +45,8 @@ pub struct JobsFront {
     pub config: Arc<JobsConfig>,
     /// The node name in this dispatcher's job ids.
     pub node: String,
+    /// Checks callback URLs against `jobs.callback_allow`.
+    pub callbacks: crate::jobs::callback::Callbacks,
 }
 
 /// OpenFaaS's header naming the callback URL.
@@ -81,12 +83,12 @@ async fn submit_job(
             .contains(&option)
             .then_some((option, value.as_bytes()))
     });
-    let options =
+    let mut options =
         SubmitOptions::from_pairs(pairs).map_err(|e| HttpError::BadRequest(e.to_string()))?;
-    if options.callback_url.is_some() {
-        return Err(HttpError::BadRequest(
-            "callback-url: callbacks are not configured on this dispatcher".into(),
-        ));
+    if let Some(url) = &options.callback_url {
+        let checked = (jobs.callbacks.validate(url))
+            .map_err(|e| HttpError::BadRequest(format!("callback-url: {e}")))?;
+        options.callback_url = Some(checked.as_str().to_owned());
     }
     let caller = CallerOf::request(req);
     let request_id = super::call::request_id_of(req.headers());

@@ -315,6 +315,24 @@ impl Book {
         self.jobs.get(&seq)
     }
 
+    /// Records what became of job `seq`'s callback: the job as it is now (to be written).
+    pub fn note_callback(&mut self, seq: u64, outcome: String) -> Option<&JobRecord> {
+        let record = self.jobs.get_mut(&seq)?;
+        record.callback = Some(outcome);
+        Some(record)
+    }
+
+    /// Final jobs whose callback was never tried to its end (the dispatcher stopped first).
+    pub fn callbacks_due(&self) -> Vec<&JobRecord> {
+        (self.jobs.values())
+            .filter(|r| {
+                matches!(r.state, JobState::Succeeded | JobState::Failed)
+                    && r.callback_url.is_some()
+                    && r.callback.is_none()
+            })
+            .collect()
+    }
+
     /// The worker's progress on job `seq`; `false` if it is not running.
     pub fn progress(&mut self, seq: u64, numerator: u64, denominator: u64) -> bool {
         match self.jobs.get_mut(&seq) {

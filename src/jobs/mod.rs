@@ -5,10 +5,12 @@
 //! - [`book`]: the jobs in memory as plain data: order, delays, retries, unique keys,
 //!   bounds.
 //! - [`store`]: the redb file and the thread that writes it (group commit, `jobs.fsync`).
+//! - [`callback`]: a final state POSTed to the submitter's URL: signed, retried, allow-listed.
 //!
 //! The actor that carries them out is [`crate::actors::background`].
 
 pub mod book;
+pub mod callback;
 pub mod options;
 pub mod record;
 pub mod store;

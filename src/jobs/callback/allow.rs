@@ -1,0 +1,356 @@
+//! Where a callback may go: the prefixes of `jobs.callback_allow` and the check of a
+//! callback URL against them. Plain functions over parsed URLs, nothing else: config
+//! loading parses the list with [`AllowedPrefix::parse`], submission checks a URL with
+//! [`check`].
+//!
+//! Everything is compared on the URL as the HTTP client will use it (WHATWG parsing, as
+//! `reqwest` does): the scheme, the host (lower-cased, IDNA, IPv4 spellings such as
+//! `2130706433` or `0x7f.1` made dotted) and the port exactly, the path at a segment
+//! boundary after dot segments are resolved. A string prefix would let
+//! `http://allowed.example@evil/` (userinfo), `http://allowed.example.evil/` (host
+//! suffix) or `/hooks/%2e%2e/admin` through; here the first is refused outright, the second
+//! has another host, and encoded separators in the path are refused.
+
+use reqwest::Url;
+
+/// Longest callback URL accepted, in bytes (as given, and as parsed).
+pub const MAX_URL_BYTES: usize = 2048;
+
+/// Path bytes that, percent-encoded, a receiver might decode into a separator or a dot
+/// segment after our prefix check: `/`, `\`, `.`, NUL.
+const ENCODED_SEPARATORS: [&str; 4] = ["%2f", "%5c", "%2e", "%00"];
+
+/// Why a callback URL (or an allow-list entry) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRefusal {
+    /// Over [`MAX_URL_BYTES`].
+    #[error("longer than {MAX_URL_BYTES} bytes")]
+    TooLong,
+    /// Not an absolute URL.
+    #[error("not a URL ({0})")]
+    Unparsable(String),
+    /// A scheme other than http(s).
+    #[error("scheme {0:?}: callbacks are sent over http only")]
+    Scheme(String),
+    /// https: this build's HTTP client has no TLS.
+    #[error(
+        "https is not supported: this build's HTTP client has no TLS (use http to a receiver \
+         on a trusted network, or a TLS-terminating proxy beside it)"
+    )]
+    Https,
+    /// A user name or password (`http://user:pass@host/`).
+    #[error("a user name or password in the URL")]
+    Userinfo,
+    /// A fragment (`#...`), which is never sent and so can only mislead.
+    #[error("a fragment (#...) in the URL")]
+    Fragment,
+    /// A query in an allow-list entry (prefixes are scheme, host, port and path).
+    #[error("a query (?...) in an allow-list entry")]
+    Query,
+    /// No host.
+    #[error("no host")]
+    NoHost,
+    /// A percent-encoded `/`, `\`, `.` or NUL in the path.
+    #[error("a percent-encoded '/', '\\', '.' or NUL in the path")]
+    EncodedSeparator,
+    /// Under no prefix of the allow list (or the list is empty).
+    #[error("not under any prefix of jobs.callback_allow")]
+    NotAllowed,
+}
+
+/// One entry of `jobs.callback_allow`: the scheme, host and port a callback must have, and
+/// the path it must be at or under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedPrefix {
+    scheme: String,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl AllowedPrefix {
+    /// Parses an allow-list entry, with the checks of a callback URL and no query.
+    pub fn parse(entry: &str) -> Result<Self, UrlRefusal> {
+        let url = parse_http(entry)?;
+        if url.query().is_some() {
+            return Err(UrlRefusal::Query);
+        }
+        Ok(Self {
+            scheme: url.scheme().to_owned(),
+            host: url.host_str().unwrap_or_default().to_owned(),
+            port: url.port_or_known_default().unwrap_or_default(),
+            path: url.path().to_owned(),
+        })
+    }
+
+    /// Whether `url` (parsed by [`parse_http`]) falls under this prefix.
+    pub fn covers(&self, url: &Url) -> bool {
+        url.scheme() == self.scheme
+            && url.host_str() == Some(self.host.as_str())
+            && url.port_or_known_default() == Some(self.port)
+            && under_path(url.path(), &self.path)
+    }
+}
+
+/// Checks a callback URL: a valid http URL under one of `allow`'s prefixes.
+pub fn check(raw: &str, allow: &[AllowedPrefix]) -> Result<Url, UrlRefusal> {
+    let url = parse_http(raw)?;
+    match allow.iter().any(|prefix| prefix.covers(&url)) {
+        true => Ok(url),
+        false => Err(UrlRefusal::NotAllowed),
+    }
+}
+
+/// Parses `raw` as an http URL with a host, no userinfo, no fragment, no encoded
+/// separators in its path, at most [`MAX_URL_BYTES`] long before and after parsing.
+pub fn parse_http(raw: &str) -> Result<Url, UrlRefusal> {
+    if raw.len() > MAX_URL_BYTES {
+        return Err(UrlRefusal::TooLong);
+    }
+    let url = Url::parse(raw).map_err(|e| UrlRefusal::Unparsable(e.to_string()))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => return Err(UrlRefusal::Https),
+        other => return Err(UrlRefusal::Scheme(other.to_owned())),
+    }
+    if url.as_str().len() > MAX_URL_BYTES {
+        return Err(UrlRefusal::TooLong);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(UrlRefusal::Userinfo);
+    }
+    if url.fragment().is_some() {
+        return Err(UrlRefusal::Fragment);
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(UrlRefusal::NoHost);
+    }
+    let path = url.path().to_ascii_lowercase();
+    if ENCODED_SEPARATORS.iter().any(|enc| path.contains(enc)) {
+        return Err(UrlRefusal::EncodedSeparator);
+    }
+    Ok(url)
+}
+
+/// `path` is `prefix` or below it at a segment boundary: `/hooks` covers `/hooks` and
+/// `/hooks/a`, never `/hooksX`; `/hooks/` covers `/hooks/` and `/hooks/a`, not `/hooks`.
+fn under_path(path: &str, prefix: &str) -> bool {
+    if prefix.ends_with('/') {
+        return path.starts_with(prefix);
+    }
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allow(entries: &[&str]) -> Vec<AllowedPrefix> {
+        (entries.iter())
+            .map(|e| AllowedPrefix::parse(e).expect(e))
+            .collect()
+    }
+
+    fn verdict(url: &str, entries: &[&str]) -> Result<String, UrlRefusal> {
+        check(url, &allow(entries)).map(|u| u.to_string())
+    }
+
+    const HOOKS: &[&str] = &["http://allowed.example:9000/hooks/"];
+
+    /// URLs under a prefix are allowed, as parsed.
+    #[test]
+    fn urls_under_a_prefix_are_allowed() {
+        for url in [
+            "http://allowed.example:9000/hooks/",
+            "http://allowed.example:9000/hooks/a",
+            "http://allowed.example:9000/hooks/a/b?job=1",
+            "HTTP://ALLOWED.example:9000/hooks/x",
+            "http://allowed.example:9000/hooks/a/../b",
+        ] {
+            assert!(verdict(url, HOOKS).is_ok(), "{url}");
+        }
+        let ip = &["http://127.0.0.1:9000/hooks"];
+        for url in [
+            "http://127.0.0.1:9000/hooks",
+            "http://127.0.0.1:9000/hooks/x",
+            "http://2130706433:9000/hooks/x",
+            "http://0x7f.1:9000/hooks/x",
+        ] {
+            assert!(verdict(url, ip).is_ok(), "{url}");
+        }
+        let default_port = &["http://h.example/"];
+        assert!(verdict("http://h.example:80/any", default_port).is_ok());
+    }
+
+    /// Outside every prefix is refused: another host, port, path or scheme.
+    #[test]
+    fn urls_outside_the_list_are_refused() {
+        for url in [
+            "http://other.example:9000/hooks/a",
+            "http://allowed.example:9001/hooks/a",
+            "http://allowed.example/hooks/a",
+            "http://allowed.example:9000/other/a",
+            "http://allowed.example:9000/",
+            "http://allowed.example:9000/hooks",
+            "http://allowed.example:9000/hooks/../admin",
+            "http://allowed.example:9000/hooks/..%2F../admin",
+        ] {
+            assert!(verdict(url, HOOKS).is_err(), "{url}");
+        }
+    }
+
+    /// Userinfo cannot dress another host up as the allowed one.
+    #[test]
+    fn the_userinfo_trick_is_refused() {
+        for url in [
+            "http://allowed.example:9000@evil.example/hooks/a",
+            "http://allowed.example:9000/hooks/@evil.example/",
+            "http://user:pass@allowed.example:9000/hooks/a",
+            "http://user@allowed.example:9000/hooks/a",
+        ] {
+            let got = verdict(url, HOOKS);
+            if url.contains("/hooks/@") {
+                // The '@' is in the path here: the host is the allowed one.
+                assert!(got.is_ok(), "{url}: {got:?}");
+            } else {
+                assert_eq!(got, Err(UrlRefusal::Userinfo), "{url}");
+            }
+        }
+    }
+
+    /// A host that merely starts with the allowed name is another host.
+    #[test]
+    fn the_host_suffix_trick_is_refused() {
+        for url in [
+            "http://allowed.example.evil:9000/hooks/a",
+            "http://allowed.exampleevil:9000/hooks/a",
+            "http://allowed.example%2eevil:9000/hooks/a",
+            "http://allowed.example.:9000/hooks/a",
+        ] {
+            let got = verdict(url, HOOKS);
+            assert!(got.is_err(), "{url}: {got:?}");
+        }
+    }
+
+    /// The port must match exactly, a default port included.
+    #[test]
+    fn a_port_mismatch_is_refused() {
+        let entries = &["http://127.0.0.1:9000/"];
+        assert!(verdict("http://127.0.0.1:9000/x", entries).is_ok());
+        assert_eq!(
+            verdict("http://127.0.0.1:9001/x", entries),
+            Err(UrlRefusal::NotAllowed)
+        );
+        assert_eq!(
+            verdict("http://127.0.0.1/x", entries),
+            Err(UrlRefusal::NotAllowed)
+        );
+    }
+
+    /// A prefix ends at a segment boundary: `/hooks` does not cover `/hooksX`.
+    #[test]
+    fn the_path_prefix_stops_at_a_segment_boundary() {
+        let entries = &["http://h.example/hooks"];
+        assert!(verdict("http://h.example/hooks", entries).is_ok());
+        assert!(verdict("http://h.example/hooks/", entries).is_ok());
+        assert!(verdict("http://h.example/hooks/x", entries).is_ok());
+        for url in ["http://h.example/hooksX", "http://h.example/hook"] {
+            assert_eq!(verdict(url, entries), Err(UrlRefusal::NotAllowed), "{url}");
+        }
+        assert!(under_path("/hooks/x", "/hooks/"));
+        assert!(!under_path("/hooks", "/hooks/"));
+    }
+
+    /// Percent-encoded separators and dots are refused; encoded hosts are decoded before
+    /// the comparison.
+    #[test]
+    fn percent_encoding_cannot_escape_the_prefix() {
+        for url in [
+            "http://allowed.example:9000/hooks/%2e%2e/admin",
+            "http://allowed.example:9000/hooks/..%2fadmin",
+            "http://allowed.example:9000/hooks/a%2Fb",
+            "http://allowed.example:9000/hooks/a%5cb",
+            "http://allowed.example:9000/hooks/a%00",
+            "http://allowed.example:9000/hooks/x/%2E%2E/%2e%2e/admin",
+        ] {
+            let got = verdict(url, HOOKS);
+            assert!(
+                matches!(
+                    got,
+                    Err(UrlRefusal::EncodedSeparator) | Err(UrlRefusal::NotAllowed)
+                ),
+                "{url}: {got:?}"
+            );
+        }
+        // An encoded dot segment is resolved by the parser, as the client will send it.
+        let got = verdict("http://allowed.example:9000/hooks/a/%2E%2E/b", HOOKS);
+        assert_eq!(got.as_deref(), Ok("http://allowed.example:9000/hooks/b"));
+        // An encoded host is the decoded host: allowed when that is the allowed one.
+        let got = verdict("http://allowed%2Eexample:9000/hooks/a", HOOKS);
+        assert!(got.is_ok(), "{got:?}");
+        // Other encoded bytes in the path are fine.
+        assert!(verdict("http://allowed.example:9000/hooks/a%20b", HOOKS).is_ok());
+    }
+
+    /// Only http: https is refused with its own reason, other schemes too.
+    #[test]
+    fn non_http_schemes_are_refused() {
+        assert_eq!(
+            verdict("https://allowed.example:9000/hooks/a", HOOKS),
+            Err(UrlRefusal::Https)
+        );
+        for url in [
+            "ftp://allowed.example:9000/hooks/a",
+            "file:///etc/passwd",
+            "gopher://allowed.example:9000/hooks/a",
+            "unix:/var/run/x.sock",
+        ] {
+            assert!(
+                matches!(verdict(url, HOOKS), Err(UrlRefusal::Scheme(_))),
+                "{url}"
+            );
+        }
+        assert!(matches!(
+            verdict("/hooks/a", HOOKS),
+            Err(UrlRefusal::Unparsable(_))
+        ));
+    }
+
+    /// A URL over 2048 bytes is refused, even under a prefix.
+    #[test]
+    fn a_too_long_url_is_refused() {
+        let base = "http://allowed.example:9000/hooks/";
+        let fits = format!("{base}{}", "a".repeat(MAX_URL_BYTES - base.len()));
+        assert!(verdict(&fits, HOOKS).is_ok());
+        let over = format!("{fits}a");
+        assert_eq!(verdict(&over, HOOKS), Err(UrlRefusal::TooLong));
+        // Short as given, longer once parsed (spaces are encoded): still refused.
+        let spaces = format!("{base}a{}b", " ".repeat(1000));
+        assert!(spaces.len() < MAX_URL_BYTES);
+        assert_eq!(verdict(&spaces, HOOKS), Err(UrlRefusal::TooLong));
+    }
+
+    /// An empty list refuses every URL.
+    #[test]
+    fn an_empty_list_refuses_all() {
+        for url in ["http://127.0.0.1:9000/hooks/", "http://localhost/"] {
+            assert_eq!(verdict(url, &[]), Err(UrlRefusal::NotAllowed), "{url}");
+        }
+    }
+
+    /// Fragments are refused in URLs and entries; queries in entries only.
+    #[test]
+    fn fragments_and_entry_queries_are_refused() {
+        assert_eq!(
+            verdict("http://allowed.example:9000/hooks/a#x", HOOKS),
+            Err(UrlRefusal::Fragment)
+        );
+        assert_eq!(
+            AllowedPrefix::parse("http://h.example/x?a=1"),
+            Err(UrlRefusal::Query)
+        );
+    }
+}
