@@ -402,10 +402,12 @@ impl Dispatcher {
         let http_listen = (listeners.http.as_ref())
             .map(|l| l.local_addr())
             .transpose()?;
-        let cluster = ClusterSettings::resolve(config, tcp_addr, http_listen)?.map(|settings| {
-            let links = arbiters[0].handle();
-            Cluster::start(settings, registry.clone(), links, &metrics)
-        });
+        let cluster =
+            ClusterSettings::resolve(config, tcp_addr, http_listen)?.map(|mut settings| {
+                settings.jobs_node = Some(node.clone());
+                let links = arbiters[0].handle();
+                Cluster::start(settings, registry.clone(), links, &metrics)
+            });
         let cluster_view = cluster.as_ref().map(Cluster::view);
         let door_in = Arc::new(InternalDoor {
             arbiter: arbiters[0].handle(),
@@ -443,6 +445,11 @@ impl Dispatcher {
                 config: Arc::new(config.jobs.clone()),
                 node,
                 callbacks,
+                cluster: cluster_view.clone(),
+                peers: reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .map_err(|e| io::Error::other(e.to_string()))?,
             }),
         };
         let site = HttpSite {

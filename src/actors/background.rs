@@ -314,14 +314,23 @@ impl Handler<GetJob> for Background {
 }
 
 impl Handler<CancelJob> for Background {
-    type Result = Result<JobRecord, NotCancelled>;
+    type Result = ResponseFuture<Result<JobRecord, NotCancelled>>;
 
+    /// Answered once the cancellation is written (durably with `jobs.fsync = "always"`), so
+    /// a job answered cancelled never runs after a crash.
     fn handle(&mut self, cancel: CancelJob, _: &mut Self::Context) -> Self::Result {
-        let record = self.book.cancel(cancel.seq, now_ms())?.clone();
-        self.store
-            .write_later(vec![Change::Put(record.clone())], self.book.next_seq());
+        let record = match self.book.cancel(cancel.seq, now_ms()) {
+            Ok(record) => record.clone(),
+            Err(refused) => return Box::pin(async move { Err(refused) }),
+        };
+        let written = (self.store).write(vec![Change::Put(record.clone())], self.book.next_seq());
         self.notify(cancel.seq);
-        Ok(record)
+        Box::pin(async move {
+            if let Ok(Err(cause)) = written.await {
+                error!(%cause, "job store: a cancellation was not written");
+            }
+            Ok(record)
+        })
     }
 }
 

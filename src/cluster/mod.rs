@@ -75,6 +75,8 @@ pub struct ClusterSettings {
     pub max_record_bytes: usize,
     /// How the links reach peers: TLS when `[tls]` is on, the token of `auth.peer_secret_*`.
     pub peer_access: crate::net::Access,
+    /// The node name of this dispatcher's background jobs, published in its record.
+    pub jobs_node: Option<String>,
 }
 
 impl ClusterSettings {
@@ -139,6 +141,7 @@ impl ClusterSettings {
             max_frame_bytes: config.tcp.max_frame_bytes,
             max_record_bytes: config.cluster.max_record_bytes,
             peer_access: peer_access(config)?,
+            jobs_node: None,
         }))
     }
 }
@@ -217,6 +220,7 @@ impl Cluster {
             functions: Vec::new(),
             load: 0,
             draining: false,
+            jobs_node: settings.jobs_node.clone(),
         };
         let state = Arc::new(Mutex::new(SessionState {
             up: false,

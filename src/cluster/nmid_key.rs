@@ -50,6 +50,7 @@ mod tests {
             functions: functions.iter().map(|f| (*f).to_owned()).collect(),
             load: 0,
             draining: false,
+            jobs_node: None,
         }
     }
 

@@ -95,6 +95,17 @@ impl ClusterView {
         }
     }
 
+    /// The HTTP address of the live dispatcher (not this one) whose background jobs have
+    /// node name `node`, if the cluster has one.
+    pub fn jobs_owner(&self, node: &str) -> Option<std::net::SocketAddr> {
+        let members = self.members.borrow();
+        let own_addr = self.session.lock().expect("session state").record.tcp_addr;
+        (members.members.values())
+            .filter(|m| !m.record.is_self(&self.own_id, own_addr))
+            .find(|m| m.record.jobs_node.as_deref() == Some(node))
+            .and_then(|m| m.record.http_addr)
+    }
+
     /// The report when discovery is off.
     pub fn disabled() -> ClusterReport {
         ClusterReport {

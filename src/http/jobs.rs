@@ -47,6 +47,74 @@ pub struct JobsFront {
     pub node: String,
     /// Checks callback URLs against `jobs.callback_allow`.
     pub callbacks: crate::jobs::callback::Callbacks,
+    /// The cluster, when discovery is on: another dispatcher's jobs are asked of it.
+    pub cluster: Option<crate::cluster::ClusterView>,
+    /// The HTTP client that asks them.
+    pub peers: reqwest::Client,
+}
+
+/// Marks a request one dispatcher passes to the owner of a job: never passed on again.
+const FORWARDED_HEADER: &str = "x-nmid-job-forwarded";
+
+/// Where a job lives.
+enum Owner {
+    /// Here: its number in this store.
+    Here(u64),
+    /// At the dispatcher of the cluster serving HTTP at this address.
+    Peer(std::net::SocketAddr),
+}
+
+/// Who answers for job `id`: this dispatcher, or the live one of the cluster whose jobs have
+/// its node name; 404 when none (a malformed id, or an owner not in the cluster now: its
+/// jobs resume when it starts again with its data dir).
+fn owner(req: &HttpRequest, jobs: &JobsFront, id: &str) -> Result<Owner, HttpError> {
+    let parsed = BackgroundId::parse(id).ok_or_else(|| not_found(id))?;
+    if parsed.node == jobs.node {
+        return Ok(Owner::Here(parsed.seq));
+    }
+    let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+    let peer = (jobs.cluster.as_ref())
+        .filter(|_| !forwarded)
+        .and_then(|cluster| cluster.jobs_owner(&parsed.node));
+    peer.map(Owner::Peer).ok_or_else(|| not_found(id))
+}
+
+/// Asks the dispatcher at `peer` what `req` asks, as the same caller (its credentials go
+/// along), and answers what it answered.
+async fn ask_owner(
+    req: &HttpRequest,
+    jobs: &JobsFront,
+    peer: std::net::SocketAddr,
+    wait_ms: u64,
+) -> Result<HttpResponse, HttpError> {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+        .map_err(|_| HttpError::BadRequest("method".into()))?;
+    let mut request = (jobs.peers)
+        .request(method, format!("http://{peer}{target}"))
+        .header(FORWARDED_HEADER, "1")
+        .timeout(Duration::from_millis(
+            wait_ms.min(jobs.config.timeout_ms) + 5000,
+        ));
+    if let Some(auth) = req.headers().get(header::AUTHORIZATION) {
+        request = request.header("authorization", auth.as_bytes());
+    }
+    let unreachable = |e: reqwest::Error| {
+        HttpError::Internal(format!(
+            "the dispatcher owning this job ({peer}) did not answer: {e}"
+        ))
+    };
+    let answer = request.send().await.map_err(unreachable)?;
+    let status = actix_web::http::StatusCode::from_u16(answer.status().as_u16())
+        .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
+    let content_type = (answer.headers().get("content-type"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let body = answer.bytes().await.map_err(unreachable)?;
+    Ok(HttpResponse::build(status)
+        .content_type(content_type)
+        .body(body))
 }
 
 /// OpenFaaS's header naming the callback URL.
@@ -154,7 +222,12 @@ async fn status(
 ) -> HttpResponse {
     let found = async {
         let jobs = front(&state)?;
-        let seq = own_job(jobs, &id)?;
+        let seq = match owner(&req, jobs, &id)? {
+            Owner::Here(seq) => seq,
+            Owner::Peer(peer) => {
+                return ask_owner(&req, jobs, peer, query.wait_ms.unwrap_or(0)).await
+            }
+        };
         if let Some(wait) = query.wait_ms {
             let timeout = Duration::from_millis(wait.min(jobs.config.timeout_ms));
             let _ = jobs.background.send(WaitForJob { seq, timeout }).await;
@@ -174,7 +247,10 @@ pub async fn result(
 ) -> HttpResponse {
     let found = async {
         let jobs = front(&state)?;
-        let seq = own_job(jobs, &id)?;
+        let seq = match owner(&req, jobs, &id)? {
+            Owner::Here(seq) => seq,
+            Owner::Peer(peer) => return ask_owner(&req, jobs, peer, 0).await,
+        };
         let record = visible(&req, get(jobs, seq).await?, &id)?;
         let function = String::from_utf8_lossy(&record.function).into_owned();
         match (record.state, &record.output) {
@@ -203,7 +279,10 @@ async fn cancel(
 ) -> HttpResponse {
     let cancelled = async {
         let jobs = front(&state)?;
-        let seq = own_job(jobs, &id)?;
+        let seq = match owner(&req, jobs, &id)? {
+            Owner::Here(seq) => seq,
+            Owner::Peer(peer) => return ask_owner(&req, jobs, peer, 0).await,
+        };
         visible(&req, get(jobs, seq).await?, &id)?;
         let answer = (jobs.background.send(CancelJob { seq }).await)
             .map_err(|_| HttpError::Internal("the background jobs stopped".into()))?;
@@ -282,14 +361,6 @@ pub async fn list(
 /// The background jobs, or 503 when the dispatcher runs none.
 fn front(state: &HttpState) -> Result<&JobsFront, HttpError> {
     (state.jobs.as_ref()).ok_or_else(|| HttpError::Internal("background jobs are off".into()))
-}
-
-/// The number of job `id` if this dispatcher owns it, else 404.
-fn own_job(jobs: &JobsFront, id: &str) -> Result<u64, HttpError> {
-    match BackgroundId::parse(id) {
-        Some(parsed) if parsed.node == jobs.node => Ok(parsed.seq),
-        _ => Err(not_found(id)),
-    }
 }
 
 async fn get(jobs: &JobsFront, seq: u64) -> Result<Option<JobRecord>, HttpError> {

@@ -44,6 +44,10 @@ pub struct MemberRecord {
     /// It is shutting down: take no new calls there.
     #[serde(default)]
     pub draining: bool,
+    /// The node name in its background jobs' ids (`<node>-<number>`): any dispatcher
+    /// answers a job's status by asking the one whose record names its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_node: Option<String>,
 }
 
 impl MemberRecord {
@@ -119,6 +123,7 @@ mod tests {
             functions: vec!["ToLower".to_owned(), "ToUpper".to_owned()],
             load: 3,
             draining: false,
+            jobs_node: None,
         }
     }
 
