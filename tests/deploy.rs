@@ -627,7 +627,7 @@ fn prometheus_alerts_pass_promtool_checks_and_unit_tests() {
         &["check", "rules", "deploy/prometheus/alerts.yml"],
     );
     let text = succeeded(&check, "promtool check rules");
-    assert!(text.contains("SUCCESS: 12 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 14 rules found"), "{text}");
     let tests = run(
         "promtool",
         "Debian prometheus",
@@ -640,9 +640,13 @@ fn prometheus_alerts_pass_promtool_checks_and_unit_tests() {
 #[test]
 fn alerts_use_only_metrics_the_dispatcher_exports() {
     let alerts = std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap();
-    // Every series exists once a call was answered, one was refused by a rate limit, and a
-    // function is served (with a breaker open); in a cluster, the cluster's series too.
+    // Every series exists once a call was answered, one was refused by a rate limit, a
+    // function is served (with a breaker open) and a background job waits; in a cluster,
+    // the cluster's series too.
     let metrics = nmid::metrics::Metrics::new();
+    let mut jobs = nmid::jobs::JobsGauges::default();
+    jobs.queued.insert(("F".to_owned(), "normal"), 1);
+    metrics.watch_jobs(std::sync::Arc::new(std::sync::Mutex::new(jobs)));
     let _cluster = nmid::cluster::metrics::ClusterMetrics::new(&metrics);
     let function = nmid::call::FunctionName::from("F");
     metrics.record_call(
