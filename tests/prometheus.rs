@@ -55,6 +55,9 @@ const DASHBOARDS: &[Dashboard] = &[
             "Worker disconnects/s",
             "Retries and late results/s",
             "HTTP requests/s by route and status",
+            "Background jobs queued",
+            "Background jobs running and oldest wait",
+            "Background job attempts and callbacks/s",
         ],
         variables: &[("function", "ToUpper")],
     },
@@ -256,8 +259,13 @@ fn sample_value(sample: &Value) -> Option<f64> {
 
 /// `POST /call/{function}` with a JSON body and `headers`; returns the status.
 async fn call(dispatcher: &TestDispatcher, function: &str, headers: &[(&str, &str)]) -> u16 {
+    call_path(dispatcher, &format!("/call/{function}"), headers).await
+}
+
+/// `POST {path}` with a JSON body and `headers`; the status.
+async fn call_path(dispatcher: &TestDispatcher, path: &str, headers: &[(&str, &str)]) -> u16 {
     let mut request = awc::Client::default()
-        .post(format!("{}/call/{function}", dispatcher.http_url()))
+        .post(format!("{}{path}", dispatcher.http_url()))
         .insert_header(("content-type", "application/json"));
     for header in headers {
         request = request.insert_header(*header);
@@ -284,6 +292,10 @@ async fn drive_calls(dispatcher: &TestDispatcher, client: &Client) {
         assert_eq!(&data[..], b"NMID");
     }
     assert_eq!(call(dispatcher, "NoSuchFunction", &[]).await, 404);
+    // A background job that ran, and one that waits an hour (queued).
+    assert_eq!(call_path(dispatcher, "/async/ToUpper", &[]).await, 202);
+    let later = [("x-nmid-delay-ms", "3600000")];
+    assert_eq!(call_path(dispatcher, "/async/ToUpper", &later).await, 202);
     assert_eq!(call(dispatcher, "Fail", &[]).await, 502);
     assert_eq!(
         call(dispatcher, "Slow", &[("x-nmid-timeout-ms", "50")]).await,
