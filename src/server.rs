@@ -371,7 +371,7 @@ impl Dispatcher {
             callbacks.clone(),
             &arbiters[0].handle(),
         )?;
-        metrics.watch_jobs(gauges);
+        metrics.watch_jobs(gauges.clone());
         let door = FrontDoor::new(jobs, config.tcp.max_frame_bytes, security.clone());
         let settings = Arc::new(SessionSettings::new(config, door.clone(), refusals.clone()));
         let gate = |listener, max_connections, max_per_ip| {
@@ -446,6 +446,7 @@ impl Dispatcher {
                 node,
                 callbacks,
                 cluster: cluster_view.clone(),
+                gauges,
                 peers: reqwest::Client::builder()
                     .no_proxy()
                     .build()

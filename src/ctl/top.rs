@@ -77,6 +77,9 @@ fn screen(http: &str, before: &Reading, now: &Reading, width: usize) -> Screen {
                 f["workers"].to_string(),
                 f["in_flight"].to_string(),
                 f["queued"].to_string(),
+                f["jobs_queued"]
+                    .as_u64()
+                    .map_or("-".to_owned(), |n| n.to_string()),
                 format!("{:.1}", r.calls_per_second),
                 format!("{:.1}%", r.error_ratio * 100.0),
                 r.p99_ms.map_or("-".to_owned(), |p| format!("{p:.2}")),
@@ -101,6 +104,9 @@ fn screen(http: &str, before: &Reading, now: &Reading, width: usize) -> Screen {
                 .map_or("-".to_owned(), |p| format!("{p:.2} ms"))
         ),
     ];
+    if let Some(jobs) = now.stats["jobs_queued"].as_u64().filter(|&n| n > 0) {
+        summary.push(format!("{jobs} background jobs queued"));
+    }
     if now.stats["draining"] == true {
         summary.push("DRAINING".to_owned());
     }
@@ -111,6 +117,7 @@ fn screen(http: &str, before: &Reading, now: &Reading, width: usize) -> Screen {
             "WORKERS",
             "IN FLIGHT",
             "QUEUED",
+            "JOBS QUEUED",
             "CALLS/S",
             "ERRORS",
             "P99 MS",

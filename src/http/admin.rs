@@ -41,6 +41,10 @@ struct StatsView {
     queued: usize,
     late_results: u64,
     draining: bool,
+    /// Background jobs waiting to start.
+    jobs_queued: u64,
+    /// Background jobs on a worker.
+    jobs_running: u64,
 }
 
 async fn snapshot(state: &HttpState) -> Result<RegistrySnapshot, HttpError> {
@@ -51,9 +55,23 @@ async fn snapshot(state: &HttpState) -> Result<RegistrySnapshot, HttpError> {
         .map_err(|e| HttpError::Internal(format!("registry unavailable: {e}")))
 }
 
-/// `GET /api/v1/functions`: each function with its workers, jobs in flight and queued calls.
+/// `GET /api/v1/functions`: each function with its workers, jobs in flight, queued calls
+/// and background jobs waiting to start (`jobs_queued`).
 pub async fn functions(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
-    Ok(HttpResponse::Ok().json(snapshot(&state).await?.functions))
+    let functions = snapshot(&state).await?.functions;
+    let jobs = state.jobs.as_ref().map(|j| j.gauges()).unwrap_or_default();
+    let view: Vec<serde_json::Value> = (functions.into_iter())
+        .map(|function| {
+            let waiting: u64 = (jobs.queued.iter())
+                .filter(|((name, _), _)| *name == function.name)
+                .map(|(_, count)| count)
+                .sum();
+            let mut value = serde_json::to_value(function).unwrap_or_default();
+            value["jobs_queued"] = waiting.into();
+            value
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// `GET /api/v1/workers`: each connected worker.
@@ -84,6 +102,7 @@ impl From<WorkerSnapshot> for WorkerView {
 /// `GET /api/v1/stats`: version, uptime, call counts by outcome, load. The dashboard's feed.
 pub async fn stats(state: web::Data<HttpState>) -> Result<HttpResponse, HttpError> {
     let snapshot = snapshot(&state).await?;
+    let jobs = state.jobs.as_ref().map(|j| j.gauges());
     Ok(HttpResponse::Ok().json(StatsView {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: SystemTime::now()
@@ -97,6 +116,8 @@ pub async fn stats(state: web::Data<HttpState>) -> Result<HttpResponse, HttpErro
         queued: snapshot.queued(),
         late_results: snapshot.late_results,
         draining: snapshot.draining,
+        jobs_queued: jobs.as_ref().map_or(0, |g| g.queued.values().sum()),
+        jobs_running: jobs.as_ref().map_or(0, |g| g.running),
     }))
 }
 

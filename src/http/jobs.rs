@@ -51,6 +51,18 @@ pub struct JobsFront {
     pub cluster: Option<crate::cluster::ClusterView>,
     /// The HTTP client that asks them.
     pub peers: reqwest::Client,
+    /// The jobs' numbers, as the metrics read them (`/api/v1/functions`, `/api/v1/stats`).
+    pub gauges: std::sync::Arc<std::sync::Mutex<crate::jobs::JobsGauges>>,
+}
+
+impl JobsFront {
+    /// The jobs' numbers as last counted.
+    pub fn gauges(&self) -> crate::jobs::JobsGauges {
+        self.gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Marks a request one dispatcher passes to the owner of a job: never passed on again.
