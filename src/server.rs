@@ -365,12 +365,13 @@ impl Dispatcher {
                 reason: e.to_string(),
             })?
             .with_metrics(metrics.clone());
-        let (background_jobs, node, gauges) = Background::open(
+        let opened = Background::open(
             &config.jobs,
             jobs.clone(),
             callbacks.clone(),
             &arbiters[0].handle(),
         )?;
+        let (background_jobs, node, gauges) = (opened.addr, opened.node, opened.gauges);
         metrics.watch_jobs(gauges.clone());
         let door = FrontDoor::new(jobs, config.tcp.max_frame_bytes, security.clone());
         let settings = Arc::new(SessionSettings::new(config, door.clone(), refusals.clone()));

@@ -168,6 +168,16 @@ impl Background {
     }
 }
 
+/// The background jobs, started.
+pub struct Opened {
+    /// Their actor.
+    pub addr: Addr<Background>,
+    /// The store's node name (in the jobs' ids).
+    pub node: String,
+    /// The numbers the actor keeps counting, for the metrics and the admin API.
+    pub gauges: Arc<Mutex<JobsGauges>>,
+}
+
 impl Background {
     /// Opens the store `config` names (or keeps jobs in memory), queues again the jobs that
     /// were running when the dispatcher last stopped, and starts the actor on `arbiter`.
@@ -177,7 +187,7 @@ impl Background {
         services: JobServices,
         callbacks: Callbacks,
         arbiter: &ArbiterHandle,
-    ) -> Result<(Addr<Background>, String, Arc<Mutex<JobsGauges>>), crate::jobs::StoreError> {
+    ) -> Result<Opened, crate::jobs::StoreError> {
         let (store, loaded) = match config.data_dir() {
             Some(dir) => Store::open(&dir, config.fsync())?,
             None => {
@@ -204,7 +214,10 @@ impl Background {
                 jobs = requeued.len(),
                 "background jobs that were running at the last stop are queued again"
             );
-            let changes = requeued.into_iter().map(Change::Put).collect();
+            let changes = requeued
+                .into_iter()
+                .map(|r| Change::Put(Box::new(r)))
+                .collect();
             store.write_later(changes, book.next_seq());
         }
         let gauges = Arc::new(Mutex::new(JobsGauges::default()));
@@ -213,7 +226,7 @@ impl Background {
         let addr = Background::start_in_arbiter(arbiter, move |_| {
             Background::new(book, store, services, max_waiters, shared, callbacks)
         });
-        Ok((addr, node, gauges))
+        Ok(Opened { addr, node, gauges })
     }
 }
 
@@ -323,7 +336,10 @@ impl Handler<CancelJob> for Background {
             Ok(record) => record.clone(),
             Err(refused) => return Box::pin(async move { Err(refused) }),
         };
-        let written = (self.store).write(vec![Change::Put(record.clone())], self.book.next_seq());
+        let written = (self.store).write(
+            vec![Change::Put(Box::new(record.clone()))],
+            self.book.next_seq(),
+        );
         self.notify(cancel.seq);
         Box::pin(async move {
             if let Ok(Err(cause)) = written.await {
@@ -368,7 +384,7 @@ impl Handler<AttemptDone> for Background {
         let Some(record) = self.book.finish(done.seq, end, now_ms()).cloned() else {
             return;
         };
-        let change = Change::Put(record.clone());
+        let change = Change::Put(Box::new(record.clone()));
         self.store.write_later(vec![change], self.book.next_seq());
         if record.state.is_final() {
             self.call_back(&record, ctx);
@@ -400,7 +416,7 @@ impl Handler<CallbackDone> for Background {
             } => format!("failed after {attempts} attempt(s): {last_error}"),
         };
         if let Some(record) = self.book.note_callback(done.seq, text) {
-            let change = Change::Put(record.clone());
+            let change = Change::Put(Box::new(record.clone()));
             self.store.write_later(vec![change], self.book.next_seq());
         }
     }
@@ -441,7 +457,11 @@ impl Background {
             self.book.wake(now);
             let started = self.book.startable(now);
             if !started.is_empty() {
-                let changes = started.iter().cloned().map(Change::Put).collect();
+                let changes = started
+                    .iter()
+                    .cloned()
+                    .map(|r| Change::Put(Box::new(r)))
+                    .collect();
                 self.store.write_later(changes, self.book.next_seq());
                 for record in &started {
                     self.start_attempt(record, ctx);
