@@ -221,6 +221,9 @@ pub struct JobsConfig {
     pub timeout_ms: u64,
     /// Retries on another worker when a job's worker is lost.
     pub retries: u32,
+    /// Bytes of one streaming call's partials that may wait to be written to its caller;
+    /// past it the call fails `slow_caller`.
+    pub max_partial_bytes_buffered: usize,
 }
 
 /// `[workers]`
@@ -425,6 +428,9 @@ impl Config {
         }
         if self.jobs.timeout_ms > u64::from(u32::MAX) {
             return invalid("jobs.timeout_ms", "must be at most 4294967295");
+        }
+        if self.jobs.max_partial_bytes_buffered == 0 {
+            return invalid("jobs.max_partial_bytes_buffered", "must be at least 1");
         }
         if self.workers.max_jobs_in_flight == 0 {
             return invalid("workers.max_jobs_in_flight", "must be at least 1");

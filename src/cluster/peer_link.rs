@@ -336,6 +336,7 @@ fn reply_of(result: Result<Bytes, ClientError>) -> PeerReply {
         Err(ClientError::BadRequest(_)) => failed(DispatchError::BadRequest),
         Err(ClientError::TooLarge(_)) => failed(DispatchError::TooLarge),
         Err(ClientError::Forbidden(_)) => failed(DispatchError::Forbidden),
+        Err(ClientError::SlowCaller(_)) => failed(DispatchError::SlowCaller),
         Err(ClientError::Other { message, .. }) => {
             PeerReply::Answer(CallOutcome::WorkerFailed(message.into()))
         }

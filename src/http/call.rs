@@ -337,7 +337,7 @@ async fn run_job(
     let reply = Box::new(move |outcome| drop(tx.send(outcome)));
     let job = match state
         .door
-        .admit(job_id, call, caller.caller(), FrontEnd::Http, reply)
+        .admit(job_id, call, caller.caller(), FrontEnd::Http, reply, None)
     {
         Ok(job) => job,
         Err(Refused::Forbidden { who }) => {
