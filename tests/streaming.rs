@@ -20,7 +20,7 @@ use nmid::codec::{
 use nmid::config::Config;
 use nmid::retstruct::RetStruct;
 use nmid::worker::{Job, JobError, Worker, WorkerHandle};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -363,4 +363,148 @@ async fn a_caller_that_stops_reading_fails_slow_caller_within_bounded_memory() {
     assert_eq!(other.call("Count", "3").await, Ok(count_result()));
     drop(framed);
     worker.stop().await;
+}
+
+/// The events of an SSE response body: (event name, data lines joined with LF).
+fn sse_events(body: &str) -> Vec<(String, String)> {
+    let mut events = Vec::new();
+    for block in body.split("\n\n").filter(|b| !b.is_empty()) {
+        let mut name = String::new();
+        let mut data: Vec<&str> = Vec::new();
+        for line in block.lines() {
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n.to_owned();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data.push(d);
+            } else {
+                panic!("not an SSE line: {line:?}");
+            }
+        }
+        events.push((name, data.join("\n")));
+    }
+    events
+}
+
+/// `curl -N` posting `body` to `url` with `Accept: text/event-stream` (or none): the body.
+async fn curl(url: String, body: &'static str, events: bool) -> String {
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new("curl");
+        command.args([
+            "-sS",
+            "-N",
+            "--max-time",
+            "30",
+            "-H",
+            "Content-Type: text/plain",
+        ]);
+        if events {
+            command.args(["-H", "Accept: text/event-stream"]);
+        }
+        command.args(["--data-binary", body, &url]).output()
+    })
+    .await
+    .unwrap()
+    .expect("curl runs (it is installed with the test tools)");
+    assert!(output.status.success(), "curl failed: {output:?}");
+    String::from_utf8(output.stdout).expect("text")
+}
+
+/// An SSE caller (`curl -N`, `Accept: text/event-stream`) gets the 1,000 partials as
+/// `partial` events in order, `progress` events, then `event: result` with the body the
+/// plain call answers, and the response ends; without the header nothing changes.
+#[actix_rt::test]
+async fn an_sse_caller_receives_the_partials_in_order_then_the_result() {
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let worker = count_worker(dispatcher.addr, Protocol::Tagged);
+    serving(&dispatcher, "Count").await;
+    let url = format!("{}/call/Count", dispatcher.http_url());
+
+    let plain = curl(url.clone(), "1000", false).await;
+    assert_eq!(plain, "counted");
+    let body = curl(url.clone(), "1000", true).await;
+    let events = sse_events(&body);
+    let (last, rest) = events.split_last().expect("events");
+    assert_eq!(last, &("result".to_owned(), "counted".to_owned()));
+    let mut seen = Seen::default();
+    for (name, data) in rest {
+        match name.as_str() {
+            "partial" => seen.partials.push(Bytes::from(data.clone())),
+            "progress" => {
+                let value: serde_json::Value = serde_json::from_str(data).unwrap();
+                let n = |key: &str| value[key].as_u64().unwrap();
+                seen.progress.push((n("numerator"), n("denominator")));
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    seen.assert_count(1000);
+
+    // A function nobody serves: refused before the stream begins, as a plain call is.
+    let refused = curl(format!("{}/call/Nobody", dispatcher.http_url()), "x", true).await;
+    assert!(
+        refused.contains("\"code\":\"unknown_function\""),
+        "{refused}"
+    );
+    worker.stop().await;
+    dispatcher.stop().await;
+}
+
+/// An SSE caller that stops reading while the worker floods partials: the call fails
+/// `slow_caller` once `jobs.max_partial_bytes_buffered` wait for it, and when it reads
+/// again it gets the partials let through, then `event: error` with that code, then the end.
+#[actix_rt::test]
+async fn an_sse_caller_that_stops_reading_gets_a_slow_caller_error_event() {
+    let mut config = Config::default();
+    config.jobs.max_partial_bytes_buffered = 256 * 1024;
+    let dispatcher = start_dispatcher_with_http(config);
+    let chunk = 16 * 1024;
+    let worker = Worker::builder()
+        .name("flood")
+        .server(dispatcher.addr.to_string())
+        .function("Flood", move |job: Job| async move {
+            let piece = Bytes::from(vec![b'x'; chunk]);
+            for i in 0..4096 {
+                job.send_partial(piece.clone())?;
+                if i % 8 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            Ok::<_, JobError>(count_result())
+        })
+        .start()
+        .unwrap();
+    serving(&dispatcher, "Flood").await;
+
+    let http = dispatcher.http.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let request = "POST /call/Flood HTTP/1.1\r\nHost: nmid\r\nAccept: text/event-stream\r\n\
+                   Content-Type: text/plain\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let deadline = Instant::now() + 3 * PATIENCE;
+    while dispatcher.limit_hits("partial_backlog").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow SSE caller was never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut response = Vec::new();
+    let read = stream.read_to_end(&mut response);
+    tokio::time::timeout(PATIENCE, read).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let (head, _) = text.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    let tail = text.trim_end_matches("\r\n0\r\n\r\n");
+    let last = tail.rsplit("event: ").next().unwrap();
+    assert!(last.starts_with("error\ndata: {"), "{last}");
+    assert!(last.contains("\"code\":\"slow_caller\""), "{last}");
+    assert!(
+        last.contains("reads its partial results too slowly"),
+        "{last}"
+    );
+    let partials = text.matches("event: partial\n").count();
+    assert!(partials < 4096, "{partials} partials were all let through");
+    worker.stop().await;
+    dispatcher.stop().await;
 }
