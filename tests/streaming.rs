@@ -508,3 +508,35 @@ async fn an_sse_caller_that_stops_reading_gets_a_slow_caller_error_event() {
     worker.stop().await;
     dispatcher.stop().await;
 }
+
+/// `nmidctl call --stream` prints the partials as they arrive, then the result's `Data`;
+/// the progress goes to stderr.
+#[actix_rt::test]
+async fn nmidctl_call_stream_prints_the_partials_then_the_result() {
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let worker = count_worker(dispatcher.addr, Protocol::Tagged);
+    serving(&dispatcher, "Count").await;
+    let addr = dispatcher.addr.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nmidctl"))
+            .args(["call", "--stream", "Count", "3"])
+            .env("NMID_ADDR", addr)
+            .stdin(std::process::Stdio::null())
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run nmidctl");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "part 0part 1part 2counted"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("progress 0/3") && stderr.contains("progress 3/3"),
+        "{stderr}"
+    );
+    worker.stop().await;
+    dispatcher.stop().await;
+}
