@@ -211,6 +211,9 @@ pub struct CallSpec {
     /// Who the call is made for, once the front door admitted it: carried to a peer
     /// dispatcher when the call is forwarded ([`CALLER_META_KEY`]).
     pub caller: Option<ClientKey>,
+    /// Its job takes partial results ([`Partial`]): a call forwarded to a peer dispatcher
+    /// is sent as a streaming call, and its partials passed back through the lease.
+    pub streams: bool,
 }
 
 impl CallSpec {
@@ -230,6 +233,7 @@ impl CallSpec {
             meta: None,
             deadline: Instant::now() + timeout,
             caller: None,
+            streams: false,
         }
     }
 

@@ -122,6 +122,7 @@ impl JobActor {
         partials: Option<PartialSink>,
         services: &JobServices,
     ) -> Addr<Self> {
+        spec.streams = partials.is_some();
         let span = match telemetry::enabled() {
             true => {
                 let function = spec.function.to_string();
