@@ -540,3 +540,49 @@ async fn nmidctl_call_stream_prints_the_partials_then_the_result() {
     worker.stop().await;
     dispatcher.stop().await;
 }
+
+/// A partial whose frame would be over the worker's `max_frame_bytes` is refused by the
+/// library with a clear error (the dispatcher would close the connection over it); the
+/// partials that fit still go.
+#[actix_rt::test]
+async fn a_partial_over_the_frame_limit_is_refused_by_the_worker() {
+    let dispatcher = start_dispatcher_with_http(Config::default());
+    let worker = Worker::builder()
+        .name("big")
+        .server(dispatcher.addr.to_string())
+        .max_frame_bytes(64 * 1024)
+        .function("Big", |job: Job| async move {
+            job.send_partial("small")?;
+            match job.send_partial(vec![b'x'; 64 * 1024]) {
+                Err(err) => Err(JobError::new(err)),
+                Ok(()) => Ok(Bytes::from_static(b"sent")),
+            }
+        })
+        .start()
+        .unwrap();
+    serving(&dispatcher, "Big").await;
+    let client = Client::connect(dispatcher.addr.to_string()).await.unwrap();
+    let events = client
+        .call_stream("Big", "x", CallOptions::default())
+        .await
+        .unwrap();
+    let events: Vec<_> = tokio::time::timeout(PATIENCE, events.collect())
+        .await
+        .unwrap();
+    assert_eq!(
+        events[0],
+        Ok(StreamEvent::Partial(Bytes::from_static(b"small")))
+    );
+    let Err(nmid::client::ClientError::WorkerError(message)) = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert!(
+        message.starts_with(
+            "partial too large: a 65548-byte frame body is over the 65536-byte frame limit"
+        ),
+        "{message}"
+    );
+    assert_eq!(events.len(), 2);
+    worker.stop().await;
+    dispatcher.stop().await;
+}
