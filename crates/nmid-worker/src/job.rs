@@ -101,7 +101,9 @@ impl Job {
     /// (`W_JOB_PARTIAL`). Partials reach the dispatcher in the order they are sent and all
     /// before the answer; a caller that asked for them (`Client::call_stream`, HTTP
     /// `Accept: text/event-stream`) receives them in that order, any other caller never sees
-    /// them. It does not wait: the frame is queued on the job's connection.
+    /// them. It does not wait: the frame is queued on the job's connection, and written when
+    /// the handler next awaits (a handler that sends many large partials without awaiting
+    /// holds them all in memory until then).
     ///
     /// On a v1 connection ([`Protocol::V1`](nmid_client::Protocol::V1)) it does nothing and
     /// returns `Ok`: v1 has no frame for it, so v1 callers get only the final result. A
