@@ -284,6 +284,7 @@ fn job_services(
         metrics: metrics.clone(),
         rate_limits,
         breakers: config.breaker_settings().is_some(),
+        max_partial_bytes_buffered: config.jobs.max_partial_bytes_buffered,
     };
     (jobs, tidy.into_iter().collect())
 }

@@ -149,7 +149,12 @@ impl FrameFields {
             | Frame::SByeAck
             | Frame::CAuth { .. }
             | Frame::WAuth { .. }
-            | Frame::SAuthResult(_) => panic!(
+            | Frame::SAuthResult(_)
+            | Frame::CCallStream(_)
+            | Frame::SCallPartial(_)
+            | Frame::SCallProgress(_)
+            | Frame::WJobPartial(_)
+            | Frame::WJobProgress(_) => panic!(
                 "a v1 golden vector decoded to the tagged extension frame {}",
                 frame.name()
             ),

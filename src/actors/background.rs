@@ -17,8 +17,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use super::job::{JobActor, JobServices};
-use crate::call::{CallOutcome, CallSpec, ClientKey, DispatchError, JobId};
+use super::job::{JobActor, JobServices, PartialSink};
+use crate::call::{CallOutcome, CallSpec, ClientKey, DispatchError, JobId, Partial};
 use crate::codec::ParamsType;
 use crate::jobs::callback::{CallbackOutcome, Callbacks, Delivery};
 use crate::jobs::record::now_ms;
@@ -394,6 +394,29 @@ impl Handler<AttemptDone> for Background {
     }
 }
 
+/// A running job's worker reported progress: the latest is in `latest` (taken here).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ProgressNoted {
+    seq: u64,
+    latest: Arc<Mutex<Option<(u64, u64)>>>,
+}
+
+impl Handler<ProgressNoted> for Background {
+    type Result = ();
+
+    fn handle(&mut self, noted: ProgressNoted, _: &mut Self::Context) {
+        let taken = noted
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((numerator, denominator)) = taken {
+            self.book.progress(noted.seq, numerator, denominator);
+        }
+    }
+}
+
 /// What became of a job's callback.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -494,8 +517,29 @@ impl Background {
         spec.priority = record.priority.into();
         let me = ctx.address();
         let seq = record.seq;
-        let reply = Box::new(move |outcome| me.do_send(AttemptDone { seq, outcome }));
-        JobActor::start(JobId::next(), spec, reply, &self.services);
+        let reply = Box::new({
+            let me = me.clone();
+            move |outcome| me.do_send(AttemptDone { seq, outcome })
+        });
+        // Progress is kept in the job's status; partial data of a background job has no
+        // caller to go to and is dropped (as gearman drops WORK_DATA of a background job).
+        // At most one note is on its way at a time, carrying the latest progress, so a
+        // worker reporting fast cannot fill this actor's mailbox.
+        let latest = Arc::new(Mutex::new(None));
+        let partials: PartialSink = Box::new(move |partial| {
+            if let Partial::Progress {
+                numerator,
+                denominator,
+            } = partial
+            {
+                let mut slot = latest.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.replace((numerator, denominator)).is_none() {
+                    let latest = latest.clone();
+                    me.do_send(ProgressNoted { seq, latest });
+                }
+            }
+        });
+        JobActor::start(JobId::next(), spec, reply, Some(partials), &self.services);
     }
 
     /// POSTs `record`'s final state to its callback URL, if it has one, in a task of its
@@ -613,6 +657,7 @@ fn attempt_end(outcome: CallOutcome) -> AttemptEnd {
                 DispatchError::NoWorker | DispatchError::UnknownFunction => AttemptEnd::NoWorker,
                 DispatchError::ShuttingDown => AttemptEnd::Interrupted,
                 DispatchError::Timeout
+                | DispatchError::SlowCaller
                 | DispatchError::WorkerLost
                 | DispatchError::RateLimited
                 | DispatchError::BreakerOpen => failed(code, error.to_string(), true),

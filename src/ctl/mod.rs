@@ -99,9 +99,10 @@ impl CtlError {
             | ClientError::ConnectionLost
             | ClientError::NoDispatcher => CtlError::Unreachable(err.to_string()),
             ClientError::NoWorker => CtlError::NoWorker(function.to_owned()),
-            ClientError::RateLimited | ClientError::BreakerOpen | ClientError::ShuttingDown => {
-                CtlError::Refused(err.to_string())
-            }
+            ClientError::RateLimited
+            | ClientError::BreakerOpen
+            | ClientError::ShuttingDown
+            | ClientError::SlowCaller(_) => CtlError::Refused(err.to_string()),
             ClientError::Timeout => CtlError::Timeout,
             ClientError::WorkerLost => CtlError::WorkerLost,
             ClientError::BadRequest(message) => CtlError::Usage(format!("bad request: {message}")),

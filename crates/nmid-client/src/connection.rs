@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, FramedRead};
 use tracing::debug;
 
+use super::stream::{CallStream, StreamEvent, StreamItem};
 use super::{ClientError, Settings};
 use nmid_proto::codec::{
     self, CDoJob, Frame, Metadata, NmidCodec, ParamsType, SAuthResult, TaggedCall,
@@ -111,10 +112,29 @@ struct Pending {
     closed: bool,
 }
 
+/// Where a call's reply goes.
+#[derive(Debug)]
+enum ReplyTx {
+    /// A plain call: the one reply.
+    Once(oneshot::Sender<Reply>),
+    /// A streaming call: its partials and progress, then the reply, in order.
+    Stream(mpsc::UnboundedSender<StreamItem>),
+}
+
+impl ReplyTx {
+    /// Delivers the final reply (the caller may be gone: nothing to tell then).
+    fn send(self, reply: Reply) {
+        match self {
+            ReplyTx::Once(tx) => drop(tx.send(reply)),
+            ReplyTx::Stream(tx) => drop(tx.send(reply.map(StreamEvent::Done))),
+        }
+    }
+}
+
 /// A call waiting for its reply.
 #[derive(Debug)]
 struct Waiter {
-    reply: oneshot::Sender<Reply>,
+    reply: ReplyTx,
     /// Past its deadline and the grace, the call fails with `Timeout` without the reply.
     give_up_at: Instant,
 }
@@ -187,7 +207,8 @@ impl Tagged {
         Ok(conn)
     }
 
-    pub(super) async fn call(
+    #[allow(clippy::too_many_arguments)]
+    fn call_frame(
         &self,
         request_id: u64,
         function: Bytes,
@@ -195,8 +216,9 @@ impl Tagged {
         params_type: ParamsType,
         timeout: Duration,
         meta: Metadata,
-    ) -> Reply {
-        let frame = Frame::CCall(TaggedCall {
+        stream: bool,
+    ) -> Result<Frame, ClientError> {
+        let call = TaggedCall {
             id: request_id,
             timeout_ms: u32::try_from(timeout.as_millis())
                 .unwrap_or(u32::MAX)
@@ -206,20 +228,31 @@ impl Tagged {
             function,
             params,
             meta,
-        });
+        };
+        let frame = match stream {
+            true => Frame::CCallStream(call),
+            false => Frame::CCall(call),
+        };
         fits(&frame, &self.settings)?;
+        Ok(frame)
+    }
+
+    /// Sends `frame`, the call `request_id`, whose reply goes to `reply`.
+    async fn send_call(
+        &self,
+        request_id: u64,
+        frame: Frame,
+        timeout: Duration,
+        reply: ReplyTx,
+    ) -> Result<(), ClientError> {
         let conn = self.connection().await?;
-        let (tx, rx) = oneshot::channel();
         {
             let mut pending = conn.pending.lock().expect("pending lock");
             if pending.closed {
                 return Err(ClientError::ConnectionLost);
             }
             let give_up_at = Instant::now() + timeout + DEADLINE_GRACE;
-            let waiter = Waiter {
-                reply: tx,
-                give_up_at,
-            };
+            let waiter = Waiter { reply, give_up_at };
             pending.calls.insert(request_id, waiter);
         }
         if conn.outgoing.send(frame).is_err() {
@@ -230,8 +263,57 @@ impl Tagged {
                 .remove(&request_id);
             return Err(ClientError::ConnectionLost);
         }
+        Ok(())
+    }
+
+    pub(super) async fn call(
+        &self,
+        request_id: u64,
+        function: Bytes,
+        params: Bytes,
+        params_type: ParamsType,
+        timeout: Duration,
+        meta: Metadata,
+    ) -> Reply {
+        let frame = self.call_frame(
+            request_id,
+            function,
+            params,
+            params_type,
+            timeout,
+            meta,
+            false,
+        )?;
+        let (tx, rx) = oneshot::channel();
+        self.send_call(request_id, frame, timeout, ReplyTx::Once(tx))
+            .await?;
         // One timer per connection (`give_up_loop`), not one per call.
         rx.await.unwrap_or(Err(ClientError::ConnectionLost))
+    }
+
+    /// A `C_CALL_STREAM` call: its partials, progress and reply come through the stream.
+    pub(super) async fn call_stream(
+        &self,
+        request_id: u64,
+        function: Bytes,
+        params: Bytes,
+        params_type: ParamsType,
+        timeout: Duration,
+        meta: Metadata,
+    ) -> Result<CallStream, ClientError> {
+        let frame = self.call_frame(
+            request_id,
+            function,
+            params,
+            params_type,
+            timeout,
+            meta,
+            true,
+        )?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.send_call(request_id, frame, timeout, ReplyTx::Stream(tx))
+            .await?;
+        Ok(CallStream::new(rx))
     }
 }
 
@@ -269,6 +351,18 @@ async fn read_loop(read: ReadHalf, pending: Arc<Mutex<Pending>>, max_frame_bytes
                 e.request_id,
                 Err(ClientError::from_code(e.code, &e.message)),
             ),
+            Ok(Frame::SCallPartial(p)) => {
+                partial(&pending, p.id, StreamEvent::Partial(p.data));
+                continue;
+            }
+            Ok(Frame::SCallProgress(p)) => {
+                let progress = StreamEvent::Progress {
+                    numerator: p.numerator,
+                    denominator: p.denominator,
+                };
+                partial(&pending, p.id, progress);
+                continue;
+            }
             Ok(other) => {
                 debug!(frame = other.name(), "client ignored frame");
                 continue;
@@ -284,13 +378,25 @@ async fn read_loop(read: ReadHalf, pending: Arc<Mutex<Pending>>, max_frame_bytes
             .calls
             .remove(&request_id);
         if let Some(waiter) = waiter {
-            let _ = waiter.reply.send(reply);
+            waiter.reply.send(reply);
         }
     }
     let mut pending = pending.lock().expect("pending lock");
     pending.closed = true;
     for (_, waiter) in pending.calls.drain() {
-        let _ = waiter.reply.send(Err(ClientError::ConnectionLost));
+        waiter.reply.send(Err(ClientError::ConnectionLost));
+    }
+}
+
+/// Hands a streaming call its partial result or progress (a plain call gets none).
+fn partial(pending: &Mutex<Pending>, request_id: u64, event: StreamEvent) {
+    let pending = pending.lock().expect("pending lock");
+    if let Some(Waiter {
+        reply: ReplyTx::Stream(tx),
+        ..
+    }) = pending.calls.get(&request_id)
+    {
+        let _ = tx.send(Ok(event));
     }
 }
 
@@ -315,7 +421,7 @@ async fn give_up_loop(pending: Weak<Mutex<Pending>>) {
             .collect();
         for id in expired {
             if let Some(waiter) = pending.calls.remove(&id) {
-                let _ = waiter.reply.send(Err(ClientError::Timeout));
+                waiter.reply.send(Err(ClientError::Timeout));
             }
         }
     }

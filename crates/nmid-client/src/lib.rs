@@ -76,6 +76,7 @@ mod connection;
 #[cfg(feature = "discovery")]
 mod discover;
 mod error;
+mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -95,6 +96,7 @@ pub use nmid_proto::retstruct::RetStruct;
 #[cfg(feature = "tls")]
 pub use nmid_proto::tls::ClientTls;
 pub use nmid_proto::trace;
+pub use stream::{CallStream, StreamEvent, StreamItem};
 
 use connection::{Tagged, V1};
 #[cfg(feature = "discovery")]

@@ -8,7 +8,8 @@
 //!   [`SReturnData`]);
 //! - `tagged`: the bodies of the tagged extension ([`TaggedCall`], the shared body of
 //!   `C_CALL` and `S_JOB`; [`TaggedResult`], that of `S_CALL_RESULT` and `W_JOB_RESULT`;
-//!   [`SCallError`], [`WJobError`]).
+//!   [`SCallError`], [`WJobError`]; [`TaggedPartial`] and [`TaggedProgress`], those of the
+//!   partial results and progress of a streaming call).
 //!
 //! # Format
 //!
@@ -45,6 +46,9 @@
 //!                     | len(params) | params | meta
 //! S_CALL_RESULT (101) request_id u64 | len(ret) | ret
 //! S_CALL_ERROR (102)  request_id u64 | code | len(message) | message
+//! C_CALL_STREAM (103) as C_CALL; the caller also receives S_CALL_PARTIAL / S_CALL_PROGRESS
+//! S_CALL_PARTIAL (104)  request_id u64 | len(data) | data
+//! S_CALL_PROGRESS (105) request_id u64 | numerator u64 | denominator u64
 //! W_SLOTS (110)       slots
 //! S_JOB (111)         job_id u64 | timeout_ms | params_type | handle_type | len(fn) | fn
 //!                     | len(params) | params | meta
@@ -52,6 +56,8 @@
 //! W_JOB_ERROR (113)   job_id u64 | len(message) | message
 //! W_BYE (114)         (empty)
 //! S_BYE_ACK (115)     (empty)
+//! W_JOB_PARTIAL (116)   job_id u64 | len(data) | data
+//! W_JOB_PROGRESS (117)  job_id u64 | numerator u64 | denominator u64
 //! ```
 //!
 //! [`decode`] checks the announced body length against the configured maximum before it
@@ -68,7 +74,8 @@ pub use frame::{
     TolerantCodec, DEFAULT_MAX_FRAME_BYTES, EMPTY_BODY_FRAMES, HEADER_LEN, READ_AHEAD,
 };
 pub use tagged::{
-    ErrorCode, Metadata, SAuthResult, SCallError, TaggedCall, TaggedResult, WJobError,
+    ErrorCode, Metadata, SAuthResult, SCallError, TaggedCall, TaggedPartial, TaggedProgress,
+    TaggedResult, WJobError,
 };
 pub use v1::{
     CDoJob, ParamsType, SGetData, SReturnData, WReturnData, HANDLE_TYPE_ENCODE,

@@ -43,6 +43,10 @@ fn an_inner_length_overrunning_the_body_is_truncated() {
         (sample_call_error_bytes(), 24, "S_CALL_ERROR", "message"),
         (sample_job_result_bytes(), 20, "W_JOB_RESULT", "ret"),
         (sample_job_error_bytes(), 20, "W_JOB_ERROR", "message"),
+        (sample_call_stream_bytes(), 32, "C_CALL_STREAM", "handle"),
+        (sample_call_stream_bytes(), 58, "C_CALL_STREAM", "meta_key"),
+        (sample_call_partial_bytes(), 20, "S_CALL_PARTIAL", "data"),
+        (sample_job_partial_bytes(), 20, "W_JOB_PARTIAL", "data"),
     ];
     for (mut bytes, offset, frame, field) in cases {
         for bad_len in [1000u32, u32::MAX] {
@@ -94,6 +98,12 @@ fn a_body_shorter_than_its_fixed_fields_is_truncated() {
         (2, 113, &[0; 11], "W_JOB_ERROR", "message"),
         (2, 110, &[], "W_SLOTS", "slots"),
         (2, 110, &[0; 3], "W_SLOTS", "slots"),
+        (3, 103, &[0; 7], "C_CALL_STREAM", "request_id"),
+        (1, 104, &[0; 8], "S_CALL_PARTIAL", "data"),
+        (1, 105, &[0; 16], "S_CALL_PROGRESS", "denominator"),
+        (1, 105, &[0; 8], "S_CALL_PROGRESS", "numerator"),
+        (2, 116, &[0; 7], "W_JOB_PARTIAL", "job_id"),
+        (2, 117, &[0; 23], "W_JOB_PROGRESS", "denominator"),
     ];
     for &(conn_type, data_type, body, frame, field) in cases {
         let mut buf = raw_frame(conn_type, data_type, body);
@@ -123,6 +133,11 @@ fn bytes_after_the_last_field_are_trailing_bytes() {
         (sample_job_result_bytes(), "W_JOB_RESULT"),
         (sample_job_error_bytes(), "W_JOB_ERROR"),
         (sample_slots_bytes(), "W_SLOTS"),
+        (sample_call_stream_bytes(), "C_CALL_STREAM"),
+        (sample_call_partial_bytes(), "S_CALL_PARTIAL"),
+        (sample_call_progress_bytes(), "S_CALL_PROGRESS"),
+        (sample_job_partial_bytes(), "W_JOB_PARTIAL"),
+        (sample_job_progress_bytes(), "W_JOB_PROGRESS"),
     ];
     for (bytes, frame) in cases {
         let conn_type = u32::from_be_bytes(bytes[0..4].try_into().unwrap());

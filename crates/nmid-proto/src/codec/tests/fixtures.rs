@@ -408,6 +408,102 @@ pub(super) fn sample_auth_result_bytes() -> Vec<u8> {
     parts.concat()
 }
 
+/// The sample call, asked for as a stream: the body of `C_CALL`.
+pub(super) fn sample_call_stream() -> Frame {
+    match sample_call() {
+        Frame::CCall(call) => Frame::CCallStream(call),
+        other => other,
+    }
+}
+
+pub(super) fn sample_call_stream_bytes() -> Vec<u8> {
+    let mut bytes = sample_call_bytes();
+    bytes[4..8].copy_from_slice(&[0, 0, 0, 103]); // data_type: C_CALL_STREAM; body as C_CALL
+    bytes
+}
+
+/// A partial result of the sample call, on its way to the caller.
+pub(super) fn sample_call_partial() -> Frame {
+    Frame::SCallPartial(TaggedPartial {
+        id: REQUEST_ID,
+        data: Bytes::from_static(b"token 1\n"),
+    })
+}
+
+pub(super) fn sample_call_partial_bytes() -> Vec<u8> {
+    let parts: &[&[u8]] = &[
+        &[0, 0, 0, 1],                // conn_type: server
+        &[0, 0, 0, 104],              // data_type: S_CALL_PARTIAL
+        &[0, 0, 0, 20],               // body_len
+        &[0, 0, 0, 1, 0, 0, 0, 0x2a], // request_id
+        &[0, 0, 0, 8],                // data_len
+        b"token 1\n",                 // data
+    ];
+    parts.concat()
+}
+
+/// The sample call is 3 of 10 done.
+pub(super) fn sample_call_progress() -> Frame {
+    Frame::SCallProgress(TaggedProgress {
+        id: REQUEST_ID,
+        numerator: 3,
+        denominator: 10,
+    })
+}
+
+pub(super) fn sample_call_progress_bytes() -> Vec<u8> {
+    let parts: &[&[u8]] = &[
+        &[0, 0, 0, 1],                // conn_type: server
+        &[0, 0, 0, 105],              // data_type: S_CALL_PROGRESS
+        &[0, 0, 0, 24],               // body_len
+        &[0, 0, 0, 1, 0, 0, 0, 0x2a], // request_id
+        &[0, 0, 0, 0, 0, 0, 0, 3],    // numerator
+        &[0, 0, 0, 0, 0, 0, 0, 10],   // denominator
+    ];
+    parts.concat()
+}
+
+/// A tagged worker's partial result for the sample job.
+pub(super) fn sample_job_partial() -> Frame {
+    Frame::WJobPartial(TaggedPartial {
+        id: JOB_ID,
+        data: Bytes::from_static(b"row 1"),
+    })
+}
+
+pub(super) fn sample_job_partial_bytes() -> Vec<u8> {
+    let parts: &[&[u8]] = &[
+        &[0, 0, 0, 2],                // conn_type: worker
+        &[0, 0, 0, 116],              // data_type: W_JOB_PARTIAL
+        &[0, 0, 0, 17],               // body_len
+        &[0x80, 0, 0, 0, 0, 0, 0, 9], // job_id
+        &[0, 0, 0, 5],                // data_len
+        b"row 1",                     // data
+    ];
+    parts.concat()
+}
+
+/// A tagged worker's progress on the sample job: the largest numbers.
+pub(super) fn sample_job_progress() -> Frame {
+    Frame::WJobProgress(TaggedProgress {
+        id: JOB_ID,
+        numerator: u64::MAX,
+        denominator: u64::MAX,
+    })
+}
+
+pub(super) fn sample_job_progress_bytes() -> Vec<u8> {
+    let parts: &[&[u8]] = &[
+        &[0, 0, 0, 2],                // conn_type: worker
+        &[0, 0, 0, 117],              // data_type: W_JOB_PROGRESS
+        &[0, 0, 0, 24],               // body_len
+        &[0x80, 0, 0, 0, 0, 0, 0, 9], // job_id
+        &[0xff; 8],                   // numerator
+        &[0xff; 8],                   // denominator
+    ];
+    parts.concat()
+}
+
 pub(super) fn samples() -> Vec<(Frame, Vec<u8>)> {
     vec![
         (sample_do_job(), sample_do_job_bytes()),
@@ -426,5 +522,10 @@ pub(super) fn samples() -> Vec<(Frame, Vec<u8>)> {
         (sample_client_auth(), sample_client_auth_bytes()),
         (sample_worker_auth(), sample_worker_auth_bytes()),
         (sample_auth_result(), sample_auth_result_bytes()),
+        (sample_call_stream(), sample_call_stream_bytes()),
+        (sample_call_partial(), sample_call_partial_bytes()),
+        (sample_call_progress(), sample_call_progress_bytes()),
+        (sample_job_partial(), sample_job_partial_bytes()),
+        (sample_job_progress(), sample_job_progress_bytes()),
     ]
 }

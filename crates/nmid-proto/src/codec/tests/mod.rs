@@ -51,10 +51,15 @@ fn variant_index(frame: &Frame) -> usize {
         Frame::CAuth { .. } => 28,
         Frame::WAuth { .. } => 29,
         Frame::SAuthResult(_) => 30,
+        Frame::CCallStream(_) => 31,
+        Frame::SCallPartial(_) => 32,
+        Frame::SCallProgress(_) => 33,
+        Frame::WJobPartial(_) => 34,
+        Frame::WJobProgress(_) => 35,
     }
 }
 
-const VARIANT_COUNT: usize = 31;
+const VARIANT_COUNT: usize = 36;
 
 /// One frame of every variant, in `variant_index` order (the empty ones from the table).
 fn every_frame() -> Vec<Frame> {
@@ -81,6 +86,11 @@ fn every_frame() -> Vec<Frame> {
         sample_client_auth(),
         sample_worker_auth(),
         sample_auth_result(),
+        sample_call_stream(),
+        sample_call_partial(),
+        sample_call_progress(),
+        sample_job_partial(),
+        sample_job_progress(),
     ];
     let empty = EMPTY_BODY_FRAMES.iter().map(|(frame, _)| frame.clone());
     let mut frames: Vec<Frame> = empty.chain(with_body).collect();
