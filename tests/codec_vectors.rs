@@ -149,7 +149,12 @@ impl FrameFields {
             | Frame::SByeAck
             | Frame::CAuth { .. }
             | Frame::WAuth { .. }
-            | Frame::SAuthResult(_) => panic!(
+            | Frame::SAuthResult(_)
+            | Frame::CSubmit(_)
+            | Frame::SSubmitted(_)
+            | Frame::CJobStatus(_)
+            | Frame::SJobStatus(_)
+            | Frame::CJobCancel(_) => panic!(
                 "a v1 golden vector decoded to the tagged extension frame {}",
                 frame.name()
             ),

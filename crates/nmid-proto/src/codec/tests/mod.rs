@@ -51,10 +51,15 @@ fn variant_index(frame: &Frame) -> usize {
         Frame::CAuth { .. } => 28,
         Frame::WAuth { .. } => 29,
         Frame::SAuthResult(_) => 30,
+        Frame::CSubmit(_) => 31,
+        Frame::SSubmitted(_) => 32,
+        Frame::CJobStatus(_) => 33,
+        Frame::SJobStatus(_) => 34,
+        Frame::CJobCancel(_) => 35,
     }
 }
 
-const VARIANT_COUNT: usize = 31;
+const VARIANT_COUNT: usize = 36;
 
 /// One frame of every variant, in `variant_index` order (the empty ones from the table).
 fn every_frame() -> Vec<Frame> {
@@ -81,6 +86,11 @@ fn every_frame() -> Vec<Frame> {
         sample_client_auth(),
         sample_worker_auth(),
         sample_auth_result(),
+        sample_submit(),
+        sample_submitted(),
+        sample_job_status(),
+        sample_job_status_reply(),
+        sample_job_cancel(),
     ];
     let empty = EMPTY_BODY_FRAMES.iter().map(|(frame, _)| frame.clone());
     let mut frames: Vec<Frame> = empty.chain(with_body).collect();
