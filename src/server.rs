@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::accept::{AcceptGate, GateLimits};
-use crate::actors::background::{Background, FlushJobs, StopStarting};
+use crate::actors::background::{Background, FlushJobs, JobsPort, StopStarting};
 use crate::actors::front_door::FrontDoor;
 use crate::actors::job::JobServices;
 use crate::actors::registry::{AbandonAll, Drain, Registry, Snapshot};
@@ -373,7 +373,17 @@ impl Dispatcher {
         )?;
         metrics.watch_jobs(gauges.clone());
         let door = FrontDoor::new(jobs, config.tcp.max_frame_bytes, security.clone());
-        let settings = Arc::new(SessionSettings::new(config, door.clone(), refusals.clone()));
+        let jobs_port = JobsPort {
+            background: background_jobs.clone(),
+            config: Arc::new(config.jobs.clone()),
+            node,
+        };
+        let settings = Arc::new(SessionSettings::new(
+            config,
+            door.clone(),
+            refusals.clone(),
+            Some(jobs_port.clone()),
+        ));
         let gate = |listener, max_connections, max_per_ip| {
             let limits = GateLimits {
                 listener,
@@ -441,9 +451,9 @@ impl Dispatcher {
                 .collect(),
             ready_functions: config.http.ready_functions.clone(),
             jobs: Some(crate::http::JobsFront {
-                background: background_jobs.clone(),
-                config: Arc::new(config.jobs.clone()),
-                node,
+                background: jobs_port.background.clone(),
+                config: jobs_port.config.clone(),
+                node: jobs_port.node.clone(),
                 callbacks,
                 cluster: cluster_view.clone(),
                 gauges,

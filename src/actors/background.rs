@@ -27,6 +27,27 @@ use crate::jobs::{
     NewJob, NotCancelled, Store,
 };
 
+/// What a front end needs to reach the background jobs: the actor, `[jobs]`, and the node
+/// name in this dispatcher's job ids (a job id naming another node is not found here).
+#[derive(Debug, Clone)]
+pub struct JobsPort {
+    /// The jobs' actor.
+    pub background: Addr<Background>,
+    /// `[jobs]`.
+    pub config: Arc<crate::config::JobsConfig>,
+    /// The node name in this dispatcher's job ids.
+    pub node: String,
+}
+
+impl JobsPort {
+    /// The number of job `id` if this dispatcher owns it.
+    pub fn own(&self, id: &str) -> Option<u64> {
+        BackgroundId::parse(id)
+            .filter(|parsed| parsed.node == self.node)
+            .map(|parsed| parsed.seq)
+    }
+}
+
 /// How often due jobs are started and expired ones forgotten.
 const TICK: Duration = Duration::from_millis(20);
 /// How often the gauges are counted again (a walk over every job).

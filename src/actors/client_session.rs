@@ -3,7 +3,9 @@
 //!
 //! - `C_DO_JOB` (v1) is answered with `S_RETURN_DATA` (function and params echoed), or a bare
 //!   `CANT_DO`, `ERROR`, `RATELIMIT` or `BREAKER`;
-//! - `C_CALL` (tagged) with `S_CALL_RESULT` or `S_CALL_ERROR` carrying its request id.
+//! - `C_CALL` (tagged) with `S_CALL_RESULT` or `S_CALL_ERROR` carrying its request id;
+//! - `C_SUBMIT`, `C_JOB_STATUS`, `C_JOB_CANCEL` (background jobs, tagged) with
+//!   `S_SUBMITTED`, `S_JOB_STATUS` or `S_CALL_ERROR` (`super::client_jobs`).
 //!
 //! Each call is admitted through the [`FrontDoor`] (its grant, its size, the rate limits)
 //! before it becomes a job; a refused call is answered at once.
@@ -64,8 +66,10 @@ struct InFlight {
 
 /// One client connection.
 pub struct ClientSession {
-    conn: Connection,
+    pub(super) conn: Connection,
     calls: HashMap<JobId, InFlight>,
+    /// Background-job requests waiting for the jobs' actor (counted as calls in flight).
+    pub(super) job_requests: usize,
     /// A frame arrived since the last idle check (a flag, not a clock read per frame).
     heard: bool,
     /// When the idle check last found `heard` set.
@@ -82,6 +86,7 @@ impl ClientSession {
         start_session(frames, accepted, Role::Client, |conn| ClientSession {
             conn,
             calls: HashMap::new(),
+            job_requests: 0,
             heard: false,
             last_heard: Instant::now(),
         })
@@ -151,6 +156,9 @@ impl StreamHandler<Result<Inbound, InboundError>> for ClientSession {
                 spec.meta = (!call.meta.is_empty()).then(|| Arc::new(call.meta));
                 self.call(spec, request, ctx)
             }
+            job @ (Frame::CSubmit(_) | Frame::CJobStatus(_) | Frame::CJobCancel(_)) => {
+                self.job_request(job, ctx)
+            }
             other => self.conn.refuse(&other, ctx),
         }
     }
@@ -190,7 +198,8 @@ impl ClientSession {
     fn watch_idle(&self, idle: Duration, ctx: &mut Context<Self>) {
         let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         ctx.run_interval(every, move |session, ctx| {
-            if std::mem::take(&mut session.heard) || !session.calls.is_empty() {
+            let busy = !session.calls.is_empty() || session.job_requests > 0;
+            if std::mem::take(&mut session.heard) || busy {
                 session.last_heard = Instant::now();
                 return;
             }

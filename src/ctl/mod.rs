@@ -15,6 +15,8 @@
 //! | 8 | an unexpected answer (protocol error, HTTP error status, malformed JSON) |
 //! | 9 | not available: the dispatcher has no such API (e.g. `cluster` against an older dispatcher) |
 //! | 10 | denied: the token was refused or missing, or its grant does not cover the request |
+//! | 11 | no such background job (or, with `[auth]` on, another token's) |
+//! | 12 | the background job cannot be cancelled: it is running or over |
 
 mod admin;
 mod bench;
@@ -73,6 +75,12 @@ pub enum CtlError {
     /// The token was refused, or its grant does not cover the request.
     #[error("{0}")]
     Denied(String),
+    /// No such background job (or not the caller's).
+    #[error("{0}")]
+    NoSuchJob(String),
+    /// The background job is running or over.
+    #[error("{0}")]
+    NotCancellable(String),
 }
 
 impl CtlError {
@@ -89,6 +97,8 @@ impl CtlError {
             CtlError::Protocol(_) => 8,
             CtlError::NotAvailable(_) => 9,
             CtlError::Denied(_) => 10,
+            CtlError::NoSuchJob(_) => 11,
+            CtlError::NotCancellable(_) => 12,
         }
     }
 
@@ -99,9 +109,13 @@ impl CtlError {
             | ClientError::ConnectionLost
             | ClientError::NoDispatcher => CtlError::Unreachable(err.to_string()),
             ClientError::NoWorker => CtlError::NoWorker(function.to_owned()),
-            ClientError::RateLimited | ClientError::BreakerOpen | ClientError::ShuttingDown => {
-                CtlError::Refused(err.to_string())
-            }
+            ClientError::RateLimited
+            | ClientError::BreakerOpen
+            | ClientError::ShuttingDown
+            | ClientError::StoreFull(_) => CtlError::Refused(err.to_string()),
+            ClientError::JobNotFound(_) => CtlError::NoSuchJob(err.to_string()),
+            ClientError::NotCancellable(_) => CtlError::NotCancellable(err.to_string()),
+            ClientError::Unsupported(_) => CtlError::NotAvailable(err.to_string()),
             ClientError::Timeout => CtlError::Timeout,
             ClientError::WorkerLost => CtlError::WorkerLost,
             ClientError::BadRequest(message) => CtlError::Usage(format!("bad request: {message}")),
@@ -202,5 +216,8 @@ mod tests {
         assert_eq!(code(ClientError::BreakerOpen), 6);
         assert_eq!(code(ClientError::WorkerLost), 7);
         assert_eq!(code(ClientError::Protocol(String::new())), 8);
+        assert_eq!(code(ClientError::StoreFull(String::new())), 6);
+        assert_eq!(code(ClientError::JobNotFound(String::new())), 11);
+        assert_eq!(code(ClientError::NotCancellable(String::new())), 12);
     }
 }
