@@ -14,8 +14,8 @@ use tracing::debug;
 
 use super::{ClientError, Settings};
 use nmid_proto::codec::{
-    self, CDoJob, Frame, Metadata, NmidCodec, ParamsType, SAuthResult, TaggedCall,
-    HANDLE_TYPE_ENCODE,
+    self, CDoJob, Frame, Metadata, NmidCodec, ParamsType, SAuthResult, SJobStatus, SSubmitted,
+    TaggedCall, HANDLE_TYPE_ENCODE,
 };
 use nmid_proto::net::{NetStream, ReadHalf, WriteHalf};
 
@@ -31,6 +31,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 type Reply = Result<Bytes, ClientError>;
+
+/// What the dispatcher answered a tagged request with (its errors are `ClientError`s).
+#[derive(Debug)]
+pub(super) enum Answer {
+    /// `S_CALL_RESULT`: a call's result.
+    Result(Bytes),
+    /// `S_SUBMITTED`: a background job's id.
+    Submitted(SSubmitted),
+    /// `S_JOB_STATUS`: a background job's state.
+    Status(SJobStatus),
+}
 
 /// Connects to the dispatcher: TCP, TLS if set, then the token if one is set (the
 /// dispatcher's answer is waited for, so a refused token fails here, with its reason).
@@ -114,7 +125,7 @@ struct Pending {
 /// A call waiting for its reply.
 #[derive(Debug)]
 struct Waiter {
-    reply: oneshot::Sender<Reply>,
+    reply: oneshot::Sender<Result<Answer, ClientError>>,
     /// Past its deadline and the grace, the call fails with `Timeout` without the reply.
     give_up_at: Instant,
 }
@@ -207,6 +218,20 @@ impl Tagged {
             params,
             meta,
         });
+        match self.request(request_id, frame, timeout).await? {
+            Answer::Result(ret) => Ok(ret),
+            other => Err(unexpected(&other, "C_CALL")),
+        }
+    }
+
+    /// Sends `frame`, whose request id is `request_id`, and waits for its answer (at most
+    /// `timeout` and the grace).
+    pub(super) async fn request(
+        &self,
+        request_id: u64,
+        frame: Frame,
+        timeout: Duration,
+    ) -> Result<Answer, ClientError> {
         fits(&frame, &self.settings)?;
         let conn = self.connection().await?;
         let (tx, rx) = oneshot::channel();
@@ -233,6 +258,16 @@ impl Tagged {
         // One timer per connection (`give_up_loop`), not one per call.
         rx.await.unwrap_or(Err(ClientError::ConnectionLost))
     }
+}
+
+/// The error for an answer of the wrong kind to `request`.
+pub(super) fn unexpected(answer: &Answer, request: &str) -> ClientError {
+    let name = match answer {
+        Answer::Result(_) => "S_CALL_RESULT",
+        Answer::Submitted(_) => "S_SUBMITTED",
+        Answer::Status(_) => "S_JOB_STATUS",
+    };
+    ClientError::Protocol(format!("{name} in answer to {request}"))
 }
 
 /// Writes queued frames, as many per syscall as are waiting. Ends when the client drops the
@@ -264,7 +299,9 @@ async fn read_loop(read: ReadHalf, pending: Arc<Mutex<Pending>>, max_frame_bytes
     let mut frames = FramedRead::new(read, NmidCodec::new(max_frame_bytes));
     while let Some(item) = frames.next().await {
         let (request_id, reply) = match item {
-            Ok(Frame::SCallResult(r)) => (r.id, Ok(r.ret)),
+            Ok(Frame::SCallResult(r)) => (r.id, Ok(Answer::Result(r.ret))),
+            Ok(Frame::SSubmitted(s)) => (s.request_id, Ok(Answer::Submitted(s))),
+            Ok(Frame::SJobStatus(s)) => (s.request_id, Ok(Answer::Status(s))),
             Ok(Frame::SCallError(e)) => (
                 e.request_id,
                 Err(ClientError::from_code(e.code, &e.message)),
