@@ -10,7 +10,7 @@
 //! | 3 | the dispatcher cannot be reached, or the connection was lost |
 //! | 4 | no worker serves the function (or no worker ever did) |
 //! | 5 | the call timed out |
-//! | 6 | refused: rate limited, circuit breaker open, or the dispatcher is shutting down |
+//! | 6 | refused: rate limited, circuit breaker open, the dispatcher is shutting down, or its job store is full |
 //! | 7 | the worker was lost while running the call |
 //! | 8 | an unexpected answer (protocol error, HTTP error status, malformed JSON) |
 //! | 9 | not available: the dispatcher has no such API (e.g. `cluster` against an older dispatcher) |
@@ -22,6 +22,7 @@ mod admin;
 mod bench;
 mod call;
 mod cli;
+mod jobs;
 mod table;
 mod top;
 
@@ -143,6 +144,8 @@ pub fn run(cli: Cli) -> Result<(), CtlError> {
     runtime.block_on(async move {
         match &cli.command {
             Command::Call(args) => call::call(&cli, args).await,
+            Command::Submit(args) => jobs::submit(&cli, args).await,
+            Command::Jobs(args) => jobs::jobs(&cli, args).await,
             Command::Functions(args) => admin::functions(&cli, args).await,
             Command::Workers(args) => admin::workers(&cli, args).await,
             Command::Stats(args) => admin::stats(&cli, args).await,
