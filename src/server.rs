@@ -376,7 +376,8 @@ impl Dispatcher {
         let jobs_port = JobsPort {
             background: background_jobs.clone(),
             config: Arc::new(config.jobs.clone()),
-            node,
+            node: node.clone(),
+            callbacks: callbacks.clone(),
         };
         let settings = Arc::new(SessionSettings::new(
             config,

@@ -507,3 +507,63 @@ async fn waiting_status_requests_count_against_the_connections_bound() {
     );
     d.stop().await;
 }
+
+/// A callback URL submitted over the nmid protocol is checked against `jobs.callback_allow`
+/// as HTTP's `X-Callback-Url` is: outside it `BadRequest`, inside it the job's final state is
+/// POSTed there, signed, naming the job.
+#[actix_rt::test]
+async fn a_callback_url_submitted_by_the_client_is_allow_listed_and_called() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/hooks", receiver.local_addr().unwrap());
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let (mut socket, _) = receiver.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Headers, then as many body bytes as Content-Length says.
+        loop {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the callback request ended early");
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            let Some(end) = text.find("\r\n\r\n") else {
+                continue;
+            };
+            let length = (text.lines())
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if request.len() >= end + 4 + length {
+                break;
+            }
+        }
+        let reply = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        socket.write_all(reply.as_bytes()).await.unwrap();
+        let _ = got_tx.send(String::from_utf8_lossy(&request).into_owned());
+    });
+    let mut config = config();
+    config.jobs.callback_allow = vec![format!("{base}/")];
+    config.jobs.callback_secret = "test-callback-secret-0123456789".to_owned().into();
+    let d = start_dispatcher_with(config);
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let _w = echo_worker(&d, 1, ran).await;
+    let client = client(&d).await;
+    let outside = SubmitOptions::default().callback_url("http://169.254.169.254/latest");
+    let err = client.submit("Echo", "1", outside).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::BadRequest(m) if m.starts_with("callback-url")),
+        "{err}"
+    );
+    let inside = SubmitOptions::default().callback_url(format!("{base}/done"));
+    let id = client.submit("Echo", "1", inside).await.unwrap().id;
+    let request = tokio::time::timeout(PATIENCE, got_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    let lower = request.to_ascii_lowercase();
+    assert!(request.starts_with("POST /hooks/done "), "{request}");
+    assert!(lower.contains(&format!("x-call-id: {id}")), "{request}");
+    assert!(lower.contains("x-nmid-signature: sha256="), "{request}");
+    assert!(lower.contains("x-nmid-job-state: succeeded"), "{request}");
+    d.stop().await;
+}

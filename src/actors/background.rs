@@ -37,6 +37,8 @@ pub struct JobsPort {
     pub config: Arc<crate::config::JobsConfig>,
     /// The node name in this dispatcher's job ids.
     pub node: String,
+    /// Checks callback URLs against `jobs.callback_allow`.
+    pub callbacks: crate::jobs::callback::Callbacks,
 }
 
 impl JobsPort {

@@ -78,13 +78,14 @@ impl ClientSession {
     fn submission(&self, call: TaggedCall, port: &JobsPort) -> Result<JobRecord, SCallError> {
         let id = call.id;
         let (options, meta) = split_options(call.meta);
-        let options = SubmitOptions::from_pairs(
-            (options.iter()).map(|(name, value)| (name.as_str(), &value[..])),
-        )
-        .map_err(|e| refusal(id, ErrorCode::BAD_REQUEST, &e.to_string()))?;
-        if options.callback_url.is_some() {
-            let why = "callback-url: callbacks are not configured on this dispatcher";
-            return Err(refusal(id, ErrorCode::BAD_REQUEST, why));
+        let bad = |why: String| refusal(id, ErrorCode::BAD_REQUEST, &why);
+        let pairs = (options.iter()).map(|(name, value)| (name.as_str(), &value[..]));
+        let mut options = SubmitOptions::from_pairs(pairs).map_err(|e| bad(e.to_string()))?;
+        if let Some(url) = &options.callback_url {
+            // Checked as HTTP checks `X-Callback-Url`: against `jobs.callback_allow`.
+            let checked =
+                (port.callbacks.validate(url)).map_err(|e| bad(format!("callback-url: {e}")))?;
+            options.callback_url = Some(checked.as_str().to_owned());
         }
         let attempt_timeout = match call.timeout_ms {
             0 => self.conn.settings.job_timeout,
