@@ -323,7 +323,7 @@ async fn client_with_token(d: &TestDispatcher, name: &str) -> Client {
 
 /// With auth on, a job is its submitter's: another client token gets `JobNotFound` for it
 /// (status and cancel) and its unique key is its own; a token with the admin role sees it;
-/// a function outside the grant is `Forbidden` at submission.
+/// a function outside the grant, or no token at all, is `Forbidden` at submission.
 #[actix_rt::test]
 async fn with_auth_another_tokens_job_is_not_found() {
     let mut config = config();
@@ -357,6 +357,15 @@ async fn with_auth_another_tokens_job_is_not_found() {
         .unwrap_err();
     assert!(matches!(err, ClientError::Forbidden(_)), "{err}");
     assert_eq!(a.cancel_job(&id).await.unwrap().state, JobState::Cancelled);
+    // Without a token: told why, not just closed on.
+    let nobody = Client::builder(d.addr.to_string()).build();
+    let err = (nobody.submit("Echo", "1", SubmitOptions::default()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Forbidden(m) if m.contains("authentication required")),
+        "{err}"
+    );
     d.stop().await;
 }
 
