@@ -259,8 +259,8 @@ async fn bad_ids_bad_options_and_a_full_store_are_clear_errors() {
         let err = client.cancel_job(id).await.unwrap_err();
         assert!(matches!(err, ClientError::JobNotFound(_)), "{id}: {err}");
     }
-    let err = client.job_status("nosuchnode-1").await.unwrap_err();
-    assert_eq!(err.to_string(), "job not found: nosuchnode-1");
+    let err = client.job_status("junk").await.unwrap_err();
+    assert_eq!(err.to_string(), "job not found: junk");
     let zero = SubmitOptions::default().max_attempts(0);
     let err = client.submit("Any", "1", zero).await.unwrap_err();
     assert!(
@@ -441,6 +441,8 @@ async fn raw_submit_and_status_frames_are_answered_by_request_id() {
     match peer.recv().await {
         Frame::SCallError(e) => {
             assert_eq!((e.request_id, e.code), (79, ErrorCode::JOB_NOT_FOUND));
+            let message = String::from_utf8_lossy(&e.message);
+            assert!(message.contains("another dispatcher's"), "{message}");
         }
         other => panic!("expected S_CALL_ERROR for 79, got {other:?}"),
     }
@@ -575,4 +577,52 @@ async fn a_callback_url_submitted_by_the_client_is_allow_listed_and_called() {
     assert!(lower.contains("x-nmid-signature: sha256="), "{request}");
     assert!(lower.contains("x-nmid-job-state: succeeded"), "{request}");
     d.stop().await;
+}
+
+/// `wait_job` does not spin when the dispatcher cannot hold its waits (`jobs.max_waiters`
+/// taken, here 0): it pauses between early answers, so waiting 1.5 s for a delayed job
+/// sends a handful of status requests, not thousands (counted in bytes through a proxy).
+#[actix_rt::test]
+async fn wait_job_paces_itself_when_the_dispatcher_cannot_hold_waits() {
+    use std::sync::atomic::AtomicU64;
+    let mut config = config();
+    config.jobs.max_waiters = 0;
+    let d = start_dispatcher_with(config);
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let _w = echo_worker(&d, 1, ran).await;
+    // A proxy counting the bytes the client sends.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counted = sent.clone();
+    let upstream = d.addr;
+    tokio::spawn(async move {
+        let (client_side, _) = proxy.accept().await.unwrap();
+        let server_side = tokio::net::TcpStream::connect(upstream).await.unwrap();
+        let (mut client_read, mut client_write) = client_side.into_split();
+        let (mut server_read, mut server_write) = server_side.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        });
+        let mut buf = [0u8; 4096];
+        loop {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            counted.fetch_add(n as u64, Ordering::SeqCst);
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let client = Client::connect(proxy_addr.to_string()).await.unwrap();
+    let options = SubmitOptions::default().delay(Duration::from_millis(1500));
+    let id = client.submit("Echo", "paced", options).await.unwrap().id;
+    let done = client.wait_job(&id, PATIENCE).await.unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    // One status request is 12 + 16 + the id's length bytes; 40 of them is ~2 KiB.
+    let bytes = sent.load(Ordering::SeqCst);
+    assert!(bytes < 4096, "{bytes} bytes of status requests in 1.5 s");
 }

@@ -41,15 +41,6 @@ pub struct JobsPort {
     pub callbacks: crate::jobs::callback::Callbacks,
 }
 
-impl JobsPort {
-    /// The number of job `id` if this dispatcher owns it.
-    pub fn own(&self, id: &str) -> Option<u64> {
-        BackgroundId::parse(id)
-            .filter(|parsed| parsed.node == self.node)
-            .map(|parsed| parsed.seq)
-    }
-}
-
 /// How often due jobs are started and expired ones forgotten.
 const TICK: Duration = Duration::from_millis(20);
 /// How often the gauges are counted again (a walk over every job).

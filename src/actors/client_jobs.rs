@@ -32,7 +32,7 @@ use crate::codec::{
 };
 use crate::jobs::access::Viewer;
 use crate::jobs::options::{SubmitOptions, OPTION_NAMES};
-use crate::jobs::{JobRecord, JobState, NotCancelled};
+use crate::jobs::{BackgroundId, JobRecord, JobState, NotCancelled};
 
 /// What a waiting status or cancel request owes against the outbound bound: about the size
 /// of its answer without a large result.
@@ -207,9 +207,21 @@ async fn visible(
     id: u64,
     job_id: &[u8],
 ) -> Result<JobRecord, Frame> {
-    let seq = (std::str::from_utf8(job_id).ok())
-        .and_then(|text| port.own(text))
-        .ok_or_else(|| not_found(id, job_id))?;
+    let parsed = std::str::from_utf8(job_id)
+        .ok()
+        .and_then(BackgroundId::parse);
+    let seq = match parsed {
+        Some(job) if job.node == port.node => job.seq,
+        Some(job) => {
+            // Another dispatcher's job: not forwarded over the nmid protocol (yet).
+            let why = format!(
+                "no such job: {job} is another dispatcher's (node {}): ask that dispatcher, or GET /api/v1/jobs/{job} over HTTP on any dispatcher",
+                job.node
+            );
+            return Err(error(id, ErrorCode::JOB_NOT_FOUND, &why));
+        }
+        None => return Err(not_found(id, job_id)),
+    };
     match port.background.send(GetJob { seq }).await {
         Ok(Some(record)) if viewer.sees(&record) => Ok(record),
         Ok(_) => Err(not_found(id, job_id)),

@@ -22,6 +22,10 @@ use super::{Client, ClientError, Transport};
 /// How long one status request asks the dispatcher to wait for the job to end, at most
 /// (the dispatcher caps it at its `jobs.timeout_ms` anyway).
 const WAIT_ROUND: Duration = Duration::from_secs(10);
+/// The first pause of [`Client::wait_job`] after a status answered early, doubling.
+const MIN_PAUSE: Duration = Duration::from_millis(20);
+/// Its longest pause.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// Where a background job waits among the queued jobs of its function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -385,17 +389,26 @@ impl Client {
     /// ```
     pub async fn wait_job(&self, id: &str, timeout: Duration) -> Result<JobStatus, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = MIN_PAUSE;
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let status = self.status_after(id, left.min(WAIT_ROUND)).await?;
+            let asked = tokio::time::Instant::now();
+            let left = deadline.saturating_duration_since(asked);
+            let wait = left.min(WAIT_ROUND);
+            let status = self.status_after(id, wait).await?;
             if status.state.is_final() {
                 return Ok(status);
             }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return Err(ClientError::Timeout);
             }
-            // A dispatcher whose `jobs.timeout_ms` is shorter than our round answers early:
-            // the next round asks again without spinning faster than it answers.
+            // Answered well before the wait asked for and not over: the dispatcher could not
+            // hold the wait (its `jobs.max_waiters` are taken, or its `jobs.timeout_ms` is
+            // short). Pause before asking again, longer each time, rather than spin on it.
+            if asked.elapsed() < wait / 2 {
+                tokio::time::sleep(pause.min(left)).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
         }
     }
 
