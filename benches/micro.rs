@@ -272,6 +272,7 @@ async fn start_dispatch(workers: usize) -> JobServices {
         metrics: Arc::new(Metrics::new()),
         rate_limits: None,
         breakers: false,
+        max_partial_bytes_buffered: 1 << 20,
     };
     let peer = SocketAddr::from(([127, 0, 0, 1], 0));
     for _ in 0..workers {
@@ -369,9 +370,9 @@ fn call(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let reply = Box::new(move |outcome| drop(tx.send(outcome)));
     match admit {
-        Admit::Direct => drop(JobActor::start(JobId::next(), spec, reply, services)),
+        Admit::Direct => drop(JobActor::start(JobId::next(), spec, reply, None, services)),
         Admit::Door(door, caller) => {
-            door.admit(JobId::next(), spec, caller, FrontEnd::Tcp, reply)
+            door.admit(JobId::next(), spec, caller, FrontEnd::Tcp, reply, None)
                 .expect("admitted");
         }
     }

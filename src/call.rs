@@ -7,6 +7,8 @@
 //! - [`CallOutcome`], [`DispatchError`]: how a call ends.
 //! - [`JobLease`] (over a [`JobHandle`]): a job's place while it is queued or running; whoever
 //!   holds it (the registry, then a worker session) reports through it exactly once.
+//! - [`Partial`]: a partial result or progress a worker sends before its answer, passed to
+//!   the job through its lease without consuming it.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -249,6 +251,9 @@ pub struct CallSpec {
     pub caller: Option<ClientKey>,
     /// Where it waits when every worker of its function is busy.
     pub priority: Priority,
+    /// Its job takes partial results ([`Partial`]): a call forwarded to a peer dispatcher
+    /// is sent as a streaming call, and its partials passed back through the lease.
+    pub streams: bool,
 }
 
 impl CallSpec {
@@ -269,6 +274,7 @@ impl CallSpec {
             deadline: Instant::now() + timeout,
             caller: None,
             priority: Priority::Normal,
+            streams: false,
         }
     }
 
@@ -370,6 +376,10 @@ pub enum DispatchError {
     /// Every worker of the function has an open circuit breaker (`[breaker]`).
     #[error("circuit breaker open: no worker of this function takes calls right now")]
     BreakerOpen,
+    /// A streaming caller reads its partial results too slowly: more than
+    /// `jobs.max_partial_bytes_buffered` of them waited to be written to it.
+    #[error("slow caller: the caller reads its partial results too slowly (more than jobs.max_partial_bytes_buffered waited to be written to it)")]
+    SlowCaller,
 }
 
 impl DispatchError {
@@ -385,6 +395,7 @@ impl DispatchError {
             DispatchError::TooLarge => ErrorCode::TOO_LARGE,
             DispatchError::Forbidden => ErrorCode::FORBIDDEN,
             DispatchError::BreakerOpen => ErrorCode::BREAKER_OPEN,
+            DispatchError::SlowCaller => ErrorCode::SLOW_CALLER,
         }
     }
 }
@@ -417,6 +428,22 @@ pub enum LeaseReport {
     Abandoned,
 }
 
+/// What a worker sends about a job before its answer (`W_JOB_PARTIAL`, `W_JOB_PROGRESS`):
+/// passed to the job through its lease, which stays held. A call admitted without a partial
+/// sink (every `C_DO_JOB` and `C_CALL`, plain HTTP) ignores them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Partial {
+    /// `numerator` of `denominator` done (the worker's units).
+    Progress {
+        /// Work done.
+        numerator: u64,
+        /// Work in all.
+        denominator: u64,
+    },
+    /// A piece of the result (a token, a row), in the order the worker sent it.
+    Data(Bytes),
+}
+
 /// The job actor as the holder of its lease reaches it. Implemented by the job actor's
 /// address, so that the registry and the worker sessions never name the job actor.
 pub trait JobHandle: Send {
@@ -424,6 +451,8 @@ pub trait JobHandle: Send {
     fn is_live(&self) -> bool;
     /// Tells the job what became of it.
     fn report(&self, report: LeaseReport);
+    /// Passes the job a partial result or progress (its lease stays held).
+    fn partial(&self, partial: Partial);
 }
 
 /// A job's place in the dispatcher while it is queued (held by the registry) or running
@@ -443,6 +472,14 @@ impl JobLease {
     /// The job still waits (its deadline has not passed, its caller is still there).
     pub fn is_live(&self) -> bool {
         self.job.as_ref().is_some_and(|job| job.is_live())
+    }
+
+    /// Passes the worker's partial result or progress to the job, keeping the lease: its
+    /// answer is still to come. Sent in the order they arrive, before the answer.
+    pub fn partial(&self, partial: Partial) {
+        if let Some(job) = &self.job {
+            job.partial(partial);
+        }
     }
 
     /// The registry could not place the job.
@@ -557,6 +594,10 @@ mod tests {
         fn report(&self, report: LeaseReport) {
             self.told.lock().unwrap().push(format!("{report:?}"));
         }
+
+        fn partial(&self, partial: Partial) {
+            self.told.lock().unwrap().push(format!("{partial:?}"));
+        }
     }
 
     fn lease(live: bool) -> (JobLease, Arc<Mutex<Vec<String>>>) {
@@ -573,6 +614,13 @@ mod tests {
     #[test]
     fn a_lease_reports_exactly_once() {
         let (answered, told) = lease(true);
+        answered.partial(Partial::Data(Bytes::from_static(b"p")));
+        assert_eq!(
+            told.lock().unwrap().len(),
+            1,
+            "a partial does not end the lease"
+        );
+        told.lock().unwrap().clear();
         assert!(answered.answer(CallOutcome::Done(Bytes::from_static(b"x"))));
         assert_eq!(told.lock().unwrap().len(), 1);
         assert!(told.lock().unwrap()[0].starts_with("Answered"));

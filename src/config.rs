@@ -414,6 +414,9 @@ impl Config {
                 "must be at least http.max_body_bytes, or no body of the largest size could arrive",
             );
         }
+        if self.jobs.max_partial_bytes_buffered == 0 {
+            return invalid("jobs.max_partial_bytes_buffered", "must be at least 1");
+        }
         if self.workers.max_jobs_in_flight == 0 {
             return invalid("workers.max_jobs_in_flight", "must be at least 1");
         }

@@ -21,10 +21,11 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::accept::{AcceptGate, GateLimits};
-use crate::actors::background::{Background, FlushJobs, JobsPort, StopStarting};
+use crate::actors::background::{Background, FlushJobs, StopStarting};
 use crate::actors::front_door::FrontDoor;
 use crate::actors::job::JobServices;
 use crate::actors::registry::{AbandonAll, Drain, Registry, Snapshot};
+use crate::actors::JobsPort;
 use crate::actors::SessionSettings;
 use crate::cluster::{Cluster, ClusterReport, ClusterSettings, ClusterView};
 use crate::config::{Config, ConfigError};
@@ -284,6 +285,7 @@ fn job_services(
         metrics: metrics.clone(),
         rate_limits,
         breakers: config.breaker_settings().is_some(),
+        max_partial_bytes_buffered: config.jobs.max_partial_bytes_buffered,
     };
     (jobs, tidy.into_iter().collect())
 }
@@ -365,12 +367,13 @@ impl Dispatcher {
                 reason: e.to_string(),
             })?
             .with_metrics(metrics.clone());
-        let (background_jobs, node, gauges) = Background::open(
+        let opened = Background::open(
             &config.jobs,
             jobs.clone(),
             callbacks.clone(),
             &arbiters[0].handle(),
         )?;
+        let (background_jobs, node, gauges) = (opened.addr, opened.node, opened.gauges);
         metrics.watch_jobs(gauges.clone());
         let door = FrontDoor::new(jobs, config.tcp.max_frame_bytes, security.clone());
         let jobs_port = JobsPort {

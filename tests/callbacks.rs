@@ -670,8 +670,10 @@ async fn callback_status(d: &common::TestDispatcher, id: &str) -> serde_json::Va
 async fn dispatcher_calling_back(
     prefix: &str,
 ) -> (common::TestDispatcher, nmid::worker::WorkerHandle) {
-    let mut config = Config::default();
-    config.jobs = jobs(prefix);
+    let mut config = Config {
+        jobs: jobs(prefix),
+        ..Config::default()
+    };
     config.server.drain_timeout_ms = 300;
     let d = common::start_dispatcher_with_http(config);
     let worker = nmid::worker::Worker::builder()

@@ -150,6 +150,11 @@ impl FrameFields {
             | Frame::CAuth { .. }
             | Frame::WAuth { .. }
             | Frame::SAuthResult(_)
+            | Frame::CCallStream(_)
+            | Frame::SCallPartial(_)
+            | Frame::SCallProgress(_)
+            | Frame::WJobPartial(_)
+            | Frame::WJobProgress(_)
             | Frame::CSubmit(_)
             | Frame::SSubmitted(_)
             | Frame::CJobStatus(_)

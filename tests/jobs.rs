@@ -521,3 +521,42 @@ async fn failing_functions_are_retried_then_fail() {
     assert_eq!(result.status, 502, "a failed job's result is its error");
     d.stop().await;
 }
+
+/// A running background job shows its worker's latest progress in its status; partial data
+/// a worker sends for it goes nowhere and harms nothing.
+#[actix_rt::test]
+async fn a_running_jobs_status_shows_its_progress() {
+    let d = start_dispatcher_with_http(config());
+    let _w = Worker::builder()
+        .name("progress")
+        .server(d.addr.to_string())
+        .function("Steps", |job: Job| async move {
+            for step in 1..=3 {
+                job.progress(step, 4);
+                job.send_partial(Bytes::from_static(b"chunk")).unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Ok(Bytes::from_static(b"done"))
+        })
+        .start()
+        .unwrap();
+    serving(&d, "Steps").await;
+    let id = submitted(&d, "Steps", &[], "go").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let json = status(&d, &id, 0).await.json();
+        if json["progress"] == serde_json::json!({"numerator": 3, "denominator": 4}) {
+            assert_eq!(json["state"], "running", "{json}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress in {json}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let json = final_status(&d, &id).await;
+    assert_eq!(
+        (json["state"].as_str(), json["result"].as_str()),
+        (Some("succeeded"), Some("done"))
+    );
+    d.stop().await;
+}

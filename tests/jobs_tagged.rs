@@ -114,10 +114,29 @@ async fn client_of(d: &TestDispatcher) -> Client {
 async fn priorities_and_delays_hold_through_the_client() {
     let d = start_dispatcher_with(config());
     let ran = Arc::new(Mutex::new(Vec::new()));
-    let _w = echo_worker(&d, 1, ran.clone()).await;
+    // The first job holds the one slot until every other job is queued behind it.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (log, gate) = (ran.clone(), release.clone());
+    let _w = Worker::builder()
+        .name("ordered")
+        .server(d.addr.to_string())
+        .slots(1)
+        .function("Echo", move |job: Job| {
+            let (log, gate) = (log.clone(), gate.clone());
+            async move {
+                let text = String::from_utf8_lossy(job.params()).into_owned();
+                if text == "n0" {
+                    gate.notified().await;
+                }
+                log.lock().unwrap().push(text);
+                Ok(job.params().clone())
+            }
+        })
+        .start()
+        .unwrap();
+    serving(&d, "Echo").await;
     let client = client(&d).await;
     let mut ids = Vec::new();
-    // The first occupies the slot; the rest wait.
     for (name, priority) in [
         ("n0", Priority::Normal),
         ("n1", Priority::Normal),
@@ -128,7 +147,16 @@ async fn priorities_and_delays_hold_through_the_client() {
     ] {
         let options = SubmitOptions::default().priority(priority);
         ids.push(client.submit("Echo", name, options).await.unwrap().id);
+        if name == "n0" {
+            // n0 holds the slot before the others arrive.
+            let deadline = Instant::now() + PATIENCE;
+            while client.job_status(&ids[0]).await.unwrap().state != JobState::Running {
+                assert!(Instant::now() < deadline, "n0 never started");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
+    release.notify_one();
     for id in &ids {
         let done = client.wait_job(id, PATIENCE).await.unwrap();
         assert_eq!(done.state, JobState::Succeeded);

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use super::job::{JobActor, JobServices};
-use crate::call::{CallOutcome, CallSpec, ClientKey, DispatchError, JobId};
+use super::job::{JobActor, JobServices, PartialSink};
+use crate::call::{CallOutcome, CallSpec, ClientKey, DispatchError, JobId, Partial};
 use crate::codec::ParamsType;
 use crate::jobs::callback::{CallbackOutcome, Callbacks, Delivery};
 use crate::jobs::record::now_ms;
@@ -26,20 +26,6 @@ use crate::jobs::{
     Accepted, AttemptEnd, BackgroundId, Book, Change, Full, JobRecord, JobState, JobsGauges,
     NewJob, NotCancelled, Store,
 };
-
-/// What a front end needs to reach the background jobs: the actor, `[jobs]`, and the node
-/// name in this dispatcher's job ids (a job id naming another node is not found here).
-#[derive(Debug, Clone)]
-pub struct JobsPort {
-    /// The jobs' actor.
-    pub background: Addr<Background>,
-    /// `[jobs]`.
-    pub config: Arc<crate::config::JobsConfig>,
-    /// The node name in this dispatcher's job ids.
-    pub node: String,
-    /// Checks callback URLs against `jobs.callback_allow`.
-    pub callbacks: crate::jobs::callback::Callbacks,
-}
 
 /// How often due jobs are started and expired ones forgotten.
 const TICK: Duration = Duration::from_millis(20);
@@ -182,6 +168,16 @@ impl Background {
     }
 }
 
+/// The background jobs, started.
+pub struct Opened {
+    /// Their actor.
+    pub addr: Addr<Background>,
+    /// The store's node name (in the jobs' ids).
+    pub node: String,
+    /// The numbers the actor keeps counting, for the metrics and the admin API.
+    pub gauges: Arc<Mutex<JobsGauges>>,
+}
+
 impl Background {
     /// Opens the store `config` names (or keeps jobs in memory), queues again the jobs that
     /// were running when the dispatcher last stopped, and starts the actor on `arbiter`.
@@ -191,7 +187,7 @@ impl Background {
         services: JobServices,
         callbacks: Callbacks,
         arbiter: &ArbiterHandle,
-    ) -> Result<(Addr<Background>, String, Arc<Mutex<JobsGauges>>), crate::jobs::StoreError> {
+    ) -> Result<Opened, crate::jobs::StoreError> {
         let (store, loaded) = match config.data_dir() {
             Some(dir) => Store::open(&dir, config.fsync())?,
             None => {
@@ -218,7 +214,10 @@ impl Background {
                 jobs = requeued.len(),
                 "background jobs that were running at the last stop are queued again"
             );
-            let changes = requeued.into_iter().map(Change::Put).collect();
+            let changes = requeued
+                .into_iter()
+                .map(|r| Change::Put(Box::new(r)))
+                .collect();
             store.write_later(changes, book.next_seq());
         }
         let gauges = Arc::new(Mutex::new(JobsGauges::default()));
@@ -227,7 +226,7 @@ impl Background {
         let addr = Background::start_in_arbiter(arbiter, move |_| {
             Background::new(book, store, services, max_waiters, shared, callbacks)
         });
-        Ok((addr, node, gauges))
+        Ok(Opened { addr, node, gauges })
     }
 }
 
@@ -337,7 +336,10 @@ impl Handler<CancelJob> for Background {
             Ok(record) => record.clone(),
             Err(refused) => return Box::pin(async move { Err(refused) }),
         };
-        let written = (self.store).write(vec![Change::Put(record.clone())], self.book.next_seq());
+        let written = (self.store).write(
+            vec![Change::Put(Box::new(record.clone()))],
+            self.book.next_seq(),
+        );
         self.notify(cancel.seq);
         Box::pin(async move {
             if let Ok(Err(cause)) = written.await {
@@ -382,13 +384,36 @@ impl Handler<AttemptDone> for Background {
         let Some(record) = self.book.finish(done.seq, end, now_ms()).cloned() else {
             return;
         };
-        let change = Change::Put(record.clone());
+        let change = Change::Put(Box::new(record.clone()));
         self.store.write_later(vec![change], self.book.next_seq());
         if record.state.is_final() {
             self.call_back(&record, ctx);
             self.notify(done.seq);
         }
         self.pump(ctx);
+    }
+}
+
+/// A running job's worker reported progress: the latest is in `latest` (taken here).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ProgressNoted {
+    seq: u64,
+    latest: Arc<Mutex<Option<(u64, u64)>>>,
+}
+
+impl Handler<ProgressNoted> for Background {
+    type Result = ();
+
+    fn handle(&mut self, noted: ProgressNoted, _: &mut Self::Context) {
+        let taken = noted
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((numerator, denominator)) = taken {
+            self.book.progress(noted.seq, numerator, denominator);
+        }
     }
 }
 
@@ -414,7 +439,7 @@ impl Handler<CallbackDone> for Background {
             } => format!("failed after {attempts} attempt(s): {last_error}"),
         };
         if let Some(record) = self.book.note_callback(done.seq, text) {
-            let change = Change::Put(record.clone());
+            let change = Change::Put(Box::new(record.clone()));
             self.store.write_later(vec![change], self.book.next_seq());
         }
     }
@@ -455,7 +480,11 @@ impl Background {
             self.book.wake(now);
             let started = self.book.startable(now);
             if !started.is_empty() {
-                let changes = started.iter().cloned().map(Change::Put).collect();
+                let changes = started
+                    .iter()
+                    .cloned()
+                    .map(|r| Change::Put(Box::new(r)))
+                    .collect();
                 self.store.write_later(changes, self.book.next_seq());
                 for record in &started {
                     self.start_attempt(record, ctx);
@@ -488,8 +517,29 @@ impl Background {
         spec.priority = record.priority.into();
         let me = ctx.address();
         let seq = record.seq;
-        let reply = Box::new(move |outcome| me.do_send(AttemptDone { seq, outcome }));
-        JobActor::start(JobId::next(), spec, reply, &self.services);
+        let reply = Box::new({
+            let me = me.clone();
+            move |outcome| me.do_send(AttemptDone { seq, outcome })
+        });
+        // Progress is kept in the job's status; partial data of a background job has no
+        // caller to go to and is dropped (as gearman drops WORK_DATA of a background job).
+        // At most one note is on its way at a time, carrying the latest progress, so a
+        // worker reporting fast cannot fill this actor's mailbox.
+        let latest = Arc::new(Mutex::new(None));
+        let partials: PartialSink = Box::new(move |partial| {
+            if let Partial::Progress {
+                numerator,
+                denominator,
+            } = partial
+            {
+                let mut slot = latest.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.replace((numerator, denominator)).is_none() {
+                    let latest = latest.clone();
+                    me.do_send(ProgressNoted { seq, latest });
+                }
+            }
+        });
+        JobActor::start(JobId::next(), spec, reply, Some(partials), &self.services);
     }
 
     /// POSTs `record`'s final state to its callback URL, if it has one, in a task of its
@@ -607,6 +657,7 @@ fn attempt_end(outcome: CallOutcome) -> AttemptEnd {
                 DispatchError::NoWorker | DispatchError::UnknownFunction => AttemptEnd::NoWorker,
                 DispatchError::ShuttingDown => AttemptEnd::Interrupted,
                 DispatchError::Timeout
+                | DispatchError::SlowCaller
                 | DispatchError::WorkerLost
                 | DispatchError::RateLimited
                 | DispatchError::BreakerOpen => failed(code, error.to_string(), true),

@@ -21,10 +21,11 @@ use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-use super::background::{CancelJob, GetJob, JobsPort, Submit, SubmitError, Submitted, WaitForJob};
+use super::background::{CancelJob, GetJob, Submit, SubmitError, Submitted, WaitForJob};
 use super::client_session::ClientSession;
 use super::connection::Session;
 use super::front_door::{Caller, FrontEnd, Refused};
+use super::JobsPort;
 use crate::call::CallSpec;
 use crate::codec::{
     CJobCancel, CJobStatus, ErrorCode, Frame, JobStateCode, Metadata, SCallError, SJobStatus,

@@ -4,6 +4,10 @@
 //! - `C_DO_JOB` (v1) is answered with `S_RETURN_DATA` (function and params echoed), or a bare
 //!   `CANT_DO`, `ERROR`, `RATELIMIT` or `BREAKER`;
 //! - `C_CALL` (tagged) with `S_CALL_RESULT` or `S_CALL_ERROR` carrying its request id;
+//! - `C_CALL_STREAM` (tagged) likewise, after its worker's partial results and progress
+//!   ([`PartialOut`]) as `S_CALL_PARTIAL` / `S_CALL_PROGRESS`, in order. The partials of one
+//!   call waiting to be written are bounded (`jobs.max_partial_bytes_buffered`): past it the
+//!   call fails `slow_caller`, and none of its partials is sent after that.
 //! - `C_SUBMIT`, `C_JOB_STATUS`, `C_JOB_CANCEL` (background jobs, tagged) with
 //!   `S_SUBMITTED`, `S_JOB_STATUS` or `S_CALL_ERROR` (`super::client_jobs`).
 //!
@@ -14,6 +18,7 @@
 //! malformed frame, or a frame of another role, closes this connection (with a log line
 //! naming the cause) and touches no other. When it closes, its calls in flight are cancelled.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,10 +31,12 @@ use tracing::{info, warn};
 use super::connection::{start_session, Accepted, Connection, Session};
 use super::front_door::{Caller, FrontDoor, FrontEnd, Refused};
 use super::inbound::{Inbound, InboundError};
-use super::job::{JobActor, Reply};
-use crate::call::{CallOutcome, CallSpec, DispatchError, JobId};
-use crate::codec::{ErrorCode, Frame};
-use crate::codec::{SCallError, SReturnData, TaggedResult};
+use super::job::{JobActor, PartialSink, Reply};
+use crate::call::{CallOutcome, CallSpec, DispatchError, JobId, Partial};
+use crate::codec::{self, ErrorCode, Frame};
+use crate::codec::{
+    SCallError, SReturnData, TaggedCall, TaggedPartial, TaggedProgress, TaggedResult,
+};
 use crate::metrics::{Limit, Role};
 use crate::rate_limit::Refusal as OverLimit;
 use crate::retstruct::RetStruct;
@@ -47,6 +54,16 @@ pub struct Answer {
     pub outcome: CallOutcome,
 }
 
+/// A partial result or progress of a `C_CALL_STREAM` call of this session, from its job.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PartialOut {
+    /// The call's job.
+    pub job_id: JobId,
+    /// What its worker sent.
+    pub partial: Partial,
+}
+
 /// How a call was made: it decides the reply frame.
 #[derive(Debug)]
 enum Request {
@@ -62,6 +79,41 @@ struct InFlight {
     request: Request,
     /// Its params' size: about what its reply will take (counted against the outbound bound).
     owed: usize,
+    /// A `C_CALL_STREAM` call: its partials waiting to be written.
+    backlog: Option<Backlog>,
+}
+
+/// The partials of one streaming call written to the outbound buffer and not yet to the
+/// socket, as (stream position just past the frame, its length): bounded by
+/// `jobs.max_partial_bytes_buffered`.
+#[derive(Debug, Default)]
+struct Backlog {
+    waiting: VecDeque<(u64, usize)>,
+    bytes: usize,
+    /// Over the bound once: the call is failing, its further partials go nowhere.
+    failed: bool,
+}
+
+impl Backlog {
+    /// Whether a partial of `len` bytes may join the backlog, now that the connection has
+    /// written `written` bytes: one is always let through when none waits; otherwise the
+    /// total must stay within `max`.
+    fn admits(&mut self, written: u64, len: usize, max: usize) -> bool {
+        while let Some(&(end, bytes)) = self.waiting.front() {
+            if end > written {
+                break;
+            }
+            self.waiting.pop_front();
+            self.bytes -= bytes;
+        }
+        self.bytes == 0 || self.bytes + len <= max
+    }
+
+    /// A partial of `len` bytes was encoded, ending at stream position `end`.
+    fn sent(&mut self, end: u64, len: usize) {
+        self.waiting.push_back((end, len));
+        self.bytes += len;
+    }
 }
 
 /// One client connection.
@@ -136,26 +188,10 @@ impl StreamHandler<Result<Inbound, InboundError>> for ClientSession {
                     call.params,
                     timeout,
                 );
-                self.call(spec, request, ctx)
+                self.call(spec, request, false, ctx)
             }
-            Frame::CCall(call) => {
-                let timeout = match call.timeout_ms {
-                    0 => self.conn.settings.job_timeout,
-                    ms => Duration::from_millis(u64::from(ms)),
-                };
-                let request = Request::Tagged {
-                    request_id: call.id,
-                };
-                let mut spec = CallSpec::new(
-                    call.function,
-                    call.params_type,
-                    call.handle_type,
-                    call.params,
-                    timeout,
-                );
-                spec.meta = (!call.meta.is_empty()).then(|| Arc::new(call.meta));
-                self.call(spec, request, ctx)
-            }
+            Frame::CCall(call) => self.tagged_call(call, false, ctx),
+            Frame::CCallStream(call) => self.tagged_call(call, true, ctx),
             job @ (Frame::CSubmit(_) | Frame::CJobStatus(_) | Frame::CJobCancel(_)) => {
                 self.job_request(job, ctx)
             }
@@ -192,6 +228,43 @@ impl Handler<Answer> for ClientSession {
     }
 }
 
+impl Handler<PartialOut> for ClientSession {
+    type Result = ();
+
+    fn handle(&mut self, out: PartialOut, ctx: &mut Self::Context) {
+        let Some(call) = self.calls.get_mut(&out.job_id) else {
+            return;
+        };
+        let (Some(backlog), Request::Tagged { request_id }) = (&mut call.backlog, &call.request)
+        else {
+            return;
+        };
+        if backlog.failed {
+            return;
+        }
+        let frame = partial_frame(*request_id, out.partial);
+        let len = codec::encoded_len(&frame);
+        let max = self.conn.settings.door.jobs().max_partial_bytes_buffered;
+        if !backlog.admits(self.conn.written(), len, max) {
+            backlog.failed = true;
+            self.conn.metrics().record_limit(Limit::PartialBacklog);
+            if self.conn.settings.refusals.first("slow_caller") {
+                warn!(peer = %self.conn.peer, waiting = backlog.bytes, "streaming call failed: its caller reads its partials too slowly (jobs.max_partial_bytes_buffered)");
+            }
+            return JobActor::fail(&call.job, DispatchError::SlowCaller);
+        }
+        self.send(frame, ctx);
+        let end = self.conn.sent_end();
+        if let Some(backlog) = self
+            .calls
+            .get_mut(&out.job_id)
+            .and_then(|c| c.backlog.as_mut())
+        {
+            backlog.sent(end, len);
+        }
+    }
+}
+
 impl ClientSession {
     /// Closes the connection once the client has sent nothing for `idle`, with no call in
     /// flight (checked every quarter of it, at most every second).
@@ -212,9 +285,29 @@ impl ClientSession {
         });
     }
 
-    /// A client's call: admitted through the [`FrontDoor`] into a new job actor, or
-    /// answered at once with why not.
-    fn call(&mut self, spec: CallSpec, request: Request, ctx: &mut Context<Self>) {
+    /// A tagged call (`C_CALL`, or `C_CALL_STREAM` when `stream`).
+    fn tagged_call(&mut self, call: TaggedCall, stream: bool, ctx: &mut Context<Self>) {
+        let timeout = match call.timeout_ms {
+            0 => self.conn.settings.job_timeout,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let request = Request::Tagged {
+            request_id: call.id,
+        };
+        let mut spec = CallSpec::new(
+            call.function,
+            call.params_type,
+            call.handle_type,
+            call.params,
+            timeout,
+        );
+        spec.meta = (!call.meta.is_empty()).then(|| Arc::new(call.meta));
+        self.call(spec, request, stream, ctx)
+    }
+
+    /// A client's call: admitted through the [`FrontDoor`] into a new job actor (whose
+    /// partials this session writes when `stream`), or answered at once with why not.
+    fn call(&mut self, spec: CallSpec, request: Request, stream: bool, ctx: &mut Context<Self>) {
         let ip = self.conn.peer.ip();
         let caller = match self.conn.grant() {
             Some(grant) => Caller::Granted { grant, ip },
@@ -222,12 +315,24 @@ impl ClientSession {
         };
         let job_id = JobId::next();
         let session = ctx.address();
+        let partials: Option<PartialSink> = stream.then(|| {
+            let session = session.clone();
+            let sink = move |partial| session.do_send(PartialOut { job_id, partial });
+            Box::new(sink) as PartialSink
+        });
         let reply: Reply = Box::new(move |outcome| session.do_send(Answer { job_id, outcome }));
         let owed = spec.params.len();
         let door: &FrontDoor = &self.conn.settings.door;
-        match door.admit(job_id, spec, caller, FrontEnd::Tcp, reply) {
+        match door.admit(job_id, spec, caller, FrontEnd::Tcp, reply, partials) {
             Ok(job) => {
-                self.calls.insert(job_id, InFlight { job, request, owed });
+                let backlog = stream.then(Backlog::default);
+                let call = InFlight {
+                    job,
+                    request,
+                    owed,
+                    backlog,
+                };
+                self.calls.insert(job_id, call);
                 self.conn.owe(owed as isize);
             }
             Err(Refused::OverLimit(refusal)) => {
@@ -272,7 +377,8 @@ fn reply_frame(request: Request, outcome: CallOutcome) -> Frame {
             | DispatchError::WorkerLost
             | DispatchError::ShuttingDown
             | DispatchError::TooLarge
-            | DispatchError::Forbidden => Frame::Error,
+            | DispatchError::Forbidden
+            | DispatchError::SlowCaller => Frame::Error,
         },
         (Request::Tagged { request_id }, CallOutcome::Done(ret)) => {
             Frame::SCallResult(TaggedResult {
@@ -297,6 +403,24 @@ fn reply_frame(request: Request, outcome: CallOutcome) -> Frame {
     }
 }
 
+/// The frame carrying a streaming call's partial result or progress.
+fn partial_frame(request_id: u64, partial: Partial) -> Frame {
+    match partial {
+        Partial::Data(data) => Frame::SCallPartial(TaggedPartial {
+            id: request_id,
+            data,
+        }),
+        Partial::Progress {
+            numerator,
+            denominator,
+        } => Frame::SCallProgress(TaggedProgress {
+            id: request_id,
+            numerator,
+            denominator,
+        }),
+    }
+}
+
 /// The frame that tells a client a rate limit refused its call: v1 `RATELIMIT`, or tagged
 /// `rate_limited` with the limit and the wait in its message.
 fn rate_limited_frame(request: Request, refusal: OverLimit) -> Frame {
@@ -307,5 +431,30 @@ fn rate_limited_frame(request: Request, refusal: OverLimit) -> Frame {
             code: ErrorCode::RATE_LIMITED,
             message: refusal.to_string().into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backlog lets one partial through when none waits, holds at most `max` otherwise,
+    /// and frees what the socket has written.
+    #[test]
+    fn a_backlog_is_bounded_and_freed_as_the_socket_writes() {
+        let mut backlog = Backlog::default();
+        assert!(backlog.admits(0, 500, 100), "one partial always goes");
+        backlog.sent(500, 500);
+        assert!(
+            !backlog.admits(499, 1, 100),
+            "over the bound while it waits"
+        );
+        assert!(backlog.admits(500, 60, 100), "written: freed");
+        backlog.sent(560, 60);
+        assert!(backlog.admits(500, 40, 100));
+        backlog.sent(600, 40);
+        assert!(!backlog.admits(500, 1, 100));
+        assert!(backlog.admits(560, 60, 100));
+        assert_eq!(backlog.bytes, 40);
     }
 }

@@ -136,6 +136,9 @@ pub struct Connection {
     identity: Identity,
     /// Encoded frames not written yet.
     outbound: BytesMut,
+    /// Bytes written to the socket since the connection opened: the stream position up to
+    /// which the frames sent have left (see [`Connection::sent_end`]).
+    written: u64,
     /// A flush is scheduled or running.
     flushing: bool,
     /// The gate of this connection's frames.
@@ -164,6 +167,7 @@ impl Connection {
             write: accepted.write,
             identity: accepted.identity,
             outbound: BytesMut::new(),
+            written: 0,
             flushing: false,
             gate,
             over_since: None,
@@ -280,6 +284,17 @@ impl Connection {
         self.outbound.len()
     }
 
+    /// The stream position just past the last frame sent: once [`Connection::written`]
+    /// reaches it, that frame has left (a streaming call counts its partials waiting so).
+    pub fn sent_end(&self) -> u64 {
+        self.written + self.outbound.len() as u64
+    }
+
+    /// Bytes written to the socket since the connection opened.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Writes what is waiting as far as the socket takes it. `Ready(Ok)` once all is written.
     fn poll_write(&mut self, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         while !self.outbound.is_empty() {
@@ -287,7 +302,10 @@ impl Connection {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
                 }
-                Poll::Ready(Ok(n)) => self.outbound.advance(n),
+                Poll::Ready(Ok(n)) => {
+                    self.outbound.advance(n);
+                    self.written += n as u64;
+                }
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
                 Poll::Pending => {
                     self.check_bound();

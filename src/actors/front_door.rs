@@ -32,7 +32,7 @@ use std::sync::Arc;
 use actix::Addr;
 use tracing::debug;
 
-use super::job::{JobActor, JobServices, Reply};
+use super::job::{JobActor, JobServices, PartialSink, Reply};
 use crate::call::{CallSpec, ClientKey, DispatchError, JobId};
 use crate::logging::Escaped;
 use crate::metrics::{Limit, Metrics, Outcome, Refusal};
@@ -131,8 +131,8 @@ impl FrontDoor {
     }
 
     /// Admits `spec` from `caller`, through `front_end`, as the job `job_id`, which answers
-    /// through `reply`; or says why not (counted and logged here, answered by the front
-    /// end).
+    /// through `reply` (and hands its worker's partial results and progress to `partials`,
+    /// if given); or says why not (counted and logged here, answered by the front end).
     pub fn admit(
         &self,
         job_id: JobId,
@@ -140,9 +140,10 @@ impl FrontDoor {
         caller: Caller<'_>,
         front_end: FrontEnd,
         reply: Reply,
+        partials: Option<PartialSink>,
     ) -> Result<Addr<JobActor>, Refused> {
         let spec = self.vet(spec, caller, front_end)?;
-        Ok(JobActor::start(job_id, spec, reply, &self.jobs))
+        Ok(JobActor::start(job_id, spec, reply, partials, &self.jobs))
     }
 
     /// Every check of [`FrontDoor::admit`] without starting the job: the call as it would
@@ -276,6 +277,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             rate_limits: None,
             breakers: false,
+            max_partial_bytes_buffered: 1 << 20,
         };
         (FrontDoor::new(jobs, 1024, security), web, peers)
     }
@@ -375,7 +377,8 @@ mod tests {
         let anyone = Caller::Anyone { ip: None };
         let mut big = spec("A", None);
         big.params = Bytes::from(vec![0x80; 2048]);
-        let refused = door.admit(JobId::next(), big, anyone, FrontEnd::Tcp, Box::new(|_| {}));
+        let reply = Box::new(|_| {});
+        let refused = door.admit(JobId::next(), big, anyone, FrontEnd::Tcp, reply, None);
         assert_eq!(
             refused.unwrap_err(),
             Refused::Invalid(DispatchError::TooLarge)
@@ -389,6 +392,7 @@ mod tests {
             anyone,
             FrontEnd::Tcp,
             Box::new(|_| {}),
+            None,
         );
         assert!(job.is_ok());
     }

@@ -4,6 +4,10 @@
 //! sends [`Dispatch`] to the registry with a [`JobLease`], and hears back through that lease
 //! (refused by the registry, answered or lost by the worker session holding it) and from its
 //! caller ([`JobEvent::Cancel`]). It answers exactly once, through the callback, and stops.
+//!
+//! A job started with a [`PartialSink`] hands it every partial result and progress its
+//! worker sends ([`JobEvent::Partial`]), in order and all before the answer; a job without
+//! one drops them (the `None` check is all a call that streams nothing pays).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +16,9 @@ use actix::prelude::*;
 use tracing::debug;
 
 use super::registry::{Dispatch, Registry, Withdraw};
-use crate::call::{CallOutcome, CallSpec, DispatchError, JobHandle, JobId, JobLease, LeaseReport};
+use crate::call::{
+    CallOutcome, CallSpec, DispatchError, JobHandle, JobId, JobLease, LeaseReport, Partial,
+};
 use crate::metrics::{Metrics, Outcome};
 use crate::rate_limit::RateLimits;
 use crate::telemetry::{self, Hop};
@@ -39,11 +45,27 @@ pub enum JobEvent {
     Abandoned,
     /// The caller is gone; stop without answering.
     Cancel,
+    /// The worker sent a partial result or progress; the answer is still to come.
+    Partial {
+        /// What it sent.
+        partial: Partial,
+    },
+    /// The caller's front end gives up on the call (a streaming caller that reads too
+    /// slowly): answer `error` now.
+    Fail {
+        /// Why.
+        error: DispatchError,
+    },
 }
 
 /// How a job's one answer reaches its caller: a client session sends itself a message, an
 /// HTTP request completes a channel. Called at most once.
 pub type Reply = Box<dyn FnOnce(CallOutcome)>;
+
+/// Where a job's partial results and progress go, in the order the worker sent them and all
+/// before its [`Reply`]: a streaming client session writes `S_CALL_PARTIAL` /
+/// `S_CALL_PROGRESS`, an SSE response writes events, a background job keeps its progress.
+pub type PartialSink = Box<dyn FnMut(Partial)>;
 
 /// What every job needs from the dispatcher: where to dispatch, how often to retry, where
 /// to count. Cheap to clone; held by each front end.
@@ -63,6 +85,9 @@ pub struct JobServices {
     /// Circuit breakers are on (`breaker.enabled`): worker sessions report calls that
     /// outlive their deadline on a worker (a failure of that worker).
     pub breakers: bool,
+    /// `jobs.max_partial_bytes_buffered`: the partials of one streaming call that may wait
+    /// for its caller; the front ends that stream enforce it.
+    pub max_partial_bytes_buffered: usize,
 }
 
 /// A call in flight.
@@ -71,6 +96,8 @@ pub struct JobActor {
     spec: CallSpec,
     /// Taken by the one answer.
     reply: Option<Reply>,
+    /// Where partials go; `None`: dropped.
+    partials: Option<PartialSink>,
     registry: Addr<Registry>,
     metrics: Arc<Metrics>,
     /// When the call arrived, for its duration.
@@ -85,15 +112,17 @@ pub struct JobActor {
 }
 
 impl JobActor {
-    /// Starts the job `id` of `spec` on the current arbiter: it answers through `reply`,
-    /// gives up at the spec's deadline, and may be retried on another worker as often as
-    /// `services` says.
+    /// Starts the job `id` of `spec` on the current arbiter: it answers through `reply`
+    /// (and hands the worker's partials to `partials`, if given), gives up at the spec's
+    /// deadline, and may be retried on another worker as often as `services` says.
     pub fn start(
         id: JobId,
         mut spec: CallSpec,
         reply: Reply,
+        partials: Option<PartialSink>,
         services: &JobServices,
     ) -> Addr<Self> {
+        spec.streams = partials.is_some();
         let span = match telemetry::enabled() {
             true => {
                 let function = spec.function.to_string();
@@ -109,6 +138,7 @@ impl JobActor {
             id,
             spec,
             reply: Some(reply),
+            partials,
             registry: services.registry.clone(),
             metrics: services.metrics.clone(),
             started: Instant::now(),
@@ -123,6 +153,11 @@ impl JobActor {
     /// Tells `job` its caller is gone: it leaves any queue and stops without answering.
     pub fn cancel(job: &Addr<Self>) {
         job.do_send(JobEvent::Cancel);
+    }
+
+    /// Tells `job` its caller's front end gives up on it: it answers `error` and stops.
+    pub fn fail(job: &Addr<Self>, error: DispatchError) {
+        job.do_send(JobEvent::Fail { error });
     }
 }
 
@@ -205,6 +240,15 @@ impl Handler<JobEvent> for JobActor {
                 self.withdraw();
                 ctx.stop();
             }
+            JobEvent::Partial { partial } => {
+                if let Some(sink) = &mut self.partials {
+                    sink(partial);
+                }
+            }
+            JobEvent::Fail { error } => {
+                self.withdraw();
+                self.answer(CallOutcome::Failed(error), ctx);
+            }
         }
     }
 }
@@ -223,6 +267,10 @@ impl JobHandle for Addr<JobActor> {
             LeaseReport::Undelivered => JobEvent::Undelivered,
             LeaseReport::Abandoned => JobEvent::Abandoned,
         });
+    }
+
+    fn partial(&self, partial: Partial) {
+        self.do_send(JobEvent::Partial { partial });
     }
 }
 

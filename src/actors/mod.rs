@@ -78,7 +78,7 @@ pub struct SessionSettings {
     pub refusals: Arc<RefusalLog>,
     /// The background jobs, which tagged clients submit to and ask about (`C_SUBMIT`,
     /// `C_JOB_STATUS`, `C_JOB_CANCEL`); `None`: refused as off.
-    pub jobs: Option<background::JobsPort>,
+    pub jobs: Option<JobsPort>,
 }
 
 impl SessionSettings {
@@ -88,7 +88,7 @@ impl SessionSettings {
         config: &Config,
         door: FrontDoor,
         refusals: Arc<RefusalLog>,
-        background: Option<background::JobsPort>,
+        background: Option<JobsPort>,
     ) -> Self {
         let services = door.jobs();
         Self {
@@ -177,4 +177,18 @@ impl From<&TcpConfig> for ConnectionLimits {
                 .then(|| Duration::from_millis(tcp.client_idle_timeout_ms)),
         }
     }
+}
+
+/// What a front end needs to reach the background jobs: the actor, `[jobs]`, and the node
+/// name in this dispatcher's job ids (a job id naming another node is not found here).
+#[derive(Debug, Clone)]
+pub struct JobsPort {
+    /// The jobs' actor.
+    pub background: Addr<background::Background>,
+    /// `[jobs]`.
+    pub config: Arc<crate::config::JobsConfig>,
+    /// The node name in this dispatcher's job ids.
+    pub node: String,
+    /// Checks callback URLs against `jobs.callback_allow`.
+    pub callbacks: crate::jobs::callback::Callbacks,
 }

@@ -32,7 +32,7 @@ use super::registry::{
     WorkerLeft, WorkerNamed, WorkerPort, WorkerSlots,
 };
 use crate::breaker::Verdict;
-use crate::call::{CallOutcome, FunctionName, JobId, JobLease, WorkerId};
+use crate::call::{CallOutcome, FunctionName, JobId, JobLease, Partial, WorkerId};
 use crate::codec::{
     BadBody, CodecError, ConnType, DataType, Frame, ParamsType, SGetData, TaggedCall, WReturnData,
 };
@@ -40,6 +40,10 @@ use crate::logging::Escaped;
 use crate::metrics::{Leniency, Limit, Refusal, Role};
 use crate::security::Grant;
 use crate::telemetry;
+
+mod control_rate;
+
+use control_rate::ControlRate;
 
 /// From the registry: a call for this worker.
 #[derive(Debug, Message)]
@@ -98,34 +102,6 @@ fn verdict(overdue: bool, deadline: Instant, late: bool, on_time: Verdict) -> Op
         return Some(Verdict::Failure);
     }
     Some(on_time)
-}
-
-/// A token bucket for a worker's control frames (`workers.max_control_frames_per_second`).
-struct ControlRate {
-    per_second: f64,
-    tokens: f64,
-    refilled: Instant,
-}
-
-impl ControlRate {
-    fn new(per_second: u32) -> Self {
-        let per_second = f64::from(per_second);
-        Self {
-            per_second,
-            tokens: per_second,
-            refilled: Instant::now(),
-        }
-    }
-
-    /// Takes a token; `Some(wait)` when none was left: the wait for the next one.
-    fn take(&mut self) -> Option<Duration> {
-        let now = Instant::now();
-        let earned = now.duration_since(self.refilled).as_secs_f64() * self.per_second;
-        self.tokens = (self.tokens + earned).min(self.per_second);
-        self.refilled = now;
-        self.tokens -= 1.0;
-        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.per_second))
-    }
 }
 
 /// One worker connection.
@@ -257,6 +233,15 @@ impl StreamHandler<Result<Inbound, InboundError>> for WorkerSession {
             Frame::WJobError(err) => {
                 let outcome = CallOutcome::WorkerFailed(err.message);
                 self.answer(Some(JobId(err.job_id)), outcome);
+            }
+            Frame::WJobPartial(part) => self.partial(JobId(part.id), Partial::Data(part.data)),
+            Frame::WJobProgress(p) => {
+                let (numerator, denominator) = (p.numerator, p.denominator);
+                let progress = Partial::Progress {
+                    numerator,
+                    denominator,
+                };
+                self.partial(JobId(p.id), progress)
             }
             Frame::WBye => registry.do_send(WorkerBye { worker }),
             Frame::WHeartbeatPing { .. } => self.send(Frame::SHeartbeatPong, ctx),
@@ -604,6 +589,18 @@ impl WorkerSession {
             .inc();
         if !delivered {
             metrics.record_late_result();
+        }
+    }
+
+    /// A partial result or progress for job `id`: to its job through the lease, which stays
+    /// held (an id the worker does not hold is dropped, logged once like an unknown answer).
+    fn partial(&mut self, id: JobId, partial: Partial) {
+        match self.jobs.get(&id) {
+            Some(held) => held.lease.partial(partial),
+            None if self.conn.settings.refusals.first("unknown_job") => {
+                warn!(worker = %self.id, peer = %self.conn.peer, job_id = %id, "partial for a job this worker does not hold; discarded");
+            }
+            None => {}
         }
     }
 

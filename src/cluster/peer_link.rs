@@ -3,7 +3,8 @@
 //! Started by the membership follower when a peer's record appears; the registry holds its
 //! address as the peer's [`PeerPort`] and sends it [`Forward`]. It holds a small pool of
 //! tagged connections to the peer (`cluster.peer_connections`, connected on first use) and
-//! sends each call as `C_CALL` with the time its caller has left, its trace context, the
+//! sends each call as `C_CALL` (`C_CALL_STREAM` for a job that takes partials, whose
+//! partials it passes back through the lease as they come) with the time its caller has left, its trace context, the
 //! hop marker ([`FORWARDED_META_KEY`]) that stops the peer from forwarding it again, and the
 //! caller it is made for ([`CALLER_META_KEY`]): a peer that grants this link the `peer` role
 //! authorizes and rate-limits the call as that caller, not as the link.
@@ -43,14 +44,15 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
+use futures_util::stream::{self, StreamExt};
 use tracing::{debug, Instrument};
 
 use super::metrics::{ClusterMetrics, ForwardOutcome};
 use crate::actors::registry::{Assignment, ForwardFinished, PeerLacks, PeerPort};
 use crate::actors::registry::{PeerUnreachable, Registry};
-use crate::call::{CallOutcome, DispatchError, JobId, JobLease, PeerId};
+use crate::call::{CallOutcome, DispatchError, JobId, JobLease, Partial, PeerId};
 use crate::call::{ClientKey, CALLER_META_KEY, FORWARDED_META_KEY};
-use crate::client::{CallOptions, Client, ClientError};
+use crate::client::{CallOptions, Client, ClientError, StreamEvent};
 use crate::telemetry::{self, Hop};
 
 /// The function a link calls to learn whether a hung peer answers again: a live peer
@@ -201,42 +203,99 @@ impl Handler<Forward> for PeerLink {
         let caller = spec.caller.clone();
         self.in_flight.insert(job_id, (lease, caller));
         self.unanswered_since.get_or_insert_with(Instant::now);
-        let call = async move { client.call_with(&function, spec.params, options).await };
-        call.instrument(span.clone())
-            .into_actor(self)
-            .map(move |result, link, _| {
-                let outcome = forward_outcome(&result);
-                telemetry::finish(&span, outcome.as_str());
-                link.metrics.forwarded(outcome);
-                // Abandoned at shutdown: answered already.
-                let Some((lease, caller)) = link.in_flight.remove(&job_id) else {
-                    return;
-                };
-                link.heard(&result);
-                let reply = reply_of(result);
-                // The registry hears first, so the job's next placement skips this peer.
-                let peer = link.peer.clone();
-                match reply {
-                    PeerReply::Answer(_) => {}
-                    PeerReply::NotServed => {
-                        let function = function_name;
-                        link.registry.do_send(PeerLacks { peer, function });
-                    }
-                    PeerReply::Undelivered | PeerReply::Lost => {
-                        link.registry.do_send(PeerUnreachable { peer });
-                    }
-                }
-                match reply {
-                    PeerReply::Answer(answer) => {
-                        lease.answer(answer);
-                    }
-                    PeerReply::NotServed | PeerReply::Undelivered => lease.hand_back(),
-                    PeerReply::Lost => drop(lease),
-                }
-                let peer = link.peer.clone();
-                link.registry.do_send(ForwardFinished { peer, caller });
-            })
-            .spawn(ctx);
+        match spec.streams {
+            false => {
+                let call = async move { client.call_with(&function, spec.params, options).await };
+                call.instrument(span.clone())
+                    .into_actor(self)
+                    .map(move |result, link, _| link.finish(job_id, result, &span, function_name))
+                    .spawn(ctx);
+            }
+            true => {
+                // The partials pass to the job as they come, in order, then the answer.
+                let params = spec.params;
+                let call = async move { client.call_stream(&function, params, options).await };
+                let events =
+                    stream::once(call.instrument(span.clone())).flat_map(|called| match called {
+                        Ok(events) => events.boxed_local(),
+                        Err(err) => stream::once(async { Err(err) }).boxed_local(),
+                    });
+                let mut function_name = Some(function_name);
+                fut::wrap_stream::<_, Self>(events)
+                    .map(move |event, link, _| match event {
+                        Ok(StreamEvent::Partial(data)) => link.partial(job_id, Partial::Data(data)),
+                        Ok(StreamEvent::Progress {
+                            numerator,
+                            denominator,
+                        }) => link.partial(
+                            job_id,
+                            Partial::Progress {
+                                numerator,
+                                denominator,
+                            },
+                        ),
+                        Ok(StreamEvent::Done(ret)) => {
+                            let function = function_name.take().expect("one answer");
+                            link.finish(job_id, Ok(ret), &span, function)
+                        }
+                        Err(err) => {
+                            let function = function_name.take().expect("one answer");
+                            link.finish(job_id, Err(err), &span, function)
+                        }
+                    })
+                    .finish()
+                    .spawn(ctx);
+            }
+        }
+    }
+}
+
+impl PeerLink {
+    /// A partial of the forwarded job `job_id`, to its job through the lease.
+    fn partial(&mut self, job_id: JobId, partial: Partial) {
+        if let Some((lease, _)) = self.in_flight.get(&job_id) {
+            lease.partial(partial);
+        }
+    }
+
+    /// The peer's reply to the forwarded job `job_id` (of `function`): to its job, and to the
+    /// registry what it says of the peer.
+    fn finish(
+        &mut self,
+        job_id: JobId,
+        result: Result<Bytes, ClientError>,
+        span: &tracing::Span,
+        function: crate::call::FunctionName,
+    ) {
+        let outcome = forward_outcome(&result);
+        telemetry::finish(span, outcome.as_str());
+        self.metrics.forwarded(outcome);
+        // Abandoned at shutdown: answered already.
+        let Some((lease, caller)) = self.in_flight.remove(&job_id) else {
+            return;
+        };
+        self.heard(&result);
+        let reply = reply_of(result);
+        // The registry hears first, so the job's next placement skips this peer.
+        let peer = self.peer.clone();
+        match reply {
+            PeerReply::Answer(_) => {}
+            PeerReply::NotServed => {
+                self.registry.do_send(PeerLacks { peer, function });
+            }
+            PeerReply::Undelivered | PeerReply::Lost => {
+                self.registry.do_send(PeerUnreachable { peer });
+            }
+        }
+        match reply {
+            PeerReply::Answer(answer) => {
+                lease.answer(answer);
+            }
+            PeerReply::NotServed | PeerReply::Undelivered => lease.hand_back(),
+            PeerReply::Lost => drop(lease),
+        }
+        let peer = self.peer.clone();
+        self.registry.do_send(ForwardFinished { peer, caller });
     }
 }
 
@@ -336,6 +395,7 @@ fn reply_of(result: Result<Bytes, ClientError>) -> PeerReply {
         Err(ClientError::BadRequest(_)) => failed(DispatchError::BadRequest),
         Err(ClientError::TooLarge(_)) => failed(DispatchError::TooLarge),
         Err(ClientError::Forbidden(_)) => failed(DispatchError::Forbidden),
+        Err(ClientError::SlowCaller(_)) => failed(DispatchError::SlowCaller),
         Err(ClientError::Other { message, .. }) => {
             PeerReply::Answer(CallOutcome::WorkerFailed(message.into()))
         }

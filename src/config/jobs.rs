@@ -17,6 +17,9 @@ pub struct JobsConfig {
     pub timeout_ms: u64,
     /// Retries on another worker when a job's worker is lost.
     pub retries: u32,
+    /// Bytes of one streaming call's partials that may wait to be written to its caller;
+    /// past it the call fails `slow_caller`.
+    pub max_partial_bytes_buffered: usize,
     /// Where background jobs are stored; empty: in memory only.
     pub data_dir: String,
     /// When the store's commits reach the disk: `always` or `interval`.

@@ -1,14 +1,16 @@
 //! `nmidctl call FUNC [JSON]`: one call through the client library; the RetStruct's `Data`
-//! (or, with `--raw`, the result bytes) on stdout.
+//! (or, with `--raw`, the result bytes) on stdout. With `--stream`, the worker's partial
+//! results first, on stdout as they arrive, and its progress on stderr.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 use super::cli::{CallArgs, Cli};
 use super::CtlError;
-use crate::client::{CallOptions, Client};
+use crate::client::{CallOptions, Client, ClientError, StreamEvent};
 use crate::codec::ParamsType;
 use crate::retstruct::RetStruct;
 
@@ -76,10 +78,11 @@ pub(super) async fn call(cli: &Cli, args: &CallArgs) -> Result<(), CtlError> {
     let options = CallOptions::default()
         .timeout(args.timeout)
         .params_type(params_type);
-    let ret = client
-        .call_with(&args.function, params, options)
-        .await
-        .map_err(|e| CtlError::of_call(&args.function, e))?;
+    let ret = match args.stream {
+        true => streamed(&client, args, params, options).await,
+        false => client.call_with(&args.function, params, options).await,
+    };
+    let ret = ret.map_err(|e| CtlError::of_call(&args.function, e))?;
     print_result(ret, args.raw)
 }
 
@@ -103,13 +106,42 @@ pub fn print_result(ret: Bytes, raw: bool) -> Result<(), CtlError> {
         // --raw, or not a RetStruct: the worker's bytes are the answer.
         _ => (ret, None),
     };
+    print(&data)?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// A `--stream` call: its partials printed as they arrive, its progress on stderr; the
+/// result bytes.
+async fn streamed(
+    client: &Client,
+    args: &CallArgs,
+    params: Bytes,
+    options: CallOptions,
+) -> Result<Bytes, ClientError> {
+    let mut events = client.call_stream(&args.function, params, options).await?;
+    while let Some(event) = events.next().await {
+        match event? {
+            StreamEvent::Partial(data) => {
+                print(&data).map_err(|e| ClientError::Decode(e.to_string()))?;
+            }
+            StreamEvent::Progress {
+                numerator,
+                denominator,
+            } => eprintln!("progress {numerator}/{denominator}"),
+            StreamEvent::Done(ret) => return Ok(ret),
+        }
+    }
+    Err(ClientError::ConnectionLost)
+}
+
+/// Writes `data` to stdout, with a newline after it on a terminal when it has none.
+fn print(data: &[u8]) -> Result<(), CtlError> {
     let mut out = std::io::stdout().lock();
-    let written = out.write_all(&data).and_then(|()| {
+    let written = out.write_all(data).and_then(|()| {
         if out.is_terminal() && !data.ends_with(b"\n") {
             out.write_all(b"\n")?;
         }
         out.flush()
     });
-    written.map_err(|e| CtlError::Usage(format!("cannot write the result: {e}")))?;
-    failure.map_or(Ok(()), Err)
+    written.map_err(|e| CtlError::Usage(format!("cannot write the result: {e}")))
 }

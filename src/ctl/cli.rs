@@ -167,6 +167,11 @@ pub struct CallArgs {
     /// function still exits 1).
     #[arg(long)]
     pub raw: bool,
+    /// Print the worker's partial results on stdout as they arrive (each as it came, a
+    /// newline after one that has none on a terminal) and its progress on stderr
+    /// (`progress N/D`), then the result.
+    #[arg(long)]
+    pub stream: bool,
     /// The call's deadline.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,

@@ -113,6 +113,7 @@ impl CtlError {
             ClientError::RateLimited
             | ClientError::BreakerOpen
             | ClientError::ShuttingDown
+            | ClientError::SlowCaller(_)
             | ClientError::StoreFull(_) => CtlError::Refused(err.to_string()),
             ClientError::JobNotFound(_) => CtlError::NoSuchJob(err.to_string()),
             ClientError::NotCancellable(_) => CtlError::NotCancellable(err.to_string()),

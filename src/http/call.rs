@@ -30,6 +30,10 @@ use crate::retstruct::RetStruct;
 use crate::telemetry::{self, Hop};
 use tracing::Instrument;
 
+mod sse;
+
+pub use sse::wants_events;
+
 /// Per-call deadline, in milliseconds.
 pub const TIMEOUT_HEADER: &str = "x-nmid-timeout-ms";
 /// The request id echoed (or made up) on every `/call` response.
@@ -70,6 +74,7 @@ pub async fn call(
         .get(REQUEST_ID_HEADER)
         .cloned()
         .unwrap_or_else(|| fresh_request_id(job_id));
+    let events = wants_events(req.headers());
     let called = call_function(
         &req,
         &function,
@@ -78,9 +83,10 @@ pub async fn call(
         &state,
         job_id,
         &request_id,
+        events,
     );
     let mut response = match called.await {
-        Ok(data) => data_response(data),
+        Ok(response) => response,
         Err(err) => actix_web::ResponseError::error_response(&err),
     };
     response.headers_mut().insert(
@@ -111,7 +117,9 @@ fn fresh_request_id(job: JobId) -> HeaderValue {
     HeaderValue::from(u64::from(left) << 32 | u64::from(right))
 }
 
-/// The call of `POST /call/{func}` up to its answer.
+/// The call of `POST /call/{func}` up to its answer; with `events`, the answer is a stream
+/// of server-sent events that begins once the job started.
+#[allow(clippy::too_many_arguments)]
 async fn call_function(
     req: &HttpRequest,
     function: &str,
@@ -120,12 +128,18 @@ async fn call_function(
     state: &HttpState,
     job_id: JobId,
     request_id: &HeaderValue,
-) -> Result<CallData, HttpError> {
+    events: bool,
+) -> Result<HttpResponse, HttpError> {
     let caller = CallerOf::request(req);
     let call = prepare_call(req, function, query, payload, &caller, state, request_id)
         .await
         .inspect_err(|err| record_unusable(state, err))?;
-    run_call(state, job_id, call, caller).await
+    match events {
+        true => sse::stream_call(state, job_id, call, caller),
+        false => run_call(state, job_id, call, caller)
+            .await
+            .map(data_response),
+    }
 }
 
 /// Counts a request that cannot be a call as `bad_request` when it is the caller's fault (a
@@ -337,7 +351,7 @@ async fn run_job(
     let reply = Box::new(move |outcome| drop(tx.send(outcome)));
     let job = match state
         .door
-        .admit(job_id, call, caller.caller(), FrontEnd::Http, reply)
+        .admit(job_id, call, caller.caller(), FrontEnd::Http, reply, None)
     {
         Ok(job) => job,
         Err(Refused::Forbidden { who }) => {

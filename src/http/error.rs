@@ -75,6 +75,11 @@ pub enum HttpError {
     /// The call's job would be larger than workers accept: 413.
     #[error("call too large: its job would exceed the dispatcher's tcp.max_frame_bytes")]
     TooLarge,
+    /// A streaming (SSE) caller read its partial results too slowly
+    /// (`jobs.max_partial_bytes_buffered`); only ever sent as an SSE `error` event, whose
+    /// response has begun with 200 (429 otherwise).
+    #[error("slow caller: the caller reads its partial results too slowly (more than jobs.max_partial_bytes_buffered waited to be written to it)")]
+    SlowCaller,
     /// No credentials, or a secret no token has: 401 with `WWW-Authenticate`.
     #[error("unauthorized: send Authorization: Bearer <token secret>")]
     Unauthorized,
@@ -110,6 +115,7 @@ impl HttpError {
                 Self::Forbidden(format!("this token may not call {function}"))
             }
             DispatchError::BreakerOpen => Self::BreakerOpen(function.to_owned()),
+            DispatchError::SlowCaller => Self::SlowCaller,
         }
     }
 
@@ -131,6 +137,7 @@ impl HttpError {
             HttpError::BreakerOpen(_) => "breaker_open",
             HttpError::ShuttingDown => "shutting_down",
             HttpError::TooLarge => "too_large",
+            HttpError::SlowCaller => "slow_caller",
             HttpError::Unauthorized => "unauthorized",
             HttpError::Forbidden(_) => "forbidden",
             HttpError::JobNotFound(_) => "job_not_found",
@@ -198,9 +205,10 @@ impl ResponseError for HttpError {
             }
             HttpError::WorkerError(_) | HttpError::WorkerLost => StatusCode::BAD_GATEWAY,
             HttpError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            HttpError::RateLimited | HttpError::OverRateLimit { .. } | HttpError::StoreFull(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            HttpError::RateLimited
+            | HttpError::OverRateLimit { .. }
+            | HttpError::StoreFull(_)
+            | HttpError::SlowCaller => StatusCode::TOO_MANY_REQUESTS,
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
             HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -105,6 +105,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             rate_limits: None,
             breakers: false,
+            max_partial_bytes_buffered: 1 << 20,
         };
         let max_frame_bytes = crate::codec::DEFAULT_MAX_FRAME_BYTES;
         web::Data::new(HttpState {

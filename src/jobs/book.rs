@@ -59,7 +59,7 @@ pub enum Full {
 #[derive(Debug)]
 pub enum Accepted {
     /// A new job (to be written).
-    New(JobRecord),
+    New(Box<JobRecord>),
     /// The queued or running job with the same unique key.
     Shared(u64),
 }
@@ -198,7 +198,7 @@ impl Book {
         record.state = JobState::Queued;
         record.created_ms = now;
         self.insert(record.clone());
-        Ok(Accepted::New(record))
+        Ok(Accepted::New(Box::new(record)))
     }
 
     /// Job `seq`.

@@ -70,7 +70,7 @@ pub enum StoreError {
 #[derive(Debug)]
 pub enum Change {
     /// Writes (or rewrites) a job.
-    Put(JobRecord),
+    Put(Box<JobRecord>),
     /// Forgets job `seq`.
     Delete(u64),
 }
@@ -385,7 +385,10 @@ mod tests {
         assert_eq!(loaded.next_seq, 1);
         let node = loaded.node.clone();
         assert_eq!(node.len(), 12);
-        let changes = vec![Change::Put(record(1)), Change::Put(record(2))];
+        let changes = vec![
+            Change::Put(Box::new(record(1))),
+            Change::Put(Box::new(record(2))),
+        ];
         store.write(changes, 3).await.unwrap().unwrap();
         store
             .write(vec![Change::Delete(2)], 3)

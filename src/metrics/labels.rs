@@ -106,6 +106,8 @@ impl Outcome {
             DispatchError::TooLarge => Outcome::BadRequest,
             DispatchError::Forbidden => Outcome::Forbidden,
             DispatchError::BreakerOpen => Outcome::BreakerOpen,
+            // The caller's doing: it does not read what it asked for.
+            DispatchError::SlowCaller => Outcome::ClientError,
         }
     }
 }
@@ -145,11 +147,14 @@ pub enum Limit {
     HttpBodyTimeout,
     /// `http.max_receiving_body_bytes`: too many body bytes being received at once (503).
     HttpBodyBytes,
+    /// `jobs.max_partial_bytes_buffered`: a streaming caller read its partials too slowly;
+    /// the call failed `slow_caller`.
+    PartialBacklog,
 }
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 16] = [
+    pub const ALL: [Limit; 17] = [
         Limit::Connections,
         Limit::ConnectionsPerIp,
         Limit::Handshake,
@@ -166,6 +171,7 @@ impl Limit {
         Limit::HttpConnectionsPerIp,
         Limit::HttpBodyTimeout,
         Limit::HttpBodyBytes,
+        Limit::PartialBacklog,
     ];
 
     /// The `limit` label.
@@ -187,6 +193,7 @@ impl Limit {
             Limit::HttpConnectionsPerIp => "http_connections_per_ip",
             Limit::HttpBodyTimeout => "http_body_timeout",
             Limit::HttpBodyBytes => "http_body_bytes",
+            Limit::PartialBacklog => "partial_backlog",
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, FramedRead};
 use tracing::debug;
 
+use super::stream::{CallStream, StreamEvent, StreamItem};
 use super::{ClientError, Settings};
 use nmid_proto::codec::{
     self, CDoJob, Frame, Metadata, NmidCodec, ParamsType, SAuthResult, SJobStatus, SSubmitted,
@@ -32,11 +33,10 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 type Reply = Result<Bytes, ClientError>;
 
-/// What the dispatcher answered a tagged request with (its errors are `ClientError`s).
+/// What the dispatcher answered a background-job request with (its errors are
+/// `ClientError`s, as a call's are).
 #[derive(Debug)]
 pub(super) enum Answer {
-    /// `S_CALL_RESULT`: a call's result.
-    Result(Bytes),
     /// `S_SUBMITTED`: a background job's id.
     Submitted(SSubmitted),
     /// `S_JOB_STATUS`: a background job's state.
@@ -122,10 +122,37 @@ struct Pending {
     closed: bool,
 }
 
+/// Where a call's reply goes.
+#[derive(Debug)]
+enum ReplyTx {
+    /// A plain call: the one reply.
+    Once(oneshot::Sender<Reply>),
+    /// A streaming call: its partials and progress, then the reply, in order.
+    Stream(mpsc::UnboundedSender<StreamItem>),
+    /// A background-job request (`C_SUBMIT`, `C_JOB_STATUS`, `C_JOB_CANCEL`).
+    Job(oneshot::Sender<Result<Answer, ClientError>>),
+}
+
+impl ReplyTx {
+    /// Delivers the final reply (the caller may be gone: nothing to tell then).
+    fn send(self, reply: Reply) {
+        match self {
+            ReplyTx::Once(tx) => drop(tx.send(reply)),
+            ReplyTx::Stream(tx) => drop(tx.send(reply.map(StreamEvent::Done))),
+            ReplyTx::Job(tx) => drop(tx.send(match reply {
+                Ok(_) => Err(ClientError::Protocol(
+                    "S_CALL_RESULT in answer to a background-job request".to_owned(),
+                )),
+                Err(err) => Err(err),
+            })),
+        }
+    }
+}
+
 /// A call waiting for its reply.
 #[derive(Debug)]
 struct Waiter {
-    reply: oneshot::Sender<Result<Answer, ClientError>>,
+    reply: ReplyTx,
     /// Past its deadline and the grace, the call fails with `Timeout` without the reply.
     give_up_at: Instant,
 }
@@ -198,7 +225,8 @@ impl Tagged {
         Ok(conn)
     }
 
-    pub(super) async fn call(
+    #[allow(clippy::too_many_arguments)]
+    fn call_frame(
         &self,
         request_id: u64,
         function: Bytes,
@@ -206,8 +234,9 @@ impl Tagged {
         params_type: ParamsType,
         timeout: Duration,
         meta: Metadata,
-    ) -> Reply {
-        let frame = Frame::CCall(TaggedCall {
+        stream: bool,
+    ) -> Result<Frame, ClientError> {
+        let call = TaggedCall {
             id: request_id,
             timeout_ms: u32::try_from(timeout.as_millis())
                 .unwrap_or(u32::MAX)
@@ -217,34 +246,31 @@ impl Tagged {
             function,
             params,
             meta,
-        });
-        match self.request(request_id, frame, timeout).await? {
-            Answer::Result(ret) => Ok(ret),
-            other => Err(unexpected(&other, "C_CALL")),
-        }
+        };
+        let frame = match stream {
+            true => Frame::CCallStream(call),
+            false => Frame::CCall(call),
+        };
+        fits(&frame, &self.settings)?;
+        Ok(frame)
     }
 
-    /// Sends `frame`, whose request id is `request_id`, and waits for its answer (at most
-    /// `timeout` and the grace).
-    pub(super) async fn request(
+    /// Sends `frame`, the call `request_id`, whose reply goes to `reply`.
+    async fn send_call(
         &self,
         request_id: u64,
         frame: Frame,
         timeout: Duration,
-    ) -> Result<Answer, ClientError> {
-        fits(&frame, &self.settings)?;
+        reply: ReplyTx,
+    ) -> Result<(), ClientError> {
         let conn = self.connection().await?;
-        let (tx, rx) = oneshot::channel();
         {
             let mut pending = conn.pending.lock().expect("pending lock");
             if pending.closed {
                 return Err(ClientError::ConnectionLost);
             }
             let give_up_at = Instant::now() + timeout + DEADLINE_GRACE;
-            let waiter = Waiter {
-                reply: tx,
-                give_up_at,
-            };
+            let waiter = Waiter { reply, give_up_at };
             pending.calls.insert(request_id, waiter);
         }
         if conn.outgoing.send(frame).is_err() {
@@ -255,19 +281,73 @@ impl Tagged {
                 .remove(&request_id);
             return Err(ClientError::ConnectionLost);
         }
+        Ok(())
+    }
+
+    pub(super) async fn call(
+        &self,
+        request_id: u64,
+        function: Bytes,
+        params: Bytes,
+        params_type: ParamsType,
+        timeout: Duration,
+        meta: Metadata,
+    ) -> Reply {
+        let frame = self.call_frame(
+            request_id,
+            function,
+            params,
+            params_type,
+            timeout,
+            meta,
+            false,
+        )?;
+        let (tx, rx) = oneshot::channel();
+        self.send_call(request_id, frame, timeout, ReplyTx::Once(tx))
+            .await?;
         // One timer per connection (`give_up_loop`), not one per call.
         rx.await.unwrap_or(Err(ClientError::ConnectionLost))
     }
-}
 
-/// The error for an answer of the wrong kind to `request`.
-pub(super) fn unexpected(answer: &Answer, request: &str) -> ClientError {
-    let name = match answer {
-        Answer::Result(_) => "S_CALL_RESULT",
-        Answer::Submitted(_) => "S_SUBMITTED",
-        Answer::Status(_) => "S_JOB_STATUS",
-    };
-    ClientError::Protocol(format!("{name} in answer to {request}"))
+    /// Sends the background-job request `frame`, whose request id is `request_id`, and
+    /// waits for its answer (at most `timeout` and the grace).
+    pub(super) async fn request(
+        &self,
+        request_id: u64,
+        frame: Frame,
+        timeout: Duration,
+    ) -> Result<Answer, ClientError> {
+        fits(&frame, &self.settings)?;
+        let (tx, rx) = oneshot::channel();
+        self.send_call(request_id, frame, timeout, ReplyTx::Job(tx))
+            .await?;
+        rx.await.unwrap_or(Err(ClientError::ConnectionLost))
+    }
+
+    /// A `C_CALL_STREAM` call: its partials, progress and reply come through the stream.
+    pub(super) async fn call_stream(
+        &self,
+        request_id: u64,
+        function: Bytes,
+        params: Bytes,
+        params_type: ParamsType,
+        timeout: Duration,
+        meta: Metadata,
+    ) -> Result<CallStream, ClientError> {
+        let frame = self.call_frame(
+            request_id,
+            function,
+            params,
+            params_type,
+            timeout,
+            meta,
+            true,
+        )?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.send_call(request_id, frame, timeout, ReplyTx::Stream(tx))
+            .await?;
+        Ok(CallStream::new(rx))
+    }
 }
 
 /// Writes queued frames, as many per syscall as are waiting. Ends when the client drops the
@@ -299,13 +379,31 @@ async fn read_loop(read: ReadHalf, pending: Arc<Mutex<Pending>>, max_frame_bytes
     let mut frames = FramedRead::new(read, NmidCodec::new(max_frame_bytes));
     while let Some(item) = frames.next().await {
         let (request_id, reply) = match item {
-            Ok(Frame::SCallResult(r)) => (r.id, Ok(Answer::Result(r.ret))),
-            Ok(Frame::SSubmitted(s)) => (s.request_id, Ok(Answer::Submitted(s))),
-            Ok(Frame::SJobStatus(s)) => (s.request_id, Ok(Answer::Status(s))),
+            Ok(Frame::SCallResult(r)) => (r.id, Ok(r.ret)),
             Ok(Frame::SCallError(e)) => (
                 e.request_id,
                 Err(ClientError::from_code(e.code, &e.message)),
             ),
+            Ok(Frame::SSubmitted(s)) => {
+                job_answer(&pending, s.request_id, Answer::Submitted(s));
+                continue;
+            }
+            Ok(Frame::SJobStatus(s)) => {
+                job_answer(&pending, s.request_id, Answer::Status(s));
+                continue;
+            }
+            Ok(Frame::SCallPartial(p)) => {
+                partial(&pending, p.id, StreamEvent::Partial(p.data));
+                continue;
+            }
+            Ok(Frame::SCallProgress(p)) => {
+                let progress = StreamEvent::Progress {
+                    numerator: p.numerator,
+                    denominator: p.denominator,
+                };
+                partial(&pending, p.id, progress);
+                continue;
+            }
             Ok(other) => {
                 debug!(frame = other.name(), "client ignored frame");
                 continue;
@@ -321,13 +419,48 @@ async fn read_loop(read: ReadHalf, pending: Arc<Mutex<Pending>>, max_frame_bytes
             .calls
             .remove(&request_id);
         if let Some(waiter) = waiter {
-            let _ = waiter.reply.send(reply);
+            waiter.reply.send(reply);
         }
     }
     let mut pending = pending.lock().expect("pending lock");
     pending.closed = true;
     for (_, waiter) in pending.calls.drain() {
-        let _ = waiter.reply.send(Err(ClientError::ConnectionLost));
+        waiter.reply.send(Err(ClientError::ConnectionLost));
+    }
+}
+
+/// Hands a background-job request its answer (a call given one fails: it is not its answer).
+fn job_answer(pending: &Mutex<Pending>, request_id: u64, answer: Answer) {
+    let waiter = pending
+        .lock()
+        .expect("pending lock")
+        .calls
+        .remove(&request_id);
+    match waiter.map(|w| w.reply) {
+        Some(ReplyTx::Job(tx)) => drop(tx.send(Ok(answer))),
+        Some(other) => other.send(Err(unexpected(&answer, "a call"))),
+        None => {}
+    }
+}
+
+/// The error for a background-job answer to `request` that is not its answer.
+pub(super) fn unexpected(answer: &Answer, request: &str) -> ClientError {
+    let name = match answer {
+        Answer::Submitted(_) => "S_SUBMITTED",
+        Answer::Status(_) => "S_JOB_STATUS",
+    };
+    ClientError::Protocol(format!("{name} in answer to {request}"))
+}
+
+/// Hands a streaming call its partial result or progress (a plain call gets none).
+fn partial(pending: &Mutex<Pending>, request_id: u64, event: StreamEvent) {
+    let pending = pending.lock().expect("pending lock");
+    if let Some(Waiter {
+        reply: ReplyTx::Stream(tx),
+        ..
+    }) = pending.calls.get(&request_id)
+    {
+        let _ = tx.send(Ok(event));
     }
 }
 
@@ -352,7 +485,7 @@ async fn give_up_loop(pending: Weak<Mutex<Pending>>) {
             .collect();
         for id in expired {
             if let Some(waiter) = pending.calls.remove(&id) {
-                let _ = waiter.reply.send(Err(ClientError::Timeout));
+                waiter.reply.send(Err(ClientError::Timeout));
             }
         }
     }

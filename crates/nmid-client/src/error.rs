@@ -74,6 +74,11 @@ pub enum ClientError {
     /// the dispatcher's reason.
     #[error("not authorized: {0}")]
     Unauthorized(String),
+    /// A streaming call ([`Client::call_stream`](crate::Client::call_stream)) whose caller
+    /// read its partial results too slowly: the dispatcher holds at most
+    /// `jobs.max_partial_bytes_buffered` of them for it, then fails the call.
+    #[error("slow caller: {0}")]
+    SlowCaller(String),
     /// The token's grant does not cover the function (`[auth]` on the dispatcher).
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -120,6 +125,7 @@ impl ClientError {
             Self::TooLarge(_) => "too_large",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::SlowCaller(_) => "slow_caller",
             Self::WorkerError(_) | Self::Function { .. } | Self::Failed | Self::Other { .. } => {
                 "error"
             }
@@ -145,6 +151,7 @@ impl ClientError {
             ErrorCode::SHUTTING_DOWN => Self::ShuttingDown,
             ErrorCode::TOO_LARGE => Self::TooLarge(cause(message, "call too large")),
             ErrorCode::FORBIDDEN => Self::Forbidden(cause(message, "forbidden")),
+            ErrorCode::SLOW_CALLER => Self::SlowCaller(cause(message, "slow caller")),
             ErrorCode::JOB_NOT_FOUND => Self::JobNotFound(cause(message, "no such job")),
             ErrorCode::STORE_FULL => Self::StoreFull(cause(message, "job store full")),
             ErrorCode::NOT_CANCELLABLE => Self::NotCancellable(message),

@@ -80,6 +80,7 @@ mod connection;
 mod discover;
 mod error;
 mod jobs;
+mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -100,6 +101,7 @@ pub use nmid_proto::retstruct::RetStruct;
 #[cfg(feature = "tls")]
 pub use nmid_proto::tls::ClientTls;
 pub use nmid_proto::trace;
+pub use stream::{CallStream, StreamEvent, StreamItem};
 
 use connection::{Tagged, V1};
 #[cfg(feature = "discovery")]

@@ -35,6 +35,12 @@ use nmid_proto::net::{NetStream, WriteHalf};
 use nmid_proto::trace::{self, Hop};
 use tracing::Instrument;
 
+mod partials;
+
+use partials::Outbox;
+pub use partials::PartialError;
+pub(crate) use partials::PartialTo;
+
 /// Heartbeat period, as nmid's workers use.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 /// Silence from the dispatcher after which the connection is presumed dead.
@@ -146,6 +152,8 @@ pub(super) struct DispatcherLink {
     stopping: Option<Stopping>,
     /// Connected with every registration acknowledged, counted in `settings.registered`.
     presence: Presence,
+    /// Partials of tagged jobs waiting to be written (set once started).
+    outbox: Option<Rc<Outbox>>,
 }
 
 impl DispatcherLink {
@@ -163,6 +171,7 @@ impl DispatcherLink {
             backlog: VecDeque::new(),
             nested,
             stopping: None,
+            outbox: None,
         }
     }
 }
@@ -171,6 +180,7 @@ impl Actor for DispatcherLink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.outbox = Some(Rc::new(Outbox::new(ctx.address().recipient())));
         self.connect(ctx);
         ctx.run_interval(HEARTBEAT_INTERVAL, |link, ctx| link.heartbeat(ctx));
     }
@@ -221,6 +231,7 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for DispatcherLin
                     metadata: job.meta,
                     nested: self.nested.clone(),
                     span: tracing::Span::none(),
+                    partials: None,
                 };
                 self.accept(job, reply, ctx);
             }
@@ -239,6 +250,7 @@ impl StreamHandler<Result<Result<Frame, BadBody>, CodecError>> for DispatcherLin
                     metadata: Vec::new(),
                     nested: self.nested.clone(),
                     span: tracing::Span::none(),
+                    partials: None,
                 };
                 self.accept(job, reply, ctx);
             }
@@ -544,6 +556,7 @@ impl DispatcherLink {
         let key = self.running.next_key();
         let metered = (self.settings.metrics.clone()).map(|metrics| Metered::start(metrics, &job));
         job.span = trace::hop_span(Hop::Worker, &job.function, Some(&job.metadata));
+        job.partials = self.partial_to(reply.tagged_id());
         let span = job.span.clone();
         // A panicking handler fails its job; it does not take the worker down.
         let job = AssertUnwindSafe(handler(job))
@@ -571,6 +584,8 @@ impl DispatcherLink {
             debug!("answer for a job of a previous connection dropped");
             return;
         }
+        // The job's partials leave before its answer.
+        self.flush_partials();
         let Some(conn) = &mut self.conn else {
             return;
         };

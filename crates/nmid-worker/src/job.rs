@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use super::dispatcher_link::{PartialError, PartialTo};
 use nmid_client::{CallOptions, Client, ClientError};
 use nmid_proto::codec::{Metadata, ParamsType};
 use nmid_proto::trace::{self, TRACE_KEYS};
@@ -23,6 +24,8 @@ pub struct Job {
     pub(super) nested: Rc<NestedCalls>,
     /// This job's span (disabled unless tracing is on); nested calls are its children.
     pub(super) span: tracing::Span,
+    /// Where its partials go: `None` for a v1 job (or one not yet running).
+    pub(super) partials: Option<PartialTo>,
 }
 
 impl Job {
@@ -92,6 +95,48 @@ impl Job {
             .collect();
         options.metadata = trace::with_span_context(&self.span, trace);
         options
+    }
+
+    /// Sends the caller a partial result (a token, a row) before the job's answer
+    /// (`W_JOB_PARTIAL`). Partials reach the dispatcher in the order they are sent and all
+    /// before the answer; a caller that asked for them (`Client::call_stream`, HTTP
+    /// `Accept: text/event-stream`) receives them in that order, any other caller never sees
+    /// them. It does not wait: the frame is queued on the job's connection, and written when
+    /// the handler next awaits (a handler that sends many large partials without awaiting
+    /// holds them all in memory until then).
+    ///
+    /// On a v1 connection ([`Protocol::V1`](nmid_client::Protocol::V1)) it does nothing and
+    /// returns `Ok`: v1 has no frame for it, so v1 callers get only the final result. A
+    /// partial whose frame would be over the worker's `max_frame_bytes` is not sent:
+    /// [`PartialError::TooLarge`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use nmid_worker::{Job, JobError};
+    ///
+    /// async fn count(job: Job) -> Result<Vec<u8>, JobError> {
+    ///     for i in 0..10u64 {
+    ///         job.progress(i, 10);
+    ///         job.send_partial(format!("row {i}\n"))?;
+    ///     }
+    ///     Ok(b"done".to_vec())
+    /// }
+    /// ```
+    pub fn send_partial(&self, data: impl Into<Bytes>) -> Result<(), PartialError> {
+        match &self.partials {
+            Some(to) => to.data(data.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Tells the caller how far the job has come: `numerator` of `denominator`, in the
+    /// handler's own units (`W_JOB_PROGRESS`, gearman's `WORK_STATUS`). Ordered with
+    /// [`Job::send_partial`]; a no-op on a v1 connection.
+    pub fn progress(&self, numerator: u64, denominator: u64) {
+        if let Some(to) = &self.partials {
+            to.progress(numerator, denominator);
+        }
     }
 
     /// Calls another function through the dispatcher this job came from, carrying this

@@ -121,6 +121,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
+pub use dispatcher_link::PartialError;
 pub use job::{Job, JobError};
 #[cfg(feature = "metrics")]
 pub use metrics::{serve_metrics, serve_metrics_with, WorkerMetrics};

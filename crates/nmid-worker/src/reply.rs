@@ -24,6 +24,14 @@ pub(super) enum ReplyTo {
 }
 
 impl ReplyTo {
+    /// The job id of a tagged job (whose partials have a frame); `None` for v1.
+    pub(super) fn tagged_id(&self) -> Option<u64> {
+        match self {
+            ReplyTo::Tagged { job_id } => Some(*job_id),
+            ReplyTo::V1 { .. } => None,
+        }
+    }
+
     /// The frame answering the job with `result`. An answer whose body would be over
     /// `max_frame_bytes` becomes an error saying so: the dispatcher would close the
     /// connection on reading its header, losing every job in flight on it, and retry this

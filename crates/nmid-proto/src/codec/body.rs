@@ -67,12 +67,17 @@ impl DataType {
     pub const C_CALL: u32 = 100;
     pub const S_CALL_RESULT: u32 = 101;
     pub const S_CALL_ERROR: u32 = 102;
+    pub const C_CALL_STREAM: u32 = 103;
+    pub const S_CALL_PARTIAL: u32 = 104;
+    pub const S_CALL_PROGRESS: u32 = 105;
     pub const W_SLOTS: u32 = 110;
     pub const S_JOB: u32 = 111;
     pub const W_JOB_RESULT: u32 = 112;
     pub const W_JOB_ERROR: u32 = 113;
     pub const W_BYE: u32 = 114;
     pub const S_BYE_ACK: u32 = 115;
+    pub const W_JOB_PARTIAL: u32 = 116;
+    pub const W_JOB_PROGRESS: u32 = 117;
     pub const AUTH: u32 = 120;
     pub const S_AUTH_RESULT: u32 = 121;
     // Background jobs (tagged): submit, status, cancel.

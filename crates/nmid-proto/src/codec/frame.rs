@@ -17,7 +17,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use super::body::{Body, BodyReader, ConnType, DataType, Kind};
 use super::tagged::{
     self, CJobCancel, CJobStatus, SAuthResult, SCallError, SJobStatus, SSubmitted, TaggedCall,
-    TaggedResult, WJobError,
+    TaggedPartial, TaggedProgress, TaggedResult, WJobError,
 };
 use super::v1::{self, CDoJob, SGetData, SReturnData, WReturnData};
 use super::CodecError;
@@ -105,6 +105,17 @@ pub enum Frame {
     SCallResult(TaggedResult),
     /// `S_CALL_ERROR` (102), server -> client.
     SCallError(SCallError),
+    /// `C_CALL_STREAM` (103), client -> server: a tagged call whose caller also wants its
+    /// partial results and progress (`S_CALL_PARTIAL`, `S_CALL_PROGRESS`) before the answer.
+    CCallStream(TaggedCall),
+    /// `S_CALL_PARTIAL` (104), server -> client: a partial result of a `C_CALL_STREAM` call.
+    SCallPartial(TaggedPartial),
+    /// `S_CALL_PROGRESS` (105), server -> client: the progress of a `C_CALL_STREAM` call.
+    SCallProgress(TaggedProgress),
+    /// `W_JOB_PARTIAL` (116), worker -> server: a partial result of a tagged job.
+    WJobPartial(TaggedPartial),
+    /// `W_JOB_PROGRESS` (117), worker -> server: the progress of a tagged job.
+    WJobProgress(TaggedProgress),
     /// `W_SLOTS` (110), worker -> server: the worker takes tagged jobs, at most `slots` at
     /// once. Answered with `OK`.
     WSlots {
@@ -201,6 +212,11 @@ impl Frame {
             Frame::SJob(body) => (tagged::S_JOB, Some(body)),
             Frame::SCallResult(body) => (tagged::S_CALL_RESULT, Some(body)),
             Frame::SCallError(body) => (tagged::S_CALL_ERROR, Some(body)),
+            Frame::CCallStream(body) => (tagged::C_CALL_STREAM, Some(body)),
+            Frame::SCallPartial(body) => (tagged::S_CALL_PARTIAL, Some(body)),
+            Frame::SCallProgress(body) => (tagged::S_CALL_PROGRESS, Some(body)),
+            Frame::WJobPartial(body) => (tagged::W_JOB_PARTIAL, Some(body)),
+            Frame::WJobProgress(body) => (tagged::W_JOB_PROGRESS, Some(body)),
             Frame::WSlots { slots } => (tagged::W_SLOTS, Some(slots)),
             Frame::WJobResult(body) => (tagged::W_JOB_RESULT, Some(body)),
             Frame::WJobError(body) => (tagged::W_JOB_ERROR, Some(body)),
@@ -389,6 +405,11 @@ fn read_tagged(kind: Kind, r: &mut BodyReader) -> Result<Frame, CodecError> {
         DataType::S_CALL_RESULT => Frame::SCallResult(TaggedResult::read(r, "request_id")?),
         DataType::S_CALL_ERROR => Frame::SCallError(SCallError::read(r)?),
         DataType::W_JOB_ERROR => Frame::WJobError(WJobError::read(r)?),
+        DataType::W_JOB_PARTIAL => Frame::WJobPartial(TaggedPartial::read(r, "job_id")?),
+        DataType::S_CALL_PARTIAL => Frame::SCallPartial(TaggedPartial::read(r, "request_id")?),
+        DataType::W_JOB_PROGRESS => Frame::WJobProgress(TaggedProgress::read(r, "job_id")?),
+        DataType::S_CALL_PROGRESS => Frame::SCallProgress(TaggedProgress::read(r, "request_id")?),
+        DataType::C_CALL_STREAM => Frame::CCallStream(TaggedCall::read(r, "request_id")?),
         DataType::W_SLOTS => Frame::WSlots {
             slots: r.u32("slots")?,
         },

@@ -8,8 +8,9 @@
 //!   [`SReturnData`]);
 //! - `tagged`: the bodies of the tagged extension ([`TaggedCall`], the shared body of
 //!   `C_CALL` and `S_JOB`; [`TaggedResult`], that of `S_CALL_RESULT` and `W_JOB_RESULT`;
-//!   [`SCallError`], [`WJobError`]; the background jobs' [`SSubmitted`], [`CJobStatus`],
-//!   [`SJobStatus`], [`CJobCancel`]).
+//!   [`SCallError`], [`WJobError`]; [`TaggedPartial`] and [`TaggedProgress`], those of the
+//!   partial results and progress of a streaming call; the background jobs' [`SSubmitted`],
+//!   [`CJobStatus`], [`SJobStatus`], [`CJobCancel`]).
 //!
 //! # Format
 //!
@@ -46,6 +47,9 @@
 //!                     | len(params) | params | meta
 //! S_CALL_RESULT (101) request_id u64 | len(ret) | ret
 //! S_CALL_ERROR (102)  request_id u64 | code | len(message) | message
+//! C_CALL_STREAM (103) as C_CALL; the caller also receives S_CALL_PARTIAL / S_CALL_PROGRESS
+//! S_CALL_PARTIAL (104)  request_id u64 | len(data) | data
+//! S_CALL_PROGRESS (105) request_id u64 | numerator u64 | denominator u64
 //! W_SLOTS (110)       slots
 //! S_JOB (111)         job_id u64 | timeout_ms | params_type | handle_type | len(fn) | fn
 //!                     | len(params) | params | meta
@@ -53,6 +57,8 @@
 //! W_JOB_ERROR (113)   job_id u64 | len(message) | message
 //! W_BYE (114)         (empty)
 //! S_BYE_ACK (115)     (empty)
+//! W_JOB_PARTIAL (116)   job_id u64 | len(data) | data
+//! W_JOB_PROGRESS (117)  job_id u64 | numerator u64 | denominator u64
 //! ```
 //!
 //! Background jobs (tagged; answered to the client that sent the request, with its id):
@@ -82,7 +88,7 @@ pub use frame::{
 };
 pub use tagged::{
     CJobCancel, CJobStatus, ErrorCode, JobStateCode, Metadata, SAuthResult, SCallError, SJobStatus,
-    SSubmitted, TaggedCall, TaggedResult, WJobError,
+    SSubmitted, TaggedCall, TaggedPartial, TaggedProgress, TaggedResult, WJobError,
 };
 pub use v1::{
     CDoJob, ParamsType, SGetData, SReturnData, WReturnData, HANDLE_TYPE_ENCODE,

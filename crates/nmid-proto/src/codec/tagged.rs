@@ -2,7 +2,8 @@
 //! layout): calls and jobs carry an id, a time budget and metadata, so they pipeline.
 //!
 //! As in `v1`, each body spells out its fields in wire order; bodies with the same layout
-//! share one struct ([`TaggedCall`], [`TaggedResult`]), the rest repeat the shape on purpose.
+//! share one struct ([`TaggedCall`], [`TaggedResult`], [`TaggedPartial`], [`TaggedProgress`]),
+//! the rest repeat the shape on purpose.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -39,17 +40,33 @@ impl ErrorCode {
     pub const BREAKER_OPEN: Self = Self(9);
     /// The caller's grant does not cover the function (`[auth]`).
     pub const FORBIDDEN: Self = Self(10);
+    /// A streaming caller (`C_CALL_STREAM`, SSE) reads its partial results too slowly: more
+    /// than `jobs.max_partial_bytes_buffered` of them waited to be written to it.
+    pub const SLOW_CALLER: Self = Self(11);
     /// No background job has this id, or the caller may not see it (`C_JOB_STATUS`,
     /// `C_JOB_CANCEL`).
-    pub const JOB_NOT_FOUND: Self = Self(11);
+    pub const JOB_NOT_FOUND: Self = Self(12);
     /// The job store is full (`jobs.max_stored_jobs`, `jobs.max_stored_bytes`): `C_SUBMIT`
     /// refused.
-    pub const STORE_FULL: Self = Self(12);
+    pub const STORE_FULL: Self = Self(13);
     /// The job is running or over: only a queued job can be cancelled (`C_JOB_CANCEL`).
-    pub const NOT_CANCELLABLE: Self = Self(13);
+    pub const NOT_CANCELLABLE: Self = Self(14);
 }
 
 pub(super) const C_CALL: Kind = Kind::new(ConnType::Client, DataType::C_CALL, "C_CALL");
+pub(super) const C_CALL_STREAM: Kind =
+    Kind::new(ConnType::Client, DataType::C_CALL_STREAM, "C_CALL_STREAM");
+pub(super) const S_CALL_PARTIAL: Kind =
+    Kind::new(ConnType::Server, DataType::S_CALL_PARTIAL, "S_CALL_PARTIAL");
+pub(super) const S_CALL_PROGRESS: Kind = Kind::new(
+    ConnType::Server,
+    DataType::S_CALL_PROGRESS,
+    "S_CALL_PROGRESS",
+);
+pub(super) const W_JOB_PARTIAL: Kind =
+    Kind::new(ConnType::Worker, DataType::W_JOB_PARTIAL, "W_JOB_PARTIAL");
+pub(super) const W_JOB_PROGRESS: Kind =
+    Kind::new(ConnType::Worker, DataType::W_JOB_PROGRESS, "W_JOB_PROGRESS");
 pub(super) const S_JOB: Kind = Kind::new(ConnType::Server, DataType::S_JOB, "S_JOB");
 pub(super) const W_JOB_RESULT: Kind =
     Kind::new(ConnType::Worker, DataType::W_JOB_RESULT, "W_JOB_RESULT");
@@ -75,13 +92,18 @@ pub(super) const C_JOB_CANCEL: Kind =
     Kind::new(ConnType::Client, DataType::C_JOB_CANCEL, "C_JOB_CANCEL");
 
 /// The tagged kinds with a body, the frames of a call first.
-pub(super) const KINDS: [Kind; 15] = [
+pub(super) const KINDS: [Kind; 20] = [
     C_CALL,
     S_JOB,
     W_JOB_RESULT,
     S_CALL_RESULT,
     S_CALL_ERROR,
     W_JOB_ERROR,
+    W_JOB_PARTIAL,
+    S_CALL_PARTIAL,
+    W_JOB_PROGRESS,
+    S_CALL_PROGRESS,
+    C_CALL_STREAM,
     W_SLOTS,
     C_AUTH,
     W_AUTH,
@@ -179,6 +201,74 @@ impl Body for TaggedResult {
     fn write(&self, dst: &mut BytesMut) {
         dst.put_u64(self.id);
         put_field(dst, &self.ret);
+    }
+}
+
+/// The body of `S_CALL_PARTIAL` (104, server -> client, `id` the call's request id) and of
+/// `W_JOB_PARTIAL` (116, worker -> server, `id` the job id from `S_JOB`): one partial result
+/// of a call, before its final answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedPartial {
+    /// `S_CALL_PARTIAL`: the request id of the call. `W_JOB_PARTIAL`: the job id.
+    pub id: u64,
+    /// The partial result's bytes, opaque here.
+    pub data: Bytes,
+}
+
+impl TaggedPartial {
+    /// Reads the body; `id` names the id field in errors (`request_id` or `job_id`).
+    pub(super) fn read(r: &mut BodyReader, id: &'static str) -> Result<Self, CodecError> {
+        Ok(Self {
+            id: r.u64(id)?,
+            data: r.field("data")?,
+        })
+    }
+}
+
+impl Body for TaggedPartial {
+    fn body_len(&self) -> usize {
+        12 + self.data.len()
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        dst.put_u64(self.id);
+        put_field(dst, &self.data);
+    }
+}
+
+/// The body of `S_CALL_PROGRESS` (105, server -> client) and of `W_JOB_PROGRESS` (117,
+/// worker -> server): how far a call has come, `numerator` of `denominator` (gearman's
+/// `WORK_STATUS`; the numbers mean what the worker means by them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaggedProgress {
+    /// `S_CALL_PROGRESS`: the request id of the call. `W_JOB_PROGRESS`: the job id.
+    pub id: u64,
+    /// Work done.
+    pub numerator: u64,
+    /// Work in all.
+    pub denominator: u64,
+}
+
+impl TaggedProgress {
+    /// Reads the body; `id` names the id field in errors (`request_id` or `job_id`).
+    pub(super) fn read(r: &mut BodyReader, id: &'static str) -> Result<Self, CodecError> {
+        Ok(Self {
+            id: r.u64(id)?,
+            numerator: r.u64("numerator")?,
+            denominator: r.u64("denominator")?,
+        })
+    }
+}
+
+impl Body for TaggedProgress {
+    fn body_len(&self) -> usize {
+        24
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        dst.put_u64(self.id);
+        dst.put_u64(self.numerator);
+        dst.put_u64(self.denominator);
     }
 }
 

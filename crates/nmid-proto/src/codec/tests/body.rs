@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::fixtures::*;
+use super::job_fixtures::*;
 use super::{body_of, raw_frame};
 use crate::codec::*;
 
@@ -43,6 +44,10 @@ fn an_inner_length_overrunning_the_body_is_truncated() {
         (sample_call_error_bytes(), 24, "S_CALL_ERROR", "message"),
         (sample_job_result_bytes(), 20, "W_JOB_RESULT", "ret"),
         (sample_job_error_bytes(), 20, "W_JOB_ERROR", "message"),
+        (sample_call_stream_bytes(), 32, "C_CALL_STREAM", "handle"),
+        (sample_call_stream_bytes(), 58, "C_CALL_STREAM", "meta_key"),
+        (sample_call_partial_bytes(), 20, "S_CALL_PARTIAL", "data"),
+        (sample_job_partial_bytes(), 20, "W_JOB_PARTIAL", "data"),
         (sample_submit_bytes(), 32, "C_SUBMIT", "handle"),
         (sample_submit_bytes(), 43, "C_SUBMIT", "params"),
         (sample_submit_bytes(), 58, "C_SUBMIT", "meta_key"), // meta_count
@@ -118,6 +123,12 @@ fn a_body_shorter_than_its_fixed_fields_is_truncated() {
         (2, 113, &[0; 11], "W_JOB_ERROR", "message"),
         (2, 110, &[], "W_SLOTS", "slots"),
         (2, 110, &[0; 3], "W_SLOTS", "slots"),
+        (3, 103, &[0; 7], "C_CALL_STREAM", "request_id"),
+        (1, 104, &[0; 8], "S_CALL_PARTIAL", "data"),
+        (1, 105, &[0; 16], "S_CALL_PROGRESS", "denominator"),
+        (1, 105, &[0; 8], "S_CALL_PROGRESS", "numerator"),
+        (2, 116, &[0; 7], "W_JOB_PARTIAL", "job_id"),
+        (2, 117, &[0; 23], "W_JOB_PROGRESS", "denominator"),
         (3, 130, &[0; 7], "C_SUBMIT", "request_id"),
         (3, 130, &[0; 28], "C_SUBMIT", "meta_count"),
         (1, 131, &[0; 8], "S_SUBMITTED", "shared"),
@@ -162,6 +173,11 @@ fn bytes_after_the_last_field_are_trailing_bytes() {
         (sample_job_result_bytes(), "W_JOB_RESULT"),
         (sample_job_error_bytes(), "W_JOB_ERROR"),
         (sample_slots_bytes(), "W_SLOTS"),
+        (sample_call_stream_bytes(), "C_CALL_STREAM"),
+        (sample_call_partial_bytes(), "S_CALL_PARTIAL"),
+        (sample_call_progress_bytes(), "S_CALL_PROGRESS"),
+        (sample_job_partial_bytes(), "W_JOB_PARTIAL"),
+        (sample_job_progress_bytes(), "W_JOB_PROGRESS"),
         (sample_submit_bytes(), "C_SUBMIT"),
         (sample_submitted_bytes(), "S_SUBMITTED"),
         (sample_job_status_bytes(), "C_JOB_STATUS"),

@@ -122,8 +122,8 @@ fn a_data_type_not_valid_for_its_sender_is_refused() {
         (1, 114), // server sends W_BYE
         (4, 100), // service sends C_CALL
         (4, 111), // service sends S_JOB
-        (3, 103), // unassigned, between the call and worker ranges
-        (2, 116), // unassigned, past the last tagged type
+        (3, 106), // unassigned, between the call and worker ranges
+        (2, 118), // unassigned, past the last worker type
         (1, 99),  // unassigned, just below the tagged range
     ];
     for &(conn_type, data_type) in cases {
@@ -140,7 +140,9 @@ fn a_data_type_not_valid_for_its_sender_is_refused() {
 /// body arrives, exactly like a v1 one.
 #[test]
 fn a_tagged_data_type_from_the_wrong_sender_is_refused_from_the_header_alone() {
-    for (conn_type, data_type) in [(3, 111), (2, 100), (1, 112), (3, 110), (2, 102)] {
+    let streaming = [(2, 103), (3, 104), (2, 105), (1, 116), (3, 117)];
+    let others = [(3, 111), (2, 100), (1, 112), (3, 110), (2, 102)];
+    for (conn_type, data_type) in others.into_iter().chain(streaming) {
         let mut buf = BytesMut::new();
         buf.put_u32(conn_type);
         buf.put_u32(data_type);

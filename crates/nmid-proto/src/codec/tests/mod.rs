@@ -8,6 +8,7 @@
 mod body;
 mod fixtures;
 mod header;
+mod job_fixtures;
 mod partial;
 mod round_trip;
 
@@ -15,6 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::*;
 use fixtures::*;
+use job_fixtures::*;
 
 /// Position of a variant in `every_frame()`. The exhaustive match makes a new `Frame`
 /// variant a compile error here until it is added to the round-trip list.
@@ -51,15 +53,20 @@ fn variant_index(frame: &Frame) -> usize {
         Frame::CAuth { .. } => 28,
         Frame::WAuth { .. } => 29,
         Frame::SAuthResult(_) => 30,
-        Frame::CSubmit(_) => 31,
-        Frame::SSubmitted(_) => 32,
-        Frame::CJobStatus(_) => 33,
-        Frame::SJobStatus(_) => 34,
-        Frame::CJobCancel(_) => 35,
+        Frame::CCallStream(_) => 31,
+        Frame::SCallPartial(_) => 32,
+        Frame::SCallProgress(_) => 33,
+        Frame::WJobPartial(_) => 34,
+        Frame::WJobProgress(_) => 35,
+        Frame::CSubmit(_) => 36,
+        Frame::SSubmitted(_) => 37,
+        Frame::CJobStatus(_) => 38,
+        Frame::SJobStatus(_) => 39,
+        Frame::CJobCancel(_) => 40,
     }
 }
 
-const VARIANT_COUNT: usize = 36;
+const VARIANT_COUNT: usize = 41;
 
 /// One frame of every variant, in `variant_index` order (the empty ones from the table).
 fn every_frame() -> Vec<Frame> {
@@ -86,6 +93,11 @@ fn every_frame() -> Vec<Frame> {
         sample_client_auth(),
         sample_worker_auth(),
         sample_auth_result(),
+        sample_call_stream(),
+        sample_call_partial(),
+        sample_call_progress(),
+        sample_job_partial(),
+        sample_job_progress(),
         sample_submit(),
         sample_submitted(),
         sample_job_status(),
