@@ -96,6 +96,7 @@ async fn a_job_submitted_by_the_client_runs_and_its_result_is_kept() {
     let done = client.wait_job(&submitted.id, PATIENCE).await.unwrap();
     assert_eq!(done.state, JobState::Succeeded, "{done:?}");
     assert_eq!((done.attempts, done.error.as_deref()), (1, None));
+    assert_eq!((done.progress, done.error_code.as_deref()), (None, None));
     let ret = RetStruct::decode(done.result.as_ref().unwrap()).unwrap();
     assert_eq!(&ret.data[..], b"LATER");
     // Kept: asked again, on another connection, the same result.
@@ -653,4 +654,46 @@ async fn wait_job_paces_itself_when_the_dispatcher_cannot_hold_waits() {
     // One status request is 12 + 16 + the id's length bytes; 40 of them is ~2 KiB.
     let bytes = sent.load(Ordering::SeqCst);
     assert!(bytes < 4096, "{bytes} bytes of status requests in 1.5 s");
+}
+
+/// A running background job's status through the client carries its worker's latest
+/// progress (`S_JOB_STATUS` numerator/denominator).
+#[actix_rt::test]
+async fn a_running_jobs_status_carries_its_progress_to_the_client() {
+    let d = start_dispatcher_with(config());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let _w = Worker::builder()
+        .name("progress")
+        .server(d.addr.to_string())
+        .function("Steps", move |job: Job| {
+            let gate = gate.clone();
+            async move {
+                job.progress(3, 4);
+                gate.notified().await;
+                Ok(Bytes::from_static(b"done"))
+            }
+        })
+        .start()
+        .unwrap();
+    serving(&d, "Steps").await;
+    let client = client(&d).await;
+    let id = (client.submit("Steps", "go", SubmitOptions::default()))
+        .await
+        .unwrap()
+        .id;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = client.job_status(&id).await.unwrap();
+        if status.progress == Some((3, 4)) {
+            assert_eq!(status.state, JobState::Running, "{status:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress in {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release.notify_one();
+    let done = client.wait_job(&id, PATIENCE).await.unwrap();
+    assert_eq!(done.result.as_deref(), Some(&b"done"[..]));
+    d.stop().await;
 }
