@@ -191,7 +191,7 @@ impl Background {
         let (store, loaded) = match config.data_dir() {
             Some(dir) => Store::open(&dir, config.fsync())?,
             None => {
-                warn!("jobs.data_dir is empty: background jobs are kept in memory only and are lost when the dispatcher stops");
+                warn!("jobs.data_dir is empty: background jobs live in memory only and are lost when the dispatcher stops");
                 Store::memory()
             }
         };
