@@ -2,7 +2,7 @@
 //! dispatcher (nmid protocol and HTTP on 127.0.0.1) with a worker (issue 23): the job id on
 //! stdout, `--wait` printing the result as `call` does, the jobs table with its filters, one
 //! job, a cancel, and each error's exit status (11 no such job, 12 not cancellable, 6 store
-//! full, 2 a bad option, 1 a failed job).
+//! full, 2 a bad option, 1 a failed job), and the token presented both ways with `[auth]` on.
 
 mod common;
 
@@ -185,4 +185,72 @@ async fn cancel_and_errors_have_their_exit_statuses() {
         "unknown state",
     );
     d.stop().await;
+}
+
+/// With `[auth]` on, `submit` presents `--token` over the nmid protocol and `jobs` as
+/// `Authorization: Bearer`; another token does not see the job (11), no token is denied (10).
+#[actix_rt::test]
+async fn submit_and_jobs_present_the_token() {
+    let mut config = config();
+    config.auth.enabled = true;
+    let token = |name: &str| nmid::config::TokenConfig {
+        name: name.to_owned(),
+        secret: format!("{name}-secret-0123456789"),
+        roles: vec!["client".to_owned(), "worker".to_owned()],
+        functions: vec!["ToUpper".to_owned()],
+        ..nmid::config::TokenConfig::default()
+    };
+    config.auth.tokens = vec![token("a"), token("b")];
+    let (d, _worker) = setup_with_token(config, "a-secret-0123456789").await;
+    let out = ctl(
+        &d,
+        &[
+            "--token",
+            "a-secret-0123456789",
+            "submit",
+            "--wait",
+            "ToUpper",
+            r#"{"name":"x"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(succeeds(&out), "X");
+    let delayed = [
+        "--token",
+        "a-secret-0123456789",
+        "submit",
+        "--delay-ms",
+        "60000",
+        "ToUpper",
+    ];
+    let id = succeeds(&ctl(&d, &delayed).await).trim().to_owned();
+    let mine = succeeds(&ctl(&d, &["--token", "a-secret-0123456789", "jobs", &id]).await);
+    assert!(mine.contains("queued"), "{mine}");
+    fails(
+        &ctl(&d, &["--token", "b-secret-0123456789", "jobs", &id]).await,
+        11,
+        &id,
+    );
+    fails(
+        &ctl(&d, &["submit", "ToUpper"]).await,
+        10,
+        "authentication required",
+    );
+    d.stop().await;
+}
+
+/// [`setup`] for a dispatcher with `[auth]` on: the worker presents `secret`.
+async fn setup_with_token(config: Config, secret: &str) -> (TestDispatcher, WorkerHandle) {
+    let dispatcher = start_dispatcher_with_http(config);
+    let worker = Worker::builder()
+        .name("ctl-jobs-worker")
+        .server(dispatcher.addr.to_string())
+        .token(secret.to_owned())
+        .function("ToUpper", nmid::demo::to_upper)
+        .start()
+        .unwrap();
+    dispatcher
+        .wait_for("the worker", |s| s.function("ToUpper").is_some())
+        .await;
+    (dispatcher, worker)
 }
