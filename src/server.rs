@@ -25,6 +25,7 @@ use crate::actors::background::{Background, FlushJobs, StopStarting};
 use crate::actors::front_door::FrontDoor;
 use crate::actors::job::JobServices;
 use crate::actors::registry::{AbandonAll, Drain, Registry, Snapshot};
+use crate::actors::JobsPort;
 use crate::actors::SessionSettings;
 use crate::cluster::{Cluster, ClusterReport, ClusterSettings, ClusterView};
 use crate::config::{Config, ConfigError};
@@ -375,7 +376,18 @@ impl Dispatcher {
         let (background_jobs, node, gauges) = (opened.addr, opened.node, opened.gauges);
         metrics.watch_jobs(gauges.clone());
         let door = FrontDoor::new(jobs, config.tcp.max_frame_bytes, security.clone());
-        let settings = Arc::new(SessionSettings::new(config, door.clone(), refusals.clone()));
+        let jobs_port = JobsPort {
+            background: background_jobs.clone(),
+            config: Arc::new(config.jobs.clone()),
+            node: node.clone(),
+            callbacks: callbacks.clone(),
+        };
+        let settings = Arc::new(SessionSettings::new(
+            config,
+            door.clone(),
+            refusals.clone(),
+            Some(jobs_port.clone()),
+        ));
         let gate = |listener, max_connections, max_per_ip| {
             let limits = GateLimits {
                 listener,
@@ -443,9 +455,9 @@ impl Dispatcher {
                 .collect(),
             ready_functions: config.http.ready_functions.clone(),
             jobs: Some(crate::http::JobsFront {
-                background: background_jobs.clone(),
-                config: Arc::new(config.jobs.clone()),
-                node,
+                background: jobs_port.background.clone(),
+                config: jobs_port.config.clone(),
+                node: jobs_port.node.clone(),
                 callbacks,
                 cluster: cluster_view.clone(),
                 gauges,

@@ -3,9 +3,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nmid::codec::{
-    decode, encode, encoded_len, CDoJob, CodecError, ErrorCode, Frame, Metadata, NmidCodec,
-    ParamsType, SCallError, SGetData, SReturnData, TaggedCall, TaggedResult, WJobError,
-    WReturnData, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN,
+    decode, encode, encoded_len, CDoJob, CJobCancel, CJobStatus, CodecError, ErrorCode, Frame,
+    JobStateCode, Metadata, NmidCodec, ParamsType, SCallError, SGetData, SJobStatus, SReturnData,
+    SSubmitted, TaggedCall, TaggedResult, WJobError, WReturnData, DEFAULT_MAX_FRAME_BYTES,
+    HEADER_LEN,
 };
 use proptest::prelude::*;
 use tokio_util::codec::Decoder;
@@ -106,6 +107,68 @@ fn tagged_frame() -> impl Strategy<Value = Frame> {
             .prop_map(|(job_id, ret)| Frame::WJobResult(TaggedResult { id: job_id, ret })),
         (any::<u64>(), field())
             .prop_map(|(job_id, message)| Frame::WJobError(WJobError { job_id, message })),
+        background_job_frame(),
+    ]
+}
+
+/// Any valid frame of the background jobs (`C_SUBMIT` .. `C_JOB_CANCEL`).
+fn background_job_frame() -> impl Strategy<Value = Frame> {
+    let submit = tagged_call_fields().prop_map(
+        |(request_id, timeout_ms, params_type, handle_type, function, params, meta)| {
+            Frame::CSubmit(TaggedCall {
+                id: request_id,
+                timeout_ms,
+                params_type: ParamsType(params_type),
+                handle_type,
+                function,
+                params,
+                meta,
+            })
+        },
+    );
+    let status = (
+        (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>()),
+        (any::<u64>(), any::<u64>()),
+        (field(), field(), meta_field()),
+    )
+        .prop_map(
+            |(
+                (request_id, state, attempts, max_attempts),
+                (num, den),
+                (function, output, code),
+            )| {
+                Frame::SJobStatus(SJobStatus {
+                    request_id,
+                    state: JobStateCode(state),
+                    attempts,
+                    max_attempts,
+                    progress_numerator: num,
+                    progress_denominator: den,
+                    function,
+                    output,
+                    error_code: code,
+                })
+            },
+        );
+    prop_oneof![
+        submit,
+        status,
+        (any::<u64>(), any::<bool>(), meta_field()).prop_map(|(request_id, shared, job_id)| {
+            Frame::SSubmitted(SSubmitted {
+                request_id,
+                shared,
+                job_id,
+            })
+        }),
+        (any::<u64>(), any::<u32>(), meta_field()).prop_map(|(request_id, wait_ms, job_id)| {
+            Frame::CJobStatus(CJobStatus {
+                request_id,
+                wait_ms,
+                job_id,
+            })
+        }),
+        (any::<u64>(), meta_field())
+            .prop_map(|(request_id, job_id)| Frame::CJobCancel(CJobCancel { request_id, job_id })),
     ]
 }
 

@@ -154,7 +154,12 @@ impl FrameFields {
             | Frame::SCallPartial(_)
             | Frame::SCallProgress(_)
             | Frame::WJobPartial(_)
-            | Frame::WJobProgress(_) => panic!(
+            | Frame::WJobProgress(_)
+            | Frame::CSubmit(_)
+            | Frame::SSubmitted(_)
+            | Frame::CJobStatus(_)
+            | Frame::SJobStatus(_)
+            | Frame::CJobCancel(_) => panic!(
                 "a v1 golden vector decoded to the tagged extension frame {}",
                 frame.name()
             ),

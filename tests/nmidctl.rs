@@ -437,6 +437,8 @@ fn help_and_completions_for_every_subcommand() {
     };
     for sub in [
         "call",
+        "submit",
+        "jobs",
         "functions",
         "workers",
         "stats",

@@ -8,6 +8,8 @@
 //!   ([`PartialOut`]) as `S_CALL_PARTIAL` / `S_CALL_PROGRESS`, in order. The partials of one
 //!   call waiting to be written are bounded (`jobs.max_partial_bytes_buffered`): past it the
 //!   call fails `slow_caller`, and none of its partials is sent after that.
+//! - `C_SUBMIT`, `C_JOB_STATUS`, `C_JOB_CANCEL` (background jobs, tagged) with
+//!   `S_SUBMITTED`, `S_JOB_STATUS` or `S_CALL_ERROR` (`super::client_jobs`).
 //!
 //! Each call is admitted through the [`FrontDoor`] (its grant, its size, the rate limits)
 //! before it becomes a job; a refused call is answered at once.
@@ -116,8 +118,10 @@ impl Backlog {
 
 /// One client connection.
 pub struct ClientSession {
-    conn: Connection,
+    pub(super) conn: Connection,
     calls: HashMap<JobId, InFlight>,
+    /// Background-job requests waiting for the jobs' actor (counted as calls in flight).
+    pub(super) job_requests: usize,
     /// A frame arrived since the last idle check (a flag, not a clock read per frame).
     heard: bool,
     /// When the idle check last found `heard` set.
@@ -134,6 +138,7 @@ impl ClientSession {
         start_session(frames, accepted, Role::Client, |conn| ClientSession {
             conn,
             calls: HashMap::new(),
+            job_requests: 0,
             heard: false,
             last_heard: Instant::now(),
         })
@@ -187,6 +192,9 @@ impl StreamHandler<Result<Inbound, InboundError>> for ClientSession {
             }
             Frame::CCall(call) => self.tagged_call(call, false, ctx),
             Frame::CCallStream(call) => self.tagged_call(call, true, ctx),
+            job @ (Frame::CSubmit(_) | Frame::CJobStatus(_) | Frame::CJobCancel(_)) => {
+                self.job_request(job, ctx)
+            }
             other => self.conn.refuse(&other, ctx),
         }
     }
@@ -263,7 +271,8 @@ impl ClientSession {
     fn watch_idle(&self, idle: Duration, ctx: &mut Context<Self>) {
         let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         ctx.run_interval(every, move |session, ctx| {
-            if std::mem::take(&mut session.heard) || !session.calls.is_empty() {
+            let busy = !session.calls.is_empty() || session.job_requests > 0;
+            if std::mem::take(&mut session.heard) || busy {
                 session.last_heard = Instant::now();
                 return;
             }

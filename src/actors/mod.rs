@@ -26,6 +26,7 @@
 //! the bounded outbound buffer.
 
 pub mod background;
+mod client_jobs;
 pub mod client_session;
 pub mod connection;
 pub mod front_door;
@@ -75,16 +76,25 @@ pub struct SessionSettings {
     pub security: crate::security::Security,
     /// Refused connections, logged once per kind and window.
     pub refusals: Arc<RefusalLog>,
+    /// The background jobs, which tagged clients submit to and ask about (`C_SUBMIT`,
+    /// `C_JOB_STATUS`, `C_JOB_CANCEL`); `None`: refused as off.
+    pub jobs: Option<JobsPort>,
 }
 
 impl SessionSettings {
-    /// The settings `config` gives every session, admitting calls through `door`.
-    pub fn new(config: &Config, door: FrontDoor, refusals: Arc<RefusalLog>) -> Self {
-        let jobs = door.jobs();
+    /// The settings `config` gives every session, admitting calls through `door` and
+    /// background jobs into `background`.
+    pub fn new(
+        config: &Config,
+        door: FrontDoor,
+        refusals: Arc<RefusalLog>,
+        background: Option<JobsPort>,
+    ) -> Self {
+        let services = door.jobs();
         Self {
-            registry: jobs.registry.clone(),
-            metrics: jobs.metrics.clone(),
-            breakers: jobs.breakers,
+            registry: services.registry.clone(),
+            metrics: services.metrics.clone(),
+            breakers: services.breakers,
             security: door.security().clone(),
             door,
             max_frame_bytes: config.tcp.max_frame_bytes,
@@ -95,6 +105,7 @@ impl SessionSettings {
             limits: ConnectionLimits::from(&config.tcp),
             worker_limits: WorkerLimits::from(&config.workers),
             refusals,
+            jobs: background,
         }
     }
 }
@@ -166,4 +177,18 @@ impl From<&TcpConfig> for ConnectionLimits {
                 .then(|| Duration::from_millis(tcp.client_idle_timeout_ms)),
         }
     }
+}
+
+/// What a front end needs to reach the background jobs: the actor, `[jobs]`, and the node
+/// name in this dispatcher's job ids (a job id naming another node is not found here).
+#[derive(Debug, Clone)]
+pub struct JobsPort {
+    /// The jobs' actor.
+    pub background: Addr<background::Background>,
+    /// `[jobs]`.
+    pub config: Arc<crate::config::JobsConfig>,
+    /// The node name in this dispatcher's job ids.
+    pub node: String,
+    /// Checks callback URLs against `jobs.callback_allow`.
+    pub callbacks: crate::jobs::callback::Callbacks,
 }

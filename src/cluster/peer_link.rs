@@ -404,7 +404,8 @@ fn reply_of(result: Result<Bytes, ClientError>) -> PeerReply {
             ClientError::Connect { .. }
             | ClientError::ShuttingDown
             | ClientError::NoDispatcher
-            | ClientError::Unauthorized(_),
+            | ClientError::Unauthorized(_)
+            | ClientError::Unsupported(_),
         ) => PeerReply::Undelivered,
         // Sent, and unknown whether it ran there.
         Err(
@@ -413,7 +414,11 @@ fn reply_of(result: Result<Bytes, ClientError>) -> PeerReply {
             | ClientError::Failed
             | ClientError::Function { .. }
             | ClientError::Encode(_)
-            | ClientError::Decode(_),
+            | ClientError::Decode(_)
+            // Answers to background-job requests, never to a call.
+            | ClientError::JobNotFound(_)
+            | ClientError::StoreFull(_)
+            | ClientError::NotCancellable(_),
         ) => PeerReply::Lost,
     }
 }

@@ -54,6 +54,15 @@ impl Admin {
 
     /// GETs `path`: the status and the body.
     pub async fn get(&self, path: &str) -> Result<(u16, bytes::Bytes), CtlError> {
+        self.send(hyper::Method::GET, path).await
+    }
+
+    /// Sends a `method` request without a body to `path`: the status and the body.
+    pub async fn send(
+        &self,
+        method: hyper::Method,
+        path: &str,
+    ) -> Result<(u16, bytes::Bytes), CtlError> {
         let url = format!("{}{path}", self.base);
         let exchange = async {
             let stream = self.access.dial(&self.authority, self.timeout).await?;
@@ -62,7 +71,9 @@ impl Admin {
                 .await
                 .map_err(std::io::Error::other)?;
             tokio::spawn(connection);
-            let mut request = hyper::Request::get(format!("{}{path}", self.prefix))
+            let mut request = hyper::Request::builder()
+                .method(method)
+                .uri(format!("{}{path}", self.prefix))
                 .header(hyper::header::HOST, &self.authority);
             if let Some(token) = &self.token {
                 request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
@@ -124,14 +135,15 @@ fn root_cause(err: &std::io::Error) -> String {
 }
 
 /// Prints `value` as pretty JSON.
-fn print_json(value: &Value) {
+pub(super) fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
 }
 
-fn cell(value: &Value) -> String {
+/// A JSON value as a table cell (`-` for null).
+pub(super) fn cell(value: &Value) -> String {
     match value {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),

@@ -83,6 +83,13 @@ pub(super) async fn call(cli: &Cli, args: &CallArgs) -> Result<(), CtlError> {
         false => client.call_with(&args.function, params, options).await,
     };
     let ret = ret.map_err(|e| CtlError::of_call(&args.function, e))?;
+    print_result(ret, args.raw)
+}
+
+/// Prints a worker's result as `call` does: the RetStruct's `Data` (a non-zero `Code` is
+/// [`CtlError::Function`]), or with `raw` the bytes as they are (still failing on a
+/// non-zero `Code`).
+pub fn print_result(ret: Bytes, raw: bool) -> Result<(), CtlError> {
     let (data, failure) = match RetStruct::decode(&ret) {
         Ok(decoded) if decoded.code != 0 => {
             let failure = CtlError::Function {
@@ -90,12 +97,12 @@ pub(super) async fn call(cli: &Cli, args: &CallArgs) -> Result<(), CtlError> {
                 message: decoded.msg,
             };
             // --raw prints what came, and still says the function failed.
-            match args.raw {
+            match raw {
                 true => (ret, Some(failure)),
                 false => return Err(failure),
             }
         }
-        Ok(decoded) if !args.raw => (decoded.data, None),
+        Ok(decoded) if !raw => (decoded.data, None),
         // --raw, or not a RetStruct: the worker's bytes are the answer.
         _ => (ret, None),
     };

@@ -18,8 +18,9 @@ use crate::client::Protocol;
     version,
     after_help = "Exit status: 0 ok; 1 the function failed (health: not ready); 2 usage; \
                   3 unreachable; 4 no worker; 5 timeout; 6 refused (rate limited, breaker \
-                  open, shutting down); 7 worker lost; 8 unexpected answer; 9 API not \
-                  available; 10 denied (token refused or missing, or not in its grant)."
+                  open, shutting down, job store full); 7 worker lost; 8 unexpected answer; \
+                  9 API not available; 10 denied (token refused or missing, or not in its \
+                  grant); 11 no such job; 12 job not cancellable (running or over)."
 )]
 pub struct Cli {
     /// The dispatcher's nmid protocol address (TCP), for `call` and `bench`.
@@ -121,6 +122,12 @@ impl Cli {
 pub enum Command {
     /// Call a function and print the `Data` of its result.
     Call(CallArgs),
+    /// Submit a background job over the nmid protocol and print its id (with --wait: wait
+    /// for it and print its result as `call` does).
+    Submit(SubmitArgs),
+    /// List background jobs (HTTP `GET /api/v1/jobs`), or show one (`jobs ID`), or cancel a
+    /// queued one (`jobs ID --cancel`).
+    Jobs(JobsArgs),
     /// List the functions: workers, calls in flight, queued calls.
     Functions(ListArgs),
     /// List the connected workers.
@@ -168,6 +175,82 @@ pub struct CallArgs {
     /// The call's deadline.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+}
+
+/// `submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The function.
+    pub function: String,
+    /// The params, as for `call`: a JSON object is sent as a msgpack map, other JSON as JSON
+    /// params, `-` reads the JSON from stdin. Default `{}`.
+    #[arg(value_name = "JSON", conflicts_with = "msgpack")]
+    pub params: Option<String>,
+    /// Send this file's bytes as msgpack params (`-` reads stdin).
+    #[arg(long, value_name = "FILE")]
+    pub msgpack: Option<PathBuf>,
+    /// Where the job waits among its function's queued jobs.
+    #[arg(long, value_enum)]
+    pub priority: Option<PriorityArg>,
+    /// Run it no sooner than this many milliseconds from now.
+    #[arg(long, value_name = "MS")]
+    pub delay_ms: Option<u64>,
+    /// Submissions with the same function and key, while one is queued or running, share it.
+    #[arg(long, value_name = "KEY")]
+    pub unique_key: Option<String>,
+    /// Attempts at most (the dispatcher's jobs.default_max_attempts unless set).
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Each attempt's deadline (the dispatcher's jobs.timeout_ms unless set).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub attempt_timeout: Option<Duration>,
+    /// Wait for the job to end and print its result as `call` does (exit status as for a
+    /// call that failed the same way).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: the longest wait (then exit 5).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// With --wait: print the worker's result bytes as they are, not the RetStruct's `Data`.
+    #[arg(long, requires = "wait")]
+    pub raw: bool,
+}
+
+/// `--priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PriorityArg {
+    /// Before normal and low jobs.
+    High,
+    /// The default.
+    Normal,
+    /// After high and normal jobs.
+    Low,
+}
+
+/// `jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// One job's id: show it (or cancel it with --cancel) instead of listing.
+    #[arg(value_name = "ID")]
+    pub id: Option<String>,
+    /// Cancel the job ID (only a queued job can be).
+    #[arg(long, requires = "id")]
+    pub cancel: bool,
+    /// Only jobs of this function.
+    #[arg(long, value_name = "F", conflicts_with = "id")]
+    pub function: Option<String>,
+    /// Only jobs in this state: queued, running, succeeded, failed, cancelled.
+    #[arg(long, value_name = "S", conflicts_with = "id")]
+    pub state: Option<String>,
+    /// At most this many jobs.
+    #[arg(long, default_value_t = 50, value_name = "N", conflicts_with = "id")]
+    pub limit: u32,
+    /// Jobs after this position (the `next` a previous page printed).
+    #[arg(long, value_name = "N", conflicts_with = "id")]
+    pub after: Option<u64>,
+    /// Print the dispatcher's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `functions`, `workers`, `stats`, `cluster`.

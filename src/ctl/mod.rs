@@ -10,16 +10,19 @@
 //! | 3 | the dispatcher cannot be reached, or the connection was lost |
 //! | 4 | no worker serves the function (or no worker ever did) |
 //! | 5 | the call timed out |
-//! | 6 | refused: rate limited, circuit breaker open, or the dispatcher is shutting down |
+//! | 6 | refused: rate limited, circuit breaker open, the dispatcher is shutting down, or its job store is full |
 //! | 7 | the worker was lost while running the call |
 //! | 8 | an unexpected answer (protocol error, HTTP error status, malformed JSON) |
 //! | 9 | not available: the dispatcher has no such API (e.g. `cluster` against an older dispatcher) |
 //! | 10 | denied: the token was refused or missing, or its grant does not cover the request |
+//! | 11 | no such background job (or, with `[auth]` on, another token's) |
+//! | 12 | the background job cannot be cancelled: it is running or over |
 
 mod admin;
 mod bench;
 mod call;
 mod cli;
+mod jobs;
 mod table;
 mod top;
 
@@ -73,6 +76,12 @@ pub enum CtlError {
     /// The token was refused, or its grant does not cover the request.
     #[error("{0}")]
     Denied(String),
+    /// No such background job (or not the caller's).
+    #[error("{0}")]
+    NoSuchJob(String),
+    /// The background job is running or over.
+    #[error("{0}")]
+    NotCancellable(String),
 }
 
 impl CtlError {
@@ -89,6 +98,8 @@ impl CtlError {
             CtlError::Protocol(_) => 8,
             CtlError::NotAvailable(_) => 9,
             CtlError::Denied(_) => 10,
+            CtlError::NoSuchJob(_) => 11,
+            CtlError::NotCancellable(_) => 12,
         }
     }
 
@@ -102,7 +113,11 @@ impl CtlError {
             ClientError::RateLimited
             | ClientError::BreakerOpen
             | ClientError::ShuttingDown
-            | ClientError::SlowCaller(_) => CtlError::Refused(err.to_string()),
+            | ClientError::SlowCaller(_)
+            | ClientError::StoreFull(_) => CtlError::Refused(err.to_string()),
+            ClientError::JobNotFound(_) => CtlError::NoSuchJob(err.to_string()),
+            ClientError::NotCancellable(_) => CtlError::NotCancellable(err.to_string()),
+            ClientError::Unsupported(_) => CtlError::NotAvailable(err.to_string()),
             ClientError::Timeout => CtlError::Timeout,
             ClientError::WorkerLost => CtlError::WorkerLost,
             ClientError::BadRequest(message) => CtlError::Usage(format!("bad request: {message}")),
@@ -130,6 +145,8 @@ pub fn run(cli: Cli) -> Result<(), CtlError> {
     runtime.block_on(async move {
         match &cli.command {
             Command::Call(args) => call::call(&cli, args).await,
+            Command::Submit(args) => jobs::submit(&cli, args).await,
+            Command::Jobs(args) => jobs::jobs(&cli, args).await,
             Command::Functions(args) => admin::functions(&cli, args).await,
             Command::Workers(args) => admin::workers(&cli, args).await,
             Command::Stats(args) => admin::stats(&cli, args).await,
@@ -203,5 +220,8 @@ mod tests {
         assert_eq!(code(ClientError::BreakerOpen), 6);
         assert_eq!(code(ClientError::WorkerLost), 7);
         assert_eq!(code(ClientError::Protocol(String::new())), 8);
+        assert_eq!(code(ClientError::StoreFull(String::new())), 6);
+        assert_eq!(code(ClientError::JobNotFound(String::new())), 11);
+        assert_eq!(code(ClientError::NotCancellable(String::new())), 12);
     }
 }

@@ -12,6 +12,7 @@
 //! With auth on, a job is its submitter's: another client token gets 404 for it, as for a
 //! job that does not exist; a token with the `admin` role sees every job.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,9 +33,9 @@ use crate::actors::background::{
 use crate::actors::front_door::{FrontEnd, Refused};
 use crate::call::CallOutcome;
 use crate::config::JobsConfig;
+use crate::jobs::access::Viewer;
 use crate::jobs::options::{SubmitOptions, OPTION_NAMES};
 use crate::jobs::{BackgroundId, JobRecord, JobState, NotCancelled};
-use crate::security::Roles;
 
 /// What the HTTP front end needs of the background jobs.
 #[derive(Debug, Clone)]
@@ -342,15 +343,13 @@ pub async fn list(
             .unwrap_or(100)
             .clamp(1, jobs.config.max_list_page);
         let function = query.function.clone();
-        let owner = owner_filter(&req);
+        let viewer = viewer(&req);
         let keep = move |record: &JobRecord| {
             wanted_state.is_none_or(|s| record.state == s)
                 && function
                     .as_deref()
                     .is_none_or(|f| record.function.as_slice() == f.as_bytes())
-                && owner
-                    .as_deref()
-                    .is_none_or(|o| record.caller.as_deref() == Some(o))
+                && viewer.sees(record)
         };
         let after = query.after.unwrap_or(0);
         let page = (jobs.background)
@@ -380,30 +379,24 @@ async fn get(jobs: &JobsFront, seq: u64) -> Result<Option<JobRecord>, HttpError>
         .map_err(|_| HttpError::Internal("the background jobs stopped".into()))
 }
 
-/// The job, if the request may see it: its submitter's, or any to an admin (or with auth
-/// off); else 404, as if it did not exist (a job id tells nothing of other callers' jobs).
+/// The job, if the request may see it ([`Viewer::sees`]); else 404, as if it did not exist.
 fn visible(req: &HttpRequest, record: Option<JobRecord>, id: &str) -> Result<JobRecord, HttpError> {
     let record = record.ok_or_else(|| not_found(id))?;
-    match owner_filter(req) {
-        Some(owner) if record.caller.as_deref() != Some(owner.as_str()) => Err(not_found(id)),
-        _ => Ok(record),
+    match viewer(req).sees(&record) {
+        true => Ok(record),
+        false => Err(not_found(id)),
     }
 }
 
-/// The caller whose jobs alone the request may see; `None`: every job (auth off, or the
-/// `admin` role).
-fn owner_filter(req: &HttpRequest) -> Option<String> {
+/// Whose jobs the request may see ([`Viewer::of`] its grant).
+fn viewer(req: &HttpRequest) -> Viewer {
     let access = req.extensions().get::<Access>().cloned();
+    let ip = (req.peer_addr()).map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     match access {
-        Some(Access::Granted(grant)) if !grant.has(Roles::ADMIN) => {
-            let ip = req.peer_addr().map(|a| a.ip().to_canonical());
-            let key = grant.client_key(ip.unwrap_or([0, 0, 0, 0].into()));
-            let meta = key.to_meta()?;
-            Some(String::from_utf8_lossy(&meta).into_owned())
-        }
-        Some(_) => None,
+        Some(Access::Granted(grant)) => Viewer::of(Some(&grant), ip),
+        Some(Access::Open) => Viewer::of(None, ip),
         // The guard gave no access (it always does on these routes): nothing is visible.
-        None => Some(String::new()),
+        None => Viewer::nobody(),
     }
 }
 

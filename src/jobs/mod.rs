@@ -6,9 +6,12 @@
 //!   bounds.
 //! - [`store`]: the redb file and the thread that writes it (group commit, `jobs.fsync`).
 //! - [`callback`]: a final state POSTed to the submitter's URL: signed, retried, allow-listed.
+//! - [`options`]: a submission's options, from HTTP headers or tagged metadata.
+//! - [`access`]: who may see a job (its submitter, or an admin).
 //!
 //! The actor that carries them out is [`crate::actors::background`].
 
+pub mod access;
 pub mod book;
 pub mod callback;
 pub mod options;

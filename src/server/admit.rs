@@ -481,7 +481,8 @@ fn grant_v1_peer(
 }
 
 /// Answers a refused connection that sent no `AUTH` frame, before it closes: a tagged call
-/// (`C_CALL`) gets its `S_CALL_ERROR` (`FORBIDDEN`, "authentication required: ..."), which
+/// or background-job request (`C_CALL`, `C_SUBMIT`, `C_JOB_STATUS`, `C_JOB_CANCEL`) gets its
+/// `S_CALL_ERROR` (`FORBIDDEN`, "authentication required: ..."), which
 /// the client library reports as its authorization error. Anything else is closed
 /// unanswered: v1 has no frame that says so (its `ERROR` means a bad request), and a peer
 /// that did not send `AUTH` never gets `S_AUTH_RESULT` (docs/protocol.md).
@@ -491,14 +492,18 @@ async fn refuse_unauthenticated(
     write: &mut WriteHalf,
     hs: &Handshake<'_>,
 ) {
-    if let Frame::CCall(call) = first {
-        let refused = Frame::SCallError(SCallError {
-            request_id: call.id,
-            code: ErrorCode::FORBIDDEN,
-            message: format!("authentication required: {reason}").into(),
-        });
-        write_last(write, &refused, hs.deadline).await;
-    }
+    let request_id = match first {
+        Frame::CCall(call) | Frame::CSubmit(call) => call.id,
+        Frame::CJobStatus(ask) => ask.request_id,
+        Frame::CJobCancel(ask) => ask.request_id,
+        _ => return,
+    };
+    let refused = Frame::SCallError(SCallError {
+        request_id,
+        code: ErrorCode::FORBIDDEN,
+        message: format!("authentication required: {reason}").into(),
+    });
+    write_last(write, &refused, hs.deadline).await;
 }
 
 /// The TLS handshake of a new connection; with `tls.allow_plaintext`, a connection whose

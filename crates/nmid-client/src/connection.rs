@@ -15,8 +15,8 @@ use tracing::debug;
 use super::stream::{CallStream, StreamEvent, StreamItem};
 use super::{ClientError, Settings};
 use nmid_proto::codec::{
-    self, CDoJob, Frame, Metadata, NmidCodec, ParamsType, SAuthResult, TaggedCall,
-    HANDLE_TYPE_ENCODE,
+    self, CDoJob, Frame, Metadata, NmidCodec, ParamsType, SAuthResult, SJobStatus, SSubmitted,
+    TaggedCall, HANDLE_TYPE_ENCODE,
 };
 use nmid_proto::net::{NetStream, ReadHalf, WriteHalf};
 
@@ -32,6 +32,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 type Reply = Result<Bytes, ClientError>;
+
+/// What the dispatcher answered a background-job request with (its errors are
+/// `ClientError`s, as a call's are).
+#[derive(Debug)]
+pub(super) enum Answer {
+    /// `S_SUBMITTED`: a background job's id.
+    Submitted(SSubmitted),
+    /// `S_JOB_STATUS`: a background job's state.
+    Status(SJobStatus),
+}
 
 /// Connects to the dispatcher: TCP, TLS if set, then the token if one is set (the
 /// dispatcher's answer is waited for, so a refused token fails here, with its reason).
@@ -119,6 +129,8 @@ enum ReplyTx {
     Once(oneshot::Sender<Reply>),
     /// A streaming call: its partials and progress, then the reply, in order.
     Stream(mpsc::UnboundedSender<StreamItem>),
+    /// A background-job request (`C_SUBMIT`, `C_JOB_STATUS`, `C_JOB_CANCEL`).
+    Job(oneshot::Sender<Result<Answer, ClientError>>),
 }
 
 impl ReplyTx {
@@ -127,6 +139,12 @@ impl ReplyTx {
         match self {
             ReplyTx::Once(tx) => drop(tx.send(reply)),
             ReplyTx::Stream(tx) => drop(tx.send(reply.map(StreamEvent::Done))),
+            ReplyTx::Job(tx) => drop(tx.send(match reply {
+                Ok(_) => Err(ClientError::Protocol(
+                    "S_CALL_RESULT in answer to a background-job request".to_owned(),
+                )),
+                Err(err) => Err(err),
+            })),
         }
     }
 }
@@ -291,6 +309,21 @@ impl Tagged {
         rx.await.unwrap_or(Err(ClientError::ConnectionLost))
     }
 
+    /// Sends the background-job request `frame`, whose request id is `request_id`, and
+    /// waits for its answer (at most `timeout` and the grace).
+    pub(super) async fn request(
+        &self,
+        request_id: u64,
+        frame: Frame,
+        timeout: Duration,
+    ) -> Result<Answer, ClientError> {
+        fits(&frame, &self.settings)?;
+        let (tx, rx) = oneshot::channel();
+        self.send_call(request_id, frame, timeout, ReplyTx::Job(tx))
+            .await?;
+        rx.await.unwrap_or(Err(ClientError::ConnectionLost))
+    }
+
     /// A `C_CALL_STREAM` call: its partials, progress and reply come through the stream.
     pub(super) async fn call_stream(
         &self,
@@ -351,6 +384,14 @@ async fn read_loop(read: ReadHalf, pending: Arc<Mutex<Pending>>, max_frame_bytes
                 e.request_id,
                 Err(ClientError::from_code(e.code, &e.message)),
             ),
+            Ok(Frame::SSubmitted(s)) => {
+                job_answer(&pending, s.request_id, Answer::Submitted(s));
+                continue;
+            }
+            Ok(Frame::SJobStatus(s)) => {
+                job_answer(&pending, s.request_id, Answer::Status(s));
+                continue;
+            }
             Ok(Frame::SCallPartial(p)) => {
                 partial(&pending, p.id, StreamEvent::Partial(p.data));
                 continue;
@@ -386,6 +427,29 @@ async fn read_loop(read: ReadHalf, pending: Arc<Mutex<Pending>>, max_frame_bytes
     for (_, waiter) in pending.calls.drain() {
         waiter.reply.send(Err(ClientError::ConnectionLost));
     }
+}
+
+/// Hands a background-job request its answer (a call given one fails: it is not its answer).
+fn job_answer(pending: &Mutex<Pending>, request_id: u64, answer: Answer) {
+    let waiter = pending
+        .lock()
+        .expect("pending lock")
+        .calls
+        .remove(&request_id);
+    match waiter.map(|w| w.reply) {
+        Some(ReplyTx::Job(tx)) => drop(tx.send(Ok(answer))),
+        Some(other) => other.send(Err(unexpected(&answer, "a call"))),
+        None => {}
+    }
+}
+
+/// The error for a background-job answer to `request` that is not its answer.
+pub(super) fn unexpected(answer: &Answer, request: &str) -> ClientError {
+    let name = match answer {
+        Answer::Submitted(_) => "S_SUBMITTED",
+        Answer::Status(_) => "S_JOB_STATUS",
+    };
+    ClientError::Protocol(format!("{name} in answer to {request}"))
 }
 
 /// Hands a streaming call its partial result or progress (a plain call gets none).

@@ -91,6 +91,22 @@ pub enum ClientError {
     /// The dispatcher sent bytes that are not valid frames.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// No background job has this id on the dispatcher, or it is another caller's (with
+    /// `[auth]` on a client sees only its own jobs). Results are kept for the job's result
+    /// TTL only.
+    #[error("job not found: {0}")]
+    JobNotFound(String),
+    /// The dispatcher's job store is full (`jobs.max_stored_jobs`, `jobs.max_stored_bytes`)
+    /// or could not write: the submission was not accepted; try again later.
+    #[error("job store full: {0}")]
+    StoreFull(String),
+    /// Only a queued job can be cancelled; this one is running or over.
+    #[error("job not cancellable: {0}")]
+    NotCancellable(String),
+    /// This client cannot do that: background jobs need the tagged protocol to one
+    /// dispatcher (not `Protocol::V1`, not a discovering client).
+    #[error("not supported: {0}")]
+    Unsupported(String),
 }
 
 impl ClientError {
@@ -114,6 +130,10 @@ impl ClientError {
                 "error"
             }
             Self::Encode(_) | Self::Decode(_) | Self::Protocol(_) => "protocol",
+            Self::JobNotFound(_) => "job_not_found",
+            Self::StoreFull(_) => "store_full",
+            Self::NotCancellable(_) => "not_cancellable",
+            Self::Unsupported(_) => "unsupported",
         }
     }
 
@@ -132,6 +152,9 @@ impl ClientError {
             ErrorCode::TOO_LARGE => Self::TooLarge(cause(message, "call too large")),
             ErrorCode::FORBIDDEN => Self::Forbidden(cause(message, "forbidden")),
             ErrorCode::SLOW_CALLER => Self::SlowCaller(cause(message, "slow caller")),
+            ErrorCode::JOB_NOT_FOUND => Self::JobNotFound(cause(message, "no such job")),
+            ErrorCode::STORE_FULL => Self::StoreFull(cause(message, "job store full")),
+            ErrorCode::NOT_CANCELLABLE => Self::NotCancellable(message),
             ErrorCode(code) => Self::Other { code, message },
         }
     }

@@ -61,6 +61,9 @@
 //! }
 //! ```
 //!
+//! **Background jobs** ([`Client::submit`], [`Client::wait_job`]): a call stored by the
+//! dispatcher and run later, retried, its result kept and read back by id (tagged mode).
+//!
 //! # Features
 //!
 //! The default build is light (tokio, serde; no `protoc`, no TLS stack):
@@ -76,6 +79,7 @@ mod connection;
 #[cfg(feature = "discovery")]
 mod discover;
 mod error;
+mod jobs;
 mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +91,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use error::ClientError;
+pub use jobs::{JobState, JobStatus, Priority, SubmitOptions, Submitted};
 pub use nmid_proto;
 pub use nmid_proto::codec::{Metadata, ParamsType};
 #[cfg(feature = "discovery")]

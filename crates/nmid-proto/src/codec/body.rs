@@ -80,6 +80,12 @@ impl DataType {
     pub const W_JOB_PROGRESS: u32 = 117;
     pub const AUTH: u32 = 120;
     pub const S_AUTH_RESULT: u32 = 121;
+    // Background jobs (tagged): submit, status, cancel.
+    pub const C_SUBMIT: u32 = 130;
+    pub const S_SUBMITTED: u32 = 131;
+    pub const C_JOB_STATUS: u32 = 132;
+    pub const S_JOB_STATUS: u32 = 133;
+    pub const C_JOB_CANCEL: u32 = 134;
 }
 
 /// A frame kind as the header names it: who sends it, its `data_type`, nmid's name for it.

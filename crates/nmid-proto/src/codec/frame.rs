@@ -16,8 +16,8 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::body::{Body, BodyReader, ConnType, DataType, Kind};
 use super::tagged::{
-    self, SAuthResult, SCallError, TaggedCall, TaggedPartial, TaggedProgress, TaggedResult,
-    WJobError,
+    self, CJobCancel, CJobStatus, SAuthResult, SCallError, SJobStatus, SSubmitted, TaggedCall,
+    TaggedPartial, TaggedProgress, TaggedResult, WJobError,
 };
 use super::v1::{self, CDoJob, SGetData, SReturnData, WReturnData};
 use super::CodecError;
@@ -138,6 +138,17 @@ pub enum Frame {
     },
     /// `S_AUTH_RESULT` (121), server -> client or worker: accepted, or refused and closing.
     SAuthResult(SAuthResult),
+    /// `C_SUBMIT` (130), client -> server: a background job (the `C_CALL` body; its options
+    /// in `meta` as `nmid-priority`, `nmid-delay-ms`, ...).
+    CSubmit(TaggedCall),
+    /// `S_SUBMITTED` (131), server -> client: the job's id.
+    SSubmitted(SSubmitted),
+    /// `C_JOB_STATUS` (132), client -> server: a job's state, perhaps after waiting for it.
+    CJobStatus(CJobStatus),
+    /// `S_JOB_STATUS` (133), server -> client: a job's state.
+    SJobStatus(SJobStatus),
+    /// `C_JOB_CANCEL` (134), client -> server: cancel a queued job.
+    CJobCancel(CJobCancel),
 }
 
 /// The frames whose body is empty, with their kinds: the one list that encode, decode and
@@ -212,6 +223,11 @@ impl Frame {
             Frame::CAuth { secret } => (tagged::C_AUTH, Some(secret)),
             Frame::WAuth { secret } => (tagged::W_AUTH, Some(secret)),
             Frame::SAuthResult(body) => (tagged::S_AUTH_RESULT, Some(body)),
+            Frame::CSubmit(body) => (tagged::C_SUBMIT, Some(body)),
+            Frame::SSubmitted(body) => (tagged::S_SUBMITTED, Some(body)),
+            Frame::CJobStatus(body) => (tagged::C_JOB_STATUS, Some(body)),
+            Frame::SJobStatus(body) => (tagged::S_JOB_STATUS, Some(body)),
+            Frame::CJobCancel(body) => (tagged::C_JOB_CANCEL, Some(body)),
             empty => {
                 let (_, kind) = (EMPTY_BODY_FRAMES.iter())
                     .find(|(frame, _)| frame == empty)
@@ -400,6 +416,11 @@ fn read_tagged(kind: Kind, r: &mut BodyReader) -> Result<Frame, CodecError> {
         DataType::AUTH if kind.sender == ConnType::Client => Frame::CAuth { secret: r.rest() },
         DataType::AUTH => Frame::WAuth { secret: r.rest() },
         DataType::S_AUTH_RESULT => Frame::SAuthResult(SAuthResult::read(r)?),
+        DataType::C_SUBMIT => Frame::CSubmit(TaggedCall::read(r, "request_id")?),
+        DataType::S_SUBMITTED => Frame::SSubmitted(SSubmitted::read(r)?),
+        DataType::C_JOB_STATUS => Frame::CJobStatus(CJobStatus::read(r)?),
+        DataType::S_JOB_STATUS => Frame::SJobStatus(SJobStatus::read(r)?),
+        DataType::C_JOB_CANCEL => Frame::CJobCancel(CJobCancel::read(r)?),
         _ => unreachable!("{} is not a tagged kind with a body", kind.name),
     })
 }

@@ -9,7 +9,8 @@
 //! - `tagged`: the bodies of the tagged extension ([`TaggedCall`], the shared body of
 //!   `C_CALL` and `S_JOB`; [`TaggedResult`], that of `S_CALL_RESULT` and `W_JOB_RESULT`;
 //!   [`SCallError`], [`WJobError`]; [`TaggedPartial`] and [`TaggedProgress`], those of the
-//!   partial results and progress of a streaming call).
+//!   partial results and progress of a streaming call; the background jobs' [`SSubmitted`],
+//!   [`CJobStatus`], [`SJobStatus`], [`CJobCancel`]).
 //!
 //! # Format
 //!
@@ -60,6 +61,18 @@
 //! W_JOB_PROGRESS (117)  job_id u64 | numerator u64 | denominator u64
 //! ```
 //!
+//! Background jobs (tagged; answered to the client that sent the request, with its id):
+//!
+//! ```text
+//! C_SUBMIT (130)      the C_CALL body; options in meta as nmid-priority, nmid-delay-ms, ...
+//! S_SUBMITTED (131)   request_id u64 | shared (0/1) | len(job_id) | job_id
+//! C_JOB_STATUS (132)  request_id u64 | wait_ms | len(job_id) | job_id
+//! S_JOB_STATUS (133)  request_id u64 | state | attempts | max_attempts | progress_num u64
+//!                     | progress_den u64 | len(fn) | fn | len(output) | output
+//!                     | len(error_code) | error_code
+//! C_JOB_CANCEL (134)  request_id u64 | len(job_id) | job_id
+//! ```
+//!
 //! [`decode`] checks the announced body length against the configured maximum before it
 //! allocates anything, and checks every inner length against the body it sits in.
 
@@ -74,8 +87,8 @@ pub use frame::{
     TolerantCodec, DEFAULT_MAX_FRAME_BYTES, EMPTY_BODY_FRAMES, HEADER_LEN, READ_AHEAD,
 };
 pub use tagged::{
-    ErrorCode, Metadata, SAuthResult, SCallError, TaggedCall, TaggedPartial, TaggedProgress,
-    TaggedResult, WJobError,
+    CJobCancel, CJobStatus, ErrorCode, JobStateCode, Metadata, SAuthResult, SCallError, SJobStatus,
+    SSubmitted, TaggedCall, TaggedPartial, TaggedProgress, TaggedResult, WJobError,
 };
 pub use v1::{
     CDoJob, ParamsType, SGetData, SReturnData, WReturnData, HANDLE_TYPE_ENCODE,

@@ -43,6 +43,14 @@ impl ErrorCode {
     /// A streaming caller (`C_CALL_STREAM`, SSE) reads its partial results too slowly: more
     /// than `jobs.max_partial_bytes_buffered` of them waited to be written to it.
     pub const SLOW_CALLER: Self = Self(11);
+    /// No background job has this id, or the caller may not see it (`C_JOB_STATUS`,
+    /// `C_JOB_CANCEL`).
+    pub const JOB_NOT_FOUND: Self = Self(12);
+    /// The job store is full (`jobs.max_stored_jobs`, `jobs.max_stored_bytes`): `C_SUBMIT`
+    /// refused.
+    pub const STORE_FULL: Self = Self(13);
+    /// The job is running or over: only a queued job can be cancelled (`C_JOB_CANCEL`).
+    pub const NOT_CANCELLABLE: Self = Self(14);
 }
 
 pub(super) const C_CALL: Kind = Kind::new(ConnType::Client, DataType::C_CALL, "C_CALL");
@@ -73,9 +81,18 @@ pub(super) const C_AUTH: Kind = Kind::new(ConnType::Client, DataType::AUTH, "C_A
 pub(super) const W_AUTH: Kind = Kind::new(ConnType::Worker, DataType::AUTH, "W_AUTH");
 pub(super) const S_AUTH_RESULT: Kind =
     Kind::new(ConnType::Server, DataType::S_AUTH_RESULT, "S_AUTH_RESULT");
+pub(super) const C_SUBMIT: Kind = Kind::new(ConnType::Client, DataType::C_SUBMIT, "C_SUBMIT");
+pub(super) const S_SUBMITTED: Kind =
+    Kind::new(ConnType::Server, DataType::S_SUBMITTED, "S_SUBMITTED");
+pub(super) const C_JOB_STATUS: Kind =
+    Kind::new(ConnType::Client, DataType::C_JOB_STATUS, "C_JOB_STATUS");
+pub(super) const S_JOB_STATUS: Kind =
+    Kind::new(ConnType::Server, DataType::S_JOB_STATUS, "S_JOB_STATUS");
+pub(super) const C_JOB_CANCEL: Kind =
+    Kind::new(ConnType::Client, DataType::C_JOB_CANCEL, "C_JOB_CANCEL");
 
 /// The tagged kinds with a body, the frames of a call first.
-pub(super) const KINDS: [Kind; 15] = [
+pub(super) const KINDS: [Kind; 20] = [
     C_CALL,
     S_JOB,
     W_JOB_RESULT,
@@ -91,10 +108,16 @@ pub(super) const KINDS: [Kind; 15] = [
     C_AUTH,
     W_AUTH,
     S_AUTH_RESULT,
+    C_SUBMIT,
+    S_SUBMITTED,
+    C_JOB_STATUS,
+    S_JOB_STATUS,
+    C_JOB_CANCEL,
 ];
 
-/// The body of `C_CALL` (100, client -> server, `id` the client's request id) and of `S_JOB`
-/// (111, server -> tagged worker, `id` the dispatcher's job id): the same fields.
+/// The body of `C_CALL` (100, client -> server, `id` the client's request id), of `S_JOB`
+/// (111, server -> tagged worker, `id` the dispatcher's job id) and of `C_SUBMIT` (130,
+/// client -> server: a background job, its options in `meta`): the same fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaggedCall {
     /// `C_CALL`: chosen by the client, echoed in the reply, so calls pipeline on one
@@ -342,6 +365,179 @@ impl Body for SAuthResult {
     fn write(&self, dst: &mut BytesMut) {
         dst.put_u32(self.code);
         put_field(dst, &self.message);
+    }
+}
+
+/// `S_SUBMITTED` (131), server -> client: a `C_SUBMIT` was accepted as job `job_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SSubmitted {
+    /// The request id of the `C_SUBMIT`.
+    pub request_id: u64,
+    /// The submission joined the queued or running job with the same unique key (on the
+    /// wire a `u32`, 0 or 1).
+    pub shared: bool,
+    /// The job's id (`node-seq`), for `C_JOB_STATUS` and `C_JOB_CANCEL`.
+    pub job_id: Bytes,
+}
+
+impl SSubmitted {
+    pub(super) fn read(r: &mut BodyReader) -> Result<Self, CodecError> {
+        Ok(Self {
+            request_id: r.u64("request_id")?,
+            shared: r.u32("shared")? != 0,
+            job_id: r.field("job_id")?,
+        })
+    }
+}
+
+impl Body for SSubmitted {
+    fn body_len(&self) -> usize {
+        16 + self.job_id.len()
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        dst.put_u64(self.request_id);
+        dst.put_u32(u32::from(self.shared));
+        put_field(dst, &self.job_id);
+    }
+}
+
+/// `C_JOB_STATUS` (132), client -> server: the state of job `job_id`, answered with
+/// `S_JOB_STATUS` (or `S_CALL_ERROR`), after at most `wait_ms` for it to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CJobStatus {
+    /// Chosen by the client, echoed in the answer.
+    pub request_id: u64,
+    /// Wait this long (capped by the dispatcher's `jobs.timeout_ms`) for the job to end
+    /// before answering; 0 answers at once.
+    pub wait_ms: u32,
+    /// The job's id, as `S_SUBMITTED` gave it.
+    pub job_id: Bytes,
+}
+
+impl CJobStatus {
+    pub(super) fn read(r: &mut BodyReader) -> Result<Self, CodecError> {
+        Ok(Self {
+            request_id: r.u64("request_id")?,
+            wait_ms: r.u32("wait_ms")?,
+            job_id: r.field("job_id")?,
+        })
+    }
+}
+
+impl Body for CJobStatus {
+    fn body_len(&self) -> usize {
+        16 + self.job_id.len()
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        dst.put_u64(self.request_id);
+        dst.put_u32(self.wait_ms);
+        put_field(dst, &self.job_id);
+    }
+}
+
+/// `C_JOB_CANCEL` (134), client -> server: cancel queued job `job_id`; answered with
+/// `S_JOB_STATUS` (the cancelled job) or `S_CALL_ERROR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CJobCancel {
+    /// Chosen by the client, echoed in the answer.
+    pub request_id: u64,
+    /// The job's id.
+    pub job_id: Bytes,
+}
+
+impl CJobCancel {
+    pub(super) fn read(r: &mut BodyReader) -> Result<Self, CodecError> {
+        Ok(Self {
+            request_id: r.u64("request_id")?,
+            job_id: r.field("job_id")?,
+        })
+    }
+}
+
+impl Body for CJobCancel {
+    fn body_len(&self) -> usize {
+        12 + self.job_id.len()
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        dst.put_u64(self.request_id);
+        put_field(dst, &self.job_id);
+    }
+}
+
+/// A background job's state on the wire (`S_JOB_STATUS`'s `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobStateCode(pub u32);
+
+impl JobStateCode {
+    /// Waiting for its time or a worker.
+    pub const QUEUED: Self = Self(0);
+    /// An attempt is running.
+    pub const RUNNING: Self = Self(1);
+    /// Over: `output` is the result.
+    pub const SUCCEEDED: Self = Self(2);
+    /// Over: `output` is the error message, `error_code` says why.
+    pub const FAILED: Self = Self(3);
+    /// Over: cancelled while queued.
+    pub const CANCELLED: Self = Self(4);
+}
+
+/// `S_JOB_STATUS` (133), server -> client: a background job as it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SJobStatus {
+    /// The request id of the `C_JOB_STATUS` or `C_JOB_CANCEL`.
+    pub request_id: u64,
+    /// Queued, running, succeeded, failed or cancelled.
+    pub state: JobStateCode,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts at most.
+    pub max_attempts: u32,
+    /// The worker's last progress report (`0/0`: none).
+    pub progress_numerator: u64,
+    /// See `progress_numerator`.
+    pub progress_denominator: u64,
+    /// The job's function.
+    pub function: Bytes,
+    /// Succeeded: the result; failed: the error message; else empty.
+    pub output: Bytes,
+    /// Failed: why, as a short name (`worker_error`, `timeout`, ...); else empty.
+    pub error_code: Bytes,
+}
+
+impl SJobStatus {
+    pub(super) fn read(r: &mut BodyReader) -> Result<Self, CodecError> {
+        Ok(Self {
+            request_id: r.u64("request_id")?,
+            state: JobStateCode(r.u32("state")?),
+            attempts: r.u32("attempts")?,
+            max_attempts: r.u32("max_attempts")?,
+            progress_numerator: r.u64("progress_numerator")?,
+            progress_denominator: r.u64("progress_denominator")?,
+            function: r.field("function")?,
+            output: r.field("output")?,
+            error_code: r.field("error_code")?,
+        })
+    }
+}
+
+impl Body for SJobStatus {
+    fn body_len(&self) -> usize {
+        48 + self.function.len() + self.output.len() + self.error_code.len()
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        dst.put_u64(self.request_id);
+        dst.put_u32(self.state.0);
+        dst.put_u32(self.attempts);
+        dst.put_u32(self.max_attempts);
+        dst.put_u64(self.progress_numerator);
+        dst.put_u64(self.progress_denominator);
+        put_field(dst, &self.function);
+        put_field(dst, &self.output);
+        put_field(dst, &self.error_code);
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::fixtures::*;
+use super::job_fixtures::*;
 use super::{body_of, raw_frame};
 use crate::codec::*;
 
@@ -47,6 +48,30 @@ fn an_inner_length_overrunning_the_body_is_truncated() {
         (sample_call_stream_bytes(), 58, "C_CALL_STREAM", "meta_key"),
         (sample_call_partial_bytes(), 20, "S_CALL_PARTIAL", "data"),
         (sample_job_partial_bytes(), 20, "W_JOB_PARTIAL", "data"),
+        (sample_submit_bytes(), 32, "C_SUBMIT", "handle"),
+        (sample_submit_bytes(), 43, "C_SUBMIT", "params"),
+        (sample_submit_bytes(), 58, "C_SUBMIT", "meta_key"), // meta_count
+        (sample_submitted_bytes(), 24, "S_SUBMITTED", "job_id"),
+        (sample_job_status_bytes(), 24, "C_JOB_STATUS", "job_id"),
+        (sample_job_cancel_bytes(), 20, "C_JOB_CANCEL", "job_id"),
+        (
+            sample_job_status_reply_bytes(),
+            48,
+            "S_JOB_STATUS",
+            "function",
+        ),
+        (
+            sample_job_status_reply_bytes(),
+            59,
+            "S_JOB_STATUS",
+            "output",
+        ),
+        (
+            sample_job_status_reply_bytes(),
+            67,
+            "S_JOB_STATUS",
+            "error_code",
+        ),
     ];
     for (mut bytes, offset, frame, field) in cases {
         for bad_len in [1000u32, u32::MAX] {
@@ -104,6 +129,21 @@ fn a_body_shorter_than_its_fixed_fields_is_truncated() {
         (1, 105, &[0; 8], "S_CALL_PROGRESS", "numerator"),
         (2, 116, &[0; 7], "W_JOB_PARTIAL", "job_id"),
         (2, 117, &[0; 23], "W_JOB_PROGRESS", "denominator"),
+        (3, 130, &[0; 7], "C_SUBMIT", "request_id"),
+        (3, 130, &[0; 28], "C_SUBMIT", "meta_count"),
+        (1, 131, &[0; 8], "S_SUBMITTED", "shared"),
+        (1, 131, &[0; 12], "S_SUBMITTED", "job_id"),
+        (3, 132, &[0; 8], "C_JOB_STATUS", "wait_ms"),
+        (3, 132, &[0; 12], "C_JOB_STATUS", "job_id"),
+        (3, 134, &[0; 8], "C_JOB_CANCEL", "job_id"),
+        (1, 133, &[0; 8], "S_JOB_STATUS", "state"),
+        (1, 133, &[0; 12], "S_JOB_STATUS", "attempts"),
+        (1, 133, &[0; 16], "S_JOB_STATUS", "max_attempts"),
+        (1, 133, &[0; 20], "S_JOB_STATUS", "progress_numerator"),
+        (1, 133, &[0; 28], "S_JOB_STATUS", "progress_denominator"),
+        (1, 133, &[0; 36], "S_JOB_STATUS", "function"),
+        (1, 133, &[0; 40], "S_JOB_STATUS", "output"),
+        (1, 133, &[0; 44], "S_JOB_STATUS", "error_code"),
     ];
     for &(conn_type, data_type, body, frame, field) in cases {
         let mut buf = raw_frame(conn_type, data_type, body);
@@ -138,6 +178,11 @@ fn bytes_after_the_last_field_are_trailing_bytes() {
         (sample_call_progress_bytes(), "S_CALL_PROGRESS"),
         (sample_job_partial_bytes(), "W_JOB_PARTIAL"),
         (sample_job_progress_bytes(), "W_JOB_PROGRESS"),
+        (sample_submit_bytes(), "C_SUBMIT"),
+        (sample_submitted_bytes(), "S_SUBMITTED"),
+        (sample_job_status_bytes(), "C_JOB_STATUS"),
+        (sample_job_status_reply_bytes(), "S_JOB_STATUS"),
+        (sample_job_cancel_bytes(), "C_JOB_CANCEL"),
     ];
     for (bytes, frame) in cases {
         let conn_type = u32::from_be_bytes(bytes[0..4].try_into().unwrap());
@@ -182,6 +227,7 @@ fn a_meta_count_overrunning_the_body_is_truncated_without_a_huge_allocation() {
     let cases = [
         (sample_call_bytes(), 58, "C_CALL"),
         (sample_job_bytes(), 54, "S_JOB"),
+        (sample_submit_bytes(), 58, "C_SUBMIT"),
     ];
     for (bytes, at, frame) in cases {
         let conn_type = u32::from_be_bytes(bytes[0..4].try_into().unwrap());

@@ -528,4 +528,7 @@ pub(super) fn samples() -> Vec<(Frame, Vec<u8>)> {
         (sample_job_partial(), sample_job_partial_bytes()),
         (sample_job_progress(), sample_job_progress_bytes()),
     ]
+    .into_iter()
+    .chain(super::job_fixtures::job_samples())
+    .collect()
 }

@@ -8,6 +8,7 @@
 mod body;
 mod fixtures;
 mod header;
+mod job_fixtures;
 mod partial;
 mod round_trip;
 
@@ -15,6 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::*;
 use fixtures::*;
+use job_fixtures::*;
 
 /// Position of a variant in `every_frame()`. The exhaustive match makes a new `Frame`
 /// variant a compile error here until it is added to the round-trip list.
@@ -56,10 +58,15 @@ fn variant_index(frame: &Frame) -> usize {
         Frame::SCallProgress(_) => 33,
         Frame::WJobPartial(_) => 34,
         Frame::WJobProgress(_) => 35,
+        Frame::CSubmit(_) => 36,
+        Frame::SSubmitted(_) => 37,
+        Frame::CJobStatus(_) => 38,
+        Frame::SJobStatus(_) => 39,
+        Frame::CJobCancel(_) => 40,
     }
 }
 
-const VARIANT_COUNT: usize = 36;
+const VARIANT_COUNT: usize = 41;
 
 /// One frame of every variant, in `variant_index` order (the empty ones from the table).
 fn every_frame() -> Vec<Frame> {
@@ -91,6 +98,11 @@ fn every_frame() -> Vec<Frame> {
         sample_call_progress(),
         sample_job_partial(),
         sample_job_progress(),
+        sample_submit(),
+        sample_submitted(),
+        sample_job_status(),
+        sample_job_status_reply(),
+        sample_job_cancel(),
     ];
     let empty = EMPTY_BODY_FRAMES.iter().map(|(frame, _)| frame.clone());
     let mut frames: Vec<Frame> = empty.chain(with_body).collect();
