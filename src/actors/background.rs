@@ -1,5 +1,5 @@
 //! The background jobs' actor: it owns the [`Book`] and the [`Store`], starts each due job
-//! as a [`JobActor`] (the path every call takes: the registry, a worker, retries on a lost
+//! as a [`JobActor`](super::job::JobActor) (the path every call takes: the registry, a worker, retries on a lost
 //! worker) and records how each attempt ended.
 //!
 //! The HTTP front end (and the tagged client session) send it [`Submit`] once the front
