@@ -458,19 +458,25 @@ async fn a_redirect_is_not_followed() {
     assert!(target.requests().is_empty(), "{:?}", target.requests());
 }
 
-/// With `max_callbacks_in_flight = 2`, ten deliveries to a slow receiver all arrive, and
-/// the receiver never has more than two requests in progress at once (and does have two:
-/// the bound, not a serial sender, is what holds it).
+/// With `max_callbacks_in_flight = 2`, ten deliveries to a slow server under two
+/// allow-list entries (two receivers of 2 slots each) all arrive, and the server never has
+/// more than two requests in progress at once (and does have two: the bound, not a serial
+/// sender, is what holds it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bound_on_callbacks_in_flight_holds() {
     let receiver = Receiver::start(|_| Answer::Slow(200, Duration::from_millis(150))).await;
-    let mut config = jobs(&receiver.url("/"));
+    let mut config = jobs(&receiver.url("/a/"));
+    config.callback_allow.push(receiver.url("/b/"));
     config.max_callbacks_in_flight = 2;
+    config.max_callbacks_in_flight_per_receiver = 2;
     let callbacks = Callbacks::from_config(&config).unwrap();
-    let url = callbacks.validate(&receiver.url("/cb")).unwrap();
+    let urls = [
+        callbacks.validate(&receiver.url("/a/cb")).unwrap(),
+        callbacks.validate(&receiver.url("/b/cb")).unwrap(),
+    ];
     let tasks: Vec<_> = (0..10)
         .map(|i| {
-            let (callbacks, url) = (callbacks.clone(), url.clone());
+            let (callbacks, url) = (callbacks.clone(), urls[i % 2].clone());
             tokio::spawn(async move {
                 let delivery = succeeded(&format!("job-{i}"), b"x");
                 callbacks.deliver(&url, delivery).await
@@ -486,6 +492,56 @@ async fn the_bound_on_callbacks_in_flight_holds() {
     }
     assert_eq!(receiver.requests().len(), 10);
     assert_eq!(receiver.most_at_once.load(Ordering::SeqCst), 2);
+}
+
+/// A slow receiver holds at most its own share of the global slots: with 4 slots in all
+/// and 2 per receiver, twenty deliveries to a receiver that answers after 1.5 s do not
+/// delay one to another receiver (it is sent at once, not after the slow ones), and the
+/// slow receiver never has more than 2 requests at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_does_not_delay_another_receivers_callbacks() {
+    let slow = Receiver::start(|_| Answer::Slow(200, Duration::from_millis(1500))).await;
+    let fast = Receiver::start(|_| Answer::Status(200)).await;
+    let mut config = jobs(&slow.url("/hooks/sleep"));
+    config.callback_allow.push(fast.url("/hooks/"));
+    config.max_callbacks_in_flight = 4;
+    config.max_callbacks_in_flight_per_receiver = 2;
+    let callbacks = Callbacks::from_config(&config).unwrap();
+    let slow_url = callbacks.validate(&slow.url("/hooks/sleep")).unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (callbacks, url) = (callbacks.clone(), slow_url.clone());
+            tokio::spawn(async move {
+                let delivery = succeeded(&format!("slow-{i}"), b"x");
+                callbacks.deliver(&url, delivery).await
+            })
+        })
+        .collect();
+    // The slow receiver has its requests in progress: its slots are taken.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.requests().len() < 2 {
+        assert!(Instant::now() < deadline, "the slow receiver got nothing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fast_url = callbacks.validate(&fast.url("/hooks/done")).unwrap();
+    let started = Instant::now();
+    let outcome = callbacks.deliver(&fast_url, succeeded("fast", b"y")).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(outcome, CallbackOutcome::Delivered { attempts: 1, .. }),
+        "{outcome:?}"
+    );
+    assert!(
+        took < Duration::from_millis(700),
+        "the fast callback took {took:?}"
+    );
+    assert_eq!(fast.requests().len(), 1);
+    // Read before the slow deliveries are aborted: the receiver still counts an aborted
+    // request as in progress until its answer is due.
+    assert_eq!(slow.most_at_once.load(Ordering::SeqCst), 2);
+    for task in tasks {
+        task.abort();
+    }
 }
 
 /// The fenced block of `lang` under docs/jobs-callbacks.md's verification section.
@@ -614,6 +670,25 @@ fn callback_keys_from_the_environment_are_checked_at_load() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("jobs.callback_allow"), "{stderr}");
     assert!(stderr.contains("user name or password"), "{stderr}");
+
+    let secret = ("NMID__JOBS__CALLBACK_SECRET", "9f3a-secret-b7c1e0");
+    let per_receiver = |n| {
+        [
+            allow,
+            secret,
+            ("NMID__JOBS__MAX_CALLBACKS_IN_FLIGHT_PER_RECEIVER", n),
+        ]
+    };
+    let (code, stderr) = nmid_check(&per_receiver("16"));
+    assert_eq!(code, 0, "{stderr}");
+    for bad in ["0", "65"] {
+        let (code, stderr) = nmid_check(&per_receiver(bad));
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(
+            stderr.contains("jobs.max_callbacks_in_flight_per_receiver"),
+            "{stderr}"
+        );
+    }
 
     let (code, stderr) = nmid_check(&[allow]);
     assert_eq!(code, 2, "{stderr}");
