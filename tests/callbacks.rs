@@ -200,6 +200,7 @@ fn succeeded(job_id: &str, result: &'static [u8]) -> Delivery {
         attempts: 1,
         result: Some(Bytes::from_static(result)),
         error: None,
+        submitter: Some("ip:127.0.0.1".into()),
     }
 }
 
@@ -221,7 +222,8 @@ fn openssl_hmac(key: &str, message: &[u8]) -> String {
     text.rsplit("= ").next().unwrap().trim().to_owned()
 }
 
-/// What a receiver does: rebuild the signed string from the headers and the body, compare.
+/// What a receiver does: rebuild the signed string from the headers, the request target
+/// and the body, compare.
 fn verify(request: &Received) -> bool {
     let mut signed = Vec::new();
     for name in [
@@ -229,10 +231,13 @@ fn verify(request: &Received) -> bool {
         "x-call-id",
         "x-nmid-function",
         "x-nmid-job-state",
+        "x-nmid-submitter",
     ] {
         signed.extend_from_slice(request.header(name).as_bytes());
         signed.push(b'\n');
     }
+    signed.extend_from_slice(request.path.as_bytes());
+    signed.push(b'\n');
     signed.extend_from_slice(&request.body);
     let expected = format!("sha256={}", openssl_hmac(SECRET, &signed));
     request.header("x-nmid-signature") == expected
@@ -266,6 +271,7 @@ async fn a_delivery_arrives_with_headers_and_a_signature_the_receiver_verifies()
         attempts: 3,
         result: None,
         error: Some("worker said no".into()),
+        submitter: None,
     };
     let outcome = callbacks.deliver(&url, failed).await;
     assert!(matches!(outcome, CallbackOutcome::Delivered { .. }));
@@ -281,6 +287,7 @@ async fn a_delivery_arrives_with_headers_and_a_signature_the_receiver_verifies()
     assert_eq!(ok.header("x-nmid-job-state"), "succeeded");
     assert_eq!(ok.header("x-nmid-attempts"), "1");
     assert_eq!(ok.header("x-nmid-callback-attempt"), "1");
+    assert_eq!(ok.header("x-nmid-submitter"), "ip:127.0.0.1");
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -293,6 +300,7 @@ async fn a_delivery_arrives_with_headers_and_a_signature_the_receiver_verifies()
     assert_eq!(err.body, b"worker said no");
     assert_eq!(err.header("x-nmid-job-state"), "failed");
     assert_eq!(err.header("x-nmid-attempts"), "3");
+    assert_eq!(err.header("x-nmid-submitter"), "");
     assert!(verify(err), "the receiver cannot verify {err:?}");
 
     // The same body under another job id or state does not verify.
@@ -309,6 +317,49 @@ async fn a_delivery_arrives_with_headers_and_a_signature_the_receiver_verifies()
 
     assert_eq!(metrics.callback_count(CallbackEvent::Delivered), 2);
     assert_eq!(metrics.callback_count(CallbackEvent::Retried), 0);
+}
+
+/// The signature covers the request target and the submitter: a callback tenant A aimed at
+/// tenant B's endpoint under a shared prefix says it is A's (and B can refuse it), and a
+/// captured callback re-posted, headers unchanged, to another path or query, or with another
+/// submitter, does not verify.
+#[tokio::test]
+async fn the_signature_covers_the_request_target_and_the_submitter() {
+    let receiver = Receiver::start(|_| Answer::Status(200)).await;
+    let callbacks = Callbacks::from_config(&jobs(&receiver.url("/hooks/"))).unwrap();
+    let url = callbacks
+        .validate(&receiver.url("/hooks/tenant-b/orders?order=42"))
+        .unwrap();
+    let delivery = Delivery {
+        submitter: Some("token:tenant-a".into()),
+        ..succeeded("job-a", b"{\"paid\": true}")
+    };
+    let outcome = callbacks.deliver(&url, delivery).await;
+    assert!(matches!(outcome, CallbackOutcome::Delivered { .. }));
+    let genuine = receiver.requests().remove(0);
+    assert_eq!(genuine.path, "/hooks/tenant-b/orders?order=42");
+    assert_eq!(genuine.header("x-nmid-submitter"), "token:tenant-a");
+    assert!(verify(&genuine), "{genuine:?}");
+
+    for target in [
+        "/hooks/other-receiver/refunds?order=7",
+        "/hooks/tenant-b/orders?order=43",
+        "/hooks/tenant-b/orders",
+    ] {
+        let reposted = Received {
+            path: target.into(),
+            ..genuine.clone()
+        };
+        assert!(!verify(&reposted), "re-posted to {target} verifies");
+    }
+    for submitter in ["token:tenant-b", ""] {
+        let mut forged = genuine.clone();
+        forged.headers.retain(|(n, _)| n != "x-nmid-submitter");
+        forged
+            .headers
+            .push(("x-nmid-submitter".into(), submitter.into()));
+        assert!(!verify(&forged), "submitter {submitter:?} verifies");
+    }
 }
 
 /// A receiver failing twice with 500 gets three attempts, each gap at least the doubling
@@ -558,20 +609,27 @@ fn doc_block(lang: &str) -> String {
 }
 
 /// The docs' Python and shell verifications, run as written against a real callback:
-/// the genuine one passes, one with its state changed or replayed late does not.
+/// the genuine one passes; one with its state changed, re-posted to another target, of
+/// another submitter than the endpoint's, or replayed late does not.
 #[tokio::test]
 async fn the_documented_verifications_accept_a_real_callback_and_refuse_forgeries() {
     let receiver = Receiver::start(|_| Answer::Status(200)).await;
-    let callbacks = Callbacks::from_config(&jobs(&receiver.url("/"))).unwrap();
-    let url = callbacks.validate(&receiver.url("/cb")).unwrap();
+    let callbacks = Callbacks::from_config(&jobs(&receiver.url("/hooks/"))).unwrap();
+    let url = callbacks
+        .validate(&receiver.url("/hooks/tenant-b/orders?order=42"))
+        .unwrap();
     let delivery = Delivery {
         function: "Up per%\u{e9}".into(),
+        submitter: Some("token:tenant-b".into()),
         ..succeeded("job-doc", b"line one\nline two\n\x00")
     };
     let outcome = callbacks.deliver(&url, delivery).await;
     assert!(matches!(outcome, CallbackOutcome::Delivered { .. }));
     let request = receiver.requests().remove(0);
     assert_eq!(request.header("x-nmid-function"), "Up%20per%25%C3%A9");
+    let target = request.path.as_str();
+    assert_eq!(target, "/hooks/tenant-b/orders?order=42");
+    let elsewhere = "/hooks/other-receiver/refunds?order=7";
 
     let dir = std::env::temp_dir().join(format!("nmid-callback-doc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -579,18 +637,20 @@ async fn the_documented_verifications_accept_a_real_callback_and_refuse_forgerie
     std::fs::write(&body_file, &request.body).unwrap();
 
     let python = doc_block("python");
-    let run_python = |state: &str, late_s: u64| {
+    let run_python = |state: &str, target: &str, tenant: Option<&str>, late_s: u64| {
         let headers = serde_json::json!({
             "X-Nmid-Timestamp": request.header("x-nmid-timestamp"),
             "X-Call-Id": request.header("x-call-id"),
             "X-Nmid-Function": request.header("x-nmid-function"),
             "X-Nmid-Job-State": state,
+            "X-Nmid-Submitter": request.header("x-nmid-submitter"),
             "X-Nmid-Signature": request.header("x-nmid-signature"),
         });
         let harness = format!(
             "{python}\nimport json, os, sys, time\n\
              ok = verify(os.environ['SECRET'].encode(), json.loads(os.environ['HEADERS']),\n\
-             open(os.environ['BODY_FILE'], 'rb').read(), time.time() + {late_s})\n\
+             os.environ['TARGET'], open(os.environ['BODY_FILE'], 'rb').read(),\n\
+             json.loads(os.environ['TENANT']), time.time() + {late_s})\n\
              sys.exit(0 if ok else 1)\n"
         );
         let status = std::process::Command::new("python3")
@@ -598,21 +658,42 @@ async fn the_documented_verifications_accept_a_real_callback_and_refuse_forgerie
             .arg(harness)
             .env("SECRET", SECRET)
             .env("HEADERS", headers.to_string())
+            .env("TARGET", target)
+            .env("TENANT", serde_json::json!(tenant).to_string())
             .env("BODY_FILE", &body_file)
             .status()
             .expect("python3 is needed by this test");
         assert!(status.code().is_some(), "python3 died: {status}");
         status.success()
     };
+    let tenant_b = Some("token:tenant-b");
     assert!(
-        run_python("succeeded", 0),
+        run_python("succeeded", target, None, 0),
         "the genuine callback is refused"
     );
-    assert!(!run_python("failed", 0), "a changed state is accepted");
-    assert!(!run_python("succeeded", 1000), "a late replay is accepted");
+    assert!(
+        run_python("succeeded", target, tenant_b, 0),
+        "the genuine callback is refused by its own tenant"
+    );
+    assert!(
+        !run_python("failed", target, None, 0),
+        "a changed state is accepted"
+    );
+    assert!(
+        !run_python("succeeded", elsewhere, None, 0),
+        "a callback re-posted to another target is accepted"
+    );
+    assert!(
+        !run_python("succeeded", target, Some("token:tenant-a"), 0),
+        "another tenant's callback is accepted"
+    );
+    assert!(
+        !run_python("succeeded", target, None, 1000),
+        "a late replay is accepted"
+    );
 
     let shell = doc_block("sh");
-    let run_shell = |state: &str| {
+    let run_shell = |state: &str, target: &str, submitter: &str, tenant: &str| {
         let status = std::process::Command::new("bash")
             .arg("-c")
             .arg(&shell)
@@ -621,14 +702,29 @@ async fn the_documented_verifications_accept_a_real_callback_and_refuse_forgerie
             .env("CALL_ID", request.header("x-call-id"))
             .env("FUNCTION", request.header("x-nmid-function"))
             .env("STATE", state)
+            .env("SUBMITTER", submitter)
+            .env("TARGET", target)
+            .env("EXPECTED_SUBMITTER", tenant)
             .env("SIGNATURE", request.header("x-nmid-signature"))
             .env("BODY_FILE", &body_file)
             .status()
             .expect("bash is needed by this test");
         status.success()
     };
-    assert!(run_shell("succeeded"), "the genuine callback is refused");
-    assert!(!run_shell("cancelled"), "a changed state is accepted");
+    let submitter = request.header("x-nmid-submitter");
+    assert_eq!(submitter, "token:tenant-b");
+    let ok = run_shell("succeeded", target, submitter, "");
+    assert!(ok, "the genuine callback is refused");
+    let ok = run_shell("succeeded", target, submitter, "token:tenant-b");
+    assert!(ok, "the genuine callback is refused by its own tenant");
+    let ok = run_shell("cancelled", target, submitter, "");
+    assert!(!ok, "a changed state is accepted");
+    let ok = run_shell("succeeded", elsewhere, submitter, "");
+    assert!(!ok, "a callback re-posted to another target is accepted");
+    let ok = run_shell("succeeded", target, "token:tenant-a", "");
+    assert!(!ok, "a changed submitter is accepted");
+    let ok = run_shell("succeeded", target, submitter, "token:tenant-a");
+    assert!(!ok, "another tenant's callback is accepted");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -791,6 +887,7 @@ async fn a_background_jobs_result_is_posted_to_its_callback() {
     assert_eq!(first.header("x-call-id"), id);
     assert_eq!(first.header("x-nmid-job-state"), "succeeded");
     assert_eq!(first.body, b"PAYLOAD");
+    assert_eq!(first.header("x-nmid-submitter"), "ip:127.0.0.1");
     assert!(verify(&first), "the receiver verifies the signature");
 
     let (status, json) = submit_job(&d, "Upper", &[("x-nmid-callback-url", url.as_str())]).await;

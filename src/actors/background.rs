@@ -571,6 +571,7 @@ impl Background {
             result: output.clone().filter(|_| succeeded),
             error: (output.filter(|_| !succeeded))
                 .map(|o| String::from_utf8_lossy(&o).into_owned()),
+            submitter: record.caller.clone(),
         };
         let callbacks = self.callbacks.clone();
         let me = ctx.address();

@@ -12,6 +12,7 @@
 //! X-Nmid-Function: <function>         bytes outside visible ASCII, and '%', percent-encoded
 //! X-Nmid-Job-State: succeeded | failed | cancelled
 //! X-Nmid-Attempts: <the job's execution attempts>
+//! X-Nmid-Submitter: token:<name> | ip:<addr> | (empty)    who submitted the job
 //! X-Nmid-Callback-Attempt: <this request's number, from 1>
 //! X-Nmid-Timestamp: <unix seconds when this attempt was signed>
 //! X-Nmid-Signature: sha256=<hex HMAC-SHA256(jobs.callback_secret, signed string)>
@@ -58,6 +59,8 @@ pub const STATE_HEADER: &str = "x-nmid-job-state";
 pub const ATTEMPTS_HEADER: &str = "x-nmid-attempts";
 /// This callback request's number, from 1.
 pub const CALLBACK_ATTEMPT_HEADER: &str = "x-nmid-callback-attempt";
+/// Who submitted the job (`token:<name>`, `ip:<addr>`), empty when unknown.
+pub const SUBMITTER_HEADER: &str = "x-nmid-submitter";
 /// Unix seconds when the request was signed.
 pub const TIMESTAMP_HEADER: &str = "x-nmid-timestamp";
 /// `sha256=<hex>`.
@@ -125,6 +128,11 @@ pub struct Delivery {
     pub result: Option<Bytes>,
     /// The error message, for a failed (or cancelled) job.
     pub error: Option<String>,
+    /// Who submitted the job, as its record's `caller` holds it: `token:<name>` with
+    /// `[auth]` on, `ip:<addr>` otherwise; `None` when unknown. Sent as `X-Nmid-Submitter`
+    /// (empty for `None`) and signed, so a receiver under a prefix several tenants share
+    /// can refuse another tenant's jobs.
+    pub submitter: Option<String>,
 }
 
 impl Delivery {
@@ -221,6 +229,7 @@ struct Inner {
 ///         attempts: 1,
 ///         result: Some("HELLO".into()),
 ///         error: None,
+///         submitter: Some("token:shop".into()),
 ///     };
 ///     match callbacks.deliver(&url, delivery).await {
 ///         CallbackOutcome::Delivered { attempts, status } => {
@@ -417,8 +426,20 @@ impl Callbacks {
         let call_id = header_text(&delivery.job_id);
         let function = header_text(&delivery.function);
         let state = header_text(delivery.state);
-        let signature =
-            sign::signature(&inner.secret, &timestamp, &call_id, &function, &state, body);
+        let submitter = header_text(delivery.submitter.as_deref().unwrap_or_default());
+        let target = sign::request_target(&url.0);
+        let signature = sign::signature(
+            &inner.secret,
+            &sign::Signed {
+                timestamp: &timestamp,
+                call_id: &call_id,
+                function: &function,
+                state: &state,
+                submitter: &submitter,
+                target: &target,
+                body,
+            },
+        );
         let request = (inner.client.post(url.0.clone()))
             .timeout(inner.timeout)
             .header(CONTENT_TYPE, "application/octet-stream")
@@ -426,6 +447,7 @@ impl Callbacks {
             .header(FUNCTION_HEADER, header_value(&function))
             .header(STATE_HEADER, header_value(&state))
             .header(ATTEMPTS_HEADER, delivery.attempts)
+            .header(SUBMITTER_HEADER, header_value(&submitter))
             .header(CALLBACK_ATTEMPT_HEADER, attempt)
             .header(TIMESTAMP_HEADER, header_value(&timestamp))
             .header(SIGNATURE_HEADER, header_value(&signature))
@@ -575,6 +597,7 @@ mod tests {
             attempts: 1,
             result: Some(Bytes::from_static(b"out")),
             error: None,
+            submitter: None,
         };
         assert_eq!(delivery.body(), "out");
         delivery.state = "failed";
