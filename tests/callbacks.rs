@@ -567,3 +567,62 @@ async fn a_background_jobs_result_is_posted_to_its_callback() {
     worker.stop().await;
     d.stop().await;
 }
+
+/// With `[auth]` on, a job's callback names the token that submitted it, signed: tenant A's
+/// job aimed at tenant B's endpoint under a shared prefix arrives as
+/// `X-Nmid-Submitter: token:tenant-a`, which B can refuse and A cannot change.
+#[actix_rt::test]
+async fn with_auth_the_callback_names_the_submitting_token() {
+    let receiver = Receiver::start(|_| Answer::Status(204)).await;
+    let mut config = Config {
+        jobs: jobs(&receiver.url("/hooks/")),
+        ..Config::default()
+    };
+    config.server.drain_timeout_ms = 300;
+    config.auth.enabled = true;
+    let token = |name: &str, role: &str| nmid::config::TokenConfig {
+        name: name.to_owned(),
+        secret: format!("{name}-secret-0123456789"),
+        roles: vec![role.to_owned()],
+        functions: vec!["Upper".to_owned()],
+        ..nmid::config::TokenConfig::default()
+    };
+    config.auth.tokens = vec![token("tenant-a", "client"), token("w", "worker")];
+    let d = common::start_dispatcher_with_http(config);
+    let worker = nmid::worker::Worker::builder()
+        .server(d.addr.to_string())
+        .token("w-secret-0123456789")
+        .function("Upper", |job: nmid::worker::Job| async move {
+            Ok(Bytes::from(job.params().to_ascii_uppercase()))
+        })
+        .start()
+        .unwrap();
+    d.wait_for("a worker of Upper", |s| {
+        s.function("Upper").is_some_and(|f| f.workers == 1)
+    })
+    .await;
+    let url = receiver.url("/hooks/tenant-b/orders?order=42");
+    let headers = [
+        ("authorization", "Bearer tenant-a-secret-0123456789"),
+        ("x-callback-url", url.as_str()),
+    ];
+    let (status, json) = submit_job(&d, "Upper", &headers).await;
+    assert_eq!(status, 202, "{json}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.requests().is_empty() {
+        assert!(Instant::now() < deadline, "no callback arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = receiver.requests().remove(0);
+    assert_eq!(got.path, "/hooks/tenant-b/orders?order=42");
+    assert_eq!(got.header("x-nmid-submitter"), "token:tenant-a");
+    assert!(verify(&got), "{got:?}");
+    let mut forged = got.clone();
+    forged.headers.retain(|(n, _)| n != "x-nmid-submitter");
+    forged
+        .headers
+        .push(("x-nmid-submitter".into(), "token:tenant-b".into()));
+    assert!(!verify(&forged), "the submitter can be changed");
+    worker.stop().await;
+    d.stop().await;
+}
