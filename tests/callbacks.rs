@@ -626,3 +626,61 @@ async fn with_auth_the_callback_names_the_submitting_token() {
     worker.stop().await;
     d.stop().await;
 }
+
+/// A cancelled job's callback says so (state `cancelled`, empty body); a succeeded job's
+/// body is the function's output as `/call` answers it (nmid's RetStruct `Data`), not the
+/// RetStruct's msgpack.
+#[actix_rt::test]
+async fn cancelled_and_retstruct_jobs_call_back_what_they_are() {
+    let receiver = Receiver::start(|_| Answer::Status(204)).await;
+    let (d, worker) = dispatcher_calling_back(&receiver.url("/hooks/")).await;
+    let ret = nmid::worker::Worker::builder()
+        .server(d.addr.to_string())
+        .function("Ret", |_job: nmid::worker::Job| async move {
+            Ok(Bytes::from(
+                nmid::retstruct::RetStruct::ok(Bytes::from_static(b"DATA")).encode(),
+            ))
+        })
+        .start()
+        .unwrap();
+    d.wait_for("a worker of Ret", |s| {
+        s.function("Ret").is_some_and(|f| f.workers == 1)
+    })
+    .await;
+    let url = receiver.url("/hooks/later");
+    let headers = [
+        ("x-callback-url", url.as_str()),
+        ("x-nmid-delay-ms", "600000"),
+    ];
+    let (status, json) = submit_job(&d, "Upper", &headers).await;
+    assert_eq!(status, 202, "{json}");
+    let id = json["id"].as_str().unwrap().to_owned();
+    let cancel = format!("{}/api/v1/jobs/{id}", d.http_url());
+    let mut response = awc::Client::default().delete(cancel).send().await.unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{:?}",
+        response.body().await
+    );
+    let done = callback_status(&d, &id).await;
+    assert!(
+        done["callback"].as_str().unwrap().starts_with("delivered"),
+        "{done}"
+    );
+    let sent = receiver.requests()[0].clone();
+    assert_eq!(sent.header("x-call-id"), id);
+    assert_eq!(sent.header("x-nmid-job-state"), "cancelled");
+    assert!(sent.body.is_empty());
+    assert!(verify(&sent));
+
+    let (_, json) = submit_job(&d, "Ret", &[("x-callback-url", url.as_str())]).await;
+    let id = json["id"].as_str().unwrap().to_owned();
+    callback_status(&d, &id).await;
+    let sent = receiver.requests()[1].clone();
+    assert_eq!(sent.header("x-nmid-job-state"), "succeeded");
+    assert_eq!(sent.body, b"DATA");
+    ret.stop().await;
+    worker.stop().await;
+    d.stop().await;
+}

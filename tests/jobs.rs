@@ -129,15 +129,33 @@ async fn serving(d: &TestDispatcher, function: &str) {
 /// A worker of `Echo` (answers its params as they are) with `slots` slots, recording the
 /// order in which it ran its jobs.
 async fn echo_worker(d: &TestDispatcher, slots: u32, ran: Arc<Mutex<Vec<String>>>) -> WorkerHandle {
+    gated_echo_worker(
+        d,
+        slots,
+        ran,
+        Arc::new(tokio::sync::Semaphore::new(1 << 20)),
+    )
+    .await
+}
+
+/// Like [`echo_worker`], each job first waiting for a permit of `gate` (kept).
+async fn gated_echo_worker(
+    d: &TestDispatcher,
+    slots: u32,
+    ran: Arc<Mutex<Vec<String>>>,
+    gate: Arc<tokio::sync::Semaphore>,
+) -> WorkerHandle {
     let worker = Worker::builder()
         .name("echo")
         .server(d.addr.to_string())
         .slots(slots)
         .function("Echo", move |job: Job| {
             let ran = ran.clone();
+            let gate = gate.clone();
             async move {
                 let text = String::from_utf8_lossy(job.params()).into_owned();
                 ran.lock().unwrap().push(text);
+                gate.acquire().await.unwrap().forget();
                 tokio::time::sleep(Duration::from_millis(30)).await;
                 Ok(job.params().clone())
             }
@@ -183,7 +201,9 @@ async fn a_submitted_job_runs_and_its_result_is_kept() {
 async fn high_jobs_overtake_queued_normal_ones_and_delays_hold() {
     let d = start_dispatcher_with_http(config());
     let ran = Arc::new(Mutex::new(Vec::new()));
-    let _w = echo_worker(&d, 1, ran.clone()).await;
+    // The first job holds the one slot until every other job is queued.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let _w = gated_echo_worker(&d, 1, ran.clone(), gate.clone()).await;
     let mut ids = Vec::new();
     // The first occupies the slot; the rest wait.
     for (name, priority) in [
@@ -196,7 +216,15 @@ async fn high_jobs_overtake_queued_normal_ones_and_delays_hold() {
     ] {
         let body = format!("\"{name}\"");
         ids.push(submitted(&d, "Echo", &[("x-nmid-priority", priority)], &body).await);
+        if name == "n0" {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ran.lock().unwrap().is_empty() {
+                assert!(Instant::now() < deadline, "n0 never started");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
+    gate.add_permits(1 << 20);
     for id in &ids {
         assert_eq!(final_status(&d, id).await["state"], "succeeded");
     }
@@ -306,6 +334,8 @@ async fn queued_jobs_cancel_running_ones_do_not_and_lists_page() {
     let cancelled = list("state=cancelled&function=Echo").await.json();
     assert_eq!(cancelled["jobs"].as_array().unwrap().len(), 1);
     list("state=bogus").await.assert_error(400, "bad_request");
+    list("limit=-1").await.assert_error(400, "bad_request");
+    list("after=null").await.assert_error(400, "bad_request");
     d.stop().await;
 }
 
@@ -391,6 +421,22 @@ async fn with_auth_a_job_is_its_submitters() {
     };
     assert_eq!(as_who("a").await.status, 200);
     as_who("b").await.assert_error(404, "job_not_found");
+    // Waiting on another caller's job tells nothing either: refused before any wait.
+    let (name, b) = bearer("b");
+    let asked = Instant::now();
+    let waited = request(
+        "GET",
+        format!("{url}?wait_ms=3000"),
+        &[(name, b.as_str())],
+        Bytes::new(),
+    )
+    .await;
+    waited.assert_error(404, "job_not_found");
+    assert!(
+        asked.elapsed() < Duration::from_millis(1500),
+        "waited {:?}",
+        asked.elapsed()
+    );
     assert_eq!(as_who("ops").await.status, 200);
     assert_eq!(as_who("w").await.status, 403);
     let (name, b) = bearer("b");
@@ -518,7 +564,7 @@ async fn failing_functions_are_retried_then_fail() {
     );
     let url = format!("{}/api/v1/jobs/{id}/result", d.http_url());
     let result = request("GET", url, &[], Bytes::new()).await;
-    assert_eq!(result.status, 502, "a failed job's result is its error");
+    result.assert_error(502, "function_error");
     d.stop().await;
 }
 

@@ -202,3 +202,45 @@ async fn accepted_jobs_survive_two_sigkills() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With `jobs.fsync = "interval"` too, a job answered 202 is in the store after a SIGKILL
+/// right after the answer (answers wait for the fsync), and its number is not given again.
+#[actix_rt::test]
+async fn an_answered_job_survives_a_sigkill_with_interval_fsync() {
+    let dir = std::env::temp_dir().join(format!("nmid-jobs-interval-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let env = |dir: &str| {
+        [
+            ("NMID__JOBS__DATA_DIR", dir.to_owned()),
+            ("NMID__JOBS__FSYNC", "interval".to_owned()),
+            ("NMID__JOBS__FSYNC_INTERVAL_MS", "2000".to_owned()),
+        ]
+    };
+    let vars = env(dir.to_str().unwrap());
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut nmid = Process::start_with_env(&[], &vars);
+    let http = format!("http://{}", nmid.http.unwrap());
+    let submit_later = |http: String, body: &'static str| async move {
+        let mut response = client()
+            .post(format!("{http}/async/Later"))
+            .insert_header(("content-type", "text/plain"))
+            .insert_header(("x-nmid-delay-ms", "600000"))
+            .send_body(body)
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+        let json: Value = serde_json::from_slice(&response.body().await.unwrap()).unwrap();
+        json["id"].as_str().unwrap().to_owned()
+    };
+    let first = submit_later(http.clone(), "first").await;
+    nmid.signal("-KILL");
+    nmid.wait_exit(Duration::from_secs(10));
+    let nmid = Process::start_with_env(&[], &vars);
+    let http = format!("http://{}", nmid.http.unwrap());
+    let json = get_json(format!("{http}/api/v1/jobs/{first}")).await;
+    assert_eq!(json["state"], "queued", "{json}");
+    let second = submit_later(http.clone(), "second").await;
+    assert_ne!(second, first, "a number is never given twice");
+    drop(nmid);
+    let _ = std::fs::remove_dir_all(&dir);
+}

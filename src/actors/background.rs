@@ -13,14 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use super::job::{JobActor, JobServices, PartialSink};
-use crate::call::{CallOutcome, CallSpec, ClientKey, DispatchError, JobId, Partial};
-use crate::codec::ParamsType;
-use crate::jobs::callback::{CallbackOutcome, Callbacks, Delivery};
+use super::job::JobServices;
+use crate::call::CallOutcome;
+use crate::jobs::callback::Callbacks;
 use crate::jobs::record::now_ms;
 use crate::jobs::{
     Accepted, AttemptEnd, BackgroundId, Book, Change, Full, JobRecord, JobState, JobsGauges,
@@ -31,6 +29,11 @@ use crate::jobs::{
 const TICK: Duration = Duration::from_millis(20);
 /// How often the gauges are counted again (a walk over every job).
 const GAUGES_EVERY: Duration = Duration::from_millis(500);
+
+mod attempts;
+mod callbacks;
+
+use attempts::attempt_end;
 
 /// Submits a vetted call as a background job.
 #[derive(Message)]
@@ -46,8 +49,11 @@ pub struct Submit {
 pub struct Submitted {
     /// The job's id.
     pub id: BackgroundId,
-    /// It is the queued or running job with the same unique key.
+    /// It is the queued or running job with the same unique key (whose options stand;
+    /// this submission's are not used).
     pub shared: bool,
+    /// Where the job stands.
+    pub state: JobState,
 }
 
 /// Why a submission was not accepted.
@@ -82,7 +88,7 @@ pub struct CancelJob {
 
 /// A page of jobs.
 #[derive(Message)]
-#[rtype(result = "Vec<JobRecord>")]
+#[rtype(result = "(Vec<JobRecord>, Option<u64>)")]
 pub struct ListJobs {
     /// Numbers above this one.
     pub after: u64,
@@ -255,65 +261,92 @@ impl Actor for Background {
 impl Handler<Submit> for Background {
     type Result = ResponseFuture<Result<Submitted, SubmitError>>;
 
+    /// Answered once the job is in the store (durably with `jobs.fsync = "always"`); it
+    /// starts only then. A submission sharing a job with a unique key is answered once
+    /// that job's own submission is written too.
     fn handle(&mut self, submit: Submit, ctx: &mut Self::Context) -> Self::Result {
         if !self.starting {
             return Box::pin(async { Err(SubmitError::ShuttingDown) });
         }
-        let now = now_ms();
-        let record = match self.book.submit(
-            NewJob {
-                record: submit.record,
-            },
-            now,
-        ) {
+        let new = NewJob {
+            record: submit.record,
+        };
+        let record = match self.book.submit(new, now_ms()) {
             Ok(Accepted::Shared(seq)) => {
                 let id = self.book.id(seq);
-                return Box::pin(async move { Ok(Submitted { id, shared: true }) });
+                let state = self.book.get(seq).map_or(JobState::Queued, |r| r.state);
+                // Behind whatever is being written, the shared job's submission included.
+                let written = self.store.write(Vec::new(), self.book.next_seq());
+                return Box::pin(async move {
+                    match written.await {
+                        Ok(Ok(())) => Ok(Submitted {
+                            id,
+                            shared: true,
+                            state,
+                        }),
+                        Ok(Err(cause)) => Err(SubmitError::Store(cause)),
+                        Err(_) => Err(SubmitError::Store("the store's writer stopped".into())),
+                    }
+                });
             }
             Ok(Accepted::New(record)) => record,
             Err(full) => {
                 let why = match full {
                     Full::Jobs(max) => format!("{max} jobs stored (jobs.max_stored_jobs)"),
                     Full::Bytes(max) => format!("{max} bytes stored (jobs.max_stored_bytes)"),
+                    Full::Caller(max) => format!(
+                        "this caller has {max} jobs stored (jobs.max_stored_jobs_per_caller)"
+                    ),
                 };
                 return Box::pin(async move { Err(SubmitError::Full(why)) });
             }
         };
         let seq = record.seq;
         let id = self.book.id(seq);
-        let written = self
-            .store
-            .write(vec![Change::Put(record)], self.book.next_seq());
-        self.pump(ctx);
+        let written = (self.store).write(vec![Change::Put(record)], self.book.next_seq());
         let me = ctx.address();
         Box::pin(async move {
             let cause = match written.await {
-                Ok(Ok(())) => return Ok(Submitted { id, shared: false }),
+                Ok(Ok(())) => {
+                    me.do_send(Written { seq, ok: true });
+                    let state = JobState::Queued;
+                    return Ok(Submitted {
+                        id,
+                        shared: false,
+                        state,
+                    });
+                }
                 Ok(Err(cause)) => cause,
                 Err(_) => "the store's writer stopped".to_owned(),
             };
-            // Not accepted, so not run: the caller was told it failed.
-            me.do_send(Forget { seq });
+            // Not accepted, so never run: the caller is told it failed.
+            me.do_send(Written { seq, ok: false });
             Err(SubmitError::Store(cause))
         })
     }
 }
 
-/// A submission the store could not write is forgotten.
+/// Whether a submission reached the store: it may start, or it is forgotten.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Forget {
+struct Written {
     seq: u64,
+    ok: bool,
 }
 
-impl Handler<Forget> for Background {
+impl Handler<Written> for Background {
     type Result = ();
 
-    fn handle(&mut self, forget: Forget, _: &mut Self::Context) {
-        if self.book.get(forget.seq).map(|r| r.state) == Some(JobState::Queued) {
-            let _ = self.book.cancel(forget.seq, now_ms());
-            self.book.expire(u64::MAX);
-            self.notify(forget.seq);
+    fn handle(&mut self, written: Written, ctx: &mut Self::Context) {
+        match written.ok {
+            true => {
+                self.book.release(written.seq);
+                self.pump(ctx);
+            }
+            false => {
+                self.book.forget(written.seq);
+                self.notify(written.seq);
+            }
         }
     }
 }
@@ -331,7 +364,7 @@ impl Handler<CancelJob> for Background {
 
     /// Answered once the cancellation is written (durably with `jobs.fsync = "always"`), so
     /// a job answered cancelled never runs after a crash.
-    fn handle(&mut self, cancel: CancelJob, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, cancel: CancelJob, ctx: &mut Self::Context) -> Self::Result {
         let record = match self.book.cancel(cancel.seq, now_ms()) {
             Ok(record) => record.clone(),
             Err(refused) => return Box::pin(async move { Err(refused) }),
@@ -341,6 +374,7 @@ impl Handler<CancelJob> for Background {
             self.book.next_seq(),
         );
         self.notify(cancel.seq);
+        self.call_back(&record, ctx);
         Box::pin(async move {
             if let Ok(Err(cause)) = written.await {
                 error!(%cause, "job store: a cancellation was not written");
@@ -351,11 +385,12 @@ impl Handler<CancelJob> for Background {
 }
 
 impl Handler<ListJobs> for Background {
-    type Result = Vec<JobRecord>;
+    type Result = MessageResult<ListJobs>;
 
     fn handle(&mut self, list: ListJobs, _: &mut Self::Context) -> Self::Result {
         let page = self.book.list(list.after, list.limit, |r| (list.keep)(r));
-        page.into_iter().cloned().collect()
+        let jobs = page.jobs.into_iter().cloned().collect();
+        MessageResult((jobs, page.next))
     }
 }
 
@@ -381,6 +416,10 @@ impl Handler<AttemptDone> for Background {
 
     fn handle(&mut self, done: AttemptDone, ctx: &mut Self::Context) {
         let end = attempt_end(done.outcome);
+        // An attempt that found no worker, or was cut short by a shutdown, was none.
+        if !matches!(end, AttemptEnd::NoWorker | AttemptEnd::Interrupted) {
+            self.attempts += 1;
+        }
         let Some(record) = self.book.finish(done.seq, end, now_ms()).cloned() else {
             return;
         };
@@ -391,57 +430,6 @@ impl Handler<AttemptDone> for Background {
             self.notify(done.seq);
         }
         self.pump(ctx);
-    }
-}
-
-/// A running job's worker reported progress: the latest is in `latest` (taken here).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct ProgressNoted {
-    seq: u64,
-    latest: Arc<Mutex<Option<(u64, u64)>>>,
-}
-
-impl Handler<ProgressNoted> for Background {
-    type Result = ();
-
-    fn handle(&mut self, noted: ProgressNoted, _: &mut Self::Context) {
-        let taken = noted
-            .latest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some((numerator, denominator)) = taken {
-            self.book.progress(noted.seq, numerator, denominator);
-        }
-    }
-}
-
-/// What became of a job's callback.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct CallbackDone {
-    seq: u64,
-    outcome: CallbackOutcome,
-}
-
-impl Handler<CallbackDone> for Background {
-    type Result = ();
-
-    fn handle(&mut self, done: CallbackDone, _: &mut Self::Context) {
-        let text = match done.outcome {
-            CallbackOutcome::Delivered { attempts, status } => {
-                format!("delivered: HTTP {status} after {attempts} attempt(s)")
-            }
-            CallbackOutcome::GaveUp {
-                attempts,
-                last_error,
-            } => format!("failed after {attempts} attempt(s): {last_error}"),
-        };
-        if let Some(record) = self.book.note_callback(done.seq, text) {
-            let change = Change::Put(Box::new(record.clone()));
-            self.store.write_later(vec![change], self.book.next_seq());
-        }
     }
 }
 
@@ -497,90 +485,6 @@ impl Background {
         }
     }
 
-    /// Runs one attempt of `record` as a call, answered to this actor.
-    fn start_attempt(&mut self, record: &JobRecord, ctx: &mut Context<Self>) {
-        self.attempts += 1;
-        let mut spec = CallSpec::new(
-            Bytes::copy_from_slice(&record.function),
-            ParamsType(record.params_type),
-            record.handle_type,
-            Bytes::copy_from_slice(&record.params),
-            Duration::from_millis(record.attempt_timeout_ms.max(1)),
-        );
-        if !record.meta.is_empty() {
-            let meta = (record.meta.iter())
-                .map(|(k, v)| (Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)))
-                .collect();
-            spec.meta = Some(Arc::new(meta));
-        }
-        spec.caller = (record.caller.as_deref()).and_then(|c| ClientKey::from_meta(c.as_bytes()));
-        spec.priority = record.priority.into();
-        let me = ctx.address();
-        let seq = record.seq;
-        let reply = Box::new({
-            let me = me.clone();
-            move |outcome| me.do_send(AttemptDone { seq, outcome })
-        });
-        // Progress is kept in the job's status; partial data of a background job has no
-        // caller to go to and is dropped (as gearman drops WORK_DATA of a background job).
-        // At most one note is on its way at a time, carrying the latest progress, so a
-        // worker reporting fast cannot fill this actor's mailbox.
-        let latest = Arc::new(Mutex::new(None));
-        let partials: PartialSink = Box::new(move |partial| {
-            if let Partial::Progress {
-                numerator,
-                denominator,
-            } = partial
-            {
-                let mut slot = latest.lock().unwrap_or_else(|e| e.into_inner());
-                if slot.replace((numerator, denominator)).is_none() {
-                    let latest = latest.clone();
-                    me.do_send(ProgressNoted { seq, latest });
-                }
-            }
-        });
-        JobActor::start(JobId::next(), spec, reply, Some(partials), &self.services);
-    }
-
-    /// POSTs `record`'s final state to its callback URL, if it has one, in a task of its
-    /// own; the outcome comes back as [`CallbackDone`].
-    fn call_back(&mut self, record: &JobRecord, ctx: &mut Context<Self>) {
-        let Some(url) = &record.callback_url else {
-            return;
-        };
-        let seq = record.seq;
-        let url = match self.callbacks.validate(url) {
-            Ok(url) => url,
-            Err(refused) => {
-                // The allow list changed since the submission.
-                let outcome = CallbackOutcome::GaveUp {
-                    attempts: 0,
-                    last_error: refused.to_string(),
-                };
-                ctx.notify(CallbackDone { seq, outcome });
-                return;
-            }
-        };
-        let output = record.output.as_ref().map(|o| Bytes::copy_from_slice(o));
-        let succeeded = record.state == JobState::Succeeded;
-        let delivery = Delivery {
-            job_id: self.book.id(seq).to_string(),
-            function: String::from_utf8_lossy(&record.function).into_owned(),
-            state: record.state.as_str(),
-            attempts: record.attempts,
-            result: output.clone().filter(|_| succeeded),
-            error: (output.filter(|_| !succeeded))
-                .map(|o| String::from_utf8_lossy(&o).into_owned()),
-            submitter: record.caller.clone(),
-        };
-        let callbacks = self.callbacks.clone();
-        let me = ctx.address();
-        actix::spawn(async move {
-            let outcome = callbacks.deliver(&url, delivery).await;
-            me.do_send(CallbackDone { seq, outcome });
-        });
-    }
-
     /// Wakes the callers waiting for job `seq`.
     fn notify(&mut self, seq: u64) {
         if let Some(waiters) = self.waiters.remove(&seq) {
@@ -624,49 +528,6 @@ impl Background {
         match self.gauges.lock() {
             Ok(mut shared) => *shared = gauges,
             Err(_) => error!("background jobs' gauges poisoned"),
-        }
-    }
-}
-
-/// How an attempt's outcome counts for its job: errors a retry may mend are retried; a
-/// missing worker and a shutdown use no attempt; a refusal that would refuse again fails.
-/// A result that is nmid's RetStruct with a `Code` other than 0 is the function's failure
-/// (retried, unless the code is an HTTP client error: the input is wrong, and stays so).
-fn attempt_end(outcome: CallOutcome) -> AttemptEnd {
-    let failed = |code: &'static str, message: String, retry: bool| AttemptEnd::Failed {
-        code,
-        message,
-        retry,
-    };
-    match outcome {
-        CallOutcome::Done(result) => match crate::retstruct::RetStruct::decode(&result) {
-            Ok(ret) if ret.code != 0 => {
-                let retry = !crate::retstruct::is_client_error(ret.code);
-                let message = format!("function error {}: {}", ret.code, ret.msg);
-                failed("function_error", message, retry)
-            }
-            _ => AttemptEnd::Succeeded(result),
-        },
-        CallOutcome::WorkerFailed(message) => failed(
-            "worker_error",
-            String::from_utf8_lossy(&message).into_owned(),
-            true,
-        ),
-        CallOutcome::Failed(error) => {
-            let code = crate::metrics::Outcome::of_error(error).as_str();
-            match error {
-                DispatchError::NoWorker | DispatchError::UnknownFunction => AttemptEnd::NoWorker,
-                DispatchError::ShuttingDown => AttemptEnd::Interrupted,
-                DispatchError::Timeout
-                | DispatchError::SlowCaller
-                | DispatchError::WorkerLost
-                | DispatchError::RateLimited
-                | DispatchError::BreakerOpen => failed(code, error.to_string(), true),
-                DispatchError::BadRequest | DispatchError::TooLarge | DispatchError::Forbidden => {
-                    warn!(%error, "background job refused for good");
-                    failed(code, error.to_string(), false)
-                }
-            }
         }
     }
 }

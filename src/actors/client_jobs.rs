@@ -140,7 +140,9 @@ fn split_options(meta: Metadata) -> (Vec<(String, Bytes)>, Metadata) {
 /// Sends the vetted `record` to the jobs' actor.
 async fn submit(port: JobsPort, id: u64, record: JobRecord) -> Frame {
     match port.background.send(Submit { record }).await {
-        Ok(Ok(Submitted { id: job, shared })) => Frame::SSubmitted(SSubmitted {
+        Ok(Ok(Submitted {
+            id: job, shared, ..
+        })) => Frame::SSubmitted(SSubmitted {
             request_id: id,
             shared,
             job_id: Bytes::from(job.to_string()),

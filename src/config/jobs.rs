@@ -9,6 +9,10 @@ use serde::Deserialize;
 use super::{CallbackSecret, ConfigError};
 use crate::jobs::{Fsync, Limits};
 
+/// Jobs one `GET /api/v1/jobs` looks at at most (its `next` goes on from there): a page
+/// with a filter that matches little never holds the jobs actor long.
+pub const MAX_LIST_SCAN: usize = 10_000;
+
 /// `[jobs]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +38,10 @@ pub struct JobsConfig {
     pub max_running_per_function: u32,
     /// Wait before a background job that found no worker is tried again, in ms.
     pub no_worker_retry_ms: u64,
+    /// The longest such wait, doubling from `no_worker_retry_ms` while no worker comes.
+    pub no_worker_retry_max_ms: u64,
+    /// Background jobs of one caller (a token, else an address) stored at most.
+    pub max_stored_jobs_per_caller: usize,
     /// Attempts of a background job that does not say.
     pub default_max_attempts: u32,
     /// Attempts a submission may ask for at most.
@@ -115,6 +123,15 @@ impl JobsConfig {
         if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
             return invalid(key, "must be at least 1");
         }
+        if self.no_worker_retry_max_ms < self.no_worker_retry_ms {
+            return invalid(
+                "jobs.no_worker_retry_max_ms",
+                "must be at least jobs.no_worker_retry_ms",
+            );
+        }
+        if self.max_stored_jobs_per_caller == 0 {
+            return invalid("jobs.max_stored_jobs_per_caller", "must be at least 1");
+        }
         if self.default_max_attempts > self.max_attempts_limit {
             return invalid(
                 "jobs.default_max_attempts",
@@ -150,6 +167,9 @@ impl JobsConfig {
             max_bytes: self.max_stored_bytes,
             window: self.max_running_per_function,
             no_worker_retry_ms: self.no_worker_retry_ms,
+            no_worker_retry_max_ms: self.no_worker_retry_max_ms,
+            max_jobs_per_caller: self.max_stored_jobs_per_caller,
+            max_scan: MAX_LIST_SCAN,
         }
     }
 }

@@ -201,7 +201,7 @@ async fn submit_job(
         .insert_header((header::LOCATION, format!("/api/v1/jobs/{id}")))
         .json(json!({
             "id": id,
-            "state": "queued",
+            "state": submitted.state.as_str(),
             "shared": submitted.shared,
         })))
 }
@@ -241,11 +241,13 @@ async fn status(
                 return ask_owner(&req, jobs, peer, query.wait_ms.unwrap_or(0)).await
             }
         };
-        if let Some(wait) = query.wait_ms {
+        // Whose it is first: waiting on another caller's job would tell that it exists.
+        let mut record = visible(&req, get(jobs, seq).await?, &id)?;
+        if let Some(wait) = query.wait_ms.filter(|_| !record.state.is_final()) {
             let timeout = Duration::from_millis(wait.min(jobs.config.timeout_ms));
             let _ = jobs.background.send(WaitForJob { seq, timeout }).await;
+            record = visible(&req, get(jobs, seq).await?, &id)?;
         }
-        let record = visible(&req, get(jobs, seq).await?, &id)?;
         Ok(HttpResponse::Ok().json(describe(&record, &jobs.node)))
     };
     into_response(found.await)
@@ -271,9 +273,10 @@ pub async fn result(
                 let outcome = CallOutcome::Done(bytes::Bytes::copy_from_slice(output));
                 answer_of(outcome, &function).map(data_response)
             }
-            (JobState::Failed, Some(output)) => Err(HttpError::WorkerError(
-                String::from_utf8_lossy(output).into_owned(),
-            )),
+            (JobState::Failed, Some(output)) => Ok(HttpResponse::BadGateway().json(json!({
+                "error": String::from_utf8_lossy(output),
+                "code": record.error_code.as_deref().unwrap_or("worker_error"),
+            }))),
             _ => Ok(HttpResponse::Conflict().json(json!({
                 "error": format!("job {id} has no result: it is {}", record.state.as_str()),
                 "code": "no_result",
@@ -360,9 +363,7 @@ pub async fn list(
             })
             .await
             .map_err(|_| HttpError::Internal("the background jobs stopped".into()))?;
-        let next = (page.len() == limit)
-            .then(|| page.last().map(|r| r.seq))
-            .flatten();
+        let (page, next) = page;
         let described: Vec<_> = page.iter().map(|r| describe(r, &jobs.node)).collect();
         Ok(HttpResponse::Ok().json(json!({ "jobs": described, "next": next })))
     };
@@ -432,21 +433,22 @@ fn describe(record: &JobRecord, node: &str) -> serde_json::Value {
     if let Some(callback) = &record.callback {
         body["callback"] = json!(callback);
     }
-    if let Some(output) = &record.output {
-        let field = match record.state {
-            JobState::Succeeded => "result",
-            _ => "error",
-        };
-        match std::str::from_utf8(output) {
+    // A result as `/call` answers it (a RetStruct's `Data`); an error as the worker said.
+    let shown = match record.state {
+        JobState::Succeeded => record.result_data().map(|(data, _)| ("result", data)),
+        _ => (record.output.as_ref()).map(|o| ("error", bytes::Bytes::copy_from_slice(o))),
+    };
+    if let Some((field, output)) = shown {
+        match std::str::from_utf8(&output) {
             Ok(text) => body[field] = json!(text),
             Err(_) => {
-                let encoded = base64::engine::general_purpose::STANDARD.encode(output);
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&output);
                 body[format!("{field}_base64")] = json!(encoded);
             }
         }
-        if let Some(code) = &record.error_code {
-            body["error_code"] = json!(code);
-        }
+    }
+    if let Some(code) = &record.error_code {
+        body["error_code"] = json!(code);
     }
     body
 }

@@ -142,8 +142,13 @@ static NO_PATH: Route = Route {
     handler: || web::to(not_found),
 };
 
-/// Registers the front end's routes. The app must carry a `web::Data<HttpState>`.
+/// Registers the front end's routes. The app must carry a `web::Data<HttpState>`. A query
+/// string a route cannot read (`?limit=-1`) is a JSON 400 `bad_request`, as every other
+/// refusal.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(|err, _| {
+        super::HttpError::BadRequest(format!("bad query string: {err}")).into()
+    }));
     register(cfg, &ROUTES);
 }
 

@@ -7,15 +7,25 @@
 //!   than `window` of its jobs are running (the rest wait here, not in the registry's
 //!   queue, so a later high job still overtakes them);
 //! - a job with a run-at time in the future waits until then;
+//! - a job starts only once its submission is in the store ([`Book::release`]): a job whose
+//!   write failed never ran;
 //! - a failed attempt is tried again after `backoff × 2^(attempts-1)` (at most an hour)
 //!   while attempts are left; an attempt that found no worker, or was cut short by a
 //!   shutdown, does not count;
+//! - a function no worker serves is **parked**: its jobs wait `no_worker_retry_ms`, doubling
+//!   while it still has none (at most `no_worker_retry_max_ms`), so that jobs for functions
+//!   nobody serves cost one attempt per function and wait, not one per job;
+//! - a job found running when the dispatcher starts (it stopped mid-attempt) is queued again,
+//!   unless that was its last attempt: then it fails (`interrupted`), so a job that kills the
+//!   dispatcher cannot do so forever;
 //! - while a job with a unique key is queued or running, a submission of the same caller,
 //!   function and key gets that job (gearman's coalescing);
-//! - the store holds at most `max_jobs` jobs and `max_bytes` of their data: past either a
-//!   submission is refused; final jobs are forgotten when their result TTL is over.
+//! - the store holds at most `max_jobs` jobs (`max_jobs_per_caller` of one caller) and
+//!   `max_bytes` of their data, results included: past either a submission is refused, and
+//!   a result that would not fit fails its job (`result_too_large`); final jobs are
+//!   forgotten when their result TTL is over.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
 use serde_bytes::ByteBuf;
@@ -37,6 +47,12 @@ pub struct Limits {
     pub window: u32,
     /// Wait before trying again a job that found no worker (`jobs.no_worker_retry_ms`).
     pub no_worker_retry_ms: u64,
+    /// The longest such wait, doubling from `no_worker_retry_ms` (`jobs.no_worker_retry_max_ms`).
+    pub no_worker_retry_max_ms: u64,
+    /// Jobs of one caller stored at most (`jobs.max_stored_jobs_per_caller`).
+    pub max_jobs_per_caller: usize,
+    /// Jobs looked at by one [`Book::list`] at most, so that a page never stalls the actor.
+    pub max_scan: usize,
 }
 
 /// A submission, as the book needs it.
@@ -53,6 +69,8 @@ pub enum Full {
     Jobs(usize),
     /// The store holds `max_bytes`.
     Bytes(usize),
+    /// The caller has `max_jobs_per_caller` jobs stored.
+    Caller(usize),
 }
 
 /// What became of a submission.
@@ -103,14 +121,29 @@ struct FunctionQueue {
 
 type UniqueKey = (Option<String>, Bytes, Bytes);
 
+/// A page of [`Book::list`].
+#[derive(Debug)]
+pub struct Page<'a> {
+    /// The jobs kept.
+    pub jobs: Vec<&'a JobRecord>,
+    /// Where the next page starts (`after`), when there may be more.
+    pub next: Option<u64>,
+}
+
 /// The jobs of one dispatcher's store.
 #[derive(Debug)]
 pub struct Book {
     node: String,
     next_seq: u64,
     limits: Limits,
-    jobs: HashMap<u64, JobRecord>,
+    jobs: BTreeMap<u64, JobRecord>,
     queues: HashMap<Bytes, FunctionQueue>,
+    /// Accepted jobs not yet in the store: they wait for [`Book::release`].
+    held: HashSet<u64>,
+    /// Functions no worker served at their last attempt: (parked until, the last wait).
+    parked: HashMap<Bytes, (u64, u64)>,
+    /// Jobs stored per caller.
+    per_caller: HashMap<Option<String>, usize>,
     /// Functions whose jobs may start since the last [`Book::startable`].
     touched: HashSet<Bytes>,
     /// (run at, seq) of queued jobs not yet due.
@@ -136,8 +169,11 @@ impl Book {
             node,
             next_seq,
             limits,
-            jobs: HashMap::new(),
+            jobs: BTreeMap::new(),
             queues: HashMap::new(),
+            held: HashSet::new(),
+            parked: HashMap::new(),
+            per_caller: HashMap::new(),
             touched: HashSet::new(),
             delayed: BTreeSet::new(),
             expiry: BTreeSet::new(),
@@ -147,12 +183,25 @@ impl Book {
         let mut requeued = Vec::new();
         for mut record in loaded {
             if record.state == JobState::Running {
-                record.state = JobState::Queued;
-                record.run_at_ms = now;
+                record.progress = None;
+                if record.attempts >= record.max_attempts {
+                    record.state = JobState::Failed;
+                    record.finished_ms = Some(now);
+                    record.error_code = Some("interrupted".to_owned());
+                    let why = "the dispatcher stopped during its last attempt";
+                    record.output = Some(ByteBuf::from(why.as_bytes().to_vec()));
+                } else {
+                    record.state = JobState::Queued;
+                    record.run_at_ms = now;
+                }
                 requeued.push(record.clone());
             }
             book.insert(record);
         }
+        // Numbers given to submissions not yet written when the dispatcher stopped are not
+        // in the store: they may have been seen (a status read), so none is given again.
+        // There were at most `max_jobs` of them.
+        book.next_seq = book.next_seq.saturating_add(limits.max_jobs as u64 + 1);
         (book, requeued)
     }
 
@@ -190,6 +239,10 @@ impl Book {
         if self.jobs.len() >= self.limits.max_jobs {
             return Err(Full::Jobs(self.limits.max_jobs));
         }
+        let mine = self.per_caller.get(&record.caller).copied().unwrap_or(0);
+        if mine >= self.limits.max_jobs_per_caller {
+            return Err(Full::Caller(self.limits.max_jobs_per_caller));
+        }
         if self.bytes + record.weight() > self.limits.max_bytes {
             return Err(Full::Bytes(self.limits.max_bytes));
         }
@@ -197,8 +250,29 @@ impl Book {
         self.next_seq += 1;
         record.state = JobState::Queued;
         record.created_ms = now;
+        self.held.insert(record.seq);
         self.insert(record.clone());
         Ok(Accepted::New(Box::new(record)))
+    }
+
+    /// Job `seq` is in the store: it may start when due.
+    pub fn release(&mut self, seq: u64) {
+        if self.held.remove(&seq) {
+            if let Some(record) = self.jobs.get(&seq).filter(|r| r.state == JobState::Queued) {
+                self.delayed.insert((record.run_at_ms, seq));
+            }
+        }
+    }
+
+    /// Whether job `seq` waits for its submission to be written.
+    pub fn is_held(&self, seq: u64) -> bool {
+        self.held.contains(&seq)
+    }
+
+    /// Forgets job `seq` entirely (its submission could not be written).
+    pub fn forget(&mut self, seq: u64) -> Option<JobRecord> {
+        self.held.remove(&seq);
+        self.remove(seq)
     }
 
     /// Job `seq`.
@@ -234,6 +308,12 @@ impl Book {
     pub fn startable(&mut self, now: u64) -> Vec<JobRecord> {
         let mut started = Vec::new();
         for function in std::mem::take(&mut self.touched) {
+            if let Some(&(until, _)) = self.parked.get(&function) {
+                if until > now {
+                    self.park_ready(&function, until);
+                    continue;
+                }
+            }
             let Some(queue) = self.queues.get_mut(&function) else {
                 continue;
             };
@@ -269,8 +349,25 @@ impl Book {
         if let Some(queue) = self.queues.get_mut(&function) {
             queue.running = queue.running.saturating_sub(1);
         }
-        self.touched.insert(function);
+        self.touched.insert(function.clone());
         let old_weight = record.weight();
+        if !matches!(end, AttemptEnd::NoWorker) {
+            self.parked.remove(&function);
+        }
+        let end = match end {
+            AttemptEnd::Succeeded(result) if self.bytes + result.len() > self.limits.max_bytes => {
+                AttemptEnd::Failed {
+                    code: "result_too_large",
+                    message: format!(
+                        "its result ({} bytes) does not fit in the job store (jobs.max_stored_bytes)",
+                        result.len()
+                    ),
+                    retry: false,
+                }
+            }
+            end => end,
+        };
+        let record = self.jobs.get_mut(&seq).expect("the job is here");
         let (state, run_at) = match end {
             AttemptEnd::Succeeded(result) => {
                 record.output = Some(ByteBuf::from(result.to_vec()));
@@ -295,7 +392,13 @@ impl Book {
             }
             AttemptEnd::NoWorker => {
                 record.attempts = record.attempts.saturating_sub(1);
-                (JobState::Queued, Some(now + self.limits.no_worker_retry_ms))
+                let wait = match self.parked.get(&function) {
+                    Some(&(until, last)) if until > now => last,
+                    Some(&(_, last)) => (last * 2).min(self.limits.no_worker_retry_max_ms),
+                    None => self.limits.no_worker_retry_ms,
+                };
+                self.parked.insert(function.clone(), (now + wait, wait));
+                (JobState::Queued, Some(now + wait))
             }
             AttemptEnd::Interrupted => {
                 record.attempts = record.attempts.saturating_sub(1);
@@ -304,8 +407,12 @@ impl Book {
         };
         let record = self.jobs.remove(&seq).expect("the job is here");
         self.bytes -= old_weight;
+        self.uncount(&record.caller);
         let mut record = record;
         record.state = state;
+        if state.is_final() {
+            record.progress = None;
+        }
         if let Some(at) = run_at {
             record.run_at_ms = at;
         } else {
@@ -325,11 +432,7 @@ impl Book {
     /// Final jobs whose callback was never tried to its end (the dispatcher stopped first).
     pub fn callbacks_due(&self) -> Vec<&JobRecord> {
         (self.jobs.values())
-            .filter(|r| {
-                matches!(r.state, JobState::Succeeded | JobState::Failed)
-                    && r.callback_url.is_some()
-                    && r.callback.is_none()
-            })
+            .filter(|r| r.state.is_final() && r.callback_url.is_some() && r.callback.is_none())
             .collect()
     }
 
@@ -370,21 +473,25 @@ impl Book {
         gone
     }
 
-    /// Up to `limit` jobs after number `after`, in number order, that `keep` keeps.
-    pub fn list(
-        &self,
-        after: u64,
-        limit: usize,
-        keep: impl Fn(&JobRecord) -> bool,
-    ) -> Vec<&JobRecord> {
-        let mut seqs: Vec<u64> = (self.jobs.keys().copied())
-            .filter(|&seq| seq > after)
-            .collect();
-        seqs.sort_unstable();
-        (seqs.into_iter().map(|seq| &self.jobs[&seq]))
-            .filter(|record| keep(record))
-            .take(limit)
-            .collect()
+    /// Up to `limit` jobs after number `after`, in number order, that `keep` keeps,
+    /// looking at `max_scan` jobs at most: the page's `next` says where to go on.
+    pub fn list(&self, after: u64, limit: usize, keep: impl Fn(&JobRecord) -> bool) -> Page<'_> {
+        let mut jobs = Vec::new();
+        let mut last = None;
+        let range = self.jobs.range(after.saturating_add(1)..);
+        for (scanned, (&seq, record)) in range.enumerate() {
+            if scanned >= self.limits.max_scan || jobs.len() >= limit {
+                return Page {
+                    jobs,
+                    next: last.or(Some(after)),
+                };
+            }
+            last = Some(seq);
+            if keep(record) {
+                jobs.push(record);
+            }
+        }
+        Page { jobs, next: None }
     }
 
     /// Every job, for the metrics.
@@ -396,9 +503,12 @@ impl Book {
     fn insert(&mut self, record: JobRecord) {
         let seq = record.seq;
         self.bytes += record.weight();
+        *self.per_caller.entry(record.caller.clone()).or_default() += 1;
         match record.state {
             JobState::Queued => {
-                self.delayed.insert((record.run_at_ms, seq));
+                if !self.held.contains(&seq) {
+                    self.delayed.insert((record.run_at_ms, seq));
+                }
                 if let Some(key) = unique_key(&record) {
                     self.unique.insert(key, seq);
                 }
@@ -428,6 +538,7 @@ impl Book {
     fn remove(&mut self, seq: u64) -> Option<JobRecord> {
         let record = self.jobs.remove(&seq)?;
         self.bytes -= record.weight();
+        self.uncount(&record.caller);
         self.delayed.remove(&(record.run_at_ms, seq));
         if let Some(at) = record.expires_ms() {
             self.expiry.remove(&(at, seq));
@@ -444,6 +555,31 @@ impl Book {
             }
         }
         Some(record)
+    }
+}
+
+impl Book {
+    /// One job of `caller` fewer.
+    fn uncount(&mut self, caller: &Option<String>) {
+        if let Some(count) = self.per_caller.get_mut(caller) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_caller.remove(caller);
+            }
+        }
+    }
+
+    /// Puts the due jobs of parked `function` back to wait until `until`.
+    fn park_ready(&mut self, function: &Bytes, until: u64) {
+        let Some(queue) = self.queues.get_mut(function) else {
+            return;
+        };
+        for (_, seq) in std::mem::take(&mut queue.ready) {
+            if let Some(record) = self.jobs.get_mut(&seq) {
+                record.run_at_ms = record.run_at_ms.max(until);
+                self.delayed.insert((record.run_at_ms, seq));
+            }
+        }
     }
 }
 

@@ -8,6 +8,9 @@ const LIMITS: Limits = Limits {
     max_bytes: 1 << 20,
     window: 1,
     no_worker_retry_ms: 500,
+    no_worker_retry_max_ms: 4000,
+    max_jobs_per_caller: 100,
+    max_scan: 1000,
 };
 
 fn job(function: &str, priority: StoredPriority, run_at: u64) -> NewJob {
@@ -27,9 +30,13 @@ fn book() -> Book {
     Book::new("n1".into(), 1, LIMITS, Vec::new(), 0).0
 }
 
+/// Submits `job` and, as the actor does once the store has it, releases it.
 fn submit(book: &mut Book, job: NewJob, now: u64) -> u64 {
     match book.submit(job, now).unwrap() {
-        Accepted::New(record) => record.seq,
+        Accepted::New(record) => {
+            book.release(record.seq);
+            record.seq
+        }
         Accepted::Shared(seq) => panic!("shared {seq}"),
     }
 }
@@ -199,4 +206,153 @@ fn running_jobs_are_queued_again_at_load() {
     assert_eq!(again.get(seq).unwrap().attempts, 2);
     let next = submit(&mut again, job("F", StoredPriority::Normal, 0), 60);
     assert!(next > seq);
+}
+
+/// A job waits for its submission to be written before it may start; one whose write
+/// failed is forgotten, with its unique key.
+#[test]
+fn a_job_starts_only_once_written() {
+    let mut book = book();
+    let mut keyed = job("F", StoredPriority::Normal, 0);
+    keyed.record.unique = Some(ByteBuf::from(b"k".to_vec()));
+    let Ok(Accepted::New(record)) = book.submit(keyed.clone(), 0) else {
+        panic!("not new")
+    };
+    assert!(book.is_held(record.seq));
+    assert!(started(&mut book, 10).is_empty(), "not written yet");
+    book.release(record.seq);
+    assert_eq!(started(&mut book, 10), [record.seq]);
+    let Ok(Accepted::New(other)) = book.submit(job("G", StoredPriority::Normal, 0), 20) else {
+        panic!("not new")
+    };
+    assert!(book.forget(other.seq).is_some());
+    assert!(book.get(other.seq).is_none());
+    assert!(started(&mut book, 30).is_empty());
+}
+
+/// A result that would take the store past its byte bound fails its job instead.
+#[test]
+fn a_result_too_large_for_the_store_fails_its_job() {
+    let limits = Limits {
+        max_bytes: 4096,
+        ..LIMITS
+    };
+    let mut book = Book::new("n1".into(), 1, limits, Vec::new(), 0).0;
+    let seq = submit(&mut book, job("F", StoredPriority::Normal, 0), 0);
+    started(&mut book, 0);
+    let big = AttemptEnd::Succeeded(Bytes::from(vec![b'x'; 8192]));
+    let record = book.finish(seq, big, 1).unwrap();
+    assert_eq!(record.state, JobState::Failed);
+    assert_eq!(record.error_code.as_deref(), Some("result_too_large"));
+    assert!(book.size().1 <= 4096, "{:?}", book.size());
+}
+
+/// A function with no worker is parked: none of its jobs starts before the wait is over,
+/// and the wait doubles (up to the maximum) while no worker comes; a worker's answer ends it.
+#[test]
+fn a_function_without_a_worker_is_parked_with_a_growing_wait() {
+    let limits = Limits {
+        window: 10,
+        ..LIMITS
+    };
+    let mut book = Book::new("n1".into(), 1, limits, Vec::new(), 0).0;
+    let first = submit(&mut book, job("F", StoredPriority::Normal, 0), 0);
+    assert_eq!(started(&mut book, 0), [first]);
+    book.finish(first, AttemptEnd::NoWorker, 0);
+    let second = submit(&mut book, job("F", StoredPriority::Normal, 0), 10);
+    assert!(started(&mut book, 10).is_empty(), "F is parked");
+    assert!(started(&mut book, 499).is_empty());
+    let mut both = started(&mut book, 500);
+    both.sort_unstable();
+    assert_eq!(both, [first, second]);
+    book.finish(first, AttemptEnd::NoWorker, 500);
+    book.finish(second, AttemptEnd::NoWorker, 500);
+    assert!(started(&mut book, 1499).is_empty(), "the wait doubled");
+    assert_eq!(started(&mut book, 1500).len(), 2);
+    let mut now = 1500;
+    for _ in 0..5 {
+        book.finish(first, AttemptEnd::NoWorker, now);
+        book.finish(second, AttemptEnd::NoWorker, now);
+        let at = book.get(first).unwrap().run_at_ms;
+        assert!(at - now <= 4000, "at most the maximum");
+        now = at;
+        started(&mut book, now);
+    }
+    let end = AttemptEnd::Succeeded(Bytes::new());
+    book.finish(first, end, now);
+    let third = submit(&mut book, job("F", StoredPriority::Normal, 0), now);
+    book.finish(second, AttemptEnd::Succeeded(Bytes::new()), now);
+    assert_eq!(
+        started(&mut book, now),
+        [third],
+        "a worker answered: not parked"
+    );
+}
+
+/// One caller may store `max_jobs_per_caller` jobs; another caller still may.
+#[test]
+fn one_caller_cannot_fill_the_store() {
+    let limits = Limits {
+        max_jobs_per_caller: 2,
+        ..LIMITS
+    };
+    let mut book = Book::new("n1".into(), 1, limits, Vec::new(), 0).0;
+    let from = |caller: &str| {
+        let mut job = job("F", StoredPriority::Normal, 60_000);
+        job.record.caller = Some(caller.into());
+        job
+    };
+    submit(&mut book, from("token:a"), 0);
+    let seq = submit(&mut book, from("token:a"), 0);
+    assert_eq!(
+        book.submit(from("token:a"), 0).unwrap_err(),
+        Full::Caller(2)
+    );
+    submit(&mut book, from("token:b"), 0);
+    book.cancel(seq, 1).unwrap();
+    book.expire(u64::MAX);
+    assert!(
+        book.submit(from("token:a"), 2).is_ok(),
+        "room again once forgotten"
+    );
+}
+
+/// A job found running at load whose attempts are used up fails (`interrupted`); numbers
+/// go on past any that could have been given before the stop.
+#[test]
+fn a_job_interrupted_in_its_last_attempt_fails_at_load() {
+    let mut book = book();
+    let mut last = job("F", StoredPriority::Normal, 0);
+    last.record.max_attempts = 1;
+    let seq = submit(&mut book, last, 0);
+    started(&mut book, 0);
+    let stored: Vec<JobRecord> = book.records().cloned().collect();
+    let next = book.next_seq();
+    let (again, requeued) = Book::new("n1".into(), next, LIMITS, stored, 50);
+    let record = again.get(seq).unwrap();
+    assert_eq!(record.state, JobState::Failed);
+    assert_eq!(record.error_code.as_deref(), Some("interrupted"));
+    assert_eq!(requeued.len(), 1, "written back failed");
+    assert!(again.next_seq() > next + LIMITS.max_jobs as u64);
+}
+
+/// A page looks at `max_scan` jobs at most and says where to go on.
+#[test]
+fn a_page_looks_at_a_bounded_number_of_jobs() {
+    let limits = Limits {
+        max_scan: 10,
+        ..LIMITS
+    };
+    let mut book = Book::new("n1".into(), 1, limits, Vec::new(), 0).0;
+    let seqs: Vec<u64> = (0..25)
+        .map(|_| submit(&mut book, job("F", StoredPriority::Normal, 60_000), 0))
+        .collect();
+    let none = book.list(0, 5, |_| false);
+    assert!(none.jobs.is_empty());
+    assert_eq!(none.next, Some(seqs[9]));
+    let page = book.list(0, 5, |_| true);
+    assert_eq!(page.jobs.len(), 5);
+    assert_eq!(page.next, Some(seqs[4]));
+    let last = book.list(seqs[19], 100, |_| true);
+    assert_eq!((last.jobs.len(), last.next), (5, None));
 }

@@ -209,6 +209,20 @@ impl JobRecord {
             + self.output.as_ref().map_or(0, |o| o.len())
     }
 
+    /// A succeeded job's result as `/call` would answer it: the `Data` of nmid's RetStruct
+    /// when the worker answered one (with its `ContentType`, if it said), else the bytes as
+    /// they are. `None` unless the job succeeded.
+    pub fn result_data(&self) -> Option<(bytes::Bytes, Option<String>)> {
+        let output = self
+            .output
+            .as_ref()
+            .filter(|_| self.state == JobState::Succeeded)?;
+        match crate::retstruct::RetStruct::decode(output) {
+            Ok(ret) if ret.code == 0 => Some((ret.data, ret.content_type)),
+            _ => Some((bytes::Bytes::copy_from_slice(output), None)),
+        }
+    }
+
     /// When a final job is forgotten (unix ms); `None` while it is not final.
     pub fn expires_ms(&self) -> Option<u64> {
         let finished = self.finished_ms.filter(|_| self.state.is_final())?;

@@ -4,11 +4,13 @@
 //! Writes are batched: every change that arrives while the writer commits goes into its
 //! next transaction (group commit). `jobs.fsync` says when a commit reaches the disk:
 //!
-//! - `always`: every commit is made durable (fsync) before the changes in it are
-//!   acknowledged, so an accepted submission survives a power cut;
-//! - `interval`: commits are acknowledged once written to the file, and made durable at
-//!   most `jobs.fsync_interval_ms` later: a crash of the process loses nothing (the page
-//!   cache keeps it), a power cut up to that interval.
+//! - `always`: a batch is committed (fsynced) as soon as the previous commit is done;
+//! - `interval`: a commit waits until `jobs.fsync_interval_ms` after the previous one,
+//!   gathering the changes that arrive meanwhile: fewer fsyncs for more latency.
+//!
+//! Either way a change is acknowledged only once its commit is durable, so an accepted
+//! submission survives a crash and a power cut. (redb's non-durable commits are not kept by
+//! a crash of the process either: a reopened file goes back to the last durable commit.)
 //!
 //! redb's commits are atomic: after a crash the file holds the last commit whole, never a
 //! part of one.
@@ -139,7 +141,7 @@ impl Store {
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
             .name("nmid-job-store".into())
-            .spawn(move || write_loop(db, rx, fsync))
+            .spawn(move || write_loop(path, db, rx, fsync))
             .map_err(|source| StoreError::Dir {
                 path: dir.to_owned(),
                 source,
@@ -261,46 +263,35 @@ fn new_node_name() -> String {
     digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The writer thread: takes every batch waiting, commits them in one transaction, then
-/// acknowledges them; under `Interval`, makes the file durable when the interval is over.
-fn write_loop(db: Database, rx: Receiver<Batch>, fsync: Fsync) {
-    let mut last_durable = Instant::now();
-    let mut dirty = false;
-    loop {
-        let first = match (fsync, dirty) {
-            (Fsync::Interval(every), true) => {
-                let left = every.saturating_sub(last_durable.elapsed());
-                match rx.recv_timeout(left) {
-                    Ok(batch) => batch,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if let Err(cause) = commit(&db, Vec::new(), None, true) {
-                            error!(%cause, "job store: fsync failed");
-                        }
-                        last_durable = Instant::now();
-                        dirty = false;
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
-            _ => match rx.recv() {
-                Ok(batch) => batch,
-                Err(_) => break,
-            },
-        };
+/// The writer thread: takes every batch waiting, commits them in one durable transaction,
+/// then acknowledges them. Under `Interval`, a commit waits until the interval since the
+/// last one is over, gathering every change that arrives meanwhile (fewer fsyncs, later
+/// answers). After a failed commit (a full disk) the file is opened again, as redb asks,
+/// and the next batch is tried afresh.
+fn write_loop(path: PathBuf, db: Database, rx: Receiver<Batch>, fsync: Fsync) {
+    let mut db = Some(db);
+    let mut last_commit = Instant::now();
+    while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
         let mut changes: usize = batches[0].changes.len();
+        let gather_until = match fsync {
+            Fsync::Always => Instant::now(),
+            Fsync::Interval(every) => last_commit + every,
+        };
         while changes < MAX_BATCH {
-            let Ok(batch) = rx.try_recv() else { break };
+            let left = gather_until.saturating_duration_since(Instant::now());
+            let next = match left.is_zero() || batches.iter().any(|b| b.durable) {
+                true => rx.try_recv().ok(),
+                false => match rx.recv_timeout(left) {
+                    Ok(batch) => Some(batch),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            let Some(batch) = next else { break };
             changes += batch.changes.len();
             batches.push(batch);
         }
-        let forced = batches.iter().any(|b| b.durable);
-        let durable = forced
-            || match fsync {
-                Fsync::Always => true,
-                Fsync::Interval(every) => last_durable.elapsed() >= every,
-            };
         let next_seq = batches.iter().map(|b| b.next_seq).max();
         let mut acks = Vec::new();
         let mut all = Vec::with_capacity(changes);
@@ -308,39 +299,28 @@ fn write_loop(db: Database, rx: Receiver<Batch>, fsync: Fsync) {
             all.extend(batch.changes);
             acks.extend(batch.ack);
         }
-        let result = commit(&db, all, next_seq, durable).map_err(|cause| cause.to_string());
-        match &result {
-            Ok(()) if durable => {
-                last_durable = Instant::now();
-                dirty = false;
-            }
-            Ok(()) => dirty = true,
-            Err(cause) => error!(%cause, "job store: commit failed"),
+        let result = match &db {
+            Some(open) => commit(open, all, next_seq).map_err(|cause| cause.to_string()),
+            None => Err("the job store could not be opened again after an error".to_owned()),
+        };
+        last_commit = Instant::now();
+        if let Err(cause) = &result {
+            error!(%cause, "job store: commit failed; opening the file again");
+            // The old handle holds the file's lock: dropped before the file is opened again.
+            drop(db.take());
+            db = Database::create(&path)
+                .inspect_err(|cause| error!(%cause, "job store: opening again failed"))
+                .ok();
         }
         for ack in acks {
             let _ = ack.send(result.clone());
         }
     }
-    // Every handle is gone: what was written is made durable before the thread ends.
-    if dirty {
-        if let Err(cause) = commit(&db, Vec::new(), None, true) {
-            error!(%cause, "job store: last fsync failed");
-        }
-    }
 }
 
-fn commit(
-    db: &Database,
-    changes: Vec<Change>,
-    next_seq: Option<u64>,
-    durable: bool,
-) -> Result<(), redb::Error> {
+fn commit(db: &Database, changes: Vec<Change>, next_seq: Option<u64>) -> Result<(), redb::Error> {
     let mut write = db.begin_write()?;
-    let durability = match durable {
-        true => Durability::Immediate,
-        false => Durability::None,
-    };
-    write.set_durability(durability)?;
+    write.set_durability(Durability::Immediate)?;
     {
         let mut jobs = write.open_table(JOBS)?;
         for change in changes {

@@ -1,0 +1,129 @@
+//! One attempt of a background job: the call it makes (through a [`JobActor`], as every
+//! call), the progress its worker reports, and how its outcome counts for the job.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tracing::warn;
+
+use super::Background;
+use crate::actors::job::{JobActor, PartialSink};
+use crate::call::{CallOutcome, CallSpec, ClientKey, DispatchError, JobId, Partial};
+use crate::codec::ParamsType;
+use crate::jobs::{AttemptEnd, JobRecord};
+
+use super::AttemptDone;
+
+/// A running job's worker reported progress: the latest is in `latest` (taken here).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ProgressNoted {
+    seq: u64,
+    latest: Arc<Mutex<Option<(u64, u64)>>>,
+}
+
+impl Handler<ProgressNoted> for Background {
+    type Result = ();
+
+    fn handle(&mut self, noted: ProgressNoted, _: &mut Self::Context) {
+        let taken = noted
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((numerator, denominator)) = taken {
+            self.book.progress(noted.seq, numerator, denominator);
+        }
+    }
+}
+
+impl Background {
+    /// Runs one attempt of `record` as a call, answered to this actor.
+    pub(super) fn start_attempt(&mut self, record: &JobRecord, ctx: &mut Context<Self>) {
+        let mut spec = CallSpec::new(
+            Bytes::copy_from_slice(&record.function),
+            ParamsType(record.params_type),
+            record.handle_type,
+            Bytes::copy_from_slice(&record.params),
+            Duration::from_millis(record.attempt_timeout_ms.max(1)),
+        );
+        if !record.meta.is_empty() {
+            let meta = (record.meta.iter())
+                .map(|(k, v)| (Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)))
+                .collect();
+            spec.meta = Some(Arc::new(meta));
+        }
+        spec.caller = (record.caller.as_deref()).and_then(|c| ClientKey::from_meta(c.as_bytes()));
+        spec.priority = record.priority.into();
+        let me = ctx.address();
+        let seq = record.seq;
+        let reply = Box::new({
+            let me = me.clone();
+            move |outcome| me.do_send(AttemptDone { seq, outcome })
+        });
+        // Progress is kept in the job's status; partial data of a background job has no
+        // caller to go to and is dropped (as gearman drops WORK_DATA of a background job).
+        // At most one note is on its way at a time, carrying the latest progress, so a
+        // worker reporting fast cannot fill this actor's mailbox.
+        let latest = Arc::new(Mutex::new(None));
+        let partials: PartialSink = Box::new(move |partial| {
+            if let Partial::Progress {
+                numerator,
+                denominator,
+            } = partial
+            {
+                let mut slot = latest.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.replace((numerator, denominator)).is_none() {
+                    let latest = latest.clone();
+                    me.do_send(ProgressNoted { seq, latest });
+                }
+            }
+        });
+        JobActor::start(JobId::next(), spec, reply, Some(partials), &self.services);
+    }
+}
+
+/// How an attempt's outcome counts for its job: errors a retry may mend are retried; a
+/// missing worker and a shutdown use no attempt; a refusal that would refuse again fails.
+/// A result that is nmid's RetStruct with a `Code` other than 0 is the function's failure
+/// (retried, unless the code is an HTTP client error: the input is wrong, and stays so).
+pub(super) fn attempt_end(outcome: CallOutcome) -> AttemptEnd {
+    let failed = |code: &'static str, message: String, retry: bool| AttemptEnd::Failed {
+        code,
+        message,
+        retry,
+    };
+    match outcome {
+        CallOutcome::Done(result) => match crate::retstruct::RetStruct::decode(&result) {
+            Ok(ret) if ret.code != 0 => {
+                let retry = !crate::retstruct::is_client_error(ret.code);
+                let message = format!("function error {}: {}", ret.code, ret.msg);
+                failed("function_error", message, retry)
+            }
+            _ => AttemptEnd::Succeeded(result),
+        },
+        CallOutcome::WorkerFailed(message) => failed(
+            "worker_error",
+            String::from_utf8_lossy(&message).into_owned(),
+            true,
+        ),
+        CallOutcome::Failed(error) => {
+            let code = crate::metrics::Outcome::of_error(error).as_str();
+            match error {
+                DispatchError::NoWorker | DispatchError::UnknownFunction => AttemptEnd::NoWorker,
+                DispatchError::ShuttingDown => AttemptEnd::Interrupted,
+                DispatchError::Timeout
+                | DispatchError::SlowCaller
+                | DispatchError::WorkerLost
+                | DispatchError::RateLimited
+                | DispatchError::BreakerOpen => failed(code, error.to_string(), true),
+                DispatchError::BadRequest | DispatchError::TooLarge | DispatchError::Forbidden => {
+                    warn!(%error, "background job refused for good");
+                    failed(code, error.to_string(), false)
+                }
+            }
+        }
+    }
+}
