@@ -1,242 +1,18 @@
 //! Callbacks of background jobs (`nmid::jobs::callback`) against a real HTTP receiver on
 //! 127.0.0.1: signed deliveries the receiver verifies with openssl, retries with growing
-//! gaps, no retry of a refusal, timeouts, redirects not followed, and the bound on requests
-//! in flight.
+//! gaps, no retry of a refusal, timeouts, redirects not followed, and the bounds on requests
+//! in flight, config checks (the receiver is tests/common/receiver.rs; the docs' snippets
+//! run in tests/callback_docs.rs, jobs through a dispatcher in tests/callbacks_e2e.rs).
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use nmid::config::{Config, JobsConfig};
+use common::receiver::{jobs, succeeded, verify, Answer, Received, Receiver};
 use nmid::jobs::callback::{CallbackOutcome, Callbacks, Delivery};
 use nmid::metrics::{CallbackEvent, Metrics};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-const SECRET: &str = "test-callback-secret-0123456789";
-
-/// One request the receiver read.
-#[derive(Debug, Clone)]
-struct Received {
-    at: Instant,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> &str {
-        (self.headers.iter())
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map_or("", |(_, v)| v.as_str())
-    }
-}
-
-/// How the receiver answers its `n`-th request (from 0).
-#[derive(Debug, Clone)]
-enum Answer {
-    /// This status, at once.
-    Status(u16),
-    /// This status, after a wait.
-    Slow(u16, Duration),
-    /// A redirect to this location.
-    Redirect(String),
-    /// Never: the connection stays open, silent.
-    Never,
-}
-
-/// A tiny HTTP/1.1 receiver: records every request, answers as told, counts the requests
-/// in progress (read and not yet answered) at once.
-struct Receiver {
-    port: u16,
-    log: Arc<Mutex<Vec<Received>>>,
-    most_at_once: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start(answer: impl Fn(usize) -> Answer + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let most_at_once = Arc::new(AtomicUsize::new(0));
-        let state = Arc::new(Shared {
-            answer: Box::new(answer),
-            log: log.clone(),
-            count: AtomicUsize::new(0),
-            now: AtomicUsize::new(0),
-            most: most_at_once.clone(),
-        });
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                tokio::spawn(serve(stream, state.clone()));
-            }
-        });
-        Self {
-            port,
-            log,
-            most_at_once,
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn requests(&self) -> Vec<Received> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-struct Shared {
-    answer: Box<dyn Fn(usize) -> Answer + Send + Sync>,
-    log: Arc<Mutex<Vec<Received>>>,
-    count: AtomicUsize,
-    now: AtomicUsize,
-    most: Arc<AtomicUsize>,
-}
-
-/// Serves one connection's requests (keep-alive) until the peer closes it.
-async fn serve(mut stream: TcpStream, state: Arc<Shared>) {
-    let mut buf = Vec::new();
-    loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let request_line = lines.next().unwrap_or_default();
-        let path = request_line
-            .split(' ')
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let length: usize = (headers.iter())
-            .find(|(n, _)| n == "content-length")
-            .map_or(0, |(_, v)| v.parse().unwrap());
-        while buf.len() < head_end + length {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body = buf[head_end..head_end + length].to_vec();
-        buf.drain(..head_end + length);
-        let now = state.now.fetch_add(1, Ordering::SeqCst) + 1;
-        state.most.fetch_max(now, Ordering::SeqCst);
-        let n = state.count.fetch_add(1, Ordering::SeqCst);
-        state.log.lock().unwrap().push(Received {
-            at: Instant::now(),
-            path,
-            headers,
-            body,
-        });
-        let (status, extra) = match (state.answer)(n) {
-            Answer::Status(status) => (status, String::new()),
-            Answer::Slow(status, wait) => {
-                tokio::time::sleep(wait).await;
-                (status, String::new())
-            }
-            Answer::Redirect(location) => (307, format!("location: {location}\r\n")),
-            Answer::Never => {
-                // Silent until the client gives up and closes the connection.
-                let mut rest = [0u8; 64];
-                while matches!(stream.read(&mut rest).await, Ok(n) if n > 0) {}
-                state.now.fetch_sub(1, Ordering::SeqCst);
-                return;
-            }
-        };
-        // Out of progress before the answer leaves: the client cannot start its next
-        // request on this slot before this count is down.
-        state.now.fetch_sub(1, Ordering::SeqCst);
-        let response = format!("HTTP/1.1 {status} X\r\n{extra}content-length: 0\r\n\r\n");
-        if stream.write_all(response.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// `[jobs]` allowing `prefix`, with fast retries.
-fn jobs(prefix: &str) -> JobsConfig {
-    let mut jobs = Config::default().jobs;
-    jobs.callback_allow = vec![prefix.to_owned()];
-    jobs.callback_secret = SECRET.into();
-    jobs.callback_timeout_ms = 5000;
-    jobs.callback_backoff_ms = 50;
-    jobs.callback_backoff_max_ms = 1000;
-    jobs
-}
-
-fn succeeded(job_id: &str, result: &'static [u8]) -> Delivery {
-    Delivery {
-        job_id: job_id.into(),
-        function: "ToUpper".into(),
-        state: "succeeded",
-        attempts: 1,
-        result: Some(Bytes::from_static(result)),
-        error: None,
-    }
-}
-
-/// HMAC-SHA256 of `message` with the openssl command line: a second implementation,
-/// apart from the module's, as a receiver's shell script would compute it.
-fn openssl_hmac(key: &str, message: &[u8]) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new("openssl")
-        .args(["dgst", "-sha256", "-mac", "HMAC", "-macopt"])
-        .arg(format!("key:{key}"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("the openssl command line is needed by this test (apt-get install openssl)");
-    child.stdin.take().unwrap().write_all(message).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "openssl failed");
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.rsplit("= ").next().unwrap().trim().to_owned()
-}
-
-/// What a receiver does: rebuild the signed string from the headers and the body, compare.
-fn verify(request: &Received) -> bool {
-    let mut signed = Vec::new();
-    for name in [
-        "x-nmid-timestamp",
-        "x-call-id",
-        "x-nmid-function",
-        "x-nmid-job-state",
-    ] {
-        signed.extend_from_slice(request.header(name).as_bytes());
-        signed.push(b'\n');
-    }
-    signed.extend_from_slice(&request.body);
-    let expected = format!("sha256={}", openssl_hmac(SECRET, &signed));
-    request.header("x-nmid-signature") == expected
-}
 
 /// A delivery arrives with every header, its body as it was, and a signature the receiver
 /// verifies with openssl; a failed job's error arrives the same way; a forged one does not
@@ -266,6 +42,7 @@ async fn a_delivery_arrives_with_headers_and_a_signature_the_receiver_verifies()
         attempts: 3,
         result: None,
         error: Some("worker said no".into()),
+        submitter: None,
     };
     let outcome = callbacks.deliver(&url, failed).await;
     assert!(matches!(outcome, CallbackOutcome::Delivered { .. }));
@@ -281,6 +58,7 @@ async fn a_delivery_arrives_with_headers_and_a_signature_the_receiver_verifies()
     assert_eq!(ok.header("x-nmid-job-state"), "succeeded");
     assert_eq!(ok.header("x-nmid-attempts"), "1");
     assert_eq!(ok.header("x-nmid-callback-attempt"), "1");
+    assert_eq!(ok.header("x-nmid-submitter"), "ip:127.0.0.1");
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -293,6 +71,7 @@ async fn a_delivery_arrives_with_headers_and_a_signature_the_receiver_verifies()
     assert_eq!(err.body, b"worker said no");
     assert_eq!(err.header("x-nmid-job-state"), "failed");
     assert_eq!(err.header("x-nmid-attempts"), "3");
+    assert_eq!(err.header("x-nmid-submitter"), "");
     assert!(verify(err), "the receiver cannot verify {err:?}");
 
     // The same body under another job id or state does not verify.
@@ -309,6 +88,49 @@ async fn a_delivery_arrives_with_headers_and_a_signature_the_receiver_verifies()
 
     assert_eq!(metrics.callback_count(CallbackEvent::Delivered), 2);
     assert_eq!(metrics.callback_count(CallbackEvent::Retried), 0);
+}
+
+/// The signature covers the request target and the submitter: a callback tenant A aimed at
+/// tenant B's endpoint under a shared prefix says it is A's (and B can refuse it), and a
+/// captured callback re-posted, headers unchanged, to another path or query, or with another
+/// submitter, does not verify.
+#[tokio::test]
+async fn the_signature_covers_the_request_target_and_the_submitter() {
+    let receiver = Receiver::start(|_| Answer::Status(200)).await;
+    let callbacks = Callbacks::from_config(&jobs(&receiver.url("/hooks/"))).unwrap();
+    let url = callbacks
+        .validate(&receiver.url("/hooks/tenant-b/orders?order=42"))
+        .unwrap();
+    let delivery = Delivery {
+        submitter: Some("token:tenant-a".into()),
+        ..succeeded("job-a", b"{\"paid\": true}")
+    };
+    let outcome = callbacks.deliver(&url, delivery).await;
+    assert!(matches!(outcome, CallbackOutcome::Delivered { .. }));
+    let genuine = receiver.requests().remove(0);
+    assert_eq!(genuine.path, "/hooks/tenant-b/orders?order=42");
+    assert_eq!(genuine.header("x-nmid-submitter"), "token:tenant-a");
+    assert!(verify(&genuine), "{genuine:?}");
+
+    for target in [
+        "/hooks/other-receiver/refunds?order=7",
+        "/hooks/tenant-b/orders?order=43",
+        "/hooks/tenant-b/orders",
+    ] {
+        let reposted = Received {
+            path: target.into(),
+            ..genuine.clone()
+        };
+        assert!(!verify(&reposted), "re-posted to {target} verifies");
+    }
+    for submitter in ["token:tenant-b", ""] {
+        let mut forged = genuine.clone();
+        forged.headers.retain(|(n, _)| n != "x-nmid-submitter");
+        forged
+            .headers
+            .push(("x-nmid-submitter".into(), submitter.into()));
+        assert!(!verify(&forged), "submitter {submitter:?} verifies");
+    }
 }
 
 /// A receiver failing twice with 500 gets three attempts, each gap at least the doubling
@@ -458,19 +280,25 @@ async fn a_redirect_is_not_followed() {
     assert!(target.requests().is_empty(), "{:?}", target.requests());
 }
 
-/// With `max_callbacks_in_flight = 2`, ten deliveries to a slow receiver all arrive, and
-/// the receiver never has more than two requests in progress at once (and does have two:
-/// the bound, not a serial sender, is what holds it).
+/// With `max_callbacks_in_flight = 2`, ten deliveries to a slow server under two
+/// allow-list entries (two receivers of 2 slots each) all arrive, and the server never has
+/// more than two requests in progress at once (and does have two: the bound, not a serial
+/// sender, is what holds it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bound_on_callbacks_in_flight_holds() {
     let receiver = Receiver::start(|_| Answer::Slow(200, Duration::from_millis(150))).await;
-    let mut config = jobs(&receiver.url("/"));
+    let mut config = jobs(&receiver.url("/a/"));
+    config.callback_allow.push(receiver.url("/b/"));
     config.max_callbacks_in_flight = 2;
+    config.max_callbacks_in_flight_per_receiver = 2;
     let callbacks = Callbacks::from_config(&config).unwrap();
-    let url = callbacks.validate(&receiver.url("/cb")).unwrap();
+    let urls = [
+        callbacks.validate(&receiver.url("/a/cb")).unwrap(),
+        callbacks.validate(&receiver.url("/b/cb")).unwrap(),
+    ];
     let tasks: Vec<_> = (0..10)
         .map(|i| {
-            let (callbacks, url) = (callbacks.clone(), url.clone());
+            let (callbacks, url) = (callbacks.clone(), urls[i % 2].clone());
             tokio::spawn(async move {
                 let delivery = succeeded(&format!("job-{i}"), b"x");
                 callbacks.deliver(&url, delivery).await
@@ -488,92 +316,54 @@ async fn the_bound_on_callbacks_in_flight_holds() {
     assert_eq!(receiver.most_at_once.load(Ordering::SeqCst), 2);
 }
 
-/// The fenced block of `lang` under docs/jobs-callbacks.md's verification section.
-fn doc_block(lang: &str) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/jobs-callbacks.md");
-    let doc = std::fs::read_to_string(path).unwrap();
-    let start = doc
-        .find(&format!("```{lang}\n"))
-        .unwrap_or_else(|| panic!("no {lang} block in {path}"))
-        + lang.len()
-        + 4;
-    let len = doc[start..].find("```").unwrap();
-    doc[start..start + len].to_owned()
-}
-
-/// The docs' Python and shell verifications, run as written against a real callback:
-/// the genuine one passes, one with its state changed or replayed late does not.
-#[tokio::test]
-async fn the_documented_verifications_accept_a_real_callback_and_refuse_forgeries() {
-    let receiver = Receiver::start(|_| Answer::Status(200)).await;
-    let callbacks = Callbacks::from_config(&jobs(&receiver.url("/"))).unwrap();
-    let url = callbacks.validate(&receiver.url("/cb")).unwrap();
-    let delivery = Delivery {
-        function: "Up per%\u{e9}".into(),
-        ..succeeded("job-doc", b"line one\nline two\n\x00")
-    };
-    let outcome = callbacks.deliver(&url, delivery).await;
-    assert!(matches!(outcome, CallbackOutcome::Delivered { .. }));
-    let request = receiver.requests().remove(0);
-    assert_eq!(request.header("x-nmid-function"), "Up%20per%25%C3%A9");
-
-    let dir = std::env::temp_dir().join(format!("nmid-callback-doc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let body_file = dir.join("body");
-    std::fs::write(&body_file, &request.body).unwrap();
-
-    let python = doc_block("python");
-    let run_python = |state: &str, late_s: u64| {
-        let headers = serde_json::json!({
-            "X-Nmid-Timestamp": request.header("x-nmid-timestamp"),
-            "X-Call-Id": request.header("x-call-id"),
-            "X-Nmid-Function": request.header("x-nmid-function"),
-            "X-Nmid-Job-State": state,
-            "X-Nmid-Signature": request.header("x-nmid-signature"),
-        });
-        let harness = format!(
-            "{python}\nimport json, os, sys, time\n\
-             ok = verify(os.environ['SECRET'].encode(), json.loads(os.environ['HEADERS']),\n\
-             open(os.environ['BODY_FILE'], 'rb').read(), time.time() + {late_s})\n\
-             sys.exit(0 if ok else 1)\n"
-        );
-        let status = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(harness)
-            .env("SECRET", SECRET)
-            .env("HEADERS", headers.to_string())
-            .env("BODY_FILE", &body_file)
-            .status()
-            .expect("python3 is needed by this test");
-        assert!(status.code().is_some(), "python3 died: {status}");
-        status.success()
-    };
+/// A slow receiver holds at most its own share of the global slots: with 4 slots in all
+/// and 2 per receiver, twenty deliveries to a receiver that answers after 1.5 s do not
+/// delay one to another receiver (it is sent at once, not after the slow ones), and the
+/// slow receiver never has more than 2 requests at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_does_not_delay_another_receivers_callbacks() {
+    let slow = Receiver::start(|_| Answer::Slow(200, Duration::from_millis(1500))).await;
+    let fast = Receiver::start(|_| Answer::Status(200)).await;
+    let mut config = jobs(&slow.url("/hooks/sleep"));
+    config.callback_allow.push(fast.url("/hooks/"));
+    config.max_callbacks_in_flight = 4;
+    config.max_callbacks_in_flight_per_receiver = 2;
+    let callbacks = Callbacks::from_config(&config).unwrap();
+    let slow_url = callbacks.validate(&slow.url("/hooks/sleep")).unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (callbacks, url) = (callbacks.clone(), slow_url.clone());
+            tokio::spawn(async move {
+                let delivery = succeeded(&format!("slow-{i}"), b"x");
+                callbacks.deliver(&url, delivery).await
+            })
+        })
+        .collect();
+    // The slow receiver has its requests in progress: its slots are taken.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.requests().len() < 2 {
+        assert!(Instant::now() < deadline, "the slow receiver got nothing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fast_url = callbacks.validate(&fast.url("/hooks/done")).unwrap();
+    let started = Instant::now();
+    let outcome = callbacks.deliver(&fast_url, succeeded("fast", b"y")).await;
+    let took = started.elapsed();
     assert!(
-        run_python("succeeded", 0),
-        "the genuine callback is refused"
+        matches!(outcome, CallbackOutcome::Delivered { attempts: 1, .. }),
+        "{outcome:?}"
     );
-    assert!(!run_python("failed", 0), "a changed state is accepted");
-    assert!(!run_python("succeeded", 1000), "a late replay is accepted");
-
-    let shell = doc_block("sh");
-    let run_shell = |state: &str| {
-        let status = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(&shell)
-            .env("SECRET", SECRET)
-            .env("TIMESTAMP", request.header("x-nmid-timestamp"))
-            .env("CALL_ID", request.header("x-call-id"))
-            .env("FUNCTION", request.header("x-nmid-function"))
-            .env("STATE", state)
-            .env("SIGNATURE", request.header("x-nmid-signature"))
-            .env("BODY_FILE", &body_file)
-            .status()
-            .expect("bash is needed by this test");
-        status.success()
-    };
-    assert!(run_shell("succeeded"), "the genuine callback is refused");
-    assert!(!run_shell("cancelled"), "a changed state is accepted");
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        took < Duration::from_millis(700),
+        "the fast callback took {took:?}"
+    );
+    assert_eq!(fast.requests().len(), 1);
+    // Read before the slow deliveries are aborted: the receiver still counts an aborted
+    // request as in progress until its answer is due.
+    assert_eq!(slow.most_at_once.load(Ordering::SeqCst), 2);
+    for task in tasks {
+        task.abort();
+    }
 }
 
 /// `nmid --check` with the callback keys in the environment, as a deployment gives them:
@@ -615,6 +405,25 @@ fn callback_keys_from_the_environment_are_checked_at_load() {
     assert!(stderr.contains("jobs.callback_allow"), "{stderr}");
     assert!(stderr.contains("user name or password"), "{stderr}");
 
+    let secret = ("NMID__JOBS__CALLBACK_SECRET", "9f3a-secret-b7c1e0");
+    let per_receiver = |n| {
+        [
+            allow,
+            secret,
+            ("NMID__JOBS__MAX_CALLBACKS_IN_FLIGHT_PER_RECEIVER", n),
+        ]
+    };
+    let (code, stderr) = nmid_check(&per_receiver("16"));
+    assert_eq!(code, 0, "{stderr}");
+    for bad in ["0", "65"] {
+        let (code, stderr) = nmid_check(&per_receiver(bad));
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(
+            stderr.contains("jobs.max_callbacks_in_flight_per_receiver"),
+            "{stderr}"
+        );
+    }
+
     let (code, stderr) = nmid_check(&[allow]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("jobs.callback_secret"), "{stderr}");
@@ -627,189 +436,4 @@ fn callback_keys_from_the_environment_are_checked_at_load() {
         !stderr.contains("123456789"),
         "the secret in stderr: {stderr}"
     );
-}
-
-/// Submits `body` to `function` of dispatcher `d` as a background job with `headers`; the
-/// status and the JSON answer.
-async fn submit_job(
-    d: &common::TestDispatcher,
-    function: &str,
-    headers: &[(&str, &str)],
-) -> (u16, serde_json::Value) {
-    let mut request = awc::Client::default()
-        .post(format!("{}/async/{function}", d.http_url()))
-        .insert_header(("content-type", "text/plain"));
-    for header in headers {
-        request = request.insert_header(*header);
-    }
-    let mut response = request.send_body("payload").await.unwrap();
-    let body = response.body().await.unwrap();
-    (
-        response.status().as_u16(),
-        serde_json::from_slice(&body).unwrap(),
-    )
-}
-
-/// Job `id`'s status once its callback was tried to its end.
-async fn callback_status(d: &common::TestDispatcher, id: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let url = format!("{}/api/v1/jobs/{id}?wait_ms=1000", d.http_url());
-        let mut response = awc::Client::default().get(url).send().await.unwrap();
-        let json: serde_json::Value =
-            serde_json::from_slice(&response.body().await.unwrap()).unwrap();
-        if json["callback"].is_string() {
-            return json;
-        }
-        assert!(Instant::now() < deadline, "no callback outcome in {json}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A dispatcher whose `[jobs]` allow callbacks under `prefix`, with a worker of `Upper`.
-async fn dispatcher_calling_back(
-    prefix: &str,
-) -> (common::TestDispatcher, nmid::worker::WorkerHandle) {
-    let mut config = Config {
-        jobs: jobs(prefix),
-        ..Config::default()
-    };
-    config.server.drain_timeout_ms = 300;
-    let d = common::start_dispatcher_with_http(config);
-    let worker = nmid::worker::Worker::builder()
-        .server(d.addr.to_string())
-        .function("Upper", |job: nmid::worker::Job| async move {
-            Ok(Bytes::from(job.params().to_ascii_uppercase()))
-        })
-        .start()
-        .unwrap();
-    d.wait_for("a worker of Upper", |s| {
-        s.function("Upper").is_some_and(|f| f.workers == 1)
-    })
-    .await;
-    (d, worker)
-}
-
-/// A background job submitted with `X-Callback-Url` ends, and its result is POSTed there,
-/// signed so the receiver verifies it, with the job's id; the job's status says it was
-/// delivered. A receiver failing twice gets three attempts; a URL outside the allow list is
-/// refused at submission (400) and nothing is sent.
-#[actix_rt::test]
-async fn a_background_jobs_result_is_posted_to_its_callback() {
-    let receiver = Receiver::start(|n| match n {
-        1 | 2 => Answer::Status(500),
-        _ => Answer::Status(204),
-    })
-    .await;
-    let (d, worker) = dispatcher_calling_back(&receiver.url("/hooks/")).await;
-    let url = receiver.url("/hooks/done");
-    let (status, json) = submit_job(&d, "Upper", &[("x-callback-url", url.as_str())]).await;
-    assert_eq!(status, 202, "{json}");
-    let id = json["id"].as_str().unwrap().to_owned();
-    let done = callback_status(&d, &id).await;
-    assert!(
-        done["callback"].as_str().unwrap().starts_with("delivered"),
-        "{done}"
-    );
-    let first = receiver.requests()[0].clone();
-    assert_eq!(first.path, "/hooks/done");
-    assert_eq!(first.header("x-call-id"), id);
-    assert_eq!(first.header("x-nmid-job-state"), "succeeded");
-    assert_eq!(first.body, b"PAYLOAD");
-    assert!(verify(&first), "the receiver verifies the signature");
-
-    let (status, json) = submit_job(&d, "Upper", &[("x-nmid-callback-url", url.as_str())]).await;
-    assert_eq!(status, 202, "{json}");
-    let id = json["id"].as_str().unwrap().to_owned();
-    let done = callback_status(&d, &id).await;
-    assert!(
-        done["callback"]
-            .as_str()
-            .unwrap()
-            .contains("after 3 attempt"),
-        "{done}"
-    );
-    assert_eq!(receiver.requests().len(), 4);
-
-    for outside in [
-        "http://169.254.169.254/latest/meta-data",
-        "http://127.0.0.1:1/hooks/x",
-        "file:///etc/passwd",
-    ] {
-        let (status, json) = submit_job(&d, "Upper", &[("x-callback-url", outside)]).await;
-        assert_eq!(
-            (status, json["code"].as_str()),
-            (400, Some("bad_request")),
-            "{outside}: {json}"
-        );
-        assert!(
-            json["error"].as_str().unwrap().contains("callback"),
-            "{json}"
-        );
-    }
-    assert_eq!(
-        receiver.requests().len(),
-        4,
-        "nothing sent for refused URLs"
-    );
-    worker.stop().await;
-    d.stop().await;
-}
-
-/// A cancelled job's callback says so (state `cancelled`, empty body); a succeeded job's
-/// body is the function's output as `/call` answers it (nmid's RetStruct `Data`), not the
-/// RetStruct's msgpack.
-#[actix_rt::test]
-async fn cancelled_and_retstruct_jobs_call_back_what_they_are() {
-    let receiver = Receiver::start(|_| Answer::Status(204)).await;
-    let (d, worker) = dispatcher_calling_back(&receiver.url("/hooks/")).await;
-    let ret = nmid::worker::Worker::builder()
-        .server(d.addr.to_string())
-        .function("Ret", |_job: nmid::worker::Job| async move {
-            Ok(Bytes::from(
-                nmid::retstruct::RetStruct::ok(Bytes::from_static(b"DATA")).encode(),
-            ))
-        })
-        .start()
-        .unwrap();
-    d.wait_for("a worker of Ret", |s| {
-        s.function("Ret").is_some_and(|f| f.workers == 1)
-    })
-    .await;
-    let url = receiver.url("/hooks/later");
-    let headers = [
-        ("x-callback-url", url.as_str()),
-        ("x-nmid-delay-ms", "600000"),
-    ];
-    let (status, json) = submit_job(&d, "Upper", &headers).await;
-    assert_eq!(status, 202, "{json}");
-    let id = json["id"].as_str().unwrap().to_owned();
-    let cancel = format!("{}/api/v1/jobs/{id}", d.http_url());
-    let mut response = awc::Client::default().delete(cancel).send().await.unwrap();
-    assert_eq!(
-        response.status().as_u16(),
-        200,
-        "{:?}",
-        response.body().await
-    );
-    let done = callback_status(&d, &id).await;
-    assert!(
-        done["callback"].as_str().unwrap().starts_with("delivered"),
-        "{done}"
-    );
-    let sent = receiver.requests()[0].clone();
-    assert_eq!(sent.header("x-call-id"), id);
-    assert_eq!(sent.header("x-nmid-job-state"), "cancelled");
-    assert!(sent.body.is_empty());
-    assert!(verify(&sent));
-
-    let (_, json) = submit_job(&d, "Ret", &[("x-callback-url", url.as_str())]).await;
-    let id = json["id"].as_str().unwrap().to_owned();
-    callback_status(&d, &id).await;
-    let sent = receiver.requests()[1].clone();
-    assert_eq!(sent.header("x-nmid-job-state"), "succeeded");
-    assert_eq!(sent.body, b"DATA");
-    ret.stop().await;
-    worker.stop().await;
-    d.stop().await;
 }

@@ -1,4 +1,4 @@
-//! The callback keys of `[jobs]` (`callback_*`, `max_callbacks_in_flight`): the secret's
+//! The callback keys of `[jobs]` (`callback_*`, `max_callbacks_in_flight*`): the secret's
 //! type, which `Debug` never shows, and the checks of those keys together. The allow list's
 //! entries are parsed here with the same code that later matches URLs against them
 //! (`jobs::callback`), so a list that loads is a list that works.
@@ -115,6 +115,10 @@ impl Config {
                 "jobs.max_callbacks_in_flight",
                 jobs.max_callbacks_in_flight as u64,
             ),
+            (
+                "jobs.max_callbacks_in_flight_per_receiver",
+                jobs.max_callbacks_in_flight_per_receiver as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -133,6 +137,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "jobs.max_callbacks_in_flight",
                 reason: format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS),
+            });
+        }
+        if jobs.max_callbacks_in_flight_per_receiver > jobs.max_callbacks_in_flight {
+            return Err(ConfigError::Invalid {
+                key: "jobs.max_callbacks_in_flight_per_receiver",
+                reason: "must be at most jobs.max_callbacks_in_flight".into(),
             });
         }
         Ok(())
@@ -252,9 +262,25 @@ mod tests {
             "jobs.callback_max_attempts",
             "jobs.callback_backoff_ms",
             "jobs.max_callbacks_in_flight",
+            "jobs.max_callbacks_in_flight_per_receiver",
         ] {
             assert_eq!(bad_key(&[(key, "0")]).0, key);
         }
+        let (key, reason) = bad_key(&[
+            ("jobs.max_callbacks_in_flight", "4"),
+            ("jobs.max_callbacks_in_flight_per_receiver", "5"),
+        ]);
+        assert_eq!(key, "jobs.max_callbacks_in_flight_per_receiver");
+        assert!(reason.contains("jobs.max_callbacks_in_flight"), "{reason}");
+        assert!(with(&[
+            ("jobs.max_callbacks_in_flight", "4"),
+            ("jobs.max_callbacks_in_flight_per_receiver", "4")
+        ])
+        .is_ok());
+        assert_eq!(
+            Config::default().jobs.max_callbacks_in_flight_per_receiver,
+            8
+        );
         let (key, _) = bad_key(&[
             ("jobs.callback_backoff_ms", "5000"),
             ("jobs.callback_backoff_max_ms", "1000"),

@@ -77,6 +77,10 @@ pub struct JobsConfig {
     pub callback_backoff_max_ms: u64,
     /// Callback requests in flight at once, over all jobs; further ones wait for a slot.
     pub max_callbacks_in_flight: usize,
+    /// Callback requests in flight at once to one receiver (one entry of `callback_allow`,
+    /// the one the URL matched); further ones wait for a slot. 1 to
+    /// `max_callbacks_in_flight`.
+    pub max_callbacks_in_flight_per_receiver: usize,
 }
 
 impl JobsConfig {

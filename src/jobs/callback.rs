@@ -12,6 +12,7 @@
 //! X-Nmid-Function: <function>         bytes outside visible ASCII, and '%', percent-encoded
 //! X-Nmid-Job-State: succeeded | failed | cancelled
 //! X-Nmid-Attempts: <the job's execution attempts>
+//! X-Nmid-Submitter: token:<name> | ip:<addr> | (empty)    who submitted the job
 //! X-Nmid-Callback-Attempt: <this request's number, from 1>
 //! X-Nmid-Timestamp: <unix seconds when this attempt was signed>
 //! X-Nmid-Signature: sha256=<hex HMAC-SHA256(jobs.callback_secret, signed string)>
@@ -24,8 +25,11 @@
 //! `callback_backoff_max_ms`, until `callback_max_attempts`. Any other status is given up at
 //! once: a 4xx is the receiver refusing this callback (sending it again will not change
 //! that), a 3xx asks for a redirect, which is never followed (it could point anywhere).
-//! At most `max_callbacks_in_flight` requests are in flight at once; an attempt waits for a
-//! slot, and a callback waiting out its backoff holds none.
+//! At most `max_callbacks_in_flight` requests are in flight at once, and at most
+//! `max_callbacks_in_flight_per_receiver` to one receiver (one allow-list entry, the first
+//! the URL falls under). An attempt takes its receiver's slot, then a global one, waiting
+//! for each; so a slow receiver holds at most its own share of the global slots, and a
+//! callback waiting out its backoff holds none.
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,7 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
-use tokio::sync::Semaphore;
+use tokio::sync::{AcquireError, Semaphore, SemaphorePermit};
 use tracing::{debug, warn};
 
 use crate::config::JobsConfig;
@@ -55,6 +59,8 @@ pub const STATE_HEADER: &str = "x-nmid-job-state";
 pub const ATTEMPTS_HEADER: &str = "x-nmid-attempts";
 /// This callback request's number, from 1.
 pub const CALLBACK_ATTEMPT_HEADER: &str = "x-nmid-callback-attempt";
+/// Who submitted the job (`token:<name>`, `ip:<addr>`), empty when unknown.
+pub const SUBMITTER_HEADER: &str = "x-nmid-submitter";
 /// Unix seconds when the request was signed.
 pub const TIMESTAMP_HEADER: &str = "x-nmid-timestamp";
 /// `sha256=<hex>`.
@@ -122,6 +128,11 @@ pub struct Delivery {
     pub result: Option<Bytes>,
     /// The error message, for a failed (or cancelled) job.
     pub error: Option<String>,
+    /// Who submitted the job, as its record's `caller` holds it: `token:<name>` with
+    /// `[auth]` on, `ip:<addr>` otherwise; `None` when unknown. Sent as `X-Nmid-Submitter`
+    /// (empty for `None`) and signed, so a receiver under a prefix several tenants share
+    /// can refuse another tenant's jobs.
+    pub submitter: Option<String>,
 }
 
 impl Delivery {
@@ -184,7 +195,10 @@ struct Inner {
     timeout: Duration,
     max_attempts: u32,
     backoff: Backoff,
+    /// The bound over all receivers.
     slots: Semaphore,
+    /// The bound per receiver: one semaphore per entry of `allow`, in its order.
+    receiver_slots: Vec<Semaphore>,
 }
 
 /// The callback sender: the allow list, the secret, one HTTP client and the bound on
@@ -215,6 +229,7 @@ struct Inner {
 ///         attempts: 1,
 ///         result: Some("HELLO".into()),
 ///         error: None,
+///         submitter: Some("token:shop".into()),
 ///     };
 ///     match callbacks.deliver(&url, delivery).await {
 ///         CallbackOutcome::Delivered { attempts, status } => {
@@ -263,6 +278,15 @@ impl Callbacks {
         if config.max_callbacks_in_flight == 0 {
             return Err(zero("jobs.max_callbacks_in_flight"));
         }
+        if config.max_callbacks_in_flight_per_receiver == 0 {
+            return Err(zero("jobs.max_callbacks_in_flight_per_receiver"));
+        }
+        if config.max_callbacks_in_flight_per_receiver > config.max_callbacks_in_flight {
+            return Err(CallbackError::Config {
+                key: "jobs.max_callbacks_in_flight_per_receiver",
+                reason: "must be at most jobs.max_callbacks_in_flight".into(),
+            });
+        }
         if config.callback_max_attempts == 0 {
             return Err(zero("jobs.callback_max_attempts"));
         }
@@ -278,7 +302,6 @@ impl Callbacks {
             .map_err(|e| CallbackError::Client(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                allow,
                 secret: config.callback_secret.expose().as_bytes().to_vec(),
                 client,
                 timeout,
@@ -288,6 +311,10 @@ impl Callbacks {
                     max: Duration::from_millis(config.callback_backoff_max_ms),
                 },
                 slots: Semaphore::new(config.max_callbacks_in_flight),
+                receiver_slots: (allow.iter())
+                    .map(|_| Semaphore::new(config.max_callbacks_in_flight_per_receiver))
+                    .collect(),
+                allow,
             }),
             metrics: None,
         })
@@ -311,16 +338,22 @@ impl Callbacks {
     }
 
     /// Delivers one job's final state with retries and backoff; resolves when delivered or
-    /// given up. Never panics; bounded by max_callbacks_in_flight (waits for a slot).
+    /// given up. Never panics; each attempt waits for a slot of its receiver
+    /// (max_callbacks_in_flight_per_receiver), then for one of max_callbacks_in_flight.
     pub async fn deliver(&self, url: &CallbackUrl, delivery: Delivery) -> CallbackOutcome {
         let body = delivery.body();
         let inner = &self.inner;
+        // `url` passed `validate`, so an entry covers it (unless it was made by another
+        // `Callbacks`: then the global bound alone holds).
+        let receiver = (inner.allow.iter())
+            .position(|prefix| prefix.covers(&url.0))
+            .and_then(|i| inner.receiver_slots.get(i));
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = match inner.slots.acquire().await {
-                Ok(_slot) => self.attempt(url, &delivery, &body, attempt).await,
-                // The semaphore is never closed; were it, no request could be sent.
+            let result = match self.slots(receiver).await {
+                Ok(_slots) => self.attempt(url, &delivery, &body, attempt).await,
+                // The semaphores are never closed; were one, no request could be sent.
                 Err(_) => Err(Failure {
                     message: "callbacks are shut down".into(),
                     retry: false,
@@ -364,6 +397,20 @@ impl Callbacks {
         }
     }
 
+    /// Waits for a slot of `receiver` (when known), then for a global one: held together
+    /// while one request is in flight.
+    async fn slots<'a>(
+        &'a self,
+        receiver: Option<&'a Semaphore>,
+    ) -> Result<(Option<SemaphorePermit<'a>>, SemaphorePermit<'a>), AcquireError> {
+        let own = match receiver {
+            Some(slots) => Some(slots.acquire().await?),
+            None => None,
+        };
+        let global = self.inner.slots.acquire().await?;
+        Ok((own, global))
+    }
+
     /// Sends one request: the receiver's 2xx status, or why not.
     async fn attempt(
         &self,
@@ -379,8 +426,20 @@ impl Callbacks {
         let call_id = header_text(&delivery.job_id);
         let function = header_text(&delivery.function);
         let state = header_text(delivery.state);
-        let signature =
-            sign::signature(&inner.secret, &timestamp, &call_id, &function, &state, body);
+        let submitter = header_text(delivery.submitter.as_deref().unwrap_or_default());
+        let target = sign::request_target(&url.0);
+        let signature = sign::signature(
+            &inner.secret,
+            &sign::Signed {
+                timestamp: &timestamp,
+                call_id: &call_id,
+                function: &function,
+                state: &state,
+                submitter: &submitter,
+                target: &target,
+                body,
+            },
+        );
         let request = (inner.client.post(url.0.clone()))
             .timeout(inner.timeout)
             .header(CONTENT_TYPE, "application/octet-stream")
@@ -388,6 +447,7 @@ impl Callbacks {
             .header(FUNCTION_HEADER, header_value(&function))
             .header(STATE_HEADER, header_value(&state))
             .header(ATTEMPTS_HEADER, delivery.attempts)
+            .header(SUBMITTER_HEADER, header_value(&submitter))
             .header(CALLBACK_ATTEMPT_HEADER, attempt)
             .header(TIMESTAMP_HEADER, header_value(&timestamp))
             .header(SIGNATURE_HEADER, header_value(&signature))
@@ -537,6 +597,7 @@ mod tests {
             attempts: 1,
             result: Some(Bytes::from_static(b"out")),
             error: None,
+            submitter: None,
         };
         assert_eq!(delivery.body(), "out");
         delivery.state = "failed";

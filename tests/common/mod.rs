@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 pub mod process;
+pub mod receiver;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -67,6 +67,7 @@ impl Background {
             error: (record.output.as_ref())
                 .filter(|_| failed)
                 .map(|o| String::from_utf8_lossy(o).into_owned()),
+            submitter: record.caller.clone(),
         };
         let callbacks = self.callbacks.clone();
         let me = ctx.address();

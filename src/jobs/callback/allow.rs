@@ -10,6 +10,12 @@
 //! `http://allowed.example@evil/` (userinfo), `http://allowed.example.evil/` (host
 //! suffix) or `/hooks/%2e%2e/admin` through; here the first is refused outright, the second
 //! has another host, and encoded separators in the path are refused.
+//!
+//! A receiver may read the path differently from the URL parser: Tomcat and Spring drop a
+//! `;...` path parameter (`/hooks/..;/admin` is `/hooks/../admin` to them), and a receiver
+//! that decodes twice reads `%252e%252e` as `..`. So a `;` anywhere in the path, any
+//! encoded percent (`%25`) in the path, and any segment that is `.` or `..` once decoded
+//! are refused too.
 
 use reqwest::Url;
 
@@ -53,6 +59,18 @@ pub enum UrlRefusal {
     /// A percent-encoded `/`, `\`, `.` or NUL in the path.
     #[error("a percent-encoded '/', '\\', '.' or NUL in the path")]
     EncodedSeparator,
+    /// A `;` in the path: Tomcat- and Spring-style receivers cut a segment at `;` (a path
+    /// parameter), so `/hooks/..;/admin` climbs out of `/hooks/` there.
+    #[error(
+        "a ';' in the path (some receivers drop ';...' from a segment, so '..;' reads as '..')"
+    )]
+    Semicolon,
+    /// `%25` (an encoded `%`) in the path: a receiver that decodes twice reads `%252e` as `.`.
+    #[error("an encoded '%' (%25) in the path (a receiver decoding twice could read '..' in it)")]
+    EncodedPercent,
+    /// A path segment that is `.` or `..` once percent-decoded.
+    #[error("a path segment that is '.' or '..' once decoded")]
+    DotSegment,
     /// Under no prefix of the allow list (or the list is empty).
     #[error("not under any prefix of jobs.callback_allow")]
     NotAllowed,
@@ -126,10 +144,26 @@ pub fn parse_http(raw: &str) -> Result<Url, UrlRefusal> {
         return Err(UrlRefusal::NoHost);
     }
     let path = url.path().to_ascii_lowercase();
+    if path.contains(';') {
+        return Err(UrlRefusal::Semicolon);
+    }
+    if path.contains("%25") {
+        return Err(UrlRefusal::EncodedPercent);
+    }
+    if path.split('/').any(is_dot_segment) {
+        return Err(UrlRefusal::DotSegment);
+    }
     if ENCODED_SEPARATORS.iter().any(|enc| path.contains(enc)) {
         return Err(UrlRefusal::EncodedSeparator);
     }
     Ok(url)
+}
+
+/// `segment` (lower-cased) is `.` or `..` once percent-decoded: only `%2e` can decode to a
+/// dot, so replacing it is decoding as far as this question goes.
+fn is_dot_segment(segment: &str) -> bool {
+    let decoded = segment.replace("%2e", ".");
+    decoded == "." || decoded == ".."
 }
 
 /// `path` is `prefix` or below it at a segment boundary: `/hooks` covers `/hooks` and
@@ -293,6 +327,69 @@ mod tests {
         assert!(got.is_ok(), "{got:?}");
         // Other encoded bytes in the path are fine.
         assert!(verdict("http://allowed.example:9000/hooks/a%20b", HOOKS).is_ok());
+    }
+
+    /// `..;` (a path parameter Tomcat and Spring drop) is refused, and so is any `;` in the
+    /// path; a `;` in the query is the receiver's business.
+    #[test]
+    fn a_semicolon_in_the_path_is_refused() {
+        for url in [
+            "http://allowed.example:9000/hooks/..;/admin",
+            "http://allowed.example:9000/hooks/x/..;/..;/admin",
+            "http://allowed.example:9000/hooks/a;jsessionid=1",
+            "http://allowed.example:9000/hooks/;",
+        ] {
+            assert_eq!(verdict(url, HOOKS), Err(UrlRefusal::Semicolon), "{url}");
+        }
+        assert!(verdict("http://allowed.example:9000/hooks/a?x=1;y=2", HOOKS).is_ok());
+        let err = UrlRefusal::Semicolon.to_string();
+        assert!(err.contains("';'") && err.contains("'..;'"), "{err}");
+    }
+
+    /// An encoded percent in the path is refused in any letter case, whatever follows it
+    /// (`%252e%252e` is `..` to a receiver that decodes twice).
+    #[test]
+    fn an_encoded_percent_in_the_path_is_refused() {
+        for url in [
+            "http://allowed.example:9000/hooks/%252e%252e/admin",
+            "http://allowed.example:9000/hooks/%252E%252E/admin",
+            "http://allowed.example:9000/hooks/a%252fb",
+            "http://allowed.example:9000/hooks/100%25",
+        ] {
+            assert_eq!(
+                verdict(url, HOOKS),
+                Err(UrlRefusal::EncodedPercent),
+                "{url}"
+            );
+        }
+        assert!(UrlRefusal::EncodedPercent.to_string().contains("%25"));
+        assert!(verdict("http://allowed.example:9000/hooks/a?p=%25", HOOKS).is_ok());
+    }
+
+    /// A segment that decodes once to `.` or `..` is refused, whatever the spelling; the
+    /// parser resolves most of them first, so the check is on the segments themselves.
+    #[test]
+    fn a_segment_that_decodes_to_a_dot_segment_is_refused() {
+        for segment in [".", "..", "%2e", "%2E", "%2e%2e", ".%2e", "%2E."] {
+            assert!(is_dot_segment(&segment.to_ascii_lowercase()), "{segment}");
+        }
+        for segment in ["", "a", "...", "..a", "%2e%2e%2e", "%252e"] {
+            assert!(!is_dot_segment(segment), "{segment}");
+        }
+        // Spelled in a URL, each is resolved by the parser (then compared as resolved) or
+        // refused: never let through with a dot segment left in the path that is sent.
+        for url in [
+            "http://allowed.example:9000/hooks/.%2e/admin",
+            "http://allowed.example:9000/hooks/%2e./admin",
+            "http://allowed.example:9000/hooks/%2E/admin",
+            "http://allowed.example:9000/hooks/%2e%2E",
+        ] {
+            if let Ok(sent) = verdict(url, HOOKS) {
+                let path = Url::parse(&sent).unwrap().path().to_ascii_lowercase();
+                assert!(!path.split('/').any(is_dot_segment), "{url}: {sent}");
+            }
+        }
+        assert!(UrlRefusal::DotSegment.to_string().contains("'..'"));
     }
 
     /// Only http: https is refused with its own reason, other schemes too.

@@ -2,17 +2,24 @@
 //! (fifteen lines do not need another crate), and the string it signs.
 //!
 //! The signed string holds every header a receiver acts on, each exactly as sent, one per
-//! line, then the body:
+//! line, then the request target (the path and query of the request line), then the body:
 //!
 //! ```text
-//! {X-Nmid-Timestamp}\n{X-Call-Id}\n{X-Nmid-Function}\n{X-Nmid-Job-State}\n{body}
+//! {X-Nmid-Timestamp}\n{X-Call-Id}\n{X-Nmid-Function}\n{X-Nmid-Job-State}\n
+//! {X-Nmid-Submitter}\n{request target}\n{body}
 //! ```
 //!
-//! Header values cannot hold a line feed, so no two different requests sign the same string.
-//! Signing the timestamp and body alone would let anyone who saw one callback (they go over
-//! plain http) replay its body under another job id or state within the receiver's
-//! timestamp window.
+//! (one string: the line break after the state's `\n` is only for the page.)
+//!
+//! Header values and a request target cannot hold a line feed, so no two different requests
+//! sign the same string. Signing the timestamp and body alone would let anyone who saw one
+//! callback (they go over plain http) replay its body under another job id or state within
+//! the receiver's timestamp window. Without the target, a captured callback re-posted to
+//! another URL under the same allowed prefix would verify there; without the submitter, a
+//! tenant could aim a job of its own at another tenant's endpoint under a shared prefix and
+//! have it accepted as genuine.
 
+use reqwest::Url;
 use sha2::{Digest, Sha256};
 
 /// SHA-256's block size, in bytes.
@@ -38,31 +45,58 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     outer.finalize().into()
 }
 
+/// What one callback request signs: its header values exactly as sent, its request target
+/// and its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// `X-Nmid-Timestamp`.
+    pub timestamp: &'a str,
+    /// `X-Call-Id`.
+    pub call_id: &'a str,
+    /// `X-Nmid-Function`.
+    pub function: &'a str,
+    /// `X-Nmid-Job-State`.
+    pub state: &'a str,
+    /// `X-Nmid-Submitter` (empty when the job has none).
+    pub submitter: &'a str,
+    /// The request target: the URL's path and, when it has one, `?` and its query, exactly
+    /// as on the request line.
+    pub target: &'a str,
+    /// The body.
+    pub body: &'a [u8],
+}
+
 /// The `X-Nmid-Signature` value of a callback: `sha256=<lower-case hex>`, over the signed
-/// string of the module doc. The header values are passed as sent.
-pub fn signature(
-    key: &[u8],
-    timestamp: &str,
-    call_id: &str,
-    function: &str,
-    state: &str,
-    body: &[u8],
-) -> String {
+/// string of the module doc.
+pub fn signature(key: &[u8], signed: &Signed<'_>) -> String {
     let mac = hmac_sha256(
         key,
         &[
-            timestamp.as_bytes(),
+            signed.timestamp.as_bytes(),
             b"\n",
-            call_id.as_bytes(),
+            signed.call_id.as_bytes(),
             b"\n",
-            function.as_bytes(),
+            signed.function.as_bytes(),
             b"\n",
-            state.as_bytes(),
+            signed.state.as_bytes(),
             b"\n",
-            body,
+            signed.submitter.as_bytes(),
+            b"\n",
+            signed.target.as_bytes(),
+            b"\n",
+            signed.body,
         ],
     );
     format!("sha256={}", to_hex(&mac))
+}
+
+/// The request target the client sends for `url`: its path, and `?` and its query when it
+/// has one (the origin form of RFC 9112, as `reqwest` writes it).
+pub fn request_target(url: &Url) -> String {
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    }
 }
 
 /// Lower-case hex.
@@ -135,6 +169,18 @@ mod tests {
         }
     }
 
+    /// The target is the path and query as sent, without the host or a fragment.
+    #[test]
+    fn the_request_target_is_the_path_and_query() {
+        let target = |url: &str| request_target(&Url::parse(url).unwrap());
+        assert_eq!(
+            target("http://127.0.0.1:9100/hooks/tenant-b/orders?order=42"),
+            "/hooks/tenant-b/orders?order=42"
+        );
+        assert_eq!(target("http://h.example/hooks/a%20b"), "/hooks/a%20b");
+        assert_eq!(target("http://h.example"), "/");
+    }
+
     /// A key of exactly one block is used as it is, not hashed.
     #[test]
     fn a_block_sized_key_is_not_hashed() {
@@ -143,16 +189,53 @@ mod tests {
         assert_ne!(hmac_sha256(&key, &[b"x"]), hmac_sha256(&hashed, &[b"x"]));
     }
 
-    /// The signed string is the headers then the body, one per line; parts split anywhere
-    /// give the same MAC as the whole.
+    /// The signed string is the headers, the target, then the body, one per line; parts
+    /// split anywhere give the same MAC as the whole; each part changes the signature.
     #[test]
-    fn the_signature_covers_headers_and_body() {
-        let sig = signature(b"k", "1700000000", "job-1", "ToUpper", "succeeded", b"HI");
-        let whole = hmac_sha256(b"k", &[b"1700000000\njob-1\nToUpper\nsucceeded\nHI"]);
+    fn the_signature_covers_headers_target_and_body() {
+        let genuine = Signed {
+            timestamp: "1700000000",
+            call_id: "job-1",
+            function: "ToUpper",
+            state: "succeeded",
+            submitter: "token:tenant-a",
+            target: "/hooks/tenant-a/orders?order=42",
+            body: b"HI",
+        };
+        let sig = signature(b"k", &genuine);
+        let whole = hmac_sha256(
+            b"k",
+            &[b"1700000000\njob-1\nToUpper\nsucceeded\ntoken:tenant-a\n\
+                /hooks/tenant-a/orders?order=42\nHI"],
+        );
         assert_eq!(sig, format!("sha256={}", to_hex(&whole)));
-        let other = signature(b"k", "1700000000", "job-2", "ToUpper", "succeeded", b"HI");
-        assert_ne!(sig, other);
-        let failed = signature(b"k", "1700000000", "job-1", "ToUpper", "failed", b"HI");
-        assert_ne!(sig, failed);
+        for changed in [
+            Signed {
+                call_id: "job-2",
+                ..genuine
+            },
+            Signed {
+                state: "failed",
+                ..genuine
+            },
+            Signed {
+                submitter: "token:tenant-b",
+                ..genuine
+            },
+            Signed {
+                submitter: "",
+                ..genuine
+            },
+            Signed {
+                target: "/hooks/other-receiver/refunds?order=7",
+                ..genuine
+            },
+            Signed {
+                target: "/hooks/tenant-a/orders?order=43",
+                ..genuine
+            },
+        ] {
+            assert_ne!(signature(b"k", &changed), sig, "{changed:?}");
+        }
     }
 }
