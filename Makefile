@@ -1,7 +1,7 @@
 # Entry points a person types. `make run` and `make test` are all a fresh machine needs.
 CARGO ?= cargo
 
-.PHONY: run test test-light deps lint fmt build release bench bench-quick bench-faas doc image fuzz fuzz-check soak cluster-demo
+.PHONY: run test test-light deps lint fmt build release bench bench-quick bench-jobs bench-faas doc image fuzz fuzz-check soak cluster-demo
 
 ## The container image (Dockerfile): nmid, nmid-faas and nmidctl, non-root, ports 6808/6809.
 ## Override the tool or the tag: `make image DOCKER=podman IMAGE=registry/nmid:tag`.
@@ -56,8 +56,9 @@ doc:
 ## Benchmark us against NATS request-reply, gearmand, the one-hop floor, HTTP and the bare
 ## actix-web floor, then what [auth], [tls], and rate limits with breakers cost (us-tagged
 ## against itself with each on, 64 in flight, 32 B), then the codec micro-benchmarks (about
-## 25 minutes). Installs what it lacks (nats-server, gearmand, wrk); results in
-## bench-results/<time>.json and .md. See BENCHMARKS.md.
+## 25 minutes), then the background-jobs and streaming benchmarks (bench-jobs). Installs
+## what it lacks (nats-server, gearmand, wrk); results in bench-results/<time>.json and .md
+## (bench-jobs: bench-results/jobs-<time>.*). See BENCHMARKS.md.
 bench: deps
 	./scripts/bench-deps
 	$(CARGO) build --locked --release --bin nmid
@@ -66,6 +67,18 @@ bench: deps
 		--systems us-tagged,us-tagged-auth,us-tagged-tls,us-tagged-guard \
 		--levels 64 --payloads 32 --no-scale --no-cluster
 	$(CARGO) bench --locked --bench micro
+	$(CARGO) bench --locked --bench jobs
+
+## Issue 23's benchmarks: durable background jobs (submissions/s, completions/s, submit
+## p50/p99 of 20,000 jobs by 1, 8 and 64 submitters) of nmid (jobs.fsync always and
+## interval) against gearmand's SQLite queue and NATS JetStream, and streaming partials/s to
+## one caller against NATS multi-reply; results in bench-results/jobs-<time>.json and .md.
+## `make bench-jobs JOBS_ARGS=--quick` for a short run. See BENCHMARKS.md.
+JOBS_ARGS ?=
+bench-jobs: deps
+	./scripts/bench-deps
+	$(CARGO) build --locked --release --bin nmid
+	$(CARGO) bench --locked --bench jobs -- $(JOBS_ARGS)
 
 ## Under three minutes once built: 64 calls in flight, 32 B, us vs NATS vs the floor, and
 ## HTTP (wrk), in 3 rounds (each system once per round, in turn). Prints each round's ratios,

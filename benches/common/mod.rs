@@ -18,9 +18,16 @@
 //! - `progress`: what the harness says on stderr while it runs.
 //! - `procs`: child processes with kill-and-wait guards, CPU and RSS from /proc, port checks.
 //!
+//! `background` holds the parts of the other harness on this code, `benches/jobs.rs`
+//! (durable background jobs and streaming partials against gearmand and NATS).
+//!
 //! The child side is `roles`: the load generator, our workers, NATS responders, Gearman
 //! workers and the echo server, each a process of its own.
 
+// The parts of benches/jobs.rs (background jobs, streaming): the compare harness does not
+// use them.
+#[allow(dead_code)]
+pub mod background;
 pub mod cluster;
 pub mod load;
 pub mod markdown;

@@ -45,20 +45,7 @@ impl Launcher {
     pub fn start_gearmand(&self) -> anyhow::Result<Running> {
         let port = self.ports().gearmand;
         let addr = format!("127.0.0.1:{port}");
-        procs::ensure_port_free(port, "gearmand")?;
-        let mut cmd = Command::new("gearmand");
-        cmd.arg("--threads=2")
-            .arg("--listen=127.0.0.1")
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-file={}", self.log("gearmand-own").display()))
-            .arg(format!(
-                "--pid-file={}",
-                self.logs().join("gearmand.pid").display()
-            ))
-            .arg("--verbose=ERROR");
-        let log = self.log("gearmand");
-        let mut server = Proc::spawn("gearmand", Role::Broker, cmd, &log, false)?;
-        procs::wait_listening(sock(port), &mut server, START_LIMIT)?;
+        let server = self.start_gearmand_server(&[])?;
         let mut procs = vec![server];
         for i in 1..=2 {
             procs.push(self.start_role(
@@ -73,5 +60,42 @@ impl Launcher {
             target: addr,
             ..Running::default()
         })
+    }
+
+    /// `gearmand --threads=2` alone, with `extra` arguments (a persistent queue), listening
+    /// when this returns.
+    pub fn start_gearmand_server(&self, extra: &[String]) -> anyhow::Result<Proc> {
+        let port = self.ports().gearmand;
+        procs::ensure_port_free(port, "gearmand")?;
+        let mut cmd = Command::new("gearmand");
+        cmd.arg("--threads=2")
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-file={}", self.log("gearmand-own").display()))
+            .arg(format!(
+                "--pid-file={}",
+                self.logs().join("gearmand.pid").display()
+            ))
+            .arg("--verbose=ERROR")
+            .args(extra);
+        let log = self.log("gearmand");
+        let mut server = Proc::spawn("gearmand", Role::Broker, cmd, &log, false)?;
+        procs::wait_listening(sock(port), &mut server, START_LIMIT)?;
+        Ok(server)
+    }
+
+    /// `nats-server -a 127.0.0.1` with JetStream on (`-js`), storing under `store_dir`;
+    /// listening when this returns. (benches/jobs.rs's; compare does not use it.)
+    #[allow(dead_code)]
+    pub fn start_nats_jetstream(&self, store_dir: &std::path::Path) -> anyhow::Result<Proc> {
+        let port = self.ports().nats;
+        procs::ensure_port_free(port, "nats-server")?;
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store_dir);
+        let log = self.log("nats-server-js");
+        let mut server = Proc::spawn("nats-server", Role::Broker, cmd, &log, false)?;
+        procs::wait_listening(sock(port), &mut server, START_LIMIT)?;
+        Ok(server)
     }
 }

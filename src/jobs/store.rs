@@ -4,13 +4,12 @@
 //! Writes are batched: every change that arrives while the writer commits goes into its
 //! next transaction (group commit). `jobs.fsync` says when a commit reaches the disk:
 //!
-//! - `always`: a batch is committed (fsynced) as soon as the previous commit is done;
-//! - `interval`: a commit waits until `jobs.fsync_interval_ms` after the previous one,
-//!   gathering the changes that arrive meanwhile: fewer fsyncs for more latency.
-//!
-//! Either way a change is acknowledged only once its commit is durable, so an accepted
-//! submission survives a crash and a power cut. (redb's non-durable commits are not kept by
-//! a crash of the process either: a reopened file goes back to the last durable commit.)
+//! - `always`: every commit is made durable (fsync) before the changes in it are
+//!   acknowledged, so an accepted submission survives a crash and a power cut;
+//! - `interval`: commits are acknowledged at once and made durable at most
+//!   `jobs.fsync_interval_ms` later. redb keeps no non-durable commit across a crash (of
+//!   the process too: the reopened file goes back to the last durable commit), so a crash
+//!   loses up to that interval of acknowledged changes.
 //!
 //! redb's commits are atomic: after a crash the file holds the last commit whole, never a
 //! part of one.
@@ -263,35 +262,51 @@ fn new_node_name() -> String {
     digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The writer thread: takes every batch waiting, commits them in one durable transaction,
-/// then acknowledges them. Under `Interval`, a commit waits until the interval since the
-/// last one is over, gathering every change that arrives meanwhile (fewer fsyncs, later
-/// answers). After a failed commit (a full disk) the file is opened again, as redb asks,
-/// and the next batch is tried afresh.
+/// The writer thread: takes every batch waiting, commits them in one transaction, then
+/// acknowledges them. Under `Always` every commit is durable; under `Interval` commits are
+/// durable at most every interval (and when the interval is over with changes not yet
+/// durable, an empty durable commit makes them so). After a failed commit (a full disk)
+/// the file is opened again, as redb asks, and the next batch is tried afresh.
 fn write_loop(path: PathBuf, db: Database, rx: Receiver<Batch>, fsync: Fsync) {
     let mut db = Some(db);
-    let mut last_commit = Instant::now();
-    while let Ok(first) = rx.recv() {
+    let mut last_durable = Instant::now();
+    let mut dirty = false;
+    loop {
+        let first = match (fsync, dirty) {
+            (Fsync::Interval(every), true) => {
+                let left = every.saturating_sub(last_durable.elapsed());
+                match rx.recv_timeout(left) {
+                    Ok(batch) => batch,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Some(open) = &db {
+                            if let Err(cause) = commit(open, Vec::new(), None, true) {
+                                error!(%cause, "job store: fsync failed");
+                            }
+                        }
+                        last_durable = Instant::now();
+                        dirty = false;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            _ => match rx.recv() {
+                Ok(batch) => batch,
+                Err(_) => break,
+            },
+        };
         let mut batches = vec![first];
         let mut changes: usize = batches[0].changes.len();
-        let gather_until = match fsync {
-            Fsync::Always => Instant::now(),
-            Fsync::Interval(every) => last_commit + every,
-        };
         while changes < MAX_BATCH {
-            let left = gather_until.saturating_duration_since(Instant::now());
-            let next = match left.is_zero() || batches.iter().any(|b| b.durable) {
-                true => rx.try_recv().ok(),
-                false => match rx.recv_timeout(left) {
-                    Ok(batch) => Some(batch),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => None,
-                },
-            };
-            let Some(batch) = next else { break };
+            let Ok(batch) = rx.try_recv() else { break };
             changes += batch.changes.len();
             batches.push(batch);
         }
+        let durable = batches.iter().any(|b| b.durable)
+            || match fsync {
+                Fsync::Always => true,
+                Fsync::Interval(every) => last_durable.elapsed() >= every,
+            };
         let next_seq = batches.iter().map(|b| b.next_seq).max();
         let mut acks = Vec::new();
         let mut all = Vec::with_capacity(changes);
@@ -300,27 +315,50 @@ fn write_loop(path: PathBuf, db: Database, rx: Receiver<Batch>, fsync: Fsync) {
             acks.extend(batch.ack);
         }
         let result = match &db {
-            Some(open) => commit(open, all, next_seq).map_err(|cause| cause.to_string()),
+            Some(open) => commit(open, all, next_seq, durable).map_err(|e| e.to_string()),
             None => Err("the job store could not be opened again after an error".to_owned()),
         };
-        last_commit = Instant::now();
-        if let Err(cause) = &result {
-            error!(%cause, "job store: commit failed; opening the file again");
-            // The old handle holds the file's lock: dropped before the file is opened again.
-            drop(db.take());
-            db = Database::create(&path)
-                .inspect_err(|cause| error!(%cause, "job store: opening again failed"))
-                .ok();
+        match &result {
+            Ok(()) if durable => {
+                last_durable = Instant::now();
+                dirty = false;
+            }
+            Ok(()) => dirty = true,
+            Err(cause) => {
+                error!(%cause, "job store: commit failed; opening the file again");
+                // The old handle holds the file's lock: dropped before the file is opened
+                // again. What was not durable is gone with it.
+                drop(db.take());
+                dirty = false;
+                db = Database::create(&path)
+                    .inspect_err(|cause| error!(%cause, "job store: opening again failed"))
+                    .ok();
+            }
         }
         for ack in acks {
             let _ = ack.send(result.clone());
         }
     }
+    // Every handle is gone: what was written is made durable before the thread ends.
+    if let (true, Some(open)) = (dirty, &db) {
+        if let Err(cause) = commit(open, Vec::new(), None, true) {
+            error!(%cause, "job store: last fsync failed");
+        }
+    }
 }
 
-fn commit(db: &Database, changes: Vec<Change>, next_seq: Option<u64>) -> Result<(), redb::Error> {
+fn commit(
+    db: &Database,
+    changes: Vec<Change>,
+    next_seq: Option<u64>,
+    durable: bool,
+) -> Result<(), redb::Error> {
     let mut write = db.begin_write()?;
-    write.set_durability(Durability::Immediate)?;
+    let durability = match durable {
+        true => Durability::Immediate,
+        false => Durability::None,
+    };
+    write.set_durability(durability)?;
     {
         let mut jobs = write.open_table(JOBS)?;
         for change in changes {

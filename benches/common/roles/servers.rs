@@ -115,7 +115,8 @@ async fn gearman_workers(args: &ChildOptions) -> anyhow::Result<()> {
         streams.push(gearman_register(&addr).await?);
     }
     println!("READY");
-    let loops = streams.into_iter().map(gearman_serve);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let loops = streams.into_iter().map(|s| gearman_serve(s, done.clone()));
     for result in futures_util::future::join_all(loops).await {
         result?;
     }
@@ -124,7 +125,7 @@ async fn gearman_workers(args: &ChildOptions) -> anyhow::Result<()> {
 
 /// Connects and registers `Echo`; returns once gearmand has processed the registration
 /// (its answer to an ECHO_REQ sent after CAN_DO).
-async fn gearman_register(addr: &str) -> anyhow::Result<TcpStream> {
+pub async fn gearman_register(addr: &str) -> anyhow::Result<TcpStream> {
     let mut stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect to gearmand at {addr}"))?;
@@ -153,8 +154,11 @@ async fn gearman_register(addr: &str) -> anyhow::Result<TcpStream> {
 }
 
 /// GRAB_JOB -> JOB_ASSIGN -> WORK_COMPLETE (+ the next GRAB_JOB in the same write); on
-/// NO_JOB, PRE_SLEEP until gearmand's NOOP wakes us.
-async fn gearman_serve(mut stream: TcpStream) -> anyhow::Result<()> {
+/// NO_JOB, PRE_SLEEP until gearmand's NOOP wakes us. Counts the jobs completed in `done`.
+pub async fn gearman_serve(
+    mut stream: TcpStream,
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> anyhow::Result<()> {
     let mut out = BytesMut::with_capacity(8192);
     let mut buf = BytesMut::with_capacity(8192);
     let mut sleeping = false;
@@ -175,6 +179,7 @@ async fn gearman_serve(mut stream: TcpStream) -> anyhow::Result<()> {
                         bail!("gearman: short JOB_ASSIGN");
                     };
                     gearman::put_request(&mut out, Packet::WORK_COMPLETE, &[handle, &upper(arg)]);
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     gearman::put_request(&mut out, Packet::GRAB_JOB, &[]);
                 }
                 Packet::NO_JOB => {
