@@ -115,6 +115,9 @@ fn run(cli: Cli) -> anyhow::Result<nmid::server::Stopped> {
     }
     let config = nmid::config::Config::load(cli.config.as_deref(), &overrides)?;
     if cli.check {
+        // What start-up builds from the keys, short of binding and opening the store: the
+        // lists, the tokens (their secrets read, names and secrets unique), the certificates.
+        nmid::security::Security::from_config(&config)?;
         for warning in config.warnings() {
             eprintln!("nmid: warning: {warning}");
         }

@@ -287,8 +287,8 @@ async fn nmid_faas_serves_with_a_token_over_tls() {
     dispatcher.stop().await;
 }
 
-/// A bad `[security]`, `[auth]` or `[tls]` stops `nmid` at start with exit status 2 and the
-/// key and reason, never the secret.
+/// A bad `[security]`, `[auth]` or `[tls]` stops `nmid` at start, and fails `nmid --check`,
+/// with exit status 2 and the key and reason, never the secret.
 #[test]
 fn bad_security_settings_are_refused_at_start() {
     let pki = Pki::new("bad-config");
@@ -306,6 +306,10 @@ fn bad_security_settings_are_refused_at_start() {
             "unknown role \"root\"",
         ),
         ("[auth]\nenabled = true\n", "no [[auth.tokens]] or [[auth.v1_peers]] grants anything"),
+        (
+            "[auth]\nenabled = true\n[[auth.tokens]]\nname = \"t\"\nsecret = \"0123456789abcdef0123\"\nroles = [\"client\"]\nfunctions = [\"*\"]\n[[auth.tokens]]\nname = \"t\"\nsecret = \"fedcba9876543210fedcba\"\nroles = [\"admin\"]\n",
+            "config key `auth.tokens`: token name \"t\" is used twice",
+        ),
         (&format!("[tls]\ncert_file = \"{cert}\"\n"), "config key `tls.key_file`: tls.cert_file and tls.key_file are set together"),
         (&format!("[tls]\ncert_file = \"{missing}\"\nkey_file = \"{key}\"\n"), "config key `tls.cert_file`"),
         (&format!("[tls]\ncert_file = \"{cert}\"\nkey_file = \"{cert}\"\n"), "config key `tls.key_file`"),
@@ -315,22 +319,24 @@ fn bad_security_settings_are_refused_at_start() {
             "config key `tls.client_ca_file`",
         ),
     ];
-    for (text, expected) in cases {
-        let path = pki.path("bad.toml");
+    let path = pki.path("bad.toml");
+    // Started, and checked with `--check` (which must refuse what start-up refuses).
+    let runs = cases.iter().flat_map(|case| [(case, false), (case, true)]);
+    for ((text, expected), check) in runs {
         std::fs::write(&path, text).unwrap();
-        let out = std::process::Command::new(common::process::NMID)
-            .args([
-                "--config",
-                &path,
-                "--tcp-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
-            .output()
-            .unwrap();
+        let mut command = std::process::Command::new(common::process::NMID);
+        command.args(["--config", &path]);
+        command.args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]);
+        if check {
+            command.arg("--check");
+        }
+        let out = command.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{text} (check: {check}): {stderr}"
+        );
         assert!(
             stderr.contains(expected),
             "{text}: expected {expected:?} in {stderr}"
