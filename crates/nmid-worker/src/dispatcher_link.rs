@@ -15,7 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use actix::io::{FramedWrite, WriteHandler};
+use actix::io::WriteHandler;
 use actix::prelude::*;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use bytes::Bytes;
@@ -31,7 +31,7 @@ use super::reply::ReplyTo;
 use super::{Functions, HandlerResult, Meter};
 use nmid_client::Protocol;
 use nmid_proto::codec::{BadBody, CodecError, Frame, NmidCodec, SAuthResult, TolerantCodec};
-use nmid_proto::net::{NetStream, WriteHalf};
+use nmid_proto::net::NetStream;
 use nmid_proto::trace::{self, Hop};
 use tracing::Instrument;
 
@@ -103,6 +103,8 @@ pub(super) struct LinkSettings {
     pub(super) slots: u32,
     pub(super) protocol: Protocol,
     pub(super) max_frame_bytes: usize,
+    /// Partial data one connection's outbox holds (`max_partial_bytes_queued`).
+    pub(super) max_partial_bytes_queued: usize,
     pub(super) stop_timeout: Duration,
     /// The functions served: each link's own copy, changed as functions are added and
     /// removed while it runs (the follower's: those a new link starts with).
@@ -123,7 +125,7 @@ struct Waiting {
 
 /// An open connection to the dispatcher.
 struct Connection {
-    writer: FramedWrite<Frame, WriteHalf, NmidCodec>,
+    writer: partials::LinkWriter,
     reader: SpawnHandle,
     /// What the dispatcher's next `OK` or `ERROR` answers (registrations, in order).
     awaiting: VecDeque<String>,
@@ -180,7 +182,8 @@ impl Actor for DispatcherLink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.outbox = Some(Rc::new(Outbox::new(ctx.address().recipient())));
+        let max = self.settings.max_partial_bytes_queued;
+        self.outbox = Some(Rc::new(Outbox::new(ctx.address().recipient(), max)));
         self.connect(ctx);
         ctx.run_interval(HEARTBEAT_INTERVAL, |link, ctx| link.heartbeat(ctx));
     }
@@ -452,7 +455,7 @@ impl DispatcherLink {
         self.backoff = reconnect_backoff();
         self.last_heard = Instant::now();
         let reader = ctx.add_stream(FramedRead::new(read, TolerantCodec(codec)));
-        let mut writer = FramedWrite::new(write, codec, ctx);
+        let mut writer = self.metered_writer(write, codec, ctx);
         let mut awaiting = VecDeque::new();
         if let Some(secret) = &self.settings.access.token {
             // Answered with S_AUTH_RESULT, before the OKs of the registrations.

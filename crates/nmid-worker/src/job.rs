@@ -102,8 +102,10 @@ impl Job {
     /// before the answer; a caller that asked for them (`Client::call_stream`, HTTP
     /// `Accept: text/event-stream`) receives them in that order, any other caller never sees
     /// them. It does not wait: the frame is queued on the job's connection, and written when
-    /// the handler next awaits (a handler that sends many large partials without awaiting
-    /// holds them all in memory until then).
+    /// the handler next awaits. While the connection cannot keep up, at most the builder's
+    /// [`max_partial_bytes_queued`](crate::WorkerBuilder::max_partial_bytes_queued) wait:
+    /// past it the partial is not queued and [`PartialError::Backlog`] says so; a handler
+    /// that streams much should use [`Job::send_partial_paced`], which waits for room.
     ///
     /// On a v1 connection ([`Protocol::V1`](nmid_client::Protocol::V1)) it does nothing and
     /// returns `Ok`: v1 has no frame for it, so v1 callers get only the final result. A
@@ -127,6 +129,36 @@ impl Job {
         match &self.partials {
             Some(to) => to.data(data.into()),
             None => Ok(()),
+        }
+    }
+
+    /// [`Job::send_partial`], waiting while the connection's partials backlog is full
+    /// ([`PartialError::Backlog`]) instead of refusing: a handler streaming faster than the
+    /// dispatcher (or the caller behind it) reads is slowed to its pace, and its memory stays
+    /// bounded. Errors only as [`Job::send_partial`] does otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use nmid_worker::{Job, JobError};
+    ///
+    /// async fn rows(job: Job) -> Result<Vec<u8>, JobError> {
+    ///     for i in 0..1_000_000u64 {
+    ///         job.send_partial_paced(format!("row {i}\n")).await?;
+    ///     }
+    ///     Ok(b"done".to_vec())
+    /// }
+    /// ```
+    pub async fn send_partial_paced(&self, data: impl Into<Bytes>) -> Result<(), PartialError> {
+        let Some(to) = &self.partials else {
+            return Ok(());
+        };
+        let data = data.into();
+        loop {
+            match to.data(data.clone()) {
+                Err(PartialError::Backlog { .. }) => to.room().await,
+                sent => return sent,
+            }
         }
     }
 

@@ -154,6 +154,9 @@ pub const DEFAULT_SLOTS: u32 = 16;
 /// How long a graceful stop waits for jobs in flight unless told otherwise.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default of [`WorkerBuilder::max_partial_bytes_queued`]: 1 MiB per dispatcher connection.
+pub const DEFAULT_MAX_PARTIAL_BYTES_QUEUED: usize = 1 << 20;
+
 /// What a handler returns: bytes for the caller, usually a RetStruct.
 pub type HandlerResult = Result<Bytes, JobError>;
 
@@ -252,6 +255,7 @@ impl Worker {
             slots: DEFAULT_SLOTS,
             protocol: Protocol::Tagged,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_partial_bytes_queued: DEFAULT_MAX_PARTIAL_BYTES_QUEUED,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             #[cfg(feature = "discovery")]
             discovery: None,
@@ -277,6 +281,7 @@ pub struct WorkerBuilder {
     slots: u32,
     protocol: Protocol,
     max_frame_bytes: usize,
+    max_partial_bytes_queued: usize,
     stop_timeout: Duration,
     #[cfg(feature = "discovery")]
     discovery: Option<Discovery>,
@@ -417,6 +422,16 @@ impl WorkerBuilder {
         self
     }
 
+    /// Bytes of partial results ([`Job::send_partial`]) a dispatcher connection holds while
+    /// it cannot write them as fast as handlers send them (default 1 MiB,
+    /// [`DEFAULT_MAX_PARTIAL_BYTES_QUEUED`]). Over it [`Job::send_partial`] refuses with
+    /// [`PartialError::Backlog`] and [`Job::send_partial_paced`] waits: a stalled stream
+    /// never grows the worker's memory past it.
+    pub fn max_partial_bytes_queued(mut self, max: usize) -> Self {
+        self.max_partial_bytes_queued = max;
+        self
+    }
+
     /// How long [`WorkerHandle::stop`] waits for jobs in flight (default 30 s).
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
@@ -479,6 +494,7 @@ impl WorkerBuilder {
             slots: self.slots,
             protocol: self.protocol,
             max_frame_bytes: self.max_frame_bytes,
+            max_partial_bytes_queued: self.max_partial_bytes_queued,
             stop_timeout: self.stop_timeout,
             functions,
             metrics: self.metrics,
