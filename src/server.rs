@@ -31,6 +31,7 @@ use crate::cluster::{Cluster, ClusterReport, ClusterSettings, ClusterView};
 use crate::config::{Config, ConfigError};
 use crate::http::{BodyLimits, HttpSite, HttpState, Serving};
 use crate::jobs::callback::Callbacks;
+use crate::jobs::remote::Owners;
 use crate::logging::RefusalLog;
 use crate::metrics::{Limit, Metrics};
 use crate::rate_limit::RateLimits;
@@ -381,6 +382,7 @@ impl Dispatcher {
             config: Arc::new(config.jobs.clone()),
             node: node.clone(),
             callbacks: callbacks.clone(),
+            owners: Arc::default(),
         };
         let settings = Arc::new(SessionSettings::new(
             config,
@@ -416,13 +418,24 @@ impl Dispatcher {
         let http_listen = (listeners.http.as_ref())
             .map(|l| l.local_addr())
             .transpose()?;
+        let mut peer_secret = None;
         let cluster =
             ClusterSettings::resolve(config, tcp_addr, http_listen)?.map(|mut settings| {
                 settings.jobs_node = Some(node.clone());
+                peer_secret = settings.peer_access.token.clone();
                 let links = arbiters[0].handle();
                 Cluster::start(settings, registry.clone(), links, &metrics)
             });
         let cluster_view = cluster.as_ref().map(Cluster::view);
+        if let Some(view) = &cluster_view {
+            let owners = Owners::new(
+                view.clone(),
+                peer_secret,
+                Duration::from_millis(config.jobs.timeout_ms),
+            )
+            .map_err(|e| io::Error::other(e.to_string()))?;
+            let _ = jobs_port.owners.set(owners);
+        }
         let door_in = Arc::new(InternalDoor {
             arbiter: arbiters[0].handle(),
             settings: settings.clone(),

@@ -1,7 +1,8 @@
 //! Background jobs in a cluster (issue 23), on a real etcd and `nmid` processes on
 //! 127.0.0.1: a job submitted to A is read and cancelled through B (B asks A, the owner its
 //! id names); A killed with SIGKILL and started again on its data dir runs its jobs to the
-//! end, and B answers for them again.
+//! end, and B answers for them again. With auth on, a client of the nmid protocol on B reads
+//! and cancels its jobs on A, and only its own.
 
 mod cluster_support;
 mod common;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cluster_support::{free_port, member, Etcd, Nmid};
 use common::PATIENCE;
+use nmid::client::{Client, ClientError, JobState, SubmitOptions};
 use nmid::worker::{Job, Worker};
 use serde_json::Value;
 
@@ -119,5 +121,165 @@ async fn any_dispatcher_answers_for_a_job_and_a_restarted_owner_finishes_its_job
     );
     worker.stop().await;
     a.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `[auth]` of both dispatchers of [`a_tagged_client_reads_and_cancels_another_dispatchers_jobs_as_itself`].
+fn auth_config(dir: &std::path::Path) -> String {
+    let secret_file = dir.join("peer.secret");
+    std::fs::write(&secret_file, PEERS).unwrap();
+    let mut text = format!(
+        "[auth]\nenabled = true\npeer_secret_file = \"{}\"\n\
+         [[auth.tokens]]\nname = \"peers\"\nsecret = \"{PEERS}\"\nroles = [\"peer\"]\n\
+         [[auth.tokens]]\nname = \"worker\"\nsecret = \"{WORKER}\"\nroles = [\"worker\"]\n\
+         functions = [\"Later\"]\n",
+        secret_file.display()
+    );
+    for (name, secret) in [("alice", ALICE), ("bob", BOB)] {
+        text.push_str(&format!(
+            "[[auth.tokens]]\nname = \"{name}\"\nsecret = \"{secret}\"\nroles = [\"client\"]\n\
+             functions = [\"Later\"]\n"
+        ));
+    }
+    text
+}
+
+const PEERS: &str = "peers-secret-0123456789abcdef";
+const WORKER: &str = "worker-secret-0123456789abcdef";
+const ALICE: &str = "alice-secret-0123456789abcdef";
+const BOB: &str = "bob-secret-0123456789abcdef-bob";
+
+async fn tagged(addr: std::net::SocketAddr, secret: &str) -> Client {
+    Client::builder(addr.to_string())
+        .token(secret.to_owned())
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// With auth on, a client of the nmid protocol connected to B reads, waits on and cancels
+/// the jobs it submitted to A (B asks A with its peer token, naming the caller; A decides as
+/// for that caller): the status is A's, byte for byte; another tenant on B is told "not
+/// found" and cannot cancel them; a peer token names a caller only with its `peer` role.
+#[actix_rt::test]
+async fn a_tagged_client_reads_and_cancels_another_dispatchers_jobs_as_itself() {
+    let etcd = Etcd::start().await;
+    let dir = std::env::temp_dir().join(format!("nmid-cluster-jobs-auth-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("nmid.toml");
+    std::fs::write(&config, auth_config(&dir)).unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let a = Nmid::start_with_args(&etcd.url, &args);
+    let b = Nmid::start_with_args(&etcd.url, &args);
+    let alice_a = tagged(a.tcp, ALICE).await;
+    let later = SubmitOptions::default().delay(Duration::from_secs(600));
+    let waiting = alice_a
+        .submit("Later", "first", SubmitOptions::default())
+        .await
+        .unwrap();
+    let never = alice_a.submit("Later", "never", later).await.unwrap();
+
+    let alice_b = tagged(b.tcp, ALICE).await;
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        // Until B has A's record (with its jobs node) in its view of the cluster.
+        match alice_b.job_status(&waiting.id).await {
+            Ok(status) => break status,
+            Err(ClientError::JobNotFound(why)) if Instant::now() < deadline => {
+                assert!(why.contains("none of the cluster"), "{why}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("alice's status of her job through B: {e}"),
+        }
+    };
+    assert_eq!(status, alice_a.job_status(&waiting.id).await.unwrap());
+    assert_eq!(
+        (status.state, status.function.as_str()),
+        (JobState::Queued, "Later")
+    );
+
+    let bob_b = tagged(b.tcp, BOB).await;
+    match bob_b.job_status(&waiting.id).await {
+        Err(ClientError::JobNotFound(_)) => {}
+        other => panic!("bob sees alice's job through B: {other:?}"),
+    }
+    match bob_b.cancel_job(&never.id).await {
+        Err(ClientError::JobNotFound(_)) => {}
+        other => panic!("bob cancels alice's job through B: {other:?}"),
+    }
+    assert_eq!(
+        alice_a.job_status(&never.id).await.unwrap().state,
+        JobState::Queued
+    );
+    let cancelled = alice_b.cancel_job(&never.id).await.unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(
+        alice_a.job_status(&never.id).await.unwrap().state,
+        JobState::Cancelled
+    );
+    match alice_b.cancel_job(&never.id).await {
+        Err(ClientError::NotCancellable(why)) => assert!(why.contains("cancelled"), "{why}"),
+        other => panic!("a second cancel through B: {other:?}"),
+    }
+
+    // Over HTTP on A: the peer token acts for the caller it names, and only it.
+    let url = format!("http://{}/api/v1/jobs/{}", a.http, waiting.id);
+    let bearer = |secret: &str| format!("Bearer {secret}");
+    let (peers, bob) = (bearer(PEERS), bearer(BOB));
+    let as_alice = [
+        ("authorization", peers.as_str()),
+        ("x-nmid-caller", "token:alice"),
+    ];
+    let (status, json) = send("GET", url.clone(), &as_alice, "").await;
+    assert_eq!(
+        (status, json["state"].as_str()),
+        (200, Some("queued")),
+        "{json}"
+    );
+    let as_bob = [
+        ("authorization", peers.as_str()),
+        ("x-nmid-caller", "token:bob"),
+    ];
+    assert_eq!(send("GET", url.clone(), &as_bob, "").await.0, 404);
+    let as_nobody = [
+        ("authorization", peers.as_str()),
+        ("x-nmid-caller", "token:nobody"),
+    ];
+    assert_eq!(send("GET", url.clone(), &as_nobody, "").await.0, 403);
+    let as_worker = [
+        ("authorization", peers.as_str()),
+        ("x-nmid-caller", "token:worker"),
+    ];
+    assert_eq!(send("GET", url.clone(), &as_worker, "").await.0, 403);
+    assert_eq!(
+        send("GET", url.clone(), &[("authorization", peers.as_str())], "")
+            .await
+            .0,
+        403
+    );
+    let bob_naming_alice = [
+        ("authorization", bob.as_str()),
+        ("x-nmid-caller", "token:alice"),
+    ];
+    assert_eq!(send("GET", url.clone(), &bob_naming_alice, "").await.0, 404);
+
+    // A worker on A: alice's wait through B ends with the result.
+    let worker = Worker::builder()
+        .name("later")
+        .server(a.tcp.to_string())
+        .token(WORKER)
+        .function("Later", |job: Job| async move {
+            Ok(Bytes::from(job.params().to_ascii_uppercase()))
+        })
+        .start()
+        .unwrap();
+    let done = alice_b
+        .wait_job(&waiting.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result.as_deref(), Some(&b"FIRST"[..]));
+    worker.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

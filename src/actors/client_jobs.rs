@@ -27,12 +27,14 @@ use super::connection::Session;
 use super::front_door::{Caller, FrontEnd, Refused};
 use super::JobsPort;
 use crate::call::CallSpec;
+use crate::call::ClientKey;
 use crate::codec::{
     CJobCancel, CJobStatus, ErrorCode, Frame, JobStateCode, Metadata, SCallError, SJobStatus,
     SSubmitted, TaggedCall,
 };
 use crate::jobs::access::Viewer;
 use crate::jobs::options::{SubmitOptions, OPTION_NAMES};
+use crate::jobs::remote::{Ask, Owners, Unanswered};
 use crate::jobs::{BackgroundId, JobRecord, JobState, NotCancelled};
 
 /// What a waiting status or cancel request owes against the outbound bound: about the size
@@ -60,8 +62,20 @@ impl ClientSession {
                     Err(refused) => return self.send(Frame::SCallError(refused), ctx),
                 }
             }
-            Frame::CJobStatus(ask) => (JOB_REQUEST_OWED, Box::pin(status(port, viewer, ask))),
-            Frame::CJobCancel(ask) => (JOB_REQUEST_OWED, Box::pin(cancel(port, viewer, ask))),
+            Frame::CJobStatus(ask) => {
+                let answer = match self.elsewhere(&port, &ask.job_id) {
+                    Some(asking) => asking.status(ask),
+                    None => Box::pin(status(port, viewer, ask)),
+                };
+                (JOB_REQUEST_OWED, answer)
+            }
+            Frame::CJobCancel(ask) => {
+                let answer = match self.elsewhere(&port, &ask.job_id) {
+                    Some(asking) => asking.cancel(ask),
+                    None => Box::pin(cancel(port, viewer, ask)),
+                };
+                (JOB_REQUEST_OWED, answer)
+            }
             other => return self.conn.refuse(&other, ctx),
         };
         self.job_requests += 1;
@@ -72,6 +86,19 @@ impl ClientSession {
             session.send(frame, ctx);
         });
         ctx.spawn(answered);
+    }
+
+    /// How to ask the dispatcher that owns job `job_id`, when another of the cluster does and
+    /// is live; `None` for a job of this dispatcher (or of none reachable: not found here).
+    fn elsewhere(&self, port: &JobsPort, job_id: &[u8]) -> Option<AskOwner> {
+        let job = BackgroundId::parse(std::str::from_utf8(job_id).ok()?)?;
+        let owners = port.owners.get().filter(|_| job.node != port.node)?;
+        Some(AskOwner {
+            owners: owners.clone(),
+            owner: owners.owner(&job.node)?,
+            job,
+            caller: (self.conn.grant()).map(|g| g.client_key(self.conn.peer.ip().to_canonical())),
+        })
     }
 
     /// The record of a `C_SUBMIT`, its options read from its metadata and its call vetted
@@ -202,6 +229,46 @@ async fn cancel(port: JobsPort, viewer: Viewer, ask: CJobCancel) -> Frame {
     }
 }
 
+/// A status or cancel request for a job another dispatcher of the cluster owns: asked of
+/// it for this connection's caller (`docs/jobs.md`, "In a cluster").
+struct AskOwner {
+    owners: Owners,
+    owner: std::net::SocketAddr,
+    job: BackgroundId,
+    /// `None`: auth is off.
+    caller: Option<ClientKey>,
+}
+
+impl AskOwner {
+    fn status(self, ask: CJobStatus) -> BoxFuture<'static, Frame> {
+        let how = match ask.wait_ms {
+            0 => Ask::Status,
+            ms => Ask::Wait(Duration::from_millis(u64::from(ms))),
+        };
+        Box::pin(self.ask(ask.request_id, how))
+    }
+
+    fn cancel(self, ask: CJobCancel) -> BoxFuture<'static, Frame> {
+        Box::pin(self.ask(ask.request_id, Ask::Cancel))
+    }
+
+    async fn ask(self, id: u64, how: Ask) -> Frame {
+        let job = self.job.to_string();
+        let asked = (self.owners).ask(self.owner, &job, how, self.caller.as_ref());
+        match asked.await {
+            Ok(record) => status_frame(id, &record),
+            Err(Unanswered::NotFound(why)) => error(id, ErrorCode::JOB_NOT_FOUND, &why),
+            Err(Unanswered::NotCancellable(why)) => error(id, ErrorCode::NOT_CANCELLABLE, &why),
+            Err(refused @ Unanswered::Refused { .. }) => {
+                error(id, ErrorCode::FORBIDDEN, &refused.to_string())
+            }
+            Err(lost @ Unanswered::Unreachable { .. }) => {
+                error(id, ErrorCode::TIMEOUT, &lost.to_string())
+            }
+        }
+    }
+}
+
 /// Job `job_id` if this dispatcher owns it and `viewer` may see it; else the
 /// `JOB_NOT_FOUND` answer to request `id`.
 async fn visible(
@@ -216,9 +283,10 @@ async fn visible(
     let seq = match parsed {
         Some(job) if job.node == port.node => job.seq,
         Some(job) => {
-            // Another dispatcher's job: not forwarded over the nmid protocol (yet).
+            // Another dispatcher's job, and no live member of the cluster owns it (those
+            // that do are asked before this).
             let why = format!(
-                "no such job: {job} is another dispatcher's (node {}): ask that dispatcher, or GET /api/v1/jobs/{job} over HTTP on any dispatcher",
+                "no such job: {job} is another dispatcher's (node {}), and none of the cluster has that node now",
                 job.node
             );
             return Err(error(id, ErrorCode::JOB_NOT_FOUND, &why));

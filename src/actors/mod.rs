@@ -191,4 +191,7 @@ pub struct JobsPort {
     pub node: String,
     /// Checks callback URLs against `jobs.callback_allow`.
     pub callbacks: crate::jobs::callback::Callbacks,
+    /// How to ask the other dispatchers of the cluster about their jobs: set once the
+    /// cluster has started (never without one).
+    pub owners: Arc<std::sync::OnceLock<crate::jobs::remote::Owners>>,
 }

@@ -12,7 +12,7 @@
 //! | [`Needs::Admin`] (the admin API, the dashboard) | the `admin` role |
 //! | [`Needs::Client`] (`/call/{func}`) | the `client` role, and a grant covering the function |
 //! | [`Needs::Gateway`] (any other path) | nmid's gateway headers: as `/call`; else `admin` |
-//! | [`Needs::Jobs`] (`/api/v1/jobs`) | the `client` or `admin` role; a client sees its own jobs |
+//! | [`Needs::Jobs`] (`/api/v1/jobs`) | the `client` or `admin` role; a client sees its own jobs; a `peer` token with `X-Nmid-Caller` acts for the caller it names |
 //!
 //! Credentials are `Authorization: Bearer <secret>`, or `Basic` with the secret as the
 //! password (what a browser sends for the dashboard after asking). A request that may go on
@@ -32,8 +32,10 @@ use actix_web::{HttpResponse, ResponseError};
 use base64::Engine;
 
 use super::{HttpError, HttpState};
+use crate::call::ClientKey;
+use crate::jobs::remote::CALLER_HEADER;
 use crate::metrics::{Outcome, Refusal};
-use crate::security::{Grant, Roles};
+use crate::security::{Auth, Grant, Roles};
 
 /// What a route needs of a request's credentials (with auth on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,8 +141,12 @@ pub fn check(
         Needs::Metrics | Needs::Admin => Roles::ADMIN,
         Needs::Client => Roles::CLIENT,
         Needs::Gateway => Roles::ADMIN,
-        // Either role: the client's, unless the grant has only the admin role.
+        // Either role: the client's, unless the grant has only the admin role. A peer
+        // dispatcher asks for the caller it names, whose grant decides.
         Needs::Jobs => match secret(req.headers()).and_then(|s| auth.token(&s)) {
+            Some(grant) if grant.has(Roles::PEER) && req.headers().contains_key(CALLER_HEADER) => {
+                return vouched(req, auth).map(Some);
+            }
             Some(grant) if grant.has(Roles::ADMIN) && !grant.has(Roles::CLIENT) => Roles::ADMIN,
             _ => Roles::CLIENT,
         },
@@ -174,6 +180,30 @@ pub fn check(
         }
     };
     Err(Refused::Credentials(refused))
+}
+
+/// The caller a peer dispatcher names in [`CALLER_HEADER`], in the extensions of a request
+/// it makes for that caller (beside the caller's grant as [`Access::Granted`]).
+#[derive(Debug, Clone)]
+pub struct VouchedCaller(pub ClientKey);
+
+/// The access of a peer dispatcher's request for the caller it names: that caller's grant
+/// here (its token of the same name, or its v1 grant by address), as forwarded calls are
+/// decided; 403 when the header names no one this dispatcher grants the `client` or `admin`
+/// role.
+fn vouched(req: &ServiceRequest, auth: &Auth) -> Result<Access, Refused> {
+    let named = (req.headers().get(CALLER_HEADER)).and_then(|v| ClientKey::from_meta(v.as_bytes()));
+    let granted = named.as_ref().and_then(|caller| auth.vouched(caller));
+    match granted.filter(|grant| grant.has(Roles::CLIENT) || grant.has(Roles::ADMIN)) {
+        Some(grant) => {
+            let caller = named.expect("a grant was found for it");
+            actix_web::HttpMessage::extensions_mut(req).insert(VouchedCaller(caller));
+            Ok(Access::Granted(grant))
+        }
+        None => Err(Refused::Credentials(HttpError::Forbidden(format!(
+            "{CALLER_HEADER} names no caller this dispatcher grants the client or admin role"
+        )))),
+    }
 }
 
 /// The refusal of a call (`needs` is [`Needs::Client`]) of a function `grant` does not

@@ -25,16 +25,17 @@ use serde_json::json;
 
 use super::call::{answer_of, data_response, prepare_call, CallQuery, CallerOf};
 use super::error::HttpError;
-use super::guard::Access;
+use super::guard::{Access, VouchedCaller};
 use super::HttpState;
 use crate::actors::background::{
     Background, CancelJob, GetJob, ListJobs, Submit, SubmitError, WaitForJob,
 };
 use crate::actors::front_door::{FrontEnd, Refused};
-use crate::call::CallOutcome;
+use crate::call::{CallOutcome, ClientKey};
 use crate::config::JobsConfig;
 use crate::jobs::access::Viewer;
 use crate::jobs::options::{SubmitOptions, OPTION_NAMES};
+use crate::jobs::remote::{FORWARDED_HEADER, RECORD_CONTENT_TYPE};
 use crate::jobs::{BackgroundId, JobRecord, JobState, NotCancelled};
 
 /// What the HTTP front end needs of the background jobs.
@@ -65,9 +66,6 @@ impl JobsFront {
             .clone()
     }
 }
-
-/// Marks a request one dispatcher passes to the owner of a job: never passed on again.
-const FORWARDED_HEADER: &str = "x-nmid-job-forwarded";
 
 /// Where a job lives.
 enum Owner {
@@ -248,9 +246,24 @@ async fn status(
             let _ = jobs.background.send(WaitForJob { seq, timeout }).await;
             record = visible(&req, get(jobs, seq).await?, &id)?;
         }
-        Ok(HttpResponse::Ok().json(describe(&record, &jobs.node)))
+        Ok(shown(&req, &record, &jobs.node))
     };
     into_response(found.await)
+}
+
+/// `record` as the request accepts it: its stored record for a peer dispatcher
+/// ([`RECORD_CONTENT_TYPE`]), else the JSON of [`describe`].
+fn shown(req: &HttpRequest, record: &JobRecord, node: &str) -> HttpResponse {
+    let accept = req.headers().get(header::ACCEPT).map(|v| v.as_bytes());
+    match accept == Some(RECORD_CONTENT_TYPE.as_bytes()) {
+        true => match rmp_serde::to_vec_named(record) {
+            Ok(body) => HttpResponse::Ok()
+                .content_type(RECORD_CONTENT_TYPE)
+                .body(body),
+            Err(e) => HttpError::Internal(format!("job record: {e}")).error_response(),
+        },
+        false => HttpResponse::Ok().json(describe(record, node)),
+    }
 }
 
 /// `GET /api/v1/jobs/{id}/result`: a succeeded job's result, answered as `/call` answers
@@ -303,7 +316,7 @@ async fn cancel(
         let answer = (jobs.background.send(CancelJob { seq }).await)
             .map_err(|_| HttpError::Internal("the background jobs stopped".into()))?;
         match answer {
-            Ok(record) => Ok(HttpResponse::Ok().json(describe(&record, &jobs.node))),
+            Ok(record) => Ok(shown(&req, &record, &jobs.node)),
             Err(NotCancelled::NotFound) => Err(not_found(&id)),
             Err(NotCancelled::Too(state)) => Ok(HttpResponse::Conflict().json(json!({
                 "error": format!("job {id} is {}: only a queued job can be cancelled", state.as_str()),
@@ -392,7 +405,15 @@ fn visible(req: &HttpRequest, record: Option<JobRecord>, id: &str) -> Result<Job
 /// Whose jobs the request may see ([`Viewer::of`] its grant).
 fn viewer(req: &HttpRequest) -> Viewer {
     let access = req.extensions().get::<Access>().cloned();
-    let ip = (req.peer_addr()).map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    // A peer dispatcher asking for a caller known by its address: that address.
+    let vouched = match req.extensions().get::<VouchedCaller>() {
+        Some(VouchedCaller(ClientKey::Ip(ip))) => Some(*ip),
+        _ => None,
+    };
+    let ip = vouched.unwrap_or_else(|| {
+        req.peer_addr()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+    });
     match access {
         Some(Access::Granted(grant)) => Viewer::of(Some(&grant), ip),
         Some(Access::Open) => Viewer::of(None, ip),

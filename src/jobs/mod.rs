@@ -8,6 +8,7 @@
 //! - [`callback`]: a final state POSTed to the submitter's URL: signed, retried, allow-listed.
 //! - [`options`]: a submission's options, from HTTP headers or tagged metadata.
 //! - [`access`]: who may see a job (its submitter, or an admin).
+//! - [`remote`]: asking the dispatcher that owns another node's job, for a client here.
 //!
 //! The actor that carries them out is [`crate::actors::background`].
 
@@ -16,6 +17,7 @@ pub mod book;
 pub mod callback;
 pub mod options;
 pub mod record;
+pub mod remote;
 pub mod store;
 
 use std::collections::HashMap;
