@@ -483,6 +483,15 @@ impl<C: Waiting> Scheduler<C> {
         states
     }
 
+    /// Jobs the workers serving `function` here may hold at once; `None`: none serves it.
+    pub fn capacity(&self, function: &FunctionName) -> Option<u32> {
+        let entry = self
+            .functions
+            .get(function)
+            .filter(|e| !e.workers.is_empty());
+        entry.map(FunctionEntry::capacity)
+    }
+
     /// `worker`'s load, if it is connected.
     pub fn worker_load(&self, worker: WorkerId) -> Option<WorkerLoad> {
         let entry = self.workers.get(&worker)?;

@@ -606,3 +606,57 @@ async fn a_running_jobs_status_shows_its_progress() {
     );
     d.stop().await;
 }
+
+/// With one worker slot, jobs beyond it stay queued (no attempt counted, cancellable), one
+/// runs at a time, and each attempt's time starts when a worker can take it: six jobs of
+/// 300 ms with `jobs.timeout_ms = 1000` all succeed at their first attempt (handed to the
+/// registry all at once, the later ones timed out waiting behind the others).
+#[actix_rt::test]
+async fn jobs_beyond_the_workers_slots_stay_queued_until_a_slot_is_free() {
+    let mut config = config();
+    config.jobs.timeout_ms = 1000;
+    let d = start_dispatcher_with_http(config);
+    let worker = Worker::builder()
+        .name("napper")
+        .server(d.addr.to_string())
+        .slots(1)
+        .function("Nap", |job: Job| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(job.params().clone())
+        })
+        .start()
+        .unwrap();
+    serving(&d, "Nap").await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(submitted(&d, "Nap", &[], &format!("{i}")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let count = |state: &'static str| {
+        let url = format!("{}/api/v1/jobs?state={state}&function=Nap", d.http_url());
+        async move {
+            let page = request("GET", url, &[], Bytes::new()).await.json();
+            page["jobs"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count("running").await, 1, "one slot, one running job");
+    let last = ids.pop().unwrap();
+    let url = format!("{}/api/v1/jobs/{last}", d.http_url());
+    let cancelled = request("DELETE", url, &[], Bytes::new()).await;
+    assert_eq!(
+        cancelled.status,
+        200,
+        "a job waiting for a slot is queued: {:?}",
+        cancelled.json()
+    );
+    for id in &ids {
+        let json = final_status(&d, id).await;
+        assert_eq!(
+            (json["state"].as_str(), json["attempts"].as_u64()),
+            (Some("succeeded"), Some(1)),
+            "{json}"
+        );
+    }
+    worker.stop().await;
+    d.stop().await;
+}

@@ -22,7 +22,7 @@ use crate::jobs::callback::Callbacks;
 use crate::jobs::record::now_ms;
 use crate::jobs::{
     Accepted, AttemptEnd, BackgroundId, Book, Change, Full, JobRecord, JobState, JobsGauges,
-    NewJob, NotCancelled, Store,
+    NewJob, NotCancelled, Room, Store,
 };
 
 /// How often due jobs are started and expired ones forgotten.
@@ -145,6 +145,8 @@ pub struct Background {
     /// When the gauges were last counted.
     counted: Option<std::time::Instant>,
     attempts: u64,
+    /// The slots of the workers here of each function with jobs (asked of the registry).
+    slots: attempts::Slots,
 }
 
 impl Background {
@@ -170,6 +172,7 @@ impl Background {
             callbacks,
             counted: None,
             attempts: 0,
+            slots: attempts::Slots::default(),
         }
     }
 }
@@ -466,7 +469,15 @@ impl Background {
         }
         if self.starting {
             self.book.wake(now);
-            let started = self.book.startable(now);
+            self.ask_slots(ctx);
+            let known = &self.slots.known;
+            let started = self
+                .book
+                .startable(now, |function| match known.get(function) {
+                    None => Room::Unknown,
+                    Some(None) => Room::Elsewhere,
+                    Some(Some(slots)) => Room::Slots(*slots),
+                });
             if !started.is_empty() {
                 let changes = started
                     .iter()

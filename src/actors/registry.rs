@@ -31,8 +31,10 @@ use crate::metrics::Metrics;
 use crate::scheduler::{Decision, Scheduler, Waiting};
 use crate::snapshot::{RegistrySnapshot, WorkerSnapshot};
 
+mod capacity;
 mod peers;
 
+pub use capacity::Capacity;
 pub use peers::{
     ForwardFinished, PeerJoined, PeerLacks, PeerLeft, PeerPort, PeerUnreachable, PeerUpdated,
 };

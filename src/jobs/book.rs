@@ -4,8 +4,9 @@
 //!
 //! The rules:
 //! - a function's due jobs start highest priority first, then oldest first, while fewer
-//!   than `window` of its jobs are running (the rest wait here, not in the registry's
-//!   queue, so a later high job still overtakes them);
+//!   than `window` of its jobs are running, and fewer than its workers' slots here (the
+//!   rest wait here, queued and cancellable, not in the registry's queue: a later high job
+//!   still overtakes them, and an attempt's time starts when a worker can take it);
 //! - a job with a run-at time in the future waits until then;
 //! - a job starts only once its submission is in the store ([`Book::release`]): a job whose
 //!   write failed never ran;
@@ -152,6 +153,18 @@ pub struct Book {
     expiry: BTreeSet<(u64, u64)>,
     unique: HashMap<UniqueKey, u64>,
     bytes: usize,
+}
+
+/// What a function's workers here may take, as the registry last said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// Not asked yet: its jobs wait.
+    Unknown,
+    /// No worker serves it here: its jobs go to the registry (`window` at a time), which
+    /// forwards them to a peer or finds no worker (the function is then parked).
+    Elsewhere,
+    /// Its workers here hold this many jobs at once, all together.
+    Slots(u32),
 }
 
 impl Book {
@@ -303,10 +316,17 @@ impl Book {
         None
     }
 
+    /// Functions with jobs queued or running.
+    pub fn functions(&self) -> Vec<Bytes> {
+        self.queues.keys().cloned().collect()
+    }
+
     /// The jobs that start now (marked running, an attempt counted): to be written and
-    /// dispatched.
-    pub fn startable(&mut self, now: u64) -> Vec<JobRecord> {
+    /// dispatched. `room` says what a function's workers here may hold at once. A
+    /// function whose jobs wait for slots (or to be known) is looked at again next time.
+    pub fn startable(&mut self, now: u64, room: impl Fn(&Bytes) -> Room) -> Vec<JobRecord> {
         let mut started = Vec::new();
+        let mut again = HashSet::new();
         for function in std::mem::take(&mut self.touched) {
             if let Some(&(until, _)) = self.parked.get(&function) {
                 if until > now {
@@ -317,7 +337,12 @@ impl Book {
             let Some(queue) = self.queues.get_mut(&function) else {
                 continue;
             };
-            while queue.running < self.limits.window {
+            let limit = match room(&function) {
+                Room::Unknown => 0,
+                Room::Elsewhere => self.limits.window,
+                Room::Slots(slots) => slots.min(self.limits.window),
+            };
+            while queue.running < limit {
                 let Some((_, seq)) = queue.ready.pop_first() else {
                     break;
                 };
@@ -331,10 +356,15 @@ impl Book {
                 record.progress = None;
                 started.push(record.clone());
             }
+            // Waiting for slots (or to be known), not for a job of its own to end.
+            if limit < self.limits.window && !queue.ready.is_empty() {
+                again.insert(function.clone());
+            }
             if queue.ready.is_empty() && queue.running == 0 {
                 self.queues.remove(&function);
             }
         }
+        self.touched.extend(again);
         started
     }
 

@@ -43,7 +43,10 @@ fn submit(book: &mut Book, job: NewJob, now: u64) -> u64 {
 
 fn started(book: &mut Book, now: u64) -> Vec<u64> {
     book.wake(now);
-    book.startable(now).iter().map(|r| r.seq).collect()
+    book.startable(now, |_| Room::Elsewhere)
+        .iter()
+        .map(|r| r.seq)
+        .collect()
 }
 
 /// With one slot, a high job submitted after normal ones starts before them; low last.
@@ -355,4 +358,47 @@ fn a_page_looks_at_a_bounded_number_of_jobs() {
     assert_eq!(page.next, Some(seqs[4]));
     let last = book.list(seqs[19], 100, |_| true);
     assert_eq!((last.jobs.len(), last.next), (5, None));
+}
+
+/// Jobs start only while the function's workers here have slots for them: the others stay
+/// queued (cancellable, no attempt counted) and start as slots come; a function not yet
+/// known starts none until it is; one no worker here serves goes `window` at a time.
+#[test]
+fn jobs_start_only_into_the_slots_of_the_functions_workers() {
+    let mut book = Book::new(
+        "n1".into(),
+        1,
+        Limits {
+            window: 8,
+            ..LIMITS
+        },
+        Vec::new(),
+        0,
+    )
+    .0;
+    let seqs: Vec<u64> = (0..4)
+        .map(|_| submit(&mut book, job("F", StoredPriority::Normal, 0), 0))
+        .collect();
+    book.wake(0);
+    assert!(book.startable(0, |_| Room::Unknown).is_empty());
+    let first: Vec<u64> = (book.startable(1, |_| Room::Slots(1)).iter())
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(first, seqs[..1]);
+    let record = book.get(seqs[1]).unwrap();
+    assert_eq!((record.state, record.attempts), (JobState::Queued, 0));
+    assert_eq!(book.cancel(seqs[3], 2).unwrap().state, JobState::Cancelled);
+    // A second worker: the function is looked at again without anything else touching it.
+    let more: Vec<u64> = (book.startable(3, |_| Room::Slots(2)).iter())
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(more, seqs[1..2]);
+    assert!(
+        book.startable(4, |_| Room::Slots(2)).is_empty(),
+        "both slots busy"
+    );
+    let rest: Vec<u64> = (book.startable(5, |_| Room::Elsewhere).iter())
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(rest, seqs[2..3]);
 }

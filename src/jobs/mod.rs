@@ -22,7 +22,7 @@ pub mod store;
 
 use std::collections::HashMap;
 
-pub use book::{Accepted, AttemptEnd, Book, Full, Limits, NewJob, NotCancelled};
+pub use book::{Accepted, AttemptEnd, Book, Full, Limits, NewJob, NotCancelled, Room};
 pub use record::{BackgroundId, JobRecord, JobState};
 pub use store::{Change, Fsync, Store, StoreError};
 

@@ -66,6 +66,13 @@ pub(super) struct FunctionEntry<C> {
     pub(super) picked_in: Option<u64>,
 }
 
+impl<C> FunctionEntry<C> {
+    /// Jobs its workers may hold at once, all together.
+    pub(super) fn capacity(&self) -> u32 {
+        self.workers.iter().map(|load| load.max_jobs.get()).sum()
+    }
+}
+
 impl<C> Default for FunctionEntry<C> {
     fn default() -> Self {
         Self {

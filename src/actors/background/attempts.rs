@@ -1,8 +1,9 @@
 //! One attempt of a background job: the call it makes (through a [`JobActor`], as every
 //! call), the progress its worker reports, and how its outcome counts for the job.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -10,7 +11,8 @@ use tracing::warn;
 
 use super::Background;
 use crate::actors::job::{JobActor, PartialSink};
-use crate::call::{CallOutcome, CallSpec, ClientKey, DispatchError, JobId, Partial};
+use crate::actors::registry::Capacity;
+use crate::call::{CallOutcome, CallSpec, ClientKey, DispatchError, FunctionName, JobId, Partial};
 use crate::codec::ParamsType;
 use crate::jobs::{AttemptEnd, JobRecord};
 
@@ -39,7 +41,45 @@ impl Handler<ProgressNoted> for Background {
     }
 }
 
+/// How often the slots of the functions with jobs are asked of the registry.
+const SLOTS_EVERY: Duration = Duration::from_millis(20);
+
+/// What the registry last said of the slots of the functions with jobs.
+#[derive(Debug, Default)]
+pub(super) struct Slots {
+    /// By function (`None`: no worker serves it here).
+    pub(super) known: HashMap<Bytes, Option<u32>>,
+    asking: bool,
+    asked: Option<Instant>,
+}
+
 impl Background {
+    /// Asks the registry for the slots of the functions with jobs (one question at a time,
+    /// each [`SLOTS_EVERY`] at most, at once for a function not yet known); the jobs start
+    /// again with the answer.
+    pub(super) fn ask_slots(&mut self, ctx: &mut Context<Self>) {
+        let functions = self.book.functions();
+        let unknown = functions.iter().any(|f| !self.slots.known.contains_key(f));
+        let due = self
+            .slots
+            .asked
+            .is_none_or(|at| at.elapsed() >= SLOTS_EVERY);
+        if self.slots.asking || functions.is_empty() || !(unknown || due) {
+            return;
+        }
+        self.slots.asking = true;
+        self.slots.asked = Some(Instant::now());
+        let names = functions.iter().cloned().map(FunctionName).collect();
+        let asked = self.services.registry.send(Capacity { functions: names });
+        ctx.spawn(asked.into_actor(self).map(move |answer, jobs, ctx| {
+            jobs.slots.asking = false;
+            // No answer (the registry stopped): as if no worker served them here.
+            let answer = answer.unwrap_or_else(|_| vec![None; functions.len()]);
+            jobs.slots.known = functions.into_iter().zip(answer).collect();
+            jobs.pump(ctx);
+        }));
+    }
+
     /// Runs one attempt of `record` as a call, answered to this actor.
     pub(super) fn start_attempt(&mut self, record: &JobRecord, ctx: &mut Context<Self>) {
         let mut spec = CallSpec::new(
