@@ -13,18 +13,15 @@
 //!
 //! A receiver may read the path differently from the URL parser: Tomcat and Spring drop a
 //! `;...` path parameter (`/hooks/..;/admin` is `/hooks/../admin` to them), and a receiver
-//! that decodes twice reads `%252e%252e` as `..`. So a `;` anywhere in the path, any
-//! encoded percent (`%25`) in the path, and any segment that is `.` or `..` once decoded
-//! are refused too.
+//! that decodes twice reads `%252e%252e` as `..`; others fold overlong UTF-8 (`%c0%ae`),
+//! full-width dots or IIS's `%u002e` into `.`. So a `;` anywhere in the path, encoded or
+//! not, any encoded percent (`%25`), any escape of a non-ASCII byte or not of two hex
+//! digits, and any segment that is `.` or `..` once decoded are refused too.
 
 use reqwest::Url;
 
 /// Longest callback URL accepted, in bytes (as given, and as parsed).
 pub const MAX_URL_BYTES: usize = 2048;
-
-/// Path bytes that, percent-encoded, a receiver might decode into a separator or a dot
-/// segment after our prefix check: `/`, `\`, `.`, NUL.
-const ENCODED_SEPARATORS: [&str; 4] = ["%2f", "%5c", "%2e", "%00"];
 
 /// Why a callback URL (or an allow-list entry) is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +65,10 @@ pub enum UrlRefusal {
     /// `%25` (an encoded `%`) in the path: a receiver that decodes twice reads `%252e` as `.`.
     #[error("an encoded '%' (%25) in the path (a receiver decoding twice could read '..' in it)")]
     EncodedPercent,
+    /// A percent-escape in the path of a byte of 0x80 or more (overlong or full-width
+    /// spellings of `.` and `/`), or one that is not `%` and two hex digits.
+    #[error("a percent-encoded non-ASCII byte or a malformed '%' escape in the path (some receivers decode them to '.' or '/')")]
+    EncodedOther,
     /// A path segment that is `.` or `..` once percent-decoded.
     #[error("a path segment that is '.' or '..' once decoded")]
     DotSegment,
@@ -153,10 +154,32 @@ pub fn parse_http(raw: &str) -> Result<Url, UrlRefusal> {
     if path.split('/').any(is_dot_segment) {
         return Err(UrlRefusal::DotSegment);
     }
-    if ENCODED_SEPARATORS.iter().any(|enc| path.contains(enc)) {
-        return Err(UrlRefusal::EncodedSeparator);
-    }
+    escapes_allowed(&path)?;
     Ok(url)
+}
+
+/// Every percent-escape of `path` (lower-cased) is of a plain ASCII byte no receiver turns
+/// into a separator: not `/`, `\`, `.`, NUL (refused as [`UrlRefusal::EncodedSeparator`]),
+/// not `;` ([`UrlRefusal::Semicolon`]), not a byte of 0x80 or more (overlong UTF-8 `%c0%ae`,
+/// full-width `．` as `%ef%bc%8e`: decoders that fold them read `.`), and well formed (not
+/// IIS's `%u002e`): [`UrlRefusal::EncodedOther`].
+fn escapes_allowed(path: &str) -> Result<(), UrlRefusal> {
+    let bytes = path.as_bytes();
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].iter().position(|&b| b == b'%') {
+        let escape = at + offset;
+        let hex = bytes
+            .get(escape + 1..escape + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
+        match byte {
+            Some(b'/' | b'\\' | b'.' | 0) => return Err(UrlRefusal::EncodedSeparator),
+            Some(b';') => return Err(UrlRefusal::Semicolon),
+            Some(b) if b < 0x80 => at = escape + 3,
+            _ => return Err(UrlRefusal::EncodedOther),
+        }
+    }
+    Ok(())
 }
 
 /// `segment` (lower-cased) is `.` or `..` once percent-decoded: only `%2e` can decode to a
@@ -338,12 +361,34 @@ mod tests {
             "http://allowed.example:9000/hooks/x/..;/..;/admin",
             "http://allowed.example:9000/hooks/a;jsessionid=1",
             "http://allowed.example:9000/hooks/;",
+            "http://allowed.example:9000/hooks/..%3b/admin",
+            "http://allowed.example:9000/hooks/..%3B/admin",
         ] {
             assert_eq!(verdict(url, HOOKS), Err(UrlRefusal::Semicolon), "{url}");
         }
         assert!(verdict("http://allowed.example:9000/hooks/a?x=1;y=2", HOOKS).is_ok());
         let err = UrlRefusal::Semicolon.to_string();
         assert!(err.contains("';'") && err.contains("'..;'"), "{err}");
+    }
+
+    /// Escapes other decoders fold into `.` or `/` are refused: overlong UTF-8, full-width
+    /// dots (the parser encodes them as UTF-8 bytes), IIS's `%u`, a `%` without two hex
+    /// digits; an escape of plain ASCII is not.
+    #[test]
+    fn escapes_of_non_ascii_bytes_and_malformed_escapes_are_refused() {
+        for url in [
+            "http://allowed.example:9000/hooks/%c0%ae%c0%ae/admin",
+            "http://allowed.example:9000/hooks/%C0%AF",
+            "http://allowed.example:9000/hooks/%u002e%u002e/admin",
+            "http://allowed.example:9000/hooks/\u{ff0e}\u{ff0e}/admin",
+            "http://allowed.example:9000/hooks/a%",
+            "http://allowed.example:9000/hooks/a%2",
+            "http://allowed.example:9000/hooks/caf%C3%A9",
+        ] {
+            assert_eq!(verdict(url, HOOKS), Err(UrlRefusal::EncodedOther), "{url}");
+        }
+        let got = verdict("http://allowed.example:9000/hooks/a%41%7e", HOOKS);
+        assert!(got.is_ok(), "{got:?}");
     }
 
     /// An encoded percent in the path is refused in any letter case, whatever follows it
