@@ -660,3 +660,52 @@ async fn jobs_beyond_the_workers_slots_stay_queued_until_a_slot_is_free() {
     worker.stop().await;
     d.stop().await;
 }
+
+/// A job with a result TTL of 0 is still read by a caller already waiting for it (it is
+/// kept 1 s at least), then forgotten; an option given twice is refused, naming it.
+#[actix_rt::test]
+async fn a_waiting_caller_reads_a_job_kept_for_no_time_and_options_are_given_once() {
+    let d = start_dispatcher_with_http(config());
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let _w = echo_worker(&d, 1, ran).await;
+    let id = submitted(&d, "Echo", &[("x-nmid-result-ttl-ms", "0")], "\"brief\"").await;
+    let reply = status(&d, &id, 5000).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    assert_eq!(reply.json()["state"], "succeeded", "{:?}", reply.json());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    status(&d, &id, 0).await.assert_error(404, "job_not_found");
+
+    // Both headers sent (the helpers' requests would keep the last).
+    let twice = |headers: [(&'static str, &'static str); 2]| {
+        let url = format!("{}/async/Echo", d.http_url());
+        async move {
+            let mut request = awc::Client::new()
+                .post(url)
+                .insert_header(("content-type", "text/plain"));
+            for header in headers {
+                request = request.append_header(header);
+            }
+            let mut response = request.send_body("x").await.unwrap();
+            let body = response.body().await.unwrap();
+            let json: Value = serde_json::from_slice(&body).unwrap();
+            (
+                response.status().as_u16(),
+                json["error"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    let (status, message) = twice([("x-nmid-delay-ms", "600000"), ("x-nmid-delay-ms", "5")]).await;
+    assert_eq!(status, 400, "{message}");
+    assert!(
+        message.contains("delay-ms") && message.contains("twice"),
+        "{message}"
+    );
+    let (status, message) = twice([
+        ("x-callback-url", "http://127.0.0.1:1/a"),
+        ("x-nmid-callback-url", "http://127.0.0.1:1/b"),
+    ])
+    .await;
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("callback-url"), "{message}");
+    d.stop().await;
+}

@@ -60,12 +60,18 @@ impl SubmitOptions {
         pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> Result<Self, OptionError> {
         let mut options = SubmitOptions::default();
+        let mut seen = std::collections::HashSet::new();
         for (name, value) in pairs {
             let name = name.to_ascii_lowercase();
             let fail = |reason: &str| OptionError {
                 option: name.clone(),
                 reason: reason.to_owned(),
             };
+            // Two values (two headers, or X-Callback-Url beside X-Nmid-Callback-Url): which
+            // one was meant is not for us to guess.
+            if OPTION_NAMES.contains(&name.as_str()) && !seen.insert(name.clone()) {
+                return Err(fail("given twice"));
+            }
             let text = || std::str::from_utf8(value).map_err(|_| fail("not UTF-8"));
             let number = || {
                 let text = text()?;
@@ -130,7 +136,11 @@ impl SubmitOptions {
                 "at most jobs.max_delay_ms ({} ms) ahead",
                 config.max_delay_ms
             );
-            return Err(fail("delay-ms", why));
+            let option = match self.delay_ms {
+                Some(_) => "delay-ms",
+                None => "run-at",
+            };
+            return Err(fail(option, why));
         }
         let max_attempts = self.max_attempts.unwrap_or(config.default_max_attempts);
         if !(1..=config.max_attempts_limit).contains(&max_attempts) {
@@ -230,6 +240,43 @@ mod tests {
         }
         let both = SubmitOptions::from_pairs([("delay-ms", &b"1"[..]), ("run-at", b"5")]);
         assert!(both.is_err());
+        // An option given twice, in any spelling, is refused, naming it.
+        let twice = SubmitOptions::from_pairs([("Delay-Ms", &b"600000"[..]), ("delay-ms", b"5")]);
+        let error = twice.unwrap_err();
+        assert_eq!(
+            (error.option.as_str(), error.reason.as_str()),
+            ("delay-ms", "given twice")
+        );
+    }
+
+    /// A run-at too far ahead is refused as run-at, a delay as delay-ms.
+    #[test]
+    fn a_time_too_far_ahead_names_the_option_given() {
+        let config = crate::config::Config::default().jobs;
+        let spec = CallSpec::new(
+            bytes::Bytes::from_static(b"F"),
+            crate::codec::ParamsType::MSGPACK,
+            0,
+            bytes::Bytes::from_static(b"\x80"),
+            Duration::from_secs(1),
+        );
+        let far = now_ms() + config.max_delay_ms + 60_000;
+        let at = SubmitOptions {
+            run_at_ms: Some(far),
+            ..SubmitOptions::default()
+        };
+        let error = at
+            .record(&spec, Duration::from_secs(1), &config)
+            .unwrap_err();
+        assert_eq!(error.option, "run-at");
+        let delay = SubmitOptions {
+            delay_ms: Some(config.max_delay_ms + 1),
+            ..SubmitOptions::default()
+        };
+        let error = delay
+            .record(&spec, Duration::from_secs(1), &config)
+            .unwrap_err();
+        assert_eq!(error.option, "delay-ms");
     }
 
     /// The record takes the config's defaults and bounds.

@@ -223,12 +223,18 @@ impl JobRecord {
         }
     }
 
-    /// When a final job is forgotten (unix ms); `None` while it is not final.
+    /// When a final job is forgotten (unix ms); `None` while it is not final. Kept at
+    /// least [`MIN_RESULT_KEEP_MS`], whatever its TTL, so that callers already waiting for
+    /// it read it.
     pub fn expires_ms(&self) -> Option<u64> {
         let finished = self.finished_ms.filter(|_| self.state.is_final())?;
-        Some(finished.saturating_add(self.result_ttl_ms))
+        Some(finished.saturating_add(self.result_ttl_ms.max(MIN_RESULT_KEEP_MS)))
     }
 }
+
+/// The least time a final job is kept, in ms, even with a result TTL of 0: a caller
+/// waiting for it (`?wait_ms=`, `C_JOB_STATUS`) is woken when it ends and reads it after.
+pub const MIN_RESULT_KEEP_MS: u64 = 1000;
 
 /// Now, in ms since the Unix epoch (the store's clock: it survives restarts, unlike
 /// `Instant`).
