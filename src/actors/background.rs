@@ -300,6 +300,9 @@ impl Handler<Submit> for Background {
                     Full::Caller(max) => format!(
                         "this caller has {max} jobs stored (jobs.max_stored_jobs_per_caller)"
                     ),
+                    Full::CallerBytes(max) => format!(
+                        "this caller's jobs hold {max} bytes (jobs.max_stored_bytes_per_caller)"
+                    ),
                 };
                 return Box::pin(async move { Err(SubmitError::Full(why)) });
             }

@@ -42,6 +42,8 @@ pub struct JobsConfig {
     pub no_worker_retry_max_ms: u64,
     /// Background jobs of one caller (a token, else an address) stored at most.
     pub max_stored_jobs_per_caller: usize,
+    /// Bytes of one caller's stored background jobs (results included) at most.
+    pub max_stored_bytes_per_caller: usize,
     /// Attempts of a background job that does not say.
     pub default_max_attempts: u32,
     /// Attempts a submission may ask for at most.
@@ -132,6 +134,9 @@ impl JobsConfig {
         if self.max_stored_jobs_per_caller == 0 {
             return invalid("jobs.max_stored_jobs_per_caller", "must be at least 1");
         }
+        if self.max_stored_bytes_per_caller == 0 {
+            return invalid("jobs.max_stored_bytes_per_caller", "must be at least 1");
+        }
         if self.default_max_attempts > self.max_attempts_limit {
             return invalid(
                 "jobs.default_max_attempts",
@@ -169,6 +174,7 @@ impl JobsConfig {
             no_worker_retry_ms: self.no_worker_retry_ms,
             no_worker_retry_max_ms: self.no_worker_retry_max_ms,
             max_jobs_per_caller: self.max_stored_jobs_per_caller,
+            max_bytes_per_caller: self.max_stored_bytes_per_caller,
             max_scan: MAX_LIST_SCAN,
         }
     }

@@ -22,7 +22,7 @@
 //! - while a job with a unique key is queued or running, a submission of the same caller,
 //!   function and key gets that job (gearman's coalescing);
 //! - the store holds at most `max_jobs` jobs (`max_jobs_per_caller` of one caller) and
-//!   `max_bytes` of their data, results included: past either a submission is refused, and
+//!   `max_bytes` of their data (`max_bytes_per_caller` of one caller's), results included: past either a submission is refused, and
 //!   a result that would not fit fails its job (`result_too_large`); final jobs are
 //!   forgotten when their result TTL is over.
 
@@ -52,6 +52,8 @@ pub struct Limits {
     pub no_worker_retry_max_ms: u64,
     /// Jobs of one caller stored at most (`jobs.max_stored_jobs_per_caller`).
     pub max_jobs_per_caller: usize,
+    /// Bytes of one caller's jobs at most (`jobs.max_stored_bytes_per_caller`).
+    pub max_bytes_per_caller: usize,
     /// Jobs looked at by one [`Book::list`] at most, so that a page never stalls the actor.
     pub max_scan: usize,
 }
@@ -72,6 +74,15 @@ pub enum Full {
     Bytes(usize),
     /// The caller has `max_jobs_per_caller` jobs stored.
     Caller(usize),
+    /// The caller's jobs hold `max_bytes_per_caller`.
+    CallerBytes(usize),
+}
+
+/// What one caller holds in the store.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    jobs: usize,
+    bytes: usize,
 }
 
 /// What became of a submission.
@@ -144,7 +155,7 @@ pub struct Book {
     /// Functions no worker served at their last attempt: (parked until, the last wait).
     parked: HashMap<Bytes, (u64, u64)>,
     /// Jobs stored per caller.
-    per_caller: HashMap<Option<String>, usize>,
+    per_caller: HashMap<Option<String>, Usage>,
     /// Functions whose jobs may start since the last [`Book::startable`].
     touched: HashSet<Bytes>,
     /// (run at, seq) of queued jobs not yet due.
@@ -252,12 +263,19 @@ impl Book {
         if self.jobs.len() >= self.limits.max_jobs {
             return Err(Full::Jobs(self.limits.max_jobs));
         }
-        let mine = self.per_caller.get(&record.caller).copied().unwrap_or(0);
-        if mine >= self.limits.max_jobs_per_caller {
+        let mine = self
+            .per_caller
+            .get(&record.caller)
+            .copied()
+            .unwrap_or_default();
+        if mine.jobs >= self.limits.max_jobs_per_caller {
             return Err(Full::Caller(self.limits.max_jobs_per_caller));
         }
         if self.bytes + record.weight() > self.limits.max_bytes {
             return Err(Full::Bytes(self.limits.max_bytes));
+        }
+        if mine.bytes + record.weight() > self.limits.max_bytes_per_caller {
+            return Err(Full::CallerBytes(self.limits.max_bytes_per_caller));
         }
         record.seq = self.next_seq;
         self.next_seq += 1;
@@ -384,17 +402,18 @@ impl Book {
         if !matches!(end, AttemptEnd::NoWorker) {
             self.parked.remove(&function);
         }
+        let callers = self.per_caller.get(&record.caller).map_or(0, |u| u.bytes);
+        let room = (self.limits.max_bytes - self.bytes.min(self.limits.max_bytes))
+            .min(self.limits.max_bytes_per_caller - callers.min(self.limits.max_bytes_per_caller));
         let end = match end {
-            AttemptEnd::Succeeded(result) if self.bytes + result.len() > self.limits.max_bytes => {
-                AttemptEnd::Failed {
-                    code: "result_too_large",
-                    message: format!(
-                        "its result ({} bytes) does not fit in the job store (jobs.max_stored_bytes)",
-                        result.len()
-                    ),
-                    retry: false,
-                }
-            }
+            AttemptEnd::Succeeded(result) if result.len() > room => AttemptEnd::Failed {
+                code: "result_too_large",
+                message: format!(
+                    "its result ({} bytes) does not fit in the job store (jobs.max_stored_bytes, jobs.max_stored_bytes_per_caller)",
+                    result.len()
+                ),
+                retry: false,
+            },
             end => end,
         };
         let record = self.jobs.get_mut(&seq).expect("the job is here");
@@ -437,7 +456,7 @@ impl Book {
         };
         let record = self.jobs.remove(&seq).expect("the job is here");
         self.bytes -= old_weight;
-        self.uncount(&record.caller);
+        self.uncount(&record.caller, old_weight);
         let mut record = record;
         record.state = state;
         if state.is_final() {
@@ -533,7 +552,9 @@ impl Book {
     fn insert(&mut self, record: JobRecord) {
         let seq = record.seq;
         self.bytes += record.weight();
-        *self.per_caller.entry(record.caller.clone()).or_default() += 1;
+        let usage = self.per_caller.entry(record.caller.clone()).or_default();
+        usage.jobs += 1;
+        usage.bytes += record.weight();
         match record.state {
             JobState::Queued => {
                 if !self.held.contains(&seq) {
@@ -568,7 +589,7 @@ impl Book {
     fn remove(&mut self, seq: u64) -> Option<JobRecord> {
         let record = self.jobs.remove(&seq)?;
         self.bytes -= record.weight();
-        self.uncount(&record.caller);
+        self.uncount(&record.caller, record.weight());
         self.delayed.remove(&(record.run_at_ms, seq));
         if let Some(at) = record.expires_ms() {
             self.expiry.remove(&(at, seq));
@@ -589,11 +610,12 @@ impl Book {
 }
 
 impl Book {
-    /// One job of `caller` fewer.
-    fn uncount(&mut self, caller: &Option<String>) {
-        if let Some(count) = self.per_caller.get_mut(caller) {
-            *count -= 1;
-            if *count == 0 {
+    /// One job of `caller`, of `weight` bytes, fewer.
+    fn uncount(&mut self, caller: &Option<String>, weight: usize) {
+        if let Some(usage) = self.per_caller.get_mut(caller) {
+            usage.jobs -= 1;
+            usage.bytes -= weight;
+            if usage.jobs == 0 {
                 self.per_caller.remove(caller);
             }
         }

@@ -10,6 +10,7 @@ const LIMITS: Limits = Limits {
     no_worker_retry_ms: 500,
     no_worker_retry_max_ms: 4000,
     max_jobs_per_caller: 100,
+    max_bytes_per_caller: 1 << 20,
     max_scan: 1000,
 };
 
@@ -317,6 +318,43 @@ fn one_caller_cannot_fill_the_store() {
     assert!(
         book.submit(from("token:a"), 2).is_ok(),
         "room again once forgotten"
+    );
+}
+
+/// One caller's jobs hold at most `max_bytes_per_caller`, results included: past it its
+/// submissions are refused and a result that would not fit fails its job; another caller
+/// still has room.
+#[test]
+fn one_callers_bytes_cannot_fill_the_store() {
+    let limits = Limits {
+        max_bytes_per_caller: 2_000,
+        window: 2,
+        ..LIMITS
+    };
+    let mut book = Book::new("n1".into(), 1, limits, Vec::new(), 0).0;
+    let from = |caller: &str, params: usize| {
+        let mut job = job("F", StoredPriority::Normal, 0);
+        job.record.caller = Some(caller.into());
+        job.record.params = ByteBuf::from(vec![0; params]);
+        job
+    };
+    let first = submit(&mut book, from("token:a", 1_000), 0);
+    assert_eq!(
+        book.submit(from("token:a", 1_000), 0).unwrap_err(),
+        Full::CallerBytes(2_000)
+    );
+    let other = submit(&mut book, from("token:b", 1_000), 0);
+    assert_eq!(started(&mut book, 1), [first, other]);
+    let big = AttemptEnd::Succeeded(Bytes::from(vec![b'r'; 1_500]));
+    let failed = book.finish(first, big, 2).unwrap();
+    assert_eq!(
+        (failed.state, failed.error_code.as_deref()),
+        (JobState::Failed, Some("result_too_large"))
+    );
+    let fits = AttemptEnd::Succeeded(Bytes::from(vec![b'r'; 500]));
+    assert_eq!(
+        book.finish(other, fits, 2).unwrap().state,
+        JobState::Succeeded
     );
 }
 
