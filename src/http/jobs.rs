@@ -451,8 +451,11 @@ fn describe(record: &JobRecord, node: &str) -> serde_json::Value {
     if let Some(key) = &record.unique {
         body["unique_key"] = json!(String::from_utf8_lossy(key));
     }
-    if let Some(callback) = &record.callback {
-        body["callback"] = json!(callback);
+    match (&record.callback, &record.callback_url) {
+        (Some(outcome), _) => body["callback"] = json!(outcome),
+        // Being delivered (or retried): its outcome is written once there is one.
+        (None, Some(_)) if record.state.is_final() => body["callback"] = json!("pending"),
+        _ => {}
     }
     // A result as `/call` answers it (a RetStruct's `Data`); an error as the worker said.
     let shown = match record.state {
