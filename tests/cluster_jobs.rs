@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cluster_support::{free_port, member, Etcd, Nmid};
 use common::PATIENCE;
-use nmid::client::{Client, ClientError, JobState, SubmitOptions};
+use nmid::client::{ClientError, JobState, SubmitOptions};
 use nmid::worker::{Job, Worker};
 use serde_json::Value;
 
@@ -149,14 +149,6 @@ const WORKER: &str = "worker-secret-0123456789abcdef";
 const ALICE: &str = "alice-secret-0123456789abcdef";
 const BOB: &str = "bob-secret-0123456789abcdef-bob";
 
-async fn tagged(addr: std::net::SocketAddr, secret: &str) -> Client {
-    Client::builder(addr.to_string())
-        .token(secret.to_owned())
-        .connect()
-        .await
-        .unwrap()
-}
-
 /// With auth on, a client of the nmid protocol connected to B reads, waits on and cancels
 /// the jobs it submitted to A (B asks A with its peer token, naming the caller; A decides as
 /// for that caller): the status is A's, byte for byte; another tenant on B is told "not
@@ -172,7 +164,7 @@ async fn a_tagged_client_reads_and_cancels_another_dispatchers_jobs_as_itself() 
     let args = ["--config", config.to_str().unwrap()];
     let a = Nmid::start_with_args(&etcd.url, &args);
     let b = Nmid::start_with_args(&etcd.url, &args);
-    let alice_a = tagged(a.tcp, ALICE).await;
+    let alice_a = common::client_with_token(a.tcp, ALICE).await;
     let later = SubmitOptions::default().delay(Duration::from_secs(600));
     let waiting = alice_a
         .submit("Later", "first", SubmitOptions::default())
@@ -180,7 +172,7 @@ async fn a_tagged_client_reads_and_cancels_another_dispatchers_jobs_as_itself() 
         .unwrap();
     let never = alice_a.submit("Later", "never", later).await.unwrap();
 
-    let alice_b = tagged(b.tcp, ALICE).await;
+    let alice_b = common::client_with_token(b.tcp, ALICE).await;
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
         // Until B has A's record (with its jobs node) in its view of the cluster.
@@ -199,7 +191,7 @@ async fn a_tagged_client_reads_and_cancels_another_dispatchers_jobs_as_itself() 
         (JobState::Queued, "Later")
     );
 
-    let bob_b = tagged(b.tcp, BOB).await;
+    let bob_b = common::client_with_token(b.tcp, BOB).await;
     match bob_b.job_status(&waiting.id).await {
         Err(ClientError::JobNotFound(_)) => {}
         other => panic!("bob sees alice's job through B: {other:?}"),

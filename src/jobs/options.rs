@@ -249,17 +249,22 @@ mod tests {
         );
     }
 
-    /// A run-at too far ahead is refused as run-at, a delay as delay-ms.
-    #[test]
-    fn a_time_too_far_ahead_names_the_option_given() {
-        let config = crate::config::Config::default().jobs;
-        let spec = CallSpec::new(
+    /// A call of `F` with empty msgpack params.
+    fn spec() -> CallSpec {
+        CallSpec::new(
             bytes::Bytes::from_static(b"F"),
             crate::codec::ParamsType::MSGPACK,
             0,
             bytes::Bytes::from_static(b"\x80"),
             Duration::from_secs(1),
-        );
+        )
+    }
+
+    /// A run-at too far ahead is refused as run-at, a delay as delay-ms.
+    #[test]
+    fn a_time_too_far_ahead_names_the_option_given() {
+        let config = crate::config::Config::default().jobs;
+        let spec = spec();
         let far = now_ms() + config.max_delay_ms + 60_000;
         let at = SubmitOptions {
             run_at_ms: Some(far),
@@ -283,13 +288,7 @@ mod tests {
     #[test]
     fn records_take_defaults_and_bounds_from_the_config() {
         let config = crate::config::Config::default().jobs;
-        let spec = CallSpec::new(
-            bytes::Bytes::from_static(b"F"),
-            crate::codec::ParamsType::MSGPACK,
-            0,
-            bytes::Bytes::from_static(b"\x80"),
-            Duration::from_secs(1),
-        );
+        let spec = spec();
         let record = SubmitOptions::default()
             .record(&spec, Duration::from_secs(2), &config)
             .unwrap();

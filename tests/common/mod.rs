@@ -537,3 +537,12 @@ pub async fn get_text(url: &str) -> (u16, String) {
     let status = response.status().as_u16();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// A tagged client of the dispatcher at `addr` presenting the token `secret`.
+pub async fn client_with_token(addr: SocketAddr, secret: &str) -> nmid::client::Client {
+    nmid::client::Client::builder(addr.to_string())
+        .token(secret.to_owned())
+        .connect()
+        .await
+        .expect("a client with a token")
+}

@@ -53,14 +53,6 @@ fn cluster_config(dir: &std::path::Path, with_c: bool, extra: &str) -> String {
     text
 }
 
-async fn client_of(addr: SocketAddr, secret: &str) -> Client {
-    Client::builder(addr.to_string())
-        .token(secret.to_owned())
-        .connect()
-        .await
-        .unwrap()
-}
-
 /// Two tenants call through a dispatcher that forwards to the one serving: each has its
 /// own bucket on the peer (five calls of tenant A leave tenant B's five untouched, where
 /// the peer link's one bucket ran dry before), and the peer applies each tenant's own grant
@@ -87,7 +79,7 @@ async fn forwarded_calls_count_against_their_own_callers_on_the_peer() {
         .function("Slow", slow)
         .start()
         .unwrap();
-    let probe = client_of(entry.tcp, PROBE).await;
+    let probe = common::client_with_token(entry.tcp, PROBE).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match probe.call("Echo", Bytes::from_static(b"probe")).await {
@@ -100,7 +92,7 @@ async fn forwarded_calls_count_against_their_own_callers_on_the_peer() {
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     for (tenant, secret) in [("tenant-a", TENANT_A), ("tenant-b", TENANT_B)] {
-        let client = client_of(entry.tcp, secret).await;
+        let client = common::client_with_token(entry.tcp, secret).await;
         for i in 0..5u8 {
             let ret = client.call("Echo", Bytes::from(vec![i; 8])).await;
             assert_eq!(
@@ -110,7 +102,7 @@ async fn forwarded_calls_count_against_their_own_callers_on_the_peer() {
             );
         }
     }
-    let stranger = client_of(entry.tcp, TENANT_C).await;
+    let stranger = common::client_with_token(entry.tcp, TENANT_C).await;
     let refused = stranger.call("Echo", Bytes::from_static(b"c")).await;
     assert!(
         matches!(refused, Err(ClientError::Forbidden(_))),
@@ -170,7 +162,7 @@ async fn a_rate_limit_refusal_on_the_peer_reaches_the_caller_as_rate_limited() {
         .function("Echo", echo)
         .start()
         .unwrap();
-    let probe = client_of(entry.tcp, PROBE).await;
+    let probe = common::client_with_token(entry.tcp, PROBE).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while probe
         .call("Echo", Bytes::from_static(b"probe"))
@@ -180,7 +172,7 @@ async fn a_rate_limit_refusal_on_the_peer_reaches_the_caller_as_rate_limited() {
         assert!(Instant::now() < deadline, "never forwarded");
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
-    let tenant = client_of(entry.tcp, TENANT_A).await;
+    let tenant = common::client_with_token(entry.tcp, TENANT_A).await;
     let mut results = Vec::new();
     for i in 0..4u8 {
         results.push(tenant.call("Echo", Bytes::from(vec![i; 4])).await);
