@@ -118,6 +118,8 @@ pub struct Store {
     tx: Option<Sender<Batch>>,
     /// Transactions committed so far.
     commits: Arc<AtomicU64>,
+    /// Writes somebody waits for ([`Store::write`]) sent so far, through every handle.
+    waited: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -130,8 +132,13 @@ impl Store {
             records: Vec::new(),
             unreadable: 0,
         };
-        let commits = Arc::new(AtomicU64::new(0));
-        (Store { tx: None, commits }, loaded)
+        let (commits, waited) = Default::default();
+        let store = Store {
+            tx: None,
+            commits,
+            waited,
+        };
+        (store, loaded)
     }
 
     /// Whether jobs survive a restart.
@@ -144,6 +151,12 @@ impl Store {
         self.commits.load(Ordering::Relaxed)
     }
 
+    /// Writes somebody waited for ([`Store::write`]) so far: each is a batch the writer
+    /// acknowledges.
+    pub fn waited_writes(&self) -> u64 {
+        self.waited.load(Ordering::Relaxed)
+    }
+
     /// Opens (or creates) the store in `dir` and starts its writer.
     pub fn open(dir: &Path, fsync: Fsync) -> Result<(Store, Loaded), StoreError> {
         Self::open_waiting(dir, fsync, LATER_WAIT)
@@ -151,7 +164,7 @@ impl Store {
 
     /// [`Store::open`], a change written behind waiting up to `later_wait` for an
     /// acknowledged write to share its commit.
-    fn open_waiting(
+    pub(crate) fn open_waiting(
         dir: &Path,
         fsync: Fsync,
         later_wait: Duration,
@@ -186,6 +199,7 @@ impl Store {
         let store = Store {
             tx: Some(tx),
             commits,
+            waited: Default::default(),
         };
         Ok((store, loaded))
     }
@@ -198,6 +212,7 @@ impl Store {
         next_seq: u64,
     ) -> oneshot::Receiver<Result<(), String>> {
         let (ack, done) = oneshot::channel();
+        self.waited.fetch_add(1, Ordering::Relaxed);
         self.send(changes, next_seq, Some(ack), false);
         done
     }
