@@ -563,6 +563,29 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A store whose records were written by field name (by the dispatcher before the
+    /// compact encoding) loads whole.
+    #[actix_rt::test]
+    async fn a_store_written_by_field_name_loads() {
+        let dir = temp_dir("named");
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let db = Database::create(dir.join("jobs.redb")).unwrap();
+            let write = db.begin_write().unwrap();
+            {
+                let mut jobs = write.open_table(JOBS).unwrap();
+                let named = rmp_serde::to_vec_named(&record(4)).unwrap();
+                jobs.insert(4, named.as_slice()).unwrap();
+            }
+            write.commit().unwrap();
+        }
+        let (store, loaded) = reopen(&dir);
+        assert_eq!((loaded.records, loaded.unreadable), (vec![record(4)], 0));
+        assert_eq!(loaded.next_seq, 5);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// What was written and acknowledged is there when the store is opened again, under
     /// the same node name; deleted jobs are gone and their numbers are not given again.
     #[actix_rt::test]
