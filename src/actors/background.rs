@@ -6,7 +6,8 @@
 //! door has vetted the call ([`FrontDoor::vet`](super::front_door::FrontDoor::vet)), and
 //! [`GetJob`], [`CancelJob`], [`ListJobs`] and [`WaitForJob`]; its own attempts answer with
 //! [`AttemptDone`]. A submission is answered once the store has committed it (durably with
-//! `jobs.fsync = "always"`); every later change is written behind.
+//! `jobs.fsync = "always"`); the submissions of one turn are written together
+//! (`submissions.rs`); every later change is written behind.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,8 +33,10 @@ const GAUGES_EVERY: Duration = Duration::from_millis(500);
 
 mod attempts;
 mod callbacks;
+mod submissions;
 
 use attempts::attempt_end;
+use submissions::Unwritten;
 
 /// Submits a vetted call as a background job.
 #[derive(Message)]
@@ -147,6 +150,10 @@ pub struct Background {
     attempts: u64,
     /// The slots of the workers here of each function with jobs (asked of the registry).
     slots: attempts::Slots,
+    /// Submissions accepted this turn, written together at its end.
+    unwritten: Vec<Unwritten>,
+    /// Their new jobs.
+    unwritten_changes: Vec<Change>,
 }
 
 impl Background {
@@ -173,6 +180,8 @@ impl Background {
             counted: None,
             attempts: 0,
             slots: attempts::Slots::default(),
+            unwritten: Vec::new(),
+            unwritten_changes: Vec::new(),
         }
     }
 }
@@ -274,25 +283,38 @@ impl Handler<Submit> for Background {
         let new = NewJob {
             record: submit.record,
         };
-        let record = match self.book.submit(new, now_ms()) {
+        let (answer, answered) = oneshot::channel();
+        match self.book.submit(new, now_ms()) {
             Ok(Accepted::Shared(seq)) => {
                 let id = self.book.id(seq);
                 let state = self.book.get(seq).map_or(JobState::Queued, |r| r.state);
+                let submitted = Submitted {
+                    id,
+                    shared: true,
+                    state,
+                };
                 // Behind whatever is being written, the shared job's submission included.
-                let written = self.store.write(Vec::new(), self.book.next_seq());
-                return Box::pin(async move {
-                    match written.await {
-                        Ok(Ok(())) => Ok(Submitted {
-                            id,
-                            shared: true,
-                            state,
-                        }),
-                        Ok(Err(cause)) => Err(SubmitError::Store(cause)),
-                        Err(_) => Err(SubmitError::Store("the store's writer stopped".into())),
-                    }
-                });
+                let unwritten = Unwritten {
+                    seq: None,
+                    submitted,
+                    answer,
+                };
+                self.queue_submission(None, unwritten, ctx);
             }
-            Ok(Accepted::New(record)) => record,
+            Ok(Accepted::New(record)) => {
+                let seq = record.seq;
+                let submitted = Submitted {
+                    id: self.book.id(seq),
+                    shared: false,
+                    state: JobState::Queued,
+                };
+                let unwritten = Unwritten {
+                    seq: Some(seq),
+                    submitted,
+                    answer,
+                };
+                self.queue_submission(Some(Change::Put(record)), unwritten, ctx);
+            }
             Err(full) => {
                 let why = match full {
                     Full::Jobs(max) => format!("{max} jobs stored (jobs.max_stored_jobs)"),
@@ -306,54 +328,11 @@ impl Handler<Submit> for Background {
                 };
                 return Box::pin(async move { Err(SubmitError::Full(why)) });
             }
-        };
-        let seq = record.seq;
-        let id = self.book.id(seq);
-        let written = (self.store).write(vec![Change::Put(record)], self.book.next_seq());
-        let me = ctx.address();
-        Box::pin(async move {
-            let cause = match written.await {
-                Ok(Ok(())) => {
-                    me.do_send(Written { seq, ok: true });
-                    let state = JobState::Queued;
-                    return Ok(Submitted {
-                        id,
-                        shared: false,
-                        state,
-                    });
-                }
-                Ok(Err(cause)) => cause,
-                Err(_) => "the store's writer stopped".to_owned(),
-            };
-            // Not accepted, so never run: the caller is told it failed.
-            me.do_send(Written { seq, ok: false });
-            Err(SubmitError::Store(cause))
-        })
-    }
-}
-
-/// Whether a submission reached the store: it may start, or it is forgotten.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Written {
-    seq: u64,
-    ok: bool,
-}
-
-impl Handler<Written> for Background {
-    type Result = ();
-
-    fn handle(&mut self, written: Written, ctx: &mut Self::Context) {
-        match written.ok {
-            true => {
-                self.book.release(written.seq);
-                self.pump(ctx);
-            }
-            false => {
-                self.book.forget(written.seq);
-                self.notify(written.seq);
-            }
         }
+        Box::pin(async move {
+            let stopped = || SubmitError::Store("the store's writer stopped".to_owned());
+            answered.await.unwrap_or_else(|_| Err(stopped()))
+        })
     }
 }
 
@@ -371,6 +350,8 @@ impl Handler<CancelJob> for Background {
     /// Answered once the cancellation is written (durably with `jobs.fsync = "always"`), so
     /// a job answered cancelled never runs after a crash.
     fn handle(&mut self, cancel: CancelJob, ctx: &mut Self::Context) -> Self::Result {
+        // The job's submission, if still in this turn's group, is written before.
+        self.write_submissions(ctx);
         let record = match self.book.cancel(cancel.seq, now_ms()) {
             Ok(record) => record.clone(),
             Err(refused) => return Box::pin(async move { Err(refused) }),
@@ -450,7 +431,8 @@ impl Handler<StopStarting> for Background {
 impl Handler<FlushJobs> for Background {
     type Result = ResponseFuture<Result<(), String>>;
 
-    fn handle(&mut self, _: FlushJobs, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: FlushJobs, ctx: &mut Self::Context) -> Self::Result {
+        self.write_submissions(ctx);
         let flushed = self.store.flush(self.book.next_seq());
         Box::pin(async move {
             flushed

@@ -11,11 +11,19 @@
 //!   the process too: the reopened file goes back to the last durable commit), so a crash
 //!   loses up to that interval of acknowledged changes.
 //!
+//! A change written behind ([`Store::write_later`]: a job started, ended, expired) waits up
+//! to [`LATER_WAIT`] for the next acknowledged write (a submission, a cancellation, a flush)
+//! and is committed with it, so that it costs no commit (and no fsync) of its own while
+//! submissions arrive; the changes to one job in one commit are written once, the last one.
+//!
 //! redb's commits are atomic: after a crash the file holds the last commit whole, never a
 //! part of one.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,6 +41,10 @@ const NODE_KEY: &str = "node";
 const NEXT_SEQ_KEY: &str = "next_seq";
 /// Changes at most in one transaction.
 const MAX_BATCH: usize = 8192;
+/// The longest a change written behind waits for an acknowledged write to share its
+/// commit. It bounds how much later than before a job's start (its attempt count) or end
+/// is durable: a few ms, about the time of one commit under load.
+pub const LATER_WAIT: Duration = Duration::from_millis(5);
 
 /// When commits reach the disk (`jobs.fsync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +116,10 @@ pub struct Loaded {
 pub struct Store {
     /// `None`: kept in memory only (`jobs.data_dir` empty); writes are acknowledged at once.
     tx: Option<Sender<Batch>>,
+    /// Transactions committed so far.
+    commits: Arc<AtomicU64>,
+    /// Writes somebody waits for ([`Store::write`]) sent so far, through every handle.
+    waited: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -116,7 +132,13 @@ impl Store {
             records: Vec::new(),
             unreadable: 0,
         };
-        (Store { tx: None }, loaded)
+        let (commits, waited) = Default::default();
+        let store = Store {
+            tx: None,
+            commits,
+            waited,
+        };
+        (store, loaded)
     }
 
     /// Whether jobs survive a restart.
@@ -124,8 +146,29 @@ impl Store {
         self.tx.is_some()
     }
 
+    /// Transactions the writer has committed (each one fsync with `jobs.fsync = "always"`).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Writes somebody waited for ([`Store::write`]) so far: each is a batch the writer
+    /// acknowledges.
+    pub fn waited_writes(&self) -> u64 {
+        self.waited.load(Ordering::Relaxed)
+    }
+
     /// Opens (or creates) the store in `dir` and starts its writer.
     pub fn open(dir: &Path, fsync: Fsync) -> Result<(Store, Loaded), StoreError> {
+        Self::open_waiting(dir, fsync, LATER_WAIT)
+    }
+
+    /// [`Store::open`], a change written behind waiting up to `later_wait` for an
+    /// acknowledged write to share its commit.
+    pub(crate) fn open_waiting(
+        dir: &Path,
+        fsync: Fsync,
+        later_wait: Duration,
+    ) -> Result<(Store, Loaded), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.to_owned(),
             source,
@@ -138,14 +181,27 @@ impl Store {
         let db = Database::create(&path).map_err(|e| db_error(e.into()))?;
         let loaded = load(&db).map_err(db_error)?;
         let (tx, rx) = mpsc::channel();
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            path,
+            rx,
+            fsync,
+            later_wait,
+            commits: commits.clone(),
+        };
         thread::Builder::new()
             .name("nmid-job-store".into())
-            .spawn(move || write_loop(path, db, rx, fsync))
+            .spawn(move || writer.run(db))
             .map_err(|source| StoreError::Dir {
                 path: dir.to_owned(),
                 source,
             })?;
-        Ok((Store { tx: Some(tx) }, loaded))
+        let store = Store {
+            tx: Some(tx),
+            commits,
+            waited: Default::default(),
+        };
+        Ok((store, loaded))
     }
 
     /// Writes `changes` with the next job number `next_seq`; the answer comes once they are
@@ -156,6 +212,7 @@ impl Store {
         next_seq: u64,
     ) -> oneshot::Receiver<Result<(), String>> {
         let (ack, done) = oneshot::channel();
+        self.waited.fetch_add(1, Ordering::Relaxed);
         self.send(changes, next_seq, Some(ack), false);
         done
     }
@@ -262,97 +319,144 @@ fn new_node_name() -> String {
     digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The writer thread: takes every batch waiting, commits them in one transaction, then
-/// acknowledges them. Under `Always` every commit is durable; under `Interval` commits are
-/// durable at most every interval (and when the interval is over with changes not yet
-/// durable, an empty durable commit makes them so). After a failed commit (a full disk)
-/// the file is opened again, as redb asks, and the next batch is tried afresh.
-fn write_loop(path: PathBuf, db: Database, rx: Receiver<Batch>, fsync: Fsync) {
-    let mut db = Some(db);
-    let mut last_durable = Instant::now();
-    let mut dirty = false;
-    loop {
-        let first = match (fsync, dirty) {
-            (Fsync::Interval(every), true) => {
-                let left = every.saturating_sub(last_durable.elapsed());
-                match rx.recv_timeout(left) {
-                    Ok(batch) => batch,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if let Some(open) = &db {
-                            if let Err(cause) = commit(open, Vec::new(), None, true) {
-                                error!(%cause, "job store: fsync failed");
+/// The writer thread's ends: its file, its channel, its policy.
+struct Writer {
+    path: PathBuf,
+    rx: Receiver<Batch>,
+    fsync: Fsync,
+    /// How long a change written behind waits for an acknowledged write ([`LATER_WAIT`]).
+    later_wait: Duration,
+    commits: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// The writer thread: takes every batch waiting, commits them in one transaction, then
+    /// acknowledges them. A batch nobody waits for first waits up to `later_wait` for one
+    /// somebody waits for, to share its commit. Under `Always` every commit is durable;
+    /// under `Interval` commits are durable at most every interval (and when the interval is
+    /// over with changes not yet durable, an empty durable commit makes them so). After a
+    /// failed commit (a full disk) the file is opened again, as redb asks, and the next
+    /// batch is tried afresh.
+    fn run(self, db: Database) {
+        let (rx, fsync) = (&self.rx, self.fsync);
+        let mut db = Some(db);
+        let mut last_durable = Instant::now();
+        let mut dirty = false;
+        loop {
+            let first = match (fsync, dirty) {
+                (Fsync::Interval(every), true) => {
+                    let left = every.saturating_sub(last_durable.elapsed());
+                    match rx.recv_timeout(left) {
+                        Ok(batch) => batch,
+                        Err(RecvTimeoutError::Timeout) => {
+                            if let Some(open) = &db {
+                                if let Err(cause) = commit(open, Vec::new(), None, true) {
+                                    error!(%cause, "job store: fsync failed");
+                                }
                             }
+                            last_durable = Instant::now();
+                            dirty = false;
+                            continue;
                         }
-                        last_durable = Instant::now();
-                        dirty = false;
-                        continue;
+                        Err(RecvTimeoutError::Disconnected) => break,
                     }
-                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                _ => match rx.recv() {
+                    Ok(batch) => batch,
+                    Err(_) => break,
+                },
+            };
+            let batches = self.gather(first);
+            let durable = batches.iter().any(|b| b.durable)
+                || match fsync {
+                    Fsync::Always => true,
+                    Fsync::Interval(every) => last_durable.elapsed() >= every,
+                };
+            let next_seq = batches.iter().map(|b| b.next_seq).max();
+            let mut acks = Vec::new();
+            let mut all = Vec::new();
+            for batch in batches {
+                all.extend(batch.changes);
+                acks.extend(batch.ack);
+            }
+            let result = match &db {
+                Some(open) => commit(open, all, next_seq, durable).map_err(|e| e.to_string()),
+                None => Err("the job store could not be opened again after an error".to_owned()),
+            };
+            match &result {
+                Ok(()) if durable => {
+                    last_durable = Instant::now();
+                    dirty = false;
+                }
+                Ok(()) => dirty = true,
+                Err(cause) => {
+                    error!(%cause, "job store: commit failed; opening the file again");
+                    // The old handle holds the file's lock: dropped before the file is
+                    // opened again. What was not durable is gone with it.
+                    drop(db.take());
+                    dirty = false;
+                    db = Database::create(&self.path)
+                        .inspect_err(|cause| error!(%cause, "job store: opening again failed"))
+                        .ok();
                 }
             }
-            _ => match rx.recv() {
-                Ok(batch) => batch,
-                Err(_) => break,
-            },
-        };
+            if result.is_ok() {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            for ack in acks {
+                let _ = ack.send(result.clone());
+            }
+        }
+        // Every handle is gone: what was written is made durable before the thread ends.
+        if let (true, Some(open)) = (dirty, &db) {
+            if let Err(cause) = commit(open, Vec::new(), None, true) {
+                error!(%cause, "job store: last fsync failed");
+            }
+        }
+    }
+
+    /// The batches of the next commit: `first`, and, when nobody waits for it, those that
+    /// arrive within `later_wait` until one somebody waits for; then every batch waiting.
+    fn gather(&self, first: Batch) -> Vec<Batch> {
+        let mut changes = first.changes.len();
+        let mut waited_for = first.ack.is_some();
         let mut batches = vec![first];
-        let mut changes: usize = batches[0].changes.len();
+        let until = Instant::now() + self.later_wait;
+        while !waited_for && changes < MAX_BATCH {
+            let left = until.saturating_duration_since(Instant::now());
+            // Timed out or disconnected: what is here is committed now.
+            let Ok(batch) = self.rx.recv_timeout(left) else {
+                break;
+            };
+            changes += batch.changes.len();
+            waited_for = batch.ack.is_some();
+            batches.push(batch);
+        }
         while changes < MAX_BATCH {
-            let Ok(batch) = rx.try_recv() else { break };
+            let Ok(batch) = self.rx.try_recv() else { break };
             changes += batch.changes.len();
             batches.push(batch);
         }
-        let durable = batches.iter().any(|b| b.durable)
-            || match fsync {
-                Fsync::Always => true,
-                Fsync::Interval(every) => last_durable.elapsed() >= every,
-            };
-        let next_seq = batches.iter().map(|b| b.next_seq).max();
-        let mut acks = Vec::new();
-        let mut all = Vec::with_capacity(changes);
-        for batch in batches {
-            all.extend(batch.changes);
-            acks.extend(batch.ack);
-        }
-        let result = match &db {
-            Some(open) => commit(open, all, next_seq, durable).map_err(|e| e.to_string()),
-            None => Err("the job store could not be opened again after an error".to_owned()),
-        };
-        match &result {
-            Ok(()) if durable => {
-                last_durable = Instant::now();
-                dirty = false;
-            }
-            Ok(()) => dirty = true,
-            Err(cause) => {
-                error!(%cause, "job store: commit failed; opening the file again");
-                // The old handle holds the file's lock: dropped before the file is opened
-                // again. What was not durable is gone with it.
-                drop(db.take());
-                dirty = false;
-                db = Database::create(&path)
-                    .inspect_err(|cause| error!(%cause, "job store: opening again failed"))
-                    .ok();
-            }
-        }
-        for ack in acks {
-            let _ = ack.send(result.clone());
-        }
-    }
-    // Every handle is gone: what was written is made durable before the thread ends.
-    if let (true, Some(open)) = (dirty, &db) {
-        if let Err(cause) = commit(open, Vec::new(), None, true) {
-            error!(%cause, "job store: last fsync failed");
-        }
+        batches
     }
 }
 
+/// Commits `changes` in one transaction, each job's last change only (each is the whole
+/// record, or its deletion), in job order.
 fn commit(
     db: &Database,
     changes: Vec<Change>,
     next_seq: Option<u64>,
     durable: bool,
 ) -> Result<(), redb::Error> {
+    let mut last: BTreeMap<u64, Change> = BTreeMap::new();
+    for change in changes {
+        let seq = match &change {
+            Change::Put(record) => record.seq,
+            Change::Delete(seq) => *seq,
+        };
+        last.insert(seq, change);
+    }
     let mut write = db.begin_write()?;
     let durability = match durable {
         true => Durability::Immediate,
@@ -361,7 +465,7 @@ fn commit(
     write.set_durability(durability)?;
     {
         let mut jobs = write.open_table(JOBS)?;
-        for change in changes {
+        for change in last.into_values() {
             match change {
                 Change::Put(record) => {
                     jobs.insert(record.seq, record.encode().as_slice())?;
@@ -390,6 +494,96 @@ mod tests {
         record.seq = seq;
         record.state = JobState::Queued;
         record
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("nmid-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// Opens the store in `dir` once the last writer thread on it has let its lock go.
+    fn reopen(dir: &Path) -> (Store, Loaded) {
+        loop {
+            match Store::open(dir, Fsync::Always) {
+                Ok(opened) => break opened,
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// A change written behind waits for the next acknowledged write and shares its one
+    /// commit; of two changes to one job in a commit, the later one is what is stored.
+    #[actix_rt::test]
+    async fn a_change_written_behind_shares_the_next_acknowledged_commit() {
+        let dir = temp_dir("later");
+        let wait = Duration::from_secs(30);
+        let (store, _) = Store::open_waiting(&dir, Fsync::Always, wait).unwrap();
+        let mut running = record(1);
+        running.state = JobState::Running;
+        store.write_later(vec![Change::Put(Box::new(running))], 3);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(store.commits(), 0, "it waits for an acknowledged write");
+        let mut done = record(1);
+        done.state = JobState::Succeeded;
+        let changes = vec![
+            Change::Put(Box::new(done.clone())),
+            Change::Put(Box::new(record(2))),
+        ];
+        store.write(changes, 3).await.unwrap().unwrap();
+        assert_eq!(store.commits(), 1, "one commit for both");
+        drop(store);
+        let (store, loaded) = reopen(&dir);
+        assert_eq!(loaded.records, vec![done, record(2)]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A change written behind with nothing after it is committed (durably) once its wait
+    /// is over.
+    #[actix_rt::test]
+    async fn a_change_written_behind_alone_is_committed_after_its_wait() {
+        let dir = temp_dir("alone");
+        let (store, _) =
+            Store::open_waiting(&dir, Fsync::Always, Duration::from_millis(50)).unwrap();
+        store.write_later(vec![Change::Put(Box::new(record(1)))], 2);
+        let started = Instant::now();
+        while store.commits() == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never committed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(started.elapsed() >= Duration::from_millis(40));
+        drop(store);
+        let (store, loaded) = reopen(&dir);
+        assert_eq!(loaded.records, vec![record(1)]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A store whose records were written by field name (by the dispatcher before the
+    /// compact encoding) loads whole.
+    #[actix_rt::test]
+    async fn a_store_written_by_field_name_loads() {
+        let dir = temp_dir("named");
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let db = Database::create(dir.join("jobs.redb")).unwrap();
+            let write = db.begin_write().unwrap();
+            {
+                let mut jobs = write.open_table(JOBS).unwrap();
+                let named = rmp_serde::to_vec_named(&record(4)).unwrap();
+                jobs.insert(4, named.as_slice()).unwrap();
+            }
+            write.commit().unwrap();
+        }
+        let (store, loaded) = reopen(&dir);
+        assert_eq!((loaded.records, loaded.unreadable), (vec![record(4)], 0));
+        assert_eq!(loaded.next_seq, 5);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// What was written and acknowledged is there when the store is opened again, under
