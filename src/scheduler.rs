@@ -483,13 +483,14 @@ impl<C: Waiting> Scheduler<C> {
         states
     }
 
-    /// Jobs the workers serving `function` here may hold at once; `None`: none serves it.
-    pub fn capacity(&self, function: &FunctionName) -> Option<u32> {
+    /// Jobs of `function` its workers here could take now (their free slots, less the calls
+    /// waiting); `None`: no worker serves it here.
+    pub fn free_slots(&self, function: &FunctionName) -> Option<u32> {
         let entry = self
             .functions
             .get(function)
             .filter(|e| !e.workers.is_empty());
-        entry.map(FunctionEntry::capacity)
+        entry.map(FunctionEntry::free_slots)
     }
 
     /// `worker`'s load, if it is connected.

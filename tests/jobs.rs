@@ -707,5 +707,72 @@ async fn a_waiting_caller_reads_a_job_kept_for_no_time_and_options_are_given_onc
     .await;
     assert_eq!(status, 400, "{message}");
     assert!(message.contains("callback-url"), "{message}");
+    let (status, message) =
+        twice([("x-nmid-timeout-ms", "1000"), ("x-nmid-timeout-ms", "5")]).await;
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("twice"), "{message}");
+    d.stop().await;
+}
+
+/// Synchronous calls keep the one worker slot busy: background jobs wait queued for a free
+/// slot (cancellable, no attempt counted), then run within their own time; handed to the
+/// registry at once they waited behind the calls until their deadline.
+#[actix_rt::test]
+async fn background_jobs_wait_queued_while_synchronous_calls_hold_the_slots() {
+    let mut config = config();
+    config.jobs.timeout_ms = 800;
+    let d = start_dispatcher_with_http(config);
+    let worker = Worker::builder()
+        .name("napper")
+        .server(d.addr.to_string())
+        .slots(1)
+        .function("Nap", |job: Job| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(job.params().clone())
+        })
+        .start()
+        .unwrap();
+    serving(&d, "Nap").await;
+    let busy_until = Instant::now() + Duration::from_millis(2000);
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = d.addr;
+            tokio::spawn(async move {
+                let client = nmid::client::Client::connect(addr.to_string())
+                    .await
+                    .unwrap();
+                while Instant::now() < busy_until {
+                    let _ = client.call("Nap", "sync").await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(submitted(&d, "Nap", &[("x-nmid-max-attempts", "1")], &format!("{i}")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = ids.pop().unwrap();
+    let url = format!("{}/api/v1/jobs/{last}", d.http_url());
+    let cancelled = request("DELETE", url, &[], Bytes::new()).await;
+    assert_eq!(
+        cancelled.status,
+        200,
+        "a job waiting for a slot is queued: {:?}",
+        cancelled.json()
+    );
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    for id in &ids {
+        let json = final_status(&d, id).await;
+        assert_eq!(
+            (json["state"].as_str(), json["attempts"].as_u64()),
+            (Some("succeeded"), Some(1)),
+            "{json}"
+        );
+    }
+    worker.stop().await;
     d.stop().await;
 }

@@ -318,12 +318,14 @@ impl Handler<Submit> for Background {
             Err(full) => {
                 let why = match full {
                     Full::Jobs(max) => format!("{max} jobs stored (jobs.max_stored_jobs)"),
-                    Full::Bytes(max) => format!("{max} bytes stored (jobs.max_stored_bytes)"),
+                    Full::Bytes(max) => format!(
+                        "this job would take the store past {max} bytes (jobs.max_stored_bytes)"
+                    ),
                     Full::Caller(max) => format!(
                         "this caller has {max} jobs stored (jobs.max_stored_jobs_per_caller)"
                     ),
                     Full::CallerBytes(max) => format!(
-                        "this caller's jobs hold {max} bytes (jobs.max_stored_bytes_per_caller)"
+                        "this job would take this caller's jobs past {max} bytes (jobs.max_stored_bytes_per_caller)"
                     ),
                 };
                 return Box::pin(async move { Err(SubmitError::Full(why)) });
@@ -410,6 +412,7 @@ impl Handler<AttemptDone> for Background {
         let Some(record) = self.book.finish(done.seq, end, now_ms()).cloned() else {
             return;
         };
+        self.slots.freed(&record.function);
         let change = Change::Put(Box::new(record.clone()));
         self.store.write_later(vec![change], self.book.next_seq());
         if record.state.is_final() {
@@ -461,8 +464,9 @@ impl Background {
                 .startable(now, |function| match known.get(function) {
                     None => Room::Unknown,
                     Some(None) => Room::Elsewhere,
-                    Some(Some(slots)) => Room::Slots(*slots),
+                    Some(Some(free)) => Room::Free(*free),
                 });
+            self.slots.taken(&started);
             if !started.is_empty() {
                 let changes = started
                     .iter()

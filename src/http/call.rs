@@ -583,6 +583,11 @@ pub(super) fn timeout_from(headers: &HeaderMap, default: Duration) -> Result<Dur
     let Some(value) = headers.get(TIMEOUT_HEADER) else {
         return Ok(default);
     };
+    if headers.get_all(TIMEOUT_HEADER).nth(1).is_some() {
+        return Err(HttpError::BadRequest(
+            "X-NMID-Timeout-Ms given twice".to_owned(),
+        ));
+    }
     value
         .to_str()
         .ok()

@@ -4,9 +4,9 @@
 //!
 //! The rules:
 //! - a function's due jobs start highest priority first, then oldest first, while fewer
-//!   than `window` of its jobs are running, and fewer than its workers' slots here (the
-//!   rest wait here, queued and cancellable, not in the registry's queue: a later high job
-//!   still overtakes them, and an attempt's time starts when a worker can take it);
+//!   than `window` of its jobs are running, and only into free slots of its workers here
+//!   (the rest wait here, queued and cancellable, not in the registry's queue: a later high
+//!   job still overtakes them, and an attempt's time starts when a worker can take it);
 //! - a job with a run-at time in the future waits until then;
 //! - a job starts only once its submission is in the store ([`Book::release`]): a job whose
 //!   write failed never ran;
@@ -74,7 +74,7 @@ pub enum Full {
     Bytes(usize),
     /// The caller has `max_jobs_per_caller` jobs stored.
     Caller(usize),
-    /// The caller's jobs hold `max_bytes_per_caller`.
+    /// The job would take its caller's jobs past `max_bytes_per_caller`.
     CallerBytes(usize),
 }
 
@@ -174,8 +174,8 @@ pub enum Room {
     /// No worker serves it here: its jobs go to the registry (`window` at a time), which
     /// forwards them to a peer or finds no worker (the function is then parked).
     Elsewhere,
-    /// Its workers here hold this many jobs at once, all together.
-    Slots(u32),
+    /// Its workers here could take this many more jobs now.
+    Free(u32),
 }
 
 impl Book {
@@ -358,7 +358,7 @@ impl Book {
             let limit = match room(&function) {
                 Room::Unknown => 0,
                 Room::Elsewhere => self.limits.window,
-                Room::Slots(slots) => slots.min(self.limits.window),
+                Room::Free(free) => (queue.running + free).min(self.limits.window),
             };
             while queue.running < limit {
                 let Some((_, seq)) = queue.ready.pop_first() else {

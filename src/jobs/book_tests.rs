@@ -398,11 +398,11 @@ fn a_page_looks_at_a_bounded_number_of_jobs() {
     assert_eq!((last.jobs.len(), last.next), (5, None));
 }
 
-/// Jobs start only while the function's workers here have slots for them: the others stay
-/// queued (cancellable, no attempt counted) and start as slots come; a function not yet
-/// known starts none until it is; one no worker here serves goes `window` at a time.
+/// Jobs start only into free slots of the function's workers here: the others stay queued
+/// (cancellable, no attempt counted) and start as slots free; a function not yet known starts
+/// none until it is; one no worker here serves goes `window` at a time.
 #[test]
-fn jobs_start_only_into_the_slots_of_the_functions_workers() {
+fn jobs_start_only_into_free_slots_of_the_functions_workers() {
     let mut book = Book::new(
         "n1".into(),
         1,
@@ -418,25 +418,15 @@ fn jobs_start_only_into_the_slots_of_the_functions_workers() {
         .map(|_| submit(&mut book, job("F", StoredPriority::Normal, 0), 0))
         .collect();
     book.wake(0);
+    let seqs_of = |records: Vec<JobRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
     assert!(book.startable(0, |_| Room::Unknown).is_empty());
-    let first: Vec<u64> = (book.startable(1, |_| Room::Slots(1)).iter())
-        .map(|r| r.seq)
-        .collect();
-    assert_eq!(first, seqs[..1]);
+    assert_eq!(seqs_of(book.startable(1, |_| Room::Free(1))), seqs[..1]);
     let record = book.get(seqs[1]).unwrap();
     assert_eq!((record.state, record.attempts), (JobState::Queued, 0));
     assert_eq!(book.cancel(seqs[3], 2).unwrap().state, JobState::Cancelled);
-    // A second worker: the function is looked at again without anything else touching it.
-    let more: Vec<u64> = (book.startable(3, |_| Room::Slots(2)).iter())
-        .map(|r| r.seq)
-        .collect();
-    assert_eq!(more, seqs[1..2]);
-    assert!(
-        book.startable(4, |_| Room::Slots(2)).is_empty(),
-        "both slots busy"
-    );
-    let rest: Vec<u64> = (book.startable(5, |_| Room::Elsewhere).iter())
-        .map(|r| r.seq)
-        .collect();
-    assert_eq!(rest, seqs[2..3]);
+    // Busy workers (synchronous calls hold the slots): nothing starts, and the function is
+    // looked at again without anything else touching it.
+    assert!(book.startable(3, |_| Room::Free(0)).is_empty());
+    assert_eq!(seqs_of(book.startable(4, |_| Room::Free(1))), seqs[1..2]);
+    assert_eq!(seqs_of(book.startable(5, |_| Room::Elsewhere)), seqs[2..3]);
 }

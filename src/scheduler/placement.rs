@@ -66,10 +66,13 @@ pub(super) struct FunctionEntry<C> {
     pub(super) picked_in: Option<u64>,
 }
 
-impl<C> FunctionEntry<C> {
-    /// Jobs its workers may hold at once, all together.
-    pub(super) fn capacity(&self) -> u32 {
-        self.workers.iter().map(|load| load.max_jobs.get()).sum()
+impl<C: super::Waiting> FunctionEntry<C> {
+    /// Jobs its workers could take now, all together, less the calls already waiting for them.
+    pub(super) fn free_slots(&self) -> u32 {
+        let free: u32 = (self.workers.iter())
+            .map(|load| load.max_jobs.get().saturating_sub(load.in_flight.get()))
+            .sum();
+        free.saturating_sub(self.queue.len() as u32)
     }
 }
 

@@ -44,7 +44,8 @@ impl Handler<ProgressNoted> for Background {
 /// How often the slots of the functions with jobs are asked of the registry.
 const SLOTS_EVERY: Duration = Duration::from_millis(20);
 
-/// What the registry last said of the slots of the functions with jobs.
+/// The free slots of the workers here of the functions with jobs: what the registry last
+/// said, less the jobs started since, plus the attempts ended since.
 #[derive(Debug, Default)]
 pub(super) struct Slots {
     /// By function (`None`: no worker serves it here).
@@ -53,8 +54,26 @@ pub(super) struct Slots {
     asked: Option<Instant>,
 }
 
+impl Slots {
+    /// `started` took a slot each.
+    pub(super) fn taken(&mut self, started: &[JobRecord]) {
+        for record in started {
+            if let Some(Some(free)) = self.known.get_mut(&record.function[..]) {
+                *free = free.saturating_sub(1);
+            }
+        }
+    }
+
+    /// An attempt of `function` ended: its slot is free again.
+    pub(super) fn freed(&mut self, function: &[u8]) {
+        if let Some(Some(free)) = self.known.get_mut(function) {
+            *free += 1;
+        }
+    }
+}
+
 impl Background {
-    /// Asks the registry for the slots of the functions with jobs (one question at a time,
+    /// Asks the registry for the free slots of the functions with jobs (one question at a time,
     /// each [`SLOTS_EVERY`] at most, at once for a function not yet known); the jobs start
     /// again with the answer.
     pub(super) fn ask_slots(&mut self, ctx: &mut Context<Self>) {

@@ -1,16 +1,16 @@
-//! How many jobs of a function the workers serving it here may hold at once: the
+//! How many more jobs of a function the workers serving it here could take now: the
 //! background jobs' actor asks before it starts jobs, so that it hands the registry no more
-//! of a function's jobs than its workers have slots (a job beyond them would wait in the
-//! function's queue as `running`, its attempt's time passing, where it could not be
-//! cancelled).
+//! of a function's jobs than its workers have free slots (a job beyond them would wait in
+//! the function's queue as `running`, its attempt's time passing, where it could not be
+//! cancelled; synchronous calls waiting there are served first).
 
 use actix::prelude::*;
 
 use super::Registry;
 use crate::call::FunctionName;
 
-/// The slots of each function's workers here, in the order asked (`None`: no worker serves
-/// it here).
+/// The free slots of each function's workers here, less the calls waiting for them, in the
+/// order asked (`None`: no worker serves it here).
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<Option<u32>>")]
 pub struct Capacity {
@@ -27,7 +27,7 @@ impl Handler<Capacity> for Registry {
             asked
                 .functions
                 .iter()
-                .map(|f| scheduler.capacity(f))
+                .map(|f| scheduler.free_slots(f))
                 .collect(),
         )
     }
