@@ -617,7 +617,8 @@ impl WorkerHandle {
     /// Runs at most `slots` jobs at once on each dispatcher from now on, without a
     /// reconnect: tagged dispatchers are told (`W_SLOTS`) and place accordingly; jobs already
     /// running beyond a lowered count finish. (nmid-faas applies a changed `concurrency`
-    /// this way.)
+    /// this way.) A dispatcher takes 0 as 1: to stop taking jobs, remove the functions
+    /// ([`WorkerHandle::remove_function`]) or stop the worker.
     pub fn set_slots(&self, slots: u32) {
         for link in &self.links {
             link.do_send(SetSlots { slots });
