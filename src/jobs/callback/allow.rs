@@ -182,10 +182,15 @@ fn escapes_allowed(path: &str) -> Result<(), UrlRefusal> {
     Ok(())
 }
 
-/// `segment` (lower-cased) is `.` or `..` once percent-decoded: only `%2e` can decode to a
-/// dot, so replacing it is decoding as far as this question goes.
+/// `segment` (lower-cased) is `.` or `..` once percent-decoded, or once a receiver that
+/// trims whitespace (IIS and others do) has trimmed it: only `%2e` decodes to a dot, so
+/// replacing it, and dropping encoded whitespace, is decoding as far as this question goes.
 fn is_dot_segment(segment: &str) -> bool {
-    let decoded = segment.replace("%2e", ".");
+    let mut decoded = segment.replace("%2e", ".");
+    for space in ["%20", "%09", "%0a", "%0b", "%0c", "%0d"] {
+        decoded = decoded.replace(space, "");
+    }
+    let decoded = decoded.trim();
     decoded == "." || decoded == ".."
 }
 
@@ -418,7 +423,10 @@ mod tests {
         for segment in [".", "..", "%2e", "%2E", "%2e%2e", ".%2e", "%2E."] {
             assert!(is_dot_segment(&segment.to_ascii_lowercase()), "{segment}");
         }
-        for segment in ["", "a", "...", "..a", "%2e%2e%2e", "%252e"] {
+        for segment in ["..%20", "%20..", "..%09", ".%0d%0a", "%2e%2e%20"] {
+            assert!(is_dot_segment(segment), "{segment}");
+        }
+        for segment in ["", "a", "...", "..a", "%2e%2e%2e", "%252e", "a%20b"] {
             assert!(!is_dot_segment(segment), "{segment}");
         }
         // Spelled in a URL, each is resolved by the parser (then compared as resolved) or
