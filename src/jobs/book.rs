@@ -335,8 +335,8 @@ impl Book {
     }
 
     /// Functions with jobs queued or running.
-    pub fn functions(&self) -> Vec<Bytes> {
-        self.queues.keys().cloned().collect()
+    pub fn functions(&self) -> impl Iterator<Item = &Bytes> {
+        self.queues.keys()
     }
 
     /// The jobs that start now (marked running, an attempt counted): to be written and

@@ -52,6 +52,9 @@ pub(super) struct Slots {
     pub(super) known: HashMap<Bytes, Option<u32>>,
     asking: bool,
     asked: Option<Instant>,
+    /// Jobs started while a question was on its way: the registry answers before it sees
+    /// them, so they come off its answer.
+    started_since_asked: HashMap<Bytes, u32>,
 }
 
 impl Slots {
@@ -61,7 +64,26 @@ impl Slots {
             if let Some(Some(free)) = self.known.get_mut(&record.function[..]) {
                 *free = free.saturating_sub(1);
             }
+            if self.asking {
+                let function = Bytes::copy_from_slice(&record.function);
+                *self.started_since_asked.entry(function).or_default() += 1;
+            }
         }
+    }
+
+    /// The registry's answer for `functions`, less what started since the question.
+    fn answered(&mut self, functions: Vec<Bytes>, answer: Vec<Option<u32>>) {
+        let since = std::mem::take(&mut self.started_since_asked);
+        let counted = |f: &Bytes, free: Option<u32>| {
+            free.map(|free| free.saturating_sub(since.get(f).copied().unwrap_or(0)))
+        };
+        self.known = (functions.into_iter().zip(answer))
+            .map(|(f, free)| {
+                let free = counted(&f, free);
+                (f, free)
+            })
+            .collect();
+        self.asking = false;
     }
 
     /// An attempt of `function` ended: its slot is free again.
@@ -77,13 +99,16 @@ impl Background {
     /// each [`SLOTS_EVERY`] at most, at once for a function not yet known); the jobs start
     /// again with the answer.
     pub(super) fn ask_slots(&mut self, ctx: &mut Context<Self>) {
-        let functions = self.book.functions();
-        let unknown = functions.iter().any(|f| !self.slots.known.contains_key(f));
-        let due = self
-            .slots
-            .asked
-            .is_none_or(|at| at.elapsed() >= SLOTS_EVERY);
-        if self.slots.asking || functions.is_empty() || !(unknown || due) {
+        if self.slots.asking {
+            return;
+        }
+        let due = (self.slots.asked).is_none_or(|at| at.elapsed() >= SLOTS_EVERY);
+        let known = &self.slots.known;
+        if !due && self.book.functions().all(|f| known.contains_key(f)) {
+            return;
+        }
+        let functions: Vec<Bytes> = self.book.functions().cloned().collect();
+        if functions.is_empty() {
             return;
         }
         self.slots.asking = true;
@@ -91,10 +116,9 @@ impl Background {
         let names = functions.iter().cloned().map(FunctionName).collect();
         let asked = self.services.registry.send(Capacity { functions: names });
         ctx.spawn(asked.into_actor(self).map(move |answer, jobs, ctx| {
-            jobs.slots.asking = false;
             // No answer (the registry stopped): as if no worker served them here.
             let answer = answer.unwrap_or_else(|_| vec![None; functions.len()]);
-            jobs.slots.known = functions.into_iter().zip(answer).collect();
+            jobs.slots.answered(functions, answer);
             jobs.pump(ctx);
         }));
     }
