@@ -287,7 +287,9 @@ impl ClientSession {
         });
     }
 
-    /// A tagged call (`C_CALL`, or `C_CALL_STREAM` when `stream`).
+    /// A tagged call (`C_CALL`, or `C_CALL_STREAM` when `stream`). Inlined into the frame
+    /// handler: the call is not copied out of its frame into an argument first.
+    #[inline(always)]
     fn tagged_call(&mut self, call: TaggedCall, stream: bool, ctx: &mut Context<Self>) {
         let timeout = match call.timeout_ms {
             0 => self.conn.settings.job_timeout,
