@@ -79,8 +79,9 @@ struct InFlight {
     request: Request,
     /// Its params' size: about what its reply will take (counted against the outbound bound).
     owed: usize,
-    /// A `C_CALL_STREAM` call: its partials waiting to be written.
-    backlog: Option<Backlog>,
+    /// A `C_CALL_STREAM` call: its partials waiting to be written. Boxed: every call's
+    /// entry is moved into and out of `calls`, and most calls stream nothing.
+    backlog: Option<Box<Backlog>>,
 }
 
 /// The partials of one streaming call written to the outbound buffer and not yet to the
@@ -235,7 +236,8 @@ impl Handler<PartialOut> for ClientSession {
         let Some(call) = self.calls.get_mut(&out.job_id) else {
             return;
         };
-        let (Some(backlog), Request::Tagged { request_id }) = (&mut call.backlog, &call.request)
+        let (Some(backlog), Request::Tagged { request_id }) =
+            (call.backlog.as_deref_mut(), &call.request)
         else {
             return;
         };
@@ -258,7 +260,7 @@ impl Handler<PartialOut> for ClientSession {
         if let Some(backlog) = self
             .calls
             .get_mut(&out.job_id)
-            .and_then(|c| c.backlog.as_mut())
+            .and_then(|c| c.backlog.as_deref_mut())
         {
             backlog.sent(end, len);
         }
@@ -285,7 +287,9 @@ impl ClientSession {
         });
     }
 
-    /// A tagged call (`C_CALL`, or `C_CALL_STREAM` when `stream`).
+    /// A tagged call (`C_CALL`, or `C_CALL_STREAM` when `stream`). Inlined into the frame
+    /// handler: the call is not copied out of its frame into an argument first.
+    #[inline(always)]
     fn tagged_call(&mut self, call: TaggedCall, stream: bool, ctx: &mut Context<Self>) {
         let timeout = match call.timeout_ms {
             0 => self.conn.settings.job_timeout,
@@ -325,7 +329,7 @@ impl ClientSession {
         let door: &FrontDoor = &self.conn.settings.door;
         match door.admit(job_id, spec, caller, FrontEnd::Tcp, reply, partials) {
             Ok(job) => {
-                let backlog = stream.then(Backlog::default);
+                let backlog = stream.then(Box::default);
                 let call = InFlight {
                     job,
                     request,
@@ -437,6 +441,15 @@ fn rate_limited_frame(request: Request, refusal: OverLimit) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The entry of a call that streams nothing carries no backlog inline, only a pointer:
+    /// it is moved into and out of the session's map once per call.
+    #[test]
+    fn an_in_flight_call_keeps_its_backlog_out_of_line() {
+        use std::mem::size_of;
+        let inline = size_of::<Addr<JobActor>>() + size_of::<Request>() + 2 * size_of::<usize>();
+        assert!(size_of::<InFlight>() <= inline, "{}", size_of::<InFlight>());
+    }
 
     /// A backlog lets one partial through when none waits, holds at most `max` otherwise,
     /// and frees what the socket has written.
