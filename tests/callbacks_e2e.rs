@@ -282,3 +282,51 @@ async fn a_callback_being_delivered_shows_pending() {
     worker.stop().await;
     d.stop().await;
 }
+
+/// As an OpenFaaS client would: `POST /async-function/{name}` with `X-Callback-Url` is
+/// accepted (202, `X-Call-Id`), and the callback carries OpenFaaS's `X-Function-Name` and
+/// `X-Function-Status`; `POST /function/{name}` answers at once as `/call` does.
+#[actix_rt::test]
+async fn openfaas_routes_and_callback_headers() {
+    let receiver = Receiver::start(|_| Answer::Status(202)).await;
+    let (d, worker) = dispatcher_calling_back(&receiver.url("/hooks/")).await;
+    let url = receiver.url("/hooks/faas");
+    let mut response = awc::Client::default()
+        .post(format!("{}/async-function/Upper", d.http_url()))
+        .insert_header(("content-type", "text/plain"))
+        .insert_header(("x-callback-url", url.as_str()))
+        .send_body("faas")
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let id = response
+        .headers()
+        .get("x-call-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = response.body().await;
+    let done = callback_status(&d, &id).await;
+    assert!(
+        done["callback"].as_str().unwrap().starts_with("delivered"),
+        "{done}"
+    );
+    let sent = receiver.requests()[0].clone();
+    assert_eq!(sent.header("x-call-id"), id);
+    assert_eq!(sent.header("x-function-name"), "Upper");
+    assert_eq!(sent.header("x-function-status"), "200");
+    assert_eq!(sent.body, b"FAAS");
+    assert!(verify(&sent));
+
+    let mut response = awc::Client::default()
+        .post(format!("{}/function/Upper", d.http_url()))
+        .insert_header(("content-type", "text/plain"))
+        .send_body("now")
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(&response.body().await.unwrap()[..], b"NOW");
+    worker.stop().await;
+    d.stop().await;
+}

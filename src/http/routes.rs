@@ -72,6 +72,10 @@ pub struct Route {
 pub const CALL_ROUTE: &str = "/call/{func}";
 /// The pattern of the background submission route.
 pub const ASYNC_ROUTE: &str = "/async/{func}";
+/// OpenFaaS's gateway spelling of the call route, for clients written for it.
+pub const OPENFAAS_CALL_ROUTE: &str = "/function/{func}";
+/// OpenFaaS's gateway spelling of the background submission route.
+pub const OPENFAAS_ASYNC_ROUTE: &str = "/async-function/{func}";
 /// The pattern of the route that catches every path the others do not match.
 pub const ANY_PATH: &str = "/{path:.*}";
 
@@ -89,9 +93,11 @@ macro_rules! route {
 }
 
 /// The HTTP front end (port 6809), in matching order: the catch-all is last.
-pub static ROUTES: [Route; 16] = [
+pub static ROUTES: [Route; 18] = [
     route!(CALL_ROUTE, Post, Client, call::call),
     route!(ASYNC_ROUTE, Post, Client, jobs::submit),
+    route!(OPENFAAS_CALL_ROUTE, Post, Client, call::call),
+    route!(OPENFAAS_ASYNC_ROUTE, Post, Client, jobs::submit),
     route!("/api/v1/jobs", Read, Jobs, jobs::list),
     route!(
         "/api/v1/jobs/{id}",

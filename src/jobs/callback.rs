@@ -16,6 +16,7 @@
 //! X-Nmid-Callback-Attempt: <this request's number, from 1>
 //! X-Nmid-Timestamp: <unix seconds when this attempt was signed>
 //! X-Nmid-Signature: sha256=<hex HMAC-SHA256(jobs.callback_secret, signed string)>
+//! X-Function-Name, X-Function-Status  OpenFaaS's names (unsigned): the function; 200, 500, 410
 //!
 //! <the result's bytes as they are; for a failed job its error message>
 //! ```
@@ -53,6 +54,21 @@ use allow::{AllowedPrefix, UrlRefusal};
 pub const CALL_ID_HEADER: &str = "x-call-id";
 /// The function the job called.
 pub const FUNCTION_HEADER: &str = "x-nmid-function";
+/// The function, as OpenFaaS's queue worker names it (the same value, unsigned).
+pub const OPENFAAS_FUNCTION_HEADER: &str = "x-function-name";
+/// The outcome as an HTTP status, as OpenFaaS's queue worker sends it (unsigned):
+/// [`openfaas_status`].
+pub const OPENFAAS_STATUS_HEADER: &str = "x-function-status";
+
+/// `X-Function-Status` of a job in `state`: 200 succeeded, 500 failed, 410 cancelled (it
+/// never ran).
+pub fn openfaas_status(state: &str) -> u16 {
+    match state {
+        "succeeded" => 200,
+        "cancelled" => 410,
+        _ => 500,
+    }
+}
 /// `succeeded`, `failed` or `cancelled`.
 pub const STATE_HEADER: &str = "x-nmid-job-state";
 /// The job's execution attempts.
@@ -451,6 +467,9 @@ impl Callbacks {
             .header(CALLBACK_ATTEMPT_HEADER, attempt)
             .header(TIMESTAMP_HEADER, header_value(&timestamp))
             .header(SIGNATURE_HEADER, header_value(&signature))
+            // OpenFaaS's queue worker's headers, for receivers written for it (unsigned).
+            .header(OPENFAAS_FUNCTION_HEADER, header_value(&function))
+            .header(OPENFAAS_STATUS_HEADER, openfaas_status(delivery.state))
             .body(body.clone());
         let response = request.send().await.map_err(|err| Failure {
             message: match err.is_timeout() {

@@ -101,8 +101,13 @@ fn front_end(pattern: &str) -> Option<Expect> {
             methods: POST,
             ok: 200,
         },
+        "/function/{func}" => Expect {
+            need: Need::CallToUpper,
+            methods: POST,
+            ok: 200,
+        },
         // Accepted for later: 202.
-        "/async/{func}" => Expect {
+        "/async/{func}" | "/async-function/{func}" => Expect {
             need: Need::CallToUpper,
             methods: POST,
             ok: 202,
@@ -224,6 +229,8 @@ fn path_of(route: &Route) -> &'static str {
         pattern if pattern.contains('{') => match pattern {
             "/call/{func}" => "/call/ToUpper",
             "/async/{func}" => "/async/ToUpper",
+            "/function/{func}" => "/function/ToUpper",
+            "/async-function/{func}" => "/async-function/ToUpper",
             "/api/v1/jobs/{id}" => "/api/v1/jobs/nosuchnode-1",
             "/api/v1/jobs/{id}/result" => "/api/v1/jobs/nosuchnode-1/result",
             _ => panic!("a new pattern {pattern}: give it a path here"),
