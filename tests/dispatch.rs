@@ -171,6 +171,11 @@ async fn least_loaded_worker_gets_the_next_job() {
     let dispatcher = start_dispatcher_with(config);
     let mut w1 = Peer::worker(dispatcher.addr, "w1", &["F"]).await;
     let mut w2 = Peer::worker(dispatcher.addr, "w2", &["F"]).await;
+    dispatcher
+        .wait_for("2 workers of F", |s| {
+            s.function("F").is_some_and(|f| f.workers == 2)
+        })
+        .await;
     let mut client = Peer::connect(dispatcher.addr).await;
     for i in 0..4u8 {
         client.call("F", &[i]).await;
@@ -206,6 +211,13 @@ async fn calls_arriving_together_go_two_by_two_within_the_batch_slack() {
     for name in ["w1", "w2", "w3", "w4"] {
         workers.push(Peer::worker(dispatcher.addr, name, &["F"]).await);
     }
+    // Every registration in before the burst (on a loaded machine the last one may still be
+    // on its way, and the burst would be spread over three workers).
+    dispatcher
+        .wait_for("4 workers of F", |s| {
+            s.function("F").is_some_and(|f| f.workers == 4)
+        })
+        .await;
     let loads = |s: &nmid::snapshot::RegistrySnapshot| {
         let mut loads: Vec<u32> = s.workers.iter().map(|w| w.in_flight).collect();
         loads.sort_unstable();
