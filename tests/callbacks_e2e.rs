@@ -17,8 +17,17 @@ async fn submit_job(
     function: &str,
     headers: &[(&str, &str)],
 ) -> (u16, serde_json::Value) {
+    submit_at(d, &format!("/async/{function}"), headers).await
+}
+
+/// Submits as [`submit_job`] does, to `path`.
+async fn submit_at(
+    d: &common::TestDispatcher,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
     let mut request = awc::Client::default()
-        .post(format!("{}/async/{function}", d.http_url()))
+        .post(format!("{}{path}", d.http_url()))
         .insert_header(("content-type", "text/plain"));
     for header in headers {
         request = request.insert_header(*header);
@@ -291,22 +300,10 @@ async fn openfaas_routes_and_callback_headers() {
     let receiver = Receiver::start(|_| Answer::Status(202)).await;
     let (d, worker) = dispatcher_calling_back(&receiver.url("/hooks/")).await;
     let url = receiver.url("/hooks/faas");
-    let mut response = awc::Client::default()
-        .post(format!("{}/async-function/Upper", d.http_url()))
-        .insert_header(("content-type", "text/plain"))
-        .insert_header(("x-callback-url", url.as_str()))
-        .send_body("faas")
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
-    let id = response
-        .headers()
-        .get("x-call-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let _ = response.body().await;
+    let callback = [("x-callback-url", url.as_str())];
+    let (status, json) = submit_at(&d, "/async-function/Upper", &callback).await;
+    assert_eq!(status, 202, "{json}");
+    let id = json["id"].as_str().unwrap().to_owned();
     let done = callback_status(&d, &id).await;
     assert!(
         done["callback"].as_str().unwrap().starts_with("delivered"),
@@ -316,7 +313,7 @@ async fn openfaas_routes_and_callback_headers() {
     assert_eq!(sent.header("x-call-id"), id);
     assert_eq!(sent.header("x-function-name"), "Upper");
     assert_eq!(sent.header("x-function-status"), "200");
-    assert_eq!(sent.body, b"FAAS");
+    assert_eq!(sent.body, b"PAYLOAD");
     assert!(verify(&sent));
 
     let mut response = awc::Client::default()

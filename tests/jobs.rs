@@ -607,15 +607,8 @@ async fn a_running_jobs_status_shows_its_progress() {
     d.stop().await;
 }
 
-/// With one worker slot, jobs beyond it stay queued (no attempt counted, cancellable), one
-/// runs at a time, and each attempt's time starts when a worker can take it: six jobs of
-/// 300 ms with `jobs.timeout_ms = 1000` all succeed at their first attempt (handed to the
-/// registry all at once, the later ones timed out waiting behind the others).
-#[actix_rt::test]
-async fn jobs_beyond_the_workers_slots_stay_queued_until_a_slot_is_free() {
-    let mut config = config();
-    config.jobs.timeout_ms = 1000;
-    let d = start_dispatcher_with_http(config);
+/// A worker of `Nap` (300 ms, then its params) with one slot.
+async fn napper(d: &TestDispatcher) -> WorkerHandle {
     let worker = Worker::builder()
         .name("napper")
         .server(d.addr.to_string())
@@ -626,7 +619,44 @@ async fn jobs_beyond_the_workers_slots_stay_queued_until_a_slot_is_free() {
         })
         .start()
         .unwrap();
-    serving(&d, "Nap").await;
+    serving(d, "Nap").await;
+    worker
+}
+
+/// Cancels job `id`, which waits for a slot: queued, so 200.
+async fn cancel_waiting(d: &TestDispatcher, id: String) {
+    let url = format!("{}/api/v1/jobs/{id}", d.http_url());
+    let cancelled = request("DELETE", url, &[], Bytes::new()).await;
+    assert_eq!(
+        cancelled.status,
+        200,
+        "a job waiting for a slot is queued: {:?}",
+        cancelled.json()
+    );
+}
+
+/// Every job of `ids` ends succeeded at its first attempt.
+async fn succeeded_first_time(d: &TestDispatcher, ids: &[String]) {
+    for id in ids {
+        let json = final_status(d, id).await;
+        assert_eq!(
+            (json["state"].as_str(), json["attempts"].as_u64()),
+            (Some("succeeded"), Some(1)),
+            "{json}"
+        );
+    }
+}
+
+/// With one worker slot, jobs beyond it stay queued (no attempt counted, cancellable), one
+/// runs at a time, and each attempt's time starts when a worker can take it: six jobs of
+/// 300 ms with `jobs.timeout_ms = 1000` all succeed at their first attempt (handed to the
+/// registry all at once, the later ones timed out waiting behind the others).
+#[actix_rt::test]
+async fn jobs_beyond_the_workers_slots_stay_queued_until_a_slot_is_free() {
+    let mut config = config();
+    config.jobs.timeout_ms = 1000;
+    let d = start_dispatcher_with_http(config);
+    let worker = napper(&d).await;
     let mut ids = Vec::new();
     for i in 0..6 {
         ids.push(submitted(&d, "Nap", &[], &format!("{i}")).await);
@@ -640,23 +670,8 @@ async fn jobs_beyond_the_workers_slots_stay_queued_until_a_slot_is_free() {
         }
     };
     assert_eq!(count("running").await, 1, "one slot, one running job");
-    let last = ids.pop().unwrap();
-    let url = format!("{}/api/v1/jobs/{last}", d.http_url());
-    let cancelled = request("DELETE", url, &[], Bytes::new()).await;
-    assert_eq!(
-        cancelled.status,
-        200,
-        "a job waiting for a slot is queued: {:?}",
-        cancelled.json()
-    );
-    for id in &ids {
-        let json = final_status(&d, id).await;
-        assert_eq!(
-            (json["state"].as_str(), json["attempts"].as_u64()),
-            (Some("succeeded"), Some(1)),
-            "{json}"
-        );
-    }
+    cancel_waiting(&d, ids.pop().unwrap()).await;
+    succeeded_first_time(&d, &ids).await;
     worker.stop().await;
     d.stop().await;
 }
@@ -722,17 +737,7 @@ async fn background_jobs_wait_queued_while_synchronous_calls_hold_the_slots() {
     let mut config = config();
     config.jobs.timeout_ms = 800;
     let d = start_dispatcher_with_http(config);
-    let worker = Worker::builder()
-        .name("napper")
-        .server(d.addr.to_string())
-        .slots(1)
-        .function("Nap", |job: Job| async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            Ok(job.params().clone())
-        })
-        .start()
-        .unwrap();
-    serving(&d, "Nap").await;
+    let worker = napper(&d).await;
     let busy_until = Instant::now() + Duration::from_millis(2000);
     let callers: Vec<_> = (0..4)
         .map(|_| {
@@ -753,26 +758,11 @@ async fn background_jobs_wait_queued_while_synchronous_calls_hold_the_slots() {
         ids.push(submitted(&d, "Nap", &[("x-nmid-max-attempts", "1")], &format!("{i}")).await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let last = ids.pop().unwrap();
-    let url = format!("{}/api/v1/jobs/{last}", d.http_url());
-    let cancelled = request("DELETE", url, &[], Bytes::new()).await;
-    assert_eq!(
-        cancelled.status,
-        200,
-        "a job waiting for a slot is queued: {:?}",
-        cancelled.json()
-    );
+    cancel_waiting(&d, ids.pop().unwrap()).await;
     for caller in callers {
         caller.await.unwrap();
     }
-    for id in &ids {
-        let json = final_status(&d, id).await;
-        assert_eq!(
-            (json["state"].as_str(), json["attempts"].as_u64()),
-            (Some("succeeded"), Some(1)),
-            "{json}"
-        );
-    }
+    succeeded_first_time(&d, &ids).await;
     worker.stop().await;
     d.stop().await;
 }
