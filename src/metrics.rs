@@ -519,6 +519,7 @@ mod tests {
                 in_flight: 0,
                 queued: 0,
                 breakers_open: 0,
+                slots: 1,
             })
             .collect();
         let workers = (workers.iter().enumerate())

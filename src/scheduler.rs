@@ -517,6 +517,7 @@ impl<C: Waiting> Scheduler<C> {
                     .sum(),
                 queued: entry.queue.len(),
                 breakers_open: entry.breakers.tripped(),
+                slots: entry.slots(),
             })
             .collect();
         functions.sort_by(|a, b| a.name.cmp(&b.name));

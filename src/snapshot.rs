@@ -57,6 +57,8 @@ pub struct FunctionSnapshot {
     pub queued: usize,
     /// Its workers whose circuit breaker is open or half-open (0 with breakers off).
     pub breakers_open: usize,
+    /// Jobs its workers may hold at once, all together.
+    pub slots: u32,
 }
 
 /// One peer dispatcher in a [`RegistrySnapshot`].

@@ -275,3 +275,71 @@ async fn a_tagged_client_reads_and_cancels_another_dispatchers_jobs_as_itself() 
     worker.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Jobs submitted to A for a function only B's workers serve (one slot): A forwards them no
+/// faster than B's published slots, so the others stay queued on A (cancellable, no attempt
+/// used) and each attempt's time runs on B's worker, not in its queue: five jobs of 300 ms
+/// with one attempt of 1 s each all succeed. (Forwarded `max_running_per_function` at once,
+/// the later ones timed out in B's queue without running.)
+#[actix_rt::test]
+async fn jobs_for_a_peers_function_go_no_faster_than_its_slots() {
+    let etcd = Etcd::start().await;
+    let a = Nmid::start_with_env(&etcd.url, &[("NMID__JOBS__TIMEOUT_MS", "1000")]);
+    let b = Nmid::start(&etcd.url);
+    let worker = Worker::builder()
+        .name("napper")
+        .server(b.tcp.to_string())
+        .slots(1)
+        .function("Nap", |job: Job| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(Bytes::from(job.params().to_ascii_uppercase()))
+        })
+        .start()
+        .unwrap();
+    let b_id = b.id.clone();
+    a.wait_json(
+        "/api/v1/cluster",
+        PATIENCE,
+        "B serving Nap in A's view",
+        |v| cluster_support::serves(v, &b_id, "Nap"),
+    )
+    .await;
+    let on_a = |path: &str| format!("http://{}{path}", a.http);
+    let headers = [("content-type", "text/plain"), ("x-nmid-max-attempts", "1")];
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (status, json) = send("POST", on_a("/async/Nap"), &headers, &format!("j{i}")).await;
+        assert_eq!(status, 202, "{json}");
+        ids.push(json["id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, running) = send("GET", on_a("/api/v1/jobs?state=running"), &[], "").await;
+    let running = running["jobs"].as_array().unwrap().len();
+    assert!(
+        running <= 1,
+        "{running} of A's jobs forwarded to B's one slot at once"
+    );
+    let last = ids.pop().unwrap();
+    let (status, json) = send("DELETE", on_a(&format!("/api/v1/jobs/{last}")), &[], "").await;
+    assert_eq!(
+        (status, json["state"].as_str()),
+        (200, Some("cancelled")),
+        "{json}"
+    );
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let path = format!("/api/v1/jobs/{id}?wait_ms=2000");
+            let (_, json) = send("GET", on_a(&path), &[], "").await;
+            match json["state"].as_str() {
+                Some("succeeded") => {
+                    assert_eq!(json["attempts"], 1, "{json}");
+                    break;
+                }
+                Some("queued" | "running") if Instant::now() < deadline => {}
+                _ => panic!("job {id}: {json}"),
+            }
+        }
+    }
+    worker.stop().await;
+}

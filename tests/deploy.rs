@@ -662,6 +662,7 @@ fn alerts_use_only_metrics_the_dispatcher_exports() {
             in_flight: 0,
             queued: 0,
             breakers_open: 1,
+            slots: 1,
         }],
         ..Default::default()
     };

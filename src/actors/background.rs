@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use super::job::JobServices;
+use super::registry::CapacityRoom;
 use crate::call::CallOutcome;
 use crate::jobs::callback::Callbacks;
 use crate::jobs::record::now_ms;
@@ -463,8 +464,9 @@ impl Background {
                 .book
                 .startable(now, |function| match known.get(function) {
                     None => Room::Unknown,
-                    Some(None) => Room::Elsewhere,
-                    Some(Some(free)) => Room::Free(*free),
+                    Some(CapacityRoom::Unknown) => Room::Elsewhere,
+                    Some(CapacityRoom::Here(free)) => Room::Free(*free),
+                    Some(CapacityRoom::Peers(slots)) => Room::Peers(*slots),
                 });
             self.slots.taken(&started);
             if !started.is_empty() {

@@ -34,7 +34,7 @@ use crate::snapshot::{RegistrySnapshot, WorkerSnapshot};
 mod capacity;
 mod peers;
 
-pub use capacity::Capacity;
+pub use capacity::{Capacity, Room as CapacityRoom};
 pub use peers::{
     ForwardFinished, PeerJoined, PeerLacks, PeerLeft, PeerPort, PeerUnreachable, PeerUpdated,
 };

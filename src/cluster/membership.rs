@@ -82,6 +82,7 @@ impl PeerFollower {
                         peer,
                         functions,
                         load,
+                        slots: slots_of(record),
                     };
                     self.registry.do_send(update);
                 }
@@ -101,6 +102,7 @@ impl PeerFollower {
             port,
             functions,
             load: record.load,
+            slots: slots_of(record),
         };
         self.registry.do_send(joined);
     }
@@ -116,4 +118,11 @@ impl PeerFollower {
         );
         PeerLink::start_in_arbiter(&self.arbiter, move |_| link)
     }
+}
+
+/// The slots a peer's record publishes, by function.
+fn slots_of(record: &MemberRecord) -> Vec<(FunctionName, u32)> {
+    (record.slots.iter())
+        .map(|(function, slots)| (FunctionName::from(function.as_str()), *slots))
+        .collect()
 }

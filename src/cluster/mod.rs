@@ -221,6 +221,7 @@ impl Cluster {
             load: 0,
             draining: false,
             jobs_node: settings.jobs_node.clone(),
+            slots: Default::default(),
         };
         let state = Arc::new(Mutex::new(SessionState {
             up: false,

@@ -51,6 +51,7 @@ mod tests {
             load: 0,
             draining: false,
             jobs_node: None,
+            slots: Default::default(),
         }
     }
 

@@ -394,6 +394,10 @@ impl EtcdSession {
                 .filter(|f| f.workers > 0)
                 .map(|f| f.name.clone())
                 .collect();
+            record.slots = (snapshot.functions.iter())
+                .filter(|f| f.workers > 0)
+                .map(|f| (f.name.clone(), f.slots))
+                .collect();
             let load = snapshot.in_flight() + snapshot.queued() as u64;
             record.load = u32::try_from(load).unwrap_or(u32::MAX);
         }

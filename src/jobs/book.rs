@@ -171,9 +171,14 @@ pub struct Book {
 pub enum Room {
     /// Not asked yet: its jobs wait.
     Unknown,
-    /// No worker serves it here: its jobs go to the registry (`window` at a time), which
-    /// forwards them to a peer or finds no worker (the function is then parked).
+    /// No worker serves it here, and no peer says how many slots its workers have: its jobs
+    /// go to the registry (`window` at a time), which forwards them to a peer or finds no
+    /// worker (the function is then parked).
     Elsewhere,
+    /// No worker serves it here; the peers' workers that do hold this many jobs at once
+    /// (their own calls may hold some): its jobs go to the registry, forwarded, this many at
+    /// a time at most.
+    Peers(u32),
     /// Its workers here could take this many more jobs now.
     Free(u32),
 }
@@ -359,6 +364,7 @@ impl Book {
                 Room::Unknown => 0,
                 Room::Elsewhere => self.limits.window,
                 Room::Free(free) => (queue.running + free).min(self.limits.window),
+                Room::Peers(slots) => slots.min(self.limits.window),
             };
             while queue.running < limit {
                 let Some((_, seq)) = queue.ready.pop_first() else {

@@ -430,3 +430,31 @@ fn jobs_start_only_into_free_slots_of_the_functions_workers() {
     assert_eq!(seqs_of(book.startable(4, |_| Room::Free(1))), seqs[1..2]);
     assert_eq!(seqs_of(book.startable(5, |_| Room::Elsewhere)), seqs[2..3]);
 }
+
+/// A function only peers serve starts no more jobs than their published slots, counting
+/// its own running ones; `Elsewhere` (no slots published) goes `window` at a time.
+#[test]
+fn a_peers_function_starts_no_more_than_its_slots() {
+    let mut book = Book::new(
+        "n1".into(),
+        1,
+        Limits {
+            window: 8,
+            ..LIMITS
+        },
+        Vec::new(),
+        0,
+    )
+    .0;
+    for _ in 0..5 {
+        submit(&mut book, job("F", StoredPriority::Normal, 0), 0);
+    }
+    book.wake(0);
+    assert_eq!(book.startable(1, |_| Room::Peers(2)).len(), 2);
+    assert!(
+        book.startable(2, |_| Room::Peers(2)).is_empty(),
+        "two running"
+    );
+    assert_eq!(book.startable(3, |_| Room::Peers(3)).len(), 1);
+    assert_eq!(book.startable(4, |_| Room::Elsewhere).len(), 2);
+}

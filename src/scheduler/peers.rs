@@ -27,6 +27,22 @@ impl<C: Waiting> Scheduler<C> {
         self.peers.seen(peer, functions, load);
     }
 
+    /// The slots a peer dispatcher's workers have, by function, as its record publishes.
+    pub fn peer_slots(&mut self, peer: &PeerId, slots: Vec<(FunctionName, u32)>) {
+        if let Some(entry) = self.peers.peers.get_mut(peer) {
+            entry.slots = slots.into_iter().collect();
+        }
+    }
+
+    /// Jobs of `function` the workers of the peers that serve it may hold at once, all
+    /// together (those that publish their slots).
+    pub fn peer_capacity(&self, function: &FunctionName) -> u32 {
+        (self.peers.peers.values())
+            .filter(|p| p.functions.contains(function) && !p.lacking.contains(function))
+            .filter_map(|p| p.slots.get(function))
+            .sum()
+    }
+
     /// A peer dispatcher left the cluster. Its forwarded calls are reported by their leases.
     pub fn peer_gone(&mut self, peer: &PeerId) {
         self.peers.gone(peer);
@@ -59,6 +75,8 @@ struct PeerEntry {
     /// Advertised functions it answered "no worker" for since its last record.
     lacking: HashSet<FunctionName>,
     load: u32,
+    /// The slots of its workers, by function (from its record).
+    slots: HashMap<FunctionName, u32>,
     forwarded: u32,
     /// The calls in `forwarded` by the caller they are made for.
     by_caller: HashMap<ClientKey, u32>,

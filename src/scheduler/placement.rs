@@ -66,6 +66,13 @@ pub(super) struct FunctionEntry<C> {
     pub(super) picked_in: Option<u64>,
 }
 
+impl<C> FunctionEntry<C> {
+    /// Jobs its workers may hold at once, all together.
+    pub(super) fn slots(&self) -> u32 {
+        self.workers.iter().map(|load| load.max_jobs.get()).sum()
+    }
+}
+
 impl<C: super::Waiting> FunctionEntry<C> {
     /// Jobs its workers could take now, all together, less the calls already waiting for them.
     pub(super) fn free_slots(&self) -> u32 {

@@ -11,7 +11,7 @@ use tracing::warn;
 
 use super::Background;
 use crate::actors::job::{JobActor, PartialSink};
-use crate::actors::registry::Capacity;
+use crate::actors::registry::{Capacity, CapacityRoom};
 use crate::call::{CallOutcome, CallSpec, ClientKey, DispatchError, FunctionName, JobId, Partial};
 use crate::codec::ParamsType;
 use crate::jobs::{AttemptEnd, JobRecord};
@@ -48,8 +48,8 @@ const SLOTS_EVERY: Duration = Duration::from_millis(20);
 /// said, less the jobs started since, plus the attempts ended since.
 #[derive(Debug, Default)]
 pub(super) struct Slots {
-    /// By function (`None`: no worker serves it here).
-    pub(super) known: HashMap<Bytes, Option<u32>>,
+    /// By function.
+    pub(super) known: HashMap<Bytes, CapacityRoom>,
     asking: bool,
     asked: Option<Instant>,
     /// Jobs started while a question was on its way: the registry answers before it sees
@@ -61,7 +61,7 @@ impl Slots {
     /// `started` took a slot each.
     pub(super) fn taken(&mut self, started: &[JobRecord]) {
         for record in started {
-            if let Some(Some(free)) = self.known.get_mut(&record.function[..]) {
+            if let Some(CapacityRoom::Here(free)) = self.known.get_mut(&record.function[..]) {
                 *free = free.saturating_sub(1);
             }
             if self.asking {
@@ -72,10 +72,13 @@ impl Slots {
     }
 
     /// The registry's answer for `functions`, less what started since the question.
-    fn answered(&mut self, functions: Vec<Bytes>, answer: Vec<Option<u32>>) {
+    fn answered(&mut self, functions: Vec<Bytes>, answer: Vec<CapacityRoom>) {
         let since = std::mem::take(&mut self.started_since_asked);
-        let counted = |f: &Bytes, free: Option<u32>| {
-            free.map(|free| free.saturating_sub(since.get(f).copied().unwrap_or(0)))
+        let counted = |f: &Bytes, room: CapacityRoom| match room {
+            CapacityRoom::Here(free) => {
+                CapacityRoom::Here(free.saturating_sub(since.get(f).copied().unwrap_or(0)))
+            }
+            other => other,
         };
         self.known = (functions.into_iter().zip(answer))
             .map(|(f, free)| {
@@ -88,7 +91,7 @@ impl Slots {
 
     /// An attempt of `function` ended: its slot is free again.
     pub(super) fn freed(&mut self, function: &[u8]) {
-        if let Some(Some(free)) = self.known.get_mut(function) {
+        if let Some(CapacityRoom::Here(free)) = self.known.get_mut(function) {
             *free += 1;
         }
     }
@@ -117,7 +120,7 @@ impl Background {
         let asked = self.services.registry.send(Capacity { functions: names });
         ctx.spawn(asked.into_actor(self).map(move |answer, jobs, ctx| {
             // No answer (the registry stopped): as if no worker served them here.
-            let answer = answer.unwrap_or_else(|_| vec![None; functions.len()]);
+            let answer = answer.unwrap_or_else(|_| vec![CapacityRoom::Unknown; functions.len()]);
             jobs.slots.answered(functions, answer);
             jobs.pump(ctx);
         }));

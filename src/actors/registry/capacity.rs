@@ -1,21 +1,32 @@
-//! How many more jobs of a function the workers serving it here could take now: the
-//! background jobs' actor asks before it starts jobs, so that it hands the registry no more
-//! of a function's jobs than its workers have free slots (a job beyond them would wait in
-//! the function's queue as `running`, its attempt's time passing, where it could not be
-//! cancelled; synchronous calls waiting there are served first).
+//! How many more jobs of a function its workers could take: the background jobs' actor asks
+//! before it starts jobs, so that it hands the registry no more of a function's jobs than
+//! its workers here have free slots, or, when only peers serve it, than the peers' workers
+//! have slots (a job beyond them would wait in a queue as `running`, its attempt's time
+//! passing, where it could not be cancelled; synchronous calls waiting are served first).
 
 use actix::prelude::*;
 
 use super::Registry;
 use crate::call::FunctionName;
 
-/// The free slots of each function's workers here, less the calls waiting for them, in the
-/// order asked (`None`: no worker serves it here).
+/// What each function's workers could take, in the order asked.
 #[derive(Debug, Message)]
-#[rtype(result = "Vec<Option<u32>>")]
+#[rtype(result = "Vec<Room>")]
 pub struct Capacity {
     /// The functions.
     pub functions: Vec<FunctionName>,
+}
+
+/// What a function's workers could take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// Workers here: their free slots, less the calls waiting for them.
+    Here(u32),
+    /// No worker here; the peers that serve it publish this many slots in all (their own
+    /// calls may hold some).
+    Peers(u32),
+    /// No worker here, and no peer publishes slots for it.
+    Unknown,
 }
 
 impl Handler<Capacity> for Registry {
@@ -23,12 +34,13 @@ impl Handler<Capacity> for Registry {
 
     fn handle(&mut self, asked: Capacity, _: &mut Self::Context) -> Self::Result {
         let scheduler = &self.scheduler;
-        MessageResult(
-            asked
-                .functions
-                .iter()
-                .map(|f| scheduler.free_slots(f))
-                .collect(),
-        )
+        let room = |f: &FunctionName| match scheduler.free_slots(f) {
+            Some(free) => Room::Here(free),
+            None => match scheduler.peer_capacity(f) {
+                0 => Room::Unknown,
+                slots => Room::Peers(slots),
+            },
+        };
+        MessageResult(asked.functions.iter().map(room).collect())
     }
 }

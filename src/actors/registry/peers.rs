@@ -22,6 +22,8 @@ pub struct PeerJoined {
     pub functions: Vec<FunctionName>,
     /// Its advertised load.
     pub load: u32,
+    /// The slots of its workers, by function.
+    pub slots: Vec<(FunctionName, u32)>,
 }
 
 /// A peer published new functions or a new load.
@@ -34,6 +36,8 @@ pub struct PeerUpdated {
     pub functions: Vec<FunctionName>,
     /// Its advertised load.
     pub load: u32,
+    /// The slots of its workers, by function.
+    pub slots: Vec<(FunctionName, u32)>,
 }
 
 /// A peer left the cluster (its record is gone: it stopped, or its lease expired).
@@ -92,6 +96,7 @@ impl Handler<PeerJoined> for Registry {
         info!(peer = %msg.peer, functions = msg.functions.len(), "peer dispatcher joined");
         self.scheduler
             .peer_seen(msg.peer.clone(), msg.functions, msg.load);
+        self.scheduler.peer_slots(&msg.peer, msg.slots);
         self.peers.insert(msg.peer, msg.port);
     }
 }
@@ -101,7 +106,9 @@ impl Handler<PeerUpdated> for Registry {
 
     fn handle(&mut self, msg: PeerUpdated, _: &mut Self::Context) {
         if self.peers.contains_key(&msg.peer) {
-            self.scheduler.peer_seen(msg.peer, msg.functions, msg.load);
+            self.scheduler
+                .peer_seen(msg.peer.clone(), msg.functions, msg.load);
+            self.scheduler.peer_slots(&msg.peer, msg.slots);
         }
     }
 }

@@ -48,6 +48,11 @@ pub struct MemberRecord {
     /// answers a job's status by asking the one whose record names its node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs_node: Option<String>,
+    /// Jobs its workers may hold at once, by function (all its workers of the function
+    /// together): a dispatcher with no worker of a function hands its background jobs to the
+    /// peers no faster than their slots. Absent in records of older dispatchers.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub slots: std::collections::BTreeMap<String, u32>,
 }
 
 impl MemberRecord {
@@ -124,6 +129,7 @@ mod tests {
             load: 3,
             draining: false,
             jobs_node: None,
+            slots: Default::default(),
         }
     }
 
