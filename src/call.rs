@@ -254,6 +254,10 @@ pub struct CallSpec {
     /// Its job takes partial results ([`Partial`]): a call forwarded to a peer dispatcher
     /// is sent as a streaming call, and its partials passed back through the lease.
     pub streams: bool,
+    /// It may wait in its function's queue when every worker here is busy; a background
+    /// job's attempt may not (refused `RateLimited` instead: the job stays queued in the
+    /// store, its attempt not begun).
+    pub may_wait: bool,
 }
 
 impl CallSpec {
@@ -275,6 +279,7 @@ impl CallSpec {
             caller: None,
             priority: Priority::Normal,
             streams: false,
+            may_wait: true,
         }
     }
 

@@ -49,6 +49,7 @@ use peers::{NoPeer, Peers};
 use placement::{assign, pick_worker, Batch, FunctionEntry, Load, WorkerEntry};
 
 mod breakers;
+mod capacity;
 mod peers;
 mod placement;
 mod queue;
@@ -81,6 +82,11 @@ pub trait Waiting {
     /// synchronous calls are [`Priority::Normal`]).
     fn priority(&self) -> Priority {
         Priority::Normal
+    }
+    /// The call may wait in the queue when no worker has room (else it is refused
+    /// `RateLimited`).
+    fn may_wait(&self) -> bool {
+        true
     }
 }
 
@@ -218,7 +224,7 @@ impl<C: Waiting> Scheduler<C> {
         if !entry.breakers.any_admits(&entry.workers) {
             return Some(self.refuse_broken(function, call));
         }
-        if entry.queue.len() < self.max_queue_per_function {
+        if entry.queue.len() < self.max_queue_per_function && call.may_wait() {
             entry.queue.push_back(call);
             if entry.queue.len() == 1 {
                 self.backlogged.insert(function.clone());
@@ -481,16 +487,6 @@ impl<C: Waiting> Scheduler<C> {
             .collect();
         states.sort_by(|a, b| a.0.cmp(&b.0));
         states
-    }
-
-    /// Jobs of `function` its workers here could take now (their free slots, less the calls
-    /// waiting); `None`: no worker serves it here.
-    pub fn free_slots(&self, function: &FunctionName) -> Option<u32> {
-        let entry = self
-            .functions
-            .get(function)
-            .filter(|e| !e.workers.is_empty());
-        entry.map(FunctionEntry::free_slots)
     }
 
     /// `worker`'s load, if it is connected.

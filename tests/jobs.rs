@@ -735,7 +735,8 @@ async fn a_waiting_caller_reads_a_job_kept_for_no_time_and_options_are_given_onc
 #[actix_rt::test]
 async fn background_jobs_wait_queued_while_synchronous_calls_hold_the_slots() {
     let mut config = config();
-    config.jobs.timeout_ms = 800;
+    // A 300 ms job fits, one that also waited behind a 300 ms call would not.
+    config.jobs.timeout_ms = 500;
     let d = start_dispatcher_with_http(config);
     let worker = napper(&d).await;
     let busy_until = Instant::now() + Duration::from_millis(2000);
@@ -762,6 +763,80 @@ async fn background_jobs_wait_queued_while_synchronous_calls_hold_the_slots() {
     for caller in callers {
         caller.await.unwrap();
     }
+    succeeded_first_time(&d, &ids).await;
+    worker.stop().await;
+    d.stop().await;
+}
+
+/// A worker of two functions with two slots: six jobs of both, due at one instant, share its
+/// two slots (counted once, not once per function), so the others stay queued and every job
+/// runs within its 500 ms (counted per function, four went at once and two timed out
+/// waiting behind the others).
+#[actix_rt::test]
+async fn a_worker_of_two_functions_has_its_slots_counted_once() {
+    let mut config = config();
+    config.jobs.timeout_ms = 500;
+    let d = start_dispatcher_with_http(config);
+    let nap = |job: Job| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(job.params().clone())
+    };
+    let worker = Worker::builder()
+        .name("two")
+        .server(d.addr.to_string())
+        .slots(2)
+        .function("NapA", nap)
+        .function("NapB", nap)
+        .start()
+        .unwrap();
+    serving(&d, "NapA").await;
+    serving(&d, "NapB").await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let run_at = (now_ms + 700).to_string();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        for function in ["NapA", "NapB"] {
+            let headers = [
+                ("x-nmid-max-attempts", "1"),
+                ("x-nmid-run-at", run_at.as_str()),
+            ];
+            ids.push(submitted(&d, function, &headers, &format!("{i}")).await);
+        }
+    }
+    succeeded_first_time(&d, &ids).await;
+    worker.stop().await;
+    d.stop().await;
+}
+
+/// A synchronous caller and background jobs take turns at one slot: a job that ends leaves
+/// its slot to the call waiting for it, and the next job starts only when the slot is free
+/// again, so each runs within its 450 ms (starting the next job at once sent it behind the
+/// waiting call, to time out there).
+#[actix_rt::test]
+async fn a_slot_a_job_leaves_goes_to_the_call_waiting_for_it() {
+    let mut config = config();
+    config.jobs.timeout_ms = 450;
+    let d = start_dispatcher_with_http(config);
+    let worker = napper(&d).await;
+    let busy_until = Instant::now() + Duration::from_millis(3000);
+    let addr = d.addr;
+    let caller = tokio::spawn(async move {
+        let client = nmid::client::Client::connect(addr.to_string())
+            .await
+            .unwrap();
+        while Instant::now() < busy_until {
+            let _ = client.call("Nap", "sync").await;
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    });
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(submitted(&d, "Nap", &[("x-nmid-max-attempts", "1")], &format!("{i}")).await);
+    }
+    caller.await.unwrap();
     succeeded_first_time(&d, &ids).await;
     worker.stop().await;
     d.stop().await;

@@ -406,14 +406,16 @@ impl Handler<AttemptDone> for Background {
 
     fn handle(&mut self, done: AttemptDone, ctx: &mut Self::Context) {
         let end = attempt_end(done.outcome);
-        // An attempt that found no worker, or was cut short by a shutdown, was none.
-        if !matches!(end, AttemptEnd::NoWorker | AttemptEnd::Interrupted) {
+        // An attempt that found no worker, or every worker busy, or was cut short by a
+        // shutdown, was none.
+        let busy = matches!(end, AttemptEnd::Busy);
+        if !matches!(end, AttemptEnd::NoWorker | AttemptEnd::Interrupted) && !busy {
             self.attempts += 1;
         }
         let Some(record) = self.book.finish(done.seq, end, now_ms()).cloned() else {
             return;
         };
-        self.slots.freed(&record.function);
+        self.slots.freed(busy.then_some(&record.function[..]));
         let change = Change::Put(Box::new(record.clone()));
         self.store.write_later(vec![change], self.book.next_seq());
         if record.state.is_final() {

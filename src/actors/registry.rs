@@ -225,6 +225,10 @@ impl Waiting for Pending {
     fn priority(&self) -> Priority {
         self.spec.priority
     }
+
+    fn may_wait(&self) -> bool {
+        self.spec.may_wait
+    }
 }
 
 /// A connected worker as the registry knows it, besides its load (the scheduler's).

@@ -112,6 +112,9 @@ pub enum AttemptEnd {
     NoWorker,
     /// The dispatcher is stopping: the job waits for the next start, no attempt used.
     Interrupted,
+    /// Every worker was busy (or every peer full): the job waits for a free slot, no
+    /// attempt used.
+    Busy,
 }
 
 /// Why a job could not be cancelled.
@@ -339,9 +342,17 @@ impl Book {
         None
     }
 
-    /// Functions with jobs queued or running.
-    pub fn functions(&self) -> impl Iterator<Item = &Bytes> {
-        self.queues.keys()
+    /// Functions with jobs ready to start, and how many could start (at most `window` running).
+    pub fn wanted(&self) -> impl Iterator<Item = (&Bytes, u32)> {
+        let window = self.limits.window;
+        (self.queues.iter())
+            .map(move |(f, q)| {
+                (
+                    f,
+                    (q.ready.len() as u32).min(window.saturating_sub(q.running)),
+                )
+            })
+            .filter(|(_, wanted)| *wanted > 0)
     }
 
     /// The jobs that start now (marked running, an attempt counted): to be written and
@@ -455,7 +466,7 @@ impl Book {
                 self.parked.insert(function.clone(), (now + wait, wait));
                 (JobState::Queued, Some(now + wait))
             }
-            AttemptEnd::Interrupted => {
+            AttemptEnd::Interrupted | AttemptEnd::Busy => {
                 record.attempts = record.attempts.saturating_sub(1);
                 (JobState::Queued, Some(now))
             }

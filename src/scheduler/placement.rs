@@ -73,16 +73,6 @@ impl<C> FunctionEntry<C> {
     }
 }
 
-impl<C: super::Waiting> FunctionEntry<C> {
-    /// Jobs its workers could take now, all together, less the calls already waiting for them.
-    pub(super) fn free_slots(&self) -> u32 {
-        let free: u32 = (self.workers.iter())
-            .map(|load| load.max_jobs.get().saturating_sub(load.in_flight.get()))
-            .sum();
-        free.saturating_sub(self.queue.len() as u32)
-    }
-}
-
 impl<C> Default for FunctionEntry<C> {
     fn default() -> Self {
         Self {

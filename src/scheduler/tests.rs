@@ -295,3 +295,41 @@ fn a_hundred_workers_share_the_load_evenly() {
     assert_eq!(scheduler.functions()[0].queued, 0);
     assert_eq!(scheduler.functions()[0].in_flight, 200);
 }
+
+/// Free slots for background jobs: a worker serving two functions has its free slots
+/// shared once over both, and the calls waiting for a function take theirs first.
+#[test]
+fn free_slots_are_shared_once_over_the_functions_and_waiting_calls_go_first() {
+    let mut scheduler = Scheduler::new(16);
+    scheduler.join(WorkerId(1), 2);
+    assert!(scheduler.serve(WorkerId(1), &f("F")).is_empty());
+    assert!(scheduler.serve(WorkerId(1), &f("G")).is_empty());
+    let wanted = [(f("F"), 2), (f("G"), 2), (f("H"), 1)];
+    assert_eq!(
+        scheduler.share_free_slots(&wanted),
+        [Some(2), Some(0), None]
+    );
+    assert_eq!(assigned(&mut scheduler, 1), 1);
+    assert_eq!(
+        scheduler.share_free_slots(&wanted),
+        [Some(1), Some(0), None]
+    );
+    assert_eq!(assigned(&mut scheduler, 2), 1);
+    // Full: a third call waits, and keeps the next free slot for itself.
+    assert!(scheduler.place(&f("F"), call(3), false).is_none());
+    assert_eq!(
+        scheduler.share_free_slots(&wanted),
+        [Some(0), Some(0), None]
+    );
+    let decisions = scheduler.finished(WorkerId(1), &f("F"));
+    assert_eq!(decisions.len(), 1, "the waiting call takes the freed slot");
+    assert_eq!(
+        scheduler.share_free_slots(&wanted),
+        [Some(0), Some(0), None]
+    );
+    scheduler.finished(WorkerId(1), &f("F"));
+    assert_eq!(
+        scheduler.share_free_slots(&wanted),
+        [Some(1), Some(0), None]
+    );
+}

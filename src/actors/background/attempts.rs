@@ -44,8 +44,9 @@ impl Handler<ProgressNoted> for Background {
 /// How often the slots of the functions with jobs are asked of the registry.
 const SLOTS_EVERY: Duration = Duration::from_millis(20);
 
-/// The free slots of the workers here of the functions with jobs: what the registry last
-/// said, less the jobs started since, plus the attempts ended since.
+/// What the registry last said the workers could take, by function, less the jobs started
+/// since. A slot freed by a job that ended is not counted here: a call waiting may take it;
+/// the registry is asked again at once instead.
 #[derive(Debug, Default)]
 pub(super) struct Slots {
     /// By function.
@@ -71,6 +72,15 @@ impl Slots {
         }
     }
 
+    /// An attempt ended: ask the registry again at its next chance; one that found every
+    /// worker of its function busy says there is no room until then.
+    pub(super) fn freed(&mut self, busy: Option<&[u8]>) {
+        self.asked = None;
+        if let Some(CapacityRoom::Here(free)) = busy.and_then(|f| self.known.get_mut(f)) {
+            *free = 0;
+        }
+    }
+
     /// The registry's answer for `functions`, less what started since the question.
     fn answered(&mut self, functions: Vec<Bytes>, answer: Vec<CapacityRoom>) {
         let since = std::mem::take(&mut self.started_since_asked);
@@ -81,19 +91,12 @@ impl Slots {
             other => other,
         };
         self.known = (functions.into_iter().zip(answer))
-            .map(|(f, free)| {
-                let free = counted(&f, free);
-                (f, free)
+            .map(|(f, room)| {
+                let room = counted(&f, room);
+                (f, room)
             })
             .collect();
         self.asking = false;
-    }
-
-    /// An attempt of `function` ended: its slot is free again.
-    pub(super) fn freed(&mut self, function: &[u8]) {
-        if let Some(CapacityRoom::Here(free)) = self.known.get_mut(function) {
-            *free += 1;
-        }
     }
 }
 
@@ -107,18 +110,21 @@ impl Background {
         }
         let due = (self.slots.asked).is_none_or(|at| at.elapsed() >= SLOTS_EVERY);
         let known = &self.slots.known;
-        if !due && self.book.functions().all(|f| known.contains_key(f)) {
+        if !due && self.book.wanted().all(|(f, _)| known.contains_key(f)) {
             return;
         }
-        let functions: Vec<Bytes> = self.book.functions().cloned().collect();
-        if functions.is_empty() {
+        let wanted: Vec<(Bytes, u32)> = (self.book.wanted()).map(|(f, n)| (f.clone(), n)).collect();
+        if wanted.is_empty() {
             return;
         }
         self.slots.asking = true;
         self.slots.asked = Some(Instant::now());
-        let names = functions.iter().cloned().map(FunctionName).collect();
-        let asked = self.services.registry.send(Capacity { functions: names });
-        ctx.spawn(asked.into_actor(self).map(move |answer, jobs, ctx| {
+        let asked = (wanted.iter())
+            .map(|(f, n)| (FunctionName(f.clone()), *n))
+            .collect();
+        let question = self.services.registry.send(Capacity { wanted: asked });
+        ctx.spawn(question.into_actor(self).map(move |answer, jobs, ctx| {
+            let functions: Vec<Bytes> = wanted.into_iter().map(|(f, _)| f).collect();
             // No answer (the registry stopped): as if no worker served them here.
             let answer = answer.unwrap_or_else(|_| vec![CapacityRoom::Unknown; functions.len()]);
             jobs.slots.answered(functions, answer);
@@ -143,6 +149,8 @@ impl Background {
         }
         spec.caller = (record.caller.as_deref()).and_then(|c| ClientKey::from_meta(c.as_bytes()));
         spec.priority = record.priority.into();
+        // Only onto a worker with room: never to wait in the function's queue, as `running`.
+        spec.may_wait = false;
         let me = ctx.address();
         let seq = record.seq;
         let reply = Box::new({
@@ -199,11 +207,13 @@ pub(super) fn attempt_end(outcome: CallOutcome) -> AttemptEnd {
             let code = crate::metrics::Outcome::of_error(error).as_str();
             match error {
                 DispatchError::NoWorker | DispatchError::UnknownFunction => AttemptEnd::NoWorker,
+                // Every worker busy (an attempt does not wait in the queue), or every peer
+                // full: no attempt begun; the job waits for a free slot.
+                DispatchError::RateLimited => AttemptEnd::Busy,
                 DispatchError::ShuttingDown => AttemptEnd::Interrupted,
                 DispatchError::Timeout
                 | DispatchError::SlowCaller
                 | DispatchError::WorkerLost
-                | DispatchError::RateLimited
                 | DispatchError::BreakerOpen => failed(code, error.to_string(), true),
                 DispatchError::BadRequest | DispatchError::TooLarge | DispatchError::Forbidden => {
                     warn!(%error, "background job refused for good");

@@ -9,18 +9,19 @@ use actix::prelude::*;
 use super::Registry;
 use crate::call::FunctionName;
 
-/// What each function's workers could take, in the order asked.
+/// What each function's workers could take of the jobs wanted, in the order asked.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<Room>")]
 pub struct Capacity {
-    /// The functions.
-    pub functions: Vec<FunctionName>,
+    /// The functions, and how many of their jobs are waiting to start.
+    pub wanted: Vec<(FunctionName, u32)>,
 }
 
 /// What a function's workers could take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Room {
-    /// Workers here: their free slots, less the calls waiting for them.
+    /// Workers here: this many of the jobs wanted fit their free slots now (each worker's
+    /// free slots shared once over the functions asked, after the calls waiting).
     Here(u32),
     /// No worker here; the peers that serve it publish this many slots in all (their own
     /// calls may hold some).
@@ -34,13 +35,14 @@ impl Handler<Capacity> for Registry {
 
     fn handle(&mut self, asked: Capacity, _: &mut Self::Context) -> Self::Result {
         let scheduler = &self.scheduler;
-        let room = |f: &FunctionName| match scheduler.free_slots(f) {
-            Some(free) => Room::Here(free),
+        let here = scheduler.share_free_slots(&asked.wanted);
+        let room = |((f, _), here): (&(FunctionName, u32), Option<u32>)| match here {
+            Some(share) => Room::Here(share),
             None => match scheduler.peer_capacity(f) {
                 0 => Room::Unknown,
                 slots => Room::Peers(slots),
             },
         };
-        MessageResult(asked.functions.iter().map(room).collect())
+        MessageResult(asked.wanted.iter().zip(here).map(room).collect())
     }
 }
