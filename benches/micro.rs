@@ -18,7 +18,6 @@
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -35,7 +34,6 @@ use nmid::codec::{
     self, CDoJob, Frame, ParamsType, SGetData, TaggedCall, TaggedResult, DEFAULT_MAX_FRAME_BYTES,
     HANDLE_TYPE_ENCODE,
 };
-use nmid::metrics::Metrics;
 use nmid::retstruct::RetStruct;
 
 /// The allocator of the `nmid` binary, so the dispatch path costs what it costs there.
@@ -265,15 +263,7 @@ impl Handler<Assign> for EchoWorker {
 /// A registry with `workers` echo workers serving [`FUNCTION`], each with [`SLOTS`] slots,
 /// ready to take calls. Must run inside the benchmark's `System`.
 async fn start_dispatch(workers: usize) -> JobServices {
-    let services = JobServices {
-        registry: Registry::new(MAX_QUEUE).start(),
-        retries: 1,
-        max_reroutes: 0,
-        metrics: Arc::new(Metrics::new()),
-        rate_limits: None,
-        breakers: false,
-        max_partial_bytes_buffered: 1 << 20,
-    };
+    let services = JobServices::with_registry(Registry::new(MAX_QUEUE).start());
     let peer = SocketAddr::from(([127, 0, 0, 1], 0));
     for _ in 0..workers {
         let id = WorkerId::next();

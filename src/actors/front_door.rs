@@ -287,13 +287,8 @@ mod tests {
         let web = auth.token(b"web-secret-0123456789").unwrap();
         let peers = auth.token(b"peers-secret-0123456789").unwrap();
         let jobs = JobServices {
-            registry: Registry::new(16).start(),
             retries: 0,
-            max_reroutes: 0,
-            metrics: Arc::new(Metrics::new()),
-            rate_limits: None,
-            breakers: false,
-            max_partial_bytes_buffered: 1 << 20,
+            ..JobServices::with_registry(Registry::new(16).start())
         };
         (FrontDoor::new(jobs, 1024, security), web, peers)
     }

@@ -90,6 +90,24 @@ pub struct JobServices {
     pub max_partial_bytes_buffered: usize,
 }
 
+impl JobServices {
+    /// The services of `registry` with nothing configured: one retry of a lost worker, no
+    /// reroutes, metrics of their own, no rate limits, no breakers, 1 MiB of partials per
+    /// streaming call. What unit tests and benchmarks dispatch through; the dispatcher
+    /// builds its own from the configuration.
+    pub fn with_registry(registry: Addr<Registry>) -> Self {
+        JobServices {
+            registry,
+            retries: 1,
+            max_reroutes: 0,
+            metrics: Arc::new(Metrics::new()),
+            rate_limits: None,
+            breakers: false,
+            max_partial_bytes_buffered: 1 << 20,
+        }
+    }
+}
+
 /// A call in flight.
 pub struct JobActor {
     id: JobId,

@@ -98,15 +98,7 @@ mod tests {
     use actix_web::web;
 
     fn state() -> web::Data<HttpState> {
-        let jobs = crate::actors::job::JobServices {
-            registry: Registry::new(16).start(),
-            retries: 1,
-            max_reroutes: 0,
-            metrics: Arc::new(Metrics::new()),
-            rate_limits: None,
-            breakers: false,
-            max_partial_bytes_buffered: 1 << 20,
-        };
+        let jobs = crate::actors::job::JobServices::with_registry(Registry::new(16).start());
         let max_frame_bytes = crate::codec::DEFAULT_MAX_FRAME_BYTES;
         web::Data::new(HttpState {
             door: FrontDoor::new(jobs, max_frame_bytes, Security::open()),

@@ -84,16 +84,13 @@ impl Slots {
     /// The registry's answer for `functions`, less what started since the question.
     fn answered(&mut self, functions: Vec<Bytes>, answer: Vec<CapacityRoom>) {
         let since = std::mem::take(&mut self.started_since_asked);
-        let counted = |f: &Bytes, room: CapacityRoom| match room {
-            CapacityRoom::Here(free) => {
-                CapacityRoom::Here(free.saturating_sub(since.get(f).copied().unwrap_or(0)))
-            }
-            other => other,
-        };
         self.known = (functions.into_iter().zip(answer))
-            .map(|(f, room)| {
-                let room = counted(&f, room);
-                (f, room)
+            .map(|(function, room)| match room {
+                CapacityRoom::Here(free) => {
+                    let started = since.get(&function).copied().unwrap_or(0);
+                    (function, CapacityRoom::Here(free.saturating_sub(started)))
+                }
+                other => (function, other),
             })
             .collect();
         self.asking = false;

@@ -108,7 +108,6 @@ mod tests {
     use crate::jobs::callback::Callbacks;
     use crate::jobs::record::now_ms;
     use crate::jobs::{Book, Fsync, JobState, Store};
-    use crate::metrics::Metrics;
 
     /// Submissions that reach the jobs' actor together are written in one commit, and each
     /// is answered with its own job once it is in the store.
@@ -127,15 +126,7 @@ mod tests {
             vec![],
             now_ms(),
         );
-        let services = JobServices {
-            registry: Registry::new(16).start(),
-            retries: 1,
-            max_reroutes: 0,
-            metrics: Arc::new(Metrics::new()),
-            rate_limits: None,
-            breakers: false,
-            max_partial_bytes_buffered: 1 << 20,
-        };
+        let services = JobServices::with_registry(Registry::new(16).start());
         let callbacks = Callbacks::from_config(&config).unwrap();
         let gauges = Arc::new(Mutex::new(Default::default()));
         let jobs = Background::new(book, store.clone(), services, 16, gauges, callbacks).start();
